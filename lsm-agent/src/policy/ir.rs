@@ -1,0 +1,222 @@
+//! The validated model of a policy: what parsing produces and compiling consumes.
+//!
+//! Everything here is already checked: hooks exist, argument indices are declared, operators
+//! fit the argument types, values are parsed. Compiling it can only fail on limits that depend
+//! on the other loaded policies (selector slots, map capacity).
+
+use std::fmt;
+
+/// The LSM hooks the agent enforces at. Discriminants are the `HOOK_*` ids of `lsm-shared`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LsmHook {
+    FileOpen,
+    FilePermission,
+    MmapFile,
+    PathTruncate,
+    FileTruncate,
+    BprmCheckSecurity,
+}
+
+impl LsmHook {
+    pub const ALL: [LsmHook; 6] = [
+        LsmHook::FileOpen,
+        LsmHook::FilePermission,
+        LsmHook::MmapFile,
+        LsmHook::PathTruncate,
+        LsmHook::FileTruncate,
+        LsmHook::BprmCheckSecurity,
+    ];
+
+    /// The `HOOK_*` id shared with the BPF side.
+    pub fn id(self) -> u32 {
+        use lsm_shared::*;
+        match self {
+            LsmHook::FileOpen => HOOK_FILE_OPEN,
+            LsmHook::FilePermission => HOOK_FILE_PERMISSION,
+            LsmHook::MmapFile => HOOK_MMAP_FILE,
+            LsmHook::PathTruncate => HOOK_PATH_TRUNCATE,
+            LsmHook::FileTruncate => HOOK_FILE_TRUNCATE,
+            LsmHook::BprmCheckSecurity => HOOK_BPRM_CHECK,
+        }
+    }
+
+    pub fn from_id(id: u32) -> Option<LsmHook> {
+        LsmHook::ALL.into_iter().find(|h| h.id() == id)
+    }
+
+    /// The hook's name as written in `lsmhooks[].hook` (no `security_` prefix).
+    pub fn name(self) -> &'static str {
+        match self {
+            LsmHook::FileOpen => "file_open",
+            LsmHook::FilePermission => "file_permission",
+            LsmHook::MmapFile => "mmap_file",
+            LsmHook::PathTruncate => "path_truncate",
+            LsmHook::FileTruncate => "file_truncate",
+            LsmHook::BprmCheckSecurity => "bprm_check_security",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<LsmHook> {
+        LsmHook::ALL.into_iter().find(|h| h.name() == name)
+    }
+}
+
+impl fmt::Display for LsmHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyKind {
+    TracingPolicy,
+    TracingPolicyNamespaced,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PolicyMode {
+    #[default]
+    Enforce,
+    Monitor,
+}
+
+/// A parsed and validated `TracingPolicy` or `TracingPolicyNamespaced`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub name: String,
+    pub kind: PolicyKind,
+    /// `metadata.namespace` (namespaced policies only).
+    pub namespace: Option<String>,
+    pub mode: PolicyMode,
+    pub hooks: Vec<Hook>,
+    /// Non-fatal remarks for the log (e.g. "namespaced policy applies to all processes").
+    pub warnings: Vec<String>,
+}
+
+/// Where a hook came from in the YAML.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookOrigin {
+    /// `spec.kprobes[i]` with `call`, translated to an LSM hook.
+    Kprobe { call: String },
+    /// `spec.lsmhooks[i]`, used directly.
+    LsmHook,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hook {
+    pub lsm: LsmHook,
+    pub origin: HookOrigin,
+    /// Index in `spec.kprobes` or `spec.lsmhooks`.
+    pub spec_index: usize,
+    /// Declared `args`, in YAML order.
+    pub args: Vec<ArgSpec>,
+    pub message: Option<String>,
+    pub tags: Vec<String>,
+    /// Empty means "no selectors": every call is posted.
+    pub selectors: Vec<Selector>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgType {
+    /// `struct file *` (types `file`, `fd`): matched on its full path.
+    File,
+    /// `struct path *` (types `path`, `dentry`): matched on its full path.
+    Path,
+    /// `struct linux_binprm *`: matched on the path of the executable.
+    LinuxBinprm,
+    /// An integer of `width` bytes (1, 2, 4, 8).
+    Int { width: u8, signed: bool },
+}
+
+impl ArgType {
+    pub fn is_path_like(self) -> bool {
+        matches!(self, ArgType::File | ArgType::Path | ArgType::LinuxBinprm)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgSpec {
+    /// `index` as written in the YAML (position in the kprobe'd function).
+    pub spec_index: u32,
+    /// Position of the same value among the LSM hook's arguments.
+    pub lsm_index: u32,
+    pub ty: ArgType,
+    /// The YAML `type` string, for events (`file`, `int`, `uint32`, ...).
+    pub type_name: String,
+    pub label: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StrOp {
+    Equal,
+    Prefix,
+    Postfix,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumOp {
+    Equal,
+    NotEqual,
+    GreaterThan,
+    LessThan,
+    Mask,
+    InRange,
+    NotInRange,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FilterKind {
+    /// A string operator on a path-like argument; `negated` for `NotEqual`/`NotPrefix`/
+    /// `NotPostfix`. Values are raw bytes (trailing NULs trimmed).
+    Str {
+        op: StrOp,
+        negated: bool,
+        values: Vec<Vec<u8>>,
+    },
+    /// A numeric operator on an integer argument. Values are already converted to the
+    /// argument's width and sign-extended (signed) or zero-extended (unsigned) to 64 bits;
+    /// `InRange`/`NotInRange` values come in `[min, max]` pairs.
+    Num { op: NumOp, values: Vec<u64> },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArgFilter {
+    /// The `index` from the YAML.
+    pub spec_index: u32,
+    /// The argument's position at the LSM hook.
+    pub lsm_index: u32,
+    /// The declared type of that argument.
+    pub ty: ArgType,
+    pub kind: FilterKind,
+}
+
+/// `matchBinaries`: `In`/`NotIn` map to `Equal`, with `negated` for `NotIn`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BinaryFilter {
+    pub op: StrOp,
+    pub negated: bool,
+    pub values: Vec<Vec<u8>>,
+    pub follow_children: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// `rate_limit_ms` from `rateLimit` ("10s" = 10000).
+    Post { rate_limit_ms: Option<u64> },
+    NoPost,
+    Sigkill,
+    /// `argError`, already forced into [-4095, 0].
+    Override { error: i32 },
+    Signal { signal: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selector {
+    /// Position in the hook's `selectors` list.
+    pub index: usize,
+    pub label: Option<String>,
+    pub match_args: Vec<ArgFilter>,
+    pub match_binaries: Option<BinaryFilter>,
+    /// Empty means the default action, `Post`.
+    pub actions: Vec<Action>,
+}

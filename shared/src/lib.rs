@@ -1,0 +1,446 @@
+//! The ABI between the BPF programs in `lsm-ebpf` and the agent in `lsm-agent`.
+//!
+//! Every type that crosses the kernel boundary lives here, once: map keys and values, the
+//! load-time kernel configuration, and the ring-buffer event records. All types are
+//! `#[repr(C)]`, `Copy`, use explicit padding and no `bool`/enums, and have their size pinned
+//! by a compile-time assertion so that both sides agree byte for byte.
+//!
+//! # How selectors are evaluated in the kernel
+//!
+//! The user-space compiler gives every selector of a hook a slot `0..MAX_SELECTORS` (across all
+//! loaded policies). Every string filter value becomes one map entry whose value is a pair of
+//! selector bitmaps ([`SelMasks`]); a hook does at most one lookup per (subject, family), so
+//! its cost does not depend on how many values a filter has:
+//!
+//! * `Equal`/`NotEqual`/`In`/`NotIn`: hash map [`STR_EQ_MAP`], key = [`StrKey`];
+//! * `Prefix`/`NotPrefix`: LPM trie [`STR_PREFIX_MAP`] over the path bytes;
+//! * `Postfix`/`NotPostfix`: LPM trie [`STR_POSTFIX_MAP`] over the reversed path bytes.
+//!
+//! For the tries the compiler stores in each entry the union of the bitmaps of every entry that
+//! is a prefix of it, so the single longest-prefix match answers for all shorter ones too.
+//! Numeric filters (few values each) are records in [`NUM_FILT_MAP`], evaluated in a bounded
+//! loop. The per-hook [`HookConfig`] says which selectors use which filter class, so a selector
+//! without a filter of some class is not constrained by it.
+#![no_std]
+
+use core::mem::size_of;
+
+// ---------------------------------------------------------------------------------------------
+// Hooks
+
+/// `file_open(struct file *file)`.
+pub const HOOK_FILE_OPEN: u32 = 0;
+/// `file_permission(struct file *file, int mask)`.
+pub const HOOK_FILE_PERMISSION: u32 = 1;
+/// `mmap_file(struct file *file, unsigned long reqprot, unsigned long prot, unsigned long flags)`.
+pub const HOOK_MMAP_FILE: u32 = 2;
+/// `path_truncate(const struct path *path)`.
+pub const HOOK_PATH_TRUNCATE: u32 = 3;
+/// `file_truncate(struct file *file)` (Linux 6.2 and later).
+pub const HOOK_FILE_TRUNCATE: u32 = 4;
+/// `bprm_check_security(struct linux_binprm *bprm)`.
+pub const HOOK_BPRM_CHECK: u32 = 5;
+/// `socket_connect(struct socket *sock, struct sockaddr *address, int addrlen)`.
+pub const HOOK_SOCKET_CONNECT: u32 = 6;
+/// Number of hook slots in the per-hook maps.
+pub const NUM_HOOKS: u32 = 8;
+
+/// Selector slots per hook, across all loaded policies (one bit each in a `u64`).
+pub const MAX_SELECTORS: u32 = 64;
+/// Numeric filter records per hook.
+pub const MAX_NUM_FILTERS: u32 = 64;
+/// Arguments a hook event carries (Tetragon's `MAX_POSSIBLE_ARGS`).
+pub const MAX_ARGS: usize = 5;
+
+// ---------------------------------------------------------------------------------------------
+// Strings and paths
+
+/// Bytes of a string that take part in matching: an `Equal` value, a `Prefix` or a `Postfix`
+/// is at most this long (Tetragon allows 256 for prefixes).
+pub const STR_LEN: usize = 256;
+/// Size of the buffer a path is resolved into (`PATH_MAX`).
+pub const PATH_BUF_LEN: usize = 4096;
+/// Dentry components the fallback walk follows before it gives up (fail-closed).
+pub const MAX_WALK_DEPTH: u32 = 64;
+
+/// The path was resolved completely (by `bpf_d_path` or the dentry walk).
+pub const PATH_RESOLVED: u32 = 1 << 0;
+/// The path came from the bounded dentry walk (the file was opened before the agent started,
+/// or the cache entry was evicted). Such a path is relative to the initial mount namespace.
+pub const PATH_WALKED: u32 = 1 << 1;
+/// The path could not be resolved (too deep, longer than [`PATH_BUF_LEN`], or a helper
+/// error). Enforcing selectors treat every string filter on it as matching (fail-closed).
+pub const PATH_UNRESOLVED: u32 = 1 << 2;
+
+/// A resolved path as kept in the kernel: its full length, its first [`STR_LEN`] bytes and
+/// its last [`STR_LEN`] bytes reversed. That is all that matching needs for any path up to
+/// [`PATH_BUF_LEN`]: `Equal` values and prefixes fit in `head`, postfixes in `tail_rev`, and a
+/// path longer than `STR_LEN` cannot equal any value. User space rebuilds paths up to
+/// `2 * STR_LEN` bytes exactly; longer ones are shown as head, `...`, tail.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PathRec {
+    /// Length of the whole path in bytes, without the terminating NUL.
+    pub len: u32,
+    /// `PATH_*` flags.
+    pub flags: u32,
+    /// The first bytes of the path, zero-padded.
+    pub head: [u8; STR_LEN],
+    /// The last bytes of the path in reverse order, zero-padded.
+    pub tail_rev: [u8; STR_LEN],
+}
+const _: () = assert!(size_of::<PathRec>() == 8 + 2 * STR_LEN);
+
+/// Subject of a string filter: the hook's file/path argument, or the process's binary.
+pub const SUBJECT_ARG: u8 = 0;
+/// The executable of the current process (`matchBinaries`).
+pub const SUBJECT_BINARY: u8 = 1;
+
+/// Key of [`STR_EQ_MAP`]. `scope` is [`str_scope`]; `bytes` holds the string, zero-padded.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct StrKey {
+    pub scope: [u8; 4],
+    pub bytes: [u8; STR_LEN],
+}
+const _: () = assert!(size_of::<StrKey>() == 4 + STR_LEN);
+
+/// Scope bytes of a string key: hook, subject, and 0 padding. All four bytes are always part
+/// of the LPM prefix, so tries never match across hooks or subjects.
+#[inline(always)]
+pub const fn str_scope(hook: u32, subject: u8) -> [u8; 4] {
+    [hook as u8, subject, 0, 0]
+}
+
+/// Bits of the LPM prefix taken by the scope bytes.
+pub const SCOPE_BITS: u32 = 32;
+
+/// String bytes in an LPM trie key: the kernel caps trie data at 256 bytes, 4 of which are
+/// the scope. So a `Prefix` or `Postfix` value is at most this long.
+pub const LPM_STR_LEN: usize = 252;
+
+/// Data of an LPM trie key in [`STR_PREFIX_MAP`] and [`STR_POSTFIX_MAP`] (aya's
+/// `lpm_trie::Key` puts the prefix length in front). The prefix length in bits is
+/// `SCOPE_BITS + 8 * string length`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct LpmStr {
+    pub scope: [u8; 4],
+    pub bytes: [u8; LPM_STR_LEN],
+}
+const _: () = assert!(size_of::<LpmStr>() == 256);
+
+/// The value of every string map entry: which selectors list this string in a positive
+/// filter (`Equal`, `In`, `Prefix`, `Postfix`) and which in a negated one.
+#[repr(C)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct SelMasks {
+    pub pos: u64,
+    pub neg: u64,
+}
+
+// Filter classes: index into [`HookConfig::uses`]. `class(subject, family, negated)`.
+pub const FAMILY_EQUAL: usize = 0;
+pub const FAMILY_PREFIX: usize = 1;
+pub const FAMILY_POSTFIX: usize = 2;
+pub const NUM_FAMILIES: usize = 3;
+/// Number of string filter classes: 2 subjects x 3 families x {positive, negated}.
+pub const NUM_STR_CLASSES: usize = 12;
+
+/// Index of a string filter class in [`HookConfig::uses`].
+#[inline(always)]
+pub const fn str_class(subject: u8, family: usize, negated: bool) -> usize {
+    (subject as usize) * 6 + family * 2 + if negated { 1 } else { 0 }
+}
+
+/// Per-hook evaluation plan, at index `hook` of [`HOOK_CFG_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct HookConfig {
+    /// Selector slots in use on this hook.
+    pub selectors: u64,
+    /// Selectors whose actions enforce (Sigkill, Signal, Override) and are not in monitor
+    /// mode: they match when the path is unresolved (fail-closed).
+    pub enforcing: u64,
+    /// For each string class, the selectors that have a filter of that class.
+    pub uses: [u64; NUM_STR_CLASSES],
+    /// Number of valid records for this hook in [`NUM_FILT_MAP`].
+    pub num_filters: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<HookConfig>() == 16 + 8 * NUM_STR_CLASSES + 8);
+
+// Numeric operators of [`NumFilter::op`].
+pub const NUM_OP_EQUAL: u32 = 1;
+pub const NUM_OP_NOT_EQUAL: u32 = 2;
+pub const NUM_OP_GT: u32 = 3;
+pub const NUM_OP_LT: u32 = 4;
+/// Matches when `arg & value != 0` for any value.
+pub const NUM_OP_MASK: u32 = 5;
+/// Values are inclusive `[min, max]` pairs.
+pub const NUM_OP_IN_RANGE: u32 = 6;
+pub const NUM_OP_NOT_IN_RANGE: u32 = 7;
+/// Values in a numeric filter (4 plain values or 4 ranges).
+pub const NUM_FILTER_VALUES: usize = 8;
+/// [`NumFilter::flags`]: compare as signed 64-bit integers.
+pub const NUM_SIGNED: u32 = 1;
+
+/// One numeric `matchArgs` filter, at `hook * MAX_NUM_FILTERS + i` of [`NUM_FILT_MAP`].
+/// Argument values are sign- or zero-extended to 64 bits by the compiler's choice of `width`.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct NumFilter {
+    /// Selector slot this filter belongs to.
+    pub selector: u32,
+    /// Hook argument index.
+    pub arg: u32,
+    /// `NUM_OP_*`.
+    pub op: u32,
+    /// Number of used entries in `values` (pairs count twice for ranges).
+    pub nvalues: u32,
+    /// `NUM_SIGNED`.
+    pub flags: u32,
+    /// Width of the argument in bytes (1, 2, 4 or 8); the value is truncated to it first.
+    pub width: u32,
+    pub values: [u64; NUM_FILTER_VALUES],
+}
+const _: () = assert!(size_of::<NumFilter>() == 24 + 8 * NUM_FILTER_VALUES);
+
+// Actions of [`SelectorAction::flags`].
+/// Emit an event.
+pub const ACT_POST: u32 = 1 << 0;
+/// Send SIGKILL to the process and deny the operation with `-EPERM`.
+pub const ACT_SIGKILL: u32 = 1 << 1;
+/// Deny the operation with `error`.
+pub const ACT_OVERRIDE: u32 = 1 << 2;
+/// Send `signal` to the process.
+pub const ACT_SIGNAL: u32 = 1 << 3;
+/// Policy in monitor mode: enforcement actions are counted, not performed.
+pub const ACT_MONITOR: u32 = 1 << 8;
+/// Enforcement actions.
+pub const ACT_ENFORCING: u32 = ACT_SIGKILL | ACT_OVERRIDE | ACT_SIGNAL;
+
+/// What a selector does when it matches, at `hook * MAX_SELECTORS + slot` of [`SEL_ACT_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct SelectorAction {
+    /// `ACT_*`.
+    pub flags: u32,
+    /// Errno for `Override` (negative, within `[-4095, 0]`).
+    pub error: i32,
+    /// Signal number for `Signal`.
+    pub signal: u32,
+    /// Agent-assigned id of the policy this selector belongs to.
+    pub policy_id: u32,
+    /// Every selector slot of the same policy on this hook: only the first matching selector
+    /// of a policy runs its actions (Tetragon semantics); other policies still run theirs.
+    pub policy_slots: u64,
+}
+const _: () = assert!(size_of::<SelectorAction>() == 24);
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/// Bytes of `argv` an exec event carries (NUL-separated, as in `/proc/PID/cmdline`).
+pub const ARGS_LEN: usize = 1024;
+
+/// A process as tracked in [`PROCS_MAP`] (keyed by tgid).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ProcInfo {
+    pub ppid: u32,
+    pub flags: u32,
+    /// Boot-time nanoseconds of the exec that started the current image.
+    pub ktime: u64,
+    /// Path of the executable (the interpreter, for scripts).
+    pub exe: PathRec,
+}
+const _: () = assert!(size_of::<ProcInfo>() == 16 + size_of::<PathRec>());
+
+/// [`ProcInfo::flags`]: entry written by the agent's `/proc` scan at start-up.
+pub const PROC_FROM_PROCFS: u32 = 1 << 0;
+
+// ---------------------------------------------------------------------------------------------
+// Events (one ring buffer: [`EVENTS_MAP`])
+
+pub const EVENT_EXEC: u32 = 1;
+pub const EVENT_EXIT: u32 = 2;
+pub const EVENT_HOOK: u32 = 3;
+
+/// First field of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct EventHeader {
+    /// `EVENT_*`.
+    pub kind: u32,
+    /// CPU the event was produced on.
+    pub cpu: u32,
+    /// `bpf_ktime_get_boot_ns()` when it happened.
+    pub ktime: u64,
+    /// Thread id and thread-group id of the task.
+    pub pid: u32,
+    pub tgid: u32,
+}
+const _: () = assert!(size_of::<EventHeader>() == 24);
+
+/// A successful `execve`, emitted at `sched_process_exec`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    pub ppid: u32,
+    pub uid: u32,
+    /// Bytes used in `args` (all of argv, NUL-separated, possibly cut at `ARGS_LEN`).
+    pub args_len: u32,
+    /// Full length of argv in user memory.
+    pub args_total: u32,
+    pub exe: PathRec,
+    pub args: [u8; ARGS_LEN],
+}
+const _: () = assert!(size_of::<ExecEvent>() == 24 + 16 + size_of::<PathRec>() + ARGS_LEN);
+
+/// A process (thread-group leader) exited, emitted at `sched_process_exit`.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+    /// `task->exit_code`: `status << 8 | signal`.
+    pub exit_code: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<ExitEvent>() == 32);
+
+/// A selector matched at an LSM hook.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct HookEvent {
+    pub header: EventHeader,
+    /// `HOOK_*`.
+    pub hook: u32,
+    /// Selector slot that matched.
+    pub selector: u32,
+    pub policy_id: u32,
+    /// `ACT_*` flags that were performed (monitor mode: the ones that would have been).
+    pub actions: u32,
+    /// Value the hook returned (0 or a negative errno).
+    pub retval: i32,
+    pub _pad: u32,
+    /// Raw hook arguments (pointers are not meaningful to user space).
+    pub args: [u64; MAX_ARGS],
+    /// The file or path argument, if the hook has one.
+    pub path: PathRec,
+}
+const _: () = assert!(size_of::<HookEvent>() == 24 + 24 + 8 * MAX_ARGS + size_of::<PathRec>());
+
+// ---------------------------------------------------------------------------------------------
+// Counters
+
+/// Index in [`STATS_MAP`] (per-CPU `u64` counters).
+pub const STAT_RING_LOST: u32 = 0;
+/// Paths that could not be resolved at all (treated fail-closed).
+pub const STAT_PATH_UNRESOLVED: u32 = 1;
+/// Paths that needed the dentry walk (file opened before the agent, or cache eviction).
+pub const STAT_PATH_WALKED: u32 = 2;
+/// Selector matches, all hooks.
+pub const STAT_MATCHES: u32 = 3;
+/// Operations denied (Sigkill or Override).
+pub const STAT_DENIED: u32 = 4;
+pub const NUM_STATS: u32 = 8;
+
+// ---------------------------------------------------------------------------------------------
+// Load-time kernel configuration
+
+/// Offsets of kernel struct fields, read from the running kernel's BTF by the agent and
+/// written into the program's read-only data before loading. The verifier sees them as
+/// constants, so pointer arithmetic on BTF pointers stays verifiable and the same object
+/// runs on kernels with different struct layouts.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct KernelConfig {
+    /// Thread-group id of the agent: its own operations are never matched.
+    pub agent_tgid: u32,
+    /// 1 once filled in by the agent (an object loaded without it refuses to run).
+    pub valid: u32,
+    pub file_f_path: u64,
+    pub path_mnt: u64,
+    pub path_dentry: u64,
+    pub dentry_d_parent: u64,
+    pub dentry_d_name: u64,
+    pub qstr_name: u64,
+    pub qstr_len: u64,
+    pub vfsmount_mnt_root: u64,
+    pub mount_mnt: u64,
+    pub mount_mnt_parent: u64,
+    pub mount_mnt_mountpoint: u64,
+    pub binprm_file: u64,
+    pub task_mm: u64,
+    pub task_tgid: u64,
+    pub task_pid: u64,
+    pub task_real_parent: u64,
+    pub task_exit_code: u64,
+    pub mm_arg_start: u64,
+    pub mm_arg_end: u64,
+}
+const _: () = assert!(size_of::<KernelConfig>() == 8 + 19 * 8);
+
+// ---------------------------------------------------------------------------------------------
+// Names (the kernel truncates map names to 15 bytes; these fit)
+
+pub const EVENTS_MAP: &str = "EVENTS";
+pub const STATS_MAP: &str = "STATS";
+pub const HOOK_CFG_MAP: &str = "HOOK_CFG";
+pub const SEL_ACT_MAP: &str = "SEL_ACT";
+pub const NUM_FILT_MAP: &str = "NUM_FILT";
+pub const STR_EQ_MAP: &str = "STR_EQ";
+pub const STR_PREFIX_MAP: &str = "STR_PREFIX";
+pub const STR_POSTFIX_MAP: &str = "STR_POSTFIX";
+pub const PROCS_MAP: &str = "PROCS";
+pub const FILES_MAP: &str = "FILES";
+/// Name of the [`KernelConfig`] global in the object's `.rodata`.
+pub const KCONFIG_GLOBAL: &str = "KCONFIG";
+
+/// Default capacities (user space may raise them at load time).
+pub const STR_EQ_ENTRIES: u32 = 65536;
+pub const STR_LPM_ENTRIES: u32 = 65536;
+pub const PROCS_ENTRIES: u32 = 32768;
+pub const FILES_ENTRIES: u32 = 32768;
+pub const EVENTS_BYTES: u32 = 1 << 22;
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: all of these are #[repr(C)], Copy, contain only integers and byte arrays, and
+    // have no implicit padding (sizes are asserted above), so any bit pattern is valid.
+    unsafe impl aya::Pod for PathRec {}
+    unsafe impl aya::Pod for StrKey {}
+    unsafe impl aya::Pod for LpmStr {}
+    unsafe impl aya::Pod for SelMasks {}
+    unsafe impl aya::Pod for HookConfig {}
+    unsafe impl aya::Pod for NumFilter {}
+    unsafe impl aya::Pod for SelectorAction {}
+    unsafe impl aya::Pod for ProcInfo {}
+    unsafe impl aya::Pod for KernelConfig {}
+}
+
+impl PathRec {
+    pub const fn empty() -> Self {
+        Self {
+            len: 0,
+            flags: 0,
+            head: [0; STR_LEN],
+            tail_rev: [0; STR_LEN],
+        }
+    }
+}
+
+impl HookConfig {
+    pub const fn empty() -> Self {
+        Self {
+            selectors: 0,
+            enforcing: 0,
+            uses: [0; NUM_STR_CLASSES],
+            num_filters: 0,
+            _pad: 0,
+        }
+    }
+}
