@@ -1,0 +1,2 @@
+//! Tetragon-compatible gRPC API.
+pub mod proto;
