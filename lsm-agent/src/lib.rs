@@ -1,1 +1,10 @@
-
+//! lsm-agent: Tetragon-compatible policies enforced at BPF-LSM hooks.
+//!
+//! * [`policy`]: parse, validate and compile `TracingPolicy` YAML into map entries (pure).
+//! * [`bpf`]: load and attach the programs, write compiled policies into their maps.
+//! * [`events`]: read the ring buffer, decode, enrich with process data, format.
+//! * [`grpc`]: the Tetragon-compatible `FineGuidanceSensors` API.
+pub mod bpf;
+pub mod events;
+pub mod grpc;
+pub mod policy;

@@ -155,7 +155,7 @@ pub const fn str_class(subject: u8, family: usize, negated: bool) -> usize {
 
 /// Per-hook evaluation plan, at index `hook` of [`HOOK_CFG_MAP`].
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HookConfig {
     /// Selector slots in use on this hook.
     pub selectors: u64,

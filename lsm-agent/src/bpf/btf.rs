@@ -1,0 +1,115 @@
+//! Kernel struct offsets from the running kernel's BTF, for [`lsm_shared::KernelConfig`].
+//!
+//! Rust BPF has no CO-RE field relocations, so the agent does the relocation itself: it looks
+//! each field up here and writes the offsets into the program's read-only data before load.
+
+use std::path::Path;
+
+use btf_rs::{Btf, BtfType, Type};
+use lsm_shared::KernelConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("cannot read kernel BTF {path}: {source}")]
+    Read {
+        path: String,
+        source: btf_rs::Error,
+    },
+    #[error("kernel BTF has no struct {0}")]
+    NoStruct(String),
+    #[error("kernel BTF: struct {0} has no field {1}")]
+    NoField(String, String),
+    #[error("kernel BTF: {0}")]
+    Btf(#[from] btf_rs::Error),
+}
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Byte offset of `field` in `struct name`, looking through anonymous structs and unions.
+pub fn field_offset(btf: &Btf, name: &str, field: &str) -> Result<u64, BtfError> {
+    let types = btf.resolve_types_by_name(name).unwrap_or_default();
+    let st = types
+        .iter()
+        .find_map(|t| match t {
+            Type::Struct(s) if !s.members.is_empty() => Some(s),
+            _ => None,
+        })
+        .ok_or_else(|| BtfError::NoStruct(name.to_string()))?;
+    find_member(btf, &st.members, field, 0)?
+        .map(|bits| bits / 8)
+        .ok_or_else(|| BtfError::NoField(name.to_string(), field.to_string()))
+}
+
+fn find_member(
+    btf: &Btf,
+    members: &[btf_rs::Member],
+    field: &str,
+    base_bits: u64,
+) -> Result<Option<u64>, BtfError> {
+    for m in members {
+        let name = btf.resolve_name(m).unwrap_or_default();
+        let bits = base_bits + u64::from(m.bit_offset());
+        if name == field {
+            return Ok(Some(bits));
+        }
+        if name.is_empty() {
+            if let Type::Struct(s) | Type::Union(s) = btf.resolve_chained_type(m)? {
+                if let Some(found) = find_member(btf, &s.members, field, bits)? {
+                    return Ok(Some(found));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// All offsets the probe needs, for the kernel whose BTF is at `path`.
+pub fn kernel_config(path: &Path, agent_tgid: u32) -> Result<KernelConfig, BtfError> {
+    let btf = Btf::from_file(path).map_err(|source| BtfError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let off = |s: &str, f: &str| field_offset(&btf, s, f);
+    Ok(KernelConfig {
+        agent_tgid,
+        valid: 1,
+        file_f_path: off("file", "f_path")?,
+        path_mnt: off("path", "mnt")?,
+        path_dentry: off("path", "dentry")?,
+        dentry_d_parent: off("dentry", "d_parent")?,
+        dentry_d_name: off("dentry", "d_name")?,
+        qstr_name: off("qstr", "name")?,
+        qstr_len: off("qstr", "len")?,
+        vfsmount_mnt_root: off("vfsmount", "mnt_root")?,
+        mount_mnt: off("mount", "mnt")?,
+        mount_mnt_parent: off("mount", "mnt_parent")?,
+        mount_mnt_mountpoint: off("mount", "mnt_mountpoint")?,
+        binprm_file: off("linux_binprm", "file")?,
+        task_mm: off("task_struct", "mm")?,
+        task_tgid: off("task_struct", "tgid")?,
+        task_pid: off("task_struct", "pid")?,
+        task_real_parent: off("task_struct", "real_parent")?,
+        task_exit_code: off("task_struct", "exit_code")?,
+        mm_arg_start: off("mm_struct", "arg_start")?,
+        mm_arg_end: off("mm_struct", "arg_end")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The host kernel's BTF is readable without root; its layout must resolve completely.
+    #[test]
+    fn every_offset_resolves_from_the_running_kernels_btf() {
+        let path = Path::new(VMLINUX_BTF);
+        if !path.exists() {
+            panic!("{VMLINUX_BTF} is missing: the agent needs a kernel with BTF");
+        }
+        let cfg = kernel_config(path, 1).expect("offsets");
+        assert_eq!(cfg.path_dentry, cfg.path_mnt + 8, "struct path is {{mnt, dentry}}");
+        assert_eq!(cfg.qstr_name, 8, "qstr.name follows the 64-bit hash_len");
+        assert_eq!(cfg.qstr_len, 4, "qstr.len is the high half of hash_len on little endian");
+        assert!(cfg.mm_arg_end == cfg.mm_arg_start + 8);
+    }
+}

@@ -1,0 +1,600 @@
+//! Validated policies → the exact content of the BPF maps (pure: no fds, no syscalls).
+//!
+//! The whole set of loaded policies compiles into one [`MapImage`]; applying an image is a
+//! diff against the previous one (see `bpf::maps`). How the kernel side reads the maps is
+//! described in `lsm-shared`'s crate documentation.
+
+use std::collections::{BTreeMap, HashSet};
+
+use lsm_shared::*;
+
+use super::ir::{
+    Action, ArgFilter, ArgSpec, FilterKind, HookOrigin, LsmHook, NumOp, Policy, PolicyMode, StrOp,
+};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CompileError {
+    #[error(
+        "policy {policy}: hook {hook} would need more than {MAX_SELECTORS} selectors across all loaded policies"
+    )]
+    TooManySelectors { policy: String, hook: LsmHook },
+    #[error(
+        "policy {policy}: hook {hook} would need more than {MAX_NUM_FILTERS} numeric matchArgs filters across all loaded policies"
+    )]
+    TooManyNumFilters { policy: String, hook: LsmHook },
+    #[error("policy {policy}: more than {max} {map} entries across all loaded policies")]
+    MapFull {
+        policy: String,
+        map: &'static str,
+        max: u32,
+    },
+}
+
+/// Key of a string entry: hook id, subject (`SUBJECT_*`) and the stored bytes (reversed for
+/// postfixes).
+pub type StrEntryKey = (u32, u8, Vec<u8>);
+
+/// Everything the kernel side needs to know about one selector slot, kept in user space to
+/// turn hook events back into Tetragon events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlotInfo {
+    pub policy_id: u32,
+    pub policy_name: String,
+    pub policy_namespace: Option<String>,
+    pub hook: LsmHook,
+    pub origin: HookOrigin,
+    /// Index of the hook in `spec.kprobes`/`spec.lsmhooks`.
+    pub hook_index: usize,
+    /// Index of the selector in the hook (0 for the implicit selector of a hook without any).
+    pub selector_index: usize,
+    pub args: Vec<ArgSpec>,
+    pub message: Option<String>,
+    pub tags: Vec<String>,
+    pub flags: u32,
+}
+
+/// The content of every policy map, for one set of loaded policies.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MapImage {
+    /// Index: hook id. Hooks without selectors are absent (= empty config).
+    pub hook_cfg: BTreeMap<u32, HookConfig>,
+    /// Index: `hook * MAX_SELECTORS + slot`.
+    pub sel_act: BTreeMap<u32, SelectorAction>,
+    /// Index: `hook * MAX_NUM_FILTERS + i`.
+    pub num_filt: BTreeMap<u32, NumFilter>,
+    pub str_eq: BTreeMap<StrEntryKey, SelMasks>,
+    pub str_prefix: BTreeMap<StrEntryKey, SelMasks>,
+    pub str_postfix: BTreeMap<StrEntryKey, SelMasks>,
+    /// Index: `hook * MAX_SELECTORS + slot`.
+    pub slots: BTreeMap<u32, SlotInfo>,
+}
+
+impl MapImage {
+    /// The slot description for a hook event.
+    pub fn slot(&self, hook: u32, slot: u32) -> Option<&SlotInfo> {
+        self.slots.get(&(hook * MAX_SELECTORS + slot))
+    }
+
+    /// LSM hooks that at least one selector uses.
+    pub fn hooks_in_use(&self) -> impl Iterator<Item = LsmHook> + '_ {
+        self.hook_cfg.keys().filter_map(|&h| LsmHook::from_id(h))
+    }
+}
+
+fn family(op: StrOp) -> usize {
+    match op {
+        StrOp::Equal => FAMILY_EQUAL,
+        StrOp::Prefix => FAMILY_PREFIX,
+        StrOp::Postfix => FAMILY_POSTFIX,
+    }
+}
+
+fn num_op(op: NumOp) -> u32 {
+    match op {
+        NumOp::Equal => NUM_OP_EQUAL,
+        NumOp::NotEqual => NUM_OP_NOT_EQUAL,
+        NumOp::GreaterThan => NUM_OP_GT,
+        NumOp::LessThan => NUM_OP_LT,
+        NumOp::Mask => NUM_OP_MASK,
+        NumOp::InRange => NUM_OP_IN_RANGE,
+        NumOp::NotInRange => NUM_OP_NOT_IN_RANGE,
+    }
+}
+
+fn action_flags(actions: &[Action], mode: PolicyMode) -> (u32, i32, u32) {
+    let mut flags = ACT_POST;
+    let mut error = 0;
+    let mut signal = 0;
+    for a in actions {
+        match *a {
+            Action::Post { .. } => flags |= ACT_POST,
+            Action::NoPost => flags &= !ACT_POST,
+            Action::Sigkill => flags |= ACT_SIGKILL,
+            Action::Override { error: e } => {
+                flags |= ACT_OVERRIDE;
+                error = e;
+            }
+            Action::Signal { signal: s } => {
+                flags |= ACT_SIGNAL;
+                signal = s;
+            }
+        }
+    }
+    // NoPost wins over Post wherever it appears (Tetragon).
+    if actions.iter().any(|a| matches!(a, Action::NoPost)) {
+        flags &= !ACT_POST;
+    }
+    if mode == PolicyMode::Monitor {
+        flags |= ACT_MONITOR;
+    }
+    (flags, error, signal)
+}
+
+fn str_map<'a>(img: &'a mut MapImage, op: StrOp) -> &'a mut BTreeMap<StrEntryKey, SelMasks> {
+    match op {
+        StrOp::Equal => &mut img.str_eq,
+        StrOp::Prefix => &mut img.str_prefix,
+        StrOp::Postfix => &mut img.str_postfix,
+    }
+}
+
+fn add_str_values(
+    img: &mut MapImage,
+    hook: u32,
+    subject: u8,
+    op: StrOp,
+    negated: bool,
+    values: &[Vec<u8>],
+    bit: u64,
+) {
+    let map = str_map(img, op);
+    for v in values {
+        let bytes = if op == StrOp::Postfix {
+            v.iter().rev().copied().collect()
+        } else {
+            v.clone()
+        };
+        let m = map.entry((hook, subject, bytes)).or_default();
+        if negated {
+            m.neg |= bit;
+        } else {
+            m.pos |= bit;
+        }
+    }
+}
+
+/// The longest-prefix lookup returns one entry; give it the selectors of every entry that is
+/// a prefix of it, so that it answers for all of them.
+fn close_over_prefixes(map: &mut BTreeMap<StrEntryKey, SelMasks>) {
+    let snapshot: BTreeMap<StrEntryKey, SelMasks> = map.clone();
+    for ((hook, subject, bytes), masks) in map.iter_mut() {
+        for l in 1..bytes.len() {
+            if let Some(shorter) = snapshot.get(&(*hook, *subject, bytes[..l].to_vec())) {
+                masks.pos |= shorter.pos;
+                masks.neg |= shorter.neg;
+            }
+        }
+    }
+}
+
+fn check_capacity(img: &MapImage, policy: &str) -> Result<(), CompileError> {
+    let checks: [(&'static str, usize, u32); 3] = [
+        ("STR_EQ", img.str_eq.len(), STR_EQ_ENTRIES),
+        ("STR_PREFIX", img.str_prefix.len(), STR_LPM_ENTRIES),
+        ("STR_POSTFIX", img.str_postfix.len(), STR_LPM_ENTRIES),
+    ];
+    for (map, n, max) in checks {
+        if n > max as usize {
+            return Err(CompileError::MapFull {
+                policy: policy.to_string(),
+                map,
+                max,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Compiles the loaded policies (with their agent-assigned ids, in load order) into one map
+/// image. Selector slots are given out in that order, so earlier policies keep their slots
+/// when later ones change.
+pub fn compile(policies: &[(u32, &Policy)]) -> Result<MapImage, CompileError> {
+    let mut img = MapImage::default();
+    let mut next_slot: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut next_num: BTreeMap<u32, u32> = BTreeMap::new();
+
+    for &(policy_id, policy) in policies {
+        for (hook_pos, hook) in policy.hooks.iter().enumerate() {
+            let hid = hook.lsm.id();
+            // A hook without selectors posts every call: one selector with no filters.
+            let implicit = [super::ir::Selector {
+                index: 0,
+                label: None,
+                match_args: Vec::new(),
+                match_binaries: None,
+                actions: Vec::new(),
+            }];
+            let selectors: &[super::ir::Selector] = if hook.selectors.is_empty() {
+                &implicit
+            } else {
+                &hook.selectors
+            };
+            let first = *next_slot.get(&hid).unwrap_or(&0);
+            let count = selectors.len() as u32;
+            if first + count > MAX_SELECTORS {
+                return Err(CompileError::TooManySelectors {
+                    policy: policy.name.clone(),
+                    hook: hook.lsm,
+                });
+            }
+            next_slot.insert(hid, first + count);
+            let group: u64 = (first..first + count).fold(0, |m, s| m | (1u64 << s));
+
+            for (i, sel) in selectors.iter().enumerate() {
+                let slot = first + i as u32;
+                let bit = 1u64 << slot;
+                let (flags, error, signal) = action_flags(&sel.actions, policy.mode);
+                let idx = hid * MAX_SELECTORS + slot;
+                img.sel_act.insert(
+                    idx,
+                    SelectorAction {
+                        flags,
+                        error,
+                        signal,
+                        policy_id,
+                        policy_slots: group,
+                    },
+                );
+                img.slots.insert(
+                    idx,
+                    SlotInfo {
+                        policy_id,
+                        policy_name: policy.name.clone(),
+                        policy_namespace: policy.namespace.clone(),
+                        hook: hook.lsm,
+                        origin: hook.origin.clone(),
+                        hook_index: hook.spec_index,
+                        selector_index: sel.index,
+                        args: hook.args.clone(),
+                        message: hook.message.clone(),
+                        tags: hook.tags.clone(),
+                        flags,
+                    },
+                );
+                let cfg = img.hook_cfg.entry(hid).or_insert_with(HookConfig::empty);
+                cfg.selectors |= bit;
+                if flags & ACT_ENFORCING != 0 && flags & ACT_MONITOR == 0 {
+                    cfg.enforcing |= bit;
+                }
+                for f in &sel.match_args {
+                    compile_arg_filter(&mut img, &mut next_num, policy, hook.lsm, slot, f)?;
+                }
+                if let Some(b) = &sel.match_binaries {
+                    let cfg = img.hook_cfg.entry(hid).or_insert_with(HookConfig::empty);
+                    cfg.uses[str_class(SUBJECT_BINARY, family(b.op), b.negated)] |= bit;
+                    add_str_values(
+                        &mut img,
+                        hid,
+                        SUBJECT_BINARY,
+                        b.op,
+                        b.negated,
+                        &b.values,
+                        bit,
+                    );
+                }
+            }
+            let _ = hook_pos;
+        }
+        check_capacity(&img, &policy.name)?;
+    }
+    close_over_prefixes(&mut img.str_prefix);
+    close_over_prefixes(&mut img.str_postfix);
+    for (hid, n) in next_num {
+        if let Some(cfg) = img.hook_cfg.get_mut(&hid) {
+            cfg.num_filters = n;
+        }
+    }
+    Ok(img)
+}
+
+fn compile_arg_filter(
+    img: &mut MapImage,
+    next_num: &mut BTreeMap<u32, u32>,
+    policy: &Policy,
+    hook: LsmHook,
+    slot: u32,
+    f: &ArgFilter,
+) -> Result<(), CompileError> {
+    let hid = hook.id();
+    let bit = 1u64 << slot;
+    match &f.kind {
+        FilterKind::Str {
+            op,
+            negated,
+            values,
+        } => {
+            let cfg = img.hook_cfg.entry(hid).or_insert_with(HookConfig::empty);
+            cfg.uses[str_class(SUBJECT_ARG, family(*op), *negated)] |= bit;
+            add_str_values(img, hid, SUBJECT_ARG, *op, *negated, values, bit);
+        }
+        FilterKind::Num { op, values } => {
+            let n = next_num.entry(hid).or_insert(0);
+            if *n >= MAX_NUM_FILTERS {
+                return Err(CompileError::TooManyNumFilters {
+                    policy: policy.name.clone(),
+                    hook,
+                });
+            }
+            let (width, signed) = match f.ty {
+                super::ir::ArgType::Int { width, signed } => (width, signed),
+                _ => (8, false),
+            };
+            let mut nf = NumFilter {
+                selector: slot,
+                arg: f.lsm_index,
+                op: num_op(*op),
+                nvalues: values.len().min(NUM_FILTER_VALUES) as u32,
+                flags: if signed { NUM_SIGNED } else { 0 },
+                width: u32::from(width),
+                values: [0; NUM_FILTER_VALUES],
+            };
+            for (dst, v) in nf.values.iter_mut().zip(values) {
+                *dst = *v;
+            }
+            img.num_filt.insert(hid * MAX_NUM_FILTERS + *n, nf);
+            *n += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Every distinct prefix length used, per (hook, subject): handy for reports.
+pub fn distinct_keys(img: &MapImage) -> usize {
+    let mut seen = HashSet::new();
+    for k in img
+        .str_eq
+        .keys()
+        .chain(img.str_prefix.keys())
+        .chain(img.str_postfix.keys())
+    {
+        seen.insert(k.clone());
+    }
+    seen.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::ir::*;
+
+    fn file_arg() -> ArgSpec {
+        ArgSpec {
+            spec_index: 0,
+            lsm_index: 0,
+            ty: ArgType::File,
+            type_name: "file".into(),
+            label: None,
+        }
+    }
+
+    fn str_filter(op: StrOp, negated: bool, values: &[&str]) -> ArgFilter {
+        ArgFilter {
+            spec_index: 0,
+            lsm_index: 0,
+            ty: ArgType::File,
+            kind: FilterKind::Str {
+                op,
+                negated,
+                values: values.iter().map(|v| v.as_bytes().to_vec()).collect(),
+            },
+        }
+    }
+
+    fn policy(name: &str, mode: PolicyMode, selectors: Vec<Selector>) -> Policy {
+        Policy {
+            name: name.into(),
+            kind: PolicyKind::TracingPolicy,
+            namespace: None,
+            mode,
+            hooks: vec![Hook {
+                lsm: LsmHook::FilePermission,
+                origin: HookOrigin::Kprobe {
+                    call: "security_file_permission".into(),
+                },
+                spec_index: 0,
+                args: vec![file_arg()],
+                message: None,
+                tags: vec![],
+                selectors,
+            }],
+            warnings: vec![],
+        }
+    }
+
+    fn sel(index: usize, match_args: Vec<ArgFilter>, actions: Vec<Action>) -> Selector {
+        Selector {
+            index,
+            label: None,
+            match_args,
+            match_binaries: None,
+            actions,
+        }
+    }
+
+    const H: u32 = HOOK_FILE_PERMISSION;
+
+    #[test]
+    fn prefix_entries_carry_the_selectors_of_shorter_prefixes() {
+        let p = policy(
+            "p",
+            PolicyMode::Enforce,
+            vec![
+                sel(0, vec![str_filter(StrOp::Prefix, false, &["/etc"])], vec![]),
+                sel(
+                    1,
+                    vec![str_filter(StrOp::Prefix, false, &["/etc/shadow", "/boot"])],
+                    vec![Action::Sigkill],
+                ),
+            ],
+        );
+        let img = compile(&[(7, &p)]).unwrap();
+        let get = |s: &str| img.str_prefix[&(H, SUBJECT_ARG, s.as_bytes().to_vec())];
+        assert_eq!(get("/etc").pos, 0b01);
+        assert_eq!(get("/etc/shadow").pos, 0b11);
+        assert_eq!(get("/boot").pos, 0b10);
+        let cfg = img.hook_cfg[&H];
+        assert_eq!(cfg.selectors, 0b11);
+        assert_eq!(cfg.enforcing, 0b10);
+        assert_eq!(
+            cfg.uses[str_class(SUBJECT_ARG, FAMILY_PREFIX, false)],
+            0b11
+        );
+    }
+
+    #[test]
+    fn postfix_values_are_stored_reversed() {
+        let p = policy(
+            "p",
+            PolicyMode::Enforce,
+            vec![sel(
+                0,
+                vec![str_filter(StrOp::Postfix, false, &[".bashrc"])],
+                vec![],
+            )],
+        );
+        let img = compile(&[(1, &p)]).unwrap();
+        assert!(
+            img.str_postfix
+                .contains_key(&(H, SUBJECT_ARG, b"crhsab.".to_vec()))
+        );
+    }
+
+    #[test]
+    fn negated_values_set_the_neg_mask() {
+        let p = policy(
+            "p",
+            PolicyMode::Enforce,
+            vec![sel(
+                0,
+                vec![str_filter(StrOp::Equal, true, &["/etc/passwd"])],
+                vec![],
+            )],
+        );
+        let img = compile(&[(1, &p)]).unwrap();
+        let m = img.str_eq[&(H, SUBJECT_ARG, b"/etc/passwd".to_vec())];
+        assert_eq!((m.pos, m.neg), (0, 1));
+        assert_eq!(
+            img.hook_cfg[&H].uses[str_class(SUBJECT_ARG, FAMILY_EQUAL, true)],
+            1
+        );
+    }
+
+    #[test]
+    fn actions_default_to_post_and_nopost_suppresses_it() {
+        let p = policy(
+            "p",
+            PolicyMode::Enforce,
+            vec![
+                sel(0, vec![], vec![]),
+                sel(1, vec![], vec![Action::Sigkill]),
+                sel(2, vec![], vec![Action::NoPost, Action::Override { error: -13 }]),
+            ],
+        );
+        let img = compile(&[(1, &p)]).unwrap();
+        let a = |s: u32| img.sel_act[&(H * MAX_SELECTORS + s)];
+        assert_eq!(a(0).flags, ACT_POST);
+        assert_eq!(a(1).flags, ACT_POST | ACT_SIGKILL);
+        assert_eq!(a(2).flags, ACT_OVERRIDE);
+        assert_eq!(a(2).error, -13);
+        assert_eq!(a(0).policy_slots, 0b111);
+    }
+
+    #[test]
+    fn monitor_mode_marks_actions_and_does_not_fail_closed() {
+        let p = policy(
+            "p",
+            PolicyMode::Monitor,
+            vec![sel(0, vec![], vec![Action::Sigkill])],
+        );
+        let img = compile(&[(1, &p)]).unwrap();
+        assert_eq!(
+            img.sel_act[&(H * MAX_SELECTORS)].flags,
+            ACT_POST | ACT_SIGKILL | ACT_MONITOR
+        );
+        assert_eq!(img.hook_cfg[&H].enforcing, 0);
+    }
+
+    #[test]
+    fn policies_get_consecutive_slots_and_separate_first_match_groups() {
+        let a = policy("a", PolicyMode::Enforce, vec![sel(0, vec![], vec![])]);
+        let b = policy(
+            "b",
+            PolicyMode::Enforce,
+            vec![sel(0, vec![], vec![]), sel(1, vec![], vec![])],
+        );
+        let img = compile(&[(1, &a), (2, &b)]).unwrap();
+        assert_eq!(img.sel_act[&(H * MAX_SELECTORS)].policy_slots, 0b001);
+        assert_eq!(img.sel_act[&(H * MAX_SELECTORS + 1)].policy_slots, 0b110);
+        assert_eq!(img.slot(H, 2).unwrap().policy_name, "b");
+        assert_eq!(img.slot(H, 2).unwrap().selector_index, 1);
+    }
+
+    #[test]
+    fn a_hook_without_selectors_posts_every_call() {
+        let p = policy("p", PolicyMode::Enforce, vec![]);
+        let img = compile(&[(1, &p)]).unwrap();
+        assert_eq!(img.hook_cfg[&H].selectors, 1);
+        assert_eq!(img.sel_act[&(H * MAX_SELECTORS)].flags, ACT_POST);
+    }
+
+    #[test]
+    fn more_than_64_selectors_on_a_hook_is_an_error() {
+        let sels = (0..65).map(|i| sel(i, vec![], vec![])).collect();
+        let p = policy("big", PolicyMode::Enforce, sels);
+        assert_eq!(
+            compile(&[(1, &p)]),
+            Err(CompileError::TooManySelectors {
+                policy: "big".into(),
+                hook: LsmHook::FilePermission
+            })
+        );
+    }
+
+    #[test]
+    fn numeric_filters_become_records_with_width_and_sign() {
+        let f = ArgFilter {
+            spec_index: 1,
+            lsm_index: 1,
+            ty: ArgType::Int {
+                width: 4,
+                signed: true,
+            },
+            kind: FilterKind::Num {
+                op: NumOp::Equal,
+                values: vec![4],
+            },
+        };
+        let p = policy("p", PolicyMode::Enforce, vec![sel(0, vec![f], vec![])]);
+        let img = compile(&[(1, &p)]).unwrap();
+        let nf = img.num_filt[&(H * MAX_NUM_FILTERS)];
+        assert_eq!(
+            (nf.selector, nf.arg, nf.op, nf.nvalues, nf.flags, nf.width),
+            (0, 1, NUM_OP_EQUAL, 1, NUM_SIGNED, 4)
+        );
+        assert_eq!(nf.values[0], 4);
+        assert_eq!(img.hook_cfg[&H].num_filters, 1);
+    }
+
+    #[test]
+    fn ten_thousand_prefixes_compile_quickly_into_one_entry_each() {
+        let values: Vec<String> = (0..10_000).map(|i| format!("/data/{i:05}/")).collect();
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        let p = policy(
+            "p",
+            PolicyMode::Enforce,
+            vec![sel(0, vec![str_filter(StrOp::Prefix, false, &refs)], vec![])],
+        );
+        let img = compile(&[(1, &p)]).unwrap();
+        assert_eq!(img.str_prefix.len(), 10_000);
+    }
+}

@@ -1,0 +1,64 @@
+//! Every map of the probe. Names are the statics' names and match the `*_MAP` constants of
+//! `lsm-shared`, which is how user space finds them.
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+};
+use lsm_shared::*;
+
+use crate::scratch::Scratch;
+
+/// All events, kernel → user, in submission order.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// Per-CPU counters, indexed by `STAT_*`.
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_STATS, 0);
+
+/// Per-hook evaluation plan, indexed by `HOOK_*`.
+#[map]
+pub static HOOK_CFG: Array<HookConfig> = Array::with_max_entries(NUM_HOOKS, 0);
+
+/// What each selector slot does, at `hook * MAX_SELECTORS + slot`.
+#[map]
+pub static SEL_ACT: Array<SelectorAction> = Array::with_max_entries(NUM_HOOKS * MAX_SELECTORS, 0);
+
+/// Numeric filters, at `hook * MAX_NUM_FILTERS + i`.
+#[map]
+pub static NUM_FILT: Array<NumFilter> = Array::with_max_entries(NUM_HOOKS * MAX_NUM_FILTERS, 0);
+
+/// `Equal`/`In` values (and their negations) of every hook and subject.
+#[map]
+pub static STR_EQ: HashMap<StrKey, SelMasks> =
+    HashMap::with_max_entries(STR_EQ_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// `Prefix` values: longest-prefix match over the string.
+#[map]
+pub static STR_PREFIX: LpmTrie<LpmStr, SelMasks> =
+    LpmTrie::with_max_entries(STR_LPM_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// `Postfix` values: longest-prefix match over the reversed string.
+#[map]
+pub static STR_POSTFIX: LpmTrie<LpmStr, SelMasks> =
+    LpmTrie::with_max_entries(STR_LPM_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// Known processes by tgid: the executable a `matchBinaries` filter looks at.
+#[map]
+pub static PROCS: LruHashMap<u32, ProcInfo> = LruHashMap::with_max_entries(PROCS_ENTRIES, 0);
+
+/// Resolved path of every open `struct file`, keyed by its address. Filled at `file_open`
+/// (where `bpf_d_path` works), read at hooks where it does not, dropped at
+/// `file_free_security`. An evicted entry is rebuilt by the dentry walk.
+#[map]
+pub static FILES: LruHashMap<u64, PathRec> = LruHashMap::with_max_entries(FILES_ENTRIES, 0);
+
+/// Executable path seen at `bprm_check_security`, keyed by thread id, until
+/// `sched_process_exec` confirms the exec.
+#[map]
+pub static EXEC_PEND: LruHashMap<u32, PathRec> = LruHashMap::with_max_entries(4096, 0);
+
+/// One scratch area per CPU: buffers too large for the 512-byte BPF stack.
+#[map]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);

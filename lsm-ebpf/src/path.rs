@@ -1,0 +1,163 @@
+//! Turning a `struct path` into a [`PathRec`]: `bpf_d_path` where the kernel allows it, a
+//! bounded dentry walk elsewhere.
+use aya_ebpf::{
+    bindings::path,
+    helpers::{bpf_probe_read_kernel_buf, generated::bpf_d_path, generated::bpf_probe_read_kernel},
+};
+use lsm_shared::*;
+
+use crate::{
+    kernel::{kconf, read_u32, read_u64},
+    maps::STATS,
+    scratch::{BUF_MASK, Scratch},
+};
+
+#[inline(always)]
+pub fn count(stat: u32) {
+    if let Some(c) = STATS.get_ptr_mut(stat) {
+        // SAFETY: per-CPU slot of this CPU; no other writer while the program runs.
+        unsafe { *c += 1 };
+    }
+}
+
+/// Fills `rec` from the `len` path bytes at `s.buf[start..]`.
+#[inline(always)]
+pub fn finish(s: &mut Scratch, rec: *mut PathRec, start: usize, len: usize, flags: u32) {
+    // SAFETY: `rec` points into a map value or the scratch area, both writable and large
+    // enough; the helper copies are bounded by the field sizes.
+    unsafe {
+        (*rec).len = len as u32;
+        (*rec).flags = flags;
+        let zero = s.zero.as_ptr() as *const core::ffi::c_void;
+        bpf_probe_read_kernel(
+            (*rec).head.as_mut_ptr() as *mut _,
+            (2 * STR_LEN) as u32,
+            zero,
+        );
+        let n = if len > STR_LEN { STR_LEN } else { len };
+        if n > 0 {
+            let src = s.buf.as_ptr().add(start & BUF_MASK) as *const core::ffi::c_void;
+            bpf_probe_read_kernel((*rec).head.as_mut_ptr() as *mut _, n as u32, src);
+        }
+        let end = start + len;
+        let mut i = 0usize;
+        while i < STR_LEN {
+            if i >= n {
+                break;
+            }
+            let b = *s.buf.get_unchecked((end - 1 - i) & BUF_MASK);
+            *(*rec).tail_rev.get_unchecked_mut(i) = b;
+            i += 1;
+        }
+    }
+}
+
+/// Marks `rec` unresolved: string filters on it fail closed.
+#[inline(always)]
+pub fn unresolved(s: &mut Scratch, rec: *mut PathRec) {
+    finish(s, rec, 0, 0, PATH_UNRESOLVED);
+    count(STAT_PATH_UNRESOLVED);
+}
+
+/// Resolves `p` (a trusted `struct path *` from the hook's arguments) with `bpf_d_path`.
+/// Only valid in programs attached where the kernel allows that helper.
+#[inline(always)]
+pub fn resolve_d_path(s: &mut Scratch, p: *const path, rec: *mut PathRec) {
+    // SAFETY: `p` comes from the hook's BTF arguments; the buffer is PATH_BUF_LEN bytes of
+    // the scratch area.
+    let ret = unsafe {
+        bpf_d_path(
+            p as *mut path,
+            s.buf.as_mut_ptr() as *mut _,
+            PATH_BUF_LEN as u32,
+        )
+    };
+    if ret <= 0 || ret as usize > PATH_BUF_LEN {
+        unresolved(s, rec);
+        return;
+    }
+    // `ret` counts the terminating NUL.
+    finish(s, rec, 0, (ret - 1) as usize, PATH_RESOLVED);
+}
+
+/// Walks from `dentry` on mount `vfsmnt` up to the root of the mount tree, writing the path
+/// backwards into the first half of the buffer. For files whose path was not captured at
+/// open time (opened before the agent started, or evicted from the cache), and for hooks
+/// where `bpf_d_path` is refused.
+#[inline(always)]
+pub fn resolve_walk(s: &mut Scratch, vfsmnt: u64, dentry: u64, rec: *mut PathRec) {
+    count(STAT_PATH_WALKED);
+    let off_root = kconf!(vfsmount_mnt_root);
+    let off_parent = kconf!(dentry_d_parent);
+    let off_name = kconf!(dentry_d_name) + kconf!(qstr_name);
+    let off_len = kconf!(dentry_d_name) + kconf!(qstr_len);
+    let off_mnt = kconf!(mount_mnt);
+    let off_mnt_parent = kconf!(mount_mnt_parent);
+    let off_mountpoint = kconf!(mount_mnt_mountpoint);
+
+    let end = PATH_BUF_LEN;
+    let mut pos = end;
+    let mut mnt = vfsmnt;
+    let mut d = dentry;
+    let mut done = false;
+    let mut depth = 0u32;
+    while depth < MAX_WALK_DEPTH {
+        depth += 1;
+        if d == 0 || mnt == 0 {
+            break;
+        }
+        let mnt_root = read_u64(mnt, off_root);
+        let parent = read_u64(d, off_parent);
+        if d == mnt_root || d == parent {
+            let m = mnt - off_mnt;
+            let mp = read_u64(m, off_mnt_parent);
+            if mp == m || mp == 0 {
+                done = true;
+                break;
+            }
+            d = read_u64(m, off_mountpoint);
+            mnt = mp + off_mnt;
+            continue;
+        }
+        let name = read_u64(d, off_name);
+        let mut nlen = read_u32(d, off_len) as usize;
+        if nlen > 255 {
+            nlen = 255;
+        }
+        if pos < nlen + 1 {
+            break; // longer than PATH_BUF_LEN: unresolved
+        }
+        pos -= nlen;
+        // SAFETY: pos < PATH_BUF_LEN and nlen < 256, so the write stays in the buffer.
+        unsafe {
+            let dst = s.buf.as_mut_ptr().add(pos & BUF_MASK);
+            let _ = bpf_probe_read_kernel_buf(
+                name as *const u8,
+                core::slice::from_raw_parts_mut(dst, nlen & 0xff),
+            );
+        }
+        pos -= 1;
+        // SAFETY: masked index within the buffer.
+        unsafe { *s.buf.get_unchecked_mut(pos & BUF_MASK) = b'/' };
+        d = parent;
+    }
+    if !done {
+        unresolved(s, rec);
+        return;
+    }
+    if pos == end {
+        pos -= 1;
+        // SAFETY: masked index within the buffer.
+        unsafe { *s.buf.get_unchecked_mut(pos & BUF_MASK) = b'/' };
+    }
+    finish(s, rec, pos, end - pos, PATH_RESOLVED | PATH_WALKED);
+}
+
+/// Resolves a `struct file *` through the walk (any hook).
+#[inline(always)]
+pub fn resolve_file_walk(s: &mut Scratch, file: u64, rec: *mut PathRec) {
+    let fp = file + kconf!(file_f_path);
+    let mnt = read_u64(fp, kconf!(path_mnt));
+    let dentry = read_u64(fp, kconf!(path_dentry));
+    resolve_walk(s, mnt, dentry, rec);
+}

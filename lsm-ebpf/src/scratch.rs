@@ -1,0 +1,20 @@
+//! Per-CPU working memory.
+use aya_ebpf::maps::lpm_trie::Key;
+use lsm_shared::*;
+
+/// Size of the path buffer: twice `PATH_BUF_LEN` so that every masked offset plus a bounded
+/// length stays inside it, which is what the verifier needs to see.
+pub const BUF_LEN: usize = 2 * PATH_BUF_LEN;
+pub const BUF_MASK: usize = BUF_LEN - 1;
+
+#[repr(C)]
+pub struct Scratch {
+    pub buf: [u8; BUF_LEN],
+    pub rec: PathRec,
+    pub exe: PathRec,
+    pub key: StrKey,
+    pub lpm: Key<LpmStr>,
+    pub proc_info: ProcInfo,
+    /// Never written: a source of zeros for clearing records with one helper call.
+    pub zero: [u8; 1024],
+}
