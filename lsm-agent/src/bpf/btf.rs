@@ -5,16 +5,13 @@
 
 use std::path::Path;
 
-use btf_rs::{Btf, BtfType, Type};
+use btf_rs::{Btf, Type};
 use lsm_shared::KernelConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
     #[error("cannot read kernel BTF {path}: {source}")]
-    Read {
-        path: String,
-        source: btf_rs::Error,
-    },
+    Read { path: String, source: btf_rs::Error },
     #[error("kernel BTF has no struct {0}")]
     NoStruct(String),
     #[error("kernel BTF: struct {0} has no field {1}")]
@@ -107,9 +104,16 @@ mod tests {
             panic!("{VMLINUX_BTF} is missing: the agent needs a kernel with BTF");
         }
         let cfg = kernel_config(path, 1).expect("offsets");
-        assert_eq!(cfg.path_dentry, cfg.path_mnt + 8, "struct path is {{mnt, dentry}}");
+        assert_eq!(
+            cfg.path_dentry,
+            cfg.path_mnt + 8,
+            "struct path is {{mnt, dentry}}"
+        );
         assert_eq!(cfg.qstr_name, 8, "qstr.name follows the 64-bit hash_len");
-        assert_eq!(cfg.qstr_len, 4, "qstr.len is the high half of hash_len on little endian");
+        assert_eq!(
+            cfg.qstr_len, 4,
+            "qstr.len is the high half of hash_len on little endian"
+        );
         assert!(cfg.mm_arg_end == cfg.mm_arg_start + 8);
     }
 }

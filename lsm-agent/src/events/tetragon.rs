@@ -1,0 +1,497 @@
+//! Kernel events + process cache → Tetragon `GetEventsResponse`s.
+//!
+//! Events of policies written as kprobes come out as `process_kprobe` with the policy's
+//! `call` and Tetragon's argument shapes (so `tetra` prints `📚 read`, `📝 write`, ...);
+//! events of `lsmhooks` policies come out as `process_lsm`.
+
+use std::{collections::HashMap, fs, sync::Arc};
+
+use base64::Engine as _;
+use lsm_shared::*;
+use prost_types::Timestamp;
+
+use super::decode::{ExecData, ExitData, HookData, KernelEvent};
+use crate::{
+    grpc::proto::tetragon::{
+        GetEventsResponse, KprobeAction, KprobeArgument, KprobeFile, KprobeLinuxBinprm, KprobePath,
+        Process, ProcessExec, ProcessExit, ProcessKprobe, ProcessLsm, get_events_response::Event,
+        kprobe_argument::Arg,
+    },
+    policy::{
+        compile::{MapImage, SlotInfo},
+        ir::{ArgType, HookOrigin},
+    },
+};
+
+/// Processes by tgid, as Tetragon `Process` messages.
+pub struct ProcessCache {
+    node: String,
+    /// Wall-clock nanoseconds minus boot-clock nanoseconds, to timestamp kernel events.
+    boot_to_wall_ns: i128,
+    procs: HashMap<u32, Arc<Process>>,
+    parents: HashMap<u32, u32>,
+}
+
+fn clock_ns(id: nix::time::ClockId) -> i128 {
+    nix::time::clock_gettime(id)
+        .map(|t| i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec()))
+        .unwrap_or(0)
+}
+
+/// The node name Tetragon would use: `NODE_NAME`, `HUBBLE_NODE_NAME`, else the hostname.
+pub fn node_name() -> String {
+    std::env::var("NODE_NAME")
+        .or_else(|_| std::env::var("HUBBLE_NODE_NAME"))
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+}
+
+/// Signal name for `ProcessExit.signal` (empty when the process was not killed).
+pub fn signal_name(sig: u32) -> String {
+    if sig == 0 {
+        return String::new();
+    }
+    nix::sys::signal::Signal::try_from(sig as i32)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("SIG{sig}"))
+}
+
+impl ProcessCache {
+    pub fn new(node: String) -> Self {
+        let wall = clock_ns(nix::time::ClockId::CLOCK_REALTIME);
+        let boot = clock_ns(nix::time::ClockId::CLOCK_BOOTTIME);
+        ProcessCache {
+            node,
+            boot_to_wall_ns: wall - boot,
+            procs: HashMap::new(),
+            parents: HashMap::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
+    pub fn timestamp(&self, ktime: u64) -> Timestamp {
+        let ns = i128::from(ktime) + self.boot_to_wall_ns;
+        Timestamp {
+            seconds: (ns / 1_000_000_000) as i64,
+            nanos: (ns % 1_000_000_000) as i32,
+        }
+    }
+
+    fn exec_id(&self, ktime: u64, pid: u32) -> String {
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}:{}", self.node, ktime, pid))
+    }
+
+    /// A process we have no exec event for (started before the agent): from `/proc`.
+    fn from_procfs(&mut self, tgid: u32) -> Arc<Process> {
+        let dir = format!("/proc/{tgid}");
+        let binary = fs::read_link(format!("{dir}/exe"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let argv: Vec<String> = fs::read(format!("{dir}/cmdline"))
+            .map(|b| {
+                b.split(|&c| c == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ppid = fs::read_to_string(format!("{dir}/stat"))
+            .ok()
+            .and_then(|s| crate::bpf::procfs::ppid_from_stat(&s))
+            .unwrap_or(0);
+        let p = Arc::new(Process {
+            exec_id: self.exec_id(0, tgid),
+            pid: Some(tgid),
+            binary,
+            arguments: argv.get(1..).unwrap_or_default().join(" "),
+            flags: "procFS".into(),
+            parent_exec_id: self.parents_exec_id(ppid),
+            ..Default::default()
+        });
+        self.procs.insert(tgid, p.clone());
+        self.parents.insert(tgid, ppid);
+        p
+    }
+
+    fn parents_exec_id(&self, ppid: u32) -> String {
+        self.procs
+            .get(&ppid)
+            .map(|p| p.exec_id.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn get_or_scan(&mut self, tgid: u32) -> Arc<Process> {
+        match self.procs.get(&tgid) {
+            Some(p) => p.clone(),
+            None => self.from_procfs(tgid),
+        }
+    }
+
+    fn parent_of(&self, tgid: u32) -> Option<Process> {
+        let ppid = self.parents.get(&tgid)?;
+        self.procs.get(ppid).map(|p| (**p).clone())
+    }
+
+    fn exec(&mut self, e: &ExecData) -> GetEventsResponse {
+        let p = Process {
+            exec_id: self.exec_id(e.ktime, e.tgid),
+            pid: Some(e.tgid),
+            uid: Some(e.uid),
+            binary: e.exe.path.clone(),
+            arguments: e.argv.get(1..).unwrap_or_default().join(" "),
+            flags: if e.args_truncated {
+                "execve truncArgs"
+            } else {
+                "execve"
+            }
+            .into(),
+            start_time: Some(self.timestamp(e.ktime)),
+            parent_exec_id: self.parents_exec_id(e.ppid),
+            tid: Some(e.tgid),
+            ..Default::default()
+        };
+        self.procs.insert(e.tgid, Arc::new(p.clone()));
+        self.parents.insert(e.tgid, e.ppid);
+        let parent = self.parent_of(e.tgid);
+        self.response(
+            e.ktime,
+            Event::ProcessExec(ProcessExec {
+                process: Some(p),
+                parent,
+                ancestors: vec![],
+            }),
+        )
+    }
+
+    fn exit(&mut self, e: &ExitData) -> GetEventsResponse {
+        let process = (*self.get_or_scan(e.tgid)).clone();
+        let parent = self.parent_of(e.tgid);
+        self.procs.remove(&e.tgid);
+        self.parents.remove(&e.tgid);
+        let signal = e.exit_code & 0x7f;
+        self.response(
+            e.ktime,
+            Event::ProcessExit(ProcessExit {
+                process: Some(process),
+                parent,
+                signal: signal_name(signal),
+                status: (e.exit_code >> 8) & 0xff,
+                time: Some(self.timestamp(e.ktime)),
+                ancestors: vec![],
+            }),
+        )
+    }
+
+    fn hook(&mut self, h: &HookData, slot: &SlotInfo) -> GetEventsResponse {
+        let mut process = (*self.get_or_scan(h.tgid)).clone();
+        process.tid = Some(h.pid);
+        let parent = self.parent_of(h.tgid);
+        let args: Vec<KprobeArgument> = slot
+            .args
+            .iter()
+            .map(|a| {
+                let raw = h.args.get(a.lsm_index as usize).copied().unwrap_or(0);
+                let path = h.path.as_ref().map(|p| p.path.clone()).unwrap_or_default();
+                let arg = match a.ty {
+                    ArgType::File => Arg::FileArg(KprobeFile {
+                        path,
+                        ..Default::default()
+                    }),
+                    ArgType::Path => Arg::PathArg(KprobePath {
+                        path,
+                        ..Default::default()
+                    }),
+                    ArgType::LinuxBinprm => Arg::LinuxBinprmArg(KprobeLinuxBinprm {
+                        path,
+                        ..Default::default()
+                    }),
+                    ArgType::Int { .. } => int_arg(&a.type_name, raw),
+                };
+                KprobeArgument {
+                    arg: Some(arg),
+                    label: a.label.clone().unwrap_or_default(),
+                }
+            })
+            .collect();
+        let action = action_of(h.actions) as i32;
+        let policy_name = slot.policy_name.clone();
+        let message = slot.message.clone().unwrap_or_default();
+        let tags = slot.tags.clone();
+        let event = match &slot.origin {
+            HookOrigin::Kprobe { call } => Event::ProcessKprobe(ProcessKprobe {
+                process: Some(process),
+                parent,
+                function_name: call.clone(),
+                args,
+                action,
+                policy_name,
+                message,
+                tags,
+                ..Default::default()
+            }),
+            HookOrigin::LsmHook => Event::ProcessLsm(ProcessLsm {
+                process: Some(process),
+                parent,
+                function_name: slot.hook.name().to_string(),
+                policy_name,
+                message,
+                args,
+                action,
+                tags,
+                ..Default::default()
+            }),
+        };
+        self.response(h.ktime, event)
+    }
+
+    fn response(&self, ktime: u64, event: Event) -> GetEventsResponse {
+        GetEventsResponse {
+            event: Some(event),
+            node_name: self.node.clone(),
+            time: Some(self.timestamp(ktime)),
+            ..Default::default()
+        }
+    }
+
+    /// Turns one kernel event into the Tetragon event, updating the cache. Hook events of a
+    /// slot that no longer exists (policy removed meanwhile) are dropped.
+    pub fn convert(&mut self, ev: &KernelEvent, img: &MapImage) -> Option<GetEventsResponse> {
+        match ev {
+            KernelEvent::Exec(e) => Some(self.exec(e)),
+            KernelEvent::Exit(e) => Some(self.exit(e)),
+            KernelEvent::Hook(h) => {
+                let slot = img.slot(h.hook, h.selector)?;
+                if slot.policy_id != h.policy_id {
+                    return None;
+                }
+                Some(self.hook(h, slot))
+            }
+        }
+    }
+}
+
+/// The event's `action`: the last action that ran, as Tetragon reports it.
+fn action_of(flags: u32) -> KprobeAction {
+    if flags & ACT_OVERRIDE != 0 {
+        KprobeAction::Override
+    } else if flags & ACT_SIGKILL != 0 {
+        KprobeAction::Sigkill
+    } else if flags & ACT_SIGNAL != 0 {
+        KprobeAction::Signal
+    } else {
+        KprobeAction::Post
+    }
+}
+
+/// The argument member Tetragon uses for each integer type.
+fn int_arg(type_name: &str, raw: u64) -> Arg {
+    match type_name {
+        "uint32" | "uint8" | "uint16" => Arg::UintArg(raw as u32),
+        "uint64" | "ulong" | "size_t" => Arg::SizeArg(raw),
+        "long" | "int64" | "sint64" => Arg::LongArg(raw as i64),
+        _ => Arg::IntArg(raw as u32 as i32),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::decode::KPath;
+    use crate::policy::ir::{ArgSpec, LsmHook};
+
+    fn cache() -> ProcessCache {
+        ProcessCache::new("node1".into())
+    }
+
+    fn exec_cat(c: &mut ProcessCache) -> GetEventsResponse {
+        c.convert(
+            &KernelEvent::Exec(ExecData {
+                ktime: 10,
+                pid: 100,
+                tgid: 100,
+                ppid: 1,
+                uid: 0,
+                exe: KPath {
+                    path: "/usr/bin/cat".into(),
+                    unresolved: false,
+                    walked: false,
+                },
+                argv: vec!["cat".into(), "/etc/shadow".into()],
+                args_truncated: false,
+            }),
+            &MapImage::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn exec_becomes_process_exec_with_arguments_without_argv0() {
+        let mut c = cache();
+        let r = exec_cat(&mut c);
+        let Some(Event::ProcessExec(e)) = r.event else {
+            panic!("not exec")
+        };
+        let p = e.process.unwrap();
+        assert_eq!(p.binary, "/usr/bin/cat");
+        assert_eq!(p.arguments, "/etc/shadow");
+        assert_eq!(p.pid, Some(100));
+        assert_eq!(r.node_name, "node1");
+        assert!(r.time.is_some());
+    }
+
+    #[test]
+    fn sigkill_exit_reports_the_signal_name_and_drops_the_process() {
+        let mut c = cache();
+        exec_cat(&mut c);
+        let r = c
+            .convert(
+                &KernelEvent::Exit(ExitData {
+                    ktime: 20,
+                    pid: 100,
+                    tgid: 100,
+                    exit_code: 9,
+                }),
+                &MapImage::default(),
+            )
+            .unwrap();
+        let Some(Event::ProcessExit(e)) = r.event else {
+            panic!("not exit")
+        };
+        assert_eq!(e.signal, "SIGKILL");
+        assert_eq!(e.status, 0);
+        assert_eq!(e.process.unwrap().binary, "/usr/bin/cat");
+        assert!(c.procs.get(&100).is_none());
+    }
+
+    #[test]
+    fn normal_exit_reports_the_status() {
+        let mut c = cache();
+        exec_cat(&mut c);
+        let ev = KernelEvent::Exit(ExitData {
+            ktime: 20,
+            pid: 100,
+            tgid: 100,
+            exit_code: 1 << 8,
+        });
+        let Some(Event::ProcessExit(e)) = c.convert(&ev, &MapImage::default()).unwrap().event
+        else {
+            panic!("not exit")
+        };
+        assert_eq!((e.signal.as_str(), e.status), ("", 1));
+    }
+
+    fn slot(origin: HookOrigin) -> SlotInfo {
+        SlotInfo {
+            policy_id: 3,
+            policy_name: "file-monitoring-filtered".into(),
+            policy_namespace: None,
+            hook: LsmHook::FilePermission,
+            origin,
+            hook_index: 0,
+            selector_index: 0,
+            args: vec![
+                ArgSpec {
+                    spec_index: 0,
+                    lsm_index: 0,
+                    ty: ArgType::File,
+                    type_name: "file".into(),
+                    label: None,
+                },
+                ArgSpec {
+                    spec_index: 1,
+                    lsm_index: 1,
+                    ty: ArgType::Int {
+                        width: 4,
+                        signed: true,
+                    },
+                    type_name: "int".into(),
+                    label: None,
+                },
+            ],
+            message: None,
+            tags: vec![],
+            flags: ACT_POST | ACT_SIGKILL,
+        }
+    }
+
+    fn hook_event() -> KernelEvent {
+        KernelEvent::Hook(HookData {
+            ktime: 15,
+            pid: 100,
+            tgid: 100,
+            hook: HOOK_FILE_PERMISSION,
+            selector: 0,
+            policy_id: 3,
+            actions: ACT_POST | ACT_SIGKILL,
+            retval: -1,
+            args: [0xdead, 4, 0, 0, 0],
+            path: Some(KPath {
+                path: "/etc/shadow".into(),
+                unresolved: false,
+                walked: false,
+            }),
+        })
+    }
+
+    #[test]
+    fn kprobe_written_policy_events_are_process_kprobe_in_tetragon_shape() {
+        let mut c = cache();
+        exec_cat(&mut c);
+        let mut img = MapImage::default();
+        img.slots.insert(
+            HOOK_FILE_PERMISSION * MAX_SELECTORS,
+            slot(HookOrigin::Kprobe {
+                call: "security_file_permission".into(),
+            }),
+        );
+        let r = c.convert(&hook_event(), &img).unwrap();
+        let Some(Event::ProcessKprobe(k)) = r.event else {
+            panic!("not kprobe")
+        };
+        assert_eq!(k.function_name, "security_file_permission");
+        assert_eq!(k.action, KprobeAction::Sigkill as i32);
+        assert_eq!(k.policy_name, "file-monitoring-filtered");
+        assert_eq!(
+            k.args[0].arg,
+            Some(Arg::FileArg(KprobeFile {
+                path: "/etc/shadow".into(),
+                ..Default::default()
+            }))
+        );
+        assert_eq!(k.args[1].arg, Some(Arg::IntArg(4)));
+        assert_eq!(k.process.unwrap().binary, "/usr/bin/cat");
+    }
+
+    #[test]
+    fn lsmhook_policy_events_are_process_lsm() {
+        let mut c = cache();
+        exec_cat(&mut c);
+        let mut img = MapImage::default();
+        img.slots.insert(
+            HOOK_FILE_PERMISSION * MAX_SELECTORS,
+            slot(HookOrigin::LsmHook),
+        );
+        let Some(Event::ProcessLsm(l)) = c.convert(&hook_event(), &img).unwrap().event else {
+            panic!("not lsm")
+        };
+        assert_eq!(l.function_name, "file_permission");
+    }
+
+    #[test]
+    fn events_of_a_removed_policy_are_dropped() {
+        let mut c = cache();
+        assert!(c.convert(&hook_event(), &MapImage::default()).is_none());
+    }
+}
