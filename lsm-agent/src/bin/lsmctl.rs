@@ -1,1 +1,551 @@
-fn main(){}
+//! `lsmctl`: a small `tetra`-like client for the lsm-agent gRPC API (which `tetra` itself can
+//! also use).
+
+use std::{
+    io::{self, Write as _},
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use lsm_agent::{
+    events::compact::{ColorMode, CompactOptions, encode_compact},
+    grpc::{
+        json::event_to_json,
+        proto::tetragon::{
+            AddTracingPolicyRequest, ConfigureTracingPolicyRequest, DeleteTracingPolicyRequest,
+            EventType, Filter, GetEventsRequest, GetHealthStatusRequest, GetVersionRequest,
+            HealthStatusResult, ListTracingPoliciesRequest, TracingPolicyMode, TracingPolicyState,
+            TracingPolicyStatus, fine_guidance_sensors_client::FineGuidanceSensorsClient,
+        },
+    },
+};
+use tonic::transport::{Channel, Endpoint};
+
+/// Written by the agent at start-up so that clients find it without flags.
+const AGENT_INFO: &str = "/var/run/lsm-agent/agent-info.json";
+const DEFAULT_ADDRESS: &str = "localhost:54321";
+/// tetra's default; our events are far smaller, but a policy list could grow.
+const MAX_RECV: usize = 10 * 1024 * 1024;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lsmctl",
+    version,
+    about = "Client for the lsm-agent (Tetragon-compatible) gRPC API"
+)]
+struct Cli {
+    /// gRPC address: host:port or unix:///path. Default: `server_address` from
+    /// /var/run/lsm-agent/agent-info.json, else localhost:54321.
+    #[arg(long, global = true)]
+    server_address: Option<String>,
+    /// Deadline for unary calls, in seconds.
+    #[arg(long, global = true, default_value_t = 30)]
+    timeout: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Stream events (server-side filtered, like `tetra getevents`).
+    Getevents(GetEventsArgs),
+    /// Print agent health; exit 0 only if running and every policy is enabled.
+    Status,
+    /// Print client and server versions.
+    Version {
+        /// Only print the client version.
+        #[arg(long)]
+        client: bool,
+    },
+    /// Manage tracing policies.
+    #[command(name = "tracingpolicy", visible_alias = "tp")]
+    TracingPolicy {
+        #[command(subcommand)]
+        command: TpCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TpCommand {
+    /// List loaded policies.
+    List,
+    /// Load a policy from a YAML file.
+    Add { file: std::path::PathBuf },
+    /// Unload a policy.
+    Delete {
+        name: String,
+        #[arg(short, long, default_value = "")]
+        namespace: String,
+    },
+    Enable {
+        name: String,
+        #[arg(short, long, default_value = "")]
+        namespace: String,
+    },
+    Disable {
+        name: String,
+        #[arg(short, long, default_value = "")]
+        namespace: String,
+    },
+    /// Switch between enforce and monitor.
+    SetMode {
+        name: String,
+        mode: Mode,
+        #[arg(short, long, default_value = "")]
+        namespace: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Mode {
+    Enforce,
+    Monitor,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Json,
+    Compact,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(clap::Args, Debug)]
+struct GetEventsArgs {
+    #[arg(short, long, value_enum, default_value = "json")]
+    output: Output,
+    #[arg(long, value_enum, default_value = "auto")]
+    color: Color,
+    /// Prefix each compact line with the event time.
+    #[arg(long)]
+    timestamps: bool,
+    /// Binary regexes (unanchored).
+    #[arg(long, alias = "processes", num_args = 1..)]
+    process: Vec<String>,
+    /// Kubernetes namespaces.
+    #[arg(short, long, alias = "namespaces", num_args = 1..)]
+    namespace: Vec<String>,
+    /// Events from processes outside any pod.
+    #[arg(long)]
+    host: bool,
+    /// Pod name regexes.
+    #[arg(long, alias = "pod", num_args = 1..)]
+    pods: Vec<String>,
+    /// Container name regexes.
+    #[arg(long, num_args = 1..)]
+    containers: Vec<String>,
+    /// Namespace regexes.
+    #[arg(long, num_args = 1..)]
+    namespace_regex: Vec<String>,
+    /// Event types, e.g. PROCESS_EXEC, PROCESS_LSM.
+    #[arg(short, long, num_args = 1..)]
+    event_types: Vec<String>,
+    #[arg(long, num_args = 1..)]
+    policy_names: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: starting runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Version { client: true } = cli.command {
+        println!("CLI version: {}", env!("CARGO_PKG_VERSION"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let address = resolve_address(cli.server_address.as_deref());
+    let unary_timeout = Duration::from_secs(cli.timeout);
+    match cli.command {
+        Command::Getevents(args) => getevents(&address, args).await,
+        Command::Status => status(&address, unary_timeout).await,
+        Command::Version { .. } => {
+            println!("CLI version: {}", env!("CARGO_PKG_VERSION"));
+            let mut c = connect(&address, Some(unary_timeout)).await?;
+            let v = c
+                .get_version(GetVersionRequest {})
+                .await
+                .context("GetVersion")?
+                .into_inner();
+            println!("Server version: {}", v.version);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::TracingPolicy { command } => tracingpolicy(&address, unary_timeout, command).await,
+    }
+}
+
+fn resolve_address(flag: Option<&str>) -> String {
+    if let Some(a) = flag.filter(|a| !a.is_empty()) {
+        return a.to_owned();
+    }
+    std::fs::read(AGENT_INFO)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("server_address")?.as_str().map(str::to_owned))
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| DEFAULT_ADDRESS.to_owned())
+}
+
+/// `unix:///path` is handled by tonic itself; TCP addresses get a scheme, and like the agent a
+/// missing host means localhost and a missing port means 54321.
+fn endpoint_uri(address: &str) -> String {
+    if address.starts_with("unix:") || address.contains("://") {
+        return address.to_owned();
+    }
+    let addr = if address.starts_with(':') {
+        format!("localhost{address}")
+    } else {
+        address.to_owned()
+    };
+    let has_port = match addr.rsplit_once(':') {
+        Some((host, port)) => {
+            port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']'))
+        }
+        None => false,
+    };
+    if has_port {
+        format!("http://{addr}")
+    } else {
+        format!("http://{addr}:54321")
+    }
+}
+
+async fn connect(
+    address: &str,
+    timeout: Option<Duration>,
+) -> Result<FineGuidanceSensorsClient<Channel>> {
+    let uri = endpoint_uri(address);
+    let mut endpoint = Endpoint::from_shared(uri.clone())
+        .with_context(|| format!("invalid server address {address:?}"))?
+        .connect_timeout(Duration::from_secs(2));
+    if let Some(t) = timeout {
+        endpoint = endpoint.timeout(t);
+    }
+    // Connect eagerly so that "nothing listens" fails within the connect timeout, not later.
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {address}"))?;
+    Ok(FineGuidanceSensorsClient::new(channel).max_decoding_message_size(MAX_RECV))
+}
+
+fn parse_event_type(name: &str) -> Result<i32> {
+    let upper = name.to_ascii_uppercase();
+    EventType::from_str_name(&upper)
+        .map(|t| t as i32)
+        .ok_or_else(|| anyhow!("unknown event type {name:?} (e.g. PROCESS_EXEC, PROCESS_EXIT, PROCESS_KPROBE, PROCESS_LSM)"))
+}
+
+/// Mirrors tetra: always exactly one allow filter, possibly empty (= everything).
+fn build_request(args: &GetEventsArgs) -> Result<GetEventsRequest> {
+    let mut namespace = args.namespace.clone();
+    if args.host {
+        namespace.push(String::new());
+    }
+    let filter = Filter {
+        binary_regex: args.process.clone(),
+        namespace,
+        pod_regex: args.pods.clone(),
+        container_name_regex: args.containers.clone(),
+        namespace_regex: args.namespace_regex.clone(),
+        event_set: args
+            .event_types
+            .iter()
+            .map(|e| parse_event_type(e))
+            .collect::<Result<_>>()?,
+        policy_names: args.policy_names.clone(),
+        ..Default::default()
+    };
+    Ok(GetEventsRequest {
+        allow_list: vec![filter],
+        ..Default::default()
+    })
+}
+
+async fn getevents(address: &str, args: GetEventsArgs) -> Result<ExitCode> {
+    let request = build_request(&args)?;
+    let mode = match args.color {
+        Color::Auto => ColorMode::Auto,
+        Color::Always => ColorMode::Always,
+        Color::Never => ColorMode::Never,
+    };
+    let opts = CompactOptions {
+        color: mode.enabled(),
+        timestamps: args.timestamps,
+        ..Default::default()
+    };
+    let mut client = connect(address, None).await?;
+    let mut stream = client
+        .get_events(request)
+        .await
+        .context("GetEvents")?
+        .into_inner();
+    let mut out = io::stdout().lock();
+    loop {
+        let msg = tokio::select! {
+            m = stream.message() => m,
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+        };
+        let ev = match msg {
+            Ok(Some(ev)) => ev,
+            Ok(None) => return Ok(ExitCode::SUCCESS),
+            Err(s) if s.code() == tonic::Code::Cancelled => return Ok(ExitCode::SUCCESS),
+            Err(s) => bail!("failed to receive events: {s}"),
+        };
+        let line = match args.output {
+            Output::Json => event_to_json(&ev),
+            // Like tetra, an event that cannot be rendered ends the stream.
+            Output::Compact => encode_compact(&ev, &opts).context("failed to encode event")?,
+        };
+        // A closed pipe (e.g. `| head`) is a normal way to stop reading.
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+}
+
+fn state_name(s: i32) -> String {
+    TracingPolicyState::try_from(s)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("TP_STATE_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|_| format!("unknown({s})"))
+}
+
+fn mode_name(m: i32) -> String {
+    TracingPolicyMode::try_from(m)
+        .map(|m| {
+            m.as_str_name()
+                .trim_start_matches("TP_MODE_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|_| format!("unknown({m})"))
+}
+
+fn policy_label(p: &TracingPolicyStatus) -> String {
+    if p.namespace.is_empty() {
+        p.name.clone()
+    } else {
+        format!("{}/{}", p.namespace, p.name)
+    }
+}
+
+async fn status(address: &str, timeout: Duration) -> Result<ExitCode> {
+    let mut c = connect(address, Some(timeout)).await?;
+    let health = c
+        .get_health(GetHealthStatusRequest::default())
+        .await
+        .context("GetHealth")?
+        .into_inner();
+    let mut ok = true;
+    match health.health_status.first() {
+        Some(h) => {
+            println!("Health Status: {}", h.details);
+            if h.status != HealthStatusResult::HealthStatusRunning as i32 {
+                let name =
+                    HealthStatusResult::try_from(h.status).map_or("unknown", |r| r.as_str_name());
+                println!("agent is not running: {name}");
+                ok = false;
+            }
+        }
+        None => {
+            println!("Health Status: no status available");
+            ok = false;
+        }
+    }
+    let policies = c
+        .list_tracing_policies(ListTracingPoliciesRequest::default())
+        .await
+        .context("ListTracingPolicies")?;
+    for p in &policies.get_ref().policies {
+        if p.state != TracingPolicyState::TpStateEnabled as i32 {
+            ok = false;
+            let err = if p.error.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", p.error)
+            };
+            println!("policy {} is {}{err}", policy_label(p), state_name(p.state));
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Human-readable size, as Tetragon's `tp list` shows kernel memory.
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < UNITS.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.2} {}", UNITS[i])
+    }
+}
+
+fn print_policy_table(policies: &[TracingPolicyStatus]) {
+    let header = [
+        "ID",
+        "NAME",
+        "STATE",
+        "FILTERID",
+        "NAMESPACE",
+        "SENSORS",
+        "KERNELMEMORY",
+        "MODE",
+        "NPOST",
+        "NENFORCE",
+        "NMONITOR",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| (*s).to_owned()).collect()];
+    for p in policies {
+        let c = p
+            .stats
+            .as_ref()
+            .and_then(|s| s.action_counters)
+            .unwrap_or_default();
+        rows.push(vec![
+            p.id.to_string(),
+            p.name.clone(),
+            state_name(p.state),
+            p.filter_id.to_string(),
+            if p.namespace.is_empty() {
+                "(global)".to_owned()
+            } else {
+                p.namespace.clone()
+            },
+            p.sensors.join(","),
+            human_bytes(p.kernel_memory_bytes),
+            mode_name(p.mode),
+            c.post.to_string(),
+            (c.signal + c.r#override + c.notify_enforcer + c.set).to_string(),
+            (c.monitor_signal + c.monitor_override + c.monitor_notify_enforcer + c.monitor_set)
+                .to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", line.join(" ").trim_end());
+    }
+}
+
+async fn tracingpolicy(address: &str, timeout: Duration, command: TpCommand) -> Result<ExitCode> {
+    let mut c = connect(address, Some(timeout)).await?;
+    match command {
+        TpCommand::List => {
+            let r = c
+                .list_tracing_policies(ListTracingPoliciesRequest::default())
+                .await
+                .context("ListTracingPolicies")?;
+            print_policy_table(&r.get_ref().policies);
+        }
+        TpCommand::Add { file } => {
+            let yaml = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            c.add_tracing_policy(AddTracingPolicyRequest {
+                yaml,
+                ..Default::default()
+            })
+            .await
+            .context("failed to add tracing policy")?;
+            println!("tracing policy {:?} added", file.display().to_string());
+        }
+        TpCommand::Delete { name, namespace } => {
+            c.delete_tracing_policy(DeleteTracingPolicyRequest {
+                name: name.clone(),
+                namespace,
+                ..Default::default()
+            })
+            .await
+            .context("failed to delete tracing policy")?;
+            println!("tracing policy {name:?} deleted");
+        }
+        TpCommand::Enable { name, namespace } => {
+            let req = ConfigureTracingPolicyRequest {
+                name: name.clone(),
+                namespace,
+                enable: Some(true),
+                ..Default::default()
+            };
+            c.configure_tracing_policy(req)
+                .await
+                .context("failed to enable tracing policy")?;
+            println!("tracing policy {name:?} enabled");
+        }
+        TpCommand::Disable { name, namespace } => {
+            let req = ConfigureTracingPolicyRequest {
+                name: name.clone(),
+                namespace,
+                enable: Some(false),
+                ..Default::default()
+            };
+            c.configure_tracing_policy(req)
+                .await
+                .context("failed to disable tracing policy")?;
+            println!("tracing policy {name:?} disabled");
+        }
+        TpCommand::SetMode {
+            name,
+            mode,
+            namespace,
+        } => {
+            let mode = match mode {
+                Mode::Enforce => TracingPolicyMode::TpModeEnforce,
+                Mode::Monitor => TracingPolicyMode::TpModeMonitor,
+            };
+            c.configure_tracing_policy(ConfigureTracingPolicyRequest {
+                name: name.clone(),
+                namespace,
+                mode: Some(mode as i32),
+                ..Default::default()
+            })
+            .await
+            .context("failed to set policy mode")?;
+            println!(
+                "tracing policy {name:?} mode set to {}",
+                mode_name(mode as i32)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

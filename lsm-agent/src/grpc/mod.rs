@@ -1,2 +1,8 @@
 //! Tetragon-compatible gRPC API.
+pub mod json;
 pub mod proto;
+pub mod server;
+
+pub use server::{
+    EventBus, EventFilter, GrpcError, Listeners, PolicyControl, bind, serve, serve_listeners,
+};
