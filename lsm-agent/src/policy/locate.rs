@@ -1,0 +1,297 @@
+//! Maps YAML paths such as `spec.kprobes[0].selectors[2].matchArgs[0].operator` to a line and
+//! column in the source text.
+//!
+//! serde forgets positions once a document is deserialized, so validation errors only know
+//! the path of the offending node. This module re-reads the source with `yaml-rust2`'s event
+//! parser, which reports a marker for every node, and records where each path starts.
+
+use std::collections::HashMap;
+
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+/// A 1-based position in the source text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Position {
+    fn from_marker(m: Marker) -> Self {
+        // yaml-rust2 counts lines from 1 but columns from 0.
+        Position {
+            line: m.line(),
+            column: m.col() + 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    /// Where the mapping key starts, for nodes that are mapping values.
+    key: Option<Position>,
+    /// Where the node itself starts.
+    value: Position,
+}
+
+/// The positions of every node of the first document of a YAML text.
+#[derive(Debug, Default)]
+pub struct Locator {
+    nodes: HashMap<String, Node>,
+}
+
+impl Locator {
+    /// Indexes `source`. A syntax error stops indexing; nodes before it are still found.
+    pub fn new(source: &str) -> Self {
+        let mut builder = Builder::default();
+        let mut parser = Parser::new_from_str(source);
+        // A syntax error has already been reported by serde_yaml; keep what was indexed.
+        let _ = parser.load(&mut builder, false);
+        Locator {
+            nodes: builder.nodes,
+        }
+    }
+
+    /// Where the node at `path` is written: the key for mapping entries (so errors point at
+    /// `operator:` rather than its value), the item itself for sequence entries. A path that
+    /// is not in the document (e.g. a defaulted field) falls back to its nearest ancestor.
+    pub fn position(&self, path: &str) -> Option<Position> {
+        let mut p = path;
+        loop {
+            if let Some(node) = self.nodes.get(p) {
+                return Some(node.key.unwrap_or(node.value));
+            }
+            if p.is_empty() {
+                return None;
+            }
+            p = parent(p);
+        }
+    }
+
+    /// Where the value at exactly `path` starts, without falling back to ancestors.
+    pub fn value_position(&self, path: &str) -> Option<Position> {
+        self.nodes.get(path).map(|n| n.value)
+    }
+}
+
+/// Convenience for a single lookup: `(line, column)` of `path` in `source`.
+pub fn locate(source: &str, path: &str) -> Option<(usize, usize)> {
+    Locator::new(source)
+        .position(path)
+        .map(|p| (p.line, p.column))
+}
+
+/// `a.b[1].c` → `a.b[1]` → `a.b` → `a` → ``.
+fn parent(path: &str) -> &str {
+    let cut = if path.ends_with(']') {
+        path.rfind('[')
+    } else {
+        path.rfind('.')
+    };
+    match cut {
+        Some(i) => &path[..i],
+        None => "",
+    }
+}
+
+enum Frame {
+    Mapping {
+        path: String,
+        /// The key just read, waiting for its value.
+        pending_key: Option<(String, Position)>,
+    },
+    Sequence {
+        path: String,
+        next: usize,
+    },
+}
+
+#[derive(Default)]
+struct Builder {
+    stack: Vec<Frame>,
+    nodes: HashMap<String, Node>,
+    /// Set once the first document's root has been closed; later documents are ignored.
+    done: bool,
+}
+
+impl Builder {
+    /// Registers a node starting at `pos` and returns its path, or `None` when the node is a
+    /// mapping key (keys are remembered until their value arrives).
+    fn node(&mut self, scalar: Option<&str>, pos: Position) -> Option<String> {
+        self.first_child_at(pos);
+        let (path, key) = match self.stack.last_mut() {
+            None => (String::new(), None),
+            Some(Frame::Sequence { path, next }) => {
+                let p = format!("{path}[{next}]");
+                *next += 1;
+                (p, None)
+            }
+            Some(Frame::Mapping { path, pending_key }) => match pending_key.take() {
+                None => {
+                    // A complex (non-scalar) key has no usable name; its children get a
+                    // path nobody asks for.
+                    let name = scalar.unwrap_or("?").to_string();
+                    let parent_path = path.clone();
+                    *pending_key = Some((name.clone(), pos));
+                    if scalar.is_some() {
+                        return None;
+                    }
+                    return Some(join(&parent_path, "?"));
+                }
+                Some((name, key_pos)) => (join(path, &name), Some(key_pos)),
+            },
+        };
+        self.nodes
+            .entry(path.clone())
+            .or_insert(Node { key, value: pos });
+        Some(path)
+    }
+}
+
+impl Builder {
+    /// Block collections are reported where the scanner noticed them, which can be after
+    /// their first key; the first child's position is where the collection is written.
+    fn first_child_at(&mut self, pos: Position) {
+        let path = match self.stack.last() {
+            Some(Frame::Mapping {
+                path,
+                pending_key: None,
+            }) => path,
+            Some(Frame::Sequence { path, next: 0 }) => path,
+            _ => return,
+        };
+        if let Some(node) = self.nodes.get_mut(path)
+            && (pos.line, pos.column) < (node.value.line, node.value.column)
+        {
+            node.value = pos;
+        }
+    }
+}
+
+fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+impl MarkedEventReceiver for Builder {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        if self.done {
+            return;
+        }
+        let pos = Position::from_marker(mark);
+        match ev {
+            Event::Scalar(ref s, ..) => {
+                self.node(Some(s), pos);
+            }
+            Event::Alias(_) => {
+                self.node(None, pos);
+            }
+            Event::SequenceStart(..) => {
+                let path = self.node(None, pos).unwrap_or_default();
+                self.stack.push(Frame::Sequence { path, next: 0 });
+            }
+            Event::MappingStart(..) => {
+                let path = self.node(None, pos).unwrap_or_default();
+                self.stack.push(Frame::Mapping {
+                    path,
+                    pending_key: None,
+                });
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                self.stack.pop();
+                if self.stack.is_empty() {
+                    self.done = true;
+                }
+            }
+            Event::DocumentEnd => self.done = true,
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = "\
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+spec:
+  kprobes:
+  - call: \"security_file_open\"
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: \"Foo\"
+        values:
+        - \"/etc\"
+        - /boot
+";
+
+    #[test]
+    fn mapping_entries_point_at_their_key() {
+        let l = Locator::new(DOC);
+        assert_eq!(
+            l.position("spec.kprobes[0].selectors[0].matchArgs[0].operator"),
+            Some(Position { line: 9, column: 9 })
+        );
+        assert_eq!(l.position("kind"), Some(Position { line: 2, column: 1 }));
+    }
+
+    #[test]
+    fn sequence_items_point_at_the_item() {
+        let l = Locator::new(DOC);
+        assert_eq!(
+            l.position("spec.kprobes[0].selectors[0].matchArgs[0].values[1]"),
+            Some(Position {
+                line: 12,
+                column: 11
+            })
+        );
+    }
+
+    #[test]
+    fn values_can_be_located_exactly() {
+        let l = Locator::new(DOC);
+        assert_eq!(
+            l.value_position("spec.kprobes[0].call"),
+            Some(Position {
+                line: 5,
+                column: 11
+            })
+        );
+    }
+
+    #[test]
+    fn missing_paths_fall_back_to_the_nearest_ancestor() {
+        let l = Locator::new(DOC);
+        assert_eq!(
+            l.position("spec.kprobes[0].selectors[0].matchActions[0].action"),
+            l.position("spec.kprobes[0].selectors[0]")
+        );
+        // A mapping inside a sequence is reported at its first key.
+        assert_eq!(locate(DOC, "spec.kprobes[0].args"), Some((5, 5)));
+    }
+
+    #[test]
+    fn syntax_errors_keep_what_was_indexed() {
+        let l = Locator::new("kind: TracingPolicy\nspec: [\n");
+        assert_eq!(l.position("kind"), Some(Position { line: 1, column: 1 }));
+    }
+
+    #[test]
+    fn flow_style_is_indexed() {
+        let l = Locator::new("spec: {options: [{name: a, value: b}]}\n");
+        assert_eq!(
+            l.position("spec.options[0].value"),
+            Some(Position {
+                line: 1,
+                column: 28
+            })
+        );
+    }
+}
