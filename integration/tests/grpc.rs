@@ -1,0 +1,417 @@
+//! In-process tests of the gRPC server: event streaming, server-side filters, slow clients,
+//! and the policy/health RPCs, through a real tonic client over TCP.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use lsm_agent::grpc::{
+    EventBus, PolicyControl, bind,
+    proto::tetragon::{
+        EventType, Filter, GetEventsRequest, GetEventsResponse, GetHealthStatusRequest,
+        GetVersionRequest, HealthStatusResult, ListTracingPoliciesRequest, Pod, Process,
+        ProcessExec, ProcessLsm, TracingPolicyMode, TracingPolicyState, TracingPolicyStatus,
+        fine_guidance_sensors_client::FineGuidanceSensorsClient, get_events_response::Event,
+    },
+    serve_listeners,
+};
+use tokio::sync::oneshot;
+use tonic::{Streaming, transport::Channel};
+
+#[derive(Default)]
+struct FakeControl {
+    policies: Mutex<Vec<TracingPolicyStatus>>,
+}
+
+impl PolicyControl for FakeControl {
+    fn list(&self) -> Vec<TracingPolicyStatus> {
+        self.policies.lock().unwrap().clone()
+    }
+    fn add(&self, yaml: String) -> Result<(), String> {
+        if yaml.contains("bad") {
+            return Err("invalid policy".into());
+        }
+        self.policies.lock().unwrap().push(TracingPolicyStatus {
+            name: "added".into(),
+            state: TracingPolicyState::TpStateEnabled as i32,
+            ..Default::default()
+        });
+        Ok(())
+    }
+    fn delete(&self, name: &str, _namespace: &str) -> Result<(), String> {
+        let mut p = self.policies.lock().unwrap();
+        let before = p.len();
+        p.retain(|p| p.name != name);
+        if p.len() == before {
+            Err(format!("policy {name} not found"))
+        } else {
+            Ok(())
+        }
+    }
+    fn set_enabled(&self, name: &str, _namespace: &str, enabled: bool) -> Result<(), String> {
+        let mut p = self.policies.lock().unwrap();
+        let p = p.iter_mut().find(|p| p.name == name).ok_or("not found")?;
+        p.state = if enabled {
+            TracingPolicyState::TpStateEnabled
+        } else {
+            TracingPolicyState::TpStateDisabled
+        } as i32;
+        Ok(())
+    }
+    fn set_mode(
+        &self,
+        name: &str,
+        _namespace: &str,
+        mode: TracingPolicyMode,
+    ) -> Result<(), String> {
+        let mut p = self.policies.lock().unwrap();
+        let p = p.iter_mut().find(|p| p.name == name).ok_or("not found")?;
+        p.mode = mode as i32;
+        Ok(())
+    }
+    fn health(&self) -> (HealthStatusResult, String) {
+        (HealthStatusResult::HealthStatusRunning, "running".into())
+    }
+}
+
+struct Server {
+    port: u16,
+    bus: EventBus,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start(capacity: usize, control: Arc<FakeControl>) -> Self {
+        let listeners = bind("127.0.0.1:0").await.unwrap();
+        let port = listeners.local_addrs()[0].port();
+        let bus = EventBus::new(capacity);
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn({
+            let bus = bus.clone();
+            async move {
+                serve_listeners(listeners, bus, control, async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+            }
+        });
+        Self {
+            port,
+            bus,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    async fn client(&self) -> FineGuidanceSensorsClient<Channel> {
+        FineGuidanceSensorsClient::connect(format!("http://127.0.0.1:{}", self.port))
+            .await
+            .unwrap()
+    }
+
+    async fn subscribe(&self, filter: Option<Filter>) -> Streaming<GetEventsResponse> {
+        let mut c = self.client().await;
+        let req = GetEventsRequest {
+            allow_list: filter.into_iter().collect(),
+            ..Default::default()
+        };
+        c.get_events(req).await.unwrap().into_inner()
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("server shuts down")
+            .unwrap();
+    }
+}
+
+fn exec(binary: &str, ns: Option<&str>) -> GetEventsResponse {
+    GetEventsResponse {
+        event: Some(Event::ProcessExec(ProcessExec {
+            process: Some(Process {
+                binary: binary.into(),
+                arguments: "x".repeat(64),
+                pid: Some(1),
+                pod: ns.map(|ns| Pod {
+                    namespace: ns.into(),
+                    name: "pod".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+        node_name: "node".into(),
+        ..Default::default()
+    }
+}
+
+fn lsm(binary: &str) -> GetEventsResponse {
+    GetEventsResponse {
+        event: Some(Event::ProcessLsm(ProcessLsm {
+            process: Some(Process {
+                binary: binary.into(),
+                ..Default::default()
+            }),
+            function_name: "file_open".into(),
+            policy_name: "p".into(),
+            ..Default::default()
+        })),
+        node_name: "node".into(),
+        ..Default::default()
+    }
+}
+
+fn binary(ev: &GetEventsResponse) -> &str {
+    match &ev.event {
+        Some(Event::ProcessExec(e)) => &e.process.as_ref().unwrap().binary,
+        Some(Event::ProcessLsm(e)) => &e.process.as_ref().unwrap().binary,
+        _ => panic!("unexpected event {ev:?}"),
+    }
+}
+
+async fn recv(s: &mut Streaming<GetEventsResponse>) -> GetEventsResponse {
+    tokio::time::timeout(Duration::from_secs(5), s.message())
+        .await
+        .expect("event in time")
+        .unwrap()
+        .unwrap()
+}
+
+async fn assert_quiet(s: &mut Streaming<GetEventsResponse>) {
+    if let Ok(m) = tokio::time::timeout(Duration::from_millis(300), s.message()).await {
+        panic!("unexpected message {m:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_receives_published_events() {
+    let server = Server::start(64, Arc::default()).await;
+    let mut s = server.subscribe(None).await;
+    assert_eq!(server.bus.subscriber_count(), 1);
+    server.bus.publish(exec("/bin/a", None));
+    server.bus.publish(lsm("/bin/b"));
+    // Never sent to clients: tetra would exit on them.
+    server.bus.publish(GetEventsResponse::default());
+    server.bus.publish(exec("/bin/c", Some("default")));
+    assert_eq!(binary(&recv(&mut s).await), "/bin/a");
+    let ev = recv(&mut s).await;
+    assert_eq!(binary(&ev), "/bin/b");
+    assert_eq!(ev.node_name, "node");
+    assert_eq!(binary(&recv(&mut s).await), "/bin/c");
+    assert_quiet(&mut s).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_filters() {
+    let server = Server::start(64, Arc::default()).await;
+    let mut by_binary = server
+        .subscribe(Some(Filter {
+            binary_regex: vec!["cur".into()],
+            ..Default::default()
+        }))
+        .await;
+    let mut by_type = server
+        .subscribe(Some(Filter {
+            event_set: vec![EventType::ProcessLsm as i32],
+            ..Default::default()
+        }))
+        .await;
+    let mut host_only = server
+        .subscribe(Some(Filter {
+            namespace: vec![String::new()],
+            ..Default::default()
+        }))
+        .await;
+    let mut in_ns = server
+        .subscribe(Some(Filter {
+            namespace: vec!["default".into()],
+            ..Default::default()
+        }))
+        .await;
+
+    server.bus.publish(exec("/usr/bin/curl", None));
+    server.bus.publish(exec("/bin/cat", Some("default")));
+    server.bus.publish(lsm("/bin/sh"));
+
+    assert_eq!(binary(&recv(&mut by_binary).await), "/usr/bin/curl");
+    assert_quiet(&mut by_binary).await;
+    assert_eq!(binary(&recv(&mut by_type).await), "/bin/sh");
+    assert_quiet(&mut by_type).await;
+    assert_eq!(binary(&recv(&mut host_only).await), "/usr/bin/curl");
+    assert_eq!(binary(&recv(&mut host_only).await), "/bin/sh");
+    assert_quiet(&mut host_only).await;
+    assert_eq!(binary(&recv(&mut in_ns).await), "/bin/cat");
+    assert_quiet(&mut in_ns).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_filter_is_rejected() {
+    let server = Server::start(8, Arc::default()).await;
+    let mut c = server.client().await;
+    let req = GetEventsRequest {
+        allow_list: vec![Filter {
+            binary_regex: vec!["(".into()],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let err = c.get_events(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_subscriber_does_not_stall_others() {
+    const N: usize = 3000;
+    let server = Server::start(32, Arc::default()).await;
+    // Subscribed but never read: its queues fill up and it starts losing events.
+    let mut slow = server.subscribe(None).await;
+    let mut fast = server.subscribe(None).await;
+    let big = |i: usize| {
+        let mut ev = exec(&format!("/bin/{i}"), None);
+        if let Some(Event::ProcessExec(e)) = &mut ev.event {
+            e.process.as_mut().unwrap().arguments = "y".repeat(16 * 1024);
+        }
+        ev
+    };
+    for batch in 0..N / 8 {
+        for i in 0..8 {
+            server.bus.publish(big(batch * 8 + i));
+        }
+        for i in 0..8 {
+            assert_eq!(
+                binary(&recv(&mut fast).await),
+                format!("/bin/{}", batch * 8 + i)
+            );
+        }
+    }
+    // The slow client's buffers (queue + HTTP/2 window) hold far less than N large events, so
+    // once it reads again it sees a gap; the loss is counted when its forwarder resumes.
+    let mut seen = 0;
+    let mut gap = false;
+    while seen < N && !gap {
+        gap = binary(&recv(&mut slow).await) != format!("/bin/{seen}");
+        seen += 1;
+    }
+    assert!(gap, "the slow subscriber should have lost events");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while server.bus.lost_events() == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(server.bus.lost_events() > 0, "lost events are counted");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_version_and_policies() {
+    let control = Arc::new(FakeControl::default());
+    control.policies.lock().unwrap().push(TracingPolicyStatus {
+        id: 1,
+        name: "block-shadow".into(),
+        state: TracingPolicyState::TpStateEnabled as i32,
+        mode: TracingPolicyMode::TpModeEnforce as i32,
+        ..Default::default()
+    });
+    let server = Server::start(8, control.clone()).await;
+    let mut c = server.client().await;
+
+    let h = c
+        .get_health(GetHealthStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(h.health_status.len(), 1);
+    assert_eq!(h.health_status[0].details, "running");
+    assert_eq!(
+        h.health_status[0].status,
+        HealthStatusResult::HealthStatusRunning as i32
+    );
+    assert!(
+        !c.get_version(GetVersionRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .version
+            .is_empty()
+    );
+
+    use lsm_agent::grpc::proto::tetragon::{
+        AddTracingPolicyRequest, ConfigureTracingPolicyRequest, DeleteTracingPolicyRequest,
+    };
+    c.configure_tracing_policy(ConfigureTracingPolicyRequest {
+        name: "block-shadow".into(),
+        enable: Some(false),
+        mode: Some(TracingPolicyMode::TpModeMonitor as i32),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let list = c
+        .list_tracing_policies(ListTracingPoliciesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        list.policies[0].state,
+        TracingPolicyState::TpStateDisabled as i32
+    );
+    assert_eq!(
+        list.policies[0].mode,
+        TracingPolicyMode::TpModeMonitor as i32
+    );
+
+    let err = c
+        .add_tracing_policy(AddTracingPolicyRequest {
+            yaml: "bad".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.message(), "invalid policy");
+    c.add_tracing_policy(AddTracingPolicyRequest {
+        yaml: "ok".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.delete_tracing_policy(DeleteTracingPolicyRequest {
+        name: "block-shadow".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let list = c
+        .list_tracing_policies(ListTracingPoliciesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        list.policies
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>(),
+        ["added"]
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_open_streams() {
+    let server = Server::start(8, Arc::default()).await;
+    let mut s = server.subscribe(None).await;
+    server.shutdown().await;
+    let end = tokio::time::timeout(Duration::from_secs(5), s.message())
+        .await
+        .expect("stream ends");
+    assert!(matches!(end, Ok(None) | Err(_)));
+}
