@@ -4,6 +4,7 @@
 //! * [`bpf`]: load and attach the programs, write compiled policies into their maps.
 //! * [`events`]: read the ring buffer, decode, enrich with process data, format.
 //! * [`grpc`]: the Tetragon-compatible `FineGuidanceSensors` API.
+pub mod agent;
 pub mod bpf;
 pub mod events;
 pub mod grpc;

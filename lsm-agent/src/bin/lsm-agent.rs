@@ -1,1 +1,198 @@
-fn main(){}
+//! lsm-agent: loads Tetragon TracingPolicy files and enforces them at BPF-LSM hooks.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use lsm_agent::{
+    agent::{Agent, Source},
+    bpf::{Capabilities, Probe},
+    events::{self, tetragon::ProcessCache},
+    grpc::{self, EventBus},
+    policy::{ir::Policy, parse::parse_policy_file},
+};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+const AGENT_INFO: &str = "/var/run/lsm-agent/agent-info.json";
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Enforces Tetragon TracingPolicy files at BPF-LSM hooks"
+)]
+struct Args {
+    /// A TracingPolicy or TracingPolicyNamespaced YAML file to enforce (repeatable).
+    #[arg(long = "tracing-policy", value_name = "FILE")]
+    tracing_policy: Vec<PathBuf>,
+    /// A directory of policy files (*.yaml, *.yml), loaded in name order.
+    #[arg(long = "tracing-policy-dir", value_name = "DIR")]
+    tracing_policy_dir: Option<PathBuf>,
+    /// gRPC address: host:port, :port, or unix:///path.
+    #[arg(long, default_value = "localhost:54321")]
+    server_address: String,
+    /// trace, debug, info, warn or error.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    /// Only parse and compile the policies, then exit (no root, no kernel needed).
+    #[arg(long)]
+    check: bool,
+}
+
+fn policy_files(args: &Args) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = args.tracing_policy.clone();
+    if let Some(dir) = &args.tracing_policy_dir {
+        let mut in_dir: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading --tracing-policy-dir {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_file()
+                    && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+            })
+            .collect();
+        in_dir.sort();
+        files.extend(in_dir);
+    }
+    Ok(files)
+}
+
+/// Parses every file; reports all broken ones before giving up.
+fn load_policies(files: &[PathBuf]) -> anyhow::Result<Vec<(Policy, Source)>> {
+    let mut ok = Vec::new();
+    let mut failed = 0;
+    for f in files {
+        match parse_policy_file(f) {
+            Ok(p) => ok.push((p, Source::File(f.clone()))),
+            Err(e) => {
+                error!("{e}");
+                eprintln!("error: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} policy file(s) rejected");
+    }
+    Ok(ok)
+}
+
+fn write_agent_info(server_address: &str) {
+    let info = serde_json::json!({
+        "server_address": server_address,
+        "pid": std::process::id(),
+    });
+    let path = Path::new(AGENT_INFO);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(e) = std::fs::write(path, info.to_string()) {
+        warn!("cannot write {AGENT_INFO}: {e}");
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log_level)
+                .with_context(|| format!("bad --log-level {:?}", args.log_level))?,
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let files = policy_files(&args)?;
+    let batch = load_policies(&files)?;
+    // Compile before touching the kernel, so a policy set that cannot fit is refused early.
+    {
+        let refs: Vec<(u32, &Policy)> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, (p, _))| (i as u32 + 1, p))
+            .collect();
+        lsm_agent::policy::compile::compile(&refs).context("compiling policies")?;
+    }
+    if args.check {
+        println!("{} policy file(s) OK", batch.len());
+        return Ok(());
+    }
+    if batch.is_empty() {
+        warn!("no policy loaded: pass --tracing-policy FILE or --tracing-policy-dir DIR");
+    }
+
+    let caps = Capabilities::probe();
+    info!(kernel = %caps.kernel_release, lsms = %caps.lsms, btf = caps.btf, "kernel capabilities");
+    let (mut probe, ring) = Probe::load(&caps).context("loading BPF programs")?;
+    let seeded = probe.seed_processes();
+    info!(
+        programs = probe.attached.len(),
+        processes = seeded,
+        "BPF-LSM programs attached"
+    );
+
+    let agent = Agent::new(Box::new(probe));
+    let names: Vec<String> = batch.iter().map(|(p, _)| p.name.clone()).collect();
+    agent.add_all(batch).context("enforcing policies")?;
+    for n in &names {
+        info!(policy = %n, "policy enforcing");
+    }
+
+    // Ring buffer → decoded events → Tetragon events on the bus.
+    let bus = EventBus::new(4096);
+    let stats = Arc::new(events::reader::ReaderStats::default());
+    let (tx, mut rx) = mpsc::channel(65536);
+    tokio::spawn({
+        let stats = stats.clone();
+        async move {
+            if let Err(e) = events::reader::run(ring, tx, stats).await {
+                error!("ring-buffer reader stopped: {e}");
+            }
+        }
+    });
+    tokio::spawn({
+        let bus = bus.clone();
+        let agent = agent.clone();
+        async move {
+            let mut cache = ProcessCache::new(events::tetragon::node_name());
+            while let Some(ev) = rx.recv().await {
+                let img = agent.image();
+                if let Some(resp) = cache.convert(&ev, &img) {
+                    bus.publish(resp);
+                }
+            }
+        }
+    });
+
+    let listeners = grpc::bind(&args.server_address)
+        .await
+        .with_context(|| format!("binding --server-address {}", args.server_address))?;
+    write_agent_info(&args.server_address);
+    info!(address = %args.server_address, "gRPC server listening; agent ready");
+    let control: Arc<dyn grpc::PolicyControl> = Arc::new(agent.clone());
+    let served = grpc::serve_listeners(listeners, bus, control, shutdown_signal()).await;
+    let _ = std::fs::remove_file(AGENT_INFO);
+    // Give in-flight log lines a moment; links are detached when the probe drops.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    served.context("gRPC server")?;
+    info!("stopped");
+    Ok(())
+}

@@ -445,10 +445,7 @@ mod tests {
         let cfg = img.hook_cfg[&H];
         assert_eq!(cfg.selectors, 0b11);
         assert_eq!(cfg.enforcing, 0b10);
-        assert_eq!(
-            cfg.uses[str_class(SUBJECT_ARG, FAMILY_PREFIX, false)],
-            0b11
-        );
+        assert_eq!(cfg.uses[str_class(SUBJECT_ARG, FAMILY_PREFIX, false)], 0b11);
     }
 
     #[test]
@@ -497,7 +494,11 @@ mod tests {
             vec![
                 sel(0, vec![], vec![]),
                 sel(1, vec![], vec![Action::Sigkill]),
-                sel(2, vec![], vec![Action::NoPost, Action::Override { error: -13 }]),
+                sel(
+                    2,
+                    vec![],
+                    vec![Action::NoPost, Action::Override { error: -13 }],
+                ),
             ],
         );
         let img = compile(&[(1, &p)]).unwrap();
@@ -592,7 +593,11 @@ mod tests {
         let p = policy(
             "p",
             PolicyMode::Enforce,
-            vec![sel(0, vec![str_filter(StrOp::Prefix, false, &refs)], vec![])],
+            vec![sel(
+                0,
+                vec![str_filter(StrOp::Prefix, false, &refs)],
+                vec![],
+            )],
         );
         let img = compile(&[(1, &p)]).unwrap();
         assert_eq!(img.str_prefix.len(), 10_000);

@@ -202,12 +202,18 @@ pub struct BinaryFilter {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// `rate_limit_ms` from `rateLimit` ("10s" = 10000).
-    Post { rate_limit_ms: Option<u64> },
+    Post {
+        rate_limit_ms: Option<u64>,
+    },
     NoPost,
     Sigkill,
     /// `argError`, already forced into [-4095, 0].
-    Override { error: i32 },
-    Signal { signal: u32 },
+    Override {
+        error: i32,
+    },
+    Signal {
+        signal: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
