@@ -1,1 +1,348 @@
+//! Harness for tests that run inside the BPF-LSM VM (see `vm-tests/run.sh`).
+//!
+//! One agent serves all tests of a test binary: starting it verifies every BPF program,
+//! which takes tens of seconds under QEMU TCG. Tests change policies through `lsmctl`,
+//! exactly as a user would, and read the compact event stream of `lsmctl getevents`.
+//! Nothing here skips: a missing BPF LSM, a failed start or a timeout panics.
 
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::process::ExitStatusExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{
+        Arc, Mutex, MutexGuard, OnceLock,
+        atomic::{AtomicU32, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+/// How long the agent may take to verify and attach everything under TCG.
+pub const AGENT_START_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long an expected event may take to show up in the stream.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The repository root (the VM sees the host's file system at the same paths).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("vm-tests sits in the repository")
+        .to_path_buf()
+}
+
+/// A binary built by `vm-tests/run.sh` (release profile).
+pub fn bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("LSM_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/release"));
+    let p = dir.join(name);
+    assert!(p.exists(), "{} is missing: build with vm-tests/run.sh", p.display());
+    p
+}
+
+/// The upstream quickstart policies, beside the repository.
+pub fn quickstart(name: &str) -> PathBuf {
+    let dir = std::env::var_os("TETRAGON_QUICKSTART_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/testdata/tetragon-quickstart"));
+    let p = dir.join(name);
+    assert!(p.exists(), "{} is missing", p.display());
+    p
+}
+
+/// A policy written for these tests.
+pub fn test_policy(name: &str) -> PathBuf {
+    repo().join("vm-tests/policies").join(name)
+}
+
+/// Fails loudly unless the BPF LSM is active: these tests must never pass vacuously.
+pub fn assert_bpf_lsm_active() {
+    let lsms = std::fs::read_to_string("/sys/kernel/security/lsm")
+        .expect("/sys/kernel/security/lsm unreadable: not inside the BPF-LSM VM?");
+    assert!(
+        lsms.trim().split(',').any(|l| l == "bpf"),
+        "BPF LSM is not active in this kernel (lsm = {lsms:?}): boot with lsm=...,bpf"
+    );
+}
+
+/// Shell-style exit code: the status, or 128 + the signal that killed the process.
+pub fn exit_code(out: &Output) -> i32 {
+    out.status
+        .code()
+        .unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0))
+}
+
+/// Runs `sh -c script` in `dir` and returns its output.
+pub fn sh(dir: &Path, script: &str) -> Output {
+    Command::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .expect("spawning /bin/sh")
+}
+
+/// Runs a program with arguments.
+pub fn run(program: &Path, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("spawning {}: {e}", program.display()))
+}
+
+/// The running agent and its event stream.
+pub struct Agent {
+    agent: Child,
+    stream: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    /// Lines already consumed by [`Agent::expect_lines`].
+    seen: usize,
+    address: String,
+    marker: AtomicU32,
+}
+
+static AGENT: OnceLock<Mutex<Agent>> = OnceLock::new();
+
+/// The agent shared by the tests of this binary, started on first use with
+/// `--tracing-policy` for each of `policies`.
+pub fn shared_agent(policies: &[PathBuf]) -> MutexGuard<'static, Agent> {
+    let m = AGENT.get_or_init(|| Mutex::new(Agent::start(policies)));
+    let mut g = m.lock().unwrap_or_else(|p| p.into_inner());
+    g.skip_to_end();
+    g
+}
+
+impl Agent {
+    pub fn start(policies: &[PathBuf]) -> Agent {
+        assert_bpf_lsm_active();
+        let address = format!("unix:///tmp/lsm-agent-vmtest-{}.sock", std::process::id());
+        let log = std::fs::File::create(results_dir().join("agent.log")).expect("agent log");
+        let mut cmd = Command::new(bin("lsm-agent"));
+        cmd.arg("--server-address").arg(&address);
+        for p in policies {
+            cmd.arg("--tracing-policy").arg(p);
+        }
+        let agent = cmd
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawning lsm-agent");
+        let mut a = Agent {
+            agent,
+            stream: Command::new("/bin/true").spawn().expect("placeholder"),
+            lines: Arc::new(Mutex::new(Vec::new())),
+            seen: 0,
+            address,
+            marker: AtomicU32::new(0),
+        };
+        a.wait_ready();
+        a.start_stream();
+        a
+    }
+
+    fn wait_ready(&mut self) {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.agent.try_wait() {
+                panic!(
+                    "lsm-agent exited during start-up ({status}); log:\n{}",
+                    std::fs::read_to_string(results_dir().join("agent.log")).unwrap_or_default()
+                );
+            }
+            let out = self.lsmctl(&["status"]);
+            if out.status.success() {
+                eprintln!("agent ready after {:?}", start.elapsed());
+                return;
+            }
+            assert!(
+                start.elapsed() < AGENT_START_TIMEOUT,
+                "lsm-agent not ready after {AGENT_START_TIMEOUT:?}"
+            );
+            thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn start_stream(&mut self) {
+        let mut child = Command::new(bin("lsmctl"))
+            .args(["--server-address", &self.address, "getevents", "-o", "compact"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning lsmctl getevents");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let lines = self.lines.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("  event: {line}");
+                lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+        let _ = self.stream.kill();
+        self.stream = child;
+        // The stream is live once an exec we make shows up in it.
+        let n = self.marker.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("lsm-vmtest-stream-{n}");
+        let start = Instant::now();
+        loop {
+            let _ = Command::new("/bin/true").arg(&tag).status();
+            if self.lines().iter().any(|l| l.contains(&tag)) {
+                return;
+            }
+            assert!(start.elapsed() < EVENT_TIMEOUT, "event stream never delivered a marker exec");
+            thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Runs `lsmctl --server-address <agent> ARGS`.
+    pub fn lsmctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("lsmctl"))
+            .arg("--server-address")
+            .arg(&self.address)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawning lsmctl")
+    }
+
+    /// `lsmctl tracingpolicy add FILE`, asserting success.
+    pub fn add_policy(&self, file: &Path) {
+        let out = self.lsmctl(&["tracingpolicy", "add", &file.display().to_string()]);
+        assert!(
+            out.status.success(),
+            "adding {}: {}{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `lsmctl tracingpolicy delete NAME`, asserting success.
+    pub fn delete_policy(&self, name: &str) {
+        let out = self.lsmctl(&["tracingpolicy", "delete", name]);
+        assert!(
+            out.status.success(),
+            "deleting {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Forgets the events so far: later expectations only look at new ones.
+    pub fn skip_to_end(&mut self) {
+        self.seen = self.lines().len();
+    }
+
+    /// Waits until the new events contain, in this order, lines ending with each of
+    /// `expected` (the node name in the source column varies, so only line ends are
+    /// compared, after the emoji and label at the start). Panics with the stream on timeout.
+    pub fn expect_lines(&mut self, expected: &[String]) {
+        let start = Instant::now();
+        loop {
+            let lines = self.lines();
+            let new = &lines[self.seen.min(lines.len())..];
+            let mut it = new.iter().enumerate();
+            let mut last = None;
+            let all = expected.iter().all(|want| {
+                it.by_ref()
+                    .find(|(_, l)| compact_matches(l, want))
+                    .map(|(i, _)| last = Some(i))
+                    .is_some()
+            });
+            if all {
+                if let Some(i) = last {
+                    self.seen += i + 1;
+                }
+                return;
+            }
+            if start.elapsed() > EVENT_TIMEOUT {
+                panic!(
+                    "expected events {expected:#?} in order; the stream had:\n{}",
+                    new.join("\n")
+                );
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// A position in the stream, for [`Agent::lines_since`].
+    pub fn mark(&self) -> usize {
+        self.lines().len()
+    }
+
+    /// Every line received after `mark`.
+    pub fn lines_since(&self, mark: usize) -> Vec<String> {
+        let lines = self.lines();
+        lines[mark.min(lines.len())..].to_vec()
+    }
+}
+
+/// `line` is `<emoji label> <source> <rest>`; `want` is `<emoji label> | <rest>`, where `|`
+/// stands for the source column.
+pub fn compact_matches(line: &str, want: &str) -> bool {
+    let Some((label, rest)) = want.split_once(" | ") else {
+        return line == want;
+    };
+    let Some(after_label) = line.strip_prefix(label) else {
+        return false;
+    };
+    let after_label = after_label.trim_start_matches(' ');
+    // Skip the source column (one word).
+    match after_label.split_once(' ') {
+        Some((_source, tail)) => tail == rest,
+        None => false,
+    }
+}
+
+/// Where the guest writes logs and results (`--rwdir` of the VM).
+pub fn results_dir() -> PathBuf {
+    let p = std::env::var_os("LSM_VMTEST_RESULTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("lsm-vmtest"));
+    let _ = std::fs::create_dir_all(&p);
+    p
+}
+
+/// A fresh scratch directory on the guest's tmpfs.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let p = Path::new("/tmp/lsm-vmtest").join(name);
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).expect("scratch dir");
+    p
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.stream.kill();
+        // SIGTERM first so the agent removes its socket and info file.
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.agent.id() as i32, libc::SIGTERM) };
+        let _ = self.agent.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_lines_match_with_any_source_column() {
+        assert!(compact_matches(
+            "🚀 process virtme-ng /usr/bin/cat /etc/shadow",
+            "🚀 process | /usr/bin/cat /etc/shadow"
+        ));
+        assert!(compact_matches(
+            "💥 exit    virtme-ng /usr/bin/cat /etc/shadow SIGKILL",
+            "💥 exit    | /usr/bin/cat /etc/shadow SIGKILL"
+        ));
+        assert!(!compact_matches(
+            "💥 exit    virtme-ng /usr/bin/cat /etc/shadow 0",
+            "💥 exit    | /usr/bin/cat /etc/shadow SIGKILL"
+        ));
+    }
+}

@@ -1,0 +1,27 @@
+#!/bin/bash
+# Runs inside the VM (started by vm-tests/run.sh): checks that BPF LSM is active, prepares
+# the guest, runs every test binary listed in $RES/test-binaries, and writes $RES/result.
+set -u
+RES=$1
+export LSM_VMTEST_RESULTS=$RES
+fail() { echo "FAIL: $*" | tee "$RES/result"; exit 1; }
+
+lsms=$(cat /sys/kernel/security/lsm 2>/dev/null) || fail "no /sys/kernel/security/lsm"
+echo "[guest] kernel $(uname -r), lsm=$lsms"
+case ",$lsms," in *,bpf,*) ;; *) fail "BPF LSM is not active (lsm=$lsms)";; esac
+[ -e /sys/kernel/btf/vmlinux ] || fail "kernel has no BTF"
+
+# /etc is an overlay private to this guest (--overlay-rwdir /etc): the write test needs a file
+# there, created before the agent forbids writes under /etc.
+echo "original content" > /etc/lsm-vmtest-append.conf || fail "guest /etc is not writable"
+
+status=0
+while read -r t; do
+  [ -n "$t" ] || continue
+  echo "[guest] running $(basename "$t")"
+  "$t" --test-threads=1 >>"$RES/tests.log" 2>&1
+  rc=$?
+  echo "[guest] $(basename "$t") exit $rc"
+  [ $rc -eq 0 ] || status=1
+done < "$RES/test-binaries"
+echo "exit=$status" > "$RES/result"

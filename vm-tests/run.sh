@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Builds the agent and the VM tests, then boots each kernel listed in vm-tests/kernels with BPF
+# LSM active (virtme-ng, QEMU TCG) and runs the tests inside. Fails, never skips, when a VM
+# does not boot, BPF LSM is not active, or a test fails.
+#   LSM_VM_KERNELS="6.12"  limit the kernel series
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+kernels=${LSM_VM_KERNELS:-$(grep -v '^#' vm-tests/kernels | xargs)}
+results=vm-tests/results
+rm -rf "$results"
+mkdir -p "$results"
+
+echo "[vm-tests] building"
+cargo build --release --locked -p lsm-agent -p vm-tests --bins
+cargo test --release --locked -p vm-tests --no-run --message-format=json 2>/dev/null \
+  | python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("profile", {}).get("test") and m.get("executable"):
+        print(m["executable"])
+' > "$results/test-binaries.all"
+[ -s "$results/test-binaries.all" ] || { echo "[vm-tests] no test binaries built"; exit 1; }
+
+failed=0
+for series in $kernels; do
+  version=$(ls /boot | sed -n "s/^vmlinuz-\(${series//./\\.}\.[0-9].*-amd64\)\$/\1/p" | sort -V | tail -n 1)
+  if [ -z "$version" ]; then
+    echo "[vm-tests] FAIL: no installed kernel for series $series (run scripts/setup.sh)"
+    failed=1
+    continue
+  fi
+  res="$PWD/$results/$series"
+  mkdir -p "$res"
+  cp "$results/test-binaries.all" "$res/test-binaries"
+  echo "[vm-tests] booting $version"
+  start=$(date +%s)
+  set +e
+  timeout --foreground 1800 vng -r "$version" --disable-kvm --force-9p --user root \
+    --cpus 2 --memory 2G --rwdir "$res" --overlay-rwdir /etc \
+    --append "lsm=lockdown,capability,landlock,yama,bpf" \
+    --exec "$PWD/vm-tests/guest.sh $res" >"$res/console.log" 2>&1
+  rc=$?
+  set -e
+  echo "[vm-tests] $version: VM exited $rc after $(( $(date +%s) - start ))s"
+  cat "$res/tests.log" 2>/dev/null | grep -E '^(test |running|test result|failures:|---- )|panicked' || true
+  result=$(cat "$res/result" 2>/dev/null || echo "no result (VM did not boot or died)")
+  if [ "$result" != "exit=0" ]; then
+    echo "[vm-tests] FAIL on $version: $result"
+    tail -n 40 "$res/console.log"
+    [ -f "$res/tests.log" ] && tail -n 80 "$res/tests.log"
+    failed=1
+  elif grep -qE 'BUG:|WARNING:|stall' "$res/console.log"; then
+    echo "[vm-tests] FAIL on $version: kernel warnings on the console"
+    grep -E -A5 'BUG:|WARNING:|stall' "$res/console.log" | head -n 60
+    failed=1
+  else
+    echo "[vm-tests] ok on $version"
+  fi
+done
+exit $failed

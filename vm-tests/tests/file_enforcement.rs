@@ -1,0 +1,136 @@
+//! The file stories of Tetragon's getting-started guide, enforced at BPF-LSM hooks.
+//! Runs inside the VM only (vm-tests/run.sh); one agent serves every test.
+
+use std::{fs, path::PathBuf};
+
+use vm_tests::*;
+
+fn agent() -> std::sync::MutexGuard<'static, Agent> {
+    shared_agent(&[quickstart("file_monitoring_enforce.yaml")])
+}
+
+fn cat() -> PathBuf {
+    PathBuf::from("/usr/bin/cat")
+}
+
+#[test]
+fn bpf_lsm_is_active_in_the_guest() {
+    assert_bpf_lsm_active();
+}
+
+#[test]
+fn reading_etc_shadow_kills_cat_with_the_three_compact_lines() {
+    let mut a = agent();
+    let out = run(&cat(), &["/etc/shadow"]);
+    assert_eq!(exit_code(&out), 137, "cat /etc/shadow must be killed");
+    assert!(out.stdout.is_empty(), "no byte of /etc/shadow may be read");
+    a.expect_lines(&[
+        "🚀 process | /usr/bin/cat /etc/shadow".into(),
+        "📚 read    | /usr/bin/cat /etc/shadow".into(),
+        "💥 exit    | /usr/bin/cat /etc/shadow SIGKILL".into(),
+    ]);
+}
+
+#[test]
+fn appending_and_reading_in_a_scratch_dir_is_allowed() {
+    let _a = agent();
+    let dir = scratch_dir("append");
+    let out = sh(&dir, "bash -c 'echo foo >> bar; cat bar'");
+    assert_eq!(exit_code(&out), 0, "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "foo\n");
+}
+
+#[test]
+fn appending_to_a_file_under_etc_is_killed_and_the_file_is_unchanged() {
+    let mut a = agent();
+    // Created by guest.sh before the agent started (a write under /etc is now forbidden).
+    let target = "/etc/lsm-vmtest-append.conf";
+    let before = fs::read_to_string(target).expect("guest.sh creates the target file");
+    let out = sh(&scratch_dir("etc"), &format!("bash -c 'echo evil >> {target}'"));
+    assert_eq!(exit_code(&out), 137);
+    assert_eq!(fs::read_to_string(target).unwrap(), before, "the write must not land");
+    a.expect_lines(&[
+        format!("📝 write   | /usr/bin/bash {target}"),
+        "💥 exit    | /usr/bin/bash -c echo evil >> /etc/lsm-vmtest-append.conf SIGKILL".into(),
+    ]);
+}
+
+#[test]
+fn reading_a_bashrc_is_killed_by_the_postfix_selector() {
+    let mut a = agent();
+    let dir = scratch_dir("rc");
+    fs::write(dir.join(".bashrc"), "alias x=y\n").expect("writing outside the sensitive dirs");
+    let path = dir.join(".bashrc").display().to_string();
+    let out = run(&cat(), &[&path]);
+    assert_eq!(exit_code(&out), 137);
+    a.expect_lines(&[format!("📚 read    | /usr/bin/cat {path}")]);
+}
+
+#[test]
+fn a_shared_read_mapping_of_etc_shadow_is_killed() {
+    let mut a = agent();
+    let out = run(&bin("vmtest-mmap"), &["/etc/shadow"]);
+    assert_eq!(exit_code(&out), 137, "stdout: {}", String::from_utf8_lossy(&out.stdout));
+    a.expect_lines(&["💥 exit    | ".to_string() + &bin("vmtest-mmap").display().to_string() + " /etc/shadow SIGKILL"]);
+}
+
+#[test]
+fn a_private_mapping_of_a_library_is_allowed() {
+    let _a = agent();
+    let out = run(&bin("vmtest-mmap"), &["/etc/hostname"]);
+    // MAP_SHARED + PROT_READ of /etc/hostname matches no selector (not a sensitive file).
+    assert_eq!(exit_code(&out), 0, "stderr: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `argError: -1` is -EPERM, as in Tetragon: the open fails with "Operation not permitted"
+/// and cat exits 1 instead of being killed.
+#[test]
+fn override_minus_one_makes_cat_fail_with_eperm_and_live() {
+    let mut a = agent();
+    a.add_policy(&test_policy("lsm_file_open_override.yaml"));
+    let out = run(&cat(), &["/etc/passwd"]);
+    let head = run(&PathBuf::from("/usr/bin/head"), &["-n1", "/etc/passwd"]);
+    a.delete_policy("lsm-file-open-override");
+    assert_eq!(exit_code(&out), 1, "cat must exit 1, not be killed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Operation not permitted"), "stderr: {stderr}");
+    assert_eq!(exit_code(&head), 0, "head is not cat: allowed");
+    a.expect_lines(&["🔒 LSM     | /usr/bin/cat file_open".into()]);
+}
+
+/// `argError: -13` is -EACCES: "Permission denied".
+#[test]
+fn override_minus_thirteen_makes_cat_fail_with_permission_denied() {
+    let mut a = agent();
+    a.add_policy(&test_policy("lsm_file_open_eacces.yaml"));
+    let out = run(&cat(), &["/etc/group"]);
+    a.delete_policy("lsm-file-open-eacces");
+    assert_eq!(exit_code(&out), 1, "cat must exit 1, not be killed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Permission denied"), "stderr: {stderr}");
+    a.expect_lines(&["🔒 LSM     | /usr/bin/cat file_open".into()]);
+}
+
+#[test]
+fn without_actions_the_open_succeeds_and_is_posted() {
+    let mut a = agent();
+    a.add_policy(&quickstart("lsm_file_open.yaml"));
+    let out = run(&cat(), &["/etc/passwd"]);
+    a.expect_lines(&[
+        "🔒 LSM     | /usr/bin/cat file_open".into(),
+        "💥 exit    | /usr/bin/cat /etc/passwd 0".into(),
+    ]);
+    a.delete_policy("lsm-file-open");
+    assert_eq!(exit_code(&out), 0);
+    assert!(!out.stdout.is_empty());
+    // Deleted: the next cat is seen (exec, exit) but posts no file_open event.
+    let mark = a.mark();
+    let _ = run(&cat(), &["/etc/passwd"]);
+    a.expect_lines(&["💥 exit    | /usr/bin/cat /etc/passwd 0".into()]);
+    let after: Vec<String> = a.lines_since(mark);
+    assert!(
+        !after.iter().any(|l| l.contains("file_open")),
+        "events after the policy was deleted:\n{}",
+        after.join("\n")
+    );
+}
