@@ -122,82 +122,56 @@ fn match_strings(
     cand
 }
 
+/// Whether an argument passes a numeric filter. Every value test returns early, so the
+/// verifier sees one path per value rather than one per combination of outcomes.
 #[inline(always)]
 fn num_match(f: &NumFilter, raw: u64) -> bool {
+    let signed = f.flags & NUM_SIGNED != 0;
     let v = match f.width {
-        1 => {
-            if f.flags & NUM_SIGNED != 0 {
-                raw as i8 as i64 as u64
-            } else {
-                raw as u8 as u64
-            }
-        }
-        2 => {
-            if f.flags & NUM_SIGNED != 0 {
-                raw as i16 as i64 as u64
-            } else {
-                raw as u16 as u64
-            }
-        }
-        4 => {
-            if f.flags & NUM_SIGNED != 0 {
-                raw as i32 as i64 as u64
-            } else {
-                raw as u32 as u64
-            }
-        }
+        1 if signed => raw as i8 as i64 as u64,
+        1 => raw as u8 as u64,
+        2 if signed => raw as i16 as i64 as u64,
+        2 => raw as u16 as u64,
+        4 if signed => raw as i32 as i64 as u64,
+        4 => raw as u32 as u64,
         _ => raw,
     };
-    let signed = f.flags & NUM_SIGNED != 0;
     let n = f.nvalues as usize;
+    let op = f.op;
+    let ranges = op == NUM_OP_IN_RANGE || op == NUM_OP_NOT_IN_RANGE;
+    // A hit means: Equal/GT/LT/Mask/InRange match; NotEqual/NotInRange fail.
+    let negated = op == NUM_OP_NOT_EQUAL || op == NUM_OP_NOT_IN_RANGE;
     let mut i = 0usize;
-    let mut any = false;
-    let mut all_outside = true;
     while i < NUM_FILTER_VALUES {
         if i >= n {
             break;
         }
         let x = f.values[i];
-        match f.op {
-            NUM_OP_EQUAL => any |= v == x,
-            NUM_OP_NOT_EQUAL => any |= v == x,
-            NUM_OP_GT => {
-                any |= if signed {
-                    (v as i64) > (x as i64)
-                } else {
-                    v > x
-                }
+        let hit = if ranges {
+            let hi = if i + 1 < NUM_FILTER_VALUES { f.values[i + 1] } else { x };
+            i += 1;
+            if signed {
+                (v as i64) >= (x as i64) && (v as i64) <= (hi as i64)
+            } else {
+                v >= x && v <= hi
             }
-            NUM_OP_LT => {
-                any |= if signed {
-                    (v as i64) < (x as i64)
-                } else {
-                    v < x
-                }
-            }
-            NUM_OP_MASK => any |= v & x != 0,
-            NUM_OP_IN_RANGE | NUM_OP_NOT_IN_RANGE => {
-                if i + 1 < NUM_FILTER_VALUES {
-                    let hi = f.values[i + 1];
-                    let inside = if signed {
-                        (v as i64) >= (x as i64) && (v as i64) <= (hi as i64)
-                    } else {
-                        v >= x && v <= hi
-                    };
-                    any |= inside;
-                    all_outside &= !inside;
-                }
-                i += 1;
-            }
-            _ => {}
+        } else if op == NUM_OP_EQUAL || op == NUM_OP_NOT_EQUAL {
+            v == x
+        } else if op == NUM_OP_GT {
+            if signed { (v as i64) > (x as i64) } else { v > x }
+        } else if op == NUM_OP_LT {
+            if signed { (v as i64) < (x as i64) } else { v < x }
+        } else if op == NUM_OP_MASK {
+            v & x != 0
+        } else {
+            false
+        };
+        if hit {
+            return !negated;
         }
         i += 1;
     }
-    match f.op {
-        NUM_OP_NOT_EQUAL => !any,
-        NUM_OP_NOT_IN_RANGE => all_outside,
-        _ => any,
-    }
+    negated
 }
 
 /// Evaluates every selector of `hook` for the current task; returns the hook's verdict
@@ -248,7 +222,9 @@ pub fn evaluate(
         if let Some(f) = NUM_FILT.get(hook * MAX_NUM_FILTERS + i) {
             let bit = 1u64 << (f.selector & 63);
             if cand & bit != 0 {
-                let raw = args[(f.arg as usize) % MAX_ARGS];
+                // An explicit bound (not `%`) so the verifier can see the index is in range.
+                let idx = f.arg as usize;
+                let raw = if idx < MAX_ARGS { args[idx] } else { 0 };
                 if !num_match(f, raw) {
                     cand &= !bit;
                 }
@@ -259,70 +235,64 @@ pub fn evaluate(
     if cand == 0 {
         return 0;
     }
-    fire(s, hook, cand, rec, args, pid_tgid)
+    fire(hook, cfg, cand, rec, args, pid_tgid)
 }
 
+/// Runs the actions of the selectors in `cand`: the first match of each group fires. All
+/// bitmap arithmetic, no loop: the verifier sees a handful of paths.
 #[inline(always)]
 fn fire(
-    s: &mut Scratch,
     hook: u32,
-    mut cand: u64,
+    cfg: &HookConfig,
+    cand: u64,
     rec: Option<*const PathRec>,
     args: &[u64; MAX_ARGS],
     pid_tgid: u64,
 ) -> i32 {
+    let fired = first_in_groups(cand, cfg.group_starts);
+    if fired == 0 {
+        return 0;
+    }
+    count(STAT_MATCHES);
     let mut verdict = 0i32;
-    let mut slot = 0u32;
-    while slot < MAX_SELECTORS {
-        if cand == 0 {
-            break;
+    if fired & cfg.kill != 0 {
+        // SAFETY: signals the current task's process.
+        unsafe { bpf_send_signal(SIGKILL) };
+        verdict = -EPERM;
+    }
+    let sig = fired & cfg.signal;
+    if sig != 0 {
+        if let Some(act) = SEL_ACT.get(hook * MAX_SELECTORS + lowest_slot(sig)) {
+            // SAFETY: as above.
+            unsafe { bpf_send_signal(act.signal) };
         }
-        let bit = 1u64 << slot;
-        if cand & bit != 0 {
-            if let Some(act) = SEL_ACT.get(hook * MAX_SELECTORS + slot) {
-                cand &= !(act.policy_slots | bit);
-                count(STAT_MATCHES);
-                let mut ret = 0i32;
-                if act.flags & ACT_MONITOR == 0 {
-                    if act.flags & ACT_SIGKILL != 0 {
-                        // SAFETY: signals the current task's process.
-                        unsafe { bpf_send_signal(SIGKILL) };
-                        ret = -EPERM;
-                    }
-                    if act.flags & ACT_SIGNAL != 0 {
-                        // SAFETY: as above.
-                        unsafe { bpf_send_signal(act.signal) };
-                    }
-                    if act.flags & ACT_OVERRIDE != 0 && ret == 0 {
-                        ret = act.error;
-                    }
-                }
-                if ret != 0 {
-                    count(STAT_DENIED);
-                    if verdict == 0 {
-                        verdict = ret;
-                    }
-                }
-                if act.flags & ACT_POST != 0 {
-                    post(s, hook, slot, act, ret, rec, args, pid_tgid);
-                }
-            } else {
-                cand &= !bit;
+    }
+    let ovr = fired & cfg.override_;
+    if ovr != 0 && verdict == 0 {
+        verdict = -EPERM;
+        if let Some(act) = SEL_ACT.get(hook * MAX_SELECTORS + lowest_slot(ovr)) {
+            // The kernel takes only errnos from an LSM program; the compiler already clamps.
+            if act.error >= -4095 && act.error < 0 {
+                verdict = act.error;
             }
         }
-        slot += 1;
+    }
+    if verdict != 0 {
+        count(STAT_DENIED);
+    }
+    let posted = fired & cfg.post;
+    if posted != 0 {
+        post(hook, fired, posted, verdict, rec, args, pid_tgid);
     }
     verdict
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn post(
-    _s: &mut Scratch,
     hook: u32,
-    slot: u32,
-    act: &SelectorAction,
-    ret: i32,
+    fired: u64,
+    posted: u64,
+    verdict: i32,
     rec: Option<*const PathRec>,
     args: &[u64; MAX_ARGS],
     pid_tgid: u64,
@@ -342,11 +312,9 @@ fn post(
             tgid: (pid_tgid >> 32) as u32,
         };
         (*ev).hook = hook;
-        (*ev).selector = slot;
-        (*ev).policy_id = act.policy_id;
-        (*ev).actions = act.flags;
-        (*ev).retval = ret;
-        (*ev)._pad = 0;
+        (*ev).retval = verdict;
+        (*ev).fired = fired;
+        (*ev).posted = posted;
         (*ev).args = *args;
         match rec {
             Some(r) => kcopy(&mut (*ev).path, r),

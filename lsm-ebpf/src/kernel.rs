@@ -34,10 +34,12 @@ pub static KCONFIG: KernelConfig = KernelConfig {
 /// Reads one field of [`KCONFIG`]; volatile so that the compiler does not fold the
 /// compile-time zero into the code.
 macro_rules! kconf {
-    ($field:ident) => {
+    ($field:ident) => {{
         // SAFETY: KCONFIG is a plain static; reading a field of it is always valid.
-        unsafe { core::ptr::read_volatile(&$crate::kernel::KCONFIG.$field) }
-    };
+        #[allow(unused_unsafe)]
+        let v = unsafe { core::ptr::read_volatile(&$crate::kernel::KCONFIG.$field) };
+        v
+    }};
 }
 pub(crate) use kconf;
 

@@ -96,7 +96,7 @@ pub fn resolve_walk(s: &mut Scratch, vfsmnt: u64, dentry: u64, rec: *mut PathRec
     let off_mountpoint = kconf!(mount_mnt_mountpoint);
 
     let end = PATH_BUF_LEN;
-    let mut pos = end;
+    set_walk_pos(s, end as u64);
     let mut mnt = vfsmnt;
     let mut d = dentry;
     let mut done = false;
@@ -120,37 +120,51 @@ pub fn resolve_walk(s: &mut Scratch, vfsmnt: u64, dentry: u64, rec: *mut PathRec
             continue;
         }
         let name = read_u64(d, off_name);
-        let mut nlen = read_u32(d, off_len) as usize;
-        if nlen > 255 {
-            nlen = 255;
-        }
-        if pos < nlen + 1 {
+        // Names are at most NAME_MAX (255) bytes; the mask also tells the verifier so.
+        let nlen = (read_u32(d, off_len) & 0xff) as u64;
+        let pos = walk_pos(s);
+        if pos > end as u64 || pos < nlen + 1 {
             break; // longer than PATH_BUF_LEN: unresolved
         }
-        pos -= nlen;
-        // SAFETY: pos < PATH_BUF_LEN and nlen < 256, so the write stays in the buffer.
+        let pos = pos - nlen;
+        // SAFETY: the offset is masked into the buffer and nlen < 256, so the write stays
+        // inside it (the buffer is twice PATH_BUF_LEN long).
         unsafe {
-            let dst = s.buf.as_mut_ptr().add(pos & BUF_MASK);
+            let dst = s.buf.as_mut_ptr().add(pos as usize & BUF_MASK);
             let _ = bpf_probe_read_kernel_buf(
                 name as *const u8,
-                core::slice::from_raw_parts_mut(dst, nlen & 0xff),
+                core::slice::from_raw_parts_mut(dst, nlen as usize & 0xff),
             );
         }
-        pos -= 1;
+        let pos = pos - 1;
         // SAFETY: masked index within the buffer.
-        unsafe { *s.buf.get_unchecked_mut(pos & BUF_MASK) = b'/' };
+        unsafe { *s.buf.get_unchecked_mut(pos as usize & BUF_MASK) = b'/' };
+        set_walk_pos(s, pos);
         d = parent;
     }
     if !done {
         unresolved(s, rec);
         return;
     }
-    if pos == end {
-        pos -= 1;
+    let mut pos = walk_pos(s);
+    if pos >= end as u64 {
+        pos = end as u64 - 1;
         // SAFETY: masked index within the buffer.
-        unsafe { *s.buf.get_unchecked_mut(pos & BUF_MASK) = b'/' };
+        unsafe { *s.buf.get_unchecked_mut(pos as usize & BUF_MASK) = b'/' };
     }
-    finish(s, rec, pos, end - pos, PATH_RESOLVED | PATH_WALKED);
+    finish(s, rec, pos as usize, end - pos as usize, PATH_RESOLVED | PATH_WALKED);
+}
+
+#[inline(always)]
+fn walk_pos(s: &Scratch) -> u64 {
+    // SAFETY: a field of the scratch area; volatile keeps it in memory (see Scratch).
+    unsafe { core::ptr::read_volatile(&s.walk_pos) }
+}
+
+#[inline(always)]
+fn set_walk_pos(s: &mut Scratch, pos: u64) {
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(&mut s.walk_pos, pos) }
 }
 
 /// Resolves a `struct file *` through the walk (any hook).

@@ -15,6 +15,10 @@ pub struct Scratch {
     pub key: StrKey,
     pub lpm: Key<LpmStr>,
     pub proc_info: ProcInfo,
+    /// Write position of the dentry walk. Kept in map memory, not a register: the verifier
+    /// does not track map contents, so every loop iteration looks the same to it and the
+    /// walk verifies in linear rather than exponential time.
+    pub walk_pos: u64,
     /// Never written: a source of zeros for clearing records with one helper call.
     pub zero: [u8; 1024],
 }

@@ -46,6 +46,7 @@ pub const HOOK_SOCKET_CONNECT: u32 = 6;
 pub const NUM_HOOKS: u32 = 8;
 
 /// Selector slots per hook, across all loaded policies (one bit each in a `u64`).
+/// Several policies may fire on one operation: each fired selector gets its own event.
 pub const MAX_SELECTORS: u32 = 64;
 /// Numeric filter records per hook.
 pub const MAX_NUM_FILTERS: u32 = 64;
@@ -154,6 +155,10 @@ pub const fn str_class(subject: u8, family: usize, negated: bool) -> usize {
 }
 
 /// Per-hook evaluation plan, at index `hook` of [`HOOK_CFG_MAP`].
+///
+/// Actions are bitmaps over selector slots so the kernel applies them without a loop:
+/// the first matching selector of each group (one group = the selectors of one hook entry of
+/// one policy, which occupy consecutive slots starting at a bit of `group_starts`) fires.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HookConfig {
@@ -162,13 +167,23 @@ pub struct HookConfig {
     /// Selectors whose actions enforce (Sigkill, Signal, Override) and are not in monitor
     /// mode: they match when the path is unresolved (fail-closed).
     pub enforcing: u64,
+    /// First slot of every group.
+    pub group_starts: u64,
+    /// Selectors that SIGKILL and deny with -EPERM.
+    pub kill: u64,
+    /// Selectors that deny with their `SelectorAction::error`.
+    pub override_: u64,
+    /// Selectors that send their `SelectorAction::signal`.
+    pub signal: u64,
+    /// Selectors that post an event.
+    pub post: u64,
     /// For each string class, the selectors that have a filter of that class.
     pub uses: [u64; NUM_STR_CLASSES],
     /// Number of valid records for this hook in [`NUM_FILT_MAP`].
     pub num_filters: u32,
     pub _pad: u32,
 }
-const _: () = assert!(size_of::<HookConfig>() == 16 + 8 * NUM_STR_CLASSES + 8);
+const _: () = assert!(size_of::<HookConfig>() == 56 + 8 * NUM_STR_CLASSES + 8);
 
 // Numeric operators of [`NumFilter::op`].
 pub const NUM_OP_EQUAL: u32 = 1;
@@ -232,11 +247,45 @@ pub struct SelectorAction {
     pub signal: u32,
     /// Agent-assigned id of the policy this selector belongs to.
     pub policy_id: u32,
-    /// Every selector slot of the same policy on this hook: only the first matching selector
-    /// of a policy runs its actions (Tetragon semantics); other policies still run theirs.
-    pub policy_slots: u64,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<SelectorAction>() == 24);
+const _: () = assert!(size_of::<SelectorAction>() == 20);
+
+/// The first set bit of `cand` in each group, where groups are runs of consecutive bits that
+/// start at the bits of `starts` (bit 0 always starts a group). Branch-free (a segmented
+/// prefix-OR by doubling), so the verifier walks it once.
+#[inline(always)]
+pub const fn first_in_groups(cand: u64, starts: u64) -> u64 {
+    let starts = starts | 1;
+    let mut y = cand;
+    let mut f = starts;
+    y |= (y << 1) & !f;
+    f |= f << 1;
+    y |= (y << 2) & !f;
+    f |= f << 2;
+    y |= (y << 4) & !f;
+    f |= f << 4;
+    y |= (y << 8) & !f;
+    f |= f << 8;
+    y |= (y << 16) & !f;
+    f |= f << 16;
+    y |= (y << 32) & !f;
+    // y: inclusive prefix-OR of cand within each group; a bit fires if nothing below it in
+    // its group was set.
+    let below = (y << 1) & !starts;
+    cand & !below
+}
+
+/// Index of the lowest set bit of a non-zero `x`, branch-free (population count of the bits
+/// below it).
+#[inline(always)]
+pub const fn lowest_slot(x: u64) -> u32 {
+    let mut v = (x & x.wrapping_neg()).wrapping_sub(1);
+    v -= (v >> 1) & 0x5555_5555_5555_5555;
+    v = (v & 0x3333_3333_3333_3333) + ((v >> 2) & 0x3333_3333_3333_3333);
+    v = (v + (v >> 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+    (v.wrapping_mul(0x0101_0101_0101_0101) >> 56) as u32
+}
 
 // ---------------------------------------------------------------------------------------------
 // Processes
@@ -310,21 +359,19 @@ pub struct ExitEvent {
 }
 const _: () = assert!(size_of::<ExitEvent>() == 32);
 
-/// A selector matched at an LSM hook.
+/// Selectors fired at an LSM hook: one record per hook call, however many policies fired.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct HookEvent {
     pub header: EventHeader,
     /// `HOOK_*`.
     pub hook: u32,
-    /// Selector slot that matched.
-    pub selector: u32,
-    pub policy_id: u32,
-    /// `ACT_*` flags that were performed (monitor mode: the ones that would have been).
-    pub actions: u32,
     /// Value the hook returned (0 or a negative errno).
     pub retval: i32,
-    pub _pad: u32,
+    /// Selector slots that fired (first match of each group).
+    pub fired: u64,
+    /// The fired slots that post an event: user space emits one Tetragon event for each.
+    pub posted: u64,
     /// Raw hook arguments (pointers are not meaningful to user space).
     pub args: [u64; MAX_ARGS],
     /// The file or path argument, if the hook has one.
@@ -406,6 +453,32 @@ pub const PROCS_ENTRIES: u32 = 32768;
 pub const FILES_ENTRIES: u32 = 32768;
 pub const EVENTS_BYTES: u32 = 1 << 22;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_in_groups_picks_the_lowest_match_of_each_group() {
+        // Groups: slots 0-2, 3-4, 5-63.
+        let starts = 0b10_1001;
+        assert_eq!(first_in_groups(0b00_0110, starts), 0b00_0010);
+        assert_eq!(first_in_groups(0b11_1110, starts), 0b10_1010);
+        assert_eq!(first_in_groups(0, starts), 0);
+        assert_eq!(first_in_groups(u64::MAX, 0), 1);
+        assert_eq!(first_in_groups(1 << 63, 1 << 63), 1 << 63);
+        // Every slot its own group: everything fires.
+        assert_eq!(first_in_groups(0xdead_beef, u64::MAX), 0xdead_beef);
+    }
+
+    #[test]
+    fn lowest_slot_is_the_index_of_the_lowest_bit() {
+        for i in 0..64 {
+            assert_eq!(lowest_slot(1 << i), i);
+            assert_eq!(lowest_slot((1 << i) | (1 << 63)), i);
+        }
+    }
+}
+
 #[cfg(feature = "user")]
 mod user {
     use super::*;
@@ -438,6 +511,11 @@ impl HookConfig {
         Self {
             selectors: 0,
             enforcing: 0,
+            group_starts: 0,
+            kill: 0,
+            override_: 0,
+            signal: 0,
+            post: 0,
             uses: [0; NUM_STR_CLASSES],
             num_filters: 0,
             _pad: 0,

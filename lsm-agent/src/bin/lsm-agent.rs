@@ -175,7 +175,7 @@ async fn main() -> anyhow::Result<()> {
             let mut cache = ProcessCache::new(events::tetragon::node_name());
             while let Some(ev) = rx.recv().await {
                 let img = agent.image();
-                if let Some(resp) = cache.convert(&ev, &img) {
+                for resp in cache.convert(&ev, &img) {
                     bus.publish(resp);
                 }
             }

@@ -52,9 +52,10 @@ pub struct HookData {
     pub pid: u32,
     pub tgid: u32,
     pub hook: u32,
-    pub selector: u32,
-    pub policy_id: u32,
-    pub actions: u32,
+    /// Selector slots that fired.
+    pub fired: u64,
+    /// Fired slots that post: one Tetragon event each.
+    pub posted: u64,
     pub retval: i32,
     pub args: [u64; MAX_ARGS],
     pub path: Option<KPath>,
@@ -176,9 +177,8 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
                 pid: header.pid,
                 tgid: header.tgid,
                 hook: e.hook,
-                selector: e.selector,
-                policy_id: e.policy_id,
-                actions: e.actions,
+                fired: e.fired,
+                posted: e.posted,
                 retval: e.retval,
                 args: e.args,
                 path: has_path.then(|| path_from_rec(&e.path)),
@@ -235,11 +235,9 @@ mod tests {
         let ev = HookEvent {
             header: header(EVENT_HOOK),
             hook: HOOK_FILE_PERMISSION,
-            selector: 2,
-            policy_id: 9,
-            actions: ACT_POST | ACT_SIGKILL,
             retval: -1,
-            _pad: 0,
+            fired: 0b101,
+            posted: 0b100,
             args: [0xffff, 4, 0, 0, 0],
             path: rec_from_path(b"/etc/shadow"),
         };
@@ -247,10 +245,7 @@ mod tests {
             panic!("not a hook event")
         };
         assert_eq!(h.path.unwrap().path, "/etc/shadow");
-        assert_eq!(
-            (h.selector, h.policy_id, h.retval, h.args[1]),
-            (2, 9, -1, 4)
-        );
+        assert_eq!((h.fired, h.posted, h.retval, h.args[1]), (0b101, 0b100, -1, 4));
     }
 
     #[test]

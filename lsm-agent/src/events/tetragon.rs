@@ -225,7 +225,7 @@ impl ProcessCache {
                 }
             })
             .collect();
-        let action = action_of(h.actions) as i32;
+        let action = action_of(slot.flags) as i32;
         let policy_name = slot.policy_name.clone();
         let message = slot.message.clone().unwrap_or_default();
         let tags = slot.tags.clone();
@@ -265,19 +265,18 @@ impl ProcessCache {
         }
     }
 
-    /// Turns one kernel event into the Tetragon event, updating the cache. Hook events of a
-    /// slot that no longer exists (policy removed meanwhile) are dropped.
-    pub fn convert(&mut self, ev: &KernelEvent, img: &MapImage) -> Option<GetEventsResponse> {
+    /// Turns one kernel event into Tetragon events (one per posting selector of a hook
+    /// event), updating the cache. Slots that no longer exist (the policy was removed
+    /// meanwhile) are skipped.
+    pub fn convert(&mut self, ev: &KernelEvent, img: &MapImage) -> Vec<GetEventsResponse> {
         match ev {
-            KernelEvent::Exec(e) => Some(self.exec(e)),
-            KernelEvent::Exit(e) => Some(self.exit(e)),
-            KernelEvent::Hook(h) => {
-                let slot = img.slot(h.hook, h.selector)?;
-                if slot.policy_id != h.policy_id {
-                    return None;
-                }
-                Some(self.hook(h, slot))
-            }
+            KernelEvent::Exec(e) => vec![self.exec(e)],
+            KernelEvent::Exit(e) => vec![self.exit(e)],
+            KernelEvent::Hook(h) => (0..MAX_SELECTORS)
+                .filter(|s| h.posted & (1u64 << s) != 0)
+                .filter_map(|s| img.slot(h.hook, s))
+                .map(|slot| self.hook(h, slot))
+                .collect(),
         }
     }
 }
@@ -333,7 +332,7 @@ mod tests {
             }),
             &MapImage::default(),
         )
-        .unwrap()
+        .remove(0)
     }
 
     #[test]
@@ -365,7 +364,7 @@ mod tests {
                 }),
                 &MapImage::default(),
             )
-            .unwrap();
+            .remove(0);
         let Some(Event::ProcessExit(e)) = r.event else {
             panic!("not exit")
         };
@@ -385,7 +384,7 @@ mod tests {
             tgid: 100,
             exit_code: 1 << 8,
         });
-        let Some(Event::ProcessExit(e)) = c.convert(&ev, &MapImage::default()).unwrap().event
+        let Some(Event::ProcessExit(e)) = c.convert(&ev, &MapImage::default()).remove(0).event
         else {
             panic!("not exit")
         };
@@ -432,9 +431,8 @@ mod tests {
             pid: 100,
             tgid: 100,
             hook: HOOK_FILE_PERMISSION,
-            selector: 0,
-            policy_id: 3,
-            actions: ACT_POST | ACT_SIGKILL,
+            fired: 1,
+            posted: 1,
             retval: -1,
             args: [0xdead, 4, 0, 0, 0],
             path: Some(KPath {
@@ -456,7 +454,7 @@ mod tests {
                 call: "security_file_permission".into(),
             }),
         );
-        let r = c.convert(&hook_event(), &img).unwrap();
+        let r = c.convert(&hook_event(), &img).remove(0);
         let Some(Event::ProcessKprobe(k)) = r.event else {
             panic!("not kprobe")
         };
@@ -483,7 +481,7 @@ mod tests {
             HOOK_FILE_PERMISSION * MAX_SELECTORS,
             slot(HookOrigin::LsmHook),
         );
-        let Some(Event::ProcessLsm(l)) = c.convert(&hook_event(), &img).unwrap().event else {
+        let Some(Event::ProcessLsm(l)) = c.convert(&hook_event(), &img).remove(0).event else {
             panic!("not lsm")
         };
         assert_eq!(l.function_name, "file_permission");
@@ -492,6 +490,6 @@ mod tests {
     #[test]
     fn events_of_a_removed_policy_are_dropped() {
         let mut c = cache();
-        assert!(c.convert(&hook_event(), &MapImage::default()).is_none());
+        assert!(c.convert(&hook_event(), &MapImage::default()).is_empty());
     }
 }

@@ -204,7 +204,7 @@ pub fn compile(policies: &[(u32, &Policy)]) -> Result<MapImage, CompileError> {
     let mut next_num: BTreeMap<u32, u32> = BTreeMap::new();
 
     for &(policy_id, policy) in policies {
-        for (hook_pos, hook) in policy.hooks.iter().enumerate() {
+        for hook in &policy.hooks {
             let hid = hook.lsm.id();
             // A hook without selectors posts every call: one selector with no filters.
             let implicit = [super::ir::Selector {
@@ -228,7 +228,6 @@ pub fn compile(policies: &[(u32, &Policy)]) -> Result<MapImage, CompileError> {
                 });
             }
             next_slot.insert(hid, first + count);
-            let group: u64 = (first..first + count).fold(0, |m, s| m | (1u64 << s));
 
             for (i, sel) in selectors.iter().enumerate() {
                 let slot = first + i as u32;
@@ -242,7 +241,7 @@ pub fn compile(policies: &[(u32, &Policy)]) -> Result<MapImage, CompileError> {
                         error,
                         signal,
                         policy_id,
-                        policy_slots: group,
+                        _pad: 0,
                     },
                 );
                 img.slots.insert(
@@ -263,8 +262,25 @@ pub fn compile(policies: &[(u32, &Policy)]) -> Result<MapImage, CompileError> {
                 );
                 let cfg = img.hook_cfg.entry(hid).or_insert_with(HookConfig::empty);
                 cfg.selectors |= bit;
-                if flags & ACT_ENFORCING != 0 && flags & ACT_MONITOR == 0 {
-                    cfg.enforcing |= bit;
+                if i == 0 {
+                    cfg.group_starts |= bit;
+                }
+                if flags & ACT_POST != 0 {
+                    cfg.post |= bit;
+                }
+                if flags & ACT_MONITOR == 0 {
+                    if flags & ACT_ENFORCING != 0 {
+                        cfg.enforcing |= bit;
+                    }
+                    if flags & ACT_SIGKILL != 0 {
+                        cfg.kill |= bit;
+                    }
+                    if flags & ACT_OVERRIDE != 0 {
+                        cfg.override_ |= bit;
+                    }
+                    if flags & ACT_SIGNAL != 0 {
+                        cfg.signal |= bit;
+                    }
                 }
                 for f in &sel.match_args {
                     compile_arg_filter(&mut img, &mut next_num, policy, hook.lsm, slot, f)?;
@@ -283,7 +299,6 @@ pub fn compile(policies: &[(u32, &Policy)]) -> Result<MapImage, CompileError> {
                     );
                 }
             }
-            let _ = hook_pos;
         }
         check_capacity(&img, &policy.name)?;
     }
@@ -507,7 +522,9 @@ mod tests {
         assert_eq!(a(1).flags, ACT_POST | ACT_SIGKILL);
         assert_eq!(a(2).flags, ACT_OVERRIDE);
         assert_eq!(a(2).error, -13);
-        assert_eq!(a(0).policy_slots, 0b111);
+        let cfg = img.hook_cfg[&H];
+        assert_eq!((cfg.post, cfg.kill, cfg.override_), (0b011, 0b010, 0b100));
+        assert_eq!(cfg.group_starts, 0b001);
     }
 
     #[test]
@@ -522,7 +539,8 @@ mod tests {
             img.sel_act[&(H * MAX_SELECTORS)].flags,
             ACT_POST | ACT_SIGKILL | ACT_MONITOR
         );
-        assert_eq!(img.hook_cfg[&H].enforcing, 0);
+        let cfg = img.hook_cfg[&H];
+        assert_eq!((cfg.enforcing, cfg.kill, cfg.post), (0, 0, 1));
     }
 
     #[test]
@@ -534,8 +552,8 @@ mod tests {
             vec![sel(0, vec![], vec![]), sel(1, vec![], vec![])],
         );
         let img = compile(&[(1, &a), (2, &b)]).unwrap();
-        assert_eq!(img.sel_act[&(H * MAX_SELECTORS)].policy_slots, 0b001);
-        assert_eq!(img.sel_act[&(H * MAX_SELECTORS + 1)].policy_slots, 0b110);
+        assert_eq!(img.hook_cfg[&H].group_starts, 0b011);
+        assert_eq!(img.sel_act[&(H * MAX_SELECTORS + 1)].policy_id, 2);
         assert_eq!(img.slot(H, 2).unwrap().policy_name, "b");
         assert_eq!(img.slot(H, 2).unwrap().selector_index, 1);
     }
