@@ -40,8 +40,16 @@ fn build_bpf() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or_else(|| anyhow!("OUT_DIR not set"))?);
     let object = out_dir.join("lsm-ebpf");
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
+    println!("cargo:rerun-if-env-changed=PATH");
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
-    if skip {
+    let have_linker = env::var_os("PATH")
+        .is_some_and(|paths| env::split_paths(&paths).any(|d| d.join("bpf-linker").is_file()));
+    if skip || !have_linker {
+        if !skip {
+            println!(
+                "cargo:warning=bpf-linker not found: building lsm-agent WITHOUT BPF programs (run scripts/setup.sh)"
+            );
+        }
         fs::write(&object, b"").context("writing the empty BPF object stand-in")?;
         return Ok(());
     }

@@ -148,7 +148,11 @@ fn num_match(f: &NumFilter, raw: u64) -> bool {
         }
         let x = f.values[i];
         let hit = if ranges {
-            let hi = if i + 1 < NUM_FILTER_VALUES { f.values[i + 1] } else { x };
+            let hi = if i + 1 < NUM_FILTER_VALUES {
+                f.values[i + 1]
+            } else {
+                x
+            };
             i += 1;
             if signed {
                 (v as i64) >= (x as i64) && (v as i64) <= (hi as i64)
@@ -158,9 +162,17 @@ fn num_match(f: &NumFilter, raw: u64) -> bool {
         } else if op == NUM_OP_EQUAL || op == NUM_OP_NOT_EQUAL {
             v == x
         } else if op == NUM_OP_GT {
-            if signed { (v as i64) > (x as i64) } else { v > x }
+            if signed {
+                (v as i64) > (x as i64)
+            } else {
+                v > x
+            }
         } else if op == NUM_OP_LT {
-            if signed { (v as i64) < (x as i64) } else { v < x }
+            if signed {
+                (v as i64) < (x as i64)
+            } else {
+                v < x
+            }
         } else if op == NUM_OP_MASK {
             v & x != 0
         } else {

@@ -152,7 +152,13 @@ pub fn resolve_walk(s: &mut Scratch, vfsmnt: u64, dentry: u64, rec: *mut PathRec
         // SAFETY: masked index within the buffer.
         unsafe { *s.buf.get_unchecked_mut(pos as usize & BUF_MASK) = b'/' };
     }
-    finish(s, rec, pos as usize, end - pos as usize, PATH_RESOLVED | PATH_WALKED);
+    finish(
+        s,
+        rec,
+        pos as usize,
+        end - pos as usize,
+        PATH_RESOLVED | PATH_WALKED,
+    );
 }
 
 #[inline(always)]

@@ -37,7 +37,11 @@ pub fn bin(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("target/release"));
     let p = dir.join(name);
-    assert!(p.exists(), "{} is missing: build with vm-tests/run.sh", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: build with vm-tests/run.sh",
+        p.display()
+    );
     p
 }
 
@@ -165,7 +169,13 @@ impl Agent {
 
     fn start_stream(&mut self) {
         let mut child = Command::new(bin("lsmctl"))
-            .args(["--server-address", &self.address, "getevents", "-o", "compact"])
+            .args([
+                "--server-address",
+                &self.address,
+                "getevents",
+                "-o",
+                "compact",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -191,7 +201,10 @@ impl Agent {
             if self.lines().iter().any(|l| l.contains(&tag)) {
                 return;
             }
-            assert!(start.elapsed() < EVENT_TIMEOUT, "event stream never delivered a marker exec");
+            assert!(
+                start.elapsed() < EVENT_TIMEOUT,
+                "event stream never delivered a marker exec"
+            );
             thread::sleep(Duration::from_millis(500));
         }
     }

@@ -36,7 +36,12 @@ fn appending_and_reading_in_a_scratch_dir_is_allowed() {
     let _a = agent();
     let dir = scratch_dir("append");
     let out = sh(&dir, "bash -c 'echo foo >> bar; cat bar'");
-    assert_eq!(exit_code(&out), 0, "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        exit_code(&out),
+        0,
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "foo\n");
 }
 
@@ -46,9 +51,16 @@ fn appending_to_a_file_under_etc_is_killed_and_the_file_is_unchanged() {
     // Created by guest.sh before the agent started (a write under /etc is now forbidden).
     let target = "/etc/lsm-vmtest-append.conf";
     let before = fs::read_to_string(target).expect("guest.sh creates the target file");
-    let out = sh(&scratch_dir("etc"), &format!("bash -c 'echo evil >> {target}'"));
+    let out = sh(
+        &scratch_dir("etc"),
+        &format!("bash -c 'echo evil >> {target}'"),
+    );
     assert_eq!(exit_code(&out), 137);
-    assert_eq!(fs::read_to_string(target).unwrap(), before, "the write must not land");
+    assert_eq!(
+        fs::read_to_string(target).unwrap(),
+        before,
+        "the write must not land"
+    );
     a.expect_lines(&[
         format!("📝 write   | /usr/bin/bash {target}"),
         "💥 exit    | /usr/bin/bash -c echo evil >> /etc/lsm-vmtest-append.conf SIGKILL".into(),
@@ -70,8 +82,15 @@ fn reading_a_bashrc_is_killed_by_the_postfix_selector() {
 fn a_shared_read_mapping_of_etc_shadow_is_killed() {
     let mut a = agent();
     let out = run(&bin("vmtest-mmap"), &["/etc/shadow"]);
-    assert_eq!(exit_code(&out), 137, "stdout: {}", String::from_utf8_lossy(&out.stdout));
-    a.expect_lines(&["💥 exit    | ".to_string() + &bin("vmtest-mmap").display().to_string() + " /etc/shadow SIGKILL"]);
+    assert_eq!(
+        exit_code(&out),
+        137,
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    a.expect_lines(&["💥 exit    | ".to_string()
+        + &bin("vmtest-mmap").display().to_string()
+        + " /etc/shadow SIGKILL"]);
 }
 
 #[test]
@@ -79,7 +98,12 @@ fn a_private_mapping_of_a_library_is_allowed() {
     let _a = agent();
     let out = run(&bin("vmtest-mmap"), &["/etc/hostname"]);
     // MAP_SHARED + PROT_READ of /etc/hostname matches no selector (not a sensitive file).
-    assert_eq!(exit_code(&out), 0, "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        exit_code(&out),
+        0,
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `argError: -1` is -EPERM, as in Tetragon: the open fails with "Operation not permitted"
@@ -93,7 +117,10 @@ fn override_minus_one_makes_cat_fail_with_eperm_and_live() {
     a.delete_policy("lsm-file-open-override");
     assert_eq!(exit_code(&out), 1, "cat must exit 1, not be killed");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("Operation not permitted"), "stderr: {stderr}");
+    assert!(
+        stderr.contains("Operation not permitted"),
+        "stderr: {stderr}"
+    );
     assert_eq!(exit_code(&head), 0, "head is not cat: allowed");
     a.expect_lines(&["🔒 LSM     | /usr/bin/cat file_open".into()]);
 }

@@ -68,7 +68,8 @@ fn load_policies(files: &[PathBuf]) -> anyhow::Result<Vec<(Policy, Source)>> {
         match parse_policy_file(f) {
             Ok(p) => ok.push((p, Source::File(f.clone()))),
             Err(e) => {
-                error!("{e}");
+                // Plain text on stderr (not a log line): the file:line:col prefix is what
+                // editors and CI annotate from.
                 eprintln!("error: {e}");
                 failed += 1;
             }

@@ -245,7 +245,10 @@ mod tests {
             panic!("not a hook event")
         };
         assert_eq!(h.path.unwrap().path, "/etc/shadow");
-        assert_eq!((h.fired, h.posted, h.retval, h.args[1]), (0b101, 0b100, -1, 4));
+        assert_eq!(
+            (h.fired, h.posted, h.retval, h.args[1]),
+            (0b101, 0b100, -1, 4)
+        );
     }
 
     #[test]

@@ -1,0 +1,32 @@
+# Quick start: `make demo` and `make test`. Both run the idempotent set-up first.
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: all setup build unit-test vm-test test demo fmt clippy
+
+all: build
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	cargo build --release --locked -p lsm-agent
+
+# Unit and integration tests: no root, no VM.
+unit-test: setup
+	cargo test --locked
+
+# Everything that loads BPF, in BPF-LSM VMs (6.12, then 6.1).
+vm-test: setup
+	bash vm-tests/run.sh
+
+test: unit-test vm-test
+
+demo: build
+	bash scripts/demo.sh
+
+fmt:
+	cargo fmt --all
+
+clippy:
+	cargo clippy --locked -p lsm-agent -p lsm-shared -p integration --all-targets

@@ -1,0 +1,77 @@
+//! Start-up behaviour that needs no kernel: policy files are parsed and compiled before any
+//! BPF is loaded, so these run without root.
+
+use std::{fs, path::PathBuf, process::Command};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn agent(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lsm-agent"))
+        .args(args)
+        .output()
+        .expect("running lsm-agent")
+}
+
+/// Each file in integration/broken-policies starts with `# expect: <text>`; the agent must
+/// refuse to start and print that text (file, line, column, YAML path, reason).
+#[test]
+fn broken_policies_stop_the_agent_with_file_line_and_field() {
+    let dir = repo().join("integration/broken-policies");
+    let mut n = 0;
+    for entry in fs::read_dir(&dir).expect("corpus dir") {
+        let path = entry.expect("entry").path();
+        let text = fs::read_to_string(&path).expect("policy");
+        let expect = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{} lacks an `# expect:` first line", path.display()));
+        let out = agent(&["--tracing-policy", &path.display().to_string()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{} was accepted", path.display());
+        assert!(
+            stderr.contains(expect),
+            "{}: expected {expect:?} in:\n{stderr}",
+            path.display()
+        );
+        n += 1;
+    }
+    assert!(n >= 3, "the corpus has only {n} files");
+}
+
+#[test]
+fn the_quickstart_file_policies_pass_the_check() {
+    let q = repo().join("../shared/testdata/tetragon-quickstart");
+    for f in [
+        "file_monitoring.yaml",
+        "file_monitoring_enforce.yaml",
+        "lsm_file_open.yaml",
+    ] {
+        let out = agent(&[
+            "--check",
+            "--tracing-policy",
+            &q.join(f).display().to_string(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn one_broken_file_among_good_ones_still_stops_the_agent() {
+    let q = repo().join("../shared/testdata/tetragon-quickstart/file_monitoring_enforce.yaml");
+    let bad = repo().join("integration/broken-policies/unknown-operator.yaml");
+    let out = agent(&[
+        "--check",
+        "--tracing-policy",
+        &q.display().to_string(),
+        "--tracing-policy",
+        &bad.display().to_string(),
+    ]);
+    assert!(!out.status.success());
+}

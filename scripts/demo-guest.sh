@@ -1,0 +1,41 @@
+#!/bin/bash
+# Runs inside the demo VM: starts the agent with the quickstart policy, streams the compact
+# events, and replays the getting-started file story.
+set -u
+cd "$(dirname "$0")/.."
+AGENT=target/release/lsm-agent
+LSMCTL=target/release/lsmctl
+Q=../shared/testdata/tetragon-quickstart
+B=$'\e[1m'; N=$'\e[0m'
+say() { printf '\n%s==> %s%s\n' "$B" "$*" "$N"; }
+
+case ",$(cat /sys/kernel/security/lsm)," in
+  *,bpf,*) ;;
+  *) echo "BPF LSM is not active in the demo VM"; exit 1;;
+esac
+say "kernel $(uname -r), active LSMs: $(cat /sys/kernel/security/lsm)"
+echo "original" > /etc/demo.conf
+
+say "lsm-agent --tracing-policy $Q/file_monitoring_enforce.yaml"
+"$AGENT" --tracing-policy "$Q/file_monitoring_enforce.yaml" 2>&1 | sed 's/^/    [agent] /' &
+for _ in $(seq 1 600); do "$LSMCTL" status >/dev/null 2>&1 && break; sleep 0.5; done
+"$LSMCTL" status || { echo "agent did not become ready"; exit 1; }
+"$LSMCTL" tracingpolicy list
+
+say "lsmctl getevents -o compact   (events are printed as they arrive)"
+"$LSMCTL" getevents -o compact --color always --process 'cat|bash' </dev/null &
+sleep 5
+
+say "\$ cat /etc/shadow"
+cat /etc/shadow; echo "exit code: $?"
+sleep 3
+
+say "\$ bash -c 'echo foo >> bar; cat bar'     (in a scratch directory: allowed)"
+mkdir -p /tmp/demo && cd /tmp/demo && bash -c 'echo foo >> bar; cat bar'; echo "exit code: $?"
+cd - >/dev/null
+sleep 3
+
+say "\$ bash -c 'echo evil >> /etc/demo.conf'   (write under /etc)"
+bash -c 'echo evil >> /etc/demo.conf'; echo "exit code: $?; /etc/demo.conf still reads: $(cat /etc/demo.conf)"
+sleep 4
+say "done"
