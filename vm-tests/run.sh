@@ -44,7 +44,7 @@ for series in $kernels; do
   timeout --foreground 1800 vng -r "$version" --disable-kvm --force-9p --user root \
     --cpus 2 --memory 2G --rwdir "$res" --overlay-rwdir /etc \
     --append "lsm=lockdown,capability,landlock,yama,bpf" \
-    --exec "$PWD/vm-tests/guest.sh $res" >"$res/console.log" 2>&1
+    --exec "$PWD/vm-tests/guest.sh $res" >>"$res/console.log" 2>&1
   rc=$?
   set -e
   echo "[vm-tests] $version: VM exited $rc after $(( $(date +%s) - start ))s"

@@ -27,11 +27,20 @@ use crate::{
 /// Where map images go: the loaded BPF object, or a recorder in tests.
 pub trait MapWriter: Send {
     fn apply(&mut self, img: &MapImage) -> Result<(), String>;
+
+    /// The kernel's `STAT_*` counters, summed over CPUs (none without a kernel).
+    fn kernel_stats(&self) -> Option<[u64; lsm_shared::NUM_STATS as usize]> {
+        None
+    }
 }
 
 impl MapWriter for crate::bpf::Probe {
     fn apply(&mut self, img: &MapImage) -> Result<(), String> {
         crate::bpf::Probe::apply(self, img).map_err(|e| e.to_string())
+    }
+
+    fn kernel_stats(&self) -> Option<[u64; lsm_shared::NUM_STATS as usize]> {
+        Some(self.stats())
     }
 }
 
@@ -201,6 +210,10 @@ impl Agent {
         mode: PolicyMode,
     ) -> Result<(), AgentError> {
         self.modify(name, namespace, |c, i| c[i].policy.mode = mode)
+    }
+
+    pub fn kernel_stats(&self) -> Option<[u64; lsm_shared::NUM_STATS as usize]> {
+        self.lock().writer.kernel_stats()
     }
 
     pub fn policies(&self) -> Vec<LoadedPolicy> {

@@ -183,6 +183,43 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
+    // Say so when the kernel loses events or has to fail closed: both deserve attention.
+    tokio::spawn({
+        let agent = agent.clone();
+        let stats = stats.clone();
+        async move {
+            use lsm_shared::{STAT_PATH_UNRESOLVED, STAT_RING_LOST};
+            let mut last = [0u64; lsm_shared::NUM_STATS as usize];
+            let mut last_queue_lost = 0;
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                let queue_lost = stats.queue_lost.load(std::sync::atomic::Ordering::Relaxed);
+                if queue_lost > last_queue_lost {
+                    warn!(
+                        lost = queue_lost - last_queue_lost,
+                        "events dropped: decoder queue full"
+                    );
+                    last_queue_lost = queue_lost;
+                }
+                let Some(now) = agent.kernel_stats() else {
+                    continue;
+                };
+                let d = |i: u32| now[i as usize].saturating_sub(last[i as usize]);
+                if d(STAT_RING_LOST) > 0 {
+                    warn!(lost = d(STAT_RING_LOST), "events lost: ring buffer full");
+                }
+                if d(STAT_PATH_UNRESOLVED) > 0 {
+                    warn!(
+                        count = d(STAT_PATH_UNRESOLVED),
+                        "paths the kernel could not resolve (enforcing selectors treated them as matching)"
+                    );
+                }
+                last = now;
+            }
+        }
+    });
+
     let listeners = grpc::bind(&args.server_address)
         .await
         .with_context(|| format!("binding --server-address {}", args.server_address))?;
