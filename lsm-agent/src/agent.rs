@@ -4,11 +4,13 @@
 //! resulting image; a change that fails to compile or apply leaves what was enforcing before.
 
 use std::{
-    path::PathBuf,
+    collections::BTreeMap,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex, RwLock},
+    time::Duration,
 };
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::{
     grpc::{
@@ -18,7 +20,7 @@ use crate::{
         },
     },
     policy::{
-        compile::{CompileError, MapImage, compile},
+        compile::{CompileError, MapImage, compile_with},
         ir::{HookOrigin, Policy, PolicyMode},
         parse::parse_policy,
     },
@@ -82,6 +84,9 @@ struct State {
     writer: Box<dyn MapWriter>,
     policies: Vec<LoadedPolicy>,
     next_id: u32,
+    /// Policy files whose latest content could not be loaded, with the reason. The version
+    /// loaded before (if any) keeps enforcing.
+    file_errors: BTreeMap<PathBuf, String>,
 }
 
 /// Loaded policies plus the map image they compile to. Cheap to clone.
@@ -110,6 +115,7 @@ impl Agent {
                 writer,
                 policies: Vec::new(),
                 next_id: 1,
+                file_errors: BTreeMap::new(),
             })),
             image: Arc::new(RwLock::new(Arc::new(MapImage::default()))),
         }
@@ -135,7 +141,8 @@ impl Agent {
             .filter(|p| p.enabled)
             .map(|p| (p.id, &p.policy))
             .collect();
-        let img = compile(&enabled)?;
+        let installed = self.image();
+        let img = compile_with(&enabled, &installed)?;
         st.writer.apply(&img).map_err(AgentError::Apply)?;
         st.policies = candidate;
         match self.image.write() {
@@ -193,6 +200,60 @@ impl Agent {
         self.commit(&mut st, candidate)
     }
 
+    /// Loads `policy` as the content of `path`: replaces the version loaded from that file in
+    /// one switch (the old version enforces until the new one does), or adds it.
+    pub fn upsert_file(&self, path: &Path, policy: Policy) -> Result<(), AgentError> {
+        let mut st = self.lock();
+        let mut candidate = st.policies.clone();
+        let source = Source::File(path.to_path_buf());
+        let pos = candidate.iter().position(|p| p.source == source);
+        if candidate.iter().enumerate().any(|(i, p)| {
+            Some(i) != pos && p.policy.name == policy.name && p.policy.namespace == policy.namespace
+        }) {
+            return Err(AgentError::Duplicate(policy.name));
+        }
+        for w in &policy.warnings {
+            warn!(policy = %policy.name, "{w}");
+        }
+        let id = st.next_id;
+        let loaded = LoadedPolicy {
+            id,
+            enabled: pos.is_none_or(|i| candidate[i].enabled),
+            policy,
+            source,
+        };
+        match pos {
+            Some(i) => candidate[i] = loaded,
+            None => candidate.push(loaded),
+        }
+        self.commit(&mut st, candidate)?;
+        st.next_id = id + 1;
+        st.file_errors.remove(path);
+        Ok(())
+    }
+
+    /// Unloads the policy that came from `path` (the file was removed).
+    pub fn remove_file(&self, path: &Path) -> Result<(), AgentError> {
+        let mut st = self.lock();
+        st.file_errors.remove(path);
+        let source = Source::File(path.to_path_buf());
+        if !st.policies.iter().any(|p| p.source == source) {
+            return Ok(());
+        }
+        let candidate = st
+            .policies
+            .iter()
+            .filter(|p| p.source != source)
+            .cloned()
+            .collect();
+        self.commit(&mut st, candidate)
+    }
+
+    /// Records that the latest content of `path` was refused.
+    pub fn set_file_error(&self, path: &Path, message: String) {
+        self.lock().file_errors.insert(path.to_path_buf(), message);
+    }
+
     pub fn delete(&self, name: &str, namespace: &str) -> Result<(), AgentError> {
         self.modify(name, namespace, |c, i| {
             c.remove(i);
@@ -223,7 +284,8 @@ impl Agent {
     // `enabled` is deprecated in the API but older tetra versions still read it.
     #[allow(deprecated)]
     pub fn status(&self) -> Vec<TracingPolicyStatus> {
-        self.lock()
+        let st = self.lock();
+        let mut out: Vec<TracingPolicyStatus> = st
             .policies
             .iter()
             .map(|p| {
@@ -244,7 +306,7 @@ impl Agent {
                 } else {
                     TracingPolicyMode::TpModeEnforce
                 };
-                TracingPolicyStatus {
+                let mut status = TracingPolicyStatus {
                     id: u64::from(p.id),
                     name: p.policy.name.clone(),
                     namespace: p.namespace().to_string(),
@@ -265,9 +327,103 @@ impl Agent {
                         Source::Grpc => "grpc".into(),
                     },
                     ..Default::default()
+                };
+                // A refused new version: the old one still enforces, but say so loudly.
+                if let Source::File(f) = &p.source {
+                    if let Some(e) = st.file_errors.get(f) {
+                        status.state = TracingPolicyState::TpStateError as i32;
+                        status.error =
+                            format!("new version not loaded, previous one enforcing: {e}");
+                    }
                 }
+                status
             })
-            .collect()
+            .collect();
+        for (f, e) in &st.file_errors {
+            let loaded = st
+                .policies
+                .iter()
+                .any(|p| p.source == Source::File(f.clone()));
+            if !loaded {
+                out.push(TracingPolicyStatus {
+                    name: f
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    info: f.display().to_string(),
+                    state: TracingPolicyState::TpStateLoadError as i32,
+                    error: e.clone(),
+                    domain: "static".into(),
+                    ..Default::default()
+                });
+            }
+        }
+        out
+    }
+}
+
+/// The policy files of `dir` (`*.yaml`, `*.yml`) and their contents.
+pub fn read_policy_dir(dir: &Path) -> BTreeMap<PathBuf, String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return BTreeMap::new();
+    };
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
+        .filter_map(|p| std::fs::read_to_string(&p).ok().map(|t| (p, t)))
+        .collect()
+}
+
+/// Keeps the loaded policies in step with `dir`: a new file is added, a changed file replaces
+/// its policy without a gap, a removed file removes it. A file that fails to load leaves its
+/// previous version enforcing and is reported (log and policy list). `known` holds what was
+/// loaded at start-up.
+pub async fn watch_dir(
+    agent: Agent,
+    dir: PathBuf,
+    mut known: BTreeMap<PathBuf, String>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let current = read_policy_dir(&dir);
+        for (path, text) in &current {
+            if known.get(path) == Some(text) {
+                continue;
+            }
+            known.insert(path.clone(), text.clone());
+            let result = crate::policy::parse::parse_policy_file(path)
+                .map_err(|e| e.to_string())
+                .and_then(|p| {
+                    let name = p.name.clone();
+                    agent
+                        .upsert_file(path, p)
+                        .map(|()| name)
+                        .map_err(|e| e.to_string())
+                });
+            match result {
+                Ok(name) => info!(policy = %name, file = %path.display(), "policy (re)loaded"),
+                Err(e) => {
+                    error!(file = %path.display(), "policy not loaded, previous version kept: {e}");
+                    agent.set_file_error(path, e);
+                }
+            }
+        }
+        let gone: Vec<PathBuf> = known
+            .keys()
+            .filter(|p| !current.contains_key(*p))
+            .cloned()
+            .collect();
+        for path in gone {
+            known.remove(&path);
+            match agent.remove_file(&path) {
+                Ok(()) => info!(file = %path.display(), "policy file removed, policy unloaded"),
+                Err(e) => error!(file = %path.display(), "unloading policy: {e}"),
+            }
+        }
     }
 }
 
@@ -393,6 +549,30 @@ spec:
             fail: true,
         }));
         assert!(PolicyControl::add(&a, YAML.into()).is_err());
+        assert!(a.status().is_empty());
+    }
+
+    #[test]
+    fn replacing_a_file_policy_switches_to_new_slots_and_a_broken_version_is_reported() {
+        let (a, images) = agent();
+        let path = Path::new("/tp/p.yaml");
+        let p = parse_policy(YAML, path).unwrap();
+        a.upsert_file(path, p.clone()).unwrap();
+        a.upsert_file(path, p).unwrap();
+        let imgs = images.lock().unwrap();
+        let h = lsm_shared::HOOK_FILE_OPEN;
+        assert_eq!(imgs[0].hook_cfg[&h].selectors, 0b01);
+        assert_eq!(
+            imgs[1].hook_cfg[&h].selectors, 0b10,
+            "the new version gets a fresh slot"
+        );
+        drop(imgs);
+        assert_eq!(a.status().len(), 1);
+        a.set_file_error(path, "bad".into());
+        let st = a.status();
+        assert_eq!(st[0].state, TracingPolicyState::TpStateError as i32);
+        assert!(st[0].error.contains("previous one enforcing"));
+        a.remove_file(path).unwrap();
         assert!(a.status().is_empty());
     }
 

@@ -226,12 +226,13 @@ pub fn evaluate(
         cand = match_strings(s, hook, cfg, cand, SUBJECT_BINARY, exe);
     }
     let nf = cfg.num_filters;
+    let bank = cfg.num_bank;
     let mut i = 0u32;
     while i < MAX_NUM_FILTERS {
         if i >= nf || cand == 0 {
             break;
         }
-        if let Some(f) = NUM_FILT.get(hook * MAX_NUM_FILTERS + i) {
+        if let Some(f) = NUM_FILT.get(num_filt_index(hook, bank, i)) {
             let bit = 1u64 << (f.selector & 63);
             if cand & bit != 0 {
                 // An explicit bound (not `%`) so the verifier can see the index is in range.

@@ -268,6 +268,24 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
         s.proc_info.ppid = parent_tgid;
         let _ = PROCS.insert(&child_tgid, &s.proc_info, 0);
     }
+    let Some(mut entry) = EVENTS.reserve::<ForkEvent>(0) else {
+        count(STAT_RING_LOST);
+        return 0;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` is a reserved record we own.
+    unsafe {
+        (*ev).header = EventHeader {
+            kind: EVENT_FORK,
+            cpu: bpf_get_smp_processor_id(),
+            ktime: bpf_ktime_get_boot_ns(),
+            pid: child_pid,
+            tgid: child_tgid,
+        };
+        (*ev).ppid = parent_tgid;
+        (*ev)._pad = 0;
+    }
+    entry.submit(0);
     0
 }
 

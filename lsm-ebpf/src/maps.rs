@@ -25,9 +25,9 @@ pub static HOOK_CFG: Array<HookConfig> = Array::with_max_entries(NUM_HOOKS, 0);
 #[map]
 pub static SEL_ACT: Array<SelectorAction> = Array::with_max_entries(NUM_HOOKS * MAX_SELECTORS, 0);
 
-/// Numeric filters, at `hook * MAX_NUM_FILTERS + i`.
+/// Numeric filters, two banks per hook, at `num_filt_index(hook, bank, i)`.
 #[map]
-pub static NUM_FILT: Array<NumFilter> = Array::with_max_entries(NUM_HOOKS * MAX_NUM_FILTERS, 0);
+pub static NUM_FILT: Array<NumFilter> = Array::with_max_entries(NUM_HOOKS * 2 * MAX_NUM_FILTERS, 0);
 
 /// `Equal`/`In` values (and their negations) of every hook and subject.
 #[map]

@@ -181,7 +181,10 @@ pub struct HookConfig {
     pub uses: [u64; NUM_STR_CLASSES],
     /// Number of valid records for this hook in [`NUM_FILT_MAP`].
     pub num_filters: u32,
-    pub _pad: u32,
+    /// Which of the hook's two banks of numeric filters is live. A new policy set is written
+    /// into the other bank and this field flips with the rest of the config, so a reload
+    /// never shows a half-written filter list.
+    pub num_bank: u32,
 }
 const _: () = assert!(size_of::<HookConfig>() == 56 + 8 * NUM_STR_CLASSES + 8);
 
@@ -200,7 +203,7 @@ pub const NUM_FILTER_VALUES: usize = 8;
 /// [`NumFilter::flags`]: compare as signed 64-bit integers.
 pub const NUM_SIGNED: u32 = 1;
 
-/// One numeric `matchArgs` filter, at `hook * MAX_NUM_FILTERS + i` of [`NUM_FILT_MAP`].
+/// One numeric `matchArgs` filter, at [`num_filt_index`] of [`NUM_FILT_MAP`].
 /// Argument values are sign- or zero-extended to 64 bits by the compiler's choice of `width`.
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -220,6 +223,12 @@ pub struct NumFilter {
     pub values: [u64; NUM_FILTER_VALUES],
 }
 const _: () = assert!(size_of::<NumFilter>() == 24 + 8 * NUM_FILTER_VALUES);
+
+/// Index in [`NUM_FILT_MAP`] of filter `i` of `hook` in `bank` (0 or 1).
+#[inline(always)]
+pub const fn num_filt_index(hook: u32, bank: u32, i: u32) -> u32 {
+    ((hook * 2 + (bank & 1)) * MAX_NUM_FILTERS) + i
+}
 
 // Actions of [`SelectorAction::flags`].
 /// Emit an event.
@@ -315,6 +324,7 @@ pub const PROC_FROM_PROCFS: u32 = 1 << 0;
 pub const EVENT_EXEC: u32 = 1;
 pub const EVENT_EXIT: u32 = 2;
 pub const EVENT_HOOK: u32 = 3;
+pub const EVENT_FORK: u32 = 4;
 
 /// First field of every ring-buffer record.
 #[repr(C)]
@@ -358,6 +368,18 @@ pub struct ExitEvent {
     pub _pad: u32,
 }
 const _: () = assert!(size_of::<ExitEvent>() == 32);
+
+/// A new process (not a thread) was forked; `header` describes the child. Lets user space
+/// attribute events of a child that never execs to the parent's binary.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct ForkEvent {
+    pub header: EventHeader,
+    /// Thread-group id of the parent.
+    pub ppid: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<ForkEvent>() == 32);
 
 /// Selectors fired at an LSM hook: one record per hook call, however many policies fired.
 #[repr(C)]
@@ -518,7 +540,7 @@ impl HookConfig {
             post: 0,
             uses: [0; NUM_STR_CLASSES],
             num_filters: 0,
-            _pad: 0,
+            num_bank: 0,
         }
     }
 }

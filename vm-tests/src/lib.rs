@@ -111,22 +111,28 @@ static AGENT: OnceLock<Mutex<Agent>> = OnceLock::new();
 /// The agent shared by the tests of this binary, started on first use with
 /// `--tracing-policy` for each of `policies`.
 pub fn shared_agent(policies: &[PathBuf]) -> MutexGuard<'static, Agent> {
-    let m = AGENT.get_or_init(|| Mutex::new(Agent::start(policies)));
+    let args: Vec<String> = policies
+        .iter()
+        .flat_map(|p| ["--tracing-policy".to_string(), p.display().to_string()])
+        .collect();
+    shared_agent_with_args(&args)
+}
+
+/// The agent shared by the tests of this binary, started on first use with `args`.
+pub fn shared_agent_with_args(args: &[String]) -> MutexGuard<'static, Agent> {
+    let m = AGENT.get_or_init(|| Mutex::new(Agent::start(args)));
     let mut g = m.lock().unwrap_or_else(|p| p.into_inner());
     g.skip_to_end();
     g
 }
 
 impl Agent {
-    pub fn start(policies: &[PathBuf]) -> Agent {
+    pub fn start(args: &[String]) -> Agent {
         assert_bpf_lsm_active();
         let address = format!("unix:///tmp/lsm-agent-vmtest-{}.sock", std::process::id());
         let log = std::fs::File::create(results_dir().join("agent.log")).expect("agent log");
         let mut cmd = Command::new(bin("lsm-agent"));
-        cmd.arg("--server-address").arg(&address);
-        for p in policies {
-            cmd.arg("--tracing-policy").arg(p);
-        }
+        cmd.arg("--server-address").arg(&address).args(args);
         let agent = cmd
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)

@@ -121,6 +121,13 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
 
+    // What the directory held when it was read, so the watcher reloads anything that changes
+    // from now on.
+    let initial_dir = args
+        .tracing_policy_dir
+        .as_deref()
+        .map(lsm_agent::agent::read_policy_dir)
+        .unwrap_or_default();
     let files = policy_files(&args)?;
     let batch = load_policies(&files)?;
     // Compile before touching the kernel, so a policy set that cannot fit is refused early.
@@ -155,6 +162,16 @@ async fn main() -> anyhow::Result<()> {
     agent.add_all(batch).context("enforcing policies")?;
     for n in &names {
         info!(policy = %n, "policy enforcing");
+    }
+
+    if let Some(dir) = args.tracing_policy_dir.clone() {
+        info!(dir = %dir.display(), "watching for policy changes");
+        tokio::spawn(lsm_agent::agent::watch_dir(
+            agent.clone(),
+            dir,
+            initial_dir,
+            Duration::from_millis(500),
+        ));
     }
 
     // Ring buffer → decoded events → Tetragon events on the bus.

@@ -6,7 +6,7 @@
 pub mod btf;
 pub mod procfs;
 
-use std::{collections::BTreeMap, fs, path::Path};
+use std::{fs, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -255,31 +255,54 @@ impl Probe {
         &self.installed
     }
 
-    /// Makes the maps hold `img`. New and changed entries are written first and each hook's
-    /// plan last, so a hook never refers to selector data that is not there yet; entries
-    /// that no longer exist are removed after the plans stop referring to them.
+    /// Makes the maps hold `img` (compiled by `compile_with` against the installed image)
+    /// without a moment where neither the old nor the new policies enforce:
+    ///
+    /// 1. write everything the new plans need, keeping what the live plans need (string
+    ///    entries get the union of old and new selector bits; new selectors use slots and a
+    ///    numeric bank the live plans do not look at);
+    /// 2. switch each hook's plan with one map update (atomic per hook);
+    /// 3. drop what only the old plans needed.
     pub fn apply(&mut self, img: &MapImage) -> Result<(), BpfError> {
         let old = std::mem::take(&mut self.installed);
+        let result = self.apply_phases(&old, img);
+        // On failure the maps hold a mix that still enforces the old plans where step 2 did
+        // not run; remember the new image only when everything was written.
+        self.installed = if result.is_ok() { img.clone() } else { old };
+        result
+    }
 
+    fn apply_phases(&mut self, old: &MapImage, img: &MapImage) -> Result<(), BpfError> {
+        // 1. Additions.
         for (k, v) in &img.str_eq {
-            if old.str_eq.get(k) != Some(v) {
+            let m = union(old.str_eq.get(k), v);
+            if old.str_eq.get(k) != Some(&m) {
                 self.str_eq
-                    .insert(str_key(k), *v, 0)
+                    .insert(str_key(k), m, 0)
                     .map_err(map_err(STR_EQ_MAP))?;
             }
         }
-        write_lpm(
-            &mut self.str_prefix,
-            &old.str_prefix,
-            &img.str_prefix,
-            STR_PREFIX_MAP,
-        )?;
-        write_lpm(
-            &mut self.str_postfix,
-            &old.str_postfix,
-            &img.str_postfix,
-            STR_POSTFIX_MAP,
-        )?;
+        for (map, o, n, name) in [
+            (
+                &mut self.str_prefix,
+                &old.str_prefix,
+                &img.str_prefix,
+                STR_PREFIX_MAP,
+            ),
+            (
+                &mut self.str_postfix,
+                &old.str_postfix,
+                &img.str_postfix,
+                STR_POSTFIX_MAP,
+            ),
+        ] {
+            for (k, v) in n {
+                let m = union(o.get(k), v);
+                if o.get(k) != Some(&m) {
+                    map.insert(&lpm_key(k), m, 0).map_err(map_err(name))?;
+                }
+            }
+        }
         for (&i, v) in &img.num_filt {
             if old.num_filt.get(&i) != Some(v) {
                 self.num_filt.set(i, *v, 0).map_err(map_err(NUM_FILT_MAP))?;
@@ -290,6 +313,7 @@ impl Probe {
                 self.sel_act.set(i, *v, 0).map_err(map_err(SEL_ACT_MAP))?;
             }
         }
+        // 2. The switch.
         for hook in 0..NUM_HOOKS {
             let new = img
                 .hook_cfg
@@ -307,25 +331,50 @@ impl Probe {
                     .map_err(map_err(HOOK_CFG_MAP))?;
             }
         }
-
+        // 3. Removals: exact new values, and entries only the old plans used.
+        for (k, v) in &img.str_eq {
+            if union(old.str_eq.get(k), v) != *v {
+                self.str_eq
+                    .insert(str_key(k), *v, 0)
+                    .map_err(map_err(STR_EQ_MAP))?;
+            }
+        }
         for k in old.str_eq.keys().filter(|k| !img.str_eq.contains_key(*k)) {
             remove_ok(self.str_eq.remove(&str_key(k))).map_err(map_err(STR_EQ_MAP))?;
         }
-        remove_lpm(
-            &mut self.str_prefix,
-            &old.str_prefix,
-            &img.str_prefix,
-            STR_PREFIX_MAP,
-        )?;
-        remove_lpm(
-            &mut self.str_postfix,
-            &old.str_postfix,
-            &img.str_postfix,
-            STR_POSTFIX_MAP,
-        )?;
-        // Array slots are not removed; a hook's plan no longer references stale ones.
-        self.installed = img.clone();
+        for (map, o, n, name) in [
+            (
+                &mut self.str_prefix,
+                &old.str_prefix,
+                &img.str_prefix,
+                STR_PREFIX_MAP,
+            ),
+            (
+                &mut self.str_postfix,
+                &old.str_postfix,
+                &img.str_postfix,
+                STR_POSTFIX_MAP,
+            ),
+        ] {
+            for (k, v) in n {
+                if union(o.get(k), v) != *v {
+                    map.insert(&lpm_key(k), *v, 0).map_err(map_err(name))?;
+                }
+            }
+            for k in o.keys().filter(|k| !n.contains_key(*k)) {
+                remove_ok(map.remove(&lpm_key(k))).map_err(map_err(name))?;
+            }
+        }
+        // Array slots are not cleared: no plan refers to them any more.
         Ok(())
+    }
+}
+
+fn union(old: Option<&SelMasks>, new: &SelMasks) -> SelMasks {
+    let old = old.copied().unwrap_or_default();
+    SelMasks {
+        pos: old.pos | new.pos,
+        neg: old.neg | new.neg,
     }
 }
 
@@ -354,32 +403,6 @@ fn lpm_key((hook, subject, bytes): &StrEntryKey) -> Key<LpmStr> {
     let n = bytes.len().min(LPM_STR_LEN);
     data.bytes[..n].copy_from_slice(&bytes[..n]);
     Key::new(SCOPE_BITS + 8 * n as u32, data)
-}
-
-fn write_lpm(
-    map: &mut LpmTrie<MapData, LpmStr, SelMasks>,
-    old: &BTreeMap<StrEntryKey, SelMasks>,
-    new: &BTreeMap<StrEntryKey, SelMasks>,
-    name: &'static str,
-) -> Result<(), BpfError> {
-    for (k, v) in new {
-        if old.get(k) != Some(v) {
-            map.insert(&lpm_key(k), *v, 0).map_err(map_err(name))?;
-        }
-    }
-    Ok(())
-}
-
-fn remove_lpm(
-    map: &mut LpmTrie<MapData, LpmStr, SelMasks>,
-    old: &BTreeMap<StrEntryKey, SelMasks>,
-    new: &BTreeMap<StrEntryKey, SelMasks>,
-    name: &'static str,
-) -> Result<(), BpfError> {
-    for k in old.keys().filter(|k| !new.contains_key(*k)) {
-        remove_ok(map.remove(&lpm_key(k))).map_err(map_err(name))?;
-    }
-    Ok(())
 }
 
 fn attach_lsm(ebpf: &mut Ebpf, btf: &aya::Btf, prog: &str, hook: &str) -> Result<(), BpfError> {

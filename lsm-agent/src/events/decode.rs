@@ -62,7 +62,16 @@ pub struct HookData {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForkData {
+    pub ktime: u64,
+    /// The child.
+    pub tgid: u32,
+    pub ppid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KernelEvent {
+    Fork(ForkData),
     Exec(ExecData),
     Exit(ExitData),
     Hook(HookData),
@@ -71,6 +80,7 @@ pub enum KernelEvent {
 impl KernelEvent {
     pub fn tgid(&self) -> u32 {
         match self {
+            KernelEvent::Fork(e) => e.tgid,
             KernelEvent::Exec(e) => e.tgid,
             KernelEvent::Exit(e) => e.tgid,
             KernelEvent::Hook(e) => e.tgid,
@@ -158,6 +168,14 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
                 exe: path_from_rec(&e.exe),
                 argv: split_argv(&e.args[..n]),
                 args_truncated: e.args_total as usize > n,
+            }))
+        }
+        EVENT_FORK => {
+            let e: ForkEvent = read(buf, header.kind)?;
+            Ok(KernelEvent::Fork(ForkData {
+                ktime: header.ktime,
+                tgid: header.tgid,
+                ppid: e.ppid,
             }))
         }
         EVENT_EXIT => {

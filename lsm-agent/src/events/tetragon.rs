@@ -10,7 +10,7 @@ use base64::Engine as _;
 use lsm_shared::*;
 use prost_types::Timestamp;
 
-use super::decode::{ExecData, ExitData, HookData, KernelEvent};
+use super::decode::{ExecData, ExitData, ForkData, HookData, KernelEvent};
 use crate::{
     grpc::proto::tetragon::{
         GetEventsResponse, KprobeAction, KprobeArgument, KprobeFile, KprobeLinuxBinprm, KprobePath,
@@ -175,6 +175,24 @@ impl ProcessCache {
         )
     }
 
+    /// A child that has not exec'd runs its parent's binary (Tetragon's `clone` flag).
+    fn fork(&mut self, f: &ForkData) {
+        let Some(parent) = self.procs.get(&f.ppid).cloned() else {
+            return;
+        };
+        let child = Process {
+            exec_id: self.exec_id(f.ktime, f.tgid),
+            pid: Some(f.tgid),
+            tid: Some(f.tgid),
+            flags: "clone".into(),
+            start_time: Some(self.timestamp(f.ktime)),
+            parent_exec_id: parent.exec_id.clone(),
+            ..(*parent).clone()
+        };
+        self.procs.insert(f.tgid, Arc::new(child));
+        self.parents.insert(f.tgid, f.ppid);
+    }
+
     fn exit(&mut self, e: &ExitData) -> GetEventsResponse {
         let process = (*self.get_or_scan(e.tgid)).clone();
         let parent = self.parent_of(e.tgid);
@@ -270,6 +288,10 @@ impl ProcessCache {
     /// meanwhile) are skipped.
     pub fn convert(&mut self, ev: &KernelEvent, img: &MapImage) -> Vec<GetEventsResponse> {
         match ev {
+            KernelEvent::Fork(f) => {
+                self.fork(f);
+                Vec::new()
+            }
             KernelEvent::Exec(e) => vec![self.exec(e)],
             KernelEvent::Exit(e) => vec![self.exit(e)],
             KernelEvent::Hook(h) => (0..MAX_SELECTORS)
@@ -396,6 +418,7 @@ mod tests {
             policy_id: 3,
             policy_name: "file-monitoring-filtered".into(),
             policy_namespace: None,
+            group: 0,
             hook: LsmHook::FilePermission,
             origin,
             hook_index: 0,
@@ -485,6 +508,23 @@ mod tests {
             panic!("not lsm")
         };
         assert_eq!(l.function_name, "file_permission");
+    }
+
+    #[test]
+    fn a_forked_child_carries_its_parents_binary_until_it_execs() {
+        let mut c = cache();
+        exec_cat(&mut c);
+        let fork = KernelEvent::Fork(ForkData {
+            ktime: 12,
+            tgid: 101,
+            ppid: 100,
+        });
+        assert!(c.convert(&fork, &MapImage::default()).is_empty());
+        let child = c.get_or_scan(101);
+        assert_eq!(child.binary, "/usr/bin/cat");
+        assert_eq!(child.pid, Some(101));
+        assert_eq!(child.flags, "clone");
+        assert_eq!(child.parent_exec_id, c.get_or_scan(100).exec_id);
     }
 
     #[test]

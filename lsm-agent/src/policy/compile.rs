@@ -41,6 +41,8 @@ pub struct SlotInfo {
     pub policy_id: u32,
     pub policy_name: String,
     pub policy_namespace: Option<String>,
+    /// Position of the hook entry in the policy (its selectors form one first-match group).
+    pub group: usize,
     pub hook: LsmHook,
     pub origin: HookOrigin,
     /// Index of the hook in `spec.kprobes`/`spec.lsmhooks`.
@@ -60,7 +62,7 @@ pub struct MapImage {
     pub hook_cfg: BTreeMap<u32, HookConfig>,
     /// Index: `hook * MAX_SELECTORS + slot`.
     pub sel_act: BTreeMap<u32, SelectorAction>,
-    /// Index: `hook * MAX_NUM_FILTERS + i`.
+    /// Index: `num_filt_index(hook, bank, i)`.
     pub num_filt: BTreeMap<u32, NumFilter>,
     pub str_eq: BTreeMap<StrEntryKey, SelMasks>,
     pub str_prefix: BTreeMap<StrEntryKey, SelMasks>,
@@ -196,15 +198,65 @@ fn check_capacity(img: &MapImage, policy: &str) -> Result<(), CompileError> {
 }
 
 /// Compiles the loaded policies (with their agent-assigned ids, in load order) into one map
-/// image. Selector slots are given out in that order, so earlier policies keep their slots
-/// when later ones change.
+/// image, for maps that are empty.
 pub fn compile(policies: &[(u32, &Policy)]) -> Result<MapImage, CompileError> {
+    compile_with(policies, &MapImage::default())
+}
+
+/// Selector slots of one group (the selectors of one hook entry of one policy), per hook.
+type Groups = BTreeMap<(u32, u32, usize), (u32, u32)>;
+
+/// Where each (hook, policy id, hook entry) group sits in `img`: first slot and count.
+fn groups_of(img: &MapImage) -> Groups {
+    let mut g: Groups = BTreeMap::new();
+    for (&idx, info) in &img.slots {
+        let (hook, slot) = (idx / MAX_SELECTORS, idx % MAX_SELECTORS);
+        let e = g
+            .entry((hook, info.policy_id, info.group))
+            .or_insert((slot, 0));
+        e.0 = e.0.min(slot);
+        e.1 += 1;
+    }
+    g
+}
+
+/// Bits `first .. first + count`.
+fn run_mask(first: u32, count: u32) -> u64 {
+    let ones = if count >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << count) - 1
+    };
+    ones << first
+}
+
+/// The lowest run of `count` consecutive slots free in `used`.
+fn free_run(used: u64, count: u32) -> Option<u32> {
+    (0..=MAX_SELECTORS.checked_sub(count)?).find(|&first| used & run_mask(first, count) == 0)
+}
+
+/// Compiles `policies` into the image that replaces `prev` (what the maps hold now), such
+/// that the switch can be made without a gap (see `bpf::Probe::apply`):
+///
+/// * a group that stays keeps its slots;
+/// * a new group (a new policy, or the new version of a replaced one, which has a new id) gets
+///   slots that `prev` does not use, so the old version keeps enforcing until the switch;
+/// * numeric filters go to the bank of each hook that `prev` does not use.
+pub fn compile_with(
+    policies: &[(u32, &Policy)],
+    prev: &MapImage,
+) -> Result<MapImage, CompileError> {
     let mut img = MapImage::default();
-    let mut next_slot: BTreeMap<u32, u32> = BTreeMap::new();
     let mut next_num: BTreeMap<u32, u32> = BTreeMap::new();
+    let prev_groups = groups_of(prev);
+    // Slots in use now, per hook: neither kept nor new groups may take another group's.
+    let mut used: BTreeMap<u32, u64> = BTreeMap::new();
+    for (&(hook, _, _), &(first, count)) in &prev_groups {
+        *used.entry(hook).or_default() |= run_mask(first, count);
+    }
 
     for &(policy_id, policy) in policies {
-        for hook in &policy.hooks {
+        for (group, hook) in policy.hooks.iter().enumerate() {
             let hid = hook.lsm.id();
             // A hook without selectors posts every call: one selector with no filters.
             let implicit = [super::ir::Selector {
@@ -219,15 +271,20 @@ pub fn compile(policies: &[(u32, &Policy)]) -> Result<MapImage, CompileError> {
             } else {
                 &hook.selectors
             };
-            let first = *next_slot.get(&hid).unwrap_or(&0);
             let count = selectors.len() as u32;
-            if first + count > MAX_SELECTORS {
-                return Err(CompileError::TooManySelectors {
-                    policy: policy.name.clone(),
-                    hook: hook.lsm,
-                });
-            }
-            next_slot.insert(hid, first + count);
+            let first = match prev_groups.get(&(hid, policy_id, group)) {
+                Some(&(first, n)) if n == count => first,
+                _ => {
+                    let taken = used.entry(hid).or_default();
+                    let first =
+                        free_run(*taken, count).ok_or_else(|| CompileError::TooManySelectors {
+                            policy: policy.name.clone(),
+                            hook: hook.lsm,
+                        })?;
+                    *taken |= run_mask(first, count);
+                    first
+                }
+            };
 
             for (i, sel) in selectors.iter().enumerate() {
                 let slot = first + i as u32;
@@ -250,6 +307,7 @@ pub fn compile(policies: &[(u32, &Policy)]) -> Result<MapImage, CompileError> {
                         policy_id,
                         policy_name: policy.name.clone(),
                         policy_namespace: policy.namespace.clone(),
+                        group,
                         hook: hook.lsm,
                         origin: hook.origin.clone(),
                         hook_index: hook.spec_index,
@@ -304,11 +362,19 @@ pub fn compile(policies: &[(u32, &Policy)]) -> Result<MapImage, CompileError> {
     }
     close_over_prefixes(&mut img.str_prefix);
     close_over_prefixes(&mut img.str_postfix);
-    for (hid, n) in next_num {
-        if let Some(cfg) = img.hook_cfg.get_mut(&hid) {
-            cfg.num_filters = n;
-        }
+    for (hid, cfg) in img.hook_cfg.iter_mut() {
+        cfg.num_filters = next_num.get(hid).copied().unwrap_or(0);
+        cfg.num_bank = prev.hook_cfg.get(hid).map_or(0, |p| 1 - (p.num_bank & 1));
     }
+    // Records were numbered per hook; place them in the bank chosen above.
+    img.num_filt = std::mem::take(&mut img.num_filt)
+        .into_iter()
+        .map(|(idx, f)| {
+            let (hid, i) = (idx / MAX_NUM_FILTERS, idx % MAX_NUM_FILTERS);
+            let bank = img.hook_cfg.get(&hid).map_or(0, |c| c.num_bank);
+            (num_filt_index(hid, bank, i), f)
+        })
+        .collect();
     Ok(img)
 }
 
@@ -595,13 +661,50 @@ mod tests {
         };
         let p = policy("p", PolicyMode::Enforce, vec![sel(0, vec![f], vec![])]);
         let img = compile(&[(1, &p)]).unwrap();
-        let nf = img.num_filt[&(H * MAX_NUM_FILTERS)];
+        let nf = img.num_filt[&num_filt_index(H, 0, 0)];
         assert_eq!(
             (nf.selector, nf.arg, nf.op, nf.nvalues, nf.flags, nf.width),
             (0, 1, NUM_OP_EQUAL, 1, NUM_SIGNED, 4)
         );
         assert_eq!(nf.values[0], 4);
         assert_eq!(img.hook_cfg[&H].num_filters, 1);
+    }
+
+    #[test]
+    fn a_replacement_gets_slots_and_a_bank_the_installed_image_does_not_use() {
+        let p = policy(
+            "p",
+            PolicyMode::Enforce,
+            vec![
+                sel(0, vec![str_filter(StrOp::Prefix, false, &["/etc"])], vec![]),
+                sel(1, vec![], vec![]),
+            ],
+        );
+        let v1 = compile(&[(1, &p)]).unwrap();
+        assert_eq!(v1.hook_cfg[&H].selectors, 0b11);
+        // Version 2 of the same policy has a new id; version 1 is still installed.
+        let v2 = compile_with(&[(2, &p)], &v1).unwrap();
+        assert_eq!(v2.hook_cfg[&H].selectors, 0b1100);
+        assert_eq!(v2.hook_cfg[&H].group_starts, 0b0100);
+        assert_ne!(v2.hook_cfg[&H].num_bank, v1.hook_cfg[&H].num_bank);
+        assert_eq!(
+            v2.str_prefix[&(H, SUBJECT_ARG, b"/etc".to_vec())].pos,
+            0b0100
+        );
+        // Once version 2 is installed, recompiling keeps its slots.
+        let again = compile_with(&[(2, &p)], &v2).unwrap();
+        assert_eq!(again.hook_cfg[&H].selectors, 0b1100);
+    }
+
+    #[test]
+    fn a_replacement_that_does_not_fit_beside_the_old_version_is_refused() {
+        let sels: Vec<Selector> = (0..40).map(|i| sel(i, vec![], vec![])).collect();
+        let p = policy("big", PolicyMode::Enforce, sels);
+        let v1 = compile(&[(1, &p)]).unwrap();
+        assert!(matches!(
+            compile_with(&[(2, &p)], &v1),
+            Err(CompileError::TooManySelectors { .. })
+        ));
     }
 
     #[test]

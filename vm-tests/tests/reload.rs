@@ -1,0 +1,170 @@
+//! Live reload from --tracing-policy-dir: replacing a policy never leaves a gap, a broken new
+//! version keeps the old one enforcing, removing the file removes the policy.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use vm_tests::*;
+
+const DIR: &str = "/tmp/lsm-vmtest-tp.d";
+const TARGET: &str = "/tmp/lsm-vmtest-reload-target";
+
+fn policy_text(version: u32) -> String {
+    // Both versions forbid `cat TARGET` (Override, so cat lives and tries again); they differ
+    // in a second value so that every rewrite is a real change.
+    format!(
+        r#"apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: "reload-guard"
+spec:
+  lsmhooks:
+  - hook: "file_open"
+    args:
+    - index: 0
+      type: "file"
+    selectors:
+    - matchBinaries:
+      - operator: "In"
+        values:
+        - "/usr/bin/cat"
+      matchArgs:
+      - index: 0
+        operator: "Equal"
+        values:
+        - "{TARGET}"
+        - "/tmp/lsm-vmtest-other-{version}"
+      matchActions:
+      - action: Override
+        argError: -1
+      - action: NoPost
+"#
+    )
+}
+
+fn policy_file() -> PathBuf {
+    Path::new(DIR).join("reload-guard.yaml")
+}
+
+fn agent() -> std::sync::MutexGuard<'static, Agent> {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let _ = fs::remove_dir_all(DIR);
+        fs::create_dir_all(DIR).expect("policy dir");
+        fs::write(policy_file(), policy_text(0)).expect("policy file");
+        fs::write(TARGET, "secret\n").expect("target");
+    });
+    shared_agent_with_args(&["--tracing-policy-dir".into(), DIR.into()])
+}
+
+fn cat_target() -> i32 {
+    exit_code(&run(Path::new("/usr/bin/cat"), &[TARGET]))
+}
+
+/// The policy's id changes on every reload (each version gets a new one).
+fn policy_row(a: &Agent) -> String {
+    let out = a.lsmctl(&["tracingpolicy", "list"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains("reload-guard"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn two_hundred_rewrites_never_let_a_forbidden_open_through() {
+    let a = agent();
+    assert_eq!(
+        cat_target(),
+        1,
+        "the policy from the directory enforces at start"
+    );
+    let first_row = policy_row(&a);
+
+    let done = Arc::new(AtomicBool::new(false));
+    let attempts = Arc::new(AtomicU32::new(0));
+    let leaks = Arc::new(AtomicU32::new(0));
+    let reader = thread::spawn({
+        let (done, attempts, leaks) = (done.clone(), attempts.clone(), leaks.clone());
+        move || {
+            while !done.load(Ordering::Relaxed) {
+                attempts.fetch_add(1, Ordering::Relaxed);
+                if cat_target() == 0 {
+                    leaks.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+    for i in 0..200u32 {
+        // A plain rewrite (truncate, then write): the watcher may even see it half-written.
+        fs::write(policy_file(), policy_text(i % 2 + 1)).expect("rewrite");
+        thread::sleep(Duration::from_millis(25));
+    }
+    thread::sleep(Duration::from_secs(2));
+    done.store(true, Ordering::Relaxed);
+    reader.join().expect("reader");
+
+    let attempts = attempts.load(Ordering::Relaxed);
+    eprintln!("{attempts} forbidden opens attempted during 200 rewrites");
+    assert!(attempts >= 20, "the reader made only {attempts} attempts");
+    assert_eq!(
+        leaks.load(Ordering::Relaxed),
+        0,
+        "a forbidden open succeeded during reload"
+    );
+    assert_ne!(policy_row(&a), first_row, "the policy was never reloaded");
+}
+
+#[test]
+fn a_broken_new_version_keeps_the_old_one_enforcing_and_is_reported() {
+    let a = agent();
+    fs::write(
+        policy_file(),
+        "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nspec: [",
+    )
+    .expect("write");
+    wait_until("the error to be reported", || {
+        policy_row(&a).contains("error")
+    });
+    assert_eq!(cat_target(), 1, "the previous version must keep enforcing");
+    let status = a.lsmctl(&["status"]);
+    assert!(
+        !status.status.success(),
+        "status must not report healthy with a refused policy"
+    );
+    fs::write(policy_file(), policy_text(7)).expect("fix");
+    wait_until("the fixed version to load", || {
+        policy_row(&a).contains("enabled")
+    });
+    assert_eq!(cat_target(), 1);
+}
+
+#[test]
+fn removing_the_file_removes_the_policy_and_adding_it_back_restores_it() {
+    let a = agent();
+    fs::remove_file(policy_file()).expect("remove");
+    wait_until("the policy to be unloaded", || policy_row(&a).is_empty());
+    assert_eq!(cat_target(), 0, "no policy: cat reads the file");
+    fs::write(policy_file(), policy_text(3)).expect("add back");
+    wait_until("the policy to load again", || !policy_row(&a).is_empty());
+    assert_eq!(cat_target(), 1);
+}
