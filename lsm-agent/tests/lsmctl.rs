@@ -430,3 +430,125 @@ async fn status_over_unix_socket() {
         "socket removed on shutdown"
     );
 }
+
+// ---- `tracingpolicy check`: offline, no server ----
+
+fn repo() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The corpus file `unset-env-var.yaml` relies on this variable being unset.
+const CORPUS_UNSET_VAR: &str = "LSM_AGENT_CORPUS_UNSET_VAR";
+
+fn check(files: &[&std::path::Path]) -> (i32, String, String) {
+    let mut c = lsmctl(&["tracingpolicy", "check"]);
+    // A server address nobody listens on: the check must not try to connect.
+    c.args(files).args(["--server-address", "127.0.0.1:1"]);
+    c.env_remove(CORPUS_UNSET_VAR);
+    let out = c.output().expect("running lsmctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn tracingpolicy_check_reports_hooks_selectors_and_map_entries() {
+    let q = repo().join("../shared/testdata/tetragon-quickstart");
+    let (code, out, err) = check(&[
+        &q.join("file_monitoring_enforce.yaml"),
+        &q.join("lsm_file_open.yaml"),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    for want in [
+        "policy file-monitoring-filtered",
+        "kind: TracingPolicyNamespaced",
+        "mode: enforce",
+        "file_permission (kprobe security_file_permission, spec.kprobes[0]): 3 selectors",
+        "mmap_file (kprobe security_mmap_file, spec.kprobes[1]): 2 selectors",
+        "path_truncate (kprobe security_path_truncate, spec.kprobes[2]): 1 selector",
+        "policy lsm-file-open",
+        "file_open (spec.lsmhooks[0]): 1 selector",
+        // lsm_file_open.yaml: /etc/passwd and /etc/shadow as the argument, /usr/bin/cat as
+        // the binary.
+        "STR_EQ       3 / 65536",
+        "SEL_ACT      file_permission 3 / 64, mmap_file 2 / 64, path_truncate 1 / 64",
+        "all 2 parsed policies together",
+        "SEL_ACT      file_open 1 / 64, file_permission 3 / 64, mmap_file 2 / 64, path_truncate 1 / 64",
+        "2 policy file(s) OK",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert!(out.contains("NUM_FILT     file_permission "), "{out}");
+    // The namespaced policy's warning goes to stderr, not the report.
+    assert!(err.contains("warning: "), "{err}");
+}
+
+#[test]
+fn tracingpolicy_check_fails_on_a_bad_file_and_still_reports_the_good_one() {
+    let q = repo().join("../shared/testdata/tetragon-quickstart/lsm_file_open.yaml");
+    let bad = repo().join("integration/broken-policies/unknown-operator.yaml");
+    let (code, out, err) = check(&[&q, &bad]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains(&format!(
+            "error: {}:15:9: spec.lsmhooks[0].selectors[0].matchArgs[0].operator: unknown \
+             operator \"StartsWith\"",
+            bad.display()
+        )),
+        "{err}"
+    );
+    assert!(out.contains("policy lsm-file-open"), "{out}");
+    assert!(out.contains("1 of 2 policy file(s) rejected"), "{out}");
+}
+
+#[test]
+fn tracingpolicy_check_expands_env_and_reports_unset_variables() {
+    let net = repo().join("../shared/testdata/tetragon-quickstart/network_egress_cluster.yaml");
+    let mut c = lsmctl(&["tracingpolicy", "check"]);
+    c.arg(&net).env_remove("PODCIDR").env_remove("SERVICECIDR");
+    let out = c.output().expect("running lsmctl");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("environment variable PODCIDR is not set"),
+        "{err}"
+    );
+    // With the variables set, expansion succeeds and the real problem shows.
+    let mut c = lsmctl(&["tracingpolicy", "check"]);
+    c.arg(&net)
+        .env("PODCIDR", "10.0.0.0/8")
+        .env("SERVICECIDR", "10.96.0.0/12");
+    let out = c.output().expect("running lsmctl");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("spec.kprobes[0].call: unsupported call \"tcp_connect\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn tracingpolicy_check_rejects_every_file_of_the_broken_policy_corpus() {
+    let dir = repo().join("integration/broken-policies");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("corpus dir") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("policy");
+        let expect = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{} lacks an `# expect:` first line", path.display()));
+        let (code, out, err) = check(&[&path]);
+        assert_eq!(code, 1, "{} was accepted:\n{out}", path.display());
+        assert!(
+            err.contains(&format!("error: {}", path.display())) && err.contains(expect),
+            "{}: expected {expect:?} in:\n{err}",
+            path.display()
+        );
+        n += 1;
+    }
+    assert!(n >= 20, "the corpus has only {n} files");
+}

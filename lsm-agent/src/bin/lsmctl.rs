@@ -20,6 +20,7 @@ use lsm_agent::{
             TracingPolicyStatus, fine_guidance_sensors_client::FineGuidanceSensorsClient,
         },
     },
+    policy::check::check_files,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -73,6 +74,13 @@ enum TpCommand {
     List,
     /// Load a policy from a YAML file.
     Add { file: std::path::PathBuf },
+    /// Check policy files offline (no agent needed): parse them with ${VAR} expanded from the
+    /// environment, compile them together, and report hooks, selectors and map entries.
+    /// Exit status 1 if a file is rejected or the set does not compile.
+    Check {
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+    },
     /// Unload a policy.
     Delete {
         name: String,
@@ -176,6 +184,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Version { client: true } = cli.command {
         println!("CLI version: {}", env!("CARGO_PKG_VERSION"));
         return Ok(ExitCode::SUCCESS);
+    }
+    // Offline: must work where no agent runs (CI, a laptop), so it never connects.
+    if let Command::TracingPolicy {
+        command: TpCommand::Check { files },
+    } = &cli.command
+    {
+        return Ok(check(files));
     }
     let address = resolve_address(cli.server_address.as_deref());
     let unary_timeout = Duration::from_secs(cli.timeout);
@@ -469,9 +484,29 @@ fn print_policy_table(policies: &[TracingPolicyStatus]) {
     }
 }
 
+/// `tracingpolicy check`: the report on stdout, `error:`/`warning:` lines on stderr (the
+/// `file:line:col:` prefix is what editors and CI annotate from, as with the agent).
+fn check(files: &[std::path::PathBuf]) -> ExitCode {
+    let report = check_files(files, |name| std::env::var(name).ok());
+    for line in report.diagnostics() {
+        eprintln!("{line}");
+    }
+    print!("{}", report.render());
+    if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 async fn tracingpolicy(address: &str, timeout: Duration, command: TpCommand) -> Result<ExitCode> {
+    if let TpCommand::Check { files } = &command {
+        return Ok(check(files));
+    }
     let mut c = connect(address, Some(timeout)).await?;
     match command {
+        // Already handled above; kept so that the match stays exhaustive without a panic.
+        TpCommand::Check { files } => return Ok(check(&files)),
         TpCommand::List => {
             let r = c
                 .list_tracing_policies(ListTracingPoliciesRequest::default())

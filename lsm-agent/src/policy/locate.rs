@@ -39,6 +39,8 @@ struct Node {
 #[derive(Debug, Default)]
 pub struct Locator {
     nodes: HashMap<String, Node>,
+    /// The innermost collection still open when a syntax error stopped indexing.
+    open_at_error: Option<String>,
 }
 
 impl Locator {
@@ -46,11 +48,30 @@ impl Locator {
     pub fn new(source: &str) -> Self {
         let mut builder = Builder::default();
         let mut parser = Parser::new_from_str(source);
-        // A syntax error has already been reported by serde_yaml; keep what was indexed.
-        let _ = parser.load(&mut builder, false);
+        // A syntax error has already been reported by serde_yaml; keep what was indexed, and
+        // remember which collection was being read so the error can name a YAML path.
+        let open_at_error = match parser.load(&mut builder, false) {
+            Ok(()) => None,
+            Err(_) => builder
+                .stack
+                .iter()
+                .rev()
+                .map(|f| match f {
+                    Frame::Mapping { path, .. } | Frame::Sequence { path, .. } => path,
+                })
+                .find(|p| !p.is_empty())
+                .cloned(),
+        };
         Locator {
             nodes: builder.nodes,
+            open_at_error,
         }
+    }
+
+    /// For a text with a syntax error: the YAML path of the innermost non-root collection
+    /// that was open when the parser gave up (the mapping or list the mistake is in).
+    pub fn syntax_error_path(&self) -> Option<&str> {
+        self.open_at_error.as_deref()
     }
 
     /// Where the node at `path` is written: the key for mapping entries (so errors point at
@@ -67,6 +88,25 @@ impl Locator {
             }
             p = parent(p);
         }
+    }
+
+    /// The YAML path of the innermost node written at or before `line:column`: the node
+    /// whose start is the closest one not after that position (the deeper path on a tie, e.g.
+    /// a sequence and its first item). Used to name the node an error found in the raw text
+    /// (such as an unset `${VAR}`) is in; `None` before the first node.
+    pub fn path_at(&self, line: usize, column: usize) -> Option<String> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| (n.value.line, n.value.column) <= (line, column))
+            .max_by(|(pa, a), (pb, b)| {
+                (a.value.line, a.value.column, pa.len()).cmp(&(
+                    b.value.line,
+                    b.value.column,
+                    pb.len(),
+                ))
+            })
+            .map(|(p, _)| p.clone())
+            .filter(|p| !p.is_empty())
     }
 
     /// Where the value at exactly `path` starts, without falling back to ancestors.
@@ -275,6 +315,30 @@ spec:
         );
         // A mapping inside a sequence is reported at its first key.
         assert_eq!(locate(DOC, "spec.kprobes[0].args"), Some((5, 5)));
+    }
+
+    #[test]
+    fn path_at_names_the_innermost_node() {
+        let l = Locator::new(DOC);
+        assert_eq!(
+            l.path_at(12, 11).as_deref(),
+            Some("spec.kprobes[0].selectors[0].matchArgs[0].values[1]")
+        );
+        assert_eq!(
+            l.path_at(12, 13).as_deref(),
+            Some("spec.kprobes[0].selectors[0].matchArgs[0].values[1]")
+        );
+        assert_eq!(l.path_at(5, 15).as_deref(), Some("spec.kprobes[0].call"));
+        assert_eq!(l.path_at(1, 1), None);
+    }
+
+    #[test]
+    fn syntax_errors_name_the_open_collection() {
+        let l = Locator::new(
+            "spec:\n  lsmhooks:\n  - hook: x\n    args:\n    - index: 0\n     type: file\n",
+        );
+        assert_eq!(l.syntax_error_path(), Some("spec.lsmhooks[0]"));
+        assert_eq!(Locator::new(DOC).syntax_error_path(), None);
     }
 
     #[test]

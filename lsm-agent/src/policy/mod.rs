@@ -1,5 +1,7 @@
 //! Policies: YAML → validated model ([`ir`]) → map entries ([`compile`]).
+pub mod check;
 pub mod compile;
+pub mod env;
 pub mod error;
 pub mod hooks;
 pub mod ir;

@@ -10,17 +10,72 @@ use std::path::Path;
 
 use lsm_shared::{LPM_STR_LEN, MAX_ARGS, STR_LEN};
 
+use super::env;
 use super::error::PolicyError;
 use super::hooks::{self, DeclaredType, HookInfo};
 use super::ir::{self, ArgType, NumOp, StrOp};
 use super::locate::Locator;
 
 /// Parses and validates one policy document. `file` is only used in errors and warnings.
+///
+/// The text is taken as it is: `${VAR}` references are not expanded. This is what a server
+/// receiving a policy over gRPC must do, since the client's environment is not its own.
 pub fn parse_policy(source: &str, file: &Path) -> Result<ir::Policy, PolicyError> {
+    parse_mapped(source, file, &|line, column| (line, column))
+}
+
+/// Like [`parse_policy`], but first expands `${NAME}` references with `lookup` (see
+/// [`super::env`]). An unset variable is an error at its `${`; errors and warnings found
+/// after expansion are reported at their position in `source`, not in the expanded text.
+pub fn parse_policy_with_env(
+    source: &str,
+    file: &Path,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<ir::Policy, PolicyError> {
+    let expansion = env::expand_env(source, file, lookup)?;
+    if !expansion.changed() {
+        return parse_policy(source, file);
+    }
+    parse_mapped(expansion.text(), file, &|line, column| {
+        expansion.original_position(line, column)
+    })
+}
+
+/// Reads a policy file and parses it with `${VAR}` expanded from the process environment,
+/// as the agent's `--tracing-policy` and `lsmctl tracingpolicy check` load files.
+pub fn parse_policy_file(path: &Path) -> Result<ir::Policy, PolicyError> {
+    let source = std::fs::read_to_string(path)
+        .map_err(|e| PolicyError::new(path, "", format!("cannot read policy file: {e}")))?;
+    parse_policy_with_env(&source, path, |name| std::env::var(name).ok())
+}
+
+/// Maps a 1-based (line, column) of the parsed text to the one reported to the user.
+type PosMap<'a> = &'a dyn Fn(usize, usize) -> (usize, usize);
+
+fn remap(mut e: PolicyError, map: PosMap<'_>) -> PolicyError {
+    if let (Some(line), Some(column)) = (e.line, e.column) {
+        let (line, column) = map(line, column);
+        e.line = Some(line);
+        e.column = Some(column);
+    }
+    e
+}
+
+fn parse_mapped(source: &str, file: &Path, map: PosMap<'_>) -> Result<ir::Policy, PolicyError> {
+    let (policy, warnings) = parse_located(source, file).map_err(|e| remap(e, map))?;
+    let warnings = warnings
+        .into_iter()
+        .map(|w| remap(w, map).to_string())
+        .collect();
+    Ok(ir::Policy { warnings, ..policy })
+}
+
+/// The policy and its warnings, with positions in `source`.
+fn parse_located(source: &str, file: &Path) -> Result<(ir::Policy, Vec<PolicyError>), PolicyError> {
     // Tetragon dispatches on `kind` before the strict parse, so an unknown kind is reported
     // as such even if the rest of the document would not parse.
     let head: raw::Head = serde_yaml::from_str(source).map_err(|e| {
-        let mut e = serde_error(e, file);
+        let mut e = serde_error(e, source, file);
         // serde names the helper struct; say what the document should have been instead.
         e.message = e.message.replace(
             "struct Head",
@@ -47,7 +102,8 @@ pub fn parse_policy(source: &str, file: &Path) -> Result<ir::Policy, PolicyError
             ));
         }
     };
-    let doc: raw::Policy = serde_yaml::from_str(source).map_err(|e| serde_error(e, file))?;
+    let doc: raw::Policy =
+        serde_yaml::from_str(source).map_err(|e| serde_error(e, source, file))?;
 
     let mut warnings = Vec::new();
     let policy = convert(&doc, kind, &mut warnings)
@@ -61,17 +117,10 @@ pub fn parse_policy(source: &str, file: &Path) -> Result<ir::Policy, PolicyError
             if let Some(p) = locator.as_ref().and_then(|l| l.position(&e.path)) {
                 e = e.at(p.line, p.column);
             }
-            e.to_string()
+            e
         })
         .collect();
-    Ok(ir::Policy { warnings, ..policy })
-}
-
-/// Reads and parses a policy file.
-pub fn parse_policy_file(path: &Path) -> Result<ir::Policy, PolicyError> {
-    let source = std::fs::read_to_string(path)
-        .map_err(|e| PolicyError::new(path, "", format!("cannot read policy file: {e}")))?;
-    parse_policy(&source, path)
+    Ok((policy, warnings))
 }
 
 fn located(source: &str, file: &Path, path: &str, message: String) -> PolicyError {
@@ -84,13 +133,17 @@ fn located(source: &str, file: &Path, path: &str, message: String) -> PolicyErro
 
 /// serde_yaml renders errors as `<path>: <message> at line L column C`; split that back into
 /// the parts of a [`PolicyError`].
-fn serde_error(err: serde_yaml::Error, file: &Path) -> PolicyError {
+fn serde_error(err: serde_yaml::Error, source: &str, file: &Path) -> PolicyError {
     let mut text = err.to_string();
     let mut e = PolicyError::new(file, "", "");
     if let Some(loc) = err.location() {
         let suffix = format!(" at line {} column {}", loc.line(), loc.column());
         if let Some(stripped) = text.strip_suffix(&suffix) {
             text = stripped.to_string();
+        } else {
+            // Syntax errors go on after the position ("..., while parsing a block mapping at
+            // ..."); the position is already in front, so drop the repetition.
+            text = text.replacen(&suffix, "", 1);
         }
         e = e.at(loc.line(), loc.column());
     }
@@ -104,6 +157,12 @@ fn serde_error(err: serde_yaml::Error, file: &Path) -> PolicyError {
         e.message = msg.to_string();
     } else {
         e.message = text;
+        // A syntax error has no path from serde; name the collection it was found in.
+        if e.line.is_some()
+            && let Some(p) = Locator::new(source).syntax_error_path()
+        {
+            e.path = p.to_string();
+        }
     }
     e
 }
@@ -1962,7 +2021,11 @@ spec:
             ("network_egress_cluster.yaml", 16),
             ("network_egress_cluster_enforce.yaml", 7),
         ] {
-            let e = parse_policy_file(&quickstart(name)).expect_err("tcp_connect is unsupported");
+            let src = std::fs::read_to_string(quickstart(name)).expect("quickstart file");
+            // The CIDRs are `${VAR}` placeholders; give them values so parsing gets to `call`.
+            let e =
+                parse_policy_with_env(&src, &quickstart(name), |_| Some("10.0.0.0/8".to_string()))
+                    .expect_err("tcp_connect is unsupported");
             assert_eq!(e.path, "spec.kprobes[0].call", "{name}");
             assert_eq!((e.line, e.column), (Some(line), Some(5)), "{name}");
             assert!(
@@ -2075,6 +2138,17 @@ spec:
     fn yaml_syntax_errors_have_a_position() {
         let e = parse_err("kind: TracingPolicy\nspec: [\n");
         assert!(e.line.is_some(), "{e}");
+        let e = parse_err(
+            "kind: TracingPolicy\nspec:\n  lsmhooks:\n  - hook: file_open\n    args:\n    - \
+             index: 0\n     type: file\n",
+        );
+        assert_eq!((e.line, e.column), (Some(7), Some(6)), "{e}");
+        assert_eq!(e.path, "spec.lsmhooks[0]", "{e}");
+        assert!(
+            e.message
+                .starts_with("did not find expected key, while parsing"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -2790,6 +2864,105 @@ spec:
             num_filter(&p.hooks[0].selectors[0].match_args[0]),
             (NumOp::Equal, vec![8, 16])
         );
+    }
+
+    #[test]
+    fn env_references_are_expanded_before_parsing() {
+        let yaml = with_selector(
+            "
+      matchArgs:
+      - index: 0
+        operator: Prefix
+        values:
+        - \"${ROOT}/shadow\"",
+        );
+        let p = parse_policy_with_env(&yaml, Path::new("test.yaml"), |n| {
+            (n == "ROOT").then(|| "/etc".to_string())
+        })
+        .expect("expands and parses");
+        let FilterKind::Str { values, .. } = &p.hooks[0].selectors[0].match_args[0].kind else {
+            panic!("string filter expected");
+        };
+        assert_eq!(values, &[b"/etc/shadow".to_vec()]);
+    }
+
+    #[test]
+    fn parse_policy_does_not_expand_env_references() {
+        // gRPC AddTracingPolicy: the server must not use its own environment.
+        let yaml = with_selector(
+            "
+      matchArgs:
+      - index: 0
+        operator: Equal
+        values:
+        - \"${HOME}\"",
+        );
+        let p = parse_ok(&yaml);
+        let FilterKind::Str { values, .. } = &p.hooks[0].selectors[0].match_args[0].kind else {
+            panic!("string filter expected");
+        };
+        assert_eq!(values, &[b"${HOME}".to_vec()]);
+    }
+
+    #[test]
+    fn unset_env_variable_is_an_error_at_its_position() {
+        let src = std::fs::read_to_string(quickstart("network_egress_cluster_enforce.yaml"))
+            .expect("quickstart file");
+        let e = parse_policy_with_env(&src, Path::new("net.yaml"), |n| {
+            (n == "SERVICECIDR").then(|| "10.96.0.0/12".to_string())
+        })
+        .expect_err("PODCIDR unset");
+        assert_eq!(e.message, "environment variable PODCIDR is not set");
+        assert_eq!((e.line, e.column), (Some(18), Some(11)));
+        assert_eq!(
+            e.path,
+            "spec.kprobes[0].selectors[0].matchArgs[0].values[1]"
+        );
+        assert!(
+            e.to_string().starts_with(
+                "net.yaml:18:11: spec.kprobes[0].selectors[0].matchArgs[0].values[1]: \
+                 environment variable PODCIDR is not set"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn network_quickstart_gets_past_expansion_to_the_unsupported_call() {
+        let src = std::fs::read_to_string(quickstart("network_egress_cluster_enforce.yaml"))
+            .expect("quickstart file");
+        let e = parse_policy_with_env(&src, Path::new("net.yaml"), |n| match n {
+            "PODCIDR" => Some("10.0.0.0/8".to_string()),
+            "SERVICECIDR" => Some("10.96.0.0/12".to_string()),
+            _ => None,
+        })
+        .expect_err("tcp_connect is not an LSM hook");
+        assert_eq!(e.path, "spec.kprobes[0].call");
+        assert_eq!((e.line, e.column), (Some(7), Some(5)));
+        assert!(
+            e.message.starts_with("unsupported call \"tcp_connect\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn errors_after_expansion_point_into_the_original_text() {
+        // The value grows from 7 to 13 characters; the operator error is on a later line and
+        // the bad value after the reference on the same line.
+        let yaml = with_selector(
+            "
+      matchArgs:
+      - index: 1
+        operator: Equal
+        values: [${N}, zz]",
+        );
+        let lookup = |n: &str| (n == "N").then(|| "0x00000000001".to_string());
+        let e = parse_policy_with_env(&yaml, Path::new("test.yaml"), lookup)
+            .expect_err("zz is not an integer");
+        let raw = parse_err(&yaml.replace("${N}", "1")).line;
+        assert_eq!(e.line, raw);
+        let line = yaml.lines().nth(e.line.expect("line") - 1).expect("line");
+        assert_eq!(e.column, line.find("zz").map(|c| c + 1), "{e}");
     }
 
     #[test]

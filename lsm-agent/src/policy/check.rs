@@ -1,0 +1,417 @@
+//! Offline check of policy files (`lsmctl tracingpolicy check`): parse each file as the agent
+//! would load it, compile them together, and describe what each policy uses.
+//!
+//! Everything here is pure apart from reading the files, so the report can be tested without
+//! running the binary.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use lsm_shared::{MAX_NUM_FILTERS, MAX_SELECTORS, STR_EQ_ENTRIES, STR_LPM_ENTRIES, num_filt_index};
+
+use super::compile::{CompileError, MapImage, compile};
+use super::error::PolicyError;
+use super::ir::{HookOrigin, LsmHook, Policy, PolicyKind, PolicyMode};
+use super::parse::parse_policy_with_env;
+
+/// Entries a map image uses in each policy map. Selector actions and numeric filters have a
+/// fixed number of slots per hook, so they are counted per hook id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MapUsage {
+    pub str_eq: usize,
+    pub str_prefix: usize,
+    pub str_postfix: usize,
+    /// Hook id → `SEL_ACT` entries.
+    pub sel_act: BTreeMap<u32, usize>,
+    /// Hook id → `NUM_FILT` entries.
+    pub num_filt: BTreeMap<u32, usize>,
+}
+
+impl MapUsage {
+    pub fn of(img: &MapImage) -> Self {
+        let mut sel_act = BTreeMap::new();
+        for idx in img.sel_act.keys() {
+            *sel_act.entry(idx / MAX_SELECTORS).or_insert(0) += 1;
+        }
+        // Records are laid out hook-major (each hook owns a fixed block, currently two banks
+        // of MAX_NUM_FILTERS); the block size is taken from the shared index function so the
+        // count follows layout changes.
+        let per_hook_block = num_filt_index(1, 0, 0).max(1);
+        let mut num_filt = BTreeMap::new();
+        for idx in img.num_filt.keys() {
+            *num_filt.entry(idx / per_hook_block).or_insert(0) += 1;
+        }
+        MapUsage {
+            str_eq: img.str_eq.len(),
+            str_prefix: img.str_prefix.len(),
+            str_postfix: img.str_postfix.len(),
+            sel_act,
+            num_filt,
+        }
+    }
+
+    /// One `NAME  used / limit` line per map, indented by `indent`.
+    pub fn render(&self, out: &mut String, indent: &str) {
+        let _ = writeln!(
+            out,
+            "{indent}STR_EQ       {} / {STR_EQ_ENTRIES}",
+            self.str_eq
+        );
+        let _ = writeln!(
+            out,
+            "{indent}STR_PREFIX   {} / {STR_LPM_ENTRIES}",
+            self.str_prefix
+        );
+        let _ = writeln!(
+            out,
+            "{indent}STR_POSTFIX  {} / {STR_LPM_ENTRIES}",
+            self.str_postfix
+        );
+        let _ = writeln!(
+            out,
+            "{indent}SEL_ACT      {}",
+            per_hook(&self.sel_act, MAX_SELECTORS)
+        );
+        let _ = writeln!(
+            out,
+            "{indent}NUM_FILT     {}",
+            per_hook(&self.num_filt, MAX_NUM_FILTERS)
+        );
+    }
+}
+
+fn hook_name(id: u32) -> String {
+    LsmHook::from_id(id).map_or_else(|| format!("hook{id}"), |h| h.name().to_string())
+}
+
+fn per_hook(counts: &BTreeMap<u32, usize>, limit: u32) -> String {
+    if counts.is_empty() {
+        return format!("0 / {limit} per hook");
+    }
+    counts
+        .iter()
+        .map(|(h, n)| format!("{} {n} / {limit}", hook_name(*h)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One file given to the check.
+#[derive(Debug)]
+pub struct FileResult {
+    pub file: PathBuf,
+    /// The id it is compiled with: its 1-based position among the files.
+    pub id: u32,
+    pub policy: Result<Policy, PolicyError>,
+    /// What this policy alone puts in the maps (`None` if it did not parse, or an error if it
+    /// does not even fit alone).
+    pub usage: Option<Result<MapUsage, CompileError>>,
+}
+
+/// The outcome of checking a set of files.
+#[derive(Debug)]
+pub struct CheckReport {
+    pub files: Vec<FileResult>,
+    /// The parsed policies compiled together (`None` when none parsed).
+    pub combined: Option<Result<MapUsage, CompileError>>,
+}
+
+impl CheckReport {
+    /// True when every file parsed and the set compiles.
+    pub fn ok(&self) -> bool {
+        self.files.iter().all(|f| f.policy.is_ok())
+            && self.combined.as_ref().is_none_or(|c| c.is_ok())
+    }
+
+    /// Problems, one `error: ...` line each (file errors first, in argument order), then the
+    /// policies' warnings as `warning: ...` lines.
+    pub fn diagnostics(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for f in &self.files {
+            if let Err(e) = &f.policy {
+                out.push(format!("error: {e}"));
+            }
+        }
+        if let Some(Err(e)) = &self.combined {
+            out.push(format!("error: compiling the policies together: {e}"));
+        }
+        for f in &self.files {
+            if let Ok(p) = &f.policy {
+                out.extend(p.warnings.iter().map(|w| format!("warning: {w}")));
+            }
+        }
+        out
+    }
+
+    /// The human-readable report of the policies that parsed.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for f in &self.files {
+            let Ok(p) = &f.policy else { continue };
+            render_policy(&mut out, &f.file, p, f.usage.as_ref());
+            out.push('\n');
+        }
+        let parsed = self.files.iter().filter(|f| f.policy.is_ok()).count();
+        if let Some(Ok(u)) = &self.combined {
+            let _ = writeln!(
+                out,
+                "all {parsed} parsed policies together, map entries (used / limit):"
+            );
+            u.render(&mut out, "  ");
+        }
+        let failed = self.files.len() - parsed;
+        if self.ok() {
+            let _ = writeln!(out, "{} policy file(s) OK", self.files.len());
+        } else {
+            let _ = writeln!(
+                out,
+                "{failed} of {} policy file(s) rejected{}",
+                self.files.len(),
+                if matches!(self.combined, Some(Err(_))) {
+                    "; the set does not compile"
+                } else {
+                    ""
+                }
+            );
+        }
+        out
+    }
+}
+
+fn render_policy(
+    out: &mut String,
+    file: &Path,
+    p: &Policy,
+    usage: Option<&Result<MapUsage, CompileError>>,
+) {
+    let _ = writeln!(out, "{}: policy {}", file.display(), p.name);
+    let kind = match p.kind {
+        PolicyKind::TracingPolicy => "TracingPolicy".to_string(),
+        PolicyKind::TracingPolicyNamespaced => match &p.namespace {
+            Some(ns) => format!("TracingPolicyNamespaced (namespace {ns})"),
+            None => "TracingPolicyNamespaced".to_string(),
+        },
+    };
+    let _ = writeln!(out, "  kind: {kind}");
+    let mode = match p.mode {
+        PolicyMode::Enforce => "enforce",
+        PolicyMode::Monitor => "monitor",
+    };
+    let _ = writeln!(out, "  mode: {mode}");
+    if p.hooks.is_empty() {
+        let _ = writeln!(out, "  hooks: none");
+    } else {
+        let _ = writeln!(out, "  hooks:");
+    }
+    for h in &p.hooks {
+        let origin = match &h.origin {
+            HookOrigin::Kprobe { call } => format!("kprobe {call}, spec.kprobes[{}]", h.spec_index),
+            HookOrigin::LsmHook => format!("spec.lsmhooks[{}]", h.spec_index),
+        };
+        let selectors = match h.selectors.len() {
+            0 => "no selectors (every call is posted)".to_string(),
+            1 => "1 selector".to_string(),
+            n => format!("{n} selectors"),
+        };
+        let _ = writeln!(out, "    {} ({origin}): {selectors}", h.lsm);
+    }
+    match usage {
+        Some(Ok(u)) => {
+            let _ = writeln!(out, "  map entries (used / limit):");
+            u.render(out, "    ");
+        }
+        Some(Err(e)) => {
+            let _ = writeln!(out, "  map entries: does not compile: {e}");
+        }
+        None => {}
+    }
+}
+
+/// Parses every file with `${VAR}` expanded by `lookup`, then compiles the parsed policies
+/// together with ids 1..n in argument order (a file that fails keeps its id unused, so ids
+/// still say which argument a policy came from).
+pub fn check_files(files: &[PathBuf], lookup: impl Fn(&str) -> Option<String>) -> CheckReport {
+    let mut results = Vec::with_capacity(files.len());
+    for (i, file) in files.iter().enumerate() {
+        let policy = std::fs::read_to_string(file)
+            .map_err(|e| PolicyError::new(file, "", format!("cannot read policy file: {e}")))
+            .and_then(|source| parse_policy_with_env(&source, file, &lookup));
+        let id = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        // Compiled alone, a policy's map image holds exactly the entries its own values
+        // create; in the combined image prefix entries also carry other policies' bits,
+        // which would make attributing them by selector bits overcount.
+        let usage = policy
+            .as_ref()
+            .ok()
+            .map(|p| compile(&[(id, p)]).map(|img| MapUsage::of(&img)));
+        results.push(FileResult {
+            file: file.clone(),
+            id,
+            policy,
+            usage,
+        });
+    }
+    let set: Vec<(u32, &Policy)> = results
+        .iter()
+        .filter_map(|f| f.policy.as_ref().ok().map(|p| (f.id, p)))
+        .collect();
+    let combined = (!set.is_empty()).then(|| compile(&set).map(|img| MapUsage::of(&img)));
+    CheckReport {
+        files: results,
+        combined,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write test policy");
+        p
+    }
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("lsm-check-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("tmpdir");
+        d
+    }
+
+    const GOOD: &str = "\
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: good
+spec:
+  kprobes:
+  - call: security_file_permission
+    syscall: false
+    args:
+    - index: 0
+      type: file
+    - index: 1
+      type: int
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Prefix
+        values: [\"${DIR}\", /boot]
+      - index: 1
+        operator: Equal
+        values: [\"4\"]
+      matchActions: [{action: Sigkill}]
+  lsmhooks:
+  - hook: file_open
+    args:
+    - index: 0
+      type: file
+";
+
+    fn env(name: &str) -> Option<String> {
+        (name == "DIR").then(|| "/etc".to_string())
+    }
+
+    #[test]
+    fn report_lists_hooks_selectors_and_map_entries() {
+        let d = tmpdir("good");
+        let f = write(&d, "good.yaml", GOOD);
+        let r = check_files(&[f.clone(), f], env);
+        assert!(r.ok(), "{:?}", r.diagnostics());
+        let u = r.files[0]
+            .usage
+            .as_ref()
+            .expect("parsed")
+            .as_ref()
+            .expect("compiles");
+        assert_eq!((u.str_eq, u.str_prefix, u.str_postfix), (0, 2, 0));
+        let fp = LsmHook::FilePermission.id();
+        let fo = LsmHook::FileOpen.id();
+        assert_eq!(u.sel_act, BTreeMap::from([(fp, 1), (fo, 1)]));
+        assert_eq!(u.num_filt, BTreeMap::from([(fp, 1)]));
+        let text = r.render();
+        assert!(text.contains("policy good"), "{text}");
+        assert!(
+            text.contains(
+                "file_permission (kprobe security_file_permission, spec.kprobes[0]): 1 selector"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("file_open (spec.lsmhooks[0]): no selectors"),
+            "{text}"
+        );
+        assert!(text.contains("STR_PREFIX   2 / 65536"), "{text}");
+        // Each policy alone, then both together.
+        assert!(
+            text.contains("SEL_ACT      file_open 1 / 64, file_permission 1 / 64"),
+            "{text}"
+        );
+        assert!(
+            text.contains("SEL_ACT      file_open 2 / 64, file_permission 2 / 64"),
+            "{text}"
+        );
+        assert!(
+            text.contains("NUM_FILT     file_permission 2 / 64"),
+            "{text}"
+        );
+        assert!(text.contains("2 policy file(s) OK"), "{text}");
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn bad_files_are_errors_and_the_rest_is_still_reported() {
+        let d = tmpdir("bad");
+        let good = write(&d, "good.yaml", GOOD);
+        let bad = write(&d, "bad.yaml", &GOOD.replace("Prefix", "StartsWith"));
+        let r = check_files(&[bad, good], env);
+        assert!(!r.ok());
+        let diags = r.diagnostics();
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert!(
+            diags[0].starts_with("error: ") && diags[0].contains("bad.yaml:17:9: "),
+            "{diags:?}"
+        );
+        assert_eq!(r.files[1].id, 2);
+        assert!(r.render().contains("1 of 2 policy file(s) rejected"));
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn unset_variables_fail_the_check() {
+        let d = tmpdir("unset");
+        let f = write(&d, "p.yaml", GOOD);
+        let r = check_files(&[f], |_| None);
+        assert!(!r.ok());
+        assert!(
+            r.diagnostics()[0].contains("environment variable DIR is not set"),
+            "{:?}",
+            r.diagnostics()
+        );
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn a_set_that_does_not_fit_together_fails() {
+        let d = tmpdir("full");
+        // 40 selectors on one hook: each file fits alone, two do not fit together.
+        let mut yaml = String::from(
+            "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: big\nspec:\n  \
+             lsmhooks:\n  - hook: file_open\n    selectors:\n",
+        );
+        for _ in 0..40 {
+            yaml.push_str("    - matchActions: [{action: Post}]\n");
+        }
+        let f = write(&d, "big.yaml", &yaml);
+        let r = check_files(&[f.clone(), f], env);
+        assert!(!r.ok());
+        assert!(
+            r.diagnostics()
+                .iter()
+                .any(|l| l.starts_with("error: compiling the policies together: ")),
+            "{:?}",
+            r.diagnostics()
+        );
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
