@@ -62,5 +62,6 @@ for series in $kernels; do
   else
     echo "[vm-tests] ok on $version"
   fi
+  [ -f "$res/bench-report.md" ] && cat "$res/bench-report.md"
 done
 exit $failed

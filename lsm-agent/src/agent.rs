@@ -16,7 +16,8 @@ use crate::{
     grpc::{
         PolicyControl,
         proto::tetragon::{
-            HealthStatusResult, TracingPolicyMode, TracingPolicyState, TracingPolicyStatus,
+            HealthStatusResult, TracingPolicyActionCounters, TracingPolicyMode, TracingPolicyState,
+            TracingPolicyStats, TracingPolicyStatus,
         },
     },
     policy::{
@@ -34,6 +35,11 @@ pub trait MapWriter: Send {
     fn kernel_stats(&self) -> Option<[u64; lsm_shared::NUM_STATS as usize]> {
         None
     }
+
+    /// Action counters per selector slot index (`hook * MAX_SELECTORS + slot`).
+    fn counters(&self) -> BTreeMap<u32, lsm_shared::ActionCounters> {
+        BTreeMap::new()
+    }
 }
 
 impl MapWriter for crate::bpf::Probe {
@@ -43,6 +49,10 @@ impl MapWriter for crate::bpf::Probe {
 
     fn kernel_stats(&self) -> Option<[u64; lsm_shared::NUM_STATS as usize]> {
         Some(self.stats())
+    }
+
+    fn counters(&self) -> BTreeMap<u32, lsm_shared::ActionCounters> {
+        crate::bpf::Probe::counters(self)
     }
 }
 
@@ -285,6 +295,17 @@ impl Agent {
     #[allow(deprecated)]
     pub fn status(&self) -> Vec<TracingPolicyStatus> {
         let st = self.lock();
+        let image = self.image();
+        // Per policy id: the sum of its selectors' counters.
+        let mut per_policy: BTreeMap<u32, lsm_shared::ActionCounters> = BTreeMap::new();
+        for (idx, c) in st.writer.counters() {
+            if let Some(info) = image.slots.get(&idx) {
+                let sum = per_policy.entry(info.policy_id).or_default();
+                for (s, v) in sum.c.iter_mut().zip(c.c) {
+                    *s += v;
+                }
+            }
+        }
         let mut out: Vec<TracingPolicyStatus> = st
             .policies
             .iter()
@@ -322,6 +343,21 @@ impl Agent {
                         TracingPolicyState::TpStateDisabled
                     } as i32,
                     mode: mode as i32,
+                    stats: per_policy.get(&p.id).map(|c| {
+                        use lsm_shared::*;
+                        TracingPolicyStats {
+                            action_counters: Some(TracingPolicyActionCounters {
+                                post: c.c[CNT_POST],
+                                nopost: c.c[CNT_NOPOST],
+                                signal: c.c[CNT_SIGNAL],
+                                monitor_signal: c.c[CNT_MONITOR_SIGNAL],
+                                r#override: c.c[CNT_OVERRIDE],
+                                monitor_override: c.c[CNT_MONITOR_OVERRIDE],
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }
+                    }),
                     domain: match p.source {
                         Source::File(_) => "static".into(),
                         Source::Grpc => "grpc".into(),

@@ -8,7 +8,7 @@ use lsm_shared::*;
 
 use crate::{
     kernel::kconf,
-    maps::{EVENTS, HOOK_CFG, NUM_FILT, PROCS, SEL_ACT, STR_EQ, STR_POSTFIX, STR_PREFIX},
+    maps::{COUNTERS, EVENTS, HOOK_CFG, NUM_FILT, PROCS, SEL_ACT, STR_EQ, STR_POSTFIX, STR_PREFIX},
     path::count,
     scratch::Scratch,
 };
@@ -267,6 +267,7 @@ fn fire(
         return 0;
     }
     count(STAT_MATCHES);
+    count_actions(hook, fired);
     let mut verdict = 0i32;
     if fired & cfg.kill != 0 {
         // SAFETY: signals the current task's process.
@@ -298,6 +299,49 @@ fn fire(
         post(hook, fired, posted, verdict, rec, args, pid_tgid);
     }
     verdict
+}
+
+/// Adds one to the action counters of every fired selector. The loop body only touches
+/// memory, so its paths converge and the verifier walks each slot once.
+#[inline(always)]
+fn count_actions(hook: u32, fired: u64) {
+    let mut slot = 0u32;
+    while slot < MAX_SELECTORS {
+        if fired >> slot == 0 {
+            break;
+        }
+        if fired & (1u64 << slot) != 0 {
+            let idx = hook * MAX_SELECTORS + slot;
+            if let (Some(act), Some(c)) = (SEL_ACT.get(idx), COUNTERS.get_ptr_mut(idx)) {
+                let f = act.flags;
+                let monitor = f & ACT_MONITOR != 0;
+                // SAFETY: this CPU's counters; nothing else writes them while we run.
+                unsafe {
+                    let c = &mut (*c).c;
+                    if f & ACT_POST != 0 {
+                        c[CNT_POST] += 1;
+                    } else {
+                        c[CNT_NOPOST] += 1;
+                    }
+                    if f & (ACT_SIGKILL | ACT_SIGNAL) != 0 {
+                        c[if monitor {
+                            CNT_MONITOR_SIGNAL
+                        } else {
+                            CNT_SIGNAL
+                        }] += 1;
+                    }
+                    if f & ACT_OVERRIDE != 0 {
+                        c[if monitor {
+                            CNT_MONITOR_OVERRIDE
+                        } else {
+                            CNT_OVERRIDE
+                        }] += 1;
+                    }
+                }
+            }
+        }
+        slot += 1;
+    }
 }
 
 #[inline(always)]

@@ -59,6 +59,11 @@ pub static FILES: LruHashMap<u64, PathRec> = LruHashMap::with_max_entries(FILES_
 #[map]
 pub static EXEC_PEND: LruHashMap<u32, PathRec> = LruHashMap::with_max_entries(4096, 0);
 
+/// Per-selector action counters (per CPU), at `hook * MAX_SELECTORS + slot`.
+#[map]
+pub static COUNTERS: PerCpuArray<ActionCounters> =
+    PerCpuArray::with_max_entries(NUM_HOOKS * MAX_SELECTORS, 0);
+
 /// One scratch area per CPU: buffers too large for the 512-byte BPF stack.
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);

@@ -416,6 +416,23 @@ pub const STAT_MATCHES: u32 = 3;
 pub const STAT_DENIED: u32 = 4;
 pub const NUM_STATS: u32 = 8;
 
+/// How often each selector's actions ran, per CPU, at `hook * MAX_SELECTORS + slot` of
+/// [`COUNTERS_MAP`]; indexed by `CNT_*` (Tetragon's `TracingPolicyActionCounters`).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct ActionCounters {
+    pub c: [u64; NUM_COUNTERS],
+}
+pub const NUM_COUNTERS: usize = 8;
+pub const CNT_POST: usize = 0;
+pub const CNT_NOPOST: usize = 1;
+/// Sigkill or Signal sent.
+pub const CNT_SIGNAL: usize = 2;
+pub const CNT_OVERRIDE: usize = 3;
+/// Monitor mode: a signal that would have been sent.
+pub const CNT_MONITOR_SIGNAL: usize = 4;
+pub const CNT_MONITOR_OVERRIDE: usize = 5;
+
 // ---------------------------------------------------------------------------------------------
 // Load-time kernel configuration
 
@@ -465,6 +482,7 @@ pub const STR_PREFIX_MAP: &str = "STR_PREFIX";
 pub const STR_POSTFIX_MAP: &str = "STR_POSTFIX";
 pub const PROCS_MAP: &str = "PROCS";
 pub const FILES_MAP: &str = "FILES";
+pub const COUNTERS_MAP: &str = "COUNTERS";
 /// Name of the [`KernelConfig`] global in the object's `.rodata`.
 pub const KCONFIG_GLOBAL: &str = "KCONFIG";
 
@@ -515,6 +533,7 @@ mod user {
     unsafe impl aya::Pod for SelectorAction {}
     unsafe impl aya::Pod for ProcInfo {}
     unsafe impl aya::Pod for KernelConfig {}
+    unsafe impl aya::Pod for ActionCounters {}
 }
 
 impl PathRec {

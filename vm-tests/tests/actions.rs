@@ -46,6 +46,27 @@ spec:
     )
 }
 
+/// NPOST, NENFORCE and NMONITOR of `name` in `lsmctl tracingpolicy list` (the last three
+/// columns).
+fn counters(a: &Agent, name: &str) -> [u64; 3] {
+    let out = a.lsmctl(&["tracingpolicy", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let row = text
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(name))
+        .unwrap_or_else(|| panic!("{name} not listed:\n{text}"));
+    let cols: Vec<u64> = row
+        .split_whitespace()
+        .rev()
+        .take(3)
+        .map(|c| {
+            c.parse()
+                .unwrap_or_else(|_| panic!("bad counter column in {row:?}"))
+        })
+        .collect();
+    [cols[2], cols[1], cols[0]]
+}
+
 fn target(name: &str) -> String {
     let p = format!("/tmp/lsm-vmtest-{name}");
     fs::write(&p, "data\n").expect("target file");
@@ -94,7 +115,11 @@ fn nopost_enforces_without_an_event() {
     let mark = a.mark();
     let out = cat(&t);
     a.expect_lines(&[format!("💥 exit    | /usr/bin/cat {t} 1")]);
+    let [post, enforce, monitor] = counters(&a, &name);
     a.delete_policy(&name);
+    assert_eq!(post, 0, "NoPost: nothing posted");
+    assert!(enforce >= 1, "the override is counted");
+    assert_eq!(monitor, 0);
     assert_eq!(exit_code(&out), 1);
     let lines = a.lines_since(mark);
     assert!(
@@ -123,8 +148,11 @@ fn monitor_mode_posts_but_does_not_kill() {
         "🔒 LSM     | /usr/bin/cat file_open".into(),
         format!("💥 exit    | /usr/bin/cat {t} 0"),
     ]);
+    let [post, enforce, monitor] = counters(&a, &name);
     a.delete_policy(&name);
     assert_eq!(exit_code(&out), 0, "monitor mode must not enforce");
+    assert!(post >= 1 && monitor >= 1, "post {post}, monitor {monitor}");
+    assert_eq!(enforce, 0, "nothing enforced in monitor mode");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "data\n");
 }
 

@@ -49,6 +49,8 @@ pub enum BpfError {
         #[source]
         source: MapError,
     },
+    #[error("counting possible CPUs: {0}")]
+    Cpus(std::io::Error),
     #[error("map {0} is missing from the BPF object")]
     MissingMap(&'static str),
 }
@@ -105,6 +107,7 @@ pub struct Probe {
     str_postfix: LpmTrie<MapData, LpmStr, SelMasks>,
     procs: HashMap<MapData, u32, ProcInfo>,
     stats: PerCpuArray<MapData, u64>,
+    counters: PerCpuArray<MapData, ActionCounters>,
     installed: MapImage,
     pub attached: Vec<Attached>,
 }
@@ -211,6 +214,7 @@ impl Probe {
             str_postfix: take(&mut ebpf, STR_POSTFIX_MAP)?,
             procs: take(&mut ebpf, PROCS_MAP)?,
             stats: take(&mut ebpf, STATS_MAP)?,
+            counters: take(&mut ebpf, COUNTERS_MAP)?,
             _ebpf: ebpf,
             installed: MapImage::default(),
             attached,
@@ -248,6 +252,24 @@ impl Probe {
             }
         }
         out
+    }
+
+    /// Action counters of every selector slot in use, summed over CPUs.
+    pub fn counters(&self) -> std::collections::BTreeMap<u32, ActionCounters> {
+        self.installed
+            .slots
+            .keys()
+            .filter_map(|&idx| {
+                let per_cpu = self.counters.get(&idx, 0).ok()?;
+                let mut sum = ActionCounters::default();
+                for c in per_cpu.iter() {
+                    for (s, v) in sum.c.iter_mut().zip(c.c) {
+                        *s += v;
+                    }
+                }
+                Some((idx, sum))
+            })
+            .collect()
     }
 
     /// The image currently in the maps.
@@ -311,6 +333,22 @@ impl Probe {
         for (&i, v) in &img.sel_act {
             if old.sel_act.get(&i) != Some(v) {
                 self.sel_act.set(i, *v, 0).map_err(map_err(SEL_ACT_MAP))?;
+            }
+        }
+        // A slot taken by a new group starts counting from zero.
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| BpfError::Cpus(e))?;
+        for (&i, info) in &img.slots {
+            let same = old
+                .slots
+                .get(&i)
+                .is_some_and(|o| (o.policy_id, o.group) == (info.policy_id, info.group));
+            if !same {
+                let zeros =
+                    aya::maps::PerCpuValues::try_from(vec![ActionCounters::default(); cpus])
+                        .map_err(BpfError::Cpus)?;
+                self.counters
+                    .set(i, zeros, 0)
+                    .map_err(map_err(COUNTERS_MAP))?;
             }
         }
         // 2. The switch.

@@ -1,0 +1,78 @@
+//! Benchmark (reports numbers, asserts none of them): the cost of a `read()` of a file that
+//! matches no selector, with no policy, with a `Prefix` filter of 1 value and with one of
+//! 10,000 values on `security_file_permission`. The report goes to stdout and to
+//! `bench-report.md` in the results directory. Runs on tmpfs: the guest's 9p root is slow.
+
+use std::{
+    fmt::Write as _,
+    fs::{self, File},
+    os::unix::fs::FileExt,
+    path::Path,
+    time::Instant,
+};
+
+use vm_tests::*;
+
+const READS: u32 = 50_000;
+const ROUNDS: usize = 5;
+
+fn policy(values: usize) -> String {
+    let mut y = String::from(
+        "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: \"bench\"\nspec:\n  kprobes:\n  - call: \"security_file_permission\"\n    syscall: false\n    args:\n    - index: 0\n      type: \"file\"\n    - index: 1\n      type: \"int\"\n    selectors:\n    - matchArgs:\n      - index: 0\n        operator: \"Prefix\"\n        values:\n",
+    );
+    for i in 0..values {
+        let _ = writeln!(y, "        - \"/bench/never/{i:05}/\"");
+    }
+    y.push_str("      matchActions:\n      - action: Sigkill\n");
+    y
+}
+
+/// Median nanoseconds per 1-byte `pread` over ROUNDS rounds of READS reads.
+fn measure(file: &File) -> f64 {
+    let mut buf = [0u8; 1];
+    let mut rounds: Vec<f64> = (0..ROUNDS)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..READS {
+                file.read_at(&mut buf, 0).expect("read");
+            }
+            start.elapsed().as_nanos() as f64 / f64::from(READS)
+        })
+        .collect();
+    rounds.sort_by(f64::total_cmp);
+    rounds[ROUNDS / 2]
+}
+
+#[test]
+fn report_read_cost_with_1_and_10000_prefix_values() {
+    let a = shared_agent_with_args(&[]);
+    let dir = scratch_dir("bench");
+    let data = dir.join("data");
+    fs::write(&data, "x").expect("data file");
+    let file = File::open(&data).expect("open");
+
+    let mut rows = vec![("no policy".to_string(), measure(&file))];
+    for values in [1usize, 10_000] {
+        let p = dir.join(format!("bench-{values}.yaml"));
+        fs::write(&p, policy(values)).expect("policy");
+        let start = Instant::now();
+        a.add_policy(&p);
+        let load = start.elapsed();
+        rows.push((format!("Prefix, {values} value(s)"), measure(&file)));
+        a.delete_policy("bench");
+        eprintln!("policy with {values} values added in {load:?}");
+    }
+
+    let mut report = format!(
+        "# read() cost on a non-matching file ({}, QEMU TCG)\n\n| policy | ns per read (median of {ROUNDS} x {READS}) |\n|---|---|\n",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+    );
+    for (name, ns) in &rows {
+        let _ = writeln!(report, "| {name} | {ns:.0} |");
+    }
+    println!("{report}");
+    fs::write(results_dir().join("bench-report.md"), &report).expect("report");
+    assert!(Path::new(&results_dir().join("bench-report.md")).exists());
+}
