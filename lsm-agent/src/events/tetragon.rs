@@ -177,9 +177,9 @@ impl ProcessCache {
 
     /// A child that has not exec'd runs its parent's binary (Tetragon's `clone` flag).
     fn fork(&mut self, f: &ForkData) {
-        let Some(parent) = self.procs.get(&f.ppid).cloned() else {
-            return;
-        };
+        // A parent started before the agent is not cached yet; it is alive now, so /proc
+        // still knows it.
+        let parent = self.get_or_scan(f.ppid);
         let child = Process {
             exec_id: self.exec_id(f.ktime, f.tgid),
             pid: Some(f.tgid),
