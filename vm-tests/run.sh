@@ -7,7 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
-kernels=${LSM_VM_KERNELS:-$(grep -v '^#' vm-tests/kernels | xargs)}
+# Series to boot; LSM_VM_KERNELS="6.12" limits them.
+kernels=${LSM_VM_KERNELS:-$(grep -v '^#' vm-tests/kernels | awk 'NF {print $1}' | xargs)}
+# The test binaries listed for a series in vm-tests/kernels (empty: all).
+suites_for() { grep -v '^#' vm-tests/kernels | awk -v s="$1" '$1 == s { $1 = ""; print }' | xargs; }
 results=vm-tests/results
 rm -rf "$results"
 mkdir -p "$results"
@@ -37,7 +40,16 @@ for series in $kernels; do
   fi
   res="$PWD/$results/$series"
   mkdir -p "$res"
-  cp "$results/test-binaries.all" "$res/test-binaries"
+  suites=$(suites_for "$series")
+  if [ -n "$suites" ]; then
+    : > "$res/test-binaries"
+    for suite in $suites; do
+      grep "/deps/${suite}-[0-9a-f]*\$" "$results/test-binaries.all" >> "$res/test-binaries" \
+        || { echo "[vm-tests] FAIL: no test binary $suite"; failed=1; }
+    done
+  else
+    cp "$results/test-binaries.all" "$res/test-binaries"
+  fi
   echo "[vm-tests] booting $version"
   start=$(date +%s)
   set +e
