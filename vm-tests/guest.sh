@@ -23,5 +23,14 @@ while read -r t; do
   rc=$?
   echo "[guest] $(basename "$t") exit $rc"
   [ $rc -eq 0 ] || status=1
+  # A binary's shared agent lives in a static that is never dropped: stop it here, or it
+  # would keep enforcing its policies on the next binary's tests.
+  pkill -TERM -x lsm-agent 2>/dev/null
+  pkill -TERM -x lsmctl 2>/dev/null
+  for _ in $(seq 1 50); do pgrep -x lsm-agent >/dev/null || break; sleep 0.2; done
+  pkill -KILL -x lsm-agent 2>/dev/null
+  if pgrep -x lsm-agent >/dev/null; then
+    echo "[guest] an lsm-agent survived $(basename "$t")"; status=1
+  fi
 done < "$RES/test-binaries"
 echo "exit=$status" > "$RES/result"
