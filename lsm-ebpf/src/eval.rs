@@ -4,6 +4,7 @@ use aya_ebpf::helpers::{
     bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
     generated::{bpf_probe_read_kernel, bpf_send_signal},
 };
+use aya_ebpf::maps::LpmTrie;
 use lsm_shared::*;
 
 use crate::{
@@ -27,6 +28,31 @@ pub unsafe fn kcopy<T>(dst: *mut T, src: *const T) {
             src as *const _,
         );
     }
+}
+
+/// The selector masks of the longest entry of `trie` that is a prefix of the first `len`
+/// bytes at `src` (the path for `Prefix`, the reversed path for `Postfix`).
+#[inline(always)]
+fn lpm_lookup(
+    s: &mut Scratch,
+    trie: &LpmTrie<LpmStr, SelMasks>,
+    scope: [u8; 4],
+    src: *const u8,
+    len: usize,
+) -> SelMasks {
+    s.lpm.prefix_len = SCOPE_BITS + 8 * len as u32;
+    s.lpm.data.scope = scope;
+    // SAFETY: copies LPM_STR_LEN bytes out of a STR_LEN-byte field of a live record.
+    unsafe {
+        bpf_probe_read_kernel(
+            s.lpm.data.bytes.as_mut_ptr() as *mut _,
+            LPM_STR_LEN as u32,
+            src as *const _,
+        )
+    };
+    trie.get(&s.lpm)
+        .copied()
+        .unwrap_or(SelMasks { pos: 0, neg: 0 })
 }
 
 /// Narrows the candidate set by the string filters of one subject.
@@ -80,44 +106,20 @@ fn match_strings(
     }
 
     let lpm_len = if len > LPM_STR_LEN { LPM_STR_LEN } else { len };
-    let u_pos = cfg.uses[str_class(subject, FAMILY_PREFIX, false)];
-    let u_neg = cfg.uses[str_class(subject, FAMILY_PREFIX, true)];
-    if u_pos | u_neg != 0 {
-        s.lpm.prefix_len = SCOPE_BITS + 8 * lpm_len as u32;
-        s.lpm.data.scope = scope;
-        // SAFETY: copies LPM_STR_LEN bytes out of the STR_LEN-byte head.
-        unsafe {
-            bpf_probe_read_kernel(
-                s.lpm.data.bytes.as_mut_ptr() as *mut _,
-                LPM_STR_LEN as u32,
-                (*rec).head.as_ptr() as *const _,
-            )
-        };
-        let m = STR_PREFIX
-            .get(&s.lpm)
-            .copied()
-            .unwrap_or(SelMasks { pos: 0, neg: 0 });
-        cand &= (m.pos | !u_pos) & (!m.neg | !u_neg);
-    }
-
-    let u_pos = cfg.uses[str_class(subject, FAMILY_POSTFIX, false)];
-    let u_neg = cfg.uses[str_class(subject, FAMILY_POSTFIX, true)];
-    if u_pos | u_neg != 0 {
-        s.lpm.prefix_len = SCOPE_BITS + 8 * lpm_len as u32;
-        s.lpm.data.scope = scope;
-        // SAFETY: as above, from the reversed tail.
-        unsafe {
-            bpf_probe_read_kernel(
-                s.lpm.data.bytes.as_mut_ptr() as *mut _,
-                LPM_STR_LEN as u32,
-                (*rec).tail_rev.as_ptr() as *const _,
-            )
-        };
-        let m = STR_POSTFIX
-            .get(&s.lpm)
-            .copied()
-            .unwrap_or(SelMasks { pos: 0, neg: 0 });
-        cand &= (m.pos | !u_pos) & (!m.neg | !u_neg);
+    // SAFETY (both): `rec` points to a live record; head and tail_rev are STR_LEN bytes.
+    let families = [
+        (FAMILY_PREFIX, &STR_PREFIX, unsafe { (*rec).head.as_ptr() }),
+        (FAMILY_POSTFIX, &STR_POSTFIX, unsafe {
+            (*rec).tail_rev.as_ptr()
+        }),
+    ];
+    for (family, trie, src) in families {
+        let u_pos = cfg.uses[str_class(subject, family, false)];
+        let u_neg = cfg.uses[str_class(subject, family, true)];
+        if u_pos | u_neg != 0 {
+            let m = lpm_lookup(s, trie, scope, src, lpm_len);
+            cand &= (m.pos | !u_pos) & (!m.neg | !u_neg);
+        }
     }
     cand
 }
