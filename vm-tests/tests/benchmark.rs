@@ -7,7 +7,6 @@ use std::{
     fmt::Write as _,
     fs::{self, File},
     os::unix::fs::FileExt,
-    path::Path,
     time::Instant,
 };
 
@@ -73,6 +72,6 @@ fn report_read_cost_with_1_and_10000_prefix_values() {
         let _ = writeln!(report, "| {name} | {ns:.0} |");
     }
     println!("{report}");
+    // No timing is asserted: this fails only if the agent, a policy load or a read fails.
     fs::write(results_dir().join("bench-report.md"), &report).expect("report");
-    assert!(Path::new(&results_dir().join("bench-report.md")).exists());
 }
