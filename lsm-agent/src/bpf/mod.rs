@@ -222,11 +222,6 @@ impl Probe {
         Ok((probe, ring))
     }
 
-    /// Whether the LSM hook `hook` has a program attached.
-    pub fn hook_attached(&self, hook: &str) -> bool {
-        self.attached.iter().any(|a| a.target == hook)
-    }
-
     /// Records processes that were running before the agent started, so `matchBinaries`
     /// applies to them too. Exec events after attach keep the map current.
     pub fn seed_processes(&mut self) -> usize {
@@ -270,11 +265,6 @@ impl Probe {
                 Some((idx, sum))
             })
             .collect()
-    }
-
-    /// The image currently in the maps.
-    pub fn installed(&self) -> &MapImage {
-        &self.installed
     }
 
     /// Makes the maps hold `img` (compiled by `compile_with` against the installed image)

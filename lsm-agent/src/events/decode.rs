@@ -77,17 +77,6 @@ pub enum KernelEvent {
     Hook(HookData),
 }
 
-impl KernelEvent {
-    pub fn tgid(&self) -> u32 {
-        match self {
-            KernelEvent::Fork(e) => e.tgid,
-            KernelEvent::Exec(e) => e.tgid,
-            KernelEvent::Exit(e) => e.tgid,
-            KernelEvent::Hook(e) => e.tgid,
-        }
-    }
-}
-
 fn read<T: Copy>(buf: &[u8], kind: u32) -> Result<T, DecodeError> {
     if buf.len() < size_of::<T>() {
         return Err(DecodeError::Size {

@@ -73,14 +73,6 @@ impl ProcessCache {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.procs.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.procs.is_empty()
-    }
-
     pub fn timestamp(&self, ktime: u64) -> Timestamp {
         let ns = i128::from(ktime) + self.boot_to_wall_ns;
         Timestamp {

@@ -4,7 +4,7 @@
 //! diff against the previous one (see `bpf::maps`). How the kernel side reads the maps is
 //! described in `lsm-shared`'s crate documentation.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use lsm_shared::*;
 
@@ -75,11 +75,6 @@ impl MapImage {
     /// The slot description for a hook event.
     pub fn slot(&self, hook: u32, slot: u32) -> Option<&SlotInfo> {
         self.slots.get(&(hook * MAX_SELECTORS + slot))
-    }
-
-    /// LSM hooks that at least one selector uses.
-    pub fn hooks_in_use(&self) -> impl Iterator<Item = LsmHook> + '_ {
-        self.hook_cfg.keys().filter_map(|&h| LsmHook::from_id(h))
     }
 }
 
@@ -427,20 +422,6 @@ fn compile_arg_filter(
         }
     }
     Ok(())
-}
-
-/// Every distinct prefix length used, per (hook, subject): handy for reports.
-pub fn distinct_keys(img: &MapImage) -> usize {
-    let mut seen = HashSet::new();
-    for k in img
-        .str_eq
-        .keys()
-        .chain(img.str_prefix.keys())
-        .chain(img.str_postfix.keys())
-    {
-        seen.insert(k.clone());
-    }
-    seen.len()
 }
 
 #[cfg(test)]
