@@ -259,6 +259,9 @@ pub fn compile_with(
                 label: None,
                 match_args: Vec::new(),
                 match_binaries: None,
+                match_pids: Vec::new(),
+                match_namespaces: Vec::new(),
+                match_capabilities: Vec::new(),
                 actions: Vec::new(),
             }];
             let selectors: &[super::ir::Selector] = if hook.selectors.is_empty() {
@@ -479,6 +482,9 @@ mod tests {
             label: None,
             match_args,
             match_binaries: None,
+            match_pids: Vec::new(),
+            match_namespaces: Vec::new(),
+            match_capabilities: Vec::new(),
             actions,
         }
     }

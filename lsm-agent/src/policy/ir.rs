@@ -199,6 +199,126 @@ pub struct BinaryFilter {
     pub follow_children: bool,
 }
 
+/// `matchPIDs`: the process's tgid (or its pid in its own pid namespace) against `values`.
+/// With `follow_forks`, the process also matches when one of its ancestors (up to
+/// `lsm_shared::LINEAGE_LEN - 1` generations up) does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PidFilter {
+    /// `NotIn`.
+    pub negated: bool,
+    pub values: Vec<u32>,
+    pub namespace_pid: bool,
+    pub follow_forks: bool,
+}
+
+/// Namespace types in Tetragon's order (`ns_*` in its BPF code); `index()` is the position
+/// in `HostNs` and the kernel's attribute table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NsType {
+    Uts,
+    Ipc,
+    Mnt,
+    Pid,
+    PidForChildren,
+    Net,
+    Time,
+    TimeForChildren,
+    Cgroup,
+    User,
+}
+
+impl NsType {
+    pub const ALL: [NsType; 10] = [
+        NsType::Uts,
+        NsType::Ipc,
+        NsType::Mnt,
+        NsType::Pid,
+        NsType::PidForChildren,
+        NsType::Net,
+        NsType::Time,
+        NsType::TimeForChildren,
+        NsType::Cgroup,
+        NsType::User,
+    ];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The name written in `matchNamespaces[].namespace`.
+    pub fn name(self) -> &'static str {
+        match self {
+            NsType::Uts => "Uts",
+            NsType::Ipc => "Ipc",
+            NsType::Mnt => "Mnt",
+            NsType::Pid => "Pid",
+            NsType::PidForChildren => "PidForChildren",
+            NsType::Net => "Net",
+            NsType::Time => "Time",
+            NsType::TimeForChildren => "TimeForChildren",
+            NsType::Cgroup => "Cgroup",
+            NsType::User => "User",
+        }
+    }
+
+    /// The file under `/proc/PID/ns/`.
+    pub fn proc_name(self) -> &'static str {
+        match self {
+            NsType::Uts => "uts",
+            NsType::Ipc => "ipc",
+            NsType::Mnt => "mnt",
+            NsType::Pid => "pid",
+            NsType::PidForChildren => "pid_for_children",
+            NsType::Net => "net",
+            NsType::Time => "time",
+            NsType::TimeForChildren => "time_for_children",
+            NsType::Cgroup => "cgroup",
+            NsType::User => "user",
+        }
+    }
+}
+
+/// A `matchNamespaces` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NsValue {
+    Inode(u32),
+    /// `host_ns`: the namespace of that type of PID 1, known only when compiling on the node.
+    Host,
+}
+
+/// `matchNamespaces`: the inode of one of the process's namespaces against `values`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamespaceFilter {
+    pub ns: NsType,
+    /// `NotIn`.
+    pub negated: bool,
+    pub values: Vec<NsValue>,
+}
+
+/// Capability sets, in Tetragon's order (`caps_effective` ... ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapSet {
+    Effective,
+    Inheritable,
+    Permitted,
+}
+
+/// `matchCapabilities`: `In` matches when the set holds any capability of `mask`, `NotIn`
+/// when it holds none of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapFilter {
+    pub set: CapSet,
+    pub negated: bool,
+    /// `isNamespaceCapability`: only processes outside the host user namespace match.
+    pub namespace_capability: bool,
+    /// OR of `1 << CAP_*` of the values.
+    pub mask: u64,
+}
+
+/// The namespace inodes of PID 1, by `NsType::index()`, to compile `host_ns` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HostNs(pub [u32; 10]);
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// `rate_limit_ms` from `rateLimit` ("10s" = 10000).
@@ -223,6 +343,9 @@ pub struct Selector {
     pub label: Option<String>,
     pub match_args: Vec<ArgFilter>,
     pub match_binaries: Option<BinaryFilter>,
+    pub match_pids: Vec<PidFilter>,
+    pub match_namespaces: Vec<NamespaceFilter>,
+    pub match_capabilities: Vec<CapFilter>,
     /// Empty means the default action, `Post`.
     pub actions: Vec<Action>,
 }

@@ -796,6 +796,9 @@ fn convert_selector(
         label: s.label.clone().filter(|l| !l.is_empty()),
         match_args,
         match_binaries,
+        match_pids: Vec::new(),
+        match_namespaces: Vec::new(),
+        match_capabilities: Vec::new(),
         actions,
     })
 }
