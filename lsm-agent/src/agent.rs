@@ -22,7 +22,7 @@ use crate::{
     },
     policy::{
         compile::{CompileError, MapImage, compile_with},
-        ir::{HookOrigin, Policy, PolicyMode},
+        ir::{HookOrigin, HostNs, Policy, PolicyMode},
         parse::parse_policy,
     },
 };
@@ -97,6 +97,8 @@ struct State {
     /// Policy files whose latest content could not be loaded, with the reason. The version
     /// loaded before (if any) keeps enforcing.
     file_errors: BTreeMap<PathBuf, String>,
+    /// Namespaces of PID 1, for `host_ns` values.
+    host_ns: HostNs,
 }
 
 /// Loaded policies plus the map image they compile to. Cheap to clone.
@@ -119,13 +121,19 @@ pub enum AgentError {
 }
 
 impl Agent {
+    /// An agent without knowledge of the node's namespaces (`host_ns` matches nothing).
     pub fn new(writer: Box<dyn MapWriter>) -> Self {
+        Self::with_host_ns(writer, HostNs::default())
+    }
+
+    pub fn with_host_ns(writer: Box<dyn MapWriter>, host_ns: HostNs) -> Self {
         Agent {
             state: Arc::new(Mutex::new(State {
                 writer,
                 policies: Vec::new(),
                 next_id: 1,
                 file_errors: BTreeMap::new(),
+                host_ns,
             })),
             image: Arc::new(RwLock::new(Arc::new(MapImage::default()))),
         }
@@ -152,7 +160,7 @@ impl Agent {
             .map(|p| (p.id, &p.policy))
             .collect();
         let installed = self.image();
-        let img = compile_with(&enabled, &installed)?;
+        let img = compile_with(&enabled, &installed, &st.host_ns)?;
         st.writer.apply(&img).map_err(AgentError::Apply)?;
         st.policies = candidate;
         match self.image.write() {

@@ -2,14 +2,16 @@
 //! matching selector of each policy runs its actions.
 use aya_ebpf::helpers::{
     bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
-    generated::{bpf_probe_read_kernel, bpf_send_signal},
+    generated::{bpf_get_current_task, bpf_probe_read_kernel, bpf_send_signal},
 };
 use aya_ebpf::maps::LpmTrie;
 use lsm_shared::*;
 
 use crate::{
-    kernel::kconf,
-    maps::{COUNTERS, EVENTS, HOOK_CFG, NUM_FILT, PROCS, SEL_ACT, STR_EQ, STR_POSTFIX, STR_PREFIX},
+    kernel::{kconf, read_attrs},
+    maps::{
+        COUNTERS, EVENTS, HOOK_CFG, NUM_FILT, PIDS, PROCS, SEL_ACT, STR_EQ, STR_POSTFIX, STR_PREFIX,
+    },
     path::count,
     scratch::Scratch,
 };
@@ -55,7 +57,8 @@ fn lpm_lookup(
         .unwrap_or(SelMasks { pos: 0, neg: 0 })
 }
 
-/// Narrows the candidate set by the string filters of one subject.
+/// Narrows the candidate set by the string filters of one subject. `inherited` are the
+/// `followChildren` selectors whose binary an ancestor ran: they count as listing this one.
 #[inline(always)]
 fn match_strings(
     s: &mut Scratch,
@@ -64,6 +67,7 @@ fn match_strings(
     mut cand: u64,
     subject: u8,
     rec: *const PathRec,
+    inherited: u64,
 ) -> u64 {
     let base = str_class(subject, 0, false);
     let mut any = 0u64;
@@ -102,6 +106,8 @@ fn match_strings(
                 m = *v;
             }
         }
+        m.pos |= inherited & u_pos;
+        m.neg |= inherited & u_neg;
         cand &= (m.pos | !u_pos) & (!m.neg | !u_neg);
     }
 
@@ -142,7 +148,7 @@ fn num_match(f: &NumFilter, raw: u64) -> bool {
     let op = f.op;
     let ranges = op == NUM_OP_IN_RANGE || op == NUM_OP_NOT_IN_RANGE;
     // A hit means: Equal/GT/LT/Mask/InRange match; NotEqual/NotInRange fail.
-    let negated = op == NUM_OP_NOT_EQUAL || op == NUM_OP_NOT_IN_RANGE;
+    let negated = op == NUM_OP_NOT_EQUAL || op == NUM_OP_NOT_IN_RANGE || op == NUM_OP_NOT_MASK;
     let mut i = 0usize;
     while i < NUM_FILTER_VALUES {
         if i >= n {
@@ -175,7 +181,7 @@ fn num_match(f: &NumFilter, raw: u64) -> bool {
             } else {
                 v < x
             }
-        } else if op == NUM_OP_MASK {
+        } else if op == NUM_OP_MASK || op == NUM_OP_NOT_MASK {
             v & x != 0
         } else {
             false
@@ -211,21 +217,38 @@ pub fn evaluate(
         return 0;
     }
     if let Some(rec) = rec {
-        cand = match_strings(s, hook, cfg, cand, SUBJECT_ARG, rec);
+        cand = match_strings(s, hook, cfg, cand, SUBJECT_ARG, rec, 0);
     }
+    let info = PROCS.get_ptr(tgid);
     if cand != 0 {
-        let exe: *const PathRec = match PROCS.get_ptr(tgid) {
-            // SAFETY: pointer to a live map value.
-            Some(p) => unsafe { &(*p).exe },
+        let (exe, inherited): (*const PathRec, u64) = match info {
+            // SAFETY: pointer to a live map value; `hook` is below NUM_HOOKS.
+            Some(p) => unsafe {
+                let h = hook as usize;
+                let f = if h < NUM_HOOKS as usize {
+                    (*p).follow[h]
+                } else {
+                    0
+                };
+                (&(*p).exe, f & cfg.follow)
+            },
             None => {
                 // Unknown process (e.g. a kernel thread): an empty, resolved binary path.
                 // SAFETY: zero is at least as large as a PathRec's flags/len prefix.
                 unsafe { kcopy(&mut s.exe, s.zero.as_ptr() as *const PathRec) };
                 s.exe.flags = PATH_RESOLVED;
-                &s.exe
+                (&s.exe, 0)
             }
         };
-        cand = match_strings(s, hook, cfg, cand, SUBJECT_BINARY, exe);
+        cand = match_strings(s, hook, cfg, cand, SUBJECT_BINARY, exe, inherited);
+    }
+    if cand != 0 {
+        cand = match_pids(s, hook, cfg, cand, info, tgid);
+    }
+    if cand != 0 && cfg.attrs != 0 {
+        // SAFETY: plain helper call.
+        let task = unsafe { bpf_get_current_task() };
+        read_attrs(task, cfg.attrs, &mut s.attrs);
     }
     let nf = cfg.num_filters;
     let bank = cfg.num_bank;
@@ -239,7 +262,14 @@ pub fn evaluate(
             if cand & bit != 0 {
                 // An explicit bound (not `%`) so the verifier can see the index is in range.
                 let idx = f.arg as usize;
-                let raw = if idx < MAX_ARGS { args[idx] } else { 0 };
+                let attr = idx.wrapping_sub(ARG_ATTR_BASE as usize);
+                let raw = if idx < MAX_ARGS {
+                    args[idx]
+                } else if attr < NUM_ATTRS as usize {
+                    s.attrs[attr]
+                } else {
+                    0
+                };
                 if !num_match(f, raw) {
                     cand &= !bit;
                 }
@@ -251,6 +281,67 @@ pub fn evaluate(
         return 0;
     }
     fire(hook, cfg, cand, rec, args, pid_tgid)
+}
+
+/// Narrows the candidate set by the `matchPIDs` filters: one hash lookup for the process
+/// itself and, for `followForks` filters, one per remembered ancestor.
+#[inline(always)]
+fn match_pids(
+    s: &mut Scratch,
+    hook: u32,
+    cfg: &HookConfig,
+    mut cand: u64,
+    info: Option<*const ProcInfo>,
+    tgid: u32,
+) -> u64 {
+    for kind in [PID_HOST, PID_NS] {
+        let u_pos = cfg.pid_uses[pid_class(kind, false, false)];
+        let u_neg = cfg.pid_uses[pid_class(kind, false, true)];
+        let uf_pos = cfg.pid_uses[pid_class(kind, true, false)];
+        let uf_neg = cfg.pid_uses[pid_class(kind, true, true)];
+        if (u_pos | u_neg | uf_pos | uf_neg) & cand == 0 {
+            continue;
+        }
+        let follow = uf_pos | uf_neg != 0;
+        let mut acc = PidMasks::default();
+        let mut i = 0usize;
+        while i < LINEAGE_LEN {
+            let pid = match info {
+                // SAFETY: pointer to a live map value; `i` is below LINEAGE_LEN.
+                Some(p) => unsafe {
+                    if kind == PID_HOST {
+                        (*p).lineage[i]
+                    } else {
+                        (*p).ns_lineage[i]
+                    }
+                },
+                None if i == 0 && kind == PID_HOST => tgid,
+                None => 0,
+            };
+            if pid == 0 {
+                break;
+            }
+            s.pid_key = PidKey { hook, kind, pid };
+            // SAFETY: plain lookup; the value is only read.
+            if let Some(m) = unsafe { PIDS.get(&s.pid_key) } {
+                if i == 0 {
+                    acc.pos |= m.pos;
+                    acc.neg |= m.neg;
+                }
+                acc.follow_pos |= m.follow_pos;
+                acc.follow_neg |= m.follow_neg;
+            }
+            if !follow {
+                break;
+            }
+            i += 1;
+        }
+        cand &= (acc.pos | !u_pos)
+            & (!acc.neg | !u_neg)
+            & (acc.follow_pos | !uf_pos)
+            & (!acc.follow_neg | !uf_neg);
+    }
+    cand
 }
 
 /// Runs the actions of the selectors in `cand`: the first match of each group fires. All

@@ -1,6 +1,8 @@
 //! Reading kernel memory at offsets that user space took from the running kernel's BTF.
 use aya_ebpf::helpers::bpf_probe_read_kernel;
-use lsm_shared::KernelConfig;
+use lsm_shared::{
+    ATTR_CAP_BASE, KernelConfig, NS_PID, NS_USER, NUM_ATTRS, NUM_CAP_SETS, NUM_NS_TYPES,
+};
 
 /// Filled in by the agent before loading (`override_global`). It lives in `.rodata`, which
 /// the loader freezes, so the verifier knows every field as a constant: pointer arithmetic on
@@ -29,6 +31,19 @@ pub static KCONFIG: KernelConfig = KernelConfig {
     task_exit_code: 0,
     mm_arg_start: 0,
     mm_arg_end: 0,
+    task_nsproxy: 0,
+    task_cred: 0,
+    task_thread_pid: 0,
+    pid_level: 0,
+    pid_numbers: 0,
+    upid_size: 0,
+    upid_nr: 0,
+    upid_ns: 0,
+    ns_member: [0; NUM_NS_TYPES as usize],
+    ns_inum: [0; NUM_NS_TYPES as usize],
+    cred_caps: [0; NUM_CAP_SETS as usize],
+    ns_present: 0,
+    _pad: 0,
 };
 
 /// Reads one field of [`KCONFIG`]; volatile so that the compiler does not fold the
@@ -42,6 +57,67 @@ macro_rules! kconf {
     }};
 }
 pub(crate) use kconf;
+
+/// Reads element `$i` of an array field of [`KCONFIG`] (see [`kconf!`]).
+macro_rules! kconf_at {
+    ($field:ident, $i:expr) => {{
+        // SAFETY: as for kconf!; callers pass an index below the array's length.
+        #[allow(unused_unsafe)]
+        let v = unsafe { core::ptr::read_volatile(&$crate::kernel::KCONFIG.$field[$i]) };
+        v
+    }};
+}
+
+/// Deepest pid namespace nesting the kernel allows (`MAX_PID_NS_LEVEL`).
+const MAX_PID_NS_LEVEL: u64 = 32;
+
+/// The pid of `task` in its own (innermost) pid namespace, and that namespace's inode.
+#[inline(always)]
+pub fn task_ns_pid(task: u64) -> (u32, u32) {
+    let pid = read_u64(task, kconf!(task_thread_pid));
+    if pid == 0 {
+        return (0, 0);
+    }
+    let mut level = read_u32(pid, kconf!(pid_level)) as u64;
+    if level > MAX_PID_NS_LEVEL {
+        level = MAX_PID_NS_LEVEL;
+    }
+    let upid = pid + kconf!(pid_numbers) + level * kconf!(upid_size);
+    let nr = read_u32(upid, kconf!(upid_nr));
+    let ns = read_u64(upid, kconf!(upid_ns));
+    (nr, read_u32(ns, kconf_at!(ns_inum, NS_PID as usize)))
+}
+
+/// Reads the process attributes in `need` (bit `i` = attribute `i`) of `task` into `out`.
+#[inline(always)]
+pub fn read_attrs(task: u64, need: u32, out: &mut [u64; NUM_ATTRS as usize]) {
+    let present = kconf!(ns_present);
+    let nsproxy = read_u64(task, kconf!(task_nsproxy));
+    let cred = read_u64(task, kconf!(task_cred));
+    let mut t = 0usize;
+    while t < NUM_NS_TYPES as usize {
+        let bit = 1u32 << t;
+        if need & bit != 0 {
+            out[t] = if present & bit == 0 {
+                0
+            } else if t == NS_PID as usize {
+                task_ns_pid(task).1 as u64
+            } else {
+                let base = if t == NS_USER as usize { cred } else { nsproxy };
+                let ns = read_u64(base, kconf_at!(ns_member, t));
+                read_u32(ns, kconf_at!(ns_inum, t)) as u64
+            };
+        }
+        t += 1;
+    }
+    let mut c = 0usize;
+    while c < NUM_CAP_SETS as usize {
+        if need & (1u32 << (ATTR_CAP_BASE as usize + c)) != 0 {
+            out[ATTR_CAP_BASE as usize + c] = read_u64(cred, kconf_at!(cred_caps, c));
+        }
+        c += 1;
+    }
+}
 
 /// Reads a `u64`/pointer at `base + off` in kernel memory; 0 when unreadable.
 #[inline(always)]

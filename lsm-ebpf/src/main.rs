@@ -23,8 +23,8 @@ use lsm_shared::*;
 
 use crate::{
     eval::{evaluate, kcopy},
-    kernel::{kconf, read_u32, read_u64},
-    maps::{EVENTS, EXEC_PEND, FILES, PROCS, SCRATCH},
+    kernel::{kconf, read_u32, read_u64, task_ns_pid},
+    maps::{EVENTS, EXEC_PEND, FILES, HOOK_CFG, PROCS, SCRATCH, STR_EQ},
     path::{count, resolve_d_path, resolve_file_walk, resolve_walk},
     scratch::Scratch,
 };
@@ -195,6 +195,18 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     // SAFETY: plain helper call.
     let ktime = unsafe { bpf_ktime_get_boot_ns() };
 
+    // The lineage and the inherited followChildren bits survive the exec.
+    match PROCS.get_ptr(&tgid) {
+        // SAFETY: pointer to a live map value of the same type.
+        Some(p) => unsafe { kcopy(&mut s.proc_info, p) },
+        None => {
+            // SAFETY: the zero area is larger than a ProcInfo.
+            unsafe { kcopy(&mut s.proc_info, s.zero.as_ptr() as *const ProcInfo) };
+            s.proc_info.lineage[0] = tgid;
+            s.proc_info.lineage[1] = ppid;
+            s.proc_info.ns_lineage[0] = task_ns_pid(task).0;
+        }
+    }
     s.proc_info.ppid = ppid;
     s.proc_info.flags = 0;
     s.proc_info.ktime = ktime;
@@ -208,6 +220,7 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
         }
     }
     let _ = EXEC_PEND.remove(&old_pid);
+    add_follow_bits(s);
     let _ = PROCS.insert(&tgid, &s.proc_info, 0);
 
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
@@ -252,6 +265,33 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// Marks, per hook, the `followChildren` selectors whose `In`/`NotIn` list holds the binary
+/// that `s.proc_info` now runs; its descendants inherit the bits at fork.
+#[inline(always)]
+fn add_follow_bits(s: &mut Scratch) {
+    if s.proc_info.exe.len as usize > STR_LEN {
+        return;
+    }
+    let mut h = 0u32;
+    while h < NUM_HOOKS {
+        if let Some(cfg) = HOOK_CFG.get(h) {
+            if cfg.follow != 0 {
+                s.key.scope = str_scope(h, SUBJECT_BINARY);
+                // SAFETY: both are STR_LEN-byte arrays.
+                unsafe { kcopy(&mut s.key.bytes, &s.proc_info.exe.head) };
+                // SAFETY: plain lookup; the value is only read.
+                if let Some(m) = unsafe { STR_EQ.get(&s.key) } {
+                    let bits = (m.pos | m.neg) & cfg.follow;
+                    if (h as usize) < NUM_HOOKS as usize {
+                        s.proc_info.follow[h as usize] |= bits;
+                    }
+                }
+            }
+        }
+        h += 1;
+    }
+}
+
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     let child: u64 = ctx.arg(1);
@@ -262,12 +302,31 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     }
     let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let Some(s) = scratch() else { return 0 };
-    if let Some(p) = PROCS.get_ptr(&parent_tgid) {
+    match PROCS.get_ptr(&parent_tgid) {
         // SAFETY: pointer to a live map value of the same type.
-        unsafe { kcopy(&mut s.proc_info, p) };
-        s.proc_info.ppid = parent_tgid;
-        let _ = PROCS.insert(&child_tgid, &s.proc_info, 0);
+        Some(p) => unsafe { kcopy(&mut s.proc_info, p) },
+        None => {
+            // A parent the agent never saw exec: no binary, but a lineage.
+            // SAFETY: the zero area is larger than a ProcInfo; plain helper call.
+            unsafe {
+                kcopy(&mut s.proc_info, s.zero.as_ptr() as *const ProcInfo);
+                s.proc_info.ns_lineage[0] = task_ns_pid(bpf_get_current_task()).0;
+            }
+            s.proc_info.exe.flags = PATH_RESOLVED;
+            s.proc_info.lineage[0] = parent_tgid;
+        }
     }
+    // The child's lineage is the parent's, one generation further down.
+    let mut i = LINEAGE_LEN - 1;
+    while i > 0 {
+        s.proc_info.lineage[i] = s.proc_info.lineage[i - 1];
+        s.proc_info.ns_lineage[i] = s.proc_info.ns_lineage[i - 1];
+        i -= 1;
+    }
+    s.proc_info.lineage[0] = child_tgid;
+    s.proc_info.ns_lineage[0] = task_ns_pid(child).0;
+    s.proc_info.ppid = parent_tgid;
+    let _ = PROCS.insert(&child_tgid, &s.proc_info, 0);
     let Some(mut entry) = EVENTS.reserve::<ForkEvent>(0) else {
         count(STAT_RING_LOST);
         return 0;

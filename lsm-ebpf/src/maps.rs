@@ -48,6 +48,11 @@ pub static STR_POSTFIX: LpmTrie<LpmStr, SelMasks> =
 #[map]
 pub static PROCS: LruHashMap<u32, ProcInfo> = LruHashMap::with_max_entries(PROCS_ENTRIES, 0);
 
+/// `matchPIDs` values of every hook, by (hook, kind, pid).
+#[map]
+pub static PIDS: HashMap<PidKey, PidMasks> =
+    HashMap::with_max_entries(PIDS_ENTRIES, BPF_F_NO_PREALLOC);
+
 /// Resolved path of every open `struct file`, keyed by its address. Filled at `file_open`
 /// (where `bpf_d_path` works), read at hooks where it does not, dropped at
 /// `file_free_security`. An evicted entry is rebuilt by the dentry walk.

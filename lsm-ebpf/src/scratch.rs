@@ -15,6 +15,9 @@ pub struct Scratch {
     pub key: StrKey,
     pub lpm: Key<LpmStr>,
     pub proc_info: ProcInfo,
+    /// Process attributes read for numeric filters (`ATTR_*`).
+    pub attrs: [u64; NUM_ATTRS as usize],
+    pub pid_key: PidKey,
     /// Write position of the dentry walk. Kept in map memory, not a register: the verifier
     /// does not track map contents, so every loop iteration looks the same to it and the
     /// walk verifies in linear rather than exponential time.

@@ -179,14 +179,84 @@ pub struct HookConfig {
     pub post: u64,
     /// For each string class, the selectors that have a filter of that class.
     pub uses: [u64; NUM_STR_CLASSES],
+    /// For each pid class ([`pid_class`]), the selectors that have a `matchPIDs` filter of
+    /// that class.
+    pub pid_uses: [u64; NUM_PID_CLASSES],
+    /// Selectors whose `matchBinaries` filter has `followChildren`: a process whose
+    /// [`ProcInfo::follow`] has their bit counts as running a listed binary.
+    pub follow: u64,
+    /// Process attributes (bit `i` = attribute `i`, see [`ATTR_NS_BASE`]) that numeric
+    /// filters of this hook read, so the kernel reads only those.
+    pub attrs: u32,
     /// Number of valid records for this hook in [`NUM_FILT_MAP`].
     pub num_filters: u32,
     /// Which of the hook's two banks of numeric filters is live. A new policy set is written
     /// into the other bank and this field flips with the rest of the config, so a reload
     /// never shows a half-written filter list.
     pub num_bank: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<HookConfig>() == 56 + 8 * NUM_STR_CLASSES + 8);
+const _: () =
+    assert!(size_of::<HookConfig>() == 56 + 8 * NUM_STR_CLASSES + 8 * NUM_PID_CLASSES + 8 + 16);
+
+// ---------------------------------------------------------------------------------------------
+// matchPIDs
+
+/// Generations a process remembers: itself, its parent, ... ([`ProcInfo::lineage`]). A
+/// `followForks` filter matches descendants up to `LINEAGE_LEN - 1` generations down.
+pub const LINEAGE_LEN: usize = 12;
+/// [`PidKey::kind`]: the pid as seen from the initial pid namespace (the tgid).
+pub const PID_HOST: u32 = 0;
+/// [`PidKey::kind`]: the pid in the process's own pid namespace (`isNamespacePID`).
+pub const PID_NS: u32 = 1;
+/// Pid filter classes: 2 kinds x {plain, followForks} x {In, NotIn}.
+pub const NUM_PID_CLASSES: usize = 8;
+
+/// Index of a pid filter class in [`HookConfig::pid_uses`].
+#[inline(always)]
+pub const fn pid_class(kind: u32, follow: bool, negated: bool) -> usize {
+    (kind as usize) * 4 + if follow { 2 } else { 0 } + if negated { 1 } else { 0 }
+}
+
+/// Key of [`PIDS_MAP`]: one entry per (hook, kind, pid) listed by any `matchPIDs` filter.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PidKey {
+    pub hook: u32,
+    /// `PID_HOST` or `PID_NS`.
+    pub kind: u32,
+    pub pid: u32,
+}
+const _: () = assert!(size_of::<PidKey>() == 12);
+
+/// Value of [`PIDS_MAP`]: the selectors listing this pid, by class. `pos`/`neg` apply to the
+/// process itself; `follow_pos`/`follow_neg` (followForks) to it and its ancestors.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct PidMasks {
+    pub pos: u64,
+    pub neg: u64,
+    pub follow_pos: u64,
+    pub follow_neg: u64,
+}
+const _: () = assert!(size_of::<PidMasks>() == 32);
+
+// ---------------------------------------------------------------------------------------------
+// Process attributes (matchNamespaces, matchCapabilities)
+
+/// A [`NumFilter::arg`] at or above this reads process attribute `arg - ARG_ATTR_BASE`
+/// instead of a hook argument.
+pub const ARG_ATTR_BASE: u32 = 16;
+/// Attributes `ATTR_NS_BASE + t`: inode of the process's namespace of type `t` (Tetragon's
+/// order: uts, ipc, mnt, pid, pid_for_children, net, time, time_for_children, cgroup, user).
+pub const ATTR_NS_BASE: u32 = 0;
+pub const NUM_NS_TYPES: u32 = 10;
+pub const NS_PID: u32 = 3;
+pub const NS_USER: u32 = 9;
+/// Attributes `ATTR_CAP_BASE + s`: capability set `s` (effective, inheritable, permitted).
+pub const ATTR_CAP_BASE: u32 = 10;
+pub const NUM_CAP_SETS: u32 = 3;
+pub const NUM_ATTRS: u32 = ATTR_CAP_BASE + NUM_CAP_SETS;
 
 // Numeric operators of [`NumFilter::op`].
 pub const NUM_OP_EQUAL: u32 = 1;
@@ -198,6 +268,8 @@ pub const NUM_OP_MASK: u32 = 5;
 /// Values are inclusive `[min, max]` pairs.
 pub const NUM_OP_IN_RANGE: u32 = 6;
 pub const NUM_OP_NOT_IN_RANGE: u32 = 7;
+/// Matches when `arg & value == 0` for every value (`matchCapabilities` `NotIn`).
+pub const NUM_OP_NOT_MASK: u32 = 8;
 /// Values in a numeric filter (4 plain values or 4 ranges).
 pub const NUM_FILTER_VALUES: usize = 8;
 /// [`NumFilter::flags`]: compare as signed 64-bit integers.
@@ -310,10 +382,19 @@ pub struct ProcInfo {
     pub flags: u32,
     /// Boot-time nanoseconds of the exec that started the current image.
     pub ktime: u64,
+    /// Tgids of the process, its parent, grandparent, ... (0 past the known end).
+    pub lineage: [u32; LINEAGE_LEN],
+    /// The same processes' pids in their own pid namespaces.
+    pub ns_lineage: [u32; LINEAGE_LEN],
+    /// Per hook, the `followChildren` selectors an ancestor (or this process) matched at
+    /// exec: inherited at fork, kept across exec.
+    pub follow: [u64; NUM_HOOKS as usize],
     /// Path of the executable (the interpreter, for scripts).
     pub exe: PathRec,
 }
-const _: () = assert!(size_of::<ProcInfo>() == 16 + size_of::<PathRec>());
+const _: () = assert!(
+    size_of::<ProcInfo>() == 16 + 8 * LINEAGE_LEN + 8 * NUM_HOOKS as usize + size_of::<PathRec>()
+);
 
 /// [`ProcInfo::flags`]: entry written by the agent's `/proc` scan at start-up.
 pub const PROC_FROM_PROCFS: u32 = 1 << 0;
@@ -466,8 +547,28 @@ pub struct KernelConfig {
     pub task_exit_code: u64,
     pub mm_arg_start: u64,
     pub mm_arg_end: u64,
+    pub task_nsproxy: u64,
+    pub task_cred: u64,
+    pub task_thread_pid: u64,
+    pub pid_level: u64,
+    pub pid_numbers: u64,
+    pub upid_size: u64,
+    pub upid_nr: u64,
+    pub upid_ns: u64,
+    /// Per namespace type: offset of the namespace pointer in `struct nsproxy` (in
+    /// `struct cred` for the user namespace; unused for the pid namespace, which comes from
+    /// `task->thread_pid`).
+    pub ns_member: [u64; NUM_NS_TYPES as usize],
+    /// Per namespace type: offset of `ns.inum` in that namespace's struct.
+    pub ns_inum: [u64; NUM_NS_TYPES as usize],
+    /// Offsets of `cap_effective`, `cap_inheritable`, `cap_permitted` in `struct cred`.
+    pub cred_caps: [u64; NUM_CAP_SETS as usize],
+    /// Namespace types this kernel has (bit per type; e.g. no time namespaces before 5.6).
+    pub ns_present: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<KernelConfig>() == 8 + 19 * 8);
+const _: () =
+    assert!(size_of::<KernelConfig>() == 8 + 27 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8);
 
 // ---------------------------------------------------------------------------------------------
 // Names (the kernel truncates map names to 15 bytes; these fit)
@@ -483,6 +584,7 @@ pub const STR_POSTFIX_MAP: &str = "STR_POSTFIX";
 pub const PROCS_MAP: &str = "PROCS";
 pub const FILES_MAP: &str = "FILES";
 pub const COUNTERS_MAP: &str = "COUNTERS";
+pub const PIDS_MAP: &str = "PIDS";
 /// Name of the [`KernelConfig`] global in the object's `.rodata`.
 pub const KCONFIG_GLOBAL: &str = "KCONFIG";
 
@@ -490,6 +592,7 @@ pub const KCONFIG_GLOBAL: &str = "KCONFIG";
 pub const STR_EQ_ENTRIES: u32 = 65536;
 pub const STR_LPM_ENTRIES: u32 = 65536;
 pub const PROCS_ENTRIES: u32 = 32768;
+pub const PIDS_ENTRIES: u32 = 16384;
 pub const FILES_ENTRIES: u32 = 32768;
 pub const EVENTS_BYTES: u32 = 1 << 22;
 
@@ -534,6 +637,8 @@ mod user {
     unsafe impl aya::Pod for ProcInfo {}
     unsafe impl aya::Pod for KernelConfig {}
     unsafe impl aya::Pod for ActionCounters {}
+    unsafe impl aya::Pod for PidKey {}
+    unsafe impl aya::Pod for PidMasks {}
 }
 
 impl PathRec {
@@ -558,8 +663,12 @@ impl HookConfig {
             signal: 0,
             post: 0,
             uses: [0; NUM_STR_CLASSES],
+            pid_uses: [0; NUM_PID_CLASSES],
+            follow: 0,
+            attrs: 0,
             num_filters: 0,
             num_bank: 0,
+            _pad: 0,
         }
     }
 }

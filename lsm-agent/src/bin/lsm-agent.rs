@@ -157,7 +157,8 @@ async fn main() -> anyhow::Result<()> {
         "BPF-LSM programs attached"
     );
 
-    let agent = Agent::new(Box::new(probe));
+    let host_ns = lsm_agent::bpf::procfs::host_namespaces();
+    let agent = Agent::with_host_ns(Box::new(probe), host_ns);
     let names: Vec<String> = batch.iter().map(|(p, _)| p.name.clone()).collect();
     agent.add_all(batch).context("enforcing policies")?;
     for n in &names {

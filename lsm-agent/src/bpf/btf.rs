@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use btf_rs::{Btf, Type};
-use lsm_shared::KernelConfig;
+use lsm_shared::{KernelConfig, NUM_NS_TYPES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
@@ -22,16 +22,25 @@ pub enum BtfError {
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
-/// Byte offset of `field` in `struct name`, looking through anonymous structs and unions.
-pub fn field_offset(btf: &Btf, name: &str, field: &str) -> Result<u64, BtfError> {
+fn find_struct(btf: &Btf, name: &str) -> Result<btf_rs::Struct, BtfError> {
     let types = btf.resolve_types_by_name(name).unwrap_or_default();
-    let st = types
-        .iter()
+    types
+        .into_iter()
         .find_map(|t| match t {
             Type::Struct(s) if !s.members.is_empty() => Some(s),
             _ => None,
         })
-        .ok_or_else(|| BtfError::NoStruct(name.to_string()))?;
+        .ok_or_else(|| BtfError::NoStruct(name.to_string()))
+}
+
+/// Size in bytes of `struct name`.
+pub fn struct_size(btf: &Btf, name: &str) -> Result<u64, BtfError> {
+    Ok(find_struct(btf, name)?.size() as u64)
+}
+
+/// Byte offset of `field` in `struct name`, looking through anonymous structs and unions.
+pub fn field_offset(btf: &Btf, name: &str, field: &str) -> Result<u64, BtfError> {
+    let st = find_struct(btf, name)?;
     find_member(btf, &st.members, field, 0)?
         .map(|bits| bits / 8)
         .ok_or_else(|| BtfError::NoField(name.to_string(), field.to_string()))
@@ -67,6 +76,37 @@ pub fn kernel_config(path: &Path, agent_tgid: u32) -> Result<KernelConfig, BtfEr
         source,
     })?;
     let off = |s: &str, f: &str| field_offset(&btf, s, f);
+    // Namespace types in the order of `lsm_shared::ATTR_NS_BASE`: (holder of the pointer,
+    // its field, the namespace's struct). The pid namespace comes from `task->thread_pid`.
+    const NAMESPACES: [(&str, &str, &str); NUM_NS_TYPES as usize] = [
+        ("nsproxy", "uts_ns", "uts_namespace"),
+        ("nsproxy", "ipc_ns", "ipc_namespace"),
+        ("nsproxy", "mnt_ns", "mnt_namespace"),
+        ("", "", "pid_namespace"),
+        ("nsproxy", "pid_ns_for_children", "pid_namespace"),
+        ("nsproxy", "net_ns", "net"),
+        ("nsproxy", "time_ns", "time_namespace"),
+        ("nsproxy", "time_ns_for_children", "time_namespace"),
+        ("nsproxy", "cgroup_ns", "cgroup_namespace"),
+        ("cred", "user_ns", "user_namespace"),
+    ];
+    let inum = off("ns_common", "inum")?;
+    let mut ns_member = [0; NUM_NS_TYPES as usize];
+    let mut ns_inum = [0; NUM_NS_TYPES as usize];
+    let mut ns_present = 0u32;
+    for (t, (holder, field, ns_struct)) in NAMESPACES.iter().enumerate() {
+        // A kernel without a namespace type (e.g. no CONFIG_TIME_NS) reports inode 0 for it.
+        let member = if holder.is_empty() {
+            Ok(0)
+        } else {
+            off(holder, field)
+        };
+        if let (Ok(m), Ok(ns)) = (member, off(ns_struct, "ns")) {
+            ns_member[t] = m;
+            ns_inum[t] = ns + inum;
+            ns_present |= 1 << t;
+        }
+    }
     Ok(KernelConfig {
         agent_tgid,
         valid: 1,
@@ -89,6 +129,23 @@ pub fn kernel_config(path: &Path, agent_tgid: u32) -> Result<KernelConfig, BtfEr
         task_exit_code: off("task_struct", "exit_code")?,
         mm_arg_start: off("mm_struct", "arg_start")?,
         mm_arg_end: off("mm_struct", "arg_end")?,
+        task_nsproxy: off("task_struct", "nsproxy")?,
+        task_cred: off("task_struct", "cred")?,
+        task_thread_pid: off("task_struct", "thread_pid")?,
+        pid_level: off("pid", "level")?,
+        pid_numbers: off("pid", "numbers")?,
+        upid_size: struct_size(&btf, "upid")?,
+        upid_nr: off("upid", "nr")?,
+        upid_ns: off("upid", "ns")?,
+        ns_member,
+        ns_inum,
+        cred_caps: [
+            off("cred", "cap_effective")?,
+            off("cred", "cap_inheritable")?,
+            off("cred", "cap_permitted")?,
+        ],
+        ns_present,
+        _pad: 0,
     })
 }
 
@@ -115,5 +172,13 @@ mod tests {
             "qstr.len is the high half of hash_len on little endian"
         );
         assert!(cfg.mm_arg_end == cfg.mm_arg_start + 8);
+        assert_eq!(
+            cfg.upid_size, 16,
+            "struct upid is {{int nr; struct pid_namespace *ns}}"
+        );
+        let always = [0, 1, 2, 3, 4, 5, 8, 9];
+        for t in always {
+            assert!(cfg.ns_present & (1 << t) != 0, "namespace type {t} missing");
+        }
     }
 }

@@ -106,6 +106,7 @@ pub struct Probe {
     str_prefix: LpmTrie<MapData, LpmStr, SelMasks>,
     str_postfix: LpmTrie<MapData, LpmStr, SelMasks>,
     procs: HashMap<MapData, u32, ProcInfo>,
+    pids: HashMap<MapData, PidKey, PidMasks>,
     stats: PerCpuArray<MapData, u64>,
     counters: PerCpuArray<MapData, ActionCounters>,
     installed: MapImage,
@@ -213,6 +214,7 @@ impl Probe {
             str_prefix: take(&mut ebpf, STR_PREFIX_MAP)?,
             str_postfix: take(&mut ebpf, STR_POSTFIX_MAP)?,
             procs: take(&mut ebpf, PROCS_MAP)?,
+            pids: take(&mut ebpf, PIDS_MAP)?,
             stats: take(&mut ebpf, STATS_MAP)?,
             counters: take(&mut ebpf, COUNTERS_MAP)?,
             _ebpf: ebpf,
@@ -315,6 +317,13 @@ impl Probe {
                 }
             }
         }
+        for (k, v) in &img.pids {
+            let m = pid_union(old.pids.get(k), v);
+            if old.pids.get(k) != Some(&m) {
+                self.pids.insert(k, m, 0).map_err(map_err(PIDS_MAP))?;
+            }
+        }
+        self.clear_fresh_follow_bits(old, img);
         for (&i, v) in &img.num_filt {
             if old.num_filt.get(&i) != Some(v) {
                 self.num_filt.set(i, *v, 0).map_err(map_err(NUM_FILT_MAP))?;
@@ -393,8 +402,57 @@ impl Probe {
                 remove_ok(map.remove(&lpm_key(k))).map_err(map_err(name))?;
             }
         }
+        for (k, v) in &img.pids {
+            if pid_union(old.pids.get(k), v) != *v {
+                self.pids.insert(k, *v, 0).map_err(map_err(PIDS_MAP))?;
+            }
+        }
+        for k in old.pids.keys().filter(|k| !img.pids.contains_key(*k)) {
+            remove_ok(self.pids.remove(k)).map_err(map_err(PIDS_MAP))?;
+        }
         // Array slots are not cleared: no plan refers to them any more.
         Ok(())
+    }
+
+    /// A slot that becomes a `followChildren` selector must not inherit the marks a former
+    /// occupant left in [`ProcInfo::follow`]. New selectors take slots the live plans do
+    /// not use, so no exec can set these bits again before the switch.
+    fn clear_fresh_follow_bits(&mut self, old: &MapImage, img: &MapImage) {
+        let mut fresh = [0u64; NUM_HOOKS as usize];
+        for (h, f) in fresh.iter_mut().enumerate() {
+            let new = img.hook_cfg.get(&(h as u32)).map_or(0, |c| c.follow);
+            let prev = old.hook_cfg.get(&(h as u32)).map_or(0, |c| c.follow);
+            *f = new & !prev;
+        }
+        if fresh.iter().all(|&f| f == 0) {
+            return;
+        }
+        let stale: Vec<(u32, ProcInfo)> = self
+            .procs
+            .iter()
+            .flatten()
+            .filter(|(_, info)| info.follow.iter().zip(fresh).any(|(b, f)| b & f != 0))
+            .collect();
+        for (tgid, mut info) in stale {
+            for (b, f) in info.follow.iter_mut().zip(fresh) {
+                *b &= !f;
+            }
+            // The process may have exited meanwhile; BPF_EXIST keeps it gone.
+            let _ = self.procs.insert(tgid, info, BPF_EXIST);
+        }
+    }
+}
+
+/// `BPF_EXIST` from `linux/bpf.h`: update only an existing element.
+const BPF_EXIST: u64 = 2;
+
+fn pid_union(old: Option<&PidMasks>, new: &PidMasks) -> PidMasks {
+    let old = old.copied().unwrap_or_default();
+    PidMasks {
+        pos: old.pos | new.pos,
+        neg: old.neg | new.neg,
+        follow_pos: old.follow_pos | new.follow_pos,
+        follow_neg: old.follow_neg | new.follow_neg,
     }
 }
 

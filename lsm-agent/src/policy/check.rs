@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use lsm_shared::{MAX_NUM_FILTERS, MAX_SELECTORS, STR_EQ_ENTRIES, STR_LPM_ENTRIES, num_filt_index};
+use lsm_shared::{
+    MAX_NUM_FILTERS, MAX_SELECTORS, PIDS_ENTRIES, STR_EQ_ENTRIES, STR_LPM_ENTRIES, num_filt_index,
+};
 
 use super::compile::{CompileError, MapImage, compile};
 use super::error::PolicyError;
@@ -22,6 +24,7 @@ pub struct MapUsage {
     pub str_eq: usize,
     pub str_prefix: usize,
     pub str_postfix: usize,
+    pub pids: usize,
     /// Hook id → `SEL_ACT` entries.
     pub sel_act: BTreeMap<u32, usize>,
     /// Hook id → `NUM_FILT` entries.
@@ -46,6 +49,7 @@ impl MapUsage {
             str_eq: img.str_eq.len(),
             str_prefix: img.str_prefix.len(),
             str_postfix: img.str_postfix.len(),
+            pids: img.pids.len(),
             sel_act,
             num_filt,
         }
@@ -68,6 +72,7 @@ impl MapUsage {
             "{indent}STR_POSTFIX  {} / {STR_LPM_ENTRIES}",
             self.str_postfix
         );
+        let _ = writeln!(out, "{indent}PIDS         {} / {PIDS_ENTRIES}", self.pids);
         let _ = writeln!(
             out,
             "{indent}SEL_ACT      {}",

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use lsm_shared::*;
 
 use super::ir::{
-    Action, ArgFilter, ArgSpec, FilterKind, HookOrigin, LsmHook, NumOp, Policy, PolicyMode, StrOp,
+    Action, ArgFilter, ArgSpec, CapSet, FilterKind, HookOrigin, HostNs, LsmHook, NsValue, NumOp,
+    Policy, PolicyMode, Selector, StrOp,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -19,7 +20,7 @@ pub enum CompileError {
     )]
     TooManySelectors { policy: String, hook: LsmHook },
     #[error(
-        "policy {policy}: hook {hook} would need more than {MAX_NUM_FILTERS} numeric matchArgs filters across all loaded policies"
+        "policy {policy}: hook {hook} would need more than {MAX_NUM_FILTERS} numeric filters (numeric matchArgs, matchNamespaces, matchCapabilities) across all loaded policies"
     )]
     TooManyNumFilters { policy: String, hook: LsmHook },
     #[error("policy {policy}: more than {max} {map} entries across all loaded policies")]
@@ -67,6 +68,7 @@ pub struct MapImage {
     pub str_eq: BTreeMap<StrEntryKey, SelMasks>,
     pub str_prefix: BTreeMap<StrEntryKey, SelMasks>,
     pub str_postfix: BTreeMap<StrEntryKey, SelMasks>,
+    pub pids: BTreeMap<PidKey, PidMasks>,
     /// Index: `hook * MAX_SELECTORS + slot`.
     pub slots: BTreeMap<u32, SlotInfo>,
 }
@@ -175,8 +177,9 @@ fn close_over_prefixes(map: &mut BTreeMap<StrEntryKey, SelMasks>) {
 }
 
 fn check_capacity(img: &MapImage, policy: &str) -> Result<(), CompileError> {
-    let checks: [(&'static str, usize, u32); 3] = [
+    let checks: [(&'static str, usize, u32); 4] = [
         ("STR_EQ", img.str_eq.len(), STR_EQ_ENTRIES),
+        ("PIDS", img.pids.len(), PIDS_ENTRIES),
         ("STR_PREFIX", img.str_prefix.len(), STR_LPM_ENTRIES),
         ("STR_POSTFIX", img.str_postfix.len(), STR_LPM_ENTRIES),
     ];
@@ -193,9 +196,10 @@ fn check_capacity(img: &MapImage, policy: &str) -> Result<(), CompileError> {
 }
 
 /// Compiles the loaded policies (with their agent-assigned ids, in load order) into one map
-/// image, for maps that are empty.
+/// image, for maps that are empty. `host_ns` values compile to inode 0 (matching nothing):
+/// this is for offline checks; the agent uses [`compile_with`] with the node's namespaces.
 pub fn compile(policies: &[(u32, &Policy)]) -> Result<MapImage, CompileError> {
-    compile_with(policies, &MapImage::default())
+    compile_with(policies, &MapImage::default(), &HostNs::default())
 }
 
 /// Selector slots of one group (the selectors of one hook entry of one policy), per hook.
@@ -240,6 +244,7 @@ fn free_run(used: u64, count: u32) -> Option<u32> {
 pub fn compile_with(
     policies: &[(u32, &Policy)],
     prev: &MapImage,
+    host: &HostNs,
 ) -> Result<MapImage, CompileError> {
     let mut img = MapImage::default();
     let mut next_num: BTreeMap<u32, u32> = BTreeMap::new();
@@ -254,7 +259,7 @@ pub fn compile_with(
         for (group, hook) in policy.hooks.iter().enumerate() {
             let hid = hook.lsm.id();
             // A hook without selectors posts every call: one selector with no filters.
-            let implicit = [super::ir::Selector {
+            let implicit = [Selector {
                 index: 0,
                 label: None,
                 match_args: Vec::new(),
@@ -264,7 +269,7 @@ pub fn compile_with(
                 match_capabilities: Vec::new(),
                 actions: Vec::new(),
             }];
-            let selectors: &[super::ir::Selector] = if hook.selectors.is_empty() {
+            let selectors: &[Selector] = if hook.selectors.is_empty() {
                 &implicit
             } else {
                 &hook.selectors
@@ -341,9 +346,21 @@ pub fn compile_with(
                 for f in &sel.match_args {
                     compile_arg_filter(&mut img, &mut next_num, policy, hook.lsm, slot, f)?;
                 }
+                compile_process_filters(
+                    &mut img,
+                    &mut next_num,
+                    policy,
+                    hook.lsm,
+                    slot,
+                    sel,
+                    host,
+                )?;
                 if let Some(b) = &sel.match_binaries {
                     let cfg = img.hook_cfg.entry(hid).or_insert_with(HookConfig::empty);
                     cfg.uses[str_class(SUBJECT_BINARY, family(b.op), b.negated)] |= bit;
+                    if b.follow_children {
+                        cfg.follow |= bit;
+                    }
                     add_str_values(
                         &mut img,
                         hid,
@@ -397,13 +414,6 @@ fn compile_arg_filter(
             add_str_values(img, hid, SUBJECT_ARG, *op, *negated, values, bit);
         }
         FilterKind::Num { op, values } => {
-            let n = next_num.entry(hid).or_insert(0);
-            if *n >= MAX_NUM_FILTERS {
-                return Err(CompileError::TooManyNumFilters {
-                    policy: policy.name.clone(),
-                    hook,
-                });
-            }
             let (width, signed) = match f.ty {
                 super::ir::ArgType::Int { width, signed } => (width, signed),
                 _ => (8, false),
@@ -420,8 +430,163 @@ fn compile_arg_filter(
             for (dst, v) in nf.values.iter_mut().zip(values) {
                 *dst = *v;
             }
-            img.num_filt.insert(hid * MAX_NUM_FILTERS + *n, nf);
-            *n += 1;
+            push_num(img, next_num, policy, hook, nf)?;
+        }
+    }
+    Ok(())
+}
+
+/// Appends a numeric filter record to `hook`'s list (placed in its bank at the end).
+fn push_num(
+    img: &mut MapImage,
+    next_num: &mut BTreeMap<u32, u32>,
+    policy: &Policy,
+    hook: LsmHook,
+    nf: NumFilter,
+) -> Result<(), CompileError> {
+    let hid = hook.id();
+    let n = next_num.entry(hid).or_insert(0);
+    if *n >= MAX_NUM_FILTERS {
+        return Err(CompileError::TooManyNumFilters {
+            policy: policy.name.clone(),
+            hook,
+        });
+    }
+    img.num_filt.insert(hid * MAX_NUM_FILTERS + *n, nf);
+    *n += 1;
+    Ok(())
+}
+
+/// A numeric filter on process attribute `attr` (`ATTR_*`), and the attribute marked as
+/// needed by the hook.
+fn attr_filter(
+    img: &mut MapImage,
+    hid: u32,
+    slot: u32,
+    attr: u32,
+    op: u32,
+    values: &[u64],
+) -> NumFilter {
+    let cfg = img.hook_cfg.entry(hid).or_insert_with(HookConfig::empty);
+    cfg.attrs |= 1 << attr;
+    let mut nf = NumFilter {
+        selector: slot,
+        arg: ARG_ATTR_BASE + attr,
+        op,
+        nvalues: values.len().min(NUM_FILTER_VALUES) as u32,
+        flags: 0,
+        width: 8,
+        values: [0; NUM_FILTER_VALUES],
+    };
+    for (dst, v) in nf.values.iter_mut().zip(values) {
+        *dst = *v;
+    }
+    nf
+}
+
+/// `matchPIDs` (PIDS entries), `matchNamespaces` and `matchCapabilities` (numeric filters on
+/// process attributes).
+fn compile_process_filters(
+    img: &mut MapImage,
+    next_num: &mut BTreeMap<u32, u32>,
+    policy: &Policy,
+    hook: LsmHook,
+    slot: u32,
+    sel: &Selector,
+    host: &HostNs,
+) -> Result<(), CompileError> {
+    let hid = hook.id();
+    let bit = 1u64 << slot;
+    // Several plain `In` filters of one kind in a selector must all hold: the process's pid
+    // has to be in their intersection. (NotIn filters simply add up; followForks `In`
+    // filters are at most one per kind, which the parser enforces.)
+    let mut plain_in: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for f in &sel.match_pids {
+        let kind = if f.namespace_pid { PID_NS } else { PID_HOST };
+        let cfg = img.hook_cfg.entry(hid).or_insert_with(HookConfig::empty);
+        cfg.pid_uses[pid_class(kind, f.follow_forks, f.negated)] |= bit;
+        if !f.follow_forks && !f.negated {
+            match plain_in.get_mut(&kind) {
+                Some(set) => set.retain(|p| f.values.contains(p)),
+                None => {
+                    plain_in.insert(kind, f.values.clone());
+                }
+            }
+            continue;
+        }
+        for &pid in &f.values {
+            let m = img
+                .pids
+                .entry(PidKey {
+                    hook: hid,
+                    kind,
+                    pid,
+                })
+                .or_default();
+            match (f.follow_forks, f.negated) {
+                (false, _) => m.neg |= bit,
+                (true, false) => m.follow_pos |= bit,
+                (true, true) => m.follow_neg |= bit,
+            }
+        }
+    }
+    for (kind, pids) in plain_in {
+        for pid in pids {
+            img.pids
+                .entry(PidKey {
+                    hook: hid,
+                    kind,
+                    pid,
+                })
+                .or_default()
+                .pos |= bit;
+        }
+    }
+
+    for f in &sel.match_namespaces {
+        let t = f.ns.index() as u32;
+        let values: Vec<u64> = f
+            .values
+            .iter()
+            .map(|v| match v {
+                NsValue::Inode(i) => u64::from(*i),
+                NsValue::Host => u64::from(host.0[t as usize]),
+            })
+            .collect();
+        let op = if f.negated {
+            NUM_OP_NOT_EQUAL
+        } else {
+            NUM_OP_EQUAL
+        };
+        let nf = attr_filter(img, hid, slot, ATTR_NS_BASE + t, op, &values);
+        push_num(img, next_num, policy, hook, nf)?;
+    }
+
+    for f in &sel.match_capabilities {
+        let set = match f.set {
+            CapSet::Effective => 0,
+            CapSet::Inheritable => 1,
+            CapSet::Permitted => 2,
+        };
+        let op = if f.negated {
+            NUM_OP_NOT_MASK
+        } else {
+            NUM_OP_MASK
+        };
+        let nf = attr_filter(img, hid, slot, ATTR_CAP_BASE + set, op, &[f.mask]);
+        push_num(img, next_num, policy, hook, nf)?;
+        if f.namespace_capability {
+            // Tetragon: only processes outside the host user namespace.
+            let host_user = u64::from(host.0[NS_USER as usize]);
+            let nf = attr_filter(
+                img,
+                hid,
+                slot,
+                ATTR_NS_BASE + NS_USER,
+                NUM_OP_NOT_EQUAL,
+                &[host_user],
+            );
+            push_num(img, next_num, policy, hook, nf)?;
         }
     }
     Ok(())
@@ -670,7 +835,7 @@ mod tests {
         let v1 = compile(&[(1, &p)]).unwrap();
         assert_eq!(v1.hook_cfg[&H].selectors, 0b11);
         // Version 2 of the same policy has a new id; version 1 is still installed.
-        let v2 = compile_with(&[(2, &p)], &v1).unwrap();
+        let v2 = compile_with(&[(2, &p)], &v1, &HostNs::default()).unwrap();
         assert_eq!(v2.hook_cfg[&H].selectors, 0b1100);
         assert_eq!(v2.hook_cfg[&H].group_starts, 0b0100);
         assert_ne!(v2.hook_cfg[&H].num_bank, v1.hook_cfg[&H].num_bank);
@@ -679,7 +844,7 @@ mod tests {
             0b0100
         );
         // Once version 2 is installed, recompiling keeps its slots.
-        let again = compile_with(&[(2, &p)], &v2).unwrap();
+        let again = compile_with(&[(2, &p)], &v2, &HostNs::default()).unwrap();
         assert_eq!(again.hook_cfg[&H].selectors, 0b1100);
     }
 
@@ -689,7 +854,7 @@ mod tests {
         let p = policy("big", PolicyMode::Enforce, sels);
         let v1 = compile(&[(1, &p)]).unwrap();
         assert!(matches!(
-            compile_with(&[(2, &p)], &v1),
+            compile_with(&[(2, &p)], &v1, &HostNs::default()),
             Err(CompileError::TooManySelectors { .. })
         ));
     }
@@ -709,5 +874,136 @@ mod tests {
         );
         let img = compile(&[(1, &p)]).unwrap();
         assert_eq!(img.str_prefix.len(), 10_000);
+    }
+
+    fn pids(negated: bool, follow_forks: bool, namespace_pid: bool, values: &[u32]) -> PidFilter {
+        PidFilter {
+            negated,
+            values: values.to_vec(),
+            namespace_pid,
+            follow_forks,
+        }
+    }
+
+    fn pkey(kind: u32, pid: u32) -> PidKey {
+        PidKey { hook: H, kind, pid }
+    }
+
+    #[test]
+    fn match_pids_become_pid_entries_by_kind_and_class() {
+        let mut s0 = sel(0, vec![], vec![]);
+        s0.match_pids = vec![
+            pids(false, false, false, &[10, 20, 30]),
+            pids(false, false, false, &[20, 30, 40]),
+            pids(true, false, false, &[30]),
+        ];
+        let mut s1 = sel(1, vec![], vec![]);
+        s1.match_pids = vec![pids(false, true, false, &[7]), pids(true, true, true, &[1])];
+        let p = policy("p", PolicyMode::Enforce, vec![s0, s1]);
+        let img = compile(&[(1, &p)]).unwrap();
+        // Two plain In filters: only their intersection is listed.
+        assert_eq!(img.pids.get(&pkey(PID_HOST, 10)), None);
+        assert_eq!(img.pids[&pkey(PID_HOST, 20)].pos, 0b01);
+        assert_eq!(
+            img.pids[&pkey(PID_HOST, 30)],
+            PidMasks {
+                pos: 0b01,
+                neg: 0b01,
+                ..Default::default()
+            }
+        );
+        assert_eq!(img.pids[&pkey(PID_HOST, 7)].follow_pos, 0b10);
+        assert_eq!(img.pids[&pkey(PID_NS, 1)].follow_neg, 0b10);
+        let cfg = img.hook_cfg[&H];
+        assert_eq!(cfg.pid_uses[pid_class(PID_HOST, false, false)], 0b01);
+        assert_eq!(cfg.pid_uses[pid_class(PID_HOST, false, true)], 0b01);
+        assert_eq!(cfg.pid_uses[pid_class(PID_HOST, true, false)], 0b10);
+        assert_eq!(cfg.pid_uses[pid_class(PID_NS, true, true)], 0b10);
+        assert_eq!(cfg.attrs, 0);
+    }
+
+    #[test]
+    fn match_namespaces_compile_to_attribute_filters_with_host_ns_resolved() {
+        let mut s0 = sel(0, vec![], vec![]);
+        s0.match_namespaces = vec![NamespaceFilter {
+            ns: NsType::Net,
+            negated: true,
+            values: vec![NsValue::Host, NsValue::Inode(4026531999)],
+        }];
+        let p = policy("p", PolicyMode::Enforce, vec![s0]);
+        let mut host = HostNs::default();
+        host.0[NsType::Net.index()] = 4026531840;
+        let img = compile_with(&[(1, &p)], &MapImage::default(), &host).unwrap();
+        let cfg = img.hook_cfg[&H];
+        assert_eq!(cfg.attrs, 1 << (ATTR_NS_BASE + 5));
+        let f = img.num_filt.values().next().unwrap();
+        assert_eq!(f.arg, ARG_ATTR_BASE + ATTR_NS_BASE + 5);
+        assert_eq!(f.op, NUM_OP_NOT_EQUAL);
+        assert_eq!(&f.values[..f.nvalues as usize], &[4026531840, 4026531999]);
+    }
+
+    #[test]
+    fn match_capabilities_compile_to_mask_filters_and_namespace_capability_adds_a_user_ns_check() {
+        let mut s0 = sel(0, vec![], vec![]);
+        s0.match_capabilities = vec![
+            CapFilter {
+                set: CapSet::Effective,
+                negated: false,
+                namespace_capability: false,
+                mask: 1 << 21,
+            },
+            CapFilter {
+                set: CapSet::Permitted,
+                negated: true,
+                namespace_capability: true,
+                mask: (1 << 12) | (1 << 13),
+            },
+        ];
+        let p = policy("p", PolicyMode::Enforce, vec![s0]);
+        let mut host = HostNs::default();
+        host.0[NsType::User.index()] = 4026531837;
+        let img = compile_with(&[(1, &p)], &MapImage::default(), &host).unwrap();
+        let f: Vec<&NumFilter> = img.num_filt.values().collect();
+        assert_eq!(f.len(), 3);
+        assert_eq!(
+            (f[0].arg, f[0].op, f[0].values[0]),
+            (ARG_ATTR_BASE + ATTR_CAP_BASE, NUM_OP_MASK, 1 << 21)
+        );
+        assert_eq!(
+            (f[1].arg, f[1].op, f[1].values[0]),
+            (ARG_ATTR_BASE + ATTR_CAP_BASE + 2, NUM_OP_NOT_MASK, 0x3000)
+        );
+        assert_eq!(
+            (f[2].arg, f[2].op, f[2].values[0]),
+            (ARG_ATTR_BASE + NS_USER, NUM_OP_NOT_EQUAL, 4026531837)
+        );
+        let cfg = img.hook_cfg[&H];
+        assert_eq!(
+            cfg.attrs,
+            (1 << ATTR_CAP_BASE) | (1 << (ATTR_CAP_BASE + 2)) | (1 << NS_USER)
+        );
+    }
+
+    #[test]
+    fn follow_children_marks_the_selector_as_inheritable() {
+        let mut s0 = sel(0, vec![], vec![]);
+        s0.match_binaries = Some(BinaryFilter {
+            op: StrOp::Equal,
+            negated: false,
+            values: vec![b"/bin/bash".to_vec()],
+            follow_children: false,
+        });
+        let mut s1 = s0.clone();
+        s1.index = 1;
+        if let Some(b) = s1.match_binaries.as_mut() {
+            b.follow_children = true;
+        }
+        let p = policy("p", PolicyMode::Enforce, vec![s0, s1]);
+        let img = compile(&[(1, &p)]).unwrap();
+        assert_eq!(img.hook_cfg[&H].follow, 0b10);
+        assert_eq!(
+            img.str_eq[&(H, SUBJECT_BINARY, b"/bin/bash".to_vec())].pos,
+            0b11
+        );
     }
 }
