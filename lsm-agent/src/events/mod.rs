@@ -1,5 +1,6 @@
 //! Kernel events: ring-buffer reader, decoding, enrichment, output formats.
 pub mod compact;
 pub mod decode;
+pub mod ratelimit;
 pub mod reader;
 pub mod tetragon;

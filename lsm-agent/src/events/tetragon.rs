@@ -10,7 +10,10 @@ use base64::Engine as _;
 use lsm_shared::*;
 use prost_types::Timestamp;
 
-use super::decode::{ExecData, ExitData, ForkData, HookData, KernelEvent};
+use super::{
+    decode::{ExecData, ExitData, ForkData, HookData, KernelEvent},
+    ratelimit::{RateLimiter, Subject},
+};
 use crate::{
     grpc::proto::tetragon::{
         GetEventsResponse, KprobeAction, KprobeArgument, KprobeFile, KprobeLinuxBinprm, KprobePath,
@@ -30,6 +33,7 @@ pub struct ProcessCache {
     boot_to_wall_ns: i128,
     procs: HashMap<u32, Arc<Process>>,
     parents: HashMap<u32, u32>,
+    limiter: RateLimiter,
 }
 
 fn clock_ns(id: nix::time::ClockId) -> i128 {
@@ -70,6 +74,7 @@ impl ProcessCache {
             boot_to_wall_ns: wall - boot,
             procs: HashMap::new(),
             parents: HashMap::new(),
+            limiter: RateLimiter::default(),
         }
     }
 
@@ -266,6 +271,34 @@ impl ProcessCache {
         self.response(h.ktime, event)
     }
 
+    /// Whether a rate-limited `Post` lets this event through (always, without a limit).
+    fn rate_allows(&mut self, h: &HookData, slot: &SlotInfo) -> bool {
+        let Some((interval_ms, scope)) = slot.rate_limit else {
+            return true;
+        };
+        let ints: Vec<u64> = slot
+            .args
+            .iter()
+            .filter(|a| matches!(a.ty, ArgType::Int { .. }))
+            .map(|a| h.args.get(a.lsm_index as usize).copied().unwrap_or(0))
+            .collect();
+        let path = h
+            .path
+            .as_ref()
+            .map(|p| p.path.as_bytes())
+            .unwrap_or_default();
+        let subject = Subject {
+            policy_id: slot.policy_id,
+            hook_index: slot.hook_index,
+            selector_index: slot.selector_index,
+            pid: h.pid,
+            tgid: h.tgid,
+            path,
+            ints: &ints,
+        };
+        self.limiter.allow(&subject, scope, interval_ms, h.ktime)
+    }
+
     fn response(&self, ktime: u64, event: Event) -> GetEventsResponse {
         GetEventsResponse {
             event: Some(event),
@@ -286,11 +319,17 @@ impl ProcessCache {
             }
             KernelEvent::Exec(e) => vec![self.exec(e)],
             KernelEvent::Exit(e) => vec![self.exit(e)],
-            KernelEvent::Hook(h) => (0..MAX_SELECTORS)
-                .filter(|s| h.posted & (1u64 << s) != 0)
-                .filter_map(|s| img.slot(h.hook, s))
-                .map(|slot| self.hook(h, slot))
-                .collect(),
+            KernelEvent::Hook(h) => {
+                let mut out = Vec::new();
+                for s in (0..MAX_SELECTORS).filter(|s| h.posted & (1u64 << s) != 0) {
+                    if let Some(slot) = img.slot(h.hook, s) {
+                        if self.rate_allows(h, slot) {
+                            out.push(self.hook(h, slot));
+                        }
+                    }
+                }
+                out
+            }
         }
     }
 }
@@ -437,7 +476,30 @@ mod tests {
             message: None,
             tags: vec![],
             flags: ACT_POST | ACT_SIGKILL,
+            rate_limit: None,
         }
+    }
+
+    #[test]
+    fn a_rate_limited_post_drops_repeats_within_its_interval() {
+        use crate::policy::ir::RateLimitScope;
+        let mut c = cache();
+        exec_cat(&mut c);
+        let mut img = MapImage::default();
+        let mut s = slot(HookOrigin::LsmHook);
+        s.rate_limit = Some((1000, RateLimitScope::Thread));
+        img.slots.insert(HOOK_FILE_PERMISSION * MAX_SELECTORS, s);
+        assert_eq!(c.convert(&hook_event(), &img).len(), 1);
+        assert_eq!(
+            c.convert(&hook_event(), &img).len(),
+            0,
+            "same ktime: dropped"
+        );
+        let KernelEvent::Hook(mut later) = hook_event() else {
+            unreachable!()
+        };
+        later.ktime += 1_000_000_000;
+        assert_eq!(c.convert(&KernelEvent::Hook(later), &img).len(), 1);
     }
 
     fn hook_event() -> KernelEvent {

@@ -10,7 +10,7 @@ use lsm_shared::*;
 
 use super::ir::{
     Action, ArgFilter, ArgSpec, CapSet, FilterKind, HookOrigin, HostNs, LsmHook, NsValue, NumOp,
-    Policy, PolicyMode, Selector, StrOp,
+    Policy, PolicyMode, RateLimitScope, Selector, StrOp,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -54,6 +54,8 @@ pub struct SlotInfo {
     pub message: Option<String>,
     pub tags: Vec<String>,
     pub flags: u32,
+    /// `Post` with `rateLimit`: at most one event per this many milliseconds, per scope.
+    pub rate_limit: Option<(u64, RateLimitScope)>,
 }
 
 /// The content of every policy map, for one set of loaded policies.
@@ -127,6 +129,15 @@ fn action_flags(actions: &[Action], mode: PolicyMode) -> (u32, i32, u32) {
         flags |= ACT_MONITOR;
     }
     (flags, error, signal)
+}
+
+fn rate_limit_of(actions: &[Action]) -> Option<(u64, RateLimitScope)> {
+    actions.iter().find_map(|a| match a {
+        Action::Post {
+            rate_limit_ms: Some(ms),
+        } => Some((*ms, RateLimitScope::Thread)),
+        _ => None,
+    })
 }
 
 fn str_map<'a>(img: &'a mut MapImage, op: StrOp) -> &'a mut BTreeMap<StrEntryKey, SelMasks> {
@@ -319,6 +330,7 @@ pub fn compile_with(
                         message: hook.message.clone(),
                         tags: hook.tags.clone(),
                         flags,
+                        rate_limit: rate_limit_of(&sel.actions),
                     },
                 );
                 let cfg = img.hook_cfg.entry(hid).or_insert_with(HookConfig::empty);

@@ -319,6 +319,15 @@ pub struct CapFilter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HostNs(pub [u32; 10]);
 
+/// `rateLimitScope` of a rate-limited `Post`: whose repeats count together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RateLimitScope {
+    #[default]
+    Thread,
+    Process,
+    Global,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// `rate_limit_ms` from `rateLimit` ("10s" = 10000).
