@@ -3,6 +3,7 @@
 # LSM active (virtme-ng, QEMU TCG) and runs the tests inside. Fails, never skips, when a VM
 # does not boot, BPF LSM is not active, or a test fails.
 #   LSM_VM_KERNELS="6.12"  limit the kernel series
+#   LSM_VM_SUITES="actions reload"  run only these test binaries (for development)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -40,7 +41,7 @@ for series in $kernels; do
   fi
   res="$PWD/$results/$series"
   mkdir -p "$res"
-  suites=$(suites_for "$series")
+  suites=${LSM_VM_SUITES:-$(suites_for "$series")}
   if [ -n "$suites" ]; then
     : > "$res/test-binaries"
     for suite in $suites; do

@@ -135,7 +135,8 @@ fn rate_limit_of(actions: &[Action]) -> Option<(u64, RateLimitScope)> {
     actions.iter().find_map(|a| match a {
         Action::Post {
             rate_limit_ms: Some(ms),
-        } => Some((*ms, RateLimitScope::Thread)),
+            rate_limit_scope,
+        } => Some((*ms, *rate_limit_scope)),
         _ => None,
     })
 }

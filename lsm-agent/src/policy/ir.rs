@@ -333,6 +333,8 @@ pub enum Action {
     /// `rate_limit_ms` from `rateLimit` ("10s" = 10000).
     Post {
         rate_limit_ms: Option<u64>,
+        /// `rateLimitScope`: whose repeats count together.
+        rate_limit_scope: RateLimitScope,
     },
     NoPost,
     Sigkill,

@@ -1579,19 +1579,30 @@ fn convert_action(
                     )
                 })?,
             };
-            match a.rate_limit_scope.as_deref() {
-                None | Some("") | Some("thread") => {}
-                Some(_) if !rate_limit_set => {}
+            let rate_limit_scope = match a
+                .rate_limit_scope
+                .as_deref()
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+            {
+                None | Some("") | Some("thread") => ir::RateLimitScope::Thread,
+                Some("process") => ir::RateLimitScope::Process,
+                Some("global") => ir::RateLimitScope::Global,
                 Some(other) => {
                     return Err(invalid(
                         format!("{apath}.rateLimitScope"),
-                        format!("rateLimitScope \"{other}\" is not supported yet by lsm-agent"),
+                        format!(
+                            "unknown rateLimitScope \"{other}\" (expected thread, process or global)"
+                        ),
                     ));
                 }
-            }
+            };
             // kernelStackTrace, userStackTrace and imaHash only add data to the event; the
             // agent does not collect it yet but the Post itself is honoured.
-            ir::Action::Post { rate_limit_ms }
+            ir::Action::Post {
+                rate_limit_ms,
+                rate_limit_scope,
+            }
         }
         "nopost" => ir::Action::NoPost,
         "sigkill" => ir::Action::Sigkill,
@@ -2012,7 +2023,7 @@ mod tests {
     use super::*;
     use crate::policy::ir::{
         Action, ArgType, BinaryFilter, CapFilter, CapSet, FilterKind, HookOrigin, LsmHook,
-        NamespaceFilter, NsType, NsValue, PidFilter, PolicyKind, PolicyMode,
+        NamespaceFilter, NsType, NsValue, PidFilter, PolicyKind, PolicyMode, RateLimitScope,
     };
 
     /// Tetragon's upstream example policies (read-only test data outside the workspace).
@@ -2275,7 +2286,8 @@ spec:
             [
                 Action::Override { error: -1 },
                 Action::Post {
-                    rate_limit_ms: None
+                    rate_limit_ms: None,
+                    rate_limit_scope: RateLimitScope::Thread,
                 }
             ]
         );
@@ -2839,7 +2851,8 @@ spec:
             assert_eq!(
                 p.hooks[0].selectors[0].actions,
                 [Action::Post {
-                    rate_limit_ms: Some(ms)
+                    rate_limit_ms: Some(ms),
+                    rate_limit_scope: RateLimitScope::Thread,
                 }],
                 "{text}"
             );
@@ -2855,6 +2868,33 @@ spec:
             e.message.contains("only valid with the Post"),
             "{}",
             e.message
+        );
+    }
+
+    #[test]
+    fn rate_limit_scope_accepts_thread_process_and_global() {
+        for (text, scope) in [
+            ("thread", RateLimitScope::Thread),
+            ("process", RateLimitScope::Process),
+            ("Global", RateLimitScope::Global),
+        ] {
+            let p = parse_ok(&with_selector(&format!(
+                "matchActions: [{{action: Post, rateLimit: 1m, rateLimitScope: {text}}}]"
+            )));
+            assert_eq!(
+                p.hooks[0].selectors[0].actions,
+                [Action::Post {
+                    rate_limit_ms: Some(60_000),
+                    rate_limit_scope: scope,
+                }]
+            );
+        }
+        let e = parse_err(&with_selector(
+            "matchActions: [{action: Post, rateLimit: 1m, rateLimitScope: pod}]",
+        ));
+        assert_eq!(
+            e.path,
+            "spec.kprobes[0].selectors[0].matchActions[0].rateLimitScope"
         );
     }
 
