@@ -21,7 +21,7 @@ use crate::{
         },
     },
     policy::{
-        compile::{CompileError, MapImage, compile_with},
+        compile::{CompileEnv, CompileError, MapImage, compile_with},
         ir::{HookOrigin, HostNs, Policy, PolicyMode},
         parse::parse_policy,
     },
@@ -97,8 +97,8 @@ struct State {
     /// Policy files whose latest content could not be loaded, with the reason. The version
     /// loaded before (if any) keeps enforcing.
     file_errors: BTreeMap<PathBuf, String>,
-    /// Namespaces of PID 1, for `host_ns` values.
-    host_ns: HostNs,
+    /// Node facts and `dns:` answers the policies compile against.
+    env: CompileEnv,
 }
 
 /// Loaded policies plus the map image they compile to. Cheap to clone.
@@ -133,7 +133,10 @@ impl Agent {
                 policies: Vec::new(),
                 next_id: 1,
                 file_errors: BTreeMap::new(),
-                host_ns,
+                env: CompileEnv {
+                    host_ns,
+                    ..Default::default()
+                },
             })),
             image: Arc::new(RwLock::new(Arc::new(MapImage::default()))),
         }
@@ -160,7 +163,7 @@ impl Agent {
             .map(|p| (p.id, &p.policy))
             .collect();
         let installed = self.image();
-        let img = compile_with(&enabled, &installed, &st.host_ns)?;
+        let img = compile_with(&enabled, &installed, &st.env)?;
         st.writer.apply(&img).map_err(AgentError::Apply)?;
         st.policies = candidate;
         match self.image.write() {
@@ -301,6 +304,42 @@ impl Agent {
 
     // `enabled` is deprecated in the API but older tetra versions still read it.
     #[allow(deprecated)]
+    /// Every `dns:` name the loaded policies use, for the resolver to watch.
+    pub fn dns_names(&self) -> std::collections::BTreeSet<String> {
+        let st = self.lock();
+        st.policies
+            .iter()
+            .flat_map(|p| p.policy.hooks.iter())
+            .flat_map(|h| h.selectors.iter())
+            .flat_map(|s| s.match_args.iter())
+            .filter_map(|f| match &f.kind {
+                crate::policy::ir::FilterKind::Addr { values, .. } => Some(values),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|v| match v {
+                crate::policy::ir::AddrValue::Dns(name) => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Installs new answers for `dns:` names: the policies are recompiled against them and
+    /// applied without a gap. Unchanged answers are a no-op.
+    pub fn set_dns(&self, dns: BTreeMap<String, Vec<std::net::IpAddr>>) -> Result<(), AgentError> {
+        let mut st = self.lock();
+        if st.env.dns == dns {
+            return Ok(());
+        }
+        let previous = std::mem::replace(&mut st.env.dns, dns);
+        let candidate = st.policies.clone();
+        let result = self.commit(&mut st, candidate);
+        if result.is_err() {
+            st.env.dns = previous;
+        }
+        result
+    }
+
     pub fn status(&self) -> Vec<TracingPolicyStatus> {
         let st = self.lock();
         let image = self.image();

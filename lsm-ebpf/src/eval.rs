@@ -290,58 +290,68 @@ fn match_pids(
     s: &mut Scratch,
     hook: u32,
     cfg: &HookConfig,
-    mut cand: u64,
+    cand: u64,
     info: Option<*const ProcInfo>,
     tgid: u32,
 ) -> u64 {
-    for kind in [PID_HOST, PID_NS] {
-        let u_pos = cfg.pid_uses[pid_class(kind, false, false)];
-        let u_neg = cfg.pid_uses[pid_class(kind, false, true)];
-        let uf_pos = cfg.pid_uses[pid_class(kind, true, false)];
-        let uf_neg = cfg.pid_uses[pid_class(kind, true, true)];
-        if (u_pos | u_neg | uf_pos | uf_neg) & cand == 0 {
-            continue;
-        }
-        let follow = uf_pos | uf_neg != 0;
-        let mut acc = PidMasks::default();
-        let mut i = 0usize;
-        while i < LINEAGE_LEN {
-            let pid = match info {
-                // SAFETY: pointer to a live map value; `i` is below LINEAGE_LEN.
-                Some(p) => unsafe {
-                    if kind == PID_HOST {
-                        (*p).lineage[i]
-                    } else {
-                        (*p).ns_lineage[i]
-                    }
-                },
-                None if i == 0 && kind == PID_HOST => tgid,
-                None => 0,
-            };
-            if pid == 0 {
-                break;
-            }
-            s.pid_key = PidKey { hook, kind, pid };
-            // SAFETY: plain lookup; the value is only read.
-            if let Some(m) = unsafe { PIDS.get(&s.pid_key) } {
-                if i == 0 {
-                    acc.pos |= m.pos;
-                    acc.neg |= m.neg;
-                }
-                acc.follow_pos |= m.follow_pos;
-                acc.follow_neg |= m.follow_neg;
-            }
-            if !follow {
-                break;
-            }
-            i += 1;
-        }
-        cand &= (acc.pos | !u_pos)
-            & (!acc.neg | !u_neg)
-            & (acc.follow_pos | !uf_pos)
-            & (!acc.follow_neg | !uf_neg);
+    // Called once per kind with a constant, so every class index is a constant too.
+    let cand = match_pid_kind(s, hook, cfg, cand, info, tgid, PID_HOST);
+    match_pid_kind(s, hook, cfg, cand, info, tgid, PID_NS)
+}
+
+#[inline(always)]
+fn match_pid_kind(
+    s: &mut Scratch,
+    hook: u32,
+    cfg: &HookConfig,
+    cand: u64,
+    info: Option<*const ProcInfo>,
+    tgid: u32,
+    kind: u32,
+) -> u64 {
+    let u_pos = cfg.pid_uses[pid_class(kind, false, false)];
+    let u_neg = cfg.pid_uses[pid_class(kind, false, true)];
+    let uf_pos = cfg.pid_uses[pid_class(kind, true, false)];
+    let uf_neg = cfg.pid_uses[pid_class(kind, true, true)];
+    if (u_pos | u_neg | uf_pos | uf_neg) & cand == 0 {
+        return cand;
     }
-    cand
+    let follow = uf_pos | uf_neg != 0;
+    // Plain locals rather than a struct: a zeroed struct becomes a memset call.
+    let (mut pos, mut neg, mut fpos, mut fneg) = (0u64, 0u64, 0u64, 0u64);
+    let mut i = 0usize;
+    while i < LINEAGE_LEN {
+        let pid = match info {
+            // SAFETY: pointer to a live map value; `i` is below LINEAGE_LEN.
+            Some(p) => unsafe {
+                if kind == PID_HOST {
+                    (*p).lineage[i]
+                } else {
+                    (*p).ns_lineage[i]
+                }
+            },
+            None if i == 0 && kind == PID_HOST => tgid,
+            None => 0,
+        };
+        if pid == 0 {
+            break;
+        }
+        s.pid_key = PidKey { hook, kind, pid };
+        // SAFETY: plain lookup; the value is only read.
+        if let Some(m) = unsafe { PIDS.get(&s.pid_key) } {
+            if i == 0 {
+                pos |= m.pos;
+                neg |= m.neg;
+            }
+            fpos |= m.follow_pos;
+            fneg |= m.follow_neg;
+        }
+        if !follow {
+            break;
+        }
+        i += 1;
+    }
+    cand & (pos | !u_pos) & (!neg | !u_neg) & (fpos | !uf_pos) & (!fneg | !uf_neg)
 }
 
 /// Runs the actions of the selectors in `cand`: the first match of each group fires. All

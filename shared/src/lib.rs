@@ -185,6 +185,10 @@ pub struct HookConfig {
     /// Selectors whose `matchBinaries` filter has `followChildren`: a process whose
     /// [`ProcInfo::follow`] has their bit counts as running a listed binary.
     pub follow: u64,
+    /// Per address class ([`net_class`]): the selectors with an address filter of it.
+    pub addr_uses: [u64; 4],
+    /// Per port class ([`net_class`]): the selectors with a port filter of it.
+    pub port_uses: [u64; 4],
     /// Process attributes (bit `i` = attribute `i`, see [`ATTR_NS_BASE`]) that numeric
     /// filters of this hook read, so the kernel reads only those.
     pub attrs: u32,
@@ -196,8 +200,9 @@ pub struct HookConfig {
     pub num_bank: u32,
     pub _pad: u32,
 }
-const _: () =
-    assert!(size_of::<HookConfig>() == 56 + 8 * NUM_STR_CLASSES + 8 * NUM_PID_CLASSES + 8 + 16);
+const _: () = assert!(
+    size_of::<HookConfig>() == 56 + 8 * NUM_STR_CLASSES + 8 * NUM_PID_CLASSES + 8 + 64 + 16
+);
 
 // ---------------------------------------------------------------------------------------------
 // matchPIDs
@@ -256,7 +261,86 @@ pub const NS_USER: u32 = 9;
 /// Attributes `ATTR_CAP_BASE + s`: capability set `s` (effective, inheritable, permitted).
 pub const ATTR_CAP_BASE: u32 = 10;
 pub const NUM_CAP_SETS: u32 = 3;
-pub const NUM_ATTRS: u32 = ATTR_CAP_BASE + NUM_CAP_SETS;
+/// Attributes of the socket at `socket_connect`, filled by that program (not read from the
+/// task): address family (v4-mapped IPv6 counts as `AF_INET`), protocol, socket type.
+pub const ATTR_SOCK_FAMILY: u32 = 13;
+pub const ATTR_SOCK_PROTOCOL: u32 = 14;
+pub const ATTR_SOCK_TYPE: u32 = 15;
+pub const NUM_ATTRS: u32 = 16;
+
+// ---------------------------------------------------------------------------------------------
+// Network (socket_connect)
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+pub const IPPROTO_TCP: u16 = 6;
+pub const IPPROTO_UDP: u16 = 17;
+
+/// Address and port fields of a connection: the destination (the address connected to) and
+/// the source (the socket's bound local address, 0 when unbound).
+pub const NET_DEST: u32 = 0;
+pub const NET_SOURCE: u32 = 1;
+
+/// Index of an address or port filter class in [`HookConfig::addr_uses`] /
+/// [`HookConfig::port_uses`].
+#[inline(always)]
+pub const fn net_class(field: u32, negated: bool) -> usize {
+    (field as usize) * 2 + if negated { 1 } else { 0 }
+}
+
+/// Data of an [`ADDR4_MAP`] LPM key: scope (`[hook, field, 0, 0]`, always fully in the
+/// prefix) then the address in network order. Prefix length = 32 + CIDR bits.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct Addr4 {
+    pub scope: [u8; 4],
+    pub addr: [u8; 4],
+}
+const _: () = assert!(size_of::<Addr4>() == 8);
+
+/// Data of an [`ADDR6_MAP`] LPM key (see [`Addr4`]).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct Addr6 {
+    pub scope: [u8; 4],
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<Addr6>() == 20);
+
+/// Scope bytes of an address key.
+#[inline(always)]
+pub const fn addr_scope(hook: u32, field: u32) -> [u8; 4] {
+    [hook as u8, field as u8, 0, 0]
+}
+
+/// Entries of [`PORTS_MAP`]: one per (field, port); only `socket_connect` has port filters.
+pub const PORT_ENTRIES: u32 = 2 * 65536;
+
+/// Index of a port in [`PORTS_MAP`].
+#[inline(always)]
+pub const fn port_index(field: u32, port: u16) -> u32 {
+    field * 65536 + port as u32
+}
+
+/// The connection a `socket_connect` call asks for, as matched and reported.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct NetInfo {
+    /// `AF_*` of the socket; `AF_INET` for an IPv6 socket connecting to a v4-mapped address.
+    pub family: u16,
+    /// `SOCK_*` type of the socket.
+    pub sock_type: u16,
+    /// `IPPROTO_*` of the socket.
+    pub protocol: u16,
+    /// Ports in host order; `sport` is 0 for a socket not bound yet.
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad: [u16; 3],
+    /// Addresses in network order (the first 4 bytes for `AF_INET`).
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+const _: () = assert!(size_of::<NetInfo>() == 48);
 
 // Numeric operators of [`NumFilter::op`].
 pub const NUM_OP_EQUAL: u32 = 1;
@@ -477,10 +561,14 @@ pub struct HookEvent {
     pub posted: u64,
     /// Raw hook arguments (pointers are not meaningful to user space).
     pub args: [u64; MAX_ARGS],
+    /// The connection, at `socket_connect` (zero elsewhere).
+    pub net: NetInfo,
     /// The file or path argument, if the hook has one.
     pub path: PathRec,
 }
-const _: () = assert!(size_of::<HookEvent>() == 24 + 24 + 8 * MAX_ARGS + size_of::<PathRec>());
+const _: () = assert!(
+    size_of::<HookEvent>() == 24 + 24 + 8 * MAX_ARGS + size_of::<NetInfo>() + size_of::<PathRec>()
+);
 
 // ---------------------------------------------------------------------------------------------
 // Counters
@@ -585,6 +673,9 @@ pub const PROCS_MAP: &str = "PROCS";
 pub const FILES_MAP: &str = "FILES";
 pub const COUNTERS_MAP: &str = "COUNTERS";
 pub const PIDS_MAP: &str = "PIDS";
+pub const ADDR4_MAP: &str = "ADDR4";
+pub const ADDR6_MAP: &str = "ADDR6";
+pub const PORTS_MAP: &str = "PORTS";
 /// Name of the [`KernelConfig`] global in the object's `.rodata`.
 pub const KCONFIG_GLOBAL: &str = "KCONFIG";
 
@@ -593,6 +684,7 @@ pub const STR_EQ_ENTRIES: u32 = 65536;
 pub const STR_LPM_ENTRIES: u32 = 65536;
 pub const PROCS_ENTRIES: u32 = 32768;
 pub const PIDS_ENTRIES: u32 = 16384;
+pub const ADDR_ENTRIES: u32 = 65536;
 pub const FILES_ENTRIES: u32 = 32768;
 pub const EVENTS_BYTES: u32 = 1 << 22;
 
@@ -639,6 +731,9 @@ mod user {
     unsafe impl aya::Pod for ActionCounters {}
     unsafe impl aya::Pod for PidKey {}
     unsafe impl aya::Pod for PidMasks {}
+    unsafe impl aya::Pod for Addr4 {}
+    unsafe impl aya::Pod for Addr6 {}
+    unsafe impl aya::Pod for NetInfo {}
 }
 
 impl PathRec {
@@ -665,6 +760,8 @@ impl HookConfig {
             uses: [0; NUM_STR_CLASSES],
             pid_uses: [0; NUM_PID_CLASSES],
             follow: 0,
+            addr_uses: [0; 4],
+            port_uses: [0; 4],
             attrs: 0,
             num_filters: 0,
             num_bank: 0,

@@ -233,6 +233,9 @@ impl ProcessCache {
                         ..Default::default()
                     }),
                     ArgType::Int { .. } => int_arg(&a.type_name, raw),
+                    // Filled in by the network events change.
+                    ArgType::Sock => Arg::SockArg(Default::default()),
+                    ArgType::Sockaddr => Arg::SockaddrArg(Default::default()),
                 };
                 KprobeArgument {
                     arg: Some(arg),

@@ -8,10 +8,27 @@ use std::collections::BTreeMap;
 
 use lsm_shared::*;
 
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
 use super::ir::{
-    Action, ArgFilter, ArgSpec, CapSet, FilterKind, HookOrigin, HostNs, LsmHook, NsValue, NumOp,
-    Policy, PolicyMode, RateLimitScope, Selector, StrOp,
+    Action, AddrValue, ArgFilter, ArgSpec, CapSet, FilterKind, HookOrigin, HostNs, LsmHook,
+    NetField, NsValue, NumOp, Policy, PolicyMode, RateLimitScope, Selector, SockAttr, StrOp,
 };
+
+/// What compiling depends on besides the policies: facts about the node and the current
+/// answers for `dns:` names. Kept out of the compiler so it stays pure.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompileEnv {
+    pub host_ns: HostNs,
+    /// Name → the addresses it resolves to now (a name missing here matches nothing yet).
+    pub dns: BTreeMap<String, Vec<IpAddr>>,
+}
+
+/// Key of an address entry: hook id, `NET_*` field, the network's address bytes (4 or 16,
+/// host bits zero) and its prefix length.
+pub type AddrEntryKey = (u32, u32, Vec<u8>, u8);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CompileError {
@@ -71,6 +88,11 @@ pub struct MapImage {
     pub str_prefix: BTreeMap<StrEntryKey, SelMasks>,
     pub str_postfix: BTreeMap<StrEntryKey, SelMasks>,
     pub pids: BTreeMap<PidKey, PidMasks>,
+    /// IPv4 (4-byte keys) and IPv6 networks of address filters.
+    pub addr4: BTreeMap<AddrEntryKey, SelMasks>,
+    pub addr6: BTreeMap<AddrEntryKey, SelMasks>,
+    /// Index: `port_index(field, port)`.
+    pub ports: BTreeMap<u32, SelMasks>,
     /// Index: `hook * MAX_SELECTORS + slot`.
     pub slots: BTreeMap<u32, SlotInfo>,
 }
@@ -188,10 +210,62 @@ fn close_over_prefixes(map: &mut BTreeMap<StrEntryKey, SelMasks>) {
     }
 }
 
+/// As [`close_over_prefixes`], for networks: each entry also carries the selectors of every
+/// entry whose network contains it.
+fn close_over_networks(map: &mut BTreeMap<AddrEntryKey, SelMasks>) {
+    let lengths: std::collections::BTreeSet<u8> = map.keys().map(|k| k.3).collect();
+    let snapshot = map.clone();
+    for ((hook, field, bytes, len), masks) in map.iter_mut() {
+        for &l in lengths.iter().filter(|&&l| l < *len) {
+            let key = (*hook, *field, truncate_bits(bytes, l), l);
+            if let Some(wider) = snapshot.get(&key) {
+                masks.pos |= wider.pos;
+                masks.neg |= wider.neg;
+            }
+        }
+    }
+}
+
+/// `bytes` with every bit after the first `len` cleared.
+fn truncate_bits(bytes: &[u8], len: u8) -> Vec<u8> {
+    bytes
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let keep = (len as usize).saturating_sub(8 * i).min(8);
+            if keep == 0 {
+                0
+            } else {
+                b & (0xffu8 << (8 - keep))
+            }
+        })
+        .collect()
+}
+
+/// An address value as (IPv4?, network bytes, prefix length); v4-mapped IPv6 as IPv4.
+fn network_key(net: &IpNet) -> (bool, Vec<u8>, u8) {
+    match net.trunc() {
+        IpNet::V4(n) => (true, n.network().octets().to_vec(), n.prefix_len()),
+        IpNet::V6(n) => match n.network().to_ipv4_mapped() {
+            Some(v4) if n.prefix_len() >= 96 => (true, v4.octets().to_vec(), n.prefix_len() - 96),
+            _ => (false, n.network().octets().to_vec(), n.prefix_len()),
+        },
+    }
+}
+
+fn net_field(f: NetField) -> u32 {
+    match f {
+        NetField::Dest => NET_DEST,
+        NetField::Source => NET_SOURCE,
+    }
+}
+
 fn check_capacity(img: &MapImage, policy: &str) -> Result<(), CompileError> {
-    let checks: [(&'static str, usize, u32); 4] = [
+    let checks: [(&'static str, usize, u32); 6] = [
         ("STR_EQ", img.str_eq.len(), STR_EQ_ENTRIES),
         ("PIDS", img.pids.len(), PIDS_ENTRIES),
+        ("ADDR4", img.addr4.len(), ADDR_ENTRIES),
+        ("ADDR6", img.addr6.len(), ADDR_ENTRIES),
         ("STR_PREFIX", img.str_prefix.len(), STR_LPM_ENTRIES),
         ("STR_POSTFIX", img.str_postfix.len(), STR_LPM_ENTRIES),
     ];
@@ -211,7 +285,7 @@ fn check_capacity(img: &MapImage, policy: &str) -> Result<(), CompileError> {
 /// image, for maps that are empty. `host_ns` values compile to inode 0 (matching nothing):
 /// this is for offline checks; the agent uses [`compile_with`] with the node's namespaces.
 pub fn compile(policies: &[(u32, &Policy)]) -> Result<MapImage, CompileError> {
-    compile_with(policies, &MapImage::default(), &HostNs::default())
+    compile_with(policies, &MapImage::default(), &CompileEnv::default())
 }
 
 /// Selector slots of one group (the selectors of one hook entry of one policy), per hook.
@@ -256,7 +330,7 @@ fn free_run(used: u64, count: u32) -> Option<u32> {
 pub fn compile_with(
     policies: &[(u32, &Policy)],
     prev: &MapImage,
-    host: &HostNs,
+    env: &CompileEnv,
 ) -> Result<MapImage, CompileError> {
     let mut img = MapImage::default();
     let mut next_num: BTreeMap<u32, u32> = BTreeMap::new();
@@ -357,7 +431,7 @@ pub fn compile_with(
                     }
                 }
                 for f in &sel.match_args {
-                    compile_arg_filter(&mut img, &mut next_num, policy, hook.lsm, slot, f)?;
+                    compile_arg_filter(&mut img, &mut next_num, policy, hook.lsm, slot, f, env)?;
                 }
                 compile_process_filters(
                     &mut img,
@@ -366,8 +440,19 @@ pub fn compile_with(
                     hook.lsm,
                     slot,
                     sel,
-                    host,
+                    &env.host_ns,
                 )?;
+                if hook.tcp_only {
+                    // tcp_connect: TCP over IPv4/IPv6 only, whatever the selector says.
+                    let family = [u64::from(AF_INET), u64::from(AF_INET6)];
+                    let nf =
+                        attr_filter(&mut img, hid, slot, ATTR_SOCK_FAMILY, NUM_OP_EQUAL, &family);
+                    push_num(&mut img, &mut next_num, policy, hook.lsm, nf)?;
+                    let tcp = [u64::from(IPPROTO_TCP)];
+                    let nf =
+                        attr_filter(&mut img, hid, slot, ATTR_SOCK_PROTOCOL, NUM_OP_EQUAL, &tcp);
+                    push_num(&mut img, &mut next_num, policy, hook.lsm, nf)?;
+                }
                 if let Some(b) = &sel.match_binaries {
                     let cfg = img.hook_cfg.entry(hid).or_insert_with(HookConfig::empty);
                     cfg.uses[str_class(SUBJECT_BINARY, family(b.op), b.negated)] |= bit;
@@ -390,6 +475,8 @@ pub fn compile_with(
     }
     close_over_prefixes(&mut img.str_prefix);
     close_over_prefixes(&mut img.str_postfix);
+    close_over_networks(&mut img.addr4);
+    close_over_networks(&mut img.addr6);
     for (hid, cfg) in img.hook_cfg.iter_mut() {
         cfg.num_filters = next_num.get(hid).copied().unwrap_or(0);
         cfg.num_bank = prev.hook_cfg.get(hid).map_or(0, |p| 1 - (p.num_bank & 1));
@@ -413,6 +500,7 @@ fn compile_arg_filter(
     hook: LsmHook,
     slot: u32,
     f: &ArgFilter,
+    env: &CompileEnv,
 ) -> Result<(), CompileError> {
     let hid = hook.id();
     let bit = 1u64 << slot;
@@ -443,6 +531,63 @@ fn compile_arg_filter(
             for (dst, v) in nf.values.iter_mut().zip(values) {
                 *dst = *v;
             }
+            push_num(img, next_num, policy, hook, nf)?;
+        }
+        FilterKind::Addr {
+            field,
+            negated,
+            values,
+        } => {
+            let field = net_field(*field);
+            let cfg = img.hook_cfg.entry(hid).or_insert_with(HookConfig::empty);
+            cfg.addr_uses[net_class(field, *negated)] |= bit;
+            let mut nets: Vec<IpNet> = Vec::new();
+            for v in values {
+                match v {
+                    AddrValue::Net(n) => nets.push(*n),
+                    AddrValue::Dns(name) => {
+                        for ip in env.dns.get(name).into_iter().flatten() {
+                            nets.push(IpNet::from(*ip));
+                        }
+                    }
+                }
+            }
+            for n in nets {
+                let (v4, bytes, len) = network_key(&n);
+                let map = if v4 { &mut img.addr4 } else { &mut img.addr6 };
+                let m = map.entry((hid, field, bytes, len)).or_default();
+                if *negated {
+                    m.neg |= bit;
+                } else {
+                    m.pos |= bit;
+                }
+            }
+        }
+        FilterKind::Port {
+            field,
+            negated,
+            ranges,
+        } => {
+            let field = net_field(*field);
+            let cfg = img.hook_cfg.entry(hid).or_insert_with(HookConfig::empty);
+            cfg.port_uses[net_class(field, *negated)] |= bit;
+            for &(lo, hi) in ranges {
+                for port in lo..=hi {
+                    let m = img.ports.entry(port_index(field, port)).or_default();
+                    if *negated {
+                        m.neg |= bit;
+                    } else {
+                        m.pos |= bit;
+                    }
+                }
+            }
+        }
+        FilterKind::SockAttr { attr, values } => {
+            let attr = match attr {
+                SockAttr::Protocol => ATTR_SOCK_PROTOCOL,
+                SockAttr::Family => ATTR_SOCK_FAMILY,
+            };
+            let nf = attr_filter(img, hid, slot, attr, NUM_OP_EQUAL, values);
             push_num(img, next_num, policy, hook, nf)?;
         }
     }
@@ -648,6 +793,7 @@ mod tests {
                 args: vec![file_arg()],
                 message: None,
                 tags: vec![],
+                tcp_only: false,
                 selectors,
             }],
             warnings: vec![],
@@ -848,7 +994,7 @@ mod tests {
         let v1 = compile(&[(1, &p)]).unwrap();
         assert_eq!(v1.hook_cfg[&H].selectors, 0b11);
         // Version 2 of the same policy has a new id; version 1 is still installed.
-        let v2 = compile_with(&[(2, &p)], &v1, &HostNs::default()).unwrap();
+        let v2 = compile_with(&[(2, &p)], &v1, &CompileEnv::default()).unwrap();
         assert_eq!(v2.hook_cfg[&H].selectors, 0b1100);
         assert_eq!(v2.hook_cfg[&H].group_starts, 0b0100);
         assert_ne!(v2.hook_cfg[&H].num_bank, v1.hook_cfg[&H].num_bank);
@@ -857,7 +1003,7 @@ mod tests {
             0b0100
         );
         // Once version 2 is installed, recompiling keeps its slots.
-        let again = compile_with(&[(2, &p)], &v2, &HostNs::default()).unwrap();
+        let again = compile_with(&[(2, &p)], &v2, &CompileEnv::default()).unwrap();
         assert_eq!(again.hook_cfg[&H].selectors, 0b1100);
     }
 
@@ -867,7 +1013,7 @@ mod tests {
         let p = policy("big", PolicyMode::Enforce, sels);
         let v1 = compile(&[(1, &p)]).unwrap();
         assert!(matches!(
-            compile_with(&[(2, &p)], &v1, &HostNs::default()),
+            compile_with(&[(2, &p)], &v1, &CompileEnv::default()),
             Err(CompileError::TooManySelectors { .. })
         ));
     }
@@ -946,7 +1092,11 @@ mod tests {
         let p = policy("p", PolicyMode::Enforce, vec![s0]);
         let mut host = HostNs::default();
         host.0[NsType::Net.index()] = 4026531840;
-        let img = compile_with(&[(1, &p)], &MapImage::default(), &host).unwrap();
+        let env = CompileEnv {
+            host_ns: host,
+            ..Default::default()
+        };
+        let img = compile_with(&[(1, &p)], &MapImage::default(), &env).unwrap();
         let cfg = img.hook_cfg[&H];
         assert_eq!(cfg.attrs, 1 << (ATTR_NS_BASE + 5));
         let f = img.num_filt.values().next().unwrap();
@@ -975,7 +1125,11 @@ mod tests {
         let p = policy("p", PolicyMode::Enforce, vec![s0]);
         let mut host = HostNs::default();
         host.0[NsType::User.index()] = 4026531837;
-        let img = compile_with(&[(1, &p)], &MapImage::default(), &host).unwrap();
+        let env = CompileEnv {
+            host_ns: host,
+            ..Default::default()
+        };
+        let img = compile_with(&[(1, &p)], &MapImage::default(), &env).unwrap();
         let f: Vec<&NumFilter> = img.num_filt.values().collect();
         assert_eq!(f.len(), 3);
         assert_eq!(

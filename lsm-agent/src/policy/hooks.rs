@@ -290,6 +290,8 @@ pub fn accepted_type_names(natural: ArgType) -> String {
         ArgType::File => "file, fd or auto".to_string(),
         ArgType::Path => "path, dentry or auto".to_string(),
         ArgType::LinuxBinprm => "linux_binprm or auto".to_string(),
+        ArgType::Sock => "sock, socket or auto".to_string(),
+        ArgType::Sockaddr => "sockaddr or auto".to_string(),
         ArgType::Int { .. } => {
             let mut names: Vec<&str> = INT_TYPES.iter().map(|(n, _, _)| *n).collect();
             names.push("auto");

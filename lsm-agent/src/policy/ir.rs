@@ -15,16 +15,18 @@ pub enum LsmHook {
     PathTruncate,
     FileTruncate,
     BprmCheckSecurity,
+    SocketConnect,
 }
 
 impl LsmHook {
-    pub const ALL: [LsmHook; 6] = [
+    pub const ALL: [LsmHook; 7] = [
         LsmHook::FileOpen,
         LsmHook::FilePermission,
         LsmHook::MmapFile,
         LsmHook::PathTruncate,
         LsmHook::FileTruncate,
         LsmHook::BprmCheckSecurity,
+        LsmHook::SocketConnect,
     ];
 
     /// The `HOOK_*` id shared with the BPF side.
@@ -37,6 +39,7 @@ impl LsmHook {
             LsmHook::PathTruncate => HOOK_PATH_TRUNCATE,
             LsmHook::FileTruncate => HOOK_FILE_TRUNCATE,
             LsmHook::BprmCheckSecurity => HOOK_BPRM_CHECK,
+            LsmHook::SocketConnect => HOOK_SOCKET_CONNECT,
         }
     }
 
@@ -53,6 +56,7 @@ impl LsmHook {
             LsmHook::PathTruncate => "path_truncate",
             LsmHook::FileTruncate => "file_truncate",
             LsmHook::BprmCheckSecurity => "bprm_check_security",
+            LsmHook::SocketConnect => "socket_connect",
         }
     }
 
@@ -112,6 +116,9 @@ pub struct Hook {
     pub args: Vec<ArgSpec>,
     pub message: Option<String>,
     pub tags: Vec<String>,
+    /// Only TCP connections over IPv4/IPv6 match (a `tcp_connect` kprobe): every selector,
+    /// and the implicit one of a hook without selectors, gets that condition.
+    pub tcp_only: bool,
     /// Empty means "no selectors": every call is posted.
     pub selectors: Vec<Selector>,
 }
@@ -124,6 +131,12 @@ pub enum ArgType {
     Path,
     /// `struct linux_binprm *`: matched on the path of the executable.
     LinuxBinprm,
+    /// The connecting socket (`sock` for `tcp_connect`, `socket` at `socket_connect`):
+    /// matched on the connection's addresses, ports, protocol and family.
+    Sock,
+    /// The `struct sockaddr *` being connected to: its address and port are the connection's
+    /// destination, which Tetragon's `SAddr`/`SPort` operators on a `sockaddr` refer to.
+    Sockaddr,
     /// An integer of `width` bytes (1, 2, 4, 8).
     Int { width: u8, signed: bool },
 }
@@ -177,6 +190,45 @@ pub enum FilterKind {
     /// argument's width and sign-extended (signed) or zero-extended (unsigned) to 64 bits;
     /// `InRange`/`NotInRange` values come in `[min, max]` pairs.
     Num { op: NumOp, values: Vec<u64> },
+    /// `DAddr`/`SAddr` (and `Not*`) on a sock or sockaddr argument.
+    Addr {
+        field: NetField,
+        negated: bool,
+        values: Vec<AddrValue>,
+    },
+    /// `DPort`/`SPort`/`DPortPriv`/`SPortPriv` (and `Not*`): inclusive port ranges.
+    Port {
+        field: NetField,
+        negated: bool,
+        ranges: Vec<(u16, u16)>,
+    },
+    /// `Protocol` / `Family` on a sock or sockaddr argument: equal to one of `values`
+    /// (`IPPROTO_*` / `AF_*` numbers).
+    SockAttr { attr: SockAttr, values: Vec<u64> },
+}
+
+/// Which end of a connection an address or port filter looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NetField {
+    /// The address connected to.
+    Dest,
+    /// The socket's local address (0.0.0.0 / :: and port 0 while unbound).
+    Source,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SockAttr {
+    Protocol,
+    Family,
+}
+
+/// An address filter value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddrValue {
+    /// An address (a /32 or /128) or a CIDR; v4-mapped IPv6 is stored as IPv4.
+    Net(ipnet::IpNet),
+    /// `dns:<name>`: the name's current A/AAAA answers (lsm-agent extension).
+    Dns(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]

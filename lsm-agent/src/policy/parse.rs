@@ -592,6 +592,7 @@ fn convert_hook_body(
         args,
         message,
         tags,
+        tcp_only: false,
         selectors,
     })
 }
