@@ -246,6 +246,7 @@ mod tests {
             fired: 0b101,
             posted: 0b100,
             args: [0xffff, 4, 0, 0, 0],
+            net: NetInfo::default(),
             path: rec_from_path(b"/etc/shadow"),
         };
         let KernelEvent::Hook(h) = decode(&bytes_of(&ev)).unwrap() else {
