@@ -10,7 +10,8 @@ use lsm_shared::*;
 use crate::{
     kernel::{kconf, read_attrs},
     maps::{
-        COUNTERS, EVENTS, HOOK_CFG, NUM_FILT, PIDS, PROCS, SEL_ACT, STR_EQ, STR_POSTFIX, STR_PREFIX,
+        ADDR4, ADDR6, COUNTERS, EVENTS, HOOK_CFG, NUM_FILT, PIDS, PORTS, PROCS, SEL_ACT, STR_EQ,
+        STR_POSTFIX, STR_PREFIX,
     },
     path::count,
     scratch::Scratch,
@@ -245,6 +246,11 @@ pub fn evaluate(
     if cand != 0 {
         cand = match_pids(s, hook, cfg, cand, info, tgid);
     }
+    // Constant after inlining: only socket_connect carries a connection.
+    let net = hook == HOOK_SOCKET_CONNECT;
+    if net && cand != 0 {
+        cand = match_net(s, hook, cfg, cand);
+    }
     if cand != 0 && cfg.attrs != 0 {
         // SAFETY: plain helper call.
         let task = unsafe { bpf_get_current_task() };
@@ -280,7 +286,74 @@ pub fn evaluate(
     if cand == 0 {
         return 0;
     }
-    fire(hook, cfg, cand, rec, args, pid_tgid)
+    let conn: Option<*const NetInfo> = if net { Some(&s.net) } else { None };
+    fire(hook, cfg, cand, rec, conn, args, pid_tgid)
+}
+
+/// Narrows the candidate set by the address and port filters of `socket_connect`: one trie
+/// lookup per address field and one array lookup per port field, whatever the number of
+/// networks or ports listed. Connections that are not IPv4/IPv6 match no such filter.
+#[inline(always)]
+fn match_net(s: &mut Scratch, hook: u32, cfg: &HookConfig, cand: u64) -> u64 {
+    let mut uses = 0u64;
+    let mut c = 0;
+    while c < 4 {
+        uses |= cfg.addr_uses[c] | cfg.port_uses[c];
+        c += 1;
+    }
+    if uses & cand == 0 {
+        return cand;
+    }
+    let family = s.net.family;
+    if family != AF_INET && family != AF_INET6 {
+        return cand & !uses;
+    }
+    let cand = match_addr(s, hook, cfg, cand, NET_DEST);
+    let cand = match_addr(s, hook, cfg, cand, NET_SOURCE);
+    let (dport, sport) = (s.net.dport, s.net.sport);
+    let cand = match_port(cfg, cand, NET_DEST, dport);
+    match_port(cfg, cand, NET_SOURCE, sport)
+}
+
+#[inline(always)]
+fn match_addr(s: &mut Scratch, hook: u32, cfg: &HookConfig, cand: u64, field: u32) -> u64 {
+    let u_pos = cfg.addr_uses[net_class(field, false)];
+    let u_neg = cfg.addr_uses[net_class(field, true)];
+    if (u_pos | u_neg) & cand == 0 {
+        return cand;
+    }
+    let addr = if field == NET_DEST {
+        s.net.daddr
+    } else {
+        s.net.saddr
+    };
+    let found = if s.net.family == AF_INET {
+        s.lpm4.prefix_len = 32 + 32;
+        s.lpm4.data.scope = addr_scope(hook, field);
+        s.lpm4.data.addr = [addr[0], addr[1], addr[2], addr[3]];
+        ADDR4.get(&s.lpm4).copied()
+    } else {
+        s.lpm6.prefix_len = 32 + 128;
+        s.lpm6.data.scope = addr_scope(hook, field);
+        s.lpm6.data.addr = addr;
+        ADDR6.get(&s.lpm6).copied()
+    };
+    let m = found.unwrap_or(SelMasks { pos: 0, neg: 0 });
+    cand & (m.pos | !u_pos) & (!m.neg | !u_neg)
+}
+
+#[inline(always)]
+fn match_port(cfg: &HookConfig, cand: u64, field: u32, port: u16) -> u64 {
+    let u_pos = cfg.port_uses[net_class(field, false)];
+    let u_neg = cfg.port_uses[net_class(field, true)];
+    if (u_pos | u_neg) & cand == 0 {
+        return cand;
+    }
+    let m = PORTS
+        .get(port_index(field, port))
+        .copied()
+        .unwrap_or(SelMasks { pos: 0, neg: 0 });
+    cand & (m.pos | !u_pos) & (!m.neg | !u_neg)
 }
 
 /// Narrows the candidate set by the `matchPIDs` filters: one hash lookup for the process
@@ -362,6 +435,7 @@ fn fire(
     cfg: &HookConfig,
     cand: u64,
     rec: Option<*const PathRec>,
+    conn: Option<*const NetInfo>,
     args: &[u64; MAX_ARGS],
     pid_tgid: u64,
 ) -> i32 {
@@ -399,7 +473,7 @@ fn fire(
     }
     let posted = fired & cfg.post;
     if posted != 0 {
-        post(hook, fired, posted, verdict, rec, args, pid_tgid);
+        post(hook, fired, posted, verdict, rec, conn, args, pid_tgid);
     }
     verdict
 }
@@ -454,6 +528,7 @@ fn post(
     posted: u64,
     verdict: i32,
     rec: Option<*const PathRec>,
+    conn: Option<*const NetInfo>,
     args: &[u64; MAX_ARGS],
     pid_tgid: u64,
 ) {
@@ -482,6 +557,10 @@ fn post(
                 (*ev).path.len = 0;
                 (*ev).path.flags = 0;
             }
+        }
+        match conn {
+            Some(n) => kcopy(&mut (*ev).net, n),
+            None => (*ev).net = NetInfo::default(),
         }
     }
     entry.submit(0);

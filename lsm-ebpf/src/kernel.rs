@@ -42,6 +42,13 @@ pub static KCONFIG: KernelConfig = KernelConfig {
     ns_member: [0; NUM_NS_TYPES as usize],
     ns_inum: [0; NUM_NS_TYPES as usize],
     cred_caps: [0; NUM_CAP_SETS as usize],
+    socket_sk: 0,
+    socket_type: 0,
+    sock_family: 0,
+    sock_num: 0,
+    sock_rcv_saddr: 0,
+    sock_v6_rcv_saddr: 0,
+    sock_protocol: 0,
     ns_present: 0,
     _pad: 0,
 };
@@ -124,6 +131,13 @@ pub fn read_attrs(task: u64, need: u32, out: &mut [u64; NUM_ATTRS as usize]) {
 pub fn read_u64(base: u64, off: u64) -> u64 {
     // SAFETY: bpf_probe_read_kernel copes with any address and reports faults.
     unsafe { bpf_probe_read_kernel((base + off) as *const u64) }.unwrap_or(0)
+}
+
+/// Reads a `u16` at `base + off` in kernel memory; 0 when unreadable.
+#[inline(always)]
+pub fn read_u16(base: u64, off: u64) -> u16 {
+    // SAFETY: as for read_u64.
+    unsafe { bpf_probe_read_kernel((base + off) as *const u16) }.unwrap_or(0)
 }
 
 /// Reads a `u32` at `base + off` in kernel memory; 0 when unreadable.

@@ -14,7 +14,8 @@ use aya_ebpf::{
     bindings::path as kpath,
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_get_smp_processor_id,
-        bpf_ktime_get_boot_ns, generated::bpf_get_current_task, generated::bpf_probe_read_user,
+        bpf_ktime_get_boot_ns, generated::bpf_get_current_task, generated::bpf_probe_read_kernel,
+        generated::bpf_probe_read_user,
     },
     macros::{btf_tracepoint, lsm},
     programs::{BtfTracePointContext, LsmContext},
@@ -23,7 +24,7 @@ use lsm_shared::*;
 
 use crate::{
     eval::{evaluate, kcopy},
-    kernel::{kconf, read_u32, read_u64, task_ns_pid},
+    kernel::{kconf, read_u16, read_u32, read_u64, task_ns_pid},
     maps::{EVENTS, EXEC_PEND, FILES, HOOK_CFG, PROCS, SCRATCH, STR_EQ},
     path::{count, resolve_d_path, resolve_file_walk, resolve_walk},
     scratch::Scratch,
@@ -173,6 +174,89 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
     let tid = bpf_get_current_pid_tgid() as u32;
     let _ = EXEC_PEND.insert(&tid, &s.rec, 0);
     evaluate(s, HOOK_BPRM_CHECK, Some(rec), &[bprm as u64, 0, 0, 0, 0])
+}
+
+/// `socket_connect(struct socket *sock, struct sockaddr *address, int addrlen)`: runs before
+/// the protocol's connect, so a denial means no packet is sent.
+#[lsm(hook = "socket_connect")]
+pub fn socket_connect(ctx: LsmContext) -> i32 {
+    let prev: i32 = ctx.arg(3);
+    if prev != 0 {
+        return prev;
+    }
+    let sock: u64 = ctx.arg(0);
+    let address: u64 = ctx.arg(1);
+    let addrlen: i32 = ctx.arg(2);
+    let Some(s) = scratch() else { return 0 };
+    read_connection(s, sock, address);
+    evaluate(
+        s,
+        HOOK_SOCKET_CONNECT,
+        None,
+        &[sock, address, addrlen as u64, 0, 0],
+    )
+}
+
+/// Fills `s.net` (and the socket attributes) for a connect of `sock` to `address`, which
+/// the kernel has already copied from user memory.
+#[inline(always)]
+fn read_connection(s: &mut Scratch, sock: u64, address: u64) {
+    let sk = read_u64(sock, kconf!(socket_sk));
+    let sock_family = read_u16(sk, kconf!(sock_family));
+    let dest_family = read_u16(address, 0);
+    s.net = NetInfo::default();
+    s.net.sock_type = read_u16(sock, kconf!(socket_type));
+    s.net.protocol = read_u16(sk, kconf!(sock_protocol));
+    s.net.sport = read_u16(sk, kconf!(sock_num));
+    // An AF_UNSPEC connect dissolves a datagram association: no destination to match.
+    s.net.family = if dest_family == 0 { 0 } else { sock_family };
+    // sockaddr_in and sockaddr_in6 both keep the port (network order) at offset 2.
+    s.net.dport = u16::from_be(read_u16(address, 2));
+    if s.net.family == AF_INET {
+        // SAFETY (all copies here): fixed-size reads into fields of the same size.
+        unsafe {
+            bpf_probe_read_kernel(
+                s.net.daddr.as_mut_ptr() as *mut _,
+                4,
+                (address + 4) as *const _,
+            );
+            bpf_probe_read_kernel(
+                s.net.saddr.as_mut_ptr() as *mut _,
+                4,
+                (sk + kconf!(sock_rcv_saddr)) as *const _,
+            );
+        }
+    } else if s.net.family == AF_INET6 {
+        unsafe {
+            bpf_probe_read_kernel(
+                s.net.daddr.as_mut_ptr() as *mut _,
+                16,
+                (address + 8) as *const _,
+            );
+            bpf_probe_read_kernel(
+                s.net.saddr.as_mut_ptr() as *mut _,
+                16,
+                (sk + kconf!(sock_v6_rcv_saddr)) as *const _,
+            );
+        }
+        // A v4-mapped destination (::ffff:a.b.c.d) is an IPv4 connection.
+        let d = s.net.daddr;
+        let mapped = d[..10].iter().all(|&b| b == 0) && d[10] == 0xff && d[11] == 0xff;
+        if mapped {
+            let src = s.net.saddr;
+            let src_mapped = src[10] == 0xff && src[11] == 0xff;
+            s.net.family = AF_INET;
+            s.net.daddr = [0; 16];
+            s.net.daddr[..4].copy_from_slice(&d[12..16]);
+            s.net.saddr = [0; 16];
+            if src_mapped {
+                s.net.saddr[..4].copy_from_slice(&src[12..16]);
+            }
+        }
+    }
+    s.attrs[ATTR_SOCK_FAMILY as usize] = u64::from(s.net.family);
+    s.attrs[ATTR_SOCK_PROTOCOL as usize] = u64::from(s.net.protocol);
+    s.attrs[ATTR_SOCK_TYPE as usize] = u64::from(s.net.sock_type);
 }
 
 #[lsm(hook = "file_free_security")]

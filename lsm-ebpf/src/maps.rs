@@ -53,6 +53,20 @@ pub static PROCS: LruHashMap<u32, ProcInfo> = LruHashMap::with_max_entries(PROCS
 pub static PIDS: HashMap<PidKey, PidMasks> =
     HashMap::with_max_entries(PIDS_ENTRIES, BPF_F_NO_PREALLOC);
 
+/// IPv4 networks of address filters: longest-prefix match per (hook, field).
+#[map]
+pub static ADDR4: LpmTrie<Addr4, SelMasks> =
+    LpmTrie::with_max_entries(ADDR_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// IPv6 networks of address filters.
+#[map]
+pub static ADDR6: LpmTrie<Addr6, SelMasks> =
+    LpmTrie::with_max_entries(ADDR_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// Port filters of `socket_connect`, at `port_index(field, port)`.
+#[map]
+pub static PORTS: Array<SelMasks> = Array::with_max_entries(PORT_ENTRIES, 0);
+
 /// Resolved path of every open `struct file`, keyed by its address. Filled at `file_open`
 /// (where `bpf_d_path` works), read at hooks where it does not, dropped at
 /// `file_free_security`. An evicted entry is rebuilt by the dentry walk.

@@ -18,6 +18,10 @@ pub struct Scratch {
     /// Process attributes read for numeric filters (`ATTR_*`).
     pub attrs: [u64; NUM_ATTRS as usize],
     pub pid_key: PidKey,
+    /// The connection at `socket_connect`.
+    pub net: NetInfo,
+    pub lpm4: Key<Addr4>,
+    pub lpm6: Key<Addr6>,
     /// Write position of the dentry walk. Kept in map memory, not a register: the verifier
     /// does not track map contents, so every loop iteration looks the same to it and the
     /// walk verifies in linear rather than exponential time.

@@ -651,12 +651,21 @@ pub struct KernelConfig {
     pub ns_inum: [u64; NUM_NS_TYPES as usize],
     /// Offsets of `cap_effective`, `cap_inheritable`, `cap_permitted` in `struct cred`.
     pub cred_caps: [u64; NUM_CAP_SETS as usize],
+    /// `struct socket`: `sk`, `type`; `struct sock`: `__sk_common.skc_family`, `skc_num`,
+    /// `skc_rcv_saddr`, `skc_v6_rcv_saddr`, `sk_protocol`.
+    pub socket_sk: u64,
+    pub socket_type: u64,
+    pub sock_family: u64,
+    pub sock_num: u64,
+    pub sock_rcv_saddr: u64,
+    pub sock_v6_rcv_saddr: u64,
+    pub sock_protocol: u64,
     /// Namespace types this kernel has (bit per type; e.g. no time namespaces before 5.6).
     pub ns_present: u32,
     pub _pad: u32,
 }
 const _: () =
-    assert!(size_of::<KernelConfig>() == 8 + 27 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8);
+    assert!(size_of::<KernelConfig>() == 8 + 34 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8);
 
 // ---------------------------------------------------------------------------------------------
 // Names (the kernel truncates map names to 15 bytes; these fit)

@@ -144,6 +144,13 @@ pub fn kernel_config(path: &Path, agent_tgid: u32) -> Result<KernelConfig, BtfEr
             off("cred", "cap_inheritable")?,
             off("cred", "cap_permitted")?,
         ],
+        socket_sk: off("socket", "sk")?,
+        socket_type: off("socket", "type")?,
+        sock_family: off("sock_common", "skc_family")? + off("sock", "__sk_common")?,
+        sock_num: off("sock_common", "skc_num")? + off("sock", "__sk_common")?,
+        sock_rcv_saddr: off("sock_common", "skc_rcv_saddr")? + off("sock", "__sk_common")?,
+        sock_v6_rcv_saddr: off("sock_common", "skc_v6_rcv_saddr")? + off("sock", "__sk_common")?,
+        sock_protocol: off("sock", "sk_protocol")?,
         ns_present,
         _pad: 0,
     })
@@ -175,6 +182,10 @@ mod tests {
         assert_eq!(
             cfg.upid_size, 16,
             "struct upid is {{int nr; struct pid_namespace *ns}}"
+        );
+        assert_eq!(
+            cfg.sock_family, 16,
+            "skc_family follows the address and port pairs"
         );
         let always = [0, 1, 2, 3, 4, 5, 8, 9];
         for t in always {

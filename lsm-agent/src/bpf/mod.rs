@@ -16,7 +16,7 @@ use aya::{
 use lsm_shared::*;
 use tracing::{debug, info, warn};
 
-use crate::policy::compile::{MapImage, StrEntryKey};
+use crate::policy::compile::{AddrEntryKey, MapImage, StrEntryKey};
 
 /// The BPF object built from `lsm-ebpf` by `build.rs`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lsm-ebpf"));
@@ -107,6 +107,9 @@ pub struct Probe {
     str_postfix: LpmTrie<MapData, LpmStr, SelMasks>,
     procs: HashMap<MapData, u32, ProcInfo>,
     pids: HashMap<MapData, PidKey, PidMasks>,
+    addr4: LpmTrie<MapData, Addr4, SelMasks>,
+    addr6: LpmTrie<MapData, Addr6, SelMasks>,
+    ports: Array<MapData, SelMasks>,
     stats: PerCpuArray<MapData, u64>,
     counters: PerCpuArray<MapData, ActionCounters>,
     installed: MapImage,
@@ -165,6 +168,7 @@ impl Probe {
             ("file_permission", "file_permission"),
             ("mmap_file", "mmap_file"),
             ("bprm_check_security", "bprm_check_security"),
+            ("socket_connect", "socket_connect"),
         ] {
             attach_lsm(&mut ebpf, &kernel_btf, prog, hook)?;
             attached.push(Attached {
@@ -215,6 +219,9 @@ impl Probe {
             str_postfix: take(&mut ebpf, STR_POSTFIX_MAP)?,
             procs: take(&mut ebpf, PROCS_MAP)?,
             pids: take(&mut ebpf, PIDS_MAP)?,
+            addr4: take(&mut ebpf, ADDR4_MAP)?,
+            addr6: take(&mut ebpf, ADDR6_MAP)?,
+            ports: take(&mut ebpf, PORTS_MAP)?,
             stats: take(&mut ebpf, STATS_MAP)?,
             counters: take(&mut ebpf, COUNTERS_MAP)?,
             _ebpf: ebpf,
@@ -323,6 +330,28 @@ impl Probe {
                 self.pids.insert(k, m, 0).map_err(map_err(PIDS_MAP))?;
             }
         }
+        for (k, v) in &img.addr4 {
+            let m = union(old.addr4.get(k), v);
+            if old.addr4.get(k) != Some(&m) {
+                self.addr4
+                    .insert(&addr4_key(k), m, 0)
+                    .map_err(map_err(ADDR4_MAP))?;
+            }
+        }
+        for (k, v) in &img.addr6 {
+            let m = union(old.addr6.get(k), v);
+            if old.addr6.get(k) != Some(&m) {
+                self.addr6
+                    .insert(&addr6_key(k), m, 0)
+                    .map_err(map_err(ADDR6_MAP))?;
+            }
+        }
+        for (&i, v) in &img.ports {
+            let m = union(old.ports.get(&i), v);
+            if old.ports.get(&i) != Some(&m) {
+                self.ports.set(i, m, 0).map_err(map_err(PORTS_MAP))?;
+            }
+        }
         self.clear_fresh_follow_bits(old, img);
         for (&i, v) in &img.num_filt {
             if old.num_filt.get(&i) != Some(v) {
@@ -410,6 +439,37 @@ impl Probe {
         for k in old.pids.keys().filter(|k| !img.pids.contains_key(*k)) {
             remove_ok(self.pids.remove(k)).map_err(map_err(PIDS_MAP))?;
         }
+        for (k, v) in &img.addr4 {
+            if union(old.addr4.get(k), v) != *v {
+                self.addr4
+                    .insert(&addr4_key(k), *v, 0)
+                    .map_err(map_err(ADDR4_MAP))?;
+            }
+        }
+        for k in old.addr4.keys().filter(|k| !img.addr4.contains_key(*k)) {
+            remove_ok(self.addr4.remove(&addr4_key(k))).map_err(map_err(ADDR4_MAP))?;
+        }
+        for (k, v) in &img.addr6 {
+            if union(old.addr6.get(k), v) != *v {
+                self.addr6
+                    .insert(&addr6_key(k), *v, 0)
+                    .map_err(map_err(ADDR6_MAP))?;
+            }
+        }
+        for k in old.addr6.keys().filter(|k| !img.addr6.contains_key(*k)) {
+            remove_ok(self.addr6.remove(&addr6_key(k))).map_err(map_err(ADDR6_MAP))?;
+        }
+        // Port entries are array slots: "removing" one writes empty masks.
+        for (&i, v) in &img.ports {
+            if union(old.ports.get(&i), v) != *v {
+                self.ports.set(i, *v, 0).map_err(map_err(PORTS_MAP))?;
+            }
+        }
+        for &i in old.ports.keys().filter(|i| !img.ports.contains_key(*i)) {
+            self.ports
+                .set(i, SelMasks::default(), 0)
+                .map_err(map_err(PORTS_MAP))?;
+        }
         // Array slots are not cleared: no plan refers to them any more.
         Ok(())
     }
@@ -469,6 +529,34 @@ fn remove_ok(r: Result<(), MapError>) -> Result<(), MapError> {
         Err(MapError::KeyNotFound) => Ok(()),
         other => other,
     }
+}
+
+fn addr4_key((hook, field, bytes, len): &AddrEntryKey) -> Key<Addr4> {
+    let mut addr = [0u8; 4];
+    for (d, s) in addr.iter_mut().zip(bytes) {
+        *d = *s;
+    }
+    Key::new(
+        32 + u32::from(*len),
+        Addr4 {
+            scope: addr_scope(*hook, *field),
+            addr,
+        },
+    )
+}
+
+fn addr6_key((hook, field, bytes, len): &AddrEntryKey) -> Key<Addr6> {
+    let mut addr = [0u8; 16];
+    for (d, s) in addr.iter_mut().zip(bytes) {
+        *d = *s;
+    }
+    Key::new(
+        32 + u32::from(*len),
+        Addr6 {
+            scope: addr_scope(*hook, *field),
+            addr,
+        },
+    )
 }
 
 fn str_key((hook, subject, bytes): &StrEntryKey) -> StrKey {

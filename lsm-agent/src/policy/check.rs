@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use lsm_shared::{
-    MAX_NUM_FILTERS, MAX_SELECTORS, PIDS_ENTRIES, STR_EQ_ENTRIES, STR_LPM_ENTRIES, num_filt_index,
+    ADDR_ENTRIES, MAX_NUM_FILTERS, MAX_SELECTORS, PIDS_ENTRIES, PORT_ENTRIES, STR_EQ_ENTRIES,
+    STR_LPM_ENTRIES, num_filt_index,
 };
 
 use super::compile::{CompileError, MapImage, compile};
@@ -25,6 +26,9 @@ pub struct MapUsage {
     pub str_prefix: usize,
     pub str_postfix: usize,
     pub pids: usize,
+    pub addr4: usize,
+    pub addr6: usize,
+    pub ports: usize,
     /// Hook id → `SEL_ACT` entries.
     pub sel_act: BTreeMap<u32, usize>,
     /// Hook id → `NUM_FILT` entries.
@@ -50,6 +54,9 @@ impl MapUsage {
             str_prefix: img.str_prefix.len(),
             str_postfix: img.str_postfix.len(),
             pids: img.pids.len(),
+            addr4: img.addr4.len(),
+            addr6: img.addr6.len(),
+            ports: img.ports.len(),
             sel_act,
             num_filt,
         }
@@ -73,6 +80,9 @@ impl MapUsage {
             self.str_postfix
         );
         let _ = writeln!(out, "{indent}PIDS         {} / {PIDS_ENTRIES}", self.pids);
+        let _ = writeln!(out, "{indent}ADDR4        {} / {ADDR_ENTRIES}", self.addr4);
+        let _ = writeln!(out, "{indent}ADDR6        {} / {ADDR_ENTRIES}", self.addr6);
+        let _ = writeln!(out, "{indent}PORTS        {} / {PORT_ENTRIES}", self.ports);
         let _ = writeln!(
             out,
             "{indent}SEL_ACT      {}",

@@ -1173,4 +1173,136 @@ mod tests {
             0b11
         );
     }
+
+    fn sock_filter(kind: FilterKind) -> ArgFilter {
+        ArgFilter {
+            spec_index: 0,
+            lsm_index: 0,
+            ty: ArgType::Sock,
+            kind,
+        }
+    }
+
+    fn connect_policy(tcp_only: bool, selectors: Vec<Selector>) -> Policy {
+        let mut p = policy("net", PolicyMode::Enforce, selectors);
+        p.hooks[0].lsm = LsmHook::SocketConnect;
+        p.hooks[0].tcp_only = tcp_only;
+        p
+    }
+
+    const C: u32 = HOOK_SOCKET_CONNECT;
+
+    fn nets(v: &[&str]) -> Vec<AddrValue> {
+        v.iter()
+            .map(|s| AddrValue::Net(s.parse().expect("cidr")))
+            .collect()
+    }
+
+    #[test]
+    fn address_filters_become_trie_entries_that_carry_their_containing_networks() {
+        let s0 = sel(
+            0,
+            vec![sock_filter(FilterKind::Addr {
+                field: NetField::Dest,
+                negated: true,
+                values: nets(&["127.0.0.1/32", "10.0.0.0/16", "::1/128"]),
+            })],
+            vec![Action::Sigkill],
+        );
+        let s1 = sel(
+            1,
+            vec![sock_filter(FilterKind::Addr {
+                field: NetField::Dest,
+                negated: false,
+                values: nets(&["10.0.5.0/24", "::ffff:198.51.100.1/128"]),
+            })],
+            vec![],
+        );
+        let img = compile(&[(1, &connect_policy(false, vec![s0, s1]))]).unwrap();
+        let k = |b: &[u8], l: u8| (C, NET_DEST, b.to_vec(), l);
+        assert_eq!(img.addr4[&k(&[127, 0, 0, 1], 32)].neg, 0b01);
+        assert_eq!(img.addr4[&k(&[10, 0, 0, 0], 16)].neg, 0b01);
+        // The /24 inside the /16: its own selector, plus the /16's.
+        assert_eq!(
+            img.addr4[&k(&[10, 0, 5, 0], 24)],
+            SelMasks {
+                pos: 0b10,
+                neg: 0b01
+            }
+        );
+        // v4-mapped IPv6 is stored as IPv4.
+        assert_eq!(img.addr4[&k(&[198, 51, 100, 1], 32)].pos, 0b10);
+        assert_eq!(img.addr6.len(), 1);
+        let cfg = img.hook_cfg[&C];
+        assert_eq!(cfg.addr_uses[net_class(NET_DEST, true)], 0b01);
+        assert_eq!(cfg.addr_uses[net_class(NET_DEST, false)], 0b10);
+    }
+
+    #[test]
+    fn dns_values_compile_to_the_current_answers_and_to_nothing_before_the_first() {
+        let s0 = sel(
+            0,
+            vec![sock_filter(FilterKind::Addr {
+                field: NetField::Dest,
+                negated: false,
+                values: vec![AddrValue::Dns("blocked.test".into())],
+            })],
+            vec![Action::Sigkill],
+        );
+        let p = connect_policy(false, vec![s0]);
+        let img = compile(&[(1, &p)]).unwrap();
+        assert!(img.addr4.is_empty() && img.addr6.is_empty());
+        assert_eq!(img.hook_cfg[&C].addr_uses[net_class(NET_DEST, false)], 1);
+        let mut env = CompileEnv::default();
+        env.dns.insert(
+            "blocked.test".into(),
+            vec![
+                "203.0.113.7".parse().unwrap(),
+                "2001:db8::7".parse().unwrap(),
+            ],
+        );
+        let img = compile_with(&[(1, &p)], &MapImage::default(), &env).unwrap();
+        assert_eq!(img.addr4[&(C, NET_DEST, vec![203, 0, 113, 7], 32)].pos, 1);
+        assert_eq!(img.addr6.len(), 1);
+    }
+
+    #[test]
+    fn port_ranges_fill_the_port_array_per_field() {
+        let s0 = sel(
+            0,
+            vec![
+                sock_filter(FilterKind::Port {
+                    field: NetField::Dest,
+                    negated: false,
+                    ranges: vec![(443, 443), (8000, 8002)],
+                }),
+                sock_filter(FilterKind::Port {
+                    field: NetField::Source,
+                    negated: true,
+                    ranges: vec![(0, 1023)],
+                }),
+            ],
+            vec![],
+        );
+        let img = compile(&[(1, &connect_policy(false, vec![s0]))]).unwrap();
+        assert_eq!(img.ports.len(), 4 + 1024);
+        assert_eq!(img.ports[&port_index(NET_DEST, 8001)].pos, 1);
+        assert_eq!(img.ports[&port_index(NET_SOURCE, 22)].neg, 1);
+        assert!(!img.ports.contains_key(&port_index(NET_DEST, 22)));
+    }
+
+    #[test]
+    fn tcp_connect_selectors_only_match_tcp_over_ip() {
+        let img = compile(&[(1, &connect_policy(true, vec![]))]).unwrap();
+        let f: Vec<&NumFilter> = img.num_filt.values().collect();
+        assert_eq!(
+            f.len(),
+            2,
+            "the implicit selector gets the TCP condition too"
+        );
+        assert_eq!(f[0].arg, ARG_ATTR_BASE + ATTR_SOCK_FAMILY);
+        assert_eq!(&f[0].values[..2], &[2, 10]);
+        assert_eq!(f[1].arg, ARG_ATTR_BASE + ATTR_SOCK_PROTOCOL);
+        assert_eq!(f[1].values[0], 6);
+    }
 }
