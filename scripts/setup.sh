@@ -45,9 +45,11 @@ installed_kernel() {
   ls /boot 2>/dev/null | sed -n "s/^vmlinuz-\(${series//./\\.}\.[0-9].*-amd64\)\$/\1/p" | sort -V | tail -n 1
 }
 
-# 1. Debian packages: QEMU (TCG), busybox/cpio for virtme-ng's initramfs, LLVM for bpf-linker.
+# 1. Debian packages: QEMU (TCG), busybox/cpio for virtme-ng's initramfs, LLVM for bpf-linker;
+#    iproute2, util-linux and dnsmasq for the network VM tests (addresses, namespaces, a DNS
+#    server inside the guest).
 apt_install qemu-system-x86 busybox-static cpio kmod "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" \
-  libzstd-dev zlib1g-dev python3-pip protobuf-compiler
+  libzstd-dev zlib1g-dev python3-pip protobuf-compiler iproute2 util-linux dnsmasq-base
 
 # 2. Kernels for the VM: the newest 6.12 (primary) and 6.1 (second kernel).
 for series in 6.12 6.1; do
