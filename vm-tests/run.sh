@@ -75,6 +75,6 @@ for series in $kernels; do
   else
     echo "[vm-tests] ok on $version"
   fi
-  [ -f "$res/bench-report.md" ] && cat "$res/bench-report.md"
+  for report in "$res"/bench-*.md; do [ -f "$report" ] && cat "$report"; done
 done
 exit $failed

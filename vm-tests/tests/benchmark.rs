@@ -1,7 +1,11 @@
-//! Benchmark (reports numbers, asserts none of them): the cost of a `read()` of a file that
-//! matches no selector, with no policy, with a `Prefix` filter of 1 value and with one of
-//! 10,000 values on `security_file_permission`. The report goes to stdout and to
-//! `bench-report.md` in the results directory. Runs on tmpfs: the guest's 9p root is slow.
+//! Benchmarks (report numbers, assert none of them):
+//! * the cost of a `read()` of a file that matches no selector, with no policy, with a
+//!   `Prefix` filter of 1 value and with one of 10,000 values on `security_file_permission`
+//!   (on tmpfs: the guest's 9p root is slow);
+//! * the cost of a TCP `connect()` to 127.0.0.1 with no policy and with a `tcp_connect`
+//!   `DAddr` filter of 1 CIDR and of 10,000 CIDRs, none of which matches.
+//!
+//! The reports go to stdout and to `bench-*.md` in the results directory.
 
 use std::{
     fmt::Write as _,
@@ -74,4 +78,68 @@ fn report_read_cost_with_1_and_10000_prefix_values() {
     println!("{report}");
     // No timing is asserted: this fails only if the agent, a policy load or a read fails.
     fs::write(results_dir().join("bench-report.md"), &report).expect("report");
+}
+
+fn connect_policy(cidrs: usize) -> String {
+    let mut y = String::from(
+        "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: \"bench-connect\"\nspec:\n  kprobes:\n  - call: \"tcp_connect\"\n    syscall: false\n    args:\n    - index: 0\n      type: \"sock\"\n    selectors:\n    - matchArgs:\n      - index: 0\n        operator: \"DAddr\"\n        values:\n",
+    );
+    // Distinct /24 networks inside 10.0.0.0/8, none containing 127.0.0.1.
+    for i in 0..cidrs {
+        let _ = writeln!(y, "        - \"10.{}.{}.0/24\"", i / 256, i % 256);
+    }
+    y.push_str("      matchActions:\n      - action: Sigkill\n");
+    y
+}
+
+const CONNECTS: u32 = 2_000;
+
+/// Median nanoseconds per connect+close to `addr` over ROUNDS rounds of CONNECTS.
+fn measure_connect(addr: std::net::SocketAddr) -> f64 {
+    let mut rounds: Vec<f64> = (0..ROUNDS)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..CONNECTS {
+                drop(std::net::TcpStream::connect(addr).expect("connect"));
+            }
+            start.elapsed().as_nanos() as f64 / f64::from(CONNECTS)
+        })
+        .collect();
+    rounds.sort_by(f64::total_cmp);
+    rounds[ROUNDS / 2]
+}
+
+#[test]
+fn report_connect_cost_with_1_and_10000_cidrs() {
+    let a = shared_agent_with_args(&[]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            drop(s);
+        }
+    });
+    let dir = scratch_dir("bench-connect");
+    let mut rows = vec![("no policy".to_string(), measure_connect(addr))];
+    for cidrs in [1usize, 10_000] {
+        let p = dir.join(format!("bench-connect-{cidrs}.yaml"));
+        fs::write(&p, connect_policy(cidrs)).expect("policy");
+        let start = Instant::now();
+        a.add_policy(&p);
+        let load = start.elapsed();
+        rows.push((format!("DAddr, {cidrs} CIDR(s)"), measure_connect(addr)));
+        a.delete_policy("bench-connect");
+        eprintln!("policy with {cidrs} CIDRs added in {load:?}");
+    }
+    let mut report = format!(
+        "# connect() cost to 127.0.0.1, no match ({}, QEMU TCG)\n\n| policy | ns per connect+close (median of {ROUNDS} x {CONNECTS}) |\n|---|---|\n",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+    );
+    for (name, ns) in &rows {
+        let _ = writeln!(report, "| {name} | {ns:.0} |");
+    }
+    println!("{report}");
+    fs::write(results_dir().join("bench-connect.md"), &report).expect("report");
 }
