@@ -1,6 +1,6 @@
 #!/bin/bash
 # Runs inside the demo VM: starts the agent with the quickstart policy, streams the compact
-# events, and replays the getting-started file story.
+# events, and replays the getting-started file and network stories.
 set -u
 cd "$(dirname "$0")/.."
 AGENT=target/release/lsm-agent
@@ -23,7 +23,7 @@ for _ in $(seq 1 600); do "$LSMCTL" status >/dev/null 2>&1 && break; sleep 0.5; 
 "$LSMCTL" tracingpolicy list
 
 say "lsmctl getevents -o compact   (events are printed as they arrive)"
-"$LSMCTL" getevents -o compact --color always --process 'cat|bash' </dev/null &
+"$LSMCTL" getevents -o compact --color always --process 'cat|bash|curl' </dev/null &
 sleep 5
 
 say "\$ cat /etc/shadow"
@@ -37,5 +37,19 @@ sleep 3
 
 say "\$ bash -c 'echo evil >> /etc/demo.conf'   (write under /etc)"
 bash -c 'echo evil >> /etc/demo.conf'; echo "exit code: $?; /etc/demo.conf still reads: $(cat /etc/demo.conf)"
+sleep 4
+
+say "PODCIDR=10.0.0.0/16 SERVICECIDR=10.96.0.0/12 lsmctl tracingpolicy add $Q/network_egress_cluster_enforce.yaml"
+PODCIDR=10.0.0.0/16 SERVICECIDR=10.96.0.0/12 "$LSMCTL" tracingpolicy add "$Q/network_egress_cluster_enforce.yaml"
+"$LSMCTL" tracingpolicy list
+ip addr add 10.0.0.5/32 dev lo 2>/dev/null
+sleep 2
+
+say "\$ curl -sS --max-time 3 https://198.51.100.1/   (outside the cluster: killed before any packet leaves)"
+curl -sS --max-time 3 https://198.51.100.1/; echo "exit code: $?"
+sleep 3
+
+say "\$ curl -sS --max-time 3 http://10.0.0.5:9/   (inside the pod CIDR: allowed; nothing listens, so refused)"
+curl -sS --max-time 3 http://10.0.0.5:9/; echo "exit code: $?"
 sleep 4
 say "done"
