@@ -3,9 +3,11 @@
 //! * [`policy`]: parse, validate and compile `TracingPolicy` YAML into map entries (pure).
 //! * [`bpf`]: load and attach the programs, write compiled policies into their maps.
 //! * [`events`]: read the ring buffer, decode, enrich with process data, format.
+//! * [`dns`]: resolve the `dns:<name>` address values and keep their answers current.
 //! * [`grpc`]: the Tetragon-compatible `FineGuidanceSensors` API.
 pub mod agent;
 pub mod bpf;
+pub mod dns;
 pub mod events;
 pub mod grpc;
 pub mod policy;

@@ -41,6 +41,14 @@ struct Args {
     /// Only parse and compile the policies, then exit (no root, no kernel needed).
     #[arg(long)]
     check: bool,
+    /// DNS server for `dns:` address values: IP or IP:PORT (port 53 by default). Default:
+    /// the system resolver configuration (/etc/resolv.conf).
+    #[arg(long, value_name = "ADDR", value_parser = parse_dns_server)]
+    dns_server: Option<std::net::SocketAddr>,
+}
+
+fn parse_dns_server(s: &str) -> Result<std::net::SocketAddr, String> {
+    lsm_agent::dns::parse_server(s).map_err(|e| e.to_string())
 }
 
 fn policy_files(args: &Args) -> anyhow::Result<Vec<PathBuf>> {
@@ -163,6 +171,18 @@ async fn main() -> anyhow::Result<()> {
     agent.add_all(batch).context("enforcing policies")?;
     for n in &names {
         info!(policy = %n, "policy enforcing");
+    }
+
+    // `dns:` address values: resolve the names the policies use and keep their answers current.
+    // `dns_status` holds every name's state, for status reporting.
+    let dns_status = lsm_agent::dns::DnsStatus::new();
+    match lsm_agent::dns::resolver(args.dns_server) {
+        Ok(lookup) => {
+            let status = dns_status.clone();
+            let run = lsm_agent::dns::run(agent.clone(), lookup, status, Default::default());
+            tokio::spawn(run);
+        }
+        Err(e) => error!("dns: no resolver, `dns:` address values match nothing: {e}"),
     }
 
     if let Some(dir) = args.tracing_policy_dir.clone() {
