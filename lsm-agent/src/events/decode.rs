@@ -1,6 +1,9 @@
 //! Ring-buffer records → owned Rust values. Pure: unit-tested on hand-built byte arrays.
 
-use std::mem::size_of;
+use std::{
+    mem::size_of,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use lsm_shared::*;
 
@@ -59,6 +62,55 @@ pub struct HookData {
     pub retval: i32,
     pub args: [u64; MAX_ARGS],
     pub path: Option<KPath>,
+    /// The connection, for `socket_connect` events only.
+    pub net: Option<NetData>,
+}
+
+/// The connection a `socket_connect` call asked for, from [`NetInfo`].
+///
+/// Addresses exist only for the IP families: `AF_INET` takes the first 4 address bytes,
+/// `AF_INET6` all 16. For any other family (`AF_UNIX`, `AF_NETLINK`, ...) the kernel's bytes
+/// are not an IP address and both are `None`, which is also how Tetragon sees them (its
+/// `GetIP` returns a nil address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NetData {
+    /// `AF_*`; `AF_INET` also for an IPv6 socket connecting to a v4-mapped address.
+    pub family: u16,
+    /// `SOCK_*`.
+    pub sock_type: u16,
+    /// `IPPROTO_*`.
+    pub protocol: u16,
+    /// Local port; 0 while the socket is not bound.
+    pub sport: u16,
+    pub dport: u16,
+    /// Local address; the unspecified address (`0.0.0.0`, `::`) while not bound.
+    pub saddr: Option<IpAddr>,
+    pub daddr: Option<IpAddr>,
+}
+
+impl NetData {
+    pub fn from_info(n: &NetInfo) -> Self {
+        NetData {
+            family: n.family,
+            sock_type: n.sock_type,
+            protocol: n.protocol,
+            sport: n.sport,
+            dport: n.dport,
+            saddr: ip_from_bytes(n.family, &n.saddr),
+            daddr: ip_from_bytes(n.family, &n.daddr),
+        }
+    }
+}
+
+/// The address in `bytes` (network order) for an IP `family`, `None` for any other family.
+pub fn ip_from_bytes(family: u16, bytes: &[u8; 16]) -> Option<IpAddr> {
+    match family {
+        AF_INET => Some(IpAddr::V4(Ipv4Addr::new(
+            bytes[0], bytes[1], bytes[2], bytes[3],
+        ))),
+        AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(*bytes))),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +241,7 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
                 retval: e.retval,
                 args: e.args,
                 path: has_path.then(|| path_from_rec(&e.path)),
+                net: (e.hook == HOOK_SOCKET_CONNECT).then(|| NetData::from_info(&e.net)),
             }))
         }
         other => Err(DecodeError::UnknownKind(other)),
@@ -252,11 +305,105 @@ mod tests {
         let KernelEvent::Hook(h) = decode(&bytes_of(&ev)).unwrap() else {
             panic!("not a hook event")
         };
+        assert_eq!(h.net, None);
         assert_eq!(h.path.unwrap().path, "/etc/shadow");
         assert_eq!(
             (h.fired, h.posted, h.retval, h.args[1]),
             (0b101, 0b100, -1, 4)
         );
+    }
+
+    fn connect_event(net: NetInfo) -> HookEvent {
+        HookEvent {
+            header: header(EVENT_HOOK),
+            hook: HOOK_SOCKET_CONNECT,
+            retval: 0,
+            fired: 1,
+            posted: 1,
+            args: [0; MAX_ARGS],
+            net,
+            path: PathRec::empty(),
+        }
+    }
+
+    fn decode_hook(ev: &HookEvent) -> HookData {
+        match decode(&bytes_of(ev)) {
+            Ok(KernelEvent::Hook(h)) => h,
+            other => panic!("not a hook event: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn socket_connect_record_decodes_an_ipv4_connection_from_the_first_four_bytes() {
+        let mut net = NetInfo {
+            family: AF_INET,
+            sock_type: 1,
+            protocol: IPPROTO_TCP,
+            sport: 0,
+            dport: 443,
+            ..Default::default()
+        };
+        net.saddr[..4].copy_from_slice(&[10, 0, 0, 5]);
+        net.daddr[..4].copy_from_slice(&[198, 51, 100, 1]);
+        // Bytes past the first four are not part of an IPv4 address.
+        net.daddr[4..].fill(0xee);
+        let h = decode_hook(&connect_event(net));
+        assert!(h.path.is_none());
+        assert_eq!(
+            h.net,
+            Some(NetData {
+                family: AF_INET,
+                sock_type: 1,
+                protocol: IPPROTO_TCP,
+                sport: 0,
+                dport: 443,
+                saddr: Some("10.0.0.5".parse().unwrap()),
+                daddr: Some("198.51.100.1".parse().unwrap()),
+            })
+        );
+    }
+
+    #[test]
+    fn socket_connect_record_decodes_an_ipv6_connection_from_all_sixteen_bytes() {
+        let daddr: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let net = NetInfo {
+            family: AF_INET6,
+            sock_type: 2,
+            protocol: IPPROTO_UDP,
+            sport: 5353,
+            dport: 53,
+            saddr: [0; 16],
+            daddr: daddr.octets(),
+            ..Default::default()
+        };
+        let n = decode_hook(&connect_event(net)).net.unwrap();
+        assert_eq!(n.saddr, Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)));
+        assert_eq!(n.daddr, Some(IpAddr::V6(daddr)));
+        assert_eq!((n.sport, n.dport, n.protocol), (5353, 53, IPPROTO_UDP));
+    }
+
+    #[test]
+    fn socket_connect_of_a_non_ip_family_has_no_addresses() {
+        let net = NetInfo {
+            family: 1, // AF_UNIX
+            sock_type: 1,
+            saddr: [0xab; 16],
+            daddr: [0xcd; 16],
+            ..Default::default()
+        };
+        let n = decode_hook(&connect_event(net)).net.unwrap();
+        assert_eq!((n.family, n.saddr, n.daddr), (1, None, None));
+    }
+
+    #[test]
+    fn hooks_other_than_socket_connect_carry_no_connection() {
+        let mut ev = connect_event(NetInfo {
+            family: AF_INET,
+            dport: 80,
+            ..Default::default()
+        });
+        ev.hook = HOOK_FILE_OPEN;
+        assert_eq!(decode_hook(&ev).net, None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::{
     hash::{DefaultHasher, Hash, Hasher},
 };
 
+use super::decode::NetData;
 use crate::policy::ir::RateLimitScope;
 
 /// Remembered keys before old ones are pruned.
@@ -39,9 +40,10 @@ pub struct Subject<'a> {
     pub selector_index: usize,
     pub pid: u32,
     pub tgid: u32,
-    /// The argument values as the event shows them (path bytes, integers).
+    /// The argument values as the event shows them (path bytes, integers, connection).
     pub path: &'a [u8],
     pub ints: &'a [u64],
+    pub net: Option<NetData>,
 }
 
 impl RateLimiter {
@@ -57,6 +59,7 @@ impl RateLimiter {
         let mut h = DefaultHasher::new();
         s.path.hash(&mut h);
         s.ints.hash(&mut h);
+        s.net.hash(&mut h);
         let key = Key {
             policy_id: s.policy_id,
             hook_index: s.hook_index,
@@ -98,6 +101,7 @@ mod tests {
             tgid,
             path,
             ints: &[4],
+            net: None,
         }
     }
 
@@ -115,6 +119,26 @@ mod tests {
         let mut r = RateLimiter::default();
         assert!(r.allow(&subject(10, 10, b"/a"), RateLimitScope::Thread, 1000, 0));
         assert!(r.allow(&subject(10, 10, b"/b"), RateLimitScope::Thread, 1000, 0));
+    }
+
+    #[test]
+    fn different_connections_are_limited_separately() {
+        let conn = |dport: u16| NetData {
+            family: lsm_shared::AF_INET,
+            sock_type: 1,
+            protocol: lsm_shared::IPPROTO_TCP,
+            sport: 0,
+            dport,
+            saddr: Some([0, 0, 0, 0].into()),
+            daddr: Some([192, 0, 2, 1].into()),
+        };
+        let mut r = RateLimiter::default();
+        let mut s = subject(10, 10, b"");
+        s.net = Some(conn(443));
+        assert!(r.allow(&s, RateLimitScope::Thread, 1000, 0));
+        assert!(!r.allow(&s, RateLimitScope::Thread, 1000, 0));
+        s.net = Some(conn(80));
+        assert!(r.allow(&s, RateLimitScope::Thread, 1000, 0));
     }
 
     #[test]

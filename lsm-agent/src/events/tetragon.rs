@@ -12,6 +12,7 @@ use prost_types::Timestamp;
 
 use super::{
     decode::{ExecData, ExitData, ForkData, HookData, KernelEvent},
+    net,
     ratelimit::{RateLimiter, Subject},
 };
 use crate::{
@@ -233,9 +234,14 @@ impl ProcessCache {
                         ..Default::default()
                     }),
                     ArgType::Int { .. } => int_arg(&a.type_name, raw),
-                    // Filled in by the network events change.
-                    ArgType::Sock => Arg::SockArg(Default::default()),
-                    ArgType::Sockaddr => Arg::SockaddrArg(Default::default()),
+                    // Only `socket_connect` has these arguments, and its events always carry
+                    // the connection; an empty one would mean a decode bug, not bad input.
+                    ArgType::Sock => {
+                        Arg::SockArg(h.net.as_ref().map(net::sock_arg).unwrap_or_default())
+                    }
+                    ArgType::Sockaddr => {
+                        Arg::SockaddrArg(h.net.as_ref().map(net::sockaddr_arg).unwrap_or_default())
+                    }
                 };
                 KprobeArgument {
                     arg: Some(arg),
@@ -290,6 +296,11 @@ impl ProcessCache {
             .as_ref()
             .map(|p| p.path.as_bytes())
             .unwrap_or_default();
+        // The connection is part of the event's arguments only when the policy shows it.
+        let shows_net = slot
+            .args
+            .iter()
+            .any(|a| matches!(a.ty, ArgType::Sock | ArgType::Sockaddr));
         let subject = Subject {
             policy_id: slot.policy_id,
             hook_index: slot.hook_index,
@@ -298,6 +309,7 @@ impl ProcessCache {
             tgid: h.tgid,
             path,
             ints: &ints,
+            net: h.net.filter(|_| shows_net),
         };
         self.limiter.allow(&subject, scope, interval_ms, h.ktime)
     }
@@ -364,6 +376,7 @@ fn int_arg(type_name: &str, raw: u64) -> Arg {
 mod tests {
     use super::*;
     use crate::events::decode::KPath;
+    use crate::grpc::proto::tetragon::KprobeSock;
     use crate::policy::ir::{ArgSpec, LsmHook};
 
     fn cache() -> ProcessCache {
@@ -520,6 +533,7 @@ mod tests {
                 unresolved: false,
                 walked: false,
             }),
+            net: None,
         })
     }
 
@@ -582,6 +596,233 @@ mod tests {
         assert_eq!(child.pid, Some(101));
         assert_eq!(child.flags, "clone");
         assert_eq!(child.parent_exec_id, c.get_or_scan(100).exec_id);
+    }
+
+    fn exec_curl(c: &mut ProcessCache) {
+        c.convert(
+            &KernelEvent::Exec(ExecData {
+                ktime: 10,
+                pid: 200,
+                tgid: 200,
+                ppid: 1,
+                uid: 1000,
+                exe: KPath {
+                    path: "/usr/bin/curl".into(),
+                    unresolved: false,
+                    walked: false,
+                },
+                argv: vec!["curl".into(), "https://198.51.100.1".into()],
+                args_truncated: false,
+            }),
+            &MapImage::default(),
+        );
+    }
+
+    /// The ring-buffer record the kernel writes for a connect from `saddr:sport` to
+    /// `daddr:dport` over TCP/IPv4.
+    fn connect_record(saddr: [u8; 4], sport: u16, daddr: [u8; 4], dport: u16) -> Vec<u8> {
+        let mut net = NetInfo {
+            family: AF_INET,
+            sock_type: 1,
+            protocol: IPPROTO_TCP,
+            sport,
+            dport,
+            ..Default::default()
+        };
+        net.saddr[..4].copy_from_slice(&saddr);
+        net.daddr[..4].copy_from_slice(&daddr);
+        let ev = HookEvent {
+            header: EventHeader {
+                kind: EVENT_HOOK,
+                cpu: 0,
+                ktime: 20,
+                pid: 200,
+                tgid: 200,
+            },
+            hook: HOOK_SOCKET_CONNECT,
+            retval: 0,
+            fired: 1,
+            posted: 1,
+            args: [0xffff_8880_0000_1000, 0xffff_c900_0000_2000, 16, 0, 0],
+            net,
+            path: PathRec::empty(),
+        };
+        // SAFETY: the bytes of a plain ABI struct, as the ring buffer hands them over.
+        unsafe {
+            std::slice::from_raw_parts(
+                &ev as *const HookEvent as *const u8,
+                std::mem::size_of::<HookEvent>(),
+            )
+        }
+        .to_vec()
+    }
+
+    fn net_arg(index: u32, ty: ArgType, type_name: &str) -> ArgSpec {
+        ArgSpec {
+            spec_index: index,
+            lsm_index: index,
+            ty,
+            type_name: type_name.into(),
+            label: None,
+        }
+    }
+
+    fn connect_slot(origin: HookOrigin, args: Vec<ArgSpec>) -> SlotInfo {
+        SlotInfo {
+            policy_name: "connect".into(),
+            hook: LsmHook::SocketConnect,
+            args,
+            flags: ACT_POST,
+            ..slot(origin)
+        }
+    }
+
+    fn convert_connect(origin: HookOrigin, args: Vec<ArgSpec>, record: &[u8]) -> GetEventsResponse {
+        let mut c = cache();
+        exec_curl(&mut c);
+        let mut img = MapImage::default();
+        img.slots.insert(
+            HOOK_SOCKET_CONNECT * MAX_SELECTORS,
+            connect_slot(origin, args),
+        );
+        let ev = crate::events::decode::decode(record).expect("valid record");
+        let mut out = c.convert(&ev, &img);
+        assert_eq!(out.len(), 1);
+        out.remove(0)
+    }
+
+    #[test]
+    fn a_tcp_connect_policy_event_prints_as_tetras_connect_line() {
+        use crate::events::compact::{CompactOptions, encode_compact};
+        let r = convert_connect(
+            HookOrigin::Kprobe {
+                call: "tcp_connect".into(),
+            },
+            vec![net_arg(0, ArgType::Sock, "sock")],
+            &connect_record([10, 0, 0, 5], 0, [198, 51, 100, 1], 443),
+        );
+        assert_eq!(
+            encode_compact(&r, &CompactOptions::default()).unwrap(),
+            "🔌 connect node1 /usr/bin/curl tcp 10.0.0.5:0 -> 198.51.100.1:443"
+        );
+        let Some(Event::ProcessKprobe(k)) = &r.event else {
+            panic!("not kprobe")
+        };
+        assert_eq!(k.function_name, "tcp_connect");
+        assert_eq!(
+            k.args[0].arg,
+            Some(Arg::SockArg(KprobeSock {
+                family: "AF_INET".into(),
+                r#type: "SOCK_STREAM".into(),
+                protocol: "IPPROTO_TCP".into(),
+                saddr: "10.0.0.5".into(),
+                daddr: "198.51.100.1".into(),
+                sport: 0,
+                dport: 443,
+                ..Default::default()
+            }))
+        );
+    }
+
+    #[test]
+    fn an_unbound_socket_connects_from_the_zero_address_and_port() {
+        use crate::events::compact::{CompactOptions, encode_compact};
+        let r = convert_connect(
+            HookOrigin::Kprobe {
+                call: "tcp_connect".into(),
+            },
+            vec![net_arg(0, ArgType::Sock, "sock")],
+            &connect_record([0; 4], 0, [198, 51, 100, 1], 80),
+        );
+        assert_eq!(
+            encode_compact(&r, &CompactOptions::default()).unwrap(),
+            "🔌 connect node1 /usr/bin/curl tcp 0.0.0.0:0 -> 198.51.100.1:80"
+        );
+    }
+
+    #[test]
+    fn socket_connect_json_has_sock_and_sockaddr_args_under_tetragons_proto_names() {
+        let r = convert_connect(
+            HookOrigin::Kprobe {
+                call: "security_socket_connect".into(),
+            },
+            vec![
+                net_arg(0, ArgType::Sock, "socket"),
+                net_arg(1, ArgType::Sockaddr, "sockaddr"),
+            ],
+            &connect_record([10, 0, 0, 5], 40000, [198, 51, 100, 1], 443),
+        );
+        let v = crate::grpc::json::event_to_value(&r);
+        let args = &v["process_kprobe"]["args"];
+        assert_eq!(
+            args[0],
+            serde_json::json!({"sock_arg": {
+                "family": "AF_INET",
+                "type": "SOCK_STREAM",
+                "protocol": "IPPROTO_TCP",
+                "saddr": "10.0.0.5",
+                "daddr": "198.51.100.1",
+                "sport": 40000,
+                "dport": 443,
+            }})
+        );
+        assert_eq!(
+            args[1],
+            serde_json::json!({"sockaddr_arg": {
+                "family": "AF_INET",
+                "addr": "198.51.100.1",
+                "port": 443,
+            }})
+        );
+        assert_eq!(
+            v["process_kprobe"]["function_name"],
+            "security_socket_connect"
+        );
+    }
+
+    #[test]
+    fn an_lsmhook_socket_connect_event_is_process_lsm_with_the_connection() {
+        let r = convert_connect(
+            HookOrigin::LsmHook,
+            vec![
+                net_arg(0, ArgType::Sock, "socket"),
+                net_arg(1, ArgType::Sockaddr, "sockaddr"),
+            ],
+            &connect_record([0; 4], 0, [192, 0, 2, 7], 22),
+        );
+        let Some(Event::ProcessLsm(l)) = r.event else {
+            panic!("not lsm")
+        };
+        assert_eq!(l.function_name, "socket_connect");
+        let Some(Arg::SockArg(s)) = &l.args[0].arg else {
+            panic!("not a sock_arg")
+        };
+        assert_eq!((s.daddr.as_str(), s.dport), ("192.0.2.7", 22));
+        assert!(
+            matches!(&l.args[1].arg, Some(Arg::SockaddrArg(a)) if a.addr == "192.0.2.7" && a.port == 22)
+        );
+    }
+
+    #[test]
+    fn a_rate_limited_connect_post_limits_each_destination_separately() {
+        use crate::policy::ir::RateLimitScope;
+        let mut c = cache();
+        exec_curl(&mut c);
+        let mut s = connect_slot(
+            HookOrigin::Kprobe {
+                call: "tcp_connect".into(),
+            },
+            vec![net_arg(0, ArgType::Sock, "sock")],
+        );
+        s.rate_limit = Some((1000, RateLimitScope::Thread));
+        let mut img = MapImage::default();
+        img.slots.insert(HOOK_SOCKET_CONNECT * MAX_SELECTORS, s);
+        let decode = |b: &[u8]| crate::events::decode::decode(b).unwrap();
+        let a = decode(&connect_record([0; 4], 0, [198, 51, 100, 1], 443));
+        let b = decode(&connect_record([0; 4], 0, [198, 51, 100, 2], 443));
+        assert_eq!(c.convert(&a, &img).len(), 1);
+        assert_eq!(c.convert(&a, &img).len(), 0, "same destination: dropped");
+        assert_eq!(c.convert(&b, &img).len(), 1, "other destination: posted");
     }
 
     #[test]
