@@ -55,12 +55,54 @@ pub enum DnsError {
     /// Transport or resolver failure (no answer at all).
     #[error("{0}")]
     Resolve(String),
+    /// One family was answered and the other was not: the answered family's addresses
+    /// replace that family's, the other family keeps its last known addresses.
+    #[error("{} lookup failed: {error}", answered.other())]
+    Partial {
+        answered: Family,
+        answers: Vec<(IpAddr, u32)>,
+        error: Box<DnsError>,
+    },
     #[error("resolver configuration: {0}")]
     Config(String),
     #[error(
         "{value:?}: expected IP or IP:PORT (e.g. 192.0.2.53, 192.0.2.53:5353, [2001:db8::53]:53)"
     )]
     BadServer { value: String },
+}
+
+/// An address family, by its record type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// IPv4, A records.
+    A,
+    /// IPv6, AAAA records.
+    Aaaa,
+}
+
+impl Family {
+    pub fn of(ip: &IpAddr) -> Family {
+        match ip {
+            IpAddr::V4(_) => Family::A,
+            IpAddr::V6(_) => Family::Aaaa,
+        }
+    }
+
+    pub fn other(self) -> Family {
+        match self {
+            Family::A => Family::Aaaa,
+            Family::Aaaa => Family::A,
+        }
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Family::A => "A",
+            Family::Aaaa => "AAAA",
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -129,6 +171,29 @@ pub struct Change {
     pub recovered_after: u32,
     /// The first good answer for the name.
     pub first: bool,
+}
+
+fn sorted(mut v: Vec<IpAddr>) -> Vec<IpAddr> {
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// What changed from `old` to `new` (both sorted).
+fn diff(old: &[IpAddr], new: &[IpAddr]) -> Change {
+    Change {
+        added: new
+            .iter()
+            .filter(|a| old.binary_search(a).is_err())
+            .copied()
+            .collect(),
+        removed: old
+            .iter()
+            .filter(|a| new.binary_search(a).is_err())
+            .copied()
+            .collect(),
+        ..Change::default()
+    }
 }
 
 /// Clamps a record TTL (seconds) into `[MIN_TTL, MAX_TTL]`.
@@ -221,23 +286,11 @@ impl Watch {
             .map(|(_, t)| *t)
             .min()
             .map_or(NEGATIVE_TTL, clamp_ttl);
-        let mut addrs: Vec<IpAddr> = answers.into_iter().map(|(a, _)| a).collect();
-        addrs.sort();
-        addrs.dedup();
+        let addrs = sorted(answers.into_iter().map(|(a, _)| a).collect());
         let change = Change {
-            added: addrs
-                .iter()
-                .filter(|a| e.addrs.binary_search(a).is_err())
-                .copied()
-                .collect(),
-            removed: e
-                .addrs
-                .iter()
-                .filter(|a| addrs.binary_search(a).is_err())
-                .copied()
-                .collect(),
             recovered_after: e.failures,
             first: e.last_success.is_none(),
+            ..diff(&e.addrs, &addrs)
         };
         e.addrs = addrs;
         e.last_success = Some(now);
@@ -250,15 +303,47 @@ impl Watch {
     }
 
     /// A failure: the last known addresses stay; the name is retried after
-    /// [`backoff`]`(consecutive failures)`. Returns the number of consecutive failures
+    /// [`backoff`]`(consecutive failures)`. A [`DnsError::Partial`] failure replaces the
+    /// answered family's addresses (and retries no later than their clamped TTL) and keeps
+    /// the other family's. Returns the number of consecutive failures and what changed
     /// (`None` if the name is not watched).
-    pub fn record_err(&mut self, name: &str, err: &DnsError, now: Instant) -> Option<u32> {
+    pub fn record_err(
+        &mut self,
+        name: &str,
+        err: &DnsError,
+        now: Instant,
+    ) -> Option<(u32, Change)> {
         let e = self.names.get_mut(name)?;
         e.failures = e.failures.saturating_add(1);
-        e.next = Some(now + backoff(e.failures));
+        let mut next = now + backoff(e.failures);
+        let mut change = Change::default();
+        if let DnsError::Partial {
+            answered, answers, ..
+        } = err
+        {
+            let mut addrs: Vec<IpAddr> = e
+                .addrs
+                .iter()
+                .filter(|a| Family::of(a) != *answered)
+                .copied()
+                .collect();
+            addrs.extend(
+                answers
+                    .iter()
+                    .map(|(a, _)| *a)
+                    .filter(|a| Family::of(a) == *answered),
+            );
+            let addrs = sorted(addrs);
+            change = diff(&e.addrs, &addrs);
+            e.addrs = addrs;
+            if let Some(ttl) = answers.iter().map(|(_, t)| *t).min() {
+                next = next.min(now + clamp_ttl(ttl));
+            }
+        }
+        e.next = Some(next);
         e.last_error = Some(err.to_string());
         e.in_flight = false;
-        Some(e.failures)
+        Some((e.failures, change))
     }
 
     fn last_error(&self, name: &str) -> Option<String> {
@@ -295,16 +380,17 @@ impl Watch {
 // ---------------------------------------------------------------------------------------------
 // Resolution.
 
+/// One resolution's outcome: addresses with TTLs (seconds), or why there is no definitive
+/// answer.
+pub type Answer = Result<Vec<(IpAddr, u32)>, DnsError>;
+
 /// Resolves one name's A and AAAA records.
 ///
 /// `Ok(answers)` is definitive: the addresses with their TTLs (seconds), possibly none
 /// (NXDOMAIN, or the name has no A/AAAA records). `Err` means no definitive answer was had
 /// (timeout, SERVFAIL, REFUSED, network error), and the caller keeps what it knew.
 pub trait Lookup: Send + Sync + 'static {
-    fn lookup_ip(
-        &self,
-        name: &str,
-    ) -> impl Future<Output = Result<Vec<(IpAddr, u32)>, DnsError>> + Send;
+    fn lookup_ip(&self, name: &str) -> impl Future<Output = Answer> + Send;
 }
 
 /// The hickory stub resolver: system configuration or one given server.
@@ -338,7 +424,11 @@ pub fn resolver(server: Option<SocketAddr>) -> Result<HickoryLookup, DnsError> {
                 ResolverConfig::from_name_servers(vec![ns]),
                 TokioRuntimeProvider::default(),
             );
-            b.options_mut().use_hosts_file = ResolveHosts::Never;
+            let opts = b.options_mut();
+            opts.use_hosts_file = ResolveHosts::Never;
+            // Two tries fit in QUERY_TIMEOUT, so one family's failure is seen as such.
+            opts.timeout = Duration::from_secs(4);
+            opts.attempts = 2;
             b
         }
     };
@@ -362,7 +452,7 @@ fn fqdn(name: &str) -> String {
 /// CNAME chain that led to it (the alias can change before the address records expire).
 fn family(
     result: Result<hickory_resolver::lookup::Lookup, hickory_resolver::net::NetError>,
-) -> Result<Vec<(IpAddr, u32)>, DnsError> {
+) -> Answer {
     use hickory_resolver::net::{DnsError as HDnsError, NetError};
     match result {
         Ok(lookup) => {
@@ -387,12 +477,32 @@ fn family(
     }
 }
 
+/// Joins the A and AAAA outcomes (see [`HickoryLookup::lookup_ip`]).
+fn combine(a: Answer, aaaa: Answer) -> Answer {
+    match (a, aaaa) {
+        (Ok(mut a), Ok(aaaa)) => {
+            a.extend(aaaa);
+            Ok(a)
+        }
+        (Ok(answers), Err(error)) => Err(DnsError::Partial {
+            answered: Family::A,
+            answers,
+            error: Box::new(error),
+        }),
+        (Err(error), Ok(answers)) => Err(DnsError::Partial {
+            answered: Family::Aaaa,
+            answers,
+            error: Box::new(error),
+        }),
+        (Err(e), Err(_)) => Err(e),
+    }
+}
+
 impl Lookup for HickoryLookup {
-    /// A and AAAA are asked for in parallel; the result is definitive only if both are.
-    fn lookup_ip(
-        &self,
-        name: &str,
-    ) -> impl Future<Output = Result<Vec<(IpAddr, u32)>, DnsError>> + Send {
+    /// A and AAAA are asked for in parallel. Both answered: `Ok`. One answered and the other
+    /// failed: [`DnsError::Partial`] (the answered family is updated, the other keeps its
+    /// last known addresses). Both failed: the A query's error.
+    fn lookup_ip(&self, name: &str) -> impl Future<Output = Answer> + Send {
         use hickory_resolver::proto::rr::{Name, RecordType};
         let name = fqdn(name);
         async move {
@@ -404,9 +514,7 @@ impl Lookup for HickoryLookup {
                 self.resolver.lookup(parsed.clone(), RecordType::A),
                 self.resolver.lookup(parsed, RecordType::AAAA),
             );
-            let mut out = family(a)?;
-            out.extend(family(aaaa)?);
-            Ok(out)
+            combine(family(a), family(aaaa))
         }
     }
 }
@@ -499,7 +607,7 @@ pub async fn run(agent: Agent, lookup: impl Lookup, status: DnsStatus, opts: Opt
     run_with(agent, lookup, status, opts).await
 }
 
-type Outcome = (String, Result<Vec<(IpAddr, u32)>, DnsError>);
+type Outcome = (String, Answer);
 
 async fn run_with<T: Target, L: Lookup>(target: T, lookup: L, status: DnsStatus, opts: Options) {
     use tokio::time::Instant as TokioInstant;
@@ -589,12 +697,7 @@ async fn run_with<T: Target, L: Lookup>(target: T, lookup: L, status: DnsStatus,
 }
 
 /// Records one outcome in `watch` and logs it.
-fn record(
-    watch: &mut Watch,
-    name: &str,
-    result: Result<Vec<(IpAddr, u32)>, DnsError>,
-    now: Instant,
-) {
+fn record(watch: &mut Watch, name: &str, result: Answer, now: Instant) {
     match result {
         Ok(answers) => {
             let Some(c) = watch.record_ok(name, answers, now) else {
@@ -613,9 +716,12 @@ fn record(
         }
         Err(err) => {
             let previous = watch.last_error(name);
-            let Some(failures) = watch.record_err(name, &err, now) else {
+            let Some((failures, c)) = watch.record_err(name, &err, now) else {
                 return;
             };
+            if !c.added.is_empty() || !c.removed.is_empty() {
+                info!(name, added = ?c.added, removed = ?c.removed, "dns: addresses changed");
+            }
             // Say so on the first failure, when the reason changes, and every 10th retry;
             // the status always has the latest.
             let message = err.to_string();
@@ -724,7 +830,9 @@ mod tests {
         for n in 1..=6 {
             assert_eq!(w.due(t), vec!["a.example".to_string()]);
             w.begin("a.example");
-            assert_eq!(w.record_err("a.example", &timeout(), t), Some(n));
+            let (failures, change) = w.record_err("a.example", &timeout(), t).unwrap();
+            assert_eq!(failures, n);
+            assert_eq!(change, Change::default());
             let next = w.next_due().unwrap();
             delays.push(next - t);
             t = next;
@@ -748,6 +856,71 @@ mod tests {
         assert_eq!(st.last_error, None);
         assert_eq!(w.table()["a.example"], vec![v4(2)]);
         assert_eq!(backoff(1000), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn one_family_failing_updates_the_other_and_keeps_its_own() {
+        let t0 = Instant::now();
+        let mut w = watch_with("a.example", vec![(v4(1), 300), (v6(1), 300)], t0);
+        let t = t0 + secs(300);
+        // A answered with a new address, AAAA timed out.
+        let err = DnsError::Partial {
+            answered: Family::A,
+            answers: vec![(v4(2), 20)],
+            error: Box::new(timeout()),
+        };
+        assert_eq!(err.to_string(), "AAAA lookup failed: timed out after 10s");
+        let (failures, change) = w.record_err("a.example", &err, t).unwrap();
+        assert_eq!(failures, 1);
+        assert_eq!(change.added, vec![v4(2)]);
+        assert_eq!(change.removed, vec![v4(1)]);
+        assert_eq!(w.table()["a.example"], vec![v4(2), v6(1)]);
+        assert_eq!(w.next_due(), Some(t + backoff(1)));
+        // Many failures later the retry still comes no later than the answered TTL.
+        for _ in 0..5 {
+            w.record_err("a.example", &timeout(), t);
+        }
+        w.record_err("a.example", &err, t).unwrap();
+        assert_eq!(w.next_due(), Some(t + secs(20)));
+        assert_eq!(w.status()[0].consecutive_failures, 7);
+
+        // AAAA answered "none", A failed: the IPv6 address goes, the IPv4 one stays.
+        let err = DnsError::Partial {
+            answered: Family::Aaaa,
+            answers: Vec::new(),
+            error: Box::new(DnsError::Server("SERVFAIL".into())),
+        };
+        w.record_err("a.example", &err, t).unwrap();
+        assert_eq!(w.table()["a.example"], vec![v4(2)]);
+    }
+
+    #[test]
+    fn a_and_aaaa_outcomes_combine() {
+        let fail = || Err(timeout());
+        assert_eq!(
+            combine(Ok(vec![(v4(1), 5)]), Ok(vec![(v6(1), 6)])),
+            Ok(vec![(v4(1), 5), (v6(1), 6)])
+        );
+        assert_eq!(combine(Ok(Vec::new()), Ok(Vec::new())), Ok(Vec::new()));
+        assert_eq!(
+            combine(Ok(vec![(v4(1), 5)]), fail()),
+            Err(DnsError::Partial {
+                answered: Family::A,
+                answers: vec![(v4(1), 5)],
+                error: Box::new(timeout()),
+            })
+        );
+        assert!(matches!(
+            combine(fail(), Ok(Vec::new())),
+            Err(DnsError::Partial {
+                answered: Family::Aaaa,
+                ..
+            })
+        ));
+        assert_eq!(
+            combine(Err(DnsError::Server("REFUSED".into())), fail()),
+            Err(DnsError::Server("REFUSED".into()))
+        );
     }
 
     #[test]
@@ -925,7 +1098,12 @@ mod tests {
                         }
                         // NOERROR without records: the name exists, no address of the type.
                         ("alias.test.", RecordType::AAAA) => {}
-                        ("fail.test.", _) => resp.metadata.response_code = ResponseCode::ServFail,
+                        ("half.test.", RecordType::A) => {
+                            resp.add_answer(a("half.test.", 60, [192, 0, 2, 3]));
+                        }
+                        ("fail.test." | "half.test.", _) => {
+                            resp.metadata.response_code = ResponseCode::ServFail
+                        }
                         _ => resp.metadata.response_code = ResponseCode::NXDomain,
                     }
                     let _ = sock.send_to(&resp.to_vec().unwrap(), peer).await;
@@ -958,12 +1136,20 @@ mod tests {
             lookup.lookup_ip("fail.test").await,
             Err(DnsError::Server("Server Failure".into()))
         );
+        // A answered, AAAA failing: a partial answer.
+        assert_eq!(
+            lookup.lookup_ip("half.test").await,
+            Err(DnsError::Partial {
+                answered: Family::A,
+                answers: vec![(v4(3), 60)],
+                error: Box::new(DnsError::Server("Server Failure".into())),
+            })
+        );
         server.abort();
     }
 
     // --- the loop, with a fake resolver and a fake agent, on tokio's paused clock ---
 
-    type Answer = Result<Vec<(IpAddr, u32)>, DnsError>;
     type Table = BTreeMap<String, Vec<IpAddr>>;
 
     #[derive(Clone, Default)]
