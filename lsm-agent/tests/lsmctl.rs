@@ -515,16 +515,37 @@ fn tracingpolicy_check_expands_env_and_reports_unset_variables() {
         err.contains("environment variable PODCIDR is not set"),
         "{err}"
     );
-    // With the variables set, expansion succeeds and the real problem shows.
+    // With the variables set, the tcp_connect kprobe loads at socket_connect.
     let mut c = lsmctl(&["tracingpolicy", "check"]);
     c.arg(&net)
         .env("PODCIDR", "10.0.0.0/8")
         .env("SERVICECIDR", "10.96.0.0/12");
     let out = c.output().expect("running lsmctl");
+    let (code, out, err) = (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(err.is_empty(), "{err}");
+    assert!(
+        out.contains("socket_connect (kprobe tcp_connect, spec.kprobes[0]): 1 selector"),
+        "{out}"
+    );
+    assert!(out.contains("1 policy file(s) OK"), "{out}");
+    // A bad value from the environment is reported where the reference is written.
+    let mut c = lsmctl(&["tracingpolicy", "check"]);
+    c.arg(&net)
+        .env("PODCIDR", "10.0.0.0/40")
+        .env("SERVICECIDR", "10.96.0.0/12");
+    let out = c.output().expect("running lsmctl");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        err.contains("spec.kprobes[0].call: unsupported call \"tcp_connect\""),
+        err.contains(
+            "network_egress_cluster.yaml:27:11: spec.kprobes[0].selectors[0].matchArgs[0].\
+             values[1]: invalid CIDR \"10.0.0.0/40\""
+        ),
         "{err}"
     );
 }

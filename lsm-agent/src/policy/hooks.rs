@@ -39,6 +39,9 @@ pub struct KprobeCall {
     pub arg_map: &'static [(u32, u32)],
     /// Parameter names of the kprobe'd function, in order, for error messages.
     pub params: &'static [&'static str],
+    /// The call only sees TCP connections over IPv4/IPv6 (`tcp_connect`), while its LSM
+    /// hook sees every connect: the hook gets that condition (`ir::Hook::tcp_only`).
+    pub tcp_only: bool,
 }
 
 impl KprobeCall {
@@ -116,6 +119,20 @@ pub const HOOKS: &[HookInfo] = &[
             "linux_binprm",
         )],
     },
+    HookInfo {
+        hook: LsmHook::SocketConnect,
+        args: &[
+            arg(0, "sock", "struct socket *", ArgType::Sock, "socket"),
+            arg(
+                1,
+                "address",
+                "struct sockaddr *",
+                ArgType::Sockaddr,
+                "sockaddr",
+            ),
+            arg(2, "addrlen", "int", INT, "int"),
+        ],
+    },
 ];
 
 /// The kprobe calls the agent translates to LSM hooks.
@@ -125,12 +142,14 @@ pub const KPROBE_CALLS: &[KprobeCall] = &[
         hook: LsmHook::FileOpen,
         arg_map: &[(0, 0)],
         params: &["file"],
+        tcp_only: false,
     },
     KprobeCall {
         call: "security_file_permission",
         hook: LsmHook::FilePermission,
         arg_map: &[(0, 0), (1, 1)],
         params: &["file", "mask"],
+        tcp_only: false,
     },
     // security_mmap_file(file, prot, flags) calls the hook as mmap_file(file, reqprot, prot,
     // flags) where the kprobe's `prot` is what the caller asked for, i.e. the hook's
@@ -140,24 +159,44 @@ pub const KPROBE_CALLS: &[KprobeCall] = &[
         hook: LsmHook::MmapFile,
         arg_map: &[(0, 0), (1, 1), (2, 3)],
         params: &["file", "prot", "flags"],
+        tcp_only: false,
     },
     KprobeCall {
         call: "security_path_truncate",
         hook: LsmHook::PathTruncate,
         arg_map: &[(0, 0)],
         params: &["path"],
+        tcp_only: false,
     },
     KprobeCall {
         call: "security_file_truncate",
         hook: LsmHook::FileTruncate,
         arg_map: &[(0, 0)],
         params: &["file"],
+        tcp_only: false,
     },
     KprobeCall {
         call: "security_bprm_check",
         hook: LsmHook::BprmCheckSecurity,
         arg_map: &[(0, 0)],
         params: &["bprm"],
+        tcp_only: false,
+    },
+    KprobeCall {
+        call: "security_socket_connect",
+        hook: LsmHook::SocketConnect,
+        arg_map: &[(0, 0), (1, 1), (2, 2)],
+        params: &["sock", "address", "addrlen"],
+        tcp_only: false,
+    },
+    // tcp_connect(sk) runs for TCP connects only, with the `struct sock` of the hook's
+    // `struct socket`; at socket_connect the same connect is seen before it starts.
+    KprobeCall {
+        call: "tcp_connect",
+        hook: LsmHook::SocketConnect,
+        arg_map: &[(0, 0)],
+        params: &["sk"],
+        tcp_only: true,
     },
 ];
 
@@ -226,9 +265,6 @@ const OTHER_TETRAGON_TYPES: &[&str] = &[
     "char_buf",
     "char_iovec",
     "skb",
-    "sock",
-    "sockaddr",
-    "socket",
     "sockaddr_un",
     "string",
     "filename",
@@ -262,6 +298,8 @@ pub fn declared_type(name: &str) -> Option<DeclaredType> {
         "file" | "fd" => return Some(DeclaredType::Supported(ArgType::File)),
         "path" | "dentry" => return Some(DeclaredType::Supported(ArgType::Path)),
         "linux_binprm" => return Some(DeclaredType::Supported(ArgType::LinuxBinprm)),
+        "sock" | "socket" => return Some(DeclaredType::Supported(ArgType::Sock)),
+        "sockaddr" => return Some(DeclaredType::Supported(ArgType::Sockaddr)),
         _ => {}
     }
     if let Some((_, width, signed)) = INT_TYPES.iter().find(|(n, _, _)| *n == name) {
@@ -348,7 +386,47 @@ mod tests {
     fn bprm_check_translates_to_bprm_check_security() {
         let k = kprobe_call("security_bprm_check").expect("in table");
         assert_eq!(k.hook.name(), "bprm_check_security");
-        assert!(kprobe_call("tcp_connect").is_none());
+        assert!(kprobe_call("sys_openat").is_none());
+    }
+
+    #[test]
+    fn tcp_connect_translates_to_socket_connect_with_its_sock_as_argument_0_and_tcp_only() {
+        let k = kprobe_call("tcp_connect").expect("in table");
+        assert_eq!(k.hook, LsmHook::SocketConnect);
+        assert_eq!(k.lsm_index(0), Some(0));
+        assert_eq!(k.lsm_index(1), None);
+        assert_eq!(k.params, &["sk"]);
+        assert!(k.tcp_only);
+        assert_eq!(hook_info(LsmHook::SocketConnect).args[0].ty, ArgType::Sock);
+    }
+
+    #[test]
+    fn security_socket_connect_maps_all_three_arguments_and_is_not_tcp_only() {
+        let k = kprobe_call("security_socket_connect").expect("in table");
+        assert_eq!(k.hook, LsmHook::SocketConnect);
+        for i in 0..3 {
+            assert_eq!(k.lsm_index(i), Some(i));
+        }
+        assert!(!k.tcp_only);
+        let args = hook_info(LsmHook::SocketConnect).args;
+        assert_eq!(
+            args.iter().map(|a| a.ty).collect::<Vec<_>>(),
+            [ArgType::Sock, ArgType::Sockaddr, INT]
+        );
+        assert_eq!(
+            args.iter().map(|a| a.type_name).collect::<Vec<_>>(),
+            ["socket", "sockaddr", "int"]
+        );
+    }
+
+    #[test]
+    fn only_tcp_connect_is_tcp_only() {
+        let tcp: Vec<&str> = KPROBE_CALLS
+            .iter()
+            .filter(|k| k.tcp_only)
+            .map(|k| k.call)
+            .collect();
+        assert_eq!(tcp, ["tcp_connect"]);
     }
 
     #[test]
@@ -375,7 +453,23 @@ mod tests {
             declared_type("dentry"),
             Some(DeclaredType::Supported(ArgType::Path))
         );
-        assert_eq!(declared_type("sock"), Some(DeclaredType::Unsupported));
+        assert_eq!(
+            declared_type("sock"),
+            Some(DeclaredType::Supported(ArgType::Sock))
+        );
+        assert_eq!(
+            declared_type("socket"),
+            Some(DeclaredType::Supported(ArgType::Sock))
+        );
+        assert_eq!(
+            declared_type("sockaddr"),
+            Some(DeclaredType::Supported(ArgType::Sockaddr))
+        );
+        assert_eq!(
+            declared_type("sockaddr_un"),
+            Some(DeclaredType::Unsupported)
+        );
+        assert_eq!(declared_type("skb"), Some(DeclaredType::Unsupported));
         assert_eq!(declared_type("bogus"), None);
     }
 
@@ -390,5 +484,8 @@ mod tests {
         ));
         assert!(!type_fits(INT, ArgType::File));
         assert!(!type_fits(ArgType::Path, ArgType::File));
+        assert!(type_fits(ArgType::Sock, ArgType::Sock));
+        assert!(!type_fits(ArgType::Sockaddr, ArgType::Sock));
+        assert!(!type_fits(INT, ArgType::Sockaddr));
     }
 }

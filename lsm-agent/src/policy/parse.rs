@@ -8,12 +8,12 @@
 
 use std::path::Path;
 
-use lsm_shared::{LPM_STR_LEN, MAX_ARGS, NUM_FILTER_VALUES, STR_LEN};
+use lsm_shared::{ADDR_ENTRIES, LPM_STR_LEN, MAX_ARGS, NUM_FILTER_VALUES, STR_LEN};
 
 use super::env;
 use super::error::PolicyError;
 use super::hooks::{self, DeclaredType, HookInfo};
-use super::ir::{self, ArgType, NumOp, StrOp};
+use super::ir::{self, AddrValue, ArgType, NetField, NumOp, SockAttr, StrOp};
 use super::locate::Locator;
 
 /// Parses and validates one policy document. `file` is only used in errors and warnings.
@@ -444,6 +444,7 @@ fn convert_kprobe(i: usize, kp: &raw::Kprobe, warnings: &mut Vec<Invalid>) -> VR
                 call: kp.call.clone(),
             },
             spec_index: i,
+            tcp_only: tr.tcp_only,
             map_index: &map_index,
         },
         &raw::HookBody {
@@ -495,6 +496,7 @@ fn convert_lsmhook(
             lsm,
             origin: ir::HookOrigin::LsmHook,
             spec_index: i,
+            tcp_only: false,
             map_index: &map_index,
         },
         &raw::HookBody {
@@ -528,6 +530,8 @@ struct HookSource<'a> {
     lsm: ir::LsmHook,
     origin: ir::HookOrigin,
     spec_index: usize,
+    /// See `ir::Hook::tcp_only`.
+    tcp_only: bool,
     /// YAML argument index → LSM hook argument index, or why there is none.
     map_index: &'a dyn Fn(u32) -> Result<u32, String>,
 }
@@ -584,6 +588,9 @@ fn convert_hook_body(
         let spath = format!("{path}.selectors[{k}]");
         selectors.push(convert_selector(&spath, k, s, &args, warnings)?);
     }
+    if src.tcp_only {
+        warn_tcp_connect_source_filters(path, &selectors, warnings);
+    }
 
     Ok(ir::Hook {
         lsm: src.lsm,
@@ -592,9 +599,43 @@ fn convert_hook_body(
         args,
         message,
         tags,
-        tcp_only: false,
+        tcp_only: src.tcp_only,
         selectors,
     })
+}
+
+/// A `tcp_connect` kprobe runs after the kernel picked the connection's source address and
+/// port; the LSM hook it is enforced at runs before, when a socket that was not bound has
+/// `0.0.0.0` (`::`) and port 0 as its source. Source filters then mean something else.
+fn warn_tcp_connect_source_filters(
+    path: &str,
+    selectors: &[ir::Selector],
+    warnings: &mut Vec<Invalid>,
+) {
+    for (k, sel) in selectors.iter().enumerate() {
+        for (j, f) in sel.match_args.iter().enumerate() {
+            let what = match f.kind {
+                ir::FilterKind::Addr {
+                    field: NetField::Source,
+                    ..
+                } => "address",
+                ir::FilterKind::Port {
+                    field: NetField::Source,
+                    ..
+                } => "port",
+                _ => continue,
+            };
+            warnings.push(invalid(
+                format!("{path}.selectors[{k}].matchArgs[{j}].operator"),
+                format!(
+                    "source {what} filter on tcp_connect: lsm-agent enforces it at \
+                     socket_connect, before the kernel picks the source, so a socket not bound \
+                     before connect has source 0.0.0.0 (::) port 0 there, not the address and \
+                     port tcp_connect would see"
+                ),
+            ));
+        }
+    }
 }
 
 fn convert_arg(
@@ -737,6 +778,37 @@ fn family_name(f: Family) -> &'static str {
     }
 }
 
+/// Address and port filters: the kernel keeps one non-negated set of each per field and
+/// selector (negated ones add up).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NetClass {
+    Addr,
+    Port,
+}
+
+fn positive_net_set(kind: &ir::FilterKind) -> Option<(NetClass, NetField)> {
+    match kind {
+        ir::FilterKind::Addr {
+            field,
+            negated: false,
+            ..
+        } => Some((NetClass::Addr, *field)),
+        ir::FilterKind::Port {
+            field,
+            negated: false,
+            ..
+        } => Some((NetClass::Port, *field)),
+        _ => None,
+    }
+}
+
+fn field_name(f: NetField) -> &'static str {
+    match f {
+        NetField::Dest => "destination",
+        NetField::Source => "source",
+    }
+}
+
 fn convert_selector(
     spath: &str,
     index: usize,
@@ -749,9 +821,37 @@ fn convert_selector(
     let mut match_args = Vec::new();
     // (lsm arg index, family, position in matchArgs) of string filters seen so far.
     let mut families: Vec<(u32, Family, usize)> = Vec::new();
+    // (class, field, position in matchArgs) of non-negated address and port filters.
+    let mut net_sets: Vec<(NetClass, NetField, usize)> = Vec::new();
     for (k, m) in s.match_args.iter().flatten().enumerate() {
         let mpath = format!("{spath}.matchArgs[{k}]");
-        let filter = convert_match_arg(&mpath, m, args)?;
+        let filter = convert_match_arg(&mpath, m, args, warnings)?;
+        if let Some((class, field)) = positive_net_set(&filter.kind) {
+            if let Some((_, _, first)) =
+                net_sets.iter().find(|(c, f, _)| *c == class && *f == field)
+            {
+                let (what, values) = match class {
+                    NetClass::Addr => ("address", "addresses"),
+                    NetClass::Port => ("port", "ports"),
+                };
+                return Err(invalid(
+                    mpath,
+                    format!(
+                        "a second {op} filter on the {field} {what} in the same selector (the \
+                         first is matchArgs[{first}]) is not supported by lsm-agent: the \
+                         kernel checks one set of {field} {values} per selector; merge the \
+                         values into one filter that lists only the {values} both allow",
+                        op = m
+                            .operator
+                            .as_deref()
+                            .and_then(parse_operator)
+                            .map_or("?", operator_name),
+                        field = field_name(field),
+                    ),
+                ));
+            }
+            net_sets.push((class, field, k));
+        }
         if let ir::FilterKind::Str { op, .. } = &filter.kind {
             let fam = family_of(*op);
             if let Some((_, _, first)) = families
@@ -928,7 +1028,12 @@ const OPERATOR_SPELLINGS: &[(&str, Operator)] = {
 /// The `matchArgs` operators lsm-agent implements, with their aliases, for error messages.
 const SUPPORTED_ARG_OPERATORS: &str = "Equal (eq), NotEqual (neq), Prefix (prefix), \
      NotPrefix (notprefix), Postfix (postfix), NotPostfix (notpostfix), GreaterThan (GT, gt), \
-     LessThan (LT, lt), Mask (mask), InRange, NotInRange";
+     LessThan (LT, lt), Mask (mask), InRange, NotInRange, DAddr (daddr, Daddr), NotDAddr \
+     (notdaddr, NotDaddr), SAddr (saddr, Saddr), NotSAddr (notsaddr, NotSaddr), DPort (dport, \
+     Dport), NotDPort (notdport, NotDport), SPort (sport, Sport), NotSPort (notsport, NotSport), \
+     DPortPriv (dportpriv, DportPriv), NotDPortPriv (notdportpriv, NotDportPriv), SPortPriv \
+     (sportpriv, SportPriv), NotSPortPriv (notsportpriv, NotSportPriv), Protocol (protocol), \
+     Family (family)";
 
 fn parse_operator(s: &str) -> Option<Operator> {
     OPERATOR_SPELLINGS
@@ -949,11 +1054,116 @@ fn operator_name(op: Operator) -> &'static str {
 enum ArgOp {
     Str(StrOp, bool),
     Num(NumOp),
+    Addr(NetField, bool),
+    /// `privileged`: a `*PortPriv` operator, ports 0-1023, which takes no values.
+    Port {
+        field: NetField,
+        negated: bool,
+        privileged: bool,
+    },
+    SockAttr(SockAttr),
 }
 
-/// The agent's reading of `op` on an argument of type `ty`, or why it cannot be used.
-fn classify(op: Operator, ty: ArgType) -> Result<ArgOp, &'static str> {
+/// Operators on a connection's socket, or a sockaddr's, with Tetragon's meaning.
+fn is_network_op(op: Operator) -> bool {
     use Operator as O;
+    matches!(
+        op,
+        O::SAddr
+            | O::NotSAddr
+            | O::DAddr
+            | O::NotDAddr
+            | O::SPort
+            | O::NotSPort
+            | O::DPort
+            | O::NotDPort
+            | O::SPortPriv
+            | O::NotSPortPriv
+            | O::DPortPriv
+            | O::NotDPortPriv
+            | O::Protocol
+            | O::Family
+            | O::State
+    )
+}
+
+/// The reading of an address, port, protocol or family operator on a socket: `SAddr` and
+/// `SPort` look at the socket's local end, `DAddr` and `DPort` at the peer.
+fn sock_op(op: Operator) -> Option<ArgOp> {
+    use Operator as O;
+    let port = |field, negated, privileged| ArgOp::Port {
+        field,
+        negated,
+        privileged,
+    };
+    Some(match op {
+        O::DAddr => ArgOp::Addr(NetField::Dest, false),
+        O::NotDAddr => ArgOp::Addr(NetField::Dest, true),
+        O::SAddr => ArgOp::Addr(NetField::Source, false),
+        O::NotSAddr => ArgOp::Addr(NetField::Source, true),
+        O::DPort => port(NetField::Dest, false, false),
+        O::NotDPort => port(NetField::Dest, true, false),
+        O::SPort => port(NetField::Source, false, false),
+        O::NotSPort => port(NetField::Source, true, false),
+        O::DPortPriv => port(NetField::Dest, false, true),
+        O::NotDPortPriv => port(NetField::Dest, true, true),
+        O::SPortPriv => port(NetField::Source, false, true),
+        O::NotSPortPriv => port(NetField::Source, true, true),
+        O::Protocol => ArgOp::SockAttr(SockAttr::Protocol),
+        O::Family => ArgOp::SockAttr(SockAttr::Family),
+        _ => return None,
+    })
+}
+
+/// The agent's reading of `op` on an argument of type `ty`, or why it cannot be used: a
+/// sentence about the operator that the caller completes with the argument's type.
+fn classify(op: Operator, ty: ArgType) -> Result<ArgOp, String> {
+    use Operator as O;
+    let name = operator_name(op);
+    match ty {
+        ArgType::Sock => {
+            return match (sock_op(op), op) {
+                (Some(a), _) => Ok(a),
+                (None, O::State) => Err(format!(
+                    "operator State is not supported at {} (the socket has no TCP state yet)",
+                    ir::LsmHook::SocketConnect
+                )),
+                _ => Err(format!(
+                    "operator {name} is not supported: sock, socket and sockaddr arguments do \
+                     not support operator {name}"
+                )),
+            };
+        }
+        ArgType::Sockaddr => {
+            // At connect, the sockaddr is the address connected to: Tetragon's `SAddr` and
+            // `SPort` on it (the only address and port it has) are the destination.
+            return match op {
+                O::SAddr => Ok(ArgOp::Addr(NetField::Dest, false)),
+                O::NotSAddr => Ok(ArgOp::Addr(NetField::Dest, true)),
+                O::SPort | O::NotSPort | O::SPortPriv | O::NotSPortPriv => Ok(ArgOp::Port {
+                    field: NetField::Dest,
+                    negated: matches!(op, O::NotSPort | O::NotSPortPriv),
+                    privileged: matches!(op, O::SPortPriv | O::NotSPortPriv),
+                }),
+                O::Family => Ok(ArgOp::SockAttr(SockAttr::Family)),
+                _ if is_network_op(op) => Err(format!(
+                    "operator {name} is not supported on a sockaddr argument: sockaddr only \
+                     supports [Not]SAddr, [Not]SPort, [Not]SPortPriv and Family, which match \
+                     the address connected to"
+                )),
+                _ => Err(format!(
+                    "operator {name} is not supported: sock, socket and sockaddr arguments do \
+                     not support operator {name}"
+                )),
+            };
+        }
+        _ => {}
+    }
+    if is_network_op(op) {
+        return Err(format!(
+            "operator {name} is only valid on sock, socket and sockaddr arguments"
+        ));
+    }
     let str_op = match op {
         O::Equal => Some((StrOp::Equal, false)),
         O::NotEqual => Some((StrOp::Equal, true)),
@@ -963,6 +1173,8 @@ fn classify(op: Operator, ty: ArgType) -> Result<ArgOp, &'static str> {
         O::NotPostfix => Some((StrOp::Postfix, true)),
         _ => None,
     };
+    let not_yet = format!("operator {name} is not supported yet by lsm-agent");
+    let elsewhere = format!("operator {name} is not supported on this argument");
     if ty.is_path_like() {
         return match (str_op, op) {
             (Some((o, neg)), _) => Ok(ArgOp::Str(o, neg)),
@@ -970,8 +1182,8 @@ fn classify(op: Operator, ty: ArgType) -> Result<ArgOp, &'static str> {
             (
                 None,
                 O::SubString | O::SubStringIgnCase | O::FileType | O::NotFileType | O::CelExpr,
-            ) => Err("not supported yet by lsm-agent"),
-            _ => Err("not supported on this argument"),
+            ) => Err(not_yet),
+            _ => Err(elsewhere),
         };
     }
     match op {
@@ -982,8 +1194,31 @@ fn classify(op: Operator, ty: ArgType) -> Result<ArgOp, &'static str> {
         O::Mask => Ok(ArgOp::Num(NumOp::Mask)),
         O::InRange => Ok(ArgOp::Num(NumOp::InRange)),
         O::NotInRange => Ok(ArgOp::Num(NumOp::NotInRange)),
-        O::InMap | O::NotInMap | O::CelExpr => Err("not supported yet by lsm-agent"),
-        _ => Err("not supported on this argument"),
+        O::InMap | O::NotInMap | O::CelExpr => Err(not_yet),
+        _ => Err(elsewhere),
+    }
+}
+
+/// Which operators apply to an argument of type `ty`, to complete an operator error.
+fn operator_hint(ty: ArgType) -> &'static str {
+    match ty {
+        ArgType::File | ArgType::Path | ArgType::LinuxBinprm => {
+            "string operators Equal, NotEqual, Prefix, NotPrefix, Postfix, NotPostfix apply to \
+             file, path and linux_binprm arguments"
+        }
+        ArgType::Int { .. } => {
+            "numeric operators Equal, NotEqual, GreaterThan, LessThan, Mask, InRange, \
+             NotInRange apply to integer arguments"
+        }
+        ArgType::Sock => {
+            "network operators DAddr, NotDAddr, SAddr, NotSAddr, DPort, NotDPort, SPort, \
+             NotSPort, DPortPriv, NotDPortPriv, SPortPriv, NotSPortPriv, Protocol and Family \
+             apply to sock and socket arguments"
+        }
+        ArgType::Sockaddr => {
+            "SAddr, NotSAddr, SPort, NotSPort, SPortPriv, NotSPortPriv and Family apply to \
+             sockaddr arguments"
+        }
     }
 }
 
@@ -991,6 +1226,7 @@ fn convert_match_arg(
     mpath: &str,
     m: &raw::ArgSelector,
     args: &[ir::ArgSpec],
+    warnings: &mut Vec<Invalid>,
 ) -> VResult<ir::ArgFilter> {
     // `args` (positions in the hook's `args` list) takes precedence over `index`.
     let arg = match m.args.as_deref() {
@@ -1032,27 +1268,27 @@ fn convert_match_arg(
         )
     })?;
     let kind = classify(op, arg.ty).map_err(|why| {
-        let hint = if arg.ty.is_path_like() {
-            "string operators Equal, NotEqual, Prefix, NotPrefix, Postfix, NotPostfix apply to \
-             file, path and linux_binprm arguments"
-        } else {
-            "numeric operators Equal, NotEqual, GreaterThan, LessThan, Mask, InRange, \
-             NotInRange apply to integer arguments"
-        };
         invalid(
             &opath,
             format!(
-                "operator {} is {why} (argument {} is of type {}; {hint})",
-                operator_name(op),
+                "{why} (argument {} is of type {}; {})",
                 arg.spec_index,
                 arg.type_name,
+                operator_hint(arg.ty)
             ),
         )
     })?;
 
     let values = m.values.as_deref().unwrap_or_default();
     let vpath = format!("{mpath}.values");
-    if values.is_empty() {
+    let privileged = matches!(
+        kind,
+        ArgOp::Port {
+            privileged: true,
+            ..
+        }
+    );
+    if values.is_empty() && !privileged {
         return Err(invalid(
             if m.values.is_some() {
                 vpath
@@ -1072,6 +1308,42 @@ fn convert_match_arg(
             op,
             values: numeric_values(&vpath, values, op, arg)?,
         },
+        ArgOp::Addr(field, negated) => ir::FilterKind::Addr {
+            field,
+            negated,
+            values: addr_values(&vpath, values)?,
+        },
+        ArgOp::Port {
+            field,
+            negated,
+            privileged: true,
+        } => {
+            // Tetragon takes no values for these and ignores any given.
+            if !values.is_empty() {
+                warnings.push(invalid(
+                    &vpath,
+                    format!(
+                        "values ignored: {} matches the privileged ports 0-1023 and takes no \
+                         values",
+                        operator_name(op)
+                    ),
+                ));
+            }
+            ir::FilterKind::Port {
+                field,
+                negated,
+                ranges: vec![PRIVILEGED_PORTS],
+            }
+        }
+        ArgOp::Port { field, negated, .. } => ir::FilterKind::Port {
+            field,
+            negated,
+            ranges: port_values(&vpath, values)?,
+        },
+        ArgOp::SockAttr(attr) => ir::FilterKind::SockAttr {
+            attr,
+            values: sock_attr_values(&vpath, values, attr)?,
+        },
     };
     Ok(ir::ArgFilter {
         spec_index: arg.spec_index,
@@ -1079,6 +1351,242 @@ fn convert_match_arg(
         ty: arg.ty,
         kind,
     })
+}
+
+/// The ports of Tetragon's `*PortPriv` operators.
+const PRIVILEGED_PORTS: (u16, u16) = (0, 1023);
+
+/// Address values: IPv4 or IPv6 addresses (a /32 or /128), CIDRs, or `dns:<name>`.
+fn addr_values(vpath: &str, values: &[String]) -> VResult<Vec<AddrValue>> {
+    let max = ADDR_ENTRIES as usize;
+    if values.len() > max {
+        return Err(invalid(
+            format!("{vpath}[{max}]"),
+            format!("at most {max} addresses per filter (the size of the kernel's address maps)"),
+        ));
+    }
+    values
+        .iter()
+        .enumerate()
+        .map(|(v, text)| addr_value(&format!("{vpath}[{v}]"), text))
+        .collect()
+}
+
+fn addr_value(path: &str, text: &str) -> VResult<AddrValue> {
+    if let Some(name) = text.strip_prefix("dns:") {
+        return dns_name(name).map(AddrValue::Dns).ok_or_else(|| {
+            invalid(
+                path,
+                format!(
+                    "invalid DNS name \"{name}\" in \"{text}\" (expected dns:<name>, with \
+                     dot-separated labels of 1 to 63 letters, digits, '-' or '_', at most 253 \
+                     characters)"
+                ),
+            )
+        });
+    }
+    if text.contains('/') {
+        return text
+            .parse::<ipnet::IpNet>()
+            .map(AddrValue::Net)
+            .map_err(|_| {
+                invalid(
+                    path,
+                    format!(
+                        "invalid CIDR \"{text}\" (expected an IPv4 or IPv6 network such as \
+                     10.0.0.0/8 or fd00::/8)"
+                    ),
+                )
+            });
+    }
+    text.parse::<std::net::IpAddr>()
+        .map(|a| AddrValue::Net(ipnet::IpNet::from(a)))
+        .map_err(|_| {
+            invalid(
+                path,
+                format!(
+                    "invalid address \"{text}\" (expected an IPv4 or IPv6 address, a CIDR such \
+                     as 10.0.0.0/8, or dns:<name>)"
+                ),
+            )
+        })
+}
+
+/// A `dns:` name, lowercased and without one trailing dot, if it is a valid DNS name.
+fn dns_name(name: &str) -> Option<String> {
+    let lower = name.to_ascii_lowercase();
+    let name = lower.strip_suffix('.').unwrap_or(&lower);
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    (!name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok))
+        .then(|| name.to_string())
+}
+
+/// Port values: `N` or Tetragon's `min:max` range (inclusive, either order), decimal.
+fn port_values(vpath: &str, values: &[String]) -> VResult<Vec<(u16, u16)>> {
+    let port = |t: &str| {
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        t.parse::<u16>().ok()
+    };
+    values
+        .iter()
+        .enumerate()
+        .map(|(v, text)| {
+            let (lo, hi) = match text.split_once(':') {
+                Some((a, b)) => (port(a), port(b)),
+                None => (port(text), port(text)),
+            };
+            match (lo, hi) {
+                (Some(lo), Some(hi)) => Ok((lo.min(hi), lo.max(hi))),
+                _ => Err(invalid(
+                    format!("{vpath}[{v}]"),
+                    format!(
+                        "invalid port \"{text}\" (expected a decimal port number 0-65535 or a \
+                         range min:max)"
+                    ),
+                )),
+            }
+        })
+        .collect()
+}
+
+/// Names Tetragon accepts for `Protocol` values (its `inetProtocol` table), plus
+/// `IPPROTO_ICMPV6`.
+const PROTOCOLS: &[(&str, u64)] = &[
+    ("IPPROTO_IP", 0),
+    ("IPPROTO_ICMP", 1),
+    ("IPPROTO_IGMP", 2),
+    ("IPPROTO_IPIP", 4),
+    ("IPPROTO_TCP", 6),
+    ("IPPROTO_EGP", 8),
+    ("IPPROTO_PUP", 12),
+    ("IPPROTO_UDP", 17),
+    ("IPPROTO_IDP", 22),
+    ("IPPROTO_TP", 29),
+    ("IPPROTO_DCCP", 33),
+    ("IPPROTO_IPV6", 41),
+    ("IPPROTO_RSVP", 46),
+    ("IPPROTO_GRE", 47),
+    ("IPPROTO_ESP", 50),
+    ("IPPROTO_AH", 51),
+    ("IPPROTO_ICMPV6", 58),
+    ("IPPROTO_MTP", 92),
+    ("IPPROTO_BEETPH", 94),
+    ("IPPROTO_ENCAP", 98),
+    ("IPPROTO_PIM", 103),
+    ("IPPROTO_COMP", 108),
+    ("IPPROTO_SCTP", 132),
+    ("IPPROTO_UDPLITE", 136),
+    ("IPPROTO_MPLS", 137),
+    ("IPPROTO_ETHERNET", 143),
+    ("IPPROTO_RAW", 255),
+    ("IPPROTO_MPTCP", 262),
+];
+
+/// Names Tetragon accepts for `Family` values (its `inetFamily` table), plus `AF_LOCAL`.
+const FAMILIES: &[(&str, u64)] = &[
+    ("AF_UNSPEC", 0),
+    ("AF_UNIX", 1),
+    ("AF_LOCAL", 1),
+    ("AF_INET", 2),
+    ("AF_AX25", 3),
+    ("AF_IPX", 4),
+    ("AF_APPLETALK", 5),
+    ("AF_NETROM", 6),
+    ("AF_BRIDGE", 7),
+    ("AF_ATMPVC", 8),
+    ("AF_X25", 9),
+    ("AF_INET6", 10),
+    ("AF_ROSE", 11),
+    ("AF_DECnet", 12),
+    ("AF_NETBEUI", 13),
+    ("AF_SECURITY", 14),
+    ("AF_KEY", 15),
+    ("AF_NETLINK", 16),
+    ("AF_PACKET", 17),
+    ("AF_ASH", 18),
+    ("AF_ECONET", 19),
+    ("AF_ATMSVC", 20),
+    ("AF_RDS", 21),
+    ("AF_IRDA", 23),
+    ("AF_PPPOX", 24),
+    ("AF_WANPIPE", 25),
+    ("AF_LLC", 26),
+    ("AF_IB", 27),
+    ("AF_MPLS", 28),
+    ("AF_CAN", 29),
+    ("AF_TIPC", 30),
+    ("AF_BLUETOOTH", 31),
+    ("AF_IUCV", 32),
+    ("AF_RXRPC", 33),
+    ("AF_ISDN", 34),
+    ("AF_PHONET", 35),
+    ("AF_IEEE802154", 36),
+    ("AF_CAIF", 37),
+    ("AF_ALG", 38),
+    ("AF_NFC", 39),
+    ("AF_VSOCK", 40),
+    ("AF_KCM", 41),
+    ("AF_QIPCRTR", 42),
+    ("AF_SMC", 43),
+    ("AF_XDP", 44),
+    ("AF_MCTP", 45),
+];
+
+/// `Protocol` / `Family` values: decimal numbers (the kernel's fields are 16 bits), names,
+/// or Tetragon's `min:max` ranges, which stand for every number in them.
+fn sock_attr_values(vpath: &str, values: &[String], attr: SockAttr) -> VResult<Vec<u64>> {
+    let (names, what, examples) = match attr {
+        SockAttr::Protocol => (PROTOCOLS, "Protocol", "IPPROTO_TCP or IPPROTO_UDP"),
+        SockAttr::Family => (FAMILIES, "Family", "AF_INET or AF_INET6"),
+    };
+    let number = |t: &str| {
+        if let Some((_, n)) = names.iter().find(|(name, _)| name.eq_ignore_ascii_case(t)) {
+            return Some(*n);
+        }
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        t.parse::<u16>().ok().map(u64::from)
+    };
+    let mut out: Vec<u64> = Vec::new();
+    for (v, text) in values.iter().enumerate() {
+        let path = format!("{vpath}[{v}]");
+        let (lo, hi) = match text.split_once(':') {
+            Some((a, b)) => (number(a), number(b)),
+            None => (number(text), number(text)),
+        };
+        let (Some(lo), Some(hi)) = (lo, hi) else {
+            return Err(invalid(
+                path,
+                format!(
+                    "invalid {what} value \"{text}\" (expected a decimal number 0-65535, a \
+                     name such as {examples}, or a range min:max)"
+                ),
+            ));
+        };
+        for n in lo.min(hi)..=lo.max(hi) {
+            if out.contains(&n) {
+                continue;
+            }
+            if out.len() == NUM_FILTER_VALUES {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "at most {NUM_FILTER_VALUES} different {what} values per filter \
+                         (lsm-agent's limit; a range counts every number in it)"
+                    ),
+                ));
+            }
+            out.push(n);
+        }
+    }
+    Ok(out)
 }
 
 /// Tetragon trims trailing NULs from string values; policies write them as a real NUL
@@ -2023,8 +2531,9 @@ mod tests {
 
     use super::*;
     use crate::policy::ir::{
-        Action, ArgType, BinaryFilter, CapFilter, CapSet, FilterKind, HookOrigin, LsmHook,
-        NamespaceFilter, NsType, NsValue, PidFilter, PolicyKind, PolicyMode, RateLimitScope,
+        Action, AddrValue, ArgType, BinaryFilter, CapFilter, CapSet, FilterKind, HookOrigin,
+        LsmHook, NamespaceFilter, NetField, NsType, NsValue, PidFilter, PolicyKind, PolicyMode,
+        RateLimitScope, SockAttr,
     };
 
     /// Tetragon's upstream example policies (read-only test data outside the workspace).
@@ -2292,28 +2801,6 @@ spec:
                 }
             ]
         );
-    }
-
-    #[test]
-    fn quickstart_network_policies_fail_with_unsupported_call_tcp_connect() {
-        for (name, line) in [
-            ("network_egress_cluster.yaml", 16),
-            ("network_egress_cluster_enforce.yaml", 7),
-        ] {
-            let src = std::fs::read_to_string(quickstart(name)).expect("quickstart file");
-            // The CIDRs are `${VAR}` placeholders; give them values so parsing gets to `call`.
-            let e =
-                parse_policy_with_env(&src, &quickstart(name), |_| Some("10.0.0.0/8".to_string()))
-                    .expect_err("tcp_connect is unsupported");
-            assert_eq!(e.path, "spec.kprobes[0].call", "{name}");
-            assert_eq!((e.line, e.column), (Some(line), Some(5)), "{name}");
-            assert!(
-                e.message.contains("unsupported call \"tcp_connect\""),
-                "{}",
-                e.message
-            );
-            assert!(e.message.contains("security_file_open"), "{}", e.message);
-        }
     }
 
     #[test]
@@ -2709,7 +3196,7 @@ spec:
     }
 
     #[test]
-    fn network_operator_alias_is_not_supported_on_a_file_argument() {
+    fn network_operator_alias_is_only_valid_on_sock_arguments() {
         let yaml = with_selector(
             "
       matchArgs:
@@ -2721,7 +3208,7 @@ spec:
         assert_eq!(e.path, "spec.kprobes[0].selectors[0].matchArgs[0].operator");
         assert!(
             e.message
-                .starts_with("operator SAddr is not supported on this argument"),
+                .starts_with("operator SAddr is only valid on sock, socket and sockaddr arguments"),
             "{}",
             e.message
         );
@@ -3427,9 +3914,16 @@ spec:
         let e = parse_err(&yaml);
         assert_eq!(e.path, "spec.kprobes[0].args[0].type");
         assert!(e.message.contains("use file, fd or auto"), "{}", e.message);
-        let e = parse_err(&yaml.replace("type: int\n    - index: 1", "type: sock\n    - index: 1"));
+        let e = parse_err(&yaml.replace("type: int\n    - index: 1", "type: skb\n    - index: 1"));
         assert!(
             e.message.contains("not supported by lsm-agent"),
+            "{}",
+            e.message
+        );
+        let e = parse_err(&yaml.replace("type: int\n    - index: 1", "type: sock\n    - index: 1"));
+        assert!(
+            e.message
+                .starts_with("type \"sock\" does not fit argument 0 of file_permission"),
             "{}",
             e.message
         );
@@ -3621,21 +4115,27 @@ spec:
     }
 
     #[test]
-    fn network_quickstart_gets_past_expansion_to_the_unsupported_call() {
+    fn network_quickstart_parses_once_its_cidrs_are_expanded() {
         let src = std::fs::read_to_string(quickstart("network_egress_cluster_enforce.yaml"))
             .expect("quickstart file");
-        let e = parse_policy_with_env(&src, Path::new("net.yaml"), |n| match n {
-            "PODCIDR" => Some("10.0.0.0/8".to_string()),
-            "SERVICECIDR" => Some("10.96.0.0/12".to_string()),
-            _ => None,
+        let p = parse_policy_with_env(&src, Path::new("net.yaml"), quickstart_net_env)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let FilterKind::Addr { values, .. } = &p.hooks[0].selectors[0].match_args[0].kind else {
+            panic!("address filter expected");
+        };
+        assert_eq!(values[1], net("10.0.0.0/16"));
+        assert_eq!(values[2], net("10.96.0.0/12"));
+        // A bad expansion is reported at the reference in the file as written.
+        let e = parse_policy_with_env(&src, Path::new("net.yaml"), |n| {
+            (n == "PODCIDR" || n == "SERVICECIDR").then(|| "10.0.0.0/40".to_string())
         })
-        .expect_err("tcp_connect is not an LSM hook");
-        assert_eq!(e.path, "spec.kprobes[0].call");
-        assert_eq!((e.line, e.column), (Some(7), Some(5)));
-        assert!(
-            e.message.starts_with("unsupported call \"tcp_connect\""),
-            "{e}"
+        .expect_err("bad CIDR");
+        assert_eq!(
+            e.path,
+            "spec.kprobes[0].selectors[0].matchArgs[0].values[1]"
         );
+        assert_eq!((e.line, e.column), (Some(18), Some(11)));
+        assert!(e.message.starts_with("invalid CIDR \"10.0.0.0/40\""), "{e}");
     }
 
     #[test]
@@ -3679,5 +4179,948 @@ spec:
             "{}",
             e.message
         );
+    }
+
+    // ---- network policies (socket_connect) ----
+
+    /// A `security_socket_connect` kprobe declaring `sock` (0), `sockaddr` (1) and `int` (2),
+    /// with one selector given as YAML indented for a `selectors:` list item body.
+    fn with_net_selector(selector: &str) -> String {
+        format!(
+            "\
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: net
+spec:
+  kprobes:
+  - call: security_socket_connect
+    syscall: false
+    args:
+    - index: 0
+      type: sock
+    - index: 1
+      type: sockaddr
+    - index: 2
+      type: int
+    selectors:
+    - {}
+",
+            selector.trim_start()
+        )
+    }
+
+    /// One matchArgs filter on argument `index` of the socket_connect policy.
+    fn net_filter_yaml(index: u32, operator: &str, values: &[&str]) -> String {
+        let values = values
+            .iter()
+            .map(|v| format!("\"{v}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        with_net_selector(&format!(
+            "
+      matchArgs:
+      - index: {index}
+        operator: \"{operator}\"
+        values: [{values}]"
+        ))
+    }
+
+    fn net_filter(index: u32, operator: &str, values: &[&str]) -> FilterKind {
+        let p = parse_ok(&net_filter_yaml(index, operator, values));
+        p.hooks[0].selectors[0].match_args[0].kind.clone()
+    }
+
+    fn net_err(index: u32, operator: &str, values: &[&str]) -> PolicyError {
+        parse_err(&net_filter_yaml(index, operator, values))
+    }
+
+    fn net(s: &str) -> AddrValue {
+        AddrValue::Net(s.parse().expect("test network"))
+    }
+
+    fn addr_filter(field: NetField, negated: bool, values: &[&str]) -> FilterKind {
+        FilterKind::Addr {
+            field,
+            negated,
+            values: values.iter().map(|v| net(v)).collect(),
+        }
+    }
+
+    fn port_filter(field: NetField, negated: bool, ranges: &[(u16, u16)]) -> FilterKind {
+        FilterKind::Port {
+            field,
+            negated,
+            ranges: ranges.to_vec(),
+        }
+    }
+
+    const MATCH_ARG0: &str = "spec.kprobes[0].selectors[0].matchArgs[0]";
+
+    fn quickstart_net_env(name: &str) -> Option<String> {
+        match name {
+            "PODCIDR" => Some("10.0.0.0/16".to_string()),
+            "SERVICECIDR" => Some("10.96.0.0/12".to_string()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn quickstart_network_policies_parse_into_tcp_only_socket_connect_with_not_daddr() {
+        for (name, kind, actions) in [
+            (
+                "network_egress_cluster.yaml",
+                PolicyKind::TracingPolicy,
+                vec![],
+            ),
+            (
+                "network_egress_cluster_enforce.yaml",
+                PolicyKind::TracingPolicyNamespaced,
+                vec![Action::Sigkill],
+            ),
+        ] {
+            let src = std::fs::read_to_string(quickstart(name)).expect("quickstart file");
+            let p = parse_policy_with_env(&src, &quickstart(name), quickstart_net_env)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(p.kind, kind, "{name}");
+            assert_eq!(p.hooks.len(), 1, "{name}");
+            let h = &p.hooks[0];
+            assert_eq!(h.lsm, LsmHook::SocketConnect, "{name}");
+            assert_eq!(
+                h.origin,
+                HookOrigin::Kprobe {
+                    call: "tcp_connect".into()
+                }
+            );
+            assert!(h.tcp_only, "{name}");
+            assert_eq!(h.args.len(), 1);
+            assert_eq!(h.args[0].ty, ArgType::Sock);
+            assert_eq!(h.args[0].type_name, "sock");
+            assert_eq!(h.args[0].lsm_index, 0);
+            assert_eq!(h.selectors.len(), 1);
+            let s = &h.selectors[0];
+            assert_eq!(s.match_args.len(), 1);
+            assert_eq!(
+                s.match_args[0].kind,
+                addr_filter(
+                    NetField::Dest,
+                    true,
+                    &["127.0.0.1/32", "10.0.0.0/16", "10.96.0.0/12"]
+                ),
+                "{name}"
+            );
+            assert_eq!(s.actions, actions, "{name}");
+        }
+    }
+
+    #[test]
+    fn lsmhook_socket_connect_and_security_socket_connect_are_not_tcp_only() {
+        let p = parse_ok(&with_net_selector("matchActions: [{action: Post}]"));
+        assert_eq!(p.hooks[0].lsm, LsmHook::SocketConnect);
+        assert!(!p.hooks[0].tcp_only);
+        let p = parse_ok(
+            "\
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: l
+spec:
+  lsmhooks:
+  - hook: socket_connect
+    args:
+    - index: 0
+    - index: 1
+      type: auto
+    - index: 2
+",
+        );
+        let h = &p.hooks[0];
+        assert_eq!(h.lsm, LsmHook::SocketConnect);
+        assert!(!h.tcp_only);
+        let types: Vec<(ArgType, &str)> = h
+            .args
+            .iter()
+            .map(|a| (a.ty, a.type_name.as_str()))
+            .collect();
+        assert_eq!(
+            types,
+            [
+                (ArgType::Sock, "socket"),
+                (ArgType::Sockaddr, "sockaddr"),
+                (INT32, "int")
+            ]
+        );
+    }
+
+    #[test]
+    fn tcp_connect_without_selectors_is_tcp_only_and_accepts_type_socket() {
+        let p = parse_ok(
+            "\
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: t
+spec:
+  kprobes:
+  - call: tcp_connect
+    args:
+    - index: 0
+      type: socket
+",
+        );
+        assert!(p.hooks[0].tcp_only);
+        assert!(p.hooks[0].selectors.is_empty());
+        assert_eq!(p.hooks[0].args[0].ty, ArgType::Sock);
+    }
+
+    #[test]
+    fn source_filters_on_tcp_connect_warn_that_unbound_sources_are_zero() {
+        let yaml = net_filters_yaml(&[
+            (0, "DAddr", "10.0.0.0/8"),
+            (0, "SPort", "40000:50000"),
+            (0, "NotSAddr", "10.0.0.1"),
+        ]);
+        // security_socket_connect runs before the source is picked in Tetragon too.
+        assert!(parse_ok(&yaml).warnings.is_empty());
+        let yaml = yaml
+            .replace("security_socket_connect", "tcp_connect")
+            .replace(
+                "    - index: 1\n      type: sockaddr\n    - index: 2\n      type: int\n",
+                "",
+            );
+        let p = parse_ok(&yaml);
+        assert_eq!(p.warnings.len(), 2, "{:?}", p.warnings);
+        for (w, (j, what)) in p.warnings.iter().zip([(1, "port"), (2, "address")]) {
+            assert!(
+                w.contains(&format!(
+                    "spec.kprobes[0].selectors[0].matchArgs[{j}].operator: source {what} \
+                     filter on tcp_connect: lsm-agent enforces it at socket_connect"
+                )),
+                "{w}"
+            );
+        }
+    }
+
+    #[test]
+    fn tcp_connect_has_no_argument_1() {
+        let e = parse_err(
+            "\
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: t
+spec:
+  kprobes:
+  - call: tcp_connect
+    args:
+    - index: 1
+      type: sockaddr
+",
+        );
+        assert_eq!(e.path, "spec.kprobes[0].args[0].index");
+        assert!(
+            e.message.contains(
+                "argument 1 of tcp_connect has no counterpart at LSM hook socket_connect"
+            ),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("0 (sk)"), "{}", e.message);
+    }
+
+    #[test]
+    fn sockaddr_type_does_not_fit_the_socket_argument() {
+        let yaml = with_net_selector("matchActions: [{action: Post}]").replacen(
+            "type: sock\n",
+            "type: sockaddr\n",
+            1,
+        );
+        let e = parse_err(&yaml);
+        assert_eq!(e.path, "spec.kprobes[0].args[0].type");
+        assert!(
+            e.message
+                .contains("does not fit argument 0 of socket_connect")
+                && e.message.contains("use sock, socket or auto"),
+            "{}",
+            e.message
+        );
+        let yaml = with_net_selector("matchActions: [{action: Post}]").replacen(
+            "type: int\n",
+            "type: sock\n",
+            1,
+        );
+        let e = parse_err(&yaml);
+        assert_eq!(e.path, "spec.kprobes[0].args[2].type");
+    }
+
+    #[test]
+    fn address_operators_on_sock_look_at_destination_or_source_with_every_alias() {
+        for (spellings, field, negated) in [
+            (["DAddr", "daddr", "Daddr"], NetField::Dest, false),
+            (["NotDAddr", "notdaddr", "NotDaddr"], NetField::Dest, true),
+            (["SAddr", "saddr", "Saddr"], NetField::Source, false),
+            (["NotSAddr", "notsaddr", "NotSaddr"], NetField::Source, true),
+        ] {
+            for op in spellings {
+                assert_eq!(
+                    net_filter(0, op, &["10.1.2.3"]),
+                    addr_filter(field, negated, &["10.1.2.3/32"]),
+                    "{op}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn port_operators_on_sock_look_at_destination_or_source_with_every_alias() {
+        for (spellings, field, negated) in [
+            (["DPort", "dport", "Dport"], NetField::Dest, false),
+            (["NotDPort", "notdport", "NotDport"], NetField::Dest, true),
+            (["SPort", "sport", "Sport"], NetField::Source, false),
+            (["NotSPort", "notsport", "NotSport"], NetField::Source, true),
+        ] {
+            for op in spellings {
+                assert_eq!(
+                    net_filter(0, op, &["443"]),
+                    port_filter(field, negated, &[(443, 443)]),
+                    "{op}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn privileged_port_operators_match_ports_0_to_1023_without_values() {
+        for (spellings, field, negated) in [
+            (
+                ["DPortPriv", "dportpriv", "DportPriv"],
+                NetField::Dest,
+                false,
+            ),
+            (
+                ["NotDPortPriv", "notdportpriv", "NotDportPriv"],
+                NetField::Dest,
+                true,
+            ),
+            (
+                ["SPortPriv", "sportpriv", "SportPriv"],
+                NetField::Source,
+                false,
+            ),
+            (
+                ["NotSPortPriv", "notsportpriv", "NotSportPriv"],
+                NetField::Source,
+                true,
+            ),
+        ] {
+            for op in spellings {
+                // No `values` key at all, as Tetragon's examples write it.
+                let p = parse_ok(&with_net_selector(&format!(
+                    "
+      matchArgs:
+      - index: 0
+        operator: {op}"
+                )));
+                assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+                assert_eq!(
+                    p.hooks[0].selectors[0].match_args[0].kind,
+                    port_filter(field, negated, &[(0, 1023)]),
+                    "{op}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn values_of_a_privileged_port_operator_are_ignored_with_a_warning() {
+        let p = parse_ok(&net_filter_yaml(0, "DPortPriv", &["8080"]));
+        assert_eq!(
+            p.hooks[0].selectors[0].match_args[0].kind,
+            port_filter(NetField::Dest, false, &[(0, 1023)])
+        );
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+        assert!(
+            p.warnings[0].contains(&format!(
+                "{MATCH_ARG0}.values: values ignored: DPortPriv matches the privileged ports \
+                 0-1023 and takes no values"
+            )),
+            "{}",
+            p.warnings[0]
+        );
+    }
+
+    #[test]
+    fn protocol_and_family_on_sock_are_socket_attribute_filters() {
+        for op in ["Protocol", "protocol"] {
+            assert_eq!(
+                net_filter(0, op, &["IPPROTO_TCP"]),
+                FilterKind::SockAttr {
+                    attr: SockAttr::Protocol,
+                    values: vec![6]
+                }
+            );
+        }
+        for op in ["Family", "family"] {
+            assert_eq!(
+                net_filter(0, op, &["AF_INET6"]),
+                FilterKind::SockAttr {
+                    attr: SockAttr::Family,
+                    values: vec![10]
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn sockaddr_saddr_and_sport_match_the_destination_connected_to() {
+        for (op, want) in [
+            (
+                "SAddr",
+                addr_filter(NetField::Dest, false, &["192.0.2.1/32"]),
+            ),
+            (
+                "saddr",
+                addr_filter(NetField::Dest, false, &["192.0.2.1/32"]),
+            ),
+            (
+                "NotSAddr",
+                addr_filter(NetField::Dest, true, &["192.0.2.1/32"]),
+            ),
+            (
+                "NotSaddr",
+                addr_filter(NetField::Dest, true, &["192.0.2.1/32"]),
+            ),
+        ] {
+            assert_eq!(net_filter(1, op, &["192.0.2.1"]), want, "{op}");
+        }
+        for (op, want) in [
+            ("SPort", port_filter(NetField::Dest, false, &[(53, 53)])),
+            ("Sport", port_filter(NetField::Dest, false, &[(53, 53)])),
+            ("NotSPort", port_filter(NetField::Dest, true, &[(53, 53)])),
+            (
+                "SPortPriv",
+                port_filter(NetField::Dest, false, &[(0, 1023)]),
+            ),
+            (
+                "NotSPortPriv",
+                port_filter(NetField::Dest, true, &[(0, 1023)]),
+            ),
+            (
+                "NotSportPriv",
+                port_filter(NetField::Dest, true, &[(0, 1023)]),
+            ),
+        ] {
+            assert_eq!(net_filter(1, op, &["53"]), want, "{op}");
+        }
+        assert_eq!(
+            net_filter(1, "Family", &["AF_UNIX"]),
+            FilterKind::SockAttr {
+                attr: SockAttr::Family,
+                values: vec![1]
+            }
+        );
+    }
+
+    #[test]
+    fn sockaddr_rejects_destination_protocol_and_state_operators() {
+        for op in [
+            "DAddr",
+            "NotDAddr",
+            "DPort",
+            "NotDPort",
+            "DPortPriv",
+            "NotDPortPriv",
+            "Protocol",
+            "State",
+        ] {
+            let e = net_err(1, op, &["1"]);
+            assert_eq!(e.path, format!("{MATCH_ARG0}.operator"), "{op}");
+            assert!(
+                e.message.starts_with(&format!(
+                    "operator {op} is not supported on a sockaddr argument: sockaddr only \
+                     supports [Not]SAddr, [Not]SPort, [Not]SPortPriv and Family"
+                )),
+                "{}",
+                e.message
+            );
+            assert!(
+                e.message.contains("argument 1 is of type sockaddr"),
+                "{}",
+                e.message
+            );
+        }
+    }
+
+    #[test]
+    fn state_on_sock_is_rejected_because_the_socket_has_no_tcp_state_yet() {
+        for op in ["State", "state"] {
+            let e = net_err(0, op, &["TCP_SYN_SENT"]);
+            assert_eq!(e.path, format!("{MATCH_ARG0}.operator"));
+            assert!(
+                e.message.starts_with(
+                    "operator State is not supported at socket_connect (the socket has no TCP \
+                     state yet)"
+                ),
+                "{}",
+                e.message
+            );
+        }
+    }
+
+    #[test]
+    fn value_operators_on_sock_and_sockaddr_are_rejected_like_tetragon() {
+        for index in [0, 1] {
+            for op in [
+                "Equal", "NotEqual", "Prefix", "Postfix", "GT", "LessThan", "Mask", "InRange",
+                "InMap", "In",
+            ] {
+                let e = net_err(index, op, &["1"]);
+                assert_eq!(e.path, format!("{MATCH_ARG0}.operator"), "{op}");
+                let canonical = operator_name(parse_operator(op).expect("known"));
+                assert!(
+                    e.message.contains(&format!(
+                        "sock, socket and sockaddr arguments do not support operator {canonical}"
+                    )),
+                    "{}",
+                    e.message
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn network_operators_on_other_arguments_are_rejected() {
+        for op in ["DAddr", "SPort", "DPortPriv", "Protocol", "Family", "State"] {
+            let e = net_err(2, op, &["1"]);
+            assert_eq!(e.path, format!("{MATCH_ARG0}.operator"));
+            assert!(
+                e.message.starts_with(&format!(
+                    "operator {op} is only valid on sock, socket and sockaddr arguments \
+                     (argument 2 is of type int"
+                )),
+                "{}",
+                e.message
+            );
+        }
+        let e = parse_err(&with_selector(
+            "
+      matchArgs:
+      - index: 0
+        operator: NotDAddr
+        values: [\"10.0.0.0/8\"]",
+        ));
+        assert!(
+            e.message.starts_with(
+                "operator NotDAddr is only valid on sock, socket and sockaddr arguments \
+                 (argument 0 is of type file"
+            ),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn unknown_operator_error_lists_the_network_operators() {
+        let e = net_err(0, "DestAddr", &["1.2.3.4"]);
+        assert!(
+            e.message.contains("DAddr (daddr, Daddr)")
+                && e.message
+                    .contains("NotSPortPriv (notsportpriv, NotSportPriv)")
+                && e.message.contains("Family (family)"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn addresses_become_host_networks_and_cidrs_stay_as_written() {
+        assert_eq!(
+            net_filter(
+                0,
+                "DAddr",
+                &[
+                    "127.0.0.1",
+                    "10.0.0.0/8",
+                    "2001:db8::1",
+                    "fd00::/8",
+                    "::ffff:10.1.2.3",
+                    "::ffff:10.0.0.0/104",
+                    "0.0.0.0/0",
+                ]
+            ),
+            addr_filter(
+                NetField::Dest,
+                false,
+                &[
+                    "127.0.0.1/32",
+                    "10.0.0.0/8",
+                    "2001:db8::1/128",
+                    "fd00::/8",
+                    "::ffff:10.1.2.3/128",
+                    "::ffff:10.0.0.0/104",
+                    "0.0.0.0/0",
+                ]
+            )
+        );
+    }
+
+    #[test]
+    fn dns_values_are_lowercased_without_the_trailing_dot() {
+        assert_eq!(
+            net_filter(
+                0,
+                "DAddr",
+                &[
+                    "dns:Example.COM.",
+                    "dns:api.internal",
+                    "dns:_svc.my-host",
+                    "10.0.0.1"
+                ]
+            ),
+            FilterKind::Addr {
+                field: NetField::Dest,
+                negated: false,
+                values: vec![
+                    AddrValue::Dns("example.com".into()),
+                    AddrValue::Dns("api.internal".into()),
+                    AddrValue::Dns("_svc.my-host".into()),
+                    net("10.0.0.1/32"),
+                ]
+            }
+        );
+        let long_ok = format!(
+            "dns:{}",
+            vec!["a".repeat(63); 3].join(".") + "." + &"b".repeat(61)
+        );
+        assert_eq!(long_ok.len() - 4, 253);
+        let FilterKind::Addr { values, .. } = net_filter(0, "NotDAddr", &[&long_ok]) else {
+            panic!("address filter expected");
+        };
+        assert!(matches!(&values[0], AddrValue::Dns(n) if n.len() == 253));
+    }
+
+    #[test]
+    fn invalid_dns_names_are_errors_at_their_value() {
+        let too_long = format!("dns:{}", vec!["a".repeat(63); 4].join("."));
+        let long_label = format!("dns:{}.com", "a".repeat(64));
+        for bad in [
+            "dns:",
+            "dns:.",
+            "dns:a..b",
+            "dns:.example.com",
+            "dns:exa mple.com",
+            "dns:*.example.com",
+            "dns:exämple.com",
+            "dns:example.com..",
+            &too_long,
+            &long_label,
+        ] {
+            let e = net_err(0, "DAddr", &["10.0.0.1", bad]);
+            assert_eq!(e.path, format!("{MATCH_ARG0}.values[1]"), "{bad}");
+            assert!(e.message.starts_with("invalid DNS name"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn invalid_addresses_and_cidrs_are_errors_at_their_value() {
+        for (bad, what) in [
+            ("10.0.0.0/33", "invalid CIDR \"10.0.0.0/33\""),
+            ("10.0.0/8", "invalid CIDR"),
+            ("fd00::/129", "invalid CIDR"),
+            ("10.0.0.0/", "invalid CIDR"),
+            ("300.1.1.1", "invalid address \"300.1.1.1\""),
+            ("example.com", "invalid address"),
+            ("", "invalid address"),
+            ("10.0.0.1 ", "invalid address"),
+        ] {
+            let e = net_err(0, "NotDAddr", &["127.0.0.1", bad]);
+            assert_eq!(e.path, format!("{MATCH_ARG0}.values[1]"), "{bad:?}");
+            assert!(e.message.starts_with(what), "{bad:?}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn ports_are_numbers_or_min_max_ranges_in_either_order() {
+        assert_eq!(
+            net_filter(
+                0,
+                "DPort",
+                &["0", "80", "8000:8080", "9090:9000", "65535", "080"]
+            ),
+            port_filter(
+                NetField::Dest,
+                false,
+                &[
+                    (0, 0),
+                    (80, 80),
+                    (8000, 8080),
+                    (9000, 9090),
+                    (65535, 65535),
+                    (80, 80)
+                ]
+            )
+        );
+    }
+
+    #[test]
+    fn invalid_ports_are_errors_at_their_value() {
+        for bad in [
+            "65536", "-1", "+80", "80:", ":80", "1:2:3", "http", "0x50", "80-90", "", "1:70000",
+        ] {
+            let e = net_err(0, "NotSPort", &["22", bad]);
+            assert_eq!(e.path, format!("{MATCH_ARG0}.values[1]"), "{bad:?}");
+            assert!(
+                e.message.starts_with(&format!("invalid port \"{bad}\"")),
+                "{}",
+                e.message
+            );
+        }
+    }
+
+    #[test]
+    fn protocol_values_are_numbers_names_or_ranges() {
+        let values = |v: &[&str]| match net_filter(0, "Protocol", v) {
+            FilterKind::SockAttr {
+                attr: SockAttr::Protocol,
+                values,
+            } => values,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(values(&["6", "IPPROTO_UDP"]), [6, 17]);
+        assert_eq!(
+            values(&[
+                "IPPROTO_ICMP",
+                "IPPROTO_ICMPV6",
+                "IPPROTO_RAW",
+                "IPPROTO_SCTP",
+                "IPPROTO_UDPLITE",
+                "IPPROTO_MPTCP",
+                "ipproto_tcp",
+            ]),
+            [1, 58, 255, 132, 136, 262, 6]
+        );
+        // A range stands for every number in it; repeats count once.
+        assert_eq!(values(&["17:15", "16", "6"]), [15, 16, 17, 6]);
+    }
+
+    #[test]
+    fn family_values_are_numbers_or_af_names() {
+        let values = |v: &[&str]| match net_filter(0, "Family", v) {
+            FilterKind::SockAttr {
+                attr: SockAttr::Family,
+                values,
+            } => values,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            values(&[
+                "AF_INET",
+                "AF_INET6",
+                "AF_UNIX",
+                "AF_NETLINK",
+                "AF_PACKET",
+                "44"
+            ]),
+            [2, 10, 1, 16, 17, 44]
+        );
+        assert_eq!(values(&["AF_LOCAL", "af_decnet"]), [1, 12]);
+    }
+
+    #[test]
+    fn invalid_protocol_and_family_values_are_errors_at_their_value() {
+        for (op, bad, start) in [
+            (
+                "Protocol",
+                "IPPROTO_FOO",
+                "invalid Protocol value \"IPPROTO_FOO\"",
+            ),
+            ("Protocol", "65536", "invalid Protocol value"),
+            ("Protocol", "-6", "invalid Protocol value"),
+            ("Protocol", "6:", "invalid Protocol value"),
+            ("Family", "AF_INET7", "invalid Family value \"AF_INET7\""),
+            ("Family", "inet", "invalid Family value"),
+        ] {
+            let e = net_err(0, op, &["2", bad]);
+            assert_eq!(e.path, format!("{MATCH_ARG0}.values[1]"), "{bad}");
+            assert!(e.message.starts_with(start), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn more_than_eight_protocol_values_are_rejected() {
+        let e = net_err(0, "Protocol", &["9", "0:7"]);
+        assert_eq!(e.path, format!("{MATCH_ARG0}.values[1]"));
+        assert!(
+            e.message
+                .starts_with("at most 8 different Protocol values per filter"),
+            "{}",
+            e.message
+        );
+        // Eight different ones fit.
+        assert!(matches!(
+            net_filter(0, "Protocol", &["0:7", "3"]),
+            FilterKind::SockAttr { values, .. } if values.len() == 8
+        ));
+    }
+
+    #[test]
+    fn network_value_operators_need_at_least_one_value() {
+        for op in [
+            "DAddr", "NotSAddr", "DPort", "NotSPort", "Protocol", "Family",
+        ] {
+            let e = net_err(0, op, &[]);
+            assert_eq!(e.path, format!("{MATCH_ARG0}.values"), "{op}");
+            assert_eq!(e.message, format!("operator {op} needs at least one value"));
+        }
+        let e = parse_err(&with_net_selector(
+            "
+      matchArgs:
+      - index: 1
+        operator: SAddr",
+        ));
+        assert_eq!(e.path, MATCH_ARG0);
+        assert_eq!(e.message, "operator SAddr needs at least one value");
+    }
+
+    #[test]
+    fn more_addresses_than_the_kernel_maps_hold_are_rejected() {
+        let n = ADDR_ENTRIES as usize + 1;
+        let values: Vec<String> = (0..n)
+            .map(|i| format!("10.{}.{}.0/24", i / 256 % 256, i % 256))
+            .collect();
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        let e = net_err(0, "NotDAddr", &refs);
+        assert_eq!(e.path, format!("{MATCH_ARG0}.values[{ADDR_ENTRIES}]"));
+        assert!(
+            e.message
+                .starts_with(&format!("at most {ADDR_ENTRIES} addresses per filter")),
+            "{}",
+            e.message
+        );
+    }
+
+    /// A selector with the given `(index, operator, value)` filters.
+    fn net_filters_yaml(filters: &[(u32, &str, &str)]) -> String {
+        let body: String = filters
+            .iter()
+            .map(|(i, op, v)| {
+                format!(
+                    "
+      - index: {i}
+        operator: {op}
+        values: [\"{v}\"]"
+                )
+            })
+            .collect();
+        with_net_selector(&format!("\n      matchArgs:{body}"))
+    }
+
+    #[test]
+    fn a_second_non_negated_address_filter_on_one_field_is_rejected_naming_the_first() {
+        let e = parse_err(&net_filters_yaml(&[
+            (0, "DAddr", "10.0.0.0/8"),
+            (0, "DPort", "443"),
+            (0, "daddr", "10.1.0.0/16"),
+        ]));
+        assert_eq!(e.path, "spec.kprobes[0].selectors[0].matchArgs[2]");
+        assert_eq!(e.line, Some(24));
+        assert!(
+            e.message.starts_with(
+                "a second DAddr filter on the destination address in the same selector (the \
+                 first is matchArgs[0]) is not supported by lsm-agent"
+            ) && e.message.contains("merge the values into one filter"),
+            "{}",
+            e.message
+        );
+        // sockaddr SAddr is the destination too.
+        let e = parse_err(&net_filters_yaml(&[
+            (0, "DAddr", "10.0.0.0/8"),
+            (1, "SAddr", "10.1.0.0/16"),
+        ]));
+        assert_eq!(e.path, "spec.kprobes[0].selectors[0].matchArgs[1]");
+        assert!(
+            e.message
+                .starts_with("a second SAddr filter on the destination address"),
+            "{}",
+            e.message
+        );
+        let e = parse_err(&net_filters_yaml(&[
+            (0, "SAddr", "10.0.0.1"),
+            (0, "SAddr", "10.0.0.2"),
+        ]));
+        assert!(
+            e.message
+                .starts_with("a second SAddr filter on the source address"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn a_second_non_negated_port_filter_on_one_field_is_rejected_naming_the_first() {
+        let e = parse_err(&net_filters_yaml(&[
+            (0, "DPort", "443"),
+            (0, "DPortPriv", "0"),
+        ]));
+        assert_eq!(e.path, "spec.kprobes[0].selectors[0].matchArgs[1]");
+        assert!(
+            e.message.starts_with(
+                "a second DPortPriv filter on the destination port in the same selector (the \
+                 first is matchArgs[0])"
+            ),
+            "{}",
+            e.message
+        );
+        let e = parse_err(&net_filters_yaml(&[
+            (0, "DPort", "443"),
+            (1, "SPort", "80"),
+        ]));
+        assert!(
+            e.message
+                .starts_with("a second SPort filter on the destination port"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn negated_and_different_field_network_filters_may_repeat_in_a_selector() {
+        let p = parse_ok(&net_filters_yaml(&[
+            (0, "NotDAddr", "10.0.0.0/8"),
+            (0, "NotDAddr", "192.168.0.0/16"),
+            (0, "DAddr", "0.0.0.0/0"),
+            (0, "SAddr", "127.0.0.1"),
+            (1, "NotSAddr", "172.16.0.0/12"),
+        ]));
+        assert_eq!(p.hooks[0].selectors[0].match_args.len(), 5);
+        let p = parse_ok(&net_filters_yaml(&[
+            (0, "NotDPort", "22"),
+            (0, "NotDPortPriv", "0"),
+            (0, "DPort", "1:65535"),
+            (0, "SPort", "0"),
+            (0, "Protocol", "6"),
+        ]));
+        assert_eq!(p.hooks[0].selectors[0].match_args.len(), 5);
+        // Each selector has its own sets.
+        let yaml = net_filters_yaml(&[(0, "DAddr", "10.0.0.0/8")]).replace(
+            "    selectors:\n",
+            "    selectors:\n    - matchArgs: [{index: 0, operator: DAddr, values: [\"1.1.1.1\"]}]\n",
+        );
+        assert_eq!(parse_ok(&yaml).hooks[0].selectors.len(), 2);
+    }
+
+    #[test]
+    fn network_filters_keep_their_argument_positions() {
+        let p = parse_ok(&net_filters_yaml(&[
+            (1, "SAddr", "10.0.0.1"),
+            (2, "eq", "16"),
+        ]));
+        let f = &p.hooks[0].selectors[0].match_args;
+        assert_eq!(
+            (f[0].spec_index, f[0].lsm_index, f[0].ty),
+            (1, 1, ArgType::Sockaddr)
+        );
+        assert_eq!((f[1].spec_index, f[1].lsm_index), (2, 2));
+        assert_eq!(num_filter(&f[1]), (NumOp::Equal, vec![16]));
     }
 }
