@@ -1,4 +1,5 @@
 //! Tetragon-compatible gRPC API.
+pub mod fieldfilter;
 pub mod json;
 pub mod proto;
 pub mod server;

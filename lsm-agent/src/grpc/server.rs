@@ -25,6 +25,7 @@ use tokio_stream::{
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
+use super::fieldfilter::{FieldFilterError, FieldFilters};
 use super::proto::tetragon::{
     AddTracingPolicyRequest, AddTracingPolicyResponse, ConfigureTracingPolicyRequest,
     ConfigureTracingPolicyResponse, DeleteTracingPolicyRequest, DeleteTracingPolicyResponse,
@@ -214,15 +215,19 @@ impl CompiledFilter {
 pub struct EventFilter {
     allow: Vec<CompiledFilter>,
     deny: Vec<CompiledFilter>,
+    /// `field_filters`: what is left of the events that match.
+    fields: FieldFilters,
 }
 
 impl EventFilter {
     /// Fails with `InvalidArgument`/`Unimplemented` for bad regexes or unsupported fields.
     pub fn new(req: &GetEventsRequest) -> Result<Self, Status> {
-        if !req.field_filters.is_empty() {
-            return Err(Status::unimplemented("field_filters are not supported"));
-        }
+        let fields = FieldFilters::new(&req.field_filters).map_err(|e| match e {
+            FieldFilterError::Descriptors(_) => Status::internal(e.to_string()),
+            _ => Status::invalid_argument(e.to_string()),
+        })?;
         Ok(Self {
+            fields,
             allow: req
                 .allow_list
                 .iter()
@@ -239,6 +244,14 @@ impl EventFilter {
     pub fn matches(&self, ev: &GetEventsResponse) -> bool {
         (self.allow.is_empty() || self.allow.iter().any(|f| f.matches(ev)))
             && !self.deny.iter().any(|f| f.matches(ev))
+    }
+
+    /// A matching event as the client asked to see it: masked by the `field_filters`.
+    pub fn project(&self, ev: &GetEventsResponse) -> Result<GetEventsResponse, Status> {
+        match self.fields.apply(ev) {
+            Ok(masked) => Ok(masked.unwrap_or_else(|| ev.clone())),
+            Err(e) => Err(Status::internal(e.to_string())),
+        }
     }
 }
 
@@ -342,7 +355,11 @@ async fn forward_events(
                 {
                     continue;
                 }
-                if tx.send(Ok(GetEventsResponse::clone(&ev))).await.is_err() {
+                // A filter that cannot be applied ends the stream rather than leak a field
+                // the client asked to drop.
+                let out = filter.project(&ev);
+                let failed = out.is_err();
+                if tx.send(out).await.is_err() || failed {
                     break;
                 }
             }
