@@ -5,7 +5,24 @@ use anyhow::{Context as _, anyhow};
 fn main() -> anyhow::Result<()> {
     compile_protos()?;
     build_bpf()?;
+    rustc_version();
     Ok(())
+}
+
+/// `LSM_AGENT_RUSTC`, the compiler's version, for the `lsm_agent_build_info` metric. Cargo
+/// reruns build scripts when the compiler changes, so this stays current.
+fn rustc_version() {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let version = std::process::Command::new(rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        // "rustc 1.95.0 (hash date)" -> "1.95.0"
+        .and_then(|v| v.split_whitespace().nth(1).map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned());
+    println!("cargo:rustc-env=LSM_AGENT_RUSTC={version}");
 }
 
 /// Generates the `tetragon` gRPC types and service code from `proto/tetragon/*.proto`.

@@ -719,6 +719,7 @@ fn record(watch: &mut Watch, name: &str, result: Answer, now: Instant) {
             let Some((failures, c)) = watch.record_err(name, &err, now) else {
                 return;
             };
+            crate::metrics::dns_resolution_failed(name);
             if !c.added.is_empty() || !c.removed.is_empty() {
                 info!(name, added = ?c.added, removed = ?c.removed, "dns: addresses changed");
             }

@@ -5,9 +5,11 @@
 //! * [`events`]: read the ring buffer, decode, enrich with process data, format.
 //! * [`dns`]: resolve the `dns:<name>` address values and keep their answers current.
 //! * [`grpc`]: the Tetragon-compatible `FineGuidanceSensors` API.
+//! * [`metrics`]: Prometheus metrics (`--metrics-server`).
 pub mod agent;
 pub mod bpf;
 pub mod dns;
 pub mod events;
 pub mod grpc;
+pub mod metrics;
 pub mod policy;

@@ -45,6 +45,10 @@ struct Args {
     /// the system resolver configuration (/etc/resolv.conf).
     #[arg(long, value_name = "ADDR", value_parser = parse_dns_server)]
     dns_server: Option<std::net::SocketAddr>,
+    /// Serve Prometheus metrics at http://ADDR/metrics: HOST:PORT, or :PORT for all
+    /// interfaces (Tetragon uses :2112). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    metrics_server: Option<String>,
 }
 
 fn parse_dns_server(s: &str) -> Result<std::net::SocketAddr, String> {
@@ -155,6 +159,18 @@ async fn main() -> anyhow::Result<()> {
         warn!("no policy loaded: pass --tracing-policy FILE or --tracing-policy-dir DIR");
     }
 
+    // Bound before anything is loaded, so that a taken port stops the agent early; installed
+    // before the event loop starts, which registers its counters.
+    let metrics = match &args.metrics_server {
+        Some(addr) => {
+            let listeners = lsm_agent::metrics::bind(addr)
+                .await
+                .with_context(|| format!("binding --metrics-server {addr}"))?;
+            Some((listeners, lsm_agent::metrics::install()?))
+        }
+        None => None,
+    };
+
     let caps = Capabilities::probe();
     info!(kernel = %caps.kernel_release, lsms = %caps.lsms, btf = caps.btf, "kernel capabilities");
     let (mut probe, ring) = Probe::load(&caps).context("loading BPF programs")?;
@@ -212,9 +228,13 @@ async fn main() -> anyhow::Result<()> {
         let agent = agent.clone();
         async move {
             let mut cache = ProcessCache::new(events::tetragon::node_name());
+            let mut metrics = lsm_agent::metrics::EventMetrics::new();
             while let Some(ev) = rx.recv().await {
                 let img = agent.image();
-                for resp in cache.convert(&ev, &img) {
+                let out = cache.convert(&ev, &img);
+                metrics.record(&ev, &out);
+                metrics.set_process_cache_size(cache.len());
+                for resp in out {
                     bus.publish(resp);
                 }
             }
@@ -257,6 +277,17 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     });
+
+    if let Some((listeners, handle)) = metrics {
+        let collector = lsm_agent::metrics::Collector::new(lsm_agent::metrics::Sources {
+            agent: Some(agent.clone()),
+            reader: Some(stats.clone()),
+            bus: Some(bus.clone()),
+            dns: Some(dns_status.clone()),
+        });
+        let serve = lsm_agent::metrics::serve(listeners, handle, collector, std::future::pending());
+        tokio::spawn(serve);
+    }
 
     let listeners = grpc::bind(&args.server_address)
         .await

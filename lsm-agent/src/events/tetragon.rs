@@ -137,6 +137,15 @@ impl ProcessCache {
         }
     }
 
+    /// Processes in the cache (the `lsm_agent_process_cache_size` metric).
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
     fn parent_of(&self, tgid: u32) -> Option<Process> {
         let ppid = self.parents.get(&tgid)?;
         self.procs.get(ppid).map(|p| (**p).clone())

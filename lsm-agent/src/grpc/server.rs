@@ -338,6 +338,7 @@ async fn forward_events(
     tx: mpsc::Sender<Result<GetEventsResponse, Status>>,
     filter: EventFilter,
     lost: Arc<AtomicU64>,
+    client: String,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut missed = 0u64;
@@ -366,6 +367,7 @@ async fn forward_events(
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 missed += n;
                 lost.fetch_add(n, Ordering::Relaxed);
+                crate::metrics::subscriber_events_dropped(&client, n);
                 warn!(
                     missed = n,
                     total_missed = missed,
@@ -397,6 +399,7 @@ impl FineGuidanceSensors for Service {
             tx,
             filter,
             self.bus.lost.clone(),
+            crate::metrics::client_label(peer),
             self.stop.clone(),
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(out))))

@@ -1,0 +1,1274 @@
+//! Prometheus metrics, served on `--metrics-server ADDR` at `/metrics`.
+//!
+//! Values are recorded through the [`metrics`](::metrics) facade and rendered by the
+//! Prometheus recorder of `metrics-exporter-prometheus`. Two kinds of sources feed them:
+//!
+//! * the event path records as events flow ([`EventMetrics`], the per-client drop counter of
+//!   the gRPC server, the DNS resolver's failures);
+//! * state owned elsewhere (policy states and action counters, the kernel's `STAT_*`
+//!   counters, the ring-buffer reader's counters, DNS status, subscriber count) is read by a
+//!   [`Collector`] at every scrape, so a scrape always sees current values.
+//!
+//! [`METRICS`] lists every metric; registration, `docs/metrics.md` and the Grafana dashboard
+//! test all go by it.
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    convert::Infallible,
+    future::Future,
+    io,
+    net::{Ipv4Addr, SocketAddr},
+    sync::{Arc, Mutex, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use ::metrics::{Counter, Gauge, counter, describe_counter, describe_gauge, gauge};
+use http_body_util::Full;
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::{Bytes, Incoming},
+    header::{CONTENT_TYPE, HeaderValue},
+};
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tracing::{debug, info, warn};
+
+use crate::{
+    agent::Agent,
+    dns::{DnsStatus, NameStatus},
+    events::{decode::KernelEvent, reader::ReaderStats},
+    grpc::{
+        EventBus,
+        proto::tetragon::{
+            GetEventsResponse, TracingPolicyState, TracingPolicyStatus, get_events_response::Event,
+        },
+        server::event_type,
+    },
+};
+
+/// Counter or gauge (no histograms are exported).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// One exported metric.
+#[derive(Debug, Clone, Copy)]
+pub struct Metric {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// Label names, in the order the series carry them.
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+    /// The Tetragon metric this one corresponds to, or `"none"`.
+    pub tetragon: &'static str,
+}
+
+pub const EVENTS: &str = "lsm_agent_events_total";
+pub const POLICY_EVENTS: &str = "lsm_agent_policy_events_total";
+pub const POLICY_ACTIONS: &str = "lsm_agent_policy_actions_total";
+pub const TRACINGPOLICY_LOADED: &str = "lsm_agent_tracingpolicy_loaded";
+pub const OPERATIONS_DENIED: &str = "lsm_agent_operations_denied_total";
+pub const OPERATIONS_DENIED_BY_BINARY: &str = "lsm_agent_operations_denied_by_binary_total";
+pub const SELECTOR_MATCHES: &str = "lsm_agent_selector_matches_total";
+pub const PATHS_UNRESOLVED: &str = "lsm_agent_paths_unresolved_total";
+pub const PATHS_WALKED: &str = "lsm_agent_paths_walked_total";
+pub const RINGBUF_RECEIVED: &str = "lsm_agent_ringbuf_events_received_total";
+pub const RINGBUF_LOST: &str = "lsm_agent_ringbuf_events_lost_total";
+pub const RINGBUF_QUEUE_LOST: &str = "lsm_agent_ringbuf_queue_events_lost_total";
+pub const RINGBUF_DECODE_ERRORS: &str = "lsm_agent_ringbuf_decode_errors_total";
+pub const SUBSCRIBERS: &str = "lsm_agent_event_subscribers";
+pub const SUBSCRIBER_DROPPED: &str = "lsm_agent_subscriber_events_dropped_total";
+pub const PROCESS_CACHE_SIZE: &str = "lsm_agent_process_cache_size";
+pub const DNS_NAMES: &str = "lsm_agent_dns_names";
+pub const DNS_NAMES_FAILING: &str = "lsm_agent_dns_names_failing";
+pub const DNS_NAMES_STALE: &str = "lsm_agent_dns_names_stale";
+pub const DNS_FAILURES: &str = "lsm_agent_dns_resolution_failures_total";
+pub const BUILD_INFO: &str = "lsm_agent_build_info";
+
+/// Every exported metric.
+pub const METRICS: &[Metric] = &[
+    Metric {
+        name: EVENTS,
+        kind: Kind::Counter,
+        labels: &["type"],
+        help: "Events sent to GetEvents subscribers, by Tetragon event type (PROCESS_EXEC, PROCESS_EXIT, PROCESS_KPROBE, PROCESS_LSM).",
+        tetragon: "tetragon_events_total",
+    },
+    Metric {
+        name: POLICY_EVENTS,
+        kind: Kind::Counter,
+        labels: &["policy", "hook"],
+        help: "Policy events (process_kprobe, process_lsm) by policy and hook (kprobe:<call> or lsm:<hook>).",
+        tetragon: "tetragon_policy_events_total",
+    },
+    Metric {
+        name: POLICY_ACTIONS,
+        kind: Kind::Counter,
+        labels: &["policy", "policy_namespace", "action"],
+        help: "Selector actions run in the kernel, by policy and action (post, nopost, signal, override, monitor_signal, monitor_override).",
+        tetragon: "tetragon_tracingpolicy_selector_actions_total",
+    },
+    Metric {
+        name: TRACINGPOLICY_LOADED,
+        kind: Kind::Gauge,
+        labels: &["state"],
+        help: "Tracing policies by state (enabled, disabled, error, load_error, partially_enabled, skipped).",
+        tetragon: "tetragon_tracingpolicy_loaded",
+    },
+    Metric {
+        name: OPERATIONS_DENIED,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Operations denied in the kernel (Sigkill or Override), all policies, whether or not an event was posted.",
+        tetragon: "none",
+    },
+    Metric {
+        name: OPERATIONS_DENIED_BY_BINARY,
+        kind: Kind::Counter,
+        labels: &["binary"],
+        help: "Denied operations that posted an event, by binary; at most 128 binaries, the others as binary=\"other\".",
+        tetragon: "none",
+    },
+    Metric {
+        name: SELECTOR_MATCHES,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Selector matches in the kernel, all hooks.",
+        tetragon: "none",
+    },
+    Metric {
+        name: PATHS_UNRESOLVED,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Paths the kernel could not resolve (enforcing selectors treated them as matching).",
+        tetragon: "none",
+    },
+    Metric {
+        name: PATHS_WALKED,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Paths resolved by the bounded dentry walk instead of bpf_d_path.",
+        tetragon: "none",
+    },
+    Metric {
+        name: RINGBUF_RECEIVED,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Records read from the BPF ring buffer.",
+        tetragon: "tetragon_observer_ringbuf_events_received_total",
+    },
+    Metric {
+        name: RINGBUF_LOST,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Events the kernel could not write because the ring buffer was full.",
+        tetragon: "tetragon_observer_ringbuf_events_lost_total",
+    },
+    Metric {
+        name: RINGBUF_QUEUE_LOST,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Decoded events dropped because the queue to the event processing was full.",
+        tetragon: "tetragon_observer_ringbuf_queue_events_lost_total",
+    },
+    Metric {
+        name: RINGBUF_DECODE_ERRORS,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Ring-buffer records that could not be decoded.",
+        tetragon: "tetragon_handler_errors_total",
+    },
+    Metric {
+        name: SUBSCRIBERS,
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "GetEvents streams open.",
+        tetragon: "none",
+    },
+    Metric {
+        name: SUBSCRIBER_DROPPED,
+        kind: Kind::Counter,
+        labels: &["client"],
+        help: "Events a GetEvents client missed because it fell behind, by client address (\"unix\" for the Unix socket; at most 32 addresses, the others as client=\"other\").",
+        tetragon: "tetragon_notify_overflowed_events_total",
+    },
+    Metric {
+        name: PROCESS_CACHE_SIZE,
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "Processes in the user-space process cache.",
+        tetragon: "tetragon_process_cache_size",
+    },
+    Metric {
+        name: DNS_NAMES,
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "dns: names the loaded policies use.",
+        tetragon: "none",
+    },
+    Metric {
+        name: DNS_NAMES_FAILING,
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "dns: names whose last resolution failed (their last known addresses stay in use).",
+        tetragon: "none",
+    },
+    Metric {
+        name: DNS_NAMES_STALE,
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "dns: names whose addresses in use come from an answer whose TTL ran out.",
+        tetragon: "none",
+    },
+    Metric {
+        name: DNS_FAILURES,
+        kind: Kind::Counter,
+        labels: &["name"],
+        help: "Failed resolutions of dns: names (timeouts, server errors, partial answers), by name.",
+        tetragon: "none",
+    },
+    Metric {
+        name: BUILD_INFO,
+        kind: Kind::Gauge,
+        labels: &["version", "commit", "rustc"],
+        help: "Build information; always 1.",
+        tetragon: "tetragon_build_info",
+    },
+];
+
+/// The [`TracingPolicyState`]s that have a `state` label value, with Tetragon's names.
+const POLICY_STATES: &[(TracingPolicyState, &str)] = &[
+    (TracingPolicyState::TpStateEnabled, "enabled"),
+    (TracingPolicyState::TpStateDisabled, "disabled"),
+    (TracingPolicyState::TpStateError, "error"),
+    (TracingPolicyState::TpStateLoadError, "load_error"),
+    (
+        TracingPolicyState::TpStatePartiallyEnabled,
+        "partially_enabled",
+    ),
+    (TracingPolicyState::TpStateSkipped, "skipped"),
+];
+
+/// `action` label values, in the order of [`action_counts`].
+pub const ACTIONS: [&str; 6] = [
+    "post",
+    "nopost",
+    "signal",
+    "override",
+    "monitor_signal",
+    "monitor_override",
+];
+
+/// The event types the agent emits, whose series exist from the start.
+const EVENT_TYPES: &[&str] = &[
+    "PROCESS_EXEC",
+    "PROCESS_EXIT",
+    "PROCESS_KPROBE",
+    "PROCESS_LSM",
+];
+
+/// Distinct `binary` values of [`OPERATIONS_DENIED_BY_BINARY`].
+pub const MAX_BINARIES: usize = 128;
+/// Distinct `client` values of [`SUBSCRIBER_DROPPED`].
+pub const MAX_CLIENTS: usize = 32;
+/// The label value that stands for every value past a bound.
+pub const OTHER: &str = "other";
+
+/// The exported metric named `name`.
+pub fn find(name: &str) -> Option<&'static Metric> {
+    METRICS.iter().find(|m| m.name == name)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("invalid metrics server address {0:?} (expected HOST:PORT or :PORT)")]
+    InvalidAddress(String),
+    #[error("resolving {addr}: {source}")]
+    Resolve { addr: String, source: io::Error },
+    #[error("binding {addr}: {source}")]
+    Bind { addr: String, source: io::Error },
+    #[error("a metrics recorder is already installed")]
+    AlreadyInstalled,
+}
+
+/// Installs the Prometheus recorder as the global `metrics` recorder and registers every
+/// metric. Returns the handle that renders the exposition text.
+pub fn install() -> Result<PrometheusHandle, MetricsError> {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    ::metrics::set_global_recorder(recorder).map_err(|_| MetricsError::AlreadyInstalled)?;
+    register();
+    Ok(handle)
+}
+
+/// Describes every metric to the current recorder and creates the series that exist from the
+/// start (unlabelled metrics, event types and policy states at 0, build info at 1), so that
+/// dashboards and `rate()` see them before anything happens.
+pub fn register() {
+    for m in METRICS {
+        match m.kind {
+            Kind::Counter => describe_counter!(m.name, m.help),
+            Kind::Gauge => describe_gauge!(m.name, m.help),
+        }
+        if m.labels.is_empty() {
+            match m.kind {
+                Kind::Counter => counter!(m.name).increment(0),
+                Kind::Gauge => gauge!(m.name).set(0.0),
+            }
+        }
+    }
+    for ty in EVENT_TYPES {
+        counter!(EVENTS, "type" => *ty).increment(0);
+    }
+    for (_, state) in POLICY_STATES {
+        gauge!(TRACINGPOLICY_LOADED, "state" => *state).set(0.0);
+    }
+    let (version, commit, rustc) = build_info();
+    gauge!(BUILD_INFO, "version" => version, "commit" => commit, "rustc" => rustc).set(1.0);
+}
+
+/// Version, commit (`LSM_AGENT_COMMIT` at build time, set by `make build`) and rustc version.
+pub fn build_info() -> (&'static str, &'static str, &'static str) {
+    (
+        env!("CARGO_PKG_VERSION"),
+        option_env!("LSM_AGENT_COMMIT")
+            .filter(|c| !c.is_empty())
+            .unwrap_or("unknown"),
+        option_env!("LSM_AGENT_RUSTC")
+            .filter(|c| !c.is_empty())
+            .unwrap_or("unknown"),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bounded label values
+
+/// Admits the first `max` distinct values of a label; later ones become [`OTHER`].
+#[derive(Debug)]
+pub struct BoundedLabel {
+    max: usize,
+    seen: BTreeSet<String>,
+}
+
+impl BoundedLabel {
+    pub const fn new(max: usize) -> Self {
+        Self {
+            max,
+            seen: BTreeSet::new(),
+        }
+    }
+
+    /// `value` itself while there is room (or it was admitted before), else [`OTHER`].
+    pub fn admit<'a>(&mut self, value: &'a str) -> &'a str {
+        if self.seen.contains(value) {
+            return value;
+        }
+        if self.seen.len() < self.max {
+            self.seen.insert(value.to_owned());
+            return value;
+        }
+        OTHER
+    }
+}
+
+static CLIENTS: Mutex<BoundedLabel> = Mutex::new(BoundedLabel::new(MAX_CLIENTS));
+
+/// The `client` label of a `GetEvents` peer: its IP address (not the port, which changes with
+/// every connection), `"unix"` without one (Unix socket); bounded by [`MAX_CLIENTS`].
+pub fn client_label(peer: Option<SocketAddr>) -> String {
+    let raw = match peer {
+        Some(a) => a.ip().to_canonical().to_string(),
+        None => "unix".to_owned(),
+    };
+    let mut clients = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
+    clients.admit(&raw).to_owned()
+}
+
+/// A `GetEvents` client (see [`client_label`]) missed `n` events.
+pub fn subscriber_events_dropped(client: &str, n: u64) {
+    counter!(SUBSCRIBER_DROPPED, "client" => client.to_owned()).increment(n);
+}
+
+/// A resolution of the `dns:` name `name` failed.
+pub fn dns_resolution_failed(name: &str) {
+    counter!(DNS_FAILURES, "name" => name.to_owned()).increment(1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The event path
+
+/// Counts the events the daemon publishes. Holds the counter handles, so the recorder must be
+/// installed before this is created.
+pub struct EventMetrics {
+    by_type: HashMap<i32, Counter>,
+    /// policy → hook → counter.
+    by_policy: HashMap<String, HashMap<String, Counter>>,
+    binaries: BoundedLabel,
+    denied_by_binary: HashMap<String, Counter>,
+    cache_size: Gauge,
+}
+
+impl Default for EventMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventMetrics {
+    pub fn new() -> Self {
+        Self {
+            by_type: HashMap::new(),
+            by_policy: HashMap::new(),
+            binaries: BoundedLabel::new(MAX_BINARIES),
+            denied_by_binary: HashMap::new(),
+            cache_size: gauge!(PROCESS_CACHE_SIZE),
+        }
+    }
+
+    /// Records one kernel event and the Tetragon events it became (`out`, about to be
+    /// published).
+    pub fn record(&mut self, ev: &KernelEvent, out: &[GetEventsResponse]) {
+        for r in out {
+            let ty = event_type(r);
+            self.by_type
+                .entry(ty as i32)
+                .or_insert_with(|| counter!(EVENTS, "type" => ty.as_str_name()))
+                .increment(1);
+            if let Some((policy, kind, function)) = policy_hook(r) {
+                if !self.by_policy.contains_key(policy) {
+                    self.by_policy.insert(policy.to_owned(), HashMap::new());
+                }
+                let Some(hooks) = self.by_policy.get_mut(policy) else {
+                    continue;
+                };
+                let hook = format!("{kind}:{function}");
+                hooks
+                    .entry(hook)
+                    .or_insert_with_key(|hook| {
+                        counter!(POLICY_EVENTS, "policy" => policy.to_owned(), "hook" => hook.clone())
+                    })
+                    .increment(1);
+            }
+        }
+        // One denied operation, however many selectors posted an event about it.
+        if let KernelEvent::Hook(h) = ev
+            && h.retval < 0
+            && let Some(binary) = out.iter().find_map(event_binary)
+        {
+            let label = self.binaries.admit(binary);
+            match self.denied_by_binary.get(label) {
+                Some(c) => c.increment(1),
+                None => {
+                    let c = counter!(OPERATIONS_DENIED_BY_BINARY, "binary" => label.to_owned());
+                    c.increment(1);
+                    self.denied_by_binary.insert(label.to_owned(), c);
+                }
+            }
+        }
+    }
+
+    pub fn set_process_cache_size(&self, n: usize) {
+        self.cache_size.set(n as f64);
+    }
+}
+
+/// Policy name, hook kind and function of a policy event (Tetragon's `hook` label is
+/// `kind:function`).
+fn policy_hook(r: &GetEventsResponse) -> Option<(&str, &'static str, &str)> {
+    match r.event.as_ref()? {
+        Event::ProcessKprobe(k) => Some((&k.policy_name, "kprobe", &k.function_name)),
+        Event::ProcessLsm(l) => Some((&l.policy_name, "lsm", &l.function_name)),
+        _ => None,
+    }
+}
+
+fn event_binary(r: &GetEventsResponse) -> Option<&str> {
+    let p = match r.event.as_ref()? {
+        Event::ProcessKprobe(k) => k.process.as_ref(),
+        Event::ProcessLsm(l) => l.process.as_ref(),
+        _ => None,
+    }?;
+    Some(p.binary.as_str())
+}
+
+// ---------------------------------------------------------------------------------------------
+// State read at scrape time
+
+/// What the [`Collector`] reads; any part may be missing (tests, `--check`).
+#[derive(Default, Clone)]
+pub struct Sources {
+    pub agent: Option<Agent>,
+    pub reader: Option<Arc<ReaderStats>>,
+    pub bus: Option<EventBus>,
+    pub dns: Option<DnsStatus>,
+}
+
+/// Turns state owned elsewhere into metric values; [`refresh`](Self::refresh) runs at every
+/// scrape.
+pub struct Collector {
+    sources: Sources,
+    actions: ActionTracker,
+}
+
+impl Collector {
+    pub fn new(sources: Sources) -> Self {
+        Self {
+            sources,
+            actions: ActionTracker::default(),
+        }
+    }
+
+    /// Reads every source and updates the metrics (in the current recorder).
+    pub fn refresh(&mut self) {
+        if let Some(agent) = &self.sources.agent {
+            let status = agent.status();
+            record_policy_states(&status);
+            self.actions.record(&status);
+            if let Some(stats) = agent.kernel_stats() {
+                record_kernel_stats(&stats);
+            }
+        }
+        if let Some(r) = &self.sources.reader {
+            counter!(RINGBUF_RECEIVED).absolute(r.received.load(Ordering::Relaxed));
+            counter!(RINGBUF_QUEUE_LOST).absolute(r.queue_lost.load(Ordering::Relaxed));
+            counter!(RINGBUF_DECODE_ERRORS).absolute(r.decode_errors.load(Ordering::Relaxed));
+        }
+        if let Some(bus) = &self.sources.bus {
+            gauge!(SUBSCRIBERS).set(bus.subscriber_count() as f64);
+        }
+        if let Some(dns) = &self.sources.dns {
+            record_dns(&dns.snapshot(), Instant::now());
+        }
+    }
+}
+
+/// Sets `lsm_agent_tracingpolicy_loaded{state}` from the policy list.
+pub fn record_policy_states(status: &[TracingPolicyStatus]) {
+    for (state, label) in POLICY_STATES {
+        let n = status.iter().filter(|p| p.state == *state as i32).count();
+        gauge!(TRACINGPOLICY_LOADED, "state" => *label).set(n as f64);
+    }
+}
+
+/// The kernel's `STAT_*` counters (summed over CPUs; they only grow while the agent runs).
+pub fn record_kernel_stats(stats: &[u64; lsm_shared::NUM_STATS as usize]) {
+    use lsm_shared::{
+        STAT_DENIED, STAT_MATCHES, STAT_PATH_UNRESOLVED, STAT_PATH_WALKED, STAT_RING_LOST,
+    };
+    let at = |i: u32| stats[i as usize];
+    counter!(RINGBUF_LOST).absolute(at(STAT_RING_LOST));
+    counter!(PATHS_UNRESOLVED).absolute(at(STAT_PATH_UNRESOLVED));
+    counter!(PATHS_WALKED).absolute(at(STAT_PATH_WALKED));
+    counter!(SELECTOR_MATCHES).absolute(at(STAT_MATCHES));
+    counter!(OPERATIONS_DENIED).absolute(at(STAT_DENIED));
+}
+
+/// The DNS gauges from the resolver's status.
+pub fn record_dns(names: &[NameStatus], now: Instant) {
+    gauge!(DNS_NAMES).set(names.len() as f64);
+    let failing = names.iter().filter(|n| n.consecutive_failures > 0).count();
+    gauge!(DNS_NAMES_FAILING).set(failing as f64);
+    let stale = names.iter().filter(|n| n.is_stale(now)).count();
+    gauge!(DNS_NAMES_STALE).set(stale as f64);
+}
+
+/// A policy's action counters in [`ACTIONS`] order.
+pub fn action_counts(p: &TracingPolicyStatus) -> Option<[u64; 6]> {
+    let c = p.stats.as_ref()?.action_counters.as_ref()?;
+    Some([
+        c.post,
+        c.nopost,
+        c.signal,
+        c.r#override,
+        c.monitor_signal,
+        c.monitor_override,
+    ])
+}
+
+/// Turns the per-policy action counters of the policy list into monotonic counters.
+///
+/// The kernel counts per selector slot, and a slot taken by a new version of a policy (a
+/// reload gives it a new id) starts from zero, so the values are tracked per policy id: a new
+/// id starts from zero, a value that went down (a slot reassigned) counts from zero again.
+#[derive(Debug, Default)]
+pub struct ActionTracker {
+    last: HashMap<u64, [u64; 6]>,
+}
+
+impl ActionTracker {
+    pub fn record(&mut self, status: &[TracingPolicyStatus]) {
+        let mut seen = HashSet::new();
+        for p in status {
+            let Some(now) = action_counts(p) else {
+                continue;
+            };
+            let last = self.last.get(&p.id).copied().unwrap_or_default();
+            for (i, action) in ACTIONS.iter().enumerate() {
+                let delta = if now[i] >= last[i] {
+                    now[i] - last[i]
+                } else {
+                    now[i]
+                };
+                counter!(
+                    POLICY_ACTIONS,
+                    "policy" => p.name.clone(),
+                    "policy_namespace" => p.namespace.clone(),
+                    "action" => *action
+                )
+                .increment(delta);
+            }
+            self.last.insert(p.id, now);
+            seen.insert(p.id);
+        }
+        // Disabled or removed: the slots are gone, a re-enabled policy counts from zero.
+        self.last.retain(|id, _| seen.contains(id));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The HTTP endpoint
+
+/// Bound metrics sockets, before serving.
+#[derive(Debug)]
+pub struct Listeners(Vec<TcpListener>);
+
+impl Listeners {
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.0.iter().filter_map(|l| l.local_addr().ok()).collect()
+    }
+}
+
+/// Binds `addr`: `:PORT` (all IPv4 interfaces, as Tetragon's `--metrics-server :2112`),
+/// `IP:PORT`, `[IPv6]:PORT` or `HOST:PORT` (every address the name resolves to, e.g. both
+/// loopbacks for `localhost`; all on the same port when PORT is 0).
+pub async fn bind(addr: &str) -> Result<Listeners, MetricsError> {
+    let invalid = || MetricsError::InvalidAddress(addr.to_owned());
+    let mut candidates: Vec<SocketAddr> = if let Some(port) = addr.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| invalid())?;
+        vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))]
+    } else {
+        match addr.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => return Err(invalid()),
+        }
+        tokio::net::lookup_host(addr)
+            .await
+            .map_err(|source| MetricsError::Resolve {
+                addr: addr.to_owned(),
+                source,
+            })?
+            .collect()
+    };
+    candidates.dedup();
+    let mut listeners: Vec<TcpListener> = Vec::new();
+    for mut sa in candidates {
+        if let Some(first) = listeners.first().and_then(|l| l.local_addr().ok()) {
+            sa.set_port(first.port());
+        }
+        match TcpListener::bind(sa).await {
+            Ok(l) => listeners.push(l),
+            Err(source) if listeners.is_empty() => {
+                return Err(MetricsError::Bind {
+                    addr: sa.to_string(),
+                    source,
+                });
+            }
+            // Typically ::1 on a host without IPv6.
+            Err(e) => debug!(%sa, error = %e, "metrics: skipping additional listen address"),
+        }
+    }
+    if listeners.is_empty() {
+        return Err(invalid());
+    }
+    Ok(Listeners(listeners))
+}
+
+struct Scrape {
+    handle: PrometheusHandle,
+    collector: Mutex<Collector>,
+}
+
+impl Scrape {
+    fn render(&self) -> String {
+        self.collector
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refresh();
+        self.handle.render()
+    }
+}
+
+/// Serves `GET /metrics` on `listeners` until `shutdown` completes; each scrape refreshes
+/// `collector` first. `handle` must belong to the installed global recorder ([`install`]).
+pub async fn serve(
+    listeners: Listeners,
+    handle: PrometheusHandle,
+    collector: Collector,
+    shutdown: impl Future<Output = ()>,
+) {
+    let scrape = Arc::new(Scrape {
+        handle,
+        collector: Mutex::new(collector),
+    });
+    info!(addrs = ?listeners.local_addrs(), "metrics server listening");
+    let mut tasks = tokio::task::JoinSet::new();
+    for l in listeners.0 {
+        tasks.spawn(accept_loop(l, scrape.clone()));
+    }
+    shutdown.await;
+    tasks.abort_all();
+}
+
+async fn accept_loop(listener: TcpListener, scrape: Arc<Scrape>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let scrape = scrape.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let scrape = scrape.clone();
+                        async move { Ok::<_, Infallible>(respond(&scrape, &req).await) }
+                    });
+                    if let Err(e) = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await
+                    {
+                        debug!(error = %e, "metrics: connection ended with an error");
+                    }
+                });
+            }
+            // Out of file descriptors and the like: do not spin.
+            Err(e) => {
+                warn!(error = %e, "metrics: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+async fn respond(scrape: &Arc<Scrape>, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    match (req.method(), req.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/metrics") => {
+            // Reading the policy state may wait for a policy change to finish.
+            let s = scrape.clone();
+            match tokio::task::spawn_blocking(move || s.render()).await {
+                Ok(body) => text(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    body,
+                ),
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    PLAIN,
+                    format!("rendering metrics failed: {e}\n"),
+                ),
+            }
+        }
+        (&Method::GET | &Method::HEAD, "/") => text(
+            StatusCode::OK,
+            PLAIN,
+            "lsm-agent: Prometheus metrics at /metrics\n".into(),
+        ),
+        (_, "/metrics" | "/") => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            PLAIN,
+            "method not allowed\n".into(),
+        ),
+        _ => text(StatusCode::NOT_FOUND, PLAIN, "not found\n".into()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading the exposition text back (tests, tools)
+
+/// One sample of the Prometheus text format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+impl Sample {
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses the samples of a text exposition (comments skipped; lines that do not parse are
+/// left out).
+pub fn parse_exposition(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(parse_line)
+        .collect()
+}
+
+fn parse_line(line: &str) -> Option<Sample> {
+    let (name, rest) = match line.find(['{', ' ']) {
+        Some(i) => line.split_at(i),
+        None => return None,
+    };
+    let mut labels = Vec::new();
+    let rest = if let Some(mut r) = rest.strip_prefix('{') {
+        loop {
+            r = r.trim_start_matches(',');
+            if let Some(after) = r.strip_prefix('}') {
+                break after;
+            }
+            let (key, after) = r.split_once("=\"")?;
+            let mut value = String::new();
+            let mut chars = after.char_indices();
+            let end = loop {
+                let (i, c) = chars.next()?;
+                match c {
+                    '\\' => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        other => value.push(other),
+                    },
+                    '"' => break i,
+                    c => value.push(c),
+                }
+            };
+            labels.push((key.to_owned(), value));
+            r = &after[end + 1..];
+        }
+    } else {
+        rest
+    };
+    let value = rest.split_whitespace().next()?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().ok()?,
+    };
+    Some(Sample {
+        name: name.to_owned(),
+        labels,
+        value,
+    })
+}
+
+/// The value of the series `name` whose labels include `labels` (`None`: no such series).
+pub fn sample_value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == Some(*v)))
+        .map(|s| s.value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        agent::{MapWriter, Source},
+        events::decode::{ExecData, HookData, KPath},
+        grpc::proto::tetragon::{
+            KprobeAction, Process, ProcessExec, ProcessKprobe, ProcessLsm,
+            TracingPolicyActionCounters, TracingPolicyStats,
+        },
+        policy::compile::MapImage,
+    };
+    use metrics_exporter_prometheus::PrometheusRecorder;
+
+    fn recorder() -> (PrometheusRecorder, PrometheusHandle) {
+        let r = PrometheusBuilder::new().build_recorder();
+        let h = r.handle();
+        (r, h)
+    }
+
+    fn value(h: &PrometheusHandle, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        sample_value(&parse_exposition(&h.render()), name, labels)
+    }
+
+    fn lsm(policy: &str, binary: &str) -> GetEventsResponse {
+        GetEventsResponse {
+            event: Some(Event::ProcessLsm(ProcessLsm {
+                process: Some(Process {
+                    binary: binary.into(),
+                    ..Default::default()
+                }),
+                function_name: "file_open".into(),
+                policy_name: policy.into(),
+                action: KprobeAction::Override as i32,
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn kprobe(policy: &str) -> GetEventsResponse {
+        GetEventsResponse {
+            event: Some(Event::ProcessKprobe(ProcessKprobe {
+                process: Some(Process {
+                    binary: "/usr/bin/cat".into(),
+                    ..Default::default()
+                }),
+                function_name: "security_file_permission".into(),
+                policy_name: policy.into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn hook(retval: i32) -> KernelEvent {
+        KernelEvent::Hook(HookData {
+            ktime: 1,
+            pid: 7,
+            tgid: 7,
+            hook: lsm_shared::HOOK_FILE_OPEN,
+            fired: 1,
+            posted: 1,
+            retval,
+            args: [0; lsm_shared::MAX_ARGS],
+            path: None,
+            net: None,
+        })
+    }
+
+    fn exec() -> (KernelEvent, GetEventsResponse) {
+        (
+            KernelEvent::Exec(ExecData {
+                ktime: 1,
+                pid: 7,
+                tgid: 7,
+                ppid: 1,
+                uid: 0,
+                exe: KPath {
+                    path: "/usr/bin/cat".into(),
+                    unresolved: false,
+                    walked: false,
+                },
+                argv: vec![],
+                args_truncated: false,
+            }),
+            GetEventsResponse {
+                event: Some(Event::ProcessExec(ProcessExec::default())),
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn the_table_is_consistent() {
+        let mut names = BTreeSet::new();
+        for m in METRICS {
+            assert!(names.insert(m.name), "{} listed twice", m.name);
+            assert!(m.name.starts_with("lsm_agent_"), "{}", m.name);
+            let is_total = m.name.ends_with("_total");
+            assert_eq!(
+                is_total,
+                m.kind == Kind::Counter,
+                "{}: counters, and only counters, end in _total",
+                m.name
+            );
+            assert!(!m.help.is_empty() && !m.tetragon.is_empty());
+            assert!(
+                m.tetragon == "none" || m.tetragon.starts_with("tetragon_"),
+                "{}",
+                m.name
+            );
+        }
+    }
+
+    #[test]
+    fn register_creates_the_initial_series_with_help() {
+        let (r, h) = recorder();
+        ::metrics::with_local_recorder(&r, register);
+        let text = h.render();
+        for m in METRICS.iter().filter(|m| m.labels.is_empty()) {
+            assert!(
+                text.contains(&format!("# HELP {} ", m.name)),
+                "{} not described",
+                m.name
+            );
+            assert_eq!(value(&h, m.name, &[]), Some(0.0), "{}", m.name);
+        }
+        assert_eq!(value(&h, EVENTS, &[("type", "PROCESS_LSM")]), Some(0.0));
+        assert_eq!(
+            value(&h, TRACINGPOLICY_LOADED, &[("state", "load_error")]),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(&h, BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))]),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn events_are_counted_by_type_policy_hook_and_denied_binary() {
+        let (r, h) = recorder();
+        ::metrics::with_local_recorder(&r, || {
+            let mut m = EventMetrics::new();
+            let (ev, resp) = exec();
+            m.record(&ev, &[resp]);
+            // One denied operation that two selectors of two policies posted about.
+            m.record(
+                &hook(-1),
+                &[lsm("p1", "/usr/bin/cat"), lsm("p2", "/usr/bin/cat")],
+            );
+            // Posted, not denied (monitor mode, or Post only).
+            m.record(&hook(0), &[kprobe("p3")]);
+            // Denied without a posted event: nothing to attribute it to.
+            m.record(&hook(-1), &[]);
+            m.set_process_cache_size(42);
+        });
+        assert_eq!(value(&h, EVENTS, &[("type", "PROCESS_EXEC")]), Some(1.0));
+        assert_eq!(value(&h, EVENTS, &[("type", "PROCESS_LSM")]), Some(2.0));
+        assert_eq!(value(&h, EVENTS, &[("type", "PROCESS_KPROBE")]), Some(1.0));
+        assert_eq!(
+            value(
+                &h,
+                POLICY_EVENTS,
+                &[("policy", "p1"), ("hook", "lsm:file_open")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &h,
+                POLICY_EVENTS,
+                &[
+                    ("policy", "p3"),
+                    ("hook", "kprobe:security_file_permission")
+                ]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &h,
+                OPERATIONS_DENIED_BY_BINARY,
+                &[("binary", "/usr/bin/cat")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(value(&h, PROCESS_CACHE_SIZE, &[]), Some(42.0));
+    }
+
+    #[test]
+    fn denied_binaries_are_bounded() {
+        let (r, h) = recorder();
+        ::metrics::with_local_recorder(&r, || {
+            let mut m = EventMetrics::new();
+            for i in 0..MAX_BINARIES + 5 {
+                m.record(&hook(-1), &[lsm("p", &format!("/bin/b{i}"))]);
+            }
+            m.record(&hook(-1), &[lsm("p", "/bin/b0")]);
+        });
+        let samples = parse_exposition(&h.render());
+        let series: Vec<_> = samples
+            .iter()
+            .filter(|s| s.name == OPERATIONS_DENIED_BY_BINARY)
+            .collect();
+        assert_eq!(series.len(), MAX_BINARIES + 1);
+        assert_eq!(
+            sample_value(&samples, OPERATIONS_DENIED_BY_BINARY, &[("binary", OTHER)]),
+            Some(5.0)
+        );
+        assert_eq!(
+            sample_value(
+                &samples,
+                OPERATIONS_DENIED_BY_BINARY,
+                &[("binary", "/bin/b0")]
+            ),
+            Some(2.0)
+        );
+    }
+
+    #[test]
+    fn bounded_label_admits_the_first_values() {
+        let mut b = BoundedLabel::new(2);
+        assert_eq!(b.admit("a"), "a");
+        assert_eq!(b.admit("b"), "b");
+        assert_eq!(b.admit("c"), OTHER);
+        assert_eq!(b.admit("a"), "a");
+    }
+
+    #[test]
+    fn client_labels_drop_the_port() {
+        let a: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:4001".parse().unwrap();
+        assert_eq!(client_label(Some(a)), "127.0.0.1");
+        assert_eq!(client_label(Some(b)), "127.0.0.1");
+        let mapped: SocketAddr = "[::ffff:10.0.0.1]:4000".parse().unwrap();
+        assert_eq!(client_label(Some(mapped)), "10.0.0.1");
+        assert_eq!(client_label(None), "unix");
+    }
+
+    fn status(id: u64, name: &str, state: TracingPolicyState, c: [u64; 6]) -> TracingPolicyStatus {
+        TracingPolicyStatus {
+            id,
+            name: name.into(),
+            state: state as i32,
+            stats: Some(TracingPolicyStats {
+                action_counters: Some(TracingPolicyActionCounters {
+                    post: c[0],
+                    nopost: c[1],
+                    signal: c[2],
+                    r#override: c[3],
+                    monitor_signal: c[4],
+                    monitor_override: c[5],
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn action_counters_stay_monotonic_across_reloads() {
+        let (r, h) = recorder();
+        let get = |action: &str| {
+            value(
+                &h,
+                POLICY_ACTIONS,
+                &[
+                    ("policy", "p"),
+                    ("policy_namespace", ""),
+                    ("action", action),
+                ],
+            )
+        };
+        let mut t = ActionTracker::default();
+        let on = TracingPolicyState::TpStateEnabled;
+        ::metrics::with_local_recorder(&r, || t.record(&[status(1, "p", on, [3, 0, 2, 0, 0, 0])]));
+        assert_eq!(get("post"), Some(3.0));
+        assert_eq!(get("signal"), Some(2.0));
+        assert_eq!(get("monitor_override"), Some(0.0));
+        ::metrics::with_local_recorder(&r, || t.record(&[status(1, "p", on, [5, 0, 2, 0, 0, 0])]));
+        assert_eq!(get("post"), Some(5.0));
+        // Reloaded from its file: a new id, counting from zero in new slots.
+        ::metrics::with_local_recorder(&r, || t.record(&[status(2, "p", on, [1, 0, 0, 0, 0, 0])]));
+        assert_eq!(get("post"), Some(6.0));
+        // Disabled (no counters), then enabled again in fresh slots.
+        let mut off = status(2, "p", TracingPolicyState::TpStateDisabled, [0; 6]);
+        off.stats = None;
+        ::metrics::with_local_recorder(&r, || t.record(&[off]));
+        ::metrics::with_local_recorder(&r, || t.record(&[status(2, "p", on, [4, 0, 0, 0, 0, 0])]));
+        assert_eq!(get("post"), Some(10.0));
+        // A slot reassigned under the same id: the lower value counts from zero.
+        ::metrics::with_local_recorder(&r, || t.record(&[status(2, "p", on, [1, 0, 0, 0, 0, 0])]));
+        assert_eq!(get("post"), Some(11.0));
+    }
+
+    #[test]
+    fn policy_states_cover_tetragons_label_values() {
+        let (r, h) = recorder();
+        ::metrics::with_local_recorder(&r, || {
+            record_policy_states(&[
+                status(1, "a", TracingPolicyState::TpStateEnabled, [0; 6]),
+                status(2, "b", TracingPolicyState::TpStateEnabled, [0; 6]),
+                status(3, "c", TracingPolicyState::TpStateLoadError, [0; 6]),
+            ])
+        });
+        let get = |s: &str| value(&h, TRACINGPOLICY_LOADED, &[("state", s)]);
+        assert_eq!(get("enabled"), Some(2.0));
+        assert_eq!(get("load_error"), Some(1.0));
+        assert_eq!(get("disabled"), Some(0.0));
+        assert_eq!(get("skipped"), Some(0.0));
+    }
+
+    struct FakeKernel;
+
+    impl MapWriter for FakeKernel {
+        fn apply(&mut self, _img: &MapImage) -> Result<(), String> {
+            Ok(())
+        }
+
+        fn kernel_stats(&self) -> Option<[u64; lsm_shared::NUM_STATS as usize]> {
+            let mut s = [0; lsm_shared::NUM_STATS as usize];
+            s[lsm_shared::STAT_RING_LOST as usize] = 7;
+            s[lsm_shared::STAT_PATH_UNRESOLVED as usize] = 1;
+            s[lsm_shared::STAT_PATH_WALKED as usize] = 2;
+            s[lsm_shared::STAT_MATCHES as usize] = 3;
+            s[lsm_shared::STAT_DENIED as usize] = 4;
+            Some(s)
+        }
+    }
+
+    #[test]
+    fn the_collector_reads_kernel_reader_bus_and_dns_state() {
+        let (r, h) = recorder();
+        let agent = Agent::new(Box::new(FakeKernel));
+        let policy = crate::policy::parse::parse_policy(
+            "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: p\nspec:\n  lsmhooks:\n  - hook: file_open\n    args:\n    - index: 0\n      type: file\n    selectors:\n    - matchActions:\n      - action: Post\n",
+            std::path::Path::new("p.yaml"),
+        )
+        .unwrap();
+        agent.add(policy, Source::Grpc).unwrap();
+        let reader = Arc::new(ReaderStats::default());
+        reader.received.store(100, Ordering::Relaxed);
+        reader.queue_lost.store(2, Ordering::Relaxed);
+        let bus = EventBus::new(4);
+        let _sub = bus.subscribe();
+        let mut c = Collector::new(Sources {
+            agent: Some(agent),
+            reader: Some(reader),
+            bus: Some(bus),
+            dns: Some(DnsStatus::new()),
+        });
+        ::metrics::with_local_recorder(&r, || c.refresh());
+        assert_eq!(value(&h, RINGBUF_LOST, &[]), Some(7.0));
+        assert_eq!(value(&h, PATHS_UNRESOLVED, &[]), Some(1.0));
+        assert_eq!(value(&h, PATHS_WALKED, &[]), Some(2.0));
+        assert_eq!(value(&h, SELECTOR_MATCHES, &[]), Some(3.0));
+        assert_eq!(value(&h, OPERATIONS_DENIED, &[]), Some(4.0));
+        assert_eq!(value(&h, RINGBUF_RECEIVED, &[]), Some(100.0));
+        assert_eq!(value(&h, RINGBUF_QUEUE_LOST, &[]), Some(2.0));
+        assert_eq!(value(&h, SUBSCRIBERS, &[]), Some(1.0));
+        assert_eq!(value(&h, DNS_NAMES, &[]), Some(0.0));
+        assert_eq!(
+            value(&h, TRACINGPOLICY_LOADED, &[("state", "enabled")]),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn exposition_parsing_handles_escapes() {
+        let s = parse_exposition(
+            "# HELP x y\nx_total{a=\"q\\\"uote\",b=\"back\\\\slash\"} 3\nplain 1.5\nbad\n",
+        );
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].label("a"), Some("q\"uote"));
+        assert_eq!(s[0].label("b"), Some("back\\slash"));
+        assert_eq!(s[0].value, 3.0);
+        assert_eq!(s[1].name, "plain");
+        assert_eq!(s[1].value, 1.5);
+    }
+
+    #[tokio::test]
+    async fn bind_accepts_port_only_and_host_port() {
+        assert!(matches!(
+            bind("2112").await,
+            Err(MetricsError::InvalidAddress(_))
+        ));
+        assert!(matches!(
+            bind(":notaport").await,
+            Err(MetricsError::InvalidAddress(_))
+        ));
+        let l = bind("127.0.0.1:0").await.unwrap();
+        let addrs = l.local_addrs();
+        assert_eq!(addrs.len(), 1);
+        assert!(addrs[0].ip().is_loopback() && addrs[0].port() != 0);
+        let l = bind("localhost:0").await.unwrap();
+        let addrs = l.local_addrs();
+        assert!(addrs.iter().all(|a| a.port() == addrs[0].port()));
+    }
+}
