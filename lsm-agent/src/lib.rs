@@ -5,11 +5,13 @@
 //! * [`events`]: read the ring buffer, decode, enrich with process data, format.
 //! * [`dns`]: resolve the `dns:<name>` address values and keep their answers current.
 //! * [`grpc`]: the Tetragon-compatible `FineGuidanceSensors` API.
+//! * [`export`]: the JSON export file (`--export-filename`), with rotation and filters.
 //! * [`metrics`]: Prometheus metrics (`--metrics-server`).
 pub mod agent;
 pub mod bpf;
 pub mod dns;
 pub mod events;
+pub mod export;
 pub mod grpc;
 pub mod metrics;
 pub mod policy;

@@ -41,6 +41,8 @@ struct Args {
     /// Only parse and compile the policies, then exit (no root, no kernel needed).
     #[arg(long)]
     check: bool,
+    #[command(flatten)]
+    export: lsm_agent::export::ExportArgs,
     /// DNS server for `dns:` address values: IP or IP:PORT (port 53 by default). Default:
     /// the system resolver configuration (/etc/resolv.conf).
     #[arg(long, value_name = "ADDR", value_parser = parse_dns_server)]
@@ -132,6 +134,8 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Checked before anything is loaded, like the policies.
+    let export = args.export.config().context("export flags")?;
 
     // What the directory held when it was read, so the watcher reloads anything that changes
     // from now on.
@@ -213,6 +217,13 @@ async fn main() -> anyhow::Result<()> {
 
     // Ring buffer → decoded events → Tetragon events on the bus.
     let bus = EventBus::new(4096);
+    // JSON export file: one more bus subscriber, subscribed before the first event.
+    let exporter = match export {
+        Some(cfg) => Some(
+            lsm_agent::export::Exporter::start(cfg, &bus).context("starting the JSON export")?,
+        ),
+        None => None,
+    };
     let stats = Arc::new(events::reader::ReaderStats::default());
     let (tx, mut rx) = mpsc::channel(65536);
     tokio::spawn({
@@ -297,6 +308,9 @@ async fn main() -> anyhow::Result<()> {
     let control: Arc<dyn grpc::PolicyControl> = Arc::new(agent.clone());
     let served = grpc::serve_listeners(listeners, bus, control, shutdown_signal()).await;
     let _ = std::fs::remove_file(AGENT_INFO);
+    if let Some(exporter) = exporter {
+        exporter.shutdown().await;
+    }
     // Give in-flight log lines a moment; links are detached when the probe drops.
     tokio::time::sleep(Duration::from_millis(10)).await;
     served.context("gRPC server")?;

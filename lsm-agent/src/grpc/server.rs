@@ -111,6 +111,7 @@ pub trait PolicyControl: Send + Sync + 'static {
 struct CompiledFilter {
     binary: Vec<Regex>,
     namespace: Vec<String>,
+    health_check: Option<bool>,
     pid: Vec<u32>,
     event_set: Vec<i32>,
     pod: Vec<Regex>,
@@ -139,7 +140,6 @@ impl CompiledFilter {
     fn new(f: &Filter) -> Result<Self, Status> {
         // Silently ignoring these would stream events the client asked not to see.
         let unsupported = [
-            ("health_check", f.health_check.is_some()),
             ("pid_set", !f.pid_set.is_empty()),
             ("labels", !f.labels.is_empty()),
             ("capabilities", f.capabilities.is_some()),
@@ -153,6 +153,7 @@ impl CompiledFilter {
         Ok(Self {
             binary: compile_regexes("binary_regex", &f.binary_regex)?,
             namespace: f.namespace.clone(),
+            health_check: f.health_check,
             pid: f.pid.clone(),
             event_set: f.event_set.clone(),
             pod: compile_regexes("pod_regex", &f.pod_regex)?,
@@ -207,6 +208,16 @@ impl CompiledFilter {
                     .map(|c| c.name.as_str()),
             )
             && any(&self.namespace_regex, pod.map(|p| p.namespace.as_str()))
+            // Tetragon's heuristic: the process or its parent runs in a container that may be an
+            // exec probe (always false without Kubernetes).
+            && self.health_check.is_none_or(|want| {
+                let probe = |p: Option<&Process>| {
+                    p.and_then(|p| p.pod.as_ref())
+                        .and_then(|p| p.container.as_ref())
+                        .is_some_and(|c| c.maybe_exec_probe)
+                };
+                (probe(process) || probe(parent)) == want
+            })
     }
 }
 
