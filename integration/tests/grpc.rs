@@ -9,10 +9,11 @@ use std::{
 use lsm_agent::grpc::{
     EventBus, PolicyControl, bind,
     proto::tetragon::{
-        EventType, Filter, GetEventsRequest, GetEventsResponse, GetHealthStatusRequest,
-        GetVersionRequest, HealthStatusResult, ListTracingPoliciesRequest, Pod, Process,
-        ProcessExec, ProcessLsm, TracingPolicyMode, TracingPolicyState, TracingPolicyStatus,
-        fine_guidance_sensors_client::FineGuidanceSensorsClient, get_events_response::Event,
+        EventType, FieldFilter, FieldFilterAction, Filter, GetEventsRequest, GetEventsResponse,
+        GetHealthStatusRequest, GetVersionRequest, HealthStatusResult, ListTracingPoliciesRequest,
+        Pod, Process, ProcessExec, ProcessLsm, TracingPolicyMode, TracingPolicyState,
+        TracingPolicyStatus, fine_guidance_sensors_client::FineGuidanceSensorsClient,
+        get_events_response::Event,
     },
     serve_listeners,
 };
@@ -251,6 +252,148 @@ async fn server_side_filters() {
     assert_quiet(&mut host_only).await;
     assert_eq!(binary(&recv(&mut in_ns).await), "/bin/cat");
     assert_quiet(&mut in_ns).await;
+    server.shutdown().await;
+}
+
+fn field_filter(event_set: &[EventType], paths: &[&str], action: FieldFilterAction) -> FieldFilter {
+    FieldFilter {
+        event_set: event_set.iter().map(|t| *t as i32).collect(),
+        fields: Some(prost_types::FieldMask {
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+        }),
+        action: action as i32,
+        invert_event_set: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn field_filters_mask_events() {
+    let server = Server::start(64, Arc::default()).await;
+    let mut c = server.client().await;
+    // What `tetra getevents -f process.binary,process.pod.name,parent -F parent.arguments`
+    // sends.
+    let mut included = c
+        .get_events(GetEventsRequest {
+            allow_list: vec![Filter::default()],
+            field_filters: vec![
+                field_filter(
+                    &[],
+                    &["process.binary", "process.pod.name", "parent"],
+                    FieldFilterAction::Include,
+                ),
+                field_filter(&[], &["parent.arguments"], FieldFilterAction::Exclude),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Only exec events lose their process arguments; LSM events stay whole.
+    let mut exec_only = c
+        .get_events(GetEventsRequest {
+            field_filters: vec![field_filter(
+                &[EventType::ProcessExec],
+                &["process.arguments", "process.pid"],
+                FieldFilterAction::Exclude,
+            )],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let mut ev = exec("/bin/cat", Some("default"));
+    if let Some(Event::ProcessExec(e)) = &mut ev.event {
+        e.parent = Some(Process {
+            binary: "/bin/sh".into(),
+            arguments: "-c cat".into(),
+            pid: Some(7),
+            ..Default::default()
+        });
+    }
+    server.bus.publish(ev.clone());
+    let mut lsm_ev = lsm("/bin/sh");
+    if let Some(Event::ProcessLsm(e)) = &mut lsm_ev.event {
+        e.process.as_mut().unwrap().arguments = "-x".into();
+    }
+    server.bus.publish(lsm_ev.clone());
+
+    let got = recv(&mut included).await;
+    assert_eq!(got.node_name, "node", "top-level fields are kept");
+    let Some(Event::ProcessExec(e)) = got.event else {
+        panic!("expected an exec");
+    };
+    assert_eq!(
+        e.process,
+        Some(Process {
+            binary: "/bin/cat".into(),
+            pod: Some(Pod {
+                name: "pod".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    );
+    assert_eq!(
+        e.parent,
+        Some(Process {
+            binary: "/bin/sh".into(),
+            pid: Some(7),
+            ..Default::default()
+        })
+    );
+    let Some(Event::ProcessLsm(l)) = recv(&mut included).await.event else {
+        panic!("expected an lsm event");
+    };
+    assert_eq!(
+        l,
+        ProcessLsm {
+            process: Some(Process {
+                binary: "/bin/sh".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    );
+
+    let Some(Event::ProcessExec(e)) = recv(&mut exec_only).await.event else {
+        panic!("expected an exec");
+    };
+    let p = e.process.unwrap();
+    assert!(p.arguments.is_empty() && p.pid.is_none());
+    assert_eq!(p.binary, "/bin/cat");
+    assert_eq!(
+        e.parent.unwrap().arguments,
+        "-c cat",
+        "only the listed paths go"
+    );
+    assert_eq!(
+        recv(&mut exec_only).await,
+        lsm_ev,
+        "other event types are untouched"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_field_filter_is_rejected() {
+    let server = Server::start(8, Arc::default()).await;
+    let mut c = server.client().await;
+    let req = GetEventsRequest {
+        field_filters: vec![field_filter(
+            &[],
+            &["process..binary"],
+            FieldFilterAction::Include,
+        )],
+        ..Default::default()
+    };
+    let err = c.get_events(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("process..binary"),
+        "{}",
+        err.message()
+    );
     server.shutdown().await;
 }
 

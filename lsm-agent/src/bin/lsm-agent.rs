@@ -35,6 +35,8 @@ struct Args {
     /// gRPC address: host:port, :port, or unix:///path.
     #[arg(long, default_value = "localhost:54321")]
     server_address: String,
+    #[command(flatten)]
+    server_tls: grpc::tls::ServerTlsOptions,
     /// trace, debug, info, warn or error.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -300,13 +302,23 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(serve);
     }
 
+    // Certificates are read before the address is bound and advertised.
+    let server_tls =
+        grpc::tls::ServerTls::load(&args.server_tls, &args.server_address).context("gRPC TLS")?;
     let listeners = grpc::bind(&args.server_address)
         .await
         .with_context(|| format!("binding --server-address {}", args.server_address))?;
     write_agent_info(&args.server_address);
     info!(address = %args.server_address, "gRPC server listening; agent ready");
     let control: Arc<dyn grpc::PolicyControl> = Arc::new(agent.clone());
-    let served = grpc::serve_listeners(listeners, bus, control, shutdown_signal()).await;
+    let served = grpc::serve_listeners_tls(
+        listeners,
+        bus,
+        control,
+        server_tls.as_ref(),
+        shutdown_signal(),
+    )
+    .await;
     let _ = std::fs::remove_file(AGENT_INFO);
     if let Some(exporter) = exporter {
         exporter.shutdown().await;

@@ -3,25 +3,29 @@
 
 use std::{
     io::{self, Write as _},
+    path::PathBuf,
     process::ExitCode,
     time::Duration,
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use lsm_agent::grpc::tls::{ClientTlsOptions, error_chain};
 use lsm_agent::{
     events::compact::{ColorMode, CompactOptions, encode_compact},
     grpc::{
         json::event_to_json,
         proto::tetragon::{
             AddTracingPolicyRequest, ConfigureTracingPolicyRequest, DeleteTracingPolicyRequest,
-            EventType, Filter, GetEventsRequest, GetHealthStatusRequest, GetVersionRequest,
-            HealthStatusResult, ListTracingPoliciesRequest, TracingPolicyMode, TracingPolicyState,
-            TracingPolicyStatus, fine_guidance_sensors_client::FineGuidanceSensorsClient,
+            EventType, FieldFilter, FieldFilterAction, Filter, GetEventsRequest,
+            GetHealthStatusRequest, GetVersionRequest, HealthStatusResult,
+            ListTracingPoliciesRequest, TracingPolicyMode, TracingPolicyState, TracingPolicyStatus,
+            fine_guidance_sensors_client::FineGuidanceSensorsClient,
         },
     },
     policy::check::check_files,
 };
+use prost_types::FieldMask;
 use tonic::transport::{Channel, Endpoint};
 
 /// Written by the agent at start-up so that clients find it without flags.
@@ -44,6 +48,22 @@ struct Cli {
     /// Deadline for unary calls, in seconds.
     #[arg(long, global = true, default_value_t = 30)]
     timeout: u64,
+    /// Client certificate (PEM) for mutual TLS, with --tls-key-file. Turns TLS on.
+    #[arg(long, global = true, value_name = "FILE")]
+    tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert-file. Turns TLS on.
+    #[arg(long, global = true, value_name = "FILE")]
+    tls_key_file: Option<PathBuf>,
+    /// CA bundles (PEM) that verify the server certificate; comma-separated or repeated.
+    /// Turns TLS on. Without them (but with a client certificate) the system roots are used.
+    #[arg(long, global = true, value_name = "FILES", value_delimiter = ',')]
+    tls_ca_cert_files: Vec<PathBuf>,
+    /// Name the server certificate must carry, and SNI, when it differs from the address host.
+    #[arg(long, global = true, value_name = "NAME")]
+    tls_server_name: Option<String>,
+    /// Accept any server certificate (development only; not with --tls-ca-cert-files).
+    #[arg(long, global = true)]
+    tls_skip_verify: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -157,6 +177,19 @@ struct GetEventsArgs {
     event_types: Vec<String>,
     #[arg(long, num_args = 1..)]
     policy_names: Vec<String>,
+    /// Keep only these fields of each event, e.g. `process,parent.pod` (field paths of the
+    /// event message, comma-separated or repeated).
+    #[arg(short = 'f', long, value_name = "FIELDS", value_delimiter = ',')]
+    include_fields: Vec<String>,
+    /// Remove these fields from each event, e.g. `parent,process.pod.pod_labels`.
+    #[arg(short = 'F', long, value_name = "FIELDS", value_delimiter = ',')]
+    exclude_fields: Vec<String>,
+}
+
+/// Where and how to connect.
+struct Target {
+    address: String,
+    tls: ClientTlsOptions,
 }
 
 fn main() -> ExitCode {
@@ -193,13 +226,23 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         return Ok(check(files));
     }
     let address = resolve_address(cli.server_address.as_deref());
+    let address = &Target {
+        address,
+        tls: ClientTlsOptions {
+            cert_file: cli.tls_cert_file,
+            key_file: cli.tls_key_file,
+            ca_files: cli.tls_ca_cert_files,
+            server_name: cli.tls_server_name,
+            skip_verify: cli.tls_skip_verify,
+        },
+    };
     let unary_timeout = Duration::from_secs(cli.timeout);
     match cli.command {
-        Command::Getevents(args) => getevents(&address, args).await,
-        Command::Status => status(&address, unary_timeout).await,
+        Command::Getevents(args) => getevents(address, args).await,
+        Command::Status => status(address, unary_timeout).await,
         Command::Version { .. } => {
             println!("CLI version: {}", env!("CARGO_PKG_VERSION"));
-            let mut c = connect(&address, Some(unary_timeout)).await?;
+            let mut c = connect(address, Some(unary_timeout)).await?;
             let v = c
                 .get_version(GetVersionRequest {})
                 .await
@@ -208,7 +251,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             println!("Server version: {}", v.version);
             Ok(ExitCode::SUCCESS)
         }
-        Command::TracingPolicy { command } => tracingpolicy(&address, unary_timeout, command).await,
+        Command::TracingPolicy { command } => tracingpolicy(address, unary_timeout, command).await,
     }
 }
 
@@ -224,12 +267,13 @@ fn resolve_address(flag: Option<&str>) -> String {
         .unwrap_or_else(|| DEFAULT_ADDRESS.to_owned())
 }
 
-/// `unix:///path` is handled by tonic itself; TCP addresses get a scheme, and like the agent a
-/// missing host means localhost and a missing port means 54321.
-fn endpoint_uri(address: &str) -> String {
+/// `unix:///path` is handled by tonic itself; TCP addresses get a scheme (`https` with TLS),
+/// and like the agent a missing host means localhost and a missing port means 54321.
+fn endpoint_uri(address: &str, tls: bool) -> String {
     if address.starts_with("unix:") || address.contains("://") {
         return address.to_owned();
     }
+    let scheme = if tls { "https" } else { "http" };
     let addr = if address.starts_with(':') {
         format!("localhost{address}")
     } else {
@@ -242,20 +286,26 @@ fn endpoint_uri(address: &str) -> String {
         None => false,
     };
     if has_port {
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
     } else {
-        format!("http://{addr}:54321")
+        format!("{scheme}://{addr}:54321")
     }
 }
 
 async fn connect(
-    address: &str,
+    target: &Target,
     timeout: Option<Duration>,
 ) -> Result<FineGuidanceSensorsClient<Channel>> {
-    let uri = endpoint_uri(address);
-    let mut endpoint = Endpoint::from_shared(uri.clone())
+    let address = target.address.as_str();
+    let tls = target.tls.enabled();
+    if tls && address.starts_with("unix:") {
+        bail!("TLS flags given, but {address} is a unix socket (served without TLS)");
+    }
+    let uri = endpoint_uri(address, tls);
+    let endpoint = Endpoint::from_shared(uri.clone())
         .with_context(|| format!("invalid server address {address:?}"))?
         .connect_timeout(Duration::from_secs(2));
+    let mut endpoint = target.tls.apply(endpoint)?;
     if let Some(t) = timeout {
         endpoint = endpoint.timeout(t);
     }
@@ -263,7 +313,7 @@ async fn connect(
     let channel = endpoint
         .connect()
         .await
-        .with_context(|| format!("connecting to {address}"))?;
+        .map_err(|e| anyhow!("connecting to {address}: {}", error_chain(&e)))?;
     Ok(FineGuidanceSensorsClient::new(channel).max_decoding_message_size(MAX_RECV))
 }
 
@@ -294,13 +344,31 @@ fn build_request(args: &GetEventsArgs) -> Result<GetEventsRequest> {
         policy_names: args.policy_names.clone(),
         ..Default::default()
     };
+    // Like tetra: one INCLUDE then one EXCLUDE filter, for every event type.
+    let field_filter = |paths: &[String], action: FieldFilterAction| {
+        (!paths.is_empty()).then(|| FieldFilter {
+            fields: Some(FieldMask {
+                paths: paths.to_vec(),
+            }),
+            action: action as i32,
+            ..Default::default()
+        })
+    };
+    let field_filters = [
+        field_filter(&args.include_fields, FieldFilterAction::Include),
+        field_filter(&args.exclude_fields, FieldFilterAction::Exclude),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     Ok(GetEventsRequest {
         allow_list: vec![filter],
+        field_filters,
         ..Default::default()
     })
 }
 
-async fn getevents(address: &str, args: GetEventsArgs) -> Result<ExitCode> {
+async fn getevents(address: &Target, args: GetEventsArgs) -> Result<ExitCode> {
     let request = build_request(&args)?;
     let mode = match args.color {
         Color::Auto => ColorMode::Auto,
@@ -370,7 +438,7 @@ fn policy_label(p: &TracingPolicyStatus) -> String {
     }
 }
 
-async fn status(address: &str, timeout: Duration) -> Result<ExitCode> {
+async fn status(address: &Target, timeout: Duration) -> Result<ExitCode> {
     let mut c = connect(address, Some(timeout)).await?;
     let health = c
         .get_health(GetHealthStatusRequest::default())
@@ -499,7 +567,11 @@ fn check(files: &[std::path::PathBuf]) -> ExitCode {
     }
 }
 
-async fn tracingpolicy(address: &str, timeout: Duration, command: TpCommand) -> Result<ExitCode> {
+async fn tracingpolicy(
+    address: &Target,
+    timeout: Duration,
+    command: TpCommand,
+) -> Result<ExitCode> {
     if let TpCommand::Check { files } = &command {
         return Ok(check(files));
     }

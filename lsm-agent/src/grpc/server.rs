@@ -38,6 +38,7 @@ use super::proto::tetragon::{
     fine_guidance_sensors_server::{FineGuidanceSensors, FineGuidanceSensorsServer},
     get_events_response::Event,
 };
+use super::tls::ServerTls;
 
 /// Tetragon's default port, appended when an address has none.
 pub const DEFAULT_PORT: u16 = 54321;
@@ -56,6 +57,8 @@ pub enum GrpcError {
     Bind { addr: String, source: io::Error },
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("TLS is for TCP listeners; {0} is a unix socket")]
+    TlsOnUnixSocket(String),
 }
 
 /// Fan-out of events to every `GetEvents` client. Publishing never blocks: each subscriber
@@ -676,17 +679,42 @@ pub async fn serve_listeners(
     control: Arc<dyn PolicyControl>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GrpcError> {
+    serve_listeners_tls(listeners, bus, control, None, shutdown).await
+}
+
+/// [`serve_listeners`], with TLS (see [`ServerTls`]) on TCP listeners when `tls` is set.
+pub async fn serve_listeners_tls(
+    listeners: Listeners,
+    bus: EventBus,
+    control: Arc<dyn PolicyControl>,
+    tls: Option<&ServerTls>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), GrpcError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let service = FineGuidanceSensorsServer::new(Service::new(bus, control, stop_rx));
     let signal = async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    let router = tonic::transport::Server::builder().add_service(service);
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        if let Listeners::Unix { path, .. } = &listeners {
+            return Err(GrpcError::TlsOnUnixSocket(path.display().to_string()));
+        }
+        builder = builder.tls_config(tls.config())?;
+    }
+    let router = builder.add_service(service);
     match listeners {
         Listeners::Tcp(ls) => {
             let addrs: Vec<_> = ls.iter().filter_map(|l| l.local_addr().ok()).collect();
-            info!(?addrs, "gRPC server listening");
+            let tls_mode = tls.map_or("off", |t| if t.mutual() { "mutual" } else { "on" });
+            info!(?addrs, tls = tls_mode, "gRPC server listening");
+            if tls.is_none() && addrs.iter().any(|a| !a.ip().is_loopback()) {
+                warn!(
+                    ?addrs,
+                    "the gRPC API (policy changes included) is reachable from the network without TLS; see --server-tls-cert-file"
+                );
+            }
             let mut incoming: Pin<
                 Box<dyn Stream<Item = io::Result<tokio::net::TcpStream>> + Send>,
             > = Box::pin(tokio_stream::empty());
