@@ -49,8 +49,9 @@ pub enum TlsError {
     UnixAddress(String),
     #[error("--tls-skip-verify makes --tls-ca-cert-files a no-op; pick one")]
     SkipVerifyWithCa,
-    #[error("reading {}: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
+    /// The cause is in the message (not a `source()`), so that it is printed once.
+    #[error("reading {}: {error}", path.display())]
+    Read { path: PathBuf, error: io::Error },
     #[error("{}: no PEM certificate in it", .0.display())]
     NoCertificate(PathBuf),
     #[error("{}: no PEM private key in it", .0.display())]
@@ -60,9 +61,9 @@ pub enum TlsError {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    std::fs::read(path).map_err(|error| TlsError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
