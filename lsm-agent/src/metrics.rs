@@ -1125,8 +1125,8 @@ mod tests {
                     r#override: c[3],
                     monitor_signal: c[4],
                     monitor_override: c[5],
+                    ..Default::default()
                 }),
-                ..Default::default()
             }),
             ..Default::default()
         }
