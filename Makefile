@@ -1,6 +1,9 @@
 # Quick start: `make demo` and `make test`. Both run the idempotent set-up first.
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
+# The commit label of the lsm_agent_build_info metric (the same for every target, so that
+# switching targets does not rebuild the agent).
+export LSM_AGENT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 
 .PHONY: all setup build unit-test vm-test test demo fmt clippy
 
