@@ -636,6 +636,7 @@ pub struct KernelConfig {
     pub mm_arg_start: u64,
     pub mm_arg_end: u64,
     pub task_nsproxy: u64,
+    /// Offset of `real_cred` (the task's own, objective credentials).
     pub task_cred: u64,
     pub task_thread_pid: u64,
     pub pid_level: u64,

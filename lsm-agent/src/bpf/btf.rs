@@ -130,7 +130,10 @@ pub fn kernel_config(path: &Path, agent_tgid: u32) -> Result<KernelConfig, BtfEr
         mm_arg_start: off("mm_struct", "arg_start")?,
         mm_arg_end: off("mm_struct", "arg_end")?,
         task_nsproxy: off("task_struct", "nsproxy")?,
-        task_cred: off("task_struct", "cred")?,
+        // The objective credentials: `cred` is temporarily replaced while the kernel acts for
+        // the task with other credentials (overlayfs opens the lower file with its mounter's
+        // creds), and a policy is about the process, not about whom the kernel borrowed.
+        task_cred: off("task_struct", "real_cred")?,
         task_thread_pid: off("task_struct", "thread_pid")?,
         pid_level: off("pid", "level")?,
         pid_numbers: off("pid", "numbers")?,
