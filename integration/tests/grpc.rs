@@ -549,6 +549,55 @@ async fn health_version_and_policies() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_and_enable_disable_over_grpc() {
+    use lsm_agent::grpc::proto::tetragon::{
+        DisableTracingPolicyRequest, EnableTracingPolicyRequest, GetInfoRequest,
+    };
+    let control = Arc::new(FakeControl::default());
+    control.policies.lock().unwrap().push(TracingPolicyStatus {
+        id: 1,
+        name: "block-shadow".into(),
+        state: TracingPolicyState::TpStateEnabled as i32,
+        ..Default::default()
+    });
+    let server = Server::start(8, control.clone()).await;
+    let mut c = server.client().await;
+
+    let info = c
+        .get_info(GetInfoRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.name, "lsm-agent");
+    assert!(!info.version.is_empty());
+
+    let state = |c: &Arc<FakeControl>| c.policies.lock().unwrap()[0].state;
+    c.disable_tracing_policy(DisableTracingPolicyRequest {
+        name: "block-shadow".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(state(&control), TracingPolicyState::TpStateDisabled as i32);
+    c.enable_tracing_policy(EnableTracingPolicyRequest {
+        name: "block-shadow".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(state(&control), TracingPolicyState::TpStateEnabled as i32);
+    let err = c
+        .enable_tracing_policy(EnableTracingPolicyRequest {
+            name: "missing".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unknown, "Tetragon's plain error");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_open_streams() {
     let server = Server::start(8, Arc::default()).await;
     let mut s = server.subscribe(None).await;
