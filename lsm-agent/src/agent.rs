@@ -402,7 +402,6 @@ impl Agent {
                                 monitor_override: c.c[CNT_MONITOR_OVERRIDE],
                                 ..Default::default()
                             }),
-                            ..Default::default()
                         }
                     }),
                     domain: match p.source {
@@ -412,12 +411,11 @@ impl Agent {
                     ..Default::default()
                 };
                 // A refused new version: the old one still enforces, but say so loudly.
-                if let Source::File(f) = &p.source {
-                    if let Some(e) = st.file_errors.get(f) {
-                        status.state = TracingPolicyState::TpStateError as i32;
-                        status.error =
-                            format!("new version not loaded, previous one enforcing: {e}");
-                    }
+                if let Source::File(f) = &p.source
+                    && let Some(e) = st.file_errors.get(f)
+                {
+                    status.state = TracingPolicyState::TpStateError as i32;
+                    status.error = format!("new version not loaded, previous one enforcing: {e}");
                 }
                 status
             })

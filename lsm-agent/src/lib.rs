@@ -7,11 +7,13 @@
 //! * [`grpc`]: the Tetragon-compatible `FineGuidanceSensors` API.
 //! * [`export`]: the JSON export file (`--export-filename`), with rotation and filters.
 //! * [`metrics`]: Prometheus metrics (`--metrics-server`).
+//! * [`listen`]: binding the TCP listeners of the servers.
 pub mod agent;
 pub mod bpf;
 pub mod dns;
 pub mod events;
 pub mod export;
 pub mod grpc;
+pub mod listen;
 pub mod metrics;
 pub mod policy;

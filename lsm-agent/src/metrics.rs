@@ -663,23 +663,12 @@ pub async fn bind(addr: &str) -> Result<Listeners, MetricsError> {
             .collect()
     };
     candidates.dedup();
-    let mut listeners: Vec<TcpListener> = Vec::new();
-    for mut sa in candidates {
-        if let Some(first) = listeners.first().and_then(|l| l.local_addr().ok()) {
-            sa.set_port(first.port());
-        }
-        match TcpListener::bind(sa).await {
-            Ok(l) => listeners.push(l),
-            Err(source) if listeners.is_empty() => {
-                return Err(MetricsError::Bind {
-                    addr: sa.to_string(),
-                    source,
-                });
-            }
-            // Typically ::1 on a host without IPv6.
-            Err(e) => debug!(%sa, error = %e, "metrics: skipping additional listen address"),
-        }
-    }
+    let listeners = crate::listen::bind_all(candidates)
+        .await
+        .map_err(|(sa, source)| MetricsError::Bind {
+            addr: sa.to_string(),
+            source,
+        })?;
     if listeners.is_empty() {
         return Err(invalid());
     }

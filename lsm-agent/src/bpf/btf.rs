@@ -58,12 +58,11 @@ fn find_member(
         if name == field {
             return Ok(Some(bits));
         }
-        if name.is_empty() {
-            if let Type::Struct(s) | Type::Union(s) = btf.resolve_chained_type(m)? {
-                if let Some(found) = find_member(btf, &s.members, field, bits)? {
-                    return Ok(Some(found));
-                }
-            }
+        if name.is_empty()
+            && let Type::Struct(s) | Type::Union(s) = btf.resolve_chained_type(m)?
+            && let Some(found) = find_member(btf, &s.members, field, bits)?
+        {
+            return Ok(Some(found));
         }
     }
     Ok(None)

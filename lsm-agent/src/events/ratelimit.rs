@@ -72,10 +72,10 @@ impl RateLimiter {
             args: h.finish(),
         };
         let interval_ns = interval_ms.saturating_mul(1_000_000);
-        if let Some(&(at, _)) = self.last.get(&key) {
-            if now_ns.saturating_sub(at) < interval_ns {
-                return false;
-            }
+        if let Some(&(at, _)) = self.last.get(&key)
+            && now_ns.saturating_sub(at) < interval_ns
+        {
+            return false;
         }
         if self.last.len() >= MAX_KEYS {
             self.last

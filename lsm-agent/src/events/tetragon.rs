@@ -92,7 +92,7 @@ impl ProcessCache {
     }
 
     /// A process we have no exec event for (started before the agent): from `/proc`.
-    fn from_procfs(&mut self, tgid: u32) -> Arc<Process> {
+    fn scan_procfs(&mut self, tgid: u32) -> Arc<Process> {
         let dir = format!("/proc/{tgid}");
         let binary = fs::read_link(format!("{dir}/exe"))
             .map(|p| p.to_string_lossy().into_owned())
@@ -133,7 +133,7 @@ impl ProcessCache {
     pub fn get_or_scan(&mut self, tgid: u32) -> Arc<Process> {
         match self.procs.get(&tgid) {
             Some(p) => p.clone(),
-            None => self.from_procfs(tgid),
+            None => self.scan_procfs(tgid),
         }
     }
 
@@ -346,10 +346,10 @@ impl ProcessCache {
             KernelEvent::Hook(h) => {
                 let mut out = Vec::new();
                 for s in (0..MAX_SELECTORS).filter(|s| h.posted & (1u64 << s) != 0) {
-                    if let Some(slot) = img.slot(h.hook, s) {
-                        if self.rate_allows(h, slot) {
-                            out.push(self.hook(h, slot));
-                        }
+                    if let Some(slot) = img.slot(h.hook, s)
+                        && self.rate_allows(h, slot)
+                    {
+                        out.push(self.hook(h, slot));
                     }
                 }
                 out
@@ -449,7 +449,7 @@ mod tests {
         assert_eq!(e.signal, "SIGKILL");
         assert_eq!(e.status, 0);
         assert_eq!(e.process.unwrap().binary, "/usr/bin/cat");
-        assert!(c.procs.get(&100).is_none());
+        assert!(!c.procs.contains_key(&100));
     }
 
     #[test]

@@ -447,7 +447,7 @@ mod tests {
             &["process.pid"],
             FieldFilterAction::Exclude,
         );
-        let ff = FieldFilters::new(&[f.clone()]).unwrap();
+        let ff = FieldFilters::new(std::slice::from_ref(&f)).unwrap();
         assert!(
             ff.apply(&exec()).unwrap().is_none(),
             "exec is not in the set"

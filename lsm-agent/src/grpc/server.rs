@@ -610,27 +610,12 @@ pub async fn bind(addr: &str) -> Result<Listeners, GrpcError> {
             v
         }
     };
-    let mut listeners: Vec<TcpListener> = Vec::new();
-    for mut sa in candidates {
-        // With port 0 every family must share the port the first bind picked, or clients
-        // resolving the name to the other family would miss us.
-        if let Some(first) = listeners.first().and_then(|l| l.local_addr().ok()) {
-            sa.set_port(first.port());
-        }
-        match TcpListener::bind(sa).await {
-            Ok(l) => listeners.push(l),
-            // The primary address must work: if it is taken, silently serving only on the
-            // secondary one would let clients reach whatever holds the primary.
-            Err(source) if listeners.is_empty() => {
-                return Err(GrpcError::Bind {
-                    addr: sa.to_string(),
-                    source,
-                });
-            }
-            // Typically ::1 on a host without IPv6.
-            Err(e) => debug!(%sa, error = %e, "skipping additional listen address"),
-        }
-    }
+    let listeners = crate::listen::bind_all(candidates)
+        .await
+        .map_err(|(sa, source)| GrpcError::Bind {
+            addr: sa.to_string(),
+            source,
+        })?;
     if listeners.is_empty() {
         return Err(GrpcError::InvalidAddress(addr.to_owned()));
     }

@@ -163,7 +163,7 @@ fn rate_limit_of(actions: &[Action]) -> Option<(u64, RateLimitScope)> {
     })
 }
 
-fn str_map<'a>(img: &'a mut MapImage, op: StrOp) -> &'a mut BTreeMap<StrEntryKey, SelMasks> {
+fn str_map(img: &mut MapImage, op: StrOp) -> &mut BTreeMap<StrEntryKey, SelMasks> {
     match op {
         StrOp::Equal => &mut img.str_eq,
         StrOp::Prefix => &mut img.str_prefix,
