@@ -20,14 +20,17 @@ use tokio::sync::oneshot;
 
 struct FakeControl {
     policies: Mutex<Vec<TracingPolicyStatus>>,
+    /// YAML received by AddTracingPolicy.
+    added: Arc<Mutex<Vec<String>>>,
 }
 
 impl PolicyControl for FakeControl {
     fn list(&self) -> Vec<TracingPolicyStatus> {
         self.policies.lock().unwrap().clone()
     }
-    fn add(&self, _yaml: String) -> Result<(), String> {
-        Err("not supported".into())
+    fn add(&self, yaml: String) -> Result<(), String> {
+        self.added.lock().unwrap().push(yaml);
+        Ok(())
     }
     fn delete(&self, _name: &str, _namespace: &str) -> Result<(), String> {
         Err("not supported".into())
@@ -67,6 +70,7 @@ fn policy(name: &str, state: TracingPolicyState) -> TracingPolicyStatus {
 struct Server {
     port: u16,
     bus: EventBus,
+    added: Arc<Mutex<Vec<String>>>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -75,8 +79,10 @@ impl Server {
         let listeners = bind("127.0.0.1:0").await.unwrap();
         let port = listeners.local_addrs()[0].port();
         let bus = EventBus::new(64);
+        let added = Arc::new(Mutex::new(Vec::new()));
         let control = Arc::new(FakeControl {
             policies: Mutex::new(policies),
+            added: added.clone(),
         });
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(serve_listeners(listeners, bus.clone(), control, async {
@@ -85,6 +91,7 @@ impl Server {
         Self {
             port,
             bus,
+            added,
             stop: Some(tx),
         }
     }
@@ -407,6 +414,7 @@ async fn status_over_unix_socket() {
     let listeners = bind(&address).await.unwrap();
     let control = Arc::new(FakeControl {
         policies: Mutex::new(vec![]),
+        added: Arc::default(),
     });
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(serve_listeners(
@@ -572,4 +580,48 @@ fn tracingpolicy_check_rejects_every_file_of_the_broken_policy_corpus() {
         n += 1;
     }
     assert!(n >= 20, "the corpus has only {n} files");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracingpolicy_add_expands_env_from_the_callers_environment() {
+    let server = Server::start(vec![]).await;
+    let file = repo().join("../shared/testdata/tetragon-quickstart/network_egress_cluster.yaml");
+    let out = lsmctl(&[
+        "--server-address",
+        &server.address(),
+        "tracingpolicy",
+        "add",
+        &file.display().to_string(),
+    ])
+    .env("PODCIDR", "10.0.0.0/16")
+    .env("SERVICECIDR", "10.96.0.0/12")
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let added = server.added.lock().unwrap().clone();
+    assert_eq!(added.len(), 1);
+    assert!(added[0].contains("- 10.0.0.0/16") && !added[0].contains("${"));
+
+    let out = lsmctl(&[
+        "--server-address",
+        &server.address(),
+        "tracingpolicy",
+        "add",
+        &file.display().to_string(),
+    ])
+    .env_remove("PODCIDR")
+    .env("SERVICECIDR", "10.96.0.0/12")
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("network_egress_cluster.yaml:") && err.contains("PODCIDR"),
+        "{err}"
+    );
+    assert_eq!(server.added.lock().unwrap().len(), 1, "nothing sent");
 }

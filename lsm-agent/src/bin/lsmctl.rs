@@ -587,8 +587,18 @@ async fn tracingpolicy(
             print_policy_table(&r.get_ref().policies);
         }
         TpCommand::Add { file } => {
-            let yaml = std::fs::read_to_string(&file)
+            let source = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
+            // ${VAR} comes from this shell's environment, as with envsubst: the agent's
+            // environment is not the user's. Checking here too puts errors at the user's file
+            // and line rather than at "<grpc>".
+            let lookup = |name: &str| std::env::var(name).ok();
+            lsm_agent::policy::parse::parse_policy_with_env(&source, &file, lookup)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let yaml = lsm_agent::policy::env::expand_env(&source, &file, lookup)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .text()
+                .to_string();
             c.add_tracing_policy(AddTracingPolicyRequest {
                 yaml,
                 ..Default::default()
