@@ -49,7 +49,7 @@ installed_kernel() {
 #    iproute2, util-linux and dnsmasq for the network VM tests (addresses, namespaces, a DNS
 #    server inside the guest).
 apt_install qemu-system-x86 busybox-static cpio kmod "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" \
-  libzstd-dev zlib1g-dev python3-pip protobuf-compiler iproute2 util-linux dnsmasq-base
+  libzstd-dev zlib1g-dev python3-pip protobuf-compiler iproute2 util-linux dnsmasq-base curl
 
 # 2. Kernels for the VM: the newest 6.12 (primary) and 6.1 (second kernel).
 for series in 6.12 6.1; do
