@@ -47,7 +47,7 @@ installed_kernel() {
 
 # 1. Debian packages: QEMU (TCG), busybox/cpio for virtme-ng's initramfs, LLVM for bpf-linker;
 #    iproute2, util-linux and dnsmasq for the network VM tests (addresses, namespaces, a DNS
-#    server inside the guest).
+#    server inside the guest), curl for the demo.
 apt_install qemu-system-x86 busybox-static cpio kmod "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" \
   libzstd-dev zlib1g-dev python3-pip protobuf-compiler iproute2 util-linux dnsmasq-base curl
 
