@@ -238,6 +238,17 @@ impl Agent {
         );
     }
 
+    /// Writes `yaml` to `/tmp/lsm-vmtest-policies/NAME.yaml` and adds it (see
+    /// [`Agent::add_policy`]); returns the file.
+    pub fn add_policy_yaml(&self, name: &str, yaml: &str) -> PathBuf {
+        let dir = Path::new("/tmp/lsm-vmtest-policies");
+        std::fs::create_dir_all(dir).expect("policy dir");
+        let file = dir.join(format!("{name}.yaml"));
+        std::fs::write(&file, yaml).expect("policy file");
+        self.add_policy(&file);
+        file
+    }
+
     /// `lsmctl tracingpolicy delete NAME`, asserting success.
     pub fn delete_policy(&self, name: &str) {
         let out = self.lsmctl(&["tracingpolicy", "delete", name]);

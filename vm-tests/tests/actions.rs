@@ -15,11 +15,7 @@ fn agent() -> std::sync::MutexGuard<'static, Agent> {
 
 /// Writes `yaml` to a file and adds it; returns the policy name for deletion.
 fn add(a: &Agent, name: &str, yaml: &str) -> String {
-    let dir = Path::new("/tmp/lsm-vmtest-policies");
-    fs::create_dir_all(dir).expect("dir");
-    let file = dir.join(format!("{name}.yaml"));
-    fs::write(&file, yaml).expect("policy");
-    a.add_policy(&file);
+    a.add_policy_yaml(name, yaml);
     name.to_string()
 }
 

@@ -8,7 +8,7 @@ use std::{
     fs,
     net::{TcpListener, UdpSocket},
     os::unix::{net::UnixListener, process::ExitStatusExt},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Output},
     sync::OnceLock,
     thread,
@@ -100,16 +100,6 @@ fn assert_killed(out: &Output, what: &str) {
     );
 }
 
-/// Writes a policy file and adds it.
-fn add(a: &Agent, name: &str, yaml: &str) -> PathBuf {
-    let dir = Path::new("/tmp/lsm-vmtest-policies");
-    fs::create_dir_all(dir).expect("dir");
-    let file = dir.join(format!("{name}.yaml"));
-    fs::write(&file, yaml).expect("policy");
-    a.add_policy(&file);
-    file
-}
-
 /// The upstream quickstart policy after `envsubst`.
 fn quickstart_enforce() -> String {
     let text = fs::read_to_string(quickstart("network_egress_cluster_enforce.yaml"))
@@ -129,7 +119,7 @@ fn listener(addr: &str) -> (TcpListener, String) {
 fn quickstart_egress_policy_kills_outside_connects_and_lets_cluster_ones_through() {
     let mut a = agent();
     let yaml = quickstart_enforce();
-    add(&a, "quickstart-network", &yaml);
+    a.add_policy_yaml("quickstart-network", &yaml);
     let (_l1, local) = listener("127.0.0.1");
     let (_l2, pod) = listener(POD_ADDR);
 
@@ -151,8 +141,7 @@ fn quickstart_egress_policy_kills_outside_connects_and_lets_cluster_ones_through
 #[test]
 fn ipv6_destinations_outside_the_allowed_networks_are_denied() {
     let a = agent();
-    add(
-        &a,
+    a.add_policy_yaml(
         "vmtest-net-v6",
         r#"apiVersion: cilium.io/v1alpha1
 kind: TracingPolicy
@@ -194,8 +183,7 @@ spec:
 #[test]
 fn port_and_protocol_selectors_pick_the_connection() {
     let a = agent();
-    add(
-        &a,
+    a.add_policy_yaml(
         "vmtest-net-ports",
         r#"apiVersion: cilium.io/v1alpha1
 kind: TracingPolicy
@@ -252,8 +240,7 @@ spec:
 #[test]
 fn a_tcp_connect_policy_never_touches_udp_or_unix_sockets() {
     let a = agent();
-    add(
-        &a,
+    a.add_policy_yaml(
         "vmtest-net-tcp-only",
         r#"apiVersion: cilium.io/v1alpha1
 kind: TracingPolicy
@@ -357,8 +344,7 @@ fn a_dns_name_is_enforced_and_follows_record_changes() {
     let dns = DnsServer::start("198.51.100.7 blocked.test");
     // Another policy that denies every UDP connect of other programs: the agent's own DNS
     // queries are exempt and keep working.
-    add(
-        &a,
+    a.add_policy_yaml(
         "vmtest-net-no-udp",
         r#"apiVersion: cilium.io/v1alpha1
 kind: TracingPolicy
@@ -381,8 +367,7 @@ spec:
         argError: -1
 "#,
     );
-    add(
-        &a,
+    a.add_policy_yaml(
         "vmtest-net-dns",
         r#"apiVersion: cilium.io/v1alpha1
 kind: TracingPolicy

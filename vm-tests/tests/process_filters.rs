@@ -53,11 +53,7 @@ spec:
 "#,
         dir.display()
     );
-    let pdir = Path::new("/tmp/lsm-vmtest-policies");
-    fs::create_dir_all(pdir).expect("dir");
-    let file = pdir.join(format!("{name}.yaml"));
-    fs::write(&file, yaml).expect("policy");
-    a.add_policy(&file);
+    a.add_policy_yaml(name, &yaml);
 }
 
 /// Whether `program args...` succeeded, asserting that a failure was the policy's
