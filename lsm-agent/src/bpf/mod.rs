@@ -6,7 +6,7 @@
 pub mod btf;
 pub mod procfs;
 
-use std::{fs, path::Path};
+use std::{collections::BTreeMap, fs, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -259,7 +259,7 @@ impl Probe {
     }
 
     /// Action counters of every selector slot in use, summed over CPUs.
-    pub fn counters(&self) -> std::collections::BTreeMap<u32, ActionCounters> {
+    pub fn counters(&self) -> BTreeMap<u32, ActionCounters> {
         self.installed
             .slots
             .keys()
@@ -295,63 +295,29 @@ impl Probe {
 
     fn apply_phases(&mut self, old: &MapImage, img: &MapImage) -> Result<(), BpfError> {
         // 1. Additions.
-        for (k, v) in &img.str_eq {
-            let m = union(old.str_eq.get(k), v);
-            if old.str_eq.get(k) != Some(&m) {
-                self.str_eq
-                    .insert(str_key(k), m, 0)
-                    .map_err(map_err(STR_EQ_MAP))?;
-            }
-        }
-        for (map, o, n, name) in [
-            (
-                &mut self.str_prefix,
-                &old.str_prefix,
-                &img.str_prefix,
-                STR_PREFIX_MAP,
-            ),
-            (
-                &mut self.str_postfix,
-                &old.str_postfix,
-                &img.str_postfix,
-                STR_POSTFIX_MAP,
-            ),
-        ] {
-            for (k, v) in n {
-                let m = union(o.get(k), v);
-                if o.get(k) != Some(&m) {
-                    map.insert(&lpm_key(k), m, 0).map_err(map_err(name))?;
-                }
-            }
-        }
-        for (k, v) in &img.pids {
-            let m = pid_union(old.pids.get(k), v);
-            if old.pids.get(k) != Some(&m) {
-                self.pids.insert(k, m, 0).map_err(map_err(PIDS_MAP))?;
-            }
-        }
-        for (k, v) in &img.addr4 {
-            let m = union(old.addr4.get(k), v);
-            if old.addr4.get(k) != Some(&m) {
-                self.addr4
-                    .insert(&addr4_key(k), m, 0)
-                    .map_err(map_err(ADDR4_MAP))?;
-            }
-        }
-        for (k, v) in &img.addr6 {
-            let m = union(old.addr6.get(k), v);
-            if old.addr6.get(k) != Some(&m) {
-                self.addr6
-                    .insert(&addr6_key(k), m, 0)
-                    .map_err(map_err(ADDR6_MAP))?;
-            }
-        }
-        for (&i, v) in &img.ports {
-            let m = union(old.ports.get(&i), v);
-            if old.ports.get(&i) != Some(&m) {
-                self.ports.set(i, m, 0).map_err(map_err(PORTS_MAP))?;
-            }
-        }
+        stage(&old.str_eq, &img.str_eq, |k, m| {
+            self.str_eq.insert(str_key(k), m, 0)
+        })
+        .map_err(map_err(STR_EQ_MAP))?;
+        stage(&old.str_prefix, &img.str_prefix, |k, m| {
+            self.str_prefix.insert(&lpm_key(k), m, 0)
+        })
+        .map_err(map_err(STR_PREFIX_MAP))?;
+        stage(&old.str_postfix, &img.str_postfix, |k, m| {
+            self.str_postfix.insert(&lpm_key(k), m, 0)
+        })
+        .map_err(map_err(STR_POSTFIX_MAP))?;
+        stage(&old.pids, &img.pids, |k, m| self.pids.insert(k, m, 0)).map_err(map_err(PIDS_MAP))?;
+        stage(&old.addr4, &img.addr4, |k, m| {
+            self.addr4.insert(&addr4_key(k), m, 0)
+        })
+        .map_err(map_err(ADDR4_MAP))?;
+        stage(&old.addr6, &img.addr6, |k, m| {
+            self.addr6.insert(&addr6_key(k), m, 0)
+        })
+        .map_err(map_err(ADDR6_MAP))?;
+        stage(&old.ports, &img.ports, |&i, m| self.ports.set(i, m, 0))
+            .map_err(map_err(PORTS_MAP))?;
         self.clear_fresh_follow_bits(old, img);
         for (&i, v) in &img.num_filt {
             if old.num_filt.get(&i) != Some(v) {
@@ -398,78 +364,41 @@ impl Probe {
             }
         }
         // 3. Removals: exact new values, and entries only the old plans used.
-        for (k, v) in &img.str_eq {
-            if union(old.str_eq.get(k), v) != *v {
-                self.str_eq
-                    .insert(str_key(k), *v, 0)
-                    .map_err(map_err(STR_EQ_MAP))?;
-            }
-        }
-        for k in old.str_eq.keys().filter(|k| !img.str_eq.contains_key(*k)) {
-            remove_ok(self.str_eq.remove(&str_key(k))).map_err(map_err(STR_EQ_MAP))?;
-        }
-        for (map, o, n, name) in [
-            (
-                &mut self.str_prefix,
-                &old.str_prefix,
-                &img.str_prefix,
-                STR_PREFIX_MAP,
-            ),
-            (
-                &mut self.str_postfix,
-                &old.str_postfix,
-                &img.str_postfix,
-                STR_POSTFIX_MAP,
-            ),
-        ] {
-            for (k, v) in n {
-                if union(o.get(k), v) != *v {
-                    map.insert(&lpm_key(k), *v, 0).map_err(map_err(name))?;
-                }
-            }
-            for k in o.keys().filter(|k| !n.contains_key(*k)) {
-                remove_ok(map.remove(&lpm_key(k))).map_err(map_err(name))?;
-            }
-        }
-        for (k, v) in &img.pids {
-            if pid_union(old.pids.get(k), v) != *v {
-                self.pids.insert(k, *v, 0).map_err(map_err(PIDS_MAP))?;
-            }
-        }
-        for k in old.pids.keys().filter(|k| !img.pids.contains_key(*k)) {
-            remove_ok(self.pids.remove(k)).map_err(map_err(PIDS_MAP))?;
-        }
-        for (k, v) in &img.addr4 {
-            if union(old.addr4.get(k), v) != *v {
-                self.addr4
-                    .insert(&addr4_key(k), *v, 0)
-                    .map_err(map_err(ADDR4_MAP))?;
-            }
-        }
-        for k in old.addr4.keys().filter(|k| !img.addr4.contains_key(*k)) {
-            remove_ok(self.addr4.remove(&addr4_key(k))).map_err(map_err(ADDR4_MAP))?;
-        }
-        for (k, v) in &img.addr6 {
-            if union(old.addr6.get(k), v) != *v {
-                self.addr6
-                    .insert(&addr6_key(k), *v, 0)
-                    .map_err(map_err(ADDR6_MAP))?;
-            }
-        }
-        for k in old.addr6.keys().filter(|k| !img.addr6.contains_key(*k)) {
-            remove_ok(self.addr6.remove(&addr6_key(k))).map_err(map_err(ADDR6_MAP))?;
-        }
+        settle(&old.str_eq, &img.str_eq, |k, m| match m {
+            Some(m) => self.str_eq.insert(str_key(k), m, 0),
+            None => remove_ok(self.str_eq.remove(&str_key(k))),
+        })
+        .map_err(map_err(STR_EQ_MAP))?;
+        settle(&old.str_prefix, &img.str_prefix, |k, m| match m {
+            Some(m) => self.str_prefix.insert(&lpm_key(k), m, 0),
+            None => remove_ok(self.str_prefix.remove(&lpm_key(k))),
+        })
+        .map_err(map_err(STR_PREFIX_MAP))?;
+        settle(&old.str_postfix, &img.str_postfix, |k, m| match m {
+            Some(m) => self.str_postfix.insert(&lpm_key(k), m, 0),
+            None => remove_ok(self.str_postfix.remove(&lpm_key(k))),
+        })
+        .map_err(map_err(STR_POSTFIX_MAP))?;
+        settle(&old.pids, &img.pids, |k, m| match m {
+            Some(m) => self.pids.insert(k, m, 0),
+            None => remove_ok(self.pids.remove(k)),
+        })
+        .map_err(map_err(PIDS_MAP))?;
+        settle(&old.addr4, &img.addr4, |k, m| match m {
+            Some(m) => self.addr4.insert(&addr4_key(k), m, 0),
+            None => remove_ok(self.addr4.remove(&addr4_key(k))),
+        })
+        .map_err(map_err(ADDR4_MAP))?;
+        settle(&old.addr6, &img.addr6, |k, m| match m {
+            Some(m) => self.addr6.insert(&addr6_key(k), m, 0),
+            None => remove_ok(self.addr6.remove(&addr6_key(k))),
+        })
+        .map_err(map_err(ADDR6_MAP))?;
         // Port entries are array slots: "removing" one writes empty masks.
-        for (&i, v) in &img.ports {
-            if union(old.ports.get(&i), v) != *v {
-                self.ports.set(i, *v, 0).map_err(map_err(PORTS_MAP))?;
-            }
-        }
-        for &i in old.ports.keys().filter(|i| !img.ports.contains_key(*i)) {
-            self.ports
-                .set(i, SelMasks::default(), 0)
-                .map_err(map_err(PORTS_MAP))?;
-        }
+        settle(&old.ports, &img.ports, |&i, m| {
+            self.ports.set(i, m.unwrap_or_default(), 0)
+        })
+        .map_err(map_err(PORTS_MAP))?;
         // Array slots are not cleared: no plan refers to them any more.
         Ok(())
     }
@@ -506,22 +435,65 @@ impl Probe {
 /// `BPF_EXIST` from `linux/bpf.h`: update only an existing element.
 const BPF_EXIST: u64 = 2;
 
-fn pid_union(old: Option<&PidMasks>, new: &PidMasks) -> PidMasks {
-    let old = old.copied().unwrap_or_default();
-    PidMasks {
-        pos: old.pos | new.pos,
-        neg: old.neg | new.neg,
-        follow_pos: old.follow_pos | new.follow_pos,
-        follow_neg: old.follow_neg | new.follow_neg,
+/// Map values that are selector bitmaps: during a switch an entry holds the bits of both
+/// the live and the new plans.
+trait Masks: Copy + PartialEq + Default {
+    fn or(self, other: Self) -> Self;
+}
+
+impl Masks for SelMasks {
+    fn or(self, o: Self) -> Self {
+        SelMasks {
+            pos: self.pos | o.pos,
+            neg: self.neg | o.neg,
+        }
     }
 }
 
-fn union(old: Option<&SelMasks>, new: &SelMasks) -> SelMasks {
-    let old = old.copied().unwrap_or_default();
-    SelMasks {
-        pos: old.pos | new.pos,
-        neg: old.neg | new.neg,
+impl Masks for PidMasks {
+    fn or(self, o: Self) -> Self {
+        PidMasks {
+            pos: self.pos | o.pos,
+            neg: self.neg | o.neg,
+            follow_pos: self.follow_pos | o.follow_pos,
+            follow_neg: self.follow_neg | o.follow_neg,
+        }
     }
+}
+
+/// Phase 1 for one bitmap map: writes every entry the new plans need, ORed with what the
+/// live plans need, skipping entries that already hold exactly that.
+fn stage<K: Ord, V: Masks>(
+    old: &BTreeMap<K, V>,
+    new: &BTreeMap<K, V>,
+    mut put: impl FnMut(&K, V) -> Result<(), MapError>,
+) -> Result<(), MapError> {
+    for (k, v) in new {
+        let prev = old.get(k).copied();
+        let m = v.or(prev.unwrap_or_default());
+        if prev != Some(m) {
+            put(k, m)?;
+        }
+    }
+    Ok(())
+}
+
+/// Phase 3 for one bitmap map, after the switch: the exact new values (`Some`) where phase 1
+/// left extra bits, and removal (`None`) of entries only the old plans used.
+fn settle<K: Ord, V: Masks>(
+    old: &BTreeMap<K, V>,
+    new: &BTreeMap<K, V>,
+    mut write: impl FnMut(&K, Option<V>) -> Result<(), MapError>,
+) -> Result<(), MapError> {
+    for (k, v) in new {
+        if v.or(old.get(k).copied().unwrap_or_default()) != *v {
+            write(k, Some(*v))?;
+        }
+    }
+    for k in old.keys().filter(|k| !new.contains_key(*k)) {
+        write(k, None)?;
+    }
+    Ok(())
 }
 
 fn remove_ok(r: Result<(), MapError>) -> Result<(), MapError> {
@@ -612,6 +584,40 @@ fn attach_tp(ebpf: &mut Ebpf, btf: &aya::Btf, prog: &str, tp: &str) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn m(pos: u64) -> SelMasks {
+        SelMasks { pos, neg: 0 }
+    }
+
+    #[test]
+    fn staging_keeps_both_plans_and_settling_leaves_exactly_the_new_one() {
+        let old = BTreeMap::from([(1u32, m(0b01)), (2, m(0b01)), (3, m(0b11))]);
+        let new = BTreeMap::from([(2u32, m(0b10)), (3, m(0b11)), (4, m(0b10))]);
+        // The kernel map holds `old` exactly.
+        let mut kernel = old.clone();
+        let mut writes = 0;
+        stage(&old, &new, |k, v| {
+            writes += 1;
+            kernel.insert(*k, v);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(writes, 2, "entry 3 already held the union");
+        // Between the phases both plans find their bits.
+        assert_eq!(
+            kernel,
+            BTreeMap::from([(1, m(0b01)), (2, m(0b11)), (3, m(0b11)), (4, m(0b10))])
+        );
+        settle(&old, &new, |k, v| {
+            match v {
+                Some(v) => kernel.insert(*k, v),
+                None => kernel.remove(k),
+            };
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(kernel, new);
+    }
 
     #[test]
     fn lsm_list_with_bpf_is_recognised() {
