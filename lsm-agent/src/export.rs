@@ -308,35 +308,38 @@ pub fn compile_filters(allow: &[Filter], deny: &[Filter]) -> Result<EventFilter,
 // ---------------------------------------------------------------------------------------------
 // Rate limit: Tetragon's `--export-rate-limit`.
 
-/// Token bucket with Tetragon's parameters (`rate.NewLimiter(rate.Every(1m/N), N)`): up to `N`
-/// events at once, refilled at `N` per minute. `N = 0` lets nothing through.
-#[derive(Debug, Clone)]
-pub struct RateLimiter {
-    per_minute: u32,
-    tokens: f64,
-    last: Instant,
-}
+use std::num::NonZeroU32;
+
+use governor::{
+    Quota,
+    clock::{Clock, MonotonicClock},
+    middleware::NoOpMiddleware,
+    state::{InMemoryState, NotKeyed},
+};
+
+/// Tetragon's limiter (`rate.NewLimiter(rate.Every(1m/N), N)`: up to `N` events at once,
+/// refilled at `N` per minute) is a token bucket; governor's GCRA with the same quota decides
+/// the same. `N = 0` lets nothing through, which a quota cannot express.
+pub struct RateLimiter<C: Clock = MonotonicClock>(
+    Option<governor::RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<C::Instant>>>,
+);
 
 impl RateLimiter {
-    pub fn new(per_minute: u32, now: Instant) -> Self {
-        Self {
-            per_minute,
-            tokens: f64::from(per_minute),
-            last: now,
-        }
+    pub fn new(per_minute: u32) -> Self {
+        Self::with_clock(per_minute, MonotonicClock)
+    }
+}
+
+impl<C: Clock> RateLimiter<C> {
+    pub fn with_clock(per_minute: u32, clock: C) -> Self {
+        Self(
+            NonZeroU32::new(per_minute)
+                .map(|n| governor::RateLimiter::direct_with_clock(Quota::per_minute(n), clock)),
+        )
     }
 
-    pub fn allow(&mut self, now: Instant) -> bool {
-        let burst = f64::from(self.per_minute);
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = self.last.max(now);
-        self.tokens = (self.tokens + elapsed * burst / 60.0).min(burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+    pub fn allow(&self) -> bool {
+        self.0.as_ref().is_some_and(|l| l.check().is_ok())
     }
 }
 
@@ -780,7 +783,7 @@ impl Exporter {
                 .map_err(io_err(&cfg.path))?
         };
         let (stop, stop_rx) = watch::channel(false);
-        let limiter = cfg.rate_limit.map(|n| RateLimiter::new(n, Instant::now()));
+        let limiter = cfg.rate_limit.map(RateLimiter::new);
         let task = tokio::spawn(subscriber_loop(
             bus.subscribe(),
             tx,
@@ -845,7 +848,7 @@ async fn subscriber_loop(
     mut rx: broadcast::Receiver<Arc<GetEventsResponse>>,
     tx: std_mpsc::SyncSender<Arc<GetEventsResponse>>,
     filter: EventFilter,
-    mut limiter: Option<RateLimiter>,
+    limiter: Option<RateLimiter>,
     pending_rate_limited: Arc<AtomicU64>,
     stats: Arc<ExportStats>,
     mut stop: watch::Receiver<bool>,
@@ -853,12 +856,12 @@ async fn subscriber_loop(
     let mut last = [0u64; 3];
     let mut tick = tokio::time::interval(DROP_LOG_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut offer = |ev: Arc<GetEventsResponse>| -> bool {
+    let offer = |ev: Arc<GetEventsResponse>| -> bool {
         if ev.event.is_none() || !filter.matches(&ev) {
             return true;
         }
-        if let Some(l) = limiter.as_mut()
-            && !l.allow(Instant::now())
+        if let Some(l) = &limiter
+            && !l.allow()
         {
             stats.rate_limited.fetch_add(1, Ordering::Relaxed);
             pending_rate_limited.fetch_add(1, Ordering::Relaxed);
@@ -1401,18 +1404,23 @@ mod tests {
 
     #[test]
     fn rate_limiter_is_a_token_bucket_per_minute() {
-        let t0 = Instant::now();
-        let mut l = RateLimiter::new(60, t0);
+        use governor::clock::FakeRelativeClock;
+        let clock = FakeRelativeClock::default();
+        let l = RateLimiter::with_clock(60, clock.clone());
         // The whole minute's budget at once, then one per second.
-        assert_eq!((0..100).filter(|_| l.allow(t0)).count(), 60);
-        assert!(!l.allow(t0 + Duration::from_millis(500)));
-        assert!(l.allow(t0 + Duration::from_millis(1000)));
-        assert!(!l.allow(t0 + Duration::from_millis(1100)));
+        assert_eq!((0..100).filter(|_| l.allow()).count(), 60);
+        clock.advance(Duration::from_millis(500));
+        assert!(!l.allow());
+        clock.advance(Duration::from_millis(500));
+        assert!(l.allow());
+        clock.advance(Duration::from_millis(100));
+        assert!(!l.allow());
         // Refills up to the burst, not beyond.
-        let later = t0 + Duration::from_secs(3600);
-        assert_eq!((0..100).filter(|_| l.allow(later)).count(), 60);
-        let mut none = RateLimiter::new(0, t0);
-        assert!(!none.allow(t0 + Duration::from_secs(3600)));
+        clock.advance(Duration::from_secs(3600));
+        assert_eq!((0..100).filter(|_| l.allow()).count(), 60);
+        let none = RateLimiter::with_clock(0, clock.clone());
+        clock.advance(Duration::from_secs(3600));
+        assert!(!none.allow());
     }
 
     #[test]
