@@ -4,17 +4,28 @@
 //! Tetragon drops the repeats in the kernel. Here the kernel still reports every match (the
 //! enforcement and the action counters do not depend on posting) and the repeats are dropped
 //! before any subscriber or export sees them, keyed the same way.
+//!
+//! The limit is governor's keyed GCRA with a burst of one: the first event of a key passes and
+//! the next one only once the interval has passed since the last one let through. Repeats are
+//! judged by the kernel's time of each event, not by when the agent reads it.
 
 use std::{
     collections::HashMap,
     hash::{DefaultHasher, Hash, Hasher},
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
 };
+
+use governor::{Quota, clock::Clock, middleware::NoOpMiddleware, state::keyed::HashMapStateStore};
 
 use super::decode::NetData;
 use crate::policy::ir::RateLimitScope;
 
 /// Remembered keys before old ones are pruned.
 const MAX_KEYS: usize = 65536;
+/// Longer intervals are cut to this (~146 years of boot time, so never reached): governor keeps
+/// times as u64 nanoseconds and must not overflow on `rateLimit: 99999999999h`.
+const MAX_INTERVAL_NS: u64 = 1 << 62;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
@@ -27,10 +38,32 @@ struct Key {
     args: u64,
 }
 
+/// The clock of one limiter: set to the event's boot-clock time before each decision. It reads
+/// 0 when the limiter is made, so all limiters measure from boot, as the events' times do.
+#[derive(Debug, Default)]
+struct EventTime(AtomicU64);
+
+impl EventTime {
+    fn set(&self, ns: u64) {
+        self.0.store(ns, Ordering::Relaxed);
+    }
+}
+
+impl Clock for EventTime {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        Duration::from_nanos(self.0.load(Ordering::Relaxed))
+    }
+}
+
+type KeyedLimiter =
+    governor::RateLimiter<Key, HashMapStateStore<Key>, EventTime, NoOpMiddleware<Duration>>;
+
 #[derive(Default)]
 pub struct RateLimiter {
-    /// Key → (time of the last event let through, its interval), in boot-clock ns.
-    last: HashMap<Key, (u64, u64)>,
+    /// A governor limiter has one quota: one limiter per interval in use, by interval in ns.
+    by_interval: HashMap<u64, KeyedLimiter>,
 }
 
 /// What identifies one posted event for rate limiting.
@@ -71,18 +104,38 @@ impl RateLimiter {
             },
             args: h.finish(),
         };
-        let interval_ns = interval_ms.saturating_mul(1_000_000);
-        if let Some(&(at, _)) = self.last.get(&key)
-            && now_ns.saturating_sub(at) < interval_ns
-        {
+        let interval_ns = interval_ms.saturating_mul(1_000_000).min(MAX_INTERVAL_NS);
+        // No interval, no limit.
+        let Some(quota) = Quota::with_period(Duration::from_nanos(interval_ns)) else {
+            return true;
+        };
+        let limiter = self.by_interval.entry(interval_ns).or_insert_with(|| {
+            KeyedLimiter::new(quota, HashMapStateStore::default(), EventTime::default())
+        });
+        limiter.clock().set(now_ns);
+        if limiter.check_key(&key).is_err() {
             return false;
         }
-        if self.last.len() >= MAX_KEYS {
-            self.last
-                .retain(|_, (at, iv)| now_ns.saturating_sub(*at) < *iv);
+        // Only an event let through can add a key.
+        if self.len() > MAX_KEYS {
+            self.prune(now_ns);
         }
-        self.last.insert(key, (now_ns, interval_ns));
         true
+    }
+
+    /// Keys remembered, over all intervals.
+    fn len(&self) -> usize {
+        self.by_interval.values().map(KeyedLimiter::len).sum()
+    }
+
+    /// Forgets the keys whose interval is long over (they would pass again anyway), and the
+    /// limiters left without keys (intervals of removed policies).
+    fn prune(&mut self, now_ns: u64) {
+        self.by_interval.retain(|_, l| {
+            l.clock().set(now_ns);
+            l.retain_recent();
+            !l.is_empty()
+        });
     }
 }
 
@@ -165,6 +218,41 @@ mod tests {
     }
 
     #[test]
+    fn each_selector_keeps_its_own_interval() {
+        let mut r = RateLimiter::default();
+        let slow = subject(10, 10, b"/a");
+        let mut fast = subject(10, 10, b"/a");
+        fast.selector_index = 1;
+        assert!(r.allow(&slow, RateLimitScope::Thread, 1000, 0));
+        assert!(r.allow(&fast, RateLimitScope::Thread, 10, 0));
+        assert!(!r.allow(&slow, RateLimitScope::Thread, 1000, 20 * MS));
+        assert!(r.allow(&fast, RateLimitScope::Thread, 10, 20 * MS));
+    }
+
+    #[test]
+    fn events_read_out_of_order_are_judged_by_their_own_time() {
+        let mut r = RateLimiter::default();
+        let (a, b) = (subject(10, 10, b"/a"), subject(10, 10, b"/b"));
+        assert!(r.allow(&a, RateLimitScope::Thread, 1000, 5000 * MS));
+        assert!(
+            !r.allow(&a, RateLimitScope::Thread, 1000, 4000 * MS),
+            "older than the one let through"
+        );
+        // Another CPU's earlier events, read after `a`.
+        assert!(r.allow(&b, RateLimitScope::Thread, 1000, 1000 * MS));
+        assert!(!r.allow(&b, RateLimitScope::Thread, 1000, 1500 * MS));
+        assert!(r.allow(&b, RateLimitScope::Thread, 1000, 2500 * MS));
+    }
+
+    #[test]
+    fn an_interval_beyond_any_uptime_drops_every_repeat() {
+        let mut r = RateLimiter::default();
+        let s = subject(10, 10, b"/a");
+        assert!(r.allow(&s, RateLimitScope::Thread, u64::MAX, 5000 * MS));
+        assert!(!r.allow(&s, RateLimitScope::Thread, u64::MAX, 1 << 61));
+    }
+
+    #[test]
     fn expired_keys_are_pruned_when_the_table_is_full() {
         let mut r = RateLimiter::default();
         for i in 0..MAX_KEYS as u32 {
@@ -176,6 +264,6 @@ mod tests {
             1,
             10 * MS
         ));
-        assert_eq!(r.last.len(), 1);
+        assert_eq!(r.len(), 1);
     }
 }
