@@ -405,31 +405,28 @@ fn split_ext(name: &str) -> (&str, &str) {
     }
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 /// lumberjack's backup time format, `2006-01-02T15-04-05.000`, in UTC.
 pub fn backup_stamp(ms_since_epoch: i64) -> String {
-    let secs = ms_since_epoch.div_euclid(1000);
-    let ms = ms_since_epoch.rem_euclid(1000);
-    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
-    let sod = secs.rem_euclid(86_400);
+    use time::{OffsetDateTime, PrimitiveDateTime};
+    // Beyond the years 0000 to 9999 (no real clock), the nearest representable time.
+    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms_since_epoch) * 1_000_000)
+        .unwrap_or_else(|_| {
+            if ms_since_epoch < 0 {
+                PrimitiveDateTime::MIN
+            } else {
+                PrimitiveDateTime::MAX
+            }
+            .assume_utc()
+        });
     format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}-{:02}-{:02}.{ms:03}",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
+        "{:04}-{:02}-{:02}T{:02}-{:02}-{:02}.{:03}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
     )
 }
 
