@@ -18,6 +18,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+
 /// How long the agent may take to verify and attach everything under TCG.
 pub const AGENT_START_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long an expected event may take to show up in the stream.
@@ -350,8 +355,7 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.stream.kill();
         // SIGTERM first so the agent removes its socket and info file.
-        // SAFETY: signalling our own child process.
-        unsafe { libc::kill(self.agent.id() as i32, libc::SIGTERM) };
+        let _ = kill(Pid::from_raw(self.agent.id() as i32), Signal::SIGTERM);
         let _ = self.agent.wait();
     }
 }

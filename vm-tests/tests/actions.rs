@@ -189,7 +189,11 @@ spec:
     a.expect_lines(&[format!("🔒 LSM     | {} bprm_check_security", me.display())]);
     a.delete_policy(&name);
     let err = err.expect_err("the exec must fail");
-    assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+    assert_eq!(
+        err.raw_os_error(),
+        Some(nix::errno::Errno::EPERM as i32),
+        "{err}"
+    );
     assert!(
         other.expect("true runs").success(),
         "other binaries still run"

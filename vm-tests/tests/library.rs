@@ -264,7 +264,12 @@ fn exec_from_tmp_makes_execs_from_temporary_directories_fail_with_eperm() {
     for (t, r) in targets.iter().zip(&results) {
         match r {
             Ok(st) => panic!("{} ran ({st}): the exec must fail", t.display()),
-            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{}: {e}", t.display()),
+            Err(e) => assert_eq!(
+                e.raw_os_error(),
+                Some(nix::errno::Errno::EPERM as i32),
+                "{}: {e}",
+                t.display()
+            ),
         }
     }
     assert!(

@@ -314,8 +314,8 @@ impl DnsServer {
     /// Rewrites the hosts file and makes dnsmasq re-read it.
     fn change(&self, hosts_line: &str) {
         fs::write(&self.hosts, format!("{hosts_line}\n")).expect("hosts");
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) };
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP);
     }
 }
 

@@ -1,6 +1,8 @@
 //! Maps a file with `mmap(PROT_READ, MAP_SHARED)` and reads its first byte: the operation the
 //! quickstart policy's `security_mmap_file` selector forbids on sensitive files.
-use std::{fs::File, os::fd::AsRawFd};
+use std::{fs::File, num::NonZeroUsize};
+
+use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 
 fn main() {
     let Some(path) = std::env::args().nth(1) else {
@@ -14,24 +16,27 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let page = NonZeroUsize::new(4096).expect("not zero");
     // SAFETY: a read-only shared mapping of one page of a file we keep open; unmapped below.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            file.as_raw_fd(),
+    let p = match unsafe {
+        mmap(
+            None,
+            page,
+            ProtFlags::PROT_READ,
+            MapFlags::MAP_SHARED,
+            &file,
             0,
         )
+    } {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("mmap {path}: {e}");
+            std::process::exit(1);
+        }
     };
-    if p == libc::MAP_FAILED {
-        eprintln!("mmap {path}: {}", std::io::Error::last_os_error());
-        std::process::exit(1);
-    }
     // SAFETY: p maps at least one readable page.
-    let first = unsafe { *(p as *const u8) };
+    let first = unsafe { *p.cast::<u8>().as_ptr() };
     println!("mapped {path}, first byte {first}");
-    // SAFETY: unmapping what we mapped.
-    unsafe { libc::munmap(p, 4096) };
+    // SAFETY: unmapping what we mapped, not used afterwards.
+    let _ = unsafe { munmap(p, page.get()) };
 }
