@@ -6,9 +6,12 @@
 //! parser, which reports a marker for every node, and records where each path starts.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
+
+use super::error::PolicyError;
 
 /// A 1-based position in the source text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,6 +254,50 @@ impl MarkedEventReceiver for Builder {
             _ => {}
         }
     }
+}
+
+pub(crate) fn located(source: &str, file: &Path, path: &str, message: String) -> PolicyError {
+    let e = PolicyError::new(file, path, message);
+    match Locator::new(source).position(path) {
+        Some(p) => e.at(p.line, p.column),
+        None => e,
+    }
+}
+
+/// serde_yaml renders errors as `<path>: <message> at line L column C`; split that back into
+/// the parts of a [`PolicyError`].
+pub(crate) fn serde_error(err: serde_yaml::Error, source: &str, file: &Path) -> PolicyError {
+    let mut text = err.to_string();
+    let mut e = PolicyError::new(file, "", "");
+    if let Some(loc) = err.location() {
+        let suffix = format!(" at line {} column {}", loc.line(), loc.column());
+        if let Some(stripped) = text.strip_suffix(&suffix) {
+            text = stripped.to_string();
+        } else {
+            // Syntax errors go on after the position ("..., while parsing a block mapping at
+            // ..."); the position is already in front, so drop the repetition.
+            text = text.replacen(&suffix, "", 1);
+        }
+        e = e.at(loc.line(), loc.column());
+    }
+    // A path has no spaces; messages such as "invalid type: ..." do.
+    if let Some((path, msg)) = text.split_once(": ")
+        && !path.is_empty()
+        && !path.contains(char::is_whitespace)
+        && !path.contains('`')
+    {
+        e.path = path.to_string();
+        e.message = msg.to_string();
+    } else {
+        e.message = text;
+        // A syntax error has no path from serde; name the collection it was found in.
+        if e.line.is_some()
+            && let Some(p) = Locator::new(source).syntax_error_path()
+        {
+            e.path = p.to_string();
+        }
+    }
+    e
 }
 
 #[cfg(test)]
