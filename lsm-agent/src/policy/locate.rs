@@ -1,10 +1,21 @@
-//! Maps YAML paths such as `spec.kprobes[0].selectors[2].matchArgs[0].operator` to a line and
-//! column in the source text.
+//! Where a problem in a policy text is written: maps YAML paths such as
+//! `spec.kprobes[0].selectors[2].matchArgs[0].operator` to a line and column, and places
+//! every [`PolicyError`] of a policy text ([`Source`]).
 //!
 //! serde forgets positions once a document is deserialized, so validation errors only know
 //! the path of the offending node. This module re-reads the source with `yaml-rust2`'s event
 //! parser, which reports a marker for every node, and records where each path starts.
+//! Errors of the deserialization itself keep the position serde_yaml reports.
+//!
+//! Why not a deserializer that keeps positions (`serde-saphyr` with its `Spanned<T>`)?
+//! `Spanned` gives where a value starts, while errors here point at the key of a field
+//! (`operator:`); its errors have no YAML path; and its messages differ from serde_yaml's
+//! (`expected mapping start`, `while parsing a block mapping, did not find expected key`),
+//! which the documented error lines use. `serde_yaml_ng` and `serde_norway` are serde_yaml
+//! with the same error API and no positions for values, so they would not replace this
+//! module either.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -256,68 +267,84 @@ impl MarkedEventReceiver for Builder {
     }
 }
 
-pub(crate) fn located(source: &str, file: &Path, path: &str, message: String) -> PolicyError {
-    let e = PolicyError::new(file, path, message);
-    match Locator::new(source).position(path) {
-        Some(p) => e.at(p.line, p.column),
-        None => e,
-    }
+/// A policy text being parsed. Every [`PolicyError`] found in it gets its line and column
+/// here: serde_yaml's own errors from the position serde_yaml reports, validation errors and
+/// warnings (which only know a YAML path) from the [`Locator`].
+pub(crate) struct Source<'a> {
+    text: &'a str,
+    file: &'a Path,
+    /// Built on first use: a policy without problems is never indexed.
+    locator: OnceCell<Locator>,
 }
 
-/// serde_yaml renders errors as `<path>: <message> at line L column C`; split that back into
-/// the parts of a [`PolicyError`].
-pub(crate) fn serde_error(err: serde_yaml::Error, source: &str, file: &Path) -> PolicyError {
-    let mut text = err.to_string();
-    let mut e = PolicyError::new(file, "", "");
-    if let Some(loc) = err.location() {
-        let suffix = format!(" at line {} column {}", loc.line(), loc.column());
-        if let Some(stripped) = text.strip_suffix(&suffix) {
-            text = stripped.to_string();
-        } else {
-            // Syntax errors go on after the position ("..., while parsing a block mapping at
-            // ..."); the position is already in front, so drop the repetition.
-            text = text.replacen(&suffix, "", 1);
+impl<'a> Source<'a> {
+    pub(crate) fn new(text: &'a str, file: &'a Path) -> Self {
+        Source {
+            text,
+            file,
+            locator: OnceCell::new(),
         }
-        e = e.at(loc.line(), loc.column());
     }
-    // A path has no spaces; messages such as "invalid type: ..." do.
-    if let Some((path, msg)) = text.split_once(": ")
-        && !path.is_empty()
-        && !path.contains(char::is_whitespace)
-        && !path.contains('`')
-    {
-        e.path = path.to_string();
-        e.message = msg.to_string();
-    } else {
-        e.message = text;
-        // A syntax error has no path from serde; name the collection it was found in.
-        if e.line.is_some()
-            && let Some(p) = Locator::new(source).syntax_error_path()
+
+    fn locator(&self) -> &Locator {
+        self.locator.get_or_init(|| Locator::new(self.text))
+    }
+
+    /// A problem with the node at `path`, placed where that node (or, if it is not written,
+    /// its nearest ancestor) is.
+    pub(crate) fn error(&self, path: impl Into<String>, message: impl Into<String>) -> PolicyError {
+        let e = PolicyError::new(self.file, path, message);
+        match self.locator().position(&e.path) {
+            Some(p) => e.at(p.line, p.column),
+            None => e,
+        }
+    }
+
+    /// serde_yaml renders errors as `<path>: <message> at line L column C` and has no other
+    /// way to give the path and the message; split that back into the parts of a
+    /// [`PolicyError`].
+    pub(crate) fn serde_error(&self, err: serde_yaml::Error) -> PolicyError {
+        let mut text = err.to_string();
+        let mut e = PolicyError::new(self.file, "", "");
+        if let Some(loc) = err.location() {
+            let suffix = format!(" at line {} column {}", loc.line(), loc.column());
+            if let Some(stripped) = text.strip_suffix(&suffix) {
+                text = stripped.to_string();
+            } else {
+                // Syntax errors go on after the position ("..., while parsing a block mapping at
+                // ..."); the position is already in front, so drop the repetition.
+                text = text.replacen(&suffix, "", 1);
+            }
+            e = e.at(loc.line(), loc.column());
+        }
+        // A path has no spaces; messages such as "invalid type: ..." do.
+        if let Some((path, msg)) = text.split_once(": ")
+            && !path.is_empty()
+            && !path.contains(char::is_whitespace)
+            && !path.contains('`')
         {
-            e.path = p.to_string();
+            e.path = path.to_string();
+            e.message = msg.to_string();
+        } else {
+            e.message = text;
+            // A syntax error has no path from serde; name the collection it was found in.
+            if e.line.is_some()
+                && let Some(p) = self.locator().syntax_error_path()
+            {
+                e.path = p.to_string();
+            }
         }
+        e
     }
-    e
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::testutil::fixture;
 
-    const DOC: &str = "\
-apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-spec:
-  kprobes:
-  - call: \"security_file_open\"
-    selectors:
-    - matchArgs:
-      - index: 0
-        operator: \"Foo\"
-        values:
-        - \"/etc\"
-        - /boot
-";
+    /// A kprobe policy with a bad operator; the tests below count its lines and columns.
+    const DOC: &str = fixture!("kprobe-unknown-operator-foo.yaml");
 
     #[test]
     fn mapping_entries_point_at_their_key() {

@@ -13,7 +13,7 @@ use std::path::Path;
 use super::env;
 use super::error::PolicyError;
 use super::ir;
-use super::locate::{Locator, located, serde_error};
+use super::locate::Source;
 use super::model as raw;
 use super::validate::convert;
 
@@ -73,10 +73,11 @@ fn parse_mapped(source: &str, file: &Path, map: PosMap<'_>) -> Result<ir::Policy
 
 /// The policy and its warnings, with positions in `source`.
 fn parse_located(source: &str, file: &Path) -> Result<(ir::Policy, Vec<PolicyError>), PolicyError> {
+    let src = Source::new(source, file);
     // Tetragon dispatches on `kind` before the strict parse, so an unknown kind is reported
     // as such even if the rest of the document would not parse.
     let head: raw::Head = serde_yaml::from_str(source).map_err(|e| {
-        let mut e = serde_error(e, source, file);
+        let mut e = src.serde_error(e);
         // serde names the helper struct; say what the document should have been instead.
         e.message = e.message.replace(
             "struct Head",
@@ -87,14 +88,7 @@ fn parse_located(source: &str, file: &Path) -> Result<(ir::Policy, Vec<PolicyErr
     let kind = match head.kind.as_deref() {
         Some("TracingPolicy") => ir::PolicyKind::TracingPolicy,
         Some("TracingPolicyNamespaced") => ir::PolicyKind::TracingPolicyNamespaced,
-        Some(other) => {
-            return Err(located(
-                source,
-                file,
-                "kind",
-                format!("unknown CRD kind: {other}"),
-            ));
-        }
+        Some(other) => return Err(src.error("kind", format!("unknown CRD kind: {other}"))),
         None => {
             return Err(PolicyError::new(
                 file,
@@ -103,23 +97,14 @@ fn parse_located(source: &str, file: &Path) -> Result<(ir::Policy, Vec<PolicyErr
             ));
         }
     };
-    let doc: raw::Policy =
-        serde_yaml::from_str(source).map_err(|e| serde_error(e, source, file))?;
+    let doc: raw::Policy = serde_yaml::from_str(source).map_err(|e| src.serde_error(e))?;
 
     let mut warnings = Vec::new();
-    let policy = convert(&doc, kind, &mut warnings)
-        .map_err(|inv| located(source, file, &inv.path, inv.message))?;
-
-    let locator = (!warnings.is_empty()).then(|| Locator::new(source));
+    let policy =
+        convert(&doc, kind, &mut warnings).map_err(|inv| src.error(inv.path, inv.message))?;
     let warnings = warnings
         .into_iter()
-        .map(|inv| {
-            let mut e = PolicyError::new(file, inv.path, inv.message);
-            if let Some(p) = locator.as_ref().and_then(|l| l.position(&e.path)) {
-                e = e.at(p.line, p.column);
-            }
-            e
-        })
+        .map(|inv| src.error(inv.path, inv.message))
         .collect();
     Ok((policy, warnings))
 }

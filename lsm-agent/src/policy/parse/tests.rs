@@ -396,3 +396,24 @@ fn reading_a_missing_file_is_a_policy_error() {
         e.message
     );
 }
+
+#[test]
+fn deny_etc_passwd_open_fixture_makes_file_open_of_etc_passwd_fail_with_eperm() {
+    // The agent's tests share this fixture; they rely on it meaning exactly this.
+    let p = parse_ok(fixture!("deny-etc-passwd-open.yaml"));
+    assert_eq!(p.name, "lsm-file-open");
+    assert_eq!(p.mode, PolicyMode::Enforce);
+    assert_eq!(p.hooks.len(), 1);
+    let h = &p.hooks[0];
+    assert_eq!(
+        (h.lsm, &h.origin),
+        (LsmHook::FileOpen, &HookOrigin::LsmHook)
+    );
+    assert_eq!(h.selectors.len(), 1);
+    let s = &h.selectors[0];
+    assert_eq!(
+        str_filter(&s.match_args[0]),
+        (StrOp::Equal, false, vec!["/etc/passwd".to_string()])
+    );
+    assert_eq!(s.actions, [Action::Override { error: -1 }]);
+}
