@@ -1,9 +1,8 @@
-//! The serde model of Tetragon's `TracingPolicy` CRD.
+//! The serde model of Tetragon's `TracingPolicy` CRD. Field names are Tetragon's JSON names;
+//! every struct rejects unknown fields, as Tetragon's CRD schema does.
 // Many fields are only read to be rejected, or are accepted and ignored.
 #![allow(dead_code)]
 
-// Field names are Tetragon's JSON names; every struct rejects
-// unknown fields.
 use std::collections::BTreeMap;
 
 use serde::Deserialize;

@@ -30,16 +30,19 @@ pub(crate) fn invalid(path: impl Into<String>, message: impl Into<String>) -> In
     }
 }
 
-pub(crate) fn not_supported(path: impl Into<String>) -> Invalid {
+fn not_supported(path: impl Into<String>) -> Invalid {
     invalid(path, "not supported yet by lsm-agent")
 }
 
 pub(crate) type VResult<T> = Result<T, Invalid>;
 
-pub(crate) fn non_empty<T>(v: &Option<Vec<T>>) -> bool {
+/// Whether an optional list is there with at least one entry.
+fn non_empty<T>(v: &Option<Vec<T>>) -> bool {
     v.as_ref().is_some_and(|v| !v.is_empty())
 }
 
+/// Validates a deserialized policy of the given `kind` and translates it to the agent's
+/// model. Problems that do not stop the policy from loading go to `warnings`.
 pub(crate) fn convert(
     doc: &raw::Policy,
     kind: ir::PolicyKind,

@@ -12,6 +12,7 @@ use super::validate::{VResult, invalid};
 /// Tetragon's `MAX_MATCH_VALUES` for numeric operators.
 const MAX_NUM_VALUES: usize = 4;
 
+/// String values of a string operator `op`: at most as long as the kernel's keys for it.
 pub(crate) fn string_values(vpath: &str, values: &[String], op: StrOp) -> VResult<Vec<Vec<u8>>> {
     let (max, what) = match op {
         StrOp::Equal => (STR_LEN, "Equal/NotEqual"),
@@ -37,6 +38,8 @@ pub(crate) fn string_values(vpath: &str, values: &[String], op: StrOp) -> VResul
         .collect()
 }
 
+/// Integer values (or `min:max` ranges for `InRange`/`NotInRange`) of a numeric filter on
+/// `arg`, extended to 64 bits as the kernel compares them.
 pub(crate) fn numeric_values(
     vpath: &str,
     values: &[String],
