@@ -7,13 +7,13 @@
 //! parser, which reports a marker for every node, and records where each path starts.
 //! Errors of the deserialization itself keep the position serde_yaml reports.
 //!
-//! Why not a deserializer that keeps positions (`serde-saphyr` with its `Spanned<T>`)?
-//! `Spanned` gives where a value starts, while errors here point at the key of a field
-//! (`operator:`); its errors have no YAML path; and its messages differ from serde_yaml's
-//! (`expected mapping start`, `while parsing a block mapping, did not find expected key`),
-//! which the documented error lines use. `serde_yaml_ng` and `serde_norway` are serde_yaml
-//! with the same error API and no positions for values, so they would not replace this
-//! module either.
+//! Why not a deserializer that keeps positions (`serde-saphyr` and its `Spanned<T>`)? A
+//! derived `Spanned` field gives where the value starts, while errors here point at the key
+//! (`operator:`); keys only have positions through hand-written visitors. Its errors carry no
+//! YAML path, and its messages differ from serde_yaml's (`expected mapping start`, `while
+//! parsing a block mapping, did not find expected key`) that the documented error lines and
+//! their tests use. `serde_yaml_ng` and `serde_norway` keep serde_yaml's API (a position for
+//! the error only, none for values), so they would not replace this module either.
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
