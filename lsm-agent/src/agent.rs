@@ -564,27 +564,11 @@ mod tests {
         }
     }
 
-    const YAML: &str = r#"
-apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: "lsm-file-open"
-spec:
-  lsmhooks:
-  - hook: "file_open"
-    args:
-      - index: 0
-        type: "file"
-    selectors:
-    - matchArgs:
-      - index: 0
-        operator: "Equal"
-        values:
-        - "/etc/passwd"
-      matchActions:
-      - action: Override
-        argError: -1
-"#;
+    /// Denies opening /etc/passwd (Override -1, EPERM) at file_open.
+    const YAML: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/policies/deny-etc-passwd-open.yaml"
+    ));
 
     fn agent() -> (Agent, Arc<Mutex<Vec<MapImage>>>) {
         let images = Arc::new(Mutex::new(Vec::new()));

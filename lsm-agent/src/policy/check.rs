@@ -280,6 +280,7 @@ pub fn check_files(files: &[PathBuf], lookup: impl Fn(&str) -> Option<String>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::testutil::fixture;
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);
@@ -293,35 +294,8 @@ mod tests {
         d
     }
 
-    const GOOD: &str = "\
-apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: good
-spec:
-  kprobes:
-  - call: security_file_permission
-    syscall: false
-    args:
-    - index: 0
-      type: file
-    - index: 1
-      type: int
-    selectors:
-    - matchArgs:
-      - index: 0
-        operator: Prefix
-        values: [\"${DIR}\", /boot]
-      - index: 1
-        operator: Equal
-        values: [\"4\"]
-      matchActions: [{action: Sigkill}]
-  lsmhooks:
-  - hook: file_open
-    args:
-    - index: 0
-      type: file
-";
+    /// Kills reads under `${DIR}` and `/boot`; also hooks file_open without selectors.
+    const GOOD: &str = fixture!("sigkill-reads-under-env-dir.yaml");
 
     fn env(name: &str) -> Option<String> {
         (name == "DIR").then(|| "/etc".to_string())

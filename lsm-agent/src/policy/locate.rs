@@ -1,14 +1,28 @@
-//! Maps YAML paths such as `spec.kprobes[0].selectors[2].matchArgs[0].operator` to a line and
-//! column in the source text.
+//! Where a problem in a policy text is written: maps YAML paths such as
+//! `spec.kprobes[0].selectors[2].matchArgs[0].operator` to a line and column, and places
+//! every [`PolicyError`] of a policy text ([`Source`]).
 //!
 //! serde forgets positions once a document is deserialized, so validation errors only know
 //! the path of the offending node. This module re-reads the source with `yaml-rust2`'s event
 //! parser, which reports a marker for every node, and records where each path starts.
+//! Errors of the deserialization itself keep the position serde_yaml reports.
+//!
+//! Why not a deserializer that keeps positions (`serde-saphyr` and its `Spanned<T>`)? A
+//! derived `Spanned` field gives where the value starts, while errors here point at the key
+//! (`operator:`); keys only have positions through hand-written visitors. Its errors carry no
+//! YAML path, and its messages differ from serde_yaml's (`expected mapping start`, `while
+//! parsing a block mapping, did not find expected key`) that the documented error lines and
+//! their tests use. `serde_yaml_ng` and `serde_norway` keep serde_yaml's API (a position for
+//! the error only, none for values), so they would not replace this module either.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
+use std::path::Path;
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
+
+use super::error::PolicyError;
 
 /// A 1-based position in the source text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,24 +267,84 @@ impl MarkedEventReceiver for Builder {
     }
 }
 
+/// A policy text being parsed. Every [`PolicyError`] found in it gets its line and column
+/// here: serde_yaml's own errors from the position serde_yaml reports, validation errors and
+/// warnings (which only know a YAML path) from the [`Locator`].
+pub(crate) struct Source<'a> {
+    text: &'a str,
+    file: &'a Path,
+    /// Built on first use: a policy without problems is never indexed.
+    locator: OnceCell<Locator>,
+}
+
+impl<'a> Source<'a> {
+    pub(crate) fn new(text: &'a str, file: &'a Path) -> Self {
+        Source {
+            text,
+            file,
+            locator: OnceCell::new(),
+        }
+    }
+
+    fn locator(&self) -> &Locator {
+        self.locator.get_or_init(|| Locator::new(self.text))
+    }
+
+    /// A problem with the node at `path`, placed where that node (or, if it is not written,
+    /// its nearest ancestor) is.
+    pub(crate) fn error(&self, path: impl Into<String>, message: impl Into<String>) -> PolicyError {
+        let e = PolicyError::new(self.file, path, message);
+        match self.locator().position(&e.path) {
+            Some(p) => e.at(p.line, p.column),
+            None => e,
+        }
+    }
+
+    /// serde_yaml renders errors as `<path>: <message> at line L column C` and has no other
+    /// way to give the path and the message; split that back into the parts of a
+    /// [`PolicyError`].
+    pub(crate) fn serde_error(&self, err: serde_yaml::Error) -> PolicyError {
+        let mut text = err.to_string();
+        let mut e = PolicyError::new(self.file, "", "");
+        if let Some(loc) = err.location() {
+            let suffix = format!(" at line {} column {}", loc.line(), loc.column());
+            if let Some(stripped) = text.strip_suffix(&suffix) {
+                text = stripped.to_string();
+            } else {
+                // Syntax errors go on after the position ("..., while parsing a block mapping at
+                // ..."); the position is already in front, so drop the repetition.
+                text = text.replacen(&suffix, "", 1);
+            }
+            e = e.at(loc.line(), loc.column());
+        }
+        // A path has no spaces; messages such as "invalid type: ..." do.
+        if let Some((path, msg)) = text.split_once(": ")
+            && !path.is_empty()
+            && !path.contains(char::is_whitespace)
+            && !path.contains('`')
+        {
+            e.path = path.to_string();
+            e.message = msg.to_string();
+        } else {
+            e.message = text;
+            // A syntax error has no path from serde; name the collection it was found in.
+            if e.line.is_some()
+                && let Some(p) = self.locator().syntax_error_path()
+            {
+                e.path = p.to_string();
+            }
+        }
+        e
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::testutil::fixture;
 
-    const DOC: &str = "\
-apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-spec:
-  kprobes:
-  - call: \"security_file_open\"
-    selectors:
-    - matchArgs:
-      - index: 0
-        operator: \"Foo\"
-        values:
-        - \"/etc\"
-        - /boot
-";
+    /// A kprobe policy with a bad operator; the tests below count its lines and columns.
+    const DOC: &str = fixture!("kprobe-unknown-operator-foo.yaml");
 
     #[test]
     fn mapping_entries_point_at_their_key() {

@@ -6,4 +6,9 @@ pub mod error;
 pub mod hooks;
 pub mod ir;
 pub mod locate;
+mod model;
 pub mod parse;
+#[cfg(test)]
+mod testutil;
+mod validate;
+mod values;

@@ -1,0 +1,305 @@
+//! Validation of the deserialized CRD and its translation to [`ir::Policy`]. This file holds
+//! the document level (apiVersion, metadata, `spec` sections and options); each part of a hook
+//! is checked in its own module below. Every problem is an [`Invalid`]: a YAML path and a
+//! message, placed in the source afterwards by [`super::locate`].
+
+mod actions;
+mod args;
+mod hooks;
+mod match_args;
+mod operators;
+mod process;
+mod selectors;
+
+use hooks::{convert_kprobe, convert_lsmhook};
+
+use super::ir;
+use super::model as raw;
+
+/// A validation failure at a YAML path, located in the source afterwards.
+#[derive(Debug)]
+pub(crate) struct Invalid {
+    pub(crate) path: String,
+    pub(crate) message: String,
+}
+
+pub(crate) fn invalid(path: impl Into<String>, message: impl Into<String>) -> Invalid {
+    Invalid {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+fn not_supported(path: impl Into<String>) -> Invalid {
+    invalid(path, "not supported yet by lsm-agent")
+}
+
+pub(crate) type VResult<T> = Result<T, Invalid>;
+
+/// Whether an optional list is there with at least one entry.
+fn non_empty<T>(v: &Option<Vec<T>>) -> bool {
+    v.as_ref().is_some_and(|v| !v.is_empty())
+}
+
+/// Validates a deserialized policy of the given `kind` and translates it to the agent's
+/// model. Problems that do not stop the policy from loading go to `warnings`.
+pub(crate) fn convert(
+    doc: &raw::Policy,
+    kind: ir::PolicyKind,
+    warnings: &mut Vec<Invalid>,
+) -> VResult<ir::Policy> {
+    match doc.api_version.as_deref() {
+        Some("cilium.io/v1alpha1") => {}
+        Some(other) => {
+            return Err(invalid(
+                "apiVersion",
+                format!("unsupported apiVersion \"{other}\" (expected cilium.io/v1alpha1)"),
+            ));
+        }
+        None => {
+            return Err(invalid(
+                "",
+                "missing apiVersion (expected cilium.io/v1alpha1)",
+            ));
+        }
+    }
+    let meta = doc
+        .metadata
+        .as_ref()
+        .ok_or_else(|| invalid("", "missing metadata (metadata.name is required)"))?;
+    let name = match meta.name.as_deref() {
+        Some(n) if !n.is_empty() => n.to_string(),
+        _ => return Err(invalid("metadata", "metadata.name is required")),
+    };
+    let namespace = match kind {
+        ir::PolicyKind::TracingPolicyNamespaced => {
+            warnings.push(invalid(
+                "kind",
+                "TracingPolicyNamespaced without Kubernetes: the policy applies to every \
+                 process on the node (as Tetragon does without the Kubernetes API)",
+            ));
+            meta.namespace.clone().filter(|n| !n.is_empty())
+        }
+        // Kubernetes ignores the namespace of cluster-scoped objects.
+        ir::PolicyKind::TracingPolicy => None,
+    };
+    let spec = doc
+        .spec
+        .as_ref()
+        .ok_or_else(|| invalid("", "missing spec"))?;
+
+    check_spec_unsupported(spec, kind, warnings)?;
+    let mode = policy_mode(spec)?;
+
+    let mut hooks = Vec::new();
+    for (i, kp) in spec.kprobes.iter().flatten().enumerate() {
+        hooks.push(convert_kprobe(i, kp, warnings)?);
+    }
+    for (i, lh) in spec.lsmhooks.iter().flatten().enumerate() {
+        hooks.push(convert_lsmhook(i, lh, warnings)?);
+    }
+    if hooks.is_empty() {
+        warnings.push(invalid(
+            "spec",
+            "the policy has no kprobes or lsmhooks: it does nothing",
+        ));
+    }
+    Ok(ir::Policy {
+        name,
+        kind,
+        namespace,
+        mode,
+        hooks,
+        warnings: Vec::new(),
+    })
+}
+
+fn check_spec_unsupported(
+    spec: &raw::Spec,
+    kind: ir::PolicyKind,
+    warnings: &mut Vec<Invalid>,
+) -> VResult<()> {
+    if non_empty(&spec.tracepoints) {
+        return Err(not_supported("spec.tracepoints"));
+    }
+    if non_empty(&spec.uprobes) {
+        return Err(not_supported("spec.uprobes"));
+    }
+    if non_empty(&spec.usdts) {
+        return Err(not_supported("spec.usdts"));
+    }
+    if non_empty(&spec.fentries) {
+        return Err(invalid(
+            "spec.fentries",
+            "not supported yet by lsm-agent (use kprobes or lsmhooks)",
+        ));
+    }
+    if spec.loader == Some(true) {
+        return Err(not_supported("spec.loader"));
+    }
+    if spec.pod_selector.is_some() {
+        return Err(invalid(
+            "spec.podSelector",
+            "not supported yet by lsm-agent (pod filtering needs Kubernetes)",
+        ));
+    }
+    if spec.container_selector.is_some() {
+        return Err(invalid(
+            "spec.containerSelector",
+            "not supported yet by lsm-agent (container filtering needs Kubernetes)",
+        ));
+    }
+    if let Some(hs) = &spec.host_selector {
+        if kind == ir::PolicyKind::TracingPolicyNamespaced {
+            return Err(invalid(
+                "spec.hostSelector",
+                "must be null in a TracingPolicyNamespaced",
+            ));
+        }
+        if non_empty(&hs.match_expressions)
+            || hs.match_labels.as_ref().is_some_and(|m| !m.is_empty())
+        {
+            return Err(invalid(
+                "spec.hostSelector",
+                "only null or {} is allowed (host workloads have no labels)",
+            ));
+        }
+        return Err(not_supported("spec.hostSelector"));
+    }
+    if spec.node_selector.is_some() {
+        warnings.push(invalid(
+            "spec.nodeSelector",
+            "ignored: nodeSelector only applies to policies managed through Kubernetes",
+        ));
+    }
+    if non_empty(&spec.lists) {
+        return Err(not_supported("spec.lists"));
+    }
+    if non_empty(&spec.enforcers) {
+        return Err(not_supported("spec.enforcers"));
+    }
+    if spec
+        .selectors_macros
+        .as_ref()
+        .is_some_and(|m| !m.is_empty())
+    {
+        return Err(not_supported("spec.selectorsMacros"));
+    }
+    Ok(())
+}
+
+/// Option names Tetragon understands that do not change anything at LSM hooks.
+const IGNORED_OPTIONS: &[&str] = &[
+    "disable-kprobe-multi",
+    "disable-uprobe-multi",
+    "override-method",
+    "sleepable-preload-size",
+];
+
+fn policy_mode(spec: &raw::Spec) -> VResult<ir::PolicyMode> {
+    let mut mode = ir::PolicyMode::default();
+    for (i, opt) in spec.options.iter().flatten().enumerate() {
+        let path = format!("spec.options[{i}]");
+        match opt.name.as_str() {
+            "policy-mode" => {
+                mode = match opt.value.as_deref() {
+                    Some("enforce") => ir::PolicyMode::Enforce,
+                    Some("monitor") => ir::PolicyMode::Monitor,
+                    other => {
+                        return Err(invalid(
+                            format!("{path}.value"),
+                            format!(
+                                "invalid policy-mode \"{}\" (expected enforce or monitor)",
+                                other.unwrap_or("")
+                            ),
+                        ));
+                    }
+                }
+            }
+            n if IGNORED_OPTIONS.contains(&n) => {}
+            n => {
+                return Err(invalid(
+                    format!("{path}.name"),
+                    format!(
+                        "unknown option \"{n}\" (expected one of policy-mode, {})",
+                        IGNORED_OPTIONS.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::policy::ir::PolicyMode;
+    use crate::policy::testutil::*;
+
+    #[test]
+    fn namespaced_policy_records_metadata_namespace() {
+        let yaml = with_selector("matchActions: [{action: Sigkill}]")
+            .replace("kind: TracingPolicy", "kind: TracingPolicyNamespaced")
+            .replace("  name: t\n", "  name: t\n  namespace: default\n");
+        let p = parse_ok(&yaml);
+        assert_eq!(p.namespace.as_deref(), Some("default"));
+        assert_eq!(p.warnings.len(), 1);
+    }
+
+    #[test]
+    fn wrong_api_version_is_rejected() {
+        let yaml = with_selector("matchActions: [{action: Post}]").replace("v1alpha1", "v2");
+        let e = parse_err(&yaml);
+        assert_eq!(e.path, "apiVersion");
+    }
+
+    #[test]
+    fn missing_metadata_name_is_rejected() {
+        let yaml = with_selector("matchActions: [{action: Post}]")
+            .replace("  name: t\n", "  labels: {a: b}\n");
+        let e = parse_err(&yaml);
+        assert!(
+            e.message.contains("metadata.name is required"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn unimplemented_spec_sections_are_named_in_the_error() {
+        let yaml = with_selector("matchActions: [{action: Post}]").replace(
+            "spec:\n",
+            "spec:\n  tracepoints:\n  - subsystem: raw_syscalls\n    event: sys_enter\n",
+        );
+        let e = parse_err(&yaml);
+        assert_eq!(e.path, "spec.tracepoints");
+        assert_eq!(
+            e.to_string(),
+            "test.yaml:6:3: spec.tracepoints: not supported yet by lsm-agent"
+        );
+        let yaml = with_selector("matchActions: [{action: Post}]").replace(
+            "spec:\n",
+            "spec:\n  podSelector:\n    matchLabels: {app: x}\n",
+        );
+        assert_eq!(parse_err(&yaml).path, "spec.podSelector");
+    }
+
+    #[test]
+    fn policy_mode_option_is_honoured_and_unknown_options_rejected() {
+        let base = with_selector("matchActions: [{action: Sigkill}]");
+        let yaml = format!(
+            "{base}  options:\n  - name: policy-mode\n    value: monitor\n  - name: \
+             disable-kprobe-multi\n    value: \"1\"\n"
+        );
+        assert_eq!(parse_ok(&yaml).mode, PolicyMode::Monitor);
+        let e = parse_err(&yaml.replace("monitor", "audit"));
+        assert_eq!(e.path, "spec.options[0].value");
+        let e = parse_err(&yaml.replace("disable-kprobe-multi", "turbo"));
+        assert_eq!(e.path, "spec.options[1].name");
+        assert!(
+            e.message.contains("unknown option \"turbo\""),
+            "{}",
+            e.message
+        );
+    }
+}

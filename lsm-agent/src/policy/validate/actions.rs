@@ -1,0 +1,284 @@
+//! `matchActions[]`: the actions the agent can take at an LSM hook.
+
+use super::{Invalid, VResult, invalid};
+use crate::policy::ir;
+use crate::policy::model as raw;
+use crate::policy::values::parse_rate_limit;
+
+pub(super) fn convert_action(
+    apath: &str,
+    a: &raw::Action,
+    warnings: &mut Vec<Invalid>,
+) -> VResult<ir::Action> {
+    let name = a.action.to_ascii_lowercase();
+    let rate_limit_set = a.rate_limit.as_deref().is_some_and(|r| !r.is_empty());
+    if name != "post" && rate_limit_set {
+        return Err(invalid(
+            format!("{apath}.rateLimit"),
+            "rateLimit is only valid with the Post action",
+        ));
+    }
+    let action = match name.as_str() {
+        "post" => {
+            let rate_limit_ms = match a.rate_limit.as_deref() {
+                None | Some("") => None,
+                Some(r) => parse_rate_limit(r).ok_or_else(|| {
+                    invalid(
+                        format!("{apath}.rateLimit"),
+                        format!(
+                            "invalid rateLimit \"{r}\" (expected a number of seconds, \
+                             optionally followed by s, m or h)"
+                        ),
+                    )
+                })?,
+            };
+            let rate_limit_scope = match a
+                .rate_limit_scope
+                .as_deref()
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+            {
+                None | Some("") | Some("thread") => ir::RateLimitScope::Thread,
+                Some("process") => ir::RateLimitScope::Process,
+                Some("global") => ir::RateLimitScope::Global,
+                Some(other) => {
+                    return Err(invalid(
+                        format!("{apath}.rateLimitScope"),
+                        format!(
+                            "unknown rateLimitScope \"{other}\" (expected thread, process or global)"
+                        ),
+                    ));
+                }
+            };
+            // kernelStackTrace, userStackTrace and imaHash only add data to the event; the
+            // agent does not collect it yet but the Post itself is honoured.
+            ir::Action::Post {
+                rate_limit_ms,
+                rate_limit_scope,
+            }
+        }
+        "nopost" => ir::Action::NoPost,
+        "sigkill" => ir::Action::Sigkill,
+        "override" => {
+            let err = a.arg_error.ok_or_else(|| {
+                invalid(
+                    apath,
+                    "Override needs argError (e.g. argError: -1 for EPERM)",
+                )
+            })?;
+            let error = if (-4095..=0).contains(&err) {
+                err
+            } else {
+                warnings.push(invalid(
+                    format!("{apath}.argError"),
+                    format!(
+                        "argError {err} is outside [-4095, 0]; using -1 (EPERM) as Tetragon \
+                         does at LSM hooks"
+                    ),
+                ));
+                -1
+            };
+            ir::Action::Override { error }
+        }
+        "signal" => {
+            let sig = a
+                .arg_sig
+                .ok_or_else(|| invalid(apath, "Signal needs argSig (e.g. argSig: 9)"))?;
+            if !(1..=64).contains(&sig) {
+                return Err(invalid(
+                    format!("{apath}.argSig"),
+                    format!("argSig {sig} is not a signal number (1..=64)"),
+                ));
+            }
+            ir::Action::Signal { signal: sig }
+        }
+        "geturl"
+        | "dnslookup"
+        | "tracksock"
+        | "untracksock"
+        | "notifyenforcer"
+        | "cleanupenforcernotification"
+        | "set"
+        | "followfd"
+        | "unfollowfd"
+        | "copyfd" => {
+            return Err(invalid(
+                format!("{apath}.action"),
+                format!(
+                    "action {} is not supported at LSM hooks (supported: Post, NoPost, Sigkill, \
+                     Override, Signal)",
+                    a.action
+                ),
+            ));
+        }
+        _ => {
+            return Err(invalid(
+                format!("{apath}.action"),
+                format!(
+                    "unknown action \"{}\" (expected one of Post, NoPost, Sigkill, Override, \
+                     Signal)",
+                    a.action
+                ),
+            ));
+        }
+    };
+    Ok(action)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::policy::ir::{Action, RateLimitScope};
+    use crate::policy::testutil::*;
+
+    #[test]
+    fn override_arg_error_is_forced_into_errno_range_with_a_warning() {
+        let yaml = with_selector("matchActions: [{action: Override, argError: -5000}]");
+        let p = parse_ok(&yaml);
+        assert_eq!(
+            p.hooks[0].selectors[0].actions,
+            [Action::Override { error: -1 }]
+        );
+        assert_eq!(p.warnings.len(), 1);
+        assert!(
+            p.warnings[0].contains("argError -5000"),
+            "{}",
+            p.warnings[0]
+        );
+        assert!(
+            p.warnings[0].starts_with("test.yaml:15:"),
+            "{}",
+            p.warnings[0]
+        );
+
+        let p = parse_ok(&yaml.replace("-5000", "1"));
+        assert_eq!(
+            p.hooks[0].selectors[0].actions,
+            [Action::Override { error: -1 }]
+        );
+        let p = parse_ok(&yaml.replace("-5000", "-13"));
+        assert_eq!(
+            p.hooks[0].selectors[0].actions,
+            [Action::Override { error: -13 }]
+        );
+        assert!(p.warnings.is_empty());
+        let e = parse_err(&yaml.replace(", argError: -5000", ""));
+        assert!(e.message.contains("needs argError"), "{}", e.message);
+    }
+
+    #[test]
+    fn action_names_are_case_insensitive() {
+        let yaml = with_selector(
+            "matchActions: [{action: sigkill}, {action: NOPOST}, {action: signal, argSig: 19}]",
+        );
+        let p = parse_ok(&yaml);
+        assert_eq!(
+            p.hooks[0].selectors[0].actions,
+            [
+                Action::Sigkill,
+                Action::NoPost,
+                Action::Signal { signal: 19 }
+            ]
+        );
+        let p = parse_ok(&with_selector(
+            "matchActions: [{action: oVeRrIdE, argError: -13}]",
+        ));
+        assert_eq!(
+            p.hooks[0].selectors[0].actions,
+            [Action::Override { error: -13 }]
+        );
+    }
+
+    #[test]
+    fn signal_needs_a_valid_signal_number() {
+        let e = parse_err(&with_selector("matchActions: [{action: Signal}]"));
+        assert!(e.message.contains("needs argSig"), "{}", e.message);
+        let e = parse_err(&with_selector(
+            "matchActions: [{action: Signal, argSig: 65}]",
+        ));
+        assert_eq!(
+            e.path,
+            "spec.kprobes[0].selectors[0].matchActions[0].argSig"
+        );
+    }
+
+    #[test]
+    fn post_rate_limit_is_converted_to_milliseconds() {
+        for (text, ms) in [
+            ("5", 5_000),
+            ("10s", 10_000),
+            ("2m", 120_000),
+            ("1h", 3_600_000),
+        ] {
+            let yaml = with_selector(&format!(
+                "matchActions: [{{action: Post, rateLimit: \"{text}\", kernelStackTrace: true}}]"
+            ));
+            let p = parse_ok(&yaml);
+            assert_eq!(
+                p.hooks[0].selectors[0].actions,
+                [Action::Post {
+                    rate_limit_ms: Some(ms),
+                    rate_limit_scope: RateLimitScope::Thread,
+                }],
+                "{text}"
+            );
+        }
+        let e = parse_err(&with_selector(
+            "matchActions: [{action: Post, rateLimit: 5d}]",
+        ));
+        assert!(e.message.contains("invalid rateLimit"), "{}", e.message);
+        let e = parse_err(&with_selector(
+            "matchActions: [{action: Sigkill, rateLimit: 5s}]",
+        ));
+        assert!(
+            e.message.contains("only valid with the Post"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn rate_limit_scope_accepts_thread_process_and_global() {
+        for (text, scope) in [
+            ("thread", RateLimitScope::Thread),
+            ("process", RateLimitScope::Process),
+            ("Global", RateLimitScope::Global),
+        ] {
+            let p = parse_ok(&with_selector(&format!(
+                "matchActions: [{{action: Post, rateLimit: 1m, rateLimitScope: {text}}}]"
+            )));
+            assert_eq!(
+                p.hooks[0].selectors[0].actions,
+                [Action::Post {
+                    rate_limit_ms: Some(60_000),
+                    rate_limit_scope: scope,
+                }]
+            );
+        }
+        let e = parse_err(&with_selector(
+            "matchActions: [{action: Post, rateLimit: 1m, rateLimitScope: pod}]",
+        ));
+        assert_eq!(
+            e.path,
+            "spec.kprobes[0].selectors[0].matchActions[0].rateLimitScope"
+        );
+    }
+
+    #[test]
+    fn actions_that_make_no_sense_at_lsm_hooks_are_rejected() {
+        let e = parse_err(&with_selector(
+            "matchActions: [{action: GetUrl, argUrl: \"http://x\"}]",
+        ));
+        assert_eq!(
+            e.path,
+            "spec.kprobes[0].selectors[0].matchActions[0].action"
+        );
+        assert!(
+            e.message
+                .contains("action GetUrl is not supported at LSM hooks"),
+            "{}",
+            e.message
+        );
+        let e = parse_err(&with_selector("matchActions: [{action: Explode}]"));
+        assert!(e.message.contains("unknown action"), "{}", e.message);
+    }
+}

@@ -1,0 +1,355 @@
+//! One entry of `selectors[]`: its filters and actions, and the rules that span several
+//! filters of a selector (one string family, one address and port set per argument).
+
+use super::actions::convert_action;
+use super::match_args::convert_match_arg;
+use super::operators::{operator_name, parse_operator};
+use super::process::{
+    convert_match_binaries, convert_match_capabilities, convert_match_namespaces,
+    convert_match_pids,
+};
+use super::{Invalid, VResult, invalid, non_empty, not_supported};
+use crate::policy::ir::{self, NetField, StrOp};
+use crate::policy::model as raw;
+
+/// Tetragon's `MAX_ACTIONS`.
+const MAX_ACTIONS: usize = 3;
+
+/// Rejects the selector fields the agent does not implement yet.
+fn check_selector_unsupported(spath: &str, s: &raw::Selector) -> VResult<()> {
+    let unsupported: [(&str, bool); 6] = [
+        ("matchData", non_empty(&s.match_data)),
+        ("matchReturnActions", non_empty(&s.match_return_actions)),
+        ("matchParentBinaries", non_empty(&s.match_parent_binaries)),
+        (
+            "matchNamespaceChanges",
+            non_empty(&s.match_namespace_changes),
+        ),
+        (
+            "matchCapabilityChanges",
+            non_empty(&s.match_capability_changes),
+        ),
+        ("macros", non_empty(&s.macros)),
+    ];
+    if let Some((field, _)) = unsupported.iter().find(|(_, used)| *used) {
+        return Err(not_supported(format!("{spath}.{field}")));
+    }
+    if s.match_workloads.is_some() {
+        return Err(not_supported(format!("{spath}.matchWorkloads")));
+    }
+    if non_empty(&s.match_return_args) {
+        return Err(invalid(
+            format!("{spath}.matchReturnArgs"),
+            "not supported at LSM hooks (the hook's return value is the verdict)",
+        ));
+    }
+    Ok(())
+}
+
+/// String filters of one family share one kernel lookup per argument and selector.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Equal,
+    Prefix,
+    Postfix,
+}
+
+fn family_of(op: StrOp) -> Family {
+    match op {
+        StrOp::Equal => Family::Equal,
+        StrOp::Prefix => Family::Prefix,
+        StrOp::Postfix => Family::Postfix,
+    }
+}
+
+fn family_name(f: Family) -> &'static str {
+    match f {
+        Family::Equal => "Equal/NotEqual",
+        Family::Prefix => "Prefix/NotPrefix",
+        Family::Postfix => "Postfix/NotPostfix",
+    }
+}
+
+/// Address and port filters: the kernel keeps one non-negated set of each per field and
+/// selector (negated ones add up).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NetClass {
+    Addr,
+    Port,
+}
+
+fn positive_net_set(kind: &ir::FilterKind) -> Option<(NetClass, NetField)> {
+    match kind {
+        ir::FilterKind::Addr {
+            field,
+            negated: false,
+            ..
+        } => Some((NetClass::Addr, *field)),
+        ir::FilterKind::Port {
+            field,
+            negated: false,
+            ..
+        } => Some((NetClass::Port, *field)),
+        _ => None,
+    }
+}
+
+fn field_name(f: NetField) -> &'static str {
+    match f {
+        NetField::Dest => "destination",
+        NetField::Source => "source",
+    }
+}
+
+pub(super) fn convert_selector(
+    spath: &str,
+    index: usize,
+    s: &raw::Selector,
+    args: &[ir::ArgSpec],
+    warnings: &mut Vec<Invalid>,
+) -> VResult<ir::Selector> {
+    check_selector_unsupported(spath, s)?;
+
+    let mut match_args = Vec::new();
+    // (lsm arg index, family, position in matchArgs) of string filters seen so far.
+    let mut families: Vec<(u32, Family, usize)> = Vec::new();
+    // (class, field, position in matchArgs) of non-negated address and port filters.
+    let mut net_sets: Vec<(NetClass, NetField, usize)> = Vec::new();
+    for (k, m) in s.match_args.iter().flatten().enumerate() {
+        let mpath = format!("{spath}.matchArgs[{k}]");
+        let filter = convert_match_arg(&mpath, m, args, warnings)?;
+        if let Some((class, field)) = positive_net_set(&filter.kind) {
+            if let Some((_, _, first)) =
+                net_sets.iter().find(|(c, f, _)| *c == class && *f == field)
+            {
+                let (what, values) = match class {
+                    NetClass::Addr => ("address", "addresses"),
+                    NetClass::Port => ("port", "ports"),
+                };
+                return Err(invalid(
+                    mpath,
+                    format!(
+                        "a second {op} filter on the {field} {what} in the same selector (the \
+                         first is matchArgs[{first}]) is not supported by lsm-agent: the \
+                         kernel checks one set of {field} {values} per selector; merge the \
+                         values into one filter that lists only the {values} both allow",
+                        op = m
+                            .operator
+                            .as_deref()
+                            .and_then(parse_operator)
+                            .map_or("?", operator_name),
+                        field = field_name(field),
+                    ),
+                ));
+            }
+            net_sets.push((class, field, k));
+        }
+        if let ir::FilterKind::Str { op, .. } = &filter.kind {
+            let fam = family_of(*op);
+            if let Some((_, _, first)) = families
+                .iter()
+                .find(|(arg, f, _)| *arg == filter.lsm_index && *f == fam)
+            {
+                return Err(invalid(
+                    mpath,
+                    format!(
+                        "a second {} filter on argument {} in the same selector (the first is \
+                         matchArgs[{first}]) is not supported by lsm-agent: merge the values \
+                         into one filter",
+                        family_name(fam),
+                        filter.spec_index
+                    ),
+                ));
+            }
+            families.push((filter.lsm_index, fam, k));
+        }
+        match_args.push(filter);
+    }
+
+    let match_binaries = convert_match_binaries(spath, s.match_binaries.as_deref())?;
+    let match_pids = convert_match_pids(spath, s.match_pids.as_deref())?;
+    let match_namespaces = convert_match_namespaces(spath, s.match_namespaces.as_deref())?;
+    let match_capabilities = convert_match_capabilities(spath, s.match_capabilities.as_deref())?;
+
+    let raw_actions = s.match_actions.as_deref().unwrap_or_default();
+    if raw_actions.len() > MAX_ACTIONS {
+        return Err(invalid(
+            format!("{spath}.matchActions[{MAX_ACTIONS}]"),
+            format!("at most {MAX_ACTIONS} actions per selector"),
+        ));
+    }
+    let mut actions = Vec::with_capacity(raw_actions.len());
+    for (k, a) in raw_actions.iter().enumerate() {
+        let apath = format!("{spath}.matchActions[{k}]");
+        actions.push(convert_action(&apath, a, warnings)?);
+    }
+
+    Ok(ir::Selector {
+        index,
+        label: s.label.clone().filter(|l| !l.is_empty()),
+        match_args,
+        match_binaries,
+        match_pids,
+        match_namespaces,
+        match_capabilities,
+        actions,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::policy::testutil::*;
+
+    #[test]
+    fn unimplemented_selector_fields_are_named_in_the_error() {
+        let e = parse_err(&with_selector(
+            "matchNamespaceChanges: [{operator: In, values: [Mnt]}]",
+        ));
+        assert_eq!(e.path, "spec.kprobes[0].selectors[0].matchNamespaceChanges");
+        assert_eq!(e.message, "not supported yet by lsm-agent");
+        assert_eq!(e.line, Some(15));
+        let e = parse_err(&with_selector(
+            "matchCapabilityChanges: [{operator: In, values: [CAP_SYS_ADMIN]}]",
+        ));
+        assert_eq!(
+            e.path,
+            "spec.kprobes[0].selectors[0].matchCapabilityChanges"
+        );
+        let e = parse_err(&with_selector(
+            "matchReturnArgs: [{index: 0, operator: Equal, values: [\"0\"]}]",
+        ));
+        assert!(
+            e.message.contains("not supported at LSM hooks"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn empty_selector_lists_are_accepted() {
+        let p = parse_ok(&with_selector("matchPIDs: []\n      matchActions: []"));
+        assert!(p.hooks[0].selectors[0].actions.is_empty());
+    }
+
+    #[test]
+    fn at_most_three_actions_per_selector() {
+        let yaml = with_selector(
+            "matchActions: [{action: Post}, {action: Sigkill}, {action: NoPost}, {action: Post}]",
+        );
+        let e = parse_err(&yaml);
+        assert!(e.message.contains("at most 3 actions"), "{}", e.message);
+    }
+
+    #[test]
+    fn two_prefix_filters_on_one_argument_must_be_merged() {
+        let yaml = with_selector(
+            "
+      matchArgs:
+      - index: 0
+        operator: Prefix
+        values: [\"/etc\"]
+      - index: 0
+        operator: NotPrefix
+        values: [\"/etc/ssh\"]",
+        );
+        let e = parse_err(&yaml);
+        assert_eq!(e.path, "spec.kprobes[0].selectors[0].matchArgs[1]");
+        assert!(e.message.contains("merge the values"), "{}", e.message);
+        // Different families on the same argument are fine.
+        parse_ok(&yaml.replace("NotPrefix", "Postfix"));
+    }
+
+    #[test]
+    fn a_second_non_negated_address_filter_on_one_field_is_rejected_naming_the_first() {
+        let e = parse_err(&net_filters_yaml(&[
+            (0, "DAddr", "10.0.0.0/8"),
+            (0, "DPort", "443"),
+            (0, "daddr", "10.1.0.0/16"),
+        ]));
+        assert_eq!(e.path, "spec.kprobes[0].selectors[0].matchArgs[2]");
+        assert_eq!(e.line, Some(24));
+        assert!(
+            e.message.starts_with(
+                "a second DAddr filter on the destination address in the same selector (the \
+                 first is matchArgs[0]) is not supported by lsm-agent"
+            ) && e.message.contains("merge the values into one filter"),
+            "{}",
+            e.message
+        );
+        // sockaddr SAddr is the destination too.
+        let e = parse_err(&net_filters_yaml(&[
+            (0, "DAddr", "10.0.0.0/8"),
+            (1, "SAddr", "10.1.0.0/16"),
+        ]));
+        assert_eq!(e.path, "spec.kprobes[0].selectors[0].matchArgs[1]");
+        assert!(
+            e.message
+                .starts_with("a second SAddr filter on the destination address"),
+            "{}",
+            e.message
+        );
+        let e = parse_err(&net_filters_yaml(&[
+            (0, "SAddr", "10.0.0.1"),
+            (0, "SAddr", "10.0.0.2"),
+        ]));
+        assert!(
+            e.message
+                .starts_with("a second SAddr filter on the source address"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn a_second_non_negated_port_filter_on_one_field_is_rejected_naming_the_first() {
+        let e = parse_err(&net_filters_yaml(&[
+            (0, "DPort", "443"),
+            (0, "DPortPriv", "0"),
+        ]));
+        assert_eq!(e.path, "spec.kprobes[0].selectors[0].matchArgs[1]");
+        assert!(
+            e.message.starts_with(
+                "a second DPortPriv filter on the destination port in the same selector (the \
+                 first is matchArgs[0])"
+            ),
+            "{}",
+            e.message
+        );
+        let e = parse_err(&net_filters_yaml(&[
+            (0, "DPort", "443"),
+            (1, "SPort", "80"),
+        ]));
+        assert!(
+            e.message
+                .starts_with("a second SPort filter on the destination port"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn negated_and_different_field_network_filters_may_repeat_in_a_selector() {
+        let p = parse_ok(&net_filters_yaml(&[
+            (0, "NotDAddr", "10.0.0.0/8"),
+            (0, "NotDAddr", "192.168.0.0/16"),
+            (0, "DAddr", "0.0.0.0/0"),
+            (0, "SAddr", "127.0.0.1"),
+            (1, "NotSAddr", "172.16.0.0/12"),
+        ]));
+        assert_eq!(p.hooks[0].selectors[0].match_args.len(), 5);
+        let p = parse_ok(&net_filters_yaml(&[
+            (0, "NotDPort", "22"),
+            (0, "NotDPortPriv", "0"),
+            (0, "DPort", "1:65535"),
+            (0, "SPort", "0"),
+            (0, "Protocol", "6"),
+        ]));
+        assert_eq!(p.hooks[0].selectors[0].match_args.len(), 5);
+        // Each selector has its own sets.
+        let yaml = net_filters_yaml(&[(0, "DAddr", "10.0.0.0/8")]).replace(
+            "    selectors:\n",
+            "    selectors:\n    - matchArgs: [{index: 0, operator: DAddr, values: [\"1.1.1.1\"]}]\n",
+        );
+        assert_eq!(parse_ok(&yaml).hooks[0].selectors.len(), 2);
+    }
+}
