@@ -1,13 +1,13 @@
 //! lsm-agent: loads Tetragon TracingPolicy files and enforces them at BPF-LSM hooks.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
 };
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, bail};
 use clap::Parser;
 use lsm_agent::{
     agent::{
@@ -18,9 +18,9 @@ use lsm_agent::{
     events::{self, tetragon::ProcessCache},
     grpc::{self, EventBus},
     policy::{error::PolicyError, ir::Policy, parse::parse_policy_with_env},
+    supervise::Tasks,
 };
-use tokio::{sync::mpsc, task::JoinSet};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 const AGENT_INFO: &str = "/var/run/lsm-agent/agent-info.json";
@@ -146,92 +146,6 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
 /// How long the tasks get to finish (the gRPC server, the export flush) once stopping.
 const GRACE: Duration = Duration::from_secs(10);
 
-/// The daemon's long-running tasks, with one shutdown signal. Each runs until the signal; one
-/// that ends before it (with an error or not, or by panicking) stops the agent with an error,
-/// so that a DaemonSet restarts it rather than let it run blind.
-struct Tasks {
-    set: JoinSet<anyhow::Result<()>>,
-    names: HashMap<tokio::task::Id, &'static str>,
-    stop: CancellationToken,
-}
-
-impl Tasks {
-    fn new() -> Self {
-        Tasks {
-            set: JoinSet::new(),
-            names: HashMap::new(),
-            stop: CancellationToken::new(),
-        }
-    }
-
-    /// A task that watches `self.stop` itself, to shut down gracefully.
-    fn spawn(
-        &mut self,
-        name: &'static str,
-        task: impl Future<Output = anyhow::Result<()>> + Send + 'static,
-    ) {
-        let id = self.set.spawn(task).id();
-        self.names.insert(id, name);
-    }
-
-    /// A task that is simply dropped at the shutdown signal.
-    fn spawn_until_stopped(
-        &mut self,
-        name: &'static str,
-        task: impl Future<Output = anyhow::Result<()>> + Send + 'static,
-    ) {
-        let stop = self.stop.clone();
-        self.spawn(name, async move {
-            stop.run_until_cancelled(task).await.unwrap_or(Ok(()))
-        });
-    }
-
-    fn outcome(
-        &self,
-        joined: Result<(tokio::task::Id, anyhow::Result<()>), tokio::task::JoinError>,
-    ) -> Result<(), anyhow::Error> {
-        let (name, result) = match joined {
-            Ok((id, r)) => (self.names.get(&id).copied().unwrap_or("task"), r),
-            Err(e) => {
-                let name = self.names.get(&e.id()).copied().unwrap_or("task");
-                (name, Err(anyhow!("{e}")))
-            }
-        };
-        match result {
-            Ok(()) if self.stop.is_cancelled() => Ok(()),
-            Ok(()) => Err(anyhow!("{name} ended")),
-            Err(e) => Err(e.context(format!("{name} failed"))),
-        }
-    }
-
-    /// Runs until `signal` or the first task that ends; then stops everything and waits (at
-    /// most [`GRACE`]) for the tasks to finish. Err: why the agent stops abnormally.
-    async fn run(mut self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let first = tokio::select! {
-            () = signal => Ok(()),
-            Some(joined) = self.set.join_next_with_id() => self.outcome(joined),
-        };
-        if let Err(e) = &first {
-            error!("{e:#}; stopping the agent so that it is restarted");
-        }
-        self.stop.cancel();
-        let mut failed = first.err();
-        let drain = async {
-            while let Some(joined) = self.set.join_next_with_id().await {
-                if let Err(e) = self.outcome(joined) {
-                    error!("while stopping: {e:#}");
-                    failed.get_or_insert(e);
-                }
-            }
-        };
-        if tokio::time::timeout(GRACE, drain).await.is_err() {
-            warn!("tasks still running after {GRACE:?}; aborting them");
-            self.set.shutdown().await;
-        }
-        failed.map_or(Ok(()), Err)
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -296,7 +210,7 @@ async fn main() -> anyhow::Result<()> {
     let mut tasks = Tasks::new();
     tasks.spawn_until_stopped("policy owner", async move {
         owner.run().await;
-        bail!("every handle to it is gone")
+        Err("every handle to it is gone".into())
     });
 
     // `dns:` address values: resolve the names the policies use and keep their answers current.
@@ -327,7 +241,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(cfg) = export {
         let exporter =
             lsm_agent::export::Exporter::start(cfg, &bus).context("starting the JSON export")?;
-        let stop = tasks.stop.clone();
+        let stop = tasks.stop_token();
         // Flushed at shutdown.
         tasks.spawn("export", async move {
             stop.cancelled().await;
@@ -341,7 +255,7 @@ async fn main() -> anyhow::Result<()> {
         let stats = stats.clone();
         async move {
             events::reader::run(ring, tx, stats).await?;
-            bail!("the decoder's queue closed")
+            Err("the decoder's queue closed".into())
         }
     });
     tasks.spawn_until_stopped("event decoder", {
@@ -359,7 +273,7 @@ async fn main() -> anyhow::Result<()> {
                     bus.publish(resp);
                 }
             }
-            bail!("the ring-buffer reader's queue closed")
+            Err("the ring-buffer reader's queue closed".into())
         }
     });
 
@@ -407,7 +321,7 @@ async fn main() -> anyhow::Result<()> {
             bus: Some(bus.clone()),
             dns: Some(dns_status.clone()),
         });
-        let stop = tasks.stop.clone().cancelled_owned();
+        let stop = tasks.stop_token().cancelled_owned();
         let serve = lsm_agent::metrics::serve(listeners, handle, collector, stop);
         tasks.spawn("metrics server", async move {
             serve.await;
@@ -424,13 +338,13 @@ async fn main() -> anyhow::Result<()> {
     write_agent_info(&args.server_address);
     info!(address = %args.server_address, "gRPC server listening; agent ready");
     let control: Arc<dyn grpc::PolicyApi> = Arc::new(agent);
-    let stop = tasks.stop.clone().cancelled_owned();
+    let stop = tasks.stop_token().cancelled_owned();
     tasks.spawn("gRPC server", async move {
         grpc::serve_listeners_tls(listeners, bus, control, server_tls.as_ref(), stop).await?;
         Ok(())
     });
 
-    let outcome = tasks.run(signal).await;
+    let outcome = tasks.run(signal, GRACE).await;
     let _ = std::fs::remove_file(AGENT_INFO);
     // Give in-flight log lines a moment; links are detached when the probe drops.
     tokio::time::sleep(Duration::from_millis(10)).await;
