@@ -4,8 +4,8 @@
 //! * [`Watch`]: the pure state machine (what is known about each name, when to ask again),
 //!   driven by an injected clock so it is tested without sleeping.
 //! * [`Lookup`]: one A + AAAA resolution of a name; [`resolver`] builds the hickory-based one.
-//! * [`run`]: the loop that syncs names from the [`Agent`], resolves what is due and installs
-//!   the resulting table with [`Agent::set_dns`].
+//! * [`run`]: the loop that syncs names from the agent, resolves what is due and installs
+//!   the resulting table with [`AgentHandle::set_dns`].
 //!
 //! Semantics, in short: a definitive answer (addresses, or an authoritative "no such name" /
 //! "no such record") replaces what was known, so addresses no longer returned are removed; a
@@ -22,7 +22,7 @@ use std::{
 
 use tracing::{debug, error, info, warn};
 
-use crate::agent::Agent;
+use crate::agent::{AgentError, AgentHandle};
 
 /// Shortest time an answer is trusted: a record with a smaller TTL (including 0) is asked for
 /// again after this long, not sooner. Also the first retry delay after a failure.
@@ -40,7 +40,8 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONCURRENT: usize = 16;
 /// How often the set of names is re-read from the loaded policies.
 pub const POLL: Duration = Duration::from_secs(1);
-/// How long to wait before installing the same table again after [`Agent::set_dns`] failed.
+/// How long to wait before installing the same table again after [`AgentHandle::set_dns`]
+/// failed.
 const PUBLISH_RETRY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -583,33 +584,47 @@ impl Default for Options {
     }
 }
 
-/// Where the names come from and the answers go: the [`Agent`], or a fake in tests.
-trait Target: Send + 'static {
-    fn dns_names(&self) -> BTreeSet<String>;
-    fn set_dns(&self, table: BTreeMap<String, Vec<IpAddr>>) -> Result<(), String>;
+/// Where the names come from and the answers go: the agent, or a fake in tests.
+trait Target: Send + Sync + 'static {
+    fn dns_names(&self) -> impl Future<Output = Result<BTreeSet<String>, AgentError>> + Send;
+    fn set_dns(
+        &self,
+        table: BTreeMap<String, Vec<IpAddr>>,
+    ) -> impl Future<Output = Result<(), AgentError>> + Send;
 }
 
-impl Target for Agent {
-    fn dns_names(&self) -> BTreeSet<String> {
-        Agent::dns_names(self)
+impl Target for AgentHandle {
+    async fn dns_names(&self) -> Result<BTreeSet<String>, AgentError> {
+        AgentHandle::dns_names(self).await
     }
 
-    fn set_dns(&self, table: BTreeMap<String, Vec<IpAddr>>) -> Result<(), String> {
-        Agent::set_dns(self, table).map_err(|e| e.to_string())
+    async fn set_dns(&self, table: BTreeMap<String, Vec<IpAddr>>) -> Result<(), AgentError> {
+        AgentHandle::set_dns(self, table).await
     }
 }
 
-/// Keeps the agent's `dns:` answers current, forever: every `opts.poll` (or when a name is
-/// due) the names are re-read from the loaded policies, due names are resolved (at most
+/// Keeps the agent's `dns:` answers current: every `opts.poll` (or when a name is due) the
+/// names are re-read from the loaded policies, due names are resolved (at most
 /// `opts.max_concurrent` at once, each within `opts.query_timeout`), and a changed table is
-/// installed with [`Agent::set_dns`]. `status` receives every name's state after each step.
-pub async fn run(agent: Agent, lookup: impl Lookup, status: DnsStatus, opts: Options) {
+/// installed with [`AgentHandle::set_dns`]. `status` receives every name's state after each
+/// step. Returns only when the agent is gone ([`AgentError::OwnerStopped`]).
+pub async fn run(
+    agent: AgentHandle,
+    lookup: impl Lookup,
+    status: DnsStatus,
+    opts: Options,
+) -> Result<(), AgentError> {
     run_with(agent, lookup, status, opts).await
 }
 
 type Outcome = (String, Answer);
 
-async fn run_with<T: Target, L: Lookup>(target: T, lookup: L, status: DnsStatus, opts: Options) {
+async fn run_with<T: Target, L: Lookup>(
+    target: T,
+    lookup: L,
+    status: DnsStatus,
+    opts: Options,
+) -> Result<(), AgentError> {
     use tokio::time::Instant as TokioInstant;
     let now = || TokioInstant::now().into_std();
     let lookup = Arc::new(lookup);
@@ -622,14 +637,21 @@ async fn run_with<T: Target, L: Lookup>(target: T, lookup: L, status: DnsStatus,
     let mut refused: Option<(BTreeMap<String, Vec<IpAddr>>, Instant)> = None;
 
     loop {
+        match target.dns_names().await {
+            Ok(names) => {
+                let (added, removed) = watch.set_names(names);
+                for n in &added {
+                    debug!(name = %n, "dns: watching name");
+                }
+                for n in &removed {
+                    info!(name = %n, "dns: name no longer used by any policy");
+                }
+            }
+            Err(AgentError::OwnerStopped) => return Err(AgentError::OwnerStopped),
+            // The names stay as they were; asked again at the next step.
+            Err(e) => warn!(error = %e, "dns: reading the names in use failed"),
+        }
         let t = now();
-        let (added, removed) = watch.set_names(target.dns_names());
-        for n in &added {
-            debug!(name = %n, "dns: watching name");
-        }
-        for n in &removed {
-            info!(name = %n, "dns: name no longer used by any policy");
-        }
 
         for name in watch.due(t) {
             if inflight.len() >= max_concurrent {
@@ -654,11 +676,12 @@ async fn run_with<T: Target, L: Lookup>(target: T, lookup: L, status: DnsStatus,
             .as_ref()
             .is_some_and(|(tb, at)| *tb == table && t < *at + PUBLISH_RETRY);
         if table != published && !skip {
-            match target.set_dns(table.clone()) {
+            match target.set_dns(table.clone()).await {
                 Ok(()) => {
                     published = table;
                     refused = None;
                 }
+                Err(AgentError::OwnerStopped) => return Err(AgentError::OwnerStopped),
                 Err(e) => {
                     let again = refused.as_ref().is_some_and(|(tb, _)| *tb == table);
                     if again {
@@ -1206,11 +1229,11 @@ mod tests {
     }
 
     impl Target for FakeAgent {
-        fn dns_names(&self) -> BTreeSet<String> {
-            self.names.lock().unwrap().clone()
+        async fn dns_names(&self) -> Result<BTreeSet<String>, AgentError> {
+            Ok(self.names.lock().unwrap().clone())
         }
 
-        fn set_dns(&self, table: BTreeMap<String, Vec<IpAddr>>) -> Result<(), String> {
+        async fn set_dns(&self, table: BTreeMap<String, Vec<IpAddr>>) -> Result<(), AgentError> {
             self.installed.lock().unwrap().push(table);
             Ok(())
         }

@@ -1,6 +1,8 @@
 //! lsm-agent: Tetragon-compatible policies enforced at BPF-LSM hooks.
 //!
 //! * [`policy`]: parse, validate and compile `TracingPolicy` YAML into map entries (pure).
+//! * [`agent`]: the loaded policies, the one task that owns the kernel maps, the policy
+//!   directory watcher.
 //! * [`bpf`]: load and attach the programs, write compiled policies into their maps.
 //! * [`events`]: read the ring buffer, decode, enrich with process data, format.
 //! * [`dns`]: resolve the `dns:<name>` address values and keep their answers current.
@@ -8,6 +10,7 @@
 //! * [`export`]: the JSON export file (`--export-filename`), with rotation and filters.
 //! * [`metrics`]: Prometheus metrics (`--metrics-server`).
 //! * [`listen`]: binding the TCP listeners of the servers.
+//! * [`supervise`]: the daemon's tasks under one shutdown signal.
 pub mod agent;
 pub mod bpf;
 pub mod dns;
@@ -17,3 +20,4 @@ pub mod grpc;
 pub mod listen;
 pub mod metrics;
 pub mod policy;
+pub mod supervise;

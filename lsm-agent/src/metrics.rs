@@ -35,14 +35,12 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 use crate::{
-    agent::Agent,
+    agent::{AgentHandle, PolicyState, PolicyStatus},
     dns::{DnsStatus, NameStatus},
     events::{decode::KernelEvent, reader::ReaderStats},
     grpc::{
         EventBus,
-        proto::tetragon::{
-            GetEventsResponse, TracingPolicyState, TracingPolicyStatus, get_events_response::Event,
-        },
+        proto::tetragon::{GetEventsResponse, get_events_response::Event},
         server::event_type,
     },
 };
@@ -239,17 +237,14 @@ pub const METRICS: &[Metric] = &[
     },
 ];
 
-/// The [`TracingPolicyState`]s that have a `state` label value, with Tetragon's names.
-const POLICY_STATES: &[(TracingPolicyState, &str)] = &[
-    (TracingPolicyState::TpStateEnabled, "enabled"),
-    (TracingPolicyState::TpStateDisabled, "disabled"),
-    (TracingPolicyState::TpStateError, "error"),
-    (TracingPolicyState::TpStateLoadError, "load_error"),
-    (
-        TracingPolicyState::TpStatePartiallyEnabled,
-        "partially_enabled",
-    ),
-    (TracingPolicyState::TpStateSkipped, "skipped"),
+/// Every [`PolicyState`] with its `state` label value (Tetragon's names).
+const POLICY_STATES: &[(PolicyState, &str)] = &[
+    (PolicyState::Enabled, "enabled"),
+    (PolicyState::Disabled, "disabled"),
+    (PolicyState::Error, "error"),
+    (PolicyState::LoadError, "load_error"),
+    (PolicyState::PartiallyEnabled, "partially_enabled"),
+    (PolicyState::Skipped, "skipped"),
 ];
 
 /// `action` label values, in the order of [`action_counts`].
@@ -500,7 +495,7 @@ fn event_binary(r: &GetEventsResponse) -> Option<&str> {
 /// What the [`Collector`] reads; any part may be missing (tests, `--check`).
 #[derive(Default, Clone)]
 pub struct Sources {
-    pub agent: Option<Agent>,
+    pub agent: Option<AgentHandle>,
     pub reader: Option<Arc<ReaderStats>>,
     pub bus: Option<EventBus>,
     pub dns: Option<DnsStatus>,
@@ -521,13 +516,16 @@ impl Collector {
         }
     }
 
-    /// Reads every source and updates the metrics (in the current recorder).
-    pub fn refresh(&mut self) {
+    /// Reads every source and updates the metrics (in the current recorder). The policy
+    /// state comes from the agent's owner, so this waits for a policy change in progress; a
+    /// stopped agent leaves the policy metrics as they were.
+    pub async fn refresh(&mut self) {
         if let Some(agent) = &self.sources.agent {
-            let status = agent.status();
-            record_policy_states(&status);
-            self.actions.record(&status);
-            if let Some(stats) = agent.kernel_stats() {
+            if let Ok(status) = agent.status().await {
+                record_policy_states(&status);
+                self.actions.record(&status);
+            }
+            if let Ok(Some(stats)) = agent.kernel_stats().await {
                 record_kernel_stats(&stats);
             }
         }
@@ -546,9 +544,9 @@ impl Collector {
 }
 
 /// Sets `lsm_agent_tracingpolicy_loaded{state}` from the policy list.
-pub fn record_policy_states(status: &[TracingPolicyStatus]) {
+pub fn record_policy_states(status: &[PolicyStatus]) {
     for (state, label) in POLICY_STATES {
-        let n = status.iter().filter(|p| p.state == *state as i32).count();
+        let n = status.iter().filter(|p| p.state == *state).count();
         gauge!(TRACINGPOLICY_LOADED, "state" => *label).set(n as f64);
     }
 }
@@ -576,8 +574,8 @@ pub fn record_dns(names: &[NameStatus], now: Instant) {
 }
 
 /// A policy's action counters in [`ACTIONS`] order.
-pub fn action_counts(p: &TracingPolicyStatus) -> Option<[u64; 6]> {
-    let c = p.stats.as_ref()?.action_counters.as_ref()?;
+pub fn action_counts(p: &PolicyStatus) -> Option<[u64; 6]> {
+    let c = p.actions?;
     Some([
         c.post,
         c.nopost,
@@ -595,17 +593,17 @@ pub fn action_counts(p: &TracingPolicyStatus) -> Option<[u64; 6]> {
 /// id starts from zero, a value that went down (a slot reassigned) counts from zero again.
 #[derive(Debug, Default)]
 pub struct ActionTracker {
-    last: HashMap<u64, [u64; 6]>,
+    last: HashMap<u32, [u64; 6]>,
 }
 
 impl ActionTracker {
-    pub fn record(&mut self, status: &[TracingPolicyStatus]) {
+    pub fn record(&mut self, status: &[PolicyStatus]) {
         let mut seen = HashSet::new();
         for p in status {
-            let Some(now) = action_counts(p) else {
+            let (Some(id), Some(now)) = (p.id, action_counts(p)) else {
                 continue;
             };
-            let last = self.last.get(&p.id).copied().unwrap_or_default();
+            let last = self.last.get(&id).copied().unwrap_or_default();
             for (i, action) in ACTIONS.iter().enumerate() {
                 let delta = if now[i] >= last[i] {
                     now[i] - last[i]
@@ -620,8 +618,8 @@ impl ActionTracker {
                 )
                 .increment(delta);
             }
-            self.last.insert(p.id, now);
-            seen.insert(p.id);
+            self.last.insert(id, now);
+            seen.insert(id);
         }
         // Disabled or removed: the slots are gone, a re-enabled policy counts from zero.
         self.last.retain(|id, _| seen.contains(id));
@@ -677,15 +675,12 @@ pub async fn bind(addr: &str) -> Result<Listeners, MetricsError> {
 
 struct Scrape {
     handle: PrometheusHandle,
-    collector: Mutex<Collector>,
+    collector: tokio::sync::Mutex<Collector>,
 }
 
 impl Scrape {
-    fn render(&self) -> String {
-        self.collector
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .refresh();
+    async fn render(&self) -> String {
+        self.collector.lock().await.refresh().await;
         self.handle.render()
     }
 }
@@ -700,7 +695,7 @@ pub async fn serve(
 ) {
     let scrape = Arc::new(Scrape {
         handle,
-        collector: Mutex::new(collector),
+        collector: tokio::sync::Mutex::new(collector),
     });
     info!(addrs = ?listeners.local_addrs(), "metrics server listening");
     let mut tasks = tokio::task::JoinSet::new();
@@ -749,22 +744,11 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 async fn respond(scrape: &Arc<Scrape>, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     const PLAIN: &str = "text/plain; charset=utf-8";
     match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/metrics") => {
-            // Reading the policy state may wait for a policy change to finish.
-            let s = scrape.clone();
-            match tokio::task::spawn_blocking(move || s.render()).await {
-                Ok(body) => text(
-                    StatusCode::OK,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    body,
-                ),
-                Err(e) => text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    PLAIN,
-                    format!("rendering metrics failed: {e}\n"),
-                ),
-            }
-        }
+        (&Method::GET | &Method::HEAD, "/metrics") => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            scrape.render().await,
+        ),
         (&Method::GET | &Method::HEAD, "/") => text(
             StatusCode::OK,
             PLAIN,
@@ -865,13 +849,11 @@ pub fn sample_value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> 
 mod tests {
     use super::*;
     use crate::{
-        agent::{MapWriter, Source},
+        agent::{ActionCounts, Agent, MapWriter, Source},
+        bpf::BpfError,
         events::decode::{ExecData, HookData, KPath},
-        grpc::proto::tetragon::{
-            KprobeAction, Process, ProcessExec, ProcessKprobe, ProcessLsm,
-            TracingPolicyActionCounters, TracingPolicyStats,
-        },
-        policy::compile::MapImage,
+        grpc::proto::tetragon::{KprobeAction, Process, ProcessExec, ProcessKprobe, ProcessLsm},
+        policy::{compile::MapImage, ir::HostNs},
     };
     use metrics_exporter_prometheus::PrometheusRecorder;
 
@@ -1101,23 +1083,25 @@ mod tests {
         assert_eq!(client_label(None), "unix");
     }
 
-    fn status(id: u64, name: &str, state: TracingPolicyState, c: [u64; 6]) -> TracingPolicyStatus {
-        TracingPolicyStatus {
-            id,
+    fn status(id: u32, name: &str, state: PolicyState, c: [u64; 6]) -> PolicyStatus {
+        PolicyStatus {
+            id: Some(id),
             name: name.into(),
-            state: state as i32,
-            stats: Some(TracingPolicyStats {
-                action_counters: Some(TracingPolicyActionCounters {
-                    post: c[0],
-                    nopost: c[1],
-                    signal: c[2],
-                    r#override: c[3],
-                    monitor_signal: c[4],
-                    monitor_override: c[5],
-                    ..Default::default()
-                }),
+            namespace: String::new(),
+            source: Source::Grpc,
+            sensors: Vec::new(),
+            enabled: state == PolicyState::Enabled,
+            state,
+            mode: None,
+            actions: Some(ActionCounts {
+                post: c[0],
+                nopost: c[1],
+                signal: c[2],
+                r#override: c[3],
+                monitor_signal: c[4],
+                monitor_override: c[5],
             }),
-            ..Default::default()
+            error: None,
         }
     }
 
@@ -1136,7 +1120,7 @@ mod tests {
             )
         };
         let mut t = ActionTracker::default();
-        let on = TracingPolicyState::TpStateEnabled;
+        let on = PolicyState::Enabled;
         ::metrics::with_local_recorder(&r, || t.record(&[status(1, "p", on, [3, 0, 2, 0, 0, 0])]));
         assert_eq!(get("post"), Some(3.0));
         assert_eq!(get("signal"), Some(2.0));
@@ -1147,8 +1131,8 @@ mod tests {
         ::metrics::with_local_recorder(&r, || t.record(&[status(2, "p", on, [1, 0, 0, 0, 0, 0])]));
         assert_eq!(get("post"), Some(6.0));
         // Disabled (no counters), then enabled again in fresh slots.
-        let mut off = status(2, "p", TracingPolicyState::TpStateDisabled, [0; 6]);
-        off.stats = None;
+        let mut off = status(2, "p", PolicyState::Disabled, [0; 6]);
+        off.actions = None;
         ::metrics::with_local_recorder(&r, || t.record(&[off]));
         ::metrics::with_local_recorder(&r, || t.record(&[status(2, "p", on, [4, 0, 0, 0, 0, 0])]));
         assert_eq!(get("post"), Some(10.0));
@@ -1162,9 +1146,9 @@ mod tests {
         let (r, h) = recorder();
         ::metrics::with_local_recorder(&r, || {
             record_policy_states(&[
-                status(1, "a", TracingPolicyState::TpStateEnabled, [0; 6]),
-                status(2, "b", TracingPolicyState::TpStateEnabled, [0; 6]),
-                status(3, "c", TracingPolicyState::TpStateLoadError, [0; 6]),
+                status(1, "a", PolicyState::Enabled, [0; 6]),
+                status(2, "b", PolicyState::Enabled, [0; 6]),
+                status(3, "c", PolicyState::LoadError, [0; 6]),
             ])
         });
         let get = |s: &str| value(&h, TRACINGPOLICY_LOADED, &[("state", s)]);
@@ -1177,7 +1161,7 @@ mod tests {
     struct FakeKernel;
 
     impl MapWriter for FakeKernel {
-        fn apply(&mut self, _img: &MapImage) -> Result<(), String> {
+        fn apply(&mut self, _img: &MapImage) -> Result<(), BpfError> {
             Ok(())
         }
 
@@ -1192,16 +1176,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_collector_reads_kernel_reader_bus_and_dns_state() {
+    #[tokio::test]
+    async fn the_collector_reads_kernel_reader_bus_and_dns_state() {
         let (r, h) = recorder();
-        let agent = Agent::new(Box::new(FakeKernel));
+        let mut agent = Agent::new(Box::new(FakeKernel), HostNs::default());
         let policy = crate::policy::parse::parse_policy(
             "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: p\nspec:\n  lsmhooks:\n  - hook: file_open\n    args:\n    - index: 0\n      type: file\n    selectors:\n    - matchActions:\n      - action: Post\n",
             std::path::Path::new("p.yaml"),
         )
         .unwrap();
         agent.add(policy, Source::Grpc).unwrap();
+        let (owner, agent) = crate::agent::owner(agent);
+        tokio::spawn(owner.run());
         let reader = Arc::new(ReaderStats::default());
         reader.received.store(100, Ordering::Relaxed);
         reader.queue_lost.store(2, Ordering::Relaxed);
@@ -1213,7 +1199,11 @@ mod tests {
             bus: Some(bus),
             dns: Some(DnsStatus::new()),
         });
-        ::metrics::with_local_recorder(&r, || c.refresh());
+        {
+            // The test runtime has one thread: everything the refresh records lands here.
+            let _local = ::metrics::set_default_local_recorder(&r);
+            c.refresh().await;
+        }
         assert_eq!(value(&h, RINGBUF_LOST, &[]), Some(7.0));
         assert_eq!(value(&h, PATHS_UNRESOLVED, &[]), Some(1.0));
         assert_eq!(value(&h, PATHS_WALKED, &[]), Some(2.0));

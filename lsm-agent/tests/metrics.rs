@@ -16,7 +16,8 @@ use std::{
 };
 
 use lsm_agent::{
-    agent::{Agent, MapWriter, Source},
+    agent::{self, Agent, MapWriter, Source},
+    bpf::BpfError,
     dns::{self, Answer, DnsError, DnsStatus, Lookup},
     events::{
         decode::{HookData, KPath, KernelEvent},
@@ -24,14 +25,14 @@ use lsm_agent::{
         tetragon::ProcessCache,
     },
     grpc::{
-        self, EventBus, PolicyControl,
+        self, EventBus, PolicyApi,
         proto::tetragon::{
             GetEventsRequest, GetEventsResponse, Process, ProcessExec,
             fine_guidance_sensors_client::FineGuidanceSensorsClient, get_events_response::Event,
         },
     },
     metrics::{self as m, Collector, EventMetrics, Sample, Sources, parse_exposition},
-    policy::{compile::MapImage, parse::parse_policy},
+    policy::{compile::MapImage, ir::HostNs, parse::parse_policy},
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -43,7 +44,7 @@ struct FakeKernel {
 }
 
 impl MapWriter for FakeKernel {
-    fn apply(&mut self, img: &MapImage) -> Result<(), String> {
+    fn apply(&mut self, img: &MapImage) -> Result<(), BpfError> {
         *self.slots.lock().unwrap() = img.slots.keys().copied().collect();
         Ok(())
     }
@@ -176,13 +177,15 @@ async fn scrape_reports_what_the_daemon_records() {
     // The agent, with two policies and a fake kernel.
     let slots = Arc::new(Mutex::new(Vec::new()));
     let per_slot = Arc::new(AtomicU64::new(4));
-    let agent = Agent::new(Box::new(FakeKernel {
+    let kernel = FakeKernel {
         slots: slots.clone(),
         per_slot: per_slot.clone(),
-    }));
+    };
+    let (owner, agent) = agent::owner(Agent::new(Box::new(kernel), HostNs::default()));
+    tokio::spawn(owner.run());
     for yaml in [DENY_SHADOW, DNS_EGRESS] {
         let p = parse_policy(yaml, std::path::Path::new("<test>")).unwrap();
-        agent.add(p, Source::Grpc).unwrap();
+        agent.add(p, Source::Grpc).await.unwrap();
     }
 
     // DNS: the name the policies use fails to resolve.
@@ -198,7 +201,7 @@ async fn scrape_reports_what_the_daemon_records() {
     let bus = EventBus::new(4);
     let listeners = grpc::bind("127.0.0.1:0").await.unwrap();
     let grpc_addr = listeners.local_addrs()[0];
-    let control: Arc<dyn PolicyControl> = Arc::new(agent.clone());
+    let control: Arc<dyn PolicyApi> = Arc::new(agent.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(grpc::serve_listeners(
         listeners,
@@ -356,7 +359,7 @@ async fn scrape_reports_what_the_daemon_records() {
     assert_eq!(action("deny-shadow", "override", &samples), Some(9.0));
 
     // Disabled: the gauge moves, the counter keeps its value.
-    agent.set_enabled("deny-shadow", "", false).unwrap();
+    agent.set_enabled("deny-shadow", "", false).await.unwrap();
     let samples = scrape(addr).await;
     assert_eq!(
         value(&samples, m::TRACINGPOLICY_LOADED, &[("state", "disabled")]),

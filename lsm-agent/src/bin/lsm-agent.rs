@@ -1,6 +1,7 @@
 //! lsm-agent: loads Tetragon TracingPolicy files and enforces them at BPF-LSM hooks.
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -9,11 +10,15 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use lsm_agent::{
-    agent::{Agent, Source},
+    agent::{
+        self, Agent, Prepared, Source,
+        dir::{PolicyDir, list_policy_dir},
+    },
     bpf::{Capabilities, Probe},
     events::{self, tetragon::ProcessCache},
     grpc::{self, EventBus},
-    policy::{ir::Policy, parse::parse_policy_file},
+    policy::{error::PolicyError, ir::Policy, parse::parse_policy_with_env},
+    supervise::Tasks,
 };
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -59,30 +64,43 @@ fn parse_dns_server(s: &str) -> Result<std::net::SocketAddr, String> {
     lsm_agent::dns::parse_server(s).map_err(|e| e.to_string())
 }
 
-fn policy_files(args: &Args) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files = args.tracing_policy.clone();
-    if let Some(dir) = &args.tracing_policy_dir {
-        let mut in_dir: Vec<PathBuf> = std::fs::read_dir(dir)
-            .with_context(|| format!("reading --tracing-policy-dir {}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.is_file()
-                    && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-            })
-            .collect();
-        in_dir.sort();
-        files.extend(in_dir);
+/// Every policy file to start with and its content: the `--tracing-policy` files, then those
+/// of `--tracing-policy-dir` in name order. Also returns what the directory held, for its
+/// watcher. A directory that cannot be listed stops the agent.
+fn read_policy_files(args: &Args) -> anyhow::Result<(PolicyTexts, Option<PolicyDir>)> {
+    let mut files: PolicyTexts = args
+        .tracing_policy
+        .iter()
+        .map(|f| (f.clone(), std::fs::read_to_string(f)))
+        .collect();
+    let Some(dir) = &args.tracing_policy_dir else {
+        return Ok((files, None));
+    };
+    let listing = list_policy_dir(dir)
+        .with_context(|| format!("reading --tracing-policy-dir {}", dir.display()))?;
+    let mut initial = BTreeMap::new();
+    for (path, read) in listing {
+        if let Ok(text) = &read {
+            initial.insert(path.clone(), text.clone());
+        }
+        files.push((path, read));
     }
-    Ok(files)
+    Ok((files, Some(PolicyDir::new(dir.clone(), initial))))
 }
 
-/// Parses every file; reports all broken ones before giving up.
-fn load_policies(files: &[PathBuf]) -> anyhow::Result<Vec<(Policy, Source)>> {
+type PolicyTexts = Vec<(PathBuf, std::io::Result<String>)>;
+
+/// Parses every file (`${VAR}` expanded from the environment); reports all broken ones before
+/// giving up.
+fn load_policies(files: PolicyTexts) -> anyhow::Result<Vec<(Policy, Source)>> {
     let mut ok = Vec::new();
     let mut failed = 0;
-    for f in files {
-        match parse_policy_file(f) {
-            Ok(p) => ok.push((p, Source::File(f.clone()))),
+    for (f, read) in files {
+        let parsed = read
+            .map_err(|e| PolicyError::new(&f, "", format!("cannot read policy file: {e}")))
+            .and_then(|text| parse_policy_with_env(&text, &f, |name| std::env::var(name).ok()));
+        match parsed {
+            Ok(p) => ok.push((p, Source::File(f))),
             Err(e) => {
                 // Plain text on stderr (not a log line): the file:line:col prefix is what
                 // editors and CI annotate from.
@@ -111,20 +129,22 @@ fn write_agent_info(server_address: &str) {
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves at SIGTERM or SIGINT. Installed before anything runs, so that a signal during
+/// start-up is not lost.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: stopping"),
+            _ = int.recv() => info!("SIGINT: stopping"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
-    }
+    })
 }
+
+/// How long the tasks get to finish (the gRPC server, the export flush) once stopping.
+const GRACE: Duration = Duration::from_secs(10);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -139,31 +159,20 @@ async fn main() -> anyhow::Result<()> {
     // Checked before anything is loaded, like the policies.
     let export = args.export.config().context("export flags")?;
 
-    // What the directory held when it was read, so the watcher reloads anything that changes
-    // from now on.
-    let initial_dir = args
-        .tracing_policy_dir
-        .as_deref()
-        .map(lsm_agent::agent::read_policy_dir)
-        .unwrap_or_default();
-    let files = policy_files(&args)?;
-    let batch = load_policies(&files)?;
-    // Compile before touching the kernel, so a policy set that cannot fit is refused early.
-    {
-        let refs: Vec<(u32, &Policy)> = batch
-            .iter()
-            .enumerate()
-            .map(|(i, (p, _))| (i as u32 + 1, p))
-            .collect();
-        lsm_agent::policy::compile::compile(&refs).context("compiling policies")?;
-    }
+    let (files, policy_dir) = read_policy_files(&args)?;
+    let batch = load_policies(files)?;
+    // Compiled once, before touching the kernel, so that a policy set that cannot fit is
+    // refused early; the agent applies this very image.
+    let host_ns = lsm_agent::bpf::procfs::host_namespaces();
+    let prepared = Prepared::compile(batch, host_ns).context("compiling policies")?;
     if args.check {
-        println!("{} policy file(s) OK", batch.len());
+        println!("{} policy file(s) OK", prepared.policies().len());
         return Ok(());
     }
-    if batch.is_empty() {
+    if prepared.policies().is_empty() {
         warn!("no policy loaded: pass --tracing-policy FILE or --tracing-policy-dir DIR");
     }
+    let signal = shutdown_signal()?;
 
     // Bound before anything is loaded, so that a taken port stops the agent early; installed
     // before the event loop starts, which registers its counters.
@@ -187,63 +196,76 @@ async fn main() -> anyhow::Result<()> {
         "BPF-LSM programs attached"
     );
 
-    let host_ns = lsm_agent::bpf::procfs::host_namespaces();
-    let agent = Agent::with_host_ns(Box::new(probe), host_ns);
-    let names: Vec<String> = batch.iter().map(|(p, _)| p.name.clone()).collect();
-    agent.add_all(batch).context("enforcing policies")?;
+    let names: Vec<String> = prepared
+        .policies()
+        .iter()
+        .map(|p| p.policy.name.clone())
+        .collect();
+    let agent = Agent::start(Box::new(probe), prepared).context("enforcing policies")?;
     for n in &names {
         info!(policy = %n, "policy enforcing");
     }
+    // From here on the owner task alone touches the kernel maps.
+    let (owner, agent) = agent::owner(agent);
+    let mut tasks = Tasks::new();
+    tasks.spawn_until_stopped("policy owner", async move {
+        owner.run().await;
+        Err("every handle to it is gone".into())
+    });
 
     // `dns:` address values: resolve the names the policies use and keep their answers current.
     // `dns_status` holds every name's state, for status reporting.
     let dns_status = lsm_agent::dns::DnsStatus::new();
     match lsm_agent::dns::resolver(args.dns_server) {
         Ok(lookup) => {
-            let status = dns_status.clone();
-            let run = lsm_agent::dns::run(agent.clone(), lookup, status, Default::default());
-            tokio::spawn(run);
+            let run = lsm_agent::dns::run(
+                agent.clone(),
+                lookup,
+                dns_status.clone(),
+                Default::default(),
+            );
+            tasks.spawn_until_stopped("dns resolver", async move { Ok(run.await?) });
         }
         Err(e) => error!("dns: no resolver, `dns:` address values match nothing: {e}"),
     }
 
-    if let Some(dir) = args.tracing_policy_dir.clone() {
-        info!(dir = %dir.display(), "watching for policy changes");
-        tokio::spawn(lsm_agent::agent::watch_dir(
-            agent.clone(),
-            dir,
-            initial_dir,
-            Duration::from_millis(500),
-        ));
+    if let Some(state) = policy_dir {
+        info!(dir = %state.dir().display(), "watching for policy changes");
+        let watch = agent::dir::watch(agent.clone(), state, list_policy_dir);
+        tasks.spawn_until_stopped("policy directory watcher", async move { Ok(watch.await?) });
     }
 
     // Ring buffer → decoded events → Tetragon events on the bus.
     let bus = EventBus::new(4096);
     // JSON export file: one more bus subscriber, subscribed before the first event.
-    let exporter = match export {
-        Some(cfg) => Some(
-            lsm_agent::export::Exporter::start(cfg, &bus).context("starting the JSON export")?,
-        ),
-        None => None,
-    };
+    if let Some(cfg) = export {
+        let exporter =
+            lsm_agent::export::Exporter::start(cfg, &bus).context("starting the JSON export")?;
+        let stop = tasks.stop_token();
+        // Flushed at shutdown.
+        tasks.spawn("export", async move {
+            stop.cancelled().await;
+            exporter.shutdown().await;
+            Ok(())
+        });
+    }
     let stats = Arc::new(events::reader::ReaderStats::default());
     let (tx, mut rx) = mpsc::channel(65536);
-    tokio::spawn({
+    tasks.spawn_until_stopped("ring-buffer reader", {
         let stats = stats.clone();
         async move {
-            if let Err(e) = events::reader::run(ring, tx, stats).await {
-                error!("ring-buffer reader stopped: {e}");
-            }
+            events::reader::run(ring, tx, stats).await?;
+            Err("the decoder's queue closed".into())
         }
     });
-    tokio::spawn({
+    tasks.spawn_until_stopped("event decoder", {
         let bus = bus.clone();
-        let agent = agent.clone();
+        let images = agent.images();
         async move {
             let mut cache = ProcessCache::new(events::tetragon::node_name());
             let mut metrics = lsm_agent::metrics::EventMetrics::new();
             while let Some(ev) = rx.recv().await {
-                let img = agent.image();
+                let img = images.borrow().clone();
                 let out = cache.convert(&ev, &img);
                 metrics.record(&ev, &out);
                 metrics.set_process_cache_size(cache.len());
@@ -251,11 +273,12 @@ async fn main() -> anyhow::Result<()> {
                     bus.publish(resp);
                 }
             }
+            Err("the ring-buffer reader's queue closed".into())
         }
     });
 
     // Say so when the kernel loses events or has to fail closed: both deserve attention.
-    tokio::spawn({
+    tasks.spawn_until_stopped("stats logger", {
         let agent = agent.clone();
         let stats = stats.clone();
         async move {
@@ -273,7 +296,7 @@ async fn main() -> anyhow::Result<()> {
                     );
                     last_queue_lost = queue_lost;
                 }
-                let Some(now) = agent.kernel_stats() else {
+                let Some(now) = agent.kernel_stats().await? else {
                     continue;
                 };
                 let d = |i: u32| now[i as usize].saturating_sub(last[i as usize]);
@@ -298,8 +321,12 @@ async fn main() -> anyhow::Result<()> {
             bus: Some(bus.clone()),
             dns: Some(dns_status.clone()),
         });
-        let serve = lsm_agent::metrics::serve(listeners, handle, collector, std::future::pending());
-        tokio::spawn(serve);
+        let stop = tasks.stop_token().cancelled_owned();
+        let serve = lsm_agent::metrics::serve(listeners, handle, collector, stop);
+        tasks.spawn("metrics server", async move {
+            serve.await;
+            Ok(())
+        });
     }
 
     // Certificates are read before the address is bound and advertised.
@@ -310,22 +337,18 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding --server-address {}", args.server_address))?;
     write_agent_info(&args.server_address);
     info!(address = %args.server_address, "gRPC server listening; agent ready");
-    let control: Arc<dyn grpc::PolicyControl> = Arc::new(agent.clone());
-    let served = grpc::serve_listeners_tls(
-        listeners,
-        bus,
-        control,
-        server_tls.as_ref(),
-        shutdown_signal(),
-    )
-    .await;
+    let control: Arc<dyn grpc::PolicyApi> = Arc::new(agent);
+    let stop = tasks.stop_token().cancelled_owned();
+    tasks.spawn("gRPC server", async move {
+        grpc::serve_listeners_tls(listeners, bus, control, server_tls.as_ref(), stop).await?;
+        Ok(())
+    });
+
+    let outcome = tasks.run(signal, GRACE).await;
     let _ = std::fs::remove_file(AGENT_INFO);
-    if let Some(exporter) = exporter {
-        exporter.shutdown().await;
-    }
     // Give in-flight log lines a moment; links are detached when the probe drops.
     tokio::time::sleep(Duration::from_millis(10)).await;
-    served.context("gRPC server")?;
+    outcome?;
     info!("stopped");
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! The `tetragon.FineGuidanceSensors` gRPC server: event streaming with Tetragon's filter
-//! semantics, and policy management delegated to a [`PolicyControl`].
+//! semantics, and policy management delegated to a [`PolicyApi`].
 
 use std::{
     future::Future,
@@ -32,13 +32,12 @@ use super::proto::tetragon::{
     DisableTracingPolicyRequest, DisableTracingPolicyResponse, EnableTracingPolicyRequest,
     EnableTracingPolicyResponse, EventType, Filter, GetEventsRequest, GetEventsResponse,
     GetHealthStatusRequest, GetHealthStatusResponse, GetInfoRequest, GetInfoResponse,
-    GetVersionRequest, GetVersionResponse, HealthStatus, HealthStatusResult, HealthStatusType,
+    GetVersionRequest, GetVersionResponse, HealthStatus, HealthStatusType,
     ListTracingPoliciesRequest, ListTracingPoliciesResponse, Process, TracingPolicyMode,
-    TracingPolicyStatus,
     fine_guidance_sensors_server::{FineGuidanceSensors, FineGuidanceSensorsServer},
     get_events_response::Event,
 };
-use super::tls::ServerTls;
+use super::{policy::PolicyApi, tls::ServerTls};
 
 /// Tetragon's default port, appended when an address has none.
 pub const DEFAULT_PORT: u16 = 54321;
@@ -96,17 +95,6 @@ impl EventBus {
     pub fn lost_events(&self) -> u64 {
         self.lost.load(Ordering::Relaxed)
     }
-}
-
-/// What the server needs from the policy manager. Methods are synchronous so that the
-/// implementation can use plain locks; they must not block for long.
-pub trait PolicyControl: Send + Sync + 'static {
-    fn list(&self) -> Vec<TracingPolicyStatus>;
-    fn add(&self, yaml: String) -> Result<(), String>;
-    fn delete(&self, name: &str, namespace: &str) -> Result<(), String>;
-    fn set_enabled(&self, name: &str, namespace: &str, enabled: bool) -> Result<(), String>;
-    fn set_mode(&self, name: &str, namespace: &str, mode: TracingPolicyMode) -> Result<(), String>;
-    fn health(&self) -> (HealthStatusResult, String);
 }
 
 /// Filter fields of a `Filter`, compiled once per `GetEvents` call.
@@ -329,18 +317,14 @@ fn event_policy_name(ev: &GetEventsResponse) -> Option<&str> {
 /// The service implementation; usually used through [`serve`].
 pub struct Service {
     bus: EventBus,
-    control: Arc<dyn PolicyControl>,
+    control: Arc<dyn PolicyApi>,
     /// Flips to `true` on shutdown so that endless `GetEvents` streams end and the server can
     /// finish its graceful shutdown.
     stop: watch::Receiver<bool>,
 }
 
 impl Service {
-    pub fn new(
-        bus: EventBus,
-        control: Arc<dyn PolicyControl>,
-        stop: watch::Receiver<bool>,
-    ) -> Self {
+    pub fn new(bus: EventBus, control: Arc<dyn PolicyApi>, stop: watch::Receiver<bool>) -> Self {
         Self { bus, control, stop }
     }
 }
@@ -423,7 +407,7 @@ impl FineGuidanceSensors for Service {
         &self,
         _request: Request<GetHealthStatusRequest>,
     ) -> Result<Response<GetHealthStatusResponse>, Status> {
-        let (status, details) = self.control.health();
+        let (status, details) = self.control.health().await;
         Ok(Response::new(GetHealthStatusResponse {
             health_status: vec![HealthStatus {
                 event: HealthStatusType::Status as i32,
@@ -437,9 +421,7 @@ impl FineGuidanceSensors for Service {
         &self,
         request: Request<AddTracingPolicyRequest>,
     ) -> Result<Response<AddTracingPolicyResponse>, Status> {
-        self.control
-            .add(request.into_inner().yaml)
-            .map_err(policy_error)?;
+        self.control.add(request.into_inner().yaml).await?;
         Ok(Response::new(AddTracingPolicyResponse {}))
     }
 
@@ -448,9 +430,7 @@ impl FineGuidanceSensors for Service {
         request: Request<DeleteTracingPolicyRequest>,
     ) -> Result<Response<DeleteTracingPolicyResponse>, Status> {
         let r = request.into_inner();
-        self.control
-            .delete(&r.name, &r.namespace)
-            .map_err(policy_error)?;
+        self.control.delete(&r.name, &r.namespace).await?;
         Ok(Response::new(DeleteTracingPolicyResponse {}))
     }
 
@@ -459,7 +439,7 @@ impl FineGuidanceSensors for Service {
         _request: Request<ListTracingPoliciesRequest>,
     ) -> Result<Response<ListTracingPoliciesResponse>, Status> {
         Ok(Response::new(ListTracingPoliciesResponse {
-            policies: self.control.list(),
+            policies: self.control.list().await?,
         }))
     }
 
@@ -470,7 +450,7 @@ impl FineGuidanceSensors for Service {
         let r = request.into_inner();
         self.control
             .set_enabled(&r.name, &r.namespace, true)
-            .map_err(policy_error)?;
+            .await?;
         Ok(Response::new(EnableTracingPolicyResponse {}))
     }
 
@@ -481,7 +461,7 @@ impl FineGuidanceSensors for Service {
         let r = request.into_inner();
         self.control
             .set_enabled(&r.name, &r.namespace, false)
-            .map_err(policy_error)?;
+            .await?;
         Ok(Response::new(DisableTracingPolicyResponse {}))
     }
 
@@ -503,14 +483,12 @@ impl FineGuidanceSensors for Service {
             })
             .transpose()?;
         if let Some(mode) = mode {
-            self.control
-                .set_mode(&r.name, &r.namespace, mode)
-                .map_err(policy_error)?;
+            self.control.set_mode(&r.name, &r.namespace, mode).await?;
         }
         if let Some(enable) = r.enable {
             self.control
                 .set_enabled(&r.name, &r.namespace, enable)
-                .map_err(policy_error)?;
+                .await?;
         }
         Ok(Response::new(ConfigureTracingPolicyResponse {}))
     }
@@ -534,11 +512,6 @@ impl FineGuidanceSensors for Service {
             ..Default::default()
         }))
     }
-}
-
-/// Tetragon returns plain Go errors, which grpc-go sends as `Unknown`; tetra prints the text.
-fn policy_error(msg: String) -> Status {
-    Status::unknown(msg)
 }
 
 /// Bound sockets, before serving. Split from [`serve`] so that callers can learn the actual
@@ -649,7 +622,7 @@ fn split_host_port(addr: &str) -> Result<(&str, u16), GrpcError> {
 pub async fn serve(
     addr: &str,
     bus: EventBus,
-    control: Arc<dyn PolicyControl>,
+    control: Arc<dyn PolicyApi>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GrpcError> {
     let listeners = bind(addr).await?;
@@ -661,7 +634,7 @@ pub async fn serve(
 pub async fn serve_listeners(
     listeners: Listeners,
     bus: EventBus,
-    control: Arc<dyn PolicyControl>,
+    control: Arc<dyn PolicyApi>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GrpcError> {
     serve_listeners_tls(listeners, bus, control, None, shutdown).await
@@ -671,7 +644,7 @@ pub async fn serve_listeners(
 pub async fn serve_listeners_tls(
     listeners: Listeners,
     bus: EventBus,
-    control: Arc<dyn PolicyControl>,
+    control: Arc<dyn PolicyApi>,
     tls: Option<&ServerTls>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GrpcError> {

@@ -1,0 +1,388 @@
+//! The one task that owns the kernel: it holds the [`Agent`] (and through it the map writer)
+//! and runs the commands that every other part of the daemon sends through an
+//! [`AgentHandle`], one at a time, in the order they arrive.
+//!
+//! Senders today: gRPC, the policy directory watcher, the `dns:` resolver and the metrics
+//! collector; a Kubernetes watcher becomes one more (a command per change it needs, next to
+//! the file ones). The image the kernel enforces is published on a `watch` channel, so that
+//! the event decoder reads it without ever waiting for the owner.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    path::PathBuf,
+    sync::Arc,
+};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{
+    state::{Agent, AgentError, FileError, KernelStats, Source},
+    status::{Health, HealthState, PolicyStatus},
+};
+use crate::policy::{
+    compile::MapImage,
+    ir::{Policy, PolicyMode},
+};
+
+/// Commands waiting for the owner. Small: a sender that finds it full waits, which is the
+/// back-pressure we want (changes are applied one by one anyway).
+const QUEUE: usize = 64;
+
+type Reply<T> = oneshot::Sender<Result<T, AgentError>>;
+
+/// One request to the owner, with where its answer goes.
+enum Command {
+    Add {
+        policy: Box<Policy>,
+        source: Source,
+        reply: Reply<()>,
+    },
+    UpsertFile {
+        path: PathBuf,
+        policy: Box<Policy>,
+        reply: Reply<()>,
+    },
+    RemoveFile {
+        path: PathBuf,
+        reply: Reply<()>,
+    },
+    SetFileError {
+        path: PathBuf,
+        error: Option<FileError>,
+        reply: Reply<()>,
+    },
+    Delete {
+        name: String,
+        namespace: String,
+        reply: Reply<()>,
+    },
+    SetEnabled {
+        name: String,
+        namespace: String,
+        enabled: bool,
+        reply: Reply<()>,
+    },
+    SetMode {
+        name: String,
+        namespace: String,
+        mode: PolicyMode,
+        reply: Reply<()>,
+    },
+    SetDns {
+        table: BTreeMap<String, Vec<IpAddr>>,
+        reply: Reply<()>,
+    },
+    DnsNames {
+        reply: Reply<BTreeSet<String>>,
+    },
+    Status {
+        reply: Reply<Vec<PolicyStatus>>,
+    },
+    KernelStats {
+        reply: Reply<Option<KernelStats>>,
+    },
+}
+
+/// Runs one command against the state machine and answers it. A requester that stopped
+/// waiting does not undo the change.
+fn execute(agent: &mut Agent, cmd: Command) {
+    fn answer<T>(reply: Reply<T>, r: Result<T, AgentError>) {
+        let _ = reply.send(r);
+    }
+    match cmd {
+        Command::Add {
+            policy,
+            source,
+            reply,
+        } => answer(reply, agent.add(*policy, source)),
+        Command::UpsertFile {
+            path,
+            policy,
+            reply,
+        } => answer(reply, agent.upsert_file(&path, *policy)),
+        Command::RemoveFile { path, reply } => answer(reply, agent.remove_file(&path)),
+        Command::SetFileError { path, error, reply } => {
+            agent.set_file_error(&path, error);
+            answer(reply, Ok(()));
+        }
+        Command::Delete {
+            name,
+            namespace,
+            reply,
+        } => answer(reply, agent.delete(&name, &namespace)),
+        Command::SetEnabled {
+            name,
+            namespace,
+            enabled,
+            reply,
+        } => answer(reply, agent.set_enabled(&name, &namespace, enabled)),
+        Command::SetMode {
+            name,
+            namespace,
+            mode,
+            reply,
+        } => answer(reply, agent.set_mode(&name, &namespace, mode)),
+        Command::SetDns { table, reply } => answer(reply, agent.set_dns(table)),
+        Command::DnsNames { reply } => answer(reply, Ok(agent.dns_names())),
+        Command::Status { reply } => answer(reply, Ok(agent.status())),
+        Command::KernelStats { reply } => answer(reply, Ok(agent.kernel_stats())),
+    }
+}
+
+/// The owner task: run it once (see [`Owner::run`]).
+pub struct Owner {
+    agent: Agent,
+    commands: mpsc::Receiver<Command>,
+    image: watch::Sender<Arc<MapImage>>,
+}
+
+/// Puts `agent` behind an owner; the handle is how everything else reaches it.
+pub fn owner(agent: Agent) -> (Owner, AgentHandle) {
+    let (tx, commands) = mpsc::channel(QUEUE);
+    let (image, images) = watch::channel(agent.image().clone());
+    let handle = AgentHandle { tx, images };
+    let owner = Owner {
+        agent,
+        commands,
+        image,
+    };
+    (owner, handle)
+}
+
+impl Owner {
+    /// Runs commands until every handle is gone. Dropping the future (shutdown) drops the
+    /// agent and with it the map writer.
+    pub async fn run(mut self) {
+        while let Some(cmd) = self.commands.recv().await {
+            execute(&mut self.agent, cmd);
+            let now = self.agent.image();
+            // Published only when it changed, so that readers' `changed()` means something.
+            self.image.send_if_modified(|img| {
+                let changed = !Arc::ptr_eq(img, now);
+                if changed {
+                    *img = now.clone();
+                }
+                changed
+            });
+        }
+    }
+}
+
+/// A cheap, cloneable way to the owner: every method sends one command and waits for its
+/// answer. Fails with [`AgentError::OwnerStopped`] once the owner is gone.
+#[derive(Clone)]
+pub struct AgentHandle {
+    tx: mpsc::Sender<Command>,
+    images: watch::Receiver<Arc<MapImage>>,
+}
+
+impl std::fmt::Debug for AgentHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentHandle")
+            .field("closed", &self.tx.is_closed())
+            .finish()
+    }
+}
+
+impl AgentHandle {
+    async fn request<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, AgentError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| AgentError::OwnerStopped)?;
+        answer.await.map_err(|_| AgentError::OwnerStopped)?
+    }
+
+    /// Adds one policy (a name already loaded is refused).
+    pub async fn add(&self, policy: Policy, source: Source) -> Result<(), AgentError> {
+        let policy = Box::new(policy);
+        self.request(|reply| Command::Add {
+            policy,
+            source,
+            reply,
+        })
+        .await
+    }
+
+    /// Loads `policy` as the content of the file `path`, replacing its previous version
+    /// without a gap.
+    pub async fn upsert_file(&self, path: PathBuf, policy: Policy) -> Result<(), AgentError> {
+        let policy = Box::new(policy);
+        self.request(|reply| Command::UpsertFile {
+            path,
+            policy,
+            reply,
+        })
+        .await
+    }
+
+    /// Unloads the policy of the file `path` (gone from its directory).
+    pub async fn remove_file(&self, path: PathBuf) -> Result<(), AgentError> {
+        self.request(|reply| Command::RemoveFile { path, reply })
+            .await
+    }
+
+    /// Records (`None`: clears) why the latest content of `path` is not loaded; shown in the
+    /// policy list.
+    pub async fn set_file_error(
+        &self,
+        path: PathBuf,
+        error: Option<FileError>,
+    ) -> Result<(), AgentError> {
+        self.request(|reply| Command::SetFileError { path, error, reply })
+            .await
+    }
+
+    pub async fn delete(&self, name: &str, namespace: &str) -> Result<(), AgentError> {
+        let (name, namespace) = (name.to_owned(), namespace.to_owned());
+        self.request(|reply| Command::Delete {
+            name,
+            namespace,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn set_enabled(
+        &self,
+        name: &str,
+        namespace: &str,
+        enabled: bool,
+    ) -> Result<(), AgentError> {
+        let (name, namespace) = (name.to_owned(), namespace.to_owned());
+        self.request(|reply| Command::SetEnabled {
+            name,
+            namespace,
+            enabled,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn set_mode(
+        &self,
+        name: &str,
+        namespace: &str,
+        mode: PolicyMode,
+    ) -> Result<(), AgentError> {
+        let (name, namespace) = (name.to_owned(), namespace.to_owned());
+        self.request(|reply| Command::SetMode {
+            name,
+            namespace,
+            mode,
+            reply,
+        })
+        .await
+    }
+
+    /// Installs new answers for `dns:` names (see [`Agent::set_dns`]).
+    pub async fn set_dns(&self, table: BTreeMap<String, Vec<IpAddr>>) -> Result<(), AgentError> {
+        self.request(|reply| Command::SetDns { table, reply }).await
+    }
+
+    /// Every `dns:` name the loaded policies use.
+    pub async fn dns_names(&self) -> Result<BTreeSet<String>, AgentError> {
+        self.request(|reply| Command::DnsNames { reply }).await
+    }
+
+    pub async fn status(&self) -> Result<Vec<PolicyStatus>, AgentError> {
+        self.request(|reply| Command::Status { reply }).await
+    }
+
+    pub async fn kernel_stats(&self) -> Result<Option<KernelStats>, AgentError> {
+        self.request(|reply| Command::KernelStats { reply }).await
+    }
+
+    pub fn health(&self) -> Health {
+        if self.tx.is_closed() {
+            Health {
+                state: HealthState::Stopped,
+                details: "stopped".into(),
+            }
+        } else {
+            Health {
+                state: HealthState::Running,
+                details: "running".into(),
+            }
+        }
+    }
+
+    /// The image the kernel enforces now; never waits for the owner.
+    pub fn image(&self) -> Arc<MapImage> {
+        self.images.borrow().clone()
+    }
+
+    /// The image the kernel enforces, as it changes.
+    pub fn images(&self) -> watch::Receiver<Arc<MapImage>> {
+        self.images.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::{
+        agent::{state::tests::Recorder, status::PolicyState},
+        policy::{ir::HostNs, parse::parse_policy},
+    };
+
+    fn policy() -> Policy {
+        parse_policy(super::super::state::tests::YAML, Path::new("<test>")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn commands_reach_the_owner_and_the_new_image_is_published() {
+        let (r, images) = Recorder::new();
+        let (owner, handle) = owner(Agent::new(Box::new(r), HostNs::default()));
+        let task = tokio::spawn(owner.run());
+        let mut published = handle.images();
+        assert!(handle.image().str_eq.is_empty());
+
+        handle.add(policy(), Source::Grpc).await.unwrap();
+        assert!(published.has_changed().unwrap());
+        assert_eq!(published.borrow_and_update().str_eq.len(), 1);
+        assert_eq!(handle.image().str_eq.len(), 1);
+        assert_eq!(images.lock().unwrap().len(), 1);
+
+        // A refused change publishes nothing and answers with its typed error.
+        let err = handle.add(policy(), Source::Grpc).await.unwrap_err();
+        assert!(matches!(err, AgentError::Duplicate(_)));
+        assert!(!published.has_changed().unwrap());
+
+        handle
+            .set_enabled("lsm-file-open", "", false)
+            .await
+            .unwrap();
+        assert!(published.borrow_and_update().str_eq.is_empty());
+        let st = handle.status().await.unwrap();
+        assert_eq!(st[0].state, PolicyState::Disabled);
+        assert_eq!(handle.health().state, HealthState::Running);
+
+        drop(published);
+        drop(handle);
+        // Every handle gone: the owner ends by itself.
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stopped_owner_is_a_typed_error_not_a_hang() {
+        let (r, _) = Recorder::new();
+        let (owner, handle) = owner(Agent::new(Box::new(r), HostNs::default()));
+        drop(owner);
+        assert!(matches!(
+            handle.status().await,
+            Err(AgentError::OwnerStopped)
+        ));
+        assert!(matches!(
+            handle.add(policy(), Source::Grpc).await,
+            Err(AgentError::OwnerStopped)
+        ));
+        assert_eq!(handle.health().state, HealthState::Stopped);
+        // The last image stays readable for the decoder.
+        assert!(handle.image().str_eq.is_empty());
+    }
+}

@@ -1,0 +1,675 @@
+//! The set of loaded policies and the one place that turns it into map contents: a plain,
+//! synchronous state machine. Only the owner task ([`super::owner`]) drives it in the daemon;
+//! tests drive it directly.
+//!
+//! Every change (add, delete, enable, disable, mode, `dns:` answers) recompiles the whole set
+//! and applies the resulting image; a change that fails to compile or apply leaves what was
+//! enforcing before.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use tracing::warn;
+
+use super::status::{ActionCounts, EffectiveMode, PolicyState, PolicyStatus, Sensor};
+use crate::{
+    bpf::BpfError,
+    policy::{
+        compile::{CompileEnv, CompileError, MapImage, compile_with},
+        error::PolicyError,
+        ir::{HookOrigin, HostNs, Policy, PolicyMode},
+    },
+};
+
+/// The kernel's `STAT_*` counters, summed over CPUs.
+pub type KernelStats = [u64; lsm_shared::NUM_STATS as usize];
+
+/// Where map images go: the loaded BPF object, or a recorder in tests.
+pub trait MapWriter: Send {
+    fn apply(&mut self, img: &MapImage) -> Result<(), BpfError>;
+
+    /// The kernel's `STAT_*` counters (none without a kernel).
+    fn kernel_stats(&self) -> Option<KernelStats> {
+        None
+    }
+
+    /// Action counters per selector slot index (`hook * MAX_SELECTORS + slot`).
+    fn counters(&self) -> BTreeMap<u32, lsm_shared::ActionCounters> {
+        BTreeMap::new()
+    }
+}
+
+impl MapWriter for crate::bpf::Probe {
+    fn apply(&mut self, img: &MapImage) -> Result<(), BpfError> {
+        crate::bpf::Probe::apply(self, img)
+    }
+
+    fn kernel_stats(&self) -> Option<KernelStats> {
+        Some(self.stats())
+    }
+
+    fn counters(&self) -> BTreeMap<u32, lsm_shared::ActionCounters> {
+        crate::bpf::Probe::counters(self)
+    }
+}
+
+/// Where a policy came from (Tetragon's "domain").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `--tracing-policy` or `--tracing-policy-dir`.
+    File(PathBuf),
+    /// `AddTracingPolicy`.
+    Grpc,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadedPolicy {
+    pub id: u32,
+    pub policy: Policy,
+    pub source: Source,
+    pub enabled: bool,
+}
+
+impl LoadedPolicy {
+    fn namespace(&self) -> &str {
+        self.policy.namespace.as_deref().unwrap_or("")
+    }
+
+    fn has_enforcement(&self) -> bool {
+        self.policy.hooks.iter().any(|h| {
+            h.selectors.iter().any(|s| {
+                s.actions.iter().any(|a| {
+                    use crate::policy::ir::Action::*;
+                    matches!(a, Sigkill | Override { .. } | Signal { .. })
+                })
+            })
+        })
+    }
+}
+
+/// Why the latest content of a policy file is not what enforces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileError {
+    /// The content was read but failed to parse, compile or apply.
+    Rejected(String),
+    /// The file, or its directory, could not be read.
+    Unreadable(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Parse(#[from] PolicyError),
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    #[error("writing BPF maps: {0}")]
+    Apply(#[source] BpfError),
+    #[error("a policy named {0:?} is already loaded")]
+    Duplicate(String),
+    #[error("no policy named {0:?}")]
+    NotFound(String),
+    #[error("unsupported mode {0}")]
+    UnsupportedMode(String),
+    /// The owner task is gone (the agent is stopping, or it died).
+    #[error("the policy owner task has stopped")]
+    OwnerStopped,
+}
+
+/// Appends `batch` to `existing` with ids from `next_id`; refuses a name loaded twice.
+/// Returns the candidate set and the next free id.
+fn with_batch(
+    existing: &[LoadedPolicy],
+    batch: Vec<(Policy, Source)>,
+    mut next_id: u32,
+) -> Result<(Vec<LoadedPolicy>, u32), AgentError> {
+    let mut candidate = existing.to_vec();
+    for (policy, source) in batch {
+        if candidate
+            .iter()
+            .any(|p| p.policy.name == policy.name && p.policy.namespace == policy.namespace)
+        {
+            return Err(AgentError::Duplicate(policy.name));
+        }
+        candidate.push(LoadedPolicy {
+            id: next_id,
+            policy,
+            source,
+            enabled: true,
+        });
+        next_id += 1;
+    }
+    Ok((candidate, next_id))
+}
+
+fn enabled_policies(policies: &[LoadedPolicy]) -> Vec<(u32, &Policy)> {
+    policies
+        .iter()
+        .filter(|p| p.enabled)
+        .map(|p| (p.id, &p.policy))
+        .collect()
+}
+
+fn log_warnings(policies: &[LoadedPolicy]) {
+    for p in policies {
+        for w in &p.policy.warnings {
+            warn!(policy = %p.policy.name, "{w}");
+        }
+    }
+}
+
+/// The start-up policy set, checked and compiled before the kernel is touched (so that a set
+/// that cannot fit is refused before anything is loaded); [`Agent::start`] applies it as is.
+#[derive(Debug)]
+pub struct Prepared {
+    policies: Vec<LoadedPolicy>,
+    image: MapImage,
+    env: CompileEnv,
+    next_id: u32,
+}
+
+impl Prepared {
+    pub fn compile(batch: Vec<(Policy, Source)>, host_ns: HostNs) -> Result<Self, AgentError> {
+        let env = CompileEnv {
+            host_ns,
+            ..Default::default()
+        };
+        let (policies, next_id) = with_batch(&[], batch, 1)?;
+        let image = compile_with(&enabled_policies(&policies), &MapImage::default(), &env)?;
+        Ok(Prepared {
+            policies,
+            image,
+            env,
+            next_id,
+        })
+    }
+
+    pub fn policies(&self) -> &[LoadedPolicy] {
+        &self.policies
+    }
+}
+
+/// Loaded policies plus the map image they compile to, and the writer that enforces it.
+pub struct Agent {
+    writer: Box<dyn MapWriter>,
+    policies: Vec<LoadedPolicy>,
+    next_id: u32,
+    /// Policy files whose latest content is not loaded, with the reason. The version loaded
+    /// before (if any) keeps enforcing.
+    file_errors: BTreeMap<PathBuf, FileError>,
+    /// Node facts and `dns:` answers the policies compile against.
+    env: CompileEnv,
+    /// What the kernel enforces now.
+    image: Arc<MapImage>,
+}
+
+impl Agent {
+    /// An agent without policies (`host_ns` matches nothing unless given).
+    pub fn new(writer: Box<dyn MapWriter>, host_ns: HostNs) -> Self {
+        Agent {
+            writer,
+            policies: Vec::new(),
+            next_id: 1,
+            file_errors: BTreeMap::new(),
+            env: CompileEnv {
+                host_ns,
+                ..Default::default()
+            },
+            image: Arc::new(MapImage::default()),
+        }
+    }
+
+    /// An agent enforcing `prepared`, applied as it was compiled.
+    pub fn start(mut writer: Box<dyn MapWriter>, prepared: Prepared) -> Result<Self, AgentError> {
+        log_warnings(&prepared.policies);
+        writer.apply(&prepared.image).map_err(AgentError::Apply)?;
+        Ok(Agent {
+            writer,
+            policies: prepared.policies,
+            next_id: prepared.next_id,
+            file_errors: BTreeMap::new(),
+            env: prepared.env,
+            image: Arc::new(prepared.image),
+        })
+    }
+
+    /// The image the kernel enforces now (for decoding events).
+    pub fn image(&self) -> &Arc<MapImage> {
+        &self.image
+    }
+
+    /// Recompiles `candidate` and applies it; on success it becomes the loaded set.
+    fn commit(&mut self, candidate: Vec<LoadedPolicy>) -> Result<(), AgentError> {
+        let img = compile_with(&enabled_policies(&candidate), &self.image, &self.env)?;
+        self.writer.apply(&img).map_err(AgentError::Apply)?;
+        self.policies = candidate;
+        self.image = Arc::new(img);
+        Ok(())
+    }
+
+    /// Adds a batch of policies at once: all or nothing.
+    pub fn add_all(&mut self, batch: Vec<(Policy, Source)>) -> Result<(), AgentError> {
+        let (candidate, next) = with_batch(&self.policies, batch, self.next_id)?;
+        log_warnings(&candidate[self.policies.len()..]);
+        self.commit(candidate)?;
+        self.next_id = next;
+        Ok(())
+    }
+
+    pub fn add(&mut self, policy: Policy, source: Source) -> Result<(), AgentError> {
+        self.add_all(vec![(policy, source)])
+    }
+
+    fn modify(
+        &mut self,
+        name: &str,
+        namespace: &str,
+        f: impl FnOnce(&mut Vec<LoadedPolicy>, usize),
+    ) -> Result<(), AgentError> {
+        let mut candidate = self.policies.clone();
+        let idx = candidate
+            .iter()
+            .position(|p| p.policy.name == name && p.namespace() == namespace)
+            .ok_or_else(|| AgentError::NotFound(name.to_string()))?;
+        f(&mut candidate, idx);
+        self.commit(candidate)
+    }
+
+    /// Loads `policy` as the content of `path`: replaces the version loaded from that file in
+    /// one switch (the old version enforces until the new one does), or adds it.
+    pub fn upsert_file(&mut self, path: &Path, policy: Policy) -> Result<(), AgentError> {
+        let mut candidate = self.policies.clone();
+        let source = Source::File(path.to_path_buf());
+        let pos = candidate.iter().position(|p| p.source == source);
+        if candidate.iter().enumerate().any(|(i, p)| {
+            Some(i) != pos && p.policy.name == policy.name && p.policy.namespace == policy.namespace
+        }) {
+            return Err(AgentError::Duplicate(policy.name));
+        }
+        for w in &policy.warnings {
+            warn!(policy = %policy.name, "{w}");
+        }
+        let id = self.next_id;
+        let loaded = LoadedPolicy {
+            id,
+            enabled: pos.is_none_or(|i| candidate[i].enabled),
+            policy,
+            source,
+        };
+        match pos {
+            Some(i) => candidate[i] = loaded,
+            None => candidate.push(loaded),
+        }
+        self.commit(candidate)?;
+        self.next_id = id + 1;
+        self.file_errors.remove(path);
+        Ok(())
+    }
+
+    /// Unloads the policy that came from `path` (the file was removed).
+    pub fn remove_file(&mut self, path: &Path) -> Result<(), AgentError> {
+        self.file_errors.remove(path);
+        let source = Source::File(path.to_path_buf());
+        if !self.policies.iter().any(|p| p.source == source) {
+            return Ok(());
+        }
+        let candidate = self
+            .policies
+            .iter()
+            .filter(|p| p.source != source)
+            .cloned()
+            .collect();
+        self.commit(candidate)
+    }
+
+    /// Records (or, with `None`, clears) why the latest content of `path` is not loaded.
+    pub fn set_file_error(&mut self, path: &Path, error: Option<FileError>) {
+        match error {
+            Some(e) => self.file_errors.insert(path.to_path_buf(), e),
+            None => self.file_errors.remove(path),
+        };
+    }
+
+    pub fn delete(&mut self, name: &str, namespace: &str) -> Result<(), AgentError> {
+        self.modify(name, namespace, |c, i| {
+            c.remove(i);
+        })
+    }
+
+    pub fn set_enabled(&mut self, name: &str, namespace: &str, on: bool) -> Result<(), AgentError> {
+        self.modify(name, namespace, |c, i| c[i].enabled = on)
+    }
+
+    pub fn set_mode(
+        &mut self,
+        name: &str,
+        namespace: &str,
+        mode: PolicyMode,
+    ) -> Result<(), AgentError> {
+        self.modify(name, namespace, |c, i| c[i].policy.mode = mode)
+    }
+
+    pub fn kernel_stats(&self) -> Option<KernelStats> {
+        self.writer.kernel_stats()
+    }
+
+    pub fn policies(&self) -> &[LoadedPolicy] {
+        &self.policies
+    }
+
+    /// Every `dns:` name the loaded policies use, for the resolver to watch.
+    pub fn dns_names(&self) -> BTreeSet<String> {
+        self.policies
+            .iter()
+            .flat_map(|p| p.policy.hooks.iter())
+            .flat_map(|h| h.selectors.iter())
+            .flat_map(|s| s.match_args.iter())
+            .filter_map(|f| match &f.kind {
+                crate::policy::ir::FilterKind::Addr { values, .. } => Some(values),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|v| match v {
+                crate::policy::ir::AddrValue::Dns(name) => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Installs new answers for `dns:` names: the policies are recompiled against them and
+    /// applied without a gap. Unchanged answers are a no-op.
+    pub fn set_dns(&mut self, dns: BTreeMap<String, Vec<IpAddr>>) -> Result<(), AgentError> {
+        if self.env.dns == dns {
+            return Ok(());
+        }
+        let previous = std::mem::replace(&mut self.env.dns, dns);
+        let candidate = self.policies.clone();
+        let result = self.commit(candidate);
+        if result.is_err() {
+            self.env.dns = previous;
+        }
+        result
+    }
+
+    /// Every loaded policy, then every policy file that could not be loaded at all.
+    pub fn status(&self) -> Vec<PolicyStatus> {
+        // Per policy id: the sum of its selectors' counters.
+        let mut per_policy: BTreeMap<u32, lsm_shared::ActionCounters> = BTreeMap::new();
+        for (idx, c) in self.writer.counters() {
+            if let Some(info) = self.image.slots.get(&idx) {
+                let sum = per_policy.entry(info.policy_id).or_default();
+                for (s, v) in sum.c.iter_mut().zip(c.c) {
+                    *s += v;
+                }
+            }
+        }
+        let mut out: Vec<PolicyStatus> = self
+            .policies
+            .iter()
+            .map(|p| {
+                let mut sensors: Vec<Sensor> = p
+                    .policy
+                    .hooks
+                    .iter()
+                    .map(|h| match h.origin {
+                        HookOrigin::Kprobe { .. } => Sensor::Kprobe,
+                        HookOrigin::LsmHook => Sensor::Lsm,
+                    })
+                    .collect();
+                sensors.dedup();
+                let mode = if !p.has_enforcement() {
+                    EffectiveMode::MonitorOnly
+                } else if p.policy.mode == PolicyMode::Monitor {
+                    EffectiveMode::Monitor
+                } else {
+                    EffectiveMode::Enforce
+                };
+                let mut status = PolicyStatus {
+                    id: Some(p.id),
+                    name: p.policy.name.clone(),
+                    namespace: p.namespace().to_string(),
+                    source: p.source.clone(),
+                    sensors,
+                    enabled: p.enabled,
+                    state: if p.enabled {
+                        PolicyState::Enabled
+                    } else {
+                        PolicyState::Disabled
+                    },
+                    mode: Some(mode),
+                    actions: per_policy.get(&p.id).map(ActionCounts::from_kernel),
+                    error: None,
+                };
+                // The file changed and the new version is not loaded: the old one still
+                // enforces, but say so loudly.
+                if let Source::File(f) = &p.source
+                    && let Some(e) = self.file_errors.get(f)
+                {
+                    status.state = PolicyState::Error;
+                    status.error = Some(match e {
+                        FileError::Rejected(e) => {
+                            format!("new version not loaded, previous one enforcing: {e}")
+                        }
+                        FileError::Unreadable(e) => {
+                            format!("cannot read the policy file, loaded version enforcing: {e}")
+                        }
+                    });
+                }
+                status
+            })
+            .collect();
+        for (f, e) in &self.file_errors {
+            let source = Source::File(f.clone());
+            if !self.policies.iter().any(|p| p.source == source) {
+                out.push(PolicyStatus {
+                    id: None,
+                    name: f
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    namespace: String::new(),
+                    source,
+                    sensors: Vec::new(),
+                    enabled: false,
+                    state: PolicyState::LoadError,
+                    mode: None,
+                    actions: None,
+                    error: Some(match e {
+                        FileError::Rejected(e) | FileError::Unreadable(e) => e.clone(),
+                    }),
+                });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::policy::parse::parse_policy;
+
+    /// Records every image it is asked to write; can be told to fail.
+    pub struct Recorder {
+        pub images: Arc<Mutex<Vec<MapImage>>>,
+        pub fail: bool,
+    }
+
+    impl Recorder {
+        pub fn new() -> (Self, Arc<Mutex<Vec<MapImage>>>) {
+            let images = Arc::new(Mutex::new(Vec::new()));
+            let r = Recorder {
+                images: images.clone(),
+                fail: false,
+            };
+            (r, images)
+        }
+    }
+
+    /// A map update the kernel refused, as `Probe::apply` reports it.
+    pub fn map_write_error() -> BpfError {
+        BpfError::Map {
+            name: "STR_EQ",
+            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_update_elem",
+                io_error: std::io::Error::from_raw_os_error(nix::errno::Errno::E2BIG as i32),
+            }),
+        }
+    }
+
+    impl MapWriter for Recorder {
+        fn apply(&mut self, img: &MapImage) -> Result<(), BpfError> {
+            if self.fail {
+                return Err(map_write_error());
+            }
+            self.images.lock().unwrap().push(img.clone());
+            Ok(())
+        }
+    }
+
+    pub const YAML: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/policies/deny-etc-passwd-open.yaml"
+    ));
+
+    fn policy() -> Policy {
+        parse_policy(YAML, Path::new("<test>")).unwrap()
+    }
+
+    fn agent() -> (Agent, Arc<Mutex<Vec<MapImage>>>) {
+        let (r, images) = Recorder::new();
+        (Agent::new(Box::new(r), HostNs::default()), images)
+    }
+
+    #[test]
+    fn adding_a_policy_writes_its_entries_and_lists_it_enabled() {
+        let (mut a, images) = agent();
+        a.add(policy(), Source::Grpc).unwrap();
+        assert_eq!(images.lock().unwrap().len(), 1);
+        assert_eq!(a.image().str_eq.len(), 1);
+        let st = a.status();
+        assert_eq!(st[0].name, "lsm-file-open");
+        assert_eq!(st[0].state, PolicyState::Enabled);
+        assert_eq!(st[0].mode, Some(EffectiveMode::Enforce));
+        assert_eq!(st[0].sensors, vec![Sensor::Lsm]);
+    }
+
+    #[test]
+    fn disabling_removes_entries_and_deleting_forgets_the_policy() {
+        let (mut a, _) = agent();
+        a.add(policy(), Source::Grpc).unwrap();
+        a.set_enabled("lsm-file-open", "", false).unwrap();
+        assert!(a.image().str_eq.is_empty());
+        assert_eq!(a.status()[0].state, PolicyState::Disabled);
+        a.delete("lsm-file-open", "").unwrap();
+        assert!(a.status().is_empty());
+        assert!(matches!(
+            a.delete("lsm-file-open", ""),
+            Err(AgentError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn a_failed_apply_keeps_the_previous_set_and_carries_the_kernel_error() {
+        let (mut r, images) = Recorder::new();
+        r.fail = true;
+        let mut a = Agent::new(Box::new(r), HostNs::default());
+        let err = a.add(policy(), Source::Grpc).unwrap_err();
+        assert!(matches!(
+            err,
+            AgentError::Apply(BpfError::Map { name: "STR_EQ", .. })
+        ));
+        assert!(a.status().is_empty());
+        assert!(a.image().str_eq.is_empty());
+        assert!(images.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn replacing_a_file_policy_switches_to_new_slots_and_a_broken_version_is_reported() {
+        let (mut a, images) = agent();
+        let path = Path::new("/tp/p.yaml");
+        let p = parse_policy(YAML, path).unwrap();
+        a.upsert_file(path, p.clone()).unwrap();
+        a.upsert_file(path, p).unwrap();
+        let imgs = images.lock().unwrap();
+        let h = lsm_shared::HOOK_FILE_OPEN;
+        assert_eq!(imgs[0].hook_cfg[&h].selectors, 0b01);
+        assert_eq!(
+            imgs[1].hook_cfg[&h].selectors, 0b10,
+            "the new version gets a fresh slot"
+        );
+        drop(imgs);
+        assert_eq!(a.status().len(), 1);
+        a.set_file_error(path, Some(FileError::Rejected("bad".into())));
+        let st = a.status();
+        assert_eq!(st[0].state, PolicyState::Error);
+        assert!(
+            st[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("previous one enforcing")
+        );
+        a.remove_file(path).unwrap();
+        assert!(a.status().is_empty());
+    }
+
+    #[test]
+    fn a_file_that_never_loaded_is_listed_as_a_load_error_until_cleared() {
+        let (mut a, _) = agent();
+        let path = Path::new("/tp/broken.yaml");
+        a.set_file_error(path, Some(FileError::Unreadable("EIO".into())));
+        let st = a.status();
+        assert_eq!(st.len(), 1);
+        assert_eq!(st[0].name, "broken");
+        assert_eq!(st[0].state, PolicyState::LoadError);
+        assert_eq!(st[0].error.as_deref(), Some("EIO"));
+        assert_eq!(st[0].source, Source::File(path.into()));
+        a.set_file_error(path, None);
+        assert!(a.status().is_empty());
+    }
+
+    #[test]
+    fn the_same_name_cannot_be_loaded_twice() {
+        let (mut a, _) = agent();
+        a.add(policy(), Source::Grpc).unwrap();
+        let err = a.add(policy(), Source::Grpc).unwrap_err();
+        assert!(err.to_string().contains("already loaded"), "{err}");
+    }
+
+    #[test]
+    fn a_prepared_set_is_applied_exactly_as_compiled() {
+        let prepared = Prepared::compile(
+            vec![(policy(), Source::File("/tp/a.yaml".into()))],
+            HostNs::default(),
+        )
+        .unwrap();
+        let compiled = prepared.image.clone();
+        let (r, images) = Recorder::new();
+        let mut a = Agent::start(Box::new(r), prepared).unwrap();
+        assert_eq!(
+            images.lock().unwrap().as_slice(),
+            std::slice::from_ref(&compiled)
+        );
+        assert_eq!(**a.image(), compiled);
+        assert_eq!(a.status()[0].id, Some(1));
+        // Ids continue after the prepared ones.
+        a.upsert_file(Path::new("/tp/a.yaml"), policy()).unwrap();
+        assert_eq!(a.status()[0].id, Some(2));
+    }
+
+    #[test]
+    fn a_prepared_set_refuses_a_name_given_twice_before_any_kernel_write() {
+        let err = Prepared::compile(
+            vec![(policy(), Source::Grpc), (policy(), Source::Grpc)],
+            HostNs::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, AgentError::Duplicate(n) if n == "lsm-file-open"));
+    }
+}
