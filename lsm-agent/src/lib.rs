@@ -17,3 +17,4 @@ pub mod grpc;
 pub mod listen;
 pub mod metrics;
 pub mod policy;
+pub mod procfs;

@@ -4,7 +4,7 @@
 //! `call` and Tetragon's argument shapes (so `tetra` prints `📚 read`, `📝 write`, ...);
 //! events of `lsmhooks` policies come out as `process_lsm`.
 
-use std::{collections::HashMap, fs, sync::Arc};
+use std::{collections::HashMap, sync::Arc};
 
 use base64::Engine as _;
 use lsm_shared::*;
@@ -93,22 +93,14 @@ impl ProcessCache {
 
     /// A process we have no exec event for (started before the agent): from `/proc`.
     fn scan_procfs(&mut self, tgid: u32) -> Arc<Process> {
-        let dir = format!("/proc/{tgid}");
-        let binary = fs::read_link(format!("{dir}/exe"))
+        let proc = crate::procfs::Proc::open(tgid);
+        let binary = proc
+            .as_ref()
+            .and_then(|p| p.exe())
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let argv: Vec<String> = fs::read(format!("{dir}/cmdline"))
-            .map(|b| {
-                b.split(|&c| c == 0)
-                    .filter(|a| !a.is_empty())
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let ppid = fs::read_to_string(format!("{dir}/stat"))
-            .ok()
-            .and_then(|s| crate::bpf::procfs::ppid_from_stat(&s))
-            .unwrap_or(0);
+        let argv = proc.as_ref().map(|p| p.argv()).unwrap_or_default();
+        let ppid = proc.as_ref().map_or(0, |p| p.ppid());
         let p = Arc::new(Process {
             exec_id: self.exec_id(0, tgid),
             pid: Some(tgid),
