@@ -26,12 +26,15 @@ use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
 
-use crate::grpc::{
-    EventBus, EventFilter,
-    json::event_to_json,
-    proto::tetragon::{
-        CapFilter, CapFilterSet, CapabilitiesType, EventType, Filter, GetEventsRequest,
-        GetEventsResponse, RateLimitInfo, get_events_response::Event,
+use crate::{
+    grpc::EventBus,
+    tetragon::{
+        filter::EventFilter,
+        json::event_to_json,
+        proto::tetragon::{
+            CapFilter, CapFilterSet, CapabilitiesType, EventType, Filter, GetEventsRequest,
+            GetEventsResponse, RateLimitInfo, get_events_response::Event,
+        },
     },
 };
 
@@ -1108,7 +1111,7 @@ impl ExportArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grpc::proto::tetragon::{Container, Pod, Process, ProcessExec, ProcessExit};
+    use crate::tetragon::proto::tetragon::{Container, Pod, Process, ProcessExec, ProcessExit};
 
     fn rot(max_size: u64, max_backups: usize) -> Rotation {
         Rotation {

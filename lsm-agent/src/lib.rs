@@ -18,3 +18,4 @@ pub mod listen;
 pub mod metrics;
 pub mod policy;
 pub mod procfs;
+pub mod tetragon;

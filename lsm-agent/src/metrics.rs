@@ -43,8 +43,8 @@ use crate::{
         proto::tetragon::{
             GetEventsResponse, TracingPolicyState, TracingPolicyStatus, get_events_response::Event,
         },
-        server::event_type,
     },
+    tetragon::proto::event_type,
 };
 
 /// Counter or gauge (no histograms are exported).

@@ -12,18 +12,18 @@ use prost_types::Timestamp;
 
 use super::{
     decode::{ExecData, ExitData, ForkData, HookData, KernelEvent},
-    net,
     ratelimit::{RateLimiter, Subject},
 };
 use crate::{
-    grpc::proto::tetragon::{
-        GetEventsResponse, KprobeAction, KprobeArgument, KprobeFile, KprobeLinuxBinprm, KprobePath,
-        Process, ProcessExec, ProcessExit, ProcessKprobe, ProcessLsm, get_events_response::Event,
-        kprobe_argument::Arg,
-    },
     policy::{
         compile::{MapImage, SlotInfo},
         ir::{ArgType, HookOrigin},
+    },
+    tetragon::net,
+    tetragon::proto::tetragon::{
+        GetEventsResponse, KprobeAction, KprobeArgument, KprobeFile, KprobeLinuxBinprm, KprobePath,
+        Process, ProcessExec, ProcessExit, ProcessKprobe, ProcessLsm, get_events_response::Event,
+        kprobe_argument::Arg,
     },
 };
 
@@ -377,8 +377,8 @@ fn int_arg(type_name: &str, raw: u64) -> Arg {
 mod tests {
     use super::*;
     use crate::events::decode::KPath;
-    use crate::grpc::proto::tetragon::KprobeSock;
     use crate::policy::ir::{ArgSpec, LsmHook};
+    use crate::tetragon::proto::tetragon::KprobeSock;
 
     fn cache() -> ProcessCache {
         ProcessCache::new("node1".into())
@@ -694,7 +694,7 @@ mod tests {
 
     #[test]
     fn a_tcp_connect_policy_event_prints_as_tetras_connect_line() {
-        use crate::events::compact::{CompactOptions, encode_compact};
+        use crate::tetragon::compact::{CompactOptions, encode_compact};
         let r = convert_connect(
             HookOrigin::Kprobe {
                 call: "tcp_connect".into(),
@@ -727,7 +727,7 @@ mod tests {
 
     #[test]
     fn an_unbound_socket_connects_from_the_zero_address_and_port() {
-        use crate::events::compact::{CompactOptions, encode_compact};
+        use crate::tetragon::compact::{CompactOptions, encode_compact};
         let r = convert_connect(
             HookOrigin::Kprobe {
                 call: "tcp_connect".into(),
@@ -753,7 +753,7 @@ mod tests {
             ],
             &connect_record([10, 0, 0, 5], 40000, [198, 51, 100, 1], 443),
         );
-        let v = crate::grpc::json::event_to_value(&r);
+        let v = crate::tetragon::json::event_to_value(&r);
         let args = &v["process_kprobe"]["args"];
         assert_eq!(
             args[0],

@@ -1,11 +1,10 @@
 //! Tetragon-compatible gRPC API.
-pub mod fieldfilter;
-pub mod json;
-pub mod proto;
 pub mod server;
 pub mod tls;
 
+/// The API's messages (defined by the [`tetragon`](crate::tetragon) wire format).
+pub use crate::tetragon::proto;
 pub use server::{
-    EventBus, EventFilter, GrpcError, Listeners, PolicyControl, bind, serve, serve_listeners,
+    EventBus, GrpcError, Listeners, PolicyControl, bind, serve, serve_listeners,
     serve_listeners_tls,
 };

@@ -8,8 +8,8 @@
 
 use std::net::IpAddr;
 
-use super::decode::NetData;
-use crate::grpc::proto::tetragon::{KprobeSock, KprobeSockaddr};
+use super::proto::tetragon::{KprobeSock, KprobeSockaddr};
+use crate::events::decode::NetData;
 
 const FAMILIES: &[(u16, &str)] = &[
     (0, "AF_UNSPEC"),
