@@ -11,8 +11,8 @@ use clap::Parser;
 use lsm_agent::{
     agent::{Agent, Source},
     bpf::{Capabilities, Probe},
-    events::{self, tetragon::ProcessCache},
-    grpc::{self, EventBus},
+    events::{self, bus::EventBus, enrich::ProcessCache},
+    grpc,
     policy::{ir::Policy, parse::parse_policy_file},
 };
 use tokio::sync::mpsc;
@@ -217,7 +217,7 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
 
-    // Ring buffer → decoded events → Tetragon events on the bus.
+    // Ring buffer → decoded events → enriched events on the bus.
     let bus = EventBus::new(4096);
     // JSON export file: one more bus subscriber, subscribed before the first event.
     let exporter = match export {
@@ -240,15 +240,15 @@ async fn main() -> anyhow::Result<()> {
         let bus = bus.clone();
         let agent = agent.clone();
         async move {
-            let mut cache = ProcessCache::new(events::tetragon::node_name());
+            let mut cache = ProcessCache::new(events::enrich::node_name());
             let mut metrics = lsm_agent::metrics::EventMetrics::new();
             while let Some(ev) = rx.recv().await {
                 let img = agent.image();
                 let out = cache.convert(&ev, &img);
                 metrics.record(&ev, &out);
                 metrics.set_process_cache_size(cache.len());
-                for resp in out {
-                    bus.publish(resp);
+                for ev in out {
+                    bus.publish(ev);
                 }
             }
         }

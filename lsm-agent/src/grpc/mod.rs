@@ -5,6 +5,5 @@ pub mod tls;
 /// The API's messages (defined by the [`tetragon`](crate::tetragon) wire format).
 pub use crate::tetragon::proto;
 pub use server::{
-    EventBus, GrpcError, Listeners, PolicyControl, bind, serve, serve_listeners,
-    serve_listeners_tls,
+    GrpcError, Listeners, PolicyControl, bind, serve, serve_listeners, serve_listeners_tls,
 };

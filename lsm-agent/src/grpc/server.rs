@@ -7,15 +7,12 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::PathBuf,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
 };
 
 use tokio::{
     net::{TcpListener, UnixListener},
-    sync::{broadcast, mpsc, watch},
+    sync::{mpsc, watch},
 };
 use tokio_stream::{
     Stream, StreamExt as _,
@@ -25,7 +22,7 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
 use super::tls::ServerTls;
-use crate::tetragon::filter::EventFilter;
+use crate::events::bus::{EventBus, RecvError, Subscriber};
 use crate::tetragon::proto::tetragon::{
     AddTracingPolicyRequest, AddTracingPolicyResponse, ConfigureTracingPolicyRequest,
     ConfigureTracingPolicyResponse, DeleteTracingPolicyRequest, DeleteTracingPolicyResponse,
@@ -36,8 +33,8 @@ use crate::tetragon::proto::tetragon::{
     ListTracingPoliciesRequest, ListTracingPoliciesResponse, TracingPolicyMode,
     TracingPolicyStatus,
     fine_guidance_sensors_server::{FineGuidanceSensors, FineGuidanceSensorsServer},
-    get_events_response::Event,
 };
+use crate::tetragon::{convert::to_response, filter::EventFilter};
 
 /// Tetragon's default port, appended when an address has none.
 pub const DEFAULT_PORT: u16 = 54321;
@@ -58,43 +55,6 @@ pub enum GrpcError {
     Transport(#[from] tonic::transport::Error),
     #[error("TLS is for TCP listeners; {0} is a unix socket")]
     TlsOnUnixSocket(String),
-}
-
-/// Fan-out of events to every `GetEvents` client. Publishing never blocks: each subscriber
-/// reads the shared ring at its own pace and skips what it missed once it falls more than
-/// `capacity` events behind.
-#[derive(Clone, Debug)]
-pub struct EventBus {
-    tx: broadcast::Sender<Arc<GetEventsResponse>>,
-    lost: Arc<AtomicU64>,
-}
-
-impl EventBus {
-    pub fn new(capacity: usize) -> Self {
-        let (tx, _) = broadcast::channel(capacity.max(1));
-        Self {
-            tx,
-            lost: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
-    /// Returns how many subscribers will see the event (0 when nobody listens, which is fine).
-    pub fn publish(&self, ev: impl Into<Arc<GetEventsResponse>>) -> usize {
-        self.tx.send(ev.into()).unwrap_or(0)
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<GetEventsResponse>> {
-        self.tx.subscribe()
-    }
-
-    pub fn subscriber_count(&self) -> usize {
-        self.tx.receiver_count()
-    }
-
-    /// Events that some `GetEvents` client missed because it lagged, summed over clients.
-    pub fn lost_events(&self) -> u64 {
-        self.lost.load(Ordering::Relaxed)
-    }
 }
 
 /// What the server needs from the policy manager. Methods are synchronous so that the
@@ -129,12 +89,19 @@ impl Service {
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<GetEventsResponse, Status>> + Send>>;
 
+/// The `client` label of a `GetEvents` peer: its IP address (not the port, which changes with
+/// every connection), `"unix"` without one (Unix socket).
+pub fn client_label(peer: Option<SocketAddr>) -> String {
+    match peer {
+        Some(a) => a.ip().to_canonical().to_string(),
+        None => "unix".to_owned(),
+    }
+}
+
 async fn forward_events(
-    mut rx: broadcast::Receiver<Arc<GetEventsResponse>>,
+    mut rx: Subscriber,
     tx: mpsc::Sender<Result<GetEventsResponse, Status>>,
     filter: EventFilter,
-    lost: Arc<AtomicU64>,
-    client: String,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut missed = 0u64;
@@ -147,30 +114,30 @@ async fn forward_events(
         };
         match ev {
             Ok(ev) => {
-                // Never forward what tetra's compact encoder rejects (it would exit).
-                if matches!(ev.event, None | Some(Event::RateLimitInfo(_))) || !filter.matches(&ev)
-                {
+                // Our events convert to exec, exit, kprobe and lsm events only, never to one
+                // that tetra's compact encoder rejects (it would exit).
+                let ev = to_response(&ev);
+                if !filter.matches(&ev) {
                     continue;
                 }
                 // A filter that cannot be applied ends the stream rather than leak a field
                 // the client asked to drop.
-                let out = filter.project(&ev);
+                let out = filter.project(ev);
                 let failed = out.is_err();
                 if tx.send(out).await.is_err() || failed {
                     break;
                 }
             }
-            Err(broadcast::error::RecvError::Lagged(n)) => {
+            // Counted by the bus, under the client's label.
+            Err(RecvError::Lagged(n)) => {
                 missed += n;
-                lost.fetch_add(n, Ordering::Relaxed);
-                crate::metrics::subscriber_events_dropped(&client, n);
                 warn!(
                     missed = n,
                     total_missed = missed,
                     "GetEvents client too slow; events dropped"
                 );
             }
-            Err(broadcast::error::RecvError::Closed) => break,
+            Err(RecvError::Closed) => break,
         }
     }
     debug!(missed, "GetEvents stream finished");
@@ -188,16 +155,9 @@ impl FineGuidanceSensors for Service {
         let filter = EventFilter::new(request.get_ref())?;
         info!(?peer, "GetEvents client connected");
         // Subscribe before returning so that nothing published after this call is missed.
-        let rx = self.bus.subscribe();
+        let rx = self.bus.subscribe_client(&client_label(peer));
         let (tx, out) = mpsc::channel(CLIENT_QUEUE);
-        tokio::spawn(forward_events(
-            rx,
-            tx,
-            filter,
-            self.bus.lost.clone(),
-            crate::metrics::client_label(peer),
-            self.stop.clone(),
-        ));
+        tokio::spawn(forward_events(rx, tx, filter, self.stop.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(out))))
     }
 
@@ -513,6 +473,17 @@ pub async fn serve_listeners_tls(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_labels_drop_the_port() {
+        let a: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:4001".parse().unwrap();
+        assert_eq!(client_label(Some(a)), "127.0.0.1");
+        assert_eq!(client_label(Some(b)), "127.0.0.1");
+        let mapped: SocketAddr = "[::ffff:10.0.0.1]:4000".parse().unwrap();
+        assert_eq!(client_label(Some(mapped)), "10.0.0.1");
+        assert_eq!(client_label(None), "unix");
+    }
 
     #[test]
     fn host_port_parsing() {

@@ -166,9 +166,9 @@ impl EventFilter {
     }
 
     /// A matching event as the client asked to see it: masked by the `field_filters`.
-    pub fn project(&self, ev: &GetEventsResponse) -> Result<GetEventsResponse, Status> {
-        match self.fields.apply(ev) {
-            Ok(masked) => Ok(masked.unwrap_or_else(|| ev.clone())),
+    pub fn project(&self, ev: GetEventsResponse) -> Result<GetEventsResponse, Status> {
+        match self.fields.apply(&ev) {
+            Ok(masked) => Ok(masked.unwrap_or(ev)),
             Err(e) => Err(Status::internal(e.to_string())),
         }
     }

@@ -4,6 +4,7 @@
 //! The gRPC server and the JSON export use it; the core (policy, bpf, agent, events, dns)
 //! does not.
 pub mod compact;
+pub mod convert;
 pub mod fieldfilter;
 pub mod filter;
 pub mod json;
