@@ -1,12 +1,27 @@
 //! lsm-agent: Tetragon-compatible policies enforced at BPF-LSM hooks.
 //!
+//! Data flows one way (policy → compile → maps → BPF hook → ring buffer → decode → enrich →
+//! event bus → outputs) and a module imports only modules earlier in that flow. The core
+//! knows nothing of any output format; the edges convert its types at their border.
+//!
+//! The core, in flow order:
+//!
 //! * [`policy`]: parse, validate and compile `TracingPolicy` YAML into map entries (pure).
-//! * [`bpf`]: load and attach the programs, write compiled policies into their maps.
-//! * [`events`]: read the ring buffer, decode, enrich with process data, format.
+//! * [`procfs`]: processes as `/proc` shows them (for the seeding and the enrichment).
+//! * [`bpf`]: load and attach the programs, write compiled policies into their maps, seed the
+//!   kernel's process table.
+//! * [`agent`]: the loaded policies, and the one place that applies them to the kernel.
 //! * [`dns`]: resolve the `dns:<name>` address values and keep their answers current.
+//! * [`events`]: read the ring buffer, decode, enrich with process data into our own event
+//!   model, and publish on the event bus.
+//!
+//! The edges, which convert the core's types at their border:
+//!
+//! * [`tetragon`]: the Tetragon wire format: protobuf messages, the conversion of our events,
+//!   protojson, compact lines, `GetEvents` filters.
 //! * [`grpc`]: the Tetragon-compatible `FineGuidanceSensors` API.
 //! * [`export`]: the JSON export file (`--export-filename`), with rotation and filters.
-//! * [`metrics`]: Prometheus metrics (`--metrics-server`).
+//! * [`metrics`]: Prometheus metrics (`--metrics-server`), read from core types only.
 //! * [`listen`]: binding the TCP listeners of the servers.
 pub mod agent;
 pub mod bpf;
