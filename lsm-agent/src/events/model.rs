@@ -2,8 +2,8 @@
 //! processes involved, in the agent's own types.
 //!
 //! The event bus carries these; every output converts them at its border (the Tetragon wire
-//! format in [`crate::tetragon`], the counters in [`crate::metrics`]), so no output's format
-//! leaks into the core and each can change without the others.
+//! format, the metrics), so no output's format leaks into the core and each can change without
+//! the others.
 
 use std::{collections::BTreeMap, net::IpAddr};
 
