@@ -42,7 +42,7 @@ fn compile_protos() -> anyhow::Result<()> {
         println!("cargo:rerun-if-changed={}", f.display());
     }
     let fds = protox::compile(&files, [&proto_root]).context("parsing proto/tetragon/*.proto")?;
-    // The descriptors themselves, for `grpc::fieldfilter` (FieldMask paths need reflection).
+    // The descriptors themselves, for `tetragon::fieldfilter` (FieldMask paths need reflection).
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or_else(|| anyhow!("OUT_DIR not set"))?);
     fs::write(
         out_dir.join("tetragon_descriptors.bin"),

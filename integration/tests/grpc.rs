@@ -6,16 +6,23 @@ use std::{
     time::Duration,
 };
 
-use lsm_agent::grpc::{
-    EventBus, PolicyControl, bind,
-    proto::tetragon::{
-        EventType, FieldFilter, FieldFilterAction, Filter, GetEventsRequest, GetEventsResponse,
-        GetHealthStatusRequest, GetVersionRequest, HealthStatusResult, ListTracingPoliciesRequest,
-        Pod, Process, ProcessExec, ProcessLsm, TracingPolicyMode, TracingPolicyState,
-        TracingPolicyStatus, fine_guidance_sensors_client::FineGuidanceSensorsClient,
-        get_events_response::Event,
+use lsm_agent::{
+    events::{
+        bus::EventBus,
+        model::{self, Action, EventKind, HookOrigin, LsmHook},
     },
-    serve_listeners,
+    grpc::{
+        PolicyControl, bind,
+        proto::tetragon::{
+            EventType, FieldFilter, FieldFilterAction, Filter, GetEventsRequest, GetEventsResponse,
+            GetHealthStatusRequest, GetVersionRequest, HealthStatusResult,
+            ListTracingPoliciesRequest, Pod, Process, ProcessLsm, TracingPolicyMode,
+            TracingPolicyState, TracingPolicyStatus,
+            fine_guidance_sensors_client::FineGuidanceSensorsClient, get_events_response::Event,
+        },
+        serve_listeners,
+    },
+    tetragon::convert::to_response,
 };
 use tokio::sync::oneshot;
 use tonic::{Streaming, transport::Channel};
@@ -133,41 +140,48 @@ impl Server {
     }
 }
 
-fn exec(binary: &str, ns: Option<&str>) -> GetEventsResponse {
-    GetEventsResponse {
-        event: Some(Event::ProcessExec(ProcessExec {
-            process: Some(Process {
-                binary: binary.into(),
-                arguments: "x".repeat(64),
-                pid: Some(1),
-                pod: ns.map(|ns| Pod {
-                    namespace: ns.into(),
-                    name: "pod".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })),
+fn event(kind: EventKind) -> model::Event {
+    model::Event {
         node_name: "node".into(),
-        ..Default::default()
+        time: model::Time::default(),
+        kind,
     }
 }
 
-fn lsm(binary: &str) -> GetEventsResponse {
-    GetEventsResponse {
-        event: Some(Event::ProcessLsm(ProcessLsm {
-            process: Some(Process {
-                binary: binary.into(),
+fn exec(binary: &str, ns: Option<&str>) -> model::Event {
+    event(EventKind::Exec(model::Exec {
+        process: model::Process {
+            binary: binary.into(),
+            argv: vec![binary.into(), "x".repeat(64)],
+            pid: 1,
+            pod: ns.map(|ns| model::Pod {
+                namespace: ns.into(),
+                name: "pod".into(),
                 ..Default::default()
             }),
-            function_name: "file_open".into(),
-            policy_name: "p".into(),
             ..Default::default()
-        })),
-        node_name: "node".into(),
-        ..Default::default()
-    }
+        },
+        parent: None,
+    }))
+}
+
+fn lsm(binary: &str) -> model::Event {
+    event(EventKind::Hook(model::Hook {
+        process: model::Process {
+            binary: binary.into(),
+            argv: vec![binary.into()],
+            ..Default::default()
+        },
+        parent: None,
+        policy_name: "p".into(),
+        policy_namespace: None,
+        hook: LsmHook::FileOpen,
+        origin: HookOrigin::LsmHook,
+        args: vec![],
+        action: Action::Post,
+        message: None,
+        tags: vec![],
+    }))
 }
 
 fn binary(ev: &GetEventsResponse) -> &str {
@@ -199,8 +213,6 @@ async fn client_receives_published_events() {
     assert_eq!(server.bus.subscriber_count(), 1);
     server.bus.publish(exec("/bin/a", None));
     server.bus.publish(lsm("/bin/b"));
-    // Never sent to clients: tetra would exit on them.
-    server.bus.publish(GetEventsResponse::default());
     server.bus.publish(exec("/bin/c", Some("default")));
     assert_eq!(binary(&recv(&mut s).await), "/bin/a");
     let ev = recv(&mut s).await;
@@ -303,20 +315,22 @@ async fn field_filters_mask_events() {
         .into_inner();
 
     let mut ev = exec("/bin/cat", Some("default"));
-    if let Some(Event::ProcessExec(e)) = &mut ev.event {
-        e.parent = Some(Process {
+    if let EventKind::Exec(e) = &mut ev.kind {
+        e.parent = Some(model::Process {
             binary: "/bin/sh".into(),
-            arguments: "-c cat".into(),
-            pid: Some(7),
+            argv: vec!["sh".into(), "-c".into(), "cat".into()],
+            pid: 7,
             ..Default::default()
         });
     }
     server.bus.publish(ev.clone());
     let mut lsm_ev = lsm("/bin/sh");
-    if let Some(Event::ProcessLsm(e)) = &mut lsm_ev.event {
-        e.process.as_mut().unwrap().arguments = "-x".into();
+    if let EventKind::Hook(h) = &mut lsm_ev.kind {
+        h.process.argv.push("-x".into());
     }
     server.bus.publish(lsm_ev.clone());
+    // What was published, as clients receive it unfiltered.
+    let lsm_ev = to_response(&lsm_ev);
 
     let got = recv(&mut included).await;
     assert_eq!(got.node_name, "node", "top-level fields are kept");
@@ -422,8 +436,8 @@ async fn slow_subscriber_does_not_stall_others() {
     let mut fast = server.subscribe(None).await;
     let big = |i: usize| {
         let mut ev = exec(&format!("/bin/{i}"), None);
-        if let Some(Event::ProcessExec(e)) = &mut ev.event {
-            e.process.as_mut().unwrap().arguments = "y".repeat(16 * 1024);
+        if let EventKind::Exec(e) = &mut ev.kind {
+            e.process.argv[1] = "y".repeat(16 * 1024);
         }
         ev
     };

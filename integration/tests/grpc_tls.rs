@@ -3,15 +3,21 @@
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use lsm_agent::grpc::{
-    EventBus, GrpcError, PolicyControl, bind,
-    proto::tetragon::{
-        GetEventsRequest, GetEventsResponse, GetVersionRequest, HealthStatusResult, Process,
-        ProcessExec, TracingPolicyMode, TracingPolicyStatus,
-        fine_guidance_sensors_client::FineGuidanceSensorsClient, get_events_response::Event,
+use lsm_agent::{
+    events::{
+        bus::EventBus,
+        model::{Event, EventKind, Exec, Process, Time},
     },
-    serve_listeners_tls,
-    tls::{ClientTlsOptions, ServerTls, ServerTlsOptions, TlsError, error_chain},
+    grpc::{
+        GrpcError, PolicyControl, bind,
+        proto::tetragon::{
+            GetEventsRequest, GetVersionRequest, HealthStatusResult, TracingPolicyMode,
+            TracingPolicyStatus, fine_guidance_sensors_client::FineGuidanceSensorsClient,
+        },
+        serve_listeners_tls,
+        tls::{ClientTlsOptions, ServerTls, ServerTlsOptions, TlsError, error_chain},
+    },
+    tetragon::convert::to_response,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -213,16 +219,16 @@ async fn tls_server_accepts_clients_that_trust_it() {
         .await
         .unwrap()
         .into_inner();
-    let ev = GetEventsResponse {
-        event: Some(Event::ProcessExec(ProcessExec {
-            process: Some(Process {
+    let ev = Event {
+        node_name: "node".into(),
+        time: Time::default(),
+        kind: EventKind::Exec(Exec {
+            process: Process {
                 binary: "/bin/true".into(),
                 ..Default::default()
-            }),
-            ..Default::default()
-        })),
-        node_name: "node".into(),
-        ..Default::default()
+            },
+            parent: None,
+        }),
     };
     server.bus.publish(ev.clone());
     let got = tokio::time::timeout(Duration::from_secs(5), stream.message())
@@ -230,7 +236,7 @@ async fn tls_server_accepts_clients_that_trust_it() {
         .expect("event in time")
         .unwrap()
         .unwrap();
-    assert_eq!(got, ev);
+    assert_eq!(got, to_response(&ev));
 
     // A plaintext client gets nowhere.
     let plain = server

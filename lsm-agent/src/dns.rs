@@ -215,6 +215,9 @@ pub fn backoff(failures: u32) -> Duration {
 #[derive(Debug, Default)]
 pub struct Watch {
     names: BTreeMap<String, Entry>,
+    /// Failed resolutions by name, since the watch was made; kept when a name is no longer
+    /// watched, so that the count never goes down.
+    failures_total: BTreeMap<String, u64>,
 }
 
 impl Watch {
@@ -316,6 +319,7 @@ impl Watch {
     ) -> Option<(u32, Change)> {
         let e = self.names.get_mut(name)?;
         e.failures = e.failures.saturating_add(1);
+        *self.failures_total.entry(name.to_owned()).or_default() += 1;
         let mut next = now + backoff(e.failures);
         let mut change = Change::default();
         if let DnsError::Partial {
@@ -359,6 +363,12 @@ impl Watch {
             .filter(|(_, e)| !e.addrs.is_empty())
             .map(|(n, e)| (n.clone(), e.addrs.clone()))
             .collect()
+    }
+
+    /// Failed resolutions by name since the watch was made, names no longer watched included
+    /// (names that never failed are left out).
+    pub fn failures_total(&self) -> &BTreeMap<String, u64> {
+        &self.failures_total
     }
 
     /// Every watched name's state, in name order.
@@ -543,26 +553,38 @@ pub fn parse_server(value: &str) -> Result<SocketAddr, DnsError> {
 
 /// The latest per-name state, shared with whoever reports status. Cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct DnsStatus(Arc<Mutex<Vec<NameStatus>>>);
+pub struct DnsStatus(Arc<Mutex<Reported>>);
+
+#[derive(Debug, Default)]
+struct Reported {
+    names: Vec<NameStatus>,
+    failures: BTreeMap<String, u64>,
+}
 
 impl DnsStatus {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Every watched name's state, in name order, as of the resolver's last step.
-    pub fn snapshot(&self) -> Vec<NameStatus> {
-        match self.0.lock() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+    fn lock(&self) -> std::sync::MutexGuard<'_, Reported> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn set(&self, v: Vec<NameStatus>) {
-        match self.0.lock() {
-            Ok(mut g) => *g = v,
-            Err(p) => *p.into_inner() = v,
-        }
+    /// Every watched name's state, in name order, as of the resolver's last step.
+    pub fn snapshot(&self) -> Vec<NameStatus> {
+        self.lock().names.clone()
+    }
+
+    /// Failed resolutions by name since the resolver started, as of its last step (see
+    /// [`Watch::failures_total`]).
+    pub fn failures(&self) -> BTreeMap<String, u64> {
+        self.lock().failures.clone()
+    }
+
+    fn set(&self, watch: &Watch) {
+        let mut r = self.lock();
+        r.names = watch.status();
+        r.failures.clone_from(watch.failures_total());
     }
 }
 
@@ -693,7 +715,7 @@ async fn run_with<T: Target, L: Lookup>(
                 }
             }
         }
-        status.set(watch.status());
+        status.set(&watch);
 
         let wake = watch
             .next_due()
@@ -742,7 +764,6 @@ fn record(watch: &mut Watch, name: &str, result: Answer, now: Instant) {
             let Some((failures, c)) = watch.record_err(name, &err, now) else {
                 return;
             };
-            crate::metrics::dns_resolution_failed(name);
             if !c.added.is_empty() || !c.removed.is_empty() {
                 info!(name, added = ?c.added, removed = ?c.removed, "dns: addresses changed");
             }
@@ -843,6 +864,26 @@ mod tests {
         assert_eq!(c.removed, vec![v4(1)]);
         assert!(!c.first);
         assert_eq!(w.table()["a.example"], vec![v4(2), v4(3)]);
+    }
+
+    #[test]
+    fn failures_are_counted_per_name_for_good() {
+        let t0 = Instant::now();
+        let mut w = watch_with("a.example", vec![(v4(1), 10)], t0);
+        w.set_names(names(&["a.example", "b.example"]));
+        assert!(w.failures_total().is_empty());
+        w.record_err("a.example", &timeout(), t0).unwrap();
+        w.record_err("a.example", &timeout(), t0).unwrap();
+        w.record_err("b.example", &timeout(), t0).unwrap();
+        // Not watched: nothing to count.
+        assert!(w.record_err("c.example", &timeout(), t0).is_none());
+        // A good answer ends the streak, not the count; a removed name keeps its count.
+        w.record_ok("a.example", vec![(v4(2), 10)], t0).unwrap();
+        w.set_names(names(&["a.example"]));
+        assert_eq!(
+            w.failures_total(),
+            &BTreeMap::from([("a.example".to_owned(), 2), ("b.example".to_owned(), 1)])
+        );
     }
 
     #[test]
@@ -1300,6 +1341,11 @@ mod tests {
         *agent.names.lock().unwrap() = names(&["b.example"]);
         tokio::time::sleep(secs(2)).await;
         assert_eq!(agent.last().keys().collect::<Vec<_>>(), vec!["b.example"]);
+        // Failures stay counted after a name recovers or leaves the policies.
+        let failures = status.failures();
+        assert!(failures["b.example"] >= 1, "{failures:?}");
+        assert!(failures["a.example"] >= 1, "{failures:?}");
+        assert!(failures["slow.example"] >= 1, "{failures:?}");
         // Unchanged tables are not installed again.
         let n = agent.installed.lock().unwrap().len();
         tokio::time::sleep(secs(600)).await;

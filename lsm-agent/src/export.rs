@@ -5,9 +5,10 @@
 //! `GetEvents`) and Tetragon's per-minute rate limit.
 //!
 //! The exporter is one more [`EventBus`] subscriber and never slows down the event pipeline: a
-//! task filters and rate-limits what the bus delivers and hands it to a dedicated writer thread
-//! through a bounded queue. Events it cannot keep up with (lagging on the bus, or a full queue)
-//! are dropped, counted in [`ExportStats`] and reported in the log every few seconds.
+//! task converts what the bus delivers to Tetragon's wire format, filters and rate-limits it
+//! and hands it to a dedicated writer thread through a bounded queue. Events it cannot keep up
+//! with (lagging on the bus, or a full queue) are dropped, counted in [`ExportStats`] and
+//! reported in the log every few seconds.
 
 use std::{
     fs::{self, File, OpenOptions, Permissions},
@@ -23,15 +24,19 @@ use std::{
 };
 
 use serde_json::Value;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::grpc::{
-    EventBus, EventFilter,
-    json::event_to_json,
-    proto::tetragon::{
-        CapFilter, CapFilterSet, CapabilitiesType, EventType, Filter, GetEventsRequest,
-        GetEventsResponse, RateLimitInfo, get_events_response::Event,
+use crate::{
+    events::bus::{EventBus, RecvError, Subscriber, TryRecvError},
+    tetragon::{
+        convert::{rate_limit_info, to_response},
+        filter::EventFilter,
+        json::event_to_json,
+        proto::tetragon::{
+            CapFilter, CapFilterSet, CapabilitiesType, EventType, Filter, GetEventsRequest,
+            GetEventsResponse,
+        },
     },
 };
 
@@ -720,7 +725,7 @@ impl ExportConfig {
             rate_limit: None,
             rate_limit_report: Duration::from_secs(60),
             queue: DEFAULT_QUEUE,
-            node_name: crate::events::tetragon::node_name(),
+            node_name: crate::events::enrich::node_name(),
         }
     }
 }
@@ -839,11 +844,11 @@ fn log_drops(stats: &ExportStats, last: &mut [u64; 3]) {
     }
 }
 
-/// What the bus delivers → filters → rate limit → bounded queue to the writer. Never waits on
+/// What the bus delivers → wire event → filters → rate limit → bounded queue to the writer. Never waits on
 /// the writer: a full queue drops the event.
 async fn subscriber_loop(
-    mut rx: broadcast::Receiver<Arc<GetEventsResponse>>,
-    tx: std_mpsc::SyncSender<Arc<GetEventsResponse>>,
+    mut rx: Subscriber,
+    tx: std_mpsc::SyncSender<GetEventsResponse>,
     filter: EventFilter,
     limiter: Option<RateLimiter>,
     pending_rate_limited: Arc<AtomicU64>,
@@ -853,8 +858,9 @@ async fn subscriber_loop(
     let mut last = [0u64; 3];
     let mut tick = tokio::time::interval(DROP_LOG_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let offer = |ev: Arc<GetEventsResponse>| -> bool {
-        if ev.event.is_none() || !filter.matches(&ev) {
+    let offer = |ev: &crate::events::model::Event| -> bool {
+        let ev = to_response(ev);
+        if !filter.matches(&ev) {
             return true;
         }
         if let Some(l) = &limiter
@@ -878,15 +884,15 @@ async fn subscriber_loop(
         tokio::select! {
             ev = rx.recv() => match ev {
                 Ok(ev) => {
-                    if !offer(ev) {
+                    if !offer(&ev) {
                         warn!("export writer stopped; no more events are exported");
                         break;
                     }
                 }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
+                Err(RecvError::Lagged(n)) => {
                     stats.lagged.fetch_add(n, Ordering::Relaxed);
                 }
-                Err(broadcast::error::RecvError::Closed) => break,
+                Err(RecvError::Closed) => break,
             },
             _ = tick.tick() => log_drops(&stats, &mut last),
             _ = stop.wait_for(|s| *s) => {
@@ -894,11 +900,11 @@ async fn subscriber_loop(
                 loop {
                     match rx.try_recv() {
                         Ok(ev) => {
-                            if !offer(ev) {
+                            if !offer(&ev) {
                                 break;
                             }
                         }
-                        Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                        Err(TryRecvError::Lagged(n)) => {
                             stats.lagged.fetch_add(n, Ordering::Relaxed);
                         }
                         Err(_) => break,
@@ -962,25 +968,13 @@ impl Writer {
         if dropped == 0 {
             return;
         }
-        let ms = now_ms();
-        let ev = GetEventsResponse {
-            event: Some(Event::RateLimitInfo(RateLimitInfo {
-                number_of_dropped_process_events: dropped,
-            })),
-            node_name: node_name.to_owned(),
-            time: Some(prost_types::Timestamp {
-                seconds: ms.div_euclid(1000),
-                nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-            }),
-            ..Default::default()
-        };
-        self.write(&ev);
+        self.write(&rate_limit_info(dropped, node_name, now_ms()));
         self.flush();
     }
 }
 
 fn writer_loop(
-    rx: std_mpsc::Receiver<Arc<GetEventsResponse>>,
+    rx: std_mpsc::Receiver<GetEventsResponse>,
     file: RotatingFile,
     stats: Arc<ExportStats>,
     pending_rate_limited: Option<Arc<AtomicU64>>,
@@ -1108,7 +1102,9 @@ impl ExportArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grpc::proto::tetragon::{Container, Pod, Process, ProcessExec, ProcessExit};
+    use crate::tetragon::proto::tetragon::{
+        Container, Pod, Process, ProcessExec, ProcessExit, get_events_response::Event,
+    };
 
     fn rot(max_size: u64, max_backups: usize) -> Rotation {
         Rotation {

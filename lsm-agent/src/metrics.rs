@@ -3,22 +3,24 @@
 //! Values are recorded through the [`metrics`](::metrics) facade and rendered by the
 //! Prometheus recorder of `metrics-exporter-prometheus`. Two kinds of sources feed them:
 //!
-//! * the event path records as events flow ([`EventMetrics`], the per-client drop counter of
-//!   the gRPC server, the DNS resolver's failures);
+//! * the event loop records our events as they are published ([`EventMetrics`]);
 //! * state owned elsewhere (policy states and action counters, the kernel's `STAT_*`
-//!   counters, the ring-buffer reader's counters, DNS status, subscriber count) is read by a
-//!   [`Collector`] at every scrape, so a scrape always sees current values.
+//!   counters, the ring-buffer reader's counters, the event bus's subscribers and per-client
+//!   losses, the DNS resolver's status and failures) is read by a [`Collector`] at every
+//!   scrape, so a scrape always sees current values.
+//!
+//! Only core types are read; nothing here knows the Tetragon wire format.
 //!
 //! [`METRICS`] lists every metric; registration, `docs/metrics.md` and the Grafana dashboard
 //! test all go by it.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     convert::Infallible,
     future::Future,
     io,
     net::{Ipv4Addr, SocketAddr},
-    sync::{Arc, Mutex, atomic::Ordering},
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
@@ -34,14 +36,15 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
+pub use crate::events::bus::{BoundedLabel, OTHER};
 use crate::{
     agent::{AgentHandle, PolicyState, PolicyStatus},
     dns::{DnsStatus, NameStatus},
-    events::{decode::KernelEvent, reader::ReaderStats},
-    grpc::{
-        EventBus,
-        proto::tetragon::{GetEventsResponse, get_events_response::Event},
-        server::event_type,
+    events::{
+        bus::{BusSnapshot, EventBus},
+        decode::KernelEvent,
+        model::{Event, EventKind, HookOrigin},
+        reader::ReaderStats,
     },
 };
 
@@ -267,10 +270,8 @@ const EVENT_TYPES: &[&str] = &[
 
 /// Distinct `binary` values of [`OPERATIONS_DENIED_BY_BINARY`].
 pub const MAX_BINARIES: usize = 128;
-/// Distinct `client` values of [`SUBSCRIBER_DROPPED`].
-pub const MAX_CLIENTS: usize = 32;
-/// The label value that stands for every value past a bound.
-pub const OTHER: &str = "other";
+/// Distinct `client` values of [`SUBSCRIBER_DROPPED`] (the event bus bounds them).
+pub const MAX_CLIENTS: usize = crate::events::bus::MAX_CLIENTS;
 
 /// The exported metric named `name`.
 pub fn find(name: &str) -> Option<&'static Metric> {
@@ -339,66 +340,12 @@ pub fn build_info() -> (&'static str, &'static str, &'static str) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Bounded label values
-
-/// Admits the first `max` distinct values of a label; later ones become [`OTHER`].
-#[derive(Debug)]
-pub struct BoundedLabel {
-    max: usize,
-    seen: BTreeSet<String>,
-}
-
-impl BoundedLabel {
-    pub const fn new(max: usize) -> Self {
-        Self {
-            max,
-            seen: BTreeSet::new(),
-        }
-    }
-
-    /// `value` itself while there is room (or it was admitted before), else [`OTHER`].
-    pub fn admit<'a>(&mut self, value: &'a str) -> &'a str {
-        if self.seen.contains(value) {
-            return value;
-        }
-        if self.seen.len() < self.max {
-            self.seen.insert(value.to_owned());
-            return value;
-        }
-        OTHER
-    }
-}
-
-static CLIENTS: Mutex<BoundedLabel> = Mutex::new(BoundedLabel::new(MAX_CLIENTS));
-
-/// The `client` label of a `GetEvents` peer: its IP address (not the port, which changes with
-/// every connection), `"unix"` without one (Unix socket); bounded by [`MAX_CLIENTS`].
-pub fn client_label(peer: Option<SocketAddr>) -> String {
-    let raw = match peer {
-        Some(a) => a.ip().to_canonical().to_string(),
-        None => "unix".to_owned(),
-    };
-    let mut clients = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
-    clients.admit(&raw).to_owned()
-}
-
-/// A `GetEvents` client (see [`client_label`]) missed `n` events.
-pub fn subscriber_events_dropped(client: &str, n: u64) {
-    counter!(SUBSCRIBER_DROPPED, "client" => client.to_owned()).increment(n);
-}
-
-/// A resolution of the `dns:` name `name` failed.
-pub fn dns_resolution_failed(name: &str) {
-    counter!(DNS_FAILURES, "name" => name.to_owned()).increment(1);
-}
-
-// ---------------------------------------------------------------------------------------------
 // The event path
 
 /// Counts the events the daemon publishes. Holds the counter handles, so the recorder must be
 /// installed before this is created.
 pub struct EventMetrics {
-    by_type: HashMap<i32, Counter>,
+    by_type: HashMap<&'static str, Counter>,
     /// policy → hook → counter.
     by_policy: HashMap<String, HashMap<String, Counter>>,
     binaries: BoundedLabel,
@@ -423,16 +370,15 @@ impl EventMetrics {
         }
     }
 
-    /// Records one kernel event and the Tetragon events it became (`out`, about to be
-    /// published).
-    pub fn record(&mut self, ev: &KernelEvent, out: &[GetEventsResponse]) {
-        for r in out {
-            let ty = event_type(r);
+    /// Records one kernel event and the events it became (`out`, about to be published).
+    pub fn record(&mut self, ev: &KernelEvent, out: &[Event]) {
+        for e in out {
+            let ty = event_type(e);
             self.by_type
-                .entry(ty as i32)
-                .or_insert_with(|| counter!(EVENTS, "type" => ty.as_str_name()))
+                .entry(ty)
+                .or_insert_with(|| counter!(EVENTS, "type" => ty))
                 .increment(1);
-            if let Some((policy, kind, function)) = policy_hook(r) {
+            if let Some((policy, kind, function)) = policy_hook(e) {
                 if !self.by_policy.contains_key(policy) {
                     self.by_policy.insert(policy.to_owned(), HashMap::new());
                 }
@@ -470,23 +416,36 @@ impl EventMetrics {
     }
 }
 
-/// Policy name, hook kind and function of a policy event (Tetragon's `hook` label is
-/// `kind:function`).
-fn policy_hook(r: &GetEventsResponse) -> Option<(&str, &'static str, &str)> {
-    match r.event.as_ref()? {
-        Event::ProcessKprobe(k) => Some((&k.policy_name, "kprobe", &k.function_name)),
-        Event::ProcessLsm(l) => Some((&l.policy_name, "lsm", &l.function_name)),
-        _ => None,
+/// The `type` label: the Tetragon event type the event is published as.
+fn event_type(e: &Event) -> &'static str {
+    match &e.kind {
+        EventKind::Exec(_) => "PROCESS_EXEC",
+        EventKind::Exit(_) => "PROCESS_EXIT",
+        EventKind::Hook(h) => match h.origin {
+            HookOrigin::Kprobe { .. } => "PROCESS_KPROBE",
+            HookOrigin::LsmHook => "PROCESS_LSM",
+        },
     }
 }
 
-fn event_binary(r: &GetEventsResponse) -> Option<&str> {
-    let p = match r.event.as_ref()? {
-        Event::ProcessKprobe(k) => k.process.as_ref(),
-        Event::ProcessLsm(l) => l.process.as_ref(),
+/// Policy name, hook kind and function of a policy event (Tetragon's `hook` label is
+/// `kind:function`).
+fn policy_hook(e: &Event) -> Option<(&str, &'static str, &str)> {
+    let EventKind::Hook(h) = &e.kind else {
+        return None;
+    };
+    let kind = match h.origin {
+        HookOrigin::Kprobe { .. } => "kprobe",
+        HookOrigin::LsmHook => "lsm",
+    };
+    Some((&h.policy_name, kind, h.function_name()))
+}
+
+fn event_binary(e: &Event) -> Option<&str> {
+    match &e.kind {
+        EventKind::Hook(h) => Some(h.process.binary.as_str()),
         _ => None,
-    }?;
-    Some(p.binary.as_str())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -535,10 +494,11 @@ impl Collector {
             counter!(RINGBUF_DECODE_ERRORS).absolute(r.decode_errors.load(Ordering::Relaxed));
         }
         if let Some(bus) = &self.sources.bus {
-            gauge!(SUBSCRIBERS).set(bus.subscriber_count() as f64);
+            record_bus(&bus.snapshot());
         }
         if let Some(dns) = &self.sources.dns {
             record_dns(&dns.snapshot(), Instant::now());
+            record_dns_failures(&dns.failures());
         }
     }
 }
@@ -571,6 +531,21 @@ pub fn record_dns(names: &[NameStatus], now: Instant) {
     gauge!(DNS_NAMES_FAILING).set(failing as f64);
     let stale = names.iter().filter(|n| n.is_stale(now)).count();
     gauge!(DNS_NAMES_STALE).set(stale as f64);
+}
+
+/// The subscriber gauge and each client's losses.
+pub fn record_bus(bus: &BusSnapshot) {
+    gauge!(SUBSCRIBERS).set(bus.subscribers as f64);
+    for (client, n) in &bus.dropped_by_client {
+        counter!(SUBSCRIBER_DROPPED, "client" => client.clone()).absolute(*n);
+    }
+}
+
+/// Failed resolutions by name, since the resolver started.
+pub fn record_dns_failures(failures: &BTreeMap<String, u64>) {
+    for (name, n) in failures {
+        counter!(DNS_FAILURES, "name" => name.clone()).absolute(*n);
+    }
 }
 
 /// A policy's action counters in [`ACTIONS`] order.
@@ -847,12 +822,16 @@ pub fn sample_value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> 
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
     use crate::{
         agent::{ActionCounts, Agent, MapWriter, Source},
         bpf::BpfError,
-        events::decode::{ExecData, HookData, KPath},
-        grpc::proto::tetragon::{KprobeAction, Process, ProcessExec, ProcessKprobe, ProcessLsm},
+        events::{
+            decode::{ExecData, HookData, KPath},
+            model::{Action, Exec, Hook, LsmHook, Process, Time},
+        },
         policy::{compile::MapImage, ir::HostNs},
     };
     use metrics_exporter_prometheus::PrometheusRecorder;
@@ -867,35 +846,41 @@ mod tests {
         sample_value(&parse_exposition(&h.render()), name, labels)
     }
 
-    fn lsm(policy: &str, binary: &str) -> GetEventsResponse {
-        GetEventsResponse {
-            event: Some(Event::ProcessLsm(ProcessLsm {
-                process: Some(Process {
+    fn policy_event(policy: &str, binary: &str, hook: LsmHook, origin: HookOrigin) -> Event {
+        Event {
+            node_name: String::new(),
+            time: Time::default(),
+            kind: EventKind::Hook(Hook {
+                process: Process {
                     binary: binary.into(),
                     ..Default::default()
-                }),
-                function_name: "file_open".into(),
+                },
+                parent: None,
                 policy_name: policy.into(),
-                action: KprobeAction::Override as i32,
-                ..Default::default()
-            })),
-            ..Default::default()
+                policy_namespace: None,
+                hook,
+                origin,
+                args: vec![],
+                action: Action::Override,
+                message: None,
+                tags: vec![],
+            }),
         }
     }
 
-    fn kprobe(policy: &str) -> GetEventsResponse {
-        GetEventsResponse {
-            event: Some(Event::ProcessKprobe(ProcessKprobe {
-                process: Some(Process {
-                    binary: "/usr/bin/cat".into(),
-                    ..Default::default()
-                }),
-                function_name: "security_file_permission".into(),
-                policy_name: policy.into(),
-                ..Default::default()
-            })),
-            ..Default::default()
-        }
+    fn lsm(policy: &str, binary: &str) -> Event {
+        policy_event(policy, binary, LsmHook::FileOpen, HookOrigin::LsmHook)
+    }
+
+    fn kprobe(policy: &str) -> Event {
+        policy_event(
+            policy,
+            "/usr/bin/cat",
+            LsmHook::FilePermission,
+            HookOrigin::Kprobe {
+                call: "security_file_permission".into(),
+            },
+        )
     }
 
     fn hook(retval: i32) -> KernelEvent {
@@ -913,7 +898,7 @@ mod tests {
         })
     }
 
-    fn exec() -> (KernelEvent, GetEventsResponse) {
+    fn exec() -> (KernelEvent, Event) {
         (
             KernelEvent::Exec(ExecData {
                 ktime: 1,
@@ -929,9 +914,13 @@ mod tests {
                 argv: vec![],
                 args_truncated: false,
             }),
-            GetEventsResponse {
-                event: Some(Event::ProcessExec(ProcessExec::default())),
-                ..Default::default()
+            Event {
+                node_name: String::new(),
+                time: Time::default(),
+                kind: EventKind::Exec(Exec {
+                    process: Process::default(),
+                    parent: None,
+                }),
             },
         )
     }
@@ -1061,26 +1050,6 @@ mod tests {
             ),
             Some(2.0)
         );
-    }
-
-    #[test]
-    fn bounded_label_admits_the_first_values() {
-        let mut b = BoundedLabel::new(2);
-        assert_eq!(b.admit("a"), "a");
-        assert_eq!(b.admit("b"), "b");
-        assert_eq!(b.admit("c"), OTHER);
-        assert_eq!(b.admit("a"), "a");
-    }
-
-    #[test]
-    fn client_labels_drop_the_port() {
-        let a: SocketAddr = "127.0.0.1:4000".parse().unwrap();
-        let b: SocketAddr = "127.0.0.1:4001".parse().unwrap();
-        assert_eq!(client_label(Some(a)), "127.0.0.1");
-        assert_eq!(client_label(Some(b)), "127.0.0.1");
-        let mapped: SocketAddr = "[::ffff:10.0.0.1]:4000".parse().unwrap();
-        assert_eq!(client_label(Some(mapped)), "10.0.0.1");
-        assert_eq!(client_label(None), "unix");
     }
 
     fn status(id: u32, name: &str, state: PolicyState, c: [u64; 6]) -> PolicyStatus {
@@ -1217,6 +1186,35 @@ mod tests {
             value(&h, TRACINGPOLICY_LOADED, &[("state", "enabled")]),
             Some(1.0)
         );
+    }
+
+    #[test]
+    fn bus_losses_and_dns_failures_become_counters_at_scrape_time() {
+        let (r, h) = recorder();
+        let bus = BusSnapshot {
+            subscribers: 2,
+            dropped_by_client: BTreeMap::from([
+                ("127.0.0.1".to_owned(), 90),
+                (OTHER.to_owned(), 3),
+            ]),
+            lost: 93,
+        };
+        let failures = BTreeMap::from([("fail.test".to_owned(), 4)]);
+        ::metrics::with_local_recorder(&r, || {
+            record_bus(&bus);
+            record_dns_failures(&failures);
+        });
+        let dropped = |client| value(&h, SUBSCRIBER_DROPPED, &[("client", client)]);
+        assert_eq!(value(&h, SUBSCRIBERS, &[]), Some(2.0));
+        assert_eq!(dropped("127.0.0.1"), Some(90.0));
+        assert_eq!(dropped(OTHER), Some(3.0));
+        assert_eq!(value(&h, DNS_FAILURES, &[("name", "fail.test")]), Some(4.0));
+        // The sources count since they started: the next scrape shows their new totals.
+        let mut later = bus.clone();
+        later.dropped_by_client.insert("127.0.0.1".to_owned(), 95);
+        ::metrics::with_local_recorder(&r, || record_bus(&later));
+        assert_eq!(dropped("127.0.0.1"), Some(95.0));
+        assert_eq!(dropped(OTHER), Some(3.0));
     }
 
     #[test]

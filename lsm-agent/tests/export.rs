@@ -12,81 +12,78 @@ use std::{
 };
 
 use lsm_agent::{
-    export::{ExportConfig, Exporter, Rotation, parse_filter_list},
-    grpc::{
-        EventBus,
-        proto::tetragon::{
-            GetEventsResponse, Process, ProcessExec, ProcessExit, ProcessLsm,
-            get_events_response::Event,
+    events::{
+        bus::EventBus,
+        model::{
+            Action, Event, EventKind, Exec, Exit, Hook, HookOrigin, LsmHook, Process, ProcessFlag,
+            Time,
         },
     },
+    export::{ExportConfig, Exporter, Rotation, parse_filter_list},
 };
 use serde_json::Value;
 
 fn process(binary: &str, pid: u32) -> Process {
     Process {
         exec_id: format!("bm9kZTo{pid}"),
-        pid: Some(pid),
+        pid,
         uid: Some(0),
-        cwd: "/".into(),
+        cwd: Some("/".into()),
         binary: binary.into(),
-        arguments: "/etc/shadow".into(),
-        flags: "execve rootcwd".into(),
-        start_time: Some(prost_types::Timestamp {
-            seconds: 1_700_000_000,
-            nanos: 0,
-        }),
-        parent_exec_id: "bm9kZToxMjM=".into(),
+        argv: vec![binary.into(), "/etc/shadow".into()],
+        flags: vec![ProcessFlag::Execve],
+        start_time: Some(Time::from_unix_secs(1_700_000_000)),
+        parent_exec_id: Some("bm9kZToxMjM=".into()),
         ..Default::default()
     }
 }
 
-fn time(i: u32) -> Option<prost_types::Timestamp> {
-    Some(prost_types::Timestamp {
-        seconds: 1_700_000_000 + i64::from(i),
-        nanos: 0,
-    })
+fn event(i: u32, kind: EventKind) -> Event {
+    Event {
+        node_name: "test-node".into(),
+        time: Time::from_unix_secs(1_700_000_000 + i64::from(i)),
+        kind,
+    }
 }
 
-fn exec(i: u32, binary: &str) -> GetEventsResponse {
-    GetEventsResponse {
-        event: Some(Event::ProcessExec(ProcessExec {
-            process: Some(process(binary, 1000 + i)),
+fn exec(i: u32, binary: &str) -> Event {
+    event(
+        i,
+        EventKind::Exec(Exec {
+            process: process(binary, 1000 + i),
             parent: Some(process("/bin/sh", 1)),
-            ..Default::default()
-        })),
-        node_name: "test-node".into(),
-        time: time(i),
-        ..Default::default()
-    }
+        }),
+    )
 }
 
-fn lsm(i: u32, binary: &str) -> GetEventsResponse {
-    GetEventsResponse {
-        event: Some(Event::ProcessLsm(ProcessLsm {
-            process: Some(process(binary, 1000 + i)),
-            function_name: "file_open".into(),
+fn lsm(i: u32, binary: &str) -> Event {
+    event(
+        i,
+        EventKind::Hook(Hook {
+            process: process(binary, 1000 + i),
+            parent: None,
             policy_name: "file-monitoring".into(),
-            action: 1,
-            ..Default::default()
-        })),
-        node_name: "test-node".into(),
-        time: time(i),
-        ..Default::default()
-    }
+            policy_namespace: None,
+            hook: LsmHook::FileOpen,
+            origin: HookOrigin::LsmHook,
+            args: vec![],
+            action: Action::Post,
+            message: None,
+            tags: vec![],
+        }),
+    )
 }
 
-fn exit(i: u32) -> GetEventsResponse {
-    GetEventsResponse {
-        event: Some(Event::ProcessExit(ProcessExit {
-            process: Some(process("/usr/bin/cat", 1000 + i)),
-            signal: "SIGKILL".into(),
-            ..Default::default()
-        })),
-        node_name: "test-node".into(),
-        time: time(i),
-        ..Default::default()
-    }
+fn exit(i: u32) -> Event {
+    event(
+        i,
+        EventKind::Exit(Exit {
+            process: process("/usr/bin/cat", 1000 + i),
+            parent: None,
+            signal: Some(9),
+            status: 0,
+        }),
+    )
 }
 
 fn export_files(dir: &Path) -> Vec<PathBuf> {

@@ -7,14 +7,21 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lsm_agent::grpc::{
-    EventBus, PolicyControl, bind,
-    proto::tetragon::{
-        GetEventsResponse, HealthStatusResult, KprobeArgument, KprobeFile, KprobeSock, Pod,
-        Process, ProcessExec, ProcessExit, ProcessKprobe, ProcessLsm, TracingPolicyMode,
-        TracingPolicyState, TracingPolicyStatus, get_events_response::Event, kprobe_argument::Arg,
+use lsm_agent::{
+    events::{
+        bus::EventBus,
+        model::{
+            Action, Arg, ArgValue, Event, EventKind, Exec, Exit, Hook, HookOrigin, LsmHook,
+            NetData, Pod, Process, Time,
+        },
     },
-    serve_listeners,
+    grpc::{
+        PolicyControl, bind,
+        proto::tetragon::{
+            HealthStatusResult, TracingPolicyMode, TracingPolicyState, TracingPolicyStatus,
+        },
+        serve_listeners,
+    },
 };
 use tokio::sync::oneshot;
 
@@ -133,10 +140,14 @@ async fn run_status(address: &str) -> (i32, String, Duration) {
 }
 
 fn proc(binary: &str, args: &str, pod: Option<(&str, &str)>) -> Process {
+    let mut argv = vec![binary.to_owned()];
+    if !args.is_empty() {
+        argv.push(args.to_owned());
+    }
     Process {
         binary: binary.into(),
-        arguments: args.into(),
-        pid: Some(1234),
+        argv,
+        pid: 1234,
         pod: pod.map(|(ns, name)| Pod {
             namespace: ns.into(),
             name: name.into(),
@@ -146,7 +157,25 @@ fn proc(binary: &str, args: &str, pod: Option<(&str, &str)>) -> Process {
     }
 }
 
-fn events() -> Vec<GetEventsResponse> {
+fn hook(process: Process, hook: LsmHook, origin: HookOrigin, args: Vec<ArgValue>) -> EventKind {
+    EventKind::Hook(Hook {
+        process,
+        parent: None,
+        policy_name: String::new(),
+        policy_namespace: None,
+        hook,
+        origin,
+        args: args
+            .into_iter()
+            .map(|value| Arg { value, label: None })
+            .collect(),
+        action: Action::Post,
+        message: None,
+        tags: vec![],
+    })
+}
+
+fn events() -> Vec<Event> {
     let xwing = || {
         proc(
             "/usr/bin/curl",
@@ -154,78 +183,73 @@ fn events() -> Vec<GetEventsResponse> {
             Some(("default", "xwing")),
         )
     };
-    let ev = |e: Event, node: &str| GetEventsResponse {
-        event: Some(e),
+    let ev = |kind: EventKind, node: &str| Event {
         node_name: node.into(),
-        ..Default::default()
+        time: Time::default(),
+        kind,
     };
+    let kprobe = |call: &str| HookOrigin::Kprobe { call: call.into() };
     vec![
         ev(
-            Event::ProcessExec(ProcessExec {
-                process: Some(xwing()),
-                ..Default::default()
+            EventKind::Exec(Exec {
+                process: xwing(),
+                parent: None,
             }),
             "n1",
         ),
         ev(
-            Event::ProcessKprobe(ProcessKprobe {
-                process: Some(xwing()),
-                function_name: "tcp_connect".into(),
-                args: vec![KprobeArgument {
-                    arg: Some(Arg::SockArg(KprobeSock {
-                        saddr: "10.32.0.28".into(),
-                        sport: 45200,
-                        daddr: "104.198.14.52".into(),
-                        dport: 443,
-                        ..Default::default()
-                    })),
-                    label: String::new(),
-                }],
-                ..Default::default()
+            hook(
+                xwing(),
+                LsmHook::SocketConnect,
+                kprobe("tcp_connect"),
+                vec![ArgValue::Sock(Some(NetData {
+                    family: lsm_shared::AF_INET,
+                    sock_type: 1,
+                    protocol: lsm_shared::IPPROTO_TCP,
+                    saddr: Some([10, 32, 0, 28].into()),
+                    sport: 45200,
+                    daddr: Some([104, 198, 14, 52].into()),
+                    dport: 443,
+                }))],
+            ),
+            "n1",
+        ),
+        ev(
+            EventKind::Exit(Exit {
+                process: xwing(),
+                parent: None,
+                signal: Some(9),
+                status: 0,
             }),
             "n1",
         ),
         ev(
-            Event::ProcessExit(ProcessExit {
-                process: Some(xwing()),
-                signal: "SIGKILL".into(),
-                ..Default::default()
-            }),
-            "n1",
-        ),
-        ev(
-            Event::ProcessKprobe(ProcessKprobe {
-                process: Some(proc("/bin/cat", "/etc/shadow", Some(("default", "xwing")))),
-                function_name: "security_file_permission".into(),
-                args: vec![
-                    KprobeArgument {
-                        arg: Some(Arg::FileArg(KprobeFile {
-                            path: "/etc/shadow".into(),
-                            ..Default::default()
-                        })),
-                        label: String::new(),
+            hook(
+                proc("/bin/cat", "/etc/shadow", Some(("default", "xwing"))),
+                LsmHook::FilePermission,
+                kprobe("security_file_permission"),
+                vec![
+                    ArgValue::File {
+                        path: "/etc/shadow".into(),
                     },
-                    KprobeArgument {
-                        arg: Some(Arg::IntArg(4)),
-                        label: String::new(),
-                    },
+                    ArgValue::Int(4),
                 ],
-                ..Default::default()
-            }),
+            ),
             "n1",
         ),
         ev(
-            Event::ProcessLsm(ProcessLsm {
-                process: Some(proc("/usr/bin/zsh", "", None)),
-                function_name: "bprm_check_security".into(),
-                ..Default::default()
-            }),
+            hook(
+                proc("/usr/bin/zsh", "", None),
+                LsmHook::BprmCheckSecurity,
+                HookOrigin::LsmHook,
+                vec![],
+            ),
             "user-nix",
         ),
         ev(
-            Event::ProcessExec(ProcessExec {
-                process: Some(proc("/usr/bin/curl", "cilium.io", None)),
-                ..Default::default()
+            EventKind::Exec(Exec {
+                process: proc("/usr/bin/curl", "cilium.io", None),
+                parent: None,
             }),
             "my-node",
         ),
@@ -245,7 +269,7 @@ const EXPECTED: &[&str] = &[
 async fn getevents_lines(
     server: &Server,
     extra: &[&str],
-    publish: Vec<GetEventsResponse>,
+    publish: Vec<Event>,
     n: usize,
 ) -> Vec<String> {
     let mut args = vec![

@@ -20,15 +20,16 @@ use lsm_agent::{
     bpf::BpfError,
     dns::{self, Answer, DnsError, DnsStatus, Lookup},
     events::{
+        bus::EventBus,
         decode::{HookData, KPath, KernelEvent},
+        enrich::ProcessCache,
+        model::{Event, EventKind, Exec, Process, Time},
         reader::ReaderStats,
-        tetragon::ProcessCache,
     },
     grpc::{
-        self, EventBus, PolicyApi,
+        self, PolicyApi,
         proto::tetragon::{
-            GetEventsRequest, GetEventsResponse, Process, ProcessExec,
-            fine_guidance_sensors_client::FineGuidanceSensorsClient, get_events_response::Event,
+            GetEventsRequest, fine_guidance_sensors_client::FineGuidanceSensorsClient,
         },
     },
     metrics::{self as m, Collector, EventMetrics, Sample, Sources, parse_exposition},
@@ -157,16 +158,17 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64>
     m::sample_value(samples, name, labels)
 }
 
-fn exec(i: usize) -> GetEventsResponse {
-    GetEventsResponse {
-        event: Some(Event::ProcessExec(ProcessExec {
-            process: Some(Process {
+fn exec(i: usize) -> Event {
+    Event {
+        node_name: String::new(),
+        time: Time::default(),
+        kind: EventKind::Exec(Exec {
+            process: Process {
                 binary: format!("/bin/{i}"),
                 ..Default::default()
-            }),
-            ..Default::default()
-        })),
-        ..Default::default()
+            },
+            parent: None,
+        }),
     }
 }
 

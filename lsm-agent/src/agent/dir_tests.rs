@@ -200,7 +200,9 @@ async fn a_broken_new_version_keeps_the_old_one_and_its_error_survives_an_outage
         "{rejected:?}"
     );
 
-    dir.sync(os_error(nix::errno::Errno::EIO as i32), &agent).await.unwrap();
+    dir.sync(os_error(nix::errno::Errno::EIO as i32), &agent)
+        .await
+        .unwrap();
     assert!(
         find(&status(&agent).await, "a.yaml")
             .error

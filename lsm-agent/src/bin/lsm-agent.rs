@@ -15,8 +15,8 @@ use lsm_agent::{
         dir::{PolicyDir, list_policy_dir},
     },
     bpf::{Capabilities, Probe},
-    events::{self, tetragon::ProcessCache},
-    grpc::{self, EventBus},
+    events::{self, bus::EventBus, enrich::ProcessCache},
+    grpc,
     policy::{error::PolicyError, ir::Policy, parse::parse_policy_with_env},
     supervise::Tasks,
 };
@@ -235,7 +235,7 @@ async fn main() -> anyhow::Result<()> {
         tasks.spawn_until_stopped("policy directory watcher", async move { Ok(watch.await?) });
     }
 
-    // Ring buffer → decoded events → Tetragon events on the bus.
+    // Ring buffer → decoded events → enriched events on the bus.
     let bus = EventBus::new(4096);
     // JSON export file: one more bus subscriber, subscribed before the first event.
     if let Some(cfg) = export {
@@ -262,15 +262,15 @@ async fn main() -> anyhow::Result<()> {
         let bus = bus.clone();
         let images = agent.images();
         async move {
-            let mut cache = ProcessCache::new(events::tetragon::node_name());
+            let mut cache = ProcessCache::new(events::enrich::node_name());
             let mut metrics = lsm_agent::metrics::EventMetrics::new();
             while let Some(ev) = rx.recv().await {
                 let img = images.borrow().clone();
                 let out = cache.convert(&ev, &img);
                 metrics.record(&ev, &out);
                 metrics.set_process_cache_size(cache.len());
-                for resp in out {
-                    bus.publish(resp);
+                for ev in out {
+                    bus.publish(ev);
                 }
             }
             Err("the ring-buffer reader's queue closed".into())

@@ -12,8 +12,9 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use lsm_agent::grpc::tls::{ClientTlsOptions, error_chain};
 use lsm_agent::{
-    events::compact::{ColorMode, CompactOptions, encode_compact},
-    grpc::{
+    policy::check::check_files,
+    tetragon::{
+        compact::{ColorMode, CompactOptions, encode_compact},
         json::event_to_json,
         proto::tetragon::{
             AddTracingPolicyRequest, ConfigureTracingPolicyRequest, DeleteTracingPolicyRequest,
@@ -23,7 +24,6 @@ use lsm_agent::{
             fine_guidance_sensors_client::FineGuidanceSensorsClient,
         },
     },
-    policy::check::check_files,
 };
 use prost_types::FieldMask;
 use tonic::transport::{Channel, Endpoint};

@@ -1,4 +1,5 @@
-//! Processes that were running before the agent: read once from `/proc`.
+//! Processes that were running before the agent: read once from `/proc` into the kernel's
+//! process table.
 
 use std::{
     collections::HashMap,
@@ -6,24 +7,24 @@ use std::{
     os::unix::{ffi::OsStrExt, fs::MetadataExt},
 };
 
-use lsm_shared::{LINEAGE_LEN, NUM_HOOKS, PROC_FROM_PROCFS, ProcInfo};
-
-use crate::{
-    events::decode::rec_from_path,
-    policy::ir::{HostNs, NsType},
+use lsm_shared::{
+    LINEAGE_LEN, NUM_HOOKS, PATH_RESOLVED, PROC_FROM_PROCFS, PathRec, ProcInfo, STR_LEN,
 };
 
-/// The parent pid from the text of `/proc/PID/stat` (the field after the `)` of the comm).
-pub fn ppid_from_stat(stat: &str) -> Option<u32> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
-}
+use crate::policy::ir::{HostNs, NsType};
 
-/// The pid in the process's own pid namespace: the last `NSpid:` field of
-/// `/proc/PID/status`.
-pub fn nspid_from_status(status: &str) -> Option<u32> {
-    let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
-    line.split_whitespace().last()?.parse().ok()
+/// A resolved path as the kernel records it: its length, its first [`STR_LEN`] bytes and its
+/// last [`STR_LEN`] bytes reversed.
+pub fn rec_from_path(path: &[u8]) -> PathRec {
+    let mut rec = PathRec::empty();
+    rec.len = path.len() as u32;
+    rec.flags = PATH_RESOLVED;
+    let n = path.len().min(STR_LEN);
+    rec.head[..n].copy_from_slice(&path[..n]);
+    for (i, b) in path.iter().rev().take(STR_LEN).enumerate() {
+        rec.tail_rev[i] = *b;
+    }
+    rec
 }
 
 /// `[pid, parent, grandparent, ...]` from a pid → parent map, 0-padded.
@@ -55,34 +56,18 @@ pub fn host_namespaces() -> HostNs {
 
 /// Every process visible in `/proc` with its executable and parent.
 pub fn scan() -> Vec<(u32, ProcInfo)> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let mut out = Vec::new();
     let mut parents = HashMap::new();
     let mut nspids = HashMap::new();
-    for entry in dir.flatten() {
-        let Some(tgid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for p in crate::procfs::all() {
         // Kernel threads have no exe link; they stay unknown (empty binary).
-        let Ok(exe) = fs::read_link(entry.path().join("exe")) else {
+        let Some(exe) = p.exe() else {
             continue;
         };
-        let ppid = fs::read_to_string(entry.path().join("stat"))
-            .ok()
-            .and_then(|s| ppid_from_stat(&s))
-            .unwrap_or(0);
-        let nspid = fs::read_to_string(entry.path().join("status"))
-            .ok()
-            .and_then(|s| nspid_from_status(&s))
-            .unwrap_or(0);
+        let tgid = p.pid();
+        let ppid = p.ppid();
         parents.insert(tgid, ppid);
-        nspids.insert(tgid, nspid);
+        nspids.insert(tgid, p.nspid());
         out.push((
             tgid,
             ProcInfo {
@@ -112,11 +97,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ppid_is_read_after_a_comm_with_spaces_and_parens() {
-        assert_eq!(ppid_from_stat("42 (my (odd) cmd) S 7 42 42 0"), Some(7));
-    }
-
-    #[test]
     fn the_scan_finds_this_test_process_with_its_parent_in_the_lineage() {
         let me = std::process::id();
         let all = scan();
@@ -124,13 +104,6 @@ mod tests {
         assert_eq!(info.lineage[0], me);
         assert_eq!(info.lineage[1], info.ppid);
         assert_ne!(info.ns_lineage[0], 0);
-    }
-
-    #[test]
-    fn nspid_is_the_innermost_pid() {
-        let status = "Name:\tsh\nNSpid:\t4242\t17\t1\nNSsid:\t1\n";
-        assert_eq!(nspid_from_status(status), Some(1));
-        assert_eq!(nspid_from_status("Name: x\n"), None);
     }
 
     #[test]

@@ -167,19 +167,6 @@ pub fn path_from_rec(rec: &PathRec) -> KPath {
     }
 }
 
-/// The record the kernel would build for `path` (for the `/proc` scan and tests).
-pub fn rec_from_path(path: &[u8]) -> PathRec {
-    let mut rec = PathRec::empty();
-    rec.len = path.len() as u32;
-    rec.flags = PATH_RESOLVED;
-    let n = path.len().min(STR_LEN);
-    rec.head[..n].copy_from_slice(&path[..n]);
-    for (i, b) in path.iter().rev().take(STR_LEN).enumerate() {
-        rec.tail_rev[i] = *b;
-    }
-    rec
-}
-
 fn split_argv(args: &[u8]) -> Vec<String> {
     let args = args.strip_suffix(&[0]).unwrap_or(args);
     if args.is_empty() {
@@ -251,6 +238,7 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bpf::procfs::rec_from_path;
 
     fn bytes_of<T>(v: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a plain ABI struct.

@@ -1,7 +1,8 @@
-//! Kernel events: ring-buffer reader, decoding, enrichment, output formats.
-pub mod compact;
+//! Kernel events: read from the ring buffer, decoded, enriched with what the agent knows about
+//! the processes into our own [`model`] events, and published on the [`bus`].
+pub mod bus;
 pub mod decode;
-pub mod net;
+pub mod enrich;
+pub mod model;
 pub mod ratelimit;
 pub mod reader;
-pub mod tetragon;

@@ -1,12 +1,9 @@
 //! Tetragon-compatible gRPC API.
-pub mod fieldfilter;
-pub mod json;
 pub mod policy;
-pub mod proto;
 pub mod server;
 pub mod tls;
 
+/// The API's messages (defined by the [`tetragon`](crate::tetragon) wire format).
+pub use crate::tetragon::proto;
 pub use policy::{PolicyApi, PolicyControl};
-pub use server::{
-    EventBus, EventFilter, GrpcError, Listeners, bind, serve, serve_listeners, serve_listeners_tls,
-};
+pub use server::{GrpcError, Listeners, bind, serve, serve_listeners, serve_listeners_tls};

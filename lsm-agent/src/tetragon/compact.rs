@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use crate::grpc::proto::tetragon::{
+use super::proto::tetragon::{
     GetEventsResponse, KprobeArgument, KprobeFile, KprobeSock, Process, ProcessKprobe, ProcessLsm,
     ThrottleType, get_events_response::Event, kprobe_argument::Arg,
 };
@@ -617,7 +617,7 @@ fn civil_from_days(z: i128) -> (i128, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grpc::proto::tetragon::{
+    use crate::tetragon::proto::tetragon::{
         Capabilities, KprobePath, Pod, ProcessExec, ProcessExit, ProcessThrottle, RateLimitInfo,
         StackTraceEntry, Test,
     };

@@ -528,7 +528,7 @@ fn timestamp(t: &prost_types::Timestamp) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grpc::proto::tetragon::{KprobeFile, ProcessExec, ProcessKprobe};
+    use crate::tetragon::proto::tetragon::{KprobeFile, ProcessExec, ProcessKprobe};
 
     #[test]
     fn exec_json() {

@@ -8,8 +8,8 @@
 
 use std::net::IpAddr;
 
-use super::decode::NetData;
-use crate::grpc::proto::tetragon::{KprobeSock, KprobeSockaddr};
+use super::proto::tetragon::{KprobeSock, KprobeSockaddr};
+use crate::events::model::{NetData, Sockaddr};
 
 const FAMILIES: &[(u16, &str)] = &[
     (0, "AF_UNSPEC"),
@@ -163,14 +163,12 @@ pub fn sock_arg(n: &NetData) -> KprobeSock {
     }
 }
 
-/// The address connected to as Tetragon's `sockaddr_arg`. The family is the socket's (the
-/// kernel record keeps no separate `sa_family`; for a v4-mapped destination on an IPv6 socket
-/// it is `AF_INET`).
-pub fn sockaddr_arg(n: &NetData) -> KprobeSockaddr {
+/// The address connected to as Tetragon's `sockaddr_arg`.
+pub fn sockaddr_arg(a: &Sockaddr) -> KprobeSockaddr {
     KprobeSockaddr {
-        family: family_name(n.family),
-        addr: ip_text(n.daddr),
-        port: u32::from(n.dport),
+        family: family_name(a.family),
+        addr: ip_text(a.addr),
+        port: u32::from(a.port),
     }
 }
 
@@ -257,8 +255,12 @@ mod tests {
     }
 
     #[test]
-    fn sockaddr_is_the_destination() {
-        let a = sockaddr_arg(&net(AF_INET, "10.0.0.5", 40000, "198.51.100.1", 443));
+    fn sockaddr_is_the_address_with_the_familys_name() {
+        let a = sockaddr_arg(&Sockaddr {
+            family: AF_INET,
+            addr: ip("198.51.100.1"),
+            port: 443,
+        });
         assert_eq!(
             a,
             KprobeSockaddr {
@@ -285,6 +287,11 @@ mod tests {
             (s.family.as_str(), s.saddr.as_str(), s.daddr.as_str()),
             ("AF_UNIX", "<nil>", "<nil>")
         );
-        assert_eq!(sockaddr_arg(&n).addr, "<nil>");
+        let a = Sockaddr {
+            family: n.family,
+            addr: n.daddr,
+            port: n.dport,
+        };
+        assert_eq!(sockaddr_arg(&a).addr, "<nil>");
     }
 }

@@ -28,9 +28,9 @@ use std::{collections::BTreeMap, sync::OnceLock};
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, MapKey, MessageDescriptor, Value};
 
-use super::{
-    proto::tetragon::{FieldFilter, FieldFilterAction, GetEventsResponse},
-    server::event_type,
+use super::proto::{
+    event_type,
+    tetragon::{FieldFilter, FieldFilterAction, GetEventsResponse},
 };
 
 /// The encoded `FileDescriptorSet` of `proto/tetragon/*.proto` (with its imports).
@@ -272,7 +272,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::grpc::proto::tetragon::{
+    use crate::tetragon::proto::tetragon::{
         Container, EventType, Image, KprobeArgument, KprobeFile, Pod, Process, ProcessExec,
         ProcessExit, ProcessKprobe, get_events_response::Event, kprobe_argument::Arg,
     };

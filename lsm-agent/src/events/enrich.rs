@@ -1,0 +1,732 @@
+//! Kernel events + process cache → our [`model`](super::model) events.
+//!
+//! The cache knows every process the agent saw start (exec and fork events) and reads the
+//! others from `/proc` when an event first names them; each event carries its process and
+//! parent as the cache knows them at that moment.
+
+use std::{collections::HashMap, sync::Arc};
+
+use base64::Engine as _;
+use lsm_shared::*;
+
+use super::{
+    decode::{ExecData, ExitData, ForkData, HookData, KernelEvent},
+    model::{
+        Action, Arg, ArgValue, Event, EventKind, Exec, Exit, Hook, Process, ProcessFlag, Sockaddr,
+        Time,
+    },
+    ratelimit::{RateLimiter, Subject},
+};
+use crate::policy::{
+    compile::{MapImage, SlotInfo},
+    ir::ArgType,
+};
+
+/// Processes by tgid.
+pub struct ProcessCache {
+    node: String,
+    /// Wall-clock nanoseconds minus boot-clock nanoseconds, to timestamp kernel events.
+    boot_to_wall_ns: i128,
+    procs: HashMap<u32, Arc<Process>>,
+    parents: HashMap<u32, u32>,
+    limiter: RateLimiter,
+}
+
+fn clock_ns(id: nix::time::ClockId) -> i128 {
+    nix::time::clock_gettime(id)
+        .map(|t| i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec()))
+        .unwrap_or(0)
+}
+
+/// The node name Tetragon would use: `NODE_NAME`, `HUBBLE_NODE_NAME`, else the hostname.
+pub fn node_name() -> String {
+    std::env::var("NODE_NAME")
+        .or_else(|_| std::env::var("HUBBLE_NODE_NAME"))
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+}
+
+impl ProcessCache {
+    pub fn new(node: String) -> Self {
+        let wall = clock_ns(nix::time::ClockId::CLOCK_REALTIME);
+        let boot = clock_ns(nix::time::ClockId::CLOCK_BOOTTIME);
+        ProcessCache {
+            node,
+            boot_to_wall_ns: wall - boot,
+            procs: HashMap::new(),
+            parents: HashMap::new(),
+            limiter: RateLimiter::default(),
+        }
+    }
+
+    /// The wall-clock time of a kernel (boot-clock) timestamp.
+    pub fn timestamp(&self, ktime: u64) -> Time {
+        Time::from_unix_nanos(i128::from(ktime) + self.boot_to_wall_ns)
+    }
+
+    /// Tetragon's exec id: unique per node, boot time and pid.
+    fn exec_id(&self, ktime: u64, pid: u32) -> String {
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}:{}", self.node, ktime, pid))
+    }
+
+    /// A process we have no exec event for (started before the agent): from `/proc`.
+    fn scan_procfs(&mut self, tgid: u32) -> Arc<Process> {
+        let proc = crate::procfs::Proc::open(tgid);
+        let binary = proc
+            .as_ref()
+            .and_then(|p| p.exe())
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let argv = proc.as_ref().map(|p| p.argv()).unwrap_or_default();
+        let ppid = proc.as_ref().map_or(0, |p| p.ppid());
+        let p = Arc::new(Process {
+            exec_id: self.exec_id(0, tgid),
+            pid: tgid,
+            binary,
+            argv,
+            flags: vec![ProcessFlag::ProcFs],
+            parent_exec_id: self.parents_exec_id(ppid),
+            ..Default::default()
+        });
+        self.procs.insert(tgid, p.clone());
+        self.parents.insert(tgid, ppid);
+        p
+    }
+
+    fn parents_exec_id(&self, ppid: u32) -> Option<String> {
+        self.procs.get(&ppid).map(|p| p.exec_id.clone())
+    }
+
+    pub fn get_or_scan(&mut self, tgid: u32) -> Arc<Process> {
+        match self.procs.get(&tgid) {
+            Some(p) => p.clone(),
+            None => self.scan_procfs(tgid),
+        }
+    }
+
+    /// Processes in the cache (the `lsm_agent_process_cache_size` metric).
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
+    fn parent_of(&self, tgid: u32) -> Option<Process> {
+        let ppid = self.parents.get(&tgid)?;
+        self.procs.get(ppid).map(|p| (**p).clone())
+    }
+
+    fn exec(&mut self, e: &ExecData) -> Event {
+        let mut flags = vec![ProcessFlag::Execve];
+        if e.args_truncated {
+            flags.push(ProcessFlag::TruncArgs);
+        }
+        let p = Process {
+            exec_id: self.exec_id(e.ktime, e.tgid),
+            pid: e.tgid,
+            uid: Some(e.uid),
+            binary: e.exe.path.clone(),
+            argv: e.argv.clone(),
+            flags,
+            start_time: Some(self.timestamp(e.ktime)),
+            parent_exec_id: self.parents_exec_id(e.ppid),
+            tid: Some(e.tgid),
+            ..Default::default()
+        };
+        self.procs.insert(e.tgid, Arc::new(p.clone()));
+        self.parents.insert(e.tgid, e.ppid);
+        let parent = self.parent_of(e.tgid);
+        self.event(e.ktime, EventKind::Exec(Exec { process: p, parent }))
+    }
+
+    /// A child that has not exec'd runs its parent's binary (Tetragon's `clone` flag).
+    fn fork(&mut self, f: &ForkData) {
+        // A parent started before the agent is not cached yet; it is alive now, so /proc
+        // still knows it.
+        let parent = self.get_or_scan(f.ppid);
+        let child = Process {
+            exec_id: self.exec_id(f.ktime, f.tgid),
+            pid: f.tgid,
+            tid: Some(f.tgid),
+            flags: vec![ProcessFlag::Clone],
+            start_time: Some(self.timestamp(f.ktime)),
+            parent_exec_id: Some(parent.exec_id.clone()),
+            ..(*parent).clone()
+        };
+        self.procs.insert(f.tgid, Arc::new(child));
+        self.parents.insert(f.tgid, f.ppid);
+    }
+
+    fn exit(&mut self, e: &ExitData) -> Event {
+        let process = (*self.get_or_scan(e.tgid)).clone();
+        let parent = self.parent_of(e.tgid);
+        self.procs.remove(&e.tgid);
+        self.parents.remove(&e.tgid);
+        let signal = e.exit_code & 0x7f;
+        self.event(
+            e.ktime,
+            EventKind::Exit(Exit {
+                process,
+                parent,
+                signal: (signal != 0).then_some(signal),
+                status: (e.exit_code >> 8) & 0xff,
+            }),
+        )
+    }
+
+    fn hook(&mut self, h: &HookData, slot: &SlotInfo) -> Event {
+        let mut process = (*self.get_or_scan(h.tgid)).clone();
+        process.tid = Some(h.pid);
+        let parent = self.parent_of(h.tgid);
+        let args = slot
+            .args
+            .iter()
+            .map(|a| {
+                let raw = h.args.get(a.lsm_index as usize).copied().unwrap_or(0);
+                let path = h.path.as_ref().map(|p| p.path.clone()).unwrap_or_default();
+                let value = match a.ty {
+                    ArgType::File => ArgValue::File { path },
+                    ArgType::Path => ArgValue::Path { path },
+                    ArgType::LinuxBinprm => ArgValue::LinuxBinprm { path },
+                    ArgType::Int { .. } => int_value(&a.type_name, raw),
+                    // Only `socket_connect` has these arguments, and its events always carry
+                    // the connection; an empty one would mean a decode bug, not bad input.
+                    ArgType::Sock => ArgValue::Sock(h.net),
+                    // The destination. Its family is the socket's: the kernel record keeps no
+                    // separate `sa_family` (for a v4-mapped destination on an IPv6 socket it
+                    // is `AF_INET`).
+                    ArgType::Sockaddr => ArgValue::Sockaddr(h.net.map(|n| Sockaddr {
+                        family: n.family,
+                        addr: n.daddr,
+                        port: n.dport,
+                    })),
+                };
+                Arg {
+                    value,
+                    label: a.label.clone(),
+                }
+            })
+            .collect();
+        self.event(
+            h.ktime,
+            EventKind::Hook(Hook {
+                process,
+                parent,
+                policy_name: slot.policy_name.clone(),
+                policy_namespace: slot.policy_namespace.clone(),
+                hook: slot.hook,
+                origin: slot.origin.clone(),
+                args,
+                action: action_of(slot.flags),
+                message: slot.message.clone(),
+                tags: slot.tags.clone(),
+            }),
+        )
+    }
+
+    /// Whether a rate-limited `Post` lets this event through (always, without a limit).
+    fn rate_allows(&mut self, h: &HookData, slot: &SlotInfo) -> bool {
+        let Some((interval_ms, scope)) = slot.rate_limit else {
+            return true;
+        };
+        let ints: Vec<u64> = slot
+            .args
+            .iter()
+            .filter(|a| matches!(a.ty, ArgType::Int { .. }))
+            .map(|a| h.args.get(a.lsm_index as usize).copied().unwrap_or(0))
+            .collect();
+        let path = h
+            .path
+            .as_ref()
+            .map(|p| p.path.as_bytes())
+            .unwrap_or_default();
+        // The connection is part of the event's arguments only when the policy shows it.
+        let shows_net = slot
+            .args
+            .iter()
+            .any(|a| matches!(a.ty, ArgType::Sock | ArgType::Sockaddr));
+        let subject = Subject {
+            policy_id: slot.policy_id,
+            hook_index: slot.hook_index,
+            selector_index: slot.selector_index,
+            pid: h.pid,
+            tgid: h.tgid,
+            path,
+            ints: &ints,
+            net: h.net.filter(|_| shows_net),
+        };
+        self.limiter.allow(&subject, scope, interval_ms, h.ktime)
+    }
+
+    fn event(&self, ktime: u64, kind: EventKind) -> Event {
+        Event {
+            node_name: self.node.clone(),
+            time: self.timestamp(ktime),
+            kind,
+        }
+    }
+
+    /// Turns one kernel event into our events (one per posting selector of a hook event),
+    /// updating the cache. Slots that no longer exist (the policy was removed meanwhile) are
+    /// skipped.
+    pub fn convert(&mut self, ev: &KernelEvent, img: &MapImage) -> Vec<Event> {
+        match ev {
+            KernelEvent::Fork(f) => {
+                self.fork(f);
+                Vec::new()
+            }
+            KernelEvent::Exec(e) => vec![self.exec(e)],
+            KernelEvent::Exit(e) => vec![self.exit(e)],
+            KernelEvent::Hook(h) => {
+                let mut out = Vec::new();
+                for s in (0..MAX_SELECTORS).filter(|s| h.posted & (1u64 << s) != 0) {
+                    if let Some(slot) = img.slot(h.hook, s)
+                        && self.rate_allows(h, slot)
+                    {
+                        out.push(self.hook(h, slot));
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+/// The event's `action`: the last action that ran, as Tetragon reports it.
+fn action_of(flags: u32) -> Action {
+    if flags & ACT_OVERRIDE != 0 {
+        Action::Override
+    } else if flags & ACT_SIGKILL != 0 {
+        Action::Sigkill
+    } else if flags & ACT_SIGNAL != 0 {
+        Action::Signal
+    } else {
+        Action::Post
+    }
+}
+
+/// An integer argument by its declared type (Tetragon's choice of member for each).
+fn int_value(type_name: &str, raw: u64) -> ArgValue {
+    match type_name {
+        "uint32" | "uint8" | "uint16" => ArgValue::Uint(raw as u32),
+        "uint64" | "ulong" | "size_t" => ArgValue::Size(raw),
+        "long" | "int64" | "sint64" => ArgValue::Long(raw as i64),
+        _ => ArgValue::Int(raw as u32 as i32),
+    }
+}
+
+/// Kernel events and policy slots for the tests of the enrichment and of the outputs that
+/// convert its events.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use lsm_shared::*;
+
+    use super::ProcessCache;
+    use crate::{
+        events::{
+            decode::{ExecData, HookData, KPath, KernelEvent},
+            model::Event,
+        },
+        policy::{
+            compile::{MapImage, SlotInfo},
+            ir::{ArgSpec, ArgType, HookOrigin, LsmHook},
+        },
+    };
+
+    pub fn cache() -> ProcessCache {
+        ProcessCache::new("node1".into())
+    }
+
+    /// `cat /etc/shadow` (pid 100) starts.
+    pub fn exec_cat(c: &mut ProcessCache) -> Event {
+        c.convert(
+            &KernelEvent::Exec(ExecData {
+                ktime: 10,
+                pid: 100,
+                tgid: 100,
+                ppid: 1,
+                uid: 0,
+                exe: KPath {
+                    path: "/usr/bin/cat".into(),
+                    unresolved: false,
+                    walked: false,
+                },
+                argv: vec!["cat".into(), "/etc/shadow".into()],
+                args_truncated: false,
+            }),
+            &MapImage::default(),
+        )
+        .remove(0)
+    }
+
+    /// Slot 0 of `file_permission`: a file and an int argument, `Sigkill`.
+    pub fn slot(origin: HookOrigin) -> SlotInfo {
+        SlotInfo {
+            policy_id: 3,
+            policy_name: "file-monitoring-filtered".into(),
+            policy_namespace: None,
+            group: 0,
+            hook: LsmHook::FilePermission,
+            origin,
+            hook_index: 0,
+            selector_index: 0,
+            args: vec![
+                ArgSpec {
+                    spec_index: 0,
+                    lsm_index: 0,
+                    ty: ArgType::File,
+                    type_name: "file".into(),
+                    label: None,
+                },
+                ArgSpec {
+                    spec_index: 1,
+                    lsm_index: 1,
+                    ty: ArgType::Int {
+                        width: 4,
+                        signed: true,
+                    },
+                    type_name: "int".into(),
+                    label: None,
+                },
+            ],
+            message: None,
+            tags: vec![],
+            flags: ACT_POST | ACT_SIGKILL,
+            rate_limit: None,
+        }
+    }
+
+    /// pid 100 at `file_permission` on /etc/shadow, slot 0 posting.
+    pub fn hook_event() -> KernelEvent {
+        KernelEvent::Hook(HookData {
+            ktime: 15,
+            pid: 100,
+            tgid: 100,
+            hook: HOOK_FILE_PERMISSION,
+            fired: 1,
+            posted: 1,
+            retval: -1,
+            args: [0xdead, 4, 0, 0, 0],
+            path: Some(KPath {
+                path: "/etc/shadow".into(),
+                unresolved: false,
+                walked: false,
+            }),
+            net: None,
+        })
+    }
+
+    /// `curl https://198.51.100.1` (pid 200, uid 1000) starts.
+    pub fn exec_curl(c: &mut ProcessCache) {
+        c.convert(
+            &KernelEvent::Exec(ExecData {
+                ktime: 10,
+                pid: 200,
+                tgid: 200,
+                ppid: 1,
+                uid: 1000,
+                exe: KPath {
+                    path: "/usr/bin/curl".into(),
+                    unresolved: false,
+                    walked: false,
+                },
+                argv: vec!["curl".into(), "https://198.51.100.1".into()],
+                args_truncated: false,
+            }),
+            &MapImage::default(),
+        );
+    }
+
+    /// The ring-buffer record the kernel writes for a connect from `saddr:sport` to
+    /// `daddr:dport` over TCP/IPv4.
+    pub fn connect_record(saddr: [u8; 4], sport: u16, daddr: [u8; 4], dport: u16) -> Vec<u8> {
+        let mut net = NetInfo {
+            family: AF_INET,
+            sock_type: 1,
+            protocol: IPPROTO_TCP,
+            sport,
+            dport,
+            ..Default::default()
+        };
+        net.saddr[..4].copy_from_slice(&saddr);
+        net.daddr[..4].copy_from_slice(&daddr);
+        let ev = HookEvent {
+            header: EventHeader {
+                kind: EVENT_HOOK,
+                cpu: 0,
+                ktime: 20,
+                pid: 200,
+                tgid: 200,
+            },
+            hook: HOOK_SOCKET_CONNECT,
+            retval: 0,
+            fired: 1,
+            posted: 1,
+            args: [0xffff_8880_0000_1000, 0xffff_c900_0000_2000, 16, 0, 0],
+            net,
+            path: PathRec::empty(),
+        };
+        // SAFETY: the bytes of a plain ABI struct, as the ring buffer hands them over.
+        unsafe {
+            std::slice::from_raw_parts(
+                &ev as *const HookEvent as *const u8,
+                std::mem::size_of::<HookEvent>(),
+            )
+        }
+        .to_vec()
+    }
+
+    pub fn net_arg(index: u32, ty: ArgType, type_name: &str) -> ArgSpec {
+        ArgSpec {
+            spec_index: index,
+            lsm_index: index,
+            ty,
+            type_name: type_name.into(),
+            label: None,
+        }
+    }
+
+    pub fn connect_slot(origin: HookOrigin, args: Vec<ArgSpec>) -> SlotInfo {
+        SlotInfo {
+            policy_name: "connect".into(),
+            hook: LsmHook::SocketConnect,
+            args,
+            flags: ACT_POST,
+            ..slot(origin)
+        }
+    }
+
+    /// curl's connect `record`, seen by a `socket_connect` policy showing `args`.
+    pub fn convert_connect(origin: HookOrigin, args: Vec<ArgSpec>, record: &[u8]) -> Event {
+        let mut c = cache();
+        exec_curl(&mut c);
+        let mut img = MapImage::default();
+        img.slots.insert(
+            HOOK_SOCKET_CONNECT * MAX_SELECTORS,
+            connect_slot(origin, args),
+        );
+        let ev = crate::events::decode::decode(record).expect("valid record");
+        let mut out = c.convert(&ev, &img);
+        assert_eq!(out.len(), 1);
+        out.remove(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{fixtures::*, *};
+    use crate::{
+        events::model::{HookOrigin, LsmHook},
+        policy::ir::RateLimitScope,
+    };
+
+    #[test]
+    fn exec_records_the_process_with_its_whole_argv() {
+        let mut c = cache();
+        let ev = exec_cat(&mut c);
+        let EventKind::Exec(e) = &ev.kind else {
+            panic!("not exec")
+        };
+        assert_eq!(e.process.binary, "/usr/bin/cat");
+        assert_eq!(e.process.argv, ["cat", "/etc/shadow"]);
+        assert_eq!(e.process.args(), ["/etc/shadow"]);
+        assert_eq!((e.process.pid, e.process.tid), (100, Some(100)));
+        assert_eq!(e.process.flags, [ProcessFlag::Execve]);
+        assert_eq!(e.process.start_time, Some(c.timestamp(10)));
+        assert_eq!(ev.time, c.timestamp(10));
+        assert_eq!(ev.node_name, "node1");
+        assert_eq!(e.process.pod, None);
+    }
+
+    #[test]
+    fn sigkill_exit_reports_the_signal_and_drops_the_process() {
+        let mut c = cache();
+        exec_cat(&mut c);
+        let ev = c
+            .convert(
+                &KernelEvent::Exit(ExitData {
+                    ktime: 20,
+                    pid: 100,
+                    tgid: 100,
+                    exit_code: 9,
+                }),
+                &MapImage::default(),
+            )
+            .remove(0);
+        let EventKind::Exit(e) = ev.kind else {
+            panic!("not exit")
+        };
+        assert_eq!((e.signal, e.status), (Some(9), 0));
+        assert_eq!(e.process.binary, "/usr/bin/cat");
+        assert!(!c.procs.contains_key(&100));
+    }
+
+    #[test]
+    fn normal_exit_reports_the_status_without_a_signal() {
+        let mut c = cache();
+        exec_cat(&mut c);
+        let ev = KernelEvent::Exit(ExitData {
+            ktime: 20,
+            pid: 100,
+            tgid: 100,
+            exit_code: 1 << 8,
+        });
+        let EventKind::Exit(e) = c.convert(&ev, &MapImage::default()).remove(0).kind else {
+            panic!("not exit")
+        };
+        assert_eq!((e.signal, e.status), (None, 1));
+    }
+
+    #[test]
+    fn a_hook_event_carries_the_policy_the_thread_and_typed_arguments() {
+        let mut c = cache();
+        exec_cat(&mut c);
+        let mut img = MapImage::default();
+        let mut s = slot(HookOrigin::Kprobe {
+            call: "security_file_permission".into(),
+        });
+        s.policy_namespace = Some("team-a".into());
+        s.args[1].label = Some("mask".into());
+        img.slots.insert(HOOK_FILE_PERMISSION * MAX_SELECTORS, s);
+        let KernelEvent::Hook(mut h) = hook_event() else {
+            unreachable!()
+        };
+        h.pid = 101;
+        let EventKind::Hook(k) = c.convert(&KernelEvent::Hook(h), &img).remove(0).kind else {
+            panic!("not a hook event")
+        };
+        assert_eq!(k.policy_name, "file-monitoring-filtered");
+        assert_eq!(k.policy_namespace.as_deref(), Some("team-a"));
+        assert_eq!(k.hook, LsmHook::FilePermission);
+        assert_eq!(k.function_name(), "security_file_permission");
+        assert_eq!(k.action, Action::Sigkill);
+        assert_eq!((k.process.pid, k.process.tid), (100, Some(101)));
+        assert_eq!(k.process.binary, "/usr/bin/cat");
+        assert_eq!(
+            k.args,
+            [
+                Arg {
+                    value: ArgValue::File {
+                        path: "/etc/shadow".into()
+                    },
+                    label: None,
+                },
+                Arg {
+                    value: ArgValue::Int(4),
+                    label: Some("mask".into()),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn integer_arguments_take_the_width_and_sign_of_their_declared_type() {
+        assert_eq!(int_value("int", u64::MAX), ArgValue::Int(-1));
+        assert_eq!(int_value("uint32", 7), ArgValue::Uint(7));
+        assert_eq!(int_value("size_t", 1 << 40), ArgValue::Size(1 << 40));
+        assert_eq!(int_value("int64", u64::MAX), ArgValue::Long(-1));
+    }
+
+    #[test]
+    fn a_rate_limited_post_drops_repeats_within_its_interval() {
+        let mut c = cache();
+        exec_cat(&mut c);
+        let mut img = MapImage::default();
+        let mut s = slot(HookOrigin::LsmHook);
+        s.rate_limit = Some((1000, RateLimitScope::Thread));
+        img.slots.insert(HOOK_FILE_PERMISSION * MAX_SELECTORS, s);
+        assert_eq!(c.convert(&hook_event(), &img).len(), 1);
+        assert_eq!(
+            c.convert(&hook_event(), &img).len(),
+            0,
+            "same ktime: dropped"
+        );
+        let KernelEvent::Hook(mut later) = hook_event() else {
+            unreachable!()
+        };
+        later.ktime += 1_000_000_000;
+        assert_eq!(c.convert(&KernelEvent::Hook(later), &img).len(), 1);
+    }
+
+    #[test]
+    fn a_forked_child_carries_its_parents_binary_until_it_execs() {
+        let mut c = cache();
+        exec_cat(&mut c);
+        let fork = KernelEvent::Fork(ForkData {
+            ktime: 12,
+            tgid: 101,
+            ppid: 100,
+        });
+        assert!(c.convert(&fork, &MapImage::default()).is_empty());
+        let child = c.get_or_scan(101);
+        assert_eq!(child.binary, "/usr/bin/cat");
+        assert_eq!(child.pid, 101);
+        assert_eq!(child.flags, [ProcessFlag::Clone]);
+        assert_eq!(
+            child.parent_exec_id,
+            Some(c.get_or_scan(100).exec_id.clone())
+        );
+    }
+
+    #[test]
+    fn a_connect_shows_the_connection_and_its_destination() {
+        let ev = convert_connect(
+            HookOrigin::LsmHook,
+            vec![
+                net_arg(0, ArgType::Sock, "socket"),
+                net_arg(1, ArgType::Sockaddr, "sockaddr"),
+            ],
+            &connect_record([10, 0, 0, 5], 40000, [198, 51, 100, 1], 443),
+        );
+        let EventKind::Hook(h) = ev.kind else {
+            panic!("not a hook event")
+        };
+        let ArgValue::Sock(Some(n)) = h.args[0].value else {
+            panic!("not a sock")
+        };
+        assert_eq!((n.sport, n.dport), (40000, 443));
+        assert_eq!(n.daddr, Some([198, 51, 100, 1].into()));
+        assert_eq!(
+            h.args[1].value,
+            ArgValue::Sockaddr(Some(Sockaddr {
+                family: lsm_shared::AF_INET,
+                addr: Some([198, 51, 100, 1].into()),
+                port: 443,
+            }))
+        );
+    }
+
+    #[test]
+    fn a_rate_limited_connect_post_limits_each_destination_separately() {
+        let mut c = cache();
+        exec_curl(&mut c);
+        let mut s = connect_slot(
+            HookOrigin::Kprobe {
+                call: "tcp_connect".into(),
+            },
+            vec![net_arg(0, ArgType::Sock, "sock")],
+        );
+        s.rate_limit = Some((1000, RateLimitScope::Thread));
+        let mut img = MapImage::default();
+        img.slots.insert(HOOK_SOCKET_CONNECT * MAX_SELECTORS, s);
+        let decode = |b: &[u8]| crate::events::decode::decode(b).unwrap();
+        let a = decode(&connect_record([0; 4], 0, [198, 51, 100, 1], 443));
+        let b = decode(&connect_record([0; 4], 0, [198, 51, 100, 2], 443));
+        assert_eq!(c.convert(&a, &img).len(), 1);
+        assert_eq!(c.convert(&a, &img).len(), 0, "same destination: dropped");
+        assert_eq!(c.convert(&b, &img).len(), 1, "other destination: posted");
+    }
+
+    #[test]
+    fn events_of_a_removed_policy_are_dropped() {
+        let mut c = cache();
+        assert!(c.convert(&hook_event(), &MapImage::default()).is_empty());
+    }
+}

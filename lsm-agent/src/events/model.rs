@@ -1,0 +1,240 @@
+//! Our events: what the kernel reported, enriched with what the agent knows about the
+//! processes involved, in the agent's own types.
+//!
+//! The event bus carries these; every output converts them at its border (the Tetragon wire
+//! format, the metrics), so no output's format leaks into the core and each can change without
+//! the others.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+pub use super::decode::NetData;
+pub use crate::policy::ir::{HookOrigin, LsmHook};
+
+/// Wall-clock time, in nanoseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Time(i128);
+
+impl Time {
+    pub const fn from_unix_nanos(nanos: i128) -> Self {
+        Time(nanos)
+    }
+
+    pub const fn from_unix_secs(secs: i64) -> Self {
+        Time(secs as i128 * 1_000_000_000)
+    }
+
+    pub const fn unix_nanos(self) -> i128 {
+        self.0
+    }
+}
+
+/// One event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// The node (host) the agent runs on.
+    pub node_name: String,
+    /// When the kernel saw it.
+    pub time: Time,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    /// A process called `execve`.
+    Exec(Exec),
+    /// A process ended.
+    Exit(Exit),
+    /// A policy's selector matched at a hook and posts an event.
+    Hook(Hook),
+}
+
+impl Event {
+    /// The process the event is about.
+    pub fn process(&self) -> &Process {
+        match &self.kind {
+            EventKind::Exec(e) => &e.process,
+            EventKind::Exit(e) => &e.process,
+            EventKind::Hook(h) => &h.process,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exec {
+    pub process: Process,
+    pub parent: Option<Process>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exit {
+    pub process: Process,
+    pub parent: Option<Process>,
+    /// The signal that ended the process; `None` when it exited by itself.
+    pub signal: Option<u32>,
+    /// The exit status (0 when killed by a signal).
+    pub status: u32,
+}
+
+/// A process as the agent knows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Process {
+    /// Unique across the node's processes and over time (pids are reused).
+    pub exec_id: String,
+    /// The thread group id.
+    pub pid: u32,
+    /// The thread that did what the event reports.
+    pub tid: Option<u32>,
+    pub uid: Option<u32>,
+    pub cwd: Option<String>,
+    /// The executable's path.
+    pub binary: String,
+    /// The command line, `argv[0]` included.
+    pub argv: Vec<String>,
+    /// How the agent learned about the process, and what is incomplete.
+    pub flags: Vec<ProcessFlag>,
+    pub start_time: Option<Time>,
+    /// The parent's `exec_id`, when the parent is known.
+    pub parent_exec_id: Option<String>,
+    /// The Kubernetes pod the process runs in; `None` outside Kubernetes and until the agent
+    /// knows the pod.
+    pub pod: Option<Pod>,
+}
+
+impl Process {
+    /// The arguments after `argv[0]`.
+    pub fn args(&self) -> &[String] {
+        self.argv.get(1..).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProcessFlag {
+    /// Seen starting with `execve`.
+    Execve,
+    /// Forked and not exec'd (yet): it runs its parent's binary.
+    Clone,
+    /// Running before the agent started; read from `/proc`.
+    ProcFs,
+    /// `argv` is longer than the kernel copies; the tail is missing.
+    TruncArgs,
+}
+
+/// A Kubernetes pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pod {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub labels: BTreeMap<String, String>,
+    /// The controller the pod belongs to (a Deployment's name, ...), and its kind.
+    pub workload: String,
+    pub workload_kind: String,
+    pub container: Option<Container>,
+}
+
+/// The container of a pod the process runs in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub image: Option<Image>,
+    pub start_time: Option<Time>,
+    /// The process's pid in the container's pid namespace.
+    pub pid: Option<u32>,
+    /// The process may be a Kubernetes exec probe.
+    pub maybe_exec_probe: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Image {
+    pub id: String,
+    pub name: String,
+}
+
+/// A selector of a policy matched at an LSM hook.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hook {
+    pub process: Process,
+    pub parent: Option<Process>,
+    pub policy_name: String,
+    /// For a `TracingPolicyNamespaced`.
+    pub policy_namespace: Option<String>,
+    /// Where the agent enforced.
+    pub hook: LsmHook,
+    /// How the policy named the hook: a kprobe `call` or an `lsmhooks` entry.
+    pub origin: HookOrigin,
+    /// The arguments the policy lists, in its order.
+    pub args: Vec<Arg>,
+    pub action: Action,
+    pub message: Option<String>,
+    pub tags: Vec<String>,
+}
+
+impl Hook {
+    /// The function as the policy named it: the kprobe's `call`, or the LSM hook's name.
+    pub fn function_name(&self) -> &str {
+        match &self.origin {
+            HookOrigin::Kprobe { call } => call,
+            HookOrigin::LsmHook => self.hook.name(),
+        }
+    }
+}
+
+/// The last action that ran for the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    Post,
+    Sigkill,
+    Signal,
+    Override,
+}
+
+/// One argument of a hook event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Arg {
+    pub value: ArgValue,
+    /// The policy's `label` for it.
+    pub label: Option<String>,
+}
+
+/// An argument's value, by the type the policy declared.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArgValue {
+    /// A `struct file *`.
+    File {
+        path: String,
+    },
+    /// A `struct path *`.
+    Path {
+        path: String,
+    },
+    /// A `struct linux_binprm *`: the program being executed.
+    LinuxBinprm {
+        path: String,
+    },
+    /// Signed 32-bit (`int`, `int32`, ...).
+    Int(i32),
+    /// Unsigned up to 32 bits (`uint8`, `uint16`, `uint32`).
+    Uint(u32),
+    /// Unsigned 64-bit (`uint64`, `size_t`, `ulong`).
+    Size(u64),
+    /// Signed 64-bit (`long`, `int64`).
+    Long(i64),
+    String(String),
+    Bytes(Vec<u8>),
+    /// A socket and the connection it makes (`None`: the kernel's record carried no
+    /// connection, which only a decoding bug would cause).
+    Sock(Option<NetData>),
+    /// The address a socket connects to (`None` as for [`ArgValue::Sock`]).
+    Sockaddr(Option<Sockaddr>),
+}
+
+/// A socket address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sockaddr {
+    /// `AF_*`.
+    pub family: u16,
+    /// `None` for a family other than `AF_INET`/`AF_INET6`.
+    pub addr: Option<IpAddr>,
+    pub port: u16,
+}

@@ -1,0 +1,541 @@
+//! Our events → Tetragon `GetEventsResponse`s: the one place that builds event messages.
+//!
+//! Events of policies written as kprobes come out as `process_kprobe` with the policy's
+//! `call` and Tetragon's argument shapes (so `tetra` prints `📚 read`, `📝 write`, ...);
+//! events of `lsmhooks` policies come out as `process_lsm`.
+
+use prost_types::Timestamp;
+
+use super::{
+    net,
+    proto::tetragon::{
+        Container, GetEventsResponse, Image, KprobeAction, KprobeArgument, KprobeFile,
+        KprobeLinuxBinprm, KprobePath, Pod, Process, ProcessExec, ProcessExit, ProcessKprobe,
+        ProcessLsm, RateLimitInfo, get_events_response::Event, kprobe_argument::Arg,
+    },
+};
+use crate::events::model::{self, EventKind, HookOrigin};
+
+/// The wire form of `ev`.
+pub fn to_response(ev: &model::Event) -> GetEventsResponse {
+    let event = match &ev.kind {
+        EventKind::Exec(e) => Event::ProcessExec(ProcessExec {
+            process: Some(process(&e.process)),
+            parent: e.parent.as_ref().map(process),
+            ancestors: vec![],
+        }),
+        EventKind::Exit(e) => Event::ProcessExit(ProcessExit {
+            process: Some(process(&e.process)),
+            parent: e.parent.as_ref().map(process),
+            signal: e.signal.map(signal_name).unwrap_or_default(),
+            status: e.status,
+            time: Some(timestamp(ev.time)),
+            ancestors: vec![],
+        }),
+        EventKind::Hook(h) => hook(h),
+    };
+    GetEventsResponse {
+        event: Some(event),
+        node_name: ev.node_name.clone(),
+        time: Some(timestamp(ev.time)),
+        ..Default::default()
+    }
+}
+
+/// The `rate_limit_info` event of the JSON export: `dropped` events left out by the export's
+/// rate limit, reported at `unix_ms`.
+pub fn rate_limit_info(dropped: u64, node_name: &str, unix_ms: i64) -> GetEventsResponse {
+    GetEventsResponse {
+        event: Some(Event::RateLimitInfo(RateLimitInfo {
+            number_of_dropped_process_events: dropped,
+        })),
+        node_name: node_name.to_owned(),
+        time: Some(Timestamp {
+            seconds: unix_ms.div_euclid(1000),
+            nanos: (unix_ms.rem_euclid(1000) * 1_000_000) as i32,
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn timestamp(t: model::Time) -> Timestamp {
+    let ns = t.unix_nanos();
+    Timestamp {
+        seconds: (ns / 1_000_000_000) as i64,
+        nanos: (ns % 1_000_000_000) as i32,
+    }
+}
+
+/// Signal name for `ProcessExit.signal` (of a non-zero signal number).
+pub fn signal_name(sig: u32) -> String {
+    nix::sys::signal::Signal::try_from(sig as i32)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("SIG{sig}"))
+}
+
+/// Tetragon's names of the process flags.
+fn flag_name(f: model::ProcessFlag) -> &'static str {
+    match f {
+        model::ProcessFlag::Execve => "execve",
+        model::ProcessFlag::Clone => "clone",
+        model::ProcessFlag::ProcFs => "procFS",
+        model::ProcessFlag::TruncArgs => "truncArgs",
+    }
+}
+
+pub fn process(p: &model::Process) -> Process {
+    Process {
+        exec_id: p.exec_id.clone(),
+        pid: Some(p.pid),
+        uid: p.uid,
+        cwd: p.cwd.clone().unwrap_or_default(),
+        binary: p.binary.clone(),
+        // Tetragon's `arguments`: everything after argv[0], joined by spaces.
+        arguments: p.args().join(" "),
+        flags: p
+            .flags
+            .iter()
+            .map(|f| flag_name(*f))
+            .collect::<Vec<_>>()
+            .join(" "),
+        start_time: p.start_time.map(timestamp),
+        pod: p.pod.as_ref().map(pod),
+        parent_exec_id: p.parent_exec_id.clone().unwrap_or_default(),
+        tid: p.tid,
+        ..Default::default()
+    }
+}
+
+fn pod(p: &model::Pod) -> Pod {
+    Pod {
+        namespace: p.namespace.clone(),
+        name: p.name.clone(),
+        uid: p.uid.clone(),
+        container: p.container.as_ref().map(container),
+        pod_labels: p.labels.clone().into_iter().collect(),
+        workload: p.workload.clone(),
+        workload_kind: p.workload_kind.clone(),
+        ..Default::default()
+    }
+}
+
+fn container(c: &model::Container) -> Container {
+    Container {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        image: c.image.as_ref().map(|i| Image {
+            id: i.id.clone(),
+            name: i.name.clone(),
+        }),
+        start_time: c.start_time.map(timestamp),
+        pid: c.pid,
+        maybe_exec_probe: c.maybe_exec_probe,
+        ..Default::default()
+    }
+}
+
+fn hook(h: &model::Hook) -> Event {
+    let process = Some(process(&h.process));
+    let parent = h.parent.as_ref().map(self::process);
+    let args = h.args.iter().map(argument).collect();
+    let action = action(h.action) as i32;
+    let policy_name = h.policy_name.clone();
+    let message = h.message.clone().unwrap_or_default();
+    let tags = h.tags.clone();
+    match &h.origin {
+        HookOrigin::Kprobe { call } => Event::ProcessKprobe(ProcessKprobe {
+            process,
+            parent,
+            function_name: call.clone(),
+            args,
+            action,
+            policy_name,
+            message,
+            tags,
+            ..Default::default()
+        }),
+        HookOrigin::LsmHook => Event::ProcessLsm(ProcessLsm {
+            process,
+            parent,
+            function_name: h.hook.name().to_string(),
+            policy_name,
+            message,
+            args,
+            action,
+            tags,
+            ..Default::default()
+        }),
+    }
+}
+
+fn action(a: model::Action) -> KprobeAction {
+    match a {
+        model::Action::Post => KprobeAction::Post,
+        model::Action::Sigkill => KprobeAction::Sigkill,
+        model::Action::Signal => KprobeAction::Signal,
+        model::Action::Override => KprobeAction::Override,
+    }
+}
+
+fn argument(a: &model::Arg) -> KprobeArgument {
+    use model::ArgValue as V;
+    let arg = match &a.value {
+        V::File { path } => Arg::FileArg(KprobeFile {
+            path: path.clone(),
+            ..Default::default()
+        }),
+        V::Path { path } => Arg::PathArg(KprobePath {
+            path: path.clone(),
+            ..Default::default()
+        }),
+        V::LinuxBinprm { path } => Arg::LinuxBinprmArg(KprobeLinuxBinprm {
+            path: path.clone(),
+            ..Default::default()
+        }),
+        V::Int(v) => Arg::IntArg(*v),
+        V::Uint(v) => Arg::UintArg(*v),
+        V::Size(v) => Arg::SizeArg(*v),
+        V::Long(v) => Arg::LongArg(*v),
+        V::String(s) => Arg::StringArg(s.clone()),
+        V::Bytes(b) => Arg::BytesArg(b.clone()),
+        V::Sock(n) => Arg::SockArg(n.as_ref().map(net::sock_arg).unwrap_or_default()),
+        V::Sockaddr(s) => Arg::SockaddrArg(s.as_ref().map(net::sockaddr_arg).unwrap_or_default()),
+    };
+    KprobeArgument {
+        arg: Some(arg),
+        label: a.label.clone().unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lsm_shared::*;
+
+    use super::*;
+    use crate::{
+        events::{
+            decode::{ExitData, KernelEvent},
+            enrich::fixtures::*,
+        },
+        policy::{
+            compile::MapImage,
+            ir::{ArgType, HookOrigin},
+        },
+        tetragon::{
+            compact::{CompactOptions, encode_compact},
+            proto::tetragon::KprobeSock,
+        },
+    };
+
+    /// What the daemon publishes for `ev`, on the wire.
+    fn convert(
+        c: &mut crate::events::enrich::ProcessCache,
+        ev: &KernelEvent,
+        img: &MapImage,
+    ) -> Vec<GetEventsResponse> {
+        c.convert(ev, img).iter().map(to_response).collect()
+    }
+
+    #[test]
+    fn exec_becomes_process_exec_with_arguments_without_argv0() {
+        let mut c = cache();
+        let r = to_response(&exec_cat(&mut c));
+        let Some(Event::ProcessExec(e)) = r.event else {
+            panic!("not exec")
+        };
+        let p = e.process.unwrap();
+        assert_eq!(p.binary, "/usr/bin/cat");
+        assert_eq!(p.arguments, "/etc/shadow");
+        assert_eq!(p.pid, Some(100));
+        assert_eq!(r.node_name, "node1");
+        assert!(r.time.is_some());
+    }
+
+    #[test]
+    fn process_fields_keep_tetragons_shapes() {
+        let t = model::Time::from_unix_nanos(1_700_000_000_123_456_789);
+        let p = process(&model::Process {
+            exec_id: "id".into(),
+            pid: 7,
+            tid: Some(8),
+            uid: Some(1000),
+            cwd: Some("/".into()),
+            binary: "/bin/sh".into(),
+            argv: vec!["sh".into(), "-c".into(), "true".into()],
+            flags: vec![model::ProcessFlag::Execve, model::ProcessFlag::TruncArgs],
+            start_time: Some(t),
+            parent_exec_id: None,
+            pod: Some(model::Pod {
+                namespace: "default".into(),
+                name: "web-1".into(),
+                labels: [("app".to_owned(), "web".to_owned())].into(),
+                container: Some(model::Container {
+                    id: "c0".into(),
+                    maybe_exec_probe: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        });
+        assert_eq!(p.arguments, "-c true");
+        assert_eq!(p.flags, "execve truncArgs");
+        assert_eq!(p.parent_exec_id, "");
+        assert_eq!((p.pid, p.tid, p.uid), (Some(7), Some(8), Some(1000)));
+        assert_eq!(
+            p.start_time,
+            Some(Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 123_456_789,
+            })
+        );
+        let pod = p.pod.unwrap();
+        assert_eq!(
+            (pod.namespace.as_str(), pod.name.as_str()),
+            ("default", "web-1")
+        );
+        assert_eq!(pod.pod_labels["app"], "web");
+        assert!(pod.container.unwrap().maybe_exec_probe);
+    }
+
+    #[test]
+    fn a_sigkill_exit_carries_the_signal_name() {
+        let mut c = cache();
+        exec_cat(&mut c);
+        let r = convert(
+            &mut c,
+            &KernelEvent::Exit(ExitData {
+                ktime: 20,
+                pid: 100,
+                tgid: 100,
+                exit_code: 9,
+            }),
+            &MapImage::default(),
+        )
+        .remove(0);
+        let Some(Event::ProcessExit(e)) = r.event else {
+            panic!("not exit")
+        };
+        assert_eq!(e.signal, "SIGKILL");
+        assert_eq!(e.status, 0);
+        assert_eq!(e.process.unwrap().binary, "/usr/bin/cat");
+        assert_eq!(e.time, r.time);
+    }
+
+    #[test]
+    fn normal_exit_reports_the_status() {
+        let mut c = cache();
+        exec_cat(&mut c);
+        let ev = KernelEvent::Exit(ExitData {
+            ktime: 20,
+            pid: 100,
+            tgid: 100,
+            exit_code: 1 << 8,
+        });
+        let Some(Event::ProcessExit(e)) =
+            convert(&mut c, &ev, &MapImage::default()).remove(0).event
+        else {
+            panic!("not exit")
+        };
+        assert_eq!((e.signal.as_str(), e.status), ("", 1));
+    }
+
+    #[test]
+    fn kprobe_written_policy_events_are_process_kprobe_in_tetragon_shape() {
+        let mut c = cache();
+        exec_cat(&mut c);
+        let mut img = MapImage::default();
+        img.slots.insert(
+            HOOK_FILE_PERMISSION * MAX_SELECTORS,
+            slot(HookOrigin::Kprobe {
+                call: "security_file_permission".into(),
+            }),
+        );
+        let r = convert(&mut c, &hook_event(), &img).remove(0);
+        let Some(Event::ProcessKprobe(k)) = r.event else {
+            panic!("not kprobe")
+        };
+        assert_eq!(k.function_name, "security_file_permission");
+        assert_eq!(k.action, KprobeAction::Sigkill as i32);
+        assert_eq!(k.policy_name, "file-monitoring-filtered");
+        assert_eq!(
+            k.args[0].arg,
+            Some(Arg::FileArg(KprobeFile {
+                path: "/etc/shadow".into(),
+                ..Default::default()
+            }))
+        );
+        assert_eq!(k.args[1].arg, Some(Arg::IntArg(4)));
+        assert_eq!(k.process.unwrap().binary, "/usr/bin/cat");
+    }
+
+    #[test]
+    fn lsmhook_policy_events_are_process_lsm() {
+        let mut c = cache();
+        exec_cat(&mut c);
+        let mut img = MapImage::default();
+        img.slots.insert(
+            HOOK_FILE_PERMISSION * MAX_SELECTORS,
+            slot(HookOrigin::LsmHook),
+        );
+        let Some(Event::ProcessLsm(l)) = convert(&mut c, &hook_event(), &img).remove(0).event
+        else {
+            panic!("not lsm")
+        };
+        assert_eq!(l.function_name, "file_permission");
+    }
+
+    #[test]
+    fn integer_arguments_use_tetragons_member_for_their_type() {
+        let arg = |value| {
+            argument(&model::Arg {
+                value,
+                label: Some("n".into()),
+            })
+        };
+        assert_eq!(arg(model::ArgValue::Uint(3)).arg, Some(Arg::UintArg(3)));
+        assert_eq!(arg(model::ArgValue::Size(3)).arg, Some(Arg::SizeArg(3)));
+        assert_eq!(arg(model::ArgValue::Long(-3)).arg, Some(Arg::LongArg(-3)));
+        assert_eq!(arg(model::ArgValue::Int(-3)).label, "n");
+    }
+
+    #[test]
+    fn a_tcp_connect_policy_event_prints_as_tetras_connect_line() {
+        let r = to_response(&convert_connect(
+            HookOrigin::Kprobe {
+                call: "tcp_connect".into(),
+            },
+            vec![net_arg(0, ArgType::Sock, "sock")],
+            &connect_record([10, 0, 0, 5], 0, [198, 51, 100, 1], 443),
+        ));
+        assert_eq!(
+            encode_compact(&r, &CompactOptions::default()).unwrap(),
+            "🔌 connect node1 /usr/bin/curl tcp 10.0.0.5:0 -> 198.51.100.1:443"
+        );
+        let Some(Event::ProcessKprobe(k)) = &r.event else {
+            panic!("not kprobe")
+        };
+        assert_eq!(k.function_name, "tcp_connect");
+        assert_eq!(
+            k.args[0].arg,
+            Some(Arg::SockArg(KprobeSock {
+                family: "AF_INET".into(),
+                r#type: "SOCK_STREAM".into(),
+                protocol: "IPPROTO_TCP".into(),
+                saddr: "10.0.0.5".into(),
+                daddr: "198.51.100.1".into(),
+                sport: 0,
+                dport: 443,
+                ..Default::default()
+            }))
+        );
+    }
+
+    #[test]
+    fn an_unbound_socket_connects_from_the_zero_address_and_port() {
+        let r = to_response(&convert_connect(
+            HookOrigin::Kprobe {
+                call: "tcp_connect".into(),
+            },
+            vec![net_arg(0, ArgType::Sock, "sock")],
+            &connect_record([0; 4], 0, [198, 51, 100, 1], 80),
+        ));
+        assert_eq!(
+            encode_compact(&r, &CompactOptions::default()).unwrap(),
+            "🔌 connect node1 /usr/bin/curl tcp 0.0.0.0:0 -> 198.51.100.1:80"
+        );
+    }
+
+    #[test]
+    fn socket_connect_json_has_sock_and_sockaddr_args_under_tetragons_proto_names() {
+        let r = to_response(&convert_connect(
+            HookOrigin::Kprobe {
+                call: "security_socket_connect".into(),
+            },
+            vec![
+                net_arg(0, ArgType::Sock, "socket"),
+                net_arg(1, ArgType::Sockaddr, "sockaddr"),
+            ],
+            &connect_record([10, 0, 0, 5], 40000, [198, 51, 100, 1], 443),
+        ));
+        let v = crate::tetragon::json::event_to_value(&r);
+        let args = &v["process_kprobe"]["args"];
+        assert_eq!(
+            args[0],
+            serde_json::json!({"sock_arg": {
+                "family": "AF_INET",
+                "type": "SOCK_STREAM",
+                "protocol": "IPPROTO_TCP",
+                "saddr": "10.0.0.5",
+                "daddr": "198.51.100.1",
+                "sport": 40000,
+                "dport": 443,
+            }})
+        );
+        assert_eq!(
+            args[1],
+            serde_json::json!({"sockaddr_arg": {
+                "family": "AF_INET",
+                "addr": "198.51.100.1",
+                "port": 443,
+            }})
+        );
+        assert_eq!(
+            v["process_kprobe"]["function_name"],
+            "security_socket_connect"
+        );
+    }
+
+    #[test]
+    fn an_lsmhook_socket_connect_event_is_process_lsm_with_the_connection() {
+        let r = to_response(&convert_connect(
+            HookOrigin::LsmHook,
+            vec![
+                net_arg(0, ArgType::Sock, "socket"),
+                net_arg(1, ArgType::Sockaddr, "sockaddr"),
+            ],
+            &connect_record([0; 4], 0, [192, 0, 2, 7], 22),
+        ));
+        let Some(Event::ProcessLsm(l)) = r.event else {
+            panic!("not lsm")
+        };
+        assert_eq!(l.function_name, "socket_connect");
+        let Some(Arg::SockArg(s)) = &l.args[0].arg else {
+            panic!("not a sock_arg")
+        };
+        assert_eq!((s.daddr.as_str(), s.dport), ("192.0.2.7", 22));
+        assert!(
+            matches!(&l.args[1].arg, Some(Arg::SockaddrArg(a)) if a.addr == "192.0.2.7" && a.port == 22)
+        );
+    }
+
+    #[test]
+    fn a_missing_connection_gives_empty_socket_arguments() {
+        assert_eq!(
+            argument(&model::Arg {
+                value: model::ArgValue::Sock(None),
+                label: None,
+            })
+            .arg,
+            Some(Arg::SockArg(KprobeSock::default()))
+        );
+    }
+
+    #[test]
+    fn rate_limit_info_is_stamped_at_the_report_time() {
+        let r = rate_limit_info(30, "rl-node", 1_700_000_000_250);
+        assert_eq!(
+            r.time,
+            Some(Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 250_000_000,
+            })
+        );
+        assert_eq!(r.node_name, "rl-node");
+        assert!(matches!(
+            r.event,
+            Some(Event::RateLimitInfo(RateLimitInfo {
+                number_of_dropped_process_events: 30
+            }))
+        ));
+    }
+}
