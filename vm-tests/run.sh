@@ -31,6 +31,18 @@ for line in sys.stdin:
 ' > "$results/test-binaries.all"
 [ -s "$results/test-binaries.all" ] || { echo "[vm-tests] no test binaries built"; exit 1; }
 
+# The guest sees the host's root read-only, except where virtme-ng mounts its own file systems:
+# /tmp is an overlay of the host's, but /var/tmp, /run, /dev/shm, /var/log... start empty. Share
+# what the tests read at the path they know it by, wherever the checkout and the target dir
+# live: the repository, the release dir (the agent, lsmctl, the test binaries) and ../shared.
+repo=$(pwd -P)
+release=$(dirname "$(dirname "$(head -n 1 "$results/test-binaries.all")")")
+shares=("--rodir=$repo=$repo")
+case "$release/" in "$repo"/*) ;; *) shares+=("--rodir=$release=$(realpath "$release")");; esac
+[ -d "$repo/../shared" ] && shares+=("--rodir=$(dirname "$repo")/shared=$(realpath "$repo/../shared")")
+# Results go to a guest-local path: a --rwdir inside a --rodir would be hidden by it.
+guest_res=/run/lsm-vmtest-results
+
 failed=0
 for series in $kernels; do
   version=$(ls /boot | sed -n "s/^vmlinuz-\(${series//./\\.}\.[0-9].*-amd64\)\$/\1/p" | sort -V | tail -n 1)
@@ -55,9 +67,9 @@ for series in $kernels; do
   start=$(date +%s)
   set +e
   timeout --foreground 1800 vng -r "$version" --disable-kvm --force-9p --user root \
-    --cpus 2 --memory 2G --rwdir "$res" --overlay-rwdir /etc \
+    --cpus 2 --memory 2G "${shares[@]}" --rwdir "$guest_res=$res" --overlay-rwdir /etc \
     --append "lsm=lockdown,capability,landlock,yama,bpf" \
-    --exec "$PWD/vm-tests/guest.sh $res" >>"$res/console.log" 2>&1
+    --exec "$repo/vm-tests/guest.sh $guest_res" >>"$res/console.log" 2>&1
   rc=$?
   set -e
   echo "[vm-tests] $version: VM exited $rc after $(( $(date +%s) - start ))s"

@@ -28,7 +28,7 @@ pub const AGENT_START_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long an expected event may take to show up in the stream.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The repository root (the VM sees the host's file system at the same paths).
+/// The repository root (the VM sees it at the same path: `vm-tests/run.sh` shares it).
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -36,12 +36,61 @@ pub fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// A binary built by `vm-tests/run.sh` (release profile).
+/// The binaries a test may exec while one of its policies is loaded: they run from
+/// [`STAGING_DIR`], never from the build directory.
+const STAGED: [&str; 3] = ["lsmctl", "vmtest-connect", "vmtest-mmap"];
+
+/// A guest-local directory (virtme-ng mounts a fresh tmpfs on `/run`) that no test policy
+/// names. The build directory can be anywhere, e.g. under `/tmp/`, where `exec-from-tmp`
+/// forbids every exec: the `lsmctl` that deletes that policy again has to run from elsewhere.
+pub const STAGING_DIR: &str = "/run/lsm-vmtest/bin";
+
+/// The release directory `vm-tests/run.sh` built into: `LSM_TARGET_DIR`, or the one holding
+/// this test binary (`<target>/release/deps/<test>-<hash>`), wherever the target dir is.
+fn build_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("LSM_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("own path");
+    exe.parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("{} is not in <target>/release/deps", exe.display()))
+        .to_path_buf()
+}
+
+/// Copies every [`STAGED`] binary into [`STAGING_DIR`], once per test binary and before its
+/// agent starts, so that nothing is copied while a policy is loaded.
+fn stage() -> &'static Path {
+    static STAGED_DIR: OnceLock<PathBuf> = OnceLock::new();
+    STAGED_DIR.get_or_init(|| {
+        let dir = PathBuf::from(STAGING_DIR);
+        std::fs::create_dir_all(&dir).expect("staging dir");
+        for name in STAGED {
+            let src = build_dir().join(name);
+            assert!(
+                src.exists(),
+                "{} is missing: build with vm-tests/run.sh",
+                src.display()
+            );
+            // Copy, then rename over the old copy: a process of the previous test binary may
+            // still be running it (ETXTBSY on an in-place rewrite).
+            let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+            std::fs::copy(&src, &tmp)
+                .unwrap_or_else(|e| panic!("copying {} to {}: {e}", src.display(), tmp.display()));
+            std::fs::rename(&tmp, dir.join(name)).expect("renaming the staged copy");
+        }
+        dir
+    })
+}
+
+/// The path to exec `name` (built by `vm-tests/run.sh`, release profile) from: the staged
+/// copy for [`STAGED`] binaries, the build directory for `lsm-agent` (which starts before
+/// any policy is loaded).
 pub fn bin(name: &str) -> PathBuf {
-    let dir = std::env::var_os("LSM_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/release"));
-    let p = dir.join(name);
+    if STAGED.contains(&name) {
+        return stage().join(name);
+    }
+    let p = build_dir().join(name);
     assert!(
         p.exists(),
         "{} is missing: build with vm-tests/run.sh",
@@ -60,9 +109,40 @@ pub fn quickstart(name: &str) -> PathBuf {
     p
 }
 
-/// A policy written for these tests.
-pub fn test_policy(name: &str) -> PathBuf {
-    repo().join("vm-tests/policies").join(name)
+/// A policy file written for the tests, in `testdata/policies/`.
+pub fn fixture(name: &str) -> PathBuf {
+    let p = repo().join("testdata/policies").join(name);
+    assert!(p.exists(), "{} is missing", p.display());
+    p
+}
+
+/// The text of `file` with every `${KEY}` of `vars` replaced by its value (as `envsubst`
+/// does for the quickstart policies). Panics if a `${` is left over.
+pub fn substitute(file: &Path, vars: &[(&str, &str)]) -> String {
+    let text =
+        std::fs::read_to_string(file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+    let text = substitute_text(&text, vars);
+    assert!(
+        !text.contains("${"),
+        "{} has a placeholder not in {vars:?}",
+        file.display()
+    );
+    text
+}
+
+fn substitute_text(text: &str, vars: &[(&str, &str)]) -> String {
+    vars.iter().fold(text.to_string(), |t, (key, value)| {
+        t.replace(&format!("${{{key}}}"), value)
+    })
+}
+
+/// `metadata.name` of a policy.
+pub fn policy_name(yaml: &str) -> Option<String> {
+    let doc: serde_yaml::Value = serde_yaml::from_str(yaml).ok()?;
+    doc.get("metadata")?
+        .get("name")?
+        .as_str()
+        .map(str::to_string)
 }
 
 /// Fails loudly unless the BPF LSM is active: these tests must never pass vacuously.
@@ -100,6 +180,80 @@ pub fn run(program: &Path, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("spawning {}: {e}", program.display()))
 }
 
+/// `lsmctl` talking to one agent.
+#[derive(Clone)]
+pub struct Lsmctl {
+    address: String,
+}
+
+impl Lsmctl {
+    /// Runs `lsmctl --server-address <agent> ARGS`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(bin("lsmctl"))
+            .arg("--server-address")
+            .arg(&self.address)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawning lsmctl")
+    }
+
+    /// `lsmctl tracingpolicy delete NAME`; the error says what went wrong.
+    fn delete_policy(&self, name: &str) -> Result<(), String> {
+        let out = self.run(&["tracingpolicy", "delete", name]);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "deleting policy {name}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+}
+
+/// A policy added by [`Agent::add_policy`]. Dropping it deletes the policy, also when the test
+/// panics, so that a failed test never leaves its policy enforcing on the tests after it.
+/// [`PolicyGuard::delete`] deletes it at a chosen point (before the test's assertions).
+#[must_use = "dropping the guard deletes the policy at once"]
+pub struct PolicyGuard {
+    ctl: Lsmctl,
+    name: String,
+    deleted: bool,
+}
+
+impl PolicyGuard {
+    /// `metadata.name` of the policy.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Deletes the policy now, asserting success.
+    pub fn delete(mut self) {
+        self.deleted = true;
+        if let Err(e) = self.ctl.delete_policy(&self.name) {
+            panic!("{e}");
+        }
+    }
+}
+
+impl Drop for PolicyGuard {
+    fn drop(&mut self) {
+        if self.deleted {
+            return;
+        }
+        if let Err(e) = self.ctl.delete_policy(&self.name) {
+            // A second panic while unwinding would abort the whole test binary: report it.
+            if thread::panicking() {
+                eprintln!("cleaning up after a failed test: {e}");
+            } else {
+                panic!("{e}");
+            }
+        }
+    }
+}
+
 /// The running agent and its event stream.
 pub struct Agent {
     agent: Child,
@@ -107,7 +261,7 @@ pub struct Agent {
     lines: Arc<Mutex<Vec<String>>>,
     /// Lines already consumed by [`Agent::expect_lines`].
     seen: usize,
-    address: String,
+    ctl: Lsmctl,
     marker: AtomicU32,
 }
 
@@ -135,6 +289,8 @@ impl Agent {
     pub fn start(args: &[String]) -> Agent {
         assert_bpf_lsm_active();
         let address = format!("unix:///tmp/lsm-agent-vmtest-{}.sock", std::process::id());
+        // Before the agent loads anything: see `stage`.
+        stage();
         let log = std::fs::File::create(results_dir().join("agent.log")).expect("agent log");
         let mut cmd = Command::new(bin("lsm-agent"));
         cmd.arg("--server-address").arg(&address).args(args);
@@ -148,7 +304,7 @@ impl Agent {
             stream: Command::new("/bin/true").spawn().expect("placeholder"),
             lines: Arc::new(Mutex::new(Vec::new())),
             seen: 0,
-            address,
+            ctl: Lsmctl { address },
             marker: AtomicU32::new(0),
         };
         a.wait_ready();
@@ -182,7 +338,7 @@ impl Agent {
         let mut child = Command::new(bin("lsmctl"))
             .args([
                 "--server-address",
-                &self.address,
+                &self.ctl.address,
                 "getevents",
                 "-o",
                 "compact",
@@ -222,17 +378,15 @@ impl Agent {
 
     /// Runs `lsmctl --server-address <agent> ARGS`.
     pub fn lsmctl(&self, args: &[&str]) -> Output {
-        Command::new(bin("lsmctl"))
-            .arg("--server-address")
-            .arg(&self.address)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("spawning lsmctl")
+        self.ctl.run(args)
     }
 
-    /// `lsmctl tracingpolicy add FILE`, asserting success.
-    pub fn add_policy(&self, file: &Path) {
+    /// `lsmctl tracingpolicy add FILE`, asserting success; the guard deletes the policy.
+    pub fn add_policy(&self, file: &Path) -> PolicyGuard {
+        let text = std::fs::read_to_string(file)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+        let name =
+            policy_name(&text).unwrap_or_else(|| panic!("{} has no metadata.name", file.display()));
         let out = self.lsmctl(&["tracingpolicy", "add", &file.display().to_string()]);
         assert!(
             out.status.success(),
@@ -241,27 +395,21 @@ impl Agent {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        PolicyGuard {
+            ctl: self.ctl.clone(),
+            name,
+            deleted: false,
+        }
     }
 
-    /// Writes `yaml` to `/tmp/lsm-vmtest-policies/NAME.yaml` and adds it (see
-    /// [`Agent::add_policy`]); returns the file.
-    pub fn add_policy_yaml(&self, name: &str, yaml: &str) -> PathBuf {
+    /// Writes `yaml` to `/tmp/lsm-vmtest-policies/FILE_STEM.yaml` and adds it (see
+    /// [`Agent::add_policy`]).
+    pub fn add_policy_yaml(&self, file_stem: &str, yaml: &str) -> PolicyGuard {
         let dir = Path::new("/tmp/lsm-vmtest-policies");
         std::fs::create_dir_all(dir).expect("policy dir");
-        let file = dir.join(format!("{name}.yaml"));
+        let file = dir.join(format!("{file_stem}.yaml"));
         std::fs::write(&file, yaml).expect("policy file");
-        self.add_policy(&file);
-        file
-    }
-
-    /// `lsmctl tracingpolicy delete NAME`, asserting success.
-    pub fn delete_policy(&self, name: &str) {
-        let out = self.lsmctl(&["tracingpolicy", "delete", name]);
-        assert!(
-            out.status.success(),
-            "deleting {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.add_policy(&file)
     }
 
     pub fn lines(&self) -> Vec<String> {
@@ -378,5 +526,25 @@ mod tests {
             "💥 exit    virtme-ng /usr/bin/cat /etc/shadow 0",
             "💥 exit    | /usr/bin/cat /etc/shadow SIGKILL"
         ));
+    }
+
+    #[test]
+    fn substitution_replaces_every_occurrence_of_each_placeholder() {
+        assert_eq!(
+            substitute_text(
+                "- ${A}\n- ${B}\n- ${A}/x\n",
+                &[("A", "10.0.0.0/16"), ("B", "1")]
+            ),
+            "- 10.0.0.0/16\n- 1\n- 10.0.0.0/16/x\n"
+        );
+        assert_eq!(substitute_text("- ${C}\n", &[("A", "1")]), "- ${C}\n");
+    }
+
+    #[test]
+    fn the_policy_name_is_read_from_metadata() {
+        let yaml = "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: \"deny-x\"\nspec:\n  lsmhooks: []\n";
+        assert_eq!(policy_name(yaml).as_deref(), Some("deny-x"));
+        assert_eq!(policy_name("kind: TracingPolicy\nspec: {}\n"), None);
+        assert_eq!(policy_name("spec: ["), None);
     }
 }

@@ -1,8 +1,10 @@
-//! Every action, exec blocking, binary filters and monitor mode, each through a policy added
-//! over gRPC (`lsmctl tracingpolicy add`) to one running agent.
+//! Every action, exec blocking, binary filters and monitor mode, each through a policy of
+//! `testdata/policies/` added over gRPC (`lsmctl tracingpolicy add`) to one running agent.
+//! Each policy names the file `target(NAME)` creates: `/tmp/lsm-vmtest-NAME`.
 
 use std::{
     fs,
+    panic::{self, AssertUnwindSafe},
     path::{Path, PathBuf},
     process::Command,
 };
@@ -11,35 +13,6 @@ use vm_tests::*;
 
 fn agent() -> std::sync::MutexGuard<'static, Agent> {
     shared_agent_with_args(&[])
-}
-
-/// Writes `yaml` to a file and adds it; returns the policy name for deletion.
-fn add(a: &Agent, name: &str, yaml: &str) -> String {
-    a.add_policy_yaml(name, yaml);
-    name.to_string()
-}
-
-/// A `file_open` policy for `path` with the given selector extras (already indented).
-fn file_open_policy(name: &str, path: &str, extra: &str) -> String {
-    format!(
-        r#"apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: "{name}"
-spec:
-  lsmhooks:
-  - hook: "file_open"
-    args:
-    - index: 0
-      type: "file"
-    selectors:
-    - matchArgs:
-      - index: 0
-        operator: "Equal"
-        values:
-        - "{path}"
-{extra}"#
-    )
 }
 
 /// NPOST, NENFORCE and NMONITOR of `name` in `lsmctl tracingpolicy list` (the last three
@@ -63,6 +36,15 @@ fn counters(a: &Agent, name: &str) -> [u64; 3] {
     [cols[2], cols[1], cols[0]]
 }
 
+/// Whether `name` is in `lsmctl tracingpolicy list`.
+fn listed(a: &Agent, name: &str) -> bool {
+    let out = a.lsmctl(&["tracingpolicy", "list"]);
+    assert!(out.status.success(), "tracingpolicy list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(name))
+}
+
 fn target(name: &str) -> String {
     let p = format!("/tmp/lsm-vmtest-{name}");
     fs::write(&p, "data\n").expect("target file");
@@ -77,17 +59,11 @@ fn cat(path: &str) -> std::process::Output {
 fn signal_sends_the_given_signal_and_does_not_deny() {
     let mut a = agent();
     let t = target("signal");
-    let name = add(
-        &a,
-        "vmtest-signal",
-        &file_open_policy(
-            "vmtest-signal",
-            &t,
-            "      matchActions:\n      - action: Signal\n        argSig: 10\n",
-        ),
-    );
+    let policy = a.add_policy(&fixture(
+        "signal-sigusr1-on-open-of-tmp-lsm-vmtest-signal.yaml",
+    ));
     let out = cat(&t);
-    a.delete_policy(&name);
+    policy.delete();
     assert_eq!(exit_code(&out), 128 + 10, "cat must die of SIGUSR1");
     a.expect_lines(&[
         "🔒 LSM     | /usr/bin/cat file_open".into(),
@@ -99,20 +75,14 @@ fn signal_sends_the_given_signal_and_does_not_deny() {
 fn nopost_enforces_without_an_event() {
     let mut a = agent();
     let t = target("nopost");
-    let name = add(
-        &a,
-        "vmtest-nopost",
-        &file_open_policy(
-            "vmtest-nopost",
-            &t,
-            "      matchActions:\n      - action: Override\n        argError: -1\n      - action: NoPost\n",
-        ),
-    );
+    let policy = a.add_policy(&fixture(
+        "deny-open-of-tmp-lsm-vmtest-nopost-eperm-without-event.yaml",
+    ));
     let mark = a.mark();
     let out = cat(&t);
     a.expect_lines(&[format!("💥 exit    | /usr/bin/cat {t} 1")]);
-    let [post, enforce, monitor] = counters(&a, &name);
-    a.delete_policy(&name);
+    let [post, enforce, monitor] = counters(&a, policy.name());
+    policy.delete();
     assert_eq!(post, 0, "NoPost: nothing posted");
     assert!(enforce >= 1, "the override is counted");
     assert_eq!(monitor, 0);
@@ -129,23 +99,16 @@ fn nopost_enforces_without_an_event() {
 fn monitor_mode_posts_but_does_not_kill() {
     let mut a = agent();
     let t = target("monitor");
-    let yaml = file_open_policy(
-        "vmtest-monitor",
-        &t,
-        "      matchActions:\n      - action: Sigkill\n",
-    )
-    .replace(
-        "spec:\n",
-        "spec:\n  options:\n  - name: policy-mode\n    value: monitor\n",
-    );
-    let name = add(&a, "vmtest-monitor", &yaml);
+    let policy = a.add_policy(&fixture(
+        "monitor-only-sigkill-on-open-of-tmp-lsm-vmtest-monitor.yaml",
+    ));
     let out = cat(&t);
     a.expect_lines(&[
         "🔒 LSM     | /usr/bin/cat file_open".into(),
         format!("💥 exit    | /usr/bin/cat {t} 0"),
     ]);
-    let [post, enforce, monitor] = counters(&a, &name);
-    a.delete_policy(&name);
+    let [post, enforce, monitor] = counters(&a, policy.name());
+    policy.delete();
     assert_eq!(exit_code(&out), 0, "monitor mode must not enforce");
     assert!(post >= 1 && monitor >= 1, "post {post}, monitor {monitor}");
     assert_eq!(enforce, 0, "nothing enforced in monitor mode");
@@ -158,36 +121,13 @@ fn bprm_check_security_override_makes_exec_fail_with_eperm() {
     let dir = scratch_dir("bprm");
     let blocked = dir.join("lsm-vmtest-blocked");
     fs::copy("/usr/bin/true", &blocked).expect("copy true");
-    let name = add(
-        &a,
-        "vmtest-bprm",
-        r#"apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: "vmtest-bprm"
-spec:
-  lsmhooks:
-  - hook: "bprm_check_security"
-    args:
-    - index: 0
-      type: "linux_binprm"
-    selectors:
-    - matchArgs:
-      - index: 0
-        operator: "Postfix"
-        values:
-        - "/lsm-vmtest-blocked"
-      matchActions:
-      - action: Override
-        argError: -1
-"#,
-    );
+    let policy = a.add_policy(&fixture("deny-exec-of-lsm-vmtest-blocked-eperm.yaml"));
     let err = Command::new(&blocked).status();
     let other = Command::new("/usr/bin/true").status();
     // The exec was attempted by a fork of this test binary, which never became anything else.
     let me = std::env::current_exe().expect("own path");
     a.expect_lines(&[format!("🔒 LSM     | {} bprm_check_security", me.display())]);
-    a.delete_policy(&name);
+    policy.delete();
     let err = err.expect_err("the exec must fail");
     assert_eq!(
         err.raw_os_error(),
@@ -204,18 +144,12 @@ spec:
 fn match_binaries_not_in_spares_the_listed_binary() {
     let a = agent();
     let t = target("notin");
-    let name = add(
-        &a,
-        "vmtest-notin",
-        &file_open_policy(
-            "vmtest-notin",
-            &t,
-            "      matchBinaries:\n      - operator: \"NotIn\"\n        values:\n        - \"/usr/bin/cat\"\n      matchActions:\n      - action: Override\n        argError: -13\n",
-        ),
-    );
+    let policy = a.add_policy(&fixture(
+        "deny-open-of-tmp-lsm-vmtest-notin-eacces-except-cat.yaml",
+    ));
     let by_cat = cat(&t);
     let by_head = run(&PathBuf::from("/usr/bin/head"), &[&t]);
-    a.delete_policy(&name);
+    policy.delete();
     assert_eq!(exit_code(&by_cat), 0, "cat is in the NotIn list");
     assert_eq!(exit_code(&by_head), 1, "head is not");
     assert!(String::from_utf8_lossy(&by_head.stderr).contains("Permission denied"));
@@ -225,18 +159,57 @@ fn match_binaries_not_in_spares_the_listed_binary() {
 fn match_binaries_prefix_selects_by_directory() {
     let a = agent();
     let t = target("binprefix");
-    let name = add(
-        &a,
-        "vmtest-binprefix",
-        &file_open_policy(
-            "vmtest-binprefix",
-            &t,
-            "      matchBinaries:\n      - operator: \"Prefix\"\n        values:\n        - \"/usr/bin/\"\n      matchActions:\n      - action: Override\n        argError: -1\n",
-        ),
-    );
+    let policy = a.add_policy(&fixture(
+        "deny-open-of-tmp-lsm-vmtest-binprefix-by-usr-bin-eperm.yaml",
+    ));
     let by_cat = cat(&t);
     let mine = fs::read(&t);
-    a.delete_policy(&name);
+    policy.delete();
     assert_eq!(exit_code(&by_cat), 1, "/usr/bin/cat is under the prefix");
     assert!(mine.is_ok(), "this test binary is not under /usr/bin/");
+}
+
+/// The guard of a policy deletes it when a test panics while the policy is loaded.
+#[test]
+fn a_test_that_panics_leaves_no_policy_behind() {
+    let a = agent();
+    let t = target("signal");
+    let mut was_listed = false;
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+        let _policy = a.add_policy(&fixture(
+            "signal-sigusr1-on-open-of-tmp-lsm-vmtest-signal.yaml",
+        ));
+        was_listed = listed(&a, "vmtest-signal");
+        panic!("a test failing while its policy is loaded");
+    }));
+    assert!(outcome.is_err());
+    assert!(was_listed, "the policy was loaded");
+    assert!(!listed(&a, "vmtest-signal"), "the guard deleted it");
+    assert_eq!(exit_code(&cat(&t)), 0, "and it no longer enforces");
+}
+
+/// A guard that cannot delete its policy while the test unwinds reports that on stderr: a
+/// second panic would abort the whole test binary, and this test with it.
+#[test]
+fn a_failed_cleanup_during_a_panic_does_not_abort() {
+    let a = agent();
+    let mut deleted_behind_the_guard = false;
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+        let _policy = a.add_policy(&fixture(
+            "signal-sigusr1-on-open-of-tmp-lsm-vmtest-signal.yaml",
+        ));
+        deleted_behind_the_guard = a
+            .lsmctl(&["tracingpolicy", "delete", "vmtest-signal"])
+            .status
+            .success();
+        panic!("a test failing after its policy went away");
+    }));
+    assert!(outcome.is_err());
+    assert!(deleted_behind_the_guard);
+    assert!(
+        !a.lsmctl(&["tracingpolicy", "delete", "vmtest-signal"])
+            .status
+            .success(),
+        "deleting a policy that is not loaded fails, as the guard's delete did"
+    );
 }

@@ -59,10 +59,10 @@ fn report_read_cost_with_1_and_10000_prefix_values() {
         let p = dir.join(format!("bench-{values}.yaml"));
         fs::write(&p, policy(values)).expect("policy");
         let start = Instant::now();
-        a.add_policy(&p);
+        let policy = a.add_policy(&p);
         let load = start.elapsed();
         rows.push((format!("Prefix, {values} value(s)"), measure(&file)));
-        a.delete_policy("bench");
+        policy.delete();
         eprintln!("policy with {values} values added in {load:?}");
     }
 
@@ -125,10 +125,10 @@ fn report_connect_cost_with_1_and_10000_cidrs() {
         let p = dir.join(format!("bench-connect-{cidrs}.yaml"));
         fs::write(&p, connect_policy(cidrs)).expect("policy");
         let start = Instant::now();
-        a.add_policy(&p);
+        let policy = a.add_policy(&p);
         let load = start.elapsed();
         rows.push((format!("DAddr, {cidrs} CIDR(s)"), measure_connect(addr)));
-        a.delete_policy("bench-connect");
+        policy.delete();
         eprintln!("policy with {cidrs} CIDRs added in {load:?}");
     }
     let mut report = format!(

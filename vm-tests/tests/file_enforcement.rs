@@ -111,10 +111,10 @@ fn a_private_mapping_of_a_library_is_allowed() {
 #[test]
 fn override_minus_one_makes_cat_fail_with_eperm_and_live() {
     let mut a = agent();
-    a.add_policy(&test_policy("lsm_file_open_override.yaml"));
+    let policy = a.add_policy(&fixture("deny-cat-open-etc-passwd-and-shadow-eperm.yaml"));
     let out = run(&cat(), &["/etc/passwd"]);
     let head = run(&PathBuf::from("/usr/bin/head"), &["-n1", "/etc/passwd"]);
-    a.delete_policy("lsm-file-open-override");
+    policy.delete();
     assert_eq!(exit_code(&out), 1, "cat must exit 1, not be killed");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -129,9 +129,9 @@ fn override_minus_one_makes_cat_fail_with_eperm_and_live() {
 #[test]
 fn override_minus_thirteen_makes_cat_fail_with_permission_denied() {
     let mut a = agent();
-    a.add_policy(&test_policy("lsm_file_open_eacces.yaml"));
+    let policy = a.add_policy(&fixture("deny-cat-open-etc-group-eacces.yaml"));
     let out = run(&cat(), &["/etc/group"]);
-    a.delete_policy("lsm-file-open-eacces");
+    policy.delete();
     assert_eq!(exit_code(&out), 1, "cat must exit 1, not be killed");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("Permission denied"), "stderr: {stderr}");
@@ -141,13 +141,13 @@ fn override_minus_thirteen_makes_cat_fail_with_permission_denied() {
 #[test]
 fn without_actions_the_open_succeeds_and_is_posted() {
     let mut a = agent();
-    a.add_policy(&quickstart("lsm_file_open.yaml"));
+    let policy = a.add_policy(&quickstart("lsm_file_open.yaml"));
     let out = run(&cat(), &["/etc/passwd"]);
     a.expect_lines(&[
         "🔒 LSM     | /usr/bin/cat file_open".into(),
         "💥 exit    | /usr/bin/cat /etc/passwd 0".into(),
     ]);
-    a.delete_policy("lsm-file-open");
+    policy.delete();
     assert_eq!(exit_code(&out), 0);
     assert!(!out.stdout.is_empty());
     // Deleted: the next cat is seen (exec, exit) but posts no file_open event.

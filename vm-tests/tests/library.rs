@@ -2,8 +2,9 @@
 //! agent started without policies, triggers what the policy is about, checks the outcome and
 //! the compact events, and deletes the policy again.
 //!
-//! Every test runs its actions first and deletes its policy before asserting, so a failing
-//! assertion does not leave an enforcing policy behind for the next test.
+//! Every test runs its actions first and deletes its policy before asserting, so that the
+//! assertions see the system as the policy left it; if the test panics earlier, the policy's
+//! guard deletes it, and no enforcing policy is left behind for the next test.
 
 use std::{
     fs,
@@ -70,12 +71,12 @@ fn sensitive_files_read_kills_cat_of_gshadow_and_spares_the_listed_binaries() {
     let copy = dir.join("unix_chkpwd");
     fs::copy(chkpwd, &copy).expect("copying unix_chkpwd");
 
-    a.add_policy(&library("sensitive-files-read.yaml"));
+    let policy = a.add_policy(&library("sensitive-files-read.yaml"));
     let gshadow = run(Path::new("/usr/bin/cat"), &["/etc/gshadow"]);
     let passwd = run(Path::new("/usr/bin/cat"), &["/etc/passwd"]);
     let listed = run_with_stdin(chkpwd, &["root", "nullok"], b"wrong-password\0");
     let unlisted = run_with_stdin(&copy, &["root", "nullok"], b"wrong-password\0");
-    a.delete_policy("sensitive-files-read");
+    policy.delete();
 
     assert_eq!(exit_code(&gshadow), 137, "cat /etc/gshadow must be killed");
     assert!(
@@ -129,7 +130,7 @@ fn shell_rc_read_monitor_posts_reads_by_non_shells_and_blocks_nothing() {
         notes.display().to_string(),
     );
 
-    a.add_policy(&library("shell-rc-read-monitor.yaml"));
+    let policy = a.add_policy(&library("shell-rc-read-monitor.yaml"));
     let by_cat = run(Path::new("/usr/bin/cat"), &[&bashrc_s]);
     a.expect_lines(&[format!("📚 read    | /usr/bin/cat {bashrc_s}")]);
     let mark = a.mark();
@@ -142,7 +143,7 @@ fn shell_rc_read_monitor_posts_reads_by_non_shells_and_blocks_nothing() {
     let by_head = run(Path::new("/usr/bin/head"), &["-n1", &zshrc_s]);
     // head runs last: once its read is in the stream, the earlier ones would be too.
     a.expect_lines(&[format!("📚 read    | /usr/bin/head {zshrc_s}")]);
-    a.delete_policy("shell-rc-read-monitor");
+    policy.delete();
 
     assert_eq!(
         exit_code(&by_cat),
@@ -190,7 +191,7 @@ fn system_dirs_write_refuses_a_write_under_etc_and_the_writer_lives() {
     let elsewhere = dir.join("allowed.conf");
     let script = format!("echo x >> {target}");
 
-    a.add_policy(&library("system-dirs-write.yaml"));
+    let policy = a.add_policy(&library("system-dirs-write.yaml"));
     let denied = run(Path::new("/usr/bin/bash"), &["-c", &script]);
     let content = fs::read_to_string(target);
     let read_back = run(Path::new("/usr/bin/cat"), &[target]);
@@ -198,7 +199,7 @@ fn system_dirs_write_refuses_a_write_under_etc_and_the_writer_lives() {
         Path::new("/usr/bin/bash"),
         &["-c", &format!("echo y >> {}", elsewhere.display())],
     );
-    a.delete_policy("system-dirs-write");
+    policy.delete();
     let _ = fs::remove_file(target);
 
     assert_eq!(
@@ -253,10 +254,10 @@ fn exec_from_tmp_makes_execs_from_temporary_directories_fail_with_eperm() {
         assert!(st.success(), "{}: {st}", t.display());
     }
 
-    a.add_policy(&library("exec-from-tmp.yaml"));
+    let policy = a.add_policy(&library("exec-from-tmp.yaml"));
     let results: Vec<_> = targets.iter().map(|t| Command::new(t).status()).collect();
     let system = Command::new("/usr/bin/true").status();
-    a.delete_policy("exec-from-tmp");
+    policy.delete();
     for t in &targets[1..3] {
         let _ = fs::remove_file(t);
     }
@@ -297,7 +298,7 @@ fn truncate_logs_kills_truncation_under_var_log_and_allows_appending() {
         "path_truncate"
     };
 
-    a.add_policy(&library("truncate-logs.yaml"));
+    let policy = a.add_policy(&library("truncate-logs.yaml"));
     let by_fd = run(Path::new("/usr/bin/truncate"), &["-s", "0", log]);
     let after_fd = fs::read_to_string(log);
     let by_path = run(
@@ -310,7 +311,7 @@ fn truncate_logs_kills_truncation_under_var_log_and_allows_appending() {
         &["-c", &format!("echo line 2 >> {log}")],
     );
     let after_append = fs::read_to_string(log);
-    a.delete_policy("truncate-logs");
+    policy.delete();
     let _ = fs::remove_file(log);
 
     assert_eq!(

@@ -102,10 +102,10 @@ fn assert_killed(out: &Output, what: &str) {
 
 /// The upstream quickstart policy after `envsubst`.
 fn quickstart_enforce() -> String {
-    let text = fs::read_to_string(quickstart("network_egress_cluster_enforce.yaml"))
-        .expect("quickstart policy");
-    text.replace("${PODCIDR}", PODCIDR)
-        .replace("${SERVICECIDR}", SERVICECIDR)
+    substitute(
+        &quickstart("network_egress_cluster_enforce.yaml"),
+        &[("PODCIDR", PODCIDR), ("SERVICECIDR", SERVICECIDR)],
+    )
 }
 
 /// A TCP listener on `addr` (port chosen by the kernel); returns it and `ip:port`.
@@ -119,14 +119,14 @@ fn listener(addr: &str) -> (TcpListener, String) {
 fn quickstart_egress_policy_kills_outside_connects_and_lets_cluster_ones_through() {
     let mut a = agent();
     let yaml = quickstart_enforce();
-    a.add_policy_yaml("quickstart-network", &yaml);
+    let policy = a.add_policy_yaml("quickstart-network", &yaml);
     let (_l1, local) = listener("127.0.0.1");
     let (_l2, pod) = listener(POD_ADDR);
 
     let outside = connect("tcp", "198.51.100.1:443");
     let lo = connect("tcp", &local);
     let inside = connect("tcp", &pod);
-    a.delete_policy("enforce-network-activity-outside-cluster-cidr-range");
+    policy.delete();
 
     assert_killed(&outside, "198.51.100.1:443");
     assert_connected(&lo, "127.0.0.1");
@@ -141,39 +141,16 @@ fn quickstart_egress_policy_kills_outside_connects_and_lets_cluster_ones_through
 #[test]
 fn ipv6_destinations_outside_the_allowed_networks_are_denied() {
     let a = agent();
-    a.add_policy_yaml(
-        "vmtest-net-v6",
-        r#"apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: "vmtest-net-v6"
-spec:
-  kprobes:
-  - call: "tcp_connect"
-    syscall: false
-    args:
-    - index: 0
-      type: "sock"
-    selectors:
-    - matchArgs:
-      - index: 0
-        operator: "NotDAddr"
-        values:
-        - "::1"
-        - "fd00::/64"
-        - "127.0.0.1"
-      matchActions:
-      - action: Override
-        argError: -1
-"#,
-    );
+    let policy = a.add_policy(&fixture(
+        "deny-tcp-connect-outside-loopback-and-fd00-eperm.yaml",
+    ));
     let (_l1, local6) = listener("[::1]");
     let (_l2, pod6) = listener(&format!("[{POD_ADDR6}]"));
     let outside = connect("tcp", "[2001:db8::1]:443");
     let mapped_outside = connect("tcp", "[::ffff:198.51.100.1]:443");
     let lo = connect("tcp", &local6);
     let inside = connect("tcp", &pod6);
-    a.delete_policy("vmtest-net-v6");
+    policy.delete();
     assert_eperm(&outside, "2001:db8::1");
     assert_eperm(&mapped_outside, "v4-mapped 198.51.100.1 is IPv4 outside");
     assert_connected(&lo, "::1");
@@ -183,49 +160,15 @@ spec:
 #[test]
 fn port_and_protocol_selectors_pick_the_connection() {
     let a = agent();
-    a.add_policy_yaml(
-        "vmtest-net-ports",
-        r#"apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: "vmtest-net-ports"
-spec:
-  lsmhooks:
-  - hook: "socket_connect"
-    args:
-    - index: 0
-      type: "socket"
-    selectors:
-    - matchArgs:
-      - index: 0
-        operator: "DPort"
-        values:
-        - "9999"
-      - index: 0
-        operator: "Protocol"
-        values:
-        - "IPPROTO_UDP"
-      matchActions:
-      - action: Override
-        argError: -1
-    - matchArgs:
-      - index: 0
-        operator: "DPortPriv"
-      - index: 0
-        operator: "DAddr"
-        values:
-        - "203.0.113.0/24"
-      matchActions:
-      - action: Override
-        argError: -1
-"#,
-    );
+    let policy = a.add_policy(&fixture(
+        "deny-udp-port-9999-and-privileged-ports-of-203-0-113-eperm.yaml",
+    ));
     let udp_9999 = connect("udp", "127.0.0.1:9999");
     let udp_9998 = connect("udp", "127.0.0.1:9998");
     let tcp_9999 = connect("tcp", "127.0.0.1:9999");
     let priv_outside = connect("tcp", "203.0.113.9:80");
     let unpriv_outside = connect("tcp", "203.0.113.9:8080");
-    a.delete_policy("vmtest-net-ports");
+    policy.delete();
     assert_eperm(&udp_9999, "UDP to port 9999");
     assert_connected(&udp_9998, "UDP to port 9998");
     assert!(
@@ -240,30 +183,7 @@ spec:
 #[test]
 fn a_tcp_connect_policy_never_touches_udp_or_unix_sockets() {
     let a = agent();
-    a.add_policy_yaml(
-        "vmtest-net-tcp-only",
-        r#"apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: "vmtest-net-tcp-only"
-spec:
-  kprobes:
-  - call: "tcp_connect"
-    syscall: false
-    args:
-    - index: 0
-      type: "sock"
-    selectors:
-    - matchArgs:
-      - index: 0
-        operator: "NotDAddr"
-        values:
-        - "10.255.255.255"
-      matchActions:
-      - action: Override
-        argError: -1
-"#,
-    );
+    let policy = a.add_policy(&fixture("deny-every-tcp-connect-eperm.yaml"));
     let dir = scratch_dir("net-unix");
     let path = dir.join("sock");
     let _unix = UnixListener::bind(&path).expect("unix listener");
@@ -274,7 +194,7 @@ spec:
     let unix = connect("unix", &path.display().to_string());
     // The agent's own API keeps working under the policy.
     let listed = a.lsmctl(&["tracingpolicy", "list"]);
-    a.delete_policy("vmtest-net-tcp-only");
+    policy.delete();
     assert_eperm(&tcp, "TCP is matched");
     assert_connected(&udp, "UDP is not");
     assert_connected(&unix, "unix is not");
@@ -344,53 +264,8 @@ fn a_dns_name_is_enforced_and_follows_record_changes() {
     let dns = DnsServer::start("198.51.100.7 blocked.test");
     // Another policy that denies every UDP connect of other programs: the agent's own DNS
     // queries are exempt and keep working.
-    a.add_policy_yaml(
-        "vmtest-net-no-udp",
-        r#"apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: "vmtest-net-no-udp"
-spec:
-  lsmhooks:
-  - hook: "socket_connect"
-    args:
-    - index: 0
-      type: "socket"
-    selectors:
-    - matchArgs:
-      - index: 0
-        operator: "Protocol"
-        values:
-        - "IPPROTO_UDP"
-      matchActions:
-      - action: Override
-        argError: -1
-"#,
-    );
-    a.add_policy_yaml(
-        "vmtest-net-dns",
-        r#"apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: "vmtest-net-dns"
-spec:
-  kprobes:
-  - call: "tcp_connect"
-    syscall: false
-    args:
-    - index: 0
-      type: "sock"
-    selectors:
-    - matchArgs:
-      - index: 0
-        operator: "DAddr"
-        values:
-        - "dns:blocked.test"
-      matchActions:
-      - action: Override
-        argError: -1
-"#,
-    );
+    let no_udp = a.add_policy(&fixture("deny-every-udp-connect-eperm.yaml"));
+    let by_name = a.add_policy(&fixture("deny-tcp-connect-to-dns-blocked-test-eperm.yaml"));
     let first = eventually(20, || {
         stdout(&connect("tcp", "198.51.100.7:80")).contains("errno 1)")
     });
@@ -400,8 +275,8 @@ spec:
         stdout(&connect("tcp", "198.51.100.8:80")).contains("errno 1)")
     });
     let old_released = connect("tcp", "198.51.100.7:80");
-    a.delete_policy("vmtest-net-dns");
-    a.delete_policy("vmtest-net-no-udp");
+    by_name.delete();
+    no_udp.delete();
     drop(dns);
     assert!(first, "the resolved address of blocked.test is denied");
     assert_unreachable(&other_before, "another address is not");

@@ -3,7 +3,6 @@
 //! counters those stories moved.
 
 use std::{
-    fs,
     io::{Read, Write},
     net::TcpStream,
     os::unix::process::ExitStatusExt,
@@ -62,7 +61,7 @@ fn tracingpolicy_add_list_delete_changes_enforcement_live_and_metrics_follow() {
     let free = run(Path::new("/usr/bin/cat"), &["/etc/shadow"]);
     assert!(free.status.success(), "no policy yet");
 
-    a.add_policy(&quickstart("file_monitoring_enforce.yaml"));
+    let policy = a.add_policy(&quickstart("file_monitoring_enforce.yaml"));
     assert!(policy_names(&a).contains("file-monitoring-filtered"));
     let killed = run(Path::new("/usr/bin/cat"), &["/etc/shadow"]);
     assert_eq!(killed.status.signal(), Some(9), "cat /etc/shadow is killed");
@@ -73,7 +72,7 @@ fn tracingpolicy_add_list_delete_changes_enforcement_live_and_metrics_follow() {
     ]);
 
     let during = scrape();
-    a.delete_policy("file-monitoring-filtered");
+    policy.delete();
     assert!(!policy_names(&a).contains("file-monitoring-filtered"));
     let free_again = run(Path::new("/usr/bin/cat"), &["/etc/shadow"]);
     assert!(free_again.status.success(), "deleted: reading works again");
@@ -130,17 +129,14 @@ fn tracingpolicy_add_list_delete_changes_enforcement_live_and_metrics_follow() {
 #[test]
 fn the_network_story_shows_connect_and_kill_and_moves_the_counters() {
     let mut a = agent();
-    let text = fs::read_to_string(quickstart("network_egress_cluster_enforce.yaml"))
-        .expect("quickstart policy")
-        .replace("${PODCIDR}", "10.0.0.0/16")
-        .replace("${SERVICECIDR}", "10.96.0.0/12");
-    let dir = scratch_dir("obs-net");
-    let file = dir.join("egress.yaml");
-    fs::write(&file, text).expect("policy");
-    a.add_policy(&file);
+    let text = substitute(
+        &quickstart("network_egress_cluster_enforce.yaml"),
+        &[("PODCIDR", "10.0.0.0/16"), ("SERVICECIDR", "10.96.0.0/12")],
+    );
+    let policy = a.add_policy_yaml("obs-egress", &text);
     let out = run(&bin("vmtest-connect"), &["tcp", "198.51.100.1:443"]);
     let body = scrape();
-    a.delete_policy("enforce-network-activity-outside-cluster-cidr-range");
+    policy.delete();
     assert_eq!(out.status.signal(), Some(9), "the connect is killed");
     let exe = bin("vmtest-connect").display().to_string();
     a.expect_lines(&[

@@ -28,8 +28,9 @@ fn target(name: &str) -> (PathBuf, String) {
 }
 
 /// Adds a policy denying `file_open` under `dir` for the processes `filters` (selector
-/// entries, already indented by six spaces) select.
-fn add(a: &Agent, name: &str, dir: &Path, filters: &str) {
+/// entries, already indented by six spaces) select. The policies are built here, not kept in
+/// files: each one names a scratch directory and a pid, inode or path known only at run time.
+fn add(a: &Agent, name: &str, dir: &Path, filters: &str) -> PolicyGuard {
     let yaml = format!(
         r#"apiVersion: cilium.io/v1alpha1
 kind: TracingPolicy
@@ -53,7 +54,7 @@ spec:
 "#,
         dir.display()
     );
-    a.add_policy_yaml(name, &yaml);
+    a.add_policy_yaml(name, &yaml)
 }
 
 /// Whether `program args...` succeeded, asserting that a failure was the policy's
@@ -122,7 +123,7 @@ fn match_pids_in_without_follow_forks_selects_only_that_process() {
     let a = agent();
     let (dir, file) = target("pid-in");
     let w = Waiter::start(&file);
-    add(
+    let policy = add(
         &a,
         "vmtest-pid-in",
         &dir,
@@ -133,7 +134,7 @@ fn match_pids_in_without_follow_forks_selects_only_that_process() {
     );
     let report = w.report();
     let me = reads("/usr/bin/cat", &[&file]);
-    a.delete_policy("vmtest-pid-in");
+    policy.delete();
     assert_eq!(report, ("self-denied".into(), "child-ok".into()));
     assert!(me, "another process must not be selected");
 }
@@ -143,7 +144,7 @@ fn match_pids_follow_forks_selects_the_children_too() {
     let a = agent();
     let (dir, file) = target("pid-follow");
     let w = Waiter::start(&file);
-    add(
+    let policy = add(
         &a,
         "vmtest-pid-follow",
         &dir,
@@ -154,7 +155,7 @@ fn match_pids_follow_forks_selects_the_children_too() {
     );
     let report = w.report();
     let me = reads("/usr/bin/cat", &[&file]);
-    a.delete_policy("vmtest-pid-follow");
+    policy.delete();
     assert_eq!(report, ("self-denied".into(), "child-denied".into()));
     assert!(me, "the test process is not a descendant of the shell");
 }
@@ -164,7 +165,7 @@ fn match_pids_not_in_with_follow_forks_spares_the_whole_process_tree() {
     let a = agent();
     let (dir, file) = target("pid-notin");
     let w = Waiter::start(&file);
-    add(
+    let policy = add(
         &a,
         "vmtest-pid-notin",
         &dir,
@@ -175,7 +176,7 @@ fn match_pids_not_in_with_follow_forks_spares_the_whole_process_tree() {
     );
     let report = w.report();
     let me = reads("/usr/bin/cat", &[&file]);
-    a.delete_policy("vmtest-pid-notin");
+    policy.delete();
     assert_eq!(report, ("self-ok".into(), "child-ok".into()));
     assert!(!me, "everyone outside the tree is denied");
 }
@@ -184,7 +185,7 @@ fn match_pids_not_in_with_follow_forks_spares_the_whole_process_tree() {
 fn is_namespace_pid_matches_the_pid_inside_a_new_pid_namespace() {
     let a = agent();
     let (dir, file) = target("nspid");
-    add(
+    let policy = add(
         &a,
         "vmtest-nspid",
         &dir,
@@ -196,7 +197,7 @@ fn is_namespace_pid_matches_the_pid_inside_a_new_pid_namespace() {
         &["--pid", "--fork", "/usr/bin/cat", &file],
     );
     let outside = reads("/usr/bin/cat", &[&file]);
-    a.delete_policy("vmtest-nspid");
+    policy.delete();
     assert!(!inside, "pid 1 of a new pid namespace is selected");
     assert!(
         outside,
@@ -208,7 +209,7 @@ fn is_namespace_pid_matches_the_pid_inside_a_new_pid_namespace() {
 fn match_namespaces_net_not_in_host_ns_selects_only_processes_in_another_network_namespace() {
     let a = agent();
     let (dir, file) = target("netns");
-    add(
+    let policy = add(
         &a,
         "vmtest-netns",
         &dir,
@@ -216,7 +217,7 @@ fn match_namespaces_net_not_in_host_ns_selects_only_processes_in_another_network
     );
     let inside = reads("/usr/bin/unshare", &["--net", "/usr/bin/cat", &file]);
     let outside = reads("/usr/bin/cat", &[&file]);
-    a.delete_policy("vmtest-netns");
+    policy.delete();
     assert!(!inside, "cat in a new network namespace is denied");
     assert!(outside, "cat in the host network namespace reads");
 }
@@ -228,7 +229,7 @@ fn match_namespaces_mnt_in_an_explicit_inode_selects_that_namespace() {
     let ino = fs::metadata("/proc/self/ns/mnt")
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
         .expect("own mount namespace");
-    add(
+    let policy = add(
         &a,
         "vmtest-mntns",
         &dir,
@@ -238,7 +239,7 @@ fn match_namespaces_mnt_in_an_explicit_inode_selects_that_namespace() {
     );
     let here = reads("/usr/bin/cat", &[&file]);
     let elsewhere = reads("/usr/bin/unshare", &["--mount", "/usr/bin/cat", &file]);
-    a.delete_policy("vmtest-mntns");
+    policy.delete();
     assert!(!here, "cat in the listed mount namespace is denied");
     assert!(elsewhere, "cat in a new mount namespace reads");
 }
@@ -261,7 +262,7 @@ fn unprivileged_cat(file: &str) -> bool {
 fn match_capabilities_in_selects_processes_holding_the_capability() {
     let a = agent();
     let (dir, file) = target("cap-in");
-    add(
+    let policy = add(
         &a,
         "vmtest-cap-in",
         &dir,
@@ -269,7 +270,7 @@ fn match_capabilities_in_selects_processes_holding_the_capability() {
     );
     let root = reads("/usr/bin/cat", &[&file]);
     let nobody = unprivileged_cat(&file);
-    a.delete_policy("vmtest-cap-in");
+    policy.delete();
     assert!(!root, "root holds CAP_SYS_ADMIN and is denied");
     assert!(nobody, "an unprivileged process reads");
 }
@@ -278,7 +279,7 @@ fn match_capabilities_in_selects_processes_holding_the_capability() {
 fn match_capabilities_not_in_selects_processes_without_the_capability() {
     let a = agent();
     let (dir, file) = target("cap-notin");
-    add(
+    let policy = add(
         &a,
         "vmtest-cap-notin",
         &dir,
@@ -286,7 +287,7 @@ fn match_capabilities_not_in_selects_processes_without_the_capability() {
     );
     let root = reads("/usr/bin/cat", &[&file]);
     let nobody = unprivileged_cat(&file);
-    a.delete_policy("vmtest-cap-notin");
+    policy.delete();
     assert!(root, "root holds the capabilities and reads");
     assert!(!nobody, "an unprivileged process is denied");
 }
@@ -301,7 +302,7 @@ fn match_binaries_follow_children_selects_descendants_of_the_binary() {
     fs::copy("/bin/sh", &launcher).expect("copy sh");
     fs::set_permissions(&launcher, fs::Permissions::from_mode(0o755)).expect("chmod");
     let launcher = launcher.display().to_string();
-    add(
+    let policy = add(
         &a,
         "vmtest-follow-children",
         &dir,
@@ -315,7 +316,7 @@ fn match_binaries_follow_children_selects_descendants_of_the_binary() {
         .output()
         .expect("launcher");
     let via_sh = sh(Path::new("/"), &script);
-    a.delete_policy("vmtest-follow-children");
+    policy.delete();
     assert_eq!(
         String::from_utf8_lossy(&via_launcher.stdout).trim(),
         "child-denied",

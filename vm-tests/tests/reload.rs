@@ -17,37 +17,18 @@ use vm_tests::*;
 const DIR: &str = "/tmp/lsm-vmtest-tp.d";
 const TARGET: &str = "/tmp/lsm-vmtest-reload-target";
 
+/// Version `version` of the policy. Every version forbids `cat TARGET` (Override, so cat lives
+/// and tries again); versions differ in a second value so that every rewrite is a real change.
 fn policy_text(version: u32) -> String {
-    // Both versions forbid `cat TARGET` (Override, so cat lives and tries again); they differ
-    // in a second value so that every rewrite is a real change.
-    format!(
-        r#"apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: "reload-guard"
-spec:
-  lsmhooks:
-  - hook: "file_open"
-    args:
-    - index: 0
-      type: "file"
-    selectors:
-    - matchBinaries:
-      - operator: "In"
-        values:
-        - "/usr/bin/cat"
-      matchArgs:
-      - index: 0
-        operator: "Equal"
-        values:
-        - "{TARGET}"
-        - "/tmp/lsm-vmtest-other-{version}"
-      matchActions:
-      - action: Override
-        argError: -1
-      - action: NoPost
-"#
-    )
+    let file = fixture("deny-cat-open-of-reload-target-eperm-without-event.yaml");
+    let text = fs::read_to_string(&file).expect("reload policy");
+    let v0 = "\"/tmp/lsm-vmtest-other-0\"";
+    assert!(
+        text.contains(&format!("\"{TARGET}\"")) && text.contains(v0),
+        "{} must name {TARGET} and {v0}",
+        file.display()
+    );
+    text.replace(v0, &format!("\"/tmp/lsm-vmtest-other-{version}\""))
 }
 
 fn policy_file() -> PathBuf {
