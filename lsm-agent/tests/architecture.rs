@@ -132,13 +132,19 @@ fn no_module_imports_one_later_in_the_flow() {
             }
         }
     }
-    assert!(violations.is_empty(), "imports against the flow:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "imports against the flow:\n{}",
+        violations.join("\n")
+    );
 }
 
 #[test]
 fn the_import_reader_sees_grouped_and_plain_paths_and_skips_tests() {
     let text = "use crate::{agent::X, events::{bus::B, model}, listen};\nfn f() { crate::dns::run(); }\n#[cfg(test)]\nmod tests {\n    use crate::grpc::Y;\n}\n";
     let got = imported_modules(&without_tests(text));
-    let want: BTreeSet<String> = ["agent", "events", "listen", "dns"].map(String::from).into();
+    let want: BTreeSet<String> = ["agent", "events", "listen", "dns"]
+        .map(String::from)
+        .into();
     assert_eq!(got, want);
 }

@@ -279,7 +279,13 @@ pub fn shared_agent(policies: &[PathBuf]) -> MutexGuard<'static, Agent> {
 
 /// The agent shared by the tests of this binary, started on first use with `args`.
 pub fn shared_agent_with_args(args: &[String]) -> MutexGuard<'static, Agent> {
-    let m = AGENT.get_or_init(|| Mutex::new(Agent::start(args)));
+    shared_agent_wrapped(&[], args)
+}
+
+/// Like [`shared_agent_with_args`], with the agent started through `wrapper` (a program and
+/// its arguments, e.g. `setpriv ... --`), for tests that need it to run with fewer rights.
+pub fn shared_agent_wrapped(wrapper: &[&str], args: &[String]) -> MutexGuard<'static, Agent> {
+    let m = AGENT.get_or_init(|| Mutex::new(Agent::start_wrapped(wrapper, args)));
     let mut g = m.lock().unwrap_or_else(|p| p.into_inner());
     g.skip_to_end();
     g
@@ -287,12 +293,24 @@ pub fn shared_agent_with_args(args: &[String]) -> MutexGuard<'static, Agent> {
 
 impl Agent {
     pub fn start(args: &[String]) -> Agent {
+        Agent::start_wrapped(&[], args)
+    }
+
+    /// Starts the agent as `wrapper… lsm-agent ARGS` (no wrapper: the agent itself).
+    pub fn start_wrapped(wrapper: &[&str], args: &[String]) -> Agent {
         assert_bpf_lsm_active();
         let address = format!("unix:///tmp/lsm-agent-vmtest-{}.sock", std::process::id());
         // Before the agent loads anything: see `stage`.
         stage();
         let log = std::fs::File::create(results_dir().join("agent.log")).expect("agent log");
-        let mut cmd = Command::new(bin("lsm-agent"));
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin("lsm-agent"));
+                c
+            }
+            None => Command::new(bin("lsm-agent")),
+        };
         cmd.arg("--server-address").arg(&address).args(args);
         let agent = cmd
             .stdout(log.try_clone().expect("log fd"))

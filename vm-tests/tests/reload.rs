@@ -1,5 +1,10 @@
 //! Live reload from --tracing-policy-dir: replacing a policy never leaves a gap, a broken new
-//! version keeps the old one enforcing, removing the file removes the policy.
+//! version keeps the old one enforcing, removing the file removes the policy, an unreadable
+//! directory keeps every policy enforcing.
+//!
+//! The agent of this suite runs without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (it needs
+//! neither), so that `chmod 000` makes its policy directory really unreadable to it: root
+//! with those capabilities reads any directory.
 
 use std::{
     fs,
@@ -43,7 +48,33 @@ fn agent() -> std::sync::MutexGuard<'static, Agent> {
         fs::write(policy_file(), policy_text(0)).expect("policy file");
         fs::write(TARGET, "secret\n").expect("target");
     });
-    shared_agent_with_args(&["--tracing-policy-dir".into(), DIR.into()])
+    shared_agent_wrapped(
+        &[
+            "/usr/bin/setpriv",
+            "--bounding-set=-dac_override,-dac_read_search",
+            "--inh-caps=-dac_override,-dac_read_search",
+            "--",
+        ],
+        &["--tracing-policy-dir".into(), DIR.into()],
+    )
+}
+
+/// What the agent has logged so far.
+fn agent_log() -> String {
+    fs::read_to_string(results_dir().join("agent.log")).expect("agent log")
+}
+
+/// Gives the policy directory its mode back when dropped, also when the test fails, so the
+/// tests after it find a readable directory.
+struct RestoreMode(u32);
+
+impl Drop for RestoreMode {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) = fs::set_permissions(DIR, fs::Permissions::from_mode(self.0)) {
+            eprintln!("restoring the mode of {DIR}: {e}");
+        }
+    }
 }
 
 fn cat_target() -> i32 {
@@ -147,5 +178,58 @@ fn removing_the_file_removes_the_policy_and_adding_it_back_restores_it() {
     assert_eq!(cat_target(), 0, "no policy: cat reads the file");
     fs::write(policy_file(), policy_text(3)).expect("add back");
     wait_until("the policy to load again", || !policy_row(&a).is_empty());
+    assert_eq!(cat_target(), 1);
+}
+
+#[test]
+fn an_unreadable_policy_directory_keeps_every_policy_enforcing() {
+    use std::os::unix::fs::PermissionsExt;
+    let a = agent();
+    wait_until("the policy to be loaded", || {
+        policy_row(&a).contains("enabled")
+    });
+    assert_eq!(
+        cat_target(),
+        1,
+        "the policy enforces before the directory turns unreadable"
+    );
+    let seen = agent_log().len();
+    let mode = fs::metadata(DIR).expect("policy dir").permissions().mode() & 0o7777;
+    let _restore = RestoreMode(mode);
+    fs::set_permissions(DIR, fs::Permissions::from_mode(0o000)).expect("chmod 000");
+    // Logged only when the agent really failed to list it: without the dropped capabilities
+    // the directory would stay readable and this would time out.
+    wait_until("the agent to report the unreadable directory", || {
+        agent_log()
+            .get(seen..)
+            .is_some_and(|l| l.contains("policy directory unreadable, keeping 1 loaded policies"))
+    });
+    // The watcher retries every second; several retries later the policy still enforces.
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut attempts = 0;
+    while Instant::now() < until {
+        attempts += 1;
+        assert_eq!(
+            cat_target(),
+            1,
+            "attempt {attempts}: a forbidden open succeeded"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let row = policy_row(&a);
+    assert!(
+        row.contains("error"),
+        "the list must show the unreadable file: {row:?}"
+    );
+
+    fs::set_permissions(DIR, fs::Permissions::from_mode(mode)).expect("chmod back");
+    wait_until("the agent to read the directory again", || {
+        agent_log()
+            .get(seen..)
+            .is_some_and(|l| l.contains("policy directory readable again"))
+    });
+    wait_until("the policy to be listed as enabled", || {
+        policy_row(&a).contains("enabled")
+    });
     assert_eq!(cat_target(), 1);
 }
