@@ -17,6 +17,8 @@
 pub mod cgroup;
 pub mod config;
 pub mod identity;
+pub mod pods;
+pub mod policies;
 pub mod selector;
 
 /// Errors of the API-facing parts (configuration and watchers).
