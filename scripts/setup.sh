@@ -47,9 +47,11 @@ installed_kernel() {
 
 # 1. Debian packages: QEMU (TCG), busybox/cpio for virtme-ng's initramfs, LLVM for bpf-linker;
 #    iproute2, util-linux and dnsmasq for the network VM tests (addresses, namespaces, a DNS
-#    server inside the guest), curl for the demo.
+#    server inside the guest), curl for the demo; etcd-server, zstd and openssl for the real
+#    kube-apiserver of ../shared/tools/k8s that the Kubernetes tests start.
 apt_install qemu-system-x86 busybox-static cpio kmod "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" \
-  libzstd-dev zlib1g-dev python3-pip protobuf-compiler iproute2 util-linux dnsmasq-base curl
+  libzstd-dev zlib1g-dev python3-pip protobuf-compiler iproute2 util-linux dnsmasq-base curl \
+  etcd-server zstd openssl
 
 # 2. Kernels for the VM: the newest 6.12 (primary) and 6.1 (second kernel).
 for series in 6.12 6.1; do

@@ -31,6 +31,7 @@ pub mod dns;
 pub mod events;
 pub mod export;
 pub mod grpc;
+pub mod k8s;
 pub mod listen;
 pub mod metrics;
 pub mod policy;

@@ -1,0 +1,43 @@
+//! Kubernetes: the agent's view of the cluster, converted to our own types at this border.
+//!
+//! * [`config`]: Tetragon's flags (`--enable-k8s-api`, `--k8s-kubeconfig-path`, `--node-name`),
+//!   in-cluster or kubeconfig client configuration, the node name.
+//! * [`cgroup`]: which pod and container a cgroup v2 path belongs to (kubelet's systemd and
+//!   cgroupfs drivers; containerd, CRI-O and docker scopes). Pure.
+//! * [`selector`]: label selectors as Tetragon evaluates them (`podSelector`, `containerSelector`,
+//!   `nodeSelector`), and the scoping rules that combine them. Pure.
+//! * [`identity`]: the pods of this node by UID and by container ID; answers "which pod and
+//!   container is this cgroup". Pure.
+//! * [`pods`]: the watcher that keeps [`identity`] in sync with the API server.
+//! * [`policies`]: the watcher of the `TracingPolicy` and `TracingPolicyNamespaced` CRDs, which
+//!   turns objects into policy text for the parser and honours `nodeSelector`.
+//!
+//! Watchers send their changes on tokio channels; nothing here touches the kernel or policies.
+
+pub mod cgroup;
+pub mod config;
+pub mod identity;
+pub mod pods;
+pub mod policies;
+pub mod selector;
+
+/// Errors of the API-facing parts (configuration and watchers).
+#[derive(Debug, thiserror::Error)]
+pub enum K8sError {
+    #[error("in-cluster Kubernetes configuration: {0}")]
+    InCluster(#[from] kube::config::InClusterError),
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: std::path::PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+    #[error(
+        "--enable-k8s-api outside a pod needs --k8s-kubeconfig-path (no in-cluster configuration)"
+    )]
+    NoApiOutsidePod,
+    #[error("no node name: set NODE_NAME or --node-name (the host name is not readable: {0})")]
+    NodeName(String),
+}
