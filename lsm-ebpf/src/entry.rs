@@ -71,9 +71,12 @@ pub fn enter_lsm(
     ctx: &LsmContext,
     prev_arg: usize,
 ) -> Result<(&'static mut Scratch, Current), i32> {
-    let prev: i32 = ctx.arg(prev_arg);
+    // Read and tested as the whole 64-bit slot: the verifier knows the range of the slot as
+    // loaded ([-MAX_ERRNO, 0]), but not of a zero-extended 32-bit copy, and a program that
+    // returned such a copy would be rejected for a return value outside that range.
+    let prev: i64 = ctx.arg(prev_arg);
     if prev != 0 {
-        return Err(prev);
+        return Err(prev as i32);
     }
     enter()
 }
