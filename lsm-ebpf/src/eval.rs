@@ -1,29 +1,34 @@
 //! Selector evaluation: a few map lookups give the set of matching selectors; the first
-//! matching selector of each policy runs its actions.
-use aya_ebpf::helpers::{
-    bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
-    generated::{bpf_get_current_task, bpf_probe_read_kernel, bpf_send_signal},
+//! matching selector of each policy runs its actions. The bit arithmetic is `lsm-shared`'s
+//! (host-tested there); this module adds the lookups and the helper calls.
+use aya_ebpf::{
+    helpers::generated::{bpf_probe_read_kernel, bpf_send_signal},
+    maps::LpmTrie,
 };
-use aya_ebpf::maps::LpmTrie;
 use lsm_shared::*;
 
 use crate::{
+    entry::{Current, now},
+    event::emit,
     kernel::{kconf, read_attrs},
     maps::{
-        ADDR4, ADDR6, COUNTERS, EVENTS, HOOK_CFG, NUM_FILT, PIDS, PORTS, PROCS, SEL_ACT, STR_EQ,
+        ADDR4, ADDR6, COUNTERS, HOOK_CFG, NUM_FILT, PIDS, PORTS, PROCS, SEL_ACT, STR_EQ,
         STR_POSTFIX, STR_PREFIX,
     },
     path::count,
     scratch::Scratch,
 };
 
-const EPERM: i32 = 1;
 const SIGKILL: u32 = 9;
 
-/// Copies `size` bytes between kernel buffers with one helper call (no unrolled loop).
+/// Copies a `T` between kernel buffers with one helper call (no unrolled loop).
+///
+/// # Safety
+/// `dst` must be valid for writes and `src` for reads of `size_of::<T>()` bytes.
 #[inline(always)]
 pub unsafe fn kcopy<T>(dst: *mut T, src: *const T) {
-    // SAFETY: caller passes valid pointers to `T`s.
+    // SAFETY: the caller passes valid pointers to `T`s; the helper copies exactly one `T`
+    // and reports (rather than faults on) an unreadable source.
     unsafe {
         bpf_probe_read_kernel(
             dst as *mut _,
@@ -43,9 +48,10 @@ fn lpm_lookup(
     src: *const u8,
     len: usize,
 ) -> SelMasks {
-    s.lpm.prefix_len = SCOPE_BITS + 8 * len as u32;
+    s.lpm.prefix_len = str_prefix_bits(len);
     s.lpm.data.scope = scope;
-    // SAFETY: copies LPM_STR_LEN bytes out of a STR_LEN-byte field of a live record.
+    // SAFETY: copies LPM_STR_LEN bytes into the key, out of a STR_LEN-byte field of a live
+    // record (STR_LEN > LPM_STR_LEN).
     unsafe {
         bpf_probe_read_kernel(
             s.lpm.data.bytes.as_mut_ptr() as *mut _,
@@ -53,9 +59,7 @@ fn lpm_lookup(
             src as *const _,
         )
     };
-    trie.get(&s.lpm)
-        .copied()
-        .unwrap_or(SelMasks { pos: 0, neg: 0 })
+    trie.get(&s.lpm).copied().unwrap_or(SelMasks::NONE)
 }
 
 /// Narrows the candidate set by the string filters of one subject. `inherited` are the
@@ -70,143 +74,70 @@ fn match_strings(
     rec: *const PathRec,
     inherited: u64,
 ) -> u64 {
-    let base = str_class(subject, 0, false);
-    let mut any = 0u64;
-    let mut c = 0;
-    while c < 6 {
-        any |= cfg.uses[base + c];
-        c += 1;
-    }
-    if any == 0 {
+    if cfg.str_uses(subject) == 0 {
         return cand;
     }
     // SAFETY: `rec` points to a live map value or scratch record.
     let (len, flags) = unsafe { ((*rec).len as usize, (*rec).flags) };
     if flags & PATH_UNRESOLVED != 0 && subject == SUBJECT_ARG {
-        // Fail closed: enforcing selectors match whatever their string filters say.
-        let mut c = 0;
-        while c < 6 {
-            cand &= cfg.enforcing | !cfg.uses[base + c];
-            c += 1;
-        }
-        return cand;
+        return cfg.fail_closed(cand, subject);
     }
     let scope = str_scope(hook, subject);
 
-    let u_pos = cfg.uses[str_class(subject, FAMILY_EQUAL, false)];
-    let u_neg = cfg.uses[str_class(subject, FAMILY_EQUAL, true)];
-    if u_pos | u_neg != 0 {
-        let mut m = SelMasks { pos: 0, neg: 0 };
+    let uses = cfg.str_uses_of(subject, FAMILY_EQUAL);
+    if uses.any() != 0 {
+        let mut m = SelMasks::NONE;
         // A longer path cannot equal any value (values are at most STR_LEN bytes).
         if len <= STR_LEN {
             s.key.scope = scope;
-            // SAFETY: both are STR_LEN-byte arrays.
+            // SAFETY: both are STR_LEN-byte arrays; `rec` points to a live record.
             unsafe { kcopy(&mut s.key.bytes, &(*rec).head) };
-            // SAFETY: plain lookup; the value is copied out.
+            // SAFETY: the program runs under RCU, so the element stays valid until it returns
+            // even if user space deletes it; it is copied out at once, and an update racing
+            // with the copy gives the old or the new bitmaps of a policy being replaced.
             if let Some(v) = unsafe { STR_EQ.get(&s.key) } {
                 m = *v;
             }
         }
-        m.pos |= inherited & u_pos;
-        m.neg |= inherited & u_neg;
-        cand &= (m.pos | !u_pos) & (!m.neg | !u_neg);
+        m.pos |= inherited & uses.pos;
+        m.neg |= inherited & uses.neg;
+        cand = narrow(cand, m, uses);
     }
 
+    // One call per family rather than a loop over a local array, whose bounds check would
+    // leave a panic path the verifier refuses.
     let lpm_len = if len > LPM_STR_LEN { LPM_STR_LEN } else { len };
-    // SAFETY (both): `rec` points to a live record; head and tail_rev are STR_LEN bytes.
-    let families = [
-        (FAMILY_PREFIX, &STR_PREFIX, unsafe { (*rec).head.as_ptr() }),
-        (FAMILY_POSTFIX, &STR_POSTFIX, unsafe {
-            (*rec).tail_rev.as_ptr()
-        }),
-    ];
-    for (family, trie, src) in families {
-        let u_pos = cfg.uses[str_class(subject, family, false)];
-        let u_neg = cfg.uses[str_class(subject, family, true)];
-        if u_pos | u_neg != 0 {
-            let m = lpm_lookup(s, trie, scope, src, lpm_len);
-            cand &= (m.pos | !u_pos) & (!m.neg | !u_neg);
-        }
+    let uses = cfg.str_uses_of(subject, FAMILY_PREFIX);
+    if uses.any() != 0 {
+        // SAFETY: `rec` points to a live record; `head` is STR_LEN bytes.
+        let head = unsafe { (*rec).head.as_ptr() };
+        cand = narrow(cand, lpm_lookup(s, &STR_PREFIX, scope, head, lpm_len), uses);
+    }
+    let uses = cfg.str_uses_of(subject, FAMILY_POSTFIX);
+    if uses.any() != 0 {
+        // SAFETY: as above, for `tail_rev`.
+        let tail = unsafe { (*rec).tail_rev.as_ptr() };
+        cand = narrow(
+            cand,
+            lpm_lookup(s, &STR_POSTFIX, scope, tail, lpm_len),
+            uses,
+        );
     }
     cand
 }
 
-/// Whether an argument passes a numeric filter. Every value test returns early, so the
-/// verifier sees one path per value rather than one per combination of outcomes.
-#[inline(always)]
-fn num_match(f: &NumFilter, raw: u64) -> bool {
-    let signed = f.flags & NUM_SIGNED != 0;
-    let v = match f.width {
-        1 if signed => raw as i8 as i64 as u64,
-        1 => raw as u8 as u64,
-        2 if signed => raw as i16 as i64 as u64,
-        2 => raw as u16 as u64,
-        4 if signed => raw as i32 as i64 as u64,
-        4 => raw as u32 as u64,
-        _ => raw,
-    };
-    let n = f.nvalues as usize;
-    let op = f.op;
-    let ranges = op == NUM_OP_IN_RANGE || op == NUM_OP_NOT_IN_RANGE;
-    // A hit means: Equal/GT/LT/Mask/InRange match; NotEqual/NotInRange fail.
-    let negated = op == NUM_OP_NOT_EQUAL || op == NUM_OP_NOT_IN_RANGE || op == NUM_OP_NOT_MASK;
-    let mut i = 0usize;
-    while i < NUM_FILTER_VALUES {
-        if i >= n {
-            break;
-        }
-        let x = f.values[i];
-        let hit = if ranges {
-            let hi = if i + 1 < NUM_FILTER_VALUES {
-                f.values[i + 1]
-            } else {
-                x
-            };
-            i += 1;
-            if signed {
-                (v as i64) >= (x as i64) && (v as i64) <= (hi as i64)
-            } else {
-                v >= x && v <= hi
-            }
-        } else if op == NUM_OP_EQUAL || op == NUM_OP_NOT_EQUAL {
-            v == x
-        } else if op == NUM_OP_GT {
-            if signed {
-                (v as i64) > (x as i64)
-            } else {
-                v > x
-            }
-        } else if op == NUM_OP_LT {
-            if signed {
-                (v as i64) < (x as i64)
-            } else {
-                v < x
-            }
-        } else if op == NUM_OP_MASK || op == NUM_OP_NOT_MASK {
-            v & x != 0
-        } else {
-            false
-        };
-        if hit {
-            return !negated;
-        }
-        i += 1;
-    }
-    negated
-}
-
-/// Evaluates every selector of `hook` for the current task; returns the hook's verdict
+/// Evaluates every selector of `hook` for the current task `cur`; returns the hook's verdict
 /// (0, or the negative errno of the first denying selector). `rec` is the hook's file or
 /// path argument, when it has one.
 #[inline(always)]
 pub fn evaluate(
     s: &mut Scratch,
+    cur: Current,
     hook: u32,
     rec: Option<*const PathRec>,
     args: &[u64; MAX_ARGS],
 ) -> i32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
+    let tgid = cur.tgid();
     if tgid == kconf!(agent_tgid) {
         return 0;
     }
@@ -223,19 +154,11 @@ pub fn evaluate(
     let info = PROCS.get_ptr(tgid);
     if cand != 0 {
         let (exe, inherited): (*const PathRec, u64) = match info {
-            // SAFETY: pointer to a live map value; `hook` is below NUM_HOOKS.
-            Some(p) => unsafe {
-                let h = hook as usize;
-                let f = if h < NUM_HOOKS as usize {
-                    (*p).follow[h]
-                } else {
-                    0
-                };
-                (&(*p).exe, f & cfg.follow)
-            },
+            // SAFETY: pointer to a live map value.
+            Some(p) => unsafe { (&(*p).exe, (*p).follow_bits(hook, cfg.follow)) },
             None => {
                 // Unknown process (e.g. a kernel thread): an empty, resolved binary path.
-                // SAFETY: zero is at least as large as a PathRec's flags/len prefix.
+                // SAFETY: the zero area is larger than a PathRec.
                 unsafe { kcopy(&mut s.exe, s.zero.as_ptr() as *const PathRec) };
                 s.exe.flags = PATH_RESOLVED;
                 (&s.exe, 0)
@@ -252,9 +175,7 @@ pub fn evaluate(
         cand = match_net(s, hook, cfg, cand);
     }
     if cand != 0 && cfg.attrs != 0 {
-        // SAFETY: plain helper call.
-        let task = unsafe { bpf_get_current_task() };
-        read_attrs(task, cfg.attrs, &mut s.attrs);
+        read_attrs(cur.task(), cfg.attrs, &mut s.attrs);
     }
     let nf = cfg.num_filters;
     let bank = cfg.num_bank;
@@ -265,20 +186,8 @@ pub fn evaluate(
         }
         if let Some(f) = NUM_FILT.get(num_filt_index(hook, bank, i)) {
             let bit = 1u64 << (f.selector & 63);
-            if cand & bit != 0 {
-                // An explicit bound (not `%`) so the verifier can see the index is in range.
-                let idx = f.arg as usize;
-                let attr = idx.wrapping_sub(ARG_ATTR_BASE as usize);
-                let raw = if idx < MAX_ARGS {
-                    args[idx]
-                } else if attr < NUM_ATTRS as usize {
-                    s.attrs[attr]
-                } else {
-                    0
-                };
-                if !num_match(f, raw) {
-                    cand &= !bit;
-                }
+            if cand & bit != 0 && !f.matches(filter_operand(f.arg, args, &s.attrs)) {
+                cand &= !bit;
             }
         }
         i += 1;
@@ -287,7 +196,7 @@ pub fn evaluate(
         return 0;
     }
     let conn: Option<*const NetInfo> = if net { Some(&s.net) } else { None };
-    fire(hook, cfg, cand, rec, conn, args, pid_tgid)
+    fire(cur, hook, cfg, cand, rec, conn, args)
 }
 
 /// Narrows the candidate set by the address and port filters of `socket_connect`: one trie
@@ -295,12 +204,7 @@ pub fn evaluate(
 /// networks or ports listed. Connections that are not IPv4/IPv6 match no such filter.
 #[inline(always)]
 fn match_net(s: &mut Scratch, hook: u32, cfg: &HookConfig, cand: u64) -> u64 {
-    let mut uses = 0u64;
-    let mut c = 0;
-    while c < 4 {
-        uses |= cfg.addr_uses[c] | cfg.port_uses[c];
-        c += 1;
-    }
+    let uses = cfg.net_uses();
     if uses & cand == 0 {
         return cand;
     }
@@ -317,9 +221,8 @@ fn match_net(s: &mut Scratch, hook: u32, cfg: &HookConfig, cand: u64) -> u64 {
 
 #[inline(always)]
 fn match_addr(s: &mut Scratch, hook: u32, cfg: &HookConfig, cand: u64, field: u32) -> u64 {
-    let u_pos = cfg.addr_uses[net_class(field, false)];
-    let u_neg = cfg.addr_uses[net_class(field, true)];
-    if (u_pos | u_neg) & cand == 0 {
+    let uses = cfg.addr_uses_of(field);
+    if uses.any() & cand == 0 {
         return cand;
     }
     let addr = if field == NET_DEST {
@@ -338,22 +241,17 @@ fn match_addr(s: &mut Scratch, hook: u32, cfg: &HookConfig, cand: u64, field: u3
         s.lpm6.data.addr = addr;
         ADDR6.get(&s.lpm6).copied()
     };
-    let m = found.unwrap_or(SelMasks { pos: 0, neg: 0 });
-    cand & (m.pos | !u_pos) & (!m.neg | !u_neg)
+    narrow(cand, found.unwrap_or(SelMasks::NONE), uses)
 }
 
 #[inline(always)]
 fn match_port(cfg: &HookConfig, cand: u64, field: u32, port: u16) -> u64 {
-    let u_pos = cfg.port_uses[net_class(field, false)];
-    let u_neg = cfg.port_uses[net_class(field, true)];
-    if (u_pos | u_neg) & cand == 0 {
+    let uses = cfg.port_uses_of(field);
+    if uses.any() & cand == 0 {
         return cand;
     }
-    let m = PORTS
-        .get(port_index(field, port))
-        .copied()
-        .unwrap_or(SelMasks { pos: 0, neg: 0 });
-    cand & (m.pos | !u_pos) & (!m.neg | !u_neg)
+    let found = PORTS.get(port_index(field, port)).copied();
+    narrow(cand, found.unwrap_or(SelMasks::NONE), uses)
 }
 
 /// Narrows the candidate set by the `matchPIDs` filters: one hash lookup for the process
@@ -382,14 +280,12 @@ fn match_pid_kind(
     tgid: u32,
     kind: u32,
 ) -> u64 {
-    let u_pos = cfg.pid_uses[pid_class(kind, false, false)];
-    let u_neg = cfg.pid_uses[pid_class(kind, false, true)];
-    let uf_pos = cfg.pid_uses[pid_class(kind, true, false)];
-    let uf_neg = cfg.pid_uses[pid_class(kind, true, true)];
-    if (u_pos | u_neg | uf_pos | uf_neg) & cand == 0 {
+    let uses = cfg.pid_uses_of(kind, false);
+    let follow_uses = cfg.pid_uses_of(kind, true);
+    if (uses.any() | follow_uses.any()) & cand == 0 {
         return cand;
     }
-    let follow = uf_pos | uf_neg != 0;
+    let follow = follow_uses.any() != 0;
     // Plain locals rather than a struct: a zeroed struct becomes a memset call.
     let (mut pos, mut neg, mut fpos, mut fneg) = (0u64, 0u64, 0u64, 0u64);
     let mut i = 0usize;
@@ -410,7 +306,7 @@ fn match_pid_kind(
             break;
         }
         s.pid_key = PidKey { hook, kind, pid };
-        // SAFETY: plain lookup; the value is only read.
+        // SAFETY: as for STR_EQ in match_strings: valid under RCU, only read, plain bitmaps.
         if let Some(m) = unsafe { PIDS.get(&s.pid_key) } {
             if i == 0 {
                 pos |= m.pos;
@@ -424,22 +320,30 @@ fn match_pid_kind(
         }
         i += 1;
     }
-    cand & (pos | !u_pos) & (!neg | !u_neg) & (fpos | !uf_pos) & (!fneg | !uf_neg)
+    let cand = narrow(cand, SelMasks { pos, neg }, uses);
+    narrow(
+        cand,
+        SelMasks {
+            pos: fpos,
+            neg: fneg,
+        },
+        follow_uses,
+    )
 }
 
 /// Runs the actions of the selectors in `cand`: the first match of each group fires. All
 /// bitmap arithmetic, no loop: the verifier sees a handful of paths.
 #[inline(always)]
 fn fire(
+    cur: Current,
     hook: u32,
     cfg: &HookConfig,
     cand: u64,
     rec: Option<*const PathRec>,
     conn: Option<*const NetInfo>,
     args: &[u64; MAX_ARGS],
-    pid_tgid: u64,
 ) -> i32 {
-    let fired = first_in_groups(cand, cfg.group_starts);
+    let fired = cfg.fired(cand);
     if fired == 0 {
         return 0;
     }
@@ -447,33 +351,50 @@ fn fire(
     count_actions(hook, fired);
     let mut verdict = 0i32;
     if fired & cfg.kill != 0 {
-        // SAFETY: signals the current task's process.
+        // SAFETY: signals the current task's process, which is what a Sigkill action means.
         unsafe { bpf_send_signal(SIGKILL) };
         verdict = -EPERM;
     }
     let sig = fired & cfg.signal;
-    if sig != 0 {
-        if let Some(act) = SEL_ACT.get(hook * MAX_SELECTORS + lowest_slot(sig)) {
-            // SAFETY: as above.
-            unsafe { bpf_send_signal(act.signal) };
-        }
+    if sig != 0
+        && let Some(act) = SEL_ACT.get(hook * MAX_SELECTORS + lowest_slot(sig))
+    {
+        // SAFETY: signals the current task's process with the selector's signal.
+        unsafe { bpf_send_signal(act.signal) };
     }
     let ovr = fired & cfg.override_;
     if ovr != 0 && verdict == 0 {
-        verdict = -EPERM;
-        if let Some(act) = SEL_ACT.get(hook * MAX_SELECTORS + lowest_slot(ovr)) {
-            // The kernel takes only errnos from an LSM program; the compiler already clamps.
-            if act.error >= -4095 && act.error < 0 {
-                verdict = act.error;
-            }
-        }
+        // A missing action reads as error 0, which denies with -EPERM.
+        let act = SEL_ACT.get(hook * MAX_SELECTORS + lowest_slot(ovr));
+        verdict = deny_errno(act.map_or(0, |a| a.error));
     }
     if verdict != 0 {
         count(STAT_DENIED);
     }
     let posted = fired & cfg.post;
     if posted != 0 {
-        post(hook, fired, posted, verdict, rec, conn, args, pid_tgid);
+        emit::<HookEvent>(cur.pid(), cur.tgid(), now(), |ev| {
+            // SAFETY: `ev` is the reserved record, ours alone until submitted; `rec` and
+            // `conn` point to live records of the copied types.
+            unsafe {
+                (*ev).hook = hook;
+                (*ev).retval = verdict;
+                (*ev).fired = fired;
+                (*ev).posted = posted;
+                (*ev).args = *args;
+                match rec {
+                    Some(r) => kcopy(&mut (*ev).path, r),
+                    None => {
+                        (*ev).path.len = 0;
+                        (*ev).path.flags = 0;
+                    }
+                }
+                match conn {
+                    Some(n) => kcopy(&mut (*ev).net, n),
+                    None => (*ev).net = NetInfo::default(),
+                }
+            }
+        });
     }
     verdict
 }
@@ -490,78 +411,10 @@ fn count_actions(hook: u32, fired: u64) {
         if fired & (1u64 << slot) != 0 {
             let idx = hook * MAX_SELECTORS + slot;
             if let (Some(act), Some(c)) = (SEL_ACT.get(idx), COUNTERS.get_ptr_mut(idx)) {
-                let f = act.flags;
-                let monitor = f & ACT_MONITOR != 0;
                 // SAFETY: this CPU's counters; nothing else writes them while we run.
-                unsafe {
-                    let c = &mut (*c).c;
-                    if f & ACT_POST != 0 {
-                        c[CNT_POST] += 1;
-                    } else {
-                        c[CNT_NOPOST] += 1;
-                    }
-                    if f & (ACT_SIGKILL | ACT_SIGNAL) != 0 {
-                        c[if monitor {
-                            CNT_MONITOR_SIGNAL
-                        } else {
-                            CNT_SIGNAL
-                        }] += 1;
-                    }
-                    if f & ACT_OVERRIDE != 0 {
-                        c[if monitor {
-                            CNT_MONITOR_OVERRIDE
-                        } else {
-                            CNT_OVERRIDE
-                        }] += 1;
-                    }
-                }
+                unsafe { (*c).record(act.flags) };
             }
         }
         slot += 1;
     }
-}
-
-#[inline(always)]
-fn post(
-    hook: u32,
-    fired: u64,
-    posted: u64,
-    verdict: i32,
-    rec: Option<*const PathRec>,
-    conn: Option<*const NetInfo>,
-    args: &[u64; MAX_ARGS],
-    pid_tgid: u64,
-) {
-    let Some(mut entry) = EVENTS.reserve::<HookEvent>(0) else {
-        count(STAT_RING_LOST);
-        return;
-    };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` is a reserved, exclusively owned ring-buffer record of the right size.
-    unsafe {
-        (*ev).header = EventHeader {
-            kind: EVENT_HOOK,
-            cpu: bpf_get_smp_processor_id(),
-            ktime: bpf_ktime_get_boot_ns(),
-            pid: pid_tgid as u32,
-            tgid: (pid_tgid >> 32) as u32,
-        };
-        (*ev).hook = hook;
-        (*ev).retval = verdict;
-        (*ev).fired = fired;
-        (*ev).posted = posted;
-        (*ev).args = *args;
-        match rec {
-            Some(r) => kcopy(&mut (*ev).path, r),
-            None => {
-                (*ev).path.len = 0;
-                (*ev).path.flags = 0;
-            }
-        }
-        match conn {
-            Some(n) => kcopy(&mut (*ev).net, n),
-            None => (*ev).net = NetInfo::default(),
-        }
-    }
-    entry.submit(0);
 }

@@ -129,20 +129,21 @@ pub fn read_attrs(task: u64, need: u32, out: &mut [u64; NUM_ATTRS as usize]) {
 /// Reads a `u64`/pointer at `base + off` in kernel memory; 0 when unreadable.
 #[inline(always)]
 pub fn read_u64(base: u64, off: u64) -> u64 {
-    // SAFETY: bpf_probe_read_kernel copes with any address and reports faults.
+    // SAFETY: bpf_probe_read_kernel copes with any address: it reports a fault instead of
+    // taking it, and the value is copied into a local.
     unsafe { bpf_probe_read_kernel((base + off) as *const u64) }.unwrap_or(0)
 }
 
 /// Reads a `u16` at `base + off` in kernel memory; 0 when unreadable.
 #[inline(always)]
 pub fn read_u16(base: u64, off: u64) -> u16 {
-    // SAFETY: as for read_u64.
+    // SAFETY: bpf_probe_read_kernel reports a fault instead of taking it (see read_u64).
     unsafe { bpf_probe_read_kernel((base + off) as *const u16) }.unwrap_or(0)
 }
 
 /// Reads a `u32` at `base + off` in kernel memory; 0 when unreadable.
 #[inline(always)]
 pub fn read_u32(base: u64, off: u64) -> u32 {
-    // SAFETY: as above.
+    // SAFETY: bpf_probe_read_kernel reports a fault instead of taking it (see read_u64).
     unsafe { bpf_probe_read_kernel((base + off) as *const u32) }.unwrap_or(0)
 }

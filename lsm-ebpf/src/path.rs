@@ -169,7 +169,8 @@ fn walk_pos(s: &Scratch) -> u64 {
 
 #[inline(always)]
 fn set_walk_pos(s: &mut Scratch, pos: u64) {
-    // SAFETY: as above.
+    // SAFETY: a field of the scratch area, which this program alone uses; volatile keeps
+    // it in memory (see Scratch).
     unsafe { core::ptr::write_volatile(&mut s.walk_pos, pos) }
 }
 

@@ -5,6 +5,10 @@
 //! `#[repr(C)]`, `Copy`, use explicit padding and no `bool`/enums, and have their size pinned
 //! by a compile-time assertion so that both sides agree byte for byte.
 //!
+//! The pure steps of the kernel-side evaluation (bitmap arithmetic, numeric operators) live
+//! here too, in `eval`, so that they are unit-tested on the host and inlined into the BPF
+//! programs.
+//!
 //! # How selectors are evaluated in the kernel
 //!
 //! The user-space compiler gives every selector of a hook a slot `0..MAX_SELECTORS` (across all
@@ -24,6 +28,9 @@
 #![no_std]
 
 use core::mem::size_of;
+
+mod eval;
+pub use eval::*;
 
 // ---------------------------------------------------------------------------------------------
 // Hooks
@@ -416,42 +423,6 @@ pub struct SelectorAction {
 }
 const _: () = assert!(size_of::<SelectorAction>() == 20);
 
-/// The first set bit of `cand` in each group, where groups are runs of consecutive bits that
-/// start at the bits of `starts` (bit 0 always starts a group). Branch-free (a segmented
-/// prefix-OR by doubling), so the verifier walks it once.
-#[inline(always)]
-pub const fn first_in_groups(cand: u64, starts: u64) -> u64 {
-    let starts = starts | 1;
-    let mut y = cand;
-    let mut f = starts;
-    y |= (y << 1) & !f;
-    f |= f << 1;
-    y |= (y << 2) & !f;
-    f |= f << 2;
-    y |= (y << 4) & !f;
-    f |= f << 4;
-    y |= (y << 8) & !f;
-    f |= f << 8;
-    y |= (y << 16) & !f;
-    f |= f << 16;
-    y |= (y << 32) & !f;
-    // y: inclusive prefix-OR of cand within each group; a bit fires if nothing below it in
-    // its group was set.
-    let below = (y << 1) & !starts;
-    cand & !below
-}
-
-/// Index of the lowest set bit of a non-zero `x`, branch-free (population count of the bits
-/// below it).
-#[inline(always)]
-pub const fn lowest_slot(x: u64) -> u32 {
-    let mut v = (x & x.wrapping_neg()).wrapping_sub(1);
-    v -= (v >> 1) & 0x5555_5555_5555_5555;
-    v = (v & 0x3333_3333_3333_3333) + ((v >> 2) & 0x3333_3333_3333_3333);
-    v = (v + (v >> 4)) & 0x0f0f_0f0f_0f0f_0f0f;
-    (v.wrapping_mul(0x0101_0101_0101_0101) >> 56) as u32
-}
-
 // ---------------------------------------------------------------------------------------------
 // Processes
 
@@ -698,52 +669,35 @@ pub const ADDR_ENTRIES: u32 = 65536;
 pub const FILES_ENTRIES: u32 = 32768;
 pub const EVENTS_BYTES: u32 = 1 << 22;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn first_in_groups_picks_the_lowest_match_of_each_group() {
-        // Groups: slots 0-2, 3-4, 5-63.
-        let starts = 0b10_1001;
-        assert_eq!(first_in_groups(0b00_0110, starts), 0b00_0010);
-        assert_eq!(first_in_groups(0b11_1110, starts), 0b10_1010);
-        assert_eq!(first_in_groups(0, starts), 0);
-        assert_eq!(first_in_groups(u64::MAX, 0), 1);
-        assert_eq!(first_in_groups(1 << 63, 1 << 63), 1 << 63);
-        // Every slot its own group: everything fires.
-        assert_eq!(first_in_groups(0xdead_beef, u64::MAX), 0xdead_beef);
-    }
-
-    #[test]
-    fn lowest_slot_is_the_index_of_the_lowest_bit() {
-        for i in 0..64 {
-            assert_eq!(lowest_slot(1 << i), i);
-            assert_eq!(lowest_slot((1 << i) | (1 << 63)), i);
-        }
-    }
-}
-
 #[cfg(feature = "user")]
 mod user {
     use super::*;
-    // SAFETY: all of these are #[repr(C)], Copy, contain only integers and byte arrays, and
-    // have no implicit padding (sizes are asserted above), so any bit pattern is valid.
-    unsafe impl aya::Pod for PathRec {}
-    unsafe impl aya::Pod for StrKey {}
-    unsafe impl aya::Pod for LpmStr {}
-    unsafe impl aya::Pod for SelMasks {}
-    unsafe impl aya::Pod for HookConfig {}
-    unsafe impl aya::Pod for NumFilter {}
-    unsafe impl aya::Pod for SelectorAction {}
-    unsafe impl aya::Pod for ProcInfo {}
-    unsafe impl aya::Pod for KernelConfig {}
-    unsafe impl aya::Pod for ActionCounters {}
-    unsafe impl aya::Pod for PidKey {}
-    unsafe impl aya::Pod for PidMasks {}
-    unsafe impl aya::Pod for Addr4 {}
-    unsafe impl aya::Pod for Addr6 {}
-    unsafe impl aya::Pod for NetInfo {}
+
+    macro_rules! pod {
+        ($($t:ty),* $(,)?) => {$(
+            // SAFETY: `$t` is #[repr(C)] and Copy, holds only integers and byte arrays, and
+            // has no implicit padding (its size is asserted above), so every bit pattern is
+            // a valid value and every byte is initialised.
+            unsafe impl aya::Pod for $t {}
+        )*};
+    }
+    pod!(
+        PathRec,
+        StrKey,
+        LpmStr,
+        SelMasks,
+        HookConfig,
+        NumFilter,
+        SelectorAction,
+        ProcInfo,
+        KernelConfig,
+        ActionCounters,
+        PidKey,
+        PidMasks,
+        Addr4,
+        Addr6,
+        NetInfo,
+    );
 }
 
 impl PathRec {
@@ -777,5 +731,68 @@ impl HookConfig {
             num_bank: 0,
             _pad: 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_and_pid_classes_are_distinct_and_in_range() {
+        let mut seen = [false; NUM_STR_CLASSES];
+        for subject in [SUBJECT_ARG, SUBJECT_BINARY] {
+            for family in [FAMILY_EQUAL, FAMILY_PREFIX, FAMILY_POSTFIX] {
+                for negated in [false, true] {
+                    let c = str_class(subject, family, negated);
+                    assert!(!seen[c], "class {c} twice");
+                    seen[c] = true;
+                }
+            }
+        }
+        assert!(seen.iter().all(|&s| s));
+        let mut seen = [false; NUM_PID_CLASSES];
+        for kind in [PID_HOST, PID_NS] {
+            for follow in [false, true] {
+                for negated in [false, true] {
+                    let c = pid_class(kind, follow, negated);
+                    assert!(!seen[c], "class {c} twice");
+                    seen[c] = true;
+                }
+            }
+        }
+        assert!(seen.iter().all(|&s| s));
+    }
+
+    #[test]
+    fn net_classes_fill_the_four_address_and_port_slots() {
+        assert_eq!(net_class(NET_DEST, false), 0);
+        assert_eq!(net_class(NET_DEST, true), 1);
+        assert_eq!(net_class(NET_SOURCE, false), 2);
+        assert_eq!(net_class(NET_SOURCE, true), 3);
+    }
+
+    #[test]
+    fn port_index_gives_each_field_its_own_half_of_the_array() {
+        assert_eq!(port_index(NET_DEST, 0), 0);
+        assert_eq!(port_index(NET_DEST, u16::MAX), 65535);
+        assert_eq!(port_index(NET_SOURCE, 0), 65536);
+        assert_eq!(port_index(NET_SOURCE, u16::MAX), PORT_ENTRIES - 1);
+    }
+
+    #[test]
+    fn num_filt_index_keeps_hooks_and_banks_apart() {
+        let last = num_filt_index(NUM_HOOKS - 1, 1, MAX_NUM_FILTERS - 1);
+        assert_eq!(last, NUM_HOOKS * 2 * MAX_NUM_FILTERS - 1);
+        assert_eq!(num_filt_index(0, 1, 0), MAX_NUM_FILTERS);
+        assert_eq!(num_filt_index(1, 0, 0), 2 * MAX_NUM_FILTERS);
+        // Only the low bit of the bank counts, so a stray value cannot leave the hook's range.
+        assert_eq!(num_filt_index(0, 3, 0), num_filt_index(0, 1, 0));
+    }
+
+    #[test]
+    fn scopes_put_hook_and_subject_or_field_first() {
+        assert_eq!(str_scope(HOOK_BPRM_CHECK, SUBJECT_BINARY), [5, 1, 0, 0]);
+        assert_eq!(addr_scope(HOOK_SOCKET_CONNECT, NET_SOURCE), [6, 1, 0, 0]);
     }
 }

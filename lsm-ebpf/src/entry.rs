@@ -1,0 +1,91 @@
+//! What every program does first, and how a `try_` function's result becomes its return
+//! value.
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{bpf_get_current_task, bpf_ktime_get_boot_ns},
+    },
+    programs::LsmContext,
+};
+
+use crate::{maps::SCRATCH, scratch::Scratch};
+
+/// The task a program runs in.
+#[derive(Clone, Copy)]
+pub struct Current {
+    pid_tgid: u64,
+}
+
+impl Current {
+    #[inline(always)]
+    fn get() -> Self {
+        Self {
+            pid_tgid: bpf_get_current_pid_tgid(),
+        }
+    }
+
+    /// Thread id (in the initial pid namespace).
+    #[inline(always)]
+    pub fn pid(self) -> u32 {
+        self.pid_tgid as u32
+    }
+
+    /// Thread-group id: the process.
+    #[inline(always)]
+    pub fn tgid(self) -> u32 {
+        (self.pid_tgid >> 32) as u32
+    }
+
+    /// Address of the task's `struct task_struct`.
+    #[inline(always)]
+    pub fn task(self) -> u64 {
+        // SAFETY: a helper without arguments; it only returns the current task's address.
+        unsafe { bpf_get_current_task() }
+    }
+}
+
+/// Boot-time nanoseconds now (the clock of every event's `ktime`).
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: a helper without arguments that reads a clock.
+    unsafe { bpf_ktime_get_boot_ns() }
+}
+
+/// The start of every program: this CPU's scratch area and the current task. `Err` carries
+/// the program's return value for an early exit: 0 (allow) if the scratch slot is missing,
+/// which cannot happen for index 0 of a one-entry array.
+#[inline(always)]
+pub fn enter() -> Result<(&'static mut Scratch, Current), i32> {
+    let slot = SCRATCH.get_ptr_mut(0).ok_or(0)?;
+    // SAFETY: the per-CPU slot belongs to this CPU, and a BPF program runs to completion
+    // without being preempted by another program on the same CPU that uses it, so this is
+    // the only reference to it while the program runs.
+    let s = unsafe { &mut *slot };
+    Ok((s, Current::get()))
+}
+
+/// The start of every LSM program: argument `prev_arg` is the verdict of the LSMs that ran
+/// before; a denial there stands and nothing is evaluated. Then [`enter`].
+#[inline(always)]
+pub fn enter_lsm(
+    ctx: &LsmContext,
+    prev_arg: usize,
+) -> Result<(&'static mut Scratch, Current), i32> {
+    // Read and tested as the whole 64-bit slot: the verifier knows the range of the slot as
+    // loaded ([-MAX_ERRNO, 0]), but not of a zero-extended 32-bit copy, and a program that
+    // returned such a copy would be rejected for a return value outside that range.
+    let prev: i64 = ctx.arg(prev_arg);
+    if prev != 0 {
+        return Err(prev as i32);
+    }
+    enter()
+}
+
+/// The return value of a program from its `try_` function: the verdict, or the early
+/// exit's value.
+#[inline(always)]
+pub fn ret(result: Result<i32, i32>) -> i32 {
+    match result {
+        Ok(v) | Err(v) => v,
+    }
+}
