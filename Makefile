@@ -5,7 +5,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 # switching targets does not rebuild the agent).
 export LSM_AGENT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 
-.PHONY: all setup build unit-test vm-test test demo fmt clippy
+.PHONY: all setup build unit-test vm-test test demo fmt clippy lint
 
 all: build
 
@@ -23,7 +23,7 @@ unit-test: setup
 vm-test: setup
 	bash vm-tests/run.sh
 
-test: unit-test vm-test
+test: lint unit-test vm-test
 
 demo: build
 	bash scripts/demo.sh
@@ -31,5 +31,9 @@ demo: build
 fmt:
 	cargo fmt --all
 
-clippy:
-	cargo clippy --locked -p lsm-agent -p lsm-shared -p integration --all-targets
+# Clippy with the workspace lints, -D warnings: the host crates, then lsm-ebpf for its BPF target.
+lint: setup
+	cargo fmt --all --check
+	bash scripts/clippy.sh all
+
+clippy: lint

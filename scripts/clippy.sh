@@ -24,8 +24,7 @@ clippy_bpf() {
 
 clippy_host() {
   echo "[clippy] host crates"
-  AYA_BUILD_SKIP=${AYA_BUILD_SKIP:-1} cargo clippy --locked \
-    -p lsm-agent -p lsm-shared -p integration -p vm-tests --all-targets -- -D warnings
+  AYA_BUILD_SKIP=${AYA_BUILD_SKIP:-1} cargo clippy --locked --workspace --all-targets -- -D warnings
 }
 
 status=0

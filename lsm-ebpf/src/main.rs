@@ -457,6 +457,9 @@ fn try_sched_process_exit() -> Result<i32, i32> {
     Ok(0)
 }
 
+// Only for the BPF target: a host `cargo clippy --workspace` checks this crate with `std`
+// linked in (through lsm-shared's `user` feature), which brings its own panic handler.
+#[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
