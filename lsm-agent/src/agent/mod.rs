@@ -13,7 +13,8 @@ pub mod status;
 
 pub use owner::{AgentHandle, Owner, owner};
 pub use state::{
-    Agent, AgentError, FileError, KernelStats, LoadedPolicy, MapWriter, Prepared, Source,
+    Agent, AgentError, CrdKind, FileError, KernelStats, KubeObject, LoadedPolicy, MapWriter,
+    Prepared, Source, SourceError,
 };
 pub use status::{
     ActionCounts, EffectiveMode, Health, HealthState, PolicyState, PolicyStatus, Sensor,

@@ -2,9 +2,8 @@
 //! and runs the commands that every other part of the daemon sends through an
 //! [`AgentHandle`], one at a time, in the order they arrive.
 //!
-//! Senders today: gRPC, the policy directory watcher, the `dns:` resolver and the metrics
-//! collector; a Kubernetes watcher becomes one more (a command per change it needs, next to
-//! the file ones). The image the kernel enforces is published on a `watch` channel, so that
+//! Senders: gRPC, the policy directory watcher, the Kubernetes TracingPolicy loader, the
+//! `dns:` resolver and the metrics collector. The image the kernel enforces is published on a `watch` channel, so that
 //! the event decoder reads it without ever waiting for the owner.
 
 use std::{
@@ -17,7 +16,7 @@ use std::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    state::{Agent, AgentError, FileError, KernelStats, Source},
+    state::{Agent, AgentError, FileError, KernelStats, Source, SourceError},
     status::{Health, HealthState, PolicyStatus},
 };
 use crate::policy::{
@@ -38,19 +37,32 @@ enum Command {
         source: Source,
         reply: Reply<()>,
     },
-    UpsertFile {
-        path: PathBuf,
+    Upsert {
+        source: Source,
         policy: Box<Policy>,
         reply: Reply<()>,
     },
-    RemoveFile {
-        path: PathBuf,
+    Remove {
+        source: Source,
         reply: Reply<()>,
     },
-    SetFileError {
-        path: PathBuf,
-        error: Option<FileError>,
+    SetSourceError {
+        source: Source,
+        error: Option<SourceError>,
         reply: Reply<()>,
+    },
+    Reject {
+        source: Source,
+        message: String,
+        reply: Reply<()>,
+    },
+    Withhold {
+        source: Source,
+        why: SourceError,
+        reply: Reply<()>,
+    },
+    LoadErrors {
+        reply: Reply<BTreeMap<&'static str, u64>>,
     },
     Delete {
         name: String,
@@ -96,16 +108,30 @@ fn execute(agent: &mut Agent, cmd: Command) {
             source,
             reply,
         } => answer(reply, agent.add(*policy, source)),
-        Command::UpsertFile {
-            path,
+        Command::Upsert {
+            source,
             policy,
             reply,
-        } => answer(reply, agent.upsert_file(&path, *policy)),
-        Command::RemoveFile { path, reply } => answer(reply, agent.remove_file(&path)),
-        Command::SetFileError { path, error, reply } => {
-            agent.set_file_error(&path, error);
+        } => answer(reply, agent.upsert(source, *policy)),
+        Command::Remove { source, reply } => answer(reply, agent.remove(&source)),
+        Command::SetSourceError {
+            source,
+            error,
+            reply,
+        } => {
+            agent.set_source_error(source, error);
             answer(reply, Ok(()));
         }
+        Command::Reject {
+            source,
+            message,
+            reply,
+        } => {
+            agent.reject(source, message);
+            answer(reply, Ok(()));
+        }
+        Command::Withhold { source, why, reply } => answer(reply, agent.withhold(source, why)),
+        Command::LoadErrors { reply } => answer(reply, Ok(agent.load_errors())),
         Command::Delete {
             name,
             namespace,
@@ -206,22 +232,48 @@ impl AgentHandle {
         .await
     }
 
-    /// Loads `policy` as the content of the file `path`, replacing its previous version
-    /// without a gap.
-    pub async fn upsert_file(&self, path: PathBuf, policy: Policy) -> Result<(), AgentError> {
+    /// Loads `policy` as the content of `source` (a file or a Kubernetes object), replacing
+    /// its previous version without a gap (see [`Agent::upsert`]).
+    pub async fn upsert(&self, source: Source, policy: Policy) -> Result<(), AgentError> {
         let policy = Box::new(policy);
-        self.request(|reply| Command::UpsertFile {
-            path,
+        self.request(|reply| Command::Upsert {
+            source,
             policy,
             reply,
         })
         .await
     }
 
+    /// Loads `policy` as the content of the file `path`, replacing its previous version
+    /// without a gap.
+    pub async fn upsert_file(&self, path: PathBuf, policy: Policy) -> Result<(), AgentError> {
+        self.upsert(Source::File(path), policy).await
+    }
+
+    /// Unloads the policy of `source` (the file or object is gone).
+    pub async fn remove(&self, source: Source) -> Result<(), AgentError> {
+        self.request(|reply| Command::Remove { source, reply })
+            .await
+    }
+
     /// Unloads the policy of the file `path` (gone from its directory).
     pub async fn remove_file(&self, path: PathBuf) -> Result<(), AgentError> {
-        self.request(|reply| Command::RemoveFile { path, reply })
-            .await
+        self.remove(Source::File(path)).await
+    }
+
+    /// Records (`None`: clears) why the latest content of `source` is not loaded; shown in
+    /// the policy list.
+    pub async fn set_source_error(
+        &self,
+        source: Source,
+        error: Option<SourceError>,
+    ) -> Result<(), AgentError> {
+        self.request(|reply| Command::SetSourceError {
+            source,
+            error,
+            reply,
+        })
+        .await
     }
 
     /// Records (`None`: clears) why the latest content of `path` is not loaded; shown in the
@@ -231,8 +283,29 @@ impl AgentHandle {
         path: PathBuf,
         error: Option<FileError>,
     ) -> Result<(), AgentError> {
-        self.request(|reply| Command::SetFileError { path, error, reply })
+        self.set_source_error(Source::File(path), error).await
+    }
+
+    /// A new version of `source` was rejected: listed, counted, the loaded one kept (see
+    /// [`Agent::reject`]).
+    pub async fn reject(&self, source: Source, message: String) -> Result<(), AgentError> {
+        self.request(|reply| Command::Reject {
+            source,
+            message,
+            reply,
+        })
+        .await
+    }
+
+    /// Unloads any version of `source` and lists it with `why` (see [`Agent::withhold`]).
+    pub async fn withhold(&self, source: Source, why: SourceError) -> Result<(), AgentError> {
+        self.request(|reply| Command::Withhold { source, why, reply })
             .await
+    }
+
+    /// Rejected policy versions per source kind, since the start.
+    pub async fn load_errors(&self) -> Result<BTreeMap<&'static str, u64>, AgentError> {
+        self.request(|reply| Command::LoadErrors { reply }).await
     }
 
     pub async fn delete(&self, name: &str, namespace: &str) -> Result<(), AgentError> {

@@ -58,12 +58,67 @@ impl MapWriter for crate::bpf::Probe {
 }
 
 /// Where a policy came from (Tetragon's "domain").
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Source {
     /// `--tracing-policy` or `--tracing-policy-dir`.
     File(PathBuf),
     /// `AddTracingPolicy`.
     Grpc,
+    /// A `TracingPolicy` or `TracingPolicyNamespaced` object of the Kubernetes API.
+    Kubernetes(KubeObject),
+}
+
+impl Source {
+    /// The source's kind, as the `source` label of the load-error metric names it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Source::File(_) => "file",
+            Source::Grpc => "grpc",
+            Source::Kubernetes(_) => "kubernetes",
+        }
+    }
+}
+
+/// The kinds of policy object of the Kubernetes API (the `k8s` module converts its own
+/// watcher's keys into these at its border).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CrdKind {
+    TracingPolicy,
+    TracingPolicyNamespaced,
+}
+
+impl CrdKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CrdKind::TracingPolicy => "TracingPolicy",
+            CrdKind::TracingPolicyNamespaced => "TracingPolicyNamespaced",
+        }
+    }
+}
+
+/// One policy object of the Kubernetes API: kind, namespace (namespaced kind only), name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KubeObject {
+    pub kind: CrdKind,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl std::fmt::Display for KubeObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {ns}/{}", self.kind.as_str(), self.name),
+            None => write!(f, "{} {}", self.kind.as_str(), self.name),
+        }
+    }
+}
+
+impl KubeObject {
+    /// The pseudo file name its policy text is parsed under, so that errors read
+    /// `<TracingPolicy name>:line:col: ...`.
+    pub fn pseudo_path(&self) -> PathBuf {
+        PathBuf::from(format!("<{self}>"))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -91,14 +146,23 @@ impl LoadedPolicy {
     }
 }
 
-/// Why the latest content of a policy file is not what enforces.
+/// Why the latest version of a policy from a file or a Kubernetes object is not what
+/// enforces.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FileError {
+pub enum SourceError {
     /// The content was read but failed to parse, compile or apply.
     Rejected(String),
     /// The file, or its directory, could not be read.
     Unreadable(String),
+    /// Not for this node (`spec.nodeSelector`); nothing of it is loaded.
+    Skipped(String),
+    /// Valid, but it cannot be enforced as written (e.g. it needs pod scoping); nothing of
+    /// it is loaded.
+    NotApplied(String),
 }
+
+/// The name the directory watcher and older callers use.
+pub type FileError = SourceError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -197,9 +261,11 @@ pub struct Agent {
     writer: Box<dyn MapWriter>,
     policies: Vec<LoadedPolicy>,
     next_id: u32,
-    /// Policy files whose latest content is not loaded, with the reason. The version loaded
-    /// before (if any) keeps enforcing.
-    file_errors: BTreeMap<PathBuf, FileError>,
+    /// Files and objects whose latest content is not loaded, with the reason. For
+    /// `Rejected` and `Unreadable` the version loaded before (if any) keeps enforcing.
+    source_errors: BTreeMap<Source, SourceError>,
+    /// Rejected policy versions per source kind ([`Source::label`]), since the start.
+    load_errors: BTreeMap<&'static str, u64>,
     /// Node facts and `dns:` answers the policies compile against.
     env: CompileEnv,
     /// What the kernel enforces now.
@@ -213,7 +279,8 @@ impl Agent {
             writer,
             policies: Vec::new(),
             next_id: 1,
-            file_errors: BTreeMap::new(),
+            source_errors: BTreeMap::new(),
+            load_errors: BTreeMap::new(),
             env: CompileEnv {
                 host_ns,
                 ..Default::default()
@@ -230,7 +297,8 @@ impl Agent {
             writer,
             policies: prepared.policies,
             next_id: prepared.next_id,
-            file_errors: BTreeMap::new(),
+            source_errors: BTreeMap::new(),
+            load_errors: BTreeMap::new(),
             env: prepared.env,
             image: Arc::new(prepared.image),
         })
@@ -278,11 +346,11 @@ impl Agent {
         self.commit(candidate)
     }
 
-    /// Loads `policy` as the content of `path`: replaces the version loaded from that file in
-    /// one switch (the old version enforces until the new one does), or adds it.
-    pub fn upsert_file(&mut self, path: &Path, policy: Policy) -> Result<(), AgentError> {
+    /// Loads `policy` as the content of `source` (a file or a Kubernetes object): replaces
+    /// the version loaded from it in one switch (the old version enforces until the new one
+    /// does), or adds it. Clears what was recorded about the source.
+    pub fn upsert(&mut self, source: Source, policy: Policy) -> Result<(), AgentError> {
         let mut candidate = self.policies.clone();
-        let source = Source::File(path.to_path_buf());
         let pos = candidate.iter().position(|p| p.source == source);
         if candidate.iter().enumerate().any(|(i, p)| {
             Some(i) != pos && p.policy.name == policy.name && p.policy.namespace == policy.namespace
@@ -297,7 +365,7 @@ impl Agent {
             id,
             enabled: pos.is_none_or(|i| candidate[i].enabled),
             policy,
-            source,
+            source: source.clone(),
         };
         match pos {
             Some(i) => candidate[i] = loaded,
@@ -305,32 +373,72 @@ impl Agent {
         }
         self.commit(candidate)?;
         self.next_id = id + 1;
-        self.file_errors.remove(path);
+        self.source_errors.remove(&source);
         Ok(())
     }
 
-    /// Unloads the policy that came from `path` (the file was removed).
-    pub fn remove_file(&mut self, path: &Path) -> Result<(), AgentError> {
-        self.file_errors.remove(path);
-        let source = Source::File(path.to_path_buf());
-        if !self.policies.iter().any(|p| p.source == source) {
+    /// [`Self::upsert`] for the file `path`.
+    pub fn upsert_file(&mut self, path: &Path, policy: Policy) -> Result<(), AgentError> {
+        self.upsert(Source::File(path.to_path_buf()), policy)
+    }
+
+    /// Unloads the policy that came from `source` (the file or object is gone) and forgets
+    /// what was recorded about it.
+    pub fn remove(&mut self, source: &Source) -> Result<(), AgentError> {
+        self.source_errors.remove(source);
+        self.unload(source)
+    }
+
+    fn unload(&mut self, source: &Source) -> Result<(), AgentError> {
+        if !self.policies.iter().any(|p| p.source == *source) {
             return Ok(());
         }
         let candidate = self
             .policies
             .iter()
-            .filter(|p| p.source != source)
+            .filter(|p| p.source != *source)
             .cloned()
             .collect();
         self.commit(candidate)
     }
 
+    /// Unloads the policy that came from `path` (the file was removed).
+    pub fn remove_file(&mut self, path: &Path) -> Result<(), AgentError> {
+        self.remove(&Source::File(path.to_path_buf()))
+    }
+
+    /// Records (or, with `None`, clears) why the latest content of `source` is not loaded.
+    pub fn set_source_error(&mut self, source: Source, error: Option<SourceError>) {
+        match error {
+            Some(e) => self.source_errors.insert(source, e),
+            None => self.source_errors.remove(&source),
+        };
+    }
+
     /// Records (or, with `None`, clears) why the latest content of `path` is not loaded.
     pub fn set_file_error(&mut self, path: &Path, error: Option<FileError>) {
-        match error {
-            Some(e) => self.file_errors.insert(path.to_path_buf(), e),
-            None => self.file_errors.remove(path),
-        };
+        self.set_source_error(Source::File(path.to_path_buf()), error);
+    }
+
+    /// A new version of `source` was rejected (parse, compile or apply): recorded for the
+    /// policy list, counted, and whatever version was loaded keeps enforcing.
+    pub fn reject(&mut self, source: Source, message: String) {
+        *self.load_errors.entry(source.label()).or_default() += 1;
+        self.source_errors
+            .insert(source, SourceError::Rejected(message));
+    }
+
+    /// `source` must not be enforced here (`Skipped`, `NotApplied`): any version of it is
+    /// unloaded and it is listed with `why`. If unloading fails nothing changes.
+    pub fn withhold(&mut self, source: Source, why: SourceError) -> Result<(), AgentError> {
+        self.unload(&source)?;
+        self.source_errors.insert(source, why);
+        Ok(())
+    }
+
+    /// Rejected policy versions per source kind ([`Source::label`]).
+    pub fn load_errors(&self) -> BTreeMap<&'static str, u64> {
+        self.load_errors.clone()
     }
 
     pub fn delete(&mut self, name: &str, namespace: &str) -> Result<(), AgentError> {
@@ -443,45 +551,55 @@ impl Agent {
                     actions: per_policy.get(&p.id).map(ActionCounts::from_kernel),
                     error: None,
                 };
-                // The file changed and the new version is not loaded: the old one still
-                // enforces, but say so loudly.
-                if let Source::File(f) = &p.source
-                    && let Some(e) = self.file_errors.get(f)
-                {
+                // The file or object changed and the new version is not loaded: the old one
+                // still enforces, but say so loudly.
+                if let Some(e) = self.source_errors.get(&p.source) {
                     status.state = PolicyState::Error;
                     status.error = Some(match e {
-                        FileError::Rejected(e) => {
+                        SourceError::Rejected(e) => {
                             format!("new version not loaded, previous one enforcing: {e}")
                         }
-                        FileError::Unreadable(e) => {
+                        SourceError::Unreadable(e) => {
                             format!("cannot read the policy file, loaded version enforcing: {e}")
                         }
+                        SourceError::Skipped(e) | SourceError::NotApplied(e) => e.clone(),
                     });
                 }
                 status
             })
             .collect();
-        for (f, e) in &self.file_errors {
-            let source = Source::File(f.clone());
-            if !self.policies.iter().any(|p| p.source == source) {
-                out.push(PolicyStatus {
-                    id: None,
-                    name: f
-                        .file_stem()
+        for (source, e) in &self.source_errors {
+            if self.policies.iter().any(|p| p.source == *source) {
+                continue;
+            }
+            let (name, namespace) = match source {
+                Source::File(f) => (
+                    f.file_stem()
                         .map(|s| s.to_string_lossy().into_owned())
                         .unwrap_or_default(),
-                    namespace: String::new(),
-                    source,
-                    sensors: Vec::new(),
-                    enabled: false,
-                    state: PolicyState::LoadError,
-                    mode: None,
-                    actions: None,
-                    error: Some(match e {
-                        FileError::Rejected(e) | FileError::Unreadable(e) => e.clone(),
-                    }),
-                });
-            }
+                    String::new(),
+                ),
+                Source::Grpc => (String::new(), String::new()),
+                Source::Kubernetes(o) => (o.name.clone(), o.namespace.clone().unwrap_or_default()),
+            };
+            let (state, error) = match e {
+                SourceError::Rejected(e)
+                | SourceError::Unreadable(e)
+                | SourceError::NotApplied(e) => (PolicyState::LoadError, e.clone()),
+                SourceError::Skipped(e) => (PolicyState::Skipped, e.clone()),
+            };
+            out.push(PolicyStatus {
+                id: None,
+                name,
+                namespace,
+                source: source.clone(),
+                sensors: Vec::new(),
+                enabled: false,
+                state,
+                mode: None,
+                actions: None,
+                error: Some(error),
+            });
         }
         out
     }
@@ -632,6 +750,82 @@ pub(crate) mod tests {
         assert_eq!(st[0].source, Source::File(path.into()));
         a.set_file_error(path, None);
         assert!(a.status().is_empty());
+    }
+
+    fn crd(name: &str) -> Source {
+        Source::Kubernetes(KubeObject {
+            kind: CrdKind::TracingPolicy,
+            namespace: None,
+            name: name.into(),
+        })
+    }
+
+    #[test]
+    fn a_rejected_object_version_keeps_the_loaded_one_is_listed_as_error_and_counted() {
+        let (mut a, _) = agent();
+        a.upsert(crd("lsm-file-open"), policy()).unwrap();
+        let before = a.image().clone();
+        a.reject(
+            crd("lsm-file-open"),
+            "<TracingPolicy lsm-file-open>:3:5: bad".into(),
+        );
+        assert_eq!(*a.image(), before, "nothing enforcing changes");
+        let st = a.status();
+        assert_eq!(st.len(), 1);
+        assert_eq!(st[0].state, PolicyState::Error);
+        assert!(st[0].error.as_deref().unwrap().contains(":3:5: bad"));
+        assert_eq!(a.load_errors().get("kubernetes"), Some(&1));
+        // A good version clears the error.
+        a.upsert(crd("lsm-file-open"), policy()).unwrap();
+        assert_eq!(a.status()[0].state, PolicyState::Enabled);
+        assert_eq!(a.status()[0].error, None);
+    }
+
+    #[test]
+    fn a_rejected_object_that_never_loaded_is_a_load_error_named_after_the_object() {
+        let (mut a, _) = agent();
+        let ns = Source::Kubernetes(KubeObject {
+            kind: CrdKind::TracingPolicyNamespaced,
+            namespace: Some("default".into()),
+            name: "egress".into(),
+        });
+        a.reject(ns.clone(), "bad".into());
+        let st = a.status();
+        assert_eq!(
+            (st[0].name.as_str(), st[0].namespace.as_str()),
+            ("egress", "default")
+        );
+        assert_eq!(st[0].state, PolicyState::LoadError);
+        assert_eq!(st[0].id, None);
+        a.remove(&ns).unwrap();
+        assert!(a.status().is_empty());
+    }
+
+    #[test]
+    fn a_withheld_object_is_unloaded_and_listed_as_skipped_or_not_applied() {
+        let (mut a, _) = agent();
+        a.upsert(crd("lsm-file-open"), policy()).unwrap();
+        assert!(!a.image().str_eq.is_empty());
+        a.withhold(
+            crd("lsm-file-open"),
+            SourceError::Skipped("not this node".into()),
+        )
+        .unwrap();
+        assert!(
+            a.image().str_eq.is_empty(),
+            "a skipped policy does not enforce"
+        );
+        let st = a.status();
+        assert_eq!(st.len(), 1);
+        assert_eq!(st[0].state, PolicyState::Skipped);
+        assert_eq!(st[0].error.as_deref(), Some("not this node"));
+        a.withhold(crd("other"), SourceError::NotApplied("needs pods".into()))
+            .unwrap();
+        assert_eq!(a.status()[1].state, PolicyState::LoadError);
+        assert!(
+            a.load_errors().is_empty(),
+            "withholding is not a load error"
+        );
     }
 
     #[test]

@@ -160,6 +160,8 @@ pub fn tracing_policy_status(p: &PolicyStatus) -> TracingPolicyStatus {
         info: match &p.source {
             Source::File(f) => f.display().to_string(),
             Source::Grpc => String::new(),
+            // The object, as its parse errors name it: `<TracingPolicyNamespaced ns/name>`.
+            Source::Kubernetes(o) => o.pseudo_path().display().to_string(),
         },
         sensors: p
             .sensors
@@ -174,9 +176,11 @@ pub fn tracing_policy_status(p: &PolicyStatus) -> TracingPolicyStatus {
         stats: p.actions.map(|c| TracingPolicyStats {
             action_counters: Some(action_counters(c)),
         }),
+        // Tetragon's domains: `static` for files, `grpc`, `k8s` for CRD objects.
         domain: match p.source {
             Source::File(_) => "static".into(),
             Source::Grpc => "grpc".into(),
+            Source::Kubernetes(_) => "k8s".into(),
         },
         error: p.error.clone().unwrap_or_default(),
         ..Default::default()
@@ -302,6 +306,32 @@ mod tests {
             ..loaded()
         });
         assert_eq!((grpc.info.as_str(), grpc.domain.as_str()), ("", "grpc"));
+    }
+
+    #[test]
+    fn a_kubernetes_policy_has_the_k8s_domain_its_namespace_and_the_object_as_info() {
+        use crate::agent::{CrdKind, KubeObject};
+        let p = PolicyStatus {
+            id: None,
+            name: "egress".into(),
+            namespace: "default".into(),
+            source: Source::Kubernetes(KubeObject {
+                kind: CrdKind::TracingPolicyNamespaced,
+                namespace: Some("default".into()),
+                name: "egress".into(),
+            }),
+            state: PolicyState::Skipped,
+            mode: None,
+            actions: None,
+            error: Some("not for this node".into()),
+            ..loaded()
+        };
+        let m = tracing_policy_status(&p);
+        assert_eq!(m.domain, "k8s");
+        assert_eq!(m.namespace, "default");
+        assert_eq!(m.info, "<TracingPolicyNamespaced default/egress>");
+        assert_eq!(m.state, TracingPolicyState::TpStateSkipped as i32);
+        assert_eq!(m.error, "not for this node");
     }
 
     #[test]
