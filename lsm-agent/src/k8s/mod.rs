@@ -11,12 +11,16 @@
 //! * [`pods`]: the watcher that keeps [`identity`] in sync with the API server.
 //! * [`policies`]: the watcher of the `TracingPolicy` and `TracingPolicyNamespaced` CRDs, which
 //!   turns objects into policy text for the parser and honours `nodeSelector`.
+//! * [`loader`]: turns the CRD watcher's changes into commands to the policy owner
+//!   (`Source::Kubernetes` policies), the only part here that changes the loaded policies.
 //!
-//! Watchers send their changes on tokio channels; nothing here touches the kernel or policies.
+//! Watchers send their changes on tokio channels; nothing here touches the kernel: the
+//! loader goes through the owner's `AgentHandle` like every other policy source.
 
 pub mod cgroup;
 pub mod config;
 pub mod identity;
+pub mod loader;
 pub mod pods;
 pub mod policies;
 pub mod selector;
