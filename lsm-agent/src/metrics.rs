@@ -71,6 +71,7 @@ pub const EVENTS: &str = "lsm_agent_events_total";
 pub const POLICY_EVENTS: &str = "lsm_agent_policy_events_total";
 pub const POLICY_ACTIONS: &str = "lsm_agent_policy_actions_total";
 pub const TRACINGPOLICY_LOADED: &str = "lsm_agent_tracingpolicy_loaded";
+pub const POLICY_LOAD_ERRORS: &str = "lsm_agent_policy_load_errors_total";
 pub const OPERATIONS_DENIED: &str = "lsm_agent_operations_denied_total";
 pub const OPERATIONS_DENIED_BY_BINARY: &str = "lsm_agent_operations_denied_by_binary_total";
 pub const SELECTOR_MATCHES: &str = "lsm_agent_selector_matches_total";
@@ -118,6 +119,13 @@ pub const METRICS: &[Metric] = &[
         labels: &["state"],
         help: "Tracing policies by state (enabled, disabled, error, load_error, partially_enabled, skipped).",
         tetragon: "tetragon_tracingpolicy_loaded",
+    },
+    Metric {
+        name: POLICY_LOAD_ERRORS,
+        kind: Kind::Counter,
+        labels: &["source"],
+        help: "Policy versions that failed to parse or compile and were not loaded, by source (kubernetes); what enforced before keeps enforcing.",
+        tetragon: "none",
     },
     Metric {
         name: OPERATIONS_DENIED,
@@ -250,6 +258,9 @@ const POLICY_STATES: &[(PolicyState, &str)] = &[
     (PolicyState::Skipped, "skipped"),
 ];
 
+/// `source` label values of [`POLICY_LOAD_ERRORS`] whose series exist from the start.
+const LOAD_ERROR_SOURCES: &[&str] = &["kubernetes"];
+
 /// `action` label values, in the order of [`action_counts`].
 pub const ACTIONS: [&str; 6] = [
     "post",
@@ -321,6 +332,9 @@ pub fn register() {
     }
     for (_, state) in POLICY_STATES {
         gauge!(TRACINGPOLICY_LOADED, "state" => *state).set(0.0);
+    }
+    for source in LOAD_ERROR_SOURCES {
+        counter!(POLICY_LOAD_ERRORS, "source" => *source).increment(0);
     }
     let (version, commit, rustc) = build_info();
     gauge!(BUILD_INFO, "version" => version, "commit" => commit, "rustc" => rustc).set(1.0);
@@ -484,6 +498,9 @@ impl Collector {
                 record_policy_states(&status);
                 self.actions.record(&status);
             }
+            if let Ok(errors) = agent.load_errors().await {
+                record_load_errors(&errors);
+            }
             if let Ok(Some(stats)) = agent.kernel_stats().await {
                 record_kernel_stats(&stats);
             }
@@ -508,6 +525,13 @@ pub fn record_policy_states(status: &[PolicyStatus]) {
     for (state, label) in POLICY_STATES {
         let n = status.iter().filter(|p| p.state == *state).count();
         gauge!(TRACINGPOLICY_LOADED, "state" => *label).set(n as f64);
+    }
+}
+
+/// Rejected policy versions by source, as the agent counts them.
+pub fn record_load_errors(errors: &BTreeMap<&'static str, u64>) {
+    for (source, n) in errors {
+        counter!(POLICY_LOAD_ERRORS, "source" => *source).absolute(*n);
     }
 }
 
@@ -966,6 +990,10 @@ mod tests {
             Some(0.0)
         );
         assert_eq!(
+            value(&h, POLICY_LOAD_ERRORS, &[("source", "kubernetes")]),
+            Some(0.0)
+        );
+        assert_eq!(
             value(&h, BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))]),
             Some(1.0)
         );
@@ -1155,6 +1183,12 @@ mod tests {
         )
         .unwrap();
         agent.add(policy, Source::Grpc).unwrap();
+        let object = crate::agent::KubeObject {
+            kind: crate::agent::CrdKind::TracingPolicy,
+            namespace: None,
+            name: "broken".into(),
+        };
+        agent.reject(Source::Kubernetes(object), "bad".into());
         let (owner, agent) = crate::agent::owner(agent);
         tokio::spawn(owner.run());
         let reader = Arc::new(ReaderStats::default());
@@ -1184,6 +1218,14 @@ mod tests {
         assert_eq!(value(&h, DNS_NAMES, &[]), Some(0.0));
         assert_eq!(
             value(&h, TRACINGPOLICY_LOADED, &[("state", "enabled")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&h, TRACINGPOLICY_LOADED, &[("state", "load_error")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&h, POLICY_LOAD_ERRORS, &[("source", "kubernetes")]),
             Some(1.0)
         );
     }

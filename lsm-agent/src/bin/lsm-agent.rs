@@ -58,6 +58,8 @@ struct Args {
     /// interfaces (Tetragon uses :2112). Off by default.
     #[arg(long, value_name = "ADDR")]
     metrics_server: Option<String>,
+    #[command(flatten)]
+    k8s: lsm_agent::k8s::config::K8sArgs,
 }
 
 fn parse_dns_server(s: &str) -> Result<std::net::SocketAddr, String> {
@@ -158,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     // Checked before anything is loaded, like the policies.
     let export = args.export.config().context("export flags")?;
+    let k8s = args.k8s.settings().context("Kubernetes flags")?;
 
     let (files, policy_dir) = read_policy_files(&args)?;
     let batch = load_policies(files)?;
@@ -169,7 +172,7 @@ async fn main() -> anyhow::Result<()> {
         println!("{} policy file(s) OK", prepared.policies().len());
         return Ok(());
     }
-    if prepared.policies().is_empty() {
+    if prepared.policies().is_empty() && k8s.is_none() {
         warn!("no policy loaded: pass --tracing-policy FILE or --tracing-policy-dir DIR");
     }
     let signal = shutdown_signal()?;
@@ -233,6 +236,17 @@ async fn main() -> anyhow::Result<()> {
         info!(dir = %state.dir().display(), "watching for policy changes");
         let watch = agent::dir::watch(agent.clone(), state, list_policy_dir);
         tasks.spawn_until_stopped("policy directory watcher", async move { Ok(watch.await?) });
+    }
+
+    // TracingPolicy and TracingPolicyNamespaced objects: one more source of policies. The
+    // client only reads its configuration here; an unreachable API server is retried by the
+    // watcher (and logged), it does not stop the agent.
+    if let Some(settings) = k8s {
+        let client = settings.client().await.context("Kubernetes client")?;
+        info!(node = %settings.node_name, source = ?settings.source, "watching TracingPolicy objects");
+        let load =
+            lsm_agent::k8s::loader::watch_and_load(client, settings.node_name, agent.clone());
+        tasks.spawn_until_stopped("Kubernetes policy loader", async move { Ok(load.await?) });
     }
 
     // Ring buffer → decoded events → enriched events on the bus.
