@@ -96,8 +96,11 @@ async fn until(
     }
 }
 
+/// Creates this node once per test binary: the tests run in parallel, and two concurrent
+/// `kubectl apply`s of a new object race (both try to create it, one gets AlreadyExists).
 fn node() {
-    apply(include_str!("../k8s/fixtures/node.yaml"));
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| apply(include_str!("../k8s/fixtures/node.yaml")));
 }
 
 #[tokio::test]
