@@ -75,7 +75,14 @@ impl Tasks {
     ) {
         let stop = self.stop.clone();
         self.spawn(name, async move {
-            stop.run_until_cancelled(task).await.unwrap_or(Ok(()))
+            match stop.run_until_cancelled(task).await {
+                None => Ok(()),
+                // It ended on its own while the agent was stopping: a task upstream of it was
+                // stopped first (the decoder's queue closes once the reader is gone). That is
+                // the stop, not a failure; `run_until_cancelled` favours the completed future.
+                Some(_) if stop.is_cancelled() => Ok(()),
+                Some(result) => result,
+            }
         });
     }
 
@@ -142,6 +149,33 @@ mod tests {
     /// A task that runs until the agent stops.
     async fn forever() -> TaskResult {
         std::future::pending().await
+    }
+
+    #[tokio::test]
+    async fn a_task_that_fails_because_its_upstream_was_stopped_does_not_fail_the_stop() {
+        let mut tasks = Tasks::new();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        tasks.spawn_until_stopped("reader", async move {
+            let _tx = tx;
+            forever().await
+        });
+        tasks.spawn_until_stopped("decoder", async move {
+            while rx.recv().await.is_some() {}
+            Err("the reader's queue closed".into())
+        });
+        // Whichever of the two the runtime polls first, a stop is a clean stop.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        tasks.run(async {}, GRACE).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_task_failing_before_the_stop_still_fails_the_agent() {
+        let mut tasks = Tasks::new();
+        tasks.spawn_until_stopped("decoder", async { Err("queue closed".into()) });
+        let err = tasks.run(std::future::pending(), GRACE).await.unwrap_err();
+        assert!(err.to_string().contains("decoder failed"), "{err}");
     }
 
     #[tokio::test]
