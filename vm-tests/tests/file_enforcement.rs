@@ -63,7 +63,7 @@ fn appending_to_a_file_under_etc_is_killed_and_the_file_is_unchanged() {
     );
     a.expect_lines(&[
         format!("📝 write   | /usr/bin/bash {target}"),
-        "💥 exit    | /usr/bin/bash -c echo evil >> /etc/lsm-vmtest-append.conf SIGKILL".into(),
+        "💥 exit    | /usr/bin/bash -c \"echo evil >> /etc/lsm-vmtest-append.conf\" SIGKILL".into(),
     ]);
 }
 

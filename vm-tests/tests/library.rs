@@ -224,7 +224,8 @@ fn system_dirs_write_refuses_a_write_under_etc_and_the_writer_lives() {
     assert_eq!(fs::read_to_string(&elsewhere).unwrap(), "y\n");
     a.expect_lines(&[
         format!("📝 write   | /usr/bin/bash {target}"),
-        format!("💥 exit    | /usr/bin/bash -c {script} 1"),
+        // Tetragon quotes an argument that contains a space.
+        format!("💥 exit    | /usr/bin/bash -c \"{script}\" 1"),
     ]);
 }
 

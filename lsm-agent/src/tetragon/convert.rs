@@ -83,6 +83,27 @@ fn flag_name(f: model::ProcessFlag) -> &'static str {
     }
 }
 
+/// Tetragon's `arguments` string: everything after argv[0], space-separated, an argument that
+/// contains a space wrapped in double quotes (so `bash -c "curl https://x"` reads as it was
+/// typed). As in Tetragon, a quoted argument is always preceded by a space, also when it is
+/// the first one; `tetra` prints the string as it comes.
+pub fn arguments(args: &[String]) -> String {
+    let mut out = String::new();
+    for a in args {
+        if a.contains(' ') {
+            out.push_str(" \"");
+            out.push_str(a);
+            out.push('"');
+        } else {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(a);
+        }
+    }
+    out
+}
+
 pub fn process(p: &model::Process) -> Process {
     Process {
         exec_id: p.exec_id.clone(),
@@ -90,8 +111,7 @@ pub fn process(p: &model::Process) -> Process {
         uid: p.uid,
         cwd: p.cwd.clone().unwrap_or_default(),
         binary: p.binary.clone(),
-        // Tetragon's `arguments`: everything after argv[0], joined by spaces.
-        arguments: p.args().join(" "),
+        arguments: arguments(p.args()),
         flags: p
             .flags
             .iter()
@@ -234,6 +254,20 @@ mod tests {
         img: &MapImage,
     ) -> Vec<GetEventsResponse> {
         c.convert(ev, img).iter().map(to_response).collect()
+    }
+
+    #[test]
+    fn arguments_with_a_space_are_quoted_as_tetragon_quotes_them() {
+        let s = |v: &[&str]| arguments(&v.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+        assert_eq!(s(&[]), "");
+        assert_eq!(s(&["-c", "true"]), "-c true");
+        assert_eq!(
+            s(&["-c", "curl https://ebpf.io/applications/#tetragon"]),
+            "-c \"curl https://ebpf.io/applications/#tetragon\""
+        );
+        // Tetragon's decoder puts the space before a quoted argument even when it comes first.
+        assert_eq!(s(&["a b", "c"]), " \"a b\" c");
+        assert_eq!(s(&["x", "a b", "c d"]), "x \"a b\" \"c d\"");
     }
 
     #[test]
