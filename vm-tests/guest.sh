@@ -15,6 +15,17 @@ case ",$lsms," in *,bpf,*) ;; *) fail "BPF LSM is not active (lsm=$lsms)";; esac
 # there, created before the agent forbids writes under /etc.
 echo "original content" > /etc/lsm-vmtest-append.conf || fail "guest /etc is not writable"
 
+# Whether an lsm-agent runs. Only pgrep's "no match" (1) means none: any other failure (e.g. a
+# pgrep killed by the policy of an agent that is still stopping) counts as "maybe", so that a
+# stop loop never ends early on it.
+agent_running() {
+  pgrep -x lsm-agent >/dev/null
+  local rc=$?
+  [ $rc -ne 1 ] || return 1
+  [ $rc -eq 0 ] || echo "[guest] pgrep failed ($rc) while waiting for the agent to stop"
+  return 0
+}
+
 status=0
 while read -r t; do
   [ -n "$t" ] || continue
@@ -31,14 +42,18 @@ while read -r t; do
   stop_start=$(date +%s)
   pkill -TERM -x lsm-agent 2>/dev/null
   pkill -TERM -x lsmctl 2>/dev/null
-  for _ in $(seq 1 150); do pgrep -x lsm-agent >/dev/null || break; sleep 0.2; done
-  if pgrep -x lsm-agent >/dev/null; then
-    echo "[guest] lsm-agent still running $(( $(date +%s) - stop_start ))s after SIGTERM: SIGKILL"
-    pkill -KILL -x lsm-agent 2>/dev/null
-    for _ in $(seq 1 50); do pgrep -x lsm-agent >/dev/null || break; sleep 0.2; done
+  for _ in $(seq 1 150); do agent_running || break; sleep 0.2; done
+  # Then SIGKILL whatever is left and wait for it to be gone.
+  if agent_running; then
+    echo "[guest] lsm-agent still running $(( $(date +%s) - stop_start ))s after SIGTERM:"
+    ps -eo pid,ppid,stat,etimes,comm,args | grep -E '^ *PID|lsm-agent' | grep -v grep
   fi
-  if pgrep -x lsm-agent >/dev/null; then
-    echo "[guest] an lsm-agent survived $(basename "$t")"; status=1
+  pkill -KILL -x lsm-agent 2>/dev/null
+  for _ in $(seq 1 50); do agent_running || break; sleep 0.2; done
+  if agent_running; then
+    echo "[guest] an lsm-agent survived $(basename "$t"):"
+    ps -eo pid,ppid,stat,etimes,comm,args | grep -E '^ *PID|lsm-agent' | grep -v grep
+    status=1
   else
     echo "[guest] agent stopped $(( $(date +%s) - stop_start ))s after SIGTERM"
   fi
