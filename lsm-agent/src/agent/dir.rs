@@ -32,7 +32,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{
     owner::AgentHandle,
-    state::{AgentError, FileError},
+    state::{AgentError, SourceError},
 };
 use crate::policy::parse::parse_policy_with_env;
 
@@ -100,7 +100,7 @@ struct Tracked {
     /// Why `text` failed to load.
     load_error: Option<String>,
     /// What the agent was last told about the file.
-    reported: Option<FileError>,
+    reported: Option<SourceError>,
 }
 
 /// The watcher's view of a policy directory.
@@ -178,10 +178,10 @@ impl PolicyDir {
                         }
                     }
                     let t = self.files.entry(path.clone()).or_default();
-                    t.load_error.clone().map(FileError::Rejected)
+                    t.load_error.clone().map(SourceError::Rejected)
                 }
                 Err(e) => {
-                    let error = FileError::Unreadable(format!("cannot read policy file: {e}"));
+                    let error = SourceError::Unreadable(format!("cannot read policy file: {e}"));
                     let t = self.files.entry(path.clone()).or_default();
                     if t.reported.as_ref() != Some(&error) {
                         if t.loaded {
@@ -224,7 +224,7 @@ impl PolicyDir {
                 // The outcome is recorded in the tracked state (and logged).
                 let _ = self.load(&path, agent).await?;
                 let error = self.files.get(&path).and_then(|t| t.load_error.clone());
-                let desired = error.map(FileError::Rejected);
+                let desired = error.map(SourceError::Rejected);
                 self.report(&path, desired, agent).await?;
             }
         }
@@ -248,7 +248,7 @@ impl PolicyDir {
         self.unreadable = Some(why.clone());
         let paths: Vec<PathBuf> = self.files.keys().cloned().collect();
         for path in paths {
-            self.report(&path, Some(FileError::Unreadable(why.clone())), agent)
+            self.report(&path, Some(SourceError::Unreadable(why.clone())), agent)
                 .await?;
         }
         Ok(())
@@ -301,7 +301,7 @@ impl PolicyDir {
     async fn report(
         &mut self,
         path: &Path,
-        desired: Option<FileError>,
+        desired: Option<SourceError>,
         agent: &AgentHandle,
     ) -> Result<(), AgentError> {
         let Some(t) = self.files.get_mut(path) else {

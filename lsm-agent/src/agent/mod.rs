@@ -13,8 +13,8 @@ pub mod status;
 
 pub use owner::{AgentHandle, Owner, owner};
 pub use state::{
-    Agent, AgentError, CrdKind, FileError, KernelStats, KubeObject, LoadedPolicy, MapWriter,
-    Prepared, Source, SourceError,
+    Agent, AgentError, CrdKind, KernelStats, KubeObject, LoadedPolicy, MapWriter, Prepared, Source,
+    SourceError,
 };
 pub use status::{
     ActionCounts, EffectiveMode, Health, HealthState, PolicyState, PolicyStatus, Sensor,

@@ -16,7 +16,7 @@ use std::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    state::{Agent, AgentError, FileError, KernelStats, Source, SourceError},
+    state::{Agent, AgentError, KernelStats, Source, SourceError},
     status::{Health, HealthState, PolicyStatus},
 };
 use crate::policy::{
@@ -281,7 +281,7 @@ impl AgentHandle {
     pub async fn set_file_error(
         &self,
         path: PathBuf,
-        error: Option<FileError>,
+        error: Option<SourceError>,
     ) -> Result<(), AgentError> {
         self.set_source_error(Source::File(path), error).await
     }

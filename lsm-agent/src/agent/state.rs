@@ -161,9 +161,6 @@ pub enum SourceError {
     NotApplied(String),
 }
 
-/// The name the directory watcher and older callers use.
-pub type FileError = SourceError;
-
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error(transparent)]
@@ -416,7 +413,7 @@ impl Agent {
     }
 
     /// Records (or, with `None`, clears) why the latest content of `path` is not loaded.
-    pub fn set_file_error(&mut self, path: &Path, error: Option<FileError>) {
+    pub fn set_file_error(&mut self, path: &Path, error: Option<SourceError>) {
         self.set_source_error(Source::File(path.to_path_buf()), error);
     }
 
@@ -723,7 +720,7 @@ pub(crate) mod tests {
         );
         drop(imgs);
         assert_eq!(a.status().len(), 1);
-        a.set_file_error(path, Some(FileError::Rejected("bad".into())));
+        a.set_file_error(path, Some(SourceError::Rejected("bad".into())));
         let st = a.status();
         assert_eq!(st[0].state, PolicyState::Error);
         assert!(
@@ -741,7 +738,7 @@ pub(crate) mod tests {
     fn a_file_that_never_loaded_is_listed_as_a_load_error_until_cleared() {
         let (mut a, _) = agent();
         let path = Path::new("/tp/broken.yaml");
-        a.set_file_error(path, Some(FileError::Unreadable("EIO".into())));
+        a.set_file_error(path, Some(SourceError::Unreadable("EIO".into())));
         let st = a.status();
         assert_eq!(st.len(), 1);
         assert_eq!(st[0].name, "broken");
