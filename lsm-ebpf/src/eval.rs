@@ -2,7 +2,10 @@
 //! matching selector of each policy runs its actions. The bit arithmetic is `lsm-shared`'s
 //! (host-tested there); this module adds the lookups and the helper calls.
 use aya_ebpf::{
-    helpers::generated::{bpf_probe_read_kernel, bpf_send_signal},
+    helpers::generated::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_probe_read_kernel,
+        bpf_send_signal,
+    },
     maps::LpmTrie,
 };
 use lsm_shared::*;
@@ -12,7 +15,7 @@ use crate::{
     event::emit,
     kernel::{kconf, read_attrs},
     maps::{
-        ADDR4, ADDR6, COUNTERS, HOOK_CFG, NUM_FILT, PIDS, PORTS, PROCS, SEL_ACT, STR_EQ,
+        ADDR4, ADDR6, CGROUPS, COUNTERS, HOOK_CFG, NUM_FILT, PIDS, PORTS, PROCS, SEL_ACT, STR_EQ,
         STR_POSTFIX, STR_PREFIX,
     },
     path::count,
@@ -145,6 +148,9 @@ pub fn evaluate(
         return 0;
     };
     let mut cand = cfg.selectors;
+    if cand & cfg.scoped != 0 {
+        cand = cfg.narrow_scope(cand, cgroup_scope(hook));
+    }
     if cand == 0 {
         return 0;
     }
@@ -197,6 +203,46 @@ pub fn evaluate(
     }
     let conn: Option<*const NetInfo> = if net { Some(&s.net) } else { None };
     fire(cur, hook, cfg, cand, rec, conn, args)
+}
+
+/// The scoped selectors of `hook` that apply to the current task: those of its deepest
+/// cgroup listed in `CGROUPS` (its own, else the nearest listed ancestor, e.g. the pod's
+/// cgroup for a container the agent has not seen yet), or of the host entry when none is.
+/// At most `MAX_CGROUP_LEVEL` lookups, whatever the number of pods or policies.
+#[inline(always)]
+fn cgroup_scope(hook: u32) -> u64 {
+    // SAFETY: a helper without arguments; it reads the current task's cgroup id.
+    let own = unsafe { bpf_get_current_cgroup_id() };
+    if let Some(m) = listed(own, hook) {
+        return m;
+    }
+    let mut found: Option<u64> = None;
+    let mut level = 1u32;
+    while level < MAX_CGROUP_LEVEL {
+        // SAFETY: a helper without pointer arguments; 0 means the task's cgroup is shallower
+        // than `level`.
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+        if id == 0 || id == own {
+            break;
+        }
+        if let Some(m) = listed(id, hook) {
+            found = Some(m);
+        }
+        level += 1;
+    }
+    match found {
+        Some(m) => m,
+        None => listed(CGROUP_HOST, hook).unwrap_or(0),
+    }
+}
+
+/// The scoped selectors of `hook` listed for cgroup `id`, if it has an entry.
+#[inline(always)]
+fn listed(id: u64, hook: u32) -> Option<u64> {
+    // SAFETY: the program runs under RCU, so the element stays valid until it returns; the
+    // mask is copied out at once.
+    let v = unsafe { CGROUPS.get(&id) }?;
+    Some(v.selectors.get(hook as usize).copied().unwrap_or(0))
 }
 
 /// Narrows the candidate set by the address and port filters of `socket_connect`: one trie

@@ -83,6 +83,12 @@ pub static EXEC_PEND: LruHashMap<u32, PathRec> = LruHashMap::with_max_entries(40
 pub static COUNTERS: PerCpuArray<ActionCounters> =
     PerCpuArray::with_max_entries(NUM_HOOKS * MAX_SELECTORS, 0);
 
+/// Workload scoping: per pod or container cgroup id (and `CGROUP_HOST`), the scoped
+/// selectors of each hook that apply to its processes.
+#[map]
+pub static CGROUPS: HashMap<u64, CgroupScope> =
+    HashMap::with_max_entries(CGROUPS_ENTRIES, BPF_F_NO_PREALLOC);
+
 /// One scratch area per CPU: buffers too large for the 512-byte BPF stack.
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);

@@ -177,6 +177,14 @@ impl HookConfig {
     pub const fn fired(&self, cand: u64) -> u64 {
         first_in_groups(cand, self.group_starts)
     }
+
+    /// Narrows `cand` to the selectors that apply to the current process's workload:
+    /// unscoped selectors always, scoped ones when `in_scope` (its cgroup's
+    /// [`CgroupScope`] entry for this hook) lists them.
+    #[inline(always)]
+    pub const fn narrow_scope(&self, cand: u64, in_scope: u64) -> u64 {
+        cand & (!self.scoped | in_scope)
+    }
 }
 
 impl NumFilter {
@@ -395,6 +403,20 @@ mod tests {
 
     fn masks(pos: u64, neg: u64) -> SelMasks {
         SelMasks { pos, neg }
+    }
+
+    #[test]
+    fn narrow_scope_keeps_unscoped_selectors_and_the_scoped_ones_listed_for_the_cgroup() {
+        let cfg = HookConfig {
+            scoped: 0b1100,
+            ..HookConfig::empty()
+        };
+        // Selectors 0 and 1 apply everywhere; 2 and 3 only where listed.
+        assert_eq!(cfg.narrow_scope(0b1111, 0), 0b0011);
+        assert_eq!(cfg.narrow_scope(0b1111, 0b0100), 0b0111);
+        assert_eq!(cfg.narrow_scope(0b1111, 0b1100), 0b1111);
+        // The scope entry never adds a selector that is not a candidate.
+        assert_eq!(cfg.narrow_scope(0b0001, 0b1100), 0b0001);
     }
 
     #[test]

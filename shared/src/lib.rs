@@ -206,10 +206,33 @@ pub struct HookConfig {
     /// never shows a half-written filter list.
     pub num_bank: u32,
     pub _pad: u32,
+    /// Selectors of policies that apply to some workloads only (a namespace, `podSelector`,
+    /// `containerSelector`, `hostSelector`): they stay candidates only for a process whose
+    /// cgroup's [`CgroupScope`] lists them.
+    pub scoped: u64,
 }
 const _: () = assert!(
-    size_of::<HookConfig>() == 56 + 8 * NUM_STR_CLASSES + 8 * NUM_PID_CLASSES + 8 + 64 + 16
+    size_of::<HookConfig>() == 56 + 8 * NUM_STR_CLASSES + 8 * NUM_PID_CLASSES + 8 + 64 + 16 + 8
 );
+
+// ---------------------------------------------------------------------------------------------
+// Workload scoping (Kubernetes pods and containers, by cgroup v2 id)
+
+/// Key of [`CGROUPS_MAP`] for processes in no listed cgroup: the host's own processes.
+pub const CGROUP_HOST: u64 = 0;
+/// Deepest cgroup level the kernel looks at for a listed ancestor (the root is level 0).
+pub const MAX_CGROUP_LEVEL: u32 = 16;
+
+/// Value of [`CGROUPS_MAP`] (keyed by cgroup id, the inode of its cgroupfs directory): per
+/// hook, the [`HookConfig::scoped`] selectors that apply to the processes of this cgroup and
+/// of its descendants that are not listed themselves. The deepest listed cgroup of a process
+/// decides; a process with none takes the [`CGROUP_HOST`] entry.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct CgroupScope {
+    pub selectors: [u64; NUM_HOOKS as usize],
+}
+const _: () = assert!(size_of::<CgroupScope>() == 8 * NUM_HOOKS as usize);
 
 // ---------------------------------------------------------------------------------------------
 // matchPIDs
@@ -657,6 +680,7 @@ pub const PIDS_MAP: &str = "PIDS";
 pub const ADDR4_MAP: &str = "ADDR4";
 pub const ADDR6_MAP: &str = "ADDR6";
 pub const PORTS_MAP: &str = "PORTS";
+pub const CGROUPS_MAP: &str = "CGROUPS";
 /// Name of the [`KernelConfig`] global in the object's `.rodata`.
 pub const KCONFIG_GLOBAL: &str = "KCONFIG";
 
@@ -667,6 +691,9 @@ pub const PROCS_ENTRIES: u32 = 32768;
 pub const PIDS_ENTRIES: u32 = 16384;
 pub const ADDR_ENTRIES: u32 = 65536;
 pub const FILES_ENTRIES: u32 = 32768;
+/// Pod and container cgroups of one node (a few hundred pods with a few containers each, and
+/// the kubelet's parents of pod cgroups).
+pub const CGROUPS_ENTRIES: u32 = 16384;
 pub const EVENTS_BYTES: u32 = 1 << 22;
 
 #[cfg(feature = "user")]
@@ -697,6 +724,7 @@ mod user {
         Addr4,
         Addr6,
         NetInfo,
+        CgroupScope,
     );
 }
 
@@ -730,6 +758,7 @@ impl HookConfig {
             num_filters: 0,
             num_bank: 0,
             _pad: 0,
+            scoped: 0,
         }
     }
 }

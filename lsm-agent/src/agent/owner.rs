@@ -22,6 +22,7 @@ use super::{
 use crate::policy::{
     compile::MapImage,
     ir::{Policy, PolicyMode},
+    workloads::Workloads,
 };
 
 /// Commands waiting for the owner. Small: a sender that finds it full waits, which is the
@@ -83,6 +84,10 @@ enum Command {
     },
     SetDns {
         table: BTreeMap<String, Vec<IpAddr>>,
+        reply: Reply<()>,
+    },
+    SetWorkloads {
+        workloads: Box<Workloads>,
         reply: Reply<()>,
     },
     DnsNames {
@@ -150,6 +155,9 @@ fn execute(agent: &mut Agent, cmd: Command) {
             reply,
         } => answer(reply, agent.set_mode(&name, &namespace, mode)),
         Command::SetDns { table, reply } => answer(reply, agent.set_dns(table)),
+        Command::SetWorkloads { workloads, reply } => {
+            answer(reply, agent.set_workloads(*workloads))
+        }
         Command::DnsNames { reply } => answer(reply, Ok(agent.dns_names())),
         Command::Status { reply } => answer(reply, Ok(agent.status())),
         Command::KernelStats { reply } => answer(reply, Ok(agent.kernel_stats())),
@@ -353,6 +361,13 @@ impl AgentHandle {
     /// Installs new answers for `dns:` names (see [`Agent::set_dns`]).
     pub async fn set_dns(&self, table: BTreeMap<String, Vec<IpAddr>>) -> Result<(), AgentError> {
         self.request(|reply| Command::SetDns { table, reply }).await
+    }
+
+    /// Installs the node's pods and containers by cgroup (see [`Agent::set_workloads`]).
+    pub async fn set_workloads(&self, workloads: Workloads) -> Result<(), AgentError> {
+        let workloads = Box::new(workloads);
+        self.request(|reply| Command::SetWorkloads { workloads, reply })
+            .await
     }
 
     /// Every `dns:` name the loaded policies use.

@@ -22,6 +22,7 @@ use crate::{
         compile::{CompileEnv, CompileError, MapImage, compile_with},
         error::PolicyError,
         ir::{HookOrigin, HostNs, Policy, PolicyMode},
+        workloads::Workloads,
     },
 };
 
@@ -233,11 +234,9 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    pub fn compile(batch: Vec<(Policy, Source)>, host_ns: HostNs) -> Result<Self, AgentError> {
-        let env = CompileEnv {
-            host_ns,
-            ..Default::default()
-        };
+    /// `env` holds the node's namespaces and, with Kubernetes, `workloads.enabled` (the pods
+    /// themselves follow with [`Agent::set_workloads`]).
+    pub fn compile(batch: Vec<(Policy, Source)>, env: CompileEnv) -> Result<Self, AgentError> {
         let (policies, next_id) = with_batch(&[], batch, 1)?;
         let image = compile_with(&enabled_policies(&policies), &MapImage::default(), &env)?;
         Ok(Prepared {
@@ -482,6 +481,21 @@ impl Agent {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Installs the node's pods and containers by cgroup: policies scoped to workloads are
+    /// recompiled against them and applied without a gap. Unchanged workloads are a no-op.
+    pub fn set_workloads(&mut self, workloads: Workloads) -> Result<(), AgentError> {
+        if self.env.workloads == workloads {
+            return Ok(());
+        }
+        let previous = std::mem::replace(&mut self.env.workloads, workloads);
+        let candidate = self.policies.clone();
+        let result = self.commit(candidate);
+        if result.is_err() {
+            self.env.workloads = previous;
+        }
+        result
     }
 
     /// Installs new answers for `dns:` names: the policies are recompiled against them and
@@ -837,7 +851,7 @@ pub(crate) mod tests {
     fn a_prepared_set_is_applied_exactly_as_compiled() {
         let prepared = Prepared::compile(
             vec![(policy(), Source::File("/tp/a.yaml".into()))],
-            HostNs::default(),
+            CompileEnv::default(),
         )
         .unwrap();
         let compiled = prepared.image.clone();
@@ -858,7 +872,7 @@ pub(crate) mod tests {
     fn a_prepared_set_refuses_a_name_given_twice_before_any_kernel_write() {
         let err = Prepared::compile(
             vec![(policy(), Source::Grpc), (policy(), Source::Grpc)],
-            HostNs::default(),
+            CompileEnv::default(),
         )
         .unwrap_err();
         assert!(matches!(err, AgentError::Duplicate(n) if n == "lsm-file-open"));

@@ -167,7 +167,17 @@ async fn main() -> anyhow::Result<()> {
     // Compiled once, before touching the kernel, so that a policy set that cannot fit is
     // refused early; the agent applies this very image.
     let host_ns = lsm_agent::bpf::procfs::host_namespaces();
-    let prepared = Prepared::compile(batch, host_ns).context("compiling policies")?;
+    // With Kubernetes, policies scoped to workloads apply to the pods they name from the
+    // start (to none until the pods are known), never node-wide.
+    let env = lsm_agent::policy::compile::CompileEnv {
+        host_ns,
+        workloads: lsm_agent::policy::workloads::Workloads {
+            enabled: k8s.is_some(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let prepared = Prepared::compile(batch, env).context("compiling policies")?;
     if args.check {
         println!("{} policy file(s) OK", prepared.policies().len());
         return Ok(());

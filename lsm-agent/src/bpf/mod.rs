@@ -110,6 +110,7 @@ pub struct Probe {
     addr4: LpmTrie<MapData, Addr4, SelMasks>,
     addr6: LpmTrie<MapData, Addr6, SelMasks>,
     ports: Array<MapData, SelMasks>,
+    cgroups: HashMap<MapData, u64, CgroupScope>,
     stats: PerCpuArray<MapData, u64>,
     counters: PerCpuArray<MapData, ActionCounters>,
     installed: MapImage,
@@ -222,6 +223,7 @@ impl Probe {
             addr4: take(&mut ebpf, ADDR4_MAP)?,
             addr6: take(&mut ebpf, ADDR6_MAP)?,
             ports: take(&mut ebpf, PORTS_MAP)?,
+            cgroups: take(&mut ebpf, CGROUPS_MAP)?,
             stats: take(&mut ebpf, STATS_MAP)?,
             counters: take(&mut ebpf, COUNTERS_MAP)?,
             _ebpf: ebpf,
@@ -318,6 +320,10 @@ impl Probe {
         .map_err(map_err(ADDR6_MAP))?;
         stage(&old.ports, &img.ports, |&i, m| self.ports.set(i, m, 0))
             .map_err(map_err(PORTS_MAP))?;
+        stage(&old.cgroups, &img.cgroups, |id, m| {
+            self.cgroups.insert(id, m, 0)
+        })
+        .map_err(map_err(CGROUPS_MAP))?;
         self.clear_fresh_follow_bits(old, img);
         for (&i, v) in &img.num_filt {
             if old.num_filt.get(&i) != Some(v) {
@@ -399,6 +405,11 @@ impl Probe {
             self.ports.set(i, m.unwrap_or_default(), 0)
         })
         .map_err(map_err(PORTS_MAP))?;
+        settle(&old.cgroups, &img.cgroups, |id, m| match m {
+            Some(m) => self.cgroups.insert(id, m, 0),
+            None => remove_ok(self.cgroups.remove(id)),
+        })
+        .map_err(map_err(CGROUPS_MAP))?;
         // Array slots are not cleared: no plan refers to them any more.
         Ok(())
     }
@@ -447,6 +458,15 @@ impl Masks for SelMasks {
             pos: self.pos | o.pos,
             neg: self.neg | o.neg,
         }
+    }
+}
+
+impl Masks for CgroupScope {
+    fn or(mut self, o: Self) -> Self {
+        for (m, o) in self.selectors.iter_mut().zip(o.selectors) {
+            *m |= o;
+        }
+        self
     }
 }
 

@@ -4,8 +4,8 @@
 //!   in-cluster or kubeconfig client configuration, the node name.
 //! * [`cgroup`]: which pod and container a cgroup v2 path belongs to (kubelet's systemd and
 //!   cgroupfs drivers; containerd, CRI-O and docker scopes). Pure.
-//! * [`selector`]: label selectors as Tetragon evaluates them (`podSelector`, `containerSelector`,
-//!   `nodeSelector`), and the scoping rules that combine them. Pure.
+//! * label selectors and the scoping rules are the policy's own ([`crate::policy::scope`]): the
+//!   compiler needs them, and `policy` comes first in the flow.
 //! * [`identity`]: the pods of this node by UID and by container ID; answers "which pod and
 //!   container is this cgroup". Pure.
 //! * [`pods`]: the watcher that keeps [`identity`] in sync with the API server.
@@ -23,7 +23,6 @@ pub mod identity;
 pub mod loader;
 pub mod pods;
 pub mod policies;
-pub mod selector;
 
 /// Errors of the API-facing parts (configuration and watchers).
 #[derive(Debug, thiserror::Error)]

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::selector;
+use crate::policy::scope as selector;
 
 pub const GROUP: &str = "cilium.io";
 pub const VERSION: &str = "v1alpha1";

@@ -16,6 +16,7 @@ use super::ir::{
     Action, AddrValue, ArgFilter, ArgSpec, CapSet, FilterKind, HookOrigin, HostNs, LsmHook,
     NetField, NsValue, NumOp, Policy, PolicyMode, RateLimitScope, Selector, SockAttr, StrOp,
 };
+use super::workloads::{ScopedGroup, Workloads, cgroup_scopes};
 
 /// What compiling depends on besides the policies: facts about the node and the current
 /// answers for `dns:` names. Kept out of the compiler so it stays pure.
@@ -24,6 +25,8 @@ pub struct CompileEnv {
     pub host_ns: HostNs,
     /// Name → the addresses it resolves to now (a name missing here matches nothing yet).
     pub dns: BTreeMap<String, Vec<IpAddr>>,
+    /// The node's pods and containers by cgroup, for policies scoped to some of them.
+    pub workloads: Workloads,
 }
 
 /// Key of an address entry: hook id, `NET_*` field, the network's address bytes (4 or 16,
@@ -95,6 +98,8 @@ pub struct MapImage {
     pub ports: BTreeMap<u32, SelMasks>,
     /// Index: `hook * MAX_SELECTORS + slot`.
     pub slots: BTreeMap<u32, SlotInfo>,
+    /// Per cgroup id (and [`CGROUP_HOST`]): the scoped selectors that apply there.
+    pub cgroups: BTreeMap<u64, CgroupScope>,
 }
 
 impl MapImage {
@@ -341,7 +346,9 @@ pub fn compile_with(
         *used.entry(hook).or_default() |= run_mask(first, count);
     }
 
+    let mut scoped: Vec<ScopedGroup<'_>> = Vec::new();
     for &(policy_id, policy) in policies {
+        let restricted = env.workloads.restricts(&policy.scope);
         for (group, hook) in policy.hooks.iter().enumerate() {
             let hid = hook.lsm.id();
             // A hook without selectors posts every call: one selector with no filters.
@@ -374,6 +381,14 @@ pub fn compile_with(
                     first
                 }
             };
+            if restricted {
+                let bits = run_mask(first, count);
+                img.hook_cfg
+                    .entry(hid)
+                    .or_insert_with(HookConfig::empty)
+                    .scoped |= bits;
+                scoped.push((hid, bits, &policy.scope));
+            }
 
             for (i, sel) in selectors.iter().enumerate() {
                 let slot = first + i as u32;
@@ -472,6 +487,18 @@ pub fn compile_with(
             }
         }
         check_capacity(&img, &policy.name)?;
+    }
+    img.cgroups = cgroup_scopes(&env.workloads, &scoped);
+    if img.cgroups.len() > CGROUPS_ENTRIES as usize {
+        return Err(CompileError::MapFull {
+            policy: policies
+                .iter()
+                .rev()
+                .find(|(_, p)| env.workloads.restricts(&p.scope))
+                .map_or_else(String::new, |(_, p)| p.name.clone()),
+            map: "CGROUPS",
+            max: CGROUPS_ENTRIES,
+        });
     }
     close_over_prefixes(&mut img.str_prefix);
     close_over_prefixes(&mut img.str_postfix);
@@ -783,6 +810,7 @@ mod tests {
             name: name.into(),
             kind: PolicyKind::TracingPolicy,
             namespace: None,
+            scope: crate::policy::scope::Scope::Everything,
             mode,
             hooks: vec![Hook {
                 lsm: LsmHook::FilePermission,

@@ -91,6 +91,9 @@ pub struct Policy {
     pub kind: PolicyKind,
     /// `metadata.namespace` (namespaced policies only).
     pub namespace: Option<String>,
+    /// The workloads it applies to (namespace, `podSelector`, `containerSelector`,
+    /// `hostSelector`), enforced in the kernel by cgroup when Kubernetes is on.
+    pub scope: super::scope::Scope,
     pub mode: PolicyMode,
     pub hooks: Vec<Hook>,
     /// Non-fatal remarks for the log (e.g. "namespaced policy applies to all processes").

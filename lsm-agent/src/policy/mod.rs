@@ -8,7 +8,9 @@ pub mod ir;
 pub mod locate;
 mod model;
 pub mod parse;
+pub mod scope;
 #[cfg(test)]
 mod testutil;
 mod validate;
 mod values;
+pub mod workloads;

@@ -13,8 +13,11 @@ mod selectors;
 
 use hooks::{convert_kprobe, convert_lsmhook};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+
 use super::ir;
 use super::model as raw;
+use super::scope::{PolicySelectors, Scope, Selector, SelectorError};
 
 /// A validation failure at a YAML path, located in the source afterwards.
 #[derive(Debug)]
@@ -75,8 +78,9 @@ pub(crate) fn convert(
         ir::PolicyKind::TracingPolicyNamespaced => {
             warnings.push(invalid(
                 "kind",
-                "TracingPolicyNamespaced without Kubernetes: the policy applies to every \
-                 process on the node (as Tetragon does without the Kubernetes API)",
+                "TracingPolicyNamespaced: with the Kubernetes API the policy applies to the \
+                 pods of its namespace only; without it, it applies to every process on the \
+                 node (as Tetragon does without the Kubernetes API)",
             ));
             meta.namespace.clone().filter(|n| !n.is_empty())
         }
@@ -88,7 +92,15 @@ pub(crate) fn convert(
         .as_ref()
         .ok_or_else(|| invalid("", "missing spec"))?;
 
-    check_spec_unsupported(spec, kind, warnings)?;
+    check_spec_unsupported(spec, warnings)?;
+    let scope = policy_scope(spec, namespace.as_deref())?;
+    if kind == ir::PolicyKind::TracingPolicy && scope != Scope::Everything {
+        warnings.push(invalid(
+            "spec",
+            "podSelector/containerSelector/hostSelector apply with the Kubernetes API only; \
+             without it the policy applies to every process on the node",
+        ));
+    }
     let mode = policy_mode(spec)?;
 
     let mut hooks = Vec::new();
@@ -108,17 +120,58 @@ pub(crate) fn convert(
         name,
         kind,
         namespace,
+        scope,
         mode,
         hooks,
         warnings: Vec::new(),
     })
 }
 
-fn check_spec_unsupported(
-    spec: &raw::Spec,
-    kind: ir::PolicyKind,
-    warnings: &mut Vec<Invalid>,
-) -> VResult<()> {
+/// The workloads the policy applies to, by Tetragon's rules (`tetragon-compat.md` §1.10).
+fn policy_scope(spec: &raw::Spec, namespace: Option<&str>) -> VResult<Scope> {
+    let pod = spec.pod_selector.as_ref().map(label_selector);
+    let container = spec.container_selector.as_ref().map(label_selector);
+    let host = spec.host_selector.as_ref().map(label_selector);
+    let selectors = PolicySelectors {
+        pod: pod.as_ref(),
+        container: container.as_ref(),
+        host: host.as_ref(),
+    };
+    Scope::new(namespace, selectors).map_err(|e| {
+        let field = match e {
+            SelectorError::HostSelectorLabels | SelectorError::HostSelectorNamespaced => {
+                "spec.hostSelector"
+            }
+            // Only a malformed pod or container selector is left; name the one that is.
+            _ if pod
+                .as_ref()
+                .is_some_and(|p| Selector::new(Some(p)).is_err()) =>
+            {
+                "spec.podSelector"
+            }
+            _ => "spec.containerSelector",
+        };
+        invalid(field, e.to_string())
+    })
+}
+
+/// The model's selector as the Kubernetes type the matcher takes.
+fn label_selector(s: &raw::LabelSelector) -> LabelSelector {
+    LabelSelector {
+        match_labels: s.match_labels.clone(),
+        match_expressions: s.match_expressions.as_ref().map(|reqs| {
+            reqs.iter()
+                .map(|r| LabelSelectorRequirement {
+                    key: r.key.clone(),
+                    operator: r.operator.clone(),
+                    values: r.values.clone(),
+                })
+                .collect()
+        }),
+    }
+}
+
+fn check_spec_unsupported(spec: &raw::Spec, warnings: &mut Vec<Invalid>) -> VResult<()> {
     if non_empty(&spec.tracepoints) {
         return Err(not_supported("spec.tracepoints"));
     }
@@ -136,35 +189,6 @@ fn check_spec_unsupported(
     }
     if spec.loader == Some(true) {
         return Err(not_supported("spec.loader"));
-    }
-    if spec.pod_selector.is_some() {
-        return Err(invalid(
-            "spec.podSelector",
-            "not supported yet by lsm-agent (pod filtering needs Kubernetes)",
-        ));
-    }
-    if spec.container_selector.is_some() {
-        return Err(invalid(
-            "spec.containerSelector",
-            "not supported yet by lsm-agent (container filtering needs Kubernetes)",
-        ));
-    }
-    if let Some(hs) = &spec.host_selector {
-        if kind == ir::PolicyKind::TracingPolicyNamespaced {
-            return Err(invalid(
-                "spec.hostSelector",
-                "must be null in a TracingPolicyNamespaced",
-            ));
-        }
-        if non_empty(&hs.match_expressions)
-            || hs.match_labels.as_ref().is_some_and(|m| !m.is_empty())
-        {
-            return Err(invalid(
-                "spec.hostSelector",
-                "only null or {} is allowed (host workloads have no labels)",
-            ));
-        }
-        return Err(not_supported("spec.hostSelector"));
     }
     if spec.node_selector.is_some() {
         warnings.push(invalid(
@@ -277,11 +301,30 @@ mod tests {
             e.to_string(),
             "test.yaml:6:3: spec.tracepoints: not supported yet by lsm-agent"
         );
-        let yaml = with_selector("matchActions: [{action: Post}]").replace(
-            "spec:\n",
-            "spec:\n  podSelector:\n    matchLabels: {app: x}\n",
+    }
+
+    #[test]
+    fn workload_selectors_parse_and_malformed_ones_name_their_field() {
+        let with_spec = |extra: &str| {
+            with_selector("matchActions: [{action: Post}]")
+                .replace("spec:\n", &format!("spec:\n{extra}"))
+        };
+        let p = parse_ok(&with_spec("  podSelector:\n    matchLabels: {app: x}\n"));
+        assert!(
+            p.scope
+                .covers_pod("any", &[("app".into(), "x".into())].into())
         );
-        assert_eq!(parse_err(&yaml).path, "spec.podSelector");
+        assert!(!p.scope.covers_host());
+        let bad_pod = "  podSelector:\n    matchExpressions: [{key: app, operator: In}]\n";
+        assert_eq!(parse_err(&with_spec(bad_pod)).path, "spec.podSelector");
+        let bad_container =
+            "  containerSelector:\n    matchExpressions: [{key: name, operator: Is}]\n";
+        assert_eq!(
+            parse_err(&with_spec(bad_container)).path,
+            "spec.containerSelector"
+        );
+        let bad_host = "  hostSelector:\n    matchLabels: {a: b}\n";
+        assert_eq!(parse_err(&with_spec(bad_host)).path, "spec.hostSelector");
     }
 
     #[test]
