@@ -154,10 +154,12 @@ fn exec(binary: &str, ns: Option<&str>) -> model::Event {
             binary: binary.into(),
             argv: vec![binary.into(), "x".repeat(64)],
             pid: 1,
-            pod: ns.map(|ns| model::Pod {
-                namespace: ns.into(),
-                name: "pod".into(),
-                ..Default::default()
+            pod: ns.map(|ns| {
+                Arc::new(model::Pod {
+                    namespace: ns.into(),
+                    name: "pod".into(),
+                    ..Default::default()
+                })
             }),
             ..Default::default()
         },

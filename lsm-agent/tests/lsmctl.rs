@@ -148,10 +148,12 @@ fn proc(binary: &str, args: &str, pod: Option<(&str, &str)>) -> Process {
         binary: binary.into(),
         argv,
         pid: 1234,
-        pod: pod.map(|(ns, name)| Pod {
-            namespace: ns.into(),
-            name: name.into(),
-            ..Default::default()
+        pod: pod.map(|(ns, name)| {
+            std::sync::Arc::new(Pod {
+                namespace: ns.into(),
+                name: name.into(),
+                ..Default::default()
+            })
         }),
         ..Default::default()
     }

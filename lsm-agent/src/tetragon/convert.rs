@@ -104,6 +104,17 @@ pub fn arguments(args: &[String]) -> String {
     out
 }
 
+/// Tetragon's `docker` field: the container id without its runtime prefix (`containerd://`),
+/// cut to the 31 characters Tetragon takes from the cgroup name.
+fn docker_id(pod: Option<&model::Pod>) -> String {
+    const TETRAGON_ID_LEN: usize = 31;
+    let Some(c) = pod.and_then(|p| p.container.as_ref()) else {
+        return String::new();
+    };
+    let id = c.id.split_once("://").map_or(c.id.as_str(), |(_, id)| id);
+    id.chars().take(TETRAGON_ID_LEN).collect()
+}
+
 pub fn process(p: &model::Process) -> Process {
     Process {
         exec_id: p.exec_id.clone(),
@@ -119,7 +130,8 @@ pub fn process(p: &model::Process) -> Process {
             .collect::<Vec<_>>()
             .join(" "),
         start_time: p.start_time.map(timestamp),
-        pod: p.pod.as_ref().map(pod),
+        pod: p.pod.as_deref().map(pod),
+        docker: docker_id(p.pod.as_deref()),
         parent_exec_id: p.parent_exec_id.clone().unwrap_or_default(),
         tid: p.tid,
         ..Default::default()
@@ -299,7 +311,7 @@ mod tests {
             flags: vec![model::ProcessFlag::Execve, model::ProcessFlag::TruncArgs],
             start_time: Some(t),
             parent_exec_id: None,
-            pod: Some(model::Pod {
+            pod: Some(std::sync::Arc::new(model::Pod {
                 namespace: "default".into(),
                 name: "web-1".into(),
                 labels: [("app".to_owned(), "web".to_owned())].into(),
@@ -309,7 +321,7 @@ mod tests {
                     ..Default::default()
                 }),
                 ..Default::default()
-            }),
+            })),
         });
         assert_eq!(p.arguments, "-c true");
         assert_eq!(p.flags, "execve truncArgs");
@@ -339,6 +351,7 @@ mod tests {
             &mut c,
             &KernelEvent::Exit(ExitData {
                 ktime: 20,
+                cgroup_id: 0,
                 pid: 100,
                 tgid: 100,
                 exit_code: 9,
@@ -361,6 +374,7 @@ mod tests {
         exec_cat(&mut c);
         let ev = KernelEvent::Exit(ExitData {
             ktime: 20,
+            cgroup_id: 0,
             pid: 100,
             tgid: 100,
             exit_code: 1 << 8,
