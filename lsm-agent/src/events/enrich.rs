@@ -29,7 +29,8 @@ use crate::policy::{
 /// Which Kubernetes pod (and container) a process runs in.
 ///
 /// Asked once per kernel event, on the decoder's task: an implementation answers from memory
-/// (a map lookup), never from the API server.
+/// (a map lookup), never from the API server, and hands out the same `Arc` while a pod is
+/// unchanged (the cache then sees that nothing changed without comparing the pods).
 pub trait PodLookup: Send + Sync {
     /// The pod of the process `tgid` whose task is in the cgroup v2 `cgroup_id` (the inode
     /// number of the cgroup's directory); `None` for a process outside any known pod. A
