@@ -154,10 +154,12 @@ fn exec(binary: &str, ns: Option<&str>) -> model::Event {
             binary: binary.into(),
             argv: vec![binary.into(), "x".repeat(64)],
             pid: 1,
-            pod: ns.map(|ns| model::Pod {
-                namespace: ns.into(),
-                name: "pod".into(),
-                ..Default::default()
+            pod: ns.map(|ns| {
+                Arc::new(model::Pod {
+                    namespace: ns.into(),
+                    name: "pod".into(),
+                    ..Default::default()
+                })
             }),
             ..Default::default()
         },
@@ -264,6 +266,84 @@ async fn server_side_filters() {
     assert_quiet(&mut host_only).await;
     assert_eq!(binary(&recv(&mut in_ns).await), "/bin/cat");
     assert_quiet(&mut in_ns).await;
+    server.shutdown().await;
+}
+
+/// `binary` run in pod `namespace/name` (container `spaceship`) with `labels`.
+fn exec_in_pod(binary: &str, namespace: &str, name: &str, labels: &[(&str, &str)]) -> model::Event {
+    let mut ev = exec(binary, Some(namespace));
+    let EventKind::Exec(e) = &mut ev.kind else {
+        unreachable!()
+    };
+    e.process.pod = Some(Arc::new(model::Pod {
+        namespace: namespace.into(),
+        name: name.into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        container: Some(model::Container {
+            // A 64-character id: the name, padded with zeros.
+            id: format!("containerd://{name:0<64}"),
+            name: "spaceship".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }));
+    ev
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_filters_select_pods_and_never_the_host() {
+    let server = Server::start(64, Arc::default()).await;
+    let mut by_labels = server
+        .subscribe(Some(Filter {
+            labels: vec!["org=alliance,class notin (tiefighter)".into()],
+            ..Default::default()
+        }))
+        .await;
+    let mut by_pod = server
+        .subscribe(Some(Filter {
+            pod_regex: vec!["^xwing$".into()],
+            namespace: vec!["default".into()],
+            ..Default::default()
+        }))
+        .await;
+    // `docker` is the container id's first 31 characters.
+    let mut by_container = server
+        .subscribe(Some(Filter {
+            container_id: vec!["^tiefighter0".into()],
+            ..Default::default()
+        }))
+        .await;
+
+    server.bus.publish(exec("/usr/bin/host-curl", None));
+    server.bus.publish(exec_in_pod(
+        "/usr/bin/xwing-curl",
+        "default",
+        "xwing",
+        &[("org", "alliance"), ("class", "xwing")],
+    ));
+    server.bus.publish(exec_in_pod(
+        "/usr/bin/tie-curl",
+        "empire",
+        "tiefighter",
+        &[("org", "empire"), ("class", "tiefighter")],
+    ));
+
+    let xwing = recv(&mut by_labels).await;
+    assert_eq!(binary(&xwing), "/usr/bin/xwing-curl");
+    let Some(Event::ProcessExec(e)) = &xwing.event else {
+        unreachable!()
+    };
+    let p = e.process.as_ref().unwrap();
+    assert_eq!(p.pod.as_ref().unwrap().pod_labels["org"], "alliance");
+    assert_eq!(p.docker, "xwing00000000000000000000000000");
+    assert_quiet(&mut by_labels).await;
+    assert_eq!(binary(&recv(&mut by_pod).await), "/usr/bin/xwing-curl");
+    assert_quiet(&mut by_pod).await;
+    assert_eq!(binary(&recv(&mut by_container).await), "/usr/bin/tie-curl");
+    assert_quiet(&mut by_container).await;
     server.shutdown().await;
 }
 

@@ -1349,9 +1349,35 @@ mod tests {
         // Parsed, but refused by the matcher like GetEvents refuses it.
         let bad_regex = parse_filter_list("f", r#"{"binary_regex":["("]}"#).unwrap();
         assert!(compile_filters(&bad_regex, &[]).is_err());
-        let labels = parse_filter_list("f", r#"{"labels":["app=x"]}"#).unwrap();
+        let pid_set = parse_filter_list("f", r#"{"pid_set":[1]}"#).unwrap();
+        let e = compile_filters(&[], &pid_set).unwrap_err().to_string();
+        assert!(e.contains("pid_set is not supported"), "{e}");
+        let labels = parse_filter_list("f", r#"{"labels":["app in x"]}"#).unwrap();
         let e = compile_filters(&[], &labels).unwrap_err().to_string();
-        assert!(e.contains("labels is not supported"), "{e}");
+        assert!(e.contains("invalid labels selector"), "{e}");
+    }
+
+    #[test]
+    fn a_label_selector_list_keeps_only_the_selected_pods_events() {
+        let in_pod = |labels: &[(&str, &str)]| {
+            let mut ev = exec("/usr/bin/curl", true);
+            let Some(Event::ProcessExec(e)) = &mut ev.event else {
+                unreachable!()
+            };
+            let pod = e.process.as_mut().unwrap().pod.as_mut().unwrap();
+            pod.namespace = "default".into();
+            pod.pod_labels = labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            ev
+        };
+        let allow =
+            parse_filter_list("a", r#"{"labels":["org=alliance,class in (xwing)"]}"#).unwrap();
+        let f = compile_filters(&allow, &[]).unwrap();
+        assert!(f.matches(&in_pod(&[("org", "alliance"), ("class", "xwing")])));
+        assert!(!f.matches(&in_pod(&[("org", "empire"), ("class", "tiefighter")])));
+        assert!(!f.matches(&exec("/usr/bin/curl", false)), "host process");
     }
 
     fn exec(binary: &str, probe: bool) -> GetEventsResponse {

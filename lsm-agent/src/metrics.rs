@@ -910,6 +910,7 @@ mod tests {
     fn hook(retval: i32) -> KernelEvent {
         KernelEvent::Hook(HookData {
             ktime: 1,
+            cgroup_id: 0,
             pid: 7,
             tgid: 7,
             hook: lsm_shared::HOOK_FILE_OPEN,
@@ -926,6 +927,7 @@ mod tests {
         (
             KernelEvent::Exec(ExecData {
                 ktime: 1,
+                cgroup_id: 0,
                 pid: 7,
                 tgid: 7,
                 ppid: 1,

@@ -148,10 +148,12 @@ fn proc(binary: &str, args: &str, pod: Option<(&str, &str)>) -> Process {
         binary: binary.into(),
         argv,
         pid: 1234,
-        pod: pod.map(|(ns, name)| Pod {
-            namespace: ns.into(),
-            name: name.into(),
-            ..Default::default()
+        pod: pod.map(|(ns, name)| {
+            std::sync::Arc::new(Pod {
+                namespace: ns.into(),
+                name: name.into(),
+                ..Default::default()
+            })
         }),
         ..Default::default()
     }
@@ -334,6 +336,22 @@ async fn getevents_filters_and_json() {
     assert_eq!(v["process_lsm"]["function_name"], "bprm_check_security");
     assert_eq!(v["process_lsm"]["process"]["pid"], 1234);
     assert_eq!(v["node_name"], "user-nix");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn getevents_pods_and_namespace_show_only_that_pods_events() {
+    // Host events first: a filter that let them through would print them first.
+    let host_first = || events().into_iter().rev().collect::<Vec<_>>();
+    let xwing_lines: Vec<&str> = EXPECTED[..4].iter().rev().copied().collect();
+    for flags in [
+        &["-o", "compact", "--pods", "xwing"][..],
+        &["-o", "compact", "--namespace", "default"],
+        &["-o", "compact", "--pod", "^xw", "-n", "default"],
+    ] {
+        let server = Server::start(vec![]).await;
+        let lines = getevents_lines(&server, flags, host_first(), xwing_lines.len()).await;
+        assert_eq!(lines, xwing_lines, "{flags:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

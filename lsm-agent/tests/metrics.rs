@@ -255,6 +255,7 @@ async fn scrape_reports_what_the_daemon_records() {
     let max = lsm_shared::MAX_SELECTORS;
     let ev = KernelEvent::Hook(HookData {
         ktime: 1,
+        cgroup_id: 0,
         pid: std::process::id(),
         tgid: std::process::id(),
         hook: idx / max,
@@ -269,7 +270,7 @@ async fn scrape_reports_what_the_daemon_records() {
         }),
         net: None,
     });
-    let mut cache = ProcessCache::new("node".into());
+    let mut cache = ProcessCache::new("node".into(), None);
     let mut events = EventMetrics::new();
     let out = cache.convert(&ev, &img);
     assert_eq!(out.len(), 1);

@@ -1,5 +1,5 @@
 //! The one writer of the ring buffer.
-use aya_ebpf::helpers::generated::bpf_get_smp_processor_id;
+use aya_ebpf::helpers::generated::{bpf_get_current_cgroup_id, bpf_get_smp_processor_id};
 use lsm_shared::*;
 
 use crate::{maps::EVENTS, path::count};
@@ -32,9 +32,9 @@ events!(
 );
 
 /// Sends one event: reserves a `T` in the ring buffer, writes its header (kind, this CPU,
-/// `ktime`, `pid`, `tgid`), lets `fill` write the rest of the record, and submits it. When
-/// the ring buffer is full the event is dropped and counted in `STAT_RING_LOST`; no
-/// program's verdict depends on it.
+/// `ktime`, `pid`, `tgid`, the current task's cgroup v2 id), lets `fill` write the rest of
+/// the record, and submits it. When the ring buffer is full the event is dropped and counted
+/// in `STAT_RING_LOST`; no program's verdict depends on it.
 #[inline(always)]
 pub fn emit<T: Event>(pid: u32, tgid: u32, ktime: u64, fill: impl FnOnce(*mut T)) {
     let Some(mut entry) = EVENTS.reserve::<T>(0) else {
@@ -44,6 +44,9 @@ pub fn emit<T: Event>(pid: u32, tgid: u32, ktime: u64, fill: impl FnOnce(*mut T)
     let ev = entry.as_mut_ptr();
     // SAFETY: a helper without arguments.
     let cpu = unsafe { bpf_get_smp_processor_id() };
+    // SAFETY: a helper without arguments; every program type that emits (LSM, BTF
+    // tracepoints) may call it.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     // SAFETY: `ev` is the reserved record, ours alone until submitted, and it starts with
     // its header (the contract of `Event`).
     unsafe {
@@ -53,6 +56,7 @@ pub fn emit<T: Event>(pid: u32, tgid: u32, ktime: u64, fill: impl FnOnce(*mut T)
             ktime,
             pid,
             tgid,
+            cgroup_id,
         });
     }
     fill(ev);

@@ -498,8 +498,13 @@ pub struct EventHeader {
     /// Thread id and thread-group id of the task.
     pub pid: u32,
     pub tgid: u32,
+    /// `bpf_get_current_cgroup_id()`: the cgroup v2 id (the inode number of the cgroup's
+    /// directory in cgroupfs) of the task that produced the record. User space maps it to the
+    /// Kubernetes pod and container. For a fork it is the parent's, which the child inherits
+    /// unless it was cloned into another cgroup (`CLONE_INTO_CGROUP`); 0 when unknown.
+    pub cgroup_id: u64,
 }
-const _: () = assert!(size_of::<EventHeader>() == 24);
+const _: () = assert!(size_of::<EventHeader>() == 32);
 
 /// A successful `execve`, emitted at `sched_process_exec`.
 #[repr(C)]
@@ -515,7 +520,9 @@ pub struct ExecEvent {
     pub exe: PathRec,
     pub args: [u8; ARGS_LEN],
 }
-const _: () = assert!(size_of::<ExecEvent>() == 24 + 16 + size_of::<PathRec>() + ARGS_LEN);
+const _: () = assert!(
+    size_of::<ExecEvent>() == size_of::<EventHeader>() + 16 + size_of::<PathRec>() + ARGS_LEN
+);
 
 /// A process (thread-group leader) exited, emitted at `sched_process_exit`.
 #[repr(C)]
@@ -526,7 +533,7 @@ pub struct ExitEvent {
     pub exit_code: u32,
     pub _pad: u32,
 }
-const _: () = assert!(size_of::<ExitEvent>() == 32);
+const _: () = assert!(size_of::<ExitEvent>() == size_of::<EventHeader>() + 8);
 
 /// A new process (not a thread) was forked; `header` describes the child. Lets user space
 /// attribute events of a child that never execs to the parent's binary.
@@ -538,7 +545,7 @@ pub struct ForkEvent {
     pub ppid: u32,
     pub _pad: u32,
 }
-const _: () = assert!(size_of::<ForkEvent>() == 32);
+const _: () = assert!(size_of::<ForkEvent>() == size_of::<EventHeader>() + 8);
 
 /// Selectors fired at an LSM hook: one record per hook call, however many policies fired.
 #[repr(C)]
@@ -561,7 +568,12 @@ pub struct HookEvent {
     pub path: PathRec,
 }
 const _: () = assert!(
-    size_of::<HookEvent>() == 24 + 24 + 8 * MAX_ARGS + size_of::<NetInfo>() + size_of::<PathRec>()
+    size_of::<HookEvent>()
+        == size_of::<EventHeader>()
+            + 24
+            + 8 * MAX_ARGS
+            + size_of::<NetInfo>()
+            + size_of::<PathRec>()
 );
 
 // ---------------------------------------------------------------------------------------------

@@ -286,7 +286,7 @@ async fn main() -> anyhow::Result<()> {
         let bus = bus.clone();
         let images = agent.images();
         async move {
-            let mut cache = ProcessCache::new(events::enrich::node_name());
+            let mut cache = ProcessCache::new(events::enrich::node_name(), None);
             let mut metrics = lsm_agent::metrics::EventMetrics::new();
             while let Some(ev) = rx.recv().await {
                 let img = images.borrow().clone();

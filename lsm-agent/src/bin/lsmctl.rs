@@ -666,3 +666,47 @@ async fn tracingpolicy(
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The request `lsmctl getevents <args>` sends.
+    fn request(args: &[&str]) -> GetEventsRequest {
+        let cli = Cli::try_parse_from(["lsmctl", "getevents"].iter().chain(args)).unwrap();
+        let Command::Getevents(a) = cli.command else {
+            unreachable!()
+        };
+        build_request(&a).unwrap()
+    }
+
+    #[test]
+    fn pod_flags_fill_tetras_filter_fields_in_one_allow_filter() {
+        let r = request(&["--pods", "xwing", "tie.*", "--namespace", "default"]);
+        assert_eq!(r.allow_list.len(), 1);
+        let f = &r.allow_list[0];
+        assert_eq!(f.pod_regex, ["xwing", "tie.*"]);
+        assert_eq!(f.namespace, ["default"]);
+        assert!(r.deny_list.is_empty() && r.field_filters.is_empty());
+        // tetra's other spellings.
+        let r = request(&[
+            "--pod",
+            "xwing",
+            "-n",
+            "default",
+            "--namespaces",
+            "kube-system",
+        ]);
+        assert_eq!(r.allow_list[0].pod_regex, ["xwing"]);
+        assert_eq!(r.allow_list[0].namespace, ["default", "kube-system"]);
+    }
+
+    #[test]
+    fn host_adds_the_empty_namespace_and_containers_select_by_name() {
+        let r = request(&["--host", "-n", "default", "--containers", "spaceship"]);
+        let f = &r.allow_list[0];
+        assert_eq!(f.namespace, ["default", ""]);
+        assert_eq!(f.container_name_regex, ["spaceship"]);
+        assert_eq!(request(&[]).allow_list, [Filter::default()]);
+    }
+}

@@ -30,6 +30,8 @@ pub struct KPath {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecData {
     pub ktime: u64,
+    /// The task's cgroup v2 id ([`EventHeader::cgroup_id`]); 0 when unknown.
+    pub cgroup_id: u64,
     pub pid: u32,
     pub tgid: u32,
     pub ppid: u32,
@@ -44,6 +46,8 @@ pub struct ExecData {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExitData {
     pub ktime: u64,
+    /// The task's cgroup v2 id ([`EventHeader::cgroup_id`]); 0 when unknown.
+    pub cgroup_id: u64,
     pub pid: u32,
     pub tgid: u32,
     pub exit_code: u32,
@@ -52,6 +56,8 @@ pub struct ExitData {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookData {
     pub ktime: u64,
+    /// The task's cgroup v2 id ([`EventHeader::cgroup_id`]); 0 when unknown.
+    pub cgroup_id: u64,
     pub pid: u32,
     pub tgid: u32,
     pub hook: u32,
@@ -116,6 +122,8 @@ pub fn ip_from_bytes(family: u16, bytes: &[u8; 16]) -> Option<IpAddr> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForkData {
     pub ktime: u64,
+    /// The task's cgroup v2 id ([`EventHeader::cgroup_id`]); 0 when unknown.
+    pub cgroup_id: u64,
     /// The child.
     pub tgid: u32,
     pub ppid: u32,
@@ -189,6 +197,7 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
             let n = (e.args_len as usize).min(ARGS_LEN);
             Ok(KernelEvent::Exec(ExecData {
                 ktime: header.ktime,
+                cgroup_id: header.cgroup_id,
                 pid: header.pid,
                 tgid: header.tgid,
                 ppid: e.ppid,
@@ -202,6 +211,7 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
             let e: ForkEvent = read(buf, header.kind)?;
             Ok(KernelEvent::Fork(ForkData {
                 ktime: header.ktime,
+                cgroup_id: header.cgroup_id,
                 tgid: header.tgid,
                 ppid: e.ppid,
             }))
@@ -210,6 +220,7 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
             let e: ExitEvent = read(buf, header.kind)?;
             Ok(KernelEvent::Exit(ExitData {
                 ktime: header.ktime,
+                cgroup_id: header.cgroup_id,
                 pid: header.pid,
                 tgid: header.tgid,
                 exit_code: e.exit_code,
@@ -220,6 +231,7 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
             let has_path = e.path.len > 0 || e.path.flags != 0;
             Ok(KernelEvent::Hook(HookData {
                 ktime: header.ktime,
+                cgroup_id: header.cgroup_id,
                 pid: header.pid,
                 tgid: header.tgid,
                 hook: e.hook,
@@ -252,6 +264,7 @@ mod tests {
             ktime: 1234,
             pid: 42,
             tgid: 40,
+            cgroup_id: 0x1_0000_2a2b,
         }
     }
 
@@ -276,6 +289,33 @@ mod tests {
         assert_eq!(e.argv, vec!["/usr/bin/cat", "/etc/shadow"]);
         assert!(!e.args_truncated);
         assert_eq!((e.pid, e.tgid, e.ppid), (42, 40, 1));
+        assert_eq!(e.cgroup_id, 0x1_0000_2a2b);
+    }
+
+    #[test]
+    fn every_record_kind_carries_the_cgroup_id_of_its_header() {
+        let exit = ExitEvent {
+            header: header(EVENT_EXIT),
+            exit_code: 0,
+            _pad: 0,
+        };
+        let fork = ForkEvent {
+            header: header(EVENT_FORK),
+            ppid: 1,
+            _pad: 0,
+        };
+        let ids = [
+            decode(&bytes_of(&exit)),
+            decode(&bytes_of(&fork)),
+            decode(&bytes_of(&connect_event(NetInfo::default()))),
+        ]
+        .map(|ev| match ev {
+            Ok(KernelEvent::Exit(e)) => e.cgroup_id,
+            Ok(KernelEvent::Fork(f)) => f.cgroup_id,
+            Ok(KernelEvent::Hook(h)) => h.cgroup_id,
+            other => panic!("unexpected {other:?}"),
+        });
+        assert_eq!(ids, [0x1_0000_2a2b; 3]);
     }
 
     #[test]
@@ -403,7 +443,9 @@ mod tests {
         };
         let b = bytes_of(&ev);
         assert!(matches!(decode(&b[..20]), Err(DecodeError::Short(20))));
-        assert!(matches!(decode(&b[..28]), Err(DecodeError::Size { .. })));
+        // A whole header (the cgroup id included) but not the whole record.
+        assert!(matches!(decode(&b[..28]), Err(DecodeError::Short(28))));
+        assert!(matches!(decode(&b[..36]), Err(DecodeError::Size { .. })));
         let mut bad = b.clone();
         bad[0] = 77;
         assert_eq!(decode(&bad), Err(DecodeError::UnknownKind(77)));

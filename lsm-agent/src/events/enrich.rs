@@ -3,6 +3,10 @@
 //! The cache knows every process the agent saw start (exec and fork events) and reads the
 //! others from `/proc` when an event first names them; each event carries its process and
 //! parent as the cache knows them at that moment.
+//!
+//! The Kubernetes pod of a process comes from a [`PodLookup`], asked with the cgroup id every
+//! kernel record carries; the Kubernetes edge implements it, and without Kubernetes there is
+//! none and no process has a pod.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -12,8 +16,8 @@ use lsm_shared::*;
 use super::{
     decode::{ExecData, ExitData, ForkData, HookData, KernelEvent},
     model::{
-        Action, Arg, ArgValue, Event, EventKind, Exec, Exit, Hook, Process, ProcessFlag, Sockaddr,
-        Time,
+        Action, Arg, ArgValue, Event, EventKind, Exec, Exit, Hook, Pod, Process, ProcessFlag,
+        Sockaddr, Time,
     },
     ratelimit::{RateLimiter, Subject},
 };
@@ -22,9 +26,24 @@ use crate::policy::{
     ir::ArgType,
 };
 
+/// Which Kubernetes pod (and container) a process runs in.
+///
+/// Asked once per kernel event, on the decoder's task: an implementation answers from memory
+/// (a map lookup), never from the API server, and hands out the same `Arc` while a pod is
+/// unchanged (the cache then sees that nothing changed without comparing the pods).
+pub trait PodLookup: Send + Sync {
+    /// The pod of the process `tgid` whose task is in the cgroup v2 `cgroup_id` (the inode
+    /// number of the cgroup's directory); `None` for a process outside any known pod. A
+    /// `cgroup_id` of 0 means the kernel did not report one (a process read from `/proc`):
+    /// the implementation may read `/proc/<tgid>/cgroup` instead.
+    fn pod_of(&self, cgroup_id: u64, tgid: u32) -> Option<Arc<Pod>>;
+}
+
 /// Processes by tgid.
 pub struct ProcessCache {
     node: String,
+    /// `None` without Kubernetes.
+    pods: Option<Arc<dyn PodLookup>>,
     /// Wall-clock nanoseconds minus boot-clock nanoseconds, to timestamp kernel events.
     boot_to_wall_ns: i128,
     procs: HashMap<u32, Arc<Process>>,
@@ -52,11 +71,14 @@ pub fn node_name() -> String {
 }
 
 impl ProcessCache {
-    pub fn new(node: String) -> Self {
+    /// A cache for the node `node`; `pods` resolves processes to pods (`None` without
+    /// Kubernetes).
+    pub fn new(node: String, pods: Option<Arc<dyn PodLookup>>) -> Self {
         let wall = clock_ns(nix::time::ClockId::CLOCK_REALTIME);
         let boot = clock_ns(nix::time::ClockId::CLOCK_BOOTTIME);
         ProcessCache {
             node,
+            pods,
             boot_to_wall_ns: wall - boot,
             procs: HashMap::new(),
             parents: HashMap::new(),
@@ -84,6 +106,7 @@ impl ProcessCache {
             .unwrap_or_default();
         let argv = proc.as_ref().map(|p| p.argv()).unwrap_or_default();
         let ppid = proc.as_ref().map_or(0, |p| p.ppid());
+        let pod = self.pod_of(0, tgid, None);
         let p = Arc::new(Process {
             exec_id: self.exec_id(0, tgid),
             pid: tgid,
@@ -91,10 +114,42 @@ impl ProcessCache {
             argv,
             flags: vec![ProcessFlag::ProcFs],
             parent_exec_id: self.parents_exec_id(ppid),
+            pod,
             ..Default::default()
         });
         self.procs.insert(tgid, p.clone());
         self.parents.insert(tgid, ppid);
+        p
+    }
+
+    /// The pod of `tgid`, now in `cgroup_id`: the lookup's answer, else what was known before
+    /// (`cached`), so that a process keeps its pod on events the lookup cannot place (its
+    /// cgroup is gone at exit, the pod was deleted before its last processes ended).
+    fn pod_of(&self, cgroup_id: u64, tgid: u32, cached: Option<&Arc<Pod>>) -> Option<Arc<Pod>> {
+        self.pods
+            .as_ref()
+            .and_then(|l| l.pod_of(cgroup_id, tgid))
+            .or_else(|| cached.cloned())
+    }
+
+    /// The cached process `tgid` with its pod brought up to date from the event's cgroup id;
+    /// the cache keeps the update, so that its children and its exit show it too.
+    fn with_current_pod(&mut self, tgid: u32, cgroup_id: u64) -> Arc<Process> {
+        let p = self.get_or_scan(tgid);
+        let pod = self.pod_of(cgroup_id, tgid, p.pod.as_ref());
+        let same = match (&pod, &p.pod) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return p;
+        }
+        let p = Arc::new(Process {
+            pod,
+            ..(*p).clone()
+        });
+        self.procs.insert(tgid, p.clone());
         p
     }
 
@@ -128,10 +183,13 @@ impl ProcessCache {
         if e.args_truncated {
             flags.push(ProcessFlag::TruncArgs);
         }
+        // The forked process this exec replaces was in the same cgroup.
+        let before = self.procs.get(&e.tgid).and_then(|p| p.pod.clone());
         let p = Process {
             exec_id: self.exec_id(e.ktime, e.tgid),
             pid: e.tgid,
             uid: Some(e.uid),
+            pod: self.pod_of(e.cgroup_id, e.tgid, before.as_ref()),
             binary: e.exe.path.clone(),
             argv: e.argv.clone(),
             flags,
@@ -151,7 +209,11 @@ impl ProcessCache {
         // A parent started before the agent is not cached yet; it is alive now, so /proc
         // still knows it.
         let parent = self.get_or_scan(f.ppid);
+        // The record's cgroup is the parent's, which the child starts in (but for
+        // `CLONE_INTO_CGROUP`, which its exec or first hook event then corrects).
+        let pod = self.pod_of(f.cgroup_id, f.tgid, parent.pod.as_ref());
         let child = Process {
+            pod,
             exec_id: self.exec_id(f.ktime, f.tgid),
             pid: f.tgid,
             tid: Some(f.tgid),
@@ -165,7 +227,7 @@ impl ProcessCache {
     }
 
     fn exit(&mut self, e: &ExitData) -> Event {
-        let process = (*self.get_or_scan(e.tgid)).clone();
+        let process = (*self.with_current_pod(e.tgid, e.cgroup_id)).clone();
         let parent = self.parent_of(e.tgid);
         self.procs.remove(&e.tgid);
         self.parents.remove(&e.tgid);
@@ -182,7 +244,7 @@ impl ProcessCache {
     }
 
     fn hook(&mut self, h: &HookData, slot: &SlotInfo) -> Event {
-        let mut process = (*self.get_or_scan(h.tgid)).clone();
+        let mut process = (*self.with_current_pod(h.tgid, h.cgroup_id)).clone();
         process.tid = Some(h.pid);
         let parent = self.parent_of(h.tgid);
         let args = slot
@@ -326,13 +388,18 @@ fn int_value(type_name: &str, raw: u64) -> ArgValue {
 /// convert its events.
 #[cfg(test)]
 pub(crate) mod fixtures {
+    use std::{
+        collections::HashMap,
+        sync::{Arc, Mutex},
+    };
+
     use lsm_shared::*;
 
-    use super::ProcessCache;
+    use super::{PodLookup, ProcessCache};
     use crate::{
         events::{
             decode::{ExecData, HookData, KPath, KernelEvent},
-            model::Event,
+            model::{Container, Event, Image, Pod, Time},
         },
         policy::{
             compile::{MapImage, SlotInfo},
@@ -340,8 +407,69 @@ pub(crate) mod fixtures {
         },
     };
 
+    /// The cgroup of the `spaceship` container of pod `default/xwing`: every fixture record
+    /// (cat's, curl's) comes from it.
+    pub const XWING_CGROUP: u64 = 0x2f41;
+
+    /// Pod `default/xwing` as the Kubernetes edge would describe it.
+    pub fn xwing() -> Arc<Pod> {
+        Arc::new(Pod {
+            namespace: "default".into(),
+            name: "xwing".into(),
+            uid: "5f0d5bd4-8c1e-4c36-9d8a-2f3c0e8c1a11".into(),
+            labels: [
+                ("app.kubernetes.io/name".to_owned(), "xwing".to_owned()),
+                ("class".to_owned(), "xwing".to_owned()),
+                ("org".to_owned(), "alliance".to_owned()),
+            ]
+            .into(),
+            workload: "xwing".into(),
+            workload_kind: "Pod".into(),
+            container: Some(Container {
+                id: "containerd://4b0df5a137260a6b95cbf6443bb2f4b0c9309e6ccb3d8afdbc3da8fff40c0778"
+                    .into(),
+                name: "spaceship".into(),
+                image: Some(Image {
+                    id: "quay.io/cilium/json-mock@sha256:5aad04835eda9025fe4561ad31be77fd55309af8158ca8663a72f6abb78c2603".into(),
+                    name: "quay.io/cilium/json-mock:v1.3.8".into(),
+                }),
+                start_time: Some(Time::from_unix_secs(1_700_000_000)),
+                pid: None,
+                maybe_exec_probe: false,
+            }),
+        })
+    }
+
+    /// A [`PodLookup`] test double: pods by cgroup id, changeable while the cache runs, and
+    /// the questions it was asked.
+    #[derive(Default)]
+    pub struct FakePods {
+        pub by_cgroup: Mutex<HashMap<u64, Arc<Pod>>>,
+        pub asked: Mutex<Vec<(u64, u32)>>,
+    }
+
+    impl FakePods {
+        pub fn with(cgroup_id: u64, pod: Arc<Pod>) -> Arc<Self> {
+            let f = FakePods::default();
+            f.by_cgroup.lock().unwrap().insert(cgroup_id, pod);
+            Arc::new(f)
+        }
+    }
+
+    impl PodLookup for FakePods {
+        fn pod_of(&self, cgroup_id: u64, tgid: u32) -> Option<Arc<Pod>> {
+            self.asked.lock().unwrap().push((cgroup_id, tgid));
+            self.by_cgroup.lock().unwrap().get(&cgroup_id).cloned()
+        }
+    }
+
     pub fn cache() -> ProcessCache {
-        ProcessCache::new("node1".into())
+        ProcessCache::new("node1".into(), None)
+    }
+
+    /// A cache whose pod lookup places [`XWING_CGROUP`] in `default/xwing`.
+    pub fn cache_in_xwing() -> ProcessCache {
+        ProcessCache::new("node1".into(), Some(FakePods::with(XWING_CGROUP, xwing())))
     }
 
     /// `cat /etc/shadow` (pid 100) starts.
@@ -349,6 +477,7 @@ pub(crate) mod fixtures {
         c.convert(
             &KernelEvent::Exec(ExecData {
                 ktime: 10,
+                cgroup_id: XWING_CGROUP,
                 pid: 100,
                 tgid: 100,
                 ppid: 1,
@@ -407,6 +536,7 @@ pub(crate) mod fixtures {
     pub fn hook_event() -> KernelEvent {
         KernelEvent::Hook(HookData {
             ktime: 15,
+            cgroup_id: XWING_CGROUP,
             pid: 100,
             tgid: 100,
             hook: HOOK_FILE_PERMISSION,
@@ -428,6 +558,7 @@ pub(crate) mod fixtures {
         c.convert(
             &KernelEvent::Exec(ExecData {
                 ktime: 10,
+                cgroup_id: XWING_CGROUP,
                 pid: 200,
                 tgid: 200,
                 ppid: 1,
@@ -464,6 +595,7 @@ pub(crate) mod fixtures {
                 ktime: 20,
                 pid: 200,
                 tgid: 200,
+                cgroup_id: XWING_CGROUP,
             },
             hook: HOOK_SOCKET_CONNECT,
             retval: 0,
@@ -553,6 +685,7 @@ mod tests {
             .convert(
                 &KernelEvent::Exit(ExitData {
                     ktime: 20,
+                    cgroup_id: 0,
                     pid: 100,
                     tgid: 100,
                     exit_code: 9,
@@ -574,6 +707,7 @@ mod tests {
         exec_cat(&mut c);
         let ev = KernelEvent::Exit(ExitData {
             ktime: 20,
+            cgroup_id: 0,
             pid: 100,
             tgid: 100,
             exit_code: 1 << 8,
@@ -661,6 +795,7 @@ mod tests {
         exec_cat(&mut c);
         let fork = KernelEvent::Fork(ForkData {
             ktime: 12,
+            cgroup_id: 0,
             tgid: 101,
             ppid: 100,
         });
@@ -728,5 +863,151 @@ mod tests {
     fn events_of_a_removed_policy_are_dropped() {
         let mut c = cache();
         assert!(c.convert(&hook_event(), &MapImage::default()).is_empty());
+    }
+
+    fn file_permission_image() -> MapImage {
+        let mut img = MapImage::default();
+        img.slots.insert(
+            HOOK_FILE_PERMISSION * MAX_SELECTORS,
+            slot(HookOrigin::Kprobe {
+                call: "security_file_permission".into(),
+            }),
+        );
+        img
+    }
+
+    fn exit_of(tgid: u32, cgroup_id: u64) -> KernelEvent {
+        KernelEvent::Exit(ExitData {
+            ktime: 30,
+            cgroup_id,
+            pid: tgid,
+            tgid,
+            exit_code: 9,
+        })
+    }
+
+    fn pod_name(p: &Process) -> Option<String> {
+        p.pod
+            .as_ref()
+            .map(|p| format!("{}/{}", p.namespace, p.name))
+    }
+
+    #[test]
+    fn exec_hook_and_exit_of_a_pod_process_carry_its_pod_and_a_host_parent_none() {
+        let mut c = cache_in_xwing();
+        // The parent, pid 1, runs on the host (read from /proc: no pod cgroup).
+        c.get_or_scan(1);
+        let EventKind::Exec(e) = exec_cat(&mut c).kind else {
+            panic!("not exec")
+        };
+        assert_eq!(e.process.pod, Some(xwing()));
+        assert_eq!(pod_name(&e.parent.expect("pid 1 is cached")), None);
+        let EventKind::Hook(h) = c
+            .convert(&hook_event(), &file_permission_image())
+            .remove(0)
+            .kind
+        else {
+            panic!("not a hook event")
+        };
+        assert_eq!(pod_name(&h.process).as_deref(), Some("default/xwing"));
+        let EventKind::Exit(x) = c
+            .convert(&exit_of(100, XWING_CGROUP), &MapImage::default())
+            .remove(0)
+            .kind
+        else {
+            panic!("not exit")
+        };
+        let pod = x.process.pod.expect("exit carries the pod");
+        assert_eq!(pod.container.as_ref().unwrap().name, "spaceship");
+        assert_eq!(pod.labels["org"], "alliance");
+    }
+
+    #[test]
+    fn a_process_outside_any_pod_cgroup_has_no_pod() {
+        let mut c = ProcessCache::new("node1".into(), Some(FakePods::with(0x9999, xwing())));
+        let EventKind::Exec(e) = exec_cat(&mut c).kind else {
+            panic!("not exec")
+        };
+        assert_eq!(e.process.pod, None);
+    }
+
+    #[test]
+    fn exit_keeps_the_cached_pod_when_the_lookup_no_longer_knows_the_cgroup() {
+        let pods = FakePods::with(XWING_CGROUP, xwing());
+        let mut c = ProcessCache::new("node1".into(), Some(pods.clone()));
+        exec_cat(&mut c);
+        // The pod was deleted (and its cgroup removed) before its last process ended.
+        pods.by_cgroup.lock().unwrap().clear();
+        let EventKind::Exit(x) = c
+            .convert(&exit_of(100, XWING_CGROUP), &MapImage::default())
+            .remove(0)
+            .kind
+        else {
+            panic!("not exit")
+        };
+        assert_eq!(x.process.pod, Some(xwing()));
+    }
+
+    #[test]
+    fn a_pod_learned_after_the_exec_shows_on_later_events_and_on_the_childrens_parent() {
+        let pods = Arc::new(FakePods::default());
+        let mut c = ProcessCache::new("node1".into(), Some(pods.clone()));
+        let EventKind::Exec(e) = exec_cat(&mut c).kind else {
+            panic!("not exec")
+        };
+        assert_eq!(
+            e.process.pod, None,
+            "the lookup did not know the cgroup yet"
+        );
+        pods.by_cgroup.lock().unwrap().insert(XWING_CGROUP, xwing());
+        let EventKind::Hook(h) = c
+            .convert(&hook_event(), &file_permission_image())
+            .remove(0)
+            .kind
+        else {
+            panic!("not a hook event")
+        };
+        assert_eq!(h.process.pod, Some(xwing()));
+        // cat's child: the fork record has cat's cgroup; the child's parent is cat, in xwing.
+        let fork = KernelEvent::Fork(ForkData {
+            ktime: 16,
+            cgroup_id: XWING_CGROUP,
+            tgid: 101,
+            ppid: 100,
+        });
+        assert!(c.convert(&fork, &MapImage::default()).is_empty());
+        assert_eq!(c.get_or_scan(101).pod, Some(xwing()));
+        let EventKind::Exit(x) = c
+            .convert(&exit_of(101, XWING_CGROUP), &MapImage::default())
+            .remove(0)
+            .kind
+        else {
+            panic!("not exit")
+        };
+        assert_eq!(x.parent.and_then(|p| p.pod), Some(xwing()));
+    }
+
+    #[test]
+    fn a_forked_child_starts_in_its_parents_pod_even_if_the_lookup_cannot_place_it() {
+        let pods = FakePods::with(XWING_CGROUP, xwing());
+        let mut c = ProcessCache::new("node1".into(), Some(pods));
+        exec_cat(&mut c);
+        let fork = KernelEvent::Fork(ForkData {
+            ktime: 12,
+            cgroup_id: 0,
+            tgid: 101,
+            ppid: 100,
+        });
+        c.convert(&fork, &MapImage::default());
+        assert_eq!(c.get_or_scan(101).pod, Some(xwing()));
+    }
+
+    #[test]
+    fn a_process_read_from_proc_is_looked_up_by_its_tgid_without_a_cgroup_id() {
+        let pods = Arc::new(FakePods::default());
+        let mut c = ProcessCache::new("node1".into(), Some(pods.clone()));
+        let me = std::process::id();
+        c.get_or_scan(me);
+        assert_eq!(*pods.asked.lock().unwrap(), [(0, me)]);
     }
 }

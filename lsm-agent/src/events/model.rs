@@ -5,7 +5,7 @@
 //! format, the metrics), so no output's format leaks into the core and each can change without
 //! the others.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 pub use super::decode::NetData;
 pub use crate::policy::ir::{HookOrigin, LsmHook};
@@ -96,8 +96,8 @@ pub struct Process {
     /// The parent's `exec_id`, when the parent is known.
     pub parent_exec_id: Option<String>,
     /// The Kubernetes pod the process runs in; `None` outside Kubernetes and until the agent
-    /// knows the pod.
-    pub pod: Option<Pod>,
+    /// knows the pod. Shared: every process of a container points to the same one.
+    pub pod: Option<Arc<Pod>>,
 }
 
 impl Process {
@@ -119,7 +119,8 @@ pub enum ProcessFlag {
     TruncArgs,
 }
 
-/// A Kubernetes pod.
+/// A Kubernetes pod, with the container a process runs in (what Tetragon's `Pod` message
+/// shows).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pod {
     pub namespace: String,

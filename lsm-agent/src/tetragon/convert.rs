@@ -104,6 +104,17 @@ pub fn arguments(args: &[String]) -> String {
     out
 }
 
+/// Tetragon's `docker` field: the container id without its runtime prefix (`containerd://`),
+/// cut to the 31 characters Tetragon takes from the cgroup name.
+fn docker_id(pod: Option<&model::Pod>) -> String {
+    const TETRAGON_ID_LEN: usize = 31;
+    let Some(c) = pod.and_then(|p| p.container.as_ref()) else {
+        return String::new();
+    };
+    let id = c.id.split_once("://").map_or(c.id.as_str(), |(_, id)| id);
+    id.chars().take(TETRAGON_ID_LEN).collect()
+}
+
 pub fn process(p: &model::Process) -> Process {
     Process {
         exec_id: p.exec_id.clone(),
@@ -119,7 +130,8 @@ pub fn process(p: &model::Process) -> Process {
             .collect::<Vec<_>>()
             .join(" "),
         start_time: p.start_time.map(timestamp),
-        pod: p.pod.as_ref().map(pod),
+        pod: p.pod.as_deref().map(pod),
+        docker: docker_id(p.pod.as_deref()),
         parent_exec_id: p.parent_exec_id.clone().unwrap_or_default(),
         tid: p.tid,
         ..Default::default()
@@ -299,7 +311,7 @@ mod tests {
             flags: vec![model::ProcessFlag::Execve, model::ProcessFlag::TruncArgs],
             start_time: Some(t),
             parent_exec_id: None,
-            pod: Some(model::Pod {
+            pod: Some(std::sync::Arc::new(model::Pod {
                 namespace: "default".into(),
                 name: "web-1".into(),
                 labels: [("app".to_owned(), "web".to_owned())].into(),
@@ -309,7 +321,7 @@ mod tests {
                     ..Default::default()
                 }),
                 ..Default::default()
-            }),
+            })),
         });
         assert_eq!(p.arguments, "-c true");
         assert_eq!(p.flags, "execve truncArgs");
@@ -339,6 +351,7 @@ mod tests {
             &mut c,
             &KernelEvent::Exit(ExitData {
                 ktime: 20,
+                cgroup_id: 0,
                 pid: 100,
                 tgid: 100,
                 exit_code: 9,
@@ -361,6 +374,7 @@ mod tests {
         exec_cat(&mut c);
         let ev = KernelEvent::Exit(ExitData {
             ktime: 20,
+            cgroup_id: 0,
             pid: 100,
             tgid: 100,
             exit_code: 1 << 8,
@@ -551,6 +565,151 @@ mod tests {
             })
             .arg,
             Some(Arg::SockArg(KprobeSock::default()))
+        );
+    }
+
+    /// cat in `default/xwing` (the enrichment fixtures): its exec, a `security_file_permission`
+    /// kprobe event, the same as an `lsmhooks` event, and its SIGKILL exit, on the wire.
+    fn xwing_cat_events() -> Vec<GetEventsResponse> {
+        let mut c = cache_in_xwing();
+        let mut out = vec![to_response(&exec_cat(&mut c))];
+        let mut img = MapImage::default();
+        img.slots.insert(
+            HOOK_FILE_PERMISSION * MAX_SELECTORS,
+            slot(HookOrigin::Kprobe {
+                call: "security_file_permission".into(),
+            }),
+        );
+        out.extend(convert(&mut c, &hook_event(), &img));
+        img.slots.insert(
+            HOOK_FILE_PERMISSION * MAX_SELECTORS,
+            slot(HookOrigin::LsmHook),
+        );
+        out.extend(convert(&mut c, &hook_event(), &img));
+        let exit = KernelEvent::Exit(ExitData {
+            ktime: 20,
+            cgroup_id: XWING_CGROUP,
+            pid: 100,
+            tgid: 100,
+            exit_code: 9,
+        });
+        out.extend(convert(&mut c, &exit, &MapImage::default()));
+        out
+    }
+
+    fn wire_process(r: &GetEventsResponse) -> &Process {
+        match &r.event {
+            Some(Event::ProcessExec(e)) => e.process.as_ref(),
+            Some(Event::ProcessExit(e)) => e.process.as_ref(),
+            Some(Event::ProcessKprobe(e)) => e.process.as_ref(),
+            Some(Event::ProcessLsm(e)) => e.process.as_ref(),
+            _ => None,
+        }
+        .expect("an event with a process")
+    }
+
+    #[test]
+    fn every_event_kind_of_a_pod_process_carries_tetragons_pod_message() {
+        let events = xwing_cat_events();
+        assert_eq!(events.len(), 4);
+        for r in &events {
+            let p = wire_process(r);
+            let pod = p.pod.as_ref().expect("pod on every event");
+            assert_eq!(
+                (pod.namespace.as_str(), pod.name.as_str()),
+                ("default", "xwing")
+            );
+            assert_eq!(pod.uid, "5f0d5bd4-8c1e-4c36-9d8a-2f3c0e8c1a11");
+            assert_eq!(
+                (pod.workload.as_str(), pod.workload_kind.as_str()),
+                ("xwing", "Pod")
+            );
+            assert_eq!(pod.pod_labels["class"], "xwing");
+            assert_eq!(pod.pod_labels.len(), 3);
+            let c = pod.container.as_ref().expect("container");
+            assert_eq!(c.name, "spaceship");
+            assert!(c.id.starts_with("containerd://4b0df5a1"));
+            let image = c.image.as_ref().expect("image");
+            assert_eq!(image.name, "quay.io/cilium/json-mock:v1.3.8");
+            assert!(image.id.contains("@sha256:"));
+            assert_eq!(
+                c.start_time,
+                Some(Timestamp {
+                    seconds: 1_700_000_000,
+                    nanos: 0
+                })
+            );
+            assert_eq!(c.pid, None);
+            // Tetragon's `docker`: the bare id, 31 characters.
+            assert_eq!(p.docker, "4b0df5a137260a6b95cbf6443bb2f4b");
+        }
+    }
+
+    #[test]
+    fn compact_lines_of_a_pod_process_show_namespace_slash_pod_where_tetra_does() {
+        let lines: Vec<String> = xwing_cat_events()
+            .iter()
+            .map(|r| encode_compact(r, &CompactOptions::default()).unwrap())
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "🚀 process default/xwing /usr/bin/cat /etc/shadow",
+                "📚 read    default/xwing /usr/bin/cat /etc/shadow",
+                "🔒 LSM     default/xwing /usr/bin/cat file_permission",
+                "💥 exit    default/xwing /usr/bin/cat /etc/shadow SIGKILL",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pod_processs_connect_prints_as_the_guides_line() {
+        let mut c = cache_in_xwing();
+        exec_curl(&mut c);
+        let mut img = MapImage::default();
+        img.slots.insert(
+            HOOK_SOCKET_CONNECT * MAX_SELECTORS,
+            connect_slot(
+                HookOrigin::Kprobe {
+                    call: "tcp_connect".into(),
+                },
+                vec![net_arg(0, ArgType::Sock, "sock")],
+            ),
+        );
+        let record = connect_record([10, 32, 0, 28], 45200, [104, 198, 14, 52], 443);
+        let ev = crate::events::decode::decode(&record).unwrap();
+        let r = convert(&mut c, &ev, &img).remove(0);
+        assert_eq!(
+            encode_compact(&r, &CompactOptions::default()).unwrap(),
+            "🔌 connect default/xwing /usr/bin/curl tcp 10.32.0.28:45200 -> 104.198.14.52:443"
+        );
+    }
+
+    #[test]
+    fn the_json_export_shows_the_pod_under_tetragons_names() {
+        let v = crate::tetragon::json::event_to_value(&xwing_cat_events()[0]);
+        let p = &v["process_exec"]["process"];
+        assert_eq!(p["pod"]["namespace"], "default");
+        assert_eq!(p["pod"]["name"], "xwing");
+        assert_eq!(p["pod"]["workload_kind"], "Pod");
+        assert_eq!(p["pod"]["pod_labels"]["org"], "alliance");
+        assert_eq!(p["pod"]["container"]["name"], "spaceship");
+        assert_eq!(
+            p["pod"]["container"]["image"]["name"],
+            "quay.io/cilium/json-mock:v1.3.8"
+        );
+        assert_eq!(p["docker"], "4b0df5a137260a6b95cbf6443bb2f4b");
+    }
+
+    #[test]
+    fn a_host_process_has_no_pod_and_no_docker_id() {
+        let mut c = cache();
+        let r = to_response(&exec_cat(&mut c));
+        let p = wire_process(&r);
+        assert_eq!((p.pod.as_ref(), p.docker.as_str()), (None, ""));
+        assert_eq!(
+            encode_compact(&r, &CompactOptions::default()).unwrap(),
+            "🚀 process node1 /usr/bin/cat /etc/shadow"
         );
     }
 

@@ -1,11 +1,15 @@
 //! `GetEventsRequest` allow and deny lists (Tetragon's `Filter`), applied to wire events: the
 //! `GetEvents` server and the JSON export both select events with them.
 
+use std::collections::BTreeMap;
+
+use kube::core::{Selector, SelectorExt as _};
 use regex::Regex;
 use tonic::Status;
 
 use super::{
     fieldfilter::{FieldFilterError, FieldFilters},
+    labels,
     proto::{
         event_type,
         tetragon::{
@@ -24,6 +28,8 @@ struct CompiledFilter {
     event_set: Vec<i32>,
     pod: Vec<Regex>,
     arguments: Vec<Regex>,
+    /// Kubernetes label selectors on the pod's labels.
+    labels: Vec<Selector>,
     policy_names: Vec<String>,
     parent_binary: Vec<Regex>,
     parent_arguments: Vec<Regex>,
@@ -49,7 +55,6 @@ impl CompiledFilter {
         // Silently ignoring these would stream events the client asked not to see.
         let unsupported = [
             ("pid_set", !f.pid_set.is_empty()),
-            ("labels", !f.labels.is_empty()),
             ("capabilities", f.capabilities.is_some()),
             ("cel_expression", !f.cel_expression.is_empty()),
         ];
@@ -66,6 +71,15 @@ impl CompiledFilter {
             event_set: f.event_set.clone(),
             pod: compile_regexes("pod_regex", &f.pod_regex)?,
             arguments: compile_regexes("arguments_regex", &f.arguments_regex)?,
+            labels: f
+                .labels
+                .iter()
+                .map(|l| {
+                    labels::parse(l).map_err(|e| {
+                        Status::invalid_argument(format!("invalid labels selector {l:?}: {e}"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
             policy_names: f.policy_names.clone(),
             parent_binary: compile_regexes("parent_binary_regex", &f.parent_binary_regex)?,
             parent_arguments: compile_regexes("parent_arguments_regex", &f.parent_arguments_regex)?,
@@ -98,6 +112,16 @@ impl CompiledFilter {
                     .is_some_and(|pid| self.pid.contains(&pid)))
             && any(&self.pod, pod.map(|p| p.name.as_str()))
             && any(&self.arguments, process.map(|p| p.arguments.as_str()))
+            // As in Tetragon: a process outside any pod matches no label selector.
+            && (self.labels.is_empty()
+                || pod.is_some_and(|p| {
+                    let labels: BTreeMap<String, String> = p
+                        .pod_labels
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    self.labels.iter().any(|s| s.matches(&labels))
+                }))
             && (self.policy_names.is_empty()
                 || event_policy_name(ev).is_some_and(|n| self.policy_names.iter().any(|p| p == n)))
             && any(&self.parent_binary, parent.map(|p| p.binary.as_str()))
@@ -385,7 +409,7 @@ mod tests {
         );
         let req = GetEventsRequest {
             allow_list: vec![Filter {
-                labels: vec!["app=x".into()],
+                pid_set: vec![1],
                 ..Default::default()
             }],
             ..Default::default()
@@ -394,5 +418,161 @@ mod tests {
             EventFilter::new(&req).unwrap_err().code(),
             tonic::Code::Unimplemented
         );
+        let req = GetEventsRequest {
+            deny_list: vec![Filter {
+                labels: vec!["app in (x".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let err = EventFilter::new(&req).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("app in (x"), "{}", err.message());
+    }
+
+    /// An exec of `/usr/bin/curl` in pod `default/xwing` (container `spaceship`) with `labels`.
+    fn in_xwing(labels: &[(&str, &str)]) -> GetEventsResponse {
+        let mut ev = exec("/usr/bin/curl", Some("default"));
+        let Some(Event::ProcessExec(e)) = &mut ev.event else {
+            unreachable!()
+        };
+        let p = e.process.as_mut().unwrap();
+        p.docker = "4b0df5a137260a6b95cbf6443bb2f4b".into();
+        let pod = p.pod.as_mut().unwrap();
+        pod.name = "xwing".into();
+        pod.pod_labels = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        pod.container = Some(crate::tetragon::proto::tetragon::Container {
+            id: "containerd://4b0df5a137260a6b95cbf6443bb2f4b0c9309e6ccb3d8afdbc3da8fff40c0778"
+                .into(),
+            name: "spaceship".into(),
+            ..Default::default()
+        });
+        ev
+    }
+
+    fn only(f: Filter) -> EventFilter {
+        filter(vec![f], vec![])
+    }
+
+    #[test]
+    fn label_selectors_match_the_pods_labels_any_of_them() {
+        let xwing = in_xwing(&[("app", "xwing"), ("org", "alliance")]);
+        let tie = in_xwing(&[("app", "tiefighter"), ("org", "empire")]);
+        let f = only(Filter {
+            labels: vec!["app=xwing,org in (alliance)".into()],
+            ..Default::default()
+        });
+        assert!(f.matches(&xwing));
+        assert!(!f.matches(&tie));
+        let either = only(Filter {
+            labels: vec!["org=empire".into(), "app=xwing".into()],
+            ..Default::default()
+        });
+        assert!(either.matches(&xwing) && either.matches(&tie));
+        let deny = filter(
+            vec![],
+            vec![Filter {
+                labels: vec!["org!=alliance".into()],
+                ..Default::default()
+            }],
+        );
+        assert!(deny.matches(&xwing));
+        assert!(!deny.matches(&tie));
+    }
+
+    #[test]
+    fn pod_filters_match_nothing_on_the_host() {
+        let host = exec("/usr/bin/curl", None);
+        let xwing = in_xwing(&[("app", "xwing")]);
+        for (what, f) in [
+            (
+                "namespace",
+                Filter {
+                    namespace: vec!["default".into()],
+                    ..Default::default()
+                },
+            ),
+            (
+                "pod_regex",
+                Filter {
+                    pod_regex: vec!["".into()],
+                    ..Default::default()
+                },
+            ),
+            (
+                "labels (a selector of everything)",
+                Filter {
+                    labels: vec!["".into()],
+                    ..Default::default()
+                },
+            ),
+            (
+                "labels (a missing label)",
+                Filter {
+                    labels: vec!["!tier".into()],
+                    ..Default::default()
+                },
+            ),
+            // A regex on `docker`, which is empty for a host process: as in Tetragon, only a
+            // pattern that matches the empty string selects host processes.
+            (
+                "container_id",
+                Filter {
+                    container_id: vec!["[0-9a-f]".into()],
+                    ..Default::default()
+                },
+            ),
+            (
+                "namespace_regex",
+                Filter {
+                    namespace_regex: vec!["".into()],
+                    ..Default::default()
+                },
+            ),
+            (
+                "container_name_regex",
+                Filter {
+                    container_name_regex: vec!["".into()],
+                    ..Default::default()
+                },
+            ),
+        ] {
+            let f = only(f);
+            assert!(!f.matches(&host), "{what} matched a host process");
+            assert!(f.matches(&xwing), "{what} missed the pod's process");
+        }
+    }
+
+    #[test]
+    fn pod_namespace_and_container_id_select_one_pod() {
+        let xwing = in_xwing(&[]);
+        let mut other = in_xwing(&[]);
+        if let Some(Event::ProcessExec(e)) = &mut other.event {
+            let p = e.process.as_mut().unwrap();
+            p.docker = "9e123a99b140a6ea4a8d15040ca2c8e".into();
+            let pod = p.pod.as_mut().unwrap();
+            pod.name = "deathstar-6c94dcc57b-7pr8c".into();
+            pod.namespace = "empire".into();
+        }
+        let pods = only(Filter {
+            pod_regex: vec!["^xwing$".into()],
+            ..Default::default()
+        });
+        let ns = only(Filter {
+            namespace: vec!["default".into()],
+            ..Default::default()
+        });
+        // Tetragon matches the regex against the 31-character `docker` id.
+        let id = only(Filter {
+            container_id: vec!["^4b0df5a1".into()],
+            ..Default::default()
+        });
+        for f in [&pods, &ns, &id] {
+            assert!(f.matches(&xwing));
+            assert!(!f.matches(&other));
+        }
     }
 }
