@@ -57,5 +57,14 @@ while read -r t; do
   else
     echo "[guest] agent stopped $(( $(date +%s) - stop_start ))s after SIGTERM"
   fi
+  # The kubernetes suite's watchdog stops its etcd + kube-apiserver once the binary is gone
+  # (stop.sh waits up to 20 s for each): they must not outlive it.
+  for _ in $(seq 1 250); do pgrep -x 'kube-apiserver|etcd' >/dev/null || break; sleep 0.2; done
+  if pgrep -x 'kube-apiserver|etcd' >/dev/null; then
+    echo "[guest] etcd or kube-apiserver survived $(basename "$t"):"
+    ps -eo pid,ppid,stat,etimes,comm,args | grep -E '^ *PID|kube-apiserver|etcd' | grep -v grep
+    pkill -KILL -x 'kube-apiserver|etcd'
+    status=1
+  fi
 done < "$RES/test-binaries"
 echo "exit=$status" > "$RES/result"
