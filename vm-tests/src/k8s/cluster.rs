@@ -90,10 +90,16 @@ fn start() -> Cluster {
         tail(&run_dir.join("kube-apiserver.log")),
         tail(&run_dir.join("etcd.log")),
     );
-    eprintln!(
-        "kube-apiserver ready after {:?}: {}",
+    // Kept with the results: the start time under TCG is worth watching.
+    let timing = format!(
+        "kube-apiserver ready after {:?}: {}\n",
         started_at.elapsed(),
         String::from_utf8_lossy(&out.stdout).trim()
+    );
+    eprint!("{timing}");
+    let _ = std::fs::write(
+        crate::results_dir().join("kube-apiserver-start.txt"),
+        timing,
     );
     let c = Cluster {
         kubeconfig: run_dir.join("kubeconfig"),

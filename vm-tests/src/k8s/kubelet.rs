@@ -215,16 +215,20 @@ impl<'c> FakePod<'c> {
                 eprintln!("{source} known to the agent after {:?}", start.elapsed());
                 return;
             }
-            assert!(
-                start.elapsed() < POD_KNOWN_TIMEOUT,
-                "the agent never attributed an exec in {}'s sandbox to {source}; the stream had:\n{}",
-                cgroup::proc_path(&self.sandbox_cgroup),
-                seen.iter()
-                    .filter(|l| l.contains(&tag))
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
+            if start.elapsed() > POD_KNOWN_TIMEOUT {
+                let marks: Vec<&String> = seen.iter().filter(|l| l.contains(&tag)).collect();
+                panic!(
+                    "the agent never attributed an exec in the sandbox scope {} to {source} \
+                     within {POD_KNOWN_TIMEOUT:?}; the last of its {} events:\n{}",
+                    cgroup::proc_path(&self.sandbox_cgroup),
+                    marks.len(),
+                    marks[marks.len().saturating_sub(2)..]
+                        .iter()
+                        .map(|l| l.as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
             thread::sleep(Duration::from_millis(500));
         }
     }
