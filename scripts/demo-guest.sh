@@ -5,6 +5,8 @@
 # the background: `kubectl apply -n default`, pod default/xwing.
 set -u
 cd "$(dirname "$0")/.."
+# Error messages (curl's, kubectl's) belong in the story too, also when it is logged.
+exec 2>&1
 # shellcheck source=scripts/demo-k8s.sh
 . scripts/demo-k8s.sh
 trap k8s_stop EXIT
@@ -21,7 +23,7 @@ esac
 say "kernel $(uname -r), active LSMs: $(cat /sys/kernel/security/lsm)"
 echo "original" > /etc/demo.conf
 
-# Ready by the time the node's story is told.
+# Starts while the agent verifies its programs.
 k8s_start
 
 say "lsm-agent --tracing-policy $Q/file_monitoring_enforce.yaml"
@@ -30,6 +32,9 @@ AGENT_PID=$!
 for _ in $(seq 1 600); do "$LSMCTL" status >/dev/null 2>&1 && break; sleep 0.5; done
 "$LSMCTL" status || { echo "agent did not become ready"; exit 1; }
 "$LSMCTL" tracingpolicy list
+# Before the event stream starts: start.sh's readiness polls (curl, cat) would show in it.
+say "etcd + kube-apiserver (started meanwhile, for the Kubernetes part below)"
+k8s_wait || exit 1
 
 say "lsmctl getevents -o compact   (events are printed as they arrive)"
 "$LSMCTL" getevents -o compact --color always --process 'cat|bash|curl' </dev/null &
@@ -67,7 +72,6 @@ kill "$NODE_STREAM" 2>/dev/null
 say "Kubernetes: the agent restarts as a node of the cluster running in this VM"
 kill -TERM "$AGENT_PID"
 for _ in $(seq 1 100); do kill -0 "$AGENT_PID" 2>/dev/null || break; sleep 0.2; done
-k8s_wait || exit 1
 say "lsm-agent --enable-k8s-api --k8s-kubeconfig-path \$KUBECONFIG --node-name $K8S_NODE"
 "$AGENT" --enable-k8s-api --k8s-kubeconfig-path "$KUBECONFIG" --node-name "$K8S_NODE" 2>&1 |
   sed 's/^/    [agent] /' &
