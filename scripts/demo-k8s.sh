@@ -90,14 +90,14 @@ k8s_story() {
   done
   "$LSMCTL" tracingpolicy list
 
-  say "kubectl exec -ti xwing -- bash -c 'curl http://198.51.100.1/'   (outside the cluster)"
-  in_xwing bash -c 'curl http://198.51.100.1/'; echo "exit code: $?"
+  say "kubectl exec -ti xwing -- bash -c 'curl -sS http://198.51.100.1/'   (outside the cluster)"
+  in_xwing bash -c 'curl -sS http://198.51.100.1/'; echo "exit code: $?"
   sleep 3
   say "kubectl exec -ti xwing -- cat /etc/shadow"
   in_xwing cat /etc/shadow; echo "exit code: $?"
   sleep 3
-  say "on the node, outside any pod: curl http://198.51.100.1/; cat /etc/shadow >/dev/null   (untouched)"
-  curl http://198.51.100.1/; echo "exit code: $? (7: no route, the connect was allowed)"
+  say "on the node, outside any pod: curl -sS http://198.51.100.1/; cat /etc/shadow >/dev/null   (untouched)"
+  curl -sS http://198.51.100.1/; echo "exit code: $? (7: no route, the connect was allowed)"
   cat /etc/shadow >/dev/null; echo "exit code: $?"
   sleep 3
 
