@@ -1,8 +1,15 @@
 #!/bin/bash
 # Runs inside the demo VM: starts the agent with the quickstart policy, streams the compact
-# events, and replays the getting-started file and network stories.
+# events, and replays the getting-started file and network stories on the node; then the
+# guide's Kubernetes story (scripts/demo-k8s.sh) with a kube-apiserver started meanwhile in
+# the background: `kubectl apply -n default`, pod default/xwing.
 set -u
 cd "$(dirname "$0")/.."
+# Error messages (curl's, kubectl's) belong in the story too, also when it is logged.
+exec 2>&1
+# shellcheck source=scripts/demo-k8s.sh
+. scripts/demo-k8s.sh
+trap k8s_stop EXIT
 AGENT=target/release/lsm-agent
 LSMCTL=target/release/lsmctl
 Q=../shared/testdata/tetragon-quickstart
@@ -16,14 +23,22 @@ esac
 say "kernel $(uname -r), active LSMs: $(cat /sys/kernel/security/lsm)"
 echo "original" > /etc/demo.conf
 
+# Starts while the agent verifies its programs.
+k8s_start
+
 say "lsm-agent --tracing-policy $Q/file_monitoring_enforce.yaml"
-"$AGENT" --tracing-policy "$Q/file_monitoring_enforce.yaml" 2>&1 | sed 's/^/    [agent] /' &
+"$AGENT" --tracing-policy "$Q/file_monitoring_enforce.yaml" > >(sed 's/^/    [agent] /') 2>&1 &
+AGENT_PID=$!
 for _ in $(seq 1 600); do "$LSMCTL" status >/dev/null 2>&1 && break; sleep 0.5; done
 "$LSMCTL" status || { echo "agent did not become ready"; exit 1; }
 "$LSMCTL" tracingpolicy list
+# Before the event stream starts: start.sh's readiness polls (curl, cat) would show in it.
+say "etcd + kube-apiserver (started meanwhile, for the Kubernetes part below)"
+k8s_wait || exit 1
 
 say "lsmctl getevents -o compact   (events are printed as they arrive)"
 "$LSMCTL" getevents -o compact --color always --process 'cat|bash|curl' </dev/null &
+NODE_STREAM=$!
 sleep 5
 
 say "\$ cat /etc/shadow"
@@ -52,4 +67,15 @@ sleep 3
 say "\$ curl -sS --max-time 3 http://10.0.0.5:9/   (inside the pod CIDR: allowed; nothing listens, so refused)"
 curl -sS --max-time 3 http://10.0.0.5:9/; echo "exit code: $?"
 sleep 4
+kill "$NODE_STREAM" 2>/dev/null
+
+say "Kubernetes: the agent restarts as a node of the cluster running in this VM"
+kill -TERM "$AGENT_PID"
+for _ in $(seq 1 100); do kill -0 "$AGENT_PID" 2>/dev/null || break; sleep 0.2; done
+say "lsm-agent --enable-k8s-api --k8s-kubeconfig-path \$KUBECONFIG --node-name $K8S_NODE"
+"$AGENT" --enable-k8s-api --k8s-kubeconfig-path "$KUBECONFIG" --node-name "$K8S_NODE" 2>&1 |
+  sed 's/^/    [agent] /' &
+for _ in $(seq 1 600); do "$LSMCTL" status >/dev/null 2>&1 && break; sleep 0.5; done
+"$LSMCTL" status || { echo "agent did not become ready"; exit 1; }
+k8s_story
 say "done"

@@ -10,7 +10,8 @@ version=$(ls /boot | sed -n 's/^vmlinuz-\(6\.12\.[0-9].*-amd64\)$/\1/p' | sort -
 repo=$(pwd -P)
 shares=("--rodir=$repo=$repo")
 [ -d "$repo/../shared" ] && shares+=("--rodir=$(dirname "$repo")/shared=$(realpath "$repo/../shared")")
+# 4 GB: etcd and kube-apiserver run in the guest beside the agent.
 echo "Booting $version with lsm=...,bpf (takes about a minute under emulation)..."
-exec vng -r "$version" --disable-kvm --force-9p --user root --cpus 2 --memory 2G \
+exec vng -r "$version" --disable-kvm --force-9p --user root --cpus 2 --memory 4G \
   "${shares[@]}" --overlay-rwdir /etc --append "lsm=lockdown,capability,landlock,yama,bpf" \
   --exec "$repo/scripts/demo-guest.sh"

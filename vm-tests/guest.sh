@@ -26,6 +26,9 @@ agent_running() {
   return 0
 }
 
+# pgrep matches at most 15 characters of a name: one call per program.
+cluster_running() { pgrep -x kube-apiserver >/dev/null || pgrep -x etcd >/dev/null; }
+
 status=0
 while read -r t; do
   [ -n "$t" ] || continue
@@ -56,6 +59,16 @@ while read -r t; do
     status=1
   else
     echo "[guest] agent stopped $(( $(date +%s) - stop_start ))s after SIGTERM"
+  fi
+  # The kubernetes suite's watchdog stops its etcd + kube-apiserver once the binary is gone
+  # (stop.sh waits up to 20 s for each): they must not outlive it.
+  for _ in $(seq 1 250); do cluster_running || break; sleep 0.2; done
+  if cluster_running; then
+    echo "[guest] etcd or kube-apiserver survived $(basename "$t"):"
+    ps -eo pid,ppid,stat,etimes,comm,args | grep -E '^ *PID|kube-apiserver|etcd' | grep -v grep
+    pkill -KILL -x kube-apiserver
+    pkill -KILL -x etcd
+    status=1
   fi
 done < "$RES/test-binaries"
 echo "exit=$status" > "$RES/result"

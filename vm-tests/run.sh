@@ -4,6 +4,8 @@
 # does not boot, BPF LSM is not active, or a test fails.
 #   LSM_VM_KERNELS="6.12"  limit the kernel series
 #   LSM_VM_SUITES="actions reload"  run only these test binaries (for development)
+# 4 GB: the kubernetes suite runs etcd and kube-apiserver in the guest (its 111 MiB binary on
+# tmpfs, ~250 MB resident) beside the agent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -67,7 +69,7 @@ for series in $kernels; do
   start=$(date +%s)
   set +e
   timeout --foreground 1800 vng -r "$version" --disable-kvm --force-9p --user root \
-    --cpus 2 --memory 2G "${shares[@]}" --rwdir "$guest_res=$res" --overlay-rwdir /etc \
+    --cpus 2 --memory 4G "${shares[@]}" --rwdir "$guest_res=$res" --overlay-rwdir /etc \
     --append "lsm=lockdown,capability,landlock,yama,bpf" \
     --exec "$repo/vm-tests/guest.sh $guest_res" >>"$res/console.log" 2>&1
   rc=$?

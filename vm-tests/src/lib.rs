@@ -23,6 +23,11 @@ use nix::{
     unistd::Pid,
 };
 
+pub mod k8s;
+mod stream;
+
+pub use stream::EventStream;
+
 /// How long the agent may take to verify and attach everything under TCG.
 pub const AGENT_START_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long an expected event may take to show up in the stream.
@@ -471,6 +476,42 @@ impl Agent {
         }
     }
 
+    /// Like [`Agent::expect_lines`], with the source column equal to `source` (a pod's
+    /// `namespace/name`) in every expected line.
+    pub fn expect_lines_from(&mut self, source: &str, expected: &[String]) {
+        let start = Instant::now();
+        loop {
+            let lines = self.lines();
+            let new = &lines[self.seen.min(lines.len())..];
+            let mut it = new.iter().enumerate();
+            let mut last = None;
+            let all = expected.iter().all(|want| {
+                it.by_ref()
+                    .find(|(_, l)| compact_source(l) == Some(source) && compact_matches(l, want))
+                    .map(|(i, _)| last = Some(i))
+                    .is_some()
+            });
+            if all {
+                if let Some(i) = last {
+                    self.seen += i + 1;
+                }
+                return;
+            }
+            if start.elapsed() > EVENT_TIMEOUT {
+                panic!(
+                    "expected events from {source} {expected:#?} in order; the stream had:\n{}",
+                    new.join("\n")
+                );
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Starts `lsmctl getevents -o compact ARGS` against this agent (e.g. with filters).
+    pub fn stream(&self, args: &[&str]) -> EventStream {
+        EventStream::start(&self.ctl.address, args)
+    }
+
     /// A position in the stream, for [`Agent::lines_since`].
     pub fn mark(&self) -> usize {
         self.lines().len()
@@ -498,6 +539,16 @@ pub fn compact_matches(line: &str, want: &str) -> bool {
         Some((_source, tail)) => tail == rest,
         None => false,
     }
+}
+
+/// The source column of a compact line (`<emoji> <label> <source> <rest>`): the node name
+/// for a host process, `namespace/name` for a pod's.
+pub fn compact_source(line: &str) -> Option<&str> {
+    let mut words = line.split_whitespace();
+    // The emoji, then the label.
+    words.next()?;
+    words.next()?;
+    words.next()
 }
 
 /// Where the guest writes logs and results (`--rwdir` of the VM).
@@ -544,6 +595,19 @@ mod tests {
             "💥 exit    virtme-ng /usr/bin/cat /etc/shadow 0",
             "💥 exit    | /usr/bin/cat /etc/shadow SIGKILL"
         ));
+    }
+
+    #[test]
+    fn the_source_column_is_the_third_word_whatever_the_label_padding() {
+        assert_eq!(
+            compact_source("💥 exit    default/xwing /usr/bin/cat /etc/shadow SIGKILL"),
+            Some("default/xwing")
+        );
+        assert_eq!(
+            compact_source("🚀 process virtme-ng /usr/bin/true x"),
+            Some("virtme-ng")
+        );
+        assert_eq!(compact_source("🚀 process"), None);
     }
 
     #[test]

@@ -1,0 +1,10 @@
+//! Kubernetes inside the guest for the `kubernetes` suite: the real API server
+//! ([`cluster`]), and a fake kubelet + containerd ([`kubelet`]) that binds pods to this node,
+//! lays out their cgroups ([`cgroup`]) and runs commands in their containers.
+
+pub mod cgroup;
+pub mod cluster;
+pub mod kubelet;
+
+pub use cluster::{Applied, Cluster, NODE, cluster, k8s_fixture, wait_until};
+pub use kubelet::FakePod;

@@ -1,0 +1,72 @@
+//! An extra `lsmctl getevents -o compact` stream, e.g. with `--pods` or `--namespace`
+//! filters, read line by line in the background.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::{EVENT_TIMEOUT, bin};
+
+pub struct EventStream {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl EventStream {
+    /// `lsmctl --server-address ADDRESS getevents -o compact ARGS`.
+    pub(crate) fn start(address: &str, args: &[&str]) -> EventStream {
+        let mut child = Command::new(bin("lsmctl"))
+            .args(["--server-address", address, "getevents", "-o", "compact"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning lsmctl getevents");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let label = args.join(" ");
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("  event [{label}]: {line}");
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+        EventStream { child, lines }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Calls `poke` (e.g. an exec the stream should show) every 500 ms until a line
+    /// satisfies `pred`; panics with the stream after [`EVENT_TIMEOUT`].
+    pub fn wait_for(&self, what: &str, mut poke: impl FnMut(), pred: impl Fn(&str) -> bool) {
+        let start = Instant::now();
+        loop {
+            poke();
+            if self.lines().iter().any(|l| pred(l)) {
+                return;
+            }
+            assert!(
+                start.elapsed() < EVENT_TIMEOUT,
+                "the stream never showed {what}; it had:\n{}",
+                self.lines().join("\n")
+            );
+            thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
