@@ -81,11 +81,10 @@ fn is_pod_parent(rel: &str) -> bool {
     };
     if let Some(stem) = name.strip_suffix(".slice") {
         let segments: Vec<&str> = stem.split('-').collect();
-        return match segments.as_slice() {
-            [.., "kubepods"] => true,
-            [.., "kubepods", "burstable" | "besteffort"] => true,
-            _ => false,
-        };
+        return matches!(
+            segments.as_slice(),
+            [.., "kubepods"] | [.., "kubepods", "burstable" | "besteffort"]
+        );
     }
     match name {
         "kubepods" => true,
@@ -109,13 +108,11 @@ pub fn scan(root: &Path, from: &Path) -> Vec<Dir> {
     let depth = from
         .strip_prefix(root)
         .map_or(0, |rel| rel.components().count());
-    if from != root {
-        if let Some(dir) = listed(root, from) {
-            let descend = dir.found.has_listed_children();
-            out.push(dir);
-            if !descend {
-                return out;
-            }
+    if let Some(dir) = (from != root).then(|| listed(root, from)).flatten() {
+        let descend = dir.found.has_listed_children();
+        out.push(dir);
+        if !descend {
+            return out;
         }
     }
     walk(root, from, depth, &mut out);
