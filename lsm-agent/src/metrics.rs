@@ -71,6 +71,7 @@ pub const EVENTS: &str = "lsm_agent_events_total";
 pub const POLICY_EVENTS: &str = "lsm_agent_policy_events_total";
 pub const POLICY_ACTIONS: &str = "lsm_agent_policy_actions_total";
 pub const TRACINGPOLICY_LOADED: &str = "lsm_agent_tracingpolicy_loaded";
+pub const POLICY_MODE: &str = "lsm_agent_policy_mode";
 pub const POLICY_LOAD_ERRORS: &str = "lsm_agent_policy_load_errors_total";
 pub const OPERATIONS_DENIED: &str = "lsm_agent_operations_denied_total";
 pub const OPERATIONS_DENIED_BY_BINARY: &str = "lsm_agent_operations_denied_by_binary_total";
@@ -119,6 +120,13 @@ pub const METRICS: &[Metric] = &[
         labels: &["state"],
         help: "Tracing policies by state (enabled, disabled, error, load_error, partially_enabled, skipped).",
         tetragon: "tetragon_tracingpolicy_loaded",
+    },
+    Metric {
+        name: POLICY_MODE,
+        kind: Kind::Gauge,
+        labels: &["policy", "hook", "mode"],
+        help: "1 per loaded policy and LSM hook it uses, labelled with the entry point the hook got: lsm (pre-operation deny) or kprobe (observed only: BPF LSM inactive).",
+        tetragon: "none",
     },
     Metric {
         name: POLICY_LOAD_ERRORS,
@@ -526,6 +534,12 @@ pub fn record_policy_states(status: &[PolicyStatus]) {
         let n = status.iter().filter(|p| p.state == *state).count();
         gauge!(TRACINGPOLICY_LOADED, "state" => *label).set(n as f64);
     }
+    for p in status.iter().filter(|p| p.id.is_some()) {
+        for h in &p.hooks {
+            gauge!(POLICY_MODE, "policy" => p.name.clone(), "hook" => h.lsm_name(), "mode" => h.mode_name())
+                .set(1.0);
+        }
+    }
 }
 
 /// Rejected policy versions by source, as the agent counts them.
@@ -917,6 +931,7 @@ mod tests {
             fired: 1,
             posted: 1,
             retval,
+            flags: 0,
             args: [0; lsm_shared::MAX_ARGS],
             path: None,
             net: None,
@@ -1089,6 +1104,7 @@ mod tests {
             namespace: String::new(),
             source: Source::Grpc,
             sensors: Vec::new(),
+            hooks: Vec::new(),
             enabled: state == PolicyState::Enabled,
             state,
             mode: None,
@@ -1155,6 +1171,33 @@ mod tests {
         assert_eq!(get("load_error"), Some(1.0));
         assert_eq!(get("disabled"), Some(0.0));
         assert_eq!(get("skipped"), Some(0.0));
+    }
+
+    #[test]
+    fn each_policy_hook_reports_the_mode_it_got() {
+        use crate::{
+            agent::HookStatus,
+            bpf::{AttachMode, HookModes},
+        };
+        let mut modes = HookModes::all(AttachMode::Kprobe);
+        modes.0[lsm_shared::HOOK_FILE_OPEN as usize] = Some(AttachMode::Lsm);
+        let mut p = status(1, "files", PolicyState::Enabled, [0; 6]);
+        p.hooks = HookStatus::of(
+            [lsm_shared::HOOK_FILE_PERMISSION, lsm_shared::HOOK_FILE_OPEN],
+            &modes,
+        );
+        let (r, h) = recorder();
+        ::metrics::with_local_recorder(&r, || record_policy_states(&[p]));
+        let get = |hook: &str, mode: &str| {
+            value(
+                &h,
+                POLICY_MODE,
+                &[("policy", "files"), ("hook", hook), ("mode", mode)],
+            )
+        };
+        assert_eq!(get("file_permission", "kprobe"), Some(1.0));
+        assert_eq!(get("file_open", "lsm"), Some(1.0));
+        assert_eq!(get("file_open", "kprobe"), None);
     }
 
     struct FakeKernel;

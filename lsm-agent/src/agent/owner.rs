@@ -175,7 +175,8 @@ pub struct Owner {
 pub fn owner(agent: Agent) -> (Owner, AgentHandle) {
     let (tx, commands) = mpsc::channel(QUEUE);
     let (image, images) = watch::channel(agent.image().clone());
-    let handle = AgentHandle { tx, images };
+    let modes = agent.hook_modes();
+    let handle = AgentHandle { tx, images, modes };
     let owner = Owner {
         agent,
         commands,
@@ -209,6 +210,8 @@ impl Owner {
 pub struct AgentHandle {
     tx: mpsc::Sender<Command>,
     images: watch::Receiver<Arc<MapImage>>,
+    /// Fixed at start-up: the kernel's entry points do not change while the agent runs.
+    modes: crate::bpf::HookModes,
 }
 
 impl std::fmt::Debug for AgentHandle {
@@ -384,17 +387,20 @@ impl AgentHandle {
     }
 
     pub fn health(&self) -> Health {
-        if self.tx.is_closed() {
-            Health {
-                state: HealthState::Stopped,
-                details: "stopped".into(),
-            }
-        } else {
-            Health {
-                state: HealthState::Running,
-                details: "running".into(),
-            }
+        let running = !self.tx.is_closed();
+        Health {
+            state: if running {
+                HealthState::Running
+            } else {
+                HealthState::Stopped
+            },
+            details: super::status::health_details(running, &self.modes),
         }
+    }
+
+    /// The entry point each hook got on this kernel.
+    pub fn hook_modes(&self) -> crate::bpf::HookModes {
+        self.modes
     }
 
     /// The image the kernel enforces now; never waits for the owner.

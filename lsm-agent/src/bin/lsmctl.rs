@@ -475,12 +475,30 @@ async fn status(address: &Target, timeout: Duration) -> Result<ExitCode> {
             };
             println!("policy {} is {}{err}", policy_label(p), state_name(p.state));
         }
+        for line in observed_lines(p) {
+            println!("{line}");
+        }
     }
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// One line per hook of `p` that only a kprobe observes (the agent lists them in the
+/// policy's sensors as `observe:<function>`): degraded, but not an error.
+fn observed_lines(p: &TracingPolicyStatus) -> Vec<String> {
+    p.sensors
+        .iter()
+        .filter_map(|s| s.strip_prefix(lsm_agent::grpc::policy::OBSERVE_PREFIX))
+        .map(|f| {
+            format!(
+                "policy {}: observed by kprobe {f} (BPF LSM is not active: no pre-operation deny)",
+                policy_label(p)
+            )
+        })
+        .collect()
 }
 
 /// Human-readable size, as Tetragon's `tp list` shows kernel memory.
@@ -678,6 +696,29 @@ mod tests {
             unreachable!()
         };
         build_request(&a).unwrap()
+    }
+
+    #[test]
+    fn status_names_each_hook_a_kprobe_only_observes() {
+        let p = TracingPolicyStatus {
+            name: "file-monitoring".into(),
+            sensors: vec![
+                "generic_kprobe".into(),
+                "observe:security_file_permission".into(),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            observed_lines(&p),
+            [
+                "policy file-monitoring: observed by kprobe security_file_permission (BPF LSM is not active: no pre-operation deny)"
+            ]
+        );
+        let lsm = TracingPolicyStatus {
+            sensors: vec!["generic_lsm".into()],
+            ..p
+        };
+        assert!(observed_lines(&lsm).is_empty());
     }
 
     #[test]
