@@ -364,20 +364,16 @@ impl Sync {
                 {
                     debug!(cgroup = %d.path.display(), id = d.id, "pod cgroup created");
                 }
-                let mut s = self.index.write();
-                let changed = s.cgroups.insert(dirs);
                 if let Some(w) = watcher {
-                    w.follow(&s.cgroups);
+                    w.follow_created(&dirs);
                 }
-                changed
+                self.index.write().cgroups.insert(dirs)
             }
             FsEvent::Removed(path) => {
-                let mut s = self.index.write();
-                let changed = s.cgroups.remove_under(path);
                 if let Some(w) = watcher {
-                    w.follow(&s.cgroups);
+                    w.follow_removed(path);
                 }
-                changed
+                self.index.write().cgroups.remove_under(path)
             }
             FsEvent::Lost => {
                 warn!("cgroup events lost; rescanning");
