@@ -78,6 +78,10 @@ fn build_bpf() -> anyhow::Result<()> {
         return Ok(());
     }
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
+    // aya-build watches lsm-ebpf only; the programs also compile in the ABI crate, and a
+    // change there alone must not leave a stale object behind.
+    let shared = manifest_dir.join("../shared").canonicalize()?;
+    println!("cargo:rerun-if-changed={}", shared.display());
     let root = manifest_dir.join("../lsm-ebpf").canonicalize()?;
     let root = root
         .to_str()

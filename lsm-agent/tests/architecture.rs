@@ -18,7 +18,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("bpf", &["policy", "procfs"]),
     ("agent", &["policy", "bpf", "procfs"]),
     ("dns", &["policy", "agent"]),
-    ("k8s", &["policy", "agent"]),
+    ("k8s", &["policy", "agent", "events"]),
     ("events", &["policy", "procfs"]),
     ("tetragon", &["policy", "events"]),
     ("grpc", &["policy", "agent", "events", "tetragon", "listen"]),

@@ -248,16 +248,35 @@ async fn main() -> anyhow::Result<()> {
         tasks.spawn_until_stopped("policy directory watcher", async move { Ok(watch.await?) });
     }
 
-    // TracingPolicy and TracingPolicyNamespaced objects: one more source of policies. The
-    // client only reads its configuration here; an unreachable API server is retried by the
-    // watcher (and logged), it does not stop the agent.
-    if let Some(settings) = k8s {
-        let client = settings.client().await.context("Kubernetes client")?;
-        info!(node = %settings.node_name, source = ?settings.source, "watching TracingPolicy objects");
-        let load =
-            lsm_agent::k8s::loader::watch_and_load(client, settings.node_name, agent.clone());
-        tasks.spawn_until_stopped("Kubernetes policy loader", async move { Ok(load.await?) });
-    }
+    // TracingPolicy and TracingPolicyNamespaced objects: one more source of policies; this
+    // node's pods joined with the kubelet's cgroups: the workloads scoped policies apply to.
+    // The client only reads its configuration here; an unreachable API server is retried by
+    // the watchers (and logged), it does not stop the agent.
+    let pod_index = match k8s {
+        Some(settings) => {
+            let client = settings.client().await.context("Kubernetes client")?;
+            info!(node = %settings.node_name, source = ?settings.source, "watching TracingPolicy objects and this node's pods");
+            let load = lsm_agent::k8s::loader::watch_and_load(
+                client.clone(),
+                settings.node_name.clone(),
+                agent.clone(),
+            );
+            tasks.spawn_until_stopped("Kubernetes policy loader", async move { Ok(load.await?) });
+            let opts = lsm_agent::k8s::workloads::Options::default();
+            let index = lsm_agent::k8s::workloads::PodIndex::new(opts.proc_root.clone());
+            let send = lsm_agent::k8s::workloads::watch_and_send(
+                client,
+                settings.node_name,
+                agent.clone(),
+                index.clone(),
+                opts,
+            );
+            tasks.spawn_until_stopped("Kubernetes workloads", async move { Ok(send.await?) });
+            // Which pod a cgroup is, for the events (the enrichment takes it).
+            Some(index)
+        }
+        None => None,
+    };
 
     // Ring buffer → decoded events → enriched events on the bus.
     let bus = EventBus::new(4096);
@@ -285,8 +304,9 @@ async fn main() -> anyhow::Result<()> {
     tasks.spawn_until_stopped("event decoder", {
         let bus = bus.clone();
         let images = agent.images();
+        let pods = pod_index.map(|i| Arc::new(i) as Arc<dyn events::enrich::PodLookup>);
         async move {
-            let mut cache = ProcessCache::new(events::enrich::node_name(), None);
+            let mut cache = ProcessCache::new(events::enrich::node_name(), pods);
             let mut metrics = lsm_agent::metrics::EventMetrics::new();
             while let Some(ev) = rx.recv().await {
                 let img = images.borrow().clone();

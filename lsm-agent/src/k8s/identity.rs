@@ -35,6 +35,9 @@ pub struct ContainerInfo {
     /// The runtime's ID without its `containerd://` (or `cri-o://`, `docker://`) prefix;
     /// `None` until the kubelet reports it in the pod's status.
     pub id: Option<String>,
+    /// The status `containerID` as reported, with its runtime (`containerd://…`): the ID
+    /// Tetragon's events carry. `None` with `id`.
+    pub status_id: Option<String>,
     /// The image as reported in the status, or as written in the spec before that.
     pub image: String,
     /// The status `imageID` (`repo@sha256:…`), empty until reported.

@@ -9,18 +9,16 @@
 //! * Delete: unloaded.
 //! * Synced: policies of that kind the agent holds but the listing no longer has are unloaded.
 //!
-//! Pod scoping is not in the kernel yet, so a policy that is only meant for some pods (a
-//! `TracingPolicyNamespaced`, or any policy with `podSelector`, `containerSelector` or
-//! `hostSelector`) is not applied node-wide: enforcing it on every process of the node would
-//! hit the node's own processes. It is listed as `LOAD_ERROR` saying so, and any version of
-//! it that was loaded is unloaded (what the object asks for now is a narrower scope).
+//! Policies meant for some workloads (a `TracingPolicyNamespaced`, `podSelector`,
+//! `containerSelector`, `hostSelector`) load like any other: the compiler narrows them to
+//! the cgroups of the pods they select ([`super::workloads`] keeps those current), and the
+//! kernel checks the process's cgroup at the hook.
 
 use std::collections::HashSet;
 
 use kube::Client;
-use serde_yaml::Value;
 use tokio::sync::mpsc;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use super::policies::{PolicyEvent, PolicyKey, PolicyKind, watch_policies};
 use crate::agent::{AgentError, AgentHandle, CrdKind, KubeObject, Source, SourceError};
@@ -28,10 +26,6 @@ use crate::policy::parse::parse_policy;
 
 /// Events waiting for the loader; the watcher waits when it is full.
 const QUEUE: usize = 64;
-
-/// Why a policy meant for some pods is not enforced (yet).
-pub const NOT_SCOPED: &str = "pod scoping is not available yet in lsm-agent: the policy is not \
-                              applied node-wide (it would apply to every process of the node)";
 
 /// Watches the TracingPolicy CRDs and keeps the agent's Kubernetes policies in step with them,
 /// until the agent is gone.
@@ -61,8 +55,8 @@ pub async fn run(
     Ok(())
 }
 
-/// What the loader knows: the objects it has been told exist (applied, skipped, withheld or
-/// rejected), to find the ones a re-list no longer has.
+/// What the loader knows: the objects it has been told exist (applied, skipped or rejected),
+/// to find the ones a re-list no longer has.
 #[derive(Debug, Default)]
 struct Loader {
     known: HashSet<PolicyKey>,
@@ -78,21 +72,6 @@ pub fn object_of(key: &PolicyKey) -> KubeObject {
         namespace: key.namespace.clone(),
         name: key.name.clone(),
     }
-}
-
-/// Whether the policy text asks for pod or host scoping, which the kernel cannot do yet.
-fn needs_scoping(kind: PolicyKind, yaml: &str) -> bool {
-    if kind == PolicyKind::TracingPolicyNamespaced {
-        return true;
-    }
-    let Ok(doc) = serde_yaml::from_str::<Value>(yaml) else {
-        // The parser reports what is wrong with it.
-        return false;
-    };
-    let spec = doc.get("spec");
-    ["podSelector", "containerSelector", "hostSelector"]
-        .iter()
-        .any(|k| spec.and_then(|s| s.get(k)).is_some_and(|v| !v.is_null()))
 }
 
 impl Loader {
@@ -132,21 +111,6 @@ impl Loader {
     ) -> Result<(), AgentError> {
         let object = object_of(key);
         let source = Source::Kubernetes(object.clone());
-        if needs_scoping(key.kind, yaml) {
-            // Logged once per version of the object: the watcher sends only changes.
-            warn!(policy = %key, "{NOT_SCOPED}");
-            return match agent
-                .withhold(source, SourceError::NotApplied(NOT_SCOPED.into()))
-                .await
-            {
-                Err(AgentError::OwnerStopped) => Err(AgentError::OwnerStopped),
-                Err(e) => {
-                    error!(policy = %key, "unloading a policy that needs pod scoping failed: {e}");
-                    Ok(())
-                }
-                Ok(()) => Ok(()),
-            };
-        }
         // No `${VAR}` expansion: the object is what the API server holds (kubectl users run
         // envsubst before applying, as the guide does).
         let loaded = match parse_policy(yaml, &object.pseudo_path()) {
@@ -280,14 +244,34 @@ mod tests {
     const CLUSTER: &str = include_str!("testdata/tp-lsm-file-open.yaml");
     const POD_SELECTED: &str = include_str!("testdata/tp-pod-selector.yaml");
 
-    #[test]
-    fn only_plain_cluster_wide_policies_are_applied_node_wide() {
-        assert!(!needs_scoping(PolicyKind::TracingPolicy, CLUSTER));
-        assert!(needs_scoping(PolicyKind::TracingPolicyNamespaced, CLUSTER));
-        assert!(needs_scoping(PolicyKind::TracingPolicy, POD_SELECTED));
-        let host = CLUSTER.replace("spec:\n", "spec:\n  hostSelector: {}\n");
-        assert!(needs_scoping(PolicyKind::TracingPolicy, &host));
-        let null = CLUSTER.replace("spec:\n", "spec:\n  podSelector: null\n");
-        assert!(!needs_scoping(PolicyKind::TracingPolicy, &null));
+    #[tokio::test]
+    async fn a_pod_selected_policy_loads_and_applies_only_to_the_cgroups_of_the_pods_it_selects() {
+        use std::sync::Arc;
+
+        use crate::policy::workloads::{CgroupOwner, PodView, Workloads};
+
+        let (r, _) = Recorder::new();
+        let (owner, agent) = owner(Agent::new(Box::new(r), HostNs::default()));
+        tokio::spawn(owner.run());
+        let pod = |app: &str| {
+            CgroupOwner::Pod(Arc::new(PodView {
+                namespace: "default".into(),
+                name: app.into(),
+                labels: [("app".to_string(), app.to_string())].into(),
+            }))
+        };
+        let workloads = Workloads {
+            enabled: true,
+            cgroups: [(100, pod("xwing")), (200, pod("tiefighter"))].into(),
+        };
+        agent.set_workloads(workloads).await.unwrap();
+        loaded(vec![apply("p", POD_SELECTED)], &agent).await;
+        let st = agent.status().await.unwrap();
+        assert_eq!(st[0].state, PolicyState::Enabled, "{st:#?}");
+        let img = agent.image();
+        let bits = |id: u64| img.cgroups[&id].selectors.iter().fold(0, |a, b| a | b);
+        assert_ne!(bits(100), 0, "the xwing pod is in scope");
+        assert_eq!(bits(200), 0, "the tiefighter pod is not");
+        assert_eq!(bits(lsm_shared::CGROUP_HOST), 0, "host processes are not");
     }
 }

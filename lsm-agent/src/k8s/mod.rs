@@ -6,23 +6,30 @@
 //!   cgroupfs drivers; containerd, CRI-O and docker scopes). Pure.
 //! * label selectors and the scoping rules are the policy's own ([`crate::policy::scope`]): the
 //!   compiler needs them, and `policy` comes first in the flow.
+//! * [`cgroupfs`]: the kubelet's cgroups on this node (parents of pods, pods, containers)
+//!   with their ids, kept current with inotify.
 //! * [`identity`]: the pods of this node by UID and by container ID; answers "which pod and
 //!   container is this cgroup". Pure.
 //! * [`pods`]: the watcher that keeps [`identity`] in sync with the API server.
 //! * [`policies`]: the watcher of the `TracingPolicy` and `TracingPolicyNamespaced` CRDs, which
 //!   turns objects into policy text for the parser and honours `nodeSelector`.
+//! * [`workloads`]: pods (API) joined with cgroups (cgroupfs): the scoping input sent to the
+//!   policy owner when it changes, and the index that tells events which pod a cgroup is.
 //! * [`loader`]: turns the CRD watcher's changes into commands to the policy owner
 //!   (`Source::Kubernetes` policies), the only part here that changes the loaded policies.
 //!
 //! Watchers send their changes on tokio channels; nothing here touches the kernel: the
-//! loader goes through the owner's `AgentHandle` like every other policy source.
+//! loader and the workloads sender go through the owner's `AgentHandle` like every other
+//! source of change.
 
 pub mod cgroup;
+pub mod cgroupfs;
 pub mod config;
 pub mod identity;
 pub mod loader;
 pub mod pods;
 pub mod policies;
+pub mod workloads;
 
 /// Errors of the API-facing parts (configuration and watchers).
 #[derive(Debug, thiserror::Error)]

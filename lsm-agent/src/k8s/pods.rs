@@ -198,11 +198,12 @@ fn containers(pod: &Pod) -> Vec<ContainerInfo> {
         .into_iter()
         .map(|(name, spec_image)| {
             let st = statuses.get(name.as_str());
+            let status_id = st
+                .and_then(|s| s.container_id.as_deref())
+                .filter(|id| strip_runtime_prefix(id).is_some());
             ContainerInfo {
-                id: st
-                    .and_then(|s| s.container_id.as_deref())
-                    .and_then(strip_runtime_prefix)
-                    .map(str::to_string),
+                id: status_id.and_then(strip_runtime_prefix).map(str::to_string),
+                status_id: status_id.map(str::to_string),
                 image: st
                     .map(|s| s.image.clone())
                     .filter(|i| !i.is_empty())

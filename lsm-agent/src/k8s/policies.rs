@@ -3,9 +3,9 @@
 //! [`crate::policy::parse::parse_policy`].
 //!
 //! `spec.nodeSelector` decides whether this node loads a policy; like Tetragon, an error
-//! (unreadable Node, malformed selector) loads it rather than silently dropping it. The
-//! decision is taken each time the object is applied or re-listed, not when the Node's labels
-//! change later.
+//! (unreadable Node, malformed selector) loads it rather than silently dropping it. This
+//! Node is watched (by name), and every policy with a `nodeSelector` is decided again when
+//! its labels change.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -17,8 +17,8 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client};
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
 
 use crate::policy::scope as selector;
 
@@ -209,19 +209,67 @@ pub fn decide(
 /// did not change (e.g. a status update) sends nothing. Errors (such as the CRDs not being
 /// installed yet) are logged and the watches retried with backoff.
 pub async fn watch_policies(client: Client, node_name: &str, tx: mpsc::Sender<PolicyEvent>) {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let watch = |kind| watch_kind(client.clone(), kind, node_name, &nodes, tx.clone());
-    tokio::join!(
-        watch(PolicyKind::TracingPolicy),
-        watch(PolicyKind::TracingPolicyNamespaced)
-    );
+    let (labels_tx, labels) = watch::channel(None);
+    let watch = |kind| watch_kind(client.clone(), kind, node_name, labels.clone(), tx.clone());
+    tokio::select! {
+        // Runs until dropped.
+        () = watch_node(client.clone(), node_name, labels_tx) => {}
+        _ = futures_util::future::join(
+            watch(PolicyKind::TracingPolicy),
+            watch(PolicyKind::TracingPolicyNamespaced),
+        ) => {}
+    }
+}
+
+/// This Node's labels as far as known: `None` before the first answer, `Err` when the Node
+/// cannot be read (policies with a `nodeSelector` then load, as Tetragon's fail open).
+pub type NodeLabels = Option<Result<BTreeMap<String, String>, String>>;
+
+/// Keeps `out` at this Node's labels; only label changes are sent (the kubelet updates the
+/// Node's status all the time).
+pub async fn watch_node(client: Client, node_name: &str, out: watch::Sender<NodeLabels>) {
+    let api: Api<Node> = Api::all(client);
+    let config = watcher::Config::default().fields(&format!("metadata.name={node_name}"));
+    let mut stream = watcher(api, config).default_backoff().boxed();
+    let mut listed = false;
+    let set = |labels: Result<BTreeMap<String, String>, String>| {
+        out.send_if_modified(|now| {
+            let changed = now.as_ref() != Some(&labels);
+            if changed {
+                if now.is_some() {
+                    info!(node = node_name, labels = ?labels, "this Node's labels changed; nodeSelector decided again");
+                }
+                *now = Some(labels);
+            }
+            changed
+        });
+    };
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::Init) => listed = false,
+            Ok(watcher::Event::InitApply(n)) | Ok(watcher::Event::Apply(n)) => {
+                listed = true;
+                set(Ok(n.metadata.labels.unwrap_or_default()));
+            }
+            Ok(watcher::Event::InitDone) if !listed => set(Err(format!("no Node {node_name}"))),
+            Ok(watcher::Event::InitDone) => {}
+            Ok(watcher::Event::Delete(_)) => set(Err(format!("Node {node_name} deleted"))),
+            Err(e) => {
+                warn!(node = node_name, error = %e, "Node watch failed; retrying");
+                // Fail open only while nothing is known: later, the last labels stand.
+                if out.borrow().is_none() {
+                    set(Err(e.to_string()));
+                }
+            }
+        }
+    }
 }
 
 async fn watch_kind(
     client: Client,
     kind: PolicyKind,
     node_name: &str,
-    nodes: &Api<Node>,
+    mut labels: watch::Receiver<NodeLabels>,
     tx: mpsc::Sender<PolicyEvent>,
 ) {
     let api: Api<DynamicObject> = Api::all_with(client, &kind.api_resource());
@@ -229,29 +277,60 @@ async fn watch_kind(
         .default_backoff()
         .boxed();
     let mut state = Emitted::default();
-    while let Some(event) = stream.next().await {
+    loop {
         let mut out = Vec::new();
-        match event {
-            Ok(watcher::Event::Init) => state.relisted.clear(),
-            Ok(watcher::Event::InitApply(obj)) | Ok(watcher::Event::Apply(obj)) => {
-                if let Some(key) = checked_key(kind, &obj) {
-                    state.relisted.insert(key.clone());
-                    let labels = node_labels(nodes, node_name, &obj).await;
-                    let event = decide(key, kind, &obj, node_name, || labels);
-                    out.extend(state.changed(event));
+        tokio::select! {
+            event = stream.next() => {
+                let Some(event) = event else { return };
+                match event {
+                    Ok(watcher::Event::Init) => state.relisted.clear(),
+                    Ok(watcher::Event::InitApply(obj)) | Ok(watcher::Event::Apply(obj)) => {
+                        if let Some(key) = checked_key(kind, &obj) {
+                            state.relisted.insert(key.clone());
+                            let selected = matches!(node_selector(&obj), Ok(Some(_)));
+                            if selected {
+                                // Decided with the Node's labels, not before they are known.
+                                let _ = labels.wait_for(Option::is_some).await;
+                            }
+                            let now = current(&labels);
+                            let event = decide(key.clone(), kind, &obj, node_name, || now);
+                            if selected {
+                                state.selected.insert(key, obj);
+                            } else {
+                                state.selected.remove(&key);
+                            }
+                            out.extend(state.changed(event));
+                        }
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        out.extend(state.forget_unlisted());
+                        out.push(PolicyEvent::Synced { kind });
+                    }
+                    Ok(watcher::Event::Delete(obj)) => {
+                        if let Some(key) = checked_key(kind, &obj) {
+                            out.extend(state.deleted(key));
+                        }
+                    }
+                    Err(e) => {
+                        warn!(kind = kind.as_str(), error = %e, "TracingPolicy watch failed; retrying")
+                    }
                 }
             }
-            Ok(watcher::Event::InitDone) => {
-                out.extend(state.forget_unlisted());
-                out.push(PolicyEvent::Synced { kind });
-            }
-            Ok(watcher::Event::Delete(obj)) => {
-                if let Some(key) = checked_key(kind, &obj) {
-                    out.extend(state.deleted(key));
+            changed = labels.changed() => {
+                if changed.is_err() {
+                    return;
                 }
-            }
-            Err(e) => {
-                warn!(kind = kind.as_str(), error = %e, "TracingPolicy watch failed; retrying")
+                let now = current(&labels);
+                let mut keys: Vec<&PolicyKey> = state.selected.keys().collect();
+                keys.sort();
+                let decided: Vec<PolicyEvent> = keys
+                    .into_iter()
+                    .map(|key| {
+                        let now = now.clone();
+                        decide(key.clone(), kind, &state.selected[key], node_name, || now)
+                    })
+                    .collect();
+                out.extend(decided.into_iter().filter_map(|e| state.changed(e)));
             }
         }
         for event in out {
@@ -266,6 +345,13 @@ async fn watch_kind(
     }
 }
 
+fn current(labels: &watch::Receiver<NodeLabels>) -> Result<BTreeMap<String, String>, String> {
+    labels
+        .borrow()
+        .clone()
+        .unwrap_or_else(|| Err("this Node's labels are not known yet".into()))
+}
+
 fn checked_key(kind: PolicyKind, obj: &DynamicObject) -> Option<PolicyKey> {
     let key = policy_key(kind, obj);
     if key.is_none() {
@@ -277,22 +363,6 @@ fn checked_key(kind: PolicyKind, obj: &DynamicObject) -> Option<PolicyKey> {
     key
 }
 
-/// Reads the Node only for a policy that has a `nodeSelector`.
-async fn node_labels(
-    nodes: &Api<Node>,
-    node_name: &str,
-    obj: &DynamicObject,
-) -> Result<BTreeMap<String, String>, String> {
-    if !matches!(node_selector(obj), Ok(Some(_))) {
-        return Ok(BTreeMap::new());
-    }
-    nodes
-        .get(node_name)
-        .await
-        .map(|n| n.metadata.labels.unwrap_or_default())
-        .map_err(|e| e.to_string())
-}
-
 /// What was last sent per object, to send only changes and to find objects deleted while the
 /// watch was down.
 #[derive(Default)]
@@ -300,6 +370,8 @@ struct Emitted {
     last: HashMap<PolicyKey, PolicyEvent>,
     /// Keys seen since the last `Init` (complete at `InitDone`).
     relisted: HashSet<PolicyKey>,
+    /// The objects with a `nodeSelector`, decided again when the Node's labels change.
+    selected: HashMap<PolicyKey, DynamicObject>,
 }
 
 impl Emitted {
@@ -314,6 +386,7 @@ impl Emitted {
 
     fn deleted(&mut self, key: PolicyKey) -> Option<PolicyEvent> {
         self.relisted.remove(&key);
+        self.selected.remove(&key);
         self.last.remove(&key).map(|_| PolicyEvent::Delete { key })
     }
 

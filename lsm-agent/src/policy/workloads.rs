@@ -99,10 +99,10 @@ pub fn cgroup_scopes(
     for (id, owner) in owners {
         let mut entry = CgroupScope::default();
         for &(hook, bits, scope) in groups {
-            if Workloads::covers(scope, owner) {
-                if let Some(m) = entry.selectors.get_mut(hook as usize) {
-                    *m |= bits;
-                }
+            if Workloads::covers(scope, owner)
+                && let Some(m) = entry.selectors.get_mut(hook as usize)
+            {
+                *m |= bits;
             }
         }
         out.insert(id, entry);

@@ -2,7 +2,7 @@
 //! become loaded policies of the agent (behind a recording map writer instead of the kernel),
 //! are replaced without a gap, keep their previous version when a new one is broken, are
 //! unloaded when deleted or gone from a re-list, and are listed but not enforced when not for
-//! this node or when they need pod scoping.
+//! this node. Policies for some workloads load, scoped to them (never to host processes).
 //!
 //! Every test's loader sees every policy object of the shared API server, so the tests only
 //! look at their own objects (names `k8s-loader-*`, entries under `/k8s-loader-test/`).
@@ -14,8 +14,8 @@ use lsm_agent::agent::{
     self, Agent, AgentHandle, CrdKind, MapWriter, PolicyState, PolicyStatus, Source,
 };
 use lsm_agent::bpf::BpfError;
-use lsm_agent::k8s::loader::{NOT_SCOPED, watch_and_load};
-use lsm_agent::policy::{compile::MapImage, ir::HostNs};
+use lsm_agent::k8s::loader::watch_and_load;
+use lsm_agent::policy::{compile::MapImage, ir::HostNs, workloads::Workloads};
 use tokio::task::JoinHandle;
 
 use crate::cluster::cluster;
@@ -24,7 +24,7 @@ const NODE: &str = "node-policies";
 
 /// Records every image the owner writes.
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<MapImage>>>);
+pub struct Recorder(Arc<Mutex<Vec<MapImage>>>);
 
 impl MapWriter for Recorder {
     fn apply(&mut self, img: &MapImage) -> Result<(), BpfError> {
@@ -34,36 +34,53 @@ impl MapWriter for Recorder {
 }
 
 impl Recorder {
-    fn images(&self) -> Vec<MapImage> {
+    pub fn images(&self) -> Vec<MapImage> {
         self.0.lock().expect("images").clone()
     }
 }
 
 /// Whether `img` holds a string entry containing `marker`.
-fn has(img: &MapImage, marker: &str) -> bool {
+pub fn has(img: &MapImage, marker: &str) -> bool {
     img.str_eq
         .keys()
         .any(|(_, _, v)| v.windows(marker.len()).any(|w| w == marker.as_bytes()))
 }
 
 /// An agent behind an owner, with the loader watching the API server as the agent's
-/// ServiceAccount.
+/// ServiceAccount. Scoping is on, as in the agent with Kubernetes (no pod listed here).
 async fn start(recorder: &Recorder) -> (AgentHandle, JoinHandle<()>) {
-    let (owner, handle) = agent::owner(Agent::new(Box::new(recorder.clone()), HostNs::default()));
-    tokio::spawn(owner.run());
+    let handle = start_agent(recorder).await;
     let loader = start_loader(&handle).await;
     (handle, loader)
 }
 
+/// The agent alone (no loader).
+pub async fn start_agent(recorder: &Recorder) -> AgentHandle {
+    let (owner, handle) = agent::owner(Agent::new(Box::new(recorder.clone()), HostNs::default()));
+    tokio::spawn(owner.run());
+    let scoping = Workloads {
+        enabled: true,
+        ..Default::default()
+    };
+    handle.set_workloads(scoping).await.expect("agent running");
+    handle
+}
+
 async fn start_loader(agent: &AgentHandle) -> JoinHandle<()> {
+    start_loader_on(agent, NODE).await
+}
+
+/// The loader of the agent of node `node`.
+pub async fn start_loader_on(agent: &AgentHandle, node: &str) -> JoinHandle<()> {
     let client = cluster().agent_client().await;
     let agent = agent.clone();
+    let node = node.to_string();
     tokio::spawn(async move {
-        let _ = watch_and_load(client, NODE.into(), agent).await;
+        let _ = watch_and_load(client, node, agent).await;
     })
 }
 
-fn apply(fixture: &str) {
+pub fn apply(fixture: &str) {
     cluster().kubectl_ok(&["apply", "--validate=false", "-f", "-"], Some(fixture));
 }
 
@@ -75,7 +92,7 @@ fn ours(status: &[PolicyStatus], name: &str) -> Option<PolicyStatus> {
 }
 
 /// Polls the policy list until `pred` holds for the entry `name` (`None`: not listed).
-async fn until(
+pub async fn until(
     agent: &AgentHandle,
     name: &str,
     what: &str,
@@ -176,7 +193,7 @@ async fn a_tracingpolicy_loads_is_replaced_gaplessly_keeps_its_version_when_brok
 }
 
 #[tokio::test]
-async fn policies_not_for_this_node_or_needing_pod_scoping_are_listed_and_not_enforced() {
+async fn policies_not_for_this_node_are_listed_and_not_enforced_and_scoped_ones_spare_the_host() {
     node();
     let c = cluster();
     c.kubectl_ok(&["create", "namespace", "loader-test"], None);
@@ -191,35 +208,44 @@ async fn policies_not_for_this_node_or_needing_pod_scoping_are_listed_and_not_en
     assert!(p.error.expect("reason").contains(NODE));
 
     apply(include_str!("fixtures/loader-namespaced.yaml"));
-    let p = until(&agent, "k8s-loader-namespaced", "namespaced listed", |p| {
-        p.is_some()
-    })
-    .await
-    .expect("listed");
-    assert_eq!(p.state, PolicyState::LoadError);
-    assert_eq!(p.namespace, "loader-test");
-    assert_eq!(p.error.as_deref(), Some(NOT_SCOPED));
-    assert!(
-        matches!(&p.source, Source::Kubernetes(o) if o.kind == CrdKind::TracingPolicyNamespaced)
-    );
-
-    apply(include_str!("fixtures/loader-pod-selector.yaml"));
     let p = until(
         &agent,
-        "k8s-loader-pod-selected",
-        "pod-selected listed",
-        |p| p.is_some(),
+        "k8s-loader-namespaced",
+        "namespaced enforcing",
+        |p| p.is_some_and(|p| p.state == PolicyState::Enabled),
     )
     .await
     .expect("listed");
-    assert_eq!(p.state, PolicyState::LoadError);
-    assert_eq!(p.error.as_deref(), Some(NOT_SCOPED));
+    assert_eq!(p.namespace, "loader-test");
+    assert!(
+        matches!(&p.source, Source::Kubernetes(o) if o.kind == CrdKind::TracingPolicyNamespaced)
+    );
+    assert!(has(&agent.image(), "/k8s-loader-test/namespaced"));
+    assert!(!covers(
+        &agent.image(),
+        "k8s-loader-namespaced",
+        lsm_shared::CGROUP_HOST
+    ));
+
+    apply(include_str!("fixtures/loader-pod-selector.yaml"));
+    until(
+        &agent,
+        "k8s-loader-pod-selected",
+        "pod-selected enforcing",
+        |p| p.is_some_and(|p| p.state == PolicyState::Enabled),
+    )
+    .await;
+    assert!(!covers(
+        &agent.image(),
+        "k8s-loader-pod-selected",
+        lsm_shared::CGROUP_HOST
+    ));
 
     for img in recorder.images() {
-        for marker in ["skipped", "namespaced", "pod-selected"] {
-            let marker = format!("/k8s-loader-test/{marker}");
-            assert!(!has(&img, &marker), "{marker} reached the kernel");
-        }
+        assert!(
+            !has(&img, "/k8s-loader-test/skipped"),
+            "a skipped policy reached the kernel"
+        );
     }
     c.kubectl_ok(
         &[
@@ -248,6 +274,25 @@ async fn policies_not_for_this_node_or_needing_pod_scoping_are_listed_and_not_en
         until(&agent, name, &format!("{name} gone"), |p| p.is_none()).await;
     }
     loader.abort();
+}
+
+/// Whether some selector of policy `name` applies to the processes of cgroup `id` (an id
+/// without entry: none does; scoped selectors only, which is what these policies have).
+pub fn covers(img: &MapImage, name: &str, id: u64) -> bool {
+    let Some(entry) = img.cgroups.get(&id) else {
+        return false;
+    };
+    img.slots.iter().any(|(&idx, slot)| {
+        let (hook, bit) = (
+            idx / lsm_shared::MAX_SELECTORS,
+            idx % lsm_shared::MAX_SELECTORS,
+        );
+        slot.policy_name == name
+            && entry
+                .selectors
+                .get(hook as usize)
+                .is_some_and(|m| m & (1 << bit) != 0)
+    })
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
-//! The agent's TracingPolicy loader against a real kube-apiserver and etcd, with the harness
-//! of `tests/k8s` (`cluster.rs`: one API server for this test binary, stopped when it exits).
+//! The agent's TracingPolicy loader and its workloads (pods joined with cgroups, which scope
+//! the policies) against a real kube-apiserver and etcd, with the harness of `tests/k8s`
+//! (`cluster.rs`: one API server for this test binary, stopped when it exits).
 //!
 //! A binary of its own: its objects would otherwise show up in the watcher tests of
 //! `tests/k8s`, which check the exact sequence of events their own objects cause.
@@ -9,3 +10,4 @@
 #[path = "../k8s/cluster.rs"]
 mod cluster;
 mod loader;
+mod workloads;

@@ -11,6 +11,7 @@ fn container(name: &str, id: Option<&str>) -> ContainerInfo {
     ContainerInfo {
         name: name.to_string(),
         id: id.map(str::to_string),
+        status_id: id.map(|id| format!("containerd://{id}")),
         image: format!("{name}:1"),
         image_id: String::new(),
         started_at: None,

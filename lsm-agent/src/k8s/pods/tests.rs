@@ -46,6 +46,11 @@ fn containers_join_spec_and_status_in_init_regular_order() {
         Some("b".repeat(64).as_str()),
         "runtime prefix stripped"
     );
+    assert_eq!(
+        main.status_id,
+        Some(format!("containerd://{}", "b".repeat(64))),
+        "kept as reported for events"
+    );
     assert_eq!(main.image, "quay.io/cilium/starwars:v2.1");
     assert!(main.image_id.starts_with("quay.io/cilium/starwars@sha256:"));
     let started = main.started_at.expect("running");
@@ -63,6 +68,7 @@ fn containers_join_spec_and_status_in_init_regular_order() {
     );
     let waiting = p.container_by_name("sidecar").expect("sidecar");
     assert_eq!(waiting.id, None, "no ID before the runtime creates it");
+    assert_eq!(waiting.status_id, None);
     assert_eq!(waiting.image, "envoyproxy/envoy:v1.30");
 }
 
