@@ -43,7 +43,12 @@ pub fn repo() -> PathBuf {
 
 /// The binaries a test may exec while one of its policies is loaded: they run from
 /// [`STAGING_DIR`], never from the build directory.
-const STAGED: [&str; 4] = ["lsmctl", "vmtest-connect", "vmtest-mmap", "vmtest-readbench"];
+const STAGED: [&str; 4] = [
+    "lsmctl",
+    "vmtest-connect",
+    "vmtest-mmap",
+    "vmtest-readbench",
+];
 
 /// A guest-local directory (virtme-ng mounts a fresh tmpfs on `/run`) that no test policy
 /// names. The build directory can be anywhere, e.g. under `/tmp/`, where `exec-from-tmp`
