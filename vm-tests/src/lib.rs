@@ -43,7 +43,12 @@ pub fn repo() -> PathBuf {
 
 /// The binaries a test may exec while one of its policies is loaded: they run from
 /// [`STAGING_DIR`], never from the build directory.
-const STAGED: [&str; 3] = ["lsmctl", "vmtest-connect", "vmtest-mmap"];
+const STAGED: [&str; 4] = [
+    "lsmctl",
+    "vmtest-connect",
+    "vmtest-mmap",
+    "vmtest-readbench",
+];
 
 /// A guest-local directory (virtme-ng mounts a fresh tmpfs on `/run`) that no test policy
 /// names. The build directory can be anywhere, e.g. under `/tmp/`, where `exec-from-tmp`
@@ -419,6 +424,11 @@ impl Agent {
             );
             thread::sleep(Duration::from_millis(500));
         }
+    }
+
+    /// The agent's process id (benchmarks read its memory from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.agent.id()
     }
 
     /// Runs `lsmctl --server-address <agent> ARGS`.

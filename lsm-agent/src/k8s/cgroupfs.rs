@@ -12,7 +12,7 @@
 //! before a process can run in it. A periodic rescan (the caller's) covers what inotify cannot:
 //! a queue overflow, a kubelet root nested deeper than the mount's root level.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::fs::MetadataExt as _;
@@ -250,7 +250,8 @@ pub struct CgroupWatcher {
     watches: Watches,
     /// Watch descriptor id → watched directory.
     paths: HashMap<i32, PathBuf>,
-    by_path: HashMap<PathBuf, WatchDescriptor>,
+    /// Ordered, so that a removed directory's watches below it are one range.
+    by_path: BTreeMap<PathBuf, WatchDescriptor>,
 }
 
 /// Only directories' creation and removal: the kubelet and the runtimes read and write files
@@ -271,7 +272,7 @@ impl CgroupWatcher {
             stream,
             watches,
             paths: HashMap::new(),
-            by_path: HashMap::new(),
+            by_path: BTreeMap::new(),
         };
         w.watch(root)?;
         Ok(w)
@@ -291,25 +292,54 @@ impl CgroupWatcher {
     /// Watches every listed directory whose children matter, and stops watching those no
     /// longer listed. A directory that vanished meanwhile is not an error: its removal event
     /// follows.
+    /// Linear in the number of listed cgroups: for a full rescan. Single events use
+    /// [`Self::follow_created`] and [`Self::follow_removed`], which touch only what changed, so
+    /// a burst of pods costs linear, not quadratic, time.
     pub fn follow(&mut self, cgroups: &Cgroups) {
-        let want: Vec<PathBuf> = cgroups
+        let want: HashSet<&Path> = cgroups
             .paths()
             .filter(|(_, f)| f.has_listed_children())
-            .map(|(p, _)| p.to_path_buf())
+            .map(|(p, _)| p)
             .collect();
         for dir in &want {
-            if let Err(e) = self.watch(dir) {
-                tracing::debug!(dir = %dir.display(), error = %e, "cgroup not watched");
-            }
+            self.try_watch(dir);
         }
         let stale: Vec<PathBuf> = self
             .by_path
             .keys()
-            .filter(|p| **p != self.root && !want.contains(p))
+            .filter(|p| **p != self.root && !want.contains(p.as_path()))
             .cloned()
             .collect();
         for p in stale {
             self.forget(&p);
+        }
+    }
+
+    /// Watches the directories of `dirs` (just found) whose children matter.
+    pub fn follow_created(&mut self, dirs: &[Dir]) {
+        for d in dirs.iter().filter(|d| d.found.has_listed_children()) {
+            self.try_watch(&d.path);
+        }
+    }
+
+    /// Stops watching `path` and everything below it (removed).
+    pub fn follow_removed(&mut self, path: &Path) {
+        let gone: Vec<PathBuf> = self
+            .by_path
+            .range(path.to_path_buf()..)
+            .map(|(p, _)| p)
+            .take_while(|p| p.starts_with(path))
+            .filter(|p| **p != self.root)
+            .cloned()
+            .collect();
+        for p in gone {
+            self.forget(&p);
+        }
+    }
+
+    fn try_watch(&mut self, dir: &Path) {
+        if let Err(e) = self.watch(dir) {
+            tracing::debug!(dir = %dir.display(), error = %e, "cgroup not watched");
         }
     }
 

@@ -87,12 +87,28 @@ pub struct PodIndex {
     /// By cgroup id: what `/proc/<pid>/cgroup` said of cgroups the scan does not list (host
     /// cgroups, those below a container's); a cgroup id is never reused, so this stays true.
     named: Arc<Mutex<HashMap<u64, Option<Named>>>>,
+    /// By cgroup id: the pod last handed to the enrichment, handed again while it is equal
+    /// (the process cache then sees "unchanged" by pointer).
+    handed: Arc<Mutex<HashMap<u64, Arc<model::Pod>>>>,
 }
 
 /// The enrichment's view: every event of a process in a pod carries the pod.
 impl crate::events::enrich::PodLookup for PodIndex {
     fn pod_of(&self, cgroup_id: u64, tgid: u32) -> Option<Arc<model::Pod>> {
-        PodIndex::pod_of(self, cgroup_id, tgid).map(Arc::new)
+        let pod = PodIndex::pod_of(self, cgroup_id, tgid)?;
+        if cgroup_id == 0 {
+            return Some(Arc::new(pod));
+        }
+        let mut handed = self.handed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(same) = handed.get(&cgroup_id).filter(|p| ***p == pod) {
+            return Some(same.clone());
+        }
+        if handed.len() >= PARSED_MAX {
+            handed.clear();
+        }
+        let pod = Arc::new(pod);
+        handed.insert(cgroup_id, pod.clone());
+        Some(pod)
     }
 }
 
@@ -102,6 +118,7 @@ impl PodIndex {
             shared: Arc::default(),
             proc_root: proc_root.into(),
             named: Arc::default(),
+            handed: Arc::default(),
         }
     }
 
@@ -347,20 +364,16 @@ impl Sync {
                 {
                     debug!(cgroup = %d.path.display(), id = d.id, "pod cgroup created");
                 }
-                let mut s = self.index.write();
-                let changed = s.cgroups.insert(dirs);
                 if let Some(w) = watcher {
-                    w.follow(&s.cgroups);
+                    w.follow_created(&dirs);
                 }
-                changed
+                self.index.write().cgroups.insert(dirs)
             }
             FsEvent::Removed(path) => {
-                let mut s = self.index.write();
-                let changed = s.cgroups.remove_under(path);
                 if let Some(w) = watcher {
-                    w.follow(&s.cgroups);
+                    w.follow_removed(path);
                 }
-                changed
+                self.index.write().cgroups.remove_under(path)
             }
             FsEvent::Lost => {
                 warn!("cgroup events lost; rescanning");

@@ -231,3 +231,27 @@ async fn the_watcher_sees_pods_and_containers_come_and_go() {
     w.follow(&cgroups);
     assert_eq!(w.watched(), 2);
 }
+
+#[tokio::test]
+async fn single_events_update_only_the_watches_they_concern() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let root = tmp.path();
+    let mut w = CgroupWatcher::new(root).expect("inotify");
+    let kubepods = mkdirs(root, "kubepods.slice");
+    let besteffort = mkdirs(&kubepods, "kubepods-besteffort.slice");
+    let pod_dir = mkdirs(
+        &besteffort,
+        &format!("kubepods-besteffort-pod{UID_SYSTEMD}.slice"),
+    );
+    mkdirs(&pod_dir, &format!("cri-containerd-{ID}.scope"));
+    // Parents and the pod are watched; the container (a leaf) is not.
+    w.follow_created(&scan(root, &kubepods));
+    assert_eq!(w.watched(), 4, "root, two parents, the pod");
+    w.follow_created(&scan(root, &pod_dir));
+    assert_eq!(w.watched(), 4, "watching twice is a no-op");
+
+    w.follow_removed(&pod_dir);
+    assert_eq!(w.watched(), 3);
+    w.follow_removed(&kubepods);
+    assert_eq!(w.watched(), 1, "the root stays watched");
+}

@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::*;
 
@@ -211,6 +212,30 @@ fn pod_of_names_the_pod_and_the_container_with_tetragons_fields() {
         None
     );
     assert_eq!(index.pod_of(parent, 1), None, "not a pod");
+}
+
+#[test]
+fn the_enrichment_gets_the_same_arc_while_the_pod_is_unchanged_and_a_new_one_after_a_change() {
+    use crate::events::enrich::PodLookup;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (root, proc) = (tmp.path().join("cg"), tmp.path().join("proc"));
+    mkdir(&root, "kubepods.slice");
+    mkdir(&root, &pod_dir(UID));
+    let main_id = mkdir(&root, &container_dir(UID, MAIN));
+    let index = index_with(
+        &root,
+        &proc,
+        vec![pod(UID, "xwing", &[("class", "xwing")], Some(MAIN))],
+    );
+    let lookup: &dyn PodLookup = &index;
+    let first = lookup.pod_of(main_id, 1).expect("in a pod");
+    let again = lookup.pod_of(main_id, 2).expect("in a pod");
+    assert!(Arc::ptr_eq(&first, &again));
+
+    index.write().store = store_of(vec![pod(UID, "xwing", &[("class", "tie")], Some(MAIN))]);
+    let relabelled = lookup.pod_of(main_id, 1).expect("in a pod");
+    assert!(!Arc::ptr_eq(&first, &relabelled));
+    assert_eq!(relabelled.labels["class"], "tie");
 }
 
 #[test]
