@@ -6,7 +6,6 @@
 //! Nothing here skips: a missing BPF LSM, a failed start or a timeout panics.
 
 use std::{
-    io::{BufRead, BufReader},
     os::unix::process::ExitStatusExt,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -363,28 +362,7 @@ impl Agent {
     }
 
     fn start_stream(&mut self) {
-        let mut child = Command::new(bin("lsmctl"))
-            .args([
-                "--server-address",
-                &self.ctl.address,
-                "getevents",
-                "-o",
-                "compact",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawning lsmctl getevents");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let lines = self.lines.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("  event: {line}");
-                lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-            }
-        });
+        let child = stream::spawn_getevents(&self.ctl.address, &[], self.lines.clone());
         let _ = self.stream.kill();
         self.stream = child;
         // The stream is live once an exec we make shows up in it.
