@@ -15,8 +15,8 @@ use crate::{
     event::emit,
     kernel::{kconf, read_attrs},
     maps::{
-        ADDR4, ADDR6, CGROUPS, COUNTERS, HOOK_CFG, NUM_FILT, PIDS, PORTS, PROCS, SEL_ACT, STR_EQ,
-        STR_POSTFIX, STR_PREFIX,
+        ADDR4, ADDR6, CGROUPS, COUNTERS, NUM_FILT, PIDS, PORTS, PROCS, SEL_ACT, STR_EQ,
+        STR_POSTFIX, STR_PREFIX, hook_cfg,
     },
     path::count,
     scratch::Scratch,
@@ -171,7 +171,7 @@ fn evaluate_at(
     if tgid == kconf!(agent_tgid) {
         return 0;
     }
-    let Some(cfg) = HOOK_CFG.get(hook) else {
+    let Some(cfg) = hook_cfg(hook) else {
         return 0;
     };
     let mut cand = cfg.selectors;

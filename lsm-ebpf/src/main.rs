@@ -40,7 +40,7 @@ use crate::{
     eval::{evaluate, kcopy},
     event::emit,
     kernel::{kconf, read_u16, read_u32, read_u64, task_ns_pid},
-    maps::{EXEC_PEND, FILES, HOOK_CFG, PROCS, STR_EQ},
+    maps::{EXEC_PEND, FILES, PROCS, STR_EQ, hook_cfg},
     path::{resolve_d_path, resolve_file_walk, resolve_walk},
     scratch::Scratch,
 };
@@ -377,7 +377,7 @@ fn add_follow_bits(s: &mut Scratch) {
     }
     let mut h = 0u32;
     while h < NUM_HOOKS {
-        if let Some(cfg) = HOOK_CFG.get(h)
+        if let Some(cfg) = hook_cfg(h)
             && cfg.follow != 0
         {
             s.key.scope = str_scope(h, SUBJECT_BINARY);

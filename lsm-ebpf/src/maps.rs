@@ -2,7 +2,8 @@
 //! `lsm-shared`, which is how user space finds them.
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    macros::map,
+    btf_maps,
+    macros::{btf_map, map},
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use lsm_shared::*;
@@ -17,9 +18,26 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_STATS, 0);
 
-/// Per-hook evaluation plan, indexed by `HOOK_*`.
+/// Per-hook evaluation plans, two banks, at `hook_cfg_index(bank, hook)`; read them through
+/// [`hook_cfg`].
 #[map]
-pub static HOOK_CFG: Array<HookConfig> = Array::with_max_entries(NUM_HOOKS, 0);
+pub static HOOK_CFG: Array<HookConfig> = Array::with_max_entries(2 * NUM_HOOKS, 0);
+
+/// The live bank of `HOOK_CFG` (index 0).
+#[map]
+pub static PLAN_BANK: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Never read here: user space updates it to wait for running programs (see `SYNC_MAP`).
+#[btf_map]
+pub static SYNC: btf_maps::ArrayOfMaps<btf_maps::Array<u32, 1>, 1> = btf_maps::ArrayOfMaps::new();
+
+/// The live plan of `hook`. It stays unchanged while the program runs: user space writes
+/// new plans into the other bank and waits for running programs before reusing this one.
+#[inline(always)]
+pub fn hook_cfg(hook: u32) -> Option<&'static HookConfig> {
+    let bank = PLAN_BANK.get(0).copied().unwrap_or(0);
+    HOOK_CFG.get(hook_cfg_index(bank, hook))
+}
 
 /// What each selector slot does, at `hook * MAX_SELECTORS + slot`.
 #[map]

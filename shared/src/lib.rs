@@ -161,7 +161,7 @@ pub const fn str_class(subject: u8, family: usize, negated: bool) -> usize {
     (subject as usize) * 6 + family * 2 + if negated { 1 } else { 0 }
 }
 
-/// Per-hook evaluation plan, at index `hook` of [`HOOK_CFG_MAP`].
+/// Per-hook evaluation plan, at [`hook_cfg_index`]`(bank, hook)` of [`HOOK_CFG_MAP`].
 ///
 /// Actions are bitmaps over selector slots so the kernel applies them without a loop:
 /// the first matching selector of each group (one group = the selectors of one hook entry of
@@ -409,6 +409,18 @@ pub struct NumFilter {
     pub values: [u64; NUM_FILTER_VALUES],
 }
 const _: () = assert!(size_of::<NumFilter>() == 24 + 8 * NUM_FILTER_VALUES);
+
+/// Index in [`HOOK_CFG_MAP`] of the plan of `hook` in `bank` (0 or 1).
+///
+/// The map holds two banks of plans; [`PLAN_BANK_MAP`] says which one is live. User space
+/// writes a new set of plans into the other bank, flips the bank with one 4-byte write, and
+/// waits for every running program to finish ([`SYNC_MAP`]) before it touches the old bank
+/// again. So a program that looked up its plan reads one consistent plan to its end, while
+/// an array map would otherwise be rewritten in place under it.
+#[inline(always)]
+pub const fn hook_cfg_index(bank: u32, hook: u32) -> u32 {
+    (bank & 1) * NUM_HOOKS + hook
+}
 
 /// Index in [`NUM_FILT_MAP`] of filter `i` of `hook` in `bank` (0 or 1).
 #[inline(always)]
@@ -691,6 +703,13 @@ const _: () =
 pub const EVENTS_MAP: &str = "EVENTS";
 pub const STATS_MAP: &str = "STATS";
 pub const HOOK_CFG_MAP: &str = "HOOK_CFG";
+/// One `u32`: the live bank of [`HOOK_CFG_MAP`] (see [`hook_cfg_index`]).
+pub const PLAN_BANK_MAP: &str = "PLAN_BANK";
+/// An array of maps used by user space only: updating it makes the kernel wait for every
+/// running non-sleepable BPF program to finish (`synchronize_rcu` in `maybe_wait_bpf_programs`
+/// of `kernel/bpf/syscall.c`), the barrier between flipping [`PLAN_BANK_MAP`] and removing
+/// what only the old plans used.
+pub const SYNC_MAP: &str = "SYNC";
 pub const SEL_ACT_MAP: &str = "SEL_ACT";
 pub const NUM_FILT_MAP: &str = "NUM_FILT";
 pub const STR_EQ_MAP: &str = "STR_EQ";

@@ -6,7 +6,6 @@
 //! Nothing here skips: a missing BPF LSM, a failed start or a timeout panics.
 
 use std::{
-    io::{BufRead, BufReader},
     os::unix::process::ExitStatusExt,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -385,28 +384,7 @@ impl Agent {
     }
 
     fn start_stream(&mut self) {
-        let mut child = Command::new(bin("lsmctl"))
-            .args([
-                "--server-address",
-                &self.ctl.address,
-                "getevents",
-                "-o",
-                "compact",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawning lsmctl getevents");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let lines = self.lines.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("  event: {line}");
-                lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-            }
-        });
+        let child = stream::spawn_getevents(&self.ctl.address, &[], self.lines.clone());
         let _ = self.stream.kill();
         self.stream = child;
         // The stream is live once an exec we make shows up in it.
@@ -480,37 +458,16 @@ impl Agent {
     /// `expected` (the node name in the source column varies, so only line ends are
     /// compared, after the emoji and label at the start). Panics with the stream on timeout.
     pub fn expect_lines(&mut self, expected: &[String]) {
-        let start = Instant::now();
-        loop {
-            let lines = self.lines();
-            let new = &lines[self.seen.min(lines.len())..];
-            let mut it = new.iter().enumerate();
-            let mut last = None;
-            let all = expected.iter().all(|want| {
-                it.by_ref()
-                    .find(|(_, l)| compact_matches(l, want))
-                    .map(|(i, _)| last = Some(i))
-                    .is_some()
-            });
-            if all {
-                if let Some(i) = last {
-                    self.seen += i + 1;
-                }
-                return;
-            }
-            if start.elapsed() > EVENT_TIMEOUT {
-                panic!(
-                    "expected events {expected:#?} in order; the stream had:\n{}",
-                    new.join("\n")
-                );
-            }
-            thread::sleep(Duration::from_millis(200));
-        }
+        self.expect_lines_where(None, expected);
     }
 
     /// Like [`Agent::expect_lines`], with the source column equal to `source` (a pod's
     /// `namespace/name`) in every expected line.
     pub fn expect_lines_from(&mut self, source: &str, expected: &[String]) {
+        self.expect_lines_where(Some(source), expected);
+    }
+
+    fn expect_lines_where(&mut self, source: Option<&str>, expected: &[String]) {
         let start = Instant::now();
         loop {
             let lines = self.lines();
@@ -519,7 +476,10 @@ impl Agent {
             let mut last = None;
             let all = expected.iter().all(|want| {
                 it.by_ref()
-                    .find(|(_, l)| compact_source(l) == Some(source) && compact_matches(l, want))
+                    .find(|(_, l)| {
+                        source.is_none_or(|s| compact_source(l) == Some(s))
+                            && compact_matches(l, want)
+                    })
                     .map(|(i, _)| last = Some(i))
                     .is_some()
             });
@@ -531,7 +491,8 @@ impl Agent {
             }
             if start.elapsed() > EVENT_TIMEOUT {
                 panic!(
-                    "expected events from {source} {expected:#?} in order; the stream had:\n{}",
+                    "expected events{} {expected:#?} in order; the stream had:\n{}",
+                    source.map(|s| format!(" from {s}")).unwrap_or_default(),
                     new.join("\n")
                 );
             }

@@ -11,6 +11,37 @@ use std::{
 
 use crate::{EVENT_TIMEOUT, bin};
 
+/// Starts `lsmctl --server-address ADDRESS getevents -o compact ARGS`; a thread appends its
+/// lines to `sink` (and echoes them to stderr, labelled with `args`).
+pub(crate) fn spawn_getevents(
+    address: &str,
+    args: &[&str],
+    sink: Arc<Mutex<Vec<String>>>,
+) -> Child {
+    let mut child = Command::new(bin("lsmctl"))
+        .args(["--server-address", address, "getevents", "-o", "compact"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawning lsmctl getevents");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let label = if args.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", args.join(" "))
+    };
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("  event{label}: {line}");
+            sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        }
+    });
+    child
+}
+
 pub struct EventStream {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
@@ -19,25 +50,8 @@ pub struct EventStream {
 impl EventStream {
     /// `lsmctl --server-address ADDRESS getevents -o compact ARGS`.
     pub(crate) fn start(address: &str, args: &[&str]) -> EventStream {
-        let mut child = Command::new(bin("lsmctl"))
-            .args(["--server-address", address, "getevents", "-o", "compact"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawning lsmctl getevents");
-        let stdout = child.stdout.take().expect("piped stdout");
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let label = args.join(" ");
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("  event [{label}]: {line}");
-                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-            }
-        });
+        let child = spawn_getevents(address, args, lines.clone());
         EventStream { child, lines }
     }
 

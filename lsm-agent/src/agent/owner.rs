@@ -189,8 +189,16 @@ impl Owner {
     /// Runs commands until every handle is gone. Dropping the future (shutdown) drops the
     /// agent and with it the map writer.
     pub async fn run(mut self) {
+        let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread;
         while let Some(cmd) = self.commands.recv().await {
-            execute(&mut self.agent, cmd);
+            if multi_thread {
+                // A plan switch waits for the kernel (one RCU grace period, milliseconds):
+                // the runtime moves this worker's other tasks elsewhere meanwhile.
+                tokio::task::block_in_place(|| execute(&mut self.agent, cmd));
+            } else {
+                execute(&mut self.agent, cmd);
+            }
             let now = self.agent.image();
             // Published only when it changed, so that readers' `changed()` means something.
             self.image.send_if_modified(|img| {

@@ -500,29 +500,31 @@ impl Agent {
     /// Installs the node's pods and containers by cgroup: policies scoped to workloads are
     /// recompiled against them and applied without a gap. Unchanged workloads are a no-op.
     pub fn set_workloads(&mut self, workloads: Workloads) -> Result<(), AgentError> {
-        if self.env.workloads == workloads {
-            return Ok(());
-        }
-        let previous = std::mem::replace(&mut self.env.workloads, workloads);
-        let candidate = self.policies.clone();
-        let result = self.commit(candidate);
-        if result.is_err() {
-            self.env.workloads = previous;
-        }
-        result
+        self.recompile_with(|env| &mut env.workloads, workloads)
     }
 
     /// Installs new answers for `dns:` names: the policies are recompiled against them and
     /// applied without a gap. Unchanged answers are a no-op.
     pub fn set_dns(&mut self, dns: BTreeMap<String, Vec<IpAddr>>) -> Result<(), AgentError> {
-        if self.env.dns == dns {
+        self.recompile_with(|env| &mut env.dns, dns)
+    }
+
+    /// Replaces one input of the compilation (`field` of the environment) and applies the
+    /// recompiled set without a gap; on failure the old value stays, as does what enforces.
+    /// An unchanged value is a no-op.
+    fn recompile_with<T: PartialEq>(
+        &mut self,
+        field: impl Fn(&mut CompileEnv) -> &mut T,
+        value: T,
+    ) -> Result<(), AgentError> {
+        if *field(&mut self.env) == value {
             return Ok(());
         }
-        let previous = std::mem::replace(&mut self.env.dns, dns);
+        let previous = std::mem::replace(field(&mut self.env), value);
         let candidate = self.policies.clone();
         let result = self.commit(candidate);
         if result.is_err() {
-            self.env.dns = previous;
+            *field(&mut self.env) = previous;
         }
         result
     }

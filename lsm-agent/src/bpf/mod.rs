@@ -13,7 +13,10 @@ use std::{collections::BTreeMap, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{
+        Array, ArrayOfMaps, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf,
+        lpm_trie::Key,
+    },
     programs::{BtfTracePoint, KProbe, Lsm, ProgramError},
 };
 use lsm_shared::*;
@@ -74,6 +77,12 @@ pub struct Probe {
     // Owns the programs and their links; dropping it detaches everything.
     _ebpf: Ebpf,
     hook_cfg: Array<MapData, HookConfig>,
+    plan_bank: Array<MapData, u32>,
+    /// The live bank of `hook_cfg` (what `plan_bank` holds).
+    bank: u32,
+    sync: ArrayOfMaps<MapData, Array<MapData, u32>>,
+    /// What `sync` is updated with: any map of its inner type.
+    sync_inner: Array<MapData, u32>,
     sel_act: Array<MapData, SelectorAction>,
     num_filt: Array<MapData, NumFilter>,
     str_eq: HashMap<MapData, StrKey, SelMasks>,
@@ -153,8 +162,12 @@ impl Probe {
         };
 
         let ring = take::<RingBuf<MapData>>(&mut ebpf, EVENTS_MAP)?;
-        let probe = Probe {
+        let mut probe = Probe {
             hook_cfg: take(&mut ebpf, HOOK_CFG_MAP)?,
+            plan_bank: take(&mut ebpf, PLAN_BANK_MAP)?,
+            bank: 0,
+            sync: take(&mut ebpf, SYNC_MAP)?,
+            sync_inner: Array::create(1, 0).map_err(map_err(SYNC_MAP))?,
             sel_act: take(&mut ebpf, SEL_ACT_MAP)?,
             num_filt: take(&mut ebpf, NUM_FILT_MAP)?,
             str_eq: take(&mut ebpf, STR_EQ_MAP)?,
@@ -173,6 +186,9 @@ impl Probe {
             attached,
             modes,
         };
+        // Every switch relies on this wait; a kernel that refused it could not switch
+        // plans safely, so find out now rather than at the first policy.
+        probe.wait_for_programs()?;
         Ok((probe, ring))
     }
 
@@ -227,8 +243,14 @@ impl Probe {
     /// 1. write everything the new plans need, keeping what the live plans need (string
     ///    entries get the union of old and new selector bits; new selectors use slots and a
     ///    numeric bank the live plans do not look at);
-    /// 2. switch each hook's plan with one map update (atomic per hook);
+    /// 2. write the new plans into the bank of `HOOK_CFG` that no program reads, flip the
+    ///    live bank (one write, all hooks at once) and wait until no program runs with the
+    ///    old plans any more;
     /// 3. drop what only the old plans needed.
+    ///
+    /// Without the bank and the wait, a program that looked its plan up just before the
+    /// switch would read a plan rewritten under it, or entries step 3 already removed: a
+    /// forbidden open slipped through that way in the reload VM test.
     pub fn apply(&mut self, img: &MapImage) -> Result<(), BpfError> {
         let old = std::mem::take(&mut self.installed);
         let result = self.apply_phases(&old, img);
@@ -294,22 +316,30 @@ impl Probe {
                     .map_err(map_err(COUNTERS_MAP))?;
             }
         }
-        // 2. The switch.
-        for hook in 0..NUM_HOOKS {
-            let new = img
-                .hook_cfg
+        // 2. The switch: the whole new plan goes into the bank no program reads, then one
+        // write makes it live for every hook at once, then the wait for programs still
+        // running with the old plans, whose map entries step 3 removes.
+        let hook_cfg = |im: &MapImage, hook| {
+            im.hook_cfg
                 .get(&hook)
                 .copied()
-                .unwrap_or(HookConfig::empty());
-            let prev = old
-                .hook_cfg
-                .get(&hook)
-                .copied()
-                .unwrap_or(HookConfig::empty());
-            if new != prev {
+                .unwrap_or(HookConfig::empty())
+        };
+        if (0..NUM_HOOKS).any(|h| hook_cfg(img, h) != hook_cfg(old, h)) {
+            let next = 1 - self.bank;
+            for hook in 0..NUM_HOOKS {
                 self.hook_cfg
-                    .set(hook, new, 0)
+                    .set(hook_cfg_index(next, hook), hook_cfg(img, hook), 0)
                     .map_err(map_err(HOOK_CFG_MAP))?;
+            }
+            self.plan_bank
+                .set(0, next, 0)
+                .map_err(map_err(PLAN_BANK_MAP))?;
+            self.bank = next;
+            if let Err(e) = self.wait_for_programs() {
+                // Never seen (the wait worked at load); a pause is the best left to do.
+                warn!("waiting for running BPF programs failed ({e}); pausing instead");
+                std::thread::sleep(std::time::Duration::from_millis(100));
             }
         }
         // 3. Removals: exact new values, and entries only the old plans used.
@@ -355,6 +385,15 @@ impl Probe {
         .map_err(map_err(CGROUPS_MAP))?;
         // Array slots are not cleared: no plan refers to them any more.
         Ok(())
+    }
+
+    /// Returns once every BPF program that was running has finished, so none still uses
+    /// the plans of the bank just left. Updating an array of maps makes the kernel wait
+    /// for that (`synchronize_rcu`); the probe's programs are all non-sleepable.
+    fn wait_for_programs(&mut self) -> Result<(), BpfError> {
+        self.sync
+            .set(0, &self.sync_inner, 0)
+            .map_err(map_err(SYNC_MAP))
     }
 
     /// A slot that becomes a `followChildren` selector must not inherit the marks a former
