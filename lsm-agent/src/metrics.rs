@@ -933,7 +933,7 @@ mod tests {
             retval,
             flags: 0,
             args: [0; lsm_shared::MAX_ARGS],
-            path: None,
+            strs: Default::default(),
             net: None,
         })
     }

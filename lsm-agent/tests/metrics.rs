@@ -264,11 +264,17 @@ async fn scrape_reports_what_the_daemon_records() {
         retval: -1,
         flags: 0,
         args: [0; lsm_shared::MAX_ARGS],
-        path: Some(KPath {
-            path: "/etc/shadow".into(),
-            unresolved: false,
-            walked: false,
-        }),
+        strs: [
+            Some(KPath {
+                path: "/etc/shadow".into(),
+                unresolved: false,
+                walked: false,
+            }),
+            None,
+            None,
+            None,
+            None,
+        ],
         net: None,
     });
     let mut cache = ProcessCache::new("node".into(), None);

@@ -8,6 +8,8 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 
+use lsm_shared::MAX_ERRNO;
+
 use crate::{maps::SCRATCH, scratch::Scratch};
 
 /// The task a program runs in.
@@ -83,9 +85,22 @@ pub fn enter_lsm(
 
 /// The return value of a program from its `try_` function: the verdict, or the early
 /// exit's value.
+///
+/// The verifier checks an LSM program's whole 64-bit return register against
+/// `[-MAX_ERRNO, 0]`. A verdict the compiler kept on the stack as 32 bits comes back
+/// zero-extended, which the verifier cannot bound; so the value goes through a 64-bit stack
+/// slot (a volatile access the compiler cannot see through) and is bounded in 64 bits right
+/// before it is returned. Every verdict the programs produce is already in that range.
 #[inline(always)]
 pub fn ret(result: Result<i32, i32>) -> i32 {
-    match result {
+    let v = match result {
         Ok(v) | Err(v) => v,
+    };
+    let slot = i64::from(v);
+    // SAFETY: reading a local through a valid pointer.
+    let v = unsafe { core::ptr::read_volatile(&slot) };
+    if v < -i64::from(MAX_ERRNO) || v > 0 {
+        return 0;
     }
+    v as i32
 }

@@ -11,6 +11,7 @@ use aya_ebpf::{
 use lsm_shared::*;
 
 use crate::{
+    args,
     entry::{Current, now},
     event::emit,
     kernel::{kconf, read_attrs},
@@ -82,7 +83,7 @@ fn match_strings(
     }
     // SAFETY: `rec` points to a live map value or scratch record.
     let (len, flags) = unsafe { ((*rec).len as usize, (*rec).flags) };
-    if flags & PATH_UNRESOLVED != 0 && subject == SUBJECT_ARG {
+    if flags & PATH_UNRESOLVED != 0 && subject != SUBJECT_BINARY {
         return cfg.fail_closed(cand, subject);
     }
     let scope = str_scope(hook, subject);
@@ -129,6 +130,21 @@ fn match_strings(
     cand
 }
 
+/// The arguments of one call, as the entry point hands them over.
+#[derive(Clone, Copy)]
+pub enum Input<'a> {
+    /// Read by a hand-written program: the string record of argument 0 (its file or path),
+    /// if the hook has one, and the argument values.
+    Ready {
+        rec: Option<*const PathRec>,
+        args: &'a [u64; MAX_ARGS],
+    },
+    /// The hook's first `nargs` raw arguments in `Scratch::raw`, read by [`args::read`]
+    /// following the hook's descriptors, and only once the cheap checks leave a candidate
+    /// selector.
+    Raw { nargs: usize },
+}
+
 /// Evaluates every selector of `hook` for the current task `cur`; returns the hook's verdict
 /// (0, or the negative errno of the first denying selector). `rec` is the hook's file or
 /// path argument, when it has one.
@@ -140,7 +156,13 @@ pub fn evaluate(
     rec: Option<*const PathRec>,
     args: &[u64; MAX_ARGS],
 ) -> i32 {
-    evaluate_at(s, cur, hook, rec, args, false)
+    evaluate_at(s, cur, hook, Input::Ready { rec, args }, false)
+}
+
+/// [`evaluate`] for a hook whose raw arguments the entry stored in `s.raw`.
+#[inline(always)]
+pub fn evaluate_raw(s: &mut Scratch, cur: Current, hook: u32, nargs: usize) -> i32 {
+    evaluate_at(s, cur, hook, Input::Raw { nargs }, false)
 }
 
 /// [`evaluate`] for a kprobe entry point, which cannot deny: the same selectors match and
@@ -154,19 +176,19 @@ pub fn observe(
     rec: Option<*const PathRec>,
     args: &[u64; MAX_ARGS],
 ) {
-    evaluate_at(s, cur, hook, rec, args, true);
+    evaluate_at(s, cur, hook, Input::Ready { rec, args }, true);
 }
 
-/// `observed` is a constant at every call site, so each entry point keeps only its branch.
+/// [`observe`] for a hook whose raw arguments the entry stored in `s.raw`.
 #[inline(always)]
-fn evaluate_at(
-    s: &mut Scratch,
-    cur: Current,
-    hook: u32,
-    rec: Option<*const PathRec>,
-    args: &[u64; MAX_ARGS],
-    observed: bool,
-) -> i32 {
+pub fn observe_raw(s: &mut Scratch, cur: Current, hook: u32, nargs: usize) {
+    evaluate_at(s, cur, hook, Input::Raw { nargs }, true);
+}
+
+/// `observed` and the kind of `input` are constants at every call site, so each entry point
+/// keeps only its branches.
+#[inline(always)]
+fn evaluate_at(s: &mut Scratch, cur: Current, hook: u32, input: Input, observed: bool) -> i32 {
     let tgid = cur.tgid();
     if tgid == kconf!(agent_tgid) {
         return 0;
@@ -181,8 +203,26 @@ fn evaluate_at(
     if cand == 0 {
         return 0;
     }
+    let (rec, nargs, args): (Option<*const PathRec>, usize, *const [u64; MAX_ARGS]) = match input {
+        Input::Ready { rec, args } => (rec, 0, args),
+        Input::Raw { nargs } => {
+            args::read(s, cfg, nargs);
+            (None, nargs, &raw const s.vals)
+        }
+    };
+    // SAFETY: the caller's array, or `s.vals`, which nothing writes until the program ends.
+    let args = unsafe { &*args };
     if let Some(rec) = rec {
         cand = match_strings(s, hook, cfg, cand, SUBJECT_ARG, rec, 0);
+    }
+    let mut i = 0usize;
+    while i < MAX_ARGS && i < nargs {
+        if cand != 0 && s.str_mask() & (1 << i) != 0 {
+            // SAFETY: `i < MAX_ARGS`, the length of `strs`; the reader filled this record.
+            let r = unsafe { s.strs.as_ptr().add(i) };
+            cand = match_strings(s, hook, cfg, cand, subject_arg(i as u32), r, 0);
+        }
+        i += 1;
     }
     let info = PROCS.get_ptr(tgid);
     if cand != 0 {
@@ -229,7 +269,11 @@ fn evaluate_at(
         return 0;
     }
     let conn: Option<*const NetInfo> = if net { Some(&s.net) } else { None };
-    fire(cur, hook, cfg, cand, rec, conn, args, observed)
+    let strs = Strs {
+        first: rec,
+        read: nargs > 0,
+    };
+    fire(s, cur, hook, cfg, cand, strs, conn, args, observed)
 }
 
 /// The scoped selectors of `hook` that apply to the current task: those of its deepest
@@ -404,6 +448,31 @@ fn match_pid_kind(
     )
 }
 
+/// The string records of a call's arguments, for its event.
+#[derive(Clone, Copy)]
+struct Strs {
+    /// Argument 0's record, from a hand-written program.
+    first: Option<*const PathRec>,
+    /// The generic reader ran: `Scratch::str_mask` says which records it filled.
+    read: bool,
+}
+
+impl Strs {
+    #[inline(always)]
+    fn get(self, s: &Scratch, i: usize) -> Option<*const PathRec> {
+        if i == 0
+            && let Some(r) = self.first
+        {
+            return Some(r);
+        }
+        if self.read && i < MAX_ARGS && s.str_mask() & (1 << i) != 0 {
+            // SAFETY: `i < MAX_ARGS`, the length of `strs`.
+            return Some(unsafe { s.strs.as_ptr().add(i) });
+        }
+        None
+    }
+}
+
 /// Runs the actions of the selectors in `cand`: the first match of each group fires. All
 /// bitmap arithmetic, no loop: the verifier sees a handful of paths.
 #[inline(always)]
@@ -412,11 +481,12 @@ fn match_pid_kind(
     reason = "inlined into each entry point; a struct would go through the 512-byte stack"
 )]
 fn fire(
+    s: &Scratch,
     cur: Current,
     hook: u32,
     cfg: &HookConfig,
     cand: u64,
-    rec: Option<*const PathRec>,
+    strs: Strs,
     conn: Option<*const NetInfo>,
     args: &[u64; MAX_ARGS],
     observed: bool,
@@ -462,8 +532,9 @@ fn fire(
     let posted = fired & cfg.post;
     if posted != 0 {
         emit::<HookEvent>(cur.pid(), cur.tgid(), now(), |ev| {
-            // SAFETY: `ev` is the reserved record, ours alone until submitted; `rec` and
-            // `conn` point to live records of the copied types.
+            // SAFETY: `ev` is the reserved record, ours alone until submitted, and `i` stays
+            // below the length of its `strs`; the string records and `conn` are live
+            // records of the copied types.
             unsafe {
                 (*ev).hook = hook;
                 (*ev).retval = verdict;
@@ -471,13 +542,24 @@ fn fire(
                 (*ev)._pad = 0;
                 (*ev).fired = fired;
                 (*ev).posted = posted;
-                (*ev).args = *args;
-                match rec {
-                    Some(r) => kcopy(&mut (*ev).path, r),
-                    None => {
-                        (*ev).path.len = 0;
-                        (*ev).path.flags = 0;
+                // One 8-byte store per value: a plain copy of the array may become a byte
+                // loop over the stack, which the verifier refuses for spilled registers.
+                let mut i = 0usize;
+                while i < MAX_ARGS {
+                    core::ptr::write_volatile((*ev).args.as_mut_ptr().add(i), args[i]);
+                    i += 1;
+                }
+                let mut i = 0usize;
+                while i < MAX_ARGS {
+                    let dst = (*ev).strs.as_mut_ptr().add(i);
+                    match strs.get(s, i) {
+                        Some(r) => kcopy(dst, r),
+                        None => {
+                            (*dst).len = 0;
+                            (*dst).flags = 0;
+                        }
                     }
+                    i += 1;
                 }
                 match conn {
                     Some(n) => kcopy(&mut (*ev).net, n),

@@ -131,7 +131,7 @@ pub fn read_attrs(task: u64, need: u32, out: &mut [u64; NUM_ATTRS as usize]) {
 pub fn read_u64(base: u64, off: u64) -> u64 {
     // SAFETY: bpf_probe_read_kernel copes with any address: it reports a fault instead of
     // taking it, and the value is copied into a local.
-    unsafe { bpf_probe_read_kernel((base + off) as *const u64) }.unwrap_or(0)
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(off) as *const u64) }.unwrap_or(0)
 }
 
 /// Reads a `u16` at `base + off` in kernel memory; 0 when unreadable.

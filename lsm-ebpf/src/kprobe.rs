@@ -10,7 +10,7 @@ use lsm_shared::*;
 
 use crate::{
     entry::{enter, ret},
-    eval::observe,
+    eval::{observe, observe_raw},
     file_rec,
     kernel::{kconf, read_u64},
     maps::{EXEC_PEND, FILES},
@@ -168,4 +168,108 @@ pub fn kprobe_file_free(ctx: ProbeContext) -> u32 {
     let file = arg(&ctx, 0);
     let _ = FILES.remove(&file);
     0
+}
+
+/// The whole program of a kprobe on the `security_*` function of a hook whose arguments the
+/// generic reader reads: the function's first `N` arguments are the hook's.
+#[inline(always)]
+fn try_generic<const N: usize>(ctx: &ProbeContext, hook: u32) -> Result<i32, i32> {
+    let (s, cur) = enter()?;
+    let mut i = 0usize;
+    while i < MAX_ARGS {
+        s.set_raw(i, if i < N { arg(ctx, i) } else { 0 });
+        i += 1;
+    }
+    observe_raw(s, cur, hook, N);
+    Ok(0)
+}
+
+/// `security_path_symlink(const struct path *dir, struct dentry *dentry, const char *old_name)`.
+#[kprobe]
+pub fn kprobe_path_symlink(ctx: ProbeContext) -> u32 {
+    ret(try_generic::<3>(&ctx, HOOK_PATH_SYMLINK)) as u32
+}
+
+/// `security_inode_mkdir`: the arguments of `inode_mkdir`.
+#[kprobe]
+pub fn kprobe_inode_mkdir(ctx: ProbeContext) -> u32 {
+    ret(try_generic::<3>(&ctx, HOOK_INODE_MKDIR)) as u32
+}
+
+/// `security_path_link`: the arguments of `path_link`.
+#[kprobe]
+pub fn kprobe_path_link(ctx: ProbeContext) -> u32 {
+    ret(try_generic::<3>(&ctx, HOOK_PATH_LINK)) as u32
+}
+
+/// `security_sb_mount`: the arguments of `sb_mount`.
+#[kprobe]
+pub fn kprobe_sb_mount(ctx: ProbeContext) -> u32 {
+    ret(try_generic::<5>(&ctx, HOOK_SB_MOUNT)) as u32
+}
+
+/// `security_bprm_creds_from_file`: the arguments of `bprm_creds_from_file`.
+#[kprobe]
+pub fn kprobe_bprm_creds_from_file(ctx: ProbeContext) -> u32 {
+    ret(try_generic::<2>(&ctx, HOOK_BPRM_CREDS_FROM_FILE)) as u32
+}
+
+/// `security_capable`: the arguments of `capable`.
+#[kprobe]
+pub fn kprobe_capable(ctx: ProbeContext) -> u32 {
+    ret(try_generic::<4>(&ctx, HOOK_CAPABLE)) as u32
+}
+
+/// `security_create_user_ns`: the arguments of `userns_create`.
+#[kprobe]
+pub fn kprobe_userns_create(ctx: ProbeContext) -> u32 {
+    ret(try_generic::<1>(&ctx, HOOK_USERNS_CREATE)) as u32
+}
+
+/// `security_task_fix_setuid`: the arguments of `task_fix_setuid`.
+#[kprobe]
+pub fn kprobe_task_fix_setuid(ctx: ProbeContext) -> u32 {
+    ret(try_generic::<3>(&ctx, HOOK_TASK_FIX_SETUID)) as u32
+}
+
+/// `security_ptrace_access_check`: the arguments of `ptrace_access_check`.
+#[kprobe]
+pub fn kprobe_ptrace_access_check(ctx: ProbeContext) -> u32 {
+    ret(try_generic::<2>(&ctx, HOOK_PTRACE_ACCESS_CHECK)) as u32
+}
+
+/// `security_settime64`: the arguments of `settime`.
+#[kprobe]
+pub fn kprobe_settime(ctx: ProbeContext) -> u32 {
+    ret(try_generic::<2>(&ctx, HOOK_SETTIME)) as u32
+}
+
+/// `security_bpf`: the arguments of `bpf`.
+#[kprobe]
+pub fn kprobe_bpf(ctx: ProbeContext) -> u32 {
+    ret(try_generic::<3>(&ctx, HOOK_BPF)) as u32
+}
+
+/// `security_kernel_module_request`: the arguments of `kernel_module_request`.
+#[kprobe]
+pub fn kprobe_kernel_module_request(ctx: ProbeContext) -> u32 {
+    ret(try_generic::<1>(&ctx, HOOK_KERNEL_MODULE_REQUEST)) as u32
+}
+
+/// `security_inode_follow_link`: the arguments of `inode_follow_link`.
+#[kprobe]
+pub fn kprobe_inode_follow_link(ctx: ProbeContext) -> u32 {
+    ret(try_generic::<3>(&ctx, HOOK_INODE_FOLLOW_LINK)) as u32
+}
+
+/// `security_sk_alloc`: the arguments of `sk_alloc_security`.
+#[kprobe]
+pub fn kprobe_sk_alloc_security(ctx: ProbeContext) -> u32 {
+    ret(try_generic::<3>(&ctx, HOOK_SK_ALLOC)) as u32
+}
+
+/// `security_sb_pivotroot`: the arguments of `sb_pivotroot`.
+#[kprobe]
+pub fn kprobe_sb_pivotroot(ctx: ProbeContext) -> u32 {
+    ret(try_generic::<2>(&ctx, HOOK_SB_PIVOTROOT)) as u32
 }

@@ -15,6 +15,7 @@
               passing them by value would copy hundreds of bytes onto the 512-byte BPF stack"
 )]
 
+mod args;
 mod entry;
 mod eval;
 mod event;
@@ -23,6 +24,7 @@ mod kprobe;
 mod maps;
 mod path;
 mod scratch;
+mod table;
 
 use aya_ebpf::{
     bindings::path as kpath,

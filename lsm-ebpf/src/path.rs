@@ -84,6 +84,10 @@ pub fn resolve_d_path(s: &mut Scratch, p: *const path, rec: *mut PathRec) {
 /// backwards into the first half of the buffer. For files whose path was not captured at
 /// open time (opened before the agent started, or evicted from the cache), and for hooks
 /// where `bpf_d_path` is refused.
+///
+/// `vfsmnt` 0 (a bare `struct dentry *`, which carries no mount) stops at the root of the
+/// dentry's own file system: the path within its mount. That falls out of the mount step
+/// (the "parent mount" of no mount reads as 0, the end), so both cases share one loop.
 #[inline(always)]
 pub fn resolve_walk(s: &mut Scratch, vfsmnt: u64, dentry: u64, rec: *mut PathRec) {
     count(STAT_PATH_WALKED);
@@ -103,13 +107,16 @@ pub fn resolve_walk(s: &mut Scratch, vfsmnt: u64, dentry: u64, rec: *mut PathRec
     let mut depth = 0u32;
     while depth < MAX_WALK_DEPTH {
         depth += 1;
-        if d == 0 || mnt == 0 {
+        if d == 0 {
             break;
         }
+        // With no mount (0) both mount reads fault and read as 0 (the helper reports a bad
+        // address instead of taking it): no branch on it, so the verifier's states of the two
+        // cases stay alike.
         let mnt_root = read_u64(mnt, off_root);
         let parent = read_u64(d, off_parent);
         if d == mnt_root || d == parent {
-            let m = mnt - off_mnt;
+            let m = mnt.wrapping_sub(off_mnt);
             let mp = read_u64(m, off_mnt_parent);
             if mp == m || mp == 0 {
                 done = true;

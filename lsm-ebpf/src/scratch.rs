@@ -12,6 +12,16 @@ pub struct Scratch {
     pub buf: [u8; BUF_LEN],
     pub rec: PathRec,
     pub exe: PathRec,
+    /// Per argument position, the string records the generic reader filled (`args::read`).
+    pub strs: [PathRec; MAX_ARGS],
+    /// The raw arguments an entry point collected for the generic reader ([`Scratch::set_raw`]).
+    pub raw: [u64; MAX_ARGS],
+    /// The argument values the generic reader produced (integers cut to their width).
+    pub vals: [u64; MAX_ARGS],
+    /// Bit `i`: the generic reader filled `strs[i]`. Kept in map memory, not a register, so
+    /// that which arguments had strings does not split the verifier's states for the whole
+    /// evaluation that follows (see [`Scratch::str_mask`]).
+    pub str_bits: u64,
     pub key: StrKey,
     pub lpm: Key<LpmStr>,
     pub proc_info: ProcInfo,
@@ -28,4 +38,29 @@ pub struct Scratch {
     pub walk_pos: u64,
     /// Never written: a source of zeros for clearing records with one helper call.
     pub zero: [u8; 1024],
+}
+
+impl Scratch {
+    /// The argument positions whose string record the generic reader filled.
+    #[inline(always)]
+    pub fn str_mask(&self) -> u64 {
+        // SAFETY: a field of the scratch area; volatile keeps it in memory (see `str_bits`).
+        unsafe { core::ptr::read_volatile(&self.str_bits) }
+    }
+
+    #[inline(always)]
+    pub fn set_str_mask(&mut self, bits: u64) {
+        // SAFETY: a field of the scratch area, which this program alone uses.
+        unsafe { core::ptr::write_volatile(&mut self.str_bits, bits) }
+    }
+
+    /// Stores raw argument `i`: one 8-byte store each, so that the compiler does not merge
+    /// an entry's stores (and zeros) into a `memset` the verifier would have to walk.
+    #[inline(always)]
+    pub fn set_raw(&mut self, i: usize, v: u64) {
+        if let Some(slot) = self.raw.get_mut(i) {
+            // SAFETY: a valid, aligned slot of the scratch area.
+            unsafe { core::ptr::write_volatile(slot, v) };
+        }
+    }
 }

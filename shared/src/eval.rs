@@ -260,6 +260,19 @@ impl NumFilter {
     }
 }
 
+/// `raw` cut to its low `width` bytes (1, 2 or 4; anything else keeps all 8): what the generic
+/// reader stores for an [`ARG_INT`] argument. A register or context slot holding a narrower
+/// C integer may carry garbage in its upper bits.
+#[inline(always)]
+pub const fn int_of_width(raw: u64, width: u8) -> u64 {
+    match width {
+        1 => raw as u8 as u64,
+        2 => raw as u16 as u64,
+        4 => raw as u32 as u64,
+        _ => raw,
+    }
+}
+
 /// The value a numeric filter on `arg` looks at: hook argument `arg`, or process attribute
 /// `arg - ARG_ATTR_BASE`; 0 for an index that is neither. Explicit bounds rather than `%`,
 /// so that the verifier can see every index is in range.
@@ -496,6 +509,16 @@ mod tests {
         assert_eq!(deny_errno(13), -EPERM);
         assert_eq!(deny_errno(-MAX_ERRNO - 1), -EPERM);
         assert_eq!(deny_errno(i32::MIN), -EPERM);
+    }
+
+    #[test]
+    fn int_of_width_keeps_only_the_low_bytes_of_narrow_integers() {
+        let raw = 0xdead_beef_8000_ff01u64;
+        assert_eq!(int_of_width(raw, 1), 0x01);
+        assert_eq!(int_of_width(raw, 2), 0xff01);
+        assert_eq!(int_of_width(raw, 4), 0x8000_ff01);
+        assert_eq!(int_of_width(raw, 8), raw);
+        assert_eq!(int_of_width(raw, 0), raw);
     }
 
     #[test]

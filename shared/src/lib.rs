@@ -49,8 +49,41 @@ pub const HOOK_FILE_TRUNCATE: u32 = 4;
 pub const HOOK_BPRM_CHECK: u32 = 5;
 /// `socket_connect(struct socket *sock, struct sockaddr *address, int addrlen)`.
 pub const HOOK_SOCKET_CONNECT: u32 = 6;
-/// Number of hook slots in the per-hook maps.
-pub const NUM_HOOKS: u32 = 8;
+// The hooks below have no hand-written program: their arguments are read by the generic
+// reader, following the [`ArgDesc`]s of their plan.
+/// `path_symlink(const struct path *dir, struct dentry *dentry, const char *old_name)`.
+pub const HOOK_PATH_SYMLINK: u32 = 7;
+/// `inode_mkdir(struct inode *dir, struct dentry *dentry, umode_t mode)`.
+pub const HOOK_INODE_MKDIR: u32 = 8;
+/// `path_link(struct dentry *old_dentry, const struct path *new_dir, struct dentry *new_dentry)`.
+pub const HOOK_PATH_LINK: u32 = 9;
+/// `sb_mount(const char *dev_name, const struct path *path, const char *type, unsigned long flags, void *data)`.
+pub const HOOK_SB_MOUNT: u32 = 10;
+/// `bprm_creds_from_file(struct linux_binprm *bprm, const struct file *file)`.
+pub const HOOK_BPRM_CREDS_FROM_FILE: u32 = 11;
+/// `capable(const struct cred *cred, struct user_namespace *ns, int cap, unsigned int opts)`.
+pub const HOOK_CAPABLE: u32 = 12;
+/// `userns_create(const struct cred *cred)`.
+pub const HOOK_USERNS_CREATE: u32 = 13;
+/// `task_fix_setuid(struct cred *new, const struct cred *old, int flags)`.
+pub const HOOK_TASK_FIX_SETUID: u32 = 14;
+/// `ptrace_access_check(struct task_struct *child, unsigned int mode)`.
+pub const HOOK_PTRACE_ACCESS_CHECK: u32 = 15;
+/// `settime(const struct timespec64 *ts, const struct timezone *tz)`.
+pub const HOOK_SETTIME: u32 = 16;
+/// `bpf(int cmd, union bpf_attr *attr, unsigned int size)`.
+pub const HOOK_BPF: u32 = 17;
+/// `kernel_module_request(char *kmod_name)`.
+pub const HOOK_KERNEL_MODULE_REQUEST: u32 = 18;
+/// `inode_follow_link(struct dentry *dentry, struct inode *inode, bool rcu)`.
+pub const HOOK_INODE_FOLLOW_LINK: u32 = 19;
+/// `sk_alloc_security(struct sock *sk, int family, gfp_t priority)`.
+pub const HOOK_SK_ALLOC: u32 = 20;
+/// `sb_pivotroot(const struct path *old_path, const struct path *new_path)`.
+pub const HOOK_SB_PIVOTROOT: u32 = 21;
+/// Number of hook slots in the per-hook maps. Each slot costs 8 bytes in every
+/// [`CgroupScope`] and [`ProcInfo`] (one selector bitmap per hook).
+pub const NUM_HOOKS: u32 = 24;
 
 /// Selector slots per hook, across all loaded policies (one bit each in a `u64`).
 /// Several policies may fire on one operation: each fired selector gets its own event.
@@ -99,10 +132,20 @@ pub struct PathRec {
 }
 const _: () = assert!(size_of::<PathRec>() == 8 + 2 * STR_LEN);
 
-/// Subject of a string filter: the hook's file/path argument, or the process's binary.
+/// Subject of a string filter: one per argument position (its string, path or file), and
+/// the process's binary. `SUBJECT_ARG` is argument 0, the file or path of the hooks with a
+/// hand-written program.
 pub const SUBJECT_ARG: u8 = 0;
 /// The executable of the current process (`matchBinaries`).
-pub const SUBJECT_BINARY: u8 = 1;
+pub const SUBJECT_BINARY: u8 = MAX_ARGS as u8;
+/// Number of string subjects: one per argument, and the binary.
+pub const NUM_SUBJECTS: usize = MAX_ARGS + 1;
+
+/// The string subject of argument `index` (0-based, below [`MAX_ARGS`]).
+#[inline(always)]
+pub const fn subject_arg(index: u32) -> u8 {
+    index as u8
+}
 
 /// Key of [`STR_EQ_MAP`]. `scope` is [`str_scope`]; `bytes` holds the string, zero-padded.
 #[repr(C)]
@@ -152,14 +195,58 @@ pub const FAMILY_EQUAL: usize = 0;
 pub const FAMILY_PREFIX: usize = 1;
 pub const FAMILY_POSTFIX: usize = 2;
 pub const NUM_FAMILIES: usize = 3;
-/// Number of string filter classes: 2 subjects x 3 families x {positive, negated}.
-pub const NUM_STR_CLASSES: usize = 12;
+/// Number of string filter classes: every subject x 3 families x {positive, negated}.
+pub const NUM_STR_CLASSES: usize = NUM_SUBJECTS * NUM_FAMILIES * 2;
 
 /// Index of a string filter class in [`HookConfig::uses`].
 #[inline(always)]
 pub const fn str_class(subject: u8, family: usize, negated: bool) -> usize {
     (subject as usize) * 6 + family * 2 + if negated { 1 } else { 0 }
 }
+
+// Argument kinds of [`ArgDesc::kind`]: how the generic reader turns a raw argument (a
+// register, a hook's context slot) into what the evaluator and the event need.
+/// Not read (no policy declares it): costs nothing.
+pub const ARG_SKIP: u8 = 0;
+/// An integer of [`ArgDesc::width`] bytes, zero-extended (numeric filters sign-extend it
+/// themselves when the declared type is signed).
+pub const ARG_INT: u8 = 1;
+/// A NUL-terminated kernel string (`char *`): a string record of its first
+/// [`PATH_BUF_LEN`] bytes. A NULL pointer is the empty string.
+pub const ARG_STR: u8 = 2;
+/// A `struct path *`: its full path, by the dentry walk.
+pub const ARG_PATH: u8 = 3;
+/// A `struct dentry *`: its path within its own mount (a dentry carries no mount).
+pub const ARG_DENTRY: u8 = 4;
+/// A `struct file *`: its full path (the `FILES` cache, else the dentry walk).
+pub const ARG_FILE: u8 = 5;
+/// A `struct linux_binprm *`: the full path of its `file`.
+pub const ARG_BINPRM: u8 = 6;
+
+/// Whether arguments of `kind` are read into a string record (matched by string filters).
+#[inline(always)]
+pub const fn arg_is_string(kind: u8) -> bool {
+    matches!(
+        kind,
+        ARG_STR | ARG_PATH | ARG_DENTRY | ARG_FILE | ARG_BINPRM
+    )
+}
+
+/// How to read argument `i` of a hook: [`HookConfig::args`]`[i]`, filled by the compiler from
+/// the translation table, so the kernel side has one reader for every hook.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct ArgDesc {
+    /// `ARG_*`.
+    pub kind: u8,
+    /// Position among the raw arguments the entry point collected (for an LSM hook, the
+    /// hook's own argument position).
+    pub src: u8,
+    /// Bytes of an [`ARG_INT`] (1, 2, 4 or 8).
+    pub width: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<ArgDesc>() == 4);
 
 /// Per-hook evaluation plan, at [`hook_cfg_index`]`(bank, hook)` of [`HOOK_CFG_MAP`].
 ///
@@ -210,9 +297,13 @@ pub struct HookConfig {
     /// `containerSelector`, `hostSelector`): they stay candidates only for a process whose
     /// cgroup's [`CgroupScope`] lists them.
     pub scoped: u64,
+    /// How to read each argument (hooks without a hand-written program).
+    pub args: [ArgDesc; MAX_ARGS],
+    pub _pad2: u32,
 }
 const _: () = assert!(
-    size_of::<HookConfig>() == 56 + 8 * NUM_STR_CLASSES + 8 * NUM_PID_CLASSES + 8 + 64 + 16 + 8
+    size_of::<HookConfig>()
+        == 56 + 8 * NUM_STR_CLASSES + 8 * NUM_PID_CLASSES + 8 + 64 + 16 + 8 + 4 * MAX_ARGS + 4
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -585,8 +676,10 @@ pub struct HookEvent {
     pub args: [u64; MAX_ARGS],
     /// The connection, at `socket_connect` (zero elsewhere).
     pub net: NetInfo,
-    /// The file or path argument, if the hook has one.
-    pub path: PathRec,
+    /// Per argument position, its string, path or file (`len` and `flags` 0 for an argument
+    /// that is not one, or was not read). Strings and paths up to `2 * STR_LEN` bytes are
+    /// kept whole, longer ones as head and tail ([`PathRec`]).
+    pub strs: [PathRec; MAX_ARGS],
 }
 const _: () = assert!(
     size_of::<HookEvent>()
@@ -594,7 +687,7 @@ const _: () = assert!(
             + 32
             + 8 * MAX_ARGS
             + size_of::<NetInfo>()
-            + size_of::<PathRec>()
+            + MAX_ARGS * size_of::<PathRec>()
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -767,6 +860,7 @@ mod user {
         Addr6,
         NetInfo,
         CgroupScope,
+        ArgDesc,
     );
 }
 
@@ -801,6 +895,13 @@ impl HookConfig {
             num_bank: 0,
             _pad: 0,
             scoped: 0,
+            args: [ArgDesc {
+                kind: ARG_SKIP,
+                src: 0,
+                width: 0,
+                _pad: 0,
+            }; MAX_ARGS],
+            _pad2: 0,
         }
     }
 }
@@ -812,7 +913,10 @@ mod tests {
     #[test]
     fn string_and_pid_classes_are_distinct_and_in_range() {
         let mut seen = [false; NUM_STR_CLASSES];
-        for subject in [SUBJECT_ARG, SUBJECT_BINARY] {
+        for subject in (0..MAX_ARGS as u32)
+            .map(subject_arg)
+            .chain([SUBJECT_BINARY])
+        {
             for family in [FAMILY_EQUAL, FAMILY_PREFIX, FAMILY_POSTFIX] {
                 for negated in [false, true] {
                     let c = str_class(subject, family, negated);
@@ -863,7 +967,8 @@ mod tests {
 
     #[test]
     fn scopes_put_hook_and_subject_or_field_first() {
-        assert_eq!(str_scope(HOOK_BPRM_CHECK, SUBJECT_BINARY), [5, 1, 0, 0]);
+        assert_eq!(str_scope(HOOK_BPRM_CHECK, SUBJECT_BINARY), [5, 5, 0, 0]);
+        assert_eq!(str_scope(HOOK_PATH_SYMLINK, subject_arg(2)), [7, 2, 0, 0]);
         assert_eq!(addr_scope(HOOK_SOCKET_CONNECT, NET_SOURCE), [6, 1, 0, 0]);
     }
 }

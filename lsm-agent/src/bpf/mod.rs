@@ -621,6 +621,25 @@ fn attach_lsm_hooks(
             caps.kernel_release
         ),
     }
+    // The wider table: each program is named as its hook.
+    for e in modes::HOOKS
+        .iter()
+        .filter(|e| e.hook >= modes::FIRST_TABLE_HOOK)
+    {
+        match attach_lsm(ebpf, kernel_btf, e.lsm, e.lsm) {
+            Ok(()) => {
+                attached.push(Attached {
+                    program: e.lsm,
+                    target: e.lsm,
+                });
+                modes.0[e.hook as usize] = Some(AttachMode::Lsm);
+            }
+            Err(err) => warn!(
+                "LSM hook {} unavailable on kernel {}: policies on it cannot be enforced ({err})",
+                e.lsm, caps.kernel_release
+            ),
+        }
+    }
     Ok(modes)
 }
 
@@ -649,8 +668,9 @@ fn attach_kprobe_hooks(
                 });
                 modes.0[e.hook as usize] = Some(AttachMode::Kprobe);
             }
-            // security_file_truncate exists from Linux 6.2 on.
-            Err(err) if e.hook == HOOK_FILE_TRUNCATE => warn!(
+            // security_file_truncate exists from Linux 6.2 on; the wider table's functions
+            // depend on the kernel's configuration.
+            Err(err) if e.hook == HOOK_FILE_TRUNCATE || e.hook >= modes::FIRST_TABLE_HOOK => warn!(
                 "kprobe {} unavailable on kernel {}: policies on LSM hook {} are neither enforced nor observed ({err})",
                 e.function, caps.kernel_release, e.lsm
             ),

@@ -130,8 +130,11 @@ pub struct HookEntry {
     pub kprobe_prog: &'static str,
 }
 
-/// Every hook the policies can use, in `HOOK_*` order.
-pub const HOOKS: [HookEntry; 7] = [
+/// Every hook the policies can use, in `HOOK_*` order. From [`FIRST_TABLE_HOOK`] on, the
+/// LSM program of a hook is named as the hook, and a hook (or its `security_*` function) the
+/// kernel lacks leaves the policies on it unenforced with a warning rather than stopping the
+/// agent.
+pub const HOOKS: [HookEntry; 22] = [
     entry(
         HOOK_FILE_OPEN,
         "file_open",
@@ -174,7 +177,95 @@ pub const HOOKS: [HookEntry; 7] = [
         "security_socket_connect",
         "kprobe_socket_connect",
     ),
+    entry(
+        HOOK_PATH_SYMLINK,
+        "path_symlink",
+        "security_path_symlink",
+        "kprobe_path_symlink",
+    ),
+    entry(
+        HOOK_INODE_MKDIR,
+        "inode_mkdir",
+        "security_inode_mkdir",
+        "kprobe_inode_mkdir",
+    ),
+    entry(
+        HOOK_PATH_LINK,
+        "path_link",
+        "security_path_link",
+        "kprobe_path_link",
+    ),
+    entry(
+        HOOK_SB_MOUNT,
+        "sb_mount",
+        "security_sb_mount",
+        "kprobe_sb_mount",
+    ),
+    entry(
+        HOOK_BPRM_CREDS_FROM_FILE,
+        "bprm_creds_from_file",
+        "security_bprm_creds_from_file",
+        "kprobe_bprm_creds_from_file",
+    ),
+    entry(
+        HOOK_CAPABLE,
+        "capable",
+        "security_capable",
+        "kprobe_capable",
+    ),
+    entry(
+        HOOK_USERNS_CREATE,
+        "userns_create",
+        "security_create_user_ns",
+        "kprobe_userns_create",
+    ),
+    entry(
+        HOOK_TASK_FIX_SETUID,
+        "task_fix_setuid",
+        "security_task_fix_setuid",
+        "kprobe_task_fix_setuid",
+    ),
+    entry(
+        HOOK_PTRACE_ACCESS_CHECK,
+        "ptrace_access_check",
+        "security_ptrace_access_check",
+        "kprobe_ptrace_access_check",
+    ),
+    entry(
+        HOOK_SETTIME,
+        "settime",
+        "security_settime64",
+        "kprobe_settime",
+    ),
+    entry(HOOK_BPF, "bpf", "security_bpf", "kprobe_bpf"),
+    entry(
+        HOOK_KERNEL_MODULE_REQUEST,
+        "kernel_module_request",
+        "security_kernel_module_request",
+        "kprobe_kernel_module_request",
+    ),
+    entry(
+        HOOK_INODE_FOLLOW_LINK,
+        "inode_follow_link",
+        "security_inode_follow_link",
+        "kprobe_inode_follow_link",
+    ),
+    entry(
+        HOOK_SK_ALLOC,
+        "sk_alloc_security",
+        "security_sk_alloc",
+        "kprobe_sk_alloc_security",
+    ),
+    entry(
+        HOOK_SB_PIVOTROOT,
+        "sb_pivotroot",
+        "security_sb_pivotroot",
+        "kprobe_sb_pivotroot",
+    ),
 ];
+
+/// The first hook of the wider table: read by the generic reader, optional on a kernel.
+pub const FIRST_TABLE_HOOK: u32 = HOOK_PATH_SYMLINK;
 
 const fn entry(
     hook: u32,

@@ -69,7 +69,8 @@ pub struct HookData {
     /// `HOOK_FLAG_*`: observed by a kprobe (nothing denied), SIGKILL sent after the fact.
     pub flags: u32,
     pub args: [u64; MAX_ARGS],
-    pub path: Option<KPath>,
+    /// Per argument position, its string, path or file, when the kernel read one.
+    pub strs: [Option<KPath>; MAX_ARGS],
     /// The connection, for `socket_connect` events only.
     pub net: Option<NetData>,
 }
@@ -230,7 +231,6 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
         }
         EVENT_HOOK => {
             let e: HookEvent = read(buf, header.kind)?;
-            let has_path = e.path.len > 0 || e.path.flags != 0;
             Ok(KernelEvent::Hook(HookData {
                 ktime: header.ktime,
                 cgroup_id: header.cgroup_id,
@@ -242,7 +242,9 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
                 retval: e.retval,
                 flags: e.flags,
                 args: e.args,
-                path: has_path.then(|| path_from_rec(&e.path)),
+                strs: e
+                    .strs
+                    .map(|r| (r.len > 0 || r.flags != 0).then(|| path_from_rec(&r))),
                 net: (e.hook == HOOK_SOCKET_CONNECT).then(|| NetData::from_info(&e.net)),
             }))
         }
@@ -333,18 +335,47 @@ mod tests {
             posted: 0b100,
             args: [0xffff, 4, 0, 0, 0],
             net: NetInfo::default(),
-            path: rec_from_path(b"/etc/shadow"),
+            strs: [
+                rec_from_path(b"/etc/shadow"),
+                PathRec::empty(),
+                PathRec::empty(),
+                PathRec::empty(),
+                PathRec::empty(),
+            ],
         };
         let KernelEvent::Hook(h) = decode(&bytes_of(&ev)).unwrap() else {
             panic!("not a hook event")
         };
         assert_eq!(h.net, None);
-        assert_eq!(h.path.unwrap().path, "/etc/shadow");
+        let [first, rest @ ..] = h.strs;
+        assert_eq!(first.unwrap().path, "/etc/shadow");
+        assert!(rest.iter().all(Option::is_none), "{rest:?}");
         assert_eq!(h.flags, HOOK_FLAG_KPROBE);
         assert_eq!(
             (h.fired, h.posted, h.retval, h.args[1]),
             (0b101, 0b100, -1, 4)
         );
+    }
+
+    #[test]
+    fn hook_record_carries_the_string_of_each_argument_position() {
+        let mut ev = connect_event(NetInfo::default());
+        ev.hook = HOOK_PATH_SYMLINK;
+        ev.strs[0] = rec_from_path(b"/tmp/dir");
+        ev.strs[2] = rec_from_path(b"../target");
+        // A resolved empty string (a NULL `char *`) is there, just empty.
+        ev.strs[3].flags = PATH_RESOLVED;
+        let h = decode_hook(&ev);
+        let shown: Vec<Option<&str>> = h
+            .strs
+            .iter()
+            .map(|p| p.as_ref().map(|p| p.path.as_str()))
+            .collect();
+        assert_eq!(
+            shown,
+            [Some("/tmp/dir"), None, Some("../target"), Some(""), None]
+        );
+        assert_eq!(h.net, None);
     }
 
     fn connect_event(net: NetInfo) -> HookEvent {
@@ -358,7 +389,7 @@ mod tests {
             posted: 1,
             args: [0; MAX_ARGS],
             net,
-            path: PathRec::empty(),
+            strs: [PathRec::empty(); MAX_ARGS],
         }
     }
 
@@ -384,7 +415,7 @@ mod tests {
         // Bytes past the first four are not part of an IPv4 address.
         net.daddr[4..].fill(0xee);
         let h = decode_hook(&connect_event(net));
-        assert!(h.path.is_none());
+        assert!(h.strs.iter().all(Option::is_none));
         assert_eq!(
             h.net,
             Some(NetData {

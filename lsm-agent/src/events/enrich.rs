@@ -252,11 +252,19 @@ impl ProcessCache {
             .iter()
             .map(|a| {
                 let raw = h.args.get(a.lsm_index as usize).copied().unwrap_or(0);
-                let path = h.path.as_ref().map(|p| p.path.clone()).unwrap_or_default();
+                let path = h
+                    .strs
+                    .get(a.lsm_index as usize)
+                    .and_then(Option::as_ref)
+                    .map(|p| p.path.clone())
+                    .unwrap_or_default();
                 let value = match a.ty {
                     ArgType::File => ArgValue::File { path },
                     ArgType::Path => ArgValue::Path { path },
                     ArgType::LinuxBinprm => ArgValue::LinuxBinprm { path },
+                    ArgType::String => ArgValue::String(path),
+                    // Validation never lets a policy declare one.
+                    ArgType::Opaque => ArgValue::Bytes(Vec::new()),
                     ArgType::Int { .. } => int_value(&a.type_name, raw),
                     // Only `socket_connect` has these arguments, and its events always carry
                     // the connection; an empty one would mean a decode bug, not bad input.
@@ -313,11 +321,16 @@ impl ProcessCache {
             .filter(|a| matches!(a.ty, ArgType::Int { .. }))
             .map(|a| h.args.get(a.lsm_index as usize).copied().unwrap_or(0))
             .collect();
-        let path = h
-            .path
-            .as_ref()
-            .map(|p| p.path.as_bytes())
-            .unwrap_or_default();
+        // Every string the event shows, NUL-separated by position.
+        let mut path = Vec::new();
+        for (i, p) in h.strs.iter().enumerate() {
+            if i > 0 {
+                path.push(0);
+            }
+            if let Some(p) = p {
+                path.extend_from_slice(p.path.as_bytes());
+            }
+        }
         // The connection is part of the event's arguments only when the policy shows it.
         let shows_net = slot
             .args
@@ -329,7 +342,7 @@ impl ProcessCache {
             selector_index: slot.selector_index,
             pid: h.pid,
             tgid: h.tgid,
-            path,
+            path: &path,
             ints: &ints,
             net: h.net.filter(|_| shows_net),
         };
@@ -415,6 +428,7 @@ fn int_value(type_name: &str, raw: u64) -> ArgValue {
         "uint32" | "uint8" | "uint16" => ArgValue::Uint(raw as u32),
         "uint64" | "ulong" | "size_t" => ArgValue::Size(raw),
         "long" | "int64" | "sint64" => ArgValue::Long(raw as i64),
+        "capability" => ArgValue::Capability(raw as u32 as i32),
         _ => ArgValue::Int(raw as u32 as i32),
     }
 }
@@ -580,11 +594,17 @@ pub(crate) mod fixtures {
             retval: -1,
             flags: 0,
             args: [0xdead, 4, 0, 0, 0],
-            path: Some(KPath {
-                path: "/etc/shadow".into(),
-                unresolved: false,
-                walked: false,
-            }),
+            strs: [
+                Some(KPath {
+                    path: "/etc/shadow".into(),
+                    unresolved: false,
+                    walked: false,
+                }),
+                None,
+                None,
+                None,
+                None,
+            ],
             net: None,
         })
     }
@@ -641,7 +661,7 @@ pub(crate) mod fixtures {
             posted: 1,
             args: [0xffff_8880_0000_1000, 0xffff_c900_0000_2000, 16, 0, 0],
             net,
-            path: PathRec::empty(),
+            strs: [PathRec::empty(); MAX_ARGS],
         };
         // SAFETY: the bytes of a plain ABI struct, as the ring buffer hands them over.
         unsafe {
@@ -804,6 +824,7 @@ mod tests {
         assert_eq!(int_value("uint32", 7), ArgValue::Uint(7));
         assert_eq!(int_value("size_t", 1 << 40), ArgValue::Size(1 << 40));
         assert_eq!(int_value("int64", u64::MAX), ArgValue::Long(-1));
+        assert_eq!(int_value("capability", 21), ArgValue::Capability(21));
     }
 
     #[test]

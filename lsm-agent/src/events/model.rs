@@ -221,6 +221,8 @@ pub enum ArgValue {
     Size(u64),
     /// Signed 64-bit (`long`, `int64`).
     Long(i64),
+    /// A capability number (`capability`: `CAP_*`).
+    Capability(i32),
     String(String),
     Bytes(Vec<u8>),
     /// A socket and the connection it makes (`None`: the kernel's record carried no

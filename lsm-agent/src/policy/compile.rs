@@ -12,6 +12,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use super::hooks;
 use super::ir::{
     Action, AddrValue, ArgFilter, ArgSpec, CapSet, FilterKind, HookOrigin, HostNs, LsmHook,
     NetField, NsValue, NumOp, Policy, PolicyMode, RateLimitScope, Selector, SockAttr, StrOp,
@@ -347,10 +348,22 @@ pub fn compile_with(
     }
 
     let mut scoped: Vec<ScopedGroup<'_>> = Vec::new();
+    // Per hook, how the kernel reads the arguments some policy declares (the rest is skipped).
+    let mut descs: BTreeMap<u32, [ArgDesc; MAX_ARGS]> = BTreeMap::new();
     for &(policy_id, policy) in policies {
         let restricted = env.workloads.restricts(&policy.scope);
         for (group, hook) in policy.hooks.iter().enumerate() {
             let hid = hook.lsm.id();
+            let d = descs.entry(hid).or_insert_with(|| HookConfig::empty().args);
+            let info = hooks::hook_info(hook.lsm);
+            for a in &hook.args {
+                if let (Some(slot), Some(ha)) = (
+                    d.get_mut(a.lsm_index as usize),
+                    info.args.get(a.lsm_index as usize),
+                ) {
+                    *slot = ha.desc();
+                }
+            }
             // A hook without selectors posts every call: one selector with no filters.
             let implicit = [Selector {
                 index: 0,
@@ -505,6 +518,9 @@ pub fn compile_with(
     close_over_networks(&mut img.addr4);
     close_over_networks(&mut img.addr6);
     for (hid, cfg) in img.hook_cfg.iter_mut() {
+        if let Some(d) = descs.get(hid) {
+            cfg.args = *d;
+        }
         cfg.num_filters = next_num.get(hid).copied().unwrap_or(0);
         cfg.num_bank = prev.hook_cfg.get(hid).map_or(0, |p| 1 - (p.num_bank & 1));
     }
@@ -538,8 +554,9 @@ fn compile_arg_filter(
             values,
         } => {
             let cfg = img.hook_cfg.entry(hid).or_insert_with(HookConfig::empty);
-            cfg.uses[str_class(SUBJECT_ARG, family(*op), *negated)] |= bit;
-            add_str_values(img, hid, SUBJECT_ARG, *op, *negated, values, bit);
+            let subject = subject_arg(f.lsm_index);
+            cfg.uses[str_class(subject, family(*op), *negated)] |= bit;
+            add_str_values(img, hid, subject, *op, *negated, values, bit);
         }
         FilterKind::Num { op, values } => {
             let (width, signed) = match f.ty {
@@ -842,6 +859,44 @@ mod tests {
     }
 
     const H: u32 = HOOK_FILE_PERMISSION;
+
+    #[test]
+    fn declared_arguments_get_readers_and_string_filters_the_subject_of_their_position() {
+        use crate::policy::testutil::{fixture, parse_ok};
+        let yaml = fixture!("deny-symlink-to-lsm-vmtest-target-eperm.yaml");
+        let img = compile(&[(1, &parse_ok(yaml))]).unwrap();
+        let cfg = img.hook_cfg[&HOOK_PATH_SYMLINK];
+        assert_eq!(
+            cfg.args.map(|d| (d.kind, d.src)),
+            [
+                (ARG_PATH, 0),
+                (ARG_DENTRY, 1),
+                (ARG_STR, 2),
+                (ARG_SKIP, 0),
+                (ARG_SKIP, 0)
+            ]
+        );
+        assert_eq!(cfg.uses[str_class(subject_arg(2), FAMILY_EQUAL, false)], 1);
+        assert_eq!(cfg.str_uses(SUBJECT_ARG), 0);
+        let key = (
+            HOOK_PATH_SYMLINK,
+            subject_arg(2),
+            b"/tmp/lsm-vmtest-symlink-target".to_vec(),
+        );
+        assert_eq!(img.str_eq[&key].pos, 1);
+
+        // Arguments no policy declares are not read at all.
+        let only_target = yaml.replace(
+            "    - index: 0\n      type: \"path\"\n    - index: 1\n      type: \"dentry\"\n",
+            "",
+        );
+        assert_ne!(only_target, yaml);
+        let img = compile(&[(1, &parse_ok(&only_target))]).unwrap();
+        assert_eq!(
+            img.hook_cfg[&HOOK_PATH_SYMLINK].args.map(|d| d.kind),
+            [ARG_SKIP, ARG_SKIP, ARG_STR, ARG_SKIP, ARG_SKIP]
+        );
+    }
 
     #[test]
     fn prefix_entries_carry_the_selectors_of_shorter_prefixes() {

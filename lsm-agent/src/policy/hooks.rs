@@ -4,6 +4,8 @@
 //!
 //! `docs/hooks.md` documents this table; keep the two in sync.
 
+use lsm_shared::{ARG_BINPRM, ARG_DENTRY, ARG_FILE, ARG_INT, ARG_PATH, ARG_SKIP, ARG_STR, ArgDesc};
+
 use super::ir::{ArgType, LsmHook};
 
 /// One argument of an LSM hook.
@@ -19,6 +21,24 @@ pub struct HookArg {
     pub ty: ArgType,
     /// The YAML type name reported for `type: auto`.
     pub type_name: &'static str,
+    /// How the kernel's generic reader reads it (`lsm_shared::ARG_*`).
+    pub read: u8,
+}
+
+impl HookArg {
+    /// The descriptor the compiler writes for this argument when a policy declares it.
+    pub fn desc(&self) -> ArgDesc {
+        let width = match self.ty {
+            ArgType::Int { width, .. } => width,
+            _ => 8,
+        };
+        ArgDesc {
+            kind: self.read,
+            src: self.index as u8,
+            width,
+            _pad: 0,
+        }
+    }
 }
 
 /// An LSM hook and its arguments, in kernel order.
@@ -69,6 +89,7 @@ const fn arg(
     c_type: &'static str,
     ty: ArgType,
     type_name: &'static str,
+    read: u8,
 ) -> HookArg {
     HookArg {
         index,
@@ -76,38 +97,116 @@ const fn arg(
         c_type,
         ty,
         type_name,
+        read,
     }
 }
+
+const fn file(index: u32, name: &'static str) -> HookArg {
+    arg(
+        index,
+        name,
+        "struct file *",
+        ArgType::File,
+        "file",
+        ARG_FILE,
+    )
+}
+
+const fn path(index: u32, name: &'static str) -> HookArg {
+    arg(
+        index,
+        name,
+        "const struct path *",
+        ArgType::Path,
+        "path",
+        ARG_PATH,
+    )
+}
+
+/// A `struct dentry *`: shown and matched as the path within its own mount.
+const fn dentry(index: u32, name: &'static str) -> HookArg {
+    arg(
+        index,
+        name,
+        "struct dentry *",
+        ArgType::Path,
+        "dentry",
+        ARG_DENTRY,
+    )
+}
+
+const fn string(index: u32, name: &'static str) -> HookArg {
+    arg(
+        index,
+        name,
+        "const char *",
+        ArgType::String,
+        "string",
+        ARG_STR,
+    )
+}
+
+/// An integer; `type_name` is the YAML type `auto` stands for.
+const fn int(
+    index: u32,
+    name: &'static str,
+    c_type: &'static str,
+    ty: ArgType,
+    type_name: &'static str,
+) -> HookArg {
+    arg(index, name, c_type, ty, type_name, ARG_INT)
+}
+
+/// A pointer the agent does not read (yet): it cannot be declared. `type_name` is the
+/// Tetragon type that would stand for it, for messages.
+const fn opaque(
+    index: u32,
+    name: &'static str,
+    c_type: &'static str,
+    type_name: &'static str,
+) -> HookArg {
+    arg(index, name, c_type, ArgType::Opaque, type_name, ARG_SKIP)
+}
+
+const UMODE: ArgType = ArgType::Int {
+    width: 2,
+    signed: false,
+};
+const UINT: ArgType = ArgType::Int {
+    width: 4,
+    signed: false,
+};
+const BOOL: ArgType = ArgType::Int {
+    width: 1,
+    signed: false,
+};
 
 /// Every LSM hook the agent enforces at, with its arguments.
 pub const HOOKS: &[HookInfo] = &[
     HookInfo {
         hook: LsmHook::FileOpen,
-        args: &[arg(0, "file", "struct file *", ArgType::File, "file")],
+        args: &[file(0, "file")],
     },
     HookInfo {
         hook: LsmHook::FilePermission,
-        args: &[
-            arg(0, "file", "struct file *", ArgType::File, "file"),
-            arg(1, "mask", "int", INT, "int"),
-        ],
+        args: &[file(0, "file"), int(1, "mask", "int", INT, "int")],
     },
     HookInfo {
         hook: LsmHook::MmapFile,
         args: &[
-            arg(0, "file", "struct file *", ArgType::File, "file"),
-            arg(1, "reqprot", "unsigned long", ULONG, "ulong"),
-            arg(2, "prot", "unsigned long", ULONG, "ulong"),
-            arg(3, "flags", "unsigned long", ULONG, "ulong"),
+            file(0, "file"),
+            int(1, "reqprot", "unsigned long", ULONG, "ulong"),
+            int(2, "prot", "unsigned long", ULONG, "ulong"),
+            int(3, "flags", "unsigned long", ULONG, "ulong"),
         ],
     },
     HookInfo {
         hook: LsmHook::PathTruncate,
-        args: &[arg(0, "path", "const struct path *", ArgType::Path, "path")],
+        args: &[path(0, "path")],
     },
     HookInfo {
         hook: LsmHook::FileTruncate,
-        args: &[arg(0, "file", "struct file *", ArgType::File, "file")],
+        args: &[file(0, "file")],
     },
     HookInfo {
         hook: LsmHook::BprmCheckSecurity,
@@ -117,21 +216,149 @@ pub const HOOKS: &[HookInfo] = &[
             "struct linux_binprm *",
             ArgType::LinuxBinprm,
             "linux_binprm",
+            ARG_BINPRM,
         )],
     },
     HookInfo {
         hook: LsmHook::SocketConnect,
+        // Read by socket_connect's own program (the connection), not the generic reader.
         args: &[
-            arg(0, "sock", "struct socket *", ArgType::Sock, "socket"),
+            arg(
+                0,
+                "sock",
+                "struct socket *",
+                ArgType::Sock,
+                "socket",
+                ARG_SKIP,
+            ),
             arg(
                 1,
                 "address",
                 "struct sockaddr *",
                 ArgType::Sockaddr,
                 "sockaddr",
+                ARG_SKIP,
             ),
-            arg(2, "addrlen", "int", INT, "int"),
+            int(2, "addrlen", "int", INT, "int"),
         ],
+    },
+    HookInfo {
+        hook: LsmHook::PathSymlink,
+        args: &[path(0, "dir"), dentry(1, "dentry"), string(2, "old_name")],
+    },
+    HookInfo {
+        hook: LsmHook::InodeMkdir,
+        args: &[
+            opaque(0, "dir", "struct inode *", "nop"),
+            dentry(1, "dentry"),
+            int(2, "mode", "umode_t", UMODE, "uint16"),
+        ],
+    },
+    HookInfo {
+        hook: LsmHook::PathLink,
+        args: &[
+            dentry(0, "old_dentry"),
+            path(1, "new_dir"),
+            dentry(2, "new_dentry"),
+        ],
+    },
+    HookInfo {
+        hook: LsmHook::SbMount,
+        args: &[
+            string(0, "dev_name"),
+            path(1, "path"),
+            string(2, "type"),
+            int(3, "flags", "unsigned long", ULONG, "ulong"),
+            opaque(4, "data", "void *", "nop"),
+        ],
+    },
+    HookInfo {
+        hook: LsmHook::BprmCredsFromFile,
+        args: &[
+            arg(
+                0,
+                "bprm",
+                "struct linux_binprm *",
+                ArgType::LinuxBinprm,
+                "linux_binprm",
+                ARG_BINPRM,
+            ),
+            file(1, "file"),
+        ],
+    },
+    HookInfo {
+        hook: LsmHook::Capable,
+        args: &[
+            opaque(0, "cred", "const struct cred *", "cred"),
+            opaque(1, "ns", "struct user_namespace *", "user_namespace"),
+            int(2, "cap", "int", INT, "int"),
+            int(3, "opts", "unsigned int", UINT, "uint32"),
+        ],
+    },
+    HookInfo {
+        hook: LsmHook::UsernsCreate,
+        args: &[opaque(0, "cred", "const struct cred *", "cred")],
+    },
+    HookInfo {
+        hook: LsmHook::TaskFixSetuid,
+        args: &[
+            opaque(0, "new", "struct cred *", "cred"),
+            opaque(1, "old", "const struct cred *", "cred"),
+            int(2, "flags", "int", INT, "int"),
+        ],
+    },
+    HookInfo {
+        hook: LsmHook::PtraceAccessCheck,
+        args: &[
+            opaque(0, "child", "struct task_struct *", "nop"),
+            int(1, "mode", "unsigned int", UINT, "uint32"),
+        ],
+    },
+    HookInfo {
+        hook: LsmHook::Settime,
+        args: &[
+            opaque(0, "ts", "const struct timespec64 *", "nop"),
+            opaque(1, "tz", "const struct timezone *", "nop"),
+        ],
+    },
+    HookInfo {
+        hook: LsmHook::Bpf,
+        args: &[
+            int(0, "cmd", "int", INT, "int"),
+            opaque(1, "attr", "union bpf_attr *", "bpf_attr"),
+            int(2, "size", "unsigned int", UINT, "uint32"),
+        ],
+    },
+    HookInfo {
+        hook: LsmHook::KernelModuleRequest,
+        args: &[arg(
+            0,
+            "kmod_name",
+            "char *",
+            ArgType::String,
+            "string",
+            ARG_STR,
+        )],
+    },
+    HookInfo {
+        hook: LsmHook::InodeFollowLink,
+        args: &[
+            dentry(0, "dentry"),
+            opaque(1, "inode", "struct inode *", "nop"),
+            int(2, "rcu", "bool", BOOL, "uint8"),
+        ],
+    },
+    HookInfo {
+        hook: LsmHook::SkAlloc,
+        args: &[
+            opaque(0, "sk", "struct sock *", "sock"),
+            int(1, "family", "int", INT, "int"),
+            int(2, "priority", "gfp_t", UINT, "uint32"),
+        ],
+    },
+    HookInfo {
+        hook: LsmHook::SbPivotroot,
+        args: &[path(0, "old_path"), path(1, "new_path")],
     },
 ];
 
@@ -180,6 +407,118 @@ pub const KPROBE_CALLS: &[KprobeCall] = &[
         hook: LsmHook::BprmCheckSecurity,
         arg_map: &[(0, 0)],
         params: &["bprm"],
+        tcp_only: false,
+    },
+    KprobeCall {
+        call: "security_path_symlink",
+        hook: LsmHook::PathSymlink,
+        arg_map: &[(0, 0), (1, 1), (2, 2)],
+        params: &["dir", "dentry", "old_name"],
+        tcp_only: false,
+    },
+    KprobeCall {
+        call: "security_inode_mkdir",
+        hook: LsmHook::InodeMkdir,
+        arg_map: &[(0, 0), (1, 1), (2, 2)],
+        params: &["dir", "dentry", "mode"],
+        tcp_only: false,
+    },
+    KprobeCall {
+        call: "security_path_link",
+        hook: LsmHook::PathLink,
+        arg_map: &[(0, 0), (1, 1), (2, 2)],
+        params: &["old_dentry", "new_dir", "new_dentry"],
+        tcp_only: false,
+    },
+    KprobeCall {
+        call: "security_sb_mount",
+        hook: LsmHook::SbMount,
+        arg_map: &[(0, 0), (1, 1), (2, 2), (3, 3), (4, 4)],
+        params: &["dev_name", "path", "type", "flags", "data"],
+        tcp_only: false,
+    },
+    KprobeCall {
+        call: "security_bprm_creds_from_file",
+        hook: LsmHook::BprmCredsFromFile,
+        arg_map: &[(0, 0), (1, 1)],
+        params: &["bprm", "file"],
+        tcp_only: false,
+    },
+    KprobeCall {
+        call: "cap_capable",
+        hook: LsmHook::Capable,
+        arg_map: &[(0, 0), (1, 1), (2, 2), (3, 3)],
+        params: &["cred", "targ_ns", "cap", "opts"],
+        tcp_only: false,
+    },
+    KprobeCall {
+        call: "security_capable",
+        hook: LsmHook::Capable,
+        arg_map: &[(0, 0), (1, 1), (2, 2), (3, 3)],
+        params: &["cred", "ns", "cap", "opts"],
+        tcp_only: false,
+    },
+    KprobeCall {
+        call: "security_create_user_ns",
+        hook: LsmHook::UsernsCreate,
+        arg_map: &[(0, 0)],
+        params: &["cred"],
+        tcp_only: false,
+    },
+    KprobeCall {
+        call: "security_task_fix_setuid",
+        hook: LsmHook::TaskFixSetuid,
+        arg_map: &[(0, 0), (1, 1), (2, 2)],
+        params: &["new", "old", "flags"],
+        tcp_only: false,
+    },
+    KprobeCall {
+        call: "security_ptrace_access_check",
+        hook: LsmHook::PtraceAccessCheck,
+        arg_map: &[(0, 0), (1, 1)],
+        params: &["child", "mode"],
+        tcp_only: false,
+    },
+    KprobeCall {
+        call: "security_settime64",
+        hook: LsmHook::Settime,
+        arg_map: &[(0, 0), (1, 1)],
+        params: &["ts", "tz"],
+        tcp_only: false,
+    },
+    KprobeCall {
+        call: "security_bpf",
+        hook: LsmHook::Bpf,
+        arg_map: &[(0, 0), (1, 1), (2, 2)],
+        params: &["cmd", "attr", "size"],
+        tcp_only: false,
+    },
+    KprobeCall {
+        call: "security_kernel_module_request",
+        hook: LsmHook::KernelModuleRequest,
+        arg_map: &[(0, 0)],
+        params: &["kmod_name"],
+        tcp_only: false,
+    },
+    KprobeCall {
+        call: "security_inode_follow_link",
+        hook: LsmHook::InodeFollowLink,
+        arg_map: &[(0, 0), (1, 1), (2, 2)],
+        params: &["dentry", "inode", "rcu"],
+        tcp_only: false,
+    },
+    KprobeCall {
+        call: "security_sk_alloc",
+        hook: LsmHook::SkAlloc,
+        arg_map: &[(0, 0), (1, 1), (2, 2)],
+        params: &["sk", "family", "priority"],
+        tcp_only: false,
+    },
+    KprobeCall {
+        call: "security_sb_pivotroot",
+        hook: LsmHook::SbPivotroot,
+        arg_map: &[(0, 0), (1, 1)],
+        params: &["old_path", "new_path"],
         tcp_only: false,
     },
     KprobeCall {
@@ -266,14 +605,12 @@ const OTHER_TETRAGON_TYPES: &[&str] = &[
     "char_iovec",
     "skb",
     "sockaddr_un",
-    "string",
     "filename",
     "nop",
     "bpf_attr",
     "perf_event",
     "bpf_map",
     "user_namespace",
-    "capability",
     "kiocb",
     "iov_iter",
     "cred",
@@ -297,6 +634,14 @@ pub fn declared_type(name: &str) -> Option<DeclaredType> {
         "auto" => return Some(DeclaredType::Auto),
         "file" | "fd" => return Some(DeclaredType::Supported(ArgType::File)),
         "path" | "dentry" => return Some(DeclaredType::Supported(ArgType::Path)),
+        "string" => return Some(DeclaredType::Supported(ArgType::String)),
+        // A capability number: an `int` shown as Tetragon's capability_arg (value and name).
+        "capability" => {
+            return Some(DeclaredType::Supported(ArgType::Int {
+                width: 4,
+                signed: true,
+            }));
+        }
         "linux_binprm" => return Some(DeclaredType::Supported(ArgType::LinuxBinprm)),
         "sock" | "socket" => return Some(DeclaredType::Supported(ArgType::Sock)),
         "sockaddr" => return Some(DeclaredType::Supported(ArgType::Sockaddr)),
@@ -330,6 +675,8 @@ pub fn accepted_type_names(natural: ArgType) -> String {
         ArgType::LinuxBinprm => "linux_binprm or auto".to_string(),
         ArgType::Sock => "sock, socket or auto".to_string(),
         ArgType::Sockaddr => "sockaddr or auto".to_string(),
+        ArgType::String => "string or auto".to_string(),
+        ArgType::Opaque => "nothing: lsm-agent cannot read this argument yet".to_string(),
         ArgType::Int { .. } => {
             let mut names: Vec<&str> = INT_TYPES.iter().map(|(n, _, _)| *n).collect();
             names.push("auto");
@@ -420,6 +767,146 @@ mod tests {
     }
 
     #[test]
+    fn path_symlink_translates_one_to_one_and_reads_a_path_a_dentry_and_a_string() {
+        let k = kprobe_call("security_path_symlink").expect("in table");
+        assert_eq!(k.hook, LsmHook::PathSymlink);
+        for i in 0..3 {
+            assert_eq!(k.lsm_index(i), Some(i));
+        }
+        let args = hook_info(LsmHook::PathSymlink).args;
+        let shape: Vec<(ArgType, &str, u8)> =
+            args.iter().map(|a| (a.ty, a.type_name, a.read)).collect();
+        assert_eq!(
+            shape,
+            [
+                (ArgType::Path, "path", ARG_PATH),
+                (ArgType::Path, "dentry", ARG_DENTRY),
+                (ArgType::String, "string", ARG_STR)
+            ]
+        );
+        assert_eq!(
+            args[2].desc(),
+            ArgDesc {
+                kind: ARG_STR,
+                src: 2,
+                width: 8,
+                _pad: 0
+            }
+        );
+    }
+
+    #[test]
+    fn the_security_functions_of_the_wider_table_map_every_argument_one_to_one() {
+        for (call, hook) in [
+            ("security_path_symlink", LsmHook::PathSymlink),
+            ("security_inode_mkdir", LsmHook::InodeMkdir),
+            ("security_path_link", LsmHook::PathLink),
+            ("security_sb_mount", LsmHook::SbMount),
+            ("security_bprm_creds_from_file", LsmHook::BprmCredsFromFile),
+            ("security_capable", LsmHook::Capable),
+            ("security_create_user_ns", LsmHook::UsernsCreate),
+            ("security_task_fix_setuid", LsmHook::TaskFixSetuid),
+            ("security_ptrace_access_check", LsmHook::PtraceAccessCheck),
+            ("security_settime64", LsmHook::Settime),
+            ("security_bpf", LsmHook::Bpf),
+            (
+                "security_kernel_module_request",
+                LsmHook::KernelModuleRequest,
+            ),
+            ("security_inode_follow_link", LsmHook::InodeFollowLink),
+            ("security_sk_alloc", LsmHook::SkAlloc),
+            ("security_sb_pivotroot", LsmHook::SbPivotroot),
+        ] {
+            let k = kprobe_call(call).expect(call);
+            assert_eq!((k.hook, hook.kprobe_function()), (hook, call));
+            let args = hook_info(hook).args;
+            assert_eq!(k.params.len(), args.len(), "{call}");
+            for (i, a) in args.iter().enumerate() {
+                assert_eq!(k.lsm_index(i as u32), Some(i as u32), "{call}");
+                assert_eq!(k.params[i], a.name, "{call}");
+            }
+        }
+    }
+
+    #[test]
+    fn cap_capable_and_security_capable_both_translate_to_capable() {
+        for call in ["cap_capable", "security_capable"] {
+            let k = kprobe_call(call).expect(call);
+            assert_eq!(k.hook, LsmHook::Capable);
+            assert_eq!(k.lsm_index(2), Some(2));
+        }
+        assert_eq!(kprobe_call("cap_capable").unwrap().params[1], "targ_ns");
+        // The kprobe fallback probes the function that calls the hook.
+        assert_eq!(LsmHook::Capable.kprobe_function(), "security_capable");
+        let args = hook_info(LsmHook::Capable).args;
+        assert_eq!(
+            args.iter().map(|a| a.ty).collect::<Vec<_>>(),
+            [
+                ArgType::Opaque,
+                ArgType::Opaque,
+                INT,
+                ArgType::Int {
+                    width: 4,
+                    signed: false
+                }
+            ]
+        );
+        assert_eq!(
+            declared_type("capability"),
+            Some(DeclaredType::Supported(INT))
+        );
+    }
+
+    #[test]
+    fn every_security_function_of_the_table_has_a_kprobe_call_of_its_own_name() {
+        for hook in LsmHook::ALL {
+            let f = hook.kprobe_function();
+            let k = kprobe_call(f).unwrap_or_else(|| panic!("{f} is not translated"));
+            assert_eq!(k.hook, hook, "{f}");
+        }
+    }
+
+    #[test]
+    fn sb_mount_reads_two_strings_a_path_and_the_flags_but_not_the_data() {
+        let kinds: Vec<u8> = hook_info(LsmHook::SbMount)
+            .args
+            .iter()
+            .map(|a| a.read)
+            .collect();
+        assert_eq!(kinds, [ARG_STR, ARG_PATH, ARG_STR, ARG_INT, ARG_SKIP]);
+        assert_eq!(hook_info(LsmHook::SbMount).args[4].ty, ArgType::Opaque);
+        let mode = hook_info(LsmHook::InodeMkdir).args[2];
+        assert_eq!((mode.read, mode.desc().width), (ARG_INT, 2));
+    }
+
+    #[test]
+    fn integer_descriptors_carry_the_c_width_and_their_own_position() {
+        let d = hook_info(LsmHook::FilePermission).args[1].desc();
+        assert_eq!((d.kind, d.src, d.width), (ARG_INT, 1, 4));
+        let d = hook_info(LsmHook::MmapFile).args[3].desc();
+        assert_eq!((d.kind, d.src, d.width), (ARG_INT, 3, 8));
+    }
+
+    #[test]
+    fn every_string_like_argument_is_read_as_a_string_and_no_other() {
+        for info in HOOKS {
+            for a in info.args {
+                // socket_connect's program reads its connection itself.
+                if info.hook == LsmHook::SocketConnect && !matches!(a.ty, ArgType::Int { .. }) {
+                    continue;
+                }
+                assert_eq!(
+                    lsm_shared::arg_is_string(a.read),
+                    a.ty.is_string_like(),
+                    "{} arg {}",
+                    info.hook,
+                    a.index
+                );
+            }
+        }
+    }
+
+    #[test]
     fn only_tcp_connect_is_tcp_only() {
         let tcp: Vec<&str> = KPROBE_CALLS
             .iter()
@@ -470,6 +957,10 @@ mod tests {
             Some(DeclaredType::Unsupported)
         );
         assert_eq!(declared_type("skb"), Some(DeclaredType::Unsupported));
+        assert_eq!(
+            declared_type("string"),
+            Some(DeclaredType::Supported(ArgType::String))
+        );
         assert_eq!(declared_type("bogus"), None);
     }
 

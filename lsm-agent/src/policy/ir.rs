@@ -16,10 +16,25 @@ pub enum LsmHook {
     FileTruncate,
     BprmCheckSecurity,
     SocketConnect,
+    PathSymlink,
+    InodeMkdir,
+    PathLink,
+    SbMount,
+    BprmCredsFromFile,
+    Capable,
+    UsernsCreate,
+    TaskFixSetuid,
+    PtraceAccessCheck,
+    Settime,
+    Bpf,
+    KernelModuleRequest,
+    InodeFollowLink,
+    SkAlloc,
+    SbPivotroot,
 }
 
 impl LsmHook {
-    pub const ALL: [LsmHook; 7] = [
+    pub const ALL: [LsmHook; 22] = [
         LsmHook::FileOpen,
         LsmHook::FilePermission,
         LsmHook::MmapFile,
@@ -27,6 +42,21 @@ impl LsmHook {
         LsmHook::FileTruncate,
         LsmHook::BprmCheckSecurity,
         LsmHook::SocketConnect,
+        LsmHook::PathSymlink,
+        LsmHook::InodeMkdir,
+        LsmHook::PathLink,
+        LsmHook::SbMount,
+        LsmHook::BprmCredsFromFile,
+        LsmHook::Capable,
+        LsmHook::UsernsCreate,
+        LsmHook::TaskFixSetuid,
+        LsmHook::PtraceAccessCheck,
+        LsmHook::Settime,
+        LsmHook::Bpf,
+        LsmHook::KernelModuleRequest,
+        LsmHook::InodeFollowLink,
+        LsmHook::SkAlloc,
+        LsmHook::SbPivotroot,
     ];
 
     /// The `HOOK_*` id shared with the BPF side.
@@ -40,6 +70,21 @@ impl LsmHook {
             LsmHook::FileTruncate => HOOK_FILE_TRUNCATE,
             LsmHook::BprmCheckSecurity => HOOK_BPRM_CHECK,
             LsmHook::SocketConnect => HOOK_SOCKET_CONNECT,
+            LsmHook::PathSymlink => HOOK_PATH_SYMLINK,
+            LsmHook::InodeMkdir => HOOK_INODE_MKDIR,
+            LsmHook::PathLink => HOOK_PATH_LINK,
+            LsmHook::SbMount => HOOK_SB_MOUNT,
+            LsmHook::BprmCredsFromFile => HOOK_BPRM_CREDS_FROM_FILE,
+            LsmHook::Capable => HOOK_CAPABLE,
+            LsmHook::UsernsCreate => HOOK_USERNS_CREATE,
+            LsmHook::TaskFixSetuid => HOOK_TASK_FIX_SETUID,
+            LsmHook::PtraceAccessCheck => HOOK_PTRACE_ACCESS_CHECK,
+            LsmHook::Settime => HOOK_SETTIME,
+            LsmHook::Bpf => HOOK_BPF,
+            LsmHook::KernelModuleRequest => HOOK_KERNEL_MODULE_REQUEST,
+            LsmHook::InodeFollowLink => HOOK_INODE_FOLLOW_LINK,
+            LsmHook::SkAlloc => HOOK_SK_ALLOC,
+            LsmHook::SbPivotroot => HOOK_SB_PIVOTROOT,
         }
     }
 
@@ -58,6 +103,21 @@ impl LsmHook {
             LsmHook::FileTruncate => "security_file_truncate",
             LsmHook::BprmCheckSecurity => "security_bprm_check",
             LsmHook::SocketConnect => "security_socket_connect",
+            LsmHook::PathSymlink => "security_path_symlink",
+            LsmHook::InodeMkdir => "security_inode_mkdir",
+            LsmHook::PathLink => "security_path_link",
+            LsmHook::SbMount => "security_sb_mount",
+            LsmHook::BprmCredsFromFile => "security_bprm_creds_from_file",
+            LsmHook::Capable => "security_capable",
+            LsmHook::UsernsCreate => "security_create_user_ns",
+            LsmHook::TaskFixSetuid => "security_task_fix_setuid",
+            LsmHook::PtraceAccessCheck => "security_ptrace_access_check",
+            LsmHook::Settime => "security_settime64",
+            LsmHook::Bpf => "security_bpf",
+            LsmHook::KernelModuleRequest => "security_kernel_module_request",
+            LsmHook::InodeFollowLink => "security_inode_follow_link",
+            LsmHook::SkAlloc => "security_sk_alloc",
+            LsmHook::SbPivotroot => "security_sb_pivotroot",
         }
     }
 
@@ -71,6 +131,21 @@ impl LsmHook {
             LsmHook::FileTruncate => "file_truncate",
             LsmHook::BprmCheckSecurity => "bprm_check_security",
             LsmHook::SocketConnect => "socket_connect",
+            LsmHook::PathSymlink => "path_symlink",
+            LsmHook::InodeMkdir => "inode_mkdir",
+            LsmHook::PathLink => "path_link",
+            LsmHook::SbMount => "sb_mount",
+            LsmHook::BprmCredsFromFile => "bprm_creds_from_file",
+            LsmHook::Capable => "capable",
+            LsmHook::UsernsCreate => "userns_create",
+            LsmHook::TaskFixSetuid => "task_fix_setuid",
+            LsmHook::PtraceAccessCheck => "ptrace_access_check",
+            LsmHook::Settime => "settime",
+            LsmHook::Bpf => "bpf",
+            LsmHook::KernelModuleRequest => "kernel_module_request",
+            LsmHook::InodeFollowLink => "inode_follow_link",
+            LsmHook::SkAlloc => "sk_alloc_security",
+            LsmHook::SbPivotroot => "sb_pivotroot",
         }
     }
 
@@ -156,11 +231,22 @@ pub enum ArgType {
     Sockaddr,
     /// An integer of `width` bytes (1, 2, 4, 8).
     Int { width: u8, signed: bool },
+    /// A kernel `char *` (type `string`): matched on its text.
+    String,
+    /// A pointer the agent cannot read yet (a `struct cred *`, a `union bpf_attr *`, ...):
+    /// such an argument cannot be declared.
+    Opaque,
 }
 
 impl ArgType {
+    /// Matched on a path (`File`, `Path`, `LinuxBinprm`).
     pub fn is_path_like(self) -> bool {
         matches!(self, ArgType::File | ArgType::Path | ArgType::LinuxBinprm)
+    }
+
+    /// Matched with the string operators: a path or a `string`.
+    pub fn is_string_like(self) -> bool {
+        self.is_path_like() || self == ArgType::String
     }
 }
 

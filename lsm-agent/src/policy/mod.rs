@@ -12,5 +12,5 @@ pub mod scope;
 #[cfg(test)]
 mod testutil;
 mod validate;
-mod values;
+pub(crate) mod values;
 pub mod workloads;

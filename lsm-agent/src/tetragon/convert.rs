@@ -9,12 +9,13 @@ use prost_types::Timestamp;
 use super::{
     net,
     proto::tetragon::{
-        Container, GetEventsResponse, Image, KprobeAction, KprobeArgument, KprobeFile,
-        KprobeLinuxBinprm, KprobePath, Pod, Process, ProcessExec, ProcessExit, ProcessKprobe,
-        ProcessLsm, RateLimitInfo, get_events_response::Event, kprobe_argument::Arg,
+        Container, GetEventsResponse, Image, KprobeAction, KprobeArgument, KprobeCapability,
+        KprobeFile, KprobeLinuxBinprm, KprobePath, Pod, Process, ProcessExec, ProcessExit,
+        ProcessKprobe, ProcessLsm, RateLimitInfo, get_events_response::Event, kprobe_argument::Arg,
     },
 };
 use crate::events::model::{self, EventKind, HookOrigin};
+use crate::policy::values::CAPABILITIES;
 
 /// The wire form of `ev`.
 pub fn to_response(ev: &model::Event) -> GetEventsResponse {
@@ -228,6 +229,13 @@ fn argument(a: &model::Arg) -> KprobeArgument {
         V::Uint(v) => Arg::UintArg(*v),
         V::Size(v) => Arg::SizeArg(*v),
         V::Long(v) => Arg::LongArg(*v),
+        V::Capability(v) => Arg::CapabilityArg(KprobeCapability {
+            value: Some(*v),
+            name: usize::try_from(*v)
+                .ok()
+                .and_then(|i| CAPABILITIES.get(i))
+                .map_or_else(String::new, |n| (*n).to_owned()),
+        }),
         V::String(s) => Arg::StringArg(s.clone()),
         V::Bytes(b) => Arg::BytesArg(b.clone()),
         V::Sock(n) => Arg::SockArg(n.as_ref().map(net::sock_arg).unwrap_or_default()),
@@ -443,6 +451,20 @@ mod tests {
         assert_eq!(arg(model::ArgValue::Uint(3)).arg, Some(Arg::UintArg(3)));
         assert_eq!(arg(model::ArgValue::Size(3)).arg, Some(Arg::SizeArg(3)));
         assert_eq!(arg(model::ArgValue::Long(-3)).arg, Some(Arg::LongArg(-3)));
+        assert_eq!(
+            arg(model::ArgValue::Capability(21)).arg,
+            Some(Arg::CapabilityArg(KprobeCapability {
+                value: Some(21),
+                name: "CAP_SYS_ADMIN".into()
+            }))
+        );
+        assert_eq!(
+            arg(model::ArgValue::Capability(99)).arg,
+            Some(Arg::CapabilityArg(KprobeCapability {
+                value: Some(99),
+                name: String::new()
+            }))
+        );
         assert_eq!(arg(model::ArgValue::Int(-3)).label, "n");
     }
 

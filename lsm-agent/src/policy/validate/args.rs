@@ -48,6 +48,17 @@ pub(super) fn convert_arg(
     }
     let lsm_index = map_index(a.index).map_err(|m| invalid(format!("{apath}.index"), m))?;
     let hook_arg = &info.args[lsm_index as usize];
+    if hook_arg.ty == ir::ArgType::Opaque {
+        return Err(invalid(
+            format!("{apath}.index"),
+            format!(
+                "argument {} of {} ({}) cannot be read by lsm-agent yet: leave it out of args",
+                hook_arg.index,
+                info.hook,
+                c_decl(hook_arg)
+            ),
+        ));
+    }
 
     let type_name = a.ty.as_deref().unwrap_or("auto");
     let tpath = format!("{apath}.type");
@@ -96,7 +107,7 @@ pub(super) fn convert_arg(
 
 #[cfg(test)]
 mod tests {
-    use crate::policy::ir::ArgType;
+    use crate::policy::ir::{ArgType, StrOp};
     use crate::policy::testutil::*;
 
     #[test]
@@ -162,6 +173,148 @@ mod tests {
             .replace("type: file\n", "type: file\n      maxData: true\n");
         assert_eq!(parse_err(&yaml).path, "spec.kprobes[0].args[0].maxData");
     }
+
+    #[test]
+    fn path_symlink_args_take_their_path_dentry_and_string_types() {
+        let p = parse_ok(fixture!("deny-symlink-to-lsm-vmtest-target-eperm.yaml"));
+        let h = &p.hooks[0];
+        let types: Vec<(ArgType, &str)> = h
+            .args
+            .iter()
+            .map(|a| (a.ty, a.type_name.as_str()))
+            .collect();
+        assert_eq!(
+            types,
+            [
+                (ArgType::Path, "path"),
+                (ArgType::Path, "dentry"),
+                (ArgType::String, "string")
+            ]
+        );
+        let (op, negated, values) = str_filter(&h.selectors[0].match_args[0]);
+        assert_eq!((op, negated), (StrOp::Equal, false));
+        assert_eq!(values, ["/tmp/lsm-vmtest-symlink-target"]);
+        let yaml = fixture!("deny-symlink-to-lsm-vmtest-target-eperm.yaml")
+            .replace("operator: \"Equal\"", "operator: \"GT\"");
+        let e = parse_err(&yaml);
+        assert_eq!(e.path, "spec.kprobes[0].selectors[0].matchArgs[0].operator");
+        assert!(
+            e.message.starts_with(
+                "operator GreaterThan is not supported on this argument (argument 2 is of type \
+                 string; string operators"
+            ),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn a_string_type_on_a_dentry_is_rejected_at_the_type() {
+        let e = parse_err(fixture!("path-symlink-dentry-as-string.yaml"));
+        assert_eq!(e.path, "spec.lsmhooks[0].args[0].type");
+        assert_eq!(
+            e.message,
+            "type \"string\" does not fit argument 1 of path_symlink (struct dentry *dentry): \
+             use path, dentry or auto"
+        );
+    }
+
+    #[test]
+    fn an_argument_the_agent_cannot_read_is_rejected_at_its_index() {
+        let e = parse_err(fixture!("inode-mkdir-dir-inode-declared.yaml"));
+        assert_eq!(e.path, "spec.lsmhooks[0].args[0].index");
+        assert_eq!(
+            e.message,
+            "argument 0 of inode_mkdir (struct inode *dir) cannot be read by lsm-agent yet: \
+             leave it out of args"
+        );
+    }
+
+    #[test]
+    fn the_wider_tables_fixtures_take_their_declared_types() {
+        let cases: [(&str, &[(ArgType, &str)]); 14] = [
+            (
+                fixture!("deny-mkdir-of-lsm-vmtest-forbidden-dir-eperm.yaml"),
+                &[(ArgType::Path, "dentry"), (UINT16, "uint16")],
+            ),
+            (
+                fixture!("deny-hardlink-into-lsm-vmtest-links-eperm.yaml"),
+                &[
+                    (ArgType::Path, "dentry"),
+                    (ArgType::Path, "path"),
+                    (ArgType::Path, "dentry"),
+                ],
+            ),
+            (
+                fixture!("deny-mount-of-lsm-vmtest-dev-eperm.yaml"),
+                &[
+                    (ArgType::String, "string"),
+                    (ArgType::Path, "path"),
+                    (ArgType::String, "string"),
+                    (ULONG64, "ulong"),
+                ],
+            ),
+            (
+                fixture!("deny-exec-creds-of-lsm-vmtest-true-eperm.yaml"),
+                &[
+                    (ArgType::LinuxBinprm, "linux_binprm"),
+                    (ArgType::File, "file"),
+                ],
+            ),
+            (
+                fixture!("deny-cap-sys-admin-of-hostname-eperm.yaml"),
+                &[(INT32, "capability"), (UINT32, "uint32")],
+            ),
+            (fixture!("deny-userns-create-of-unshare-eperm.yaml"), &[]),
+            (
+                fixture!("deny-setresuid-of-setpriv-eperm.yaml"),
+                &[(INT32, "int")],
+            ),
+            (
+                fixture!("deny-ptrace-read-by-cat-eperm.yaml"),
+                &[(UINT32, "uint32")],
+            ),
+            (fixture!("deny-settime-of-date-eperm.yaml"), &[]),
+            (
+                fixture!("deny-bpf-map-create-of-python-eperm.yaml"),
+                &[(INT32, "int"), (UINT32, "uint32")],
+            ),
+            (
+                fixture!("deny-module-request-net-pf-eperm.yaml"),
+                &[(ArgType::String, "string")],
+            ),
+            (
+                fixture!("deny-follow-of-lsm-vmtest-link-eperm.yaml"),
+                &[(ArgType::Path, "dentry")],
+            ),
+            (
+                fixture!("deny-inet6-socket-alloc-of-python.yaml"),
+                &[(INT32, "int")],
+            ),
+            (
+                fixture!("deny-pivot-root-into-lsm-vmtest-newroot-eperm.yaml"),
+                &[(ArgType::Path, "path"), (ArgType::Path, "path")],
+            ),
+        ];
+        for (yaml, want) in cases {
+            let p = parse_ok(yaml);
+            let got: Vec<(ArgType, &str)> = p.hooks[0]
+                .args
+                .iter()
+                .map(|a| (a.ty, a.type_name.as_str()))
+                .collect();
+            assert_eq!(got, want, "{}", p.name);
+        }
+    }
+
+    const UINT16: ArgType = ArgType::Int {
+        width: 2,
+        signed: false,
+    };
+    const ULONG64: ArgType = ArgType::Int {
+        width: 8,
+        signed: false,
+    };
 
     #[test]
     fn sockaddr_type_does_not_fit_the_socket_argument() {

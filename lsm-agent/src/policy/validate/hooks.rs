@@ -276,7 +276,7 @@ mod tests {
     #[test]
     fn unknown_kprobe_call_lists_the_supported_calls() {
         let yaml = with_selector("matchActions: [{action: Post}]")
-            .replace("security_file_permission", "security_inode_mkdir");
+            .replace("security_file_permission", "security_inode_copy_up_xattr");
         let e = parse_err(&yaml);
         assert_eq!(e.path, "spec.kprobes[0].call");
         assert_eq!(e.line, Some(7));

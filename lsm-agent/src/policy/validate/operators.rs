@@ -274,7 +274,10 @@ pub(super) fn classify(op: Operator, ty: ArgType) -> Result<ArgOp, String> {
     };
     let not_yet = format!("operator {name} is not supported yet by lsm-agent");
     let elsewhere = format!("operator {name} is not supported on this argument");
-    if ty.is_path_like() {
+    if ty == ArgType::Opaque {
+        return Err(elsewhere);
+    }
+    if ty.is_string_like() {
         return match (str_op, op) {
             (Some((o, neg)), _) => Ok(ArgOp::Str(o, neg)),
             // Tetragon accepts these on file/path arguments; the agent does not have them.
@@ -301,10 +304,11 @@ pub(super) fn classify(op: Operator, ty: ArgType) -> Result<ArgOp, String> {
 /// Which operators apply to an argument of type `ty`, to complete an operator error.
 pub(super) fn operator_hint(ty: ArgType) -> &'static str {
     match ty {
-        ArgType::File | ArgType::Path | ArgType::LinuxBinprm => {
+        ArgType::File | ArgType::Path | ArgType::LinuxBinprm | ArgType::String => {
             "string operators Equal, NotEqual, Prefix, NotPrefix, Postfix, NotPostfix apply to \
-             file, path and linux_binprm arguments"
+             file, path, dentry, linux_binprm and string arguments"
         }
+        ArgType::Opaque => "no operator applies to this argument",
         ArgType::Int { .. } => {
             "numeric operators Equal, NotEqual, GreaterThan, LessThan, Mask, InRange, \
              NotInRange apply to integer arguments"
