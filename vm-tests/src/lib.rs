@@ -200,6 +200,36 @@ pub fn run(program: &Path, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("spawning {}: {e}", program.display()))
 }
 
+/// Panics unless `r` failed with `errno` (e.g. `libc`'s `EPERM` = 1).
+pub fn assert_os_error<T: std::fmt::Debug>(what: &str, r: std::io::Result<T>, errno: i32) {
+    match r {
+        Err(e) => assert_eq!(e.raw_os_error(), Some(errno), "{what}: {e}"),
+        Ok(v) => panic!("{what} must fail with errno {errno}, got {v:?}"),
+    }
+}
+
+/// The errno a system call made from a `python3` one-liner (`script`, which prints it),
+/// optionally inside `unshare FLAGS` (e.g. `-m` for a private mount namespace).
+pub fn python_errno(unshare: Option<&str>, script: &str) -> i32 {
+    let out = match unshare {
+        Some(flags) => run(
+            Path::new("/usr/bin/unshare"),
+            &[flags, "/usr/bin/python3", "-c", script],
+        ),
+        None => run(Path::new("/usr/bin/python3"), &["-c", script]),
+    };
+    assert_eq!(
+        exit_code(&out),
+        0,
+        "python3 {script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("python3 printed no errno: {out:?}"))
+}
+
 /// `lsmctl` talking to one agent.
 #[derive(Clone)]
 pub struct Lsmctl {
@@ -384,7 +414,7 @@ impl Agent {
     }
 
     fn start_stream(&mut self) {
-        let child = stream::spawn_getevents(&self.ctl.address, &[], self.lines.clone());
+        let child = stream::spawn_getevents(&self.ctl.address, "compact", &[], self.lines.clone());
         let _ = self.stream.kill();
         self.stream = child;
         // The stream is live once an exec we make shows up in it.
@@ -502,7 +532,24 @@ impl Agent {
 
     /// Starts `lsmctl getevents -o compact ARGS` against this agent (e.g. with filters).
     pub fn stream(&self, args: &[&str]) -> EventStream {
-        EventStream::start(&self.ctl.address, args)
+        EventStream::start(&self.ctl.address, "compact", args)
+    }
+
+    /// Starts `lsmctl getevents -o json` against this agent: one Tetragon JSON event a line,
+    /// to check what an event's arguments carry. Returns once the stream is live (an exec
+    /// made after it started shows up in it), so no event of the caller's is missed.
+    pub fn json_stream(&self) -> EventStream {
+        let stream = EventStream::start(&self.ctl.address, "json", &[]);
+        let n = self.marker.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("lsm-vmtest-json-{n}");
+        stream.wait_for(
+            "a marker exec",
+            || {
+                let _ = Command::new("/bin/true").arg(&tag).status();
+            },
+            |l| l.contains(&tag),
+        );
+        stream
     }
 
     /// A position in the stream, for [`Agent::lines_since`].

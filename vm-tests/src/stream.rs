@@ -1,5 +1,5 @@
-//! An extra `lsmctl getevents -o compact` stream, e.g. with `--pods` or `--namespace`
-//! filters, read line by line in the background.
+//! An extra `lsmctl getevents` stream, compact (e.g. with `--pods` or `--namespace` filters)
+//! or JSON (to check argument values), read line by line in the background.
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -11,15 +11,16 @@ use std::{
 
 use crate::{EVENT_TIMEOUT, bin};
 
-/// Starts `lsmctl --server-address ADDRESS getevents -o compact ARGS`; a thread appends its
+/// Starts `lsmctl --server-address ADDRESS getevents -o OUTPUT ARGS`; a thread appends its
 /// lines to `sink` (and echoes them to stderr, labelled with `args`).
 pub(crate) fn spawn_getevents(
     address: &str,
+    output: &str,
     args: &[&str],
     sink: Arc<Mutex<Vec<String>>>,
 ) -> Child {
     let mut child = Command::new(bin("lsmctl"))
-        .args(["--server-address", address, "getevents", "-o", "compact"])
+        .args(["--server-address", address, "getevents", "-o", output])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -48,15 +49,32 @@ pub struct EventStream {
 }
 
 impl EventStream {
-    /// `lsmctl --server-address ADDRESS getevents -o compact ARGS`.
-    pub(crate) fn start(address: &str, args: &[&str]) -> EventStream {
+    /// `lsmctl --server-address ADDRESS getevents -o OUTPUT ARGS`.
+    pub(crate) fn start(address: &str, output: &str, args: &[&str]) -> EventStream {
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let child = spawn_getevents(address, args, lines.clone());
+        let child = spawn_getevents(address, output, args, lines.clone());
         EventStream { child, lines }
     }
 
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits until a line satisfies `pred` and returns it; panics with the stream after
+    /// [`EVENT_TIMEOUT`].
+    pub fn expect(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(l) = self.lines().into_iter().find(|l| pred(l)) {
+                return l;
+            }
+            assert!(
+                start.elapsed() < EVENT_TIMEOUT,
+                "the stream never showed {what}; it had:\n{}",
+                self.lines().join("\n")
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Calls `poke` (e.g. an exec the stream should show) every 500 ms until a line

@@ -1,7 +1,8 @@
 //! The fallback ladder on a kernel booted without `bpf` in `lsm=` (configuration
 //! `6.12-nolsm` of vm-tests/kernels): the same quickstart policy loads unchanged, its hooks
 //! are observed through kprobes on the `security_*` functions, the degraded mode shows in
-//! `lsmctl`, `--require-lsm` refuses to start, and `--fallback-sigkill` kills after the fact.
+//! `lsmctl`, `--require-lsm` refuses to start, `--fallback-sigkill` kills after the fact, and
+//! the hooks of the wider LSM table are observed through their `security_*` functions.
 //! Each test starts (and stops) its own agent: the flags differ.
 
 use std::{
@@ -130,4 +131,38 @@ fn fallback_sigkill_kills_cat_after_the_fact() {
         "📚 read    | /usr/bin/cat /etc/shadow".into(),
         "💥 exit    | /usr/bin/cat /etc/shadow SIGKILL".into(),
     ]);
+}
+
+/// The wider LSM table degrades the same way: a kprobe on `security_inode_mkdir` feeds the
+/// generic reader, so the mkdir the policy would deny happens, and the event carries the
+/// arguments and says it was only observed.
+#[test]
+fn a_wider_table_hook_is_observed_with_its_arguments_through_its_security_function() {
+    let policy = fixture("deny-mkdir-of-lsm-vmtest-forbidden-dir-eperm.yaml");
+    let a = Agent::start_without_bpf_lsm(&[
+        "--tracing-policy".to_string(),
+        policy.display().to_string(),
+    ]);
+    let events = a.json_stream();
+    let dir = scratch_dir("fallback-mkdir");
+    std::fs::create_dir(dir.join("lsm-vmtest-forbidden-dir"))
+        .expect("observed, not denied: the mkdir happens");
+    let line = events.expect("the observed inode_mkdir event", |l| {
+        l.contains("\"function_name\":\"security_inode_mkdir\"")
+    });
+    assert!(line.contains("observed-by-kprobe"), "{line}");
+    assert!(
+        line.contains("fallback-mkdir/lsm-vmtest-forbidden-dir\"}}"),
+        "arg 1 is the new directory: {line}"
+    );
+    assert!(
+        !line.contains("KPROBE_ACTION_OVERRIDE"),
+        "a kprobe cannot override: {line}"
+    );
+    let list = a.lsmctl(&["tracingpolicy", "list"]);
+    let list = stdout(&list);
+    assert!(
+        list.contains("observe:security_inode_mkdir"),
+        "the list marks the hook as observed:\n{list}"
+    );
 }
