@@ -280,7 +280,11 @@ impl ActionCounters {
     /// Counts one run of a selector whose `SelectorAction::flags` are `flags`.
     #[inline(always)]
     pub fn record(&mut self, flags: u32) {
-        let monitor = if flags & ACT_MONITOR != 0 { u32::MAX } else { 0 };
+        let monitor = if flags & ACT_MONITOR != 0 {
+            u32::MAX
+        } else {
+            0
+        };
         self.record_split(flags, monitor);
     }
 
