@@ -15,7 +15,7 @@
 //! test all go by it.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     convert::Infallible,
     future::Future,
     io,
@@ -40,7 +40,7 @@ mod policy;
 
 pub use crate::events::bus::{BoundedLabel, OTHER};
 use crate::{
-    agent::{AgentHandle, PolicyState, PolicyStatus},
+    agent::{AgentHandle, PolicyState},
     dns::{DnsStatus, NameStatus},
     events::{
         bus::{BusSnapshot, EventBus},
@@ -803,7 +803,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        agent::{ActionCounts, Agent, MapWriter, Source},
+        agent::{ActionCounts, Agent, MapWriter, PolicyStatus, Source},
         bpf::BpfError,
         events::{
             decode::{ExecData, HookData, KPath},
