@@ -1,14 +1,22 @@
 #!/bin/bash
-# Runs inside the VM (started by vm-tests/run.sh): checks that BPF LSM is active, prepares
-# the guest, runs every test binary listed in $RES/test-binaries, and writes $RES/result.
+# Runs inside the VM (started by vm-tests/run.sh): checks that BPF LSM is active (or, for a
+# `nolsm` configuration, that it is not), prepares the guest, runs every test binary listed in
+# $RES/test-binaries, and writes $RES/result.
 set -u
 RES=$1
+MODE=${2:-lsm}
 export LSM_VMTEST_RESULTS=$RES
 fail() { echo "FAIL: $*" | tee "$RES/result"; exit 1; }
 
 lsms=$(cat /sys/kernel/security/lsm 2>/dev/null) || fail "no /sys/kernel/security/lsm"
 echo "[guest] kernel $(uname -r), lsm=$lsms"
-case ",$lsms," in *,bpf,*) ;; *) fail "BPF LSM is not active (lsm=$lsms)";; esac
+case "$MODE,$lsms," in
+  lsm,*,bpf,*) ;;
+  lsm,*) fail "BPF LSM is not active (lsm=$lsms)";;
+  nolsm,*,bpf,*) fail "BPF LSM is active in a nolsm configuration (lsm=$lsms)";;
+  nolsm,*) ;;
+  *) fail "unknown configuration mode $MODE";;
+esac
 [ -e /sys/kernel/btf/vmlinux ] || fail "kernel has no BTF"
 
 # /etc is an overlay private to this guest (--overlay-rwdir /etc): the write test needs a file

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Builds the agent and the VM tests, then boots each kernel listed in vm-tests/kernels with BPF
-# LSM active (virtme-ng, QEMU TCG) and runs the tests inside. Fails, never skips, when a VM
-# does not boot, BPF LSM is not active, or a test fails.
-#   LSM_VM_KERNELS="6.12"  limit the kernel series
+# Builds the agent and the VM tests, then boots each configuration listed in vm-tests/kernels
+# (virtme-ng, QEMU TCG) and runs the tests inside. A configuration is a kernel series, booted
+# with BPF LSM active, or a series with `-nolsm` (e.g. `6.12-nolsm`), booted without `bpf` in
+# `lsm=` to test the kprobe fallback. Fails, never skips, when a VM does not boot, the LSM set
+# is not the configuration's, or a test fails.
+#   LSM_VM_KERNELS="6.12"  limit the configurations
 #   LSM_VM_SUITES="actions reload"  run only these test binaries (for development)
 # 4 GB: the kubernetes suite runs etcd and kube-apiserver in the guest (its 111 MiB binary on
 # tmpfs, ~250 MB resident) beside the agent.
@@ -14,6 +16,10 @@ export PATH="$HOME/.cargo/bin:$PATH"
 kernels=${LSM_VM_KERNELS:-$(grep -v '^#' vm-tests/kernels | awk 'NF {print $1}' | xargs)}
 # The test binaries listed for a series in vm-tests/kernels (empty: all).
 suites_for() { grep -v '^#' vm-tests/kernels | awk -v s="$1" '$1 == s { $1 = ""; print }' | xargs; }
+# Suites that only make sense without BPF LSM: never part of a BPF-LSM configuration's "all".
+nolsm_only="fallback"
+lsm_set="lockdown,capability,landlock,yama,bpf"
+nolsm_set="lockdown,capability,landlock,yama"
 results=vm-tests/results
 rm -rf "$results"
 mkdir -p "$results"
@@ -46,16 +52,27 @@ case "$release/" in "$repo"/*) ;; *) shares+=("--rodir=$release=$(realpath "$rel
 guest_res=/run/lsm-vmtest-results
 
 failed=0
-for series in $kernels; do
+for config in $kernels; do
+  series=${config%%-*}
+  case "$config" in
+    "$series") lsm_mode=lsm; lsms=$lsm_set ;;
+    "$series-nolsm") lsm_mode=nolsm; lsms=$nolsm_set ;;
+    *) echo "[vm-tests] FAIL: unknown configuration $config (SERIES or SERIES-nolsm)"; failed=1; continue ;;
+  esac
   version=$(ls /boot | sed -n "s/^vmlinuz-\(${series//./\\.}\.[0-9].*-amd64\)\$/\1/p" | sort -V | tail -n 1)
   if [ -z "$version" ]; then
     echo "[vm-tests] FAIL: no installed kernel for series $series (run scripts/setup.sh)"
     failed=1
     continue
   fi
-  res="$PWD/$results/$series"
+  res="$PWD/$results/$config"
   mkdir -p "$res"
-  suites=${LSM_VM_SUITES:-$(suites_for "$series")}
+  suites=${LSM_VM_SUITES:-$(suites_for "$config")}
+  if [ -z "$suites" ] && [ "$lsm_mode" = nolsm ]; then
+    echo "[vm-tests] FAIL: configuration $config lists no suites (BPF-LSM suites fail there by design)"
+    failed=1
+    continue
+  fi
   if [ -n "$suites" ]; then
     : > "$res/test-binaries"
     for suite in $suites; do
@@ -63,15 +80,15 @@ for series in $kernels; do
         || { echo "[vm-tests] FAIL: no test binary $suite"; failed=1; }
     done
   else
-    cp "$results/test-binaries.all" "$res/test-binaries"
+    grep -v -E "/deps/(${nolsm_only// /|})-[0-9a-f]*\$" "$results/test-binaries.all" > "$res/test-binaries"
   fi
-  echo "[vm-tests] booting $version"
+  echo "[vm-tests] booting $version (lsm=$lsms)"
   start=$(date +%s)
   set +e
   timeout --foreground 1800 vng -r "$version" --disable-kvm --force-9p --user root \
     --cpus 2 --memory 4G "${shares[@]}" --rwdir "$guest_res=$res" --overlay-rwdir /etc \
-    --append "lsm=lockdown,capability,landlock,yama,bpf" \
-    --exec "$repo/vm-tests/guest.sh $guest_res" >>"$res/console.log" 2>&1
+    --append "lsm=$lsms" \
+    --exec "$repo/vm-tests/guest.sh $guest_res $lsm_mode" >>"$res/console.log" 2>&1
   rc=$?
   set -e
   echo "[vm-tests] $version: VM exited $rc after $(( $(date +%s) - start ))s"

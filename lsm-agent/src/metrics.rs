@@ -15,7 +15,7 @@
 //! test all go by it.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     convert::Infallible,
     future::Future,
     io,
@@ -36,9 +36,11 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
+mod policy;
+
 pub use crate::events::bus::{BoundedLabel, OTHER};
 use crate::{
-    agent::{AgentHandle, PolicyState, PolicyStatus},
+    agent::{AgentHandle, PolicyState},
     dns::{DnsStatus, NameStatus},
     events::{
         bus::{BusSnapshot, EventBus},
@@ -47,6 +49,7 @@ use crate::{
         reader::ReaderStats,
     },
 };
+pub use policy::{ActionTracker, PolicyModeTracker, action_counts, record_policy_states};
 
 /// Counter or gauge (no histograms are exported).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +74,7 @@ pub const EVENTS: &str = "lsm_agent_events_total";
 pub const POLICY_EVENTS: &str = "lsm_agent_policy_events_total";
 pub const POLICY_ACTIONS: &str = "lsm_agent_policy_actions_total";
 pub const TRACINGPOLICY_LOADED: &str = "lsm_agent_tracingpolicy_loaded";
+pub const POLICY_MODE: &str = "lsm_agent_policy_mode";
 pub const POLICY_LOAD_ERRORS: &str = "lsm_agent_policy_load_errors_total";
 pub const OPERATIONS_DENIED: &str = "lsm_agent_operations_denied_total";
 pub const OPERATIONS_DENIED_BY_BINARY: &str = "lsm_agent_operations_denied_by_binary_total";
@@ -119,6 +123,13 @@ pub const METRICS: &[Metric] = &[
         labels: &["state"],
         help: "Tracing policies by state (enabled, disabled, error, load_error, partially_enabled, skipped).",
         tetragon: "tetragon_tracingpolicy_loaded",
+    },
+    Metric {
+        name: POLICY_MODE,
+        kind: Kind::Gauge,
+        labels: &["policy", "hook", "mode"],
+        help: "1 per loaded policy and LSM hook it uses, labelled with the entry point the hook got: lsm (pre-operation deny) or kprobe (observed only: BPF LSM inactive).",
+        tetragon: "none",
     },
     Metric {
         name: POLICY_LOAD_ERRORS,
@@ -249,7 +260,7 @@ pub const METRICS: &[Metric] = &[
 ];
 
 /// Every [`PolicyState`] with its `state` label value (Tetragon's names).
-const POLICY_STATES: &[(PolicyState, &str)] = &[
+pub(crate) const POLICY_STATES: &[(PolicyState, &str)] = &[
     (PolicyState::Enabled, "enabled"),
     (PolicyState::Disabled, "disabled"),
     (PolicyState::Error, "error"),
@@ -479,6 +490,7 @@ pub struct Sources {
 pub struct Collector {
     sources: Sources,
     actions: ActionTracker,
+    modes: PolicyModeTracker,
 }
 
 impl Collector {
@@ -486,6 +498,7 @@ impl Collector {
         Self {
             sources,
             actions: ActionTracker::default(),
+            modes: PolicyModeTracker::default(),
         }
     }
 
@@ -496,6 +509,7 @@ impl Collector {
         if let Some(agent) = &self.sources.agent {
             if let Ok(status) = agent.status().await {
                 record_policy_states(&status);
+                self.modes.record(&status);
                 self.actions.record(&status);
             }
             if let Ok(errors) = agent.load_errors().await {
@@ -517,14 +531,6 @@ impl Collector {
             record_dns(&dns.snapshot(), Instant::now());
             record_dns_failures(&dns.failures());
         }
-    }
-}
-
-/// Sets `lsm_agent_tracingpolicy_loaded{state}` from the policy list.
-pub fn record_policy_states(status: &[PolicyStatus]) {
-    for (state, label) in POLICY_STATES {
-        let n = status.iter().filter(|p| p.state == *state).count();
-        gauge!(TRACINGPOLICY_LOADED, "state" => *label).set(n as f64);
     }
 }
 
@@ -569,59 +575,6 @@ pub fn record_bus(bus: &BusSnapshot) {
 pub fn record_dns_failures(failures: &BTreeMap<String, u64>) {
     for (name, n) in failures {
         counter!(DNS_FAILURES, "name" => name.clone()).absolute(*n);
-    }
-}
-
-/// A policy's action counters in [`ACTIONS`] order.
-pub fn action_counts(p: &PolicyStatus) -> Option<[u64; 6]> {
-    let c = p.actions?;
-    Some([
-        c.post,
-        c.nopost,
-        c.signal,
-        c.r#override,
-        c.monitor_signal,
-        c.monitor_override,
-    ])
-}
-
-/// Turns the per-policy action counters of the policy list into monotonic counters.
-///
-/// The kernel counts per selector slot, and a slot taken by a new version of a policy (a
-/// reload gives it a new id) starts from zero, so the values are tracked per policy id: a new
-/// id starts from zero, a value that went down (a slot reassigned) counts from zero again.
-#[derive(Debug, Default)]
-pub struct ActionTracker {
-    last: HashMap<u32, [u64; 6]>,
-}
-
-impl ActionTracker {
-    pub fn record(&mut self, status: &[PolicyStatus]) {
-        let mut seen = HashSet::new();
-        for p in status {
-            let (Some(id), Some(now)) = (p.id, action_counts(p)) else {
-                continue;
-            };
-            let last = self.last.get(&id).copied().unwrap_or_default();
-            for (i, action) in ACTIONS.iter().enumerate() {
-                let delta = if now[i] >= last[i] {
-                    now[i] - last[i]
-                } else {
-                    now[i]
-                };
-                counter!(
-                    POLICY_ACTIONS,
-                    "policy" => p.name.clone(),
-                    "policy_namespace" => p.namespace.clone(),
-                    "action" => *action
-                )
-                .increment(delta);
-            }
-            self.last.insert(id, now);
-            seen.insert(id);
-        }
-        // Disabled or removed: the slots are gone, a re-enabled policy counts from zero.
-        self.last.retain(|id, _| seen.contains(id));
     }
 }
 
@@ -850,7 +803,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        agent::{ActionCounts, Agent, MapWriter, Source},
+        agent::{ActionCounts, Agent, MapWriter, PolicyStatus, Source},
         bpf::BpfError,
         events::{
             decode::{ExecData, HookData, KPath},
@@ -917,6 +870,7 @@ mod tests {
             fired: 1,
             posted: 1,
             retval,
+            flags: 0,
             args: [0; lsm_shared::MAX_ARGS],
             path: None,
             net: None,
@@ -1089,6 +1043,7 @@ mod tests {
             namespace: String::new(),
             source: Source::Grpc,
             sensors: Vec::new(),
+            hooks: Vec::new(),
             enabled: state == PolicyState::Enabled,
             state,
             mode: None,
@@ -1155,6 +1110,42 @@ mod tests {
         assert_eq!(get("load_error"), Some(1.0));
         assert_eq!(get("disabled"), Some(0.0));
         assert_eq!(get("skipped"), Some(0.0));
+    }
+
+    #[test]
+    fn each_policy_hook_reports_the_mode_it_got() {
+        use crate::{
+            agent::HookStatus,
+            bpf::{AttachMode, HookModes},
+        };
+        let mut modes = HookModes::all(AttachMode::Kprobe);
+        modes.0[lsm_shared::HOOK_FILE_OPEN as usize] = Some(AttachMode::Lsm);
+        let mut p = status(1, "files", PolicyState::Enabled, [0; 6]);
+        p.hooks = HookStatus::of(
+            [lsm_shared::HOOK_FILE_PERMISSION, lsm_shared::HOOK_FILE_OPEN],
+            &modes,
+        );
+        let (r, h) = recorder();
+        let mut tracker = PolicyModeTracker::default();
+        ::metrics::with_local_recorder(&r, || tracker.record(std::slice::from_ref(&p)));
+        let get = |hook: &str, mode: &str| {
+            value(
+                &h,
+                POLICY_MODE,
+                &[("policy", "files"), ("hook", hook), ("mode", mode)],
+            )
+        };
+        assert_eq!(get("file_permission", "kprobe"), Some(1.0));
+        assert_eq!(get("file_open", "lsm"), Some(1.0));
+        assert_eq!(get("file_open", "kprobe"), None);
+
+        // The policy loses a hook, then is deleted: its series drop to 0, not stay at 1.
+        p.hooks.retain(|h| h.lsm_name() == "file_open");
+        ::metrics::with_local_recorder(&r, || tracker.record(std::slice::from_ref(&p)));
+        assert_eq!(get("file_permission", "kprobe"), Some(0.0));
+        assert_eq!(get("file_open", "lsm"), Some(1.0));
+        ::metrics::with_local_recorder(&r, || tracker.record(&[]));
+        assert_eq!(get("file_open", "lsm"), Some(0.0));
     }
 
     struct FakeKernel;

@@ -262,6 +262,7 @@ async fn scrape_reports_what_the_daemon_records() {
         fired: 1 << (idx % max),
         posted: 1 << (idx % max),
         retval: -1,
+        flags: 0,
         args: [0; lsm_shared::MAX_ARGS],
         path: Some(KPath {
             path: "/etc/shadow".into(),

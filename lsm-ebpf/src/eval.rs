@@ -140,6 +140,33 @@ pub fn evaluate(
     rec: Option<*const PathRec>,
     args: &[u64; MAX_ARGS],
 ) -> i32 {
+    evaluate_at(s, cur, hook, rec, args, false)
+}
+
+/// [`evaluate`] for a kprobe entry point, which cannot deny: the same selectors match and
+/// post the same events (marked [`HOOK_FLAG_KPROBE`]), `Override` is not applied, and
+/// `Sigkill` only runs (after the fact) when the agent was started with `--fallback-sigkill`.
+#[inline(always)]
+pub fn observe(
+    s: &mut Scratch,
+    cur: Current,
+    hook: u32,
+    rec: Option<*const PathRec>,
+    args: &[u64; MAX_ARGS],
+) {
+    evaluate_at(s, cur, hook, rec, args, true);
+}
+
+/// `observed` is a constant at every call site, so each entry point keeps only its branch.
+#[inline(always)]
+fn evaluate_at(
+    s: &mut Scratch,
+    cur: Current,
+    hook: u32,
+    rec: Option<*const PathRec>,
+    args: &[u64; MAX_ARGS],
+    observed: bool,
+) -> i32 {
     let tgid = cur.tgid();
     if tgid == kconf!(agent_tgid) {
         return 0;
@@ -202,7 +229,7 @@ pub fn evaluate(
         return 0;
     }
     let conn: Option<*const NetInfo> = if net { Some(&s.net) } else { None };
-    fire(cur, hook, cfg, cand, rec, conn, args)
+    fire(cur, hook, cfg, cand, rec, conn, args, observed)
 }
 
 /// The scoped selectors of `hook` that apply to the current task: those of its deepest
@@ -380,6 +407,10 @@ fn match_pid_kind(
 /// Runs the actions of the selectors in `cand`: the first match of each group fires. All
 /// bitmap arithmetic, no loop: the verifier sees a handful of paths.
 #[inline(always)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "inlined into each entry point; a struct would go through the 512-byte stack"
+)]
 fn fire(
     cur: Current,
     hook: u32,
@@ -388,15 +419,25 @@ fn fire(
     rec: Option<*const PathRec>,
     conn: Option<*const NetInfo>,
     args: &[u64; MAX_ARGS],
+    observed: bool,
 ) -> i32 {
     let fired = cfg.fired(cand);
     if fired == 0 {
         return 0;
     }
     count(STAT_MATCHES);
-    count_actions(hook, fired);
+    count_actions(hook, fired, observed);
     let mut verdict = 0i32;
-    if fired & cfg.kill != 0 {
+    let mut flags = 0u32;
+    if observed {
+        flags = HOOK_FLAG_KPROBE;
+        if fired & cfg.kill != 0 && kconf!(fallback_sigkill) != 0 {
+            // SAFETY: signals the current task's process: the after-the-fact Sigkill the
+            // agent was asked for with --fallback-sigkill.
+            unsafe { bpf_send_signal(SIGKILL) };
+            flags |= HOOK_FLAG_KILL_SENT;
+        }
+    } else if fired & cfg.kill != 0 {
         // SAFETY: signals the current task's process, which is what a Sigkill action means.
         unsafe { bpf_send_signal(SIGKILL) };
         verdict = -EPERM;
@@ -408,8 +449,9 @@ fn fire(
         // SAFETY: signals the current task's process with the selector's signal.
         unsafe { bpf_send_signal(act.signal) };
     }
+    // A kprobe's return value is ignored: no Override there.
     let ovr = fired & cfg.override_;
-    if ovr != 0 && verdict == 0 {
+    if ovr != 0 && verdict == 0 && !observed {
         // A missing action reads as error 0, which denies with -EPERM.
         let act = SEL_ACT.get(hook * MAX_SELECTORS + lowest_slot(ovr));
         verdict = deny_errno(act.map_or(0, |a| a.error));
@@ -425,6 +467,8 @@ fn fire(
             unsafe {
                 (*ev).hook = hook;
                 (*ev).retval = verdict;
+                (*ev).flags = flags;
+                (*ev)._pad = 0;
                 (*ev).fired = fired;
                 (*ev).posted = posted;
                 (*ev).args = *args;
@@ -448,7 +492,7 @@ fn fire(
 /// Adds one to the action counters of every fired selector. The loop body only touches
 /// memory, so its paths converge and the verifier walks each slot once.
 #[inline(always)]
-fn count_actions(hook: u32, fired: u64) {
+fn count_actions(hook: u32, fired: u64, observed: bool) {
     let mut slot = 0u32;
     while slot < MAX_SELECTORS {
         if fired >> slot == 0 {
@@ -458,7 +502,13 @@ fn count_actions(hook: u32, fired: u64) {
             let idx = hook * MAX_SELECTORS + slot;
             if let (Some(act), Some(c)) = (SEL_ACT.get(idx), COUNTERS.get_ptr_mut(idx)) {
                 // SAFETY: this CPU's counters; nothing else writes them while we run.
-                unsafe { (*c).record(act.flags) };
+                unsafe {
+                    if observed {
+                        (*c).record_observed(act.flags, kconf!(fallback_sigkill) != 0);
+                    } else {
+                        (*c).record(act.flags)
+                    }
+                };
             }
         }
         slot += 1;

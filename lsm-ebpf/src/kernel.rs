@@ -50,7 +50,7 @@ pub static KCONFIG: KernelConfig = KernelConfig {
     sock_v6_rcv_saddr: 0,
     sock_protocol: 0,
     ns_present: 0,
-    _pad: 0,
+    fallback_sigkill: 0,
 };
 
 /// Reads one field of [`KCONFIG`]; volatile so that the compiler does not fold the

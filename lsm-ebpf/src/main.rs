@@ -2,6 +2,8 @@
 //! [`eval::evaluate`] what the loaded policies say. No policy logic lives here: the maps
 //! written by the agent's compiler decide everything.
 //!
+//! The same hooks have kprobe entry points in [`kprobe`], for kernels without BPF LSM.
+//!
 //! Every program is a thin entry that returns `ret(try_<name>(&ctx))`: the `try_` function
 //! starts with the shared prologue ([`entry::enter_lsm`] or [`entry::enter`]) and leaves
 //! early with `?`. Events go out through [`event::emit`] only.
@@ -17,6 +19,7 @@ mod entry;
 mod eval;
 mod event;
 mod kernel;
+mod kprobe;
 mod maps;
 mod path;
 mod scratch;
@@ -44,7 +47,7 @@ use crate::{
 
 /// The cached path of `file`, or a freshly walked one (cached for next time).
 #[inline(always)]
-fn file_rec(s: &mut Scratch, file: u64) -> *const PathRec {
+pub(crate) fn file_rec(s: &mut Scratch, file: u64) -> *const PathRec {
     if let Some(r) = FILES.get_ptr(&file) {
         return r;
     }
@@ -234,7 +237,7 @@ fn try_socket_connect(ctx: &LsmContext) -> Result<i32, i32> {
 /// Fills `s.net` (and the socket attributes) for a connect of `sock` to `address`, which
 /// the kernel has already copied from user memory.
 #[inline(always)]
-fn read_connection(s: &mut Scratch, sock: u64, address: u64) {
+pub(crate) fn read_connection(s: &mut Scratch, sock: u64, address: u64) {
     let sk = read_u64(sock, kconf!(socket_sk));
     let sock_family = read_u16(sk, kconf!(sock_family));
     let dest_family = read_u16(address, 0);

@@ -559,6 +559,12 @@ pub struct ForkEvent {
 }
 const _: () = assert!(size_of::<ForkEvent>() == size_of::<EventHeader>() + 8);
 
+/// [`HookEvent::flags`]: the call was observed by the kprobe on the hook's `security_*`
+/// function (BPF LSM inactive), not by the LSM program: nothing was denied.
+pub const HOOK_FLAG_KPROBE: u32 = 1 << 0;
+/// [`HookEvent::flags`]: a kprobe sent SIGKILL after the fact (`--fallback-sigkill`).
+pub const HOOK_FLAG_KILL_SENT: u32 = 1 << 1;
+
 /// Selectors fired at an LSM hook: one record per hook call, however many policies fired.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -566,8 +572,11 @@ pub struct HookEvent {
     pub header: EventHeader,
     /// `HOOK_*`.
     pub hook: u32,
-    /// Value the hook returned (0 or a negative errno).
+    /// Value the hook returned (0 or a negative errno; always 0 from a kprobe).
     pub retval: i32,
+    /// `HOOK_FLAG_*`: which entry point saw the call and what it could do about it.
+    pub flags: u32,
+    pub _pad: u32,
     /// Selector slots that fired (first match of each group).
     pub fired: u64,
     /// The fired slots that post an event: user space emits one Tetragon event for each.
@@ -582,7 +591,7 @@ pub struct HookEvent {
 const _: () = assert!(
     size_of::<HookEvent>()
         == size_of::<EventHeader>()
-            + 24
+            + 32
             + 8 * MAX_ARGS
             + size_of::<NetInfo>()
             + size_of::<PathRec>()
@@ -681,7 +690,9 @@ pub struct KernelConfig {
     pub sock_protocol: u64,
     /// Namespace types this kernel has (bit per type; e.g. no time namespaces before 5.6).
     pub ns_present: u32,
-    pub _pad: u32,
+    /// 1: the kprobe entry points (BPF LSM inactive) run `Sigkill` actions after the fact
+    /// with `bpf_send_signal`; 0: they only report them.
+    pub fallback_sigkill: u32,
 }
 const _: () =
     assert!(size_of::<KernelConfig>() == 8 + 34 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8);

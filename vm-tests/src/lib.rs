@@ -164,6 +164,17 @@ pub fn assert_bpf_lsm_active() {
     );
 }
 
+/// Fails loudly unless the BPF LSM is inactive: the fallback tests must never run (and pass
+/// vacuously) on a kernel that enforces.
+pub fn assert_bpf_lsm_inactive() {
+    let lsms = std::fs::read_to_string("/sys/kernel/security/lsm")
+        .expect("/sys/kernel/security/lsm unreadable: not inside a test VM?");
+    assert!(
+        !lsms.trim().split(',').any(|l| l == "bpf"),
+        "BPF LSM is active in this kernel (lsm = {lsms:?}): the fallback suite needs the 6.12-nolsm configuration"
+    );
+}
+
 /// Shell-style exit code: the status, or 128 + the signal that killed the process.
 pub fn exit_code(out: &Output) -> i32 {
     out.status
@@ -308,6 +319,17 @@ impl Agent {
     /// Starts the agent as `wrapper… lsm-agent ARGS` (no wrapper: the agent itself).
     pub fn start_wrapped(wrapper: &[&str], args: &[String]) -> Agent {
         assert_bpf_lsm_active();
+        Agent::spawn(wrapper, args)
+    }
+
+    /// Starts the agent on a kernel booted without `bpf` in `lsm=` (the fallback
+    /// configuration), where its hooks are observed through kprobes.
+    pub fn start_without_bpf_lsm(args: &[String]) -> Agent {
+        assert_bpf_lsm_inactive();
+        Agent::spawn(&[], args)
+    }
+
+    fn spawn(wrapper: &[&str], args: &[String]) -> Agent {
         let address = format!("unix:///tmp/lsm-agent-vmtest-{}.sock", std::process::id());
         // Before the agent loads anything: see `stage`.
         stage();

@@ -17,5 +17,5 @@ pub use state::{
     SourceError,
 };
 pub use status::{
-    ActionCounts, EffectiveMode, Health, HealthState, PolicyState, PolicyStatus, Sensor,
+    ActionCounts, EffectiveMode, Health, HealthState, HookStatus, PolicyState, PolicyStatus, Sensor,
 };

@@ -175,7 +175,14 @@ pub struct Owner {
 pub fn owner(agent: Agent) -> (Owner, AgentHandle) {
     let (tx, commands) = mpsc::channel(QUEUE);
     let (image, images) = watch::channel(agent.image().clone());
-    let handle = AgentHandle { tx, images };
+    let modes = agent.hook_modes();
+    let features = Arc::new(agent.features());
+    let handle = AgentHandle {
+        tx,
+        images,
+        modes,
+        features,
+    };
     let owner = Owner {
         agent,
         commands,
@@ -217,6 +224,10 @@ impl Owner {
 pub struct AgentHandle {
     tx: mpsc::Sender<Command>,
     images: watch::Receiver<Arc<MapImage>>,
+    /// Fixed at start-up: the kernel's entry points do not change while the agent runs.
+    modes: crate::bpf::HookModes,
+    /// Fixed at start-up too: see [`crate::bpf::modes::feature_probes`].
+    features: Arc<Vec<(String, bool)>>,
 }
 
 impl std::fmt::Debug for AgentHandle {
@@ -392,17 +403,25 @@ impl AgentHandle {
     }
 
     pub fn health(&self) -> Health {
-        if self.tx.is_closed() {
-            Health {
-                state: HealthState::Stopped,
-                details: "stopped".into(),
-            }
-        } else {
-            Health {
-                state: HealthState::Running,
-                details: "running".into(),
-            }
+        let running = !self.tx.is_closed();
+        Health {
+            state: if running {
+                HealthState::Running
+            } else {
+                HealthState::Stopped
+            },
+            details: super::status::health_details(running, &self.modes),
         }
+    }
+
+    /// The entry point each hook got on this kernel.
+    pub fn hook_modes(&self) -> crate::bpf::HookModes {
+        self.modes
+    }
+
+    /// What the kernel offers and what each hook got, `(name, yes)`.
+    pub fn features(&self) -> Arc<Vec<(String, bool)>> {
+        self.features.clone()
     }
 
     /// The image the kernel enforces now; never waits for the owner.

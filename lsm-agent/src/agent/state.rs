@@ -15,7 +15,7 @@ use std::{
 
 use tracing::warn;
 
-use super::status::{ActionCounts, EffectiveMode, PolicyState, PolicyStatus, Sensor};
+use super::status::{ActionCounts, EffectiveMode, HookStatus, PolicyState, PolicyStatus, Sensor};
 use crate::{
     bpf::BpfError,
     policy::{
@@ -42,6 +42,17 @@ pub trait MapWriter: Send {
     fn counters(&self) -> BTreeMap<u32, lsm_shared::ActionCounters> {
         BTreeMap::new()
     }
+
+    /// The entry point each hook got (every hook an LSM program without a kernel).
+    fn hook_modes(&self) -> crate::bpf::HookModes {
+        crate::bpf::HookModes::all(crate::bpf::AttachMode::Lsm)
+    }
+
+    /// What the kernel offers and what each hook got, as `GetInfo` lists it (nothing
+    /// without a kernel).
+    fn features(&self) -> Vec<(String, bool)> {
+        Vec::new()
+    }
 }
 
 impl MapWriter for crate::bpf::Probe {
@@ -55,6 +66,14 @@ impl MapWriter for crate::bpf::Probe {
 
     fn counters(&self) -> BTreeMap<u32, lsm_shared::ActionCounters> {
         crate::bpf::Probe::counters(self)
+    }
+
+    fn hook_modes(&self) -> crate::bpf::HookModes {
+        self.modes
+    }
+
+    fn features(&self) -> Vec<(String, bool)> {
+        self.features.clone()
     }
 }
 
@@ -286,6 +305,15 @@ impl Agent {
     }
 
     /// An agent enforcing `prepared`, applied as it was compiled.
+    /// The entry point each hook got on this kernel.
+    pub fn hook_modes(&self) -> crate::bpf::HookModes {
+        self.writer.hook_modes()
+    }
+
+    pub fn features(&self) -> Vec<(String, bool)> {
+        self.writer.features()
+    }
+
     pub fn start(mut writer: Box<dyn MapWriter>, prepared: Prepared) -> Result<Self, AgentError> {
         log_warnings(&prepared.policies);
         writer.apply(&prepared.image).map_err(AgentError::Apply)?;
@@ -517,6 +545,7 @@ impl Agent {
 
     /// Every loaded policy, then every policy file that could not be loaded at all.
     pub fn status(&self) -> Vec<PolicyStatus> {
+        let modes = self.writer.hook_modes();
         // Per policy id: the sum of its selectors' counters.
         let mut per_policy: BTreeMap<u32, lsm_shared::ActionCounters> = BTreeMap::new();
         for (idx, c) in self.writer.counters() {
@@ -554,6 +583,7 @@ impl Agent {
                     namespace: p.namespace().to_string(),
                     source: p.source.clone(),
                     sensors,
+                    hooks: HookStatus::of(p.policy.hooks.iter().map(|h| h.lsm.id()), &modes),
                     enabled: p.enabled,
                     state: if p.enabled {
                         PolicyState::Enabled
@@ -607,6 +637,7 @@ impl Agent {
                 namespace,
                 source: source.clone(),
                 sensors: Vec::new(),
+                hooks: Vec::new(),
                 enabled: false,
                 state,
                 mode: None,

@@ -2,6 +2,7 @@
 //! `TracingPolicyStatus`, the metrics) convert these at their border.
 
 use super::state::Source;
+use crate::bpf::{AttachMode, HookModes, modes::hook_entry};
 
 /// One policy as the agent sees it (Tetragon's `TracingPolicyStatus` carries the same facts).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +15,8 @@ pub struct PolicyStatus {
     pub source: Source,
     /// One per hook entry, consecutive duplicates left out.
     pub sensors: Vec<Sensor>,
+    /// The LSM hooks the policy uses and the entry point each got on this kernel.
+    pub hooks: Vec<HookStatus>,
     pub enabled: bool,
     pub state: PolicyState,
     /// `None` when nothing is loaded.
@@ -46,6 +49,72 @@ pub enum EffectiveMode {
     Monitor,
     /// It has no enforcing action at all.
     MonitorOnly,
+}
+
+/// One hook of a policy: enforced by its LSM program, or only observed by a kprobe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HookStatus {
+    /// `HOOK_*`.
+    pub hook: u32,
+    /// `None`: the kernel has neither entry point for it (e.g. file_truncate before 6.2).
+    pub mode: Option<AttachMode>,
+}
+
+impl HookStatus {
+    /// Every distinct hook of `hooks` (`HOOK_*` ids, in the policy's order) with its mode.
+    pub fn of(hooks: impl IntoIterator<Item = u32>, modes: &HookModes) -> Vec<HookStatus> {
+        let mut out: Vec<HookStatus> = Vec::new();
+        for hook in hooks {
+            if !out.iter().any(|h| h.hook == hook) {
+                out.push(HookStatus {
+                    hook,
+                    mode: modes.get(hook),
+                });
+            }
+        }
+        out
+    }
+
+    /// The LSM hook's name.
+    pub fn lsm_name(&self) -> &'static str {
+        hook_entry(self.hook).map_or("?", |e| e.lsm)
+    }
+
+    /// The kernel function a kprobe observes for it.
+    pub fn function(&self) -> &'static str {
+        hook_entry(self.hook).map_or("?", |e| e.function)
+    }
+
+    /// Whether only a kprobe observes it (no pre-operation deny).
+    pub fn observed(&self) -> bool {
+        self.mode == Some(AttachMode::Kprobe)
+    }
+
+    /// The word the metric and the list use: `lsm`, `kprobe` or `none`.
+    pub fn mode_name(&self) -> &'static str {
+        self.mode.map_or("none", AttachMode::as_str)
+    }
+}
+
+/// The health details: `running`, and how the hooks are attached when not all by LSM.
+pub fn health_details(running: bool, modes: &HookModes) -> String {
+    if !running {
+        return "stopped".into();
+    }
+    if !modes.degraded() {
+        return "running".into();
+    }
+    let observed: Vec<&str> = modes
+        .0
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| **m == Some(AttachMode::Kprobe))
+        .filter_map(|(h, _)| hook_entry(h as u32).map(|e| e.function))
+        .collect();
+    format!(
+        "running (degraded: BPF LSM is not active; observed by kprobe, no pre-operation deny: {})",
+        observed.join(",")
+    )
 }
 
 /// Which kind of hook entry a policy uses (Tetragon's sensor).
@@ -95,4 +164,58 @@ pub enum HealthState {
     Running,
     /// The policy owner is gone: the agent is stopping.
     Stopped,
+}
+
+#[cfg(test)]
+mod tests {
+    use lsm_shared::*;
+
+    use super::*;
+
+    #[test]
+    fn a_policys_hooks_are_listed_once_each_with_the_mode_they_got() {
+        let mut modes = HookModes::all(AttachMode::Lsm);
+        modes.0[HOOK_FILE_PERMISSION as usize] = Some(AttachMode::Kprobe);
+        modes.0[HOOK_FILE_TRUNCATE as usize] = None;
+        let hooks = HookStatus::of(
+            [
+                HOOK_FILE_PERMISSION,
+                HOOK_FILE_OPEN,
+                HOOK_FILE_PERMISSION,
+                HOOK_FILE_TRUNCATE,
+            ],
+            &modes,
+        );
+        let shown: Vec<(&str, &str, &str)> = hooks
+            .iter()
+            .map(|h| (h.lsm_name(), h.function(), h.mode_name()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("file_permission", "security_file_permission", "kprobe"),
+                ("file_open", "security_file_open", "lsm"),
+                ("file_truncate", "security_file_truncate", "none"),
+            ]
+        );
+    }
+
+    #[test]
+    fn health_details_name_the_observed_functions_only_when_degraded() {
+        assert_eq!(
+            health_details(true, &HookModes::all(AttachMode::Lsm)),
+            "running"
+        );
+        assert_eq!(
+            health_details(false, &HookModes::all(AttachMode::Kprobe)),
+            "stopped"
+        );
+        let mut modes = HookModes::default();
+        modes.0[HOOK_FILE_OPEN as usize] = Some(AttachMode::Kprobe);
+        modes.0[HOOK_SOCKET_CONNECT as usize] = Some(AttachMode::Kprobe);
+        assert_eq!(
+            health_details(true, &modes),
+            "running (degraded: BPF LSM is not active; observed by kprobe, no pre-operation deny: security_file_open,security_socket_connect)"
+        );
+    }
 }

@@ -14,7 +14,7 @@ use lsm_agent::{
         self, Agent, Prepared, Source,
         dir::{PolicyDir, list_policy_dir},
     },
-    bpf::{Capabilities, Probe},
+    bpf::{Capabilities, LoadOptions, Probe},
     events::{self, bus::EventBus, enrich::ProcessCache},
     grpc,
     policy::{error::PolicyError, ir::Policy, parse::parse_policy_with_env},
@@ -60,6 +60,14 @@ struct Args {
     metrics_server: Option<String>,
     #[command(flatten)]
     k8s: lsm_agent::k8s::config::K8sArgs,
+    /// Refuse to start when BPF LSM is not active, instead of observing the hooks through
+    /// kprobes (no pre-operation deny). See docs/modes.md.
+    #[arg(long)]
+    require_lsm: bool,
+    /// When the hooks are observed through kprobes (BPF LSM not active), run the policies'
+    /// Sigkill actions after the fact (bpf_send_signal). Override is never applied there.
+    #[arg(long)]
+    fallback_sigkill: bool,
 }
 
 fn parse_dns_server(s: &str) -> Result<std::net::SocketAddr, String> {
@@ -200,14 +208,35 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let caps = Capabilities::probe();
-    info!(kernel = %caps.kernel_release, lsms = %caps.lsms, btf = caps.btf, "kernel capabilities");
-    let (mut probe, ring) = Probe::load(&caps).context("loading BPF programs")?;
-    let seeded = probe.seed_processes();
     info!(
-        programs = probe.attached.len(),
-        processes = seeded,
-        "BPF-LSM programs attached"
+        kernel = %caps.kernel_release,
+        lsms = %caps.lsms,
+        bpf_lsm = caps.bpf_lsm,
+        btf = caps.btf,
+        kprobes = caps.kprobes,
+        bpf_send_signal = caps.send_signal,
+        "kernel capabilities"
     );
+    let opts = LoadOptions {
+        require_lsm: args.require_lsm,
+        fallback_sigkill: args.fallback_sigkill,
+    };
+    let (mut probe, ring) = Probe::load(&caps, opts).context("loading BPF programs")?;
+    let seeded = probe.seed_processes();
+    if probe.modes.degraded() {
+        warn!(
+            programs = probe.attached.len(),
+            processes = seeded,
+            fallback_sigkill = args.fallback_sigkill,
+            "BPF LSM is not active: hooks observed by kprobes, no pre-operation deny (docs/modes.md)"
+        );
+    } else {
+        info!(
+            programs = probe.attached.len(),
+            processes = seeded,
+            "BPF-LSM programs attached"
+        );
+    }
 
     let names: Vec<String> = prepared
         .policies()

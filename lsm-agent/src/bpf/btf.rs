@@ -154,7 +154,7 @@ pub fn kernel_config(path: &Path, agent_tgid: u32) -> Result<KernelConfig, BtfEr
         sock_v6_rcv_saddr: off("sock_common", "skc_v6_rcv_saddr")? + off("sock", "__sk_common")?,
         sock_protocol: off("sock", "sk_protocol")?,
         ns_present,
-        _pad: 0,
+        fallback_sigkill: 0,
     })
 }
 

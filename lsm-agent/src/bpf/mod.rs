@@ -4,9 +4,12 @@
 //! [`MapImage`] into map updates).
 
 pub mod btf;
+pub mod modes;
 pub mod procfs;
 
-use std::{collections::BTreeMap, fs, path::Path};
+pub use modes::{AttachMode, Capabilities, HookModes, LoadOptions, lsm_list_has_bpf};
+
+use std::{collections::BTreeMap, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -14,7 +17,7 @@ use aya::{
         Array, ArrayOfMaps, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf,
         lpm_trie::Key,
     },
-    programs::{BtfTracePoint, Lsm, ProgramError},
+    programs::{BtfTracePoint, KProbe, Lsm, ProgramError},
 };
 use lsm_shared::*;
 use tracing::{debug, info, warn};
@@ -33,9 +36,13 @@ pub enum BpfError {
     )]
     NoObject,
     #[error(
-        "BPF LSM is not active on this kernel: {LSM_LIST} reads {active:?}. Boot with `lsm=...,bpf` (CONFIG_BPF_LSM=y is required)"
+        "BPF LSM is not active on this kernel: {LSM_LIST} reads {active:?}, and --require-lsm forbids observing through kprobes instead. Boot with `lsm=...,bpf` (CONFIG_BPF_LSM=y is required), or drop --require-lsm"
     )]
     LsmInactive { active: String },
+    #[error(
+        "BPF LSM is not active on this kernel ({LSM_LIST} reads {active:?}) and kprobes are not available for the fallback. Boot with `lsm=...,bpf` (CONFIG_BPF_LSM=y is required)"
+    )]
+    NoFallback { active: String },
     #[error("kernel BTF: {0}")]
     Btf(#[from] btf::BtfError),
     #[error("loading the BPF object: {0}")]
@@ -56,39 +63,6 @@ pub enum BpfError {
     Cpus(std::io::Error),
     #[error("map {0} is missing from the BPF object")]
     MissingMap(&'static str),
-}
-
-/// What the running kernel offers, probed once at start-up.
-#[derive(Debug, Clone)]
-pub struct Capabilities {
-    /// Active LSMs, as the kernel lists them.
-    pub lsms: String,
-    pub bpf_lsm: bool,
-    pub btf: bool,
-    pub kernel_release: String,
-}
-
-impl Capabilities {
-    pub fn probe() -> Capabilities {
-        let lsms = fs::read_to_string(LSM_LIST)
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        let kernel_release = nix::sys::utsname::uname()
-            .map(|u| u.release().to_string_lossy().into_owned())
-            .unwrap_or_default();
-        Capabilities {
-            bpf_lsm: lsm_list_has_bpf(&lsms),
-            lsms,
-            btf: Path::new(btf::VMLINUX_BTF).exists(),
-            kernel_release,
-        }
-    }
-}
-
-/// Whether a `/sys/kernel/security/lsm` list names the BPF LSM.
-pub fn lsm_list_has_bpf(list: &str) -> bool {
-    list.trim().split(',').any(|l| l == "bpf")
 }
 
 /// One attached program, for status reports.
@@ -124,6 +98,10 @@ pub struct Probe {
     counters: PerCpuArray<MapData, ActionCounters>,
     installed: MapImage,
     pub attached: Vec<Attached>,
+    /// The entry point each hook got.
+    pub modes: HookModes,
+    /// What the kernel offers and what each hook got ([`modes::feature_probes`]).
+    pub features: Vec<(String, bool)>,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
@@ -140,17 +118,18 @@ fn map_err(name: &'static str) -> impl Fn(MapError) -> BpfError {
 
 impl Probe {
     /// Loads the programs, attaches them and returns the probe and the event ring buffer.
-    /// Fails (never degrades silently) when BPF LSM is not active.
-    pub fn load(caps: &Capabilities) -> Result<(Probe, RingBuf<MapData>), BpfError> {
+    /// The hooks get their LSM programs when BPF LSM is active, else kprobes (see
+    /// [`modes::decide_mode`]); a refusal is an error, never a silent degradation.
+    pub fn load(
+        caps: &Capabilities,
+        opts: LoadOptions,
+    ) -> Result<(Probe, RingBuf<MapData>), BpfError> {
         if EBPF_OBJECT.is_empty() {
             return Err(BpfError::NoObject);
         }
-        if !caps.bpf_lsm {
-            return Err(BpfError::LsmInactive {
-                active: caps.lsms.clone(),
-            });
-        }
-        let kconfig = btf::kernel_config(Path::new(btf::VMLINUX_BTF), std::process::id())?;
+        let mode = modes::decide_mode(caps, opts)?;
+        let mut kconfig = btf::kernel_config(Path::new(btf::VMLINUX_BTF), std::process::id())?;
+        kconfig.fallback_sigkill = u32::from(opts.fallback_sigkill);
         debug!(?kconfig, "kernel offsets from BTF");
         let kernel_btf =
             aya::Btf::from_sys_fs().map_err(|e| BpfError::Load(aya::EbpfError::BtfError(e)))?;
@@ -172,52 +151,30 @@ impl Probe {
                 target: tp,
             });
         }
-        for (prog, hook) in [
-            ("file_open", "file_open"),
-            ("file_free_security", "file_free_security"),
-            ("file_permission", "file_permission"),
-            ("mmap_file", "mmap_file"),
-            ("bprm_check_security", "bprm_check_security"),
-            ("socket_connect", "socket_connect"),
-        ] {
-            attach_lsm(&mut ebpf, &kernel_btf, prog, hook)?;
-            attached.push(Attached {
-                program: prog,
-                target: hook,
-            });
-        }
-        // bpf_d_path is allowed at path_truncate on newer kernels only (6.12 yes, 6.1 no):
-        // try it, fall back to the dentry walk.
-        match attach_lsm(&mut ebpf, &kernel_btf, "path_truncate", "path_truncate") {
-            Ok(()) => attached.push(Attached {
-                program: "path_truncate",
-                target: "path_truncate",
-            }),
-            Err(e) => {
-                info!("path_truncate with bpf_d_path refused ({e}); using the dentry walk");
-                attach_lsm(
-                    &mut ebpf,
-                    &kernel_btf,
-                    "path_truncate_walk",
-                    "path_truncate",
-                )?;
-                attached.push(Attached {
-                    program: "path_truncate_walk",
-                    target: "path_truncate",
-                });
+        let modes = match mode {
+            AttachMode::Lsm => attach_lsm_hooks(&mut ebpf, &kernel_btf, caps, &mut attached)?,
+            AttachMode::Kprobe => {
+                if opts.fallback_sigkill && !caps.send_signal {
+                    warn!(
+                        "--fallback-sigkill: bpf_send_signal is not available to kprobes on this kernel; Sigkill actions stay unapplied"
+                    );
+                }
+                attach_kprobe_hooks(&mut ebpf, caps, &mut attached)?
             }
+        };
+
+        // Which hooks resolve paths with bpf_d_path (the others walk dentries, which can
+        // miss renames racing with the walk): the LSM programs of these hooks, and
+        // path_truncate where its bpf_d_path variant was accepted.
+        let mut d_path = [false; NUM_HOOKS as usize];
+        if mode == AttachMode::Lsm {
+            for h in [HOOK_FILE_OPEN, HOOK_MMAP_FILE, HOOK_BPRM_CHECK] {
+                d_path[h as usize] = true;
+            }
+            d_path[HOOK_PATH_TRUNCATE as usize] =
+                attached.iter().any(|a| a.program == "path_truncate");
         }
-        // file_truncate exists from Linux 6.2 on.
-        match attach_lsm(&mut ebpf, &kernel_btf, "file_truncate", "file_truncate") {
-            Ok(()) => attached.push(Attached {
-                program: "file_truncate",
-                target: "file_truncate",
-            }),
-            Err(e) => warn!(
-                "LSM hook file_truncate unavailable on kernel {}: policies on it cannot be enforced ({e})",
-                caps.kernel_release
-            ),
-        }
+        let features = modes::feature_probes(caps, &modes, &d_path);
 
         let ring = take::<RingBuf<MapData>>(&mut ebpf, EVENTS_MAP)?;
         let mut probe = Probe {
@@ -242,6 +199,8 @@ impl Probe {
             _ebpf: ebpf,
             installed: MapImage::default(),
             attached,
+            modes,
+            features,
         };
         // Every switch relies on this wait; a kernel that refused it could not switch
         // plans safely, so find out now rather than at the first policy.
@@ -610,6 +569,128 @@ fn lpm_key((hook, subject, bytes): &StrEntryKey) -> Key<LpmStr> {
     Key::new(SCOPE_BITS + 8 * n as u32, data)
 }
 
+/// The LSM programs: every hook denies before the operation.
+fn attach_lsm_hooks(
+    ebpf: &mut Ebpf,
+    kernel_btf: &aya::Btf,
+    caps: &Capabilities,
+    attached: &mut Vec<Attached>,
+) -> Result<HookModes, BpfError> {
+    let mut modes = HookModes::default();
+    for (prog, hook, id) in [
+        ("file_open", "file_open", Some(HOOK_FILE_OPEN)),
+        ("file_free_security", "file_free_security", None),
+        (
+            "file_permission",
+            "file_permission",
+            Some(HOOK_FILE_PERMISSION),
+        ),
+        ("mmap_file", "mmap_file", Some(HOOK_MMAP_FILE)),
+        (
+            "bprm_check_security",
+            "bprm_check_security",
+            Some(HOOK_BPRM_CHECK),
+        ),
+        (
+            "socket_connect",
+            "socket_connect",
+            Some(HOOK_SOCKET_CONNECT),
+        ),
+    ] {
+        attach_lsm(ebpf, kernel_btf, prog, hook)?;
+        attached.push(Attached {
+            program: prog,
+            target: hook,
+        });
+        if let Some(id) = id {
+            modes.0[id as usize] = Some(AttachMode::Lsm);
+        }
+    }
+    // bpf_d_path is allowed at path_truncate on newer kernels only (6.12 yes, 6.1 no):
+    // try it, fall back to the dentry walk.
+    match attach_lsm(ebpf, kernel_btf, "path_truncate", "path_truncate") {
+        Ok(()) => attached.push(Attached {
+            program: "path_truncate",
+            target: "path_truncate",
+        }),
+        Err(e) => {
+            info!("path_truncate with bpf_d_path refused ({e}); using the dentry walk");
+            attach_lsm(ebpf, kernel_btf, "path_truncate_walk", "path_truncate")?;
+            attached.push(Attached {
+                program: "path_truncate_walk",
+                target: "path_truncate",
+            });
+        }
+    }
+    modes.0[HOOK_PATH_TRUNCATE as usize] = Some(AttachMode::Lsm);
+    // file_truncate exists from Linux 6.2 on.
+    match attach_lsm(ebpf, kernel_btf, "file_truncate", "file_truncate") {
+        Ok(()) => {
+            attached.push(Attached {
+                program: "file_truncate",
+                target: "file_truncate",
+            });
+            modes.0[HOOK_FILE_TRUNCATE as usize] = Some(AttachMode::Lsm);
+        }
+        Err(e) => warn!(
+            "LSM hook file_truncate unavailable on kernel {}: policies on it cannot be enforced ({e})",
+            caps.kernel_release
+        ),
+    }
+    Ok(modes)
+}
+
+/// The kprobe entry points (BPF LSM inactive): every hook is observed, none denies. Each
+/// degraded hook is logged once; a `security_*` function this kernel lacks leaves its hook
+/// unattached, as on the LSM side.
+fn attach_kprobe_hooks(
+    ebpf: &mut Ebpf,
+    caps: &Capabilities,
+    attached: &mut Vec<Attached>,
+) -> Result<HookModes, BpfError> {
+    // The path cache must forget freed files before any entry point fills it.
+    attach_kprobe(ebpf, "kprobe_file_free", "security_file_free")?;
+    attached.push(Attached {
+        program: "kprobe_file_free",
+        target: "security_file_free",
+    });
+    let mut modes = HookModes::default();
+    for e in &modes::HOOKS {
+        match attach_kprobe(ebpf, e.kprobe_prog, e.function) {
+            Ok(()) => {
+                warn!("{}", modes::degraded_warning(e));
+                attached.push(Attached {
+                    program: e.kprobe_prog,
+                    target: e.function,
+                });
+                modes.0[e.hook as usize] = Some(AttachMode::Kprobe);
+            }
+            // security_file_truncate exists from Linux 6.2 on.
+            Err(err) if e.hook == HOOK_FILE_TRUNCATE => warn!(
+                "kprobe {} unavailable on kernel {}: policies on LSM hook {} are neither enforced nor observed ({err})",
+                e.function, caps.kernel_release, e.lsm
+            ),
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(modes)
+}
+
+fn attach_kprobe(ebpf: &mut Ebpf, prog: &str, function: &str) -> Result<(), BpfError> {
+    let perr = |source| BpfError::Program {
+        name: prog.to_string(),
+        source,
+    };
+    let p: &mut KProbe = ebpf
+        .program_mut(prog)
+        .ok_or_else(|| perr(ProgramError::NotLoaded))?
+        .try_into()
+        .map_err(perr)?;
+    p.load().map_err(perr)?;
+    p.attach(function, 0).map_err(perr)?;
+    Ok(())
+}
+
 fn attach_lsm(ebpf: &mut Ebpf, btf: &aya::Btf, prog: &str, hook: &str) -> Result<(), BpfError> {
     let perr = |source| BpfError::Program {
         name: prog.to_string(),
@@ -676,13 +757,6 @@ mod tests {
         })
         .unwrap();
         assert_eq!(kernel, new);
-    }
-
-    #[test]
-    fn lsm_list_with_bpf_is_recognised() {
-        assert!(lsm_list_has_bpf("lockdown,capability,landlock,yama,bpf\n"));
-        assert!(!lsm_list_has_bpf("lockdown,capability,yama,apparmor"));
-        assert!(!lsm_list_has_bpf("bpfx"));
     }
 
     #[test]

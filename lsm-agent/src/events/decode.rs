@@ -66,6 +66,8 @@ pub struct HookData {
     /// Fired slots that post: one Tetragon event each.
     pub posted: u64,
     pub retval: i32,
+    /// `HOOK_FLAG_*`: observed by a kprobe (nothing denied), SIGKILL sent after the fact.
+    pub flags: u32,
     pub args: [u64; MAX_ARGS],
     pub path: Option<KPath>,
     /// The connection, for `socket_connect` events only.
@@ -238,6 +240,7 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
                 fired: e.fired,
                 posted: e.posted,
                 retval: e.retval,
+                flags: e.flags,
                 args: e.args,
                 path: has_path.then(|| path_from_rec(&e.path)),
                 net: (e.hook == HOOK_SOCKET_CONNECT).then(|| NetData::from_info(&e.net)),
@@ -324,6 +327,8 @@ mod tests {
             header: header(EVENT_HOOK),
             hook: HOOK_FILE_PERMISSION,
             retval: -1,
+            flags: HOOK_FLAG_KPROBE,
+            _pad: 0,
             fired: 0b101,
             posted: 0b100,
             args: [0xffff, 4, 0, 0, 0],
@@ -335,6 +340,7 @@ mod tests {
         };
         assert_eq!(h.net, None);
         assert_eq!(h.path.unwrap().path, "/etc/shadow");
+        assert_eq!(h.flags, HOOK_FLAG_KPROBE);
         assert_eq!(
             (h.fired, h.posted, h.retval, h.args[1]),
             (0b101, 0b100, -1, 4)
@@ -346,6 +352,8 @@ mod tests {
             header: header(EVENT_HOOK),
             hook: HOOK_SOCKET_CONNECT,
             retval: 0,
+            flags: 0,
+            _pad: 0,
             fired: 1,
             posted: 1,
             args: [0; MAX_ARGS],

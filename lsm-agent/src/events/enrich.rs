@@ -23,7 +23,7 @@ use super::{
 };
 use crate::policy::{
     compile::{MapImage, SlotInfo},
-    ir::ArgType,
+    ir::{ArgType, HookOrigin},
 };
 
 /// Which Kubernetes pod (and container) a process runs in.
@@ -276,6 +276,15 @@ impl ProcessCache {
                 }
             })
             .collect();
+        let (origin, action, tags) = if h.flags & HOOK_FLAG_KPROBE != 0 {
+            observed(slot, h.flags)
+        } else {
+            (
+                slot.origin.clone(),
+                action_of(slot.flags),
+                slot.tags.clone(),
+            )
+        };
         self.event(
             h.ktime,
             EventKind::Hook(Hook {
@@ -284,11 +293,11 @@ impl ProcessCache {
                 policy_name: slot.policy_name.clone(),
                 policy_namespace: slot.policy_namespace.clone(),
                 hook: slot.hook,
-                origin: slot.origin.clone(),
+                origin,
                 args,
-                action: action_of(slot.flags),
+                action,
                 message: slot.message.clone(),
-                tags: slot.tags.clone(),
+                tags,
             }),
         )
     }
@@ -372,6 +381,32 @@ fn action_of(flags: u32) -> Action {
     } else {
         Action::Post
     }
+}
+
+/// Tag of every event a kprobe observed (BPF LSM inactive): nothing was denied.
+pub const OBSERVED_TAG: &str = "observed-by-kprobe";
+
+/// How an event a kprobe observed is reported: as Tetragon reports a kprobe (the `security_*`
+/// function that was probed, whatever the policy wrote), tagged [`OBSERVED_TAG`], with the
+/// action that really ran. A kprobe cannot deny, so `Override` never ran; `Sigkill` ran only
+/// when the kernel says it sent the signal (`--fallback-sigkill`).
+fn observed(slot: &SlotInfo, hook_flags: u32) -> (HookOrigin, Action, Vec<String>) {
+    let origin = match &slot.origin {
+        HookOrigin::Kprobe { call } => HookOrigin::Kprobe { call: call.clone() },
+        HookOrigin::LsmHook => HookOrigin::Kprobe {
+            call: slot.hook.kprobe_function().to_owned(),
+        },
+    };
+    let action = if slot.flags & ACT_SIGKILL != 0 && hook_flags & HOOK_FLAG_KILL_SENT != 0 {
+        Action::Sigkill
+    } else if slot.flags & ACT_SIGNAL != 0 {
+        Action::Signal
+    } else {
+        Action::Post
+    };
+    let mut tags = slot.tags.clone();
+    tags.push(OBSERVED_TAG.to_owned());
+    (origin, action, tags)
 }
 
 /// An integer argument by its declared type (Tetragon's choice of member for each).
@@ -543,6 +578,7 @@ pub(crate) mod fixtures {
             fired: 1,
             posted: 1,
             retval: -1,
+            flags: 0,
             args: [0xdead, 4, 0, 0, 0],
             path: Some(KPath {
                 path: "/etc/shadow".into(),
@@ -599,6 +635,8 @@ pub(crate) mod fixtures {
             },
             hook: HOOK_SOCKET_CONNECT,
             retval: 0,
+            flags: 0,
+            _pad: 0,
             fired: 1,
             posted: 1,
             args: [0xffff_8880_0000_1000, 0xffff_c900_0000_2000, 16, 0, 0],
@@ -787,6 +825,54 @@ mod tests {
         };
         later.ktime += 1_000_000_000;
         assert_eq!(c.convert(&KernelEvent::Hook(later), &img).len(), 1);
+    }
+
+    fn observed_event(origin: HookOrigin, kernel_flags: u32) -> Hook {
+        let mut c = cache();
+        exec_cat(&mut c);
+        let mut img = MapImage::default();
+        img.slots
+            .insert(HOOK_FILE_PERMISSION * MAX_SELECTORS, slot(origin));
+        let KernelEvent::Hook(mut h) = hook_event() else {
+            unreachable!()
+        };
+        h.flags = kernel_flags;
+        h.retval = 0;
+        match c.convert(&KernelEvent::Hook(h), &img).remove(0).kind {
+            EventKind::Hook(k) => k,
+            other => panic!("not a hook event: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_kprobe_observed_lsmhook_event_is_a_kprobe_on_the_security_function_tagged_observed() {
+        let k = observed_event(HookOrigin::LsmHook, HOOK_FLAG_KPROBE);
+        assert_eq!(
+            k.origin,
+            HookOrigin::Kprobe {
+                call: "security_file_permission".into()
+            }
+        );
+        assert_eq!(k.tags, [OBSERVED_TAG]);
+        // The slot Sigkills, but without --fallback-sigkill nothing was sent.
+        assert_eq!(k.action, Action::Post);
+    }
+
+    #[test]
+    fn a_kprobe_observed_event_reports_sigkill_only_when_the_kernel_sent_it() {
+        let call = HookOrigin::Kprobe {
+            call: "security_file_permission".into(),
+        };
+        let k = observed_event(call.clone(), HOOK_FLAG_KPROBE | HOOK_FLAG_KILL_SENT);
+        assert_eq!((k.origin, k.action), (call, Action::Sigkill));
+        assert_eq!(k.tags, [OBSERVED_TAG]);
+    }
+
+    #[test]
+    fn an_lsm_event_keeps_its_origin_action_and_tags() {
+        let k = observed_event(HookOrigin::LsmHook, 0);
+        assert_eq!((k.origin, k.action), (HookOrigin::LsmHook, Action::Sigkill));
+        assert!(k.tags.is_empty());
     }
 
     #[test]

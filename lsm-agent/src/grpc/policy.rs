@@ -34,6 +34,10 @@ pub trait PolicyApi: Send + Sync + 'static {
         mode: TracingPolicyMode,
     ) -> Result<(), Status>;
     async fn health(&self) -> (HealthStatusResult, String);
+    /// `(name, enabled)` probes for `GetInfo`: what the kernel offers and what each hook got.
+    fn probes(&self) -> Vec<(String, bool)> {
+        Vec::new()
+    }
 }
 
 /// A synchronous policy manager in Tetragon's messages, with errors as text (sent as
@@ -91,6 +95,10 @@ pub fn status_of(e: AgentError) -> Status {
 
 #[tonic::async_trait]
 impl PolicyApi for AgentHandle {
+    fn probes(&self) -> Vec<(String, bool)> {
+        self.features().as_ref().clone()
+    }
+
     async fn list(&self) -> Result<Vec<TracingPolicyStatus>, Status> {
         let st = self.status().await.map_err(status_of)?;
         Ok(st.iter().map(tracing_policy_status).collect())
@@ -163,11 +171,7 @@ pub fn tracing_policy_status(p: &PolicyStatus) -> TracingPolicyStatus {
             // The object, as its parse errors name it: `<TracingPolicyNamespaced ns/name>`.
             Source::Kubernetes(o) => o.pseudo_path().display().to_string(),
         },
-        sensors: p
-            .sensors
-            .iter()
-            .map(|s| sensor_name(*s).to_owned())
-            .collect(),
+        sensors: sensors(p),
         enabled: p.enabled,
         state: policy_state(p.state) as i32,
         mode: p
@@ -186,6 +190,21 @@ pub fn tracing_policy_status(p: &PolicyStatus) -> TracingPolicyStatus {
         ..Default::default()
     }
 }
+
+/// Tetragon's sensor names, then one `observe:<function>` entry per hook that only a kprobe
+/// observes (BPF LSM inactive): `tetra tracingpolicy list` shows them in its SENSORS column.
+fn sensors(p: &PolicyStatus) -> Vec<String> {
+    let names = p.sensors.iter().map(|s| sensor_name(*s).to_owned());
+    let observed = p
+        .hooks
+        .iter()
+        .filter(|h| h.observed())
+        .map(|h| format!("{OBSERVE_PREFIX}{}", h.function()));
+    names.chain(observed).collect()
+}
+
+/// Prefix of the sensor entry of a hook observed by a kprobe.
+pub const OBSERVE_PREFIX: &str = "observe:";
 
 fn sensor_name(s: Sensor) -> &'static str {
     match s {
@@ -238,6 +257,7 @@ mod tests {
             namespace: "ns".into(),
             source: Source::File(PathBuf::from("/tp/p.yaml")),
             sensors: vec![Sensor::Lsm, Sensor::Kprobe],
+            hooks: Vec::new(),
             enabled: true,
             state: PolicyState::Enabled,
             mode: Some(EffectiveMode::MonitorOnly),
@@ -282,6 +302,33 @@ mod tests {
                 ..Default::default()
             }
         );
+    }
+
+    #[test]
+    fn hooks_observed_by_kprobe_show_in_the_sensors_tetra_prints() {
+        use crate::{
+            agent::HookStatus,
+            bpf::{AttachMode, HookModes},
+        };
+        let mut modes = HookModes::all(AttachMode::Lsm);
+        modes.0[lsm_shared::HOOK_FILE_PERMISSION as usize] = Some(AttachMode::Kprobe);
+        let p = PolicyStatus {
+            sensors: vec![Sensor::Kprobe],
+            hooks: HookStatus::of(
+                [lsm_shared::HOOK_FILE_PERMISSION, lsm_shared::HOOK_FILE_OPEN],
+                &modes,
+            ),
+            ..loaded()
+        };
+        assert_eq!(
+            tracing_policy_status(&p).sensors,
+            ["generic_kprobe", "observe:security_file_permission"]
+        );
+        let all_lsm = PolicyStatus {
+            hooks: HookStatus::of([lsm_shared::HOOK_FILE_OPEN], &modes),
+            ..p
+        };
+        assert_eq!(tracing_policy_status(&all_lsm).sensors, ["generic_kprobe"]);
     }
 
     #[test]

@@ -47,6 +47,20 @@ impl LsmHook {
         LsmHook::ALL.into_iter().find(|h| h.id() == id)
     }
 
+    /// The kernel function that calls the hook, where the kprobe fallback attaches when BPF
+    /// LSM is not active (and the `function_name` of the events it observes).
+    pub fn kprobe_function(self) -> &'static str {
+        match self {
+            LsmHook::FileOpen => "security_file_open",
+            LsmHook::FilePermission => "security_file_permission",
+            LsmHook::MmapFile => "security_mmap_file",
+            LsmHook::PathTruncate => "security_path_truncate",
+            LsmHook::FileTruncate => "security_file_truncate",
+            LsmHook::BprmCheckSecurity => "security_bprm_check",
+            LsmHook::SocketConnect => "security_socket_connect",
+        }
+    }
+
     /// The hook's name as written in `lsmhooks[].hook` (no `security_` prefix).
     pub fn name(self) -> &'static str {
         match self {

@@ -1,0 +1,146 @@
+//! The fallback ladder on a kernel booted without `bpf` in `lsm=` (configuration
+//! `6.12-nolsm` of vm-tests/kernels): the same quickstart policy loads unchanged, its hooks
+//! are observed through kprobes on the `security_*` functions, the degraded mode shows in
+//! `lsmctl`, `--require-lsm` refuses to start, and `--fallback-sigkill` kills after the fact.
+//! Each test starts (and stops) its own agent: the flags differ.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use vm_tests::*;
+
+fn cat() -> PathBuf {
+    PathBuf::from("/usr/bin/cat")
+}
+
+fn policy_args(extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--tracing-policy".to_string(),
+        quickstart("file_monitoring_enforce.yaml")
+            .display()
+            .to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn bpf_lsm_is_inactive_in_the_guest() {
+    assert_bpf_lsm_inactive();
+}
+
+#[test]
+fn the_quickstart_file_policy_is_observed_through_kprobes_and_shown_as_degraded() {
+    let mut a = Agent::start_without_bpf_lsm(&policy_args(&[]));
+
+    // Observed, not denied: the read happens and the event says what it was.
+    let out = run(&cat(), &["/etc/shadow"]);
+    assert_eq!(
+        exit_code(&out),
+        0,
+        "without --fallback-sigkill nothing is killed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    a.expect_lines(&[
+        "🚀 process | /usr/bin/cat /etc/shadow".into(),
+        "📚 read    | /usr/bin/cat /etc/shadow".into(),
+    ]);
+
+    let list = a.lsmctl(&["tracingpolicy", "list"]);
+    assert!(list.status.success());
+    let list = stdout(&list);
+    let row = list
+        .lines()
+        .find(|l| l.contains("file-monitoring-filtered"))
+        .unwrap_or_else(|| panic!("policy not listed:\n{list}"));
+    assert!(
+        row.contains("observe:security_file_permission"),
+        "the list must mark the hook as observed by kprobe:\n{list}"
+    );
+
+    let status = a.lsmctl(&["status"]);
+    assert!(status.status.success(), "degraded is not an error");
+    let status = stdout(&status);
+    assert!(
+        status.contains("Health Status: running (degraded: BPF LSM is not active"),
+        "{status}"
+    );
+    assert!(
+        status.contains(
+            "policy file-monitoring-filtered: observed by kprobe security_file_permission"
+        ),
+        "{status}"
+    );
+    // The capability probe: Debian's kernels have no bpf_override_return.
+    assert!(
+        status.contains(
+            "Kernel: bpf_lsm no, btf yes, kprobes yes, bpf_send_signal yes, bpf_override_return no"
+        ),
+        "{status}"
+    );
+    assert!(
+        status.contains(
+            "Hook file_permission: kprobe security_file_permission, observes only (BPF LSM is not active)"
+        ),
+        "{status}"
+    );
+
+    let log = std::fs::read_to_string(results_dir().join("agent.log")).unwrap_or_default();
+    assert!(
+        log.contains(
+            "observed by kprobe security_file_permission: BPF LSM is not active; no pre-operation deny"
+        ),
+        "one warning per degraded hook; log:\n{log}"
+    );
+}
+
+#[test]
+fn require_lsm_refuses_to_start_with_a_clear_message() {
+    let address = format!("unix:///tmp/lsm-agent-require-{}.sock", std::process::id());
+    let mut child = Command::new(bin("lsm-agent"))
+        .args(policy_args(&[
+            "--require-lsm",
+            "--server-address",
+            &address,
+        ]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning lsm-agent");
+    let start = Instant::now();
+    while child.try_wait().expect("waiting").is_none() {
+        if start.elapsed() > AGENT_START_TIMEOUT {
+            let _ = child.kill();
+            panic!("lsm-agent --require-lsm kept running without BPF LSM");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(!out.status.success(), "--require-lsm must refuse to start");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("BPF LSM is not active on this kernel"),
+        "{err}"
+    );
+    assert!(err.contains("--require-lsm"), "{err}");
+    assert!(err.contains("lsm=...,bpf"), "{err}");
+}
+
+#[test]
+fn fallback_sigkill_kills_cat_after_the_fact() {
+    let mut a = Agent::start_without_bpf_lsm(&policy_args(&["--fallback-sigkill"]));
+    let out = run(&cat(), &["/etc/shadow"]);
+    assert_eq!(exit_code(&out), 137, "cat /etc/shadow must be killed");
+    a.expect_lines(&[
+        "🚀 process | /usr/bin/cat /etc/shadow".into(),
+        "📚 read    | /usr/bin/cat /etc/shadow".into(),
+        "💥 exit    | /usr/bin/cat /etc/shadow SIGKILL".into(),
+    ]);
+}
