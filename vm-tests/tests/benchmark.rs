@@ -70,7 +70,7 @@ fn measure(file: &File) -> f64 {
 
 #[test]
 fn report_read_cost_with_1_and_10000_prefix_values() {
-    let a = shared_agent_with_args(&[]);
+    let a = shared_agent_any_mode(&[]);
     let dir = scratch_dir("bench");
     let data = dir.join("data");
     fs::write(&data, "x").expect("data file");
@@ -132,7 +132,7 @@ fn measure_connect(addr: std::net::SocketAddr) -> f64 {
 
 #[test]
 fn report_connect_cost_with_1_and_10000_cidrs() {
-    let a = shared_agent_with_args(&[]);
+    let a = shared_agent_any_mode(&[]);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
     let addr = listener.local_addr().expect("addr");
     std::thread::spawn(move || {
