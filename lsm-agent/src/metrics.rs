@@ -15,7 +15,7 @@
 //! test all go by it.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     convert::Infallible,
     future::Future,
     io,
@@ -36,9 +36,11 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
+mod policy;
+
 pub use crate::events::bus::{BoundedLabel, OTHER};
 use crate::{
-    agent::{AgentHandle, PolicyState, PolicyStatus},
+    agent::{AgentHandle, PolicyState},
     dns::{DnsStatus, NameStatus},
     events::{
         bus::{BusSnapshot, EventBus},
@@ -47,6 +49,7 @@ use crate::{
         reader::ReaderStats,
     },
 };
+pub use policy::{ActionTracker, PolicyModeTracker, action_counts, record_policy_states};
 
 /// Counter or gauge (no histograms are exported).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,7 +260,7 @@ pub const METRICS: &[Metric] = &[
 ];
 
 /// Every [`PolicyState`] with its `state` label value (Tetragon's names).
-const POLICY_STATES: &[(PolicyState, &str)] = &[
+pub(crate) const POLICY_STATES: &[(PolicyState, &str)] = &[
     (PolicyState::Enabled, "enabled"),
     (PolicyState::Disabled, "disabled"),
     (PolicyState::Error, "error"),
@@ -487,6 +490,7 @@ pub struct Sources {
 pub struct Collector {
     sources: Sources,
     actions: ActionTracker,
+    modes: PolicyModeTracker,
 }
 
 impl Collector {
@@ -494,6 +498,7 @@ impl Collector {
         Self {
             sources,
             actions: ActionTracker::default(),
+            modes: PolicyModeTracker::default(),
         }
     }
 
@@ -504,6 +509,7 @@ impl Collector {
         if let Some(agent) = &self.sources.agent {
             if let Ok(status) = agent.status().await {
                 record_policy_states(&status);
+                self.modes.record(&status);
                 self.actions.record(&status);
             }
             if let Ok(errors) = agent.load_errors().await {
@@ -524,20 +530,6 @@ impl Collector {
         if let Some(dns) = &self.sources.dns {
             record_dns(&dns.snapshot(), Instant::now());
             record_dns_failures(&dns.failures());
-        }
-    }
-}
-
-/// Sets `lsm_agent_tracingpolicy_loaded{state}` from the policy list.
-pub fn record_policy_states(status: &[PolicyStatus]) {
-    for (state, label) in POLICY_STATES {
-        let n = status.iter().filter(|p| p.state == *state).count();
-        gauge!(TRACINGPOLICY_LOADED, "state" => *label).set(n as f64);
-    }
-    for p in status.iter().filter(|p| p.id.is_some()) {
-        for h in &p.hooks {
-            gauge!(POLICY_MODE, "policy" => p.name.clone(), "hook" => h.lsm_name(), "mode" => h.mode_name())
-                .set(1.0);
         }
     }
 }
@@ -583,59 +575,6 @@ pub fn record_bus(bus: &BusSnapshot) {
 pub fn record_dns_failures(failures: &BTreeMap<String, u64>) {
     for (name, n) in failures {
         counter!(DNS_FAILURES, "name" => name.clone()).absolute(*n);
-    }
-}
-
-/// A policy's action counters in [`ACTIONS`] order.
-pub fn action_counts(p: &PolicyStatus) -> Option<[u64; 6]> {
-    let c = p.actions?;
-    Some([
-        c.post,
-        c.nopost,
-        c.signal,
-        c.r#override,
-        c.monitor_signal,
-        c.monitor_override,
-    ])
-}
-
-/// Turns the per-policy action counters of the policy list into monotonic counters.
-///
-/// The kernel counts per selector slot, and a slot taken by a new version of a policy (a
-/// reload gives it a new id) starts from zero, so the values are tracked per policy id: a new
-/// id starts from zero, a value that went down (a slot reassigned) counts from zero again.
-#[derive(Debug, Default)]
-pub struct ActionTracker {
-    last: HashMap<u32, [u64; 6]>,
-}
-
-impl ActionTracker {
-    pub fn record(&mut self, status: &[PolicyStatus]) {
-        let mut seen = HashSet::new();
-        for p in status {
-            let (Some(id), Some(now)) = (p.id, action_counts(p)) else {
-                continue;
-            };
-            let last = self.last.get(&id).copied().unwrap_or_default();
-            for (i, action) in ACTIONS.iter().enumerate() {
-                let delta = if now[i] >= last[i] {
-                    now[i] - last[i]
-                } else {
-                    now[i]
-                };
-                counter!(
-                    POLICY_ACTIONS,
-                    "policy" => p.name.clone(),
-                    "policy_namespace" => p.namespace.clone(),
-                    "action" => *action
-                )
-                .increment(delta);
-            }
-            self.last.insert(id, now);
-            seen.insert(id);
-        }
-        // Disabled or removed: the slots are gone, a re-enabled policy counts from zero.
-        self.last.retain(|id, _| seen.contains(id));
     }
 }
 
@@ -864,7 +803,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        agent::{ActionCounts, Agent, MapWriter, Source},
+        agent::{ActionCounts, Agent, MapWriter, PolicyStatus, Source},
         bpf::BpfError,
         events::{
             decode::{ExecData, HookData, KPath},
@@ -1187,7 +1126,8 @@ mod tests {
             &modes,
         );
         let (r, h) = recorder();
-        ::metrics::with_local_recorder(&r, || record_policy_states(&[p]));
+        let mut tracker = PolicyModeTracker::default();
+        ::metrics::with_local_recorder(&r, || tracker.record(std::slice::from_ref(&p)));
         let get = |hook: &str, mode: &str| {
             value(
                 &h,
@@ -1198,6 +1138,14 @@ mod tests {
         assert_eq!(get("file_permission", "kprobe"), Some(1.0));
         assert_eq!(get("file_open", "lsm"), Some(1.0));
         assert_eq!(get("file_open", "kprobe"), None);
+
+        // The policy loses a hook, then is deleted: its series drop to 0, not stay at 1.
+        p.hooks.retain(|h| h.lsm_name() == "file_open");
+        ::metrics::with_local_recorder(&r, || tracker.record(std::slice::from_ref(&p)));
+        assert_eq!(get("file_permission", "kprobe"), Some(0.0));
+        assert_eq!(get("file_open", "lsm"), Some(1.0));
+        ::metrics::with_local_recorder(&r, || tracker.record(&[]));
+        assert_eq!(get("file_open", "lsm"), Some(0.0));
     }
 
     struct FakeKernel;

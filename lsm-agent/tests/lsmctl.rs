@@ -515,11 +515,11 @@ fn tracingpolicy_check_reports_hooks_selectors_and_map_entries() {
         "policy file-monitoring-filtered",
         "kind: TracingPolicyNamespaced",
         "mode: enforce",
-        "file_permission (kprobe security_file_permission, spec.kprobes[0]): 3 selectors",
-        "mmap_file (kprobe security_mmap_file, spec.kprobes[1]): 2 selectors",
-        "path_truncate (kprobe security_path_truncate, spec.kprobes[2]): 1 selector",
+        "spec.kprobes[0] security_file_permission: enforced at LSM hook file_permission (observed by kprobe security_file_permission where BPF LSM is inactive); 3 selectors",
+        "spec.kprobes[1] security_mmap_file: enforced at LSM hook mmap_file (observed by kprobe security_mmap_file where BPF LSM is inactive); 2 selectors",
+        "spec.kprobes[2] security_path_truncate: enforced at LSM hook path_truncate (observed by kprobe security_path_truncate where BPF LSM is inactive); 1 selector",
         "policy lsm-file-open",
-        "file_open (spec.lsmhooks[0]): 1 selector",
+        "spec.lsmhooks[0] file_open: enforced at LSM hook file_open (observed by kprobe security_file_open where BPF LSM is inactive); 1 selector",
         // lsm_file_open.yaml: /etc/passwd and /etc/shadow as the argument, /usr/bin/cat as
         // the binary.
         "STR_EQ       3 / 65536",
@@ -579,7 +579,7 @@ fn tracingpolicy_check_expands_env_and_reports_unset_variables() {
     assert_eq!(code, Some(0), "{out}\n{err}");
     assert!(err.is_empty(), "{err}");
     assert!(
-        out.contains("socket_connect (kprobe tcp_connect, spec.kprobes[0]): 1 selector"),
+        out.contains("spec.kprobes[0] tcp_connect: enforced at LSM hook socket_connect, TCP over IPv4/IPv6 only (observed by kprobe security_socket_connect where BPF LSM is inactive); 1 selector"),
         "{out}"
     );
     assert!(out.contains("1 policy file(s) OK"), "{out}");

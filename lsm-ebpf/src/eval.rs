@@ -496,7 +496,7 @@ fn fire(
         return 0;
     }
     count(STAT_MATCHES);
-    count_actions(hook, fired);
+    count_actions(hook, fired, observed);
     let mut verdict = 0i32;
     let mut flags = 0u32;
     if observed {
@@ -574,7 +574,7 @@ fn fire(
 /// Adds one to the action counters of every fired selector. The loop body only touches
 /// memory, so its paths converge and the verifier walks each slot once.
 #[inline(always)]
-fn count_actions(hook: u32, fired: u64) {
+fn count_actions(hook: u32, fired: u64, observed: bool) {
     let mut slot = 0u32;
     while slot < MAX_SELECTORS {
         if fired >> slot == 0 {
@@ -584,7 +584,13 @@ fn count_actions(hook: u32, fired: u64) {
             let idx = hook * MAX_SELECTORS + slot;
             if let (Some(act), Some(c)) = (SEL_ACT.get(idx), COUNTERS.get_ptr_mut(idx)) {
                 // SAFETY: this CPU's counters; nothing else writes them while we run.
-                unsafe { (*c).record(act.flags) };
+                unsafe {
+                    if observed {
+                        (*c).record_observed(act.flags, kconf!(fallback_sigkill) != 0);
+                    } else {
+                        (*c).record(act.flags)
+                    }
+                };
             }
         }
         slot += 1;

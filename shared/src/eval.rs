@@ -293,7 +293,32 @@ impl ActionCounters {
     /// Counts one run of a selector whose `SelectorAction::flags` are `flags`.
     #[inline(always)]
     pub fn record(&mut self, flags: u32) {
-        let monitor = flags & ACT_MONITOR != 0;
+        let monitor = if flags & ACT_MONITOR != 0 {
+            u32::MAX
+        } else {
+            0
+        };
+        self.record_split(flags, monitor);
+    }
+
+    /// Counts one run of a selector seen by a kprobe (BPF LSM inactive): Override is never
+    /// applied there and Sigkill only when `sigkill_applied` (`--fallback-sigkill`); what was
+    /// not applied is counted as monitor mode counts it, as what would have happened.
+    #[inline(always)]
+    pub fn record_observed(&mut self, flags: u32, sigkill_applied: bool) {
+        let mut not_applied = ACT_OVERRIDE;
+        if !sigkill_applied {
+            not_applied |= ACT_SIGKILL;
+        }
+        if flags & ACT_MONITOR != 0 {
+            not_applied = u32::MAX;
+        }
+        self.record_split(flags, not_applied);
+    }
+
+    /// `flags` ran; the enforcement actions in `not_applied` were only "would have".
+    #[inline(always)]
+    fn record_split(&mut self, flags: u32, not_applied: u32) {
         let c = &mut self.c;
         let post = if flags & ACT_POST != 0 {
             CNT_POST
@@ -301,16 +326,18 @@ impl ActionCounters {
             CNT_NOPOST
         };
         c[post] = c[post].wrapping_add(1);
-        if flags & (ACT_SIGKILL | ACT_SIGNAL) != 0 {
-            let i = if monitor {
-                CNT_MONITOR_SIGNAL
-            } else {
+        let signals = flags & (ACT_SIGKILL | ACT_SIGNAL);
+        if signals != 0 {
+            // A selector sends one signal; it counts as sent if it was.
+            let i = if signals & !not_applied != 0 {
                 CNT_SIGNAL
+            } else {
+                CNT_MONITOR_SIGNAL
             };
             c[i] = c[i].wrapping_add(1);
         }
         if flags & ACT_OVERRIDE != 0 {
-            let i = if monitor {
+            let i = if not_applied & ACT_OVERRIDE != 0 {
                 CNT_MONITOR_OVERRIDE
             } else {
                 CNT_OVERRIDE
@@ -727,6 +754,29 @@ mod tests {
         assert_eq!(filter_operand(ARG_ATTR_BASE - 1, &args, &attrs), 0);
         assert_eq!(filter_operand(ARG_ATTR_BASE + NUM_ATTRS, &args, &attrs), 0);
         assert_eq!(filter_operand(u32::MAX, &args, &attrs), 0);
+    }
+
+    #[test]
+    fn a_kprobe_counts_what_it_could_not_apply_as_monitor_mode_does() {
+        let mut c = ActionCounters::default();
+        // Sigkill (kill + deny) without --fallback-sigkill: neither happened.
+        c.record_observed(ACT_POST | ACT_SIGKILL | ACT_OVERRIDE, false);
+        assert_eq!(
+            (c.c[CNT_POST], c.c[CNT_SIGNAL], c.c[CNT_OVERRIDE]),
+            (1, 0, 0)
+        );
+        assert_eq!((c.c[CNT_MONITOR_SIGNAL], c.c[CNT_MONITOR_OVERRIDE]), (1, 1));
+        // With it, the kill was sent; the deny still was not.
+        c.record_observed(ACT_SIGKILL | ACT_OVERRIDE, true);
+        assert_eq!((c.c[CNT_SIGNAL], c.c[CNT_OVERRIDE]), (1, 0));
+        assert_eq!(c.c[CNT_MONITOR_OVERRIDE], 2);
+        // Signal works from a kprobe.
+        c.record_observed(ACT_SIGNAL, false);
+        assert_eq!(c.c[CNT_SIGNAL], 2);
+        // A policy in monitor mode stays monitor.
+        c.record_observed(ACT_MONITOR | ACT_SIGNAL, true);
+        assert_eq!((c.c[CNT_SIGNAL], c.c[CNT_MONITOR_SIGNAL]), (2, 2));
+        assert_eq!(c.c[CNT_NOPOST], 3);
     }
 
     #[test]

@@ -341,6 +341,16 @@ pub fn shared_agent_wrapped(wrapper: &[&str], args: &[String]) -> MutexGuard<'st
     g
 }
 
+/// The shared agent for suites that run in both kinds of configuration (the benchmarks):
+/// it enforces where BPF LSM is active and observes through kprobes where it is not. Such a
+/// suite must say which one it measured.
+pub fn shared_agent_any_mode(args: &[String]) -> MutexGuard<'static, Agent> {
+    let m = AGENT.get_or_init(|| Mutex::new(Agent::spawn(&[], args)));
+    let mut g = m.lock().unwrap_or_else(|p| p.into_inner());
+    g.skip_to_end();
+    g
+}
+
 impl Agent {
     pub fn start(args: &[String]) -> Agent {
         Agent::start_wrapped(&[], args)

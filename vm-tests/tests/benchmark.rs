@@ -5,7 +5,9 @@
 //! * the cost of a TCP `connect()` to 127.0.0.1 with no policy and with a `tcp_connect`
 //!   `DAddr` filter of 1 CIDR and of 10,000 CIDRs, none of which matches.
 //!
-//! The reports go to stdout and to `bench-*.md` in the results directory.
+//! The reports go to stdout and to `bench-*.md` in the results directory. The suite also runs
+//! in the `6.12-nolsm` configuration, where the same hooks are observed by kprobes
+//! (`bench-*-kprobe.md`), so the two entry points' costs can be compared.
 
 use std::{
     fmt::Write as _,
@@ -18,6 +20,26 @@ use vm_tests::*;
 
 const READS: u32 = 50_000;
 const ROUNDS: usize = 5;
+
+/// The entry point the agent uses on this boot (title words and report file suffix).
+fn entry_point() -> (&'static str, &'static str) {
+    let lsms = fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
+    if lsms.trim().split(',').any(|l| l == "bpf") {
+        ("BPF-LSM programs", "")
+    } else {
+        ("kprobes, BPF LSM inactive", "-kprobe")
+    }
+}
+
+/// The report's title: what was measured, the kernel and the entry point.
+fn title(what: &str) -> String {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "# {what} ({}, {}, QEMU TCG)",
+        release.trim(),
+        entry_point().0
+    )
+}
 
 fn policy(values: usize) -> String {
     let mut y = String::from(
@@ -48,7 +70,7 @@ fn measure(file: &File) -> f64 {
 
 #[test]
 fn report_read_cost_with_1_and_10000_prefix_values() {
-    let a = shared_agent_with_args(&[]);
+    let a = shared_agent_any_mode(&[]);
     let dir = scratch_dir("bench");
     let data = dir.join("data");
     fs::write(&data, "x").expect("data file");
@@ -67,17 +89,16 @@ fn report_read_cost_with_1_and_10000_prefix_values() {
     }
 
     let mut report = format!(
-        "# read() cost on a non-matching file ({}, QEMU TCG)\n\n| policy | ns per read (median of {ROUNDS} x {READS}) |\n|---|---|\n",
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
+        "{}\n\n| policy | ns per read (median of {ROUNDS} x {READS}) |\n|---|---|\n",
+        title("read() cost on a non-matching file")
     );
     for (name, ns) in &rows {
         let _ = writeln!(report, "| {name} | {ns:.0} |");
     }
     println!("{report}");
     // No timing is asserted: this fails only if the agent, a policy load or a read fails.
-    fs::write(results_dir().join("bench-report.md"), &report).expect("report");
+    let file = format!("bench-report{}.md", entry_point().1);
+    fs::write(results_dir().join(file), &report).expect("report");
 }
 
 fn connect_policy(cidrs: usize) -> String {
@@ -111,7 +132,7 @@ fn measure_connect(addr: std::net::SocketAddr) -> f64 {
 
 #[test]
 fn report_connect_cost_with_1_and_10000_cidrs() {
-    let a = shared_agent_with_args(&[]);
+    let a = shared_agent_any_mode(&[]);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
     let addr = listener.local_addr().expect("addr");
     std::thread::spawn(move || {
@@ -132,14 +153,13 @@ fn report_connect_cost_with_1_and_10000_cidrs() {
         eprintln!("policy with {cidrs} CIDRs added in {load:?}");
     }
     let mut report = format!(
-        "# connect() cost to 127.0.0.1, no match ({}, QEMU TCG)\n\n| policy | ns per connect+close (median of {ROUNDS} x {CONNECTS}) |\n|---|---|\n",
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
+        "{}\n\n| policy | ns per connect+close (median of {ROUNDS} x {CONNECTS}) |\n|---|---|\n",
+        title("connect() cost to 127.0.0.1, no match")
     );
     for (name, ns) in &rows {
         let _ = writeln!(report, "| {name} | {ns:.0} |");
     }
     println!("{report}");
-    fs::write(results_dir().join("bench-connect.md"), &report).expect("report");
+    let file = format!("bench-connect{}.md", entry_point().1);
+    fs::write(results_dir().join(file), &report).expect("report");
 }

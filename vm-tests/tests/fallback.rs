@@ -79,6 +79,19 @@ fn the_quickstart_file_policy_is_observed_through_kprobes_and_shown_as_degraded(
         ),
         "{status}"
     );
+    // The capability probe: Debian's kernels have no bpf_override_return.
+    assert!(
+        status.contains(
+            "Kernel: bpf_lsm no, btf yes, kprobes yes, bpf_send_signal yes, bpf_override_return no"
+        ),
+        "{status}"
+    );
+    assert!(
+        status.contains(
+            "Hook file_permission: kprobe security_file_permission, observes only (BPF LSM is not active)"
+        ),
+        "{status}"
+    );
 
     let log = std::fs::read_to_string(results_dir().join("agent.log")).unwrap_or_default();
     assert!(

@@ -161,3 +161,38 @@ fn without_actions_the_open_succeeds_and_is_posted() {
         after.join("\n")
     );
 }
+
+#[test]
+fn status_shows_the_capability_probe_with_every_hook_an_lsm_program() {
+    let a = agent();
+    let out = a.lsmctl(&["status"]);
+    assert!(out.status.success());
+    let status = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lsm = "LSM program, denies before the operation";
+    assert!(
+        status.contains("Kernel: bpf_lsm yes, btf yes, kprobes yes, bpf_send_signal yes"),
+        "{status}"
+    );
+    for line in [
+        format!("Hook file_open: {lsm}, paths by bpf_d_path"),
+        format!("Hook file_permission: {lsm}\n"),
+        format!("Hook bprm_check_security: {lsm}, paths by bpf_d_path"),
+        format!("Hook socket_connect: {lsm}\n"),
+    ] {
+        assert!(status.contains(&line), "missing {line:?} in:\n{status}");
+    }
+    // What differs between the two kernels of the suite: bpf_d_path at path_truncate and
+    // the file_truncate hook exist from 6.2 on.
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let (path_truncate, file_truncate) = if release.starts_with("6.1.") {
+        (format!("{lsm}\n"), "unavailable on this kernel".to_owned())
+    } else {
+        (format!("{lsm}, paths by bpf_d_path"), lsm.to_owned())
+    };
+    for line in [
+        format!("Hook path_truncate: {path_truncate}"),
+        format!("Hook file_truncate: {file_truncate}"),
+    ] {
+        assert!(status.contains(&line), "missing {line:?} in:\n{status}");
+    }
+}

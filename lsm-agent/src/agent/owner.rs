@@ -176,7 +176,13 @@ pub fn owner(agent: Agent) -> (Owner, AgentHandle) {
     let (tx, commands) = mpsc::channel(QUEUE);
     let (image, images) = watch::channel(agent.image().clone());
     let modes = agent.hook_modes();
-    let handle = AgentHandle { tx, images, modes };
+    let features = Arc::new(agent.features());
+    let handle = AgentHandle {
+        tx,
+        images,
+        modes,
+        features,
+    };
     let owner = Owner {
         agent,
         commands,
@@ -220,6 +226,8 @@ pub struct AgentHandle {
     images: watch::Receiver<Arc<MapImage>>,
     /// Fixed at start-up: the kernel's entry points do not change while the agent runs.
     modes: crate::bpf::HookModes,
+    /// Fixed at start-up too: see [`crate::bpf::modes::feature_probes`].
+    features: Arc<Vec<(String, bool)>>,
 }
 
 impl std::fmt::Debug for AgentHandle {
@@ -409,6 +417,11 @@ impl AgentHandle {
     /// The entry point each hook got on this kernel.
     pub fn hook_modes(&self) -> crate::bpf::HookModes {
         self.modes
+    }
+
+    /// What the kernel offers and what each hook got, `(name, yes)`.
+    pub fn features(&self) -> Arc<Vec<(String, bool)>> {
+        self.features.clone()
     }
 
     /// The image the kernel enforces now; never waits for the owner.

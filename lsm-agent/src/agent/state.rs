@@ -47,6 +47,12 @@ pub trait MapWriter: Send {
     fn hook_modes(&self) -> crate::bpf::HookModes {
         crate::bpf::HookModes::all(crate::bpf::AttachMode::Lsm)
     }
+
+    /// What the kernel offers and what each hook got, as `GetInfo` lists it (nothing
+    /// without a kernel).
+    fn features(&self) -> Vec<(String, bool)> {
+        Vec::new()
+    }
 }
 
 impl MapWriter for crate::bpf::Probe {
@@ -64,6 +70,10 @@ impl MapWriter for crate::bpf::Probe {
 
     fn hook_modes(&self) -> crate::bpf::HookModes {
         self.modes
+    }
+
+    fn features(&self) -> Vec<(String, bool)> {
+        self.features.clone()
     }
 }
 
@@ -298,6 +308,10 @@ impl Agent {
     /// The entry point each hook got on this kernel.
     pub fn hook_modes(&self) -> crate::bpf::HookModes {
         self.writer.hook_modes()
+    }
+
+    pub fn features(&self) -> Vec<(String, bool)> {
+        self.writer.features()
     }
 
     pub fn start(mut writer: Box<dyn MapWriter>, prepared: Prepared) -> Result<Self, AgentError> {

@@ -19,7 +19,7 @@ use lsm_agent::{
         proto::tetragon::{
             AddTracingPolicyRequest, ConfigureTracingPolicyRequest, DeleteTracingPolicyRequest,
             EventType, FieldFilter, FieldFilterAction, Filter, GetEventsRequest,
-            GetHealthStatusRequest, GetVersionRequest, HealthStatusResult,
+            GetHealthStatusRequest, GetInfoRequest, GetVersionRequest, HealthStatusResult,
             ListTracingPoliciesRequest, TracingPolicyMode, TracingPolicyState, TracingPolicyStatus,
             fine_guidance_sensors_client::FineGuidanceSensorsClient,
         },
@@ -461,6 +461,19 @@ async fn status(address: &Target, timeout: Duration) -> Result<ExitCode> {
             ok = false;
         }
     }
+    let info = c
+        .get_info(GetInfoRequest::default())
+        .await
+        .context("GetInfo")?
+        .into_inner();
+    let probes: Vec<(String, bool)> = info
+        .probes
+        .into_iter()
+        .map(|p| (p.name, p.enabled.unwrap_or(false)))
+        .collect();
+    for line in feature_lines(&probes) {
+        println!("{line}");
+    }
     let policies = c
         .list_tracing_policies(ListTracingPoliciesRequest::default())
         .await
@@ -484,6 +497,46 @@ async fn status(address: &Target, timeout: Duration) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `GetInfo`'s probes as `lsmctl status` prints them: one line for the kernel's capabilities,
+/// one per hook with the entry point it got (probe names of `bpf::modes::feature_probes`).
+fn feature_lines(probes: &[(String, bool)]) -> Vec<String> {
+    let yes_no = |v: bool| if v { "yes" } else { "no" };
+    let kernel: Vec<String> = probes
+        .iter()
+        .filter(|(n, _)| !n.contains(':'))
+        .map(|(n, v)| format!("{n} {}", yes_no(*v)))
+        .collect();
+    let mut lines = Vec::new();
+    if !kernel.is_empty() {
+        lines.push(format!("Kernel: {}", kernel.join(", ")));
+    }
+    let enabled = |name: &str| probes.iter().any(|(n, v)| n == name && *v);
+    for (name, _) in probes {
+        let Some(hook) = name.strip_prefix("lsm:") else {
+            continue;
+        };
+        let kprobe = probes.iter().filter(|(_, v)| *v).find_map(|(n, _)| {
+            n.strip_prefix("kprobe:")?
+                .strip_prefix(hook)?
+                .strip_prefix(':')
+        });
+        let how = if enabled(name) {
+            let paths = if enabled(&format!("bpf_d_path:{hook}")) {
+                ", paths by bpf_d_path"
+            } else {
+                ""
+            };
+            format!("LSM program, denies before the operation{paths}")
+        } else if let Some(f) = kprobe {
+            format!("kprobe {f}, observes only (BPF LSM is not active)")
+        } else {
+            "unavailable on this kernel".to_owned()
+        };
+        lines.push(format!("Hook {hook}: {how}"));
+    }
+    lines
 }
 
 /// One line per hook of `p` that only a kprobe observes (the agent lists them in the
@@ -696,6 +749,36 @@ mod tests {
             unreachable!()
         };
         build_request(&a).unwrap()
+    }
+
+    #[test]
+    fn status_prints_the_kernel_then_each_hooks_entry_point() {
+        let p = |n: &str, v: bool| (n.to_owned(), v);
+        let probes = [
+            p("bpf_lsm", false),
+            p("kprobes", true),
+            p("lsm:file_open", false),
+            p("kprobe:file_open:security_file_open", true),
+            p("bpf_d_path:file_open", false),
+            p("lsm:bprm_check_security", false),
+            p("kprobe:bprm_check_security:security_bprm_check", true),
+            p("lsm:file_truncate", false),
+            p("kprobe:file_truncate:security_file_truncate", false),
+        ];
+        assert_eq!(
+            feature_lines(&probes),
+            [
+                "Kernel: bpf_lsm no, kprobes yes",
+                "Hook file_open: kprobe security_file_open, observes only (BPF LSM is not active)",
+                "Hook bprm_check_security: kprobe security_bprm_check, observes only (BPF LSM is not active)",
+                "Hook file_truncate: unavailable on this kernel",
+            ]
+        );
+        let lsm = [p("lsm:file_open", true), p("bpf_d_path:file_open", true)];
+        assert_eq!(
+            feature_lines(&lsm),
+            ["Hook file_open: LSM program, denies before the operation, paths by bpf_d_path"]
+        );
     }
 
     #[test]

@@ -100,6 +100,8 @@ pub struct Probe {
     pub attached: Vec<Attached>,
     /// The entry point each hook got.
     pub modes: HookModes,
+    /// What the kernel offers and what each hook got ([`modes::feature_probes`]).
+    pub features: Vec<(String, bool)>,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
@@ -161,6 +163,19 @@ impl Probe {
             }
         };
 
+        // Which hooks resolve paths with bpf_d_path (the others walk dentries, which can
+        // miss renames racing with the walk): the LSM programs of these hooks, and
+        // path_truncate where its bpf_d_path variant was accepted.
+        let mut d_path = [false; NUM_HOOKS as usize];
+        if mode == AttachMode::Lsm {
+            for h in [HOOK_FILE_OPEN, HOOK_MMAP_FILE, HOOK_BPRM_CHECK] {
+                d_path[h as usize] = true;
+            }
+            d_path[HOOK_PATH_TRUNCATE as usize] =
+                attached.iter().any(|a| a.program == "path_truncate");
+        }
+        let features = modes::feature_probes(caps, &modes, &d_path);
+
         let ring = take::<RingBuf<MapData>>(&mut ebpf, EVENTS_MAP)?;
         let mut probe = Probe {
             hook_cfg: take(&mut ebpf, HOOK_CFG_MAP)?,
@@ -185,6 +200,7 @@ impl Probe {
             installed: MapImage::default(),
             attached,
             modes,
+            features,
         };
         // Every switch relies on this wait; a kernel that refused it could not switch
         // plans safely, so find out now rather than at the first policy.

@@ -28,6 +28,9 @@ pub struct Capabilities {
     pub kprobes: bool,
     /// `bpf_send_signal` callable from a kprobe program.
     pub send_signal: bool,
+    /// `bpf_override_return` callable from a kprobe program (`CONFIG_BPF_KPROBE_OVERRIDE`;
+    /// Debian's kernels lack it, so a kprobe can never deny there).
+    pub override_return: bool,
     pub kernel_release: String,
 }
 
@@ -45,12 +48,18 @@ impl Capabilities {
             aya::sys::BpfHelper::BPF_FUNC_send_signal,
         )
         .unwrap_or(false);
+        let override_return = aya::sys::is_helper_supported(
+            aya::programs::ProgramType::KProbe,
+            aya::sys::BpfHelper::BPF_FUNC_override_return,
+        )
+        .unwrap_or(false);
         Capabilities {
             bpf_lsm: lsm_list_has_bpf(&lsms),
             lsms,
             btf: Path::new(btf::VMLINUX_BTF).exists(),
             kprobes: KPROBE_PATHS.iter().any(|p| Path::new(p).exists()),
             send_signal,
+            override_return,
             kernel_release,
         }
     }
@@ -62,6 +71,7 @@ impl Capabilities {
             ("btf", self.btf),
             ("kprobes", self.kprobes),
             ("bpf_send_signal", self.send_signal),
+            ("bpf_override_return", self.override_return),
         ]
     }
 }
@@ -310,6 +320,35 @@ impl HookModes {
     }
 }
 
+/// What `GetInfo` lists as its probes and `lsmctl status` prints: the kernel's capabilities,
+/// then per hook `lsm:<hook>` (denies before the operation), `kprobe:<hook>:<function>`
+/// (observes)
+/// and `bpf_d_path:<hook>` (paths from `bpf_d_path` rather than the dentry walk).
+pub fn feature_probes(
+    caps: &Capabilities,
+    modes: &HookModes,
+    d_path: &[bool; NUM_HOOKS as usize],
+) -> Vec<(String, bool)> {
+    let mut out: Vec<(String, bool)> = caps
+        .summary()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    for e in &HOOKS {
+        let mode = modes.get(e.hook);
+        out.push((format!("lsm:{}", e.lsm), mode == Some(AttachMode::Lsm)));
+        out.push((
+            format!("kprobe:{}:{}", e.lsm, e.function),
+            mode == Some(AttachMode::Kprobe),
+        ));
+        out.push((
+            format!("bpf_d_path:{}", e.lsm),
+            d_path.get(e.hook as usize).copied().unwrap_or(false),
+        ));
+    }
+    out
+}
+
 /// The warning logged once per hook observed by a kprobe.
 pub fn degraded_warning(e: &HookEntry) -> String {
     format!(
@@ -333,6 +372,7 @@ mod tests {
             btf: true,
             kprobes,
             send_signal: true,
+            override_return: false,
             kernel_release: "6.12.0".into(),
         }
     }
@@ -414,6 +454,28 @@ mod tests {
         assert!(m.degraded());
         assert_eq!(m.get(HOOK_FILE_OPEN), Some(AttachMode::Kprobe));
         assert_eq!(m.get(NUM_HOOKS + 3), None);
+    }
+
+    #[test]
+    fn feature_probes_list_the_kernel_then_what_each_hook_got() {
+        let mut m = HookModes::all(AttachMode::Lsm);
+        m.0[HOOK_FILE_TRUNCATE as usize] = None;
+        let mut d_path = [false; NUM_HOOKS as usize];
+        d_path[HOOK_FILE_OPEN as usize] = true;
+        let p = feature_probes(&caps(true, true), &m, &d_path);
+        let get = |k: &str| p.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+        assert_eq!(p[0], ("bpf_lsm".to_owned(), true));
+        assert_eq!(get("bpf_override_return"), Some(false));
+        assert_eq!(get("lsm:file_open"), Some(true));
+        assert_eq!(get("kprobe:file_open:security_file_open"), Some(false));
+        assert_eq!(get("bpf_d_path:file_open"), Some(true));
+        assert_eq!(get("bpf_d_path:file_permission"), Some(false));
+        assert_eq!(
+            get("lsm:file_truncate"),
+            Some(false),
+            "not attached on this kernel"
+        );
+        assert_eq!(p.len(), 5 + 3 * HOOKS.len());
     }
 
     #[test]

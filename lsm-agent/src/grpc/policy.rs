@@ -34,6 +34,10 @@ pub trait PolicyApi: Send + Sync + 'static {
         mode: TracingPolicyMode,
     ) -> Result<(), Status>;
     async fn health(&self) -> (HealthStatusResult, String);
+    /// `(name, enabled)` probes for `GetInfo`: what the kernel offers and what each hook got.
+    fn probes(&self) -> Vec<(String, bool)> {
+        Vec::new()
+    }
 }
 
 /// A synchronous policy manager in Tetragon's messages, with errors as text (sent as
@@ -91,6 +95,10 @@ pub fn status_of(e: AgentError) -> Status {
 
 #[tonic::async_trait]
 impl PolicyApi for AgentHandle {
+    fn probes(&self) -> Vec<(String, bool)> {
+        self.features().as_ref().clone()
+    }
+
     async fn list(&self) -> Result<Vec<TracingPolicyStatus>, Status> {
         let st = self.status().await.map_err(status_of)?;
         Ok(st.iter().map(tracing_policy_status).collect())

@@ -32,6 +32,7 @@ use crate::tetragon::proto::tetragon::{
     GetVersionResponse, HealthStatus, HealthStatusType, ListTracingPoliciesRequest,
     ListTracingPoliciesResponse, TracingPolicyMode,
     fine_guidance_sensors_server::{FineGuidanceSensors, FineGuidanceSensorsServer},
+    get_info_response::Probe,
 };
 use crate::tetragon::{convert::to_response, filter::EventFilter};
 
@@ -248,9 +249,19 @@ impl FineGuidanceSensors for Service {
         &self,
         _request: Request<GetInfoRequest>,
     ) -> Result<Response<GetInfoResponse>, Status> {
+        let probes = self
+            .control
+            .probes()
+            .into_iter()
+            .map(|(name, enabled)| Probe {
+                name,
+                enabled: Some(enabled),
+            })
+            .collect();
         Ok(Response::new(GetInfoResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             name: "lsm-agent".to_owned(),
+            probes,
             ..Default::default()
         }))
     }

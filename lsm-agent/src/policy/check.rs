@@ -220,15 +220,25 @@ fn render_policy(
     }
     for h in &p.hooks {
         let origin = match &h.origin {
-            HookOrigin::Kprobe { call } => format!("kprobe {call}, spec.kprobes[{}]", h.spec_index),
-            HookOrigin::LsmHook => format!("spec.lsmhooks[{}]", h.spec_index),
+            HookOrigin::Kprobe { call } => format!("spec.kprobes[{}] {call}", h.spec_index),
+            HookOrigin::LsmHook => format!("spec.lsmhooks[{}] {}", h.spec_index, h.lsm),
+        };
+        let tcp = if h.tcp_only {
+            ", TCP over IPv4/IPv6 only"
+        } else {
+            ""
         };
         let selectors = match h.selectors.len() {
             0 => "no selectors (every call is posted)".to_string(),
             1 => "1 selector".to_string(),
             n => format!("{n} selectors"),
         };
-        let _ = writeln!(out, "    {} ({origin}): {selectors}", h.lsm);
+        let _ = writeln!(
+            out,
+            "    {origin}: enforced at LSM hook {}{tcp} (observed by kprobe {} where BPF LSM is inactive); {selectors}",
+            h.lsm,
+            h.lsm.kprobe_function()
+        );
     }
     match usage {
         Some(Ok(u)) => {
@@ -322,12 +332,12 @@ mod tests {
         assert!(text.contains("policy good"), "{text}");
         assert!(
             text.contains(
-                "file_permission (kprobe security_file_permission, spec.kprobes[0]): 1 selector"
+                "spec.kprobes[0] security_file_permission: enforced at LSM hook file_permission (observed by kprobe security_file_permission where BPF LSM is inactive); 1 selector"
             ),
             "{text}"
         );
         assert!(
-            text.contains("file_open (spec.lsmhooks[0]): no selectors"),
+            text.contains("spec.lsmhooks[0] file_open: enforced at LSM hook file_open (observed by kprobe security_file_open where BPF LSM is inactive); no selectors"),
             "{text}"
         );
         assert!(text.contains("STR_PREFIX   2 / 65536"), "{text}");

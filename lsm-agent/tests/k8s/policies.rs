@@ -101,12 +101,15 @@ async fn the_policy_watcher_sees_both_kinds_come_change_and_go() {
     let agent = c.agent_client().await;
     let watcher = tokio::spawn(async move { watch_policies(agent, NODE, tx).await });
     let mut seen = Vec::new();
-    for kind in PolicyKind::ALL {
-        recv_until(&mut rx, &mut seen, "Synced", |e| {
-            *e == PolicyEvent::Synced { kind }
-        })
-        .await;
-    }
+    // Each kind's watcher reports its own initial list, in whichever order they finish.
+    let mut synced = std::collections::BTreeSet::new();
+    recv_until(&mut rx, &mut seen, "Synced of both kinds", |e| {
+        if let PolicyEvent::Synced { kind } = e {
+            synced.insert(*kind);
+        }
+        synced.len() == PolicyKind::ALL.len()
+    })
+    .await;
 
     // The guide's namespaced egress policy, `kubectl apply -n` after envsubst.
     let egress = quickstart("network_egress_cluster_enforce.yaml");
