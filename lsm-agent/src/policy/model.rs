@@ -155,6 +155,9 @@ pub struct Usdt {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Arg {
+    /// Tetragon's examples leave it out of `returnArg` (the return value has no position);
+    /// Go's zero value makes that 0.
+    #[serde(default)]
     pub index: u32,
     /// CRD default `auto`.
     #[serde(rename = "type")]

@@ -396,4 +396,13 @@ mod tests {
         );
         assert!(parse_ok(&yaml).warnings.is_empty());
     }
+
+    #[test]
+    fn return_arg_without_index_loads_as_tetragons_examples_write_it() {
+        let yaml = with_selector("matchActions: [{action: Post}]").replace(
+            "    syscall: false\n",
+            "    syscall: false\n    return: true\n    returnArg:\n      type: int\n",
+        );
+        assert!(parse_ok(&yaml).warnings.is_empty());
+    }
 }
