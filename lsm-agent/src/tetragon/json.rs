@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 
 use super::proto::tetragon::{
     Capabilities, CapabilitiesType, Container, GetEventsResponse, KprobeAction, KprobeArgument,
-    Namespace, Namespaces, Pod, Process, StackTraceEntry, ThrottleType, get_events_response::Event,
-    kprobe_argument::Arg,
+    Namespace, Namespaces, Pod, Process, ProcessCredentials, SecureBitsType, StackTraceEntry,
+    ThrottleType, UserNamespace, get_events_response::Event, kprobe_argument::Arg,
 };
 
 #[derive(Default)]
@@ -262,6 +262,39 @@ fn capabilities(c: &Capabilities) -> Value {
         .done()
 }
 
+fn user_namespace(n: &UserNamespace) -> Value {
+    Obj::default()
+        .opt("level", n.level)
+        .opt("uid", n.uid)
+        .opt("gid", n.gid)
+        .val("ns", n.ns.as_ref().map(namespace))
+        .done()
+}
+
+fn credentials(c: &ProcessCredentials) -> Value {
+    let bits = c
+        .securebits
+        .iter()
+        .map(|b| {
+            SecureBitsType::try_from(*b)
+                .map_or_else(|_| Value::from(*b), |t| Value::from(t.as_str_name()))
+        })
+        .collect();
+    Obj::default()
+        .opt("uid", c.uid)
+        .opt("gid", c.gid)
+        .opt("euid", c.euid)
+        .opt("egid", c.egid)
+        .opt("suid", c.suid)
+        .opt("sgid", c.sgid)
+        .opt("fsuid", c.fsuid)
+        .opt("fsgid", c.fsgid)
+        .list("securebits", bits)
+        .val("caps", c.caps.as_ref().map(capabilities))
+        .val("user_ns", c.user_ns.as_ref().map(user_namespace))
+        .done()
+}
+
 fn namespace(n: &Namespace) -> Value {
     Obj::default()
         .u32("inum", n.inum)
@@ -468,6 +501,8 @@ fn argument(a: &KprobeArgument) -> Value {
                 .str("name", &c.name)
                 .done(),
         ),
+        Some(Arg::ProcessCredentialsArg(c)) => ("process_credentials_arg", credentials(c)),
+        Some(Arg::UserNsArg(n)) => ("user_ns_arg", user_namespace(n)),
         Some(Arg::KernelCapTArg(s)) => ("kernel_cap_t_arg", s.as_str().into()),
         Some(Arg::CapInheritableArg(s)) => ("cap_inheritable_arg", s.as_str().into()),
         Some(Arg::CapPermittedArg(s)) => ("cap_permitted_arg", s.as_str().into()),
