@@ -180,7 +180,9 @@ fn lsm(binary: &str) -> model::Event {
         hook: LsmHook::FileOpen,
         origin: HookOrigin::LsmHook,
         args: vec![],
+        return_arg: None,
         action: Action::Post,
+        return_action: None,
         message: None,
         tags: vec![],
     }))

@@ -100,14 +100,14 @@ pub const METRICS: &[Metric] = &[
         name: EVENTS,
         kind: Kind::Counter,
         labels: &["type"],
-        help: "Events sent to GetEvents subscribers, by Tetragon event type (PROCESS_EXEC, PROCESS_EXIT, PROCESS_KPROBE, PROCESS_LSM).",
+        help: "Events sent to GetEvents subscribers, by Tetragon event type (PROCESS_EXEC, PROCESS_EXIT, PROCESS_KPROBE, PROCESS_TRACEPOINT, PROCESS_LSM).",
         tetragon: "tetragon_events_total",
     },
     Metric {
         name: POLICY_EVENTS,
         kind: Kind::Counter,
         labels: &["policy", "hook"],
-        help: "Policy events (process_kprobe, process_lsm) by policy and hook (kprobe:<call> or lsm:<hook>).",
+        help: "Policy events (process_kprobe, process_tracepoint, process_lsm) by policy and hook (kprobe:<call>, tracepoint:<subsystem>/<event> or lsm:<hook>).",
         tetragon: "tetragon_policy_events_total",
     },
     Metric {
@@ -287,6 +287,7 @@ const EVENT_TYPES: &[&str] = &[
     "PROCESS_EXEC",
     "PROCESS_EXIT",
     "PROCESS_KPROBE",
+    "PROCESS_TRACEPOINT",
     "PROCESS_LSM",
 ];
 
@@ -403,14 +404,13 @@ impl EventMetrics {
                 .entry(ty)
                 .or_insert_with(|| counter!(EVENTS, "type" => ty))
                 .increment(1);
-            if let Some((policy, kind, function)) = policy_hook(e) {
+            if let Some((policy, hook)) = policy_hook(e) {
                 if !self.by_policy.contains_key(policy) {
                     self.by_policy.insert(policy.to_owned(), HashMap::new());
                 }
                 let Some(hooks) = self.by_policy.get_mut(policy) else {
                     continue;
                 };
-                let hook = format!("{kind}:{function}");
                 hooks
                     .entry(hook)
                     .or_insert_with_key(|hook| {
@@ -449,21 +449,23 @@ fn event_type(e: &Event) -> &'static str {
         EventKind::Hook(h) => match h.origin {
             HookOrigin::Kprobe { .. } => "PROCESS_KPROBE",
             HookOrigin::LsmHook => "PROCESS_LSM",
+            HookOrigin::Tracepoint { .. } => "PROCESS_TRACEPOINT",
         },
     }
 }
 
-/// Policy name, hook kind and function of a policy event (Tetragon's `hook` label is
-/// `kind:function`).
-fn policy_hook(e: &Event) -> Option<(&str, &'static str, &str)> {
+/// Policy name and hook label of a policy event (Tetragon's `hook` label is
+/// `kind:function`; a tracepoint's function is `subsystem/event`).
+fn policy_hook(e: &Event) -> Option<(&str, String)> {
     let EventKind::Hook(h) = &e.kind else {
         return None;
     };
-    let kind = match h.origin {
-        HookOrigin::Kprobe { .. } => "kprobe",
-        HookOrigin::LsmHook => "lsm",
+    let hook = match &h.origin {
+        HookOrigin::Kprobe { call } => format!("kprobe:{call}"),
+        HookOrigin::LsmHook => format!("lsm:{}", h.hook.name()),
+        HookOrigin::Tracepoint { subsystem, event } => format!("tracepoint:{subsystem}/{event}"),
     };
-    Some((&h.policy_name, kind, h.function_name()))
+    Some((&h.policy_name, hook))
 }
 
 fn event_binary(e: &Event) -> Option<&str> {
@@ -838,7 +840,9 @@ mod tests {
                 hook,
                 origin,
                 args: vec![],
+                return_arg: None,
                 action: Action::Override,
+                return_action: None,
                 message: None,
                 tags: vec![],
             }),
@@ -952,6 +956,41 @@ mod tests {
         assert_eq!(
             value(&h, BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))]),
             Some(1.0)
+        );
+    }
+
+    #[test]
+    fn tracepoint_events_count_as_process_tracepoint_under_subsystem_and_event() {
+        let (r, h) = recorder();
+        ::metrics::with_local_recorder(&r, || {
+            register();
+            let mut m = EventMetrics::new();
+            let tp = policy_event(
+                "raw-syscalls",
+                "/usr/bin/cat",
+                LsmHook::FileOpen,
+                HookOrigin::Tracepoint {
+                    subsystem: "raw_syscalls".into(),
+                    event: "sys_enter".into(),
+                },
+            );
+            m.record(&hook(0), &[tp.clone(), tp]);
+        });
+        assert_eq!(
+            value(&h, EVENTS, &[("type", "PROCESS_TRACEPOINT")]),
+            Some(2.0)
+        );
+        assert_eq!(value(&h, EVENTS, &[("type", "PROCESS_KPROBE")]), Some(0.0));
+        assert_eq!(
+            value(
+                &h,
+                POLICY_EVENTS,
+                &[
+                    ("policy", "raw-syscalls"),
+                    ("hook", "tracepoint:raw_syscalls/sys_enter")
+                ]
+            ),
+            Some(2.0)
         );
     }
 

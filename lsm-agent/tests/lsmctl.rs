@@ -171,7 +171,9 @@ fn hook(process: Process, hook: LsmHook, origin: HookOrigin, args: Vec<ArgValue>
             .into_iter()
             .map(|value| Arg { value, label: None })
             .collect(),
+        return_arg: None,
         action: Action::Post,
+        return_action: None,
         message: None,
         tags: vec![],
     })

@@ -567,6 +567,7 @@ impl Agent {
                     .map(|h| match h.origin {
                         HookOrigin::Kprobe { .. } => Sensor::Kprobe,
                         HookOrigin::LsmHook => Sensor::Lsm,
+                        HookOrigin::Tracepoint { .. } => Sensor::Tracepoint,
                     })
                     .collect();
                 sensors.dedup();

@@ -303,7 +303,9 @@ impl ProcessCache {
                 hook: slot.hook,
                 origin,
                 args,
+                return_arg: None,
                 action,
+                return_action: None,
                 message: slot.message.clone(),
                 tags,
             }),
@@ -405,7 +407,8 @@ pub const OBSERVED_TAG: &str = "observed-by-kprobe";
 /// when the kernel says it sent the signal (`--fallback-sigkill`).
 fn observed(slot: &SlotInfo, hook_flags: u32) -> (HookOrigin, Action, Vec<String>) {
     let origin = match &slot.origin {
-        HookOrigin::Kprobe { call } => HookOrigin::Kprobe { call: call.clone() },
+        // Already observed where the policy asked: nothing to translate.
+        origin @ (HookOrigin::Kprobe { .. } | HookOrigin::Tracepoint { .. }) => origin.clone(),
         HookOrigin::LsmHook => HookOrigin::Kprobe {
             call: slot.hook.kprobe_function().to_owned(),
         },

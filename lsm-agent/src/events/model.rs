@@ -166,17 +166,24 @@ pub struct Hook {
     pub origin: HookOrigin,
     /// The arguments the policy lists, in its order.
     pub args: Vec<Arg>,
+    /// A kretprobe's `returnArg`: the value the function returned.
+    pub return_arg: Option<Arg>,
     pub action: Action,
+    /// The action that ran at the return probe; `None` when none ran (or no return probe),
+    /// which Tetragon reports as `Post`, its action number 0.
+    pub return_action: Option<Action>,
     pub message: Option<String>,
     pub tags: Vec<String>,
 }
 
 impl Hook {
-    /// The function as the policy named it: the kprobe's `call`, or the LSM hook's name.
+    /// The function as the policy named it: the kprobe's `call`, the LSM hook's name, or a
+    /// tracepoint's event (its subsystem is in [`Hook::origin`]).
     pub fn function_name(&self) -> &str {
         match &self.origin {
             HookOrigin::Kprobe { call } => call,
             HookOrigin::LsmHook => self.hook.name(),
+            HookOrigin::Tracepoint { event, .. } => event,
         }
     }
 }
@@ -201,7 +208,8 @@ pub struct Arg {
 /// An argument's value, by the type the policy declared.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ArgValue {
-    /// A `struct file *`.
+    /// A `struct file *`, or a file descriptor (`fd`), which Tetragon also reports as the
+    /// file it refers to.
     File {
         path: String,
     },
@@ -224,12 +232,119 @@ pub enum ArgValue {
     /// A capability number (`capability`: `CAP_*`).
     Capability(i32),
     String(String),
+    /// A buffer (`char_buf`, `char_iovec`, ...) read whole.
     Bytes(Vec<u8>),
+    /// A buffer of `orig_size` bytes of which only the first `bytes` were read (the kernel
+    /// side copies at most a fixed amount).
+    TruncatedBytes {
+        bytes: Vec<u8>,
+        orig_size: u64,
+    },
     /// A socket and the connection it makes (`None`: the kernel's record carried no
     /// connection, which only a decoding bug would cause).
     Sock(Option<NetData>),
     /// The address a socket connects to (`None` as for [`ArgValue::Sock`]).
     Sockaddr(Option<Sockaddr>),
+    /// A `struct sk_buff *`: a packet.
+    Skb(Skb),
+    /// A `struct cred *`: a task's credentials.
+    Cred(Cred),
+    /// A `struct user_namespace *`.
+    UserNs(UserNs),
+    /// A capability set (`kernel_cap_t`, `cap_inheritable`, `cap_permitted`,
+    /// `cap_effective`): one bit per capability number.
+    CapSet { kind: CapSetKind, caps: u64 },
+    /// A syscall number with its ABI (`syscall64`); a 64-bit syscall id declared as
+    /// `int64` is an [`ArgValue::Long`].
+    SyscallId { id: u32, abi: SyscallAbi },
+}
+
+/// Which capability set an [`ArgValue::CapSet`] argument was declared as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CapSetKind {
+    /// `kernel_cap_t`: a set, not said which.
+    KernelCapT,
+    Inheritable,
+    Permitted,
+    Effective,
+}
+
+/// The system-call table a syscall number belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SyscallAbi {
+    /// x86_64's 64-bit calls.
+    X64,
+    /// x86's 32-bit calls (a 32-bit program on an x86_64 kernel).
+    I386,
+    Arm64,
+    /// 32-bit ARM calls on an arm64 kernel.
+    Arm32,
+}
+
+/// A packet (`struct sk_buff`) as the kernel side reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Skb {
+    pub hash: u32,
+    pub len: u32,
+    pub priority: u32,
+    pub mark: u32,
+    /// `AF_*` of the network header.
+    pub family: u16,
+    /// `None` outside IPv4/IPv6.
+    pub saddr: Option<IpAddr>,
+    pub daddr: Option<IpAddr>,
+    pub sport: u32,
+    pub dport: u32,
+    /// `IPPROTO_*`.
+    pub proto: u32,
+    /// The IPsec security path's length and its outbound length.
+    pub sec_path_len: u32,
+    pub sec_path_olen: u32,
+}
+
+/// A task's credentials (`struct cred`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cred {
+    pub uid: u32,
+    pub gid: u32,
+    pub euid: u32,
+    pub egid: u32,
+    pub suid: u32,
+    pub sgid: u32,
+    pub fsuid: u32,
+    pub fsgid: u32,
+    /// `SECBIT_*` flags.
+    pub securebits: u32,
+    pub caps: CapSets,
+    /// The user namespace the credentials belong to.
+    pub user_ns: UserNs,
+}
+
+/// The three capability sets of a task, one bit per capability number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct CapSets {
+    pub permitted: u64,
+    pub effective: u64,
+    pub inheritable: u64,
+}
+
+/// A user namespace (`struct user_namespace`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct UserNs {
+    /// Nesting depth; 0 is the initial (host) namespace.
+    pub level: i32,
+    /// The namespace's owner and group.
+    pub uid: u32,
+    pub gid: u32,
+    /// The namespace's inode number.
+    pub ns_inum: u32,
+}
+
+impl UserNs {
+    /// Whether this is the host's namespace: Tetragon decides by the level alone.
+    pub fn is_host(&self) -> bool {
+        self.level == 0
+    }
 }
 
 /// A socket address.

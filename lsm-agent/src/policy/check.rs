@@ -222,6 +222,9 @@ fn render_policy(
         let origin = match &h.origin {
             HookOrigin::Kprobe { call } => format!("spec.kprobes[{}] {call}", h.spec_index),
             HookOrigin::LsmHook => format!("spec.lsmhooks[{}] {}", h.spec_index, h.lsm),
+            HookOrigin::Tracepoint { subsystem, event } => {
+                format!("spec.tracepoints[{}] {subsystem}/{event}", h.spec_index)
+            }
         };
         let tcp = if h.tcp_only {
             ", TCP over IPv4/IPv6 only"

@@ -196,6 +196,8 @@ pub enum HookOrigin {
     Kprobe { call: String },
     /// `spec.lsmhooks[i]`, used directly.
     LsmHook,
+    /// `spec.tracepoints[i]`: observed at the tracepoint.
+    Tracepoint { subsystem: String, event: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -6,16 +6,14 @@
 
 use prost_types::Timestamp;
 
-use super::{
-    net,
-    proto::tetragon::{
-        Container, GetEventsResponse, Image, KprobeAction, KprobeArgument, KprobeCapability,
-        KprobeFile, KprobeLinuxBinprm, KprobePath, Pod, Process, ProcessExec, ProcessExit,
-        ProcessKprobe, ProcessLsm, RateLimitInfo, get_events_response::Event, kprobe_argument::Arg,
-    },
+use super::proto::tetragon::{
+    Container, GetEventsResponse, Image, KprobeAction, Pod, Process, ProcessExec, ProcessExit,
+    ProcessKprobe, ProcessLsm, ProcessTracepoint, RateLimitInfo, get_events_response::Event,
 };
 use crate::events::model::{self, EventKind, HookOrigin};
-use crate::policy::values::CAPABILITIES;
+
+mod args;
+pub use args::{abi_name, argument};
 
 /// The wire form of `ev`.
 pub fn to_response(ev: &model::Event) -> GetEventsResponse {
@@ -171,7 +169,7 @@ fn hook(h: &model::Hook) -> Event {
     let process = Some(process(&h.process));
     let parent = h.parent.as_ref().map(self::process);
     let args = h.args.iter().map(argument).collect();
-    let action = action(h.action) as i32;
+    let act = action(h.action) as i32;
     let policy_name = h.policy_name.clone();
     let message = h.message.clone().unwrap_or_default();
     let tags = h.tags.clone();
@@ -181,12 +179,30 @@ fn hook(h: &model::Hook) -> Event {
             parent,
             function_name: call.clone(),
             args,
-            action,
+            r#return: h.return_arg.as_ref().map(argument),
+            action: act,
             policy_name,
+            // Tetragon's number 0 is `Post`, so every kprobe event says `Post` here unless a
+            // return probe ran another action.
+            return_action: action(h.return_action.unwrap_or(model::Action::Post)) as i32,
             message,
             tags,
             ..Default::default()
         }),
+        HookOrigin::Tracepoint { subsystem, event } => {
+            Event::ProcessTracepoint(ProcessTracepoint {
+                process,
+                parent,
+                subsys: subsystem.clone(),
+                event: event.clone(),
+                args,
+                policy_name,
+                action: act,
+                message,
+                tags,
+                ..Default::default()
+            })
+        }
         HookOrigin::LsmHook => Event::ProcessLsm(ProcessLsm {
             process,
             parent,
@@ -194,7 +210,7 @@ fn hook(h: &model::Hook) -> Event {
             policy_name,
             message,
             args,
-            action,
+            action: act,
             tags,
             ..Default::default()
         }),
@@ -207,43 +223,6 @@ fn action(a: model::Action) -> KprobeAction {
         model::Action::Sigkill => KprobeAction::Sigkill,
         model::Action::Signal => KprobeAction::Signal,
         model::Action::Override => KprobeAction::Override,
-    }
-}
-
-fn argument(a: &model::Arg) -> KprobeArgument {
-    use model::ArgValue as V;
-    let arg = match &a.value {
-        V::File { path } => Arg::FileArg(KprobeFile {
-            path: path.clone(),
-            ..Default::default()
-        }),
-        V::Path { path } => Arg::PathArg(KprobePath {
-            path: path.clone(),
-            ..Default::default()
-        }),
-        V::LinuxBinprm { path } => Arg::LinuxBinprmArg(KprobeLinuxBinprm {
-            path: path.clone(),
-            ..Default::default()
-        }),
-        V::Int(v) => Arg::IntArg(*v),
-        V::Uint(v) => Arg::UintArg(*v),
-        V::Size(v) => Arg::SizeArg(*v),
-        V::Long(v) => Arg::LongArg(*v),
-        V::Capability(v) => Arg::CapabilityArg(KprobeCapability {
-            value: Some(*v),
-            name: usize::try_from(*v)
-                .ok()
-                .and_then(|i| CAPABILITIES.get(i))
-                .map_or_else(String::new, |n| (*n).to_owned()),
-        }),
-        V::String(s) => Arg::StringArg(s.clone()),
-        V::Bytes(b) => Arg::BytesArg(b.clone()),
-        V::Sock(n) => Arg::SockArg(n.as_ref().map(net::sock_arg).unwrap_or_default()),
-        V::Sockaddr(s) => Arg::SockaddrArg(s.as_ref().map(net::sockaddr_arg).unwrap_or_default()),
-    };
-    KprobeArgument {
-        arg: Some(arg),
-        label: a.label.clone().unwrap_or_default(),
     }
 }
 
@@ -263,7 +242,7 @@ mod tests {
         },
         tetragon::{
             compact::{CompactOptions, encode_compact},
-            proto::tetragon::KprobeSock,
+            proto::tetragon::{KprobeCapability, KprobeFile, KprobeSock, kprobe_argument::Arg},
         },
     };
 
@@ -752,5 +731,80 @@ mod tests {
                 number_of_dropped_process_events: 30
             }))
         ));
+    }
+
+    fn sys_enter_event(args: Vec<model::ArgValue>) -> model::Event {
+        let mut c = cache_in_xwing();
+        let mut ev = exec_cat(&mut c);
+        let process = ev.process().clone();
+        ev.kind = EventKind::Hook(model::Hook {
+            process,
+            parent: None,
+            policy_name: "raw-syscalls".into(),
+            policy_namespace: None,
+            hook: model::LsmHook::FileOpen,
+            origin: HookOrigin::Tracepoint {
+                subsystem: "raw_syscalls".into(),
+                event: "sys_enter".into(),
+            },
+            args: args
+                .into_iter()
+                .map(|value| model::Arg { value, label: None })
+                .collect(),
+            return_arg: None,
+            action: model::Action::Post,
+            return_action: None,
+            message: Some("syscall seen".into()),
+            tags: vec!["syscalls".into()],
+        });
+        ev
+    }
+
+    #[test]
+    fn a_tracepoint_event_is_process_tracepoint_with_subsystem_and_event() {
+        let r = to_response(&sys_enter_event(vec![
+            model::ArgValue::Long(257),
+            model::ArgValue::Size(0xffff_ff9c),
+        ]));
+        let Some(Event::ProcessTracepoint(tp)) = &r.event else {
+            panic!("not a tracepoint event: {r:?}")
+        };
+        assert_eq!((tp.subsys.as_str(), tp.event.as_str()), ("raw_syscalls", "sys_enter"));
+        assert_eq!(tp.policy_name, "raw-syscalls");
+        assert_eq!(tp.action, KprobeAction::Post as i32);
+        assert_eq!(tp.message, "syscall seen");
+        assert_eq!(tp.tags, ["syscalls"]);
+        assert_eq!(tp.args[0].arg, Some(Arg::LongArg(257)));
+        assert_eq!(tp.args[1].arg, Some(Arg::SizeArg(0xffff_ff9c)));
+        assert_eq!(
+            tp.process.as_ref().map(|p| p.binary.as_str()),
+            Some("/usr/bin/cat")
+        );
+        assert_eq!(
+            crate::tetragon::proto::event_type(&r),
+            crate::tetragon::proto::tetragon::EventType::ProcessTracepoint
+        );
+    }
+
+    #[test]
+    fn a_tracepoint_event_prints_as_tetragons_json_and_compact_line() {
+        let r = to_response(&sys_enter_event(vec![model::ArgValue::Long(
+            if cfg!(target_arch = "aarch64") { 56 } else { 257 },
+        )]));
+        let v = crate::tetragon::json::event_to_value(&r);
+        let tp = &v["process_tracepoint"];
+        assert_eq!(tp["subsys"], "raw_syscalls");
+        assert_eq!(tp["event"], "sys_enter");
+        assert_eq!(tp["policy_name"], "raw-syscalls");
+        assert_eq!(tp["action"], "KPROBE_ACTION_POST");
+        assert_eq!(tp["message"], "syscall seen");
+        assert_eq!(tp["process"]["pod"]["name"], "xwing");
+        let long = if cfg!(target_arch = "aarch64") { "56" } else { "257" };
+        assert_eq!(tp["args"], serde_json::json!([{ "long_arg": long }]));
+        assert!(v.get("process_kprobe").is_none());
+        assert_eq!(
+            encode_compact(&r, &CompactOptions::default()).unwrap(),
+            "☎  syscall default/xwing /usr/bin/cat openat"
+        );
     }
 }
