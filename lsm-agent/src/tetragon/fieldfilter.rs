@@ -274,7 +274,8 @@ mod tests {
     use super::*;
     use crate::tetragon::proto::tetragon::{
         Container, EventType, Image, KprobeArgument, KprobeFile, Pod, Process, ProcessExec,
-        ProcessExit, ProcessKprobe, get_events_response::Event, kprobe_argument::Arg,
+        ProcessExit, ProcessKprobe, ProcessTracepoint, get_events_response::Event,
+        kprobe_argument::Arg,
     };
 
     fn filter(event_set: &[EventType], paths: &[&str], action: FieldFilterAction) -> FieldFilter {
@@ -485,6 +486,48 @@ mod tests {
         .unwrap();
         let out = ff.apply(&exec()).unwrap().unwrap();
         assert_eq!(exec_of(&out), &ProcessExec::default());
+    }
+
+    #[test]
+    fn tracepoint_events_are_filtered_by_their_own_fields() {
+        let tp = GetEventsResponse {
+            event: Some(Event::ProcessTracepoint(ProcessTracepoint {
+                process: Some(process("/usr/bin/cat")),
+                subsys: "raw_syscalls".into(),
+                event: "sys_enter".into(),
+                args: vec![KprobeArgument {
+                    arg: Some(Arg::LongArg(257)),
+                    label: String::new(),
+                }],
+                policy_name: "syscalls".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let f = filter(
+            &[EventType::ProcessTracepoint],
+            &["subsys", "event"],
+            FieldFilterAction::Include,
+        );
+        let out = apply(&[f.clone()], &tp);
+        let Some(Event::ProcessTracepoint(t)) = out.event else {
+            panic!("not a tracepoint: {out:?}")
+        };
+        assert_eq!(
+            t,
+            ProcessTracepoint {
+                subsys: "raw_syscalls".into(),
+                event: "sys_enter".into(),
+                ..Default::default()
+            }
+        );
+        // The same filter for kprobes only leaves the tracepoint alone.
+        let kprobe_only = FieldFilter {
+            event_set: vec![EventType::ProcessKprobe as i32],
+            ..f
+        };
+        let ff = FieldFilters::new(&[kprobe_only]).unwrap();
+        assert!(ff.apply(&tp).unwrap().is_none());
     }
 
     #[test]

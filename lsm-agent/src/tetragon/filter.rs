@@ -244,7 +244,7 @@ fn event_policy_name(ev: &GetEventsResponse) -> Option<&str> {
 mod tests {
     use super::*;
     use crate::tetragon::proto::tetragon::{
-        EventType, Pod, ProcessExec, ProcessKprobe, ProcessLsm,
+        EventType, Pod, ProcessExec, ProcessKprobe, ProcessLsm, ProcessTracepoint,
     };
 
     fn exec(binary: &str, ns: Option<&str>) -> GetEventsResponse {
@@ -392,6 +392,55 @@ mod tests {
         assert!(!f.matches(&lsm));
         assert!(f.matches(&kprobe));
         assert!(!f.matches(&exec("/bin/ls", None)));
+    }
+
+    #[test]
+    fn tracepoint_events_are_selected_by_their_event_type_and_policy_name() {
+        let tp = GetEventsResponse {
+            event: Some(Event::ProcessTracepoint(ProcessTracepoint {
+                process: Some(Process {
+                    binary: "/usr/bin/cat".into(),
+                    ..Default::default()
+                }),
+                subsys: "raw_syscalls".into(),
+                event: "sys_enter".into(),
+                policy_name: "syscalls".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let by_type = |t: EventType| {
+            filter(
+                vec![Filter {
+                    event_set: vec![t as i32],
+                    ..Default::default()
+                }],
+                vec![],
+            )
+        };
+        assert!(by_type(EventType::ProcessTracepoint).matches(&tp));
+        assert!(!by_type(EventType::ProcessKprobe).matches(&tp));
+        assert!(!by_type(EventType::ProcessTracepoint).matches(&exec("/bin/ls", None)));
+        let by_policy = |name: &str| {
+            filter(
+                vec![Filter {
+                    policy_names: vec![name.into()],
+                    ..Default::default()
+                }],
+                vec![],
+            )
+        };
+        assert!(by_policy("syscalls").matches(&tp));
+        assert!(!by_policy("other").matches(&tp));
+        // Process filters look at the tracepoint's process too.
+        let f = filter(
+            vec![],
+            vec![Filter {
+                binary_regex: vec!["cat$".into()],
+                ..Default::default()
+            }],
+        );
+        assert!(!f.matches(&tp));
     }
 
     #[test]
