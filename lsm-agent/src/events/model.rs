@@ -166,8 +166,9 @@ pub struct Hook {
     pub origin: HookOrigin,
     /// The arguments the policy lists, in its order.
     pub args: Vec<Arg>,
-    /// A kretprobe's `returnArg`: the value the function returned.
-    pub return_arg: Option<Arg>,
+    /// A kretprobe's `returnArg`: the value the function returned (boxed: most events have
+    /// none, and inline it would make every event as large).
+    pub return_arg: Option<Box<Arg>>,
     pub action: Action,
     /// The action that ran at the return probe; `None` when none ran (or no return probe),
     /// which Tetragon reports as `Post`, its action number 0.
@@ -245,18 +246,25 @@ pub enum ArgValue {
     Sock(Option<NetData>),
     /// The address a socket connects to (`None` as for [`ArgValue::Sock`]).
     Sockaddr(Option<Sockaddr>),
-    /// A `struct sk_buff *`: a packet.
-    Skb(Skb),
+    /// A `struct sk_buff *`: a packet (boxed, as the credentials: rarer and larger than
+    /// the other values, they would make every argument of every event that large).
+    Skb(Box<Skb>),
     /// A `struct cred *`: a task's credentials.
-    Cred(Cred),
+    Cred(Box<Cred>),
     /// A `struct user_namespace *`.
     UserNs(UserNs),
     /// A capability set (`kernel_cap_t`, `cap_inheritable`, `cap_permitted`,
     /// `cap_effective`): one bit per capability number.
-    CapSet { kind: CapSetKind, caps: u64 },
+    CapSet {
+        kind: CapSetKind,
+        caps: u64,
+    },
     /// A syscall number with its ABI (`syscall64`); a 64-bit syscall id declared as
     /// `int64` is an [`ArgValue::Long`].
-    SyscallId { id: u32, abi: SyscallAbi },
+    SyscallId {
+        id: u32,
+        abi: SyscallAbi,
+    },
 }
 
 /// Which capability set an [`ArgValue::CapSet`] argument was declared as.

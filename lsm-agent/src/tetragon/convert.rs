@@ -179,7 +179,7 @@ fn hook(h: &model::Hook) -> Event {
             parent,
             function_name: call.clone(),
             args,
-            r#return: h.return_arg.as_ref().map(argument),
+            r#return: h.return_arg.as_deref().map(argument),
             action: act,
             policy_name,
             // Tetragon's number 0 is `Post`, so every kprobe event says `Post` here unless a
@@ -769,7 +769,10 @@ mod tests {
         let Some(Event::ProcessTracepoint(tp)) = &r.event else {
             panic!("not a tracepoint event: {r:?}")
         };
-        assert_eq!((tp.subsys.as_str(), tp.event.as_str()), ("raw_syscalls", "sys_enter"));
+        assert_eq!(
+            (tp.subsys.as_str(), tp.event.as_str()),
+            ("raw_syscalls", "sys_enter")
+        );
         assert_eq!(tp.policy_name, "raw-syscalls");
         assert_eq!(tp.action, KprobeAction::Post as i32);
         assert_eq!(tp.message, "syscall seen");
@@ -789,7 +792,11 @@ mod tests {
     #[test]
     fn a_tracepoint_event_prints_as_tetragons_json_and_compact_line() {
         let r = to_response(&sys_enter_event(vec![model::ArgValue::Long(
-            if cfg!(target_arch = "aarch64") { 56 } else { 257 },
+            if cfg!(target_arch = "aarch64") {
+                56
+            } else {
+                257
+            },
         )]));
         let v = crate::tetragon::json::event_to_value(&r);
         let tp = &v["process_tracepoint"];
@@ -799,7 +806,11 @@ mod tests {
         assert_eq!(tp["action"], "KPROBE_ACTION_POST");
         assert_eq!(tp["message"], "syscall seen");
         assert_eq!(tp["process"]["pod"]["name"], "xwing");
-        let long = if cfg!(target_arch = "aarch64") { "56" } else { "257" };
+        let long = if cfg!(target_arch = "aarch64") {
+            "56"
+        } else {
+            "257"
+        };
         assert_eq!(tp["args"], serde_json::json!([{ "long_arg": long }]));
         assert!(v.get("process_kprobe").is_none());
         assert_eq!(

@@ -509,7 +509,7 @@ mod tests {
             &["subsys", "event"],
             FieldFilterAction::Include,
         );
-        let out = apply(&[f.clone()], &tp);
+        let out = apply(std::slice::from_ref(&f), &tp);
         let Some(Event::ProcessTracepoint(t)) = out.event else {
             panic!("not a tracepoint: {out:?}")
         };

@@ -53,7 +53,11 @@ fn strip_arch_prefix(name: &str) -> &str {
         .unwrap_or(name)
 }
 
-pub(super) fn kprobe_to_string(k: &ProcessKprobe, node: &str, p: &Painter) -> Result<String, CompactError> {
+pub(super) fn kprobe_to_string(
+    k: &ProcessKprobe,
+    node: &str,
+    p: &Painter,
+) -> Result<String, CompactError> {
     let proc = k.process.as_ref().ok_or(CompactError::MissingProcess)?;
     let (info, caps) = process_info(p, node, proc);
     let args = k.args.as_slice();

@@ -13,8 +13,8 @@ pub(super) fn tracepoint_to_string(
     let (info, caps) = process_info(p, node, proc);
     let line = if tp.subsys == "raw_syscalls" && tp.event == "sys_enter" {
         let event = p.label(Color::Blue, "☎ ", "syscall");
-        let name = p.paint(Color::Cyan, &syscall_name(tp, DEFAULT_ABI));
-        format!("{event} {info} {name}")
+        // tetra leaves the name uncolored, unlike kprobe details.
+        format!("{event} {info} {}", syscall_name(tp, DEFAULT_ABI))
     } else {
         let event = p.label(Color::Blue, "⁉️", "tracepoint");
         format!("{event} {info} {} {}", tp.subsys, tp.event)
@@ -91,12 +91,18 @@ mod tests {
         let tp = sys_enter(Some(Arg::LongArg(257)));
         assert_eq!(syscall_name(&tp, "x64"), "openat");
         assert_eq!(syscall_name(&tp, "arm64"), "unknown");
-        assert_eq!(syscall_name(&sys_enter(Some(Arg::LongArg(56))), "arm64"), "openat");
+        assert_eq!(
+            syscall_name(&sys_enter(Some(Arg::LongArg(56))), "arm64"),
+            "openat"
+        );
     }
 
     #[test]
     fn a_syscall64_id_of_another_abi_is_prefixed_with_it() {
-        assert_eq!(syscall_name(&sys_enter(syscall_id(59, "x64")), "x64"), "execve");
+        assert_eq!(
+            syscall_name(&sys_enter(syscall_id(59, "x64")), "x64"),
+            "execve"
+        );
         assert_eq!(
             syscall_name(&sys_enter(syscall_id(11, "i386")), "x64"),
             "i386/execve"
@@ -110,7 +116,10 @@ mod tests {
     #[test]
     fn a_missing_negative_or_unassigned_id_is_unknown() {
         assert_eq!(syscall_name(&sys_enter(None), "x64"), "unknown");
-        assert_eq!(syscall_name(&sys_enter(Some(Arg::LongArg(-1))), "x64"), "unknown");
+        assert_eq!(
+            syscall_name(&sys_enter(Some(Arg::LongArg(-1))), "x64"),
+            "unknown"
+        );
         assert_eq!(
             syscall_name(&sys_enter(Some(Arg::LongArg(100_000))), "x64"),
             "unknown"

@@ -5,9 +5,9 @@
 use super::super::{
     net,
     proto::tetragon::{
-        Capabilities, KprobeArgument, KprobeCapability, KprobeFile, KprobeLinuxBinprm,
-        KprobePath, KprobeSkb, KprobeTruncatedBytes, Namespace, ProcessCredentials,
-        SecureBitsType, SyscallId, UserNamespace, kprobe_argument::Arg,
+        Capabilities, KprobeArgument, KprobeCapability, KprobeFile, KprobeLinuxBinprm, KprobePath,
+        KprobeSkb, KprobeTruncatedBytes, Namespace, ProcessCredentials, SecureBitsType, SyscallId,
+        UserNamespace, kprobe_argument::Arg,
     },
 };
 use crate::events::model::{self, CapSetKind, SyscallAbi};
@@ -218,7 +218,7 @@ mod tests {
 
     #[test]
     fn credentials_become_process_credentials_with_caps_bits_and_namespace() {
-        let Some(Arg::ProcessCredentialsArg(c)) = arg(V::Cred(cred())).arg else {
+        let Some(Arg::ProcessCredentialsArg(c)) = arg(V::Cred(Box::new(cred()))).arg else {
             panic!("not process_credentials_arg")
         };
         assert_eq!((c.uid, c.euid, c.fsgid), (Some(1000), Some(0), Some(1000)));
@@ -262,13 +262,19 @@ mod tests {
 
     #[test]
     fn a_packet_names_its_protocol_and_family() {
-        let Some(Arg::SkbArg(s)) = arg(V::Skb(skb())).arg else {
+        let Some(Arg::SkbArg(s)) = arg(V::Skb(Box::new(skb()))).arg else {
             panic!("not skb_arg")
         };
-        assert_eq!((s.saddr.as_str(), s.daddr.as_str()), ("10.0.0.1", "10.0.0.2"));
+        assert_eq!(
+            (s.saddr.as_str(), s.daddr.as_str()),
+            ("10.0.0.1", "10.0.0.2")
+        );
         assert_eq!((s.sport, s.dport, s.proto), (40000, 53, 17));
-        assert_eq!((s.protocol.as_str(), s.family.as_str()), ("IPPROTO_UDP", "AF_INET"));
-        let Some(Arg::SkbArg(s)) = arg(V::Skb(Skb::default())).arg else {
+        assert_eq!(
+            (s.protocol.as_str(), s.family.as_str()),
+            ("IPPROTO_UDP", "AF_INET")
+        );
+        let Some(Arg::SkbArg(s)) = arg(V::Skb(Box::default())).arg else {
             panic!("not skb_arg")
         };
         // No addresses outside IPv4/IPv6: Go's nil IP.
@@ -300,14 +306,26 @@ mod tests {
 
     #[test]
     fn capability_sets_are_sixteen_hex_digits_in_their_own_member() {
-        let set = |kind| arg(V::CapSet { kind, caps: 0x20_0001 }).arg;
+        let set = |kind| {
+            arg(V::CapSet {
+                kind,
+                caps: 0x20_0001,
+            })
+            .arg
+        };
         let hex = "0000000000200001".to_owned();
-        assert_eq!(set(CapSetKind::KernelCapT), Some(Arg::KernelCapTArg(hex.clone())));
+        assert_eq!(
+            set(CapSetKind::KernelCapT),
+            Some(Arg::KernelCapTArg(hex.clone()))
+        );
         assert_eq!(
             set(CapSetKind::Inheritable),
             Some(Arg::CapInheritableArg(hex.clone()))
         );
-        assert_eq!(set(CapSetKind::Permitted), Some(Arg::CapPermittedArg(hex.clone())));
+        assert_eq!(
+            set(CapSetKind::Permitted),
+            Some(Arg::CapPermittedArg(hex.clone()))
+        );
         assert_eq!(set(CapSetKind::Effective), Some(Arg::CapEffectiveArg(hex)));
     }
 
@@ -355,9 +373,9 @@ mod tests {
                     call: "commit_creds".into(),
                 },
                 args: vec![
-                    labeled(V::Cred(cred()), "new"),
+                    labeled(V::Cred(Box::new(cred())), "new"),
                     plain(V::UserNs(child_ns())),
-                    plain(V::Skb(skb())),
+                    plain(V::Skb(Box::new(skb()))),
                     plain(V::TruncatedBytes {
                         bytes: b"hello".to_vec(),
                         orig_size: 4096,
@@ -385,7 +403,7 @@ mod tests {
                         "fd",
                     ),
                 ],
-                return_arg: Some(plain(V::Int(0))),
+                return_arg: Some(Box::new(plain(V::Int(0)))),
                 action: Action::Post,
                 return_action: None,
                 message: None,
