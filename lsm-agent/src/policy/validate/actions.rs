@@ -52,6 +52,25 @@ pub(super) fn convert_action(
             };
             // kernelStackTrace, userStackTrace and imaHash only add data to the event; the
             // agent does not collect it yet but the Post itself is honoured.
+            for (set, field, what) in [
+                (
+                    a.kernel_stack_trace,
+                    "kernelStackTrace",
+                    "kernel stack traces",
+                ),
+                (a.user_stack_trace, "userStackTrace", "user stack traces"),
+                (a.ima_hash, "imaHash", "IMA hashes"),
+            ] {
+                if set == Some(true) {
+                    warnings.push(invalid(
+                        format!("{apath}.{field}"),
+                        format!(
+                            "{what} are not captured by lsm-agent yet: the event is \
+                             posted without them"
+                        ),
+                    ));
+                }
+            }
             ir::Action::Post {
                 rate_limit_ms,
                 rate_limit_scope,
