@@ -27,7 +27,9 @@ pub(super) fn convert_action(
                         format!("{apath}.rateLimit"),
                         format!(
                             "invalid rateLimit \"{r}\" (expected a number of seconds, \
-                             optionally followed by s, m or h)"
+                             optionally followed by s, m or h: the time during which the \
+                             same event is not posted again; a count per period such as \
+                             5/minute is refused by Tetragon too)"
                         ),
                     )
                 })?,
