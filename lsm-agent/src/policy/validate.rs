@@ -245,13 +245,13 @@ fn label_selector(s: &raw::LabelSelector) -> LabelSelector {
 }
 
 fn check_spec_unsupported(spec: &raw::Spec, warnings: &mut Vec<Invalid>) -> VResult<()> {
-    // Sections Tetragon itself no longer accepts come first: no later version of the agent
-    // will load them either.
+    // Sections missing from Tetragon's current CRD come first: they stay refused even when
+    // the hook kinds below are supported.
     if non_empty(&spec.rawtracepoints) {
         return Err(invalid(
             "spec.rawtracepoints",
-            "not supported by lsm-agent: rawtracepoints (not a field of Tetragon's \
-             TracingPolicy either; use tracepoints)",
+            "not supported yet by lsm-agent: rawtracepoints (use tracepoints; the \
+             TracingPolicy CRD of the Tetragon versions checked has no rawtracepoints)",
         ));
     }
     if non_empty(&spec.killers) {

@@ -90,7 +90,7 @@ const EXPECTED: &[(&str, Expect)] = &[
         "rawtracepoints.yaml",
         Refused {
             at: "7:3: spec.rawtracepoints",
-            message: "not supported by lsm-agent: rawtracepoints",
+            message: "not supported yet by lsm-agent: rawtracepoints",
         },
     ),
     (
