@@ -5,10 +5,12 @@ pub mod env;
 pub mod error;
 pub mod hooks;
 pub mod ir;
+pub(crate) mod lists;
 pub mod locate;
 mod model;
 pub mod parse;
 pub mod scope;
+pub mod syscalls;
 #[cfg(test)]
 mod testutil;
 mod validate;

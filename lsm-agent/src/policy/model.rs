@@ -14,7 +14,7 @@ pub struct Head {
     pub kind: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     #[serde(rename = "apiVersion")]
@@ -25,7 +25,7 @@ pub struct Policy {
 }
 
 /// Kubernetes `ObjectMeta`, as written in manifests and as returned by `kubectl get -o yaml`.
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Metadata {
     pub name: Option<String>,
@@ -45,7 +45,7 @@ pub struct Metadata {
     pub managed_fields: Option<Vec<Value>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Spec {
     pub kprobes: Option<Vec<Kprobe>>,
@@ -53,7 +53,11 @@ pub struct Spec {
     pub lsmhooks: Option<Vec<LsmHookSpec>>,
     pub uprobes: Option<Vec<Uprobe>>,
     pub usdts: Option<Vec<Usdt>>,
+    /// Kprobe specs attached with fentry: read as kprobes marked [`Kprobe::fentry`].
+    #[serde(default, deserialize_with = "fentries")]
     pub fentries: Option<Vec<Kprobe>>,
+    /// Raw tracepoints (not in Tetragon's CRD; its examples use them).
+    pub rawtracepoints: Option<Vec<Tracepoint>>,
     pub loader: Option<bool>,
     pub pod_selector: Option<LabelSelector>,
     pub container_selector: Option<LabelSelector>,
@@ -61,13 +65,17 @@ pub struct Spec {
     pub node_selector: Option<LabelSelector>,
     pub lists: Option<Vec<List>>,
     pub enforcers: Option<Vec<Enforcer>>,
+    /// The old name of `enforcers` (with `syscalls` for `calls`), in Tetragon's examples.
+    pub killers: Option<Vec<Killer>>,
     pub options: Option<Vec<OptionSpec>>,
     pub selectors_macros: Option<BTreeMap<String, Selector>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Kprobe {
+    /// A function, or `list:NAME` for each member of `spec.lists` NAME (see
+    /// [`super::lists`]).
     pub call: String,
     /// CRD default true; irrelevant for the `security_*` calls the agent translates.
     pub syscall: Option<bool>,
@@ -81,15 +89,29 @@ pub struct Kprobe {
     pub selectors: Option<Vec<Selector>>,
     pub tags: Option<Vec<String>>,
     pub ignore: Option<KprobeIgnore>,
+    /// Set for the entries of `spec.fentries`: Tetragon attaches them with fentry/fexit
+    /// instead of kprobe/kretprobe, with the same meaning.
+    #[serde(skip)]
+    pub fentry: bool,
 }
 
-#[derive(Deserialize)]
+/// `spec.fentries`: the same fields as kprobes, marked so that validation treats them as
+/// kprobes attached with fentry (Tetragon gives them the same meaning).
+fn fentries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Kprobe>>, D::Error> {
+    let mut fentries: Option<Vec<Kprobe>> = Option::deserialize(d)?;
+    for f in fentries.iter_mut().flatten() {
+        f.fentry = true;
+    }
+    Ok(fentries)
+}
+
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct KprobeIgnore {
     pub call_not_found: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Tracepoint {
     pub subsystem: Option<String>,
@@ -101,7 +123,7 @@ pub struct Tracepoint {
     pub raw: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LsmHookSpec {
     pub hook: String,
@@ -111,12 +133,16 @@ pub struct LsmHookSpec {
     pub tags: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Uprobe {
     pub path: Option<String>,
     pub btf_path: Option<String>,
     pub symbols: Option<Vec<String>>,
+    /// One symbol; the older spelling of `symbols: [X]`.
+    pub symbol: Option<String>,
+    /// Resolve `path` inside each selected container's root filesystem.
+    pub resolve_path_in_container: Option<bool>,
     pub offsets: Option<Vec<Value>>,
     pub addrs: Option<Vec<Value>>,
     pub ref_ctr_offsets: Option<Vec<Value>>,
@@ -132,13 +158,13 @@ pub struct Uprobe {
     pub ignore: Option<UprobeIgnore>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UprobeIgnore {
     pub digest_verification_failure: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Usdt {
     pub path: Option<String>,
@@ -152,7 +178,7 @@ pub struct Usdt {
 }
 
 /// `KProbeArg` (`args[]`, `data[]`, `returnArg`).
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Arg {
     /// Tetragon's examples leave it out of `returnArg` (the return value has no position);
@@ -170,6 +196,12 @@ pub struct Arg {
     pub source: Option<String>,
     pub btf_type: Option<String>,
     pub btf_type_module: Option<String>,
+    /// Number of elements of an array type (`int32_arr`).
+    pub size: Option<u32>,
+    /// A path of struct members to follow from the argument (`mm.owner.comm`), by BTF.
+    pub extract_param: Option<String>,
+    /// The type of the value `extractParam` ends at.
+    pub overwrite_type: Option<String>,
 }
 
 /// The parts shared by `kprobes[]` and `lsmhooks[]` that become an `ir::Hook`.
@@ -180,7 +212,7 @@ pub struct HookBody<'a> {
     pub tags: &'a Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Selector {
     pub label: Option<String>,
@@ -201,7 +233,7 @@ pub struct Selector {
     pub macros: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PidSelector {
     pub operator: Option<String>,
@@ -213,7 +245,7 @@ pub struct PidSelector {
 
 /// `matchArgs`, `matchData`, `matchReturnArgs`. Values are strings in Tetragon; an
 /// unquoted YAML number is read as its text, so `- 4` and `- "4"` mean the same.
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ArgSelector {
     pub index: Option<u32>,
@@ -222,7 +254,7 @@ pub struct ArgSelector {
     pub values: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BinarySelector {
     pub operator: Option<String>,
@@ -230,7 +262,7 @@ pub struct BinarySelector {
     pub follow_children: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NamespaceSelector {
     pub namespace: Option<String>,
@@ -238,14 +270,14 @@ pub struct NamespaceSelector {
     pub values: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NamespaceChangesSelector {
     pub operator: Option<String>,
     pub values: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CapabilitiesSelector {
     #[serde(rename = "type")]
@@ -255,7 +287,7 @@ pub struct CapabilitiesSelector {
     pub values: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Workloads {
     pub pod_selector: Option<LabelSelector>,
@@ -264,7 +296,7 @@ pub struct Workloads {
 }
 
 /// `ActionSelector`.
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Action {
     pub action: String,
@@ -281,6 +313,8 @@ pub struct Action {
     pub user_stack_trace: Option<bool>,
     pub ima_hash: Option<bool>,
     pub arg_regs: Option<Vec<String>>,
+    /// Registers to set (`rax:0x123`) for the uprobe `Regs` action.
+    pub arg_reg: Option<Vec<String>>,
     pub arg_new_symbol: Option<String>,
     pub arg_new_addr: Option<Value>,
     pub arg_new_offset: Option<Value>,
@@ -289,14 +323,14 @@ pub struct Action {
 }
 
 /// Kubernetes `LabelSelector`.
-#[derive(Deserialize, Default)]
+#[derive(Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LabelSelector {
     pub match_labels: Option<BTreeMap<String, String>>,
     pub match_expressions: Option<Vec<LabelSelectorRequirement>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LabelSelectorRequirement {
     pub key: String,
@@ -304,7 +338,7 @@ pub struct LabelSelectorRequirement {
     pub values: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct List {
     pub name: String,
@@ -315,13 +349,21 @@ pub struct List {
     pub validated: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Enforcer {
     pub calls: Vec<String>,
 }
 
-#[derive(Deserialize)]
+/// `spec.killers[]`: the old form of an enforcer.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Killer {
+    pub syscalls: Option<Vec<String>>,
+    pub calls: Option<Vec<String>>,
+}
+
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct OptionSpec {
     pub name: String,

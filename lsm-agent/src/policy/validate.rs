@@ -16,8 +16,10 @@ use hooks::{convert_kprobe, convert_lsmhook};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
 use super::ir;
+use super::lists::{self, CallSource, ExpandedCall, Lists};
 use super::model as raw;
 use super::scope::{PolicySelectors, Scope, Selector, SelectorError};
+use super::syscalls::SyscallArch;
 
 /// A validation failure at a YAML path, located in the source afterwards.
 #[derive(Debug)]
@@ -103,9 +105,22 @@ pub(crate) fn convert(
     }
     let mode = policy_mode(spec)?;
 
+    let lists = Lists::parse(spec, SyscallArch::host())?;
+    list_warnings(&lists, warnings);
     let mut hooks = Vec::new();
-    for (i, kp) in spec.kprobes.iter().flatten().enumerate() {
-        hooks.push(convert_kprobe(i, kp, warnings)?);
+    for (section, specs) in [
+        ("spec.kprobes", &spec.kprobes),
+        ("spec.fentries", &spec.fentries),
+    ] {
+        let specs = specs.as_deref().unwrap_or(&[]);
+        for call in lists::expand_kprobe_calls(specs, section, &lists)? {
+            hooks.push(convert_expanded(
+                section,
+                &specs[call.spec_index],
+                &call,
+                warnings,
+            )?);
+        }
     }
     for (i, lh) in spec.lsmhooks.iter().flatten().enumerate() {
         hooks.push(convert_lsmhook(i, lh, warnings)?);
@@ -125,6 +140,64 @@ pub(crate) fn convert(
         hooks,
         warnings: Vec::new(),
     })
+}
+
+/// One hook of a kprobe-like spec (`kprobes[i]` or `fentries[i]`) after `list:` expansion:
+/// validated as that kprobe with `call` replaced by the list member.
+fn convert_expanded(
+    section: &str,
+    kp: &raw::Kprobe,
+    call: &ExpandedCall,
+    warnings: &mut Vec<Invalid>,
+) -> VResult<ir::Hook> {
+    let i = call.spec_index;
+    let member;
+    let kp = match &call.source {
+        CallSource::Direct => kp,
+        CallSource::List { .. } => {
+            member = raw::Kprobe {
+                call: call.call.clone(),
+                ..kp.clone()
+            };
+            &member
+        }
+        CallSource::FtracePattern { list } => {
+            return Err(invalid(
+                format!("{section}[{i}].call"),
+                format!(
+                    "not supported yet by lsm-agent: kprobes over generated_ftrace list \
+                     \"{list}\" (its functions are only known on the node)"
+                ),
+            ));
+        }
+    };
+    // The kprobe validation names `spec.kprobes[i]`; fentries are reported where written.
+    let rebase = |mut inv: Invalid| {
+        if let Some(rest) = inv.path.strip_prefix("spec.kprobes") {
+            inv.path = format!("{section}{rest}");
+        }
+        inv
+    };
+    let mut local = Vec::new();
+    let hook = convert_kprobe(i, kp, &mut local).map_err(rebase);
+    warnings.extend(local.into_iter().map(rebase));
+    hook
+}
+
+/// What `check` should know about lists that only the node can resolve.
+fn list_warnings(lists: &Lists, warnings: &mut Vec<Invalid>) {
+    for l in lists.iter() {
+        if l.kind == lists::ListKind::GeneratedFtrace {
+            warnings.push(invalid(
+                &l.path,
+                format!(
+                    "generated_ftrace list \"{}\": its functions are resolved when the policy \
+                     is loaded, from the node's available_filter_functions",
+                    l.name
+                ),
+            ));
+        }
+    }
 }
 
 /// The workloads the policy applies to, by Tetragon's rules (`tetragon-compat.md` §1.10).
@@ -172,19 +245,35 @@ fn label_selector(s: &raw::LabelSelector) -> LabelSelector {
 }
 
 fn check_spec_unsupported(spec: &raw::Spec, warnings: &mut Vec<Invalid>) -> VResult<()> {
+    // Sections missing from Tetragon's current CRD come first: they stay refused even when
+    // the hook kinds below are supported.
+    if non_empty(&spec.rawtracepoints) {
+        return Err(invalid(
+            "spec.rawtracepoints",
+            "not supported yet by lsm-agent: rawtracepoints (use tracepoints; the \
+             TracingPolicy CRD of the Tetragon versions checked has no rawtracepoints)",
+        ));
+    }
+    if non_empty(&spec.killers) {
+        return Err(invalid(
+            "spec.killers",
+            "not supported by lsm-agent: killers (the old name of enforcers, which \
+             lsm-agent does not support yet; Tetragon no longer accepts killers either)",
+        ));
+    }
     if non_empty(&spec.tracepoints) {
         return Err(not_supported("spec.tracepoints"));
     }
     if non_empty(&spec.uprobes) {
-        return Err(not_supported("spec.uprobes"));
+        return Err(invalid(
+            "spec.uprobes",
+            "not supported yet by lsm-agent: uprobes",
+        ));
     }
     if non_empty(&spec.usdts) {
-        return Err(not_supported("spec.usdts"));
-    }
-    if non_empty(&spec.fentries) {
         return Err(invalid(
-            "spec.fentries",
-            "not supported yet by lsm-agent (use kprobes or lsmhooks)",
+            "spec.usdts",
+            "not supported yet by lsm-agent: usdts",
         ));
     }
     if spec.loader == Some(true) {
@@ -195,9 +284,6 @@ fn check_spec_unsupported(spec: &raw::Spec, warnings: &mut Vec<Invalid>) -> VRes
             "spec.nodeSelector",
             "ignored: nodeSelector only applies to policies managed through Kubernetes",
         ));
-    }
-    if non_empty(&spec.lists) {
-        return Err(not_supported("spec.lists"));
     }
     if non_empty(&spec.enforcers) {
         return Err(not_supported("spec.enforcers"));

@@ -27,7 +27,9 @@ pub(super) fn convert_action(
                         format!("{apath}.rateLimit"),
                         format!(
                             "invalid rateLimit \"{r}\" (expected a number of seconds, \
-                             optionally followed by s, m or h)"
+                             optionally followed by s, m or h: the time during which the \
+                             same event is not posted again; a count per period such as \
+                             5/minute is refused by Tetragon too)"
                         ),
                     )
                 })?,
@@ -52,6 +54,25 @@ pub(super) fn convert_action(
             };
             // kernelStackTrace, userStackTrace and imaHash only add data to the event; the
             // agent does not collect it yet but the Post itself is honoured.
+            for (set, field, what) in [
+                (
+                    a.kernel_stack_trace,
+                    "kernelStackTrace",
+                    "kernel stack traces",
+                ),
+                (a.user_stack_trace, "userStackTrace", "user stack traces"),
+                (a.ima_hash, "imaHash", "IMA hashes"),
+            ] {
+                if set == Some(true) {
+                    warnings.push(invalid(
+                        format!("{apath}.{field}"),
+                        format!(
+                            "{what} are not captured by lsm-agent yet: the event is \
+                             posted without them"
+                        ),
+                    ));
+                }
+            }
             ir::Action::Post {
                 rate_limit_ms,
                 rate_limit_scope,

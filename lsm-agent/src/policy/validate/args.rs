@@ -46,6 +46,31 @@ pub(super) fn convert_arg(
     if set(&a.btf_type_module) {
         return Err(not_supported(format!("{apath}.btfTypeModule")));
     }
+    // Each changes which value the argument is; ignoring one would filter on another value.
+    for (is_set, field, what) in [
+        (
+            set(&a.extract_param),
+            "extractParam",
+            "extractParam (following struct members by BTF)",
+        ),
+        (
+            set(&a.overwrite_type),
+            "overwriteType",
+            "overwriteType (with extractParam)",
+        ),
+        (
+            a.size.is_some(),
+            "size",
+            "size (array arguments such as int32_arr)",
+        ),
+    ] {
+        if is_set {
+            return Err(invalid(
+                format!("{apath}.{field}"),
+                format!("not supported yet by lsm-agent: {what}"),
+            ));
+        }
+    }
     let lsm_index = map_index(a.index).map_err(|m| invalid(format!("{apath}.index"), m))?;
     let hook_arg = &info.args[lsm_index as usize];
     if hook_arg.ty == ir::ArgType::Opaque {

@@ -198,6 +198,49 @@ pub(crate) fn sock_attr_values(
         SockAttr::Protocol => (PROTOCOLS, "Protocol", "IPPROTO_TCP or IPPROTO_UDP"),
         SockAttr::Family => (FAMILIES, "Family", "AF_INET or AF_INET6"),
     };
+    named_values(vpath, values, names, what, examples)
+}
+
+/// The kernel's TCP states (`include/net/tcp_states.h`), the names Tetragon's `State`
+/// operator takes.
+const TCP_STATES: &[(&str, u64)] = &[
+    ("TCP_ESTABLISHED", 1),
+    ("TCP_SYN_SENT", 2),
+    ("TCP_SYN_RECV", 3),
+    ("TCP_FIN_WAIT1", 4),
+    ("TCP_FIN_WAIT2", 5),
+    ("TCP_TIME_WAIT", 6),
+    ("TCP_CLOSE", 7),
+    ("TCP_CLOSE_WAIT", 8),
+    ("TCP_LAST_ACK", 9),
+    ("TCP_LISTEN", 10),
+    ("TCP_CLOSING", 11),
+    ("TCP_NEW_SYN_RECV", 12),
+    ("TCP_BOUND_INACTIVE", 13),
+];
+
+/// `State` values (`TCP_SYN_RECV`, `3`, `1:3`) as TCP state numbers.
+// For the `State` operator of the kprobe translation (sock arguments that have a state).
+#[allow(dead_code)]
+pub(crate) fn tcp_state_values(vpath: &str, values: &[String]) -> VResult<Vec<u64>> {
+    named_values(
+        vpath,
+        values,
+        TCP_STATES,
+        "State",
+        "TCP_ESTABLISHED or TCP_SYN_RECV",
+    )
+}
+
+/// Values given as a name of `names`, a decimal number up to 65535, or a `min:max` range of
+/// either, each distinct number once.
+fn named_values(
+    vpath: &str,
+    values: &[String],
+    names: &[(&str, u64)],
+    what: &str,
+    examples: &str,
+) -> VResult<Vec<u64>> {
     let number = |t: &str| {
         if let Some((_, n)) = names.iter().find(|(name, _)| name.eq_ignore_ascii_case(t)) {
             return Some(*n);
@@ -240,6 +283,25 @@ pub(crate) fn sock_attr_values(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod state_tests {
+    use super::tcp_state_values;
+
+    #[test]
+    fn tcp_states_are_taken_by_name_number_or_range() {
+        let v = |s: &[&str]| {
+            let owned: Vec<String> = s.iter().map(|s| s.to_string()).collect();
+            tcp_state_values("v", &owned)
+        };
+        assert_eq!(v(&["TCP_SYN_RECV"]).unwrap(), [3]);
+        assert_eq!(v(&["tcp_listen", "1"]).unwrap(), [10, 1]);
+        assert_eq!(v(&["TCP_ESTABLISHED:TCP_SYN_RECV"]).unwrap(), [1, 2, 3]);
+        let e = v(&["TCP_OPEN"]).unwrap_err();
+        assert_eq!(e.path, "v[0]");
+        assert!(e.message.contains("invalid State value"), "{}", e.message);
+    }
 }
 
 #[cfg(test)]
