@@ -449,6 +449,7 @@ fn event_type(e: &Event) -> &'static str {
         EventKind::Hook(h) => match h.origin {
             HookOrigin::Kprobe { .. } => "PROCESS_KPROBE",
             HookOrigin::LsmHook => "PROCESS_LSM",
+            HookOrigin::Tracepoint { .. } => "PROCESS_TRACEPOINT",
         },
     }
 }
@@ -462,6 +463,7 @@ fn policy_hook(e: &Event) -> Option<(&str, &'static str, &str)> {
     let kind = match h.origin {
         HookOrigin::Kprobe { .. } => "kprobe",
         HookOrigin::LsmHook => "lsm",
+        HookOrigin::Tracepoint { .. } => "tracepoint",
     };
     Some((&h.policy_name, kind, h.function_name()))
 }
@@ -807,7 +809,7 @@ mod tests {
         bpf::BpfError,
         events::{
             decode::{ExecData, HookData, KPath},
-            model::{Action, Exec, Hook, LsmHook, Process, Time},
+            model::{Action, Exec, Hook, LsmHook, Process, Target, Time},
         },
         policy::{compile::MapImage, ir::HostNs},
     };
@@ -835,9 +837,10 @@ mod tests {
                 parent: None,
                 policy_name: policy.into(),
                 policy_namespace: None,
-                hook,
+                hook: Target::Lsm(hook),
                 origin,
                 args: vec![],
+                return_arg: None,
                 action: Action::Override,
                 message: None,
                 tags: vec![],
@@ -872,6 +875,7 @@ mod tests {
             retval,
             flags: 0,
             args: [0; lsm_shared::MAX_ARGS],
+            retarg: None,
             strs: Default::default(),
             net: None,
         })

@@ -165,12 +165,13 @@ fn hook(process: Process, hook: LsmHook, origin: HookOrigin, args: Vec<ArgValue>
         parent: None,
         policy_name: String::new(),
         policy_namespace: None,
-        hook,
+        hook: lsm_agent::events::model::Target::Lsm(hook),
         origin,
         args: args
             .into_iter()
             .map(|value| Arg { value, label: None })
             .collect(),
+        return_arg: None,
         action: Action::Post,
         message: None,
         tags: vec![],

@@ -124,6 +124,8 @@ pub enum Sensor {
     Kprobe,
     /// `spec.lsmhooks`.
     Lsm,
+    /// `spec.tracepoints`.
+    Tracepoint,
 }
 
 /// Per-action counters of one policy, as the kernel counts them.

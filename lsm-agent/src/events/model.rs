@@ -8,7 +8,7 @@
 use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 pub use super::decode::NetData;
-pub use crate::policy::ir::{HookOrigin, LsmHook};
+pub use crate::policy::ir::{HookOrigin, LsmHook, Target};
 
 /// Wall-clock time, in nanoseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -160,12 +160,14 @@ pub struct Hook {
     pub policy_name: String,
     /// For a `TracingPolicyNamespaced`.
     pub policy_namespace: Option<String>,
-    /// Where the agent enforced.
-    pub hook: LsmHook,
+    /// Where the agent enforced (an LSM hook) or observed (a kprobe or tracepoint).
+    pub hook: Target,
     /// How the policy named the hook: a kprobe `call` or an `lsmhooks` entry.
     pub origin: HookOrigin,
     /// The arguments the policy lists, in its order.
     pub args: Vec<Arg>,
+    /// A kretprobe's `returnArg`: the call's return value.
+    pub return_arg: Option<Arg>,
     pub action: Action,
     pub message: Option<String>,
     pub tags: Vec<String>,
@@ -176,7 +178,8 @@ impl Hook {
     pub fn function_name(&self) -> &str {
         match &self.origin {
             HookOrigin::Kprobe { call } => call,
-            HookOrigin::LsmHook => self.hook.name(),
+            HookOrigin::LsmHook => self.hook.lsm().map_or("", |h| h.name()),
+            HookOrigin::Tracepoint { event, .. } => event,
         }
     }
 }

@@ -210,6 +210,7 @@ fn sensor_name(s: Sensor) -> &'static str {
     match s {
         Sensor::Kprobe => "generic_kprobe",
         Sensor::Lsm => "generic_lsm",
+        Sensor::Tracepoint => "generic_tracepoint",
     }
 }
 

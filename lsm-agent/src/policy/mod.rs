@@ -8,6 +8,7 @@ pub mod ir;
 pub mod locate;
 mod model;
 pub mod parse;
+pub mod probes;
 pub mod scope;
 #[cfg(test)]
 mod testutil;

@@ -11,7 +11,8 @@ use super::{
     proto::tetragon::{
         Container, GetEventsResponse, Image, KprobeAction, KprobeArgument, KprobeCapability,
         KprobeFile, KprobeLinuxBinprm, KprobePath, Pod, Process, ProcessExec, ProcessExit,
-        ProcessKprobe, ProcessLsm, RateLimitInfo, get_events_response::Event, kprobe_argument::Arg,
+        ProcessKprobe, ProcessLsm, ProcessTracepoint, RateLimitInfo, get_events_response::Event,
+        kprobe_argument::Arg,
     },
 };
 use crate::events::model::{self, EventKind, HookOrigin};
@@ -180,6 +181,7 @@ fn hook(h: &model::Hook) -> Event {
             process,
             parent,
             function_name: call.clone(),
+            r#return: h.return_arg.as_ref().map(argument),
             args,
             action,
             policy_name,
@@ -187,10 +189,24 @@ fn hook(h: &model::Hook) -> Event {
             tags,
             ..Default::default()
         }),
+        HookOrigin::Tracepoint { subsystem, event } => {
+            Event::ProcessTracepoint(ProcessTracepoint {
+                process,
+                parent,
+                subsys: subsystem.clone(),
+                event: event.clone(),
+                args,
+                policy_name,
+                action,
+                message,
+                tags,
+                ..Default::default()
+            })
+        }
         HookOrigin::LsmHook => Event::ProcessLsm(ProcessLsm {
             process,
             parent,
-            function_name: h.hook.name().to_string(),
+            function_name: h.function_name().to_string(),
             policy_name,
             message,
             args,
