@@ -50,7 +50,7 @@ fn a_syscall_kprobe_posts_the_named_call_with_its_integer_argument() {
         !events
             .lines()
             .iter()
-            .any(|l| l.contains("observe-setuid-4242") && l.contains("4241")),
+            .any(|l| l.contains("observe-setuid-4242") && l.contains("\"int_arg\":4241")),
         "setuid(4241) posts no event"
     );
 }
