@@ -283,8 +283,9 @@ fn evaluate_at(
     if cand != 0 {
         cand = match_pids(s, hook, cfg, cand, info, tgid);
     }
-    // Constant after inlining: only socket_connect carries a connection.
-    let net = hook == HOOK_SOCKET_CONNECT;
+    // Constant after inlining: only socket_connect carries a connection (never a probe's
+    // hook, whose id is not a constant).
+    let net = mode != Mode::Probe && hook == HOOK_SOCKET_CONNECT;
     if net && cand != 0 {
         cand = match_net(s, hook, cfg, cand);
     }

@@ -31,10 +31,11 @@ fn hooks_of(ctx: *mut core::ffi::c_void) -> Option<ProbeHooks> {
 }
 
 /// Stores the call's raw arguments in `s.raw`: the function's own, or for a syscall
-/// wrapper, the argument registers of the user's `struct pt_regs`.
+/// wrapper, the argument registers of the user's `struct pt_regs`. `SYSCALL` is a constant
+/// of each program, so the verifier walks one way of collecting, not both.
 #[inline(always)]
-fn collect(ctx: &ProbeContext, s: &mut Scratch, syscall: bool) {
-    if syscall {
+fn collect<const SYSCALL: bool>(ctx: &ProbeContext, s: &mut Scratch) {
+    if SYSCALL {
         let regs = ctx.arg::<u64>(0).unwrap_or(0);
         s.set_raw(0, read_u64(regs, kconf_at!(syscall_regs, 0)));
         s.set_raw(1, read_u64(regs, kconf_at!(syscall_regs, 1)));
@@ -50,25 +51,27 @@ fn collect(ctx: &ProbeContext, s: &mut Scratch, syscall: bool) {
     }
 }
 
-#[inline(always)]
-fn is_syscall(hook: u32) -> bool {
-    hook_cfg(hook).is_some_and(|c| c.probe & PROBE_SYSCALL != 0)
-}
-
+/// On an ordinary kernel function.
 #[kprobe]
 pub fn generic_kprobe(ctx: ProbeContext) -> u32 {
-    ret(try_generic_kprobe(&ctx)) as u32
+    ret(try_generic_kprobe::<false>(&ctx)) as u32
+}
+
+/// On a syscall wrapper (`syscall: true`).
+#[kprobe]
+pub fn generic_kprobe_syscall(ctx: ProbeContext) -> u32 {
+    ret(try_generic_kprobe::<true>(&ctx)) as u32
 }
 
 #[inline(always)]
-fn try_generic_kprobe(ctx: &ProbeContext) -> Result<i32, i32> {
+fn try_generic_kprobe<const SYSCALL: bool>(ctx: &ProbeContext) -> Result<i32, i32> {
     let Some(h) = hooks_of(ctx.as_ptr()) else {
         return Ok(0);
     };
     let (s, cur) = enter()?;
+    collect::<SYSCALL>(ctx, s);
     if h.ret != 0 {
         // The kretprobe evaluates; it needs the arguments as they were at entry.
-        collect(ctx, s, is_syscall(h.ret));
         let key = StashKey {
             pid_tgid: bpf_get_current_pid_tgid(),
             hook: h.ret,
@@ -76,10 +79,10 @@ fn try_generic_kprobe(ctx: &ProbeContext) -> Result<i32, i32> {
         };
         let _ = RET_STASH.insert(&key, &s.raw, 0);
     }
-    if h.entry != 0 {
-        collect(ctx, s, is_syscall(h.entry));
-        observe_probe(s, cur, h.entry, None);
+    if h.entry == 0 {
+        return Ok(0);
     }
+    observe_probe(s, cur, h.entry, None);
     Ok(0)
 }
 
@@ -120,20 +123,13 @@ pub fn generic_tracepoint(ctx: TracePointContext) -> u32 {
     ret(try_generic_tracepoint(&ctx)) as u32
 }
 
-/// Field `i` of the record: `width` bytes at `off`, zero-extended.
+/// A field of the record: `width` bytes at `off`, zero-extended. One 8-byte read and a
+/// mask rather than a read per width, so every field is one path for the verifier.
 #[inline(always)]
 fn field(ctx: &TracePointContext, off: u16, width: u8) -> u64 {
-    let off = off as usize;
     // SAFETY: `read_at` copies with bpf_probe_read, which reports rather than takes a fault.
-    unsafe {
-        match width {
-            1 => ctx.read_at::<u8>(off).map(u64::from),
-            2 => ctx.read_at::<u16>(off).map(u64::from),
-            4 => ctx.read_at::<u32>(off).map(u64::from),
-            _ => ctx.read_at::<u64>(off),
-        }
-    }
-    .unwrap_or(0)
+    let v = unsafe { ctx.read_at::<u64>(off as usize) }.unwrap_or(0);
+    int_of_width(v, width)
 }
 
 #[inline(always)]

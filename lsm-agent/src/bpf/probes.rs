@@ -22,6 +22,7 @@ use crate::policy::{
 };
 
 pub const KPROBE_PROG: &str = "generic_kprobe";
+pub const KPROBE_SYSCALL_PROG: &str = "generic_kprobe_syscall";
 pub const KRETPROBE_PROG: &str = "generic_kretprobe";
 pub const TRACEPOINT_PROG: &str = "generic_tracepoint";
 
@@ -46,6 +47,8 @@ fn perr(target: &Target, reason: impl Into<String>) -> ProbeError {
 /// A probed function: its addresses and the hooks of its kprobe and kretprobe.
 struct FnProbe {
     addrs: Vec<u64>,
+    /// Probed as a syscall wrapper (arguments from the user's registers).
+    syscall: bool,
     hooks: ProbeHooks,
     kprobe: Option<KProbeLinkId>,
     kretprobe: Option<KProbeLinkId>,
@@ -169,7 +172,7 @@ impl Probes {
                     } else {
                         k.function.clone()
                     };
-                    self.attach_fn(ebpf, ids, id, t, &symbol, k.ret)
+                    self.attach_fn(ebpf, ids, id, t, &symbol, k.ret, k.syscall)
                 }
                 Target::Tracepoint { subsystem, event } => {
                     self.attach_tp(ebpf, tp_ids, id, t, subsystem, event)
@@ -213,6 +216,7 @@ impl Probes {
         t: &Target,
         symbol: &str,
         ret: bool,
+        syscall: bool,
     ) -> Result<(), ProbeError> {
         if !self.fns.contains_key(symbol) {
             let addrs = kallsyms_addrs(symbol).map_err(|r| perr(t, r))?;
@@ -226,6 +230,7 @@ impl Probes {
                 symbol.to_string(),
                 FnProbe {
                     addrs,
+                    syscall,
                     hooks: ProbeHooks::default(),
                     kprobe: None,
                     kretprobe: None,
@@ -235,9 +240,20 @@ impl Probes {
         let Some(f) = self.fns.get_mut(symbol) else {
             return Err(perr(t, "internal: function state lost"));
         };
+        if f.syscall != syscall {
+            return Err(perr(
+                t,
+                format!("{symbol} is already probed with syscall: {}", f.syscall),
+            ));
+        }
+        let entry_prog = if syscall {
+            KPROBE_SYSCALL_PROG
+        } else {
+            KPROBE_PROG
+        };
         // The kprobe runs for a kretprobe too: it keeps the arguments for the return.
         if f.kprobe.is_none() {
-            f.kprobe = Some(kprobe(ebpf, KPROBE_PROG, symbol).map_err(|r| perr(t, r))?);
+            f.kprobe = Some(kprobe(ebpf, entry_prog, symbol).map_err(|r| perr(t, r))?);
         }
         if ret && f.kretprobe.is_none() {
             match kprobe(ebpf, KRETPROBE_PROG, symbol) {
@@ -344,8 +360,13 @@ impl Probes {
             };
         }
         if f.hooks == ProbeHooks::default() {
+            let entry_prog = if f.syscall {
+                KPROBE_SYSCALL_PROG
+            } else {
+                KPROBE_PROG
+            };
             if let Some(l) = f.kprobe.take() {
-                detach_kprobe(ebpf, KPROBE_PROG, l, t);
+                detach_kprobe(ebpf, entry_prog, l, t);
             }
             self.fns.remove(&symbol);
         }
@@ -393,22 +414,30 @@ fn detach_kprobe(ebpf: &mut Ebpf, prog: &str, link: KProbeLinkId, t: &Target) {
 
 /// Loads the generic programs once, at start; they are attached per target later.
 pub fn load_programs(ebpf: &mut Ebpf) -> Result<(), String> {
-    for prog in [KPROBE_PROG, KRETPROBE_PROG] {
+    for prog in [KPROBE_PROG, KPROBE_SYSCALL_PROG, KRETPROBE_PROG] {
         let p: &mut KProbe = ebpf
             .program_mut(prog)
             .ok_or_else(|| format!("program {prog} missing"))?
             .try_into()
             .map_err(|e| format!("{prog}: {e}"))?;
-        p.load().map_err(|e| format!("loading {prog}: {e}"))?;
+        p.load().map_err(|e| load_error(prog, &e))?;
     }
     let p: &mut TracePoint = ebpf
         .program_mut(TRACEPOINT_PROG)
         .ok_or_else(|| format!("program {TRACEPOINT_PROG} missing"))?
         .try_into()
         .map_err(|e| format!("{TRACEPOINT_PROG}: {e}"))?;
-    p.load()
-        .map_err(|e| format!("loading {TRACEPOINT_PROG}: {e}"))?;
+    p.load().map_err(|e| load_error(TRACEPOINT_PROG, &e))?;
     Ok(())
+}
+
+/// Why a program did not load, without the verifier's log (which can be megabytes: it goes
+/// to the agent's log once, not into every policy error).
+fn load_error(prog: &str, e: &aya::programs::ProgramError) -> String {
+    let full = e.to_string();
+    warn!("loading {prog}: {full}");
+    let short = full.split(". Verifier output").next().unwrap_or(&full);
+    format!("loading {prog}: {}", short.chars().take(300).collect::<String>())
 }
 
 #[cfg(test)]

@@ -443,4 +443,37 @@ mod tests {
         );
         let _ = std::fs::remove_dir_all(d);
     }
+
+    #[test]
+    fn report_says_which_hooks_are_observed_by_kprobe_kretprobe_or_tracepoint() {
+        let d = tmpdir("observed");
+        let files = [
+            write(
+                &d,
+                "creds.yaml",
+                fixture!("observe-commit-creds-and-setuid.yaml"),
+            ),
+            write(&d, "open.yaml", fixture!("observe-openat-return.yaml")),
+            write(&d, "tp.yaml", fixture!("observe-raw-sys-enter-getpid.yaml")),
+            write(
+                &d,
+                "override.yaml",
+                &fixture!("kill-on-setuid-4243.yaml")
+                    .replace("action: Sigkill", "action: Override\n        argError: -1"),
+            ),
+        ];
+        let r = check_files(&files, |_| None);
+        assert!(r.ok(), "{:?}", r.diagnostics());
+        let text = r.render();
+        for want in [
+            "spec.kprobes[0] __x64_sys_setuid: observed by kprobe sys_setuid (events; Sigkill after the fact, nothing denied); no selectors",
+            "spec.kprobes[1] commit_creds: observed by kprobe commit_creds",
+            "spec.kprobes[0] sys_openat: observed by kretprobe sys_openat",
+            "spec.tracepoints[0] raw_syscalls/sys_enter: observed by tracepoint raw_syscalls/sys_enter",
+            "Override needs bpf_override_return",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+        let _ = std::fs::remove_dir_all(d);
+    }
 }

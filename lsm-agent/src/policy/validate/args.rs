@@ -49,9 +49,13 @@ pub(super) fn convert_arg(
     a: &raw::Arg,
     info: &HookInfo,
     map_index: &dyn Fn(u32) -> Result<u32, String>,
-) -> VResult<ir::ArgSpec> {
+) -> VResult<Option<ir::ArgSpec>> {
     check_arg_options(apath, a, MAX_ARG_INDEX)?;
-    convert_lsm_arg(apath, a, info, map_index)
+    // `nop`: declared, never read or shown (Tetragon skips it the same way).
+    if a.ty.as_deref() == Some("nop") {
+        return Ok(None);
+    }
+    convert_lsm_arg(apath, a, info, map_index).map(Some)
 }
 
 /// The index range and the argument options the agent does not implement.
@@ -389,5 +393,16 @@ mod tests {
         );
         let e = parse_err(&yaml);
         assert_eq!(e.path, "spec.kprobes[0].args[2].type");
+    }
+
+    #[test]
+    fn nop_arguments_are_declared_but_not_read_on_translated_calls_and_probes() {
+        let yaml = with_selector("matchActions: [{action: Post}]").replace("type: int", "type: nop");
+        let p = parse_ok(&yaml);
+        let idx: Vec<u32> = p.hooks[0].args.iter().map(|a| a.spec_index).collect();
+        assert_eq!(idx, [0]);
+        let p = parse_ok(&yaml.replace("security_file_permission", "vfs_read"));
+        let idx: Vec<u32> = p.hooks[0].args.iter().map(|a| a.spec_index).collect();
+        assert_eq!(idx, [0]);
     }
 }

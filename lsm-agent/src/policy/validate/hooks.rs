@@ -59,7 +59,7 @@ pub(super) fn convert_kprobe(
         })
     };
     let info = hooks::hook_info(tr.hook);
-    let arg = |apath: &str, a: &raw::Arg| convert_arg(apath, a, info, &map_index).map(Some);
+    let arg = |apath: &str, a: &raw::Arg| convert_arg(apath, a, info, &map_index);
     convert_hook_body(
         &path,
         HookSource {
@@ -115,7 +115,7 @@ pub(super) fn convert_lsmhook(
             ))
         }
     };
-    let arg = |apath: &str, a: &raw::Arg| convert_arg(apath, a, info, &map_index).map(Some);
+    let arg = |apath: &str, a: &raw::Arg| convert_arg(apath, a, info, &map_index);
     convert_hook_body(
         &path,
         HookSource {
