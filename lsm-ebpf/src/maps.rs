@@ -117,7 +117,7 @@ pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 pub static PROBE_IDS: HashMap<u64, ProbeHooks> =
     HashMap::with_max_entries(PROBE_IDS_ENTRIES, BPF_F_NO_PREALLOC);
 
-/// Tracepoint event id (a record's `common_type`) → hook id. Written by the loader.
+/// Slot of a generic tracepoint program → hook id. Written by the loader.
 #[map]
 pub static TP_IDS: HashMap<u32, u32> =
     HashMap::with_max_entries(PROBE_IDS_ENTRIES, BPF_F_NO_PREALLOC);

@@ -118,10 +118,26 @@ fn try_generic_kretprobe(ctx: &RetProbeContext) -> Result<i32, i32> {
     Ok(0)
 }
 
-#[tracepoint]
-pub fn generic_tracepoint(ctx: TracePointContext) -> u32 {
-    ret(try_generic_tracepoint(&ctx)) as u32
+// A BPF program on a perf tracepoint cannot tell which tracepoint it runs for: the kernel
+// overwrites the record's common fields (`common_type` included) with the `pt_regs`
+// pointer before it runs the program, and aya 0.14 attaches tracepoints without a BPF
+// cookie. So there are `TP_SLOTS` copies of the program, each reading the hook id of its
+// own slot in `TP_IDS`; the loader gives each observed tracepoint a free copy.
+macro_rules! tracepoint_slots {
+    ($($name:ident = $slot:expr),* $(,)?) => {$(
+        #[tracepoint]
+        pub fn $name(ctx: TracePointContext) -> u32 {
+            ret(try_generic_tracepoint(&ctx, $slot)) as u32
+        }
+    )*};
 }
+tracepoint_slots!(
+    generic_tracepoint_0 = 0,
+    generic_tracepoint_1 = 1,
+    generic_tracepoint_2 = 2,
+    generic_tracepoint_3 = 3,
+);
+const _: () = assert!(TP_SLOTS == 4);
 
 /// A field of the record: `width` bytes at `off`, zero-extended. One 8-byte read and a
 /// mask rather than a read per width, so every field is one path for the verifier.
@@ -133,11 +149,8 @@ fn field(ctx: &TracePointContext, off: u16, width: u8) -> u64 {
 }
 
 #[inline(always)]
-fn try_generic_tracepoint(ctx: &TracePointContext) -> Result<i32, i32> {
-    // Every tracepoint record starts with `unsigned short common_type`, the event id.
-    // SAFETY: as in `field`.
-    let id: u16 = unsafe { ctx.read_at::<u16>(0) }.map_err(|_| 0)?;
-    let Some(hook) = TP_IDS.get_ptr(&u32::from(id)).map(|p| {
+fn try_generic_tracepoint(ctx: &TracePointContext, slot: u32) -> Result<i32, i32> {
+    let Some(hook) = TP_IDS.get_ptr(&slot).map(|p| {
         // SAFETY: a live map value, copied out at once.
         unsafe { *p }
     }) else {

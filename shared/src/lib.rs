@@ -897,9 +897,11 @@ pub const ADDR6_MAP: &str = "ADDR6";
 pub const PORTS_MAP: &str = "PORTS";
 pub const CGROUPS_MAP: &str = "CGROUPS";
 pub const PROBE_IDS_MAP: &str = "PROBE_IDS";
-/// Tracepoint event id (tracefs `events/<sys>/<event>/id`, the record's `common_type`) →
-/// hook id.
+/// Slot of a `generic_tracepoint_<slot>` program → the hook id of the tracepoint it is
+/// attached to.
 pub const TP_IDS_MAP: &str = "TP_IDS";
+/// Copies of the generic tracepoint program: tracepoints observed at once.
+pub const TP_SLOTS: u32 = 4;
 pub const RET_STASH_MAP: &str = "RET_STASH";
 /// Entries of [`PROBE_IDS_MAP`]: addresses of probed functions (a name may have several).
 pub const PROBE_IDS_ENTRIES: u32 = 1024;

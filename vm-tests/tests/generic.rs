@@ -42,10 +42,7 @@ fn a_syscall_kprobe_posts_the_named_call_with_its_integer_argument() {
         line.contains("{\"int_arg\":4242,\"label\":\"uid\"}"),
         "the event carries the uid: {line}"
     );
-    assert!(
-        line.contains("\"action\":\"KPROBE_ACTION_POST\""),
-        "{line}"
-    );
+    assert!(line.contains("\"action\":\"KPROBE_ACTION_POST\""), "{line}");
     assert!(
         !events
             .lines()
@@ -70,7 +67,10 @@ fn a_sigkill_kprobe_on_a_call_without_an_lsm_hook_kills_the_caller() {
     policy.delete();
 
     assert_eq!(exit_code(&killed), 137, "{killed:?}");
-    assert!(killed.stdout.is_empty(), "killed before it returned: {killed:?}");
+    assert!(
+        killed.stdout.is_empty(),
+        "killed before it returned: {killed:?}"
+    );
     assert_eq!(exit_code(&spared), 0, "{spared:?}");
     assert!(
         line.contains("\"action\":\"KPROBE_ACTION_SIGKILL\""),
@@ -125,10 +125,7 @@ fn a_kretprobe_posts_failed_opens_with_the_return_value() {
     policy.delete();
 
     assert!(failed.is_err() && opened.is_ok());
-    assert!(
-        line.contains("\"function_name\":\"sys_openat\""),
-        "{line}"
-    );
+    assert!(line.contains("\"function_name\":\"sys_openat\""), "{line}");
     assert!(
         line.contains(&format!("{{\"string_arg\":\"{missing}\"}}")),
         "the event carries the path: {line}"

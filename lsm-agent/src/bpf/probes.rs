@@ -12,7 +12,7 @@ use aya::{
     maps::{HashMap, MapData},
     programs::{KProbe, TracePoint, kprobe::KProbeLinkId, trace_point::TracePointLinkId},
 };
-use lsm_shared::{ACT_MONITOR, ACT_OVERRIDE, MAX_ARGS, MAX_SELECTORS, ProbeHooks};
+use lsm_shared::{ACT_MONITOR, ACT_OVERRIDE, MAX_ARGS, MAX_SELECTORS, ProbeHooks, TP_SLOTS};
 use tracing::{info, warn};
 
 use crate::policy::{
@@ -24,7 +24,13 @@ use crate::policy::{
 pub const KPROBE_PROG: &str = "generic_kprobe";
 pub const KPROBE_SYSCALL_PROG: &str = "generic_kprobe_syscall";
 pub const KRETPROBE_PROG: &str = "generic_kretprobe";
-pub const TRACEPOINT_PROG: &str = "generic_tracepoint";
+/// The copies of the tracepoint program, one per slot (see `lsm-ebpf/src/probe.rs`).
+pub const TRACEPOINT_PROGS: [&str; TP_SLOTS as usize] = [
+    "generic_tracepoint_0",
+    "generic_tracepoint_1",
+    "generic_tracepoint_2",
+    "generic_tracepoint_3",
+];
 
 /// Where tracefs is mounted, newest first.
 const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
@@ -55,7 +61,7 @@ struct FnProbe {
 }
 
 struct TpProbe {
-    event_id: u32,
+    slot: u32,
     link: TracePointLinkId,
 }
 
@@ -284,11 +290,15 @@ impl Probes {
         subsystem: &str,
         event: &str,
     ) -> Result<(), ProbeError> {
-        let event_id: u32 = tracefs_file(subsystem, event, "id")
-            .map_err(|r| perr(t, r))?
-            .trim()
-            .parse()
-            .map_err(|e| perr(t, format!("tracepoint id: {e}")))?;
+        let slot = (0..TP_SLOTS)
+            .find(|s| !self.tps.values().any(|p| p.slot == *s))
+            .ok_or_else(|| {
+                perr(
+                    t,
+                    format!("lsm-agent observes at most {TP_SLOTS} tracepoints at once"),
+                )
+            })?;
+        let prog_name = TRACEPOINT_PROGS[slot as usize];
         let fields =
             parse_format(&tracefs_file(subsystem, event, "format").map_err(|r| perr(t, r))?);
         let mut off = [0u16; MAX_ARGS];
@@ -299,22 +309,19 @@ impl Probes {
             }
         }
         let prog: &mut TracePoint = ebpf
-            .program_mut(TRACEPOINT_PROG)
-            .ok_or_else(|| perr(t, "program generic_tracepoint missing"))?
+            .program_mut(prog_name)
+            .ok_or_else(|| perr(t, format!("program {prog_name} missing")))?
             .try_into()
             .map_err(|e| perr(t, format!("{e}")))?;
         let link = prog
             .attach(subsystem, event)
             .map_err(|e| perr(t, format!("attaching: {e}")))?;
         tp_ids
-            .insert(event_id, id, 0)
+            .insert(slot, id, 0)
             .map_err(|e| perr(t, format!("TP_IDS: {e}")))?;
-        self.tps.insert(id, TpProbe { event_id, link });
+        self.tps.insert(id, TpProbe { slot, link });
         self.tp_off.insert(id, off);
-        info!(
-            "observing {} (hook {id}, event id {event_id})",
-            hook_label(t)
-        );
+        info!("observing {} (hook {id}, {prog_name})", hook_label(t));
         Ok(())
     }
 
@@ -328,8 +335,9 @@ impl Probes {
     ) {
         if let Some(tp) = self.tps.remove(&id) {
             self.tp_off.remove(&id);
-            let _ = tp_ids.remove(&tp.event_id);
-            if let Some(p) = ebpf.program_mut(TRACEPOINT_PROG)
+            let _ = tp_ids.remove(&tp.slot);
+            let prog = TRACEPOINT_PROGS[tp.slot as usize % TRACEPOINT_PROGS.len()];
+            if let Some(p) = ebpf.program_mut(prog)
                 && let Ok(p) = <&mut TracePoint>::try_from(p)
                 && let Err(e) = p.detach(tp.link)
             {
@@ -422,12 +430,14 @@ pub fn load_programs(ebpf: &mut Ebpf) -> Result<(), String> {
             .map_err(|e| format!("{prog}: {e}"))?;
         p.load().map_err(|e| load_error(prog, &e))?;
     }
-    let p: &mut TracePoint = ebpf
-        .program_mut(TRACEPOINT_PROG)
-        .ok_or_else(|| format!("program {TRACEPOINT_PROG} missing"))?
-        .try_into()
-        .map_err(|e| format!("{TRACEPOINT_PROG}: {e}"))?;
-    p.load().map_err(|e| load_error(TRACEPOINT_PROG, &e))?;
+    for prog in TRACEPOINT_PROGS {
+        let p: &mut TracePoint = ebpf
+            .program_mut(prog)
+            .ok_or_else(|| format!("program {prog} missing"))?
+            .try_into()
+            .map_err(|e| format!("{prog}: {e}"))?;
+        p.load().map_err(|e| load_error(prog, &e))?;
+    }
     Ok(())
 }
 
@@ -437,7 +447,10 @@ fn load_error(prog: &str, e: &aya::programs::ProgramError) -> String {
     let full = e.to_string();
     warn!("loading {prog}: {full}");
     let short = full.split(". Verifier output").next().unwrap_or(&full);
-    format!("loading {prog}: {}", short.chars().take(300).collect::<String>())
+    format!(
+        "loading {prog}: {}",
+        short.chars().take(300).collect::<String>()
+    )
 }
 
 #[cfg(test)]

@@ -397,7 +397,8 @@ mod tests {
 
     #[test]
     fn nop_arguments_are_declared_but_not_read_on_translated_calls_and_probes() {
-        let yaml = with_selector("matchActions: [{action: Post}]").replace("type: int", "type: nop");
+        let yaml =
+            with_selector("matchActions: [{action: Post}]").replace("type: int", "type: nop");
         let p = parse_ok(&yaml);
         let idx: Vec<u32> = p.hooks[0].args.iter().map(|a| a.spec_index).collect();
         assert_eq!(idx, [0]);
