@@ -875,7 +875,7 @@ mod tests {
             retval,
             flags: 0,
             args: [0; lsm_shared::MAX_ARGS],
-            retarg: None,
+            retarg: 0,
             strs: Default::default(),
             net: None,
         })

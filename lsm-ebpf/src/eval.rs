@@ -358,7 +358,7 @@ fn listed(id: u64, hook: u32) -> Option<u64> {
     // SAFETY: the program runs under RCU, so the element stays valid until it returns; the
     // mask is copied out at once.
     let v = unsafe { CGROUPS.get(&id) }?;
-    Some(v.selectors.get(hook as usize).copied().unwrap_or(0))
+    Some(v.selectors[hook_slot(hook)])
 }
 
 /// Narrows the candidate set by the address and port filters of `socket_connect`: one trie

@@ -88,6 +88,16 @@ pub const FIRST_DYNAMIC_HOOK: u32 = 24;
 /// [`CgroupScope`] and [`ProcInfo`] (one selector bitmap per hook).
 pub const NUM_HOOKS: u32 = 64;
 
+const _: () = assert!(NUM_HOOKS.is_power_of_two());
+
+/// The index of `hook` in a per-hook array, by a mask rather than a bounds check: the hook
+/// id of a generic probe comes from a map, and an older verifier (6.1) loses a checked bound
+/// when the compiler reloads the value from the stack, but keeps a masked one.
+#[inline(always)]
+pub const fn hook_slot(hook: u32) -> usize {
+    (hook & (NUM_HOOKS - 1)) as usize
+}
+
 /// Selector slots per hook, across all loaded policies (one bit each in a `u64`).
 /// Several policies may fire on one operation: each fired selector gets its own event.
 pub const MAX_SELECTORS: u32 = 64;

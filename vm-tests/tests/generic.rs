@@ -101,7 +101,11 @@ fn a_raw_syscalls_tracepoint_posts_only_the_named_syscall_number() {
     let others: Vec<String> = events
         .lines()
         .into_iter()
-        .filter(|l| l.contains("observe-getpid") && !l.contains("\"long_arg\":\"39\""))
+        .filter(|l| {
+            l.contains("\"process_tracepoint\"")
+                && l.contains("observe-getpid")
+                && !l.contains("\"long_arg\":\"39\"")
+        })
         .collect();
     assert!(others.is_empty(), "only getpid posts: {others:?}");
 }

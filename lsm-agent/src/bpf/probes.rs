@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::policy::{
     compile::MapImage,
-    ir::{TP_FIRST_FIELD, Target},
+    ir::{KprobeTarget, TP_FIRST_FIELD, Target},
     probes::hook_label,
 };
 
@@ -172,14 +172,7 @@ impl Probes {
                 continue;
             }
             let r = refuse_override(img, id, t).and_then(|()| match t {
-                Target::Kprobe(k) => {
-                    let symbol = if k.syscall {
-                        syscall_symbol(&k.function)
-                    } else {
-                        k.function.clone()
-                    };
-                    self.attach_fn(ebpf, ids, id, t, &symbol, k.ret, k.syscall)
-                }
+                Target::Kprobe(k) => self.attach_fn(ebpf, ids, id, t, k),
                 Target::Tracepoint { subsystem, event } => {
                     self.attach_tp(ebpf, tp_ids, id, t, subsystem, event)
                 }
@@ -220,10 +213,14 @@ impl Probes {
         ids: &mut HashMap<MapData, u64, ProbeHooks>,
         id: u32,
         t: &Target,
-        symbol: &str,
-        ret: bool,
-        syscall: bool,
+        k: &KprobeTarget,
     ) -> Result<(), ProbeError> {
+        let (ret, syscall) = (k.ret, k.syscall);
+        let symbol = &if syscall {
+            syscall_symbol(&k.function)
+        } else {
+            k.function.clone()
+        };
         if !self.fns.contains_key(symbol) {
             let addrs = kallsyms_addrs(symbol).map_err(|r| perr(t, r))?;
             if addrs.is_empty() {

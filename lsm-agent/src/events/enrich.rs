@@ -284,9 +284,9 @@ impl ProcessCache {
                 }
             })
             .collect();
-        let return_arg = match (&slot.return_arg, h.retarg) {
-            (Some(a), Some(raw)) => Some(Arg {
-                value: int_value(&a.type_name, raw),
+        let return_arg = match &slot.return_arg {
+            Some(a) if h.flags & HOOK_FLAG_RETURN != 0 => Some(Arg {
+                value: int_value(&a.type_name, h.retarg),
                 label: a.label.clone(),
             }),
             _ => None,
@@ -613,7 +613,7 @@ pub(crate) mod fixtures {
             retval: -1,
             flags: 0,
             args: [0xdead, 4, 0, 0, 0],
-            retarg: None,
+            retarg: 0,
             strs: [
                 Some(KPath {
                     path: "/etc/shadow".into(),
