@@ -9,7 +9,7 @@ use std::{
 use lsm_agent::{
     events::{
         bus::EventBus,
-        model::{self, Action, EventKind, HookOrigin, LsmHook},
+        model::{self, Action, EventKind, HookOrigin, LsmHook, Target},
     },
     grpc::{
         PolicyControl, bind,
@@ -177,7 +177,7 @@ fn lsm(binary: &str) -> model::Event {
         parent: None,
         policy_name: "p".into(),
         policy_namespace: None,
-        hook: LsmHook::FileOpen,
+        hook: Target::Lsm(LsmHook::FileOpen),
         origin: HookOrigin::LsmHook,
         args: vec![],
         return_arg: None,

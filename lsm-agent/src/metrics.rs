@@ -462,7 +462,7 @@ fn policy_hook(e: &Event) -> Option<(&str, String)> {
     };
     let hook = match &h.origin {
         HookOrigin::Kprobe { call } => format!("kprobe:{call}"),
-        HookOrigin::LsmHook => format!("lsm:{}", h.hook.name()),
+        HookOrigin::LsmHook => format!("lsm:{}", h.function_name()),
         HookOrigin::Tracepoint { subsystem, event } => format!("tracepoint:{subsystem}/{event}"),
     };
     Some((&h.policy_name, hook))
@@ -809,7 +809,7 @@ mod tests {
         bpf::BpfError,
         events::{
             decode::{ExecData, HookData, KPath},
-            model::{Action, Exec, Hook, LsmHook, Process, Time},
+            model::{Action, Exec, Hook, LsmHook, Process, Target, Time},
         },
         policy::{compile::MapImage, ir::HostNs},
     };
@@ -837,7 +837,7 @@ mod tests {
                 parent: None,
                 policy_name: policy.into(),
                 policy_namespace: None,
-                hook,
+                hook: Target::Lsm(hook),
                 origin,
                 args: vec![],
                 return_arg: None,
@@ -876,6 +876,7 @@ mod tests {
             retval,
             flags: 0,
             args: [0; lsm_shared::MAX_ARGS],
+            retarg: 0,
             strs: Default::default(),
             net: None,
         })

@@ -16,7 +16,7 @@ use lsm_agent::{
         bus::EventBus,
         model::{
             Action, Event, EventKind, Exec, Exit, Hook, HookOrigin, LsmHook, Process, ProcessFlag,
-            Time,
+            Target, Time,
         },
     },
     export::{ExportConfig, Exporter, Rotation, parse_filter_list},
@@ -64,7 +64,7 @@ fn lsm(i: u32, binary: &str) -> Event {
             parent: None,
             policy_name: "file-monitoring".into(),
             policy_namespace: None,
-            hook: LsmHook::FileOpen,
+            hook: Target::Lsm(LsmHook::FileOpen),
             origin: HookOrigin::LsmHook,
             args: vec![],
             return_arg: None,

@@ -165,7 +165,7 @@ fn hook(process: Process, hook: LsmHook, origin: HookOrigin, args: Vec<ArgValue>
         parent: None,
         policy_name: String::new(),
         policy_namespace: None,
-        hook,
+        hook: lsm_agent::events::model::Target::Lsm(hook),
         origin,
         args: args
             .into_iter()

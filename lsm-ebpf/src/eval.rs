@@ -156,13 +156,26 @@ pub fn evaluate(
     rec: Option<*const PathRec>,
     args: &[u64; MAX_ARGS],
 ) -> i32 {
-    evaluate_at(s, cur, hook, Input::Ready { rec, args }, false)
+    evaluate_at(s, cur, hook, Input::Ready { rec, args }, Mode::Lsm, None)
+}
+
+/// Which kind of entry point asks, which decides what a match can do.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// An LSM program: the verdict denies.
+    Lsm,
+    /// The kprobe on an LSM hook's `security_*` function (BPF LSM inactive): events, and
+    /// `Sigkill` after the fact only with `--fallback-sigkill`.
+    Fallback,
+    /// The generic kprobe, kretprobe or tracepoint of a policy's own target: events, and
+    /// `Sigkill` after the fact, as Tetragon does there.
+    Probe,
 }
 
 /// [`evaluate`] for a hook whose raw arguments the entry stored in `s.raw`.
 #[inline(always)]
 pub fn evaluate_raw(s: &mut Scratch, cur: Current, hook: u32, nargs: usize) -> i32 {
-    evaluate_at(s, cur, hook, Input::Raw { nargs }, false)
+    evaluate_at(s, cur, hook, Input::Raw { nargs }, Mode::Lsm, None)
 }
 
 /// [`evaluate`] for a kprobe entry point, which cannot deny: the same selectors match and
@@ -176,19 +189,47 @@ pub fn observe(
     rec: Option<*const PathRec>,
     args: &[u64; MAX_ARGS],
 ) {
-    evaluate_at(s, cur, hook, Input::Ready { rec, args }, true);
+    evaluate_at(
+        s,
+        cur,
+        hook,
+        Input::Ready { rec, args },
+        Mode::Fallback,
+        None,
+    );
 }
 
 /// [`observe`] for a hook whose raw arguments the entry stored in `s.raw`.
 #[inline(always)]
 pub fn observe_raw(s: &mut Scratch, cur: Current, hook: u32, nargs: usize) {
-    evaluate_at(s, cur, hook, Input::Raw { nargs }, true);
+    evaluate_at(s, cur, hook, Input::Raw { nargs }, Mode::Fallback, None);
 }
 
-/// `observed` and the kind of `input` are constants at every call site, so each entry point
-/// keeps only its branches.
+/// The generic probes: the raw arguments are in `s.raw`; `ret` is the return value at a
+/// kretprobe (matched as [`ATTR_RETVAL`] and carried by the event).
 #[inline(always)]
-fn evaluate_at(s: &mut Scratch, cur: Current, hook: u32, input: Input, observed: bool) -> i32 {
+pub fn observe_probe(s: &mut Scratch, cur: Current, hook: u32, ret: Option<u64>) {
+    evaluate_at(
+        s,
+        cur,
+        hook,
+        Input::Raw { nargs: MAX_ARGS },
+        Mode::Probe,
+        ret,
+    );
+}
+
+/// `mode`, `ret`'s variant and the kind of `input` are constants at every call site, so
+/// each entry point keeps only its branches.
+#[inline(always)]
+fn evaluate_at(
+    s: &mut Scratch,
+    cur: Current,
+    hook: u32,
+    input: Input,
+    mode: Mode,
+    ret: Option<u64>,
+) -> i32 {
     let tgid = cur.tgid();
     if tgid == kconf!(agent_tgid) {
         return 0;
@@ -242,13 +283,17 @@ fn evaluate_at(s: &mut Scratch, cur: Current, hook: u32, input: Input, observed:
     if cand != 0 {
         cand = match_pids(s, hook, cfg, cand, info, tgid);
     }
-    // Constant after inlining: only socket_connect carries a connection.
-    let net = hook == HOOK_SOCKET_CONNECT;
+    // Constant after inlining: only socket_connect carries a connection (never a probe's
+    // hook, whose id is not a constant).
+    let net = mode != Mode::Probe && hook == HOOK_SOCKET_CONNECT;
     if net && cand != 0 {
         cand = match_net(s, hook, cfg, cand);
     }
     if cand != 0 && cfg.attrs != 0 {
         read_attrs(cur.task(), cfg.attrs, &mut s.attrs);
+    }
+    if let Some(v) = ret {
+        s.attrs[ATTR_RETVAL as usize] = v;
     }
     let nf = cfg.num_filters;
     let bank = cfg.num_bank;
@@ -273,7 +318,7 @@ fn evaluate_at(s: &mut Scratch, cur: Current, hook: u32, input: Input, observed:
         first: rec,
         read: nargs > 0,
     };
-    fire(s, cur, hook, cfg, cand, strs, conn, args, observed)
+    fire(s, cur, hook, cfg, cand, strs, conn, args, mode, ret)
 }
 
 /// The scoped selectors of `hook` that apply to the current task: those of its deepest
@@ -313,7 +358,7 @@ fn listed(id: u64, hook: u32) -> Option<u64> {
     // SAFETY: the program runs under RCU, so the element stays valid until it returns; the
     // mask is copied out at once.
     let v = unsafe { CGROUPS.get(&id) }?;
-    Some(v.selectors.get(hook as usize).copied().unwrap_or(0))
+    Some(v.selectors[hook_slot(hook)])
 }
 
 /// Narrows the candidate set by the address and port filters of `socket_connect`: one trie
@@ -489,21 +534,32 @@ fn fire(
     strs: Strs,
     conn: Option<*const NetInfo>,
     args: &[u64; MAX_ARGS],
-    observed: bool,
+    mode: Mode,
+    ret: Option<u64>,
 ) -> i32 {
     let fired = cfg.fired(cand);
     if fired == 0 {
         return 0;
     }
     count(STAT_MATCHES);
-    count_actions(hook, fired, observed);
+    let observed = mode != Mode::Lsm;
+    // Whether an observing entry point applies Sigkill (after the fact).
+    let kills = mode == Mode::Probe || kconf!(fallback_sigkill) != 0;
+    count_actions(hook, fired, observed, kills);
     let mut verdict = 0i32;
     let mut flags = 0u32;
     if observed {
-        flags = HOOK_FLAG_KPROBE;
-        if fired & cfg.kill != 0 && kconf!(fallback_sigkill) != 0 {
-            // SAFETY: signals the current task's process: the after-the-fact Sigkill the
-            // agent was asked for with --fallback-sigkill.
+        flags = if mode == Mode::Probe {
+            HOOK_FLAG_PROBE
+        } else {
+            HOOK_FLAG_KPROBE
+        };
+        if ret.is_some() {
+            flags |= HOOK_FLAG_RETURN;
+        }
+        if fired & cfg.kill != 0 && kills {
+            // SAFETY: signals the current task's process: the after-the-fact Sigkill of a
+            // probe's policy, or the one the agent was asked for with --fallback-sigkill.
             unsafe { bpf_send_signal(SIGKILL) };
             flags |= HOOK_FLAG_KILL_SENT;
         }
@@ -542,6 +598,7 @@ fn fire(
                 (*ev)._pad = 0;
                 (*ev).fired = fired;
                 (*ev).posted = posted;
+                (*ev).retarg = ret.unwrap_or(0);
                 // One 8-byte store per value: a plain copy of the array may become a byte
                 // loop over the stack, which the verifier refuses for spilled registers.
                 let mut i = 0usize;
@@ -574,7 +631,7 @@ fn fire(
 /// Adds one to the action counters of every fired selector. The loop body only touches
 /// memory, so its paths converge and the verifier walks each slot once.
 #[inline(always)]
-fn count_actions(hook: u32, fired: u64, observed: bool) {
+fn count_actions(hook: u32, fired: u64, observed: bool, kills: bool) {
     let mut slot = 0u32;
     while slot < MAX_SELECTORS {
         if fired >> slot == 0 {
@@ -586,7 +643,7 @@ fn count_actions(hook: u32, fired: u64, observed: bool) {
                 // SAFETY: this CPU's counters; nothing else writes them while we run.
                 unsafe {
                     if observed {
-                        (*c).record_observed(act.flags, kconf!(fallback_sigkill) != 0);
+                        (*c).record_observed(act.flags, kills);
                     } else {
                         (*c).record(act.flags)
                     }

@@ -51,6 +51,11 @@ pub static KCONFIG: KernelConfig = KernelConfig {
     sock_protocol: 0,
     ns_present: 0,
     fallback_sigkill: 0,
+    task_files: 0,
+    files_fdt: 0,
+    fdt_fd: 0,
+    fdt_max_fds: 0,
+    syscall_regs: [0; 6],
 };
 
 /// Reads one field of [`KCONFIG`]; volatile so that the compiler does not fold the
@@ -74,6 +79,7 @@ macro_rules! kconf_at {
         v
     }};
 }
+pub(crate) use kconf_at;
 
 /// Deepest pid namespace nesting the kernel allows (`MAX_PID_NS_LEVEL`).
 const MAX_PID_NS_LEVEL: u64 = 32;

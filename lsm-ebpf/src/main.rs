@@ -23,6 +23,7 @@ mod kernel;
 mod kprobe;
 mod maps;
 mod path;
+mod probe;
 mod scratch;
 mod table;
 

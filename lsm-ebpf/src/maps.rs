@@ -110,3 +110,19 @@ pub static CGROUPS: HashMap<u64, CgroupScope> =
 /// One scratch area per CPU: buffers too large for the 512-byte BPF stack.
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Probed function address (what `bpf_get_func_ip` returns) → the hook ids of its generic
+/// kprobe and kretprobe. Written by the loader from `/proc/kallsyms`.
+#[map]
+pub static PROBE_IDS: HashMap<u64, ProbeHooks> =
+    HashMap::with_max_entries(PROBE_IDS_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// Slot of a generic tracepoint program → hook id. Written by the loader.
+#[map]
+pub static TP_IDS: HashMap<u32, u32> =
+    HashMap::with_max_entries(PROBE_IDS_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// The raw arguments of a call whose kretprobe evaluates, from its entry to its return.
+#[map]
+pub static RET_STASH: LruHashMap<StashKey, [u64; MAX_ARGS]> =
+    LruHashMap::with_max_entries(RET_STASH_ENTRIES, 0);

@@ -400,7 +400,7 @@ impl ProcInfo {
     /// [`HookConfig::follow`]) still has.
     #[inline(always)]
     pub fn follow_bits(&self, hook: u32, follow: u64) -> u64 {
-        self.follow.get(hook as usize).copied().unwrap_or(0) & follow
+        self.follow[crate::hook_slot(hook)] & follow
     }
 
     /// Turns the parent's record into its child's: the lineage moves one generation down

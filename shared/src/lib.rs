@@ -81,9 +81,22 @@ pub const HOOK_INODE_FOLLOW_LINK: u32 = 19;
 pub const HOOK_SK_ALLOC: u32 = 20;
 /// `sb_pivotroot(const struct path *old_path, const struct path *new_path)`.
 pub const HOOK_SB_PIVOTROOT: u32 = 21;
+/// First hook id the compiler hands out to kprobe, kretprobe and tracepoint targets (one id
+/// per distinct target across all loaded policies); the ids below are the LSM hooks'.
+pub const FIRST_DYNAMIC_HOOK: u32 = 24;
 /// Number of hook slots in the per-hook maps. Each slot costs 8 bytes in every
 /// [`CgroupScope`] and [`ProcInfo`] (one selector bitmap per hook).
-pub const NUM_HOOKS: u32 = 24;
+pub const NUM_HOOKS: u32 = 64;
+
+const _: () = assert!(NUM_HOOKS.is_power_of_two());
+
+/// The index of `hook` in a per-hook array, by a mask rather than a bounds check: the hook
+/// id of a generic probe comes from a map, and an older verifier (6.1) loses a checked bound
+/// when the compiler reloads the value from the stack, but keeps a masked one.
+#[inline(always)]
+pub const fn hook_slot(hook: u32) -> usize {
+    (hook & (NUM_HOOKS - 1)) as usize
+}
 
 /// Selector slots per hook, across all loaded policies (one bit each in a `u64`).
 /// Several policies may fire on one operation: each fired selector gets its own event.
@@ -222,15 +235,48 @@ pub const ARG_DENTRY: u8 = 4;
 pub const ARG_FILE: u8 = 5;
 /// A `struct linux_binprm *`: the full path of its `file`.
 pub const ARG_BINPRM: u8 = 6;
+/// A NUL-terminated string in USER memory (a syscall's `const char __user *`), read as
+/// [`ARG_STR`] is.
+pub const ARG_USTR: u8 = 7;
+/// A file descriptor of the current task: the full path of its `struct file`.
+pub const ARG_FD: u8 = 8;
 
 /// Whether arguments of `kind` are read into a string record (matched by string filters).
 #[inline(always)]
 pub const fn arg_is_string(kind: u8) -> bool {
     matches!(
         kind,
-        ARG_STR | ARG_PATH | ARG_DENTRY | ARG_FILE | ARG_BINPRM
+        ARG_STR | ARG_PATH | ARG_DENTRY | ARG_FILE | ARG_BINPRM | ARG_USTR | ARG_FD
     )
 }
+
+/// [`HookConfig::probe`]: the hook's kprobe is on a syscall wrapper, whose one argument is
+/// the user's `struct pt_regs *`: the raw arguments are that struct's argument registers.
+pub const PROBE_SYSCALL: u16 = 1 << 0;
+/// [`HookConfig::probe`]: the hook is a tracepoint; raw argument `i` is the record field at
+/// byte offset [`HookConfig::tp_off`]`[i]`, [`ArgDesc::width`] bytes wide.
+pub const PROBE_TRACEPOINT: u16 = 1 << 1;
+
+/// Value of [`PROBE_IDS_MAP`] (keyed by a probed function's address, as
+/// `bpf_get_func_ip` returns it): the hook ids of its kprobe and its kretprobe, 0 for none
+/// (0 is an LSM hook's id, never a probe's).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct ProbeHooks {
+    pub entry: u32,
+    pub ret: u32,
+}
+const _: () = assert!(size_of::<ProbeHooks>() == 8);
+
+/// Key of [`RET_STASH_MAP`]: a thread in a probed call whose kretprobe evaluates.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct StashKey {
+    pub pid_tgid: u64,
+    pub hook: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<StashKey>() == 16);
 
 /// How to read argument `i` of a hook: [`HookConfig::args`]`[i]`, filled by the compiler from
 /// the translation table, so the kernel side has one reader for every hook.
@@ -299,11 +345,24 @@ pub struct HookConfig {
     pub scoped: u64,
     /// How to read each argument (hooks without a hand-written program).
     pub args: [ArgDesc; MAX_ARGS],
-    pub _pad2: u32,
+    /// Tracepoints: byte offset of each argument's field in the record (filled by the
+    /// loader from the tracepoint's `format` file).
+    pub tp_off: [u16; MAX_ARGS],
+    /// `PROBE_*`: how a probe entry point collects the raw arguments.
+    pub probe: u16,
 }
 const _: () = assert!(
     size_of::<HookConfig>()
-        == 56 + 8 * NUM_STR_CLASSES + 8 * NUM_PID_CLASSES + 8 + 64 + 16 + 8 + 4 * MAX_ARGS + 4
+        == 56
+            + 8 * NUM_STR_CLASSES
+            + 8 * NUM_PID_CLASSES
+            + 8
+            + 64
+            + 16
+            + 8
+            + 4 * MAX_ARGS
+            + 2 * MAX_ARGS
+            + 2
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -319,9 +378,17 @@ pub const MAX_CGROUP_LEVEL: u32 = 16;
 /// of its descendants that are not listed themselves. The deepest listed cgroup of a process
 /// decides; a process with none takes the [`CGROUP_HOST`] entry.
 #[repr(C)]
-#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CgroupScope {
     pub selectors: [u64; NUM_HOOKS as usize],
+}
+
+impl Default for CgroupScope {
+    fn default() -> Self {
+        Self {
+            selectors: [0; NUM_HOOKS as usize],
+        }
+    }
 }
 const _: () = assert!(size_of::<CgroupScope>() == 8 * NUM_HOOKS as usize);
 
@@ -387,7 +454,9 @@ pub const NUM_CAP_SETS: u32 = 3;
 pub const ATTR_SOCK_FAMILY: u32 = 13;
 pub const ATTR_SOCK_PROTOCOL: u32 = 14;
 pub const ATTR_SOCK_TYPE: u32 = 15;
-pub const NUM_ATTRS: u32 = 16;
+/// The return value of a kretprobe'd call (`matchReturnArgs`), set by that program.
+pub const ATTR_RETVAL: u32 = 16;
+pub const NUM_ATTRS: u32 = 17;
 
 // ---------------------------------------------------------------------------------------------
 // Network (socket_connect)
@@ -653,8 +722,15 @@ const _: () = assert!(size_of::<ForkEvent>() == size_of::<EventHeader>() + 8);
 /// [`HookEvent::flags`]: the call was observed by the kprobe on the hook's `security_*`
 /// function (BPF LSM inactive), not by the LSM program: nothing was denied.
 pub const HOOK_FLAG_KPROBE: u32 = 1 << 0;
-/// [`HookEvent::flags`]: a kprobe sent SIGKILL after the fact (`--fallback-sigkill`).
+/// [`HookEvent::flags`]: a kprobe sent SIGKILL after the fact (`--fallback-sigkill`, or a
+/// `Sigkill` of a policy on a kprobe or tracepoint target).
 pub const HOOK_FLAG_KILL_SENT: u32 = 1 << 1;
+/// [`HookEvent::flags`]: the call was observed by the generic kprobe, kretprobe or
+/// tracepoint program of a policy's own target (not an LSM hook): nothing was denied.
+pub const HOOK_FLAG_PROBE: u32 = 1 << 2;
+/// [`HookEvent::flags`]: seen at the function's return; [`HookEvent::retarg`] is its
+/// return value.
+pub const HOOK_FLAG_RETURN: u32 = 1 << 3;
 
 /// Selectors fired at an LSM hook: one record per hook call, however many policies fired.
 #[repr(C)]
@@ -674,6 +750,8 @@ pub struct HookEvent {
     pub posted: u64,
     /// Raw hook arguments (pointers are not meaningful to user space).
     pub args: [u64; MAX_ARGS],
+    /// The return value, with [`HOOK_FLAG_RETURN`].
+    pub retarg: u64,
     /// The connection, at `socket_connect` (zero elsewhere).
     pub net: NetInfo,
     /// Per argument position, its string, path or file (`len` and `flags` 0 for an argument
@@ -686,6 +764,7 @@ const _: () = assert!(
         == size_of::<EventHeader>()
             + 32
             + 8 * MAX_ARGS
+            + 8
             + size_of::<NetInfo>()
             + MAX_ARGS * size_of::<PathRec>()
 );
@@ -786,9 +865,20 @@ pub struct KernelConfig {
     /// 1: the kprobe entry points (BPF LSM inactive) run `Sigkill` actions after the fact
     /// with `bpf_send_signal`; 0: they only report them.
     pub fallback_sigkill: u32,
+    /// File descriptors (`ARG_FD`): `task_struct.files`, `files_struct.fdt`,
+    /// `fdtable.fd`, `fdtable.max_fds`.
+    pub task_files: u64,
+    pub files_fdt: u64,
+    pub fdt_fd: u64,
+    pub fdt_max_fds: u64,
+    /// Offsets in `struct pt_regs` of a syscall's six argument registers, in order (the
+    /// syscall ABI of the node's architecture: di, si, dx, r10, r8, r9 on x86_64).
+    pub syscall_regs: [u64; 6],
 }
-const _: () =
-    assert!(size_of::<KernelConfig>() == 8 + 34 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8);
+const _: () = assert!(
+    size_of::<KernelConfig>()
+        == 8 + 34 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8
+);
 
 // ---------------------------------------------------------------------------------------------
 // Names (the kernel truncates map names to 15 bytes; these fit)
@@ -816,6 +906,17 @@ pub const ADDR4_MAP: &str = "ADDR4";
 pub const ADDR6_MAP: &str = "ADDR6";
 pub const PORTS_MAP: &str = "PORTS";
 pub const CGROUPS_MAP: &str = "CGROUPS";
+pub const PROBE_IDS_MAP: &str = "PROBE_IDS";
+/// Slot of a `generic_tracepoint_<slot>` program → the hook id of the tracepoint it is
+/// attached to.
+pub const TP_IDS_MAP: &str = "TP_IDS";
+/// Copies of the generic tracepoint program: tracepoints observed at once.
+pub const TP_SLOTS: u32 = 4;
+pub const RET_STASH_MAP: &str = "RET_STASH";
+/// Entries of [`PROBE_IDS_MAP`]: addresses of probed functions (a name may have several).
+pub const PROBE_IDS_ENTRIES: u32 = 1024;
+/// Threads inside a kretprobe'd call at once.
+pub const RET_STASH_ENTRIES: u32 = 16384;
 /// Name of the [`KernelConfig`] global in the object's `.rodata`.
 pub const KCONFIG_GLOBAL: &str = "KCONFIG";
 
@@ -861,6 +962,8 @@ mod user {
         NetInfo,
         CgroupScope,
         ArgDesc,
+        ProbeHooks,
+        StashKey,
     );
 }
 
@@ -901,7 +1004,8 @@ impl HookConfig {
                 width: 0,
                 _pad: 0,
             }; MAX_ARGS],
-            _pad2: 0,
+            tp_off: [0; MAX_ARGS],
+            probe: 0,
         }
     }
 }

@@ -155,7 +155,33 @@ pub fn kernel_config(path: &Path, agent_tgid: u32) -> Result<KernelConfig, BtfEr
         sock_protocol: off("sock", "sk_protocol")?,
         ns_present,
         fallback_sigkill: 0,
+        task_files: off("task_struct", "files")?,
+        files_fdt: off("files_struct", "fdt")?,
+        fdt_fd: off("fdtable", "fd")?,
+        fdt_max_fds: off("fdtable", "max_fds")?,
+        syscall_regs: syscall_regs(&off)?,
     })
+}
+
+/// Where a syscall wrapper (`__<arch>_sys_<name>(const struct pt_regs *regs)`) finds the
+/// syscall's arguments: the registers of the architecture's syscall ABI.
+#[cfg(target_arch = "x86_64")]
+fn syscall_regs(off: &dyn Fn(&str, &str) -> Result<u64, BtfError>) -> Result<[u64; 6], BtfError> {
+    Ok([
+        off("pt_regs", "di")?,
+        off("pt_regs", "si")?,
+        off("pt_regs", "dx")?,
+        off("pt_regs", "r10")?,
+        off("pt_regs", "r8")?,
+        off("pt_regs", "r9")?,
+    ])
+}
+
+/// arm64: `regs[0..6]` of `struct pt_regs`.
+#[cfg(target_arch = "aarch64")]
+fn syscall_regs(off: &dyn Fn(&str, &str) -> Result<u64, BtfError>) -> Result<[u64; 6], BtfError> {
+    let base = off("pt_regs", "regs")?;
+    Ok([0, 1, 2, 3, 4, 5].map(|i| base + 8 * i))
 }
 
 #[cfg(test)]

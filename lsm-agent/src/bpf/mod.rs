@@ -5,6 +5,7 @@
 
 pub mod btf;
 pub mod modes;
+pub mod probes;
 pub mod procfs;
 
 pub use modes::{AttachMode, Capabilities, HookModes, LoadOptions, lsm_list_has_bpf};
@@ -63,6 +64,10 @@ pub enum BpfError {
     Cpus(std::io::Error),
     #[error("map {0} is missing from the BPF object")]
     MissingMap(&'static str),
+    #[error("cannot observe {0}")]
+    Probe(#[from] probes::ProbeError),
+    #[error("the generic kprobe and tracepoint programs did not load on this kernel: {0}")]
+    NoGenericProbes(String),
 }
 
 /// One attached program, for status reports.
@@ -75,7 +80,13 @@ pub struct Attached {
 /// The loaded object and typed handles on its maps.
 pub struct Probe {
     // Owns the programs and their links; dropping it detaches everything.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
+    probe_ids: HashMap<MapData, u64, ProbeHooks>,
+    tp_ids: HashMap<MapData, u32, u32>,
+    /// The generic probes attached for the installed image's kprobe and tracepoint targets.
+    probes: probes::Probes,
+    /// Whether the generic programs loaded (`Err`: why not; policies that need them fail).
+    generic: Result<(), String>,
     hook_cfg: Array<MapData, HookConfig>,
     plan_bank: Array<MapData, u32>,
     /// The live bank of `hook_cfg` (what `plan_bank` holds).
@@ -175,6 +186,12 @@ impl Probe {
                 attached.iter().any(|a| a.program == "path_truncate");
         }
         let features = modes::feature_probes(caps, &modes, &d_path);
+        // Loaded now, attached per policy target: a kernel that refuses them still enforces
+        // every LSM hook.
+        let generic = probes::load_programs(&mut ebpf);
+        if let Err(e) = &generic {
+            warn!("generic kprobes and tracepoints unavailable: {e}");
+        }
 
         let ring = take::<RingBuf<MapData>>(&mut ebpf, EVENTS_MAP)?;
         let mut probe = Probe {
@@ -196,7 +213,11 @@ impl Probe {
             cgroups: take(&mut ebpf, CGROUPS_MAP)?,
             stats: take(&mut ebpf, STATS_MAP)?,
             counters: take(&mut ebpf, COUNTERS_MAP)?,
-            _ebpf: ebpf,
+            probe_ids: take(&mut ebpf, PROBE_IDS_MAP)?,
+            tp_ids: take(&mut ebpf, TP_IDS_MAP)?,
+            probes: probes::Probes::default(),
+            generic,
+            ebpf,
             installed: MapImage::default(),
             attached,
             modes,
@@ -269,10 +290,42 @@ impl Probe {
     /// forbidden open slipped through that way in the reload VM test.
     pub fn apply(&mut self, img: &MapImage) -> Result<(), BpfError> {
         let old = std::mem::take(&mut self.installed);
+        // New probe targets are attached first: a target that cannot be observed fails the
+        // policy before anything live changes. Their hook ids have no plan yet, so the
+        // programs do nothing on them until the switch.
+        if img.probes.keys().any(|id| !old.probes.contains_key(id))
+            && let Err(e) = &self.generic
+        {
+            self.installed = old;
+            return Err(BpfError::NoGenericProbes(e.clone()));
+        }
+        if let Err(e) = self.probes.attach_new(
+            &mut self.ebpf,
+            &mut self.probe_ids,
+            &mut self.tp_ids,
+            &old,
+            img,
+        ) {
+            self.installed = old;
+            return Err(e.into());
+        }
         let result = self.apply_phases(&old, img);
         // On failure the maps hold a mix that still enforces the old plans where step 2 did
         // not run; remember the new image only when everything was written.
-        self.installed = if result.is_ok() { img.clone() } else { old };
+        let (done, gone) = if result.is_ok() {
+            (img.clone(), old)
+        } else {
+            (old, img.clone())
+        };
+        // Targets only the image given up on used: nothing runs with their plans any more.
+        self.probes.detach_old(
+            &mut self.ebpf,
+            &mut self.probe_ids,
+            &mut self.tp_ids,
+            &gone,
+            &done,
+        );
+        self.installed = done;
         result
     }
 
@@ -344,8 +397,13 @@ impl Probe {
         if (0..NUM_HOOKS).any(|h| hook_cfg(img, h) != hook_cfg(old, h)) {
             let next = 1 - self.bank;
             for hook in 0..NUM_HOOKS {
+                let mut cfg = hook_cfg(img, hook);
+                // Kernel facts the pure image leaves out: where a tracepoint's fields are.
+                if let Some(off) = self.probes.tp_off.get(&hook) {
+                    cfg.tp_off = *off;
+                }
                 self.hook_cfg
-                    .set(hook_cfg_index(next, hook), hook_cfg(img, hook), 0)
+                    .set(hook_cfg_index(next, hook), cfg, 0)
                     .map_err(map_err(HOOK_CFG_MAP))?;
             }
             self.plan_bank

@@ -297,8 +297,14 @@ pub fn hook_entry(hook: u32) -> Option<&'static HookEntry> {
 }
 
 /// The mode each hook got, indexed by `HOOK_*` (`None`: not attached on this kernel).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HookModes(pub [Option<AttachMode>; NUM_HOOKS as usize]);
+
+impl Default for HookModes {
+    fn default() -> Self {
+        Self([None; NUM_HOOKS as usize])
+    }
+}
 
 impl HookModes {
     /// Every hook in `mode` (tests, and writers without a kernel).

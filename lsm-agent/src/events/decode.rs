@@ -69,6 +69,9 @@ pub struct HookData {
     /// `HOOK_FLAG_*`: observed by a kprobe (nothing denied), SIGKILL sent after the fact.
     pub flags: u32,
     pub args: [u64; MAX_ARGS],
+    /// The return value of a kretprobe'd call (meaningful with `HOOK_FLAG_RETURN` in
+    /// `flags`, 0 otherwise).
+    pub retarg: u64,
     /// Per argument position, its string, path or file, when the kernel read one.
     pub strs: [Option<KPath>; MAX_ARGS],
     /// The connection, for `socket_connect` events only.
@@ -133,6 +136,11 @@ pub struct ForkData {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one decoded record at a time goes from the ring buffer to the enrichment; a hook \
+              record's strings and return value are read in place"
+)]
 pub enum KernelEvent {
     Fork(ForkData),
     Exec(ExecData),
@@ -242,6 +250,7 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
                 retval: e.retval,
                 flags: e.flags,
                 args: e.args,
+                retarg: e.retarg,
                 strs: e
                     .strs
                     .map(|r| (r.len > 0 || r.flags != 0).then(|| path_from_rec(&r))),
@@ -334,6 +343,7 @@ mod tests {
             fired: 0b101,
             posted: 0b100,
             args: [0xffff, 4, 0, 0, 0],
+            retarg: 0,
             net: NetInfo::default(),
             strs: [
                 rec_from_path(b"/etc/shadow"),
@@ -388,6 +398,7 @@ mod tests {
             fired: 1,
             posted: 1,
             args: [0; MAX_ARGS],
+            retarg: 0,
             net,
             strs: [PathRec::empty(); MAX_ARGS],
         }

@@ -23,7 +23,7 @@ use super::{
 };
 use crate::policy::{
     compile::{MapImage, SlotInfo},
-    ir::{ArgType, HookOrigin},
+    ir::{ArgType, HookOrigin, Target},
 };
 
 /// Which Kubernetes pod (and container) a process runs in.
@@ -284,8 +284,25 @@ impl ProcessCache {
                 }
             })
             .collect();
+        let return_arg = match &slot.return_arg {
+            Some(a) if h.flags & HOOK_FLAG_RETURN != 0 => Some(Arg {
+                value: int_value(&a.type_name, h.retarg),
+                label: a.label.clone(),
+            }),
+            _ => None,
+        };
         let (origin, action, tags) = if h.flags & HOOK_FLAG_KPROBE != 0 {
             observed(slot, h.flags)
+        } else if h.flags & HOOK_FLAG_PROBE != 0 {
+            // The policy's own probe: it never denies; Sigkill ran when the kernel says so.
+            let action = if slot.flags & ACT_SIGKILL != 0 && h.flags & HOOK_FLAG_KILL_SENT != 0 {
+                Action::Sigkill
+            } else if slot.flags & ACT_SIGNAL != 0 {
+                Action::Signal
+            } else {
+                Action::Post
+            };
+            (slot.origin.clone(), action, slot.tags.clone())
         } else {
             (
                 slot.origin.clone(),
@@ -300,10 +317,10 @@ impl ProcessCache {
                 parent,
                 policy_name: slot.policy_name.clone(),
                 policy_namespace: slot.policy_namespace.clone(),
-                hook: slot.hook,
+                hook: slot.target.clone(),
                 origin,
                 args,
-                return_arg: None,
+                return_arg: return_arg.map(Box::new),
                 action,
                 return_action: None,
                 message: slot.message.clone(),
@@ -406,12 +423,12 @@ pub const OBSERVED_TAG: &str = "observed-by-kprobe";
 /// action that really ran. A kprobe cannot deny, so `Override` never ran; `Sigkill` ran only
 /// when the kernel says it sent the signal (`--fallback-sigkill`).
 fn observed(slot: &SlotInfo, hook_flags: u32) -> (HookOrigin, Action, Vec<String>) {
-    let origin = match &slot.origin {
-        // Already observed where the policy asked: nothing to translate.
-        origin @ (HookOrigin::Kprobe { .. } | HookOrigin::Tracepoint { .. }) => origin.clone(),
-        HookOrigin::LsmHook => HookOrigin::Kprobe {
-            call: slot.hook.kprobe_function().to_owned(),
+    let origin = match (&slot.origin, &slot.target) {
+        (HookOrigin::LsmHook, Target::Lsm(h)) => HookOrigin::Kprobe {
+            call: h.kprobe_function().to_owned(),
         },
+        // Already observed where the policy asked: nothing to translate.
+        (o, _) => o.clone(),
     };
     let action = if slot.flags & ACT_SIGKILL != 0 && hook_flags & HOOK_FLAG_KILL_SENT != 0 {
         Action::Sigkill
@@ -455,7 +472,7 @@ pub(crate) mod fixtures {
         },
         policy::{
             compile::{MapImage, SlotInfo},
-            ir::{ArgSpec, ArgType, HookOrigin, LsmHook},
+            ir::{ArgSpec, ArgType, HookOrigin, LsmHook, Target},
         },
     };
 
@@ -554,7 +571,7 @@ pub(crate) mod fixtures {
             policy_name: "file-monitoring-filtered".into(),
             policy_namespace: None,
             group: 0,
-            hook: LsmHook::FilePermission,
+            target: Target::Lsm(LsmHook::FilePermission),
             origin,
             hook_index: 0,
             selector_index: 0,
@@ -577,6 +594,7 @@ pub(crate) mod fixtures {
                     label: None,
                 },
             ],
+            return_arg: None,
             message: None,
             tags: vec![],
             flags: ACT_POST | ACT_SIGKILL,
@@ -597,6 +615,7 @@ pub(crate) mod fixtures {
             retval: -1,
             flags: 0,
             args: [0xdead, 4, 0, 0, 0],
+            retarg: 0,
             strs: [
                 Some(KPath {
                     path: "/etc/shadow".into(),
@@ -663,6 +682,7 @@ pub(crate) mod fixtures {
             fired: 1,
             posted: 1,
             args: [0xffff_8880_0000_1000, 0xffff_c900_0000_2000, 16, 0, 0],
+            retarg: 0,
             net,
             strs: [PathRec::empty(); MAX_ARGS],
         };
@@ -689,7 +709,7 @@ pub(crate) mod fixtures {
     pub fn connect_slot(origin: HookOrigin, args: Vec<ArgSpec>) -> SlotInfo {
         SlotInfo {
             policy_name: "connect".into(),
-            hook: LsmHook::SocketConnect,
+            target: Target::Lsm(LsmHook::SocketConnect),
             args,
             flags: ACT_POST,
             ..slot(origin)
@@ -799,7 +819,7 @@ mod tests {
         };
         assert_eq!(k.policy_name, "file-monitoring-filtered");
         assert_eq!(k.policy_namespace.as_deref(), Some("team-a"));
-        assert_eq!(k.hook, LsmHook::FilePermission);
+        assert_eq!(k.hook, Target::Lsm(LsmHook::FilePermission));
         assert_eq!(k.function_name(), "security_file_permission");
         assert_eq!(k.action, Action::Sigkill);
         assert_eq!((k.process.pid, k.process.tid), (100, Some(101)));

@@ -15,7 +15,7 @@ use lsm_shared::{
 
 use super::compile::{CompileError, MapImage, compile};
 use super::error::PolicyError;
-use super::ir::{HookOrigin, LsmHook, Policy, PolicyKind, PolicyMode};
+use super::ir::{HookOrigin, LsmHook, Policy, PolicyKind, PolicyMode, Target};
 use super::parse::parse_policy_with_env;
 
 /// Entries a map image uses in each policy map. Selector actions and numeric filters have a
@@ -98,6 +98,16 @@ impl MapUsage {
 
 fn hook_name(id: u32) -> String {
     LsmHook::from_id(id).map_or_else(|| format!("hook{id}"), |h| h.name().to_string())
+}
+
+/// Whether a selector of `h` overrides the call's return value (not in monitor mode it
+/// would; `check` does not know the mode here, so any `Override` counts).
+fn overrides(h: &super::ir::Hook) -> bool {
+    h.selectors.iter().any(|s| {
+        s.actions
+            .iter()
+            .any(|a| matches!(a, super::ir::Action::Override { .. }))
+    })
 }
 
 fn per_hook(counts: &BTreeMap<u32, usize>, limit: u32) -> String {
@@ -221,7 +231,11 @@ fn render_policy(
     for h in &p.hooks {
         let origin = match &h.origin {
             HookOrigin::Kprobe { call } => format!("spec.kprobes[{}] {call}", h.spec_index),
-            HookOrigin::LsmHook => format!("spec.lsmhooks[{}] {}", h.spec_index, h.lsm),
+            HookOrigin::LsmHook => format!(
+                "spec.lsmhooks[{}] {}",
+                h.spec_index,
+                h.target.lsm().map_or("", |l| l.name())
+            ),
             HookOrigin::Tracepoint { subsystem, event } => {
                 format!("spec.tracepoints[{}] {subsystem}/{event}", h.spec_index)
             }
@@ -236,11 +250,24 @@ fn render_policy(
             1 => "1 selector".to_string(),
             n => format!("{n} selectors"),
         };
+        let Target::Lsm(lsm) = &h.target else {
+            let needs = if overrides(h) {
+                "; Override needs bpf_override_return and an error-injectable function, \
+                 which lsm-agent does not offer on kprobes yet: loading it fails"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "    {origin}: {} (events; Sigkill after the fact, nothing denied){needs}; {selectors}",
+                h.target
+            );
+            continue;
+        };
         let _ = writeln!(
             out,
-            "    {origin}: enforced at LSM hook {}{tcp} (observed by kprobe {} where BPF LSM is inactive); {selectors}",
-            h.lsm,
-            h.lsm.kprobe_function()
+            "    {origin}: enforced at LSM hook {lsm}{tcp} (observed by kprobe {} where BPF LSM is inactive); {selectors}",
+            lsm.kprobe_function()
         );
     }
     match usage {
@@ -414,6 +441,39 @@ mod tests {
             "{:?}",
             r.diagnostics()
         );
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn report_says_which_hooks_are_observed_by_kprobe_kretprobe_or_tracepoint() {
+        let d = tmpdir("observed");
+        let files = [
+            write(
+                &d,
+                "creds.yaml",
+                fixture!("observe-commit-creds-and-setuid.yaml"),
+            ),
+            write(&d, "open.yaml", fixture!("observe-openat-return.yaml")),
+            write(&d, "tp.yaml", fixture!("observe-raw-sys-enter-getpid.yaml")),
+            write(
+                &d,
+                "override.yaml",
+                &fixture!("kill-on-setuid-4243.yaml")
+                    .replace("action: Sigkill", "action: Override\n        argError: -1"),
+            ),
+        ];
+        let r = check_files(&files, |_| None);
+        assert!(r.ok(), "{:?}", r.diagnostics());
+        let text = r.render();
+        for want in [
+            "spec.kprobes[0] __x64_sys_setuid: observed by kprobe sys_setuid (events; Sigkill after the fact, nothing denied); no selectors",
+            "spec.kprobes[1] commit_creds: observed by kprobe commit_creds",
+            "spec.kprobes[0] sys_openat: observed by kretprobe sys_openat",
+            "spec.tracepoints[0] raw_syscalls/sys_enter: observed by tracepoint raw_syscalls/sys_enter",
+            "Override needs bpf_override_return",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
         let _ = std::fs::remove_dir_all(d);
     }
 }

@@ -14,9 +14,11 @@ use ipnet::IpNet;
 
 use super::hooks;
 use super::ir::{
-    Action, AddrValue, ArgFilter, ArgSpec, CapSet, FilterKind, HookOrigin, HostNs, LsmHook,
-    NetField, NsValue, NumOp, Policy, PolicyMode, RateLimitScope, Selector, SockAttr, StrOp,
+    Action, AddrValue, ArgFilter, ArgSpec, CapSet, FilterKind, HookOrigin, HostNs, NetField,
+    NsValue, NumOp, Policy, PolicyMode, RETURN_INDEX, RateLimitScope, Selector, SockAttr, StrOp,
+    Target,
 };
+use super::probes::{self, hook_label};
 use super::workloads::{ScopedGroup, Workloads, cgroup_scopes};
 
 /// What compiling depends on besides the policies: facts about the node and the current
@@ -39,11 +41,28 @@ pub enum CompileError {
     #[error(
         "policy {policy}: hook {hook} would need more than {MAX_SELECTORS} selectors across all loaded policies"
     )]
-    TooManySelectors { policy: String, hook: LsmHook },
+    TooManySelectors { policy: String, hook: String },
     #[error(
         "policy {policy}: hook {hook} would need more than {MAX_NUM_FILTERS} numeric filters (numeric matchArgs, matchNamespaces, matchCapabilities) across all loaded policies"
     )]
-    TooManyNumFilters { policy: String, hook: LsmHook },
+    TooManyNumFilters { policy: String, hook: String },
+    #[error(
+        "policy {policy}: more than {} kprobe, kretprobe and tracepoint targets across all loaded policies",
+        NUM_HOOKS - FIRST_DYNAMIC_HOOK
+    )]
+    TooManyProbes { policy: String },
+    #[error(
+        "policy {policy}: {function} is probed with syscall: true by one loaded policy and syscall: false by another; a function is read one way"
+    )]
+    SyscallClash { policy: String, function: String },
+    #[error(
+        "policy {policy}: {hook} argument at position {index} is read with another type by another loaded policy"
+    )]
+    ArgClash {
+        policy: String,
+        hook: String,
+        index: u32,
+    },
     #[error("policy {policy}: more than {max} {map} entries across all loaded policies")]
     MapFull {
         policy: String,
@@ -65,13 +84,16 @@ pub struct SlotInfo {
     pub policy_namespace: Option<String>,
     /// Position of the hook entry in the policy (its selectors form one first-match group).
     pub group: usize,
-    pub hook: LsmHook,
+    /// Where the hook runs: an LSM hook, or the probe that observes it.
+    pub target: Target,
     pub origin: HookOrigin,
-    /// Index of the hook in `spec.kprobes`/`spec.lsmhooks`.
+    /// Index of the hook in `spec.kprobes`/`spec.lsmhooks`/`spec.tracepoints`.
     pub hook_index: usize,
     /// Index of the selector in the hook (0 for the implicit selector of a hook without any).
     pub selector_index: usize,
     pub args: Vec<ArgSpec>,
+    /// A kretprobe's `returnArg`.
+    pub return_arg: Option<ArgSpec>,
     pub message: Option<String>,
     pub tags: Vec<String>,
     pub flags: u32,
@@ -101,6 +123,10 @@ pub struct MapImage {
     pub slots: BTreeMap<u32, SlotInfo>,
     /// Per cgroup id (and [`CGROUP_HOST`]): the scoped selectors that apply there.
     pub cgroups: BTreeMap<u64, CgroupScope>,
+    /// What the loader attaches for the hook ids from [`FIRST_DYNAMIC_HOOK`] on: the
+    /// generic kprobe, kretprobe or tracepoint program on this target. Kernel facts (the
+    /// function's addresses, the tracepoint's id and field offsets) are the loader's.
+    pub probes: BTreeMap<u32, Target>,
 }
 
 impl MapImage {
@@ -347,21 +373,39 @@ pub fn compile_with(
         *used.entry(hook).or_default() |= run_mask(first, count);
     }
 
+    let ids = probes::assign_ids(policies, prev)?;
+    for (t, &id) in &ids {
+        if t.lsm().is_none() {
+            img.probes.insert(id, t.clone());
+        }
+    }
     let mut scoped: Vec<ScopedGroup<'_>> = Vec::new();
     // Per hook, how the kernel reads the arguments some policy declares (the rest is skipped).
     let mut descs: BTreeMap<u32, [ArgDesc; MAX_ARGS]> = BTreeMap::new();
     for &(policy_id, policy) in policies {
         let restricted = env.workloads.restricts(&policy.scope);
         for (group, hook) in policy.hooks.iter().enumerate() {
-            let hid = hook.lsm.id();
+            // `assign_ids` saw every hook of these policies.
+            let hid = ids.get(&hook.target).copied().unwrap_or_default();
+            let hname = hook_label(&hook.target);
             let d = descs.entry(hid).or_insert_with(|| HookConfig::empty().args);
-            let info = hooks::hook_info(hook.lsm);
-            for a in &hook.args {
-                if let (Some(slot), Some(ha)) = (
-                    d.get_mut(a.lsm_index as usize),
-                    info.args.get(a.lsm_index as usize),
-                ) {
-                    *slot = ha.desc();
+            match &hook.target {
+                Target::Lsm(lsm) => {
+                    let info = hooks::hook_info(*lsm);
+                    for a in &hook.args {
+                        if let (Some(slot), Some(ha)) = (
+                            d.get_mut(a.lsm_index as usize),
+                            info.args.get(a.lsm_index as usize),
+                        ) {
+                            *slot = ha.desc();
+                        }
+                    }
+                }
+                t => {
+                    for a in &hook.args {
+                        let desc = probes::generic_desc(t, a);
+                        probes::set_desc(d, a.lsm_index, desc, policy, t)?;
+                    }
                 }
             }
             // A hook without selectors posts every call: one selector with no filters.
@@ -388,7 +432,7 @@ pub fn compile_with(
                     let first =
                         free_run(*taken, count).ok_or_else(|| CompileError::TooManySelectors {
                             policy: policy.name.clone(),
-                            hook: hook.lsm,
+                            hook: hname.clone(),
                         })?;
                     *taken |= run_mask(first, count);
                     first
@@ -425,11 +469,12 @@ pub fn compile_with(
                         policy_name: policy.name.clone(),
                         policy_namespace: policy.namespace.clone(),
                         group,
-                        hook: hook.lsm,
+                        target: hook.target.clone(),
                         origin: hook.origin.clone(),
                         hook_index: hook.spec_index,
                         selector_index: sel.index,
                         args: hook.args.clone(),
+                        return_arg: hook.return_arg.clone(),
                         message: hook.message.clone(),
                         tags: hook.tags.clone(),
                         flags,
@@ -459,13 +504,14 @@ pub fn compile_with(
                     }
                 }
                 for f in &sel.match_args {
-                    compile_arg_filter(&mut img, &mut next_num, policy, hook.lsm, slot, f, env)?;
+                    compile_arg_filter(&mut img, &mut next_num, policy, hid, &hname, slot, f, env)?;
                 }
                 compile_process_filters(
                     &mut img,
                     &mut next_num,
                     policy,
-                    hook.lsm,
+                    hid,
+                    &hname,
                     slot,
                     sel,
                     &env.host_ns,
@@ -475,11 +521,11 @@ pub fn compile_with(
                     let family = [u64::from(AF_INET), u64::from(AF_INET6)];
                     let nf =
                         attr_filter(&mut img, hid, slot, ATTR_SOCK_FAMILY, NUM_OP_EQUAL, &family);
-                    push_num(&mut img, &mut next_num, policy, hook.lsm, nf)?;
+                    push_num(&mut img, &mut next_num, policy, hid, &hname, nf)?;
                     let tcp = [u64::from(IPPROTO_TCP)];
                     let nf =
                         attr_filter(&mut img, hid, slot, ATTR_SOCK_PROTOCOL, NUM_OP_EQUAL, &tcp);
-                    push_num(&mut img, &mut next_num, policy, hook.lsm, nf)?;
+                    push_num(&mut img, &mut next_num, policy, hid, &hname, nf)?;
                 }
                 if let Some(b) = &sel.match_binaries {
                     let cfg = img.hook_cfg.entry(hid).or_insert_with(HookConfig::empty);
@@ -522,6 +568,11 @@ pub fn compile_with(
             cfg.args = *d;
         }
         cfg.num_filters = next_num.get(hid).copied().unwrap_or(0);
+        cfg.probe = match img.probes.get(hid) {
+            Some(Target::Kprobe(k)) if k.syscall => PROBE_SYSCALL,
+            Some(Target::Tracepoint { .. }) => PROBE_TRACEPOINT,
+            _ => 0,
+        };
         cfg.num_bank = prev.hook_cfg.get(hid).map_or(0, |p| 1 - (p.num_bank & 1));
     }
     // Records were numbered per hook; place them in the bank chosen above.
@@ -536,16 +587,20 @@ pub fn compile_with(
     Ok(img)
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the compiler's state and the filter's place; a struct would only rename them"
+)]
 fn compile_arg_filter(
     img: &mut MapImage,
     next_num: &mut BTreeMap<u32, u32>,
     policy: &Policy,
-    hook: LsmHook,
+    hid: u32,
+    hook: &str,
     slot: u32,
     f: &ArgFilter,
     env: &CompileEnv,
 ) -> Result<(), CompileError> {
-    let hid = hook.id();
     let bit = 1u64 << slot;
     match &f.kind {
         FilterKind::Str {
@@ -563,9 +618,15 @@ fn compile_arg_filter(
                 super::ir::ArgType::Int { width, signed } => (width, signed),
                 _ => (8, false),
             };
+            // A kretprobe's return value is an attribute its program sets for the call.
+            let arg = if f.lsm_index == RETURN_INDEX {
+                ARG_ATTR_BASE + ATTR_RETVAL
+            } else {
+                f.lsm_index
+            };
             let mut nf = NumFilter {
                 selector: slot,
-                arg: f.lsm_index,
+                arg,
                 op: num_op(*op),
                 nvalues: values.len().min(NUM_FILTER_VALUES) as u32,
                 flags: if signed { NUM_SIGNED } else { 0 },
@@ -575,7 +636,7 @@ fn compile_arg_filter(
             for (dst, v) in nf.values.iter_mut().zip(values) {
                 *dst = *v;
             }
-            push_num(img, next_num, policy, hook, nf)?;
+            push_num(img, next_num, policy, hid, hook, nf)?;
         }
         FilterKind::Addr {
             field,
@@ -632,7 +693,7 @@ fn compile_arg_filter(
                 SockAttr::Family => ATTR_SOCK_FAMILY,
             };
             let nf = attr_filter(img, hid, slot, attr, NUM_OP_EQUAL, values);
-            push_num(img, next_num, policy, hook, nf)?;
+            push_num(img, next_num, policy, hid, hook, nf)?;
         }
     }
     Ok(())
@@ -643,15 +704,15 @@ fn push_num(
     img: &mut MapImage,
     next_num: &mut BTreeMap<u32, u32>,
     policy: &Policy,
-    hook: LsmHook,
+    hid: u32,
+    hook: &str,
     nf: NumFilter,
 ) -> Result<(), CompileError> {
-    let hid = hook.id();
     let n = next_num.entry(hid).or_insert(0);
     if *n >= MAX_NUM_FILTERS {
         return Err(CompileError::TooManyNumFilters {
             policy: policy.name.clone(),
-            hook,
+            hook: hook.to_string(),
         });
     }
     img.num_filt.insert(hid * MAX_NUM_FILTERS + *n, nf);
@@ -688,16 +749,20 @@ fn attr_filter(
 
 /// `matchPIDs` (PIDS entries), `matchNamespaces` and `matchCapabilities` (numeric filters on
 /// process attributes).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the compiler's state and the selector's place; a struct would only rename them"
+)]
 fn compile_process_filters(
     img: &mut MapImage,
     next_num: &mut BTreeMap<u32, u32>,
     policy: &Policy,
-    hook: LsmHook,
+    hid: u32,
+    hook: &str,
     slot: u32,
     sel: &Selector,
     host: &HostNs,
 ) -> Result<(), CompileError> {
-    let hid = hook.id();
     let bit = 1u64 << slot;
     // Several plain `In` filters of one kind in a selector must all hold: the process's pid
     // has to be in their intersection. (NotIn filters simply add up; followForks `In`
@@ -761,7 +826,7 @@ fn compile_process_filters(
             NUM_OP_EQUAL
         };
         let nf = attr_filter(img, hid, slot, ATTR_NS_BASE + t, op, &values);
-        push_num(img, next_num, policy, hook, nf)?;
+        push_num(img, next_num, policy, hid, hook, nf)?;
     }
 
     for f in &sel.match_capabilities {
@@ -776,7 +841,7 @@ fn compile_process_filters(
             NUM_OP_MASK
         };
         let nf = attr_filter(img, hid, slot, ATTR_CAP_BASE + set, op, &[f.mask]);
-        push_num(img, next_num, policy, hook, nf)?;
+        push_num(img, next_num, policy, hid, hook, nf)?;
         if f.namespace_capability {
             // Tetragon: only processes outside the host user namespace.
             let host_user = u64::from(host.0[NS_USER as usize]);
@@ -788,7 +853,7 @@ fn compile_process_filters(
                 NUM_OP_NOT_EQUAL,
                 &[host_user],
             );
-            push_num(img, next_num, policy, hook, nf)?;
+            push_num(img, next_num, policy, hid, hook, nf)?;
         }
     }
     Ok(())
@@ -830,7 +895,8 @@ mod tests {
             scope: crate::policy::scope::Scope::Everything,
             mode,
             hooks: vec![Hook {
-                lsm: LsmHook::FilePermission,
+                target: Target::Lsm(LsmHook::FilePermission),
+                return_arg: None,
                 origin: HookOrigin::Kprobe {
                     call: "security_file_permission".into(),
                 },
@@ -1034,7 +1100,7 @@ mod tests {
             compile(&[(1, &p)]),
             Err(CompileError::TooManySelectors {
                 policy: "big".into(),
-                hook: LsmHook::FilePermission
+                hook: "file_permission".into()
             })
         );
     }
@@ -1268,7 +1334,7 @@ mod tests {
 
     fn connect_policy(tcp_only: bool, selectors: Vec<Selector>) -> Policy {
         let mut p = policy("net", PolicyMode::Enforce, selectors);
-        p.hooks[0].lsm = LsmHook::SocketConnect;
+        p.hooks[0].target = Target::Lsm(LsmHook::SocketConnect);
         p.hooks[0].tcp_only = tcp_only;
         p
     }

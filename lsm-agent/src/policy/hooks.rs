@@ -4,7 +4,10 @@
 //!
 //! `docs/hooks.md` documents this table; keep the two in sync.
 
-use lsm_shared::{ARG_BINPRM, ARG_DENTRY, ARG_FILE, ARG_INT, ARG_PATH, ARG_SKIP, ARG_STR, ArgDesc};
+use lsm_shared::{
+    ARG_BINPRM, ARG_DENTRY, ARG_FD, ARG_FILE, ARG_INT, ARG_PATH, ARG_SKIP, ARG_STR, ARG_USTR,
+    ArgDesc,
+};
 
 use super::ir::{ArgType, LsmHook};
 
@@ -657,6 +660,59 @@ pub fn declared_type(name: &str) -> Option<DeclaredType> {
         .contains(&name)
         .then_some(DeclaredType::Unsupported)
 }
+
+/// How the generic probes read an argument of a declared type (kprobe/kretprobe arguments,
+/// tracepoint fields, a kretprobe's return value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GenericType {
+    /// Read with `ARG_*` kind `read`, matched as `ty`.
+    Read { ty: ArgType, read: u8, width: u8 },
+    /// `nop`: declared, never read or shown.
+    Nop,
+    /// A Tetragon type the generic reader does not read yet.
+    Unsupported,
+}
+
+/// The generic reading of YAML type `name`; `user`: pointers are user memory (the
+/// arguments of a syscall). `None` if Tetragon does not know the type either.
+pub fn generic_type(name: &str, user: bool) -> Option<GenericType> {
+    let read = |ty, read| Some(GenericType::Read { ty, read, width: 8 });
+    match name {
+        "nop" => return Some(GenericType::Nop),
+        "file" => return read(ArgType::File, ARG_FILE),
+        "fd" => return read(ArgType::File, ARG_FD),
+        "path" => return read(ArgType::Path, ARG_PATH),
+        "dentry" => return read(ArgType::Path, ARG_DENTRY),
+        "linux_binprm" => return read(ArgType::LinuxBinprm, ARG_BINPRM),
+        "string" if user => return read(ArgType::String, ARG_USTR),
+        "string" => return read(ArgType::String, ARG_STR),
+        "capability" => {
+            return Some(GenericType::Read {
+                ty: INT,
+                read: ARG_INT,
+                width: 4,
+            });
+        }
+        _ => {}
+    }
+    if let Some((_, width, signed)) = INT_TYPES.iter().find(|(n, _, _)| *n == name) {
+        return Some(GenericType::Read {
+            ty: ArgType::Int {
+                width: *width,
+                signed: *signed,
+            },
+            read: ARG_INT,
+            width: *width,
+        });
+    }
+    (OTHER_TETRAGON_TYPES.contains(&name)
+        || matches!(name, "auto" | "sock" | "socket" | "sockaddr"))
+    .then_some(GenericType::Unsupported)
+}
+
+/// The YAML types the generic probes read, for error messages.
+pub const GENERIC_TYPE_NAMES: &str = "int, int8..int64, uint8..uint64, size_t, long, ulong, \
+     capability, string, fd, file, path, dentry, linux_binprm, nop";
 
 /// Whether a declared type can stand for a hook argument of type `natural`. Integers fit any
 /// integer position: the compiler reads the declared width.

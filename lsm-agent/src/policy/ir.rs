@@ -192,7 +192,7 @@ pub struct Policy {
 /// Where a hook came from in the YAML.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HookOrigin {
-    /// `spec.kprobes[i]` with `call`, translated to an LSM hook.
+    /// `spec.kprobes[i]` with `call`: translated to an LSM hook, or observed by a kprobe.
     Kprobe { call: String },
     /// `spec.lsmhooks[i]`, used directly.
     LsmHook,
@@ -200,14 +200,64 @@ pub enum HookOrigin {
     Tracepoint { subsystem: String, event: String },
 }
 
+/// A kernel function observed by the generic kprobe (or kretprobe) program.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KprobeTarget {
+    /// The symbol as the policy names it. For a syscall this is the portable `sys_<name>`;
+    /// the loader turns it into the node's wrapper (`__x64_sys_<name>`, ...).
+    pub function: String,
+    /// `syscall: true`: the function is a syscall wrapper whose only argument is the
+    /// user's `struct pt_regs *`, so the arguments are read from there and pointers are user
+    /// memory.
+    pub syscall: bool,
+    /// `return: true`: the call is evaluated at its return, with its return value.
+    pub ret: bool,
+}
+
+/// Where the agent attaches for a hook: an LSM hook (enforced before the operation) or a
+/// probe that observes it (events, and signals after the fact).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    Lsm(LsmHook),
+    Kprobe(KprobeTarget),
+    Tracepoint { subsystem: String, event: String },
+}
+
+impl Target {
+    /// The LSM hook, for a hook enforced at one.
+    pub fn lsm(&self) -> Option<LsmHook> {
+        match self {
+            Target::Lsm(h) => Some(*h),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    /// How `check` and the logs say where a hook runs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Lsm(h) => write!(f, "enforced at LSM hook {h}"),
+            Target::Kprobe(k) if k.ret => write!(f, "observed by kretprobe {}", k.function),
+            Target::Kprobe(k) => write!(f, "observed by kprobe {}", k.function),
+            Target::Tracepoint { subsystem, event } => {
+                write!(f, "observed by tracepoint {subsystem}/{event}")
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hook {
-    pub lsm: LsmHook,
+    pub target: Target,
     pub origin: HookOrigin,
-    /// Index in `spec.kprobes` or `spec.lsmhooks`.
+    /// Index in `spec.kprobes`, `spec.lsmhooks` or `spec.tracepoints`.
     pub spec_index: usize,
     /// Declared `args`, in YAML order.
     pub args: Vec<ArgSpec>,
+    /// `returnArg` of a `return: true` kprobe: the function's return value, shown in the
+    /// event and matched by `matchReturnArgs`.
+    pub return_arg: Option<ArgSpec>,
     pub message: Option<String>,
     pub tags: Vec<String>,
     /// Only TCP connections over IPv4/IPv6 match (a `tcp_connect` kprobe): every selector,
@@ -251,6 +301,16 @@ impl ArgType {
         self.is_path_like() || self == ArgType::String
     }
 }
+
+/// Field index (Tetragon's tracepoint arg `index`, counting the `format` file's fields) of
+/// the first field after the `common_type`, `common_flags`, `common_preempt_count` and
+/// `common_pid` every record starts with. A tracepoint argument's position among the values
+/// the kernel reads is its index minus this, so that every policy on the tracepoint agrees.
+pub const TP_FIRST_FIELD: u32 = 4;
+
+/// [`ArgSpec::lsm_index`] of a kretprobe's return value (`returnArg`): it has no position
+/// among the arguments; filters on it (`matchReturnArgs`) read the call's return value.
+pub const RETURN_INDEX: u32 = u32::MAX;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArgSpec {

@@ -9,6 +9,7 @@ pub(crate) mod lists;
 pub mod locate;
 mod model;
 pub mod parse;
+pub mod probes;
 pub mod scope;
 pub mod syscalls;
 #[cfg(test)]

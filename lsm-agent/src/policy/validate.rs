@@ -11,7 +11,7 @@ mod operators;
 mod process;
 mod selectors;
 
-use hooks::{convert_kprobe, convert_lsmhook};
+use hooks::{convert_kprobe, convert_lsmhook, convert_tracepoint};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
@@ -125,10 +125,13 @@ pub(crate) fn convert(
     for (i, lh) in spec.lsmhooks.iter().flatten().enumerate() {
         hooks.push(convert_lsmhook(i, lh, warnings)?);
     }
+    for (i, tp) in spec.tracepoints.iter().flatten().enumerate() {
+        hooks.push(convert_tracepoint(i, tp, warnings)?);
+    }
     if hooks.is_empty() {
         warnings.push(invalid(
             "spec",
-            "the policy has no kprobes or lsmhooks: it does nothing",
+            "the policy has no kprobes, tracepoints or lsmhooks: it does nothing",
         ));
     }
     Ok(ir::Policy {
@@ -261,9 +264,6 @@ fn check_spec_unsupported(spec: &raw::Spec, warnings: &mut Vec<Invalid>) -> VRes
              lsm-agent does not support yet; Tetragon no longer accepts killers either)",
         ));
     }
-    if non_empty(&spec.tracepoints) {
-        return Err(not_supported("spec.tracepoints"));
-    }
     if non_empty(&spec.uprobes) {
         return Err(invalid(
             "spec.uprobes",
@@ -379,13 +379,13 @@ mod tests {
     fn unimplemented_spec_sections_are_named_in_the_error() {
         let yaml = with_selector("matchActions: [{action: Post}]").replace(
             "spec:\n",
-            "spec:\n  tracepoints:\n  - subsystem: raw_syscalls\n    event: sys_enter\n",
+            "spec:\n  uprobes:\n  - path: /bin/true\n    symbols: [main]\n",
         );
         let e = parse_err(&yaml);
-        assert_eq!(e.path, "spec.tracepoints");
+        assert_eq!(e.path, "spec.uprobes");
         assert_eq!(
             e.to_string(),
-            "test.yaml:6:3: spec.tracepoints: not supported yet by lsm-agent"
+            "test.yaml:6:3: spec.uprobes: not supported yet by lsm-agent: uprobes"
         );
     }
 

@@ -206,7 +206,7 @@ fn hook(h: &model::Hook) -> Event {
         HookOrigin::LsmHook => Event::ProcessLsm(ProcessLsm {
             process,
             parent,
-            function_name: h.hook.name().to_string(),
+            function_name: h.function_name().to_string(),
             policy_name,
             message,
             args,
@@ -742,7 +742,10 @@ mod tests {
             parent: None,
             policy_name: "raw-syscalls".into(),
             policy_namespace: None,
-            hook: model::LsmHook::FileOpen,
+            hook: model::Target::Tracepoint {
+                subsystem: "raw_syscalls".into(),
+                event: "sys_enter".into(),
+            },
             origin: HookOrigin::Tracepoint {
                 subsystem: "raw_syscalls".into(),
                 event: "sys_enter".into(),

@@ -6,7 +6,7 @@ use std::path::Path;
 use super::*;
 use crate::policy::ir::{
     Action, ArgType, BinaryFilter, FilterKind, HookOrigin, LsmHook, NetField, NumOp, PolicyKind,
-    PolicyMode, RateLimitScope, StrOp,
+    PolicyMode, RateLimitScope, StrOp, Target,
 };
 use crate::policy::testutil::*;
 
@@ -18,7 +18,11 @@ fn quickstart_file_monitoring_translates_three_kprobes_to_lsm_hooks() {
     assert_eq!(p.namespace, None);
     assert_eq!(p.mode, PolicyMode::Enforce);
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
-    let lsm: Vec<LsmHook> = p.hooks.iter().map(|h| h.lsm).collect();
+    let lsm: Vec<LsmHook> = p
+        .hooks
+        .iter()
+        .map(|h| h.target.lsm().expect("an LSM hook"))
+        .collect();
     assert_eq!(
         lsm,
         [
@@ -117,7 +121,7 @@ fn quickstart_lsm_file_open_uses_the_lsm_hook_directly() {
     assert_eq!(p.name, "lsm-file-open");
     assert_eq!(p.hooks.len(), 1);
     let h = &p.hooks[0];
-    assert_eq!(h.lsm, LsmHook::FileOpen);
+    assert_eq!(h.target, Target::Lsm(LsmHook::FileOpen));
     assert_eq!(h.origin, HookOrigin::LsmHook);
     assert_eq!(h.selectors.len(), 1);
     let s = &h.selectors[0];
@@ -145,7 +149,7 @@ fn quickstart_lsm_file_open_uses_the_lsm_hook_directly() {
 fn quickstart_lsm_bprm_check_overrides_and_posts() {
     let p = parse_policy_file(&quickstart("lsm_bprm_check.yaml")).expect("parses");
     let h = &p.hooks[0];
-    assert_eq!(h.lsm, LsmHook::BprmCheckSecurity);
+    assert_eq!(h.target, Target::Lsm(LsmHook::BprmCheckSecurity));
     assert_eq!(h.args[0].ty, ArgType::LinuxBinprm);
     let s = &h.selectors[0];
     let b = s.match_binaries.as_ref().expect("matchBinaries");
@@ -190,7 +194,7 @@ fn quickstart_network_policies_parse_into_tcp_only_socket_connect_with_not_daddr
         assert_eq!(p.kind, kind, "{name}");
         assert_eq!(p.hooks.len(), 1, "{name}");
         let h = &p.hooks[0];
-        assert_eq!(h.lsm, LsmHook::SocketConnect, "{name}");
+        assert_eq!(h.target, Target::Lsm(LsmHook::SocketConnect), "{name}");
         assert_eq!(
             h.origin,
             HookOrigin::Kprobe {
@@ -406,8 +410,8 @@ fn deny_etc_passwd_open_fixture_makes_file_open_of_etc_passwd_fail_with_eperm() 
     assert_eq!(p.hooks.len(), 1);
     let h = &p.hooks[0];
     assert_eq!(
-        (h.lsm, &h.origin),
-        (LsmHook::FileOpen, &HookOrigin::LsmHook)
+        (&h.target, &h.origin),
+        (&Target::Lsm(LsmHook::FileOpen), &HookOrigin::LsmHook)
     );
     assert_eq!(h.selectors.len(), 1);
     let s = &h.selectors[0];

@@ -7,19 +7,64 @@ use crate::policy::ir;
 use crate::policy::model as raw;
 
 /// Highest `args[].index` (Tetragon's `MAX_POSSIBLE_ARGS` - 1).
-const MAX_ARG_INDEX: u32 = 4;
+pub(super) const MAX_ARG_INDEX: u32 = 4;
+
+/// An argument of a kprobe, kretprobe or tracepoint target, read by the generic reader:
+/// `None` for a `nop` argument (declared, never read). `position` is its place among the
+/// values the reader produces; `user`: pointers are user memory.
+pub(super) fn convert_generic_arg(
+    apath: &str,
+    a: &raw::Arg,
+    position: u32,
+    user: bool,
+    what: &str,
+) -> VResult<Option<ir::ArgSpec>> {
+    let type_name = a.ty.as_deref().unwrap_or("auto");
+    let tpath = format!("{apath}.type");
+    let ty = match hooks::generic_type(type_name, user) {
+        Some(hooks::GenericType::Read { ty, .. }) => ty,
+        Some(hooks::GenericType::Nop) => return Ok(None),
+        Some(hooks::GenericType::Unsupported) => {
+            return Err(invalid(
+                tpath,
+                format!(
+                    "type \"{type_name}\" is not read by lsm-agent at {what} yet (it reads {})",
+                    hooks::GENERIC_TYPE_NAMES
+                ),
+            ));
+        }
+        None => return Err(invalid(tpath, format!("unknown arg type \"{type_name}\""))),
+    };
+    Ok(Some(ir::ArgSpec {
+        spec_index: a.index,
+        lsm_index: position,
+        ty,
+        type_name: type_name.to_string(),
+        label: a.label.clone().filter(|l| !l.is_empty()),
+    }))
+}
 
 pub(super) fn convert_arg(
     apath: &str,
     a: &raw::Arg,
     info: &HookInfo,
     map_index: &dyn Fn(u32) -> Result<u32, String>,
-) -> VResult<ir::ArgSpec> {
-    if a.index > MAX_ARG_INDEX {
+) -> VResult<Option<ir::ArgSpec>> {
+    check_arg_options(apath, a, MAX_ARG_INDEX)?;
+    // `nop`: declared, never read or shown (Tetragon skips it the same way).
+    if a.ty.as_deref() == Some("nop") {
+        return Ok(None);
+    }
+    convert_lsm_arg(apath, a, info, map_index).map(Some)
+}
+
+/// The index range and the argument options the agent does not implement.
+pub(super) fn check_arg_options(apath: &str, a: &raw::Arg, max_index: u32) -> VResult<()> {
+    if a.index > max_index {
         return Err(invalid(
             format!("{apath}.index"),
             format!(
-                "arg index {} is out of range (at most {MAX_ARG_INDEX})",
+                "arg index {} is out of range (at most {max_index})",
                 a.index
             ),
         ));
@@ -71,6 +116,15 @@ pub(super) fn convert_arg(
             ));
         }
     }
+    Ok(())
+}
+
+fn convert_lsm_arg(
+    apath: &str,
+    a: &raw::Arg,
+    info: &HookInfo,
+    map_index: &dyn Fn(u32) -> Result<u32, String>,
+) -> VResult<ir::ArgSpec> {
     let lsm_index = map_index(a.index).map_err(|m| invalid(format!("{apath}.index"), m))?;
     let hook_arg = &info.args[lsm_index as usize];
     if hook_arg.ty == ir::ArgType::Opaque {
@@ -364,5 +418,17 @@ mod tests {
         );
         let e = parse_err(&yaml);
         assert_eq!(e.path, "spec.kprobes[0].args[2].type");
+    }
+
+    #[test]
+    fn nop_arguments_are_declared_but_not_read_on_translated_calls_and_probes() {
+        let yaml =
+            with_selector("matchActions: [{action: Post}]").replace("type: int", "type: nop");
+        let p = parse_ok(&yaml);
+        let idx: Vec<u32> = p.hooks[0].args.iter().map(|a| a.spec_index).collect();
+        assert_eq!(idx, [0]);
+        let p = parse_ok(&yaml.replace("security_file_permission", "vfs_read"));
+        let idx: Vec<u32> = p.hooks[0].args.iter().map(|a| a.spec_index).collect();
+        assert_eq!(idx, [0]);
     }
 }

@@ -3,7 +3,7 @@
 
 use lsm_shared::MAX_ARGS;
 
-use super::args::convert_arg;
+use super::args::{MAX_ARG_INDEX, check_arg_options, convert_arg, convert_generic_arg};
 use super::selectors::convert_selector;
 use super::{Invalid, VResult, invalid, non_empty, not_supported};
 use crate::policy::hooks::{self, HookInfo};
@@ -28,17 +28,6 @@ pub(super) fn convert_kprobe(
             "list: calls are not supported yet by lsm-agent",
         ));
     }
-    let Some(tr) = hooks::kprobe_call(&kp.call) else {
-        return Err(invalid(
-            format!("{path}.call"),
-            format!(
-                "unsupported call \"{}\": lsm-agent enforces at LSM hooks and translates only \
-                 these kprobe calls: {}",
-                kp.call,
-                hooks::supported_calls()
-            ),
-        ));
-    };
     if kp
         .return_arg_action
         .as_deref()
@@ -49,6 +38,9 @@ pub(super) fn convert_kprobe(
     if non_empty(&kp.data) {
         return Err(not_supported(format!("{path}.data")));
     }
+    let Some(tr) = hooks::kprobe_call(&kp.call) else {
+        return convert_generic_kprobe(&path, i, kp, warnings);
+    };
     // `return`/`returnArg` are accepted and ignored: at an LSM hook the program's return
     // value is the verdict, there is no separate return probe.
     let map_index = |index: u32| {
@@ -66,16 +58,19 @@ pub(super) fn convert_kprobe(
             )
         })
     };
+    let info = hooks::hook_info(tr.hook);
+    let arg = |apath: &str, a: &raw::Arg| convert_arg(apath, a, info, &map_index);
     convert_hook_body(
         &path,
         HookSource {
-            lsm: tr.hook,
+            target: ir::Target::Lsm(tr.hook),
             origin: ir::HookOrigin::Kprobe {
                 call: kp.call.clone(),
             },
             spec_index: i,
             tcp_only: tr.tcp_only,
-            map_index: &map_index,
+            convert_arg: &arg,
+            return_arg: None,
         },
         &raw::HookBody {
             args: &kp.args,
@@ -120,14 +115,16 @@ pub(super) fn convert_lsmhook(
             ))
         }
     };
+    let arg = |apath: &str, a: &raw::Arg| convert_arg(apath, a, info, &map_index);
     convert_hook_body(
         &path,
         HookSource {
-            lsm,
+            target: ir::Target::Lsm(lsm),
             origin: ir::HookOrigin::LsmHook,
             spec_index: i,
             tcp_only: false,
-            map_index: &map_index,
+            convert_arg: &arg,
+            return_arg: None,
         },
         &raw::HookBody {
             args: &lh.args,
@@ -156,14 +153,196 @@ fn describe_args(info: &HookInfo) -> String {
         .join(", ")
 }
 
+/// An argument converter: `None` for an argument that is declared but not read (`nop`).
+type ArgConverter<'a> = &'a dyn Fn(&str, &raw::Arg) -> VResult<Option<ir::ArgSpec>>;
+
 struct HookSource<'a> {
-    lsm: ir::LsmHook,
+    target: ir::Target,
     origin: ir::HookOrigin,
     spec_index: usize,
     /// See `ir::Hook::tcp_only`.
     tcp_only: bool,
-    /// YAML argument index → LSM hook argument index, or why there is none.
-    map_index: &'a dyn Fn(u32) -> Result<u32, String>,
+    /// Turns `args[j]` (at the given path) into the hook's argument.
+    convert_arg: ArgConverter<'a>,
+    /// See `ir::Hook::return_arg`.
+    return_arg: Option<ir::ArgSpec>,
+}
+
+/// The syscall a `syscall: true` call names, as the portable `sys_<name>`: Tetragon accepts
+/// `sys_<name>` and an architecture's wrapper (`__x64_sys_<name>`, `__arm64_sys_<name>`);
+/// the loader picks the node's wrapper.
+pub(crate) fn portable_syscall(call: &str) -> Option<String> {
+    if let Some(rest) = call.strip_prefix("sys_") {
+        return (!rest.is_empty()).then(|| call.to_string());
+    }
+    let rest = call.strip_prefix("__")?;
+    let (arch, name) = rest.split_once("_sys_")?;
+    (!arch.is_empty() && !name.is_empty() && arch.chars().all(|c| c.is_ascii_alphanumeric()))
+        .then(|| format!("sys_{name}"))
+}
+
+/// A kernel symbol: what kallsyms can list (`fd_install`, `foo.isra.0`).
+fn is_symbol(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+}
+
+/// A `kprobes[]` entry whose call has no LSM hook: observed by the generic kprobe (or, with
+/// `return: true`, kretprobe) on the function itself.
+fn convert_generic_kprobe(
+    path: &str,
+    i: usize,
+    kp: &raw::Kprobe,
+    warnings: &mut Vec<Invalid>,
+) -> VResult<ir::Hook> {
+    let syscall = kp.syscall == Some(true);
+    let ret = kp.ret == Some(true);
+    let function = if syscall {
+        portable_syscall(&kp.call).ok_or_else(|| {
+            invalid(
+                format!("{path}.call"),
+                format!(
+                    "\"{}\" is not a syscall name: with syscall: true, write sys_<name> (or an \
+                     architecture's __<arch>_sys_<name>)",
+                    kp.call
+                ),
+            )
+        })?
+    } else {
+        kp.call.clone()
+    };
+    if !is_symbol(&function) {
+        return Err(invalid(
+            format!("{path}.call"),
+            format!("\"{}\" is not a kernel function name", kp.call),
+        ));
+    }
+    let return_arg = match (&kp.return_arg, ret) {
+        (Some(a), true) => {
+            let apath = format!("{path}.returnArg");
+            check_arg_options(&apath, a, MAX_ARG_INDEX)?;
+            match convert_generic_arg(&apath, a, ir::RETURN_INDEX, false, "a return value")? {
+                Some(spec) if matches!(spec.ty, ir::ArgType::Int { .. }) => Some(spec),
+                Some(spec) => {
+                    return Err(invalid(
+                        format!("{apath}.type"),
+                        format!(
+                            "type \"{}\": lsm-agent reads integer return values only",
+                            spec.type_name
+                        ),
+                    ));
+                }
+                None => None,
+            }
+        }
+        // Without `return: true` there is no return probe: Tetragon ignores it too.
+        _ => None,
+    };
+    let what = format!("kprobe {}", kp.call);
+    let arg = |apath: &str, a: &raw::Arg| {
+        check_arg_options(apath, a, MAX_ARG_INDEX)?;
+        convert_generic_arg(apath, a, a.index, syscall, &what)
+    };
+    convert_hook_body(
+        path,
+        HookSource {
+            target: ir::Target::Kprobe(ir::KprobeTarget {
+                function,
+                syscall,
+                ret,
+            }),
+            origin: ir::HookOrigin::Kprobe {
+                call: kp.call.clone(),
+            },
+            spec_index: i,
+            tcp_only: false,
+            convert_arg: &arg,
+            return_arg,
+        },
+        &raw::HookBody {
+            args: &kp.args,
+            selectors: &kp.selectors,
+            message: &kp.message,
+            tags: &kp.tags,
+        },
+        warnings,
+    )
+}
+
+/// A `tracepoints[]` entry: observed by the generic tracepoint program. Argument `index`
+/// counts the fields of the tracepoint's `format` file, `common_*` fields included.
+pub(super) fn convert_tracepoint(
+    i: usize,
+    tp: &raw::Tracepoint,
+    warnings: &mut Vec<Invalid>,
+) -> VResult<ir::Hook> {
+    let path = format!("spec.tracepoints[{i}]");
+    let name = |v: &Option<String>, field: &str| {
+        v.clone().filter(|s| is_symbol(s)).ok_or_else(|| {
+            invalid(
+                format!("{path}.{field}"),
+                format!("missing or invalid {field}"),
+            )
+        })
+    };
+    let subsystem = name(&tp.subsystem, "subsystem")?;
+    let event = name(&tp.event, "event")?;
+    if tp.raw == Some(true) {
+        return Err(not_supported(format!("{path}.raw")));
+    }
+    // The `syscalls` events' pointer fields point into the caller's memory.
+    let user = subsystem == "syscalls";
+    let what = format!("tracepoint {subsystem}/{event}");
+    let last = ir::TP_FIRST_FIELD + MAX_ARGS as u32 - 1;
+    let arg = |apath: &str, a: &raw::Arg| {
+        check_arg_options(apath, a, last)?;
+        if a.index < ir::TP_FIRST_FIELD {
+            return Err(invalid(
+                format!("{apath}.index"),
+                format!(
+                    "field {} is a common_* field of every tracepoint record; lsm-agent reads \
+                     the event's own fields, {} to {last}",
+                    a.index,
+                    ir::TP_FIRST_FIELD
+                ),
+            ));
+        }
+        let spec = convert_generic_arg(apath, a, a.index - ir::TP_FIRST_FIELD, user, &what)?;
+        if spec.as_ref().is_some_and(|s| s.ty == ir::ArgType::String) && !user {
+            return Err(invalid(
+                format!("{apath}.type"),
+                format!(
+                    "string fields of {what} are not read by lsm-agent yet (only the \
+                     syscalls tracepoints' string pointers are)"
+                ),
+            ));
+        }
+        Ok(spec)
+    };
+    convert_hook_body(
+        &path,
+        HookSource {
+            target: ir::Target::Tracepoint {
+                subsystem: subsystem.clone(),
+                event: event.clone(),
+            },
+            origin: ir::HookOrigin::Tracepoint { subsystem, event },
+            spec_index: i,
+            tcp_only: false,
+            convert_arg: &arg,
+            return_arg: None,
+        },
+        &raw::HookBody {
+            args: &tp.args,
+            selectors: &tp.selectors,
+            message: &tp.message,
+            tags: &tp.tags,
+        },
+        warnings,
+    )
 }
 
 fn convert_hook_body(
@@ -172,8 +351,6 @@ fn convert_hook_body(
     body: &raw::HookBody<'_>,
     warnings: &mut Vec<Invalid>,
 ) -> VResult<ir::Hook> {
-    let info = hooks::hook_info(src.lsm);
-
     let raw_args = body.args.as_deref().unwrap_or_default();
     if raw_args.len() > MAX_ARGS {
         return Err(invalid(
@@ -184,7 +361,9 @@ fn convert_hook_body(
     let mut args: Vec<ir::ArgSpec> = Vec::with_capacity(raw_args.len());
     for (j, a) in raw_args.iter().enumerate() {
         let apath = format!("{path}.args[{j}]");
-        let spec = convert_arg(&apath, a, info, src.map_index)?;
+        let Some(spec) = (src.convert_arg)(&apath, a)? else {
+            continue;
+        };
         if args.iter().any(|other| other.spec_index == spec.spec_index) {
             return Err(invalid(
                 format!("{apath}.index"),
@@ -216,17 +395,26 @@ fn convert_hook_body(
     let mut selectors = Vec::new();
     for (k, s) in body.selectors.iter().flatten().enumerate() {
         let spath = format!("{path}.selectors[{k}]");
-        selectors.push(convert_selector(&spath, k, s, &args, warnings)?);
+        selectors.push(convert_selector(
+            &spath,
+            k,
+            s,
+            &args,
+            &src.target,
+            src.return_arg.as_ref(),
+            warnings,
+        )?);
     }
     if src.tcp_only {
         warn_tcp_connect_source_filters(path, &selectors, warnings);
     }
 
     Ok(ir::Hook {
-        lsm: src.lsm,
+        target: src.target,
         origin: src.origin,
         spec_index: src.spec_index,
         args,
+        return_arg: src.return_arg,
         message,
         tags,
         tcp_only: src.tcp_only,
@@ -270,26 +458,118 @@ fn warn_tcp_connect_source_filters(
 
 #[cfg(test)]
 mod tests {
-    use crate::policy::ir::{ArgType, LsmHook};
+    use super::portable_syscall;
+    use crate::policy::ir::{ArgType, HookOrigin, KprobeTarget, LsmHook, RETURN_INDEX, Target};
     use crate::policy::testutil::*;
 
     #[test]
-    fn unknown_kprobe_call_lists_the_supported_calls() {
+    fn a_call_without_an_lsm_hook_is_observed_by_a_kprobe_on_the_function_itself() {
         let yaml = with_selector("matchActions: [{action: Post}]")
             .replace("security_file_permission", "security_inode_copy_up_xattr");
+        let p = parse_ok(&yaml);
+        let h = &p.hooks[0];
+        assert_eq!(
+            h.target,
+            Target::Kprobe(KprobeTarget {
+                function: "security_inode_copy_up_xattr".into(),
+                syscall: false,
+                ret: false
+            })
+        );
+        assert_eq!(
+            h.target.to_string(),
+            "observed by kprobe security_inode_copy_up_xattr"
+        );
+        // Kprobe arguments keep their own positions.
+        let pos: Vec<(u32, u32)> = h.args.iter().map(|a| (a.spec_index, a.lsm_index)).collect();
+        assert_eq!(pos, [(0, 0), (1, 1)]);
+    }
+
+    #[test]
+    fn a_call_that_is_no_kernel_symbol_is_a_located_error() {
+        let yaml = with_selector("matchActions: [{action: Post}]")
+            .replace("security_file_permission", "\"not a symbol\"");
         let e = parse_err(&yaml);
         assert_eq!(e.path, "spec.kprobes[0].call");
         assert_eq!(e.line, Some(7));
-        for call in [
-            "security_file_open",
-            "security_file_permission",
-            "security_mmap_file",
-            "security_path_truncate",
-            "security_file_truncate",
-            "security_bprm_check",
-        ] {
-            assert!(e.message.contains(call), "{}", e.message);
-        }
+        assert!(
+            e.message.contains("not a kernel function name"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn syscall_calls_keep_the_portable_sys_name_whatever_the_arch_prefix() {
+        assert_eq!(
+            portable_syscall("sys_setuid").as_deref(),
+            Some("sys_setuid")
+        );
+        assert_eq!(
+            portable_syscall("__x64_sys_linkat").as_deref(),
+            Some("sys_linkat")
+        );
+        assert_eq!(
+            portable_syscall("__arm64_sys_openat").as_deref(),
+            Some("sys_openat")
+        );
+        assert_eq!(portable_syscall("fd_install"), None);
+        assert_eq!(portable_syscall("sys_"), None);
+        let p = parse_ok(fixture!("observe-commit-creds-and-setuid.yaml"));
+        let Target::Kprobe(k) = &p.hooks[0].target else {
+            panic!("{:?}", p.hooks[0].target)
+        };
+        assert_eq!((k.function.as_str(), k.syscall), ("sys_setuid", true));
+    }
+
+    #[test]
+    fn syscall_string_arguments_are_user_strings_and_unread_types_name_the_type() {
+        let p = parse_ok(fixture!("observe-openat-return.yaml"));
+        let h = &p.hooks[0];
+        assert_eq!(h.target.to_string(), "observed by kretprobe sys_openat");
+        assert_eq!(h.args[0].ty, ArgType::String);
+        let ret = h.return_arg.as_ref().expect("returnArg");
+        assert_eq!(
+            (ret.lsm_index, ret.type_name.as_str()),
+            (RETURN_INDEX, "int")
+        );
+        // matchReturnArgs becomes a numeric filter on the return value.
+        let f = h.selectors[0].match_args.last().expect("return filter");
+        assert_eq!(f.lsm_index, RETURN_INDEX);
+        let yaml = fixture!("observe-openat-return.yaml").replace("type: string", "type: skb");
+        let e = parse_err(&yaml);
+        assert_eq!(e.path, "spec.kprobes[0].args[0].type");
+        assert!(e.message.contains("\"skb\" is not read"), "{}", e.message);
+    }
+
+    #[test]
+    fn match_return_args_need_return_and_a_return_arg() {
+        let yaml = fixture!("observe-openat-return.yaml").replace("    return: true\n", "");
+        let e = parse_err(&yaml);
+        assert_eq!(e.path, "spec.kprobes[0].selectors[0].matchReturnArgs");
+        assert!(e.message.contains("return: true"), "{}", e.message);
+    }
+
+    #[test]
+    fn tracepoint_fields_count_the_common_fields_and_take_positions_after_them() {
+        let p = parse_ok(fixture!("observe-raw-sys-enter-getpid.yaml"));
+        let h = &p.hooks[0];
+        assert_eq!(
+            h.origin,
+            HookOrigin::Tracepoint {
+                subsystem: "raw_syscalls".into(),
+                event: "sys_enter".into()
+            }
+        );
+        assert_eq!(
+            h.target.to_string(),
+            "observed by tracepoint raw_syscalls/sys_enter"
+        );
+        assert_eq!((h.args[0].spec_index, h.args[0].lsm_index), (4, 0));
+        let yaml = fixture!("observe-raw-sys-enter-getpid.yaml").replace("index: 4", "index: 2");
+        let e = parse_err(&yaml);
+        assert_eq!(e.path, "spec.tracepoints[0].args[0].index");
+        assert!(e.message.contains("common_*"), "{}", e.message);
     }
 
     #[test]
@@ -297,7 +577,7 @@ mod tests {
         let yaml = fixture!("mmap-file-prot-mask.yaml");
         let p = parse_ok(yaml);
         let h = &p.hooks[0];
-        assert_eq!(h.lsm, LsmHook::MmapFile);
+        assert_eq!(h.target, Target::Lsm(LsmHook::MmapFile));
         assert_eq!((h.args[0].spec_index, h.args[0].lsm_index), (2, 2));
         assert_eq!(h.args[0].label.as_deref(), Some("prot"));
         assert_eq!(h.message.as_deref(), Some("mapping"));
@@ -317,11 +597,11 @@ mod tests {
     #[test]
     fn lsmhook_socket_connect_and_security_socket_connect_are_not_tcp_only() {
         let p = parse_ok(&with_net_selector("matchActions: [{action: Post}]"));
-        assert_eq!(p.hooks[0].lsm, LsmHook::SocketConnect);
+        assert_eq!(p.hooks[0].target, Target::Lsm(LsmHook::SocketConnect));
         assert!(!p.hooks[0].tcp_only);
         let p = parse_ok(fixture!("socket-connect-lsmhook-args.yaml"));
         let h = &p.hooks[0];
-        assert_eq!(h.lsm, LsmHook::SocketConnect);
+        assert_eq!(h.target, Target::Lsm(LsmHook::SocketConnect));
         assert!(!h.tcp_only);
         let types: Vec<(ArgType, &str)> = h
             .args

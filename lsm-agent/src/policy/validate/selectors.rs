@@ -37,13 +37,49 @@ fn check_selector_unsupported(spath: &str, s: &raw::Selector) -> VResult<()> {
     if s.match_workloads.is_some() {
         return Err(not_supported(format!("{spath}.matchWorkloads")));
     }
-    if non_empty(&s.match_return_args) {
-        return Err(invalid(
-            format!("{spath}.matchReturnArgs"),
-            "not supported at LSM hooks (the hook's return value is the verdict)",
-        ));
-    }
     Ok(())
+}
+
+/// `matchReturnArgs`: numeric filters on a kretprobe's `returnArg`.
+fn convert_return_args(
+    spath: &str,
+    s: &raw::Selector,
+    target: &ir::Target,
+    ret: Option<&ir::ArgSpec>,
+    warnings: &mut Vec<Invalid>,
+) -> VResult<Vec<ir::ArgFilter>> {
+    if !non_empty(&s.match_return_args) {
+        return Ok(Vec::new());
+    }
+    let rpath = format!("{spath}.matchReturnArgs");
+    let ret = match (target, ret) {
+        (ir::Target::Lsm(_), _) => {
+            return Err(invalid(
+                rpath,
+                "not supported at LSM hooks (the hook's return value is the verdict)",
+            ));
+        }
+        (_, Some(r)) => r,
+        (_, None) => {
+            return Err(invalid(
+                rpath,
+                "needs return: true and an integer returnArg on the kprobe",
+            ));
+        }
+    };
+    // Tetragon's index of the return value is 0, whatever the returnArg says.
+    let as_arg = ir::ArgSpec {
+        spec_index: 0,
+        ..ret.clone()
+    };
+    let mut out = Vec::new();
+    for (k, m) in s.match_return_args.iter().flatten().enumerate() {
+        let mpath = format!("{rpath}[{k}]");
+        let mut f = convert_match_arg(&mpath, m, std::slice::from_ref(&as_arg), warnings)?;
+        f.lsm_index = ir::RETURN_INDEX;
+        out.push(f);
+    }
+    Ok(out)
 }
 
 /// String filters of one family share one kernel lookup per argument and selector.
@@ -106,9 +142,12 @@ pub(super) fn convert_selector(
     index: usize,
     s: &raw::Selector,
     args: &[ir::ArgSpec],
+    target: &ir::Target,
+    ret: Option<&ir::ArgSpec>,
     warnings: &mut Vec<Invalid>,
 ) -> VResult<ir::Selector> {
     check_selector_unsupported(spath, s)?;
+    let return_filters = convert_return_args(spath, s, target, ret, warnings)?;
 
     let mut match_args = Vec::new();
     // (lsm arg index, family, position in matchArgs) of string filters seen so far.
@@ -165,6 +204,7 @@ pub(super) fn convert_selector(
         }
         match_args.push(filter);
     }
+    match_args.extend(return_filters);
 
     let match_binaries = convert_match_binaries(spath, s.match_binaries.as_deref())?;
     let match_pids = convert_match_pids(spath, s.match_pids.as_deref())?;

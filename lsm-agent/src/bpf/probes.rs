@@ -1,0 +1,480 @@
+//! Attaching the generic kprobe, kretprobe and tracepoint programs to the targets of the
+//! loaded policies, driven by [`MapImage::probes`]: what the image lists gets attached (before
+//! its plans go live), what it no longer lists gets detached (after). The kernel facts the
+//! pure image leaves out are found here: a function's addresses in `/proc/kallsyms` (which
+//! `bpf_get_func_ip` returns in the programs), a syscall's wrapper name on this architecture,
+//! a tracepoint's event id and the offsets of its fields in tracefs.
+
+use std::collections::BTreeMap;
+
+use aya::{
+    Ebpf,
+    maps::{HashMap, MapData},
+    programs::{KProbe, TracePoint, kprobe::KProbeLinkId, trace_point::TracePointLinkId},
+};
+use lsm_shared::{ACT_MONITOR, ACT_OVERRIDE, MAX_ARGS, MAX_SELECTORS, ProbeHooks, TP_SLOTS};
+use tracing::{info, warn};
+
+use crate::policy::{
+    compile::MapImage,
+    ir::{KprobeTarget, TP_FIRST_FIELD, Target},
+    probes::hook_label,
+};
+
+pub const KPROBE_PROG: &str = "generic_kprobe";
+pub const KPROBE_SYSCALL_PROG: &str = "generic_kprobe_syscall";
+pub const KRETPROBE_PROG: &str = "generic_kretprobe";
+/// The copies of the tracepoint program, one per slot (see `lsm-ebpf/src/probe.rs`).
+pub const TRACEPOINT_PROGS: [&str; TP_SLOTS as usize] = [
+    "generic_tracepoint_0",
+    "generic_tracepoint_1",
+    "generic_tracepoint_2",
+    "generic_tracepoint_3",
+];
+
+/// Where tracefs is mounted, newest first.
+const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+/// Why a target cannot be observed; the message names the target.
+#[derive(Debug, thiserror::Error)]
+#[error("{target}: {reason}")]
+pub struct ProbeError {
+    pub target: String,
+    pub reason: String,
+}
+
+fn perr(target: &Target, reason: impl Into<String>) -> ProbeError {
+    ProbeError {
+        target: hook_label(target),
+        reason: reason.into(),
+    }
+}
+
+/// A probed function: its addresses and the hooks of its kprobe and kretprobe.
+struct FnProbe {
+    addrs: Vec<u64>,
+    /// Probed as a syscall wrapper (arguments from the user's registers).
+    syscall: bool,
+    hooks: ProbeHooks,
+    kprobe: Option<KProbeLinkId>,
+    kretprobe: Option<KProbeLinkId>,
+}
+
+struct TpProbe {
+    slot: u32,
+    link: TracePointLinkId,
+}
+
+/// What is attached, by resolved symbol and by hook id.
+#[derive(Default)]
+pub struct Probes {
+    fns: BTreeMap<String, FnProbe>,
+    /// Hook id → the symbol its kprobe or kretprobe is on.
+    fn_of: BTreeMap<u32, String>,
+    tps: BTreeMap<u32, TpProbe>,
+    /// Per tracepoint hook: the byte offsets of its arguments' fields.
+    pub tp_off: BTreeMap<u32, [u16; MAX_ARGS]>,
+}
+
+/// `sys_<name>` → this architecture's syscall wrapper.
+fn syscall_symbol(function: &str) -> String {
+    let prefix = if cfg!(target_arch = "aarch64") {
+        "__arm64_"
+    } else {
+        "__x64_"
+    };
+    format!("{prefix}{function}")
+}
+
+/// Every address of `symbol` in `/proc/kallsyms` (a static function may have several).
+fn kallsyms_addrs(symbol: &str) -> Result<Vec<u64>, String> {
+    let text = std::fs::read_to_string("/proc/kallsyms")
+        .map_err(|e| format!("reading /proc/kallsyms: {e}"))?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(addr), Some(_), Some(name)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if name == symbol
+            && let Ok(a) = u64::from_str_radix(addr, 16)
+        {
+            out.push(a);
+        }
+    }
+    if out.iter().all(|&a| a == 0) && !out.is_empty() {
+        return Err("/proc/kallsyms hides addresses (kptr_restrict): run as root".into());
+    }
+    Ok(out)
+}
+
+fn tracefs_file(subsystem: &str, event: &str, file: &str) -> Result<String, String> {
+    let mut last = String::new();
+    for root in TRACEFS {
+        let p = format!("{root}/events/{subsystem}/{event}/{file}");
+        match std::fs::read_to_string(&p) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = format!("{p}: {e}"),
+        }
+    }
+    Err(format!("tracepoint not found ({last})"))
+}
+
+/// The byte offsets of the fields of a tracepoint `format` file, in order (`common_*`
+/// included): Tetragon's argument `index` counts them.
+pub fn parse_format(format: &str) -> Vec<(String, u16)> {
+    let mut out = Vec::new();
+    for line in format.lines() {
+        let line = line.trim();
+        let Some(rest) = line.strip_prefix("field:") else {
+            continue;
+        };
+        let mut decl = "";
+        let mut offset = None;
+        for part in rest.split(';') {
+            let part = part.trim();
+            if let Some(o) = part.strip_prefix("offset:") {
+                offset = o.trim().parse::<u16>().ok();
+            } else if decl.is_empty() {
+                decl = part;
+            }
+        }
+        // "unsigned long args[6]" -> "args"
+        let name = decl
+            .split_whitespace()
+            .last()
+            .unwrap_or("")
+            .split('[')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        if let Some(o) = offset {
+            out.push((name, o));
+        }
+    }
+    out
+}
+
+impl Probes {
+    /// Attaches what `img` lists and `old` does not. On error, what this call attached is
+    /// detached again and nothing live changes.
+    pub fn attach_new(
+        &mut self,
+        ebpf: &mut Ebpf,
+        ids: &mut HashMap<MapData, u64, ProbeHooks>,
+        tp_ids: &mut HashMap<MapData, u32, u32>,
+        old: &MapImage,
+        img: &MapImage,
+    ) -> Result<(), ProbeError> {
+        let mut done = Vec::new();
+        for (&id, t) in &img.probes {
+            if old.probes.get(&id) == Some(t) {
+                continue;
+            }
+            let r = refuse_override(img, id, t).and_then(|()| match t {
+                Target::Kprobe(k) => self.attach_fn(ebpf, ids, id, t, k),
+                Target::Tracepoint { subsystem, event } => {
+                    self.attach_tp(ebpf, tp_ids, id, t, subsystem, event)
+                }
+                Target::Lsm(_) => Ok(()),
+            });
+            match r {
+                Ok(()) => done.push((id, t.clone())),
+                Err(e) => {
+                    for (id, t) in done {
+                        self.detach(ebpf, ids, tp_ids, id, &t);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Detaches what `old` lists and `img` does not (after the switch).
+    pub fn detach_old(
+        &mut self,
+        ebpf: &mut Ebpf,
+        ids: &mut HashMap<MapData, u64, ProbeHooks>,
+        tp_ids: &mut HashMap<MapData, u32, u32>,
+        old: &MapImage,
+        img: &MapImage,
+    ) {
+        for (&id, t) in &old.probes {
+            if img.probes.get(&id) != Some(t) {
+                self.detach(ebpf, ids, tp_ids, id, t);
+            }
+        }
+    }
+
+    fn attach_fn(
+        &mut self,
+        ebpf: &mut Ebpf,
+        ids: &mut HashMap<MapData, u64, ProbeHooks>,
+        id: u32,
+        t: &Target,
+        k: &KprobeTarget,
+    ) -> Result<(), ProbeError> {
+        let (ret, syscall) = (k.ret, k.syscall);
+        let symbol = &if syscall {
+            syscall_symbol(&k.function)
+        } else {
+            k.function.clone()
+        };
+        if !self.fns.contains_key(symbol) {
+            let addrs = kallsyms_addrs(symbol).map_err(|r| perr(t, r))?;
+            if addrs.is_empty() {
+                return Err(perr(
+                    t,
+                    format!("no kernel function {symbol} in /proc/kallsyms"),
+                ));
+            }
+            self.fns.insert(
+                symbol.to_string(),
+                FnProbe {
+                    addrs,
+                    syscall,
+                    hooks: ProbeHooks::default(),
+                    kprobe: None,
+                    kretprobe: None,
+                },
+            );
+        }
+        let Some(f) = self.fns.get_mut(symbol) else {
+            return Err(perr(t, "internal: function state lost"));
+        };
+        if f.syscall != syscall {
+            return Err(perr(
+                t,
+                format!("{symbol} is already probed with syscall: {}", f.syscall),
+            ));
+        }
+        let entry_prog = if syscall {
+            KPROBE_SYSCALL_PROG
+        } else {
+            KPROBE_PROG
+        };
+        // The kprobe runs for a kretprobe too: it keeps the arguments for the return.
+        if f.kprobe.is_none() {
+            f.kprobe = Some(kprobe(ebpf, entry_prog, symbol).map_err(|r| perr(t, r))?);
+        }
+        if ret && f.kretprobe.is_none() {
+            match kprobe(ebpf, KRETPROBE_PROG, symbol) {
+                Ok(l) => f.kretprobe = Some(l),
+                Err(r) => return Err(perr(t, r)),
+            }
+        }
+        if ret {
+            f.hooks.ret = id;
+        } else {
+            f.hooks.entry = id;
+        }
+        for a in &f.addrs {
+            ids.insert(a, f.hooks, 0)
+                .map_err(|e| perr(t, format!("PROBE_IDS: {e}")))?;
+        }
+        self.fn_of.insert(id, symbol.to_string());
+        info!("observing {} (hook {id})", hook_label(t));
+        Ok(())
+    }
+
+    fn attach_tp(
+        &mut self,
+        ebpf: &mut Ebpf,
+        tp_ids: &mut HashMap<MapData, u32, u32>,
+        id: u32,
+        t: &Target,
+        subsystem: &str,
+        event: &str,
+    ) -> Result<(), ProbeError> {
+        let slot = (0..TP_SLOTS)
+            .find(|s| !self.tps.values().any(|p| p.slot == *s))
+            .ok_or_else(|| {
+                perr(
+                    t,
+                    format!("lsm-agent observes at most {TP_SLOTS} tracepoints at once"),
+                )
+            })?;
+        let prog_name = TRACEPOINT_PROGS[slot as usize];
+        let fields =
+            parse_format(&tracefs_file(subsystem, event, "format").map_err(|r| perr(t, r))?);
+        let mut off = [0u16; MAX_ARGS];
+        for (i, o) in off.iter_mut().enumerate() {
+            // Positions no policy declares are never read; a missing field reads offset 0.
+            if let Some((_, fo)) = fields.get(TP_FIRST_FIELD as usize + i) {
+                *o = *fo;
+            }
+        }
+        let prog: &mut TracePoint = ebpf
+            .program_mut(prog_name)
+            .ok_or_else(|| perr(t, format!("program {prog_name} missing")))?
+            .try_into()
+            .map_err(|e| perr(t, format!("{e}")))?;
+        let link = prog
+            .attach(subsystem, event)
+            .map_err(|e| perr(t, format!("attaching: {e}")))?;
+        tp_ids
+            .insert(slot, id, 0)
+            .map_err(|e| perr(t, format!("TP_IDS: {e}")))?;
+        self.tps.insert(id, TpProbe { slot, link });
+        self.tp_off.insert(id, off);
+        info!("observing {} (hook {id}, {prog_name})", hook_label(t));
+        Ok(())
+    }
+
+    fn detach(
+        &mut self,
+        ebpf: &mut Ebpf,
+        ids: &mut HashMap<MapData, u64, ProbeHooks>,
+        tp_ids: &mut HashMap<MapData, u32, u32>,
+        id: u32,
+        t: &Target,
+    ) {
+        if let Some(tp) = self.tps.remove(&id) {
+            self.tp_off.remove(&id);
+            let _ = tp_ids.remove(&tp.slot);
+            let prog = TRACEPOINT_PROGS[tp.slot as usize % TRACEPOINT_PROGS.len()];
+            if let Some(p) = ebpf.program_mut(prog)
+                && let Ok(p) = <&mut TracePoint>::try_from(p)
+                && let Err(e) = p.detach(tp.link)
+            {
+                warn!("detaching {}: {e}", hook_label(t));
+            }
+            return;
+        }
+        let Some(symbol) = self.fn_of.remove(&id) else {
+            return;
+        };
+        let Some(f) = self.fns.get_mut(&symbol) else {
+            return;
+        };
+        if f.hooks.entry == id {
+            f.hooks.entry = 0;
+        }
+        if f.hooks.ret == id {
+            f.hooks.ret = 0;
+            if let Some(l) = f.kretprobe.take() {
+                detach_kprobe(ebpf, KRETPROBE_PROG, l, t);
+            }
+        }
+        for a in &f.addrs {
+            let _ = if f.hooks == ProbeHooks::default() {
+                ids.remove(a)
+            } else {
+                ids.insert(a, f.hooks, 0)
+            };
+        }
+        if f.hooks == ProbeHooks::default() {
+            let entry_prog = if f.syscall {
+                KPROBE_SYSCALL_PROG
+            } else {
+                KPROBE_PROG
+            };
+            if let Some(l) = f.kprobe.take() {
+                detach_kprobe(ebpf, entry_prog, l, t);
+            }
+            self.fns.remove(&symbol);
+        }
+    }
+}
+
+/// `Override` needs `bpf_override_return` on an error-injectable function, which the
+/// generic probes do not do: such a policy is refused, as Tetragon refuses it where the
+/// kernel cannot.
+fn refuse_override(img: &MapImage, id: u32, t: &Target) -> Result<(), ProbeError> {
+    let base = id * MAX_SELECTORS;
+    let overrides = img
+        .sel_act
+        .range(base..base + MAX_SELECTORS)
+        .any(|(_, a)| a.flags & ACT_OVERRIDE != 0 && a.flags & ACT_MONITOR == 0);
+    if overrides {
+        return Err(perr(
+            t,
+            "Override on a call without an LSM hook needs bpf_override_return on an \
+             error-injectable function, which lsm-agent does not offer: use Sigkill, or an \
+             LSM hook",
+        ));
+    }
+    Ok(())
+}
+
+fn kprobe(ebpf: &mut Ebpf, prog: &str, symbol: &str) -> Result<KProbeLinkId, String> {
+    let p: &mut KProbe = ebpf
+        .program_mut(prog)
+        .ok_or_else(|| format!("program {prog} missing"))?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    p.attach(symbol, 0)
+        .map_err(|e| format!("attaching {prog} to {symbol}: {e}"))
+}
+
+fn detach_kprobe(ebpf: &mut Ebpf, prog: &str, link: KProbeLinkId, t: &Target) {
+    if let Some(p) = ebpf.program_mut(prog)
+        && let Ok(p) = <&mut KProbe>::try_from(p)
+        && let Err(e) = p.detach(link)
+    {
+        warn!("detaching {prog} of {}: {e}", hook_label(t));
+    }
+}
+
+/// Loads the generic programs once, at start; they are attached per target later.
+pub fn load_programs(ebpf: &mut Ebpf) -> Result<(), String> {
+    for prog in [KPROBE_PROG, KPROBE_SYSCALL_PROG, KRETPROBE_PROG] {
+        let p: &mut KProbe = ebpf
+            .program_mut(prog)
+            .ok_or_else(|| format!("program {prog} missing"))?
+            .try_into()
+            .map_err(|e| format!("{prog}: {e}"))?;
+        p.load().map_err(|e| load_error(prog, &e))?;
+    }
+    for prog in TRACEPOINT_PROGS {
+        let p: &mut TracePoint = ebpf
+            .program_mut(prog)
+            .ok_or_else(|| format!("program {prog} missing"))?
+            .try_into()
+            .map_err(|e| format!("{prog}: {e}"))?;
+        p.load().map_err(|e| load_error(prog, &e))?;
+    }
+    Ok(())
+}
+
+/// Why a program did not load, without the verifier's log (which can be megabytes: it goes
+/// to the agent's log once, not into every policy error).
+fn load_error(prog: &str, e: &aya::programs::ProgramError) -> String {
+    let full = e.to_string();
+    warn!("loading {prog}: {full}");
+    let short = full.split(". Verifier output").next().unwrap_or(&full);
+    format!(
+        "loading {prog}: {}",
+        short.chars().take(300).collect::<String>()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_fields_are_counted_with_the_common_ones_and_keep_their_offsets() {
+        let f = parse_format(include_str!("testdata/raw-syscalls-sys-enter.format"));
+        let names: Vec<(&str, u16)> = f.iter().map(|(n, o)| (n.as_str(), *o)).collect();
+        assert_eq!(
+            names,
+            [
+                ("common_type", 0),
+                ("common_flags", 2),
+                ("common_preempt_count", 3),
+                ("common_pid", 4),
+                ("id", 8),
+                ("args", 16)
+            ]
+        );
+        assert_eq!(f[TP_FIRST_FIELD as usize].0, "id");
+    }
+
+    #[test]
+    fn syscalls_are_probed_at_this_architectures_wrapper() {
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(syscall_symbol("sys_setuid"), "__x64_sys_setuid");
+    }
+}

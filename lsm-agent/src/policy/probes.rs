@@ -1,0 +1,203 @@
+//! Hook ids of the kprobe, kretprobe and tracepoint targets, and how the generic reader
+//! reads their arguments. LSM hooks have fixed ids; every other distinct target of the
+//! loaded policies gets one of the ids from `FIRST_DYNAMIC_HOOK` on, kept across reloads
+//! while some policy still uses it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use lsm_shared::{ARG_SKIP, ArgDesc, FIRST_DYNAMIC_HOOK, MAX_ARGS, NUM_HOOKS};
+
+use super::compile::{CompileError, MapImage};
+use super::hooks::{self, GenericType};
+use super::ir::{ArgSpec, Policy, Target};
+
+/// How a hook is named in compile errors: its LSM hook, or its probe.
+pub fn hook_label(t: &Target) -> String {
+    match t {
+        Target::Lsm(h) => h.name().to_string(),
+        Target::Kprobe(k) if k.ret => format!("kretprobe {}", k.function),
+        Target::Kprobe(k) => format!("kprobe {}", k.function),
+        Target::Tracepoint { subsystem, event } => format!("tracepoint {subsystem}/{event}"),
+    }
+}
+
+/// The id of every target of `policies`: LSM hooks their own, the others the id they have
+/// in `prev` (the image the maps hold now), else the lowest id no target of `prev` or of
+/// this compile holds. An id freed by this compile is not reused by it, so the loader can
+/// attach new probes before the switch and detach old ones after it.
+pub fn assign_ids(
+    policies: &[(u32, &Policy)],
+    prev: &MapImage,
+) -> Result<BTreeMap<Target, u32>, CompileError> {
+    let mut ids: BTreeMap<Target, u32> = BTreeMap::new();
+    let prev_ids: BTreeMap<&Target, u32> = prev.probes.iter().map(|(&id, t)| (t, id)).collect();
+    let mut taken: BTreeSet<u32> = prev.probes.keys().copied().collect();
+    for &(_, policy) in policies {
+        for hook in &policy.hooks {
+            let t = &hook.target;
+            if ids.contains_key(t) {
+                continue;
+            }
+            if let Target::Lsm(h) = t {
+                ids.insert(t.clone(), h.id());
+                continue;
+            }
+            if let Target::Kprobe(k) = t {
+                // One function, one way of reading it: its kprobe and kretprobe are found by
+                // the function's address alone.
+                let clash = ids.keys().any(|o| {
+                    matches!(o, Target::Kprobe(o) if o.function == k.function
+                        && o.ret == k.ret && o.syscall != k.syscall)
+                });
+                if clash {
+                    return Err(CompileError::SyscallClash {
+                        policy: policy.name.clone(),
+                        function: k.function.clone(),
+                    });
+                }
+            }
+            let id = match prev_ids.get(t) {
+                Some(&id) => id,
+                None => {
+                    let id = (FIRST_DYNAMIC_HOOK..NUM_HOOKS)
+                        .find(|id| !taken.contains(id))
+                        .ok_or_else(|| CompileError::TooManyProbes {
+                            policy: policy.name.clone(),
+                        })?;
+                    taken.insert(id);
+                    id
+                }
+            };
+            ids.insert(t.clone(), id);
+        }
+    }
+    Ok(ids)
+}
+
+/// The descriptor of argument `a` of a probe target.
+pub fn generic_desc(target: &Target, a: &ArgSpec) -> ArgDesc {
+    let user = match target {
+        Target::Kprobe(k) => k.syscall,
+        Target::Tracepoint { subsystem, .. } => subsystem == "syscalls",
+        Target::Lsm(_) => false,
+    };
+    match hooks::generic_type(&a.type_name, user) {
+        Some(GenericType::Read { read, width, .. }) => ArgDesc {
+            kind: read,
+            src: a.lsm_index as u8,
+            width,
+            _pad: 0,
+        },
+        _ => ArgDesc {
+            kind: ARG_SKIP,
+            src: 0,
+            width: 0,
+            _pad: 0,
+        },
+    }
+}
+
+/// Puts `d` at position `pos` of a probe's descriptors, unless another loaded policy reads
+/// that position another way.
+pub fn set_desc(
+    descs: &mut [ArgDesc; MAX_ARGS],
+    pos: u32,
+    d: ArgDesc,
+    policy: &Policy,
+    target: &Target,
+) -> Result<(), CompileError> {
+    let Some(slot) = descs.get_mut(pos as usize) else {
+        return Ok(());
+    };
+    if slot.kind != ARG_SKIP && *slot != d {
+        return Err(CompileError::ArgClash {
+            policy: policy.name.clone(),
+            hook: hook_label(target),
+            index: pos,
+        });
+    }
+    *slot = d;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::compile::compile;
+    use crate::policy::testutil::*;
+
+    #[test]
+    fn probe_targets_get_dynamic_ids_shared_across_policies_and_lsm_hooks_keep_theirs() {
+        let a = parse_ok(fixture!("observe-setuid-syscall.yaml"));
+        let b = parse_ok(fixture!("observe-commit-creds-and-setuid.yaml"));
+        let img = compile(&[(1, &a), (2, &b)]).expect("compiles");
+        let ids: Vec<(u32, String)> = img
+            .probes
+            .iter()
+            .map(|(id, t)| (*id, hook_label(t)))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                (FIRST_DYNAMIC_HOOK, "kprobe sys_setuid".to_string()),
+                (FIRST_DYNAMIC_HOOK + 1, "kprobe commit_creds".to_string())
+            ]
+        );
+        // Both policies' selectors sit on the one id of sys_setuid.
+        let on_setuid = img
+            .slots
+            .values()
+            .filter(|s| hook_label(&s.target) == "kprobe sys_setuid")
+            .count();
+        assert_eq!(on_setuid, 2);
+    }
+
+    #[test]
+    fn a_kept_target_keeps_its_id_and_a_new_one_does_not_take_a_freed_id() {
+        let a = parse_ok(fixture!("observe-setuid-syscall.yaml"));
+        let b = parse_ok(fixture!("observe-commit-creds-and-setuid.yaml"));
+        let both = compile(&[(1, &a), (2, &b)]).expect("compiles");
+        let c = parse_ok(fixture!("observe-raw-sys-enter-getpid.yaml"));
+        // b leaves (commit_creds frees FIRST+1), c arrives.
+        let img =
+            crate::policy::compile::compile_with(&[(1, &a), (3, &c)], &both, &Default::default())
+                .expect("compiles");
+        let ids: Vec<(u32, String)> = img
+            .probes
+            .iter()
+            .map(|(id, t)| (*id, hook_label(t)))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                (FIRST_DYNAMIC_HOOK, "kprobe sys_setuid".to_string()),
+                (
+                    FIRST_DYNAMIC_HOOK + 2,
+                    "tracepoint raw_syscalls/sys_enter".to_string()
+                )
+            ]
+        );
+    }
+
+    #[test]
+    fn running_out_of_probe_ids_names_the_policy() {
+        let yaml = fixture!("observe-commit-creds-and-setuid.yaml");
+        let mut policies = Vec::new();
+        for i in 0..=(NUM_HOOKS - FIRST_DYNAMIC_HOOK) {
+            let y = yaml.replace("commit_creds", &format!("fn_{i}"));
+            let mut p = parse_ok(&y);
+            p.name = format!("p{i}");
+            policies.push(p);
+        }
+        let refs: Vec<(u32, &Policy)> = policies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i as u32, p))
+            .collect();
+        let e = compile(&refs).expect_err("out of ids");
+        assert!(
+            matches!(&e, CompileError::TooManyProbes { policy } if policy == "p39"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! The generic kprobe, kretprobe and tracepoint programs: one of each, attached by the agent
+//! to every function or tracepoint a policy observes. Each finds the hook id of the call in a
+//! map the loader wrote (by the function's address, or the tracepoint's event id), collects
+//! the raw arguments as that hook's plan says, and asks the one evaluator. They cannot deny:
+//! matches post events, and `Sigkill` runs after the fact.
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_get_func_ip},
+    macros::{kprobe, kretprobe, tracepoint},
+    programs::{ProbeContext, RetProbeContext, TracePointContext},
+};
+use lsm_shared::*;
+
+use crate::{
+    entry::{enter, ret},
+    eval::observe_probe,
+    kernel::{kconf_at, read_u64},
+    maps::{PROBE_IDS, RET_STASH, TP_IDS, hook_cfg},
+    scratch::Scratch,
+};
+
+/// The hooks of the probed function the program runs for.
+#[inline(always)]
+fn hooks_of(ctx: *mut core::ffi::c_void) -> Option<ProbeHooks> {
+    // SAFETY: the helper reads the probe's own context: the function's entry address.
+    let ip = unsafe { bpf_get_func_ip(ctx) };
+    PROBE_IDS.get_ptr(&ip).map(|p| {
+        // SAFETY: a live map value, copied out at once.
+        unsafe { *p }
+    })
+}
+
+/// Stores the call's raw arguments in `s.raw`: the function's own, or for a syscall
+/// wrapper, the argument registers of the user's `struct pt_regs`. `SYSCALL` is a constant
+/// of each program, so the verifier walks one way of collecting, not both.
+#[inline(always)]
+fn collect<const SYSCALL: bool>(ctx: &ProbeContext, s: &mut Scratch) {
+    if SYSCALL {
+        let regs = ctx.arg::<u64>(0).unwrap_or(0);
+        s.set_raw(0, read_u64(regs, kconf_at!(syscall_regs, 0)));
+        s.set_raw(1, read_u64(regs, kconf_at!(syscall_regs, 1)));
+        s.set_raw(2, read_u64(regs, kconf_at!(syscall_regs, 2)));
+        s.set_raw(3, read_u64(regs, kconf_at!(syscall_regs, 3)));
+        s.set_raw(4, read_u64(regs, kconf_at!(syscall_regs, 4)));
+    } else {
+        s.set_raw(0, ctx.arg::<u64>(0).unwrap_or(0));
+        s.set_raw(1, ctx.arg::<u64>(1).unwrap_or(0));
+        s.set_raw(2, ctx.arg::<u64>(2).unwrap_or(0));
+        s.set_raw(3, ctx.arg::<u64>(3).unwrap_or(0));
+        s.set_raw(4, ctx.arg::<u64>(4).unwrap_or(0));
+    }
+}
+
+/// On an ordinary kernel function.
+#[kprobe]
+pub fn generic_kprobe(ctx: ProbeContext) -> u32 {
+    ret(try_generic_kprobe::<false>(&ctx)) as u32
+}
+
+/// On a syscall wrapper (`syscall: true`).
+#[kprobe]
+pub fn generic_kprobe_syscall(ctx: ProbeContext) -> u32 {
+    ret(try_generic_kprobe::<true>(&ctx)) as u32
+}
+
+#[inline(always)]
+fn try_generic_kprobe<const SYSCALL: bool>(ctx: &ProbeContext) -> Result<i32, i32> {
+    let Some(h) = hooks_of(ctx.as_ptr()) else {
+        return Ok(0);
+    };
+    let (s, cur) = enter()?;
+    collect::<SYSCALL>(ctx, s);
+    if h.ret != 0 {
+        // The kretprobe evaluates; it needs the arguments as they were at entry.
+        let key = StashKey {
+            pid_tgid: bpf_get_current_pid_tgid(),
+            hook: h.ret,
+            _pad: 0,
+        };
+        let _ = RET_STASH.insert(&key, &s.raw, 0);
+    }
+    if h.entry == 0 {
+        return Ok(0);
+    }
+    observe_probe(s, cur, h.entry, None);
+    Ok(0)
+}
+
+#[kretprobe]
+pub fn generic_kretprobe(ctx: RetProbeContext) -> u32 {
+    ret(try_generic_kretprobe(&ctx)) as u32
+}
+
+#[inline(always)]
+fn try_generic_kretprobe(ctx: &RetProbeContext) -> Result<i32, i32> {
+    let Some(h) = hooks_of(ctx.as_ptr()) else {
+        return Ok(0);
+    };
+    if h.ret == 0 {
+        return Ok(0);
+    }
+    let key = StashKey {
+        pid_tgid: bpf_get_current_pid_tgid(),
+        hook: h.ret,
+        _pad: 0,
+    };
+    let (s, cur) = enter()?;
+    // A call that entered before the kretprobe's policy was loaded has no stash: nothing
+    // to evaluate it with.
+    let Some(stashed) = RET_STASH.get_ptr(&key) else {
+        return Ok(0);
+    };
+    // SAFETY: a live map value of the same type as `raw`, copied out before it is removed.
+    unsafe { crate::eval::kcopy(&mut s.raw, stashed) };
+    let _ = RET_STASH.remove(&key);
+    let rv: u64 = ctx.ret();
+    observe_probe(s, cur, h.ret, Some(rv));
+    Ok(0)
+}
+
+// A BPF program on a perf tracepoint cannot tell which tracepoint it runs for: the kernel
+// overwrites the record's common fields (`common_type` included) with the `pt_regs`
+// pointer before it runs the program, and aya 0.14 attaches tracepoints without a BPF
+// cookie. So there are `TP_SLOTS` copies of the program, each reading the hook id of its
+// own slot in `TP_IDS`; the loader gives each observed tracepoint a free copy.
+macro_rules! tracepoint_slots {
+    ($($name:ident = $slot:expr),* $(,)?) => {$(
+        #[tracepoint]
+        pub fn $name(ctx: TracePointContext) -> u32 {
+            ret(try_generic_tracepoint(&ctx, $slot)) as u32
+        }
+    )*};
+}
+tracepoint_slots!(
+    generic_tracepoint_0 = 0,
+    generic_tracepoint_1 = 1,
+    generic_tracepoint_2 = 2,
+    generic_tracepoint_3 = 3,
+);
+const _: () = assert!(TP_SLOTS == 4);
+
+/// A field of the record: `width` bytes at `off`, zero-extended. One 8-byte read and a
+/// mask rather than a read per width, so every field is one path for the verifier.
+#[inline(always)]
+fn field(ctx: &TracePointContext, off: u16, width: u8) -> u64 {
+    // SAFETY: `read_at` copies with bpf_probe_read, which reports rather than takes a fault.
+    let v = unsafe { ctx.read_at::<u64>(off as usize) }.unwrap_or(0);
+    int_of_width(v, width)
+}
+
+#[inline(always)]
+fn try_generic_tracepoint(ctx: &TracePointContext, slot: u32) -> Result<i32, i32> {
+    let Some(hook) = TP_IDS.get_ptr(&slot).map(|p| {
+        // SAFETY: a live map value, copied out at once.
+        unsafe { *p }
+    }) else {
+        return Ok(0);
+    };
+    let Some(cfg) = hook_cfg(hook) else {
+        return Ok(0);
+    };
+    let (s, cur) = enter()?;
+    let mut i = 0usize;
+    while i < MAX_ARGS {
+        let d = cfg.args[i];
+        let v = if d.kind == ARG_SKIP {
+            0
+        } else {
+            field(ctx, cfg.tp_off[i], d.width)
+        };
+        s.set_raw(i, v);
+        i += 1;
+    }
+    observe_probe(s, cur, hook, None);
+    Ok(0)
+}

@@ -1,0 +1,206 @@
+//! Generic kprobes, kretprobes and tracepoints: Tetragon kprobe calls without an LSM hook,
+//! and `spec.tracepoints`, are observed by the generic programs on the function or the
+//! tracepoint itself, with the same selectors and maps as the LSM programs. They post
+//! events and `Sigkill` after the fact; they never deny. Runs inside the VM only
+//! (vm-tests/run.sh); one agent serves every test.
+
+use std::{fs, path::Path, sync::MutexGuard};
+
+use vm_tests::*;
+
+fn agent() -> MutexGuard<'static, Agent> {
+    shared_agent(&[])
+}
+
+fn python(script: &str) -> std::process::Output {
+    run(Path::new("/usr/bin/python3"), &["-c", script])
+}
+
+#[test]
+fn bpf_lsm_is_active_in_the_guest() {
+    assert_bpf_lsm_active();
+}
+
+/// `sys_setuid` with `syscall: true`: the argument comes from the user's registers; only the
+/// call the selector names posts, with the value.
+#[test]
+fn a_syscall_kprobe_posts_the_named_call_with_its_integer_argument() {
+    let a = agent();
+    let events = a.json_stream();
+    let policy = a.add_policy(&fixture("observe-setuid-syscall.yaml"));
+    let named = python("import os; os.setuid(4242)");
+    let other = python("import os; os.setuid(4241)");
+    let line = events.expect("the sys_setuid event", |l| {
+        l.contains("\"function_name\":\"sys_setuid\"") && l.contains("observe-setuid-4242")
+    });
+    policy.delete();
+
+    assert_eq!(exit_code(&named), 0, "{named:?}");
+    assert_eq!(exit_code(&other), 0, "{other:?}");
+    assert!(line.contains("\"process_kprobe\""), "{line}");
+    assert!(
+        line.contains("{\"int_arg\":4242,\"label\":\"uid\"}"),
+        "the event carries the uid: {line}"
+    );
+    assert!(line.contains("\"action\":\"KPROBE_ACTION_POST\""), "{line}");
+    assert!(
+        !events
+            .lines()
+            .iter()
+            .any(|l| l.contains("observe-setuid-4242") && l.contains("\"int_arg\":4241")),
+        "setuid(4241) posts no event"
+    );
+}
+
+/// `Sigkill` on a call without an LSM hook: the process dies (137) after the call, before it
+/// returns to user space; the event says Sigkill.
+#[test]
+fn a_sigkill_kprobe_on_a_call_without_an_lsm_hook_kills_the_caller() {
+    let a = agent();
+    let events = a.json_stream();
+    let policy = a.add_policy(&fixture("kill-on-setuid-4243.yaml"));
+    let killed = python("import os; os.setuid(4243); print('alive')");
+    let spared = python("import os; os.setuid(4244); print('alive')");
+    let line = events.expect("the Sigkill event", |l| {
+        l.contains("kill-on-setuid-4243") && l.contains("\"function_name\":\"sys_setuid\"")
+    });
+    policy.delete();
+
+    assert_eq!(exit_code(&killed), 137, "{killed:?}");
+    assert!(
+        killed.stdout.is_empty(),
+        "killed before it returned: {killed:?}"
+    );
+    assert_eq!(exit_code(&spared), 0, "{spared:?}");
+    assert!(
+        line.contains("\"action\":\"KPROBE_ACTION_SIGKILL\""),
+        "{line}"
+    );
+}
+
+/// `raw_syscalls/sys_enter` with `matchArgs` on field 4 (`id`): only getpid (39 on x86_64)
+/// posts, as a `process_tracepoint` with the syscall number.
+#[test]
+fn a_raw_syscalls_tracepoint_posts_only_the_named_syscall_number() {
+    let a = agent();
+    let events = a.json_stream();
+    let policy = a.add_policy(&fixture("observe-raw-sys-enter-getpid.yaml"));
+    let out = python("import os; os.getpid(); os.getppid()");
+    let line = events.expect("the sys_enter event", |l| {
+        l.contains("\"process_tracepoint\"") && l.contains("observe-getpid")
+    });
+    policy.delete();
+
+    assert_eq!(exit_code(&out), 0, "{out:?}");
+    assert!(line.contains("\"subsys\":\"raw_syscalls\""), "{line}");
+    assert!(line.contains("\"event\":\"sys_enter\""), "{line}");
+    assert!(
+        line.contains("{\"label\":\"id\",\"long_arg\":\"39\"}"),
+        "the event carries the syscall number: {line}"
+    );
+    let others: Vec<String> = events
+        .lines()
+        .into_iter()
+        .filter(|l| {
+            l.contains("\"process_tracepoint\"")
+                && l.contains("observe-getpid")
+                && !l.contains("\"long_arg\":\"39\"")
+        })
+        .collect();
+    assert!(others.is_empty(), "only getpid posts: {others:?}");
+}
+
+/// A kretprobe on `sys_openat`: the selector matches the path (a user string) and the
+/// return value (`matchReturnArgs` < 0); the event carries both.
+#[test]
+fn a_kretprobe_posts_failed_opens_with_the_return_value() {
+    let a = agent();
+    let events = a.json_stream();
+    let present = "/tmp/lsm-vmtest-generic-present";
+    fs::write(present, "x").expect("test file");
+    let missing = "/tmp/lsm-vmtest-generic-missing";
+    let _ = fs::remove_file(missing);
+    let policy = a.add_policy(&fixture("observe-openat-return.yaml"));
+    let failed = fs::File::open(missing);
+    let opened = fs::File::open(present);
+    let line = events.expect("the kretprobe event", |l| {
+        l.contains("observe-openat-return") && l.contains(missing)
+    });
+    policy.delete();
+
+    assert!(failed.is_err() && opened.is_ok());
+    assert!(line.contains("\"function_name\":\"sys_openat\""), "{line}");
+    assert!(
+        line.contains(&format!("{{\"string_arg\":\"{missing}\"}}")),
+        "the event carries the path: {line}"
+    );
+    assert!(
+        line.contains("\"return\":{\"int_arg\":-2}"),
+        "the event carries -ENOENT: {line}"
+    );
+    assert!(
+        !events
+            .lines()
+            .iter()
+            .any(|l| l.contains("observe-openat-return") && l.contains(present)),
+        "a successful open posts no event"
+    );
+}
+
+/// Argument types: `file` (`fd_install`'s `struct file *`) and `fd` (`sys_close`'s
+/// descriptor, resolved in the caller's table): the events carry the full path.
+#[test]
+fn file_and_fd_arguments_carry_the_full_path() {
+    let a = agent();
+    let events = a.json_stream();
+    let installed = "/tmp/lsm-vmtest-generic-fd-install";
+    let closed = "/tmp/lsm-vmtest-generic-fd-close";
+    fs::write(installed, "x").expect("test file");
+    fs::write(closed, "x").expect("test file");
+    let p1 = a.add_policy(&fixture("observe-fd-install-file.yaml"));
+    let p2 = a.add_policy(&fixture("observe-close-fd.yaml"));
+    drop(fs::File::open(installed).expect("open"));
+    drop(fs::File::open(closed).expect("open"));
+    let install = events.expect("the fd_install event", |l| {
+        l.contains("observe-fd-install") && l.contains(installed)
+    });
+    let close = events.expect("the sys_close event", |l| {
+        l.contains("observe-close-fd") && l.contains(closed)
+    });
+    p1.delete();
+    p2.delete();
+
+    assert!(
+        install.contains(&format!("{{\"file_arg\":{{\"path\":\"{installed}\"}}}}")),
+        "{install}"
+    );
+    assert!(
+        close.contains(&format!("{{\"file_arg\":{{\"path\":\"{closed}\"}}}}")),
+        "{close}"
+    );
+}
+
+/// A function the kernel does not have fails the policy with a message naming it, and what
+/// was loaded keeps working.
+#[test]
+fn a_missing_function_is_a_load_error_naming_it() {
+    let a = agent();
+    let yaml = fs::read_to_string(fixture("observe-setuid-syscall.yaml"))
+        .expect("fixture")
+        .replace("name: observe-setuid-4242", "name: observe-missing-fn")
+        .replace("call: sys_setuid", "call: lsm_vmtest_no_such_function")
+        .replace("syscall: true", "syscall: false");
+    let path = scratch_dir("generic").join("missing-fn.yaml");
+    fs::write(&path, &yaml).expect("policy file");
+    let out = a.lsmctl(&["tracingpolicy", "add", path.to_str().expect("utf-8")]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(exit_code(&out), 0, "{text}");
+    assert!(
+        text.contains("lsm_vmtest_no_such_function"),
+        "the error names the function: {text}"
+    );
+}
