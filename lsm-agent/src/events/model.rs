@@ -41,8 +41,8 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq)]
 #[expect(
     clippy::large_enum_variant,
-    reason = "a hook event carries its arguments and return argument inline (the agreed event \
-              model); boxing it would touch every producer and consumer of events"
+    reason = "most events are hook events: boxing them would add an allocation to the common \
+              case to save memory on the rarer exec and exit events"
 )]
 pub enum EventKind {
     /// A process called `execve`.

@@ -160,8 +160,9 @@ mod tests {
     use super::*;
     use crate::events::model::{
         Action, Arg as ModelArg, ArgValue as V, CapSets, Cred, Event, EventKind, Hook, HookOrigin,
-        LsmHook, Process, Skb, Time, UserNs,
+        Process, Skb, Target, Time, UserNs,
     };
+    use crate::policy::ir::KprobeTarget;
     use crate::tetragon::{convert::to_response, json::event_to_value};
 
     fn arg(value: V) -> KprobeArgument {
@@ -368,7 +369,11 @@ mod tests {
                 parent: None,
                 policy_name: "creds".into(),
                 policy_namespace: None,
-                hook: LsmHook::FilePermission,
+                hook: Target::Kprobe(KprobeTarget {
+                    function: "commit_creds".into(),
+                    syscall: false,
+                    ret: false,
+                }),
                 origin: HookOrigin::Kprobe {
                     call: "commit_creds".into(),
                 },
