@@ -85,8 +85,9 @@ pub struct Probe {
     tp_ids: HashMap<MapData, u32, u32>,
     /// The generic probes attached for the installed image's kprobe and tracepoint targets.
     probes: probes::Probes,
-    /// Whether the generic programs loaded (`Err`: why not; policies that need them fail).
-    generic: Result<(), String>,
+    /// Whether the generic programs loaded (`Err`: why not; policies that need them fail);
+    /// `None` until a policy first needs them.
+    generic: Option<Result<(), String>>,
     hook_cfg: Array<MapData, HookConfig>,
     plan_bank: Array<MapData, u32>,
     /// The live bank of `hook_cfg` (what `plan_bank` holds).
@@ -186,12 +187,6 @@ impl Probe {
                 attached.iter().any(|a| a.program == "path_truncate");
         }
         let features = modes::feature_probes(caps, &modes, &d_path);
-        // Loaded now, attached per policy target: a kernel that refuses them still enforces
-        // every LSM hook.
-        let generic = probes::load_programs(&mut ebpf);
-        if let Err(e) = &generic {
-            warn!("generic kprobes and tracepoints unavailable: {e}");
-        }
 
         let ring = take::<RingBuf<MapData>>(&mut ebpf, EVENTS_MAP)?;
         let mut probe = Probe {
@@ -216,7 +211,7 @@ impl Probe {
             probe_ids: take(&mut ebpf, PROBE_IDS_MAP)?,
             tp_ids: take(&mut ebpf, TP_IDS_MAP)?,
             probes: probes::Probes::default(),
-            generic,
+            generic: None,
             ebpf,
             installed: MapImage::default(),
             attached,
@@ -274,6 +269,21 @@ impl Probe {
             .collect()
     }
 
+    /// Loads the generic kprobe and tracepoint programs the first time a policy needs them:
+    /// verifying them takes long under emulation, and a node with LSM hooks only never pays
+    /// for it. A kernel that refuses them still enforces every LSM hook.
+    fn generic_programs(&mut self) -> Result<(), String> {
+        self.generic
+            .get_or_insert_with(|| {
+                let r = probes::load_programs(&mut self.ebpf);
+                if let Err(e) = &r {
+                    warn!("generic kprobes and tracepoints unavailable: {e}");
+                }
+                r
+            })
+            .clone()
+    }
+
     /// Makes the maps hold `img` (compiled by `compile_with` against the installed image)
     /// without a moment where neither the old nor the new policies enforce:
     ///
@@ -294,10 +304,10 @@ impl Probe {
         // policy before anything live changes. Their hook ids have no plan yet, so the
         // programs do nothing on them until the switch.
         if img.probes.keys().any(|id| !old.probes.contains_key(id))
-            && let Err(e) = &self.generic
+            && let Err(e) = self.generic_programs()
         {
             self.installed = old;
-            return Err(BpfError::NoGenericProbes(e.clone()));
+            return Err(BpfError::NoGenericProbes(e));
         }
         if let Err(e) = self.probes.attach_new(
             &mut self.ebpf,

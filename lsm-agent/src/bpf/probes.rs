@@ -417,7 +417,8 @@ fn detach_kprobe(ebpf: &mut Ebpf, prog: &str, link: KProbeLinkId, t: &Target) {
     }
 }
 
-/// Loads the generic programs once, at start; they are attached per target later.
+/// Loads the generic programs (once, when a policy first needs them); they are attached per
+/// target later.
 pub fn load_programs(ebpf: &mut Ebpf) -> Result<(), String> {
     for prog in [KPROBE_PROG, KPROBE_SYSCALL_PROG, KRETPROBE_PROG] {
         let p: &mut KProbe = ebpf
