@@ -85,7 +85,7 @@ for config in $kernels; do
   echo "[vm-tests] booting $version (lsm=$lsms)"
   start=$(date +%s)
   set +e
-  timeout --foreground 1800 vng -r "$version" --disable-kvm --force-9p --user root \
+  timeout --foreground 2700 vng -r "$version" --disable-kvm --force-9p --user root \
     --cpus 2 --memory 4G "${shares[@]}" --rwdir "$guest_res=$res" --overlay-rwdir /etc \
     --append "lsm=$lsms" \
     --exec "$repo/vm-tests/guest.sh $guest_res $lsm_mode" >>"$res/console.log" 2>&1
