@@ -33,6 +33,8 @@ pub struct MapUsage {
     pub sel_act: BTreeMap<u32, usize>,
     /// Hook id → `NUM_FILT` entries.
     pub num_filt: BTreeMap<u32, usize>,
+    /// Names of the image's probe hooks (their ids are handed out per compile).
+    pub probe_names: BTreeMap<u32, String>,
 }
 
 impl MapUsage {
@@ -59,7 +61,31 @@ impl MapUsage {
             ports: img.ports.len(),
             sel_act,
             num_filt,
+            probe_names: img
+                .probes
+                .iter()
+                .map(|(id, t)| (*id, super::probes::hook_label(t)))
+                .collect(),
         }
+    }
+
+    /// An LSM hook's name, or a probe's target (`kprobe sys_setuid`).
+    fn hook_name(&self, id: u32) -> String {
+        LsmHook::from_id(id)
+            .map(|h| h.name().to_string())
+            .or_else(|| self.probe_names.get(&id).cloned())
+            .unwrap_or_else(|| format!("hook{id}"))
+    }
+
+    fn per_hook(&self, counts: &BTreeMap<u32, usize>, limit: u32) -> String {
+        if counts.is_empty() {
+            return format!("0 / {limit} per hook");
+        }
+        counts
+            .iter()
+            .map(|(h, n)| format!("{} {n} / {limit}", self.hook_name(*h)))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// One `NAME  used / limit` line per map, indented by `indent`.
@@ -86,18 +112,14 @@ impl MapUsage {
         let _ = writeln!(
             out,
             "{indent}SEL_ACT      {}",
-            per_hook(&self.sel_act, MAX_SELECTORS)
+            self.per_hook(&self.sel_act, MAX_SELECTORS)
         );
         let _ = writeln!(
             out,
             "{indent}NUM_FILT     {}",
-            per_hook(&self.num_filt, MAX_NUM_FILTERS)
+            self.per_hook(&self.num_filt, MAX_NUM_FILTERS)
         );
     }
-}
-
-fn hook_name(id: u32) -> String {
-    LsmHook::from_id(id).map_or_else(|| format!("hook{id}"), |h| h.name().to_string())
 }
 
 /// Whether a selector of `h` overrides the call's return value (not in monitor mode it
@@ -108,17 +130,6 @@ fn overrides(h: &super::ir::Hook) -> bool {
             .iter()
             .any(|a| matches!(a, super::ir::Action::Override { .. }))
     })
-}
-
-fn per_hook(counts: &BTreeMap<u32, usize>, limit: u32) -> String {
-    if counts.is_empty() {
-        return format!("0 / {limit} per hook");
-    }
-    counts
-        .iter()
-        .map(|(h, n)| format!("{} {n} / {limit}", hook_name(*h)))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// One file given to the check.
@@ -339,6 +350,23 @@ mod tests {
 
     fn env(name: &str) -> Option<String> {
         (name == "DIR").then(|| "/etc".to_string())
+    }
+
+    #[test]
+    fn map_usage_names_probe_hooks_by_their_target() {
+        let d = tmpdir("probe-names");
+        let f = write(
+            &d,
+            "setuid.yaml",
+            fixture!("observe-commit-creds-and-setuid.yaml"),
+        );
+        let text = check_files(&[f], |_| None).render();
+        assert!(text.contains("kprobe sys_setuid 1 / 64"), "{text}");
+        assert!(text.contains("kprobe commit_creds 1 / 64"), "{text}");
+        assert!(
+            !text.contains(" hook2"),
+            "no probe is named by its id: {text}"
+        );
     }
 
     #[test]
