@@ -764,16 +764,24 @@ fn attach_kprobe_hooks(
     Ok(modes)
 }
 
+/// The object's program `name` as its kind `T` (`KProbe`, `Lsm`, `TracePoint`, ...): the
+/// one lookup behind every load, attach and detach. A program the object lacks is
+/// `NotLoaded`, as aya reports a program it does not have.
+pub(crate) fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, ProgramError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(ProgramError::NotLoaded)?
+        .try_into()
+}
+
 fn attach_kprobe(ebpf: &mut Ebpf, prog: &str, function: &str) -> Result<(), BpfError> {
     let perr = |source| BpfError::Program {
         name: prog.to_string(),
         source,
     };
-    let p: &mut KProbe = ebpf
-        .program_mut(prog)
-        .ok_or_else(|| perr(ProgramError::NotLoaded))?
-        .try_into()
-        .map_err(perr)?;
+    let p: &mut KProbe = program(ebpf, prog).map_err(perr)?;
     p.load().map_err(perr)?;
     p.attach(function, 0).map_err(perr)?;
     Ok(())
@@ -784,11 +792,7 @@ fn attach_lsm(ebpf: &mut Ebpf, btf: &aya::Btf, prog: &str, hook: &str) -> Result
         name: prog.to_string(),
         source,
     };
-    let p: &mut Lsm = ebpf
-        .program_mut(prog)
-        .ok_or_else(|| perr(ProgramError::NotLoaded))?
-        .try_into()
-        .map_err(perr)?;
+    let p: &mut Lsm = program(ebpf, prog).map_err(perr)?;
     p.load(hook, btf).map_err(perr)?;
     p.attach().map_err(perr)?;
     Ok(())
@@ -799,11 +803,7 @@ fn attach_tp(ebpf: &mut Ebpf, btf: &aya::Btf, prog: &str, tp: &str) -> Result<()
         name: prog.to_string(),
         source,
     };
-    let p: &mut BtfTracePoint = ebpf
-        .program_mut(prog)
-        .ok_or_else(|| perr(ProgramError::NotLoaded))?
-        .try_into()
-        .map_err(perr)?;
+    let p: &mut BtfTracePoint = program(ebpf, prog).map_err(perr)?;
     p.load(tp, btf).map_err(perr)?;
     p.attach().map_err(perr)?;
     Ok(())

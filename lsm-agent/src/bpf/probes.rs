@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use super::program;
 use aya::{
     Ebpf,
     maps::{HashMap, MapData},
@@ -305,11 +306,8 @@ impl Probes {
                 *o = *fo;
             }
         }
-        let prog: &mut TracePoint = ebpf
-            .program_mut(prog_name)
-            .ok_or_else(|| perr(t, format!("program {prog_name} missing")))?
-            .try_into()
-            .map_err(|e| perr(t, format!("{e}")))?;
+        let prog: &mut TracePoint =
+            program(ebpf, prog_name).map_err(|e| perr(t, format!("{prog_name}: {e}")))?;
         let link = prog
             .attach(subsystem, event)
             .map_err(|e| perr(t, format!("attaching: {e}")))?;
@@ -334,8 +332,7 @@ impl Probes {
             self.tp_off.remove(&id);
             let _ = tp_ids.remove(&tp.slot);
             let prog = TRACEPOINT_PROGS[tp.slot as usize % TRACEPOINT_PROGS.len()];
-            if let Some(p) = ebpf.program_mut(prog)
-                && let Ok(p) = <&mut TracePoint>::try_from(p)
+            if let Ok(p) = program::<TracePoint>(ebpf, prog)
                 && let Err(e) = p.detach(tp.link)
             {
                 warn!("detaching {}: {e}", hook_label(t));
@@ -399,18 +396,13 @@ fn refuse_override(img: &MapImage, id: u32, t: &Target) -> Result<(), ProbeError
 }
 
 fn kprobe(ebpf: &mut Ebpf, prog: &str, symbol: &str) -> Result<KProbeLinkId, String> {
-    let p: &mut KProbe = ebpf
-        .program_mut(prog)
-        .ok_or_else(|| format!("program {prog} missing"))?
-        .try_into()
-        .map_err(|e| format!("{e}"))?;
+    let p: &mut KProbe = program(ebpf, prog).map_err(|e| format!("{prog}: {e}"))?;
     p.attach(symbol, 0)
         .map_err(|e| format!("attaching {prog} to {symbol}: {e}"))
 }
 
 fn detach_kprobe(ebpf: &mut Ebpf, prog: &str, link: KProbeLinkId, t: &Target) {
-    if let Some(p) = ebpf.program_mut(prog)
-        && let Ok(p) = <&mut KProbe>::try_from(p)
+    if let Ok(p) = program::<KProbe>(ebpf, prog)
         && let Err(e) = p.detach(link)
     {
         warn!("detaching {prog} of {}: {e}", hook_label(t));
@@ -421,19 +413,11 @@ fn detach_kprobe(ebpf: &mut Ebpf, prog: &str, link: KProbeLinkId, t: &Target) {
 /// target later.
 pub fn load_programs(ebpf: &mut Ebpf) -> Result<(), String> {
     for prog in [KPROBE_PROG, KPROBE_SYSCALL_PROG, KRETPROBE_PROG] {
-        let p: &mut KProbe = ebpf
-            .program_mut(prog)
-            .ok_or_else(|| format!("program {prog} missing"))?
-            .try_into()
-            .map_err(|e| format!("{prog}: {e}"))?;
+        let p: &mut KProbe = program(ebpf, prog).map_err(|e| format!("{prog}: {e}"))?;
         p.load().map_err(|e| load_error(prog, &e))?;
     }
     for prog in TRACEPOINT_PROGS {
-        let p: &mut TracePoint = ebpf
-            .program_mut(prog)
-            .ok_or_else(|| format!("program {prog} missing"))?
-            .try_into()
-            .map_err(|e| format!("{prog}: {e}"))?;
+        let p: &mut TracePoint = program(ebpf, prog).map_err(|e| format!("{prog}: {e}"))?;
         p.load().map_err(|e| load_error(prog, &e))?;
     }
     Ok(())
