@@ -212,6 +212,24 @@ pub struct HookBody<'a> {
     pub tags: &'a Option<Vec<String>>,
 }
 
+/// `body()` for every hook section with these four fields, so each is validated by one
+/// function.
+macro_rules! hook_body {
+    ($($spec:ty),*) => {$(
+        impl $spec {
+            pub fn body(&self) -> HookBody<'_> {
+                HookBody {
+                    args: &self.args,
+                    selectors: &self.selectors,
+                    message: &self.message,
+                    tags: &self.tags,
+                }
+            }
+        }
+    )*};
+}
+hook_body!(Kprobe, LsmHookSpec, Tracepoint);
+
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Selector {

@@ -72,12 +72,7 @@ pub(super) fn convert_kprobe(
             convert_arg: &arg,
             return_arg: None,
         },
-        &raw::HookBody {
-            args: &kp.args,
-            selectors: &kp.selectors,
-            message: &kp.message,
-            tags: &kp.tags,
-        },
+        &kp.body(),
         warnings,
     )
 }
@@ -126,12 +121,7 @@ pub(super) fn convert_lsmhook(
             convert_arg: &arg,
             return_arg: None,
         },
-        &raw::HookBody {
-            args: &lh.args,
-            selectors: &lh.selectors,
-            message: &lh.message,
-            tags: &lh.tags,
-        },
+        &lh.body(),
         warnings,
     )
 }
@@ -262,12 +252,7 @@ fn convert_generic_kprobe(
             convert_arg: &arg,
             return_arg,
         },
-        &raw::HookBody {
-            args: &kp.args,
-            selectors: &kp.selectors,
-            message: &kp.message,
-            tags: &kp.tags,
-        },
+        &kp.body(),
         warnings,
     )
 }
@@ -335,12 +320,7 @@ pub(super) fn convert_tracepoint(
             convert_arg: &arg,
             return_arg: None,
         },
-        &raw::HookBody {
-            args: &tp.args,
-            selectors: &tp.selectors,
-            message: &tp.message,
-            tags: &tp.tags,
-        },
+        &tp.body(),
         warnings,
     )
 }
