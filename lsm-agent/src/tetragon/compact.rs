@@ -374,13 +374,7 @@ mod tests {
         Event::ProcessKprobe(ProcessKprobe {
             process: Some(process),
             function_name: function.into(),
-            args: args
-                .into_iter()
-                .map(|a| KprobeArgument {
-                    arg: Some(a),
-                    label: String::new(),
-                })
-                .collect(),
+            args: args.into_iter().map(KprobeArgument::from).collect(),
             ..Default::default()
         })
     }
@@ -781,13 +775,7 @@ mod tests {
             process: Some(process),
             subsys: subsys.into(),
             event: event.into(),
-            args: args
-                .into_iter()
-                .map(|a| KprobeArgument {
-                    arg: Some(a),
-                    label: String::new(),
-                })
-                .collect(),
+            args: args.into_iter().map(KprobeArgument::from).collect(),
             ..Default::default()
         })
     }

@@ -23,3 +23,14 @@ pub fn event_type(ev: &GetEventsResponse) -> EventType {
         None => EventType::Undef,
     }
 }
+
+/// An argument without a label, as tests write event args.
+#[cfg(test)]
+impl From<tetragon::kprobe_argument::Arg> for tetragon::KprobeArgument {
+    fn from(arg: tetragon::kprobe_argument::Arg) -> Self {
+        tetragon::KprobeArgument {
+            arg: Some(arg),
+            label: String::new(),
+        }
+    }
+}

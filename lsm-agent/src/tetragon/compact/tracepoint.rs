@@ -68,13 +68,7 @@ mod tests {
         ProcessTracepoint {
             subsys: "raw_syscalls".into(),
             event: "sys_enter".into(),
-            args: first
-                .into_iter()
-                .map(|a| KprobeArgument {
-                    arg: Some(a),
-                    label: String::new(),
-                })
-                .collect(),
+            args: first.into_iter().map(KprobeArgument::from).collect(),
             ..Default::default()
         }
     }
