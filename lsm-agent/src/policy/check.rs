@@ -132,6 +132,38 @@ fn overrides(h: &super::ir::Hook) -> bool {
     })
 }
 
+/// Why the agent would refuse to load `p` although it parses: an `Override` (enforce mode) on
+/// a call without an LSM hook, which the generic probes cannot apply. One message per
+/// selector, located by its path in the policy.
+fn load_refusals(p: &Policy) -> Vec<String> {
+    if p.mode == PolicyMode::Monitor {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for h in p.hooks.iter().filter(|h| !matches!(h.target, Target::Lsm(_))) {
+        let section = match h.origin {
+            HookOrigin::Kprobe { .. } => "kprobes",
+            HookOrigin::LsmHook => "lsmhooks",
+            HookOrigin::Tracepoint { .. } => "tracepoints",
+        };
+        for s in h.selectors.iter().filter(|s| {
+            s.actions
+                .iter()
+                .any(|a| matches!(a, super::ir::Action::Override { .. }))
+        }) {
+            out.push(format!(
+                "spec.{section}[{}].selectors[{}].matchActions: Override on {} needs \
+                 bpf_override_return on an error-injectable function, which lsm-agent does not \
+                 offer: loading this policy fails (use Sigkill, an LSM hook, or mode monitor)",
+                h.spec_index,
+                s.index,
+                super::probes::hook_label(&h.target)
+            ));
+        }
+    }
+    out
+}
+
 /// One file given to the check.
 #[derive(Debug)]
 pub struct FileResult {
@@ -155,7 +187,9 @@ pub struct CheckReport {
 impl CheckReport {
     /// True when every file parsed and the set compiles.
     pub fn ok(&self) -> bool {
-        self.files.iter().all(|f| f.policy.is_ok())
+        self.files
+            .iter()
+            .all(|f| f.policy.as_ref().is_ok_and(|p| load_refusals(p).is_empty()))
             && self.combined.as_ref().is_none_or(|c| c.is_ok())
     }
 
@@ -164,8 +198,13 @@ impl CheckReport {
     pub fn diagnostics(&self) -> Vec<String> {
         let mut out = Vec::new();
         for f in &self.files {
-            if let Err(e) = &f.policy {
-                out.push(format!("error: {e}"));
+            match &f.policy {
+                Err(e) => out.push(format!("error: {e}")),
+                Ok(p) => out.extend(
+                    load_refusals(p)
+                        .into_iter()
+                        .map(|r| format!("error: {}: {r}", f.file.display())),
+                ),
             }
         }
         if let Some(Err(e)) = &self.combined {
@@ -188,6 +227,11 @@ impl CheckReport {
             out.push('\n');
         }
         let parsed = self.files.iter().filter(|f| f.policy.is_ok()).count();
+        let refused = self
+            .files
+            .iter()
+            .filter(|f| f.policy.as_ref().is_ok_and(|p| !load_refusals(p).is_empty()))
+            .count();
         if let Some(Ok(u)) = &self.combined {
             let _ = writeln!(
                 out,
@@ -195,7 +239,7 @@ impl CheckReport {
             );
             u.render(&mut out, "  ");
         }
-        let failed = self.files.len() - parsed;
+        let failed = self.files.len() - parsed + refused;
         if self.ok() {
             let _ = writeln!(out, "{} policy file(s) OK", self.files.len());
         } else {
@@ -483,12 +527,6 @@ mod tests {
             ),
             write(&d, "open.yaml", fixture!("observe-openat-return.yaml")),
             write(&d, "tp.yaml", fixture!("observe-raw-sys-enter-getpid.yaml")),
-            write(
-                &d,
-                "override.yaml",
-                &fixture!("kill-on-setuid-4243.yaml")
-                    .replace("action: Sigkill", "action: Override\n        argError: -1"),
-            ),
         ];
         let r = check_files(&files, |_| None);
         assert!(r.ok(), "{:?}", r.diagnostics());
@@ -498,10 +536,35 @@ mod tests {
             "spec.kprobes[1] commit_creds: observed by kprobe commit_creds",
             "spec.kprobes[0] sys_openat: observed by kretprobe sys_openat",
             "spec.tracepoints[0] raw_syscalls/sys_enter: observed by tracepoint raw_syscalls/sys_enter",
-            "Override needs bpf_override_return",
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn an_enforced_override_on_a_call_without_an_lsm_hook_fails_the_check_and_monitor_mode_passes() {
+        let d = tmpdir("override");
+        let yaml = fixture!("kill-on-setuid-4243.yaml")
+            .replace("action: Sigkill", "action: Override\n        argError: -1");
+        let f = write(&d, "override.yaml", &yaml);
+        let r = check_files(std::slice::from_ref(&f), |_| None);
+        assert!(!r.ok());
+        let diags = r.diagnostics();
+        assert!(
+            diags.iter().any(|l| l.starts_with("error: ")
+                && l.contains("override.yaml: spec.kprobes[0].selectors[0].matchActions: Override on kprobe sys_setuid needs bpf_override_return")),
+            "{diags:?}"
+        );
+        assert!(r.render().contains("1 of 1 policy file(s) rejected"), "{}", r.render());
+        // The same policy in monitor mode only reports what it would have done.
+        let monitor = write(
+            &d,
+            "monitor.yaml",
+            &yaml.replace("spec:\n", "spec:\n  options:\n  - name: policy-mode\n    value: monitor\n"),
+        );
+        let r = check_files(&[monitor], |_| None);
+        assert!(r.ok(), "{:?}", r.diagnostics());
         let _ = std::fs::remove_dir_all(d);
     }
 }
