@@ -596,6 +596,8 @@ const INT_TYPES: &[(&str, u8, bool)] = &[
     ("uint16", 2, false),
     ("uint64", 8, false),
     ("ulong", 8, false),
+    // Not in the CRD enum, but Tetragon's type table takes it, and its own examples use it.
+    ("unsigned long", 8, false),
     ("size_t", 8, false),
     ("long", 8, true),
     ("int64", 8, true),
@@ -1016,6 +1018,14 @@ mod tests {
         assert_eq!(
             declared_type("string"),
             Some(DeclaredType::Supported(ArgType::String))
+        );
+        // Tetragon's type table (not its CRD enum) spells uint64 this way too.
+        assert_eq!(
+            declared_type("unsigned long"),
+            Some(DeclaredType::Supported(ArgType::Int {
+                width: 8,
+                signed: false
+            }))
         );
         assert_eq!(declared_type("bogus"), None);
     }
