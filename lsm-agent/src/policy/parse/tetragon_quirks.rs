@@ -122,6 +122,20 @@ const EXPECTED: &[(&str, Expect)] = &[
         },
     ),
     (
+        "return-arg-action-post.yaml",
+        Accepted {
+            hooks: 2,
+            warnings: &[],
+        },
+    ),
+    (
+        "return-arg-action-track-sock.yaml",
+        Refused {
+            at: "13:5: spec.kprobes[0].returnArgAction",
+            message: "not supported yet by lsm-agent",
+        },
+    ),
+    (
         "pipe-list-call.yaml",
         // The list expands to generic syscall kprobes; the first member stops at its
         // argument's returnCopy, which the generic reader does not implement.

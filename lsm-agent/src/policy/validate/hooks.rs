@@ -28,10 +28,11 @@ pub(super) fn convert_kprobe(
             "list: calls are not supported yet by lsm-agent",
         ));
     }
-    if kp
-        .return_arg_action
-        .as_deref()
-        .is_some_and(|a| !a.is_empty())
+    // `Post` is what every matching call does anyway (at an LSM hook the event carries the
+    // verdict, a kretprobe's the return value); the socket-tracking actions are not offered.
+    if let Some(a) = kp.return_arg_action.as_deref()
+        && !a.is_empty()
+        && !a.eq_ignore_ascii_case("post")
     {
         return Err(not_supported(format!("{path}.returnArgAction")));
     }
