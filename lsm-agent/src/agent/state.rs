@@ -584,16 +584,7 @@ impl Agent {
                     namespace: p.namespace().to_string(),
                     source: p.source.clone(),
                     sensors,
-                    hooks: HookStatus::of(
-                        // Probe targets have one mode (observed); the status lists the LSM
-                        // hooks, whose mode depends on the node.
-                        p.policy
-                            .hooks
-                            .iter()
-                            .filter_map(|h| h.target.lsm())
-                            .map(|h| h.id()),
-                        &modes,
-                    ),
+                    hooks: HookStatus::of_targets(p.policy.hooks.iter().map(|h| &h.target), &modes),
                     enabled: p.enabled,
                     state: if p.enabled {
                         PolicyState::Enabled

@@ -51,13 +51,43 @@ pub enum EffectiveMode {
     MonitorOnly,
 }
 
-/// One hook of a policy: enforced by its LSM program, or only observed by a kprobe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One hook of a policy: an LSM hook, enforced by its LSM program or (BPF LSM inactive) only
+/// observed by a kprobe on its `security_*` function; or a call or tracepoint without an LSM
+/// hook, observed by a generic kprobe, kretprobe or tracepoint on every node.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookStatus {
-    /// `HOOK_*`.
+    /// `HOOK_*` of an LSM hook (0 for a probe target, whose id is the compiler's).
     pub hook: u32,
     /// `None`: the kernel has neither entry point for it (e.g. file_truncate before 6.2).
     pub mode: Option<AttachMode>,
+    /// Set for a target without an LSM hook.
+    pub probe: Option<ProbeTarget>,
+}
+
+/// A kprobe, kretprobe or tracepoint target of a policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeTarget {
+    /// `kprobe`, `kretprobe` or `tracepoint`.
+    pub kind: &'static str,
+    /// The function (`sys_setuid`, `fd_install`) or the tracepoint (`raw_syscalls/sys_enter`).
+    pub name: String,
+}
+
+impl ProbeTarget {
+    pub fn of(t: &crate::policy::ir::Target) -> Option<ProbeTarget> {
+        use crate::policy::ir::Target;
+        match t {
+            Target::Lsm(_) => None,
+            Target::Kprobe(k) => Some(ProbeTarget {
+                kind: if k.ret { "kretprobe" } else { "kprobe" },
+                name: k.function.clone(),
+            }),
+            Target::Tracepoint { subsystem, event } => Some(ProbeTarget {
+                kind: "tracepoint",
+                name: format!("{subsystem}/{event}"),
+            }),
+        }
+    }
 }
 
 impl HookStatus {
@@ -65,34 +95,77 @@ impl HookStatus {
     pub fn of(hooks: impl IntoIterator<Item = u32>, modes: &HookModes) -> Vec<HookStatus> {
         let mut out: Vec<HookStatus> = Vec::new();
         for hook in hooks {
-            if !out.iter().any(|h| h.hook == hook) {
+            if !out.iter().any(|h| h.hook == hook && h.probe.is_none()) {
                 out.push(HookStatus {
                     hook,
                     mode: modes.get(hook),
+                    probe: None,
                 });
             }
         }
         out
     }
 
-    /// The LSM hook's name.
-    pub fn lsm_name(&self) -> &'static str {
-        hook_entry(self.hook).map_or("?", |e| e.lsm)
+    /// Every hook of `targets`, in order, once each: LSM hooks with the mode this kernel
+    /// gave them, probe targets as what observes them.
+    pub fn of_targets<'a>(
+        targets: impl IntoIterator<Item = &'a crate::policy::ir::Target>,
+        modes: &HookModes,
+    ) -> Vec<HookStatus> {
+        let mut out: Vec<HookStatus> = Vec::new();
+        for t in targets {
+            let h = match (t.lsm(), ProbeTarget::of(t)) {
+                (Some(l), _) => HookStatus {
+                    hook: l.id(),
+                    mode: modes.get(l.id()),
+                    probe: None,
+                },
+                (None, Some(p)) => HookStatus {
+                    hook: 0,
+                    mode: None,
+                    probe: Some(p),
+                },
+                (None, None) => continue,
+            };
+            if !out.contains(&h) {
+                out.push(h);
+            }
+        }
+        out
     }
 
-    /// The kernel function a kprobe observes for it.
-    pub fn function(&self) -> &'static str {
-        hook_entry(self.hook).map_or("?", |e| e.function)
+    /// The hook's name: the LSM hook's, or the probe target's.
+    pub fn lsm_name(&self) -> &str {
+        match &self.probe {
+            Some(p) => &p.name,
+            None => hook_entry(self.hook).map_or("?", |e| e.lsm),
+        }
     }
 
-    /// Whether only a kprobe observes it (no pre-operation deny).
+    /// The kernel function (or tracepoint) a kprobe (or tracepoint) observes for it.
+    pub fn function(&self) -> &str {
+        match &self.probe {
+            Some(p) => &p.name,
+            None => hook_entry(self.hook).map_or("?", |e| e.function),
+        }
+    }
+
+    /// Whether it is only observed (no pre-operation deny): a probe target, or an LSM hook
+    /// observed by a kprobe because BPF LSM is inactive.
     pub fn observed(&self) -> bool {
-        self.mode == Some(AttachMode::Kprobe)
+        self.probe.is_some() || self.mode == Some(AttachMode::Kprobe)
     }
 
-    /// The word the metric and the list use: `lsm`, `kprobe` or `none`.
+    /// The word the metric uses: `lsm`, `kprobe` or `none` for an LSM hook; the generic
+    /// program's name (`generic_kprobe`, `generic_kretprobe`, `generic_tracepoint`) for a
+    /// probe target, so that `mode="kprobe"` keeps meaning "an LSM hook degraded".
     pub fn mode_name(&self) -> &'static str {
-        self.mode.map_or("none", AttachMode::as_str)
+        match self.probe.as_ref().map(|p| p.kind) {
+            Some("kretprobe") => "generic_kretprobe",
+            Some("tracepoint") => "generic_tracepoint",
+            Some(_) => "generic_kprobe",
+            None => self.mode.map_or("none", AttachMode::as_str),
+        }
     }
 }
 
@@ -198,6 +271,42 @@ mod tests {
                 ("file_permission", "security_file_permission", "kprobe"),
                 ("file_open", "security_file_open", "lsm"),
                 ("file_truncate", "security_file_truncate", "none"),
+            ]
+        );
+    }
+
+    #[test]
+    fn probe_targets_are_listed_as_what_observes_them_beside_the_lsm_hooks() {
+        use crate::policy::ir::{KprobeTarget, LsmHook, Target};
+        let kprobe = |function: &str, ret| {
+            Target::Kprobe(KprobeTarget {
+                function: function.into(),
+                syscall: true,
+                ret,
+            })
+        };
+        let targets = [
+            Target::Lsm(LsmHook::FileOpen),
+            kprobe("sys_openat", true),
+            kprobe("sys_setuid", false),
+            kprobe("sys_openat", true),
+            Target::Tracepoint {
+                subsystem: "raw_syscalls".into(),
+                event: "sys_enter".into(),
+            },
+        ];
+        let hooks = HookStatus::of_targets(&targets, &HookModes::all(AttachMode::Lsm));
+        let shown: Vec<(&str, &str, bool)> = hooks
+            .iter()
+            .map(|h| (h.lsm_name(), h.mode_name(), h.observed()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("file_open", "lsm", false),
+                ("sys_openat", "generic_kretprobe", true),
+                ("sys_setuid", "generic_kprobe", true),
+                ("raw_syscalls/sys_enter", "generic_tracepoint", true),
             ]
         );
     }

@@ -539,17 +539,23 @@ fn feature_lines(probes: &[(String, bool)]) -> Vec<String> {
     lines
 }
 
-/// One line per hook of `p` that only a kprobe observes (the agent lists them in the
-/// policy's sensors as `observe:<function>`): degraded, but not an error.
+/// One line per hook of `p` that is only observed (the agent lists them in the policy's
+/// sensors): `observe:<function>` for an LSM hook a kprobe observes because BPF LSM is
+/// inactive (degraded, but not an error), `observe:<kind>:<target>` for a call or tracepoint
+/// without an LSM hook.
 fn observed_lines(p: &TracingPolicyStatus) -> Vec<String> {
     p.sensors
         .iter()
         .filter_map(|s| s.strip_prefix(lsm_agent::grpc::policy::OBSERVE_PREFIX))
-        .map(|f| {
-            format!(
+        .map(|f| match f.split_once(':') {
+            Some((kind, target)) => format!(
+                "policy {}: observed by {kind} {target} (no LSM hook: events, Sigkill after the fact)",
+                policy_label(p)
+            ),
+            None => format!(
                 "policy {}: observed by kprobe {f} (BPF LSM is not active: no pre-operation deny)",
                 policy_label(p)
-            )
+            ),
         })
         .collect()
 }
@@ -795,6 +801,22 @@ mod tests {
             observed_lines(&p),
             [
                 "policy file-monitoring: observed by kprobe security_file_permission (BPF LSM is not active: no pre-operation deny)"
+            ]
+        );
+        let probes = TracingPolicyStatus {
+            name: "creds".into(),
+            sensors: vec![
+                "generic_kprobe".into(),
+                "observe:kretprobe:sys_openat".into(),
+                "observe:tracepoint:raw_syscalls/sys_enter".into(),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            observed_lines(&probes),
+            [
+                "policy creds: observed by kretprobe sys_openat (no LSM hook: events, Sigkill after the fact)",
+                "policy creds: observed by tracepoint raw_syscalls/sys_enter (no LSM hook: events, Sigkill after the fact)",
             ]
         );
         let lsm = TracingPolicyStatus {

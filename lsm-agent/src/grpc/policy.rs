@@ -199,7 +199,12 @@ fn sensors(p: &PolicyStatus) -> Vec<String> {
         .hooks
         .iter()
         .filter(|h| h.observed())
-        .map(|h| format!("{OBSERVE_PREFIX}{}", h.function()));
+        .map(|h| match &h.probe {
+            // A call or tracepoint without an LSM hook: `observe:kretprobe:sys_openat`.
+            Some(p) => format!("{OBSERVE_PREFIX}{}:{}", p.kind, p.name),
+            // An LSM hook a kprobe observes (BPF LSM inactive): `observe:security_file_open`.
+            None => format!("{OBSERVE_PREFIX}{}", h.function()),
+        });
     names.chain(observed).collect()
 }
 
@@ -330,6 +335,24 @@ mod tests {
             ..p
         };
         assert_eq!(tracing_policy_status(&all_lsm).sensors, ["generic_kprobe"]);
+        let probe = PolicyStatus {
+            hooks: HookStatus::of_targets(
+                &[crate::policy::ir::Target::Tracepoint {
+                    subsystem: "raw_syscalls".into(),
+                    event: "sys_enter".into(),
+                }],
+                &modes,
+            ),
+            sensors: vec![Sensor::Tracepoint],
+            ..all_lsm
+        };
+        assert_eq!(
+            tracing_policy_status(&probe).sensors,
+            [
+                "generic_tracepoint",
+                "observe:tracepoint:raw_syscalls/sys_enter"
+            ]
+        );
     }
 
     #[test]

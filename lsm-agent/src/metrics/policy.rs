@@ -21,26 +21,26 @@ pub fn record_policy_states(status: &[PolicyStatus]) {
 /// series, and a 1 left behind would claim a deleted policy still observes or enforces.
 #[derive(Debug, Default)]
 pub struct PolicyModeTracker {
-    last: BTreeSet<(String, &'static str, &'static str)>,
+    last: BTreeSet<(String, String, &'static str)>,
 }
 
 impl PolicyModeTracker {
     pub fn record(&mut self, status: &[PolicyStatus]) {
-        let now: BTreeSet<(String, &'static str, &'static str)> = status
+        let now: BTreeSet<(String, String, &'static str)> = status
             .iter()
             .filter(|p| p.id.is_some())
             .flat_map(|p| {
                 p.hooks
                     .iter()
-                    .map(|h| (p.name.clone(), h.lsm_name(), h.mode_name()))
+                    .map(|h| (p.name.clone(), h.lsm_name().to_owned(), h.mode_name()))
             })
             .collect();
         for (policy, hook, mode) in self.last.difference(&now) {
-            gauge!(POLICY_MODE, "policy" => policy.clone(), "hook" => *hook, "mode" => *mode)
+            gauge!(POLICY_MODE, "policy" => policy.clone(), "hook" => hook.clone(), "mode" => *mode)
                 .set(0.0);
         }
         for (policy, hook, mode) in &now {
-            gauge!(POLICY_MODE, "policy" => policy.clone(), "hook" => *hook, "mode" => *mode)
+            gauge!(POLICY_MODE, "policy" => policy.clone(), "hook" => hook.clone(), "mode" => *mode)
                 .set(1.0);
         }
         self.last = now;
