@@ -45,8 +45,11 @@ struct Cli {
     /// /var/run/lsm-agent/agent-info.json, else localhost:54321.
     #[arg(long, global = true)]
     server_address: Option<String>,
-    /// Deadline for unary calls, in seconds.
-    #[arg(long, global = true, default_value_t = 30)]
+    /// Deadline for unary calls, in seconds. Adding a policy returns once it is enforced,
+    /// which includes the kernel verifying the BPF programs it is the first to need: tens of
+    /// seconds on a slow or emulated node. A call cut off by its deadline may still complete
+    /// in the agent, so the default leaves room for that.
+    #[arg(long, global = true, default_value_t = 120)]
     timeout: u64,
     /// Client certificate (PEM) for mutual TLS, with --tls-key-file. Turns TLS on.
     #[arg(long, global = true, value_name = "FILE")]
