@@ -140,7 +140,11 @@ fn load_refusals(p: &Policy) -> Vec<String> {
         return Vec::new();
     }
     let mut out = Vec::new();
-    for h in p.hooks.iter().filter(|h| !matches!(h.target, Target::Lsm(_))) {
+    for h in p
+        .hooks
+        .iter()
+        .filter(|h| !matches!(h.target, Target::Lsm(_)))
+    {
         let section = match h.origin {
             HookOrigin::Kprobe { .. } => "kprobes",
             HookOrigin::LsmHook => "lsmhooks",
@@ -230,7 +234,11 @@ impl CheckReport {
         let refused = self
             .files
             .iter()
-            .filter(|f| f.policy.as_ref().is_ok_and(|p| !load_refusals(p).is_empty()))
+            .filter(|f| {
+                f.policy
+                    .as_ref()
+                    .is_ok_and(|p| !load_refusals(p).is_empty())
+            })
             .count();
         if let Some(Ok(u)) = &self.combined {
             let _ = writeln!(
@@ -543,7 +551,8 @@ mod tests {
     }
 
     #[test]
-    fn an_enforced_override_on_a_call_without_an_lsm_hook_fails_the_check_and_monitor_mode_passes() {
+    fn an_enforced_override_on_a_call_without_an_lsm_hook_fails_the_check_and_monitor_mode_passes()
+    {
         let d = tmpdir("override");
         let yaml = fixture!("kill-on-setuid-4243.yaml")
             .replace("action: Sigkill", "action: Override\n        argError: -1");
@@ -556,12 +565,19 @@ mod tests {
                 && l.contains("override.yaml: spec.kprobes[0].selectors[0].matchActions: Override on kprobe sys_setuid needs bpf_override_return")),
             "{diags:?}"
         );
-        assert!(r.render().contains("1 of 1 policy file(s) rejected"), "{}", r.render());
+        assert!(
+            r.render().contains("1 of 1 policy file(s) rejected"),
+            "{}",
+            r.render()
+        );
         // The same policy in monitor mode only reports what it would have done.
         let monitor = write(
             &d,
             "monitor.yaml",
-            &yaml.replace("spec:\n", "spec:\n  options:\n  - name: policy-mode\n    value: monitor\n"),
+            &yaml.replace(
+                "spec:\n",
+                "spec:\n  options:\n  - name: policy-mode\n    value: monitor\n",
+            ),
         );
         let r = check_files(&[monitor], |_| None);
         assert!(r.ok(), "{:?}", r.diagnostics());
