@@ -68,6 +68,27 @@ fn find_member(
     Ok(None)
 }
 
+/// For each name, whether the kernel whose BTF is at `path` has a function of that name
+/// (e.g. `bpf_lsm_file_truncate`: the LSM hooks this kernel offers).
+pub fn functions(
+    path: &Path,
+    names: impl IntoIterator<Item = String>,
+) -> Result<Vec<bool>, BtfError> {
+    let btf = Btf::from_file(path).map_err(|source| BtfError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(names
+        .into_iter()
+        .map(|n| {
+            btf.resolve_types_by_name(&n)
+                .unwrap_or_default()
+                .iter()
+                .any(|t| matches!(t, Type::Func(_)))
+        })
+        .collect())
+}
+
 /// All offsets the probe needs, for the kernel whose BTF is at `path`.
 pub fn kernel_config(path: &Path, agent_tgid: u32) -> Result<KernelConfig, BtfError> {
     let btf = Btf::from_file(path).map_err(|source| BtfError::Read {
@@ -219,5 +240,13 @@ mod tests {
         for t in always {
             assert!(cfg.ns_present & (1 << t) != 0, "namespace type {t} missing");
         }
+    }
+
+    #[test]
+    fn functions_tells_which_lsm_hooks_the_running_kernel_has() {
+        let names = ["bpf_lsm_file_open", "bpf_lsm_no_such_hook", "file"];
+        let found = functions(Path::new(VMLINUX_BTF), names.map(String::from)).expect("BTF");
+        // `file` names a struct, not a function.
+        assert_eq!(found, [true, false, false]);
     }
 }

@@ -66,8 +66,6 @@ pub enum BpfError {
     MissingMap(&'static str),
     #[error("cannot observe {0}")]
     Probe(#[from] probes::ProbeError),
-    #[error("the generic kprobe and tracepoint programs did not load on this kernel: {0}")]
-    NoGenericProbes(String),
 }
 
 /// One attached program, for status reports.
@@ -85,9 +83,10 @@ pub struct Probe {
     tp_ids: HashMap<MapData, u32, u32>,
     /// The generic probes attached for the installed image's kprobe and tracepoint targets.
     probes: probes::Probes,
-    /// Whether the generic programs loaded (`Err`: why not; policies that need them fail);
-    /// `None` until a policy first needs them.
-    generic: Option<Result<(), String>>,
+    /// LSM hooks this kernel has whose program no policy has needed yet: hook id → program.
+    lsm_pending: BTreeMap<u32, &'static str>,
+    /// For loading those programs.
+    kernel_btf: aya::Btf,
     hook_cfg: Array<MapData, HookConfig>,
     plan_bank: Array<MapData, u32>,
     /// The live bank of `hook_cfg` (what `plan_bank` holds).
@@ -140,17 +139,24 @@ impl Probe {
             return Err(BpfError::NoObject);
         }
         let mode = modes::decide_mode(caps, opts)?;
+        let start = std::time::Instant::now();
         let mut kconfig = btf::kernel_config(Path::new(btf::VMLINUX_BTF), std::process::id())?;
+        info!(elapsed = ?start.elapsed(), "kernel offsets read from BTF");
         kconfig.fallback_sigkill = u32::from(opts.fallback_sigkill);
         debug!(?kconfig, "kernel offsets from BTF");
+        let start = std::time::Instant::now();
         let kernel_btf =
             aya::Btf::from_sys_fs().map_err(|e| BpfError::Load(aya::EbpfError::BtfError(e)))?;
+        info!(elapsed = ?start.elapsed(), "kernel BTF parsed for the loader");
+        let start = std::time::Instant::now();
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&kernel_btf))
             .override_global(KCONFIG_GLOBAL, &kconfig, true)
             .load(EBPF_OBJECT)?;
+        info!(elapsed = ?start.elapsed(), "BPF object opened and maps created");
 
         let mut attached = Vec::new();
+        let mut lsm_pending = BTreeMap::new();
         // Tracepoints first, so processes are tracked before any policy can match.
         for (prog, tp) in [
             ("sched_process_exec", "sched_process_exec"),
@@ -164,7 +170,13 @@ impl Probe {
             });
         }
         let modes = match mode {
-            AttachMode::Lsm => attach_lsm_hooks(&mut ebpf, &kernel_btf, caps, &mut attached)?,
+            AttachMode::Lsm => attach_lsm_hooks(
+                &mut ebpf,
+                &kernel_btf,
+                caps,
+                &mut attached,
+                &mut lsm_pending,
+            )?,
             AttachMode::Kprobe => {
                 if opts.fallback_sigkill && !caps.send_signal {
                     warn!(
@@ -211,7 +223,8 @@ impl Probe {
             probe_ids: take(&mut ebpf, PROBE_IDS_MAP)?,
             tp_ids: take(&mut ebpf, TP_IDS_MAP)?,
             probes: probes::Probes::default(),
-            generic: None,
+            lsm_pending,
+            kernel_btf,
             ebpf,
             installed: MapImage::default(),
             attached,
@@ -269,21 +282,6 @@ impl Probe {
             .collect()
     }
 
-    /// Loads the generic kprobe and tracepoint programs the first time a policy needs them:
-    /// verifying them takes long under emulation, and a node with LSM hooks only never pays
-    /// for it. A kernel that refuses them still enforces every LSM hook.
-    fn generic_programs(&mut self) -> Result<(), String> {
-        self.generic
-            .get_or_insert_with(|| {
-                let r = probes::load_programs(&mut self.ebpf);
-                if let Err(e) = &r {
-                    warn!("generic kprobes and tracepoints unavailable: {e}");
-                }
-                r
-            })
-            .clone()
-    }
-
     /// Makes the maps hold `img` (compiled by `compile_with` against the installed image)
     /// without a moment where neither the old nor the new policies enforce:
     ///
@@ -300,14 +298,12 @@ impl Probe {
     /// forbidden open slipped through that way in the reload VM test.
     pub fn apply(&mut self, img: &MapImage) -> Result<(), BpfError> {
         let old = std::mem::take(&mut self.installed);
-        // New probe targets are attached first: a target that cannot be observed fails the
-        // policy before anything live changes. Their hook ids have no plan yet, so the
+        // New hooks and probe targets are attached first: one that cannot be attached fails
+        // the policy before anything live changes. Their hook ids have no plan yet, so the
         // programs do nothing on them until the switch.
-        if img.probes.keys().any(|id| !old.probes.contains_key(id))
-            && let Err(e) = self.generic_programs()
-        {
+        if let Err(e) = self.attach_used_hooks(img) {
             self.installed = old;
-            return Err(BpfError::NoGenericProbes(e));
+            return Err(e);
         }
         if let Err(e) = self.probes.attach_new(
             &mut self.ebpf,
@@ -337,6 +333,30 @@ impl Probe {
         );
         self.installed = done;
         result
+    }
+
+    /// Loads and attaches the LSM program of each hook `img` has a plan for and that has no
+    /// program yet. Attached programs stay: one with no plan returns at its first lookup.
+    fn attach_used_hooks(&mut self, img: &MapImage) -> Result<(), BpfError> {
+        let used: Vec<(u32, &'static str)> = self
+            .lsm_pending
+            .iter()
+            .filter(|(h, _)| {
+                img.hook_cfg
+                    .get(h)
+                    .is_some_and(|c| *c != HookConfig::empty())
+            })
+            .map(|(&h, &p)| (h, p))
+            .collect();
+        for (hook, prog) in used {
+            attach_lsm(&mut self.ebpf, &self.kernel_btf, prog, prog)?;
+            self.lsm_pending.remove(&hook);
+            self.attached.push(Attached {
+                program: prog,
+                target: prog,
+            });
+        }
+        Ok(())
     }
 
     fn apply_phases(&mut self, old: &MapImage, img: &MapImage) -> Result<(), BpfError> {
@@ -638,37 +658,31 @@ fn lpm_key((hook, subject, bytes): &StrEntryKey) -> Key<LpmStr> {
 }
 
 /// The LSM programs: every hook denies before the operation.
+///
+/// Only the programs the others rely on are loaded now: `file_open` and `file_free_security`
+/// keep the path cache of open files, `bprm_check_security` records each exec's binary for
+/// the exec tracepoint, and `path_truncate` is where the kernel tells whether `bpf_d_path`
+/// is allowed there. Every other hook whose `bpf_lsm_*` function this kernel has is given
+/// its mode now and its program when a policy first uses it ([`Probe::attach_used_hooks`]):
+/// the verifier walks the whole evaluator in each program, which took over a minute at start
+/// under emulation for hooks no policy used.
 fn attach_lsm_hooks(
     ebpf: &mut Ebpf,
     kernel_btf: &aya::Btf,
     caps: &Capabilities,
     attached: &mut Vec<Attached>,
+    pending: &mut BTreeMap<u32, &'static str>,
 ) -> Result<HookModes, BpfError> {
     let mut modes = HookModes::default();
-    for (prog, hook, id) in [
-        ("file_open", "file_open", Some(HOOK_FILE_OPEN)),
-        ("file_free_security", "file_free_security", None),
-        (
-            "file_permission",
-            "file_permission",
-            Some(HOOK_FILE_PERMISSION),
-        ),
-        ("mmap_file", "mmap_file", Some(HOOK_MMAP_FILE)),
-        (
-            "bprm_check_security",
-            "bprm_check_security",
-            Some(HOOK_BPRM_CHECK),
-        ),
-        (
-            "socket_connect",
-            "socket_connect",
-            Some(HOOK_SOCKET_CONNECT),
-        ),
+    for (prog, id) in [
+        ("file_open", Some(HOOK_FILE_OPEN)),
+        ("file_free_security", None),
+        ("bprm_check_security", Some(HOOK_BPRM_CHECK)),
     ] {
-        attach_lsm(ebpf, kernel_btf, prog, hook)?;
+        attach_lsm(ebpf, kernel_btf, prog, prog)?;
         attached.push(Attached {
             program: prog,
-            target: hook,
+            target: prog,
         });
         if let Some(id) = id {
             modes.0[id as usize] = Some(AttachMode::Lsm);
@@ -691,37 +705,23 @@ fn attach_lsm_hooks(
         }
     }
     modes.0[HOOK_PATH_TRUNCATE as usize] = Some(AttachMode::Lsm);
-    // file_truncate exists from Linux 6.2 on.
-    match attach_lsm(ebpf, kernel_btf, "file_truncate", "file_truncate") {
-        Ok(()) => {
-            attached.push(Attached {
-                program: "file_truncate",
-                target: "file_truncate",
-            });
-            modes.0[HOOK_FILE_TRUNCATE as usize] = Some(AttachMode::Lsm);
+    // The others, each program named as its hook. file_truncate exists from Linux 6.2 on.
+    let functions = btf::functions(
+        Path::new(btf::VMLINUX_BTF),
+        modes::HOOKS.iter().map(|e| format!("bpf_lsm_{}", e.lsm)),
+    )?;
+    for (e, present) in modes::HOOKS.iter().zip(functions) {
+        if modes.0[e.hook as usize].is_some() {
+            continue;
         }
-        Err(e) => warn!(
-            "LSM hook file_truncate unavailable on kernel {}: policies on it cannot be enforced ({e})",
-            caps.kernel_release
-        ),
-    }
-    // The wider table: each program is named as its hook.
-    for e in modes::HOOKS
-        .iter()
-        .filter(|e| e.hook >= modes::FIRST_TABLE_HOOK)
-    {
-        match attach_lsm(ebpf, kernel_btf, e.lsm, e.lsm) {
-            Ok(()) => {
-                attached.push(Attached {
-                    program: e.lsm,
-                    target: e.lsm,
-                });
-                modes.0[e.hook as usize] = Some(AttachMode::Lsm);
-            }
-            Err(err) => warn!(
-                "LSM hook {} unavailable on kernel {}: policies on it cannot be enforced ({err})",
-                e.lsm, caps.kernel_release
-            ),
+        if present {
+            modes.0[e.hook as usize] = Some(AttachMode::Lsm);
+            pending.insert(e.hook, e.lsm);
+        } else {
+            warn!(
+                "LSM hook {} unavailable on kernel {}: policies on it cannot be enforced (no bpf_lsm_{} in the kernel's BTF)",
+                e.lsm, caps.kernel_release, e.lsm
+            );
         }
     }
     Ok(modes)
@@ -776,13 +776,41 @@ where
         .try_into()
 }
 
+/// Logs how long the kernel took to load (verify) a program and how many instructions its
+/// verifier processed: the machine-independent measure of start-up cost.
+pub(crate) fn log_loaded(
+    prog: &str,
+    start: std::time::Instant,
+    info: Option<aya::programs::ProgramInfo>,
+) {
+    let insns = info.and_then(|i| i.verified_instruction_count());
+    info!(
+        program = prog,
+        elapsed = ?start.elapsed(),
+        verified_insns = insns,
+        "program loaded"
+    );
+}
+
+/// The kernel's information on the object's loaded program `name`.
+pub(crate) fn program_info(ebpf: &Ebpf, name: &str) -> Option<aya::programs::ProgramInfo> {
+    ebpf.program(name)?.info().ok()
+}
+
+/// Whether the object's program `name` has been loaded into the kernel.
+pub(crate) fn is_loaded(ebpf: &Ebpf, name: &str) -> bool {
+    ebpf.program(name).is_some_and(|p| p.fd().is_ok())
+}
+
 fn attach_kprobe(ebpf: &mut Ebpf, prog: &str, function: &str) -> Result<(), BpfError> {
     let perr = |source| BpfError::Program {
         name: prog.to_string(),
         source,
     };
     let p: &mut KProbe = program(ebpf, prog).map_err(perr)?;
+    let start = std::time::Instant::now();
     p.load().map_err(perr)?;
+    log_loaded(prog, start, p.info().ok());
     p.attach(function, 0).map_err(perr)?;
     Ok(())
 }
@@ -793,7 +821,9 @@ fn attach_lsm(ebpf: &mut Ebpf, btf: &aya::Btf, prog: &str, hook: &str) -> Result
         source,
     };
     let p: &mut Lsm = program(ebpf, prog).map_err(perr)?;
+    let start = std::time::Instant::now();
     p.load(hook, btf).map_err(perr)?;
+    log_loaded(prog, start, p.info().ok());
     p.attach().map_err(perr)?;
     Ok(())
 }
@@ -804,7 +834,9 @@ fn attach_tp(ebpf: &mut Ebpf, btf: &aya::Btf, prog: &str, tp: &str) -> Result<()
         source,
     };
     let p: &mut BtfTracePoint = program(ebpf, prog).map_err(perr)?;
+    let start = std::time::Instant::now();
     p.load(tp, btf).map_err(perr)?;
+    log_loaded(prog, start, p.info().ok());
     p.attach().map_err(perr)?;
     Ok(())
 }

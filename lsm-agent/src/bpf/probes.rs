@@ -306,6 +306,7 @@ impl Probes {
                 *o = *fo;
             }
         }
+        ensure_loaded(ebpf, prog_name, load_tracepoint).map_err(|r| perr(t, r))?;
         let prog: &mut TracePoint =
             program(ebpf, prog_name).map_err(|e| perr(t, format!("{prog_name}: {e}")))?;
         let link = prog
@@ -396,6 +397,7 @@ fn refuse_override(img: &MapImage, id: u32, t: &Target) -> Result<(), ProbeError
 }
 
 fn kprobe(ebpf: &mut Ebpf, prog: &str, symbol: &str) -> Result<KProbeLinkId, String> {
+    ensure_loaded(ebpf, prog, load_kprobe)?;
     let p: &mut KProbe = program(ebpf, prog).map_err(|e| format!("{prog}: {e}"))?;
     p.attach(symbol, 0)
         .map_err(|e| format!("attaching {prog} to {symbol}: {e}"))
@@ -409,18 +411,30 @@ fn detach_kprobe(ebpf: &mut Ebpf, prog: &str, link: KProbeLinkId, t: &Target) {
     }
 }
 
-/// Loads the generic programs (once, when a policy first needs them); they are attached per
-/// target later.
-pub fn load_programs(ebpf: &mut Ebpf) -> Result<(), String> {
-    for prog in [KPROBE_PROG, KPROBE_SYSCALL_PROG, KRETPROBE_PROG] {
-        let p: &mut KProbe = program(ebpf, prog).map_err(|e| format!("{prog}: {e}"))?;
-        p.load().map_err(|e| load_error(prog, &e))?;
+/// Loads one generic program the first time a target needs it: verifying them takes long
+/// under emulation, and a node whose policies need only some of them (or only LSM hooks)
+/// never pays for the others. A program the kernel refused is tried again by the next
+/// policy that needs it, and refuses only that policy.
+fn ensure_loaded(
+    ebpf: &mut Ebpf,
+    prog: &str,
+    load: fn(&mut Ebpf, &str) -> Result<(), aya::programs::ProgramError>,
+) -> Result<(), String> {
+    if super::is_loaded(ebpf, prog) {
+        return Ok(());
     }
-    for prog in TRACEPOINT_PROGS {
-        let p: &mut TracePoint = program(ebpf, prog).map_err(|e| format!("{prog}: {e}"))?;
-        p.load().map_err(|e| load_error(prog, &e))?;
-    }
+    let start = std::time::Instant::now();
+    load(ebpf, prog).map_err(|e| load_error(prog, &e))?;
+    super::log_loaded(prog, start, super::program_info(ebpf, prog));
     Ok(())
+}
+
+fn load_kprobe(ebpf: &mut Ebpf, prog: &str) -> Result<(), aya::programs::ProgramError> {
+    program::<KProbe>(ebpf, prog)?.load()
+}
+
+fn load_tracepoint(ebpf: &mut Ebpf, prog: &str) -> Result<(), aya::programs::ProgramError> {
+    program::<TracePoint>(ebpf, prog)?.load()
 }
 
 /// Why a program did not load, without the verifier's log (which can be megabytes: it goes
