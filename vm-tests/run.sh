@@ -6,6 +6,7 @@
 # is not the configuration's, or a test fails.
 #   LSM_VM_KERNELS="6.12"  limit the configurations
 #   LSM_VM_SUITES="actions reload"  run only these test binaries (for development)
+#   LSM_VM_LANES=1                  boot one VM at a time (default: 2 in parallel)
 # 4 GB: the kubernetes suite runs etcd and kube-apiserver in the guest (its 111 MiB binary on
 # tmpfs, ~250 MB resident) beside the agent.
 set -euo pipefail
@@ -51,27 +52,27 @@ case "$release/" in "$repo"/*) ;; *) shares+=("--rodir=$release=$(realpath "$rel
 # Results go to a guest-local path: a --rwdir inside a --rodir would be hidden by it.
 guest_res=/run/lsm-vmtest-results
 
-failed=0
-for config in $kernels; do
+# One configuration: boots its VM, runs its suites and prints what happened. Returns 1 on any
+# failure. Runs in a background lane, so it writes only below its own results dir.
+run_config() {
+  local config=$1 series lsm_mode lsms version res suites suite start rc result failed=0
   series=${config%%-*}
   case "$config" in
     "$series") lsm_mode=lsm; lsms=$lsm_set ;;
     "$series-nolsm") lsm_mode=nolsm; lsms=$nolsm_set ;;
-    *) echo "[vm-tests] FAIL: unknown configuration $config (SERIES or SERIES-nolsm)"; failed=1; continue ;;
+    *) echo "[vm-tests] FAIL: unknown configuration $config (SERIES or SERIES-nolsm)"; return 1 ;;
   esac
   version=$(ls /boot | sed -n "s/^vmlinuz-\(${series//./\\.}\.[0-9].*-amd64\)\$/\1/p" | sort -V | tail -n 1)
   if [ -z "$version" ]; then
     echo "[vm-tests] FAIL: no installed kernel for series $series (run scripts/setup.sh)"
-    failed=1
-    continue
+    return 1
   fi
   res="$PWD/$results/$config"
   mkdir -p "$res"
   suites=${LSM_VM_SUITES:-$(suites_for "$config")}
   if [ -z "$suites" ] && [ "$lsm_mode" = nolsm ]; then
     echo "[vm-tests] FAIL: configuration $config lists no suites (BPF-LSM suites fail there by design)"
-    failed=1
-    continue
+    return 1
   fi
   if [ -n "$suites" ]; then
     : > "$res/test-binaries"
@@ -82,16 +83,16 @@ for config in $kernels; do
   else
     grep -v -E "/deps/(${nolsm_only// /|})-[0-9a-f]*\$" "$results/test-binaries.all" > "$res/test-binaries"
   fi
-  echo "[vm-tests] booting $version (lsm=$lsms)"
+  echo "[vm-tests] booting $version (lsm=$lsms) at $(date +%T)" | tee /dev/stderr
   start=$(date +%s)
   set +e
   timeout --foreground 2700 vng -r "$version" --disable-kvm --force-9p --user root \
     --cpus 2 --memory 4G "${shares[@]}" --rwdir "$guest_res=$res" --overlay-rwdir /etc \
     --append "lsm=$lsms" \
-    --exec "$repo/vm-tests/guest.sh $guest_res $lsm_mode" >>"$res/console.log" 2>&1
+    --exec "$repo/vm-tests/guest.sh $guest_res $lsm_mode" >>"$res/console.log" 2>&1 </dev/null
   rc=$?
   set -e
-  echo "[vm-tests] $version: VM exited $rc after $(( $(date +%s) - start ))s"
+  echo "[vm-tests] $version: VM exited $rc after $(( $(date +%s) - start ))s" | tee /dev/stderr
   cat "$res/tests.log" 2>/dev/null | grep -E '^(test |running|test result|failures:|---- )|panicked' || true
   result=$(cat "$res/result" 2>/dev/null || echo "no result (VM did not boot or died)")
   if [ "$result" != "exit=0" ]; then
@@ -107,5 +108,29 @@ for config in $kernels; do
     echo "[vm-tests] ok on $version"
   fi
   for report in "$res"/bench-*.md; do [ -f "$report" ] && cat "$report"; done
+  return $failed
+}
+
+# The configurations run in LSM_VM_LANES parallel VMs (default 2), each lane taking the next
+# configuration when it is free. A TCG VM spends most of its time in one vCPU (the verifier,
+# one test at a time), so two VMs on a 2-core machine finish in little more than the longer
+# one. Each configuration's report is printed whole, in the listed order, at the end.
+lanes=${LSM_VM_LANES:-2}
+running=0
+for config in $kernels; do
+  if [ "$running" -ge "$lanes" ]; then
+    wait -n || true
+    running=$((running - 1))
+  fi
+  mkdir -p "$results/$config"
+  ( set +e; run_config "$config" > "$results/$config/report.log"
+    echo $? > "$results/$config/status" ) &
+  running=$((running + 1))
+done
+wait
+failed=0
+for config in $kernels; do
+  cat "$results/$config/report.log" 2>/dev/null || true
+  [ "$(cat "$results/$config/status" 2>/dev/null)" = 0 ] || { echo "[vm-tests] FAIL: $config"; failed=1; }
 done
 exit $failed

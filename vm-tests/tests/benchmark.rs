@@ -1,7 +1,9 @@
 //! Benchmarks (report numbers, assert none of them):
 //! * the cost of a `read()` of a file that matches no selector, with no policy, with a
 //!   `Prefix` filter of 1 value and with one of 10,000 values on `security_file_permission`
-//!   (on tmpfs: the guest's 9p root is slow);
+//!   (on tmpfs: the guest's 9p root is slow), and with the same 1-value filter on `vfs_read`,
+//!   a call without an LSM hook, observed by the generic kprobe: what an observation-only
+//!   kprobe costs next to the LSM program in the same boot;
 //! * the cost of a TCP `connect()` to 127.0.0.1 with no policy and with a `tcp_connect`
 //!   `DAddr` filter of 1 CIDR and of 10,000 CIDRs, none of which matches.
 //!
@@ -52,6 +54,14 @@ fn policy(values: usize) -> String {
     y
 }
 
+/// A generic kprobe on `vfs_read` (no LSM hook) with a 1-value `Prefix` filter on its file.
+fn generic_policy() -> String {
+    policy(1)
+        .replace("name: \"bench\"", "name: \"bench-generic\"")
+        .replace("security_file_permission", "vfs_read")
+        .replace("action: Sigkill", "action: Post")
+}
+
 /// Median nanoseconds per 1-byte `pread` over ROUNDS rounds of READS reads.
 fn measure(file: &File) -> f64 {
     let mut buf = [0u8; 1];
@@ -87,6 +97,17 @@ fn report_read_cost_with_1_and_10000_prefix_values() {
         policy.delete();
         eprintln!("policy with {values} values added in {load:?}");
     }
+    let p = dir.join("bench-generic.yaml");
+    fs::write(&p, generic_policy()).expect("policy");
+    let start = Instant::now();
+    let policy = a.add_policy(&p);
+    let load = start.elapsed();
+    rows.push((
+        "Prefix, 1 value, generic kprobe on vfs_read (observe only)".to_string(),
+        measure(&file),
+    ));
+    policy.delete();
+    eprintln!("generic kprobe policy added in {load:?}");
 
     let mut report = format!(
         "{}\n\n| policy | ns per read (median of {ROUNDS} x {READS}) |\n|---|---|\n",
