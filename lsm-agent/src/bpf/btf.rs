@@ -68,17 +68,19 @@ fn find_member(
     Ok(None)
 }
 
-/// For each name, whether the kernel whose BTF is at `path` has a function of that name
-/// (e.g. `bpf_lsm_file_truncate`: the LSM hooks this kernel offers).
-pub fn functions(
-    path: &Path,
-    names: impl IntoIterator<Item = String>,
-) -> Result<Vec<bool>, BtfError> {
-    let btf = Btf::from_file(path).map_err(|source| BtfError::Read {
+/// The kernel's BTF at `path`, parsed once for [`kernel_config`] and [`functions`] (a parse
+/// takes seconds under emulation).
+pub fn open(path: &Path) -> Result<Btf, BtfError> {
+    Btf::from_file(path).map_err(|source| BtfError::Read {
         path: path.display().to_string(),
         source,
-    })?;
-    Ok(names
+    })
+}
+
+/// For each name, whether the kernel has a function of that name (e.g.
+/// `bpf_lsm_file_truncate`: the LSM hooks this kernel offers).
+pub fn functions(btf: &Btf, names: impl IntoIterator<Item = String>) -> Vec<bool> {
+    names
         .into_iter()
         .map(|n| {
             btf.resolve_types_by_name(&n)
@@ -86,15 +88,11 @@ pub fn functions(
                 .iter()
                 .any(|t| matches!(t, Type::Func(_)))
         })
-        .collect())
+        .collect()
 }
 
-/// All offsets the probe needs, for the kernel whose BTF is at `path`.
-pub fn kernel_config(path: &Path, agent_tgid: u32) -> Result<KernelConfig, BtfError> {
-    let btf = Btf::from_file(path).map_err(|source| BtfError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
+/// All offsets the probe needs, for the kernel whose BTF `btf` is.
+pub fn kernel_config(btf: &Btf, agent_tgid: u32) -> Result<KernelConfig, BtfError> {
     let off = |s: &str, f: &str| field_offset(&btf, s, f);
     // Namespace types in the order of `lsm_shared::ATTR_NS_BASE`: (holder of the pointer,
     // its field, the namespace's struct). The pid namespace comes from `task->thread_pid`.
@@ -216,7 +214,7 @@ mod tests {
         if !path.exists() {
             panic!("{VMLINUX_BTF} is missing: the agent needs a kernel with BTF");
         }
-        let cfg = kernel_config(path, 1).expect("offsets");
+        let cfg = kernel_config(&open(path).expect("BTF"), 1).expect("offsets");
         assert_eq!(
             cfg.path_dentry,
             cfg.path_mnt + 8,
@@ -245,7 +243,8 @@ mod tests {
     #[test]
     fn functions_tells_which_lsm_hooks_the_running_kernel_has() {
         let names = ["bpf_lsm_file_open", "bpf_lsm_no_such_hook", "file"];
-        let found = functions(Path::new(VMLINUX_BTF), names.map(String::from)).expect("BTF");
+        let btf = open(Path::new(VMLINUX_BTF)).expect("BTF");
+        let found = functions(&btf, names.map(String::from));
         // `file` names a struct, not a function.
         assert_eq!(found, [true, false, false]);
     }

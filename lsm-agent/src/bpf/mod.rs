@@ -140,7 +140,8 @@ impl Probe {
         }
         let mode = modes::decide_mode(caps, opts)?;
         let start = std::time::Instant::now();
-        let mut kconfig = btf::kernel_config(Path::new(btf::VMLINUX_BTF), std::process::id())?;
+        let vmlinux = btf::open(Path::new(btf::VMLINUX_BTF))?;
+        let mut kconfig = btf::kernel_config(&vmlinux, std::process::id())?;
         info!(elapsed = ?start.elapsed(), "kernel offsets read from BTF");
         kconfig.fallback_sigkill = u32::from(opts.fallback_sigkill);
         debug!(?kconfig, "kernel offsets from BTF");
@@ -173,6 +174,7 @@ impl Probe {
             AttachMode::Lsm => attach_lsm_hooks(
                 &mut ebpf,
                 &kernel_btf,
+                &vmlinux,
                 caps,
                 &mut attached,
                 &mut lsm_pending,
@@ -669,6 +671,7 @@ fn lpm_key((hook, subject, bytes): &StrEntryKey) -> Key<LpmStr> {
 fn attach_lsm_hooks(
     ebpf: &mut Ebpf,
     kernel_btf: &aya::Btf,
+    vmlinux: &btf_rs::Btf,
     caps: &Capabilities,
     attached: &mut Vec<Attached>,
     pending: &mut BTreeMap<u32, &'static str>,
@@ -707,9 +710,9 @@ fn attach_lsm_hooks(
     modes.0[HOOK_PATH_TRUNCATE as usize] = Some(AttachMode::Lsm);
     // The others, each program named as its hook. file_truncate exists from Linux 6.2 on.
     let functions = btf::functions(
-        Path::new(btf::VMLINUX_BTF),
+        vmlinux,
         modes::HOOKS.iter().map(|e| format!("bpf_lsm_{}", e.lsm)),
-    )?;
+    );
     for (e, present) in modes::HOOKS.iter().zip(functions) {
         if modes.0[e.hook as usize].is_some() {
             continue;
