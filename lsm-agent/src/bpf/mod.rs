@@ -66,6 +66,8 @@ pub enum BpfError {
     MissingMap(&'static str),
     #[error("cannot observe {0}")]
     Probe(#[from] probes::ProbeError),
+    #[error("LSM hook {hook}: {reason}")]
+    HookLoad { hook: &'static str, reason: String },
 }
 
 /// One attached program, for status reports.
@@ -351,7 +353,16 @@ impl Probe {
             .map(|(&h, &p)| (h, p))
             .collect();
         for (hook, prog) in used {
-            attach_lsm(&mut self.ebpf, &self.kernel_btf, prog, prog)?;
+            let herr = |reason: String| BpfError::HookLoad { hook: prog, reason };
+            let p: &mut Lsm = program(&mut self.ebpf, prog).map_err(|e| herr(e.to_string()))?;
+            // Loaded by an earlier attempt whose attach failed: attach only.
+            if p.fd().is_err() {
+                let start = std::time::Instant::now();
+                p.load(prog, &self.kernel_btf)
+                    .map_err(|e| herr(probes::load_error(prog, &e)))?;
+                log_loaded(prog, start, p.info().ok());
+            }
+            p.attach().map_err(|e| herr(format!("attaching: {e}")))?;
             self.lsm_pending.remove(&hook);
             self.attached.push(Attached {
                 program: prog,

@@ -439,7 +439,7 @@ fn load_tracepoint(ebpf: &mut Ebpf, prog: &str) -> Result<(), aya::programs::Pro
 
 /// Why a program did not load, without the verifier's log (which can be megabytes: it goes
 /// to the agent's log once, not into every policy error).
-fn load_error(prog: &str, e: &aya::programs::ProgramError) -> String {
+pub(crate) fn load_error(prog: &str, e: &aya::programs::ProgramError) -> String {
     let full = e.to_string();
     warn!("loading {prog}: {full}");
     let short = full.split(". Verifier output").next().unwrap_or(&full);
