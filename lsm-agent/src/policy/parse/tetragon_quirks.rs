@@ -122,6 +122,16 @@ const EXPECTED: &[(&str, Expect)] = &[
         },
     ),
     (
+        "follow-fd-actions.yaml",
+        Accepted {
+            hooks: 2,
+            warnings: &[
+                "spec.kprobes[0].selectors[0].matchActions[0].action: action FollowFD is not needed",
+                "spec.kprobes[1].selectors[0].matchActions[0].action: action UnfollowFD is not needed",
+            ],
+        },
+    ),
+    (
         "return-arg-action-post.yaml",
         Accepted {
             hooks: 2,

@@ -5,11 +5,15 @@ use crate::policy::ir;
 use crate::policy::model as raw;
 use crate::policy::values::parse_rate_limit;
 
+/// The action, or `None` for one that needs nothing done: `FollowFD`, `UnfollowFD` and
+/// `CopyFD` kept older Tetragon's map from descriptors to file names (Tetragon has removed
+/// them); lsm-agent reads an `fd` argument's file from the task's descriptor table at each
+/// call, so policies written for those versions load with a warning.
 pub(super) fn convert_action(
     apath: &str,
     a: &raw::Action,
     warnings: &mut Vec<Invalid>,
-) -> VResult<ir::Action> {
+) -> VResult<Option<ir::Action>> {
     let name = a.action.to_ascii_lowercase();
     let rate_limit_set = a.rate_limit.as_deref().is_some_and(|r| !r.is_empty());
     if name != "post" && rate_limit_set {
@@ -113,16 +117,24 @@ pub(super) fn convert_action(
             }
             ir::Action::Signal { signal: sig }
         }
+        "followfd" | "unfollowfd" | "copyfd" => {
+            warnings.push(invalid(
+                format!("{apath}.action"),
+                format!(
+                    "action {} is not needed (and removed from Tetragon): an fd argument's \
+                     file is read from the task's descriptor table at each call; ignored",
+                    a.action
+                ),
+            ));
+            return Ok(None);
+        }
         "geturl"
         | "dnslookup"
         | "tracksock"
         | "untracksock"
         | "notifyenforcer"
         | "cleanupenforcernotification"
-        | "set"
-        | "followfd"
-        | "unfollowfd"
-        | "copyfd" => {
+        | "set" => {
             return Err(invalid(
                 format!("{apath}.action"),
                 format!(
@@ -143,7 +155,7 @@ pub(super) fn convert_action(
             ));
         }
     };
-    Ok(action)
+    Ok(Some(action))
 }
 
 #[cfg(test)]

@@ -221,7 +221,7 @@ pub(super) fn convert_selector(
     let mut actions = Vec::with_capacity(raw_actions.len());
     for (k, a) in raw_actions.iter().enumerate() {
         let apath = format!("{spath}.matchActions[{k}]");
-        actions.push(convert_action(&apath, a, warnings)?);
+        actions.extend(convert_action(&apath, a, warnings)?);
     }
 
     Ok(ir::Selector {
