@@ -15,9 +15,10 @@ setup:
 build: setup
 	cargo build --release --locked -p lsm-agent
 
-# Unit and integration tests: no root, no VM.
+# Unit and integration tests: no root, no VM. In release, so that the VM tests reuse the
+# build (vm-tests/run.sh) instead of compiling everything a second time.
 unit-test: setup
-	cargo test --locked
+	cargo test --locked --release
 
 # Everything that loads BPF, in BPF-LSM VMs (6.12, then 6.1).
 vm-test: setup

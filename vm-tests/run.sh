@@ -26,7 +26,11 @@ rm -rf "$results"
 mkdir -p "$results"
 
 echo "[vm-tests] building"
-cargo build --release --locked -p lsm-agent -p vm-tests --bins
+# The agent and lsmctl exactly as `make unit-test` (cargo test --release) builds them, so that
+# after it nothing is compiled again: `cargo build -p lsm-agent` would resolve other features
+# (no dev-dependencies) and rebuild the whole tree. The test helpers depend on nix alone.
+cargo test --release --locked --no-run
+cargo build --release --locked -p vm-tests --bins
 cargo test --release --locked -p vm-tests --no-run --message-format=json 2>/dev/null \
   | python3 -c '
 import json, sys
