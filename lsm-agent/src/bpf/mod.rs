@@ -191,13 +191,12 @@ impl Probe {
             }
         };
 
-        // Which hooks resolve paths with bpf_d_path (the others walk dentries, which can
-        // miss renames racing with the walk): the LSM programs of these hooks, and
+        // Which hooks resolve paths with bpf_d_path ([`modes::HookEntry::d_path`]), and
         // path_truncate where its bpf_d_path variant was accepted.
         let mut d_path = [false; NUM_HOOKS as usize];
         if mode == AttachMode::Lsm {
-            for h in [HOOK_FILE_OPEN, HOOK_MMAP_FILE, HOOK_BPRM_CHECK] {
-                d_path[h as usize] = true;
+            for e in modes::HOOKS.iter().filter(|e| e.d_path) {
+                d_path[e.hook as usize] = true;
             }
             d_path[HOOK_PATH_TRUNCATE as usize] =
                 attached.iter().any(|a| a.program == "path_truncate");

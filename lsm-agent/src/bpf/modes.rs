@@ -138,6 +138,10 @@ pub struct HookEntry {
     pub function: &'static str,
     /// The kprobe program in the object.
     pub kprobe_prog: &'static str,
+    /// Its LSM program resolves paths with `bpf_d_path` (the others walk dentries, which can
+    /// miss a rename racing with the walk). `path_truncate` is decided at load: the kernel
+    /// allows the helper there from 6.2 on.
+    pub d_path: bool,
 }
 
 /// Every hook the policies can use, in `HOOK_*` order. From [`FIRST_TABLE_HOOK`] on, the
@@ -145,24 +149,24 @@ pub struct HookEntry {
 /// kernel lacks leaves the policies on it unenforced with a warning rather than stopping the
 /// agent.
 pub const HOOKS: [HookEntry; 22] = [
-    entry(
+    with_d_path(entry(
         HOOK_FILE_OPEN,
         "file_open",
         "security_file_open",
         "kprobe_file_open",
-    ),
+    )),
     entry(
         HOOK_FILE_PERMISSION,
         "file_permission",
         "security_file_permission",
         "kprobe_file_permission",
     ),
-    entry(
+    with_d_path(entry(
         HOOK_MMAP_FILE,
         "mmap_file",
         "security_mmap_file",
         "kprobe_mmap_file",
-    ),
+    )),
     entry(
         HOOK_PATH_TRUNCATE,
         "path_truncate",
@@ -175,12 +179,12 @@ pub const HOOKS: [HookEntry; 22] = [
         "security_file_truncate",
         "kprobe_file_truncate",
     ),
-    entry(
+    with_d_path(entry(
         HOOK_BPRM_CHECK,
         "bprm_check_security",
         "security_bprm_check",
         "kprobe_bprm_check",
-    ),
+    )),
     entry(
         HOOK_SOCKET_CONNECT,
         "socket_connect",
@@ -288,7 +292,13 @@ const fn entry(
         lsm,
         function,
         kprobe_prog,
+        d_path: false,
     }
+}
+
+/// An entry whose LSM program resolves paths with `bpf_d_path`.
+const fn with_d_path(e: HookEntry) -> HookEntry {
+    HookEntry { d_path: true, ..e }
 }
 
 /// The entry of `HOOK_*` `hook`.
