@@ -93,7 +93,7 @@ pub fn functions(btf: &Btf, names: impl IntoIterator<Item = String>) -> Vec<bool
 
 /// All offsets the probe needs, for the kernel whose BTF `btf` is.
 pub fn kernel_config(btf: &Btf, agent_tgid: u32) -> Result<KernelConfig, BtfError> {
-    let off = |s: &str, f: &str| field_offset(&btf, s, f);
+    let off = |s: &str, f: &str| field_offset(btf, s, f);
     // Namespace types in the order of `lsm_shared::ATTR_NS_BASE`: (holder of the pointer,
     // its field, the namespace's struct). The pid namespace comes from `task->thread_pid`.
     const NAMESPACES: [(&str, &str, &str); NUM_NS_TYPES as usize] = [
@@ -155,7 +155,7 @@ pub fn kernel_config(btf: &Btf, agent_tgid: u32) -> Result<KernelConfig, BtfErro
         task_thread_pid: off("task_struct", "thread_pid")?,
         pid_level: off("pid", "level")?,
         pid_numbers: off("pid", "numbers")?,
-        upid_size: struct_size(&btf, "upid")?,
+        upid_size: struct_size(btf, "upid")?,
         upid_nr: off("upid", "nr")?,
         upid_ns: off("upid", "ns")?,
         ns_member,
