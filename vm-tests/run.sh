@@ -11,7 +11,9 @@
 # tmpfs, ~250 MB resident) beside the agent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="$HOME/.cargo/bin:$PATH"
+# Only when missing: lsm-agent's build script reruns on any change of PATH, and the agent
+# built by `make unit-test` (same PATH) must be reused as it is.
+case ":$PATH:" in *":$HOME/.cargo/bin:"*) ;; *) export PATH="$HOME/.cargo/bin:$PATH" ;; esac
 
 # Series to boot; LSM_VM_KERNELS="6.12" limits them.
 kernels=${LSM_VM_KERNELS:-$(grep -v '^#' vm-tests/kernels | awk 'NF {print $1}' | xargs)}
