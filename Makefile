@@ -20,7 +20,7 @@ build: setup
 unit-test: setup
 	cargo test --locked --release
 
-# Everything that loads BPF, in BPF-LSM VMs (6.12, then 6.1).
+# Everything that loads BPF, in VMs (vm-tests/kernels: 6.12, 6.1, 6.12 without BPF LSM), two at a time.
 vm-test: setup
 	bash vm-tests/run.sh
 
