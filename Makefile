@@ -20,7 +20,7 @@ build: setup
 unit-test: setup
 	cargo test --locked --release
 
-# Everything that loads BPF, in VMs (vm-tests/kernels: 6.12, 6.1, 6.12 without BPF LSM), two at a time.
+# Everything that loads BPF, in VMs (vm-tests/kernels: 6.12, 6.1, 6.12 without BPF LSM), one at a time.
 vm-test: setup
 	bash vm-tests/run.sh
 

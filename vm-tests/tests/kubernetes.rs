@@ -29,7 +29,7 @@ const SERVICECIDR: &str = "10.96.0.0/12";
 /// A namespace the guide's policies are not applied in.
 const OTHER_NS: &str = "lsm-vmtest-other";
 /// How long a policy object may take to be loaded (or unloaded) after kubectl returns.
-const POLICY_TIMEOUT: Duration = Duration::from_secs(90);
+const POLICY_TIMEOUT: Duration = Duration::from_secs(180);
 /// The guard policies' target, the second value an edit adds, and the pod selector's target.
 const TARGET_A: &str = "/tmp/lsm-vmtest-k8s-a";
 const TARGET_B: &str = "/tmp/lsm-vmtest-k8s-b";
