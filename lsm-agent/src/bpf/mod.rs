@@ -67,7 +67,7 @@ pub enum BpfError {
     #[error("cannot observe {0}")]
     Probe(#[from] probes::ProbeError),
     #[error("LSM hook {hook}: {reason}")]
-    HookLoad { hook: &'static str, reason: String },
+    HookLoad { hook: String, reason: String },
 }
 
 /// One attached program, for status reports.
@@ -352,16 +352,7 @@ impl Probe {
             .map(|(&h, &p)| (h, p))
             .collect();
         for (hook, prog) in used {
-            let herr = |reason: String| BpfError::HookLoad { hook: prog, reason };
-            let p: &mut Lsm = program(&mut self.ebpf, prog).map_err(|e| herr(e.to_string()))?;
-            // Loaded by an earlier attempt whose attach failed: attach only.
-            if p.fd().is_err() {
-                let start = std::time::Instant::now();
-                p.load(prog, &self.kernel_btf)
-                    .map_err(|e| herr(probes::load_error(prog, &e)))?;
-                log_loaded(prog, start, p.info().ok());
-            }
-            p.attach().map_err(|e| herr(format!("attaching: {e}")))?;
+            attach_lsm(&mut self.ebpf, &self.kernel_btf, prog, prog)?;
             self.lsm_pending.remove(&hook);
             self.attached.push(Attached {
                 program: prog,
@@ -828,16 +819,23 @@ fn attach_kprobe(ebpf: &mut Ebpf, prog: &str, function: &str) -> Result<(), BpfE
     Ok(())
 }
 
+/// Loads (unless an earlier attempt whose attach failed did) and attaches the LSM program
+/// `prog` at `hook`. A refusal names the hook with the verifier's reason cut short; the full
+/// log goes to the agent log once ([`probes::load_error`]).
 fn attach_lsm(ebpf: &mut Ebpf, btf: &aya::Btf, prog: &str, hook: &str) -> Result<(), BpfError> {
-    let perr = |source| BpfError::Program {
-        name: prog.to_string(),
-        source,
+    let herr = |reason: String| BpfError::HookLoad {
+        hook: hook.to_string(),
+        reason,
     };
-    let p: &mut Lsm = program(ebpf, prog).map_err(perr)?;
-    let start = std::time::Instant::now();
-    p.load(hook, btf).map_err(perr)?;
-    log_loaded(prog, start, p.info().ok());
-    p.attach().map_err(perr)?;
+    let p: &mut Lsm = program(ebpf, prog).map_err(|e| herr(e.to_string()))?;
+    if p.fd().is_err() {
+        let start = std::time::Instant::now();
+        p.load(hook, btf)
+            .map_err(|e| herr(probes::load_error(prog, &e)))?;
+        log_loaded(prog, start, p.info().ok());
+    }
+    p.attach()
+        .map_err(|e| herr(format!("attaching {prog}: {e}")))?;
     Ok(())
 }
 
