@@ -3,47 +3,95 @@
 //! following the hook's [`ArgDesc`]s. One reader for every hook without a hand-written
 //! program, so adding a hook adds a table row in user space and a thin entry here, never a
 //! new reader.
+use core::ffi::c_void;
+
 use aya_ebpf::helpers::generated::{
-    bpf_get_current_task, bpf_probe_read_kernel_str, bpf_probe_read_user_str,
+    bpf_get_current_task, bpf_loop, bpf_probe_read_kernel_str, bpf_probe_read_user_str,
 };
 use lsm_shared::*;
 
 use crate::{
     eval::kcopy,
     kernel::{kconf, read_u32, read_u64},
-    maps::FILES,
+    maps::{FILES, SCRATCH},
     path::{finish, resolve_walk, unresolved},
     scratch::Scratch,
 };
 
 /// Reads the first `nargs` arguments `cfg.args` describes out of `s.raw` into `s.vals` and
 /// `s.strs`, and marks in `s.str_mask()` the positions whose string record it filled.
-/// Bounded: one pass over at most [`MAX_ARGS`] descriptors, at most one string read or one
-/// dentry walk each. `nargs` is the hook's argument count, a constant at every call site, so
-/// the verifier only walks the positions a hook has.
+/// Bounded: at most [`MAX_ARGS`] descriptors, at most one string read or one dentry walk
+/// each. A `bpf_loop`: the verifier walks [`read_step`] (a string read, a dentry walk) once,
+/// where an open-coded loop had it walk them once per argument position.
 #[inline(always)]
 pub fn read(s: &mut Scratch, cfg: &HookConfig, nargs: usize) {
     s.set_str_mask(0);
+    // The descriptors travel in the loop's context: the step must not look the plan up again
+    // (the live bank may change while the program runs).
+    let mut l = ReadLoop {
+        descs: [0; MAX_ARGS],
+    };
     let mut i = 0usize;
-    while i < MAX_ARGS && i < nargs {
+    while i < MAX_ARGS {
         let d = cfg.args[i];
-        let v = s.raw.get(d.src as usize).copied().unwrap_or(0);
-        let val = if d.kind == ARG_INT {
-            int_of_width(v, d.width)
-        } else if arg_is_string(d.kind) {
-            // SAFETY: `i < MAX_ARGS`, the length of `strs`.
-            let rec = unsafe { s.strs.as_mut_ptr().add(i) };
-            read_string(s, d.kind, v, rec);
-            let bits = s.str_mask() | (1 << i);
-            s.set_str_mask(bits);
-            v
-        } else {
-            0
-        };
-        // SAFETY: `i < MAX_ARGS`, the length of `vals`; a plain store into the scratch area.
-        unsafe { core::ptr::write_volatile(s.vals.as_mut_ptr().add(i), val) };
+        let packed = u32::from_le_bytes([d.kind, d.src, d.width, 0]);
+        // SAFETY: `i < MAX_ARGS`, the length of `descs`; one 4-byte store each.
+        unsafe { core::ptr::write_volatile(l.descs.as_mut_ptr().add(i), packed) };
         i += 1;
     }
+    let n = if nargs > MAX_ARGS { MAX_ARGS } else { nargs };
+    // SAFETY: the callback is a static function of this object that takes bpf_loop's
+    // (index, context) and reads the context as the `ReadLoop` passed here, which lives on
+    // this frame until the helper returns.
+    unsafe {
+        bpf_loop(
+            n as u32,
+            read_step as *mut c_void,
+            &raw mut l as *mut c_void,
+            0,
+        )
+    };
+}
+
+/// The loop context of [`read`]: each argument's [`ArgDesc`] as `kind | src << 8 | width << 16`.
+#[repr(C)]
+struct ReadLoop {
+    descs: [u32; MAX_ARGS],
+}
+
+/// Reads argument `i` of [`read`]: 0 goes on, 1 stops.
+#[inline(never)]
+extern "C" fn read_step(i: u64, ctx: *mut c_void) -> i64 {
+    let l = ctx as *const ReadLoop;
+    let i = i as usize;
+    if i >= MAX_ARGS {
+        return 1;
+    }
+    let Some(slot) = SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's scratch slot, which only this program run uses (see `entry::enter`);
+    // the caller holds no reference into it across the helper call.
+    let s = unsafe { &mut *slot };
+    // SAFETY: bpf_loop passes `read`'s `ReadLoop`; `i < MAX_ARGS`, the length of `descs`.
+    let packed = unsafe { core::ptr::read_volatile((*l).descs.as_ptr().add(i)) };
+    let [kind, src, width, _] = packed.to_le_bytes();
+    let v = s.raw.get(src as usize).copied().unwrap_or(0);
+    let val = if kind == ARG_INT {
+        int_of_width(v, width)
+    } else if arg_is_string(kind) {
+        // SAFETY: `i < MAX_ARGS`, the length of `strs`.
+        let rec = unsafe { s.strs.as_mut_ptr().add(i) };
+        read_string(s, kind, v, rec);
+        let bits = s.str_mask() | (1 << i);
+        s.set_str_mask(bits);
+        v
+    } else {
+        0
+    };
+    // SAFETY: `i < MAX_ARGS`, the length of `vals`; a plain store into the scratch area.
+    unsafe { core::ptr::write_volatile(s.vals.as_mut_ptr().add(i), val) };
+    0
 }
 
 /// Fills `rec` with the string, path or file `v` of kind `kind` points to. One walk call

@@ -3,11 +3,13 @@
 //! (host-tested there); this module adds the lookups and the helper calls.
 use aya_ebpf::{
     helpers::generated::{
-        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_probe_read_kernel,
-        bpf_send_signal,
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_loop,
+        bpf_probe_read_kernel, bpf_send_signal,
     },
     maps::LpmTrie,
 };
+use core::ffi::c_void;
+
 use lsm_shared::*;
 
 use crate::{
@@ -16,7 +18,7 @@ use crate::{
     event::emit,
     kernel::{kconf, read_attrs},
     maps::{
-        ADDR4, ADDR6, CGROUPS, COUNTERS, NUM_FILT, PIDS, PORTS, PROCS, SEL_ACT, STR_EQ,
+        ADDR4, ADDR6, CGROUPS, COUNTERS, NUM_FILT, PIDS, PORTS, PROCS, SCRATCH, SEL_ACT, STR_EQ,
         STR_POSTFIX, STR_PREFIX, hook_cfg,
     },
     path::count,
@@ -296,19 +298,8 @@ fn evaluate_at(
         s.attrs[ATTR_RETVAL as usize] = v;
     }
     let nf = cfg.num_filters;
-    let bank = cfg.num_bank;
-    let mut i = 0u32;
-    while i < MAX_NUM_FILTERS {
-        if i >= nf || cand == 0 {
-            break;
-        }
-        if let Some(f) = NUM_FILT.get(num_filt_index(hook, bank, i)) {
-            let bit = 1u64 << (f.selector & 63);
-            if cand & bit != 0 && !f.matches(filter_operand(f.arg, args, &s.attrs)) {
-                cand &= !bit;
-            }
-        }
-        i += 1;
+    if nf != 0 && cand != 0 {
+        cand = match_numbers(hook, cfg.num_bank, nf, cand, args);
     }
     if cand == 0 {
         return 0;
@@ -319,6 +310,78 @@ fn evaluate_at(
         read: nargs > 0,
     };
     fire(s, cur, hook, cfg, cand, strs, conn, args, mode, ret)
+}
+
+/// The loop state of [`match_numbers`], on the caller's stack, where `bpf_loop` hands it to
+/// each step.
+#[repr(C)]
+struct NumLoop {
+    hook: u32,
+    bank: u32,
+    cand: u64,
+    args: [u64; MAX_ARGS],
+}
+
+/// Narrows the candidate set by the first `nf` numeric filters of `hook`. A `bpf_loop`, not an
+/// open-coded loop: the verifier walks [`num_filter_step`] once, where it walked an open-coded
+/// body once per index (64 of them), in every program.
+#[inline(always)]
+fn match_numbers(hook: u32, bank: u32, nf: u32, cand: u64, args: &[u64; MAX_ARGS]) -> u64 {
+    let mut l = NumLoop {
+        hook,
+        bank,
+        cand,
+        args: [0; MAX_ARGS],
+    };
+    let mut i = 0usize;
+    while i < MAX_ARGS {
+        // SAFETY: `i < MAX_ARGS`, the length of both arrays; one 8-byte store each.
+        unsafe { core::ptr::write_volatile(l.args.as_mut_ptr().add(i), args[i]) };
+        i += 1;
+    }
+    let n = if nf > MAX_NUM_FILTERS {
+        MAX_NUM_FILTERS
+    } else {
+        nf
+    };
+    // SAFETY: the callback is a static function of this object that takes bpf_loop's
+    // (index, context) and reads the context as the `NumLoop` passed here, which lives on
+    // this frame until the helper returns.
+    unsafe {
+        bpf_loop(
+            n,
+            num_filter_step as *mut c_void,
+            &raw mut l as *mut c_void,
+            0,
+        )
+    };
+    // SAFETY: a local the callback wrote through its pointer; volatile so that the compiler
+    // does not assume it still holds `cand`.
+    unsafe { core::ptr::read_volatile(&l.cand) }
+}
+
+/// One numeric filter of [`match_numbers`]: 0 goes on, 1 stops (no candidate left).
+#[inline(never)]
+extern "C" fn num_filter_step(i: u64, ctx: *mut c_void) -> i64 {
+    let l = ctx as *mut NumLoop;
+    // SAFETY: bpf_loop passes the `NumLoop` of match_numbers' frame.
+    let (hook, bank, cand) = unsafe { ((*l).hook, (*l).bank, (*l).cand) };
+    if cand == 0 {
+        return 1;
+    }
+    let Some(s) = SCRATCH.get_ptr(0) else {
+        return 1;
+    };
+    if let Some(f) = NUM_FILT.get(num_filt_index(hook, bank, i as u32)) {
+        let bit = 1u64 << (f.selector & 63);
+        // SAFETY: `l` as above; `s` is this CPU's scratch slot, read only.
+        let pass = unsafe { f.matches(filter_operand(f.arg, &(*l).args, &(*s).attrs)) };
+        if cand & bit != 0 && !pass {
+            // SAFETY: `l` as above.
+            unsafe { (*l).cand = cand & !bit };
+        }
+    }
+    0
 }
 
 /// The scoped selectors of `hook` that apply to the current task: those of its deepest
