@@ -40,10 +40,13 @@ cluster_running() { pgrep -x kube-apiserver >/dev/null || pgrep -x etcd >/dev/nu
 status=0
 while read -r t; do
   [ -n "$t" ] || continue
-  echo "[guest] running $(basename "$t")"
+  echo "[guest] running $(basename "$t") at $(date +%T)"
+  suite_start=$(date +%s)
   "$t" --test-threads=1 >>"$RES/tests.log" 2>&1
   rc=$?
-  echo "[guest] $(basename "$t") exit $rc"
+  echo "[guest] $(basename "$t") exit $rc after $(( $(date +%s) - suite_start ))s"
+  # One line per suite in the results, so that the host can print where the time went.
+  echo "$(basename "$t" | sed 's/-[0-9a-f]*$//') rc=$rc $(( $(date +%s) - suite_start ))s" >> "$RES/timings"
   [ $rc -eq 0 ] || status=1
   # A binary's shared agent lives in a static that is never dropped: stop it here, or it
   # would keep enforcing its policies on the next binary's tests.

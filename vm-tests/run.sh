@@ -101,6 +101,8 @@ run_config() {
   set -e
   echo "[vm-tests] $version: VM exited $rc after $(( $(date +%s) - start ))s" | tee /dev/stderr
   cat "$res/tests.log" 2>/dev/null | grep -E '^(test |running|test result|failures:|---- )|panicked' || true
+  # Where the time went, suite by suite (written by guest.sh).
+  [ -f "$res/timings" ] && sed 's/^/[vm-tests] suite /' "$res/timings"
   result=$(cat "$res/result" 2>/dev/null || echo "no result (VM did not boot or died)")
   if [ "$result" != "exit=0" ]; then
     echo "[vm-tests] FAIL on $version: $result"
@@ -121,7 +123,8 @@ run_config() {
 # The configurations run in LSM_VM_LANES parallel VMs (default 1), each lane taking the next
 # configuration when it is free. Two lanes on a 2-core machine were measured: the suites
 # that run etcd and kube-apiserver beside the agent slowed down 5x, so one lane stays the
-# default. Each configuration's report is printed whole, in the listed order, at the end.
+# default. Each configuration's report is printed whole: as its VM ends with one lane, in the
+# listed order at the end with more.
 lanes=${LSM_VM_LANES:-1}
 running=0
 for config in $kernels; do
@@ -130,14 +133,17 @@ for config in $kernels; do
     running=$((running - 1))
   fi
   mkdir -p "$results/$config"
+  # With one lane, each report is printed as its VM ends: a CI log cut off by a time limit
+  # still shows the configurations that finished.
   ( set +e; run_config "$config" > "$results/$config/report.log"
-    echo $? > "$results/$config/status" ) &
+    echo $? > "$results/$config/status"
+    [ "$lanes" -gt 1 ] || cat "$results/$config/report.log" ) &
   running=$((running + 1))
 done
 wait
 failed=0
 for config in $kernels; do
-  cat "$results/$config/report.log" 2>/dev/null || true
+  [ "$lanes" -le 1 ] || cat "$results/$config/report.log" 2>/dev/null || true
   [ "$(cat "$results/$config/status" 2>/dev/null)" = 0 ] || { echo "[vm-tests] FAIL: $config"; failed=1; }
 done
 exit $failed
