@@ -180,6 +180,57 @@ fn file_and_fd_arguments_carry_the_full_path() {
     );
 }
 
+/// A user string and an integer of a syscall, a `linux_binprm` and a `dentry`: each event
+/// carries its value in Tetragon's member for the type.
+#[test]
+fn string_integer_binprm_and_dentry_arguments_carry_their_values() {
+    let a = agent();
+    let events = a.json_stream();
+    let dir = scratch_dir("argtypes");
+    let made = dir.join("lsm-vmtest-argtypes-dir");
+    let exe = dir.join("lsm-vmtest-argtypes-true");
+    fs::copy("/usr/bin/true", &exe).expect("copying true");
+    let policy = a.add_policy(&fixture("observe-string-binprm-dentry-args.yaml"));
+    let script = format!(
+        "import os; os.mkdir('{0}', 0o750); os.rmdir('{0}')",
+        made.display()
+    );
+    let py = python(&script);
+    let ran = std::process::Command::new(&exe).status();
+    let (made, exe) = (made.display().to_string(), exe.display().to_string());
+    let mkdir = events.expect("the sys_mkdir event", |l| {
+        l.contains("\"function_name\":\"sys_mkdir\"") && l.contains(&made)
+    });
+    let exec = events.expect("the bprm_creds_for_exec event", |l| {
+        l.contains("security_bprm_creds_for_exec") && l.contains(&exe)
+    });
+    let rmdir = events.expect("the vfs_rmdir event", |l| {
+        l.contains("\"function_name\":\"vfs_rmdir\"") && l.contains("lsm-vmtest-argtypes-dir")
+    });
+    policy.delete();
+
+    assert_eq!(exit_code(&py), 0, "{py:?}");
+    assert!(ran.expect("the copy of true runs").success());
+    assert!(
+        mkdir.contains(&format!(
+            "{{\"string_arg\":\"{made}\",\"label\":\"pathname\"}}"
+        )),
+        "{mkdir}"
+    );
+    assert!(
+        mkdir.contains("{\"uint_arg\":488,\"label\":\"mode\"}"),
+        "mode 0o750 as asked, before the umask: {mkdir}"
+    );
+    assert!(
+        exec.contains(&format!("{{\"linux_binprm_arg\":{{\"path\":\"{exe}\"")),
+        "{exec}"
+    );
+    assert!(
+        rmdir.contains("\"path_arg\":{\"path\":\"") && rmdir.contains("/lsm-vmtest-argtypes-dir\""),
+        "{rmdir}"
+    );
+}
+
 /// A function the kernel does not have fails the policy with a message naming it, and what
 /// was loaded keeps working.
 #[test]
