@@ -895,6 +895,7 @@ mod tests {
                     path: "/usr/bin/cat".into(),
                     unresolved: false,
                     walked: false,
+                    bytes: Vec::new(),
                 },
                 argv: vec![],
                 args_truncated: false,

@@ -6,7 +6,8 @@
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::generated::{
-    bpf_get_current_task, bpf_loop, bpf_probe_read_kernel_str, bpf_probe_read_user_str,
+    bpf_get_current_task, bpf_loop, bpf_probe_read_kernel, bpf_probe_read_kernel_str,
+    bpf_probe_read_user, bpf_probe_read_user_str,
 };
 use lsm_shared::*;
 
@@ -24,17 +25,19 @@ use crate::{
 /// each. A `bpf_loop`: the verifier walks [`read_step`] (a string read, a dentry walk) once,
 /// where an open-coded loop had it walk them once per argument position.
 #[inline(always)]
-pub fn read(s: &mut Scratch, cfg: &HookConfig, nargs: usize) {
+pub fn read(s: &mut Scratch, cfg: &HookConfig, nargs: usize, ret: Option<u64>) {
     s.set_str_mask(0);
     // The descriptors travel in the loop's context: the step must not look the plan up again
     // (the live bank may change while the program runs).
     let mut l = ReadLoop {
         descs: [0; MAX_ARGS],
+        has_ret: ret.is_some() as u32,
+        ret: ret.unwrap_or(0),
     };
     let mut i = 0usize;
     while i < MAX_ARGS {
         let d = cfg.args[i];
-        let packed = u32::from_le_bytes([d.kind, d.src, d.width, 0]);
+        let packed = u32::from_le_bytes([d.kind, d.src, d.width, d.size]);
         // SAFETY: `i < MAX_ARGS`, the length of `descs`; one 4-byte store each.
         unsafe { core::ptr::write_volatile(l.descs.as_mut_ptr().add(i), packed) };
         i += 1;
@@ -53,10 +56,13 @@ pub fn read(s: &mut Scratch, cfg: &HookConfig, nargs: usize) {
     };
 }
 
-/// The loop context of [`read`]: each argument's [`ArgDesc`] as `kind | src << 8 | width << 16`.
+/// The loop context of [`read`]: each argument's [`ArgDesc`] as
+/// `kind | src << 8 | width << 16 | size << 24`, and the return value at a kretprobe.
 #[repr(C)]
 struct ReadLoop {
     descs: [u32; MAX_ARGS],
+    has_ret: u32,
+    ret: u64,
 }
 
 /// Reads argument `i` of [`read`]: 0 goes on, 1 stops.
@@ -75,10 +81,31 @@ extern "C" fn read_step(i: u64, ctx: *mut c_void) -> i64 {
     let s = unsafe { &mut *slot };
     // SAFETY: bpf_loop passes `read`'s `ReadLoop`; `i < MAX_ARGS`, the length of `descs`.
     let packed = unsafe { core::ptr::read_volatile((*l).descs.as_ptr().add(i)) };
-    let [kind, src, width, _] = packed.to_le_bytes();
+    let [kind, src, width, size] = packed.to_le_bytes();
     let v = s.raw.get(src as usize).copied().unwrap_or(0);
     let val = if kind == ARG_INT {
         int_of_width(v, width)
+    } else if kind == ARG_BUF {
+        // SAFETY: as for `packed`.
+        let (has_ret, ret) = unsafe { ((*l).has_ret, (*l).ret) };
+        let len = if size == SIZE_RETVAL {
+            // A failed call (negative return) copied nothing.
+            if has_ret != 0 && (ret as i64) > 0 {
+                ret
+            } else {
+                0
+            }
+        } else if size != 0 {
+            s.raw.get(size as usize - 1).copied().unwrap_or(0)
+        } else {
+            0
+        };
+        // SAFETY: `i < MAX_ARGS`, the length of `strs`.
+        let rec = unsafe { s.strs.as_mut_ptr().add(i) };
+        read_buf(s, v, len, rec);
+        let bits = s.str_mask() | (1 << i);
+        s.set_str_mask(bits);
+        len
     } else if arg_is_string(kind) {
         // SAFETY: `i < MAX_ARGS`, the length of `strs`.
         let rec = unsafe { s.strs.as_mut_ptr().add(i) };
@@ -153,6 +180,31 @@ fn fd_file(fd: u64) -> u64 {
     }
     let array = read_u64(fdt, kconf!(fdt_fd));
     read_u64(array, u64::from(fd) * 8)
+}
+
+/// The first `len` bytes (at most `PATH_BUF_LEN - 1`) of the buffer at `ptr`, in kernel
+/// memory or, when that read faults, user memory (a kprobe's `char __user *`). A fault in
+/// both leaves an unresolved record.
+#[inline(always)]
+fn read_buf(s: &mut Scratch, ptr: u64, len: u64, rec: *mut PathRec) {
+    let max = (PATH_BUF_LEN - 1) as u64;
+    let n = if len > max { max } else { len } as u32;
+    if n == 0 {
+        finish(s, rec, 0, 0, PATH_RESOLVED | PATH_BYTES);
+        return;
+    }
+    let dst = s.buf.as_mut_ptr() as *mut c_void;
+    // SAFETY: the buffer is PATH_BUF_LEN bytes of the scratch area and `n` is below that;
+    // the helpers report (rather than take) a fault on the source.
+    let failed = unsafe {
+        bpf_probe_read_kernel(dst, n, ptr as *const c_void) != 0
+            && bpf_probe_read_user(dst, n, ptr as *const c_void) != 0
+    };
+    if failed {
+        finish(s, rec, 0, 0, PATH_UNRESOLVED | PATH_BYTES);
+        return;
+    }
+    finish(s, rec, 0, n as usize, PATH_RESOLVED | PATH_BYTES);
 }
 
 /// A `char *` in kernel or (`user`) user memory: its first `PATH_BUF_LEN - 1` bytes (the

@@ -249,7 +249,7 @@ fn evaluate_at(
     let (rec, nargs, args): (Option<*const PathRec>, usize, *const [u64; MAX_ARGS]) = match input {
         Input::Ready { rec, args } => (rec, 0, args),
         Input::Raw { nargs } => {
-            args::read(s, cfg, nargs);
+            args::read(s, cfg, nargs, ret);
             (None, nargs, &raw const s.vals)
         }
     };

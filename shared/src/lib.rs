@@ -125,6 +125,9 @@ pub const PATH_WALKED: u32 = 1 << 1;
 /// The path could not be resolved (too deep, longer than [`PATH_BUF_LEN`], or a helper
 /// error). Enforcing selectors treat every string filter on it as matching (fail-closed).
 pub const PATH_UNRESOLVED: u32 = 1 << 2;
+/// The record holds a buffer's bytes ([`ARG_BUF`]), not text: its length is the number of
+/// bytes read.
+pub const PATH_BYTES: u32 = 1 << 3;
 
 /// A resolved path as kept in the kernel: its full length, its first [`STR_LEN`] bytes and
 /// its last [`STR_LEN`] bytes reversed. That is all that matching needs for any path up to
@@ -240,13 +243,21 @@ pub const ARG_BINPRM: u8 = 6;
 pub const ARG_USTR: u8 = 7;
 /// A file descriptor of the current task: the full path of its `struct file`.
 pub const ARG_FD: u8 = 8;
+/// A buffer (`char_buf`) whose length [`ArgDesc::size`] locates: its first
+/// [`PATH_BUF_LEN`]` - 1` bytes go into a string record flagged [`PATH_BYTES`] (kernel memory,
+/// else user memory), and its value is the length, not the pointer.
+pub const ARG_BUF: u8 = 9;
+
+/// [`ArgDesc::size`] of an [`ARG_BUF`] whose length is the call's return value (`returnCopy`:
+/// read when the call returns).
+pub const SIZE_RETVAL: u8 = 0xff;
 
 /// Whether arguments of `kind` are read into a string record (matched by string filters).
 #[inline(always)]
 pub const fn arg_is_string(kind: u8) -> bool {
     matches!(
         kind,
-        ARG_STR | ARG_PATH | ARG_DENTRY | ARG_FILE | ARG_BINPRM | ARG_USTR | ARG_FD
+        ARG_STR | ARG_PATH | ARG_DENTRY | ARG_FILE | ARG_BINPRM | ARG_USTR | ARG_FD | ARG_BUF
     )
 }
 
@@ -290,7 +301,10 @@ pub struct ArgDesc {
     pub src: u8,
     /// Bytes of an [`ARG_INT`] (1, 2, 4 or 8).
     pub width: u8,
-    pub _pad: u8,
+    /// Where an [`ARG_BUF`]'s length is: `1 + ` the raw argument that holds it (Tetragon's
+    /// 1-based `sizeArgIndex`), [`SIZE_RETVAL`], or 0 for none (an empty buffer, as in
+    /// Tetragon). 0 for every other kind.
+    pub size: u8,
 }
 const _: () = assert!(size_of::<ArgDesc>() == 4);
 
@@ -1002,7 +1016,7 @@ impl HookConfig {
                 kind: ARG_SKIP,
                 src: 0,
                 width: 0,
-                _pad: 0,
+                size: 0,
             }; MAX_ARGS],
             tp_off: [0; MAX_ARGS],
             probe: 0,

@@ -231,6 +231,55 @@ fn string_integer_binprm_and_dentry_arguments_carry_their_values() {
     );
 }
 
+/// `char_buf` arguments: what a write passes (its length from argument 3, `sizeArgIndex`),
+/// matched with `Prefix` on its bytes, and what a read returned (`returnCopy`: read when the
+/// call returns, as many bytes as it returned). Tetragon's JSON has bytes in base64.
+#[test]
+fn char_buf_arguments_carry_the_bytes_written_and_the_bytes_read() {
+    let a = agent();
+    let events = a.json_stream();
+    let policy = a.add_policy(&fixture("observe-write-and-read-buffers.yaml"));
+    let py = python(
+        "import os\nr, w = os.pipe()\nos.write(w, b'lsm-vmtest-buffer-\\x00\\x01abc')\n\
+         os.write(w, b'other-buffer')\nprint(len(os.read(r, 777)))",
+    );
+    // base64 of b"lsm-vmtest-buffer-\x00\x01abc", of both writes, and of the second alone.
+    let (first, both, second) = (
+        "bHNtLXZtdGVzdC1idWZmZXItAAFhYmM=",
+        "bHNtLXZtdGVzdC1idWZmZXItAAFhYmNvdGhlci1idWZmZXI=",
+        "b3RoZXItYnVmZmVy",
+    );
+    let write = events.expect("the sys_write event", |l| {
+        l.contains("\"function_name\":\"sys_write\"") && l.contains(first)
+    });
+    let read = events.expect("the sys_read event", |l| {
+        l.contains("\"function_name\":\"sys_read\"") && l.contains("observe-write-and-read")
+    });
+    policy.delete();
+
+    assert_eq!(exit_code(&py), 0, "{py:?}");
+    assert_eq!(String::from_utf8_lossy(&py.stdout).trim(), "35", "{py:?}");
+    assert!(
+        write.contains(&format!(
+            "{{\"bytes_arg\":\"{first}\"}},{{\"size_arg\":\"23\"}}"
+        )),
+        "the write's bytes and length: {write}"
+    );
+    assert!(
+        read.contains(&format!(
+            "{{\"bytes_arg\":\"{both}\"}},{{\"size_arg\":\"777\"}}"
+        )),
+        "the 35 bytes the read returned, and its count: {read}"
+    );
+    assert!(
+        !events
+            .lines()
+            .iter()
+            .any(|l| l.contains("sys_write") && l.contains(second)),
+        "a write that does not start with the prefix posts nothing"
+    );
+}
+
 /// A function the kernel does not have fails the policy with a message naming it, and what
 /// was loaded keeps working.
 #[test]

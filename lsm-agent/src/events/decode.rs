@@ -25,6 +25,9 @@ pub struct KPath {
     pub unresolved: bool,
     /// Resolved by the dentry walk rather than `bpf_d_path`.
     pub walked: bool,
+    /// A buffer's bytes (`char_buf`, the record flagged `PATH_BYTES`), as many as the record
+    /// carries; `path` is their lossy text. Empty for every other record.
+    pub bytes: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,11 +182,33 @@ pub fn path_from_rec(rec: &PathRec) -> KPath {
             bytes.extend_from_slice(&tail);
         }
     }
+    let path = String::from_utf8_lossy(&bytes).into_owned();
     KPath {
-        path: String::from_utf8_lossy(&bytes).into_owned(),
+        path,
         unresolved: rec.flags & PATH_UNRESOLVED != 0,
         walked: rec.flags & PATH_WALKED != 0,
+        bytes: if rec.flags & PATH_BYTES != 0 {
+            buffer_bytes(rec)
+        } else {
+            Vec::new()
+        },
     }
+}
+
+/// The bytes of a buffer's record, without the `...` a long path gets: exact up to
+/// `2 * STR_LEN` bytes, else the first `STR_LEN`.
+fn buffer_bytes(rec: &PathRec) -> Vec<u8> {
+    let len = rec.len as usize;
+    if len <= STR_LEN {
+        return rec.head[..len].to_vec();
+    }
+    let mut bytes = rec.head.to_vec();
+    if len <= 2 * STR_LEN {
+        let missing = len - STR_LEN;
+        let tail: Vec<u8> = rec.tail_rev[..missing].iter().rev().copied().collect();
+        bytes.extend_from_slice(&tail);
+    }
+    bytes
 }
 
 fn split_argv(args: &[u8]) -> Vec<String> {
@@ -280,6 +305,30 @@ mod tests {
             tgid: 40,
             cgroup_id: 0x1_0000_2a2b,
         }
+    }
+
+    #[test]
+    fn a_buffer_record_keeps_its_bytes_exactly_up_to_twice_the_head_then_the_head() {
+        let data: Vec<u8> = (0..700u32).map(|i| (i % 251) as u8).collect();
+        for (len, want) in [
+            (0, 0),
+            (5, 5),
+            (STR_LEN, STR_LEN),
+            (300, 300),
+            (2 * STR_LEN, 2 * STR_LEN),
+            (700, STR_LEN),
+        ] {
+            let mut rec = rec_from_path(&data[..len]);
+            rec.flags |= PATH_BYTES;
+            let p = path_from_rec(&rec);
+            assert_eq!(p.bytes, data[..want], "{len}");
+        }
+        // Text records carry no bytes.
+        assert!(
+            path_from_rec(&rec_from_path(b"/etc/passwd"))
+                .bytes
+                .is_empty()
+        );
     }
 
     #[test]

@@ -252,13 +252,21 @@ impl ProcessCache {
             .iter()
             .map(|a| {
                 let raw = h.args.get(a.lsm_index as usize).copied().unwrap_or(0);
-                let path = h
-                    .strs
-                    .get(a.lsm_index as usize)
-                    .and_then(Option::as_ref)
-                    .map(|p| p.path.clone())
-                    .unwrap_or_default();
+                let rec = h.strs.get(a.lsm_index as usize).and_then(Option::as_ref);
+                let path = rec.map(|p| p.path.clone()).unwrap_or_default();
                 let value = match a.ty {
+                    // The value is the buffer's length; the record, its first bytes.
+                    ArgType::Buffer { .. } => {
+                        let bytes = rec.map(|p| p.bytes.clone()).unwrap_or_default();
+                        if bytes.len() as u64 == raw {
+                            ArgValue::Bytes(bytes)
+                        } else {
+                            ArgValue::TruncatedBytes {
+                                bytes,
+                                orig_size: raw,
+                            }
+                        }
+                    }
                     ArgType::File => ArgValue::File { path },
                     ArgType::Path => ArgValue::Path { path },
                     ArgType::LinuxBinprm => ArgValue::LinuxBinprm { path },
@@ -555,6 +563,7 @@ pub(crate) mod fixtures {
                     path: "/usr/bin/cat".into(),
                     unresolved: false,
                     walked: false,
+                    bytes: Vec::new(),
                 },
                 argv: vec!["cat".into(), "/etc/shadow".into()],
                 args_truncated: false,
@@ -621,6 +630,7 @@ pub(crate) mod fixtures {
                     path: "/etc/shadow".into(),
                     unresolved: false,
                     walked: false,
+                    bytes: Vec::new(),
                 }),
                 None,
                 None,
@@ -645,6 +655,7 @@ pub(crate) mod fixtures {
                     path: "/usr/bin/curl".into(),
                     unresolved: false,
                     walked: false,
+                    bytes: Vec::new(),
                 },
                 argv: vec!["curl".into(), "https://198.51.100.1".into()],
                 args_truncated: false,

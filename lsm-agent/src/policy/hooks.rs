@@ -5,8 +5,8 @@
 //! `docs/hooks.md` documents this table; keep the two in sync.
 
 use lsm_shared::{
-    ARG_BINPRM, ARG_DENTRY, ARG_FD, ARG_FILE, ARG_INT, ARG_PATH, ARG_SKIP, ARG_STR, ARG_USTR,
-    ArgDesc,
+    ARG_BINPRM, ARG_BUF, ARG_DENTRY, ARG_FD, ARG_FILE, ARG_INT, ARG_PATH, ARG_SKIP, ARG_STR,
+    ARG_USTR, ArgDesc,
 };
 
 use super::ir::{ArgType, LsmHook};
@@ -39,7 +39,7 @@ impl HookArg {
             kind: self.read,
             src: self.index as u8,
             width,
-            _pad: 0,
+            size: 0,
         }
     }
 }
@@ -688,6 +688,8 @@ pub fn generic_type(name: &str, user: bool) -> Option<GenericType> {
         "linux_binprm" => return read(ArgType::LinuxBinprm, ARG_BINPRM),
         "string" if user => return read(ArgType::String, ARG_USTR),
         "string" => return read(ArgType::String, ARG_STR),
+        // The length comes from `sizeArgIndex` or `returnCopy` (see `convert_generic_arg`).
+        "char_buf" => return read(ArgType::Buffer { size: 0 }, ARG_BUF),
         "capability" => {
             return Some(GenericType::Read {
                 ty: INT,
@@ -714,7 +716,7 @@ pub fn generic_type(name: &str, user: bool) -> Option<GenericType> {
 
 /// The YAML types the generic probes read, for error messages.
 pub const GENERIC_TYPE_NAMES: &str = "int, int8..int64, uint8..uint64, size_t, long, ulong, \
-     capability, string, fd, file, path, dentry, linux_binprm, nop";
+     capability, string, char_buf, fd, file, path, dentry, linux_binprm, nop";
 
 /// Whether a declared type can stand for a hook argument of type `natural`. Integers fit any
 /// integer position: the compiler reads the declared width.
@@ -734,6 +736,7 @@ pub fn accepted_type_names(natural: ArgType) -> String {
         ArgType::Sock => "sock, socket or auto".to_string(),
         ArgType::Sockaddr => "sockaddr or auto".to_string(),
         ArgType::String => "string or auto".to_string(),
+        ArgType::Buffer { .. } => "char_buf".to_string(),
         ArgType::Opaque => "nothing: lsm-agent cannot read this argument yet".to_string(),
         ArgType::Int { .. } => {
             let mut names: Vec<&str> = INT_TYPES.iter().map(|(n, _, _)| *n).collect();
@@ -848,7 +851,7 @@ mod tests {
                 kind: ARG_STR,
                 src: 2,
                 width: 8,
-                _pad: 0
+                size: 0
             }
         );
     }

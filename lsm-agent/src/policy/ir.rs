@@ -285,6 +285,10 @@ pub enum ArgType {
     Int { width: u8, signed: bool },
     /// A kernel `char *` (type `string`): matched on its text.
     String,
+    /// A buffer (`char_buf`): its bytes, as many as the value [`lsm_shared::ArgDesc::size`]
+    /// locates (`size`: 1-based raw argument, `SIZE_RETVAL`, or 0 for none); matched with the
+    /// string operators.
+    Buffer { size: u8 },
     /// A pointer the agent cannot read yet (a `struct cred *`, a `union bpf_attr *`, ...):
     /// such an argument cannot be declared.
     Opaque,
@@ -298,7 +302,7 @@ impl ArgType {
 
     /// Matched with the string operators: a path or a `string`.
     pub fn is_string_like(self) -> bool {
-        self.is_path_like() || self == ArgType::String
+        self.is_path_like() || matches!(self, ArgType::String | ArgType::Buffer { .. })
     }
 }
 

@@ -9,7 +9,7 @@ use lsm_shared::{ARG_SKIP, ArgDesc, FIRST_DYNAMIC_HOOK, MAX_ARGS, NUM_HOOKS};
 
 use super::compile::{CompileError, MapImage};
 use super::hooks::{self, GenericType};
-use super::ir::{ArgSpec, Policy, Target};
+use super::ir::{ArgSpec, ArgType, Policy, Target};
 
 /// How a hook is named in compile errors: its LSM hook, or its probe.
 pub fn hook_label(t: &Target) -> String {
@@ -86,13 +86,16 @@ pub fn generic_desc(target: &Target, a: &ArgSpec) -> ArgDesc {
             kind: read,
             src: a.lsm_index as u8,
             width,
-            _pad: 0,
+            size: match a.ty {
+                ArgType::Buffer { size } => size,
+                _ => 0,
+            },
         },
         _ => ArgDesc {
             kind: ARG_SKIP,
             src: 0,
             width: 0,
-            _pad: 0,
+            size: 0,
         },
     }
 }
@@ -175,6 +178,33 @@ mod tests {
                     FIRST_DYNAMIC_HOOK + 2,
                     "tracepoint raw_syscalls/sys_enter".to_string()
                 )
+            ]
+        );
+    }
+
+    #[test]
+    fn a_char_buf_descriptor_says_where_its_length_is() {
+        let p = parse_ok(fixture!("observe-write-and-read-buffers.yaml"));
+        let img = compile(&[(1, &p)]).expect("compiles");
+        let descs: Vec<(String, ArgDesc)> = img
+            .probes
+            .iter()
+            .map(|(id, t)| (hook_label(t), img.hook_cfg[id].args[1]))
+            .collect();
+        let buf = |size| ArgDesc {
+            kind: lsm_shared::ARG_BUF,
+            src: 1,
+            width: 8,
+            size,
+        };
+        assert_eq!(
+            descs,
+            [
+                ("kprobe sys_write".to_string(), buf(3)),
+                (
+                    "kretprobe sys_read".to_string(),
+                    buf(lsm_shared::SIZE_RETVAL)
+                ),
             ]
         );
     }

@@ -1,5 +1,7 @@
 //! `args[]` of a hook: index, type and the options the agent does not implement.
 
+use lsm_shared::{MAX_ARGS, SIZE_RETVAL};
+
 use super::hooks::c_decl;
 use super::{VResult, invalid, not_supported};
 use crate::policy::hooks::{self, DeclaredType, HookInfo};
@@ -22,6 +24,10 @@ pub(super) fn convert_generic_arg(
     let type_name = a.ty.as_deref().unwrap_or("auto");
     let tpath = format!("{apath}.type");
     let ty = match hooks::generic_type(type_name, user) {
+        Some(hooks::GenericType::Read {
+            ty: ir::ArgType::Buffer { .. },
+            ..
+        }) => buffer_type(apath, a, what)?,
         Some(hooks::GenericType::Read { ty, .. }) => ty,
         Some(hooks::GenericType::Nop) => return Ok(None),
         Some(hooks::GenericType::Unsupported) => {
@@ -42,6 +48,36 @@ pub(super) fn convert_generic_arg(
         type_name: type_name.to_string(),
         label: a.label.clone().filter(|l| !l.is_empty()),
     }))
+}
+
+/// Where a `char_buf`'s length is: `returnCopy` (the return value, read when the call
+/// returns), else `sizeArgIndex` (1-based, a raw argument of the call), else none (an empty
+/// buffer, as Tetragon reads it).
+fn buffer_type(apath: &str, a: &raw::Arg, what: &str) -> VResult<ir::ArgType> {
+    if a.return_copy == Some(true) {
+        if !what.starts_with("kprobe") {
+            return Err(invalid(
+                format!("{apath}.returnCopy"),
+                format!("returnCopy reads the buffer when the call returns: {what} has no return"),
+            ));
+        }
+        return Ok(ir::ArgType::Buffer { size: SIZE_RETVAL });
+    }
+    match a.size_arg_index.unwrap_or(0) {
+        0 => Ok(ir::ArgType::Buffer { size: 0 }),
+        n if what.starts_with("tracepoint") => Err(invalid(
+            format!("{apath}.sizeArgIndex"),
+            format!("sizeArgIndex {n}: not supported yet by lsm-agent at {what} (kprobes only)"),
+        )),
+        n if n as usize <= MAX_ARGS => Ok(ir::ArgType::Buffer { size: n as u8 }),
+        n => Err(invalid(
+            format!("{apath}.sizeArgIndex"),
+            format!(
+                "sizeArgIndex {n} is out of range: it counts the call's arguments from 1, at most \
+                 {MAX_ARGS}"
+            ),
+        )),
+    }
 }
 
 pub(super) fn convert_arg(
@@ -73,14 +109,27 @@ pub(super) fn check_arg_options(apath: &str, a: &raw::Arg, max_index: u32) -> VR
     if set(&a.resolve) {
         return Err(not_supported(format!("{apath}.resolve")));
     }
-    if a.size_arg_index.is_some_and(|n| n != 0) {
-        return Err(not_supported(format!("{apath}.sizeArgIndex")));
+    // A `char_buf`'s length options are read by `buffer_type` (generic probes only: an LSM
+    // hook has no `char_buf` argument); `maxData` raises Tetragon's read cap, which the
+    // agent's own cap (PATH_BUF_LEN - 1 bytes) bounds anyway.
+    let buffer = a.ty.as_deref() == Some("char_buf");
+    if !buffer && a.size_arg_index.is_some_and(|n| n != 0) {
+        return Err(invalid(
+            format!("{apath}.sizeArgIndex"),
+            "sizeArgIndex applies to char_buf arguments only",
+        ));
     }
-    if a.return_copy == Some(true) {
-        return Err(not_supported(format!("{apath}.returnCopy")));
+    if !buffer && a.return_copy == Some(true) {
+        return Err(invalid(
+            format!("{apath}.returnCopy"),
+            "returnCopy applies to char_buf arguments only in lsm-agent",
+        ));
     }
-    if a.max_data == Some(true) {
-        return Err(not_supported(format!("{apath}.maxData")));
+    if !buffer && a.max_data == Some(true) {
+        return Err(invalid(
+            format!("{apath}.maxData"),
+            "maxData applies to char_buf arguments only",
+        ));
     }
     if set(&a.source) {
         return Err(not_supported(format!("{apath}.source")));

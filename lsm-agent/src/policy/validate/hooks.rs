@@ -190,7 +190,14 @@ fn convert_generic_kprobe(
     warnings: &mut Vec<Invalid>,
 ) -> VResult<ir::Hook> {
     let syscall = kp.syscall == Some(true);
-    let ret = kp.ret == Some(true);
+    // A `returnCopy` buffer is read when the call returns: as in Tetragon, it puts the
+    // kprobe on the return (one event, at the return, with every argument).
+    let return_copy = kp
+        .args
+        .iter()
+        .flatten()
+        .any(|a| a.return_copy == Some(true) && a.ty.as_deref() == Some("char_buf"));
+    let ret = kp.ret == Some(true) || return_copy;
     let function = if syscall {
         portable_syscall(&kp.call).ok_or_else(|| {
             invalid(
@@ -211,7 +218,7 @@ fn convert_generic_kprobe(
             format!("\"{}\" is not a kernel function name", kp.call),
         ));
     }
-    let return_arg = match (&kp.return_arg, ret) {
+    let return_arg = match (&kp.return_arg, kp.ret == Some(true)) {
         (Some(a), true) => {
             let apath = format!("{path}.returnArg");
             check_arg_options(&apath, a, MAX_ARG_INDEX)?;
@@ -521,6 +528,53 @@ mod tests {
         let e = parse_err(&yaml);
         assert_eq!(e.path, "spec.kprobes[0].args[0].type");
         assert!(e.message.contains("\"skb\" is not read"), "{}", e.message);
+    }
+
+    #[test]
+    fn char_buf_lengths_come_from_size_arg_index_or_the_return_value_which_moves_the_probe_to_the_return()
+     {
+        let p = parse_ok(fixture!("observe-write-and-read-buffers.yaml"));
+        let (write, read) = (&p.hooks[0], &p.hooks[1]);
+        assert_eq!(write.target.to_string(), "observed by kprobe sys_write");
+        assert_eq!(write.args[1].ty, ArgType::Buffer { size: 3 });
+        assert_eq!(read.target.to_string(), "observed by kretprobe sys_read");
+        assert_eq!(
+            read.args[1].ty,
+            ArgType::Buffer {
+                size: lsm_shared::SIZE_RETVAL
+            }
+        );
+        // returnCopy alone makes no return value an argument.
+        assert!(read.return_arg.is_none());
+    }
+
+    #[test]
+    fn buffer_options_are_refused_where_they_cannot_apply() {
+        let yaml = fixture!("observe-write-and-read-buffers.yaml");
+        for (from, to, path, says) in [
+            (
+                "sizeArgIndex: 3",
+                "sizeArgIndex: 6",
+                "spec.kprobes[0].args[1].sizeArgIndex",
+                "out of range",
+            ),
+            (
+                "      type: size_t\n    selectors:\n    - matchArgs:\n      - index: 1",
+                "      type: size_t\n      sizeArgIndex: 1\n    selectors:\n    - matchArgs:\n      - index: 1",
+                "spec.kprobes[0].args[2].sizeArgIndex",
+                "char_buf arguments only",
+            ),
+            (
+                "    - index: 0\n      type: int\n    - index: 1\n      type: char_buf\n      returnCopy",
+                "    - index: 0\n      type: int\n      returnCopy: true\n    - index: 1\n      type: char_buf\n      returnCopy",
+                "spec.kprobes[1].args[0].returnCopy",
+                "char_buf arguments only",
+            ),
+        ] {
+            let e = parse_err(&yaml.replacen(from, to, 1));
+            assert_eq!(e.path, path, "{from}");
+            assert!(e.message.contains(says), "{}", e.message);
+        }
     }
 
     #[test]

@@ -304,9 +304,13 @@ pub(super) fn classify(op: Operator, ty: ArgType) -> Result<ArgOp, String> {
 /// Which operators apply to an argument of type `ty`, to complete an operator error.
 pub(super) fn operator_hint(ty: ArgType) -> &'static str {
     match ty {
-        ArgType::File | ArgType::Path | ArgType::LinuxBinprm | ArgType::String => {
+        ArgType::File
+        | ArgType::Path
+        | ArgType::LinuxBinprm
+        | ArgType::String
+        | ArgType::Buffer { .. } => {
             "string operators Equal, NotEqual, Prefix, NotPrefix, Postfix, NotPostfix apply to \
-             file, path, dentry, linux_binprm and string arguments"
+             file, path, dentry, linux_binprm, string and char_buf arguments"
         }
         ArgType::Opaque => "no operator applies to this argument",
         ArgType::Int { .. } => {
