@@ -13,7 +13,7 @@ use lsm_shared::*;
 
 use crate::{
     eval::kcopy,
-    kernel::{kconf, read_u32, read_u64},
+    kernel::{kconf, kconf_at, read_u32, read_u64},
     maps::{FILES, SCRATCH},
     path::{finish, resolve_walk, unresolved},
     scratch::Scratch,
@@ -106,6 +106,13 @@ extern "C" fn read_step(i: u64, ctx: *mut c_void) -> i64 {
         let bits = s.str_mask() | (1 << i);
         s.set_str_mask(bits);
         len
+    } else if kind == ARG_CRED {
+        // SAFETY: `i < MAX_ARGS`, the length of `strs`.
+        let rec = unsafe { s.strs.as_mut_ptr().add(i) };
+        read_cred(v, rec);
+        let bits = s.str_mask() | (1 << i);
+        s.set_str_mask(bits);
+        v
     } else if arg_is_string(kind) {
         // SAFETY: `i < MAX_ARGS`, the length of `strs`.
         let rec = unsafe { s.strs.as_mut_ptr().add(i) };
@@ -180,6 +187,41 @@ fn fd_file(fd: u64) -> u64 {
     }
     let array = read_u64(fdt, kconf!(fdt_fd));
     read_u64(array, u64::from(fd) * 8)
+}
+
+/// The credentials at `cred` as a [`CredRec`] at the head of `rec` (fields that cannot be
+/// read are 0; a NULL `cred` leaves an unresolved record).
+#[inline(always)]
+fn read_cred(cred: u64, rec: *mut PathRec) {
+    // SAFETY: `rec` is a scratch record, whose `head` (STR_LEN bytes, at an 8-byte aligned
+    // offset) holds a CredRec; every store stays inside it.
+    unsafe {
+        (*rec).len = 0;
+        (*rec).flags = PATH_UNRESOLVED | PATH_CRED;
+        if cred == 0 {
+            return;
+        }
+        let c = (*rec).head.as_mut_ptr() as *mut CredRec;
+        let mut k = 0usize;
+        while k < 8 {
+            (*c).ids[k] = read_u32(cred, kconf_at!(cred_ids, k));
+            k += 1;
+        }
+        (*c).securebits = read_u32(cred, kconf!(cred_securebits));
+        let mut k = 0usize;
+        while k < NUM_CAP_SETS as usize {
+            (*c).caps[k] = read_u64(cred, kconf_at!(cred_caps, k));
+            k += 1;
+        }
+        let ns = read_u64(cred, kconf_at!(ns_member, NS_USER as usize));
+        (*c).userns_level = read_u32(ns, kconf!(userns_level));
+        (*c).userns_owner = read_u32(ns, kconf!(userns_owner));
+        (*c).userns_group = read_u32(ns, kconf!(userns_group));
+        (*c).userns_inum = read_u32(ns, kconf_at!(ns_inum, NS_USER as usize));
+        (*c)._pad = 0;
+        (*rec).len = core::mem::size_of::<CredRec>() as u32;
+        (*rec).flags = PATH_RESOLVED | PATH_CRED;
+    }
 }
 
 /// The first `len` bytes (at most `PATH_BUF_LEN - 1`) of the buffer at `ptr`, in kernel

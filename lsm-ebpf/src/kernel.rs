@@ -56,6 +56,11 @@ pub static KCONFIG: KernelConfig = KernelConfig {
     fdt_fd: 0,
     fdt_max_fds: 0,
     syscall_regs: [0; 6],
+    cred_ids: [0; 8],
+    cred_securebits: 0,
+    userns_level: 0,
+    userns_owner: 0,
+    userns_group: 0,
 };
 
 /// Reads one field of [`KCONFIG`]; volatile so that the compiler does not fold the

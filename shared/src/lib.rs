@@ -128,6 +128,27 @@ pub const PATH_UNRESOLVED: u32 = 1 << 2;
 /// The record holds a buffer's bytes ([`ARG_BUF`]), not text: its length is the number of
 /// bytes read.
 pub const PATH_BYTES: u32 = 1 << 3;
+/// The record holds a [`CredRec`] ([`ARG_CRED`]) at its head; its length is the struct's size.
+pub const PATH_CRED: u32 = 1 << 4;
+
+/// A task's credentials as an [`ARG_CRED`] reads them, at the head of its string record.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct CredRec {
+    /// `uid`, `gid`, `suid`, `sgid`, `euid`, `egid`, `fsuid`, `fsgid`: the order of
+    /// `struct cred` and of [`KernelConfig::cred_ids`].
+    pub ids: [u32; 8],
+    pub securebits: u32,
+    /// The user namespace's nesting level (0: the initial one).
+    pub userns_level: u32,
+    /// `cap_effective`, `cap_inheritable`, `cap_permitted`, as [`KernelConfig::cred_caps`].
+    pub caps: [u64; 3],
+    pub userns_owner: u32,
+    pub userns_group: u32,
+    pub userns_inum: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<CredRec>() == 80 && size_of::<CredRec>() <= STR_LEN);
 
 /// A resolved path as kept in the kernel: its full length, its first [`STR_LEN`] bytes and
 /// its last [`STR_LEN`] bytes reversed. That is all that matching needs for any path up to
@@ -248,6 +269,10 @@ pub const ARG_FD: u8 = 8;
 /// else user memory), and its value is the length, not the pointer.
 pub const ARG_BUF: u8 = 9;
 
+/// A `struct cred *`: its ids, securebits, capability sets and user namespace, as a
+/// [`CredRec`] at the head of a string record flagged [`PATH_CRED`].
+pub const ARG_CRED: u8 = 10;
+
 /// [`ArgDesc::size`] of an [`ARG_BUF`] whose length is the call's return value (`returnCopy`:
 /// read when the call returns).
 pub const SIZE_RETVAL: u8 = 0xff;
@@ -257,7 +282,15 @@ pub const SIZE_RETVAL: u8 = 0xff;
 pub const fn arg_is_string(kind: u8) -> bool {
     matches!(
         kind,
-        ARG_STR | ARG_PATH | ARG_DENTRY | ARG_FILE | ARG_BINPRM | ARG_USTR | ARG_FD | ARG_BUF
+        ARG_STR
+            | ARG_PATH
+            | ARG_DENTRY
+            | ARG_FILE
+            | ARG_BINPRM
+            | ARG_USTR
+            | ARG_FD
+            | ARG_BUF
+            | ARG_CRED
     )
 }
 
@@ -888,10 +921,17 @@ pub struct KernelConfig {
     /// Offsets in `struct pt_regs` of a syscall's six argument registers, in order (the
     /// syscall ABI of the node's architecture: di, si, dx, r10, r8, r9 on x86_64).
     pub syscall_regs: [u64; 6],
+    /// `struct cred`: the ids in [`CredRec::ids`]' order, and `securebits`.
+    pub cred_ids: [u64; 8],
+    pub cred_securebits: u64,
+    /// `struct user_namespace`: `level`, `owner`, `group`.
+    pub userns_level: u64,
+    pub userns_owner: u64,
+    pub userns_group: u64,
 }
 const _: () = assert!(
     size_of::<KernelConfig>()
-        == 8 + 34 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8
+        == 8 + 34 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8 + 12 * 8
 );
 
 // ---------------------------------------------------------------------------------------------

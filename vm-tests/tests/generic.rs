@@ -280,6 +280,39 @@ fn char_buf_arguments_carry_the_bytes_written_and_the_bytes_read() {
     );
 }
 
+/// `cred` (`commit_creds`' new credentials): the event carries them as Tetragon's
+/// `process_credentials_arg`, ids first.
+#[test]
+fn a_cred_argument_carries_the_credentials_being_installed() {
+    let a = agent();
+    let events = a.json_stream();
+    let policy = a.add_policy(&fixture("observe-commit-creds-cred.yaml"));
+    let out = run(
+        Path::new("/usr/bin/setpriv"),
+        &[
+            "--regid",
+            "4247",
+            "--reuid",
+            "4246",
+            "--clear-groups",
+            "/usr/bin/true",
+        ],
+    );
+    let line = events.expect("the commit_creds event", |l| {
+        l.contains("observe-commit-creds-cred") && l.contains("{\"uid\":4246,")
+    });
+    policy.delete();
+
+    assert_eq!(exit_code(&out), 0, "{out:?}");
+    assert!(
+        line.contains(
+            "\"process_credentials_arg\":{\"uid\":4246,\"gid\":4247,\"euid\":4246,\"egid\":4247"
+        ),
+        "{line}"
+    );
+    assert!(line.contains("\"user_ns\":{"), "{line}");
+}
+
 /// A function the kernel does not have fails the policy with a message naming it, and what
 /// was loaded keeps working.
 #[test]

@@ -179,6 +179,20 @@ pub fn kernel_config(btf: &Btf, agent_tgid: u32) -> Result<KernelConfig, BtfErro
         fdt_fd: off("fdtable", "fd")?,
         fdt_max_fds: off("fdtable", "max_fds")?,
         syscall_regs: syscall_regs(&off)?,
+        cred_ids: [
+            off("cred", "uid")?,
+            off("cred", "gid")?,
+            off("cred", "suid")?,
+            off("cred", "sgid")?,
+            off("cred", "euid")?,
+            off("cred", "egid")?,
+            off("cred", "fsuid")?,
+            off("cred", "fsgid")?,
+        ],
+        cred_securebits: off("cred", "securebits")?,
+        userns_level: off("user_namespace", "level")?,
+        userns_owner: off("user_namespace", "owner")?,
+        userns_group: off("user_namespace", "group")?,
     })
 }
 

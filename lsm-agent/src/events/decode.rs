@@ -26,7 +26,8 @@ pub struct KPath {
     /// Resolved by the dentry walk rather than `bpf_d_path`.
     pub walked: bool,
     /// A buffer's bytes (`char_buf`, the record flagged `PATH_BYTES`), as many as the record
-    /// carries; `path` is their lossy text. Empty for every other record.
+    /// carries, or a `CredRec` (`PATH_CRED`); `path` is their lossy text. Empty for every
+    /// other record.
     pub bytes: Vec<u8>,
 }
 
@@ -189,6 +190,8 @@ pub fn path_from_rec(rec: &PathRec) -> KPath {
         walked: rec.flags & PATH_WALKED != 0,
         bytes: if rec.flags & PATH_BYTES != 0 {
             buffer_bytes(rec)
+        } else if rec.flags & PATH_CRED != 0 {
+            rec.head[..len.min(STR_LEN)].to_vec()
         } else {
             Vec::new()
         },

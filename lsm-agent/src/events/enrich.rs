@@ -16,8 +16,8 @@ use lsm_shared::*;
 use super::{
     decode::{ExecData, ExitData, ForkData, HookData, KernelEvent},
     model::{
-        Action, Arg, ArgValue, Event, EventKind, Exec, Exit, Hook, Pod, Process, ProcessFlag,
-        Sockaddr, Time,
+        Action, Arg, ArgValue, CapSets, Cred, Event, EventKind, Exec, Exit, Hook, Pod, Process,
+        ProcessFlag, Sockaddr, Time, UserNs,
     },
     ratelimit::{RateLimiter, Subject},
 };
@@ -255,6 +255,9 @@ impl ProcessCache {
                 let rec = h.strs.get(a.lsm_index as usize).and_then(Option::as_ref);
                 let path = rec.map(|p| p.path.clone()).unwrap_or_default();
                 let value = match a.ty {
+                    ArgType::Cred => {
+                        ArgValue::Cred(Box::new(rec.map(|p| cred_of(&p.bytes)).unwrap_or_default()))
+                    }
                     // The value is the buffer's length; the record, its first bytes.
                     ArgType::Buffer { .. } => {
                         let bytes = rec.map(|p| p.bytes.clone()).unwrap_or_default();
@@ -448,6 +451,40 @@ fn observed(slot: &SlotInfo, hook_flags: u32) -> (HookOrigin, Action, Vec<String
     let mut tags = slot.tags.clone();
     tags.push(OBSERVED_TAG.to_owned());
     (origin, action, tags)
+}
+
+/// The credentials a `cred` argument's record carries (a `CredRec`); all zero when the kernel
+/// could not read them (a NULL `struct cred *`).
+fn cred_of(bytes: &[u8]) -> Cred {
+    if bytes.len() < size_of::<CredRec>() {
+        return Cred::default();
+    }
+    // SAFETY: the length is checked above; CredRec is plain old data (any bit pattern is
+    // valid) and read_unaligned copes with the Vec's alignment.
+    let c: CredRec = unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const CredRec) };
+    let [uid, gid, suid, sgid, euid, egid, fsuid, fsgid] = c.ids;
+    Cred {
+        uid,
+        gid,
+        euid,
+        egid,
+        suid,
+        sgid,
+        fsuid,
+        fsgid,
+        securebits: c.securebits,
+        caps: CapSets {
+            effective: c.caps[0],
+            inheritable: c.caps[1],
+            permitted: c.caps[2],
+        },
+        user_ns: UserNs {
+            level: c.userns_level as i32,
+            uid: c.userns_owner,
+            gid: c.userns_group,
+            ns_inum: c.userns_inum,
+        },
+    }
 }
 
 /// An integer argument by its declared type (Tetragon's choice of member for each).
@@ -750,6 +787,50 @@ mod tests {
         events::model::{HookOrigin, LsmHook},
         policy::ir::RateLimitScope,
     };
+
+    #[test]
+    fn a_cred_record_becomes_the_credentials_and_a_short_one_zeros() {
+        let rec = CredRec {
+            ids: [1, 2, 3, 4, 5, 6, 7, 8],
+            securebits: 0x2f,
+            userns_level: 1,
+            caps: [0xa, 0xb, 0xc],
+            userns_owner: 1000,
+            userns_group: 1001,
+            userns_inum: 4026531837,
+            _pad: 0,
+        };
+        // SAFETY: a plain-old-data struct viewed as its bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(&rec as *const CredRec as *const u8, size_of::<CredRec>())
+        };
+        let c = cred_of(bytes);
+        assert_eq!(
+            (
+                c.uid, c.gid, c.suid, c.sgid, c.euid, c.egid, c.fsuid, c.fsgid
+            ),
+            (1, 2, 3, 4, 5, 6, 7, 8)
+        );
+        assert_eq!(c.securebits, 0x2f);
+        assert_eq!(
+            c.caps,
+            CapSets {
+                effective: 0xa,
+                inheritable: 0xb,
+                permitted: 0xc
+            }
+        );
+        assert_eq!(
+            c.user_ns,
+            UserNs {
+                level: 1,
+                uid: 1000,
+                gid: 1001,
+                ns_inum: 4026531837
+            }
+        );
+        assert_eq!(cred_of(&bytes[..10]), Cred::default());
+    }
 
     #[test]
     fn exec_records_the_process_with_its_whole_argv() {

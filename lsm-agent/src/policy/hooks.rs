@@ -5,8 +5,8 @@
 //! `docs/hooks.md` documents this table; keep the two in sync.
 
 use lsm_shared::{
-    ARG_BINPRM, ARG_BUF, ARG_DENTRY, ARG_FD, ARG_FILE, ARG_INT, ARG_PATH, ARG_SKIP, ARG_STR,
-    ARG_USTR, ArgDesc,
+    ARG_BINPRM, ARG_BUF, ARG_CRED, ARG_DENTRY, ARG_FD, ARG_FILE, ARG_INT, ARG_PATH, ARG_SKIP,
+    ARG_STR, ARG_USTR, ArgDesc,
 };
 
 use super::ir::{ArgType, LsmHook};
@@ -690,6 +690,7 @@ pub fn generic_type(name: &str, user: bool) -> Option<GenericType> {
         "string" => return read(ArgType::String, ARG_STR),
         // The length comes from `sizeArgIndex` or `returnCopy` (see `convert_generic_arg`).
         "char_buf" => return read(ArgType::Buffer { size: 0 }, ARG_BUF),
+        "cred" => return read(ArgType::Cred, ARG_CRED),
         "capability" => {
             return Some(GenericType::Read {
                 ty: INT,
@@ -716,7 +717,7 @@ pub fn generic_type(name: &str, user: bool) -> Option<GenericType> {
 
 /// The YAML types the generic probes read, for error messages.
 pub const GENERIC_TYPE_NAMES: &str = "int, int8..int64, uint8..uint64, size_t, long, ulong, \
-     capability, string, char_buf, fd, file, path, dentry, linux_binprm, nop";
+     capability, string, char_buf, fd, file, path, dentry, linux_binprm, cred, nop";
 
 /// Whether a declared type can stand for a hook argument of type `natural`. Integers fit any
 /// integer position: the compiler reads the declared width.
@@ -737,6 +738,7 @@ pub fn accepted_type_names(natural: ArgType) -> String {
         ArgType::Sockaddr => "sockaddr or auto".to_string(),
         ArgType::String => "string or auto".to_string(),
         ArgType::Buffer { .. } => "char_buf".to_string(),
+        ArgType::Cred => "cred".to_string(),
         ArgType::Opaque => "nothing: lsm-agent cannot read this argument yet".to_string(),
         ArgType::Int { .. } => {
             let mut names: Vec<&str> = INT_TYPES.iter().map(|(n, _, _)| *n).collect();

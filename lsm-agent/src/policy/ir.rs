@@ -289,6 +289,9 @@ pub enum ArgType {
     /// locates (`size`: 1-based raw argument, `SIZE_RETVAL`, or 0 for none); matched with the
     /// string operators.
     Buffer { size: u8 },
+    /// A `struct cred *` (type `cred`): shown as Tetragon's `process_credentials_arg`; no
+    /// operator applies to it.
+    Cred,
     /// A pointer the agent cannot read yet (a `struct cred *`, a `union bpf_attr *`, ...):
     /// such an argument cannot be declared.
     Opaque,

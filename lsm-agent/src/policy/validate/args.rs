@@ -112,24 +112,22 @@ pub(super) fn check_arg_options(apath: &str, a: &raw::Arg, max_index: u32) -> VR
     // A `char_buf`'s length options are read by `buffer_type` (generic probes only: an LSM
     // hook has no `char_buf` argument); `maxData` raises Tetragon's read cap, which the
     // agent's own cap (PATH_BUF_LEN - 1 bytes) bounds anyway.
-    let buffer = a.ty.as_deref() == Some("char_buf");
-    if !buffer && a.size_arg_index.is_some_and(|n| n != 0) {
-        return Err(invalid(
-            format!("{apath}.sizeArgIndex"),
-            "sizeArgIndex applies to char_buf arguments only",
-        ));
-    }
-    if !buffer && a.return_copy == Some(true) {
-        return Err(invalid(
-            format!("{apath}.returnCopy"),
-            "returnCopy applies to char_buf arguments only in lsm-agent",
-        ));
-    }
-    if !buffer && a.max_data == Some(true) {
-        return Err(invalid(
-            format!("{apath}.maxData"),
-            "maxData applies to char_buf arguments only",
-        ));
+    let ty = a.ty.as_deref().unwrap_or("auto");
+    let buffer = ty == "char_buf";
+    for (is_set, field) in [
+        (a.size_arg_index.is_some_and(|n| n != 0), "sizeArgIndex"),
+        (a.return_copy == Some(true), "returnCopy"),
+        (a.max_data == Some(true), "maxData"),
+    ] {
+        if is_set && !buffer {
+            return Err(invalid(
+                format!("{apath}.{field}"),
+                format!(
+                    "{field} on a \"{ty}\" argument is not supported yet by lsm-agent (it \
+                     applies it to char_buf arguments)"
+                ),
+            ));
+        }
     }
     if set(&a.source) {
         return Err(not_supported(format!("{apath}.source")));

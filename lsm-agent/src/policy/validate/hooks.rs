@@ -549,6 +549,19 @@ mod tests {
     }
 
     #[test]
+    fn a_cred_argument_is_read_at_a_kprobe_and_takes_no_operator() {
+        let p = parse_ok(fixture!("observe-commit-creds-cred.yaml"));
+        assert_eq!(p.hooks[0].args[0].ty, ArgType::Cred);
+        let yaml = fixture!("observe-commit-creds-cred.yaml").replace(
+            "    selectors:\n",
+            "    selectors:\n    - matchArgs:\n      - index: 0\n        operator: Equal\n        values: [\"0\"]\n",
+        );
+        let e = parse_err(&yaml);
+        assert_eq!(e.path, "spec.kprobes[0].selectors[0].matchArgs[0].operator");
+        assert!(e.message.contains("no operator applies"), "{}", e.message);
+    }
+
+    #[test]
     fn buffer_options_are_refused_where_they_cannot_apply() {
         let yaml = fixture!("observe-write-and-read-buffers.yaml");
         for (from, to, path, says) in [
@@ -562,13 +575,13 @@ mod tests {
                 "      type: size_t\n    selectors:\n    - matchArgs:\n      - index: 1",
                 "      type: size_t\n      sizeArgIndex: 1\n    selectors:\n    - matchArgs:\n      - index: 1",
                 "spec.kprobes[0].args[2].sizeArgIndex",
-                "char_buf arguments only",
+                "on a \"size_t\" argument is not supported yet",
             ),
             (
                 "    - index: 0\n      type: int\n    - index: 1\n      type: char_buf\n      returnCopy",
                 "    - index: 0\n      type: int\n      returnCopy: true\n    - index: 1\n      type: char_buf\n      returnCopy",
                 "spec.kprobes[1].args[0].returnCopy",
-                "char_buf arguments only",
+                "on a \"int\" argument is not supported yet",
             ),
         ] {
             let e = parse_err(&yaml.replacen(from, to, 1));

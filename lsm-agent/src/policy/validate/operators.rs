@@ -274,7 +274,7 @@ pub(super) fn classify(op: Operator, ty: ArgType) -> Result<ArgOp, String> {
     };
     let not_yet = format!("operator {name} is not supported yet by lsm-agent");
     let elsewhere = format!("operator {name} is not supported on this argument");
-    if ty == ArgType::Opaque {
+    if matches!(ty, ArgType::Opaque | ArgType::Cred) {
         return Err(elsewhere);
     }
     if ty.is_string_like() {
@@ -312,7 +312,7 @@ pub(super) fn operator_hint(ty: ArgType) -> &'static str {
             "string operators Equal, NotEqual, Prefix, NotPrefix, Postfix, NotPostfix apply to \
              file, path, dentry, linux_binprm, string and char_buf arguments"
         }
-        ArgType::Opaque => "no operator applies to this argument",
+        ArgType::Opaque | ArgType::Cred => "no operator applies to this argument",
         ArgType::Int { .. } => {
             "numeric operators Equal, NotEqual, GreaterThan, LessThan, Mask, InRange, \
              NotInRange apply to integer arguments"
