@@ -19,6 +19,7 @@ build: setup
 # build (vm-tests/run.sh) instead of compiling everything a second time.
 unit-test: setup
 	cargo test --locked --release
+	cargo test --locked --release -p vm-tests --lib
 
 # Everything that loads BPF, in VMs (vm-tests/kernels: 6.12, 6.1, 6.12 without BPF LSM), one at a time.
 vm-test: setup

@@ -23,62 +23,71 @@ esac
 # there, created before the agent forbids writes under /etc.
 echo "original content" > /etc/lsm-vmtest-append.conf || fail "guest /etc is not writable"
 
-# Whether an lsm-agent runs. Only pgrep's "no match" (1) means none: any other failure (e.g. a
-# pgrep killed by the policy of an agent that is still stopping) counts as "maybe", so that a
-# stop loop never ends early on it.
-agent_running() {
-  pgrep -x lsm-agent >/dev/null
-  local rc=$?
-  [ $rc -ne 1 ] || return 1
-  [ $rc -eq 0 ] || echo "[guest] pgrep failed ($rc) while waiting for the agent to stop"
-  return 0
+# The pids of the processes named $1 (/proc/PID/comm, at most 15 characters), by shell
+# builtins only: under TCG every program started from the 9p root costs seconds, and pgrep or
+# pkill after each suite cost half a minute of nothing. The fork of $(...) execs nothing.
+pids_named() {
+  local f c out=()
+  for f in /proc/[0-9]*/comm; do
+    read -r c < "$f" 2>/dev/null || continue
+    [ "$c" = "$1" ] || continue
+    f=${f#/proc/}
+    out+=("${f%/comm}")
+  done
+  echo "${out[@]}"
 }
-
-# pgrep matches at most 15 characters of a name: one call per program.
-cluster_running() { pgrep -x kube-apiserver >/dev/null || pgrep -x etcd >/dev/null; }
+running() { [ -n "$(pids_named "$1")" ]; }
+signal_all() {
+  local p
+  for p in $(pids_named "$2"); do kill "-$1" "$p" 2>/dev/null; done
+}
+agent_running() { running lsm-agent; }
+cluster_running() { running kube-apiserver || running etcd; }
 
 status=0
 while read -r t; do
   [ -n "$t" ] || continue
-  echo "[guest] running $(basename "$t") at $(date +%T)"
-  suite_start=$(date +%s)
+  name=${t##*/}
+  printf -v now '%(%T)T' -1
+  echo "[guest] running $name at $now"
+  suite_start=$EPOCHSECONDS
   "$t" --test-threads=1 >>"$RES/tests.log" 2>&1
   rc=$?
-  echo "[guest] $(basename "$t") exit $rc after $(( $(date +%s) - suite_start ))s"
+  echo "[guest] $name exit $rc after $(( EPOCHSECONDS - suite_start ))s"
   # One line per suite in the results, so that the host can print where the time went.
-  echo "$(basename "$t" | sed 's/-[0-9a-f]*$//') rc=$rc $(( $(date +%s) - suite_start ))s" >> "$RES/timings"
+  echo "${name%-*} rc=$rc $(( EPOCHSECONDS - suite_start ))s" >> "$RES/timings"
   [ $rc -eq 0 ] || status=1
   # A binary's shared agent lives in a static that is never dropped: stop it here, or it
   # would keep enforcing its policies on the next binary's tests.
   # Under TCG a stop takes seconds (the agent's tasks get a grace period, then the kernel
   # detaches and frees every program): wait for it, and after a SIGKILL wait for the process to
   # be gone too, so that a slow exit is not mistaken for a survivor.
-  stop_start=$(date +%s)
-  pkill -TERM -x lsm-agent 2>/dev/null
-  pkill -TERM -x lsmctl 2>/dev/null
-  for _ in $(seq 1 150); do agent_running || break; sleep 0.2; done
+  stop_start=$EPOCHSECONDS
+  signal_all TERM lsm-agent
+  signal_all TERM lsmctl
+  for _ in {1..150}; do agent_running || break; sleep 0.2; done
   # Then SIGKILL whatever is left and wait for it to be gone.
   if agent_running; then
-    echo "[guest] lsm-agent still running $(( $(date +%s) - stop_start ))s after SIGTERM:"
+    echo "[guest] lsm-agent still running $(( EPOCHSECONDS - stop_start ))s after SIGTERM:"
     ps -eo pid,ppid,stat,etimes,comm,args | grep -E '^ *PID|lsm-agent' | grep -v grep
   fi
-  pkill -KILL -x lsm-agent 2>/dev/null
-  for _ in $(seq 1 50); do agent_running || break; sleep 0.2; done
+  signal_all KILL lsm-agent
+  for _ in {1..50}; do agent_running || break; sleep 0.2; done
   if agent_running; then
-    echo "[guest] an lsm-agent survived $(basename "$t"):"
+    echo "[guest] an lsm-agent survived $name:"
     ps -eo pid,ppid,stat,etimes,comm,args | grep -E '^ *PID|lsm-agent' | grep -v grep
     status=1
   else
-    echo "[guest] agent stopped $(( $(date +%s) - stop_start ))s after SIGTERM"
+    echo "[guest] agent stopped $(( EPOCHSECONDS - stop_start ))s after SIGTERM"
   fi
   # The kubernetes suite's watchdog stops its etcd + kube-apiserver once the binary is gone
   # (stop.sh waits up to 20 s for each): they must not outlive it.
-  for _ in $(seq 1 250); do cluster_running || break; sleep 0.2; done
+  for _ in {1..250}; do cluster_running || break; sleep 0.2; done
   if cluster_running; then
-    echo "[guest] etcd or kube-apiserver survived $(basename "$t"):"
+    echo "[guest] etcd or kube-apiserver survived $name:"
     ps -eo pid,ppid,stat,etimes,comm,args | grep -E '^ *PID|kube-apiserver|etcd' | grep -v grep
-    pkill -KILL -x kube-apiserver
-    pkill -KILL -x etcd
+    signal_all KILL kube-apiserver
+    signal_all KILL etcd
     status=1
   fi
 done < "$RES/test-binaries"
