@@ -5,7 +5,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 # switching targets does not rebuild the agent).
 export LSM_AGENT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 
-.PHONY: all setup build unit-test vm-test test demo fmt clippy lint
+.PHONY: all setup build unit-test vm-test test bench demo fmt clippy lint
 
 all: build
 
@@ -26,6 +26,11 @@ vm-test: setup
 	bash vm-tests/run.sh
 
 test: lint unit-test vm-test
+
+# The benchmarks (they report numbers, assert none) on 6.12: read() and connect() costs, and
+# pod scoping with 1,000 pods (not in `make test`: it takes more than 15 minutes under TCG).
+bench: setup
+	LSM_VM_KERNELS=6.12 LSM_VM_SUITES="benchmark k8s_benchmark" bash vm-tests/run.sh
 
 demo: build
 	bash scripts/demo.sh
