@@ -270,6 +270,7 @@ async fn scrape_reports_what_the_daemon_records() {
                 path: "/etc/shadow".into(),
                 unresolved: false,
                 walked: false,
+                bytes: Vec::new(),
             }),
             None,
             None,
