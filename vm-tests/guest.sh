@@ -29,7 +29,8 @@ echo "original content" > /etc/lsm-vmtest-append.conf || fail "guest /etc is not
 pids_named() {
   local f c out=()
   for f in /proc/[0-9]*/comm; do
-    read -r c < "$f" 2>/dev/null || continue
+    # stderr first: a process gone since the glob must not print an error.
+    read -r c 2>/dev/null < "$f" || continue
     [ "$c" = "$1" ] || continue
     f=${f#/proc/}
     out+=("${f%/comm}")

@@ -213,12 +213,12 @@ fn string_integer_binprm_and_dentry_arguments_carry_their_values() {
     assert!(ran.expect("the copy of true runs").success());
     assert!(
         mkdir.contains(&format!(
-            "{{\"string_arg\":\"{made}\",\"label\":\"pathname\"}}"
+            "{{\"label\":\"pathname\",\"string_arg\":\"{made}\"}}"
         )),
         "{mkdir}"
     );
     assert!(
-        mkdir.contains("{\"uint_arg\":488,\"label\":\"mode\"}"),
+        mkdir.contains("{\"label\":\"mode\",\"uint_arg\":488}"),
         "mode 0o750 as asked, before the umask: {mkdir}"
     );
     assert!(
@@ -281,7 +281,7 @@ fn char_buf_arguments_carry_the_bytes_written_and_the_bytes_read() {
 }
 
 /// `cred` (`commit_creds`' new credentials): the event carries them as Tetragon's
-/// `process_credentials_arg`, ids first.
+/// `process_credentials_arg` (the JSON has its keys in order).
 #[test]
 fn a_cred_argument_carries_the_credentials_being_installed() {
     let a = agent();
@@ -299,18 +299,19 @@ fn a_cred_argument_carries_the_credentials_being_installed() {
         ],
     );
     let line = events.expect("the commit_creds event", |l| {
-        l.contains("observe-commit-creds-cred") && l.contains("{\"uid\":4246,")
+        l.contains("observe-commit-creds-cred") && l.contains("\"suid\":4246,\"uid\":4246")
     });
     policy.delete();
 
     assert_eq!(exit_code(&out), 0, "{out:?}");
     assert!(
         line.contains(
-            "\"process_credentials_arg\":{\"uid\":4246,\"gid\":4247,\"euid\":4246,\"egid\":4247"
+            "\"egid\":4247,\"euid\":4246,\"fsgid\":4247,\"fsuid\":4246,\"gid\":4247,\
+             \"sgid\":4247,\"suid\":4246,\"uid\":4246,\"user_ns\":{"
         ),
         "{line}"
     );
-    assert!(line.contains("\"user_ns\":{"), "{line}");
+    assert!(line.contains("{\"process_credentials_arg\":{"), "{line}");
 }
 
 /// A function the kernel does not have fails the policy with a message naming it, and what
