@@ -298,8 +298,11 @@ fn a_cred_argument_carries_the_credentials_being_installed() {
             "/usr/bin/true",
         ],
     );
+    // setpriv installs credentials more than once (the uid, then the gid, then the caps):
+    // the event of the step that set both ids.
     let line = events.expect("the commit_creds event", |l| {
-        l.contains("observe-commit-creds-cred") && l.contains("\"suid\":4246,\"uid\":4246")
+        l.contains("observe-commit-creds-cred")
+            && l.contains("\"gid\":4247,\"sgid\":4247,\"suid\":4246,\"uid\":4246")
     });
     policy.delete();
 
