@@ -124,7 +124,7 @@ fn no_module_imports_one_later_in_the_flow() {
             continue;
         };
         let ok = allowed.get(module.as_str()).unwrap_or_else(|| {
-            panic!("module {module} is not in the table of tests/architecture.rs and docs/architecture.md")
+            panic!("module {module} is not in the table of tests/host/architecture.rs and docs/architecture.md")
         });
         let text = fs::read_to_string(&file).expect("reading a source file");
         for dep in imported_modules(&without_tests(&text)) {
