@@ -85,41 +85,26 @@ extern "C" fn read_step(i: u64, ctx: *mut c_void) -> i64 {
     let v = s.raw.get(src as usize).copied().unwrap_or(0);
     let val = if kind == ARG_INT {
         int_of_width(v, width)
-    } else if kind == ARG_BUF {
-        // SAFETY: as for `packed`.
-        let (has_ret, ret) = unsafe { ((*l).has_ret, (*l).ret) };
-        let len = if size == SIZE_RETVAL {
-            // A failed call (negative return) copied nothing.
-            if has_ret != 0 && (ret as i64) > 0 {
-                ret
-            } else {
-                0
-            }
-        } else if size != 0 {
-            s.raw.get(size as usize - 1).copied().unwrap_or(0)
-        } else {
-            0
-        };
-        // SAFETY: `i < MAX_ARGS`, the length of `strs`.
-        let rec = unsafe { s.strs.as_mut_ptr().add(i) };
-        read_buf(s, v, len, rec);
-        let bits = s.str_mask() | (1 << i);
-        s.set_str_mask(bits);
-        len
-    } else if kind == ARG_CRED {
-        // SAFETY: `i < MAX_ARGS`, the length of `strs`.
-        let rec = unsafe { s.strs.as_mut_ptr().add(i) };
-        read_cred(v, rec);
-        let bits = s.str_mask() | (1 << i);
-        s.set_str_mask(bits);
-        v
     } else if arg_is_string(kind) {
+        // Every record-filling kind: one record, one mark. A buffer's value is its length.
         // SAFETY: `i < MAX_ARGS`, the length of `strs`.
         let rec = unsafe { s.strs.as_mut_ptr().add(i) };
-        read_string(s, kind, v, rec);
+        let val = if kind == ARG_BUF {
+            // SAFETY: as for `packed`.
+            let (has_ret, ret) = unsafe { ((*l).has_ret, (*l).ret) };
+            let len = buf_len(s, size, has_ret != 0, ret);
+            read_buf(s, v, len, rec);
+            len
+        } else if kind == ARG_CRED {
+            read_cred(v, rec);
+            v
+        } else {
+            read_string(s, kind, v, rec);
+            v
+        };
         let bits = s.str_mask() | (1 << i);
         s.set_str_mask(bits);
-        v
+        val
     } else {
         0
     };
@@ -187,6 +172,19 @@ fn fd_file(fd: u64) -> u64 {
     }
     let array = read_u64(fdt, kconf!(fdt_fd));
     read_u64(array, u64::from(fd) * 8)
+}
+
+/// A buffer's length, as its descriptor's `size` says: the return value (a failed call,
+/// negative, copied nothing), raw argument `size - 1`, or none.
+#[inline(always)]
+fn buf_len(s: &Scratch, size: u8, has_ret: bool, ret: u64) -> u64 {
+    if size == SIZE_RETVAL {
+        if has_ret && (ret as i64) > 0 { ret } else { 0 }
+    } else if size != 0 {
+        s.raw.get(size as usize - 1).copied().unwrap_or(0)
+    } else {
+        0
+    }
 }
 
 /// The credentials at `cred` as a [`CredRec`] at the head of `rec` (fields that cannot be
