@@ -26,8 +26,8 @@ pub struct KPath {
     /// Resolved by the dentry walk rather than `bpf_d_path`.
     pub walked: bool,
     /// A buffer's bytes (`char_buf`, the record flagged `PATH_BYTES`), as many as the record
-    /// carries, or a `CredRec` (`PATH_CRED`); `path` is their lossy text. Empty for every
-    /// other record.
+    /// carries, or a `CredRec` (`PATH_CRED`); `path` is then empty. Empty for every other
+    /// record.
     pub bytes: Vec<u8>,
 }
 
@@ -168,50 +168,56 @@ fn read<T: Copy>(buf: &[u8], kind: u32) -> Result<T, DecodeError> {
 /// Rebuilds the path text from a [`PathRec`]: exact up to `2 * STR_LEN` bytes, beyond that
 /// the head, `...` and the tail.
 pub fn path_from_rec(rec: &PathRec) -> KPath {
-    let len = rec.len as usize;
-    let head_n = len.min(STR_LEN);
-    let tail_n = len.min(STR_LEN);
-    let mut bytes: Vec<u8> = rec.head[..head_n].to_vec();
-    if len > STR_LEN {
-        let tail: Vec<u8> = rec.tail_rev[..tail_n].iter().rev().copied().collect();
-        if len <= 2 * STR_LEN {
-            // Head and tail overlap or touch: take the missing middle from the tail.
-            let missing = len - STR_LEN;
-            bytes.extend_from_slice(&tail[tail_n - missing..]);
-        } else {
-            bytes.extend_from_slice(b"...");
-            bytes.extend_from_slice(&tail);
-        }
+    let (mut bytes, whole) = rec_bytes(rec);
+    let (unresolved, walked) = (
+        rec.flags & PATH_UNRESOLVED != 0,
+        rec.flags & PATH_WALKED != 0,
+    );
+    // A buffer's or credentials' record is data, not text: kept as bytes, no path.
+    if rec.flags & PATH_CRED != 0 || (rec.flags & PATH_BYTES != 0 && whole) {
+        return KPath {
+            path: String::new(),
+            unresolved,
+            walked,
+            bytes,
+        };
     }
-    let path = String::from_utf8_lossy(&bytes).into_owned();
+    if rec.flags & PATH_BYTES != 0 {
+        // Longer than the record keeps whole: its first STR_LEN bytes.
+        bytes.truncate(STR_LEN);
+        return KPath {
+            path: String::new(),
+            unresolved,
+            walked,
+            bytes,
+        };
+    }
+    if !whole {
+        bytes.extend_from_slice(b"...");
+        bytes.extend(rec.tail_rev.iter().rev());
+    }
     KPath {
-        path,
-        unresolved: rec.flags & PATH_UNRESOLVED != 0,
-        walked: rec.flags & PATH_WALKED != 0,
-        bytes: if rec.flags & PATH_BYTES != 0 {
-            buffer_bytes(rec)
-        } else if rec.flags & PATH_CRED != 0 {
-            rec.head[..len.min(STR_LEN)].to_vec()
-        } else {
-            Vec::new()
-        },
+        path: String::from_utf8_lossy(&bytes).into_owned(),
+        unresolved,
+        walked,
+        bytes: Vec::new(),
     }
 }
 
-/// The bytes of a buffer's record, without the `...` a long path gets: exact up to
-/// `2 * STR_LEN` bytes, else the first `STR_LEN`.
-fn buffer_bytes(rec: &PathRec) -> Vec<u8> {
+/// The bytes a record keeps: all of them up to `2 * STR_LEN` (head and reversed tail overlap
+/// or touch; `true`), else only the head (`false`).
+fn rec_bytes(rec: &PathRec) -> (Vec<u8>, bool) {
     let len = rec.len as usize;
+    let mut bytes: Vec<u8> = rec.head[..len.min(STR_LEN)].to_vec();
     if len <= STR_LEN {
-        return rec.head[..len].to_vec();
+        return (bytes, true);
     }
-    let mut bytes = rec.head.to_vec();
-    if len <= 2 * STR_LEN {
-        let missing = len - STR_LEN;
-        let tail: Vec<u8> = rec.tail_rev[..missing].iter().rev().copied().collect();
-        bytes.extend_from_slice(&tail);
+    if len > 2 * STR_LEN {
+        return (bytes, false);
     }
-    bytes
+    let missing = len - STR_LEN;
+    bytes.extend(rec.tail_rev[..missing].iter().rev());
+    (bytes, true)
 }
 
 fn split_argv(args: &[u8]) -> Vec<String> {
@@ -325,6 +331,7 @@ mod tests {
             rec.flags |= PATH_BYTES;
             let p = path_from_rec(&rec);
             assert_eq!(p.bytes, data[..want], "{len}");
+            assert!(p.path.is_empty(), "a buffer is not text: {len}");
         }
         // Text records carry no bytes.
         assert!(

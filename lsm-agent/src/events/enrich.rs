@@ -351,14 +351,16 @@ impl ProcessCache {
             .filter(|a| matches!(a.ty, ArgType::Int { .. }))
             .map(|a| h.args.get(a.lsm_index as usize).copied().unwrap_or(0))
             .collect();
-        // Every string the event shows, NUL-separated by position.
+        // Every string or buffer the event shows, NUL-separated by position.
         let mut path = Vec::new();
         for (i, p) in h.strs.iter().enumerate() {
             if i > 0 {
                 path.push(0);
             }
             if let Some(p) = p {
+                // A text record's path, or a buffer's or credentials' bytes (one is empty).
                 path.extend_from_slice(p.path.as_bytes());
+                path.extend_from_slice(&p.bytes);
             }
         }
         // The connection is part of the event's arguments only when the policy shows it.
