@@ -14,11 +14,23 @@ pub(super) const MAX_ARG_INDEX: u32 = 4;
 /// An argument of a kprobe, kretprobe or tracepoint target, read by the generic reader:
 /// `None` for a `nop` argument (declared, never read). `position` is its place among the
 /// values the reader produces; `user`: pointers are user memory.
+/// Where a generic argument is read: what `returnCopy` and `sizeArgIndex` can mean there.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum ArgSite {
+    /// A kprobe's (or kretprobe's) argument: the call has raw arguments and a return.
+    Kprobe,
+    /// A tracepoint field: no return, and raw positions are not the call's arguments.
+    Tracepoint,
+    /// A kretprobe's `returnArg`.
+    Return,
+}
+
 pub(super) fn convert_generic_arg(
     apath: &str,
     a: &raw::Arg,
     position: u32,
     user: bool,
+    site: ArgSite,
     what: &str,
 ) -> VResult<Option<ir::ArgSpec>> {
     let type_name = a.ty.as_deref().unwrap_or("auto");
@@ -27,7 +39,7 @@ pub(super) fn convert_generic_arg(
         Some(hooks::GenericType::Read {
             ty: ir::ArgType::Buffer { .. },
             ..
-        }) => buffer_type(apath, a, what)?,
+        }) => buffer_type(apath, a, site, what)?,
         Some(hooks::GenericType::Read { ty, .. }) => ty,
         Some(hooks::GenericType::Nop) => return Ok(None),
         Some(hooks::GenericType::Unsupported) => {
@@ -53,9 +65,9 @@ pub(super) fn convert_generic_arg(
 /// Where a `char_buf`'s length is: `returnCopy` (the return value, read when the call
 /// returns), else `sizeArgIndex` (1-based, a raw argument of the call), else none (an empty
 /// buffer, as Tetragon reads it).
-fn buffer_type(apath: &str, a: &raw::Arg, what: &str) -> VResult<ir::ArgType> {
+fn buffer_type(apath: &str, a: &raw::Arg, site: ArgSite, what: &str) -> VResult<ir::ArgType> {
     if a.return_copy == Some(true) {
-        if !what.starts_with("kprobe") {
+        if site != ArgSite::Kprobe {
             return Err(invalid(
                 format!("{apath}.returnCopy"),
                 format!("returnCopy reads the buffer when the call returns: {what} has no return"),
@@ -65,7 +77,7 @@ fn buffer_type(apath: &str, a: &raw::Arg, what: &str) -> VResult<ir::ArgType> {
     }
     match a.size_arg_index.unwrap_or(0) {
         0 => Ok(ir::ArgType::Buffer { size: 0 }),
-        n if what.starts_with("tracepoint") => Err(invalid(
+        n if site == ArgSite::Tracepoint => Err(invalid(
             format!("{apath}.sizeArgIndex"),
             format!("sizeArgIndex {n}: not supported yet by lsm-agent at {what} (kprobes only)"),
         )),

@@ -3,7 +3,7 @@
 
 use lsm_shared::MAX_ARGS;
 
-use super::args::{MAX_ARG_INDEX, check_arg_options, convert_arg, convert_generic_arg};
+use super::args::{ArgSite, MAX_ARG_INDEX, check_arg_options, convert_arg, convert_generic_arg};
 use super::selectors::convert_selector;
 use super::{Invalid, VResult, invalid, non_empty, not_supported};
 use crate::policy::hooks::{self, HookInfo};
@@ -222,7 +222,14 @@ fn convert_generic_kprobe(
         (Some(a), true) => {
             let apath = format!("{path}.returnArg");
             check_arg_options(&apath, a, MAX_ARG_INDEX)?;
-            match convert_generic_arg(&apath, a, ir::RETURN_INDEX, false, "a return value")? {
+            match convert_generic_arg(
+                &apath,
+                a,
+                ir::RETURN_INDEX,
+                false,
+                ArgSite::Return,
+                "a return value",
+            )? {
                 Some(spec) if matches!(spec.ty, ir::ArgType::Int { .. }) => Some(spec),
                 Some(spec) => {
                     return Err(invalid(
@@ -242,7 +249,7 @@ fn convert_generic_kprobe(
     let what = format!("kprobe {}", kp.call);
     let arg = |apath: &str, a: &raw::Arg| {
         check_arg_options(apath, a, MAX_ARG_INDEX)?;
-        convert_generic_arg(apath, a, a.index, syscall, &what)
+        convert_generic_arg(apath, a, a.index, syscall, ArgSite::Kprobe, &what)
     };
     convert_hook_body(
         path,
@@ -303,7 +310,14 @@ pub(super) fn convert_tracepoint(
                 ),
             ));
         }
-        let spec = convert_generic_arg(apath, a, a.index - ir::TP_FIRST_FIELD, user, &what)?;
+        let spec = convert_generic_arg(
+            apath,
+            a,
+            a.index - ir::TP_FIRST_FIELD,
+            user,
+            ArgSite::Tracepoint,
+            &what,
+        )?;
         if spec.as_ref().is_some_and(|s| s.ty == ir::ArgType::String) && !user {
             return Err(invalid(
                 format!("{apath}.type"),
@@ -564,6 +578,23 @@ mod tests {
     #[test]
     fn buffer_options_are_refused_where_they_cannot_apply() {
         let yaml = fixture!("observe-write-and-read-buffers.yaml");
+        let tp = fixture!("observe-raw-sys-enter-getpid.yaml");
+        for (to, field, says) in [
+            (
+                "type: char_buf\n      returnCopy: true",
+                "returnCopy",
+                "has no return",
+            ),
+            (
+                "type: char_buf\n      sizeArgIndex: 2",
+                "sizeArgIndex",
+                "kprobes only",
+            ),
+        ] {
+            let e = parse_err(&tp.replacen("type: int64", to, 1));
+            assert_eq!(e.path, format!("spec.tracepoints[0].args[0].{field}"));
+            assert!(e.message.contains(says), "{}", e.message);
+        }
         for (from, to, path, says) in [
             (
                 "sizeArgIndex: 3",
