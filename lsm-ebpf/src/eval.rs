@@ -18,8 +18,8 @@ use crate::{
     event::emit,
     kernel::{kconf, read_attrs},
     maps::{
-        ADDR4, ADDR6, CGROUPS, COUNTERS, NUM_FILT, PIDS, PORTS, PROCS, SCRATCH, SEL_ACT, STR_EQ,
-        STR_POSTFIX, STR_PREFIX, hook_cfg,
+        ADDR4, ADDR6, CGROUPS, COUNTERS, NUM_FILT, NUM_SET, PIDS, PORTS, PROCS, SCRATCH, SEL_ACT,
+        STR_EQ, STR_POSTFIX, STR_PREFIX, hook_cfg,
     },
     path::count,
     scratch::Scratch,
@@ -372,10 +372,23 @@ extern "C" fn num_filter_step(i: u64, ctx: *mut c_void) -> i64 {
     let Some(s) = SCRATCH.get_ptr(0) else {
         return 1;
     };
-    if let Some(f) = NUM_FILT.get(num_filt_index(hook, bank, i as u32)) {
+    let idx = num_filt_index(hook, bank, i as u32);
+    if let Some(f) = NUM_FILT.get(idx) {
         let bit = 1u64 << (f.selector & 63);
         // SAFETY: `l` as above; `s` is this CPU's scratch slot, read only.
-        let pass = unsafe { f.matches(filter_operand(f.arg, &(*l).args, &(*s).attrs)) };
+        let raw = unsafe { filter_operand(f.arg, &(*l).args, &(*s).attrs) };
+        let pass = if f.op == NUM_OP_IN_SET || f.op == NUM_OP_NOT_IN_SET {
+            let key = NumSetKey {
+                filter: idx,
+                _pad: 0,
+                value: f.operand(raw),
+            };
+            // SAFETY: the value is only tested for presence.
+            let member = unsafe { NUM_SET.get(&key) }.is_some();
+            member == (f.op == NUM_OP_IN_SET)
+        } else {
+            f.matches(raw)
+        };
         if cand & bit != 0 && !pass {
             // SAFETY: `l` as above.
             unsafe { (*l).cand = cand & !bit };

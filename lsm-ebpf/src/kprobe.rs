@@ -273,3 +273,21 @@ pub fn kprobe_sk_alloc_security(ctx: ProbeContext) -> u32 {
 pub fn kprobe_sb_pivotroot(ctx: ProbeContext) -> u32 {
     ret(try_generic::<2>(&ctx, HOOK_SB_PIVOTROOT)) as u32
 }
+
+/// `security_socket_create`: the arguments of `socket_create`.
+#[kprobe]
+pub fn kprobe_socket_create(ctx: ProbeContext) -> u32 {
+    ret(try_generic::<4>(&ctx, HOOK_SOCKET_CREATE)) as u32
+}
+
+/// `security_kernel_read_file`: the arguments of `kernel_read_file`.
+#[kprobe]
+pub fn kprobe_kernel_read_file(ctx: ProbeContext) -> u32 {
+    ret(try_generic::<3>(&ctx, HOOK_KERNEL_READ_FILE)) as u32
+}
+
+/// `security_kernel_load_data`: the arguments of `kernel_load_data`.
+#[kprobe]
+pub fn kprobe_kernel_load_data(ctx: ProbeContext) -> u32 {
+    ret(try_generic::<2>(&ctx, HOOK_KERNEL_LOAD_DATA)) as u32
+}

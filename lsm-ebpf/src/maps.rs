@@ -47,6 +47,11 @@ pub static SEL_ACT: Array<SelectorAction> = Array::with_max_entries(NUM_HOOKS * 
 #[map]
 pub static NUM_FILT: Array<NumFilter> = Array::with_max_entries(NUM_HOOKS * 2 * MAX_NUM_FILTERS, 0);
 
+/// The members of the `InMap`/`NotInMap` numeric filters' sets (the value is unused).
+#[map]
+pub static NUM_SET: HashMap<NumSetKey, u8> =
+    HashMap::with_max_entries(NUM_SET_ENTRIES, BPF_F_NO_PREALLOC);
+
 /// `Equal`/`In` values (and their negations) of every hook and subject.
 #[map]
 pub static STR_EQ: HashMap<StrKey, SelMasks> =

@@ -98,3 +98,18 @@ pub fn sk_alloc_security(ctx: LsmContext) -> i32 {
 pub fn sb_pivotroot(ctx: LsmContext) -> i32 {
     ret(try_hook::<2>(&ctx, HOOK_SB_PIVOTROOT))
 }
+
+#[lsm(hook = "socket_create")]
+pub fn socket_create(ctx: LsmContext) -> i32 {
+    ret(try_hook::<4>(&ctx, HOOK_SOCKET_CREATE))
+}
+
+#[lsm(hook = "kernel_read_file")]
+pub fn kernel_read_file(ctx: LsmContext) -> i32 {
+    ret(try_hook::<3>(&ctx, HOOK_KERNEL_READ_FILE))
+}
+
+#[lsm(hook = "kernel_load_data")]
+pub fn kernel_load_data(ctx: LsmContext) -> i32 {
+    ret(try_hook::<2>(&ctx, HOOK_KERNEL_LOAD_DATA))
+}

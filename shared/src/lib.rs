@@ -81,9 +81,15 @@ pub const HOOK_INODE_FOLLOW_LINK: u32 = 19;
 pub const HOOK_SK_ALLOC: u32 = 20;
 /// `sb_pivotroot(const struct path *old_path, const struct path *new_path)`.
 pub const HOOK_SB_PIVOTROOT: u32 = 21;
+/// `socket_create(int family, int type, int protocol, int kern)`.
+pub const HOOK_SOCKET_CREATE: u32 = 22;
+/// `kernel_read_file(struct file *file, enum kernel_read_file_id id, bool contents)`.
+pub const HOOK_KERNEL_READ_FILE: u32 = 23;
+/// `kernel_load_data(enum kernel_load_data_id id, bool contents)`.
+pub const HOOK_KERNEL_LOAD_DATA: u32 = 24;
 /// First hook id the compiler hands out to kprobe, kretprobe and tracepoint targets (one id
 /// per distinct target across all loaded policies); the ids below are the LSM hooks'.
-pub const FIRST_DYNAMIC_HOOK: u32 = 24;
+pub const FIRST_DYNAMIC_HOOK: u32 = 28;
 /// Number of hook slots in the per-hook maps. Each slot costs 8 bytes in every
 /// [`CgroupScope`] and [`ProcInfo`] (one selector bitmap per hook).
 pub const NUM_HOOKS: u32 = 64;
@@ -595,6 +601,25 @@ pub const NUM_OP_NOT_MASK: u32 = 8;
 pub const NUM_FILTER_VALUES: usize = 8;
 /// [`NumFilter::flags`]: compare as signed 64-bit integers.
 pub const NUM_SIGNED: u32 = 1;
+/// `InMap`: matches when the argument is a member of the filter's set, the entries of
+/// [`NUM_SET_MAP`] keyed by the filter's [`num_filt_index`] (`values` unused).
+pub const NUM_OP_IN_SET: u32 = 9;
+/// `NotInMap`: matches when the argument is no member of the filter's set.
+pub const NUM_OP_NOT_IN_SET: u32 = 10;
+
+/// Key of [`NUM_SET_MAP`]: one member of the set of an `InMap`/`NotInMap` filter. Keyed by
+/// the filter's place in its bank, so a new plan's sets are written beside the live ones.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NumSetKey {
+    /// [`num_filt_index`] of the filter.
+    pub filter: u32,
+    pub _pad: u32,
+    /// The member, as [`NumFilter::operand`] makes an argument (cut to the filter's width,
+    /// then sign- or zero-extended).
+    pub value: u64,
+}
+const _: () = assert!(size_of::<NumSetKey>() == 16);
 
 /// One numeric `matchArgs` filter, at [`num_filt_index`] of [`NUM_FILT_MAP`].
 /// Argument values are sign- or zero-extended to 64 bits by the compiler's choice of `width`.
@@ -949,6 +974,7 @@ pub const PLAN_BANK_MAP: &str = "PLAN_BANK";
 pub const SYNC_MAP: &str = "SYNC";
 pub const SEL_ACT_MAP: &str = "SEL_ACT";
 pub const NUM_FILT_MAP: &str = "NUM_FILT";
+pub const NUM_SET_MAP: &str = "NUM_SET";
 pub const STR_EQ_MAP: &str = "STR_EQ";
 pub const STR_PREFIX_MAP: &str = "STR_PREFIX";
 pub const STR_POSTFIX_MAP: &str = "STR_POSTFIX";
@@ -976,6 +1002,8 @@ pub const KCONFIG_GLOBAL: &str = "KCONFIG";
 
 /// Default capacities (user space may raise them at load time).
 pub const STR_EQ_ENTRIES: u32 = 65536;
+/// Members of all `InMap`/`NotInMap` sets, in both banks.
+pub const NUM_SET_ENTRIES: u32 = 65536;
 pub const STR_LPM_ENTRIES: u32 = 65536;
 pub const PROCS_ENTRIES: u32 = 32768;
 pub const PIDS_ENTRIES: u32 = 16384;
@@ -1018,6 +1046,7 @@ mod user {
         ArgDesc,
         ProbeHooks,
         StashKey,
+        NumSetKey,
     );
 }
 

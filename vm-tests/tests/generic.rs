@@ -110,6 +110,41 @@ fn a_raw_syscalls_tracepoint_posts_only_the_named_syscall_number() {
     assert!(others.is_empty(), "only getpid posts: {others:?}");
 }
 
+/// `InMap` with a `list:` of syscalls on `raw_syscalls/sys_enter`: python's dup and dup2
+/// post, each with its number, and its getpid (a number outside the list) does not.
+#[test]
+fn an_in_map_filter_on_a_syscall_list_posts_only_the_listed_syscalls() {
+    let a = agent();
+    let events = a.json_stream();
+    let policy = a.add_policy(&fixture("observe-dup-syscalls-in-a-list.yaml"));
+    let (dup, dup2, getpid) = (
+        nix::libc::SYS_dup,
+        nix::libc::SYS_dup2,
+        nix::libc::SYS_getpid,
+    );
+    let out = python(&format!(
+        "import ctypes; libc = ctypes.CDLL(None); libc.syscall({getpid}); \
+         libc.syscall({dup}, 0); libc.syscall({dup2}, 0, 9)"
+    ));
+    let has = |l: &str, id: i64| l.contains(&format!("{{\"label\":\"id\",\"long_arg\":\"{id}\"}}"));
+    let of_policy =
+        |l: &str| l.contains("\"process_tracepoint\"") && l.contains("observe-dup-syscalls");
+    events.expect("the dup event", |l| of_policy(l) && has(l, dup));
+    events.expect("the dup2 event", |l| of_policy(l) && has(l, dup2));
+    policy.delete();
+
+    assert_eq!(exit_code(&out), 0, "{out:?}");
+    let others: Vec<String> = events
+        .lines()
+        .into_iter()
+        .filter(|l| of_policy(l) && !has(l, dup) && !has(l, dup2))
+        .collect();
+    assert!(
+        others.is_empty(),
+        "only the listed syscalls post: {others:?}"
+    );
+}
+
 /// A kretprobe on `sys_openat`: the selector matches the path (a user string) and the
 /// return value (`matchReturnArgs` < 0); the event carries both.
 #[test]

@@ -1,9 +1,9 @@
 //! The wider LSM table, process side: capabilities, credentials, user namespaces, ptrace,
-//! the clock, bpf(2), module requests and socket allocation, each enforced at its LSM hook
-//! from a Tetragon kprobe (or lsmhook) policy. As in `lsm_table`, one test per translation:
-//! the named operation is denied, the event carries the argument values, and an operation
-//! the selector does not name is allowed. Most selectors name a binary, so that nothing else
-//! in the guest is touched. Runs inside the VM only; one agent serves every test.
+//! the clock, bpf(2), module requests and loading, socket creation and allocation, each
+//! enforced at its LSM hook from a Tetragon kprobe (or lsmhook) policy. As in `lsm_table`, one test
+//! per translation: the named operation is denied, the event carries the argument values, and an
+//! operation the selector does not name is allowed. Most selectors name a binary, so that nothing
+//! else in the guest is touched. Runs inside the VM only; one agent serves every test.
 
 use std::{
     fs,
@@ -298,5 +298,96 @@ fn an_inet6_socket_allocation_is_denied_to_python_and_the_event_carries_the_fami
     assert!(
         line.contains("{\"int_arg\":10,\"label\":\"family\"}"),
         "arg 1 is the family: {line}"
+    );
+}
+
+/// `sys_socket` (`syscall: true`) → `socket_create(family, type, protocol, kern)`: the
+/// CVE-2026-31431 mitigation, an AF_ALG socket, is denied to python before the kernel looks
+/// the family up; the event names the syscall's entry point and carries the labelled
+/// arguments; an AF_INET socket is allowed, and deleting the policy lifts the denial.
+#[test]
+fn an_af_alg_socket_is_denied_to_python_by_a_sys_socket_policy_enforced_at_socket_create() {
+    let a = agent();
+    let events = a.json_stream();
+    let socket = |family: &str| {
+        python_errno(
+            None,
+            &format!(
+                "import socket\ntry:\n socket.socket({family}, socket.SOCK_SEQPACKET); \
+                 print(0)\nexcept OSError as e:\n print(e.errno)"
+            ),
+        )
+    };
+    let policy = a.add_policy(&fixture("deny-af-alg-sockets-of-python.yaml"));
+    let denied = socket("38");
+    let allowed = socket("socket.AF_INET");
+    let line = event_of(&events, "__x64_sys_socket");
+    policy.delete();
+    let after = socket("38");
+
+    assert_eq!(denied, EPERM, "AF_ALG socket by python");
+    assert_eq!(allowed, 0, "an AF_INET socket is allowed");
+    assert_ne!(after, EPERM, "the deleted policy no longer denies");
+    assert!(
+        line.contains("{\"int_arg\":38,\"label\":\"domain\"}")
+            && line.contains("{\"int_arg\":5,\"label\":\"type\"}"),
+        "args 0 and 1 are the domain and the type: {line}"
+    );
+    assert!(
+        line.contains("\"action\":\"KPROBE_ACTION_OVERRIDE\""),
+        "{line}"
+    );
+}
+
+/// `security_kernel_read_file` → `kernel_read_file(file, id, contents)` and
+/// `security_kernel_load_data` → `kernel_load_data(id, contents)`: python's `finit_module(2)`
+/// of a file and `init_module(2)` of a buffer are denied before the kernel reads either (it
+/// would refuse the non-module later, with ENOEXEC, as it does once the policy is deleted);
+/// the read's event carries the file and the module id.
+#[test]
+fn loading_a_module_from_a_file_or_from_memory_is_denied_to_python_at_the_kernel_read_hooks() {
+    let a = agent();
+    let events = a.json_stream();
+    let dir = scratch_dir("module-load");
+    let file = dir.join("not-a-module.ko");
+    fs::write(&file, vec![0u8; 256]).expect("writing the file");
+    let load = |how: &str| {
+        let call = match how {
+            "file" => format!(
+                "fd = os.open('{}', os.O_RDONLY)\nr = libc.syscall({}, fd, b'', 0)",
+                file.display(),
+                nix::libc::SYS_finit_module
+            ),
+            _ => format!(
+                "buf = ctypes.create_string_buffer(256)\nr = libc.syscall({}, buf, 256, b'')",
+                nix::libc::SYS_init_module
+            ),
+        };
+        python_errno(
+            None,
+            &format!(
+                "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n{call}\n\
+                 print(0 if r == 0 else ctypes.get_errno())"
+            ),
+        )
+    };
+    let policy = a.add_policy(&fixture("deny-module-loading-of-python.yaml"));
+    let from_file = load("file");
+    let from_memory = load("memory");
+    let line = event_of(&events, "security_kernel_read_file");
+    event_of(&events, "security_kernel_load_data");
+    policy.delete();
+    let after = (load("file"), load("memory"));
+
+    assert_eq!(from_file, EPERM, "finit_module by python");
+    assert_eq!(from_memory, EPERM, "init_module by python");
+    assert!(
+        after.0 != EPERM && after.1 != EPERM,
+        "the deleted policy no longer denies: {after:?}"
+    );
+    assert!(
+        line.contains(&format!("{{\"file_arg\":{{\"path\":\"{}\"", file.display()))
+            && line.contains("{\"int_arg\":2,\"label\":\"id\"}"),
+        "args 0 and 1 are the file and the module id: {line}"
     );
 }

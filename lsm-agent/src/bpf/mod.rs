@@ -98,6 +98,7 @@ pub struct Probe {
     sync_inner: Array<MapData, u32>,
     sel_act: Array<MapData, SelectorAction>,
     num_filt: Array<MapData, NumFilter>,
+    num_set: HashMap<MapData, NumSetKey, u8>,
     str_eq: HashMap<MapData, StrKey, SelMasks>,
     str_prefix: LpmTrie<MapData, LpmStr, SelMasks>,
     str_postfix: LpmTrie<MapData, LpmStr, SelMasks>,
@@ -212,6 +213,7 @@ impl Probe {
             sync_inner: Array::create(1, 0).map_err(map_err(SYNC_MAP))?,
             sel_act: take(&mut ebpf, SEL_ACT_MAP)?,
             num_filt: take(&mut ebpf, NUM_FILT_MAP)?,
+            num_set: take(&mut ebpf, NUM_SET_MAP)?,
             str_eq: take(&mut ebpf, STR_EQ_MAP)?,
             str_prefix: take(&mut ebpf, STR_PREFIX_MAP)?,
             str_postfix: take(&mut ebpf, STR_POSTFIX_MAP)?,
@@ -392,6 +394,11 @@ impl Probe {
         })
         .map_err(map_err(CGROUPS_MAP))?;
         self.clear_fresh_follow_bits(old, img);
+        // Sets are keyed by the filter's place in its bank: the new plan's are written
+        // beside the live plan's, which step 3 removes.
+        for k in img.num_set.difference(&old.num_set) {
+            self.num_set.insert(k, 1, 0).map_err(map_err(NUM_SET_MAP))?;
+        }
         for (&i, v) in &img.num_filt {
             if old.num_filt.get(&i) != Some(v) {
                 self.num_filt.set(i, *v, 0).map_err(map_err(NUM_FILT_MAP))?;
@@ -450,6 +457,9 @@ impl Probe {
             }
         }
         // 3. Removals: exact new values, and entries only the old plans used.
+        for k in old.num_set.difference(&img.num_set) {
+            remove_ok(self.num_set.remove(k)).map_err(map_err(NUM_SET_MAP))?;
+        }
         settle(&old.str_eq, &img.str_eq, |k, m| match m {
             Some(m) => self.str_eq.insert(str_key(k), m, 0),
             None => remove_ok(self.str_eq.remove(&str_key(k))),

@@ -148,7 +148,7 @@ pub struct HookEntry {
 /// LSM program of a hook is named as the hook, and a hook (or its `security_*` function) the
 /// kernel lacks leaves the policies on it unenforced with a warning rather than stopping the
 /// agent.
-pub const HOOKS: [HookEntry; 22] = [
+pub const HOOKS: [HookEntry; 25] = [
     with_d_path(entry(
         HOOK_FILE_OPEN,
         "file_open",
@@ -275,6 +275,24 @@ pub const HOOKS: [HookEntry; 22] = [
         "sb_pivotroot",
         "security_sb_pivotroot",
         "kprobe_sb_pivotroot",
+    ),
+    entry(
+        HOOK_SOCKET_CREATE,
+        "socket_create",
+        "security_socket_create",
+        "kprobe_socket_create",
+    ),
+    entry(
+        HOOK_KERNEL_READ_FILE,
+        "kernel_read_file",
+        "security_kernel_read_file",
+        "kprobe_kernel_read_file",
+    ),
+    entry(
+        HOOK_KERNEL_LOAD_DATA,
+        "kernel_load_data",
+        "security_kernel_load_data",
+        "kprobe_kernel_load_data",
     ),
 ];
 

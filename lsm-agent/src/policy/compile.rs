@@ -4,7 +4,7 @@
 //! diff against the previous one (see `bpf::maps`). How the kernel side reads the maps is
 //! described in `lsm-shared`'s crate documentation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use lsm_shared::*;
 
@@ -110,6 +110,8 @@ pub struct MapImage {
     pub sel_act: BTreeMap<u32, SelectorAction>,
     /// Index: `num_filt_index(hook, bank, i)`.
     pub num_filt: BTreeMap<u32, NumFilter>,
+    /// The members of the `InMap`/`NotInMap` filters' sets (`filter` as `num_filt`'s index).
+    pub num_set: BTreeSet<NumSetKey>,
     pub str_eq: BTreeMap<StrEntryKey, SelMasks>,
     pub str_prefix: BTreeMap<StrEntryKey, SelMasks>,
     pub str_postfix: BTreeMap<StrEntryKey, SelMasks>,
@@ -153,6 +155,8 @@ fn num_op(op: NumOp) -> u32 {
         NumOp::Mask => NUM_OP_MASK,
         NumOp::InRange => NUM_OP_IN_RANGE,
         NumOp::NotInRange => NUM_OP_NOT_IN_RANGE,
+        NumOp::InMap => NUM_OP_IN_SET,
+        NumOp::NotInMap => NUM_OP_NOT_IN_SET,
     }
 }
 
@@ -245,7 +249,7 @@ fn close_over_prefixes(map: &mut BTreeMap<StrEntryKey, SelMasks>) {
 /// As [`close_over_prefixes`], for networks: each entry also carries the selectors of every
 /// entry whose network contains it.
 fn close_over_networks(map: &mut BTreeMap<AddrEntryKey, SelMasks>) {
-    let lengths: std::collections::BTreeSet<u8> = map.keys().map(|k| k.3).collect();
+    let lengths: BTreeSet<u8> = map.keys().map(|k| k.3).collect();
     let snapshot = map.clone();
     for ((hook, field, bytes, len), masks) in map.iter_mut() {
         for &l in lengths.iter().filter(|&&l| l < *len) {
@@ -293,8 +297,10 @@ fn net_field(f: NetField) -> u32 {
 }
 
 fn check_capacity(img: &MapImage, policy: &str) -> Result<(), CompileError> {
-    let checks: [(&'static str, usize, u32); 6] = [
+    let checks: [(&'static str, usize, u32); 7] = [
         ("STR_EQ", img.str_eq.len(), STR_EQ_ENTRIES),
+        // A switch holds the old and the new plans' sets side by side.
+        ("NUM_SET", img.num_set.len(), NUM_SET_ENTRIES / 2),
         ("PIDS", img.pids.len(), PIDS_ENTRIES),
         ("ADDR4", img.addr4.len(), ADDR_ENTRIES),
         ("ADDR6", img.addr6.len(), ADDR_ENTRIES),
@@ -575,15 +581,25 @@ pub fn compile_with(
         };
         cfg.num_bank = prev.hook_cfg.get(hid).map_or(0, |p| 1 - (p.num_bank & 1));
     }
-    // Records were numbered per hook; place them in the bank chosen above.
-    img.num_filt = std::mem::take(&mut img.num_filt)
+    // Records were numbered per hook; place them (and their sets) in the bank chosen above.
+    let banks: BTreeMap<u32, u32> = img.hook_cfg.iter().map(|(h, c)| (*h, c.num_bank)).collect();
+    let place = |idx: u32| {
+        let (hid, i) = (idx / MAX_NUM_FILTERS, idx % MAX_NUM_FILTERS);
+        num_filt_index(hid, banks.get(&hid).copied().unwrap_or(0), i)
+    };
+    let num_filt = std::mem::take(&mut img.num_filt)
         .into_iter()
-        .map(|(idx, f)| {
-            let (hid, i) = (idx / MAX_NUM_FILTERS, idx % MAX_NUM_FILTERS);
-            let bank = img.hook_cfg.get(&hid).map_or(0, |c| c.num_bank);
-            (num_filt_index(hid, bank, i), f)
+        .map(|(idx, f)| (place(idx), f))
+        .collect();
+    let num_set = std::mem::take(&mut img.num_set)
+        .into_iter()
+        .map(|k| NumSetKey {
+            filter: place(k.filter),
+            ..k
         })
         .collect();
+    img.num_filt = num_filt;
+    img.num_set = num_set;
     Ok(img)
 }
 
@@ -624,19 +640,34 @@ fn compile_arg_filter(
             } else {
                 f.lsm_index
             };
+            let set = matches!(op, NumOp::InMap | NumOp::NotInMap);
             let mut nf = NumFilter {
                 selector: slot,
                 arg,
                 op: num_op(*op),
-                nvalues: values.len().min(NUM_FILTER_VALUES) as u32,
+                nvalues: if set {
+                    0
+                } else {
+                    values.len().min(NUM_FILTER_VALUES) as u32
+                },
                 flags: if signed { NUM_SIGNED } else { 0 },
                 width: u32::from(width),
                 values: [0; NUM_FILTER_VALUES],
             };
-            for (dst, v) in nf.values.iter_mut().zip(values) {
-                *dst = *v;
+            if !set {
+                for (dst, v) in nf.values.iter_mut().zip(values) {
+                    *dst = *v;
+                }
             }
-            push_num(img, next_num, policy, hid, hook, nf)?;
+            let filter = push_num(img, next_num, policy, hid, hook, nf)?;
+            if set {
+                // Members as the kernel sees the argument: `operand` of the value.
+                img.num_set.extend(values.iter().map(|&v| NumSetKey {
+                    filter,
+                    _pad: 0,
+                    value: nf.operand(v),
+                }));
+            }
         }
         FilterKind::Addr {
             field,
@@ -699,7 +730,8 @@ fn compile_arg_filter(
     Ok(())
 }
 
-/// Appends a numeric filter record to `hook`'s list (placed in its bank at the end).
+/// Appends a numeric filter record to `hook`'s list (placed in its bank at the end), and
+/// returns its number in the meantime, `hook * MAX_NUM_FILTERS + i`.
 fn push_num(
     img: &mut MapImage,
     next_num: &mut BTreeMap<u32, u32>,
@@ -707,7 +739,7 @@ fn push_num(
     hid: u32,
     hook: &str,
     nf: NumFilter,
-) -> Result<(), CompileError> {
+) -> Result<u32, CompileError> {
     let n = next_num.entry(hid).or_insert(0);
     if *n >= MAX_NUM_FILTERS {
         return Err(CompileError::TooManyNumFilters {
@@ -715,9 +747,10 @@ fn push_num(
             hook: hook.to_string(),
         });
     }
-    img.num_filt.insert(hid * MAX_NUM_FILTERS + *n, nf);
+    let index = hid * MAX_NUM_FILTERS + *n;
+    img.num_filt.insert(index, nf);
     *n += 1;
-    Ok(())
+    Ok(index)
 }
 
 /// A numeric filter on process attribute `attr` (`ATTR_*`), and the attribute marked as
@@ -925,6 +958,26 @@ mod tests {
     }
 
     const H: u32 = HOOK_FILE_PERMISSION;
+
+    #[test]
+    fn in_map_sets_are_written_beside_the_filter_in_its_bank_and_move_with_it() {
+        use crate::policy::testutil::{fixture, parse_ok};
+        let p = parse_ok(fixture!("observe-dup-syscalls-in-a-list.yaml"));
+        let first = compile_with(&[(1, &p)], &MapImage::default(), &CompileEnv::default()).unwrap();
+        let members = |img: &MapImage| {
+            let (&idx, f) = img.num_filt.iter().next().expect("one filter");
+            assert_eq!((f.op, f.nvalues), (NUM_OP_IN_SET, 0));
+            assert!(img.num_set.iter().all(|k| k.filter == idx));
+            (idx, img.num_set.iter().map(|k| k.value).collect::<Vec<_>>())
+        };
+        let (idx0, values) = members(&first);
+        assert_eq!(values.len(), 2, "dup and dup2");
+        // The next plan of the same policy is written into the other bank: its set too.
+        let second = compile_with(&[(1, &p)], &first, &CompileEnv::default()).unwrap();
+        let (idx1, again) = members(&second);
+        assert_ne!(idx0, idx1);
+        assert_eq!(values, again);
+    }
 
     #[test]
     fn declared_arguments_get_readers_and_string_filters_the_subject_of_their_position() {

@@ -363,6 +363,30 @@ pub const HOOKS: &[HookInfo] = &[
         hook: LsmHook::SbPivotroot,
         args: &[path(0, "old_path"), path(1, "new_path")],
     },
+    HookInfo {
+        hook: LsmHook::SocketCreate,
+        args: &[
+            int(0, "family", "int", INT, "int"),
+            int(1, "type", "int", INT, "int"),
+            int(2, "protocol", "int", INT, "int"),
+            int(3, "kern", "int", INT, "int"),
+        ],
+    },
+    HookInfo {
+        hook: LsmHook::KernelReadFile,
+        args: &[
+            file(0, "file"),
+            int(1, "id", "enum kernel_read_file_id", INT, "int"),
+            int(2, "contents", "bool", BOOL, "uint8"),
+        ],
+    },
+    HookInfo {
+        hook: LsmHook::KernelLoadData,
+        args: &[
+            int(0, "id", "enum kernel_load_data_id", INT, "int"),
+            int(1, "contents", "bool", BOOL, "uint8"),
+        ],
+    },
 ];
 
 /// The kprobe calls the agent translates to LSM hooks.
@@ -525,6 +549,27 @@ pub const KPROBE_CALLS: &[KprobeCall] = &[
         tcp_only: false,
     },
     KprobeCall {
+        call: "security_socket_create",
+        hook: LsmHook::SocketCreate,
+        arg_map: &[(0, 0), (1, 1), (2, 2), (3, 3)],
+        params: &["family", "type", "protocol", "kern"],
+        tcp_only: false,
+    },
+    KprobeCall {
+        call: "security_kernel_read_file",
+        hook: LsmHook::KernelReadFile,
+        arg_map: &[(0, 0), (1, 1), (2, 2)],
+        params: &["file", "id", "contents"],
+        tcp_only: false,
+    },
+    KprobeCall {
+        call: "security_kernel_load_data",
+        hook: LsmHook::KernelLoadData,
+        arg_map: &[(0, 0), (1, 1)],
+        params: &["id", "contents"],
+        tcp_only: false,
+    },
+    KprobeCall {
         call: "security_socket_connect",
         hook: LsmHook::SocketConnect,
         arg_map: &[(0, 0), (1, 1), (2, 2)],
@@ -541,6 +586,34 @@ pub const KPROBE_CALLS: &[KprobeCall] = &[
         tcp_only: true,
     },
 ];
+
+/// The syscalls (`syscall: true` calls, by their `sys_` name) the agent enforces at an LSM
+/// hook that every call of the syscall passes with the same arguments.
+///
+/// `socket(2)` reaches `socket_create` with its three arguments (and `kern` = 0); the hook
+/// also sees `socketpair(2)`'s sockets and the kernel's own (`kern` = 1), which a kprobe
+/// on the syscall does not.
+pub const SYSCALL_CALLS: &[KprobeCall] = &[KprobeCall {
+    call: "sys_socket",
+    hook: LsmHook::SocketCreate,
+    arg_map: &[(0, 0), (1, 1), (2, 2)],
+    params: &["family", "type", "protocol"],
+    tcp_only: false,
+}];
+
+/// The translation of a `syscall: true` call (`sys_socket`, or the entry point of this
+/// node's architecture, `__x64_sys_socket`), if the agent enforces that syscall at an LSM
+/// hook. Another architecture's entry point (`__ia32_sys_socket`) is observed by its
+/// kprobe: the hook cannot tell the two ABIs apart.
+pub fn syscall_call(call: &str) -> Option<&'static KprobeCall> {
+    let p = super::syscalls::portable_name(call);
+    if !p.had_sys || (p.arch.is_some() && p.arch != super::syscalls::SyscallArch::host()) {
+        return None;
+    }
+    SYSCALL_CALLS
+        .iter()
+        .find(|k| k.call.strip_prefix("sys_") == Some(p.name))
+}
 
 /// The argument table of `hook`.
 pub fn hook_info(hook: LsmHook) -> &'static HookInfo {

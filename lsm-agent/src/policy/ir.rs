@@ -31,10 +31,13 @@ pub enum LsmHook {
     InodeFollowLink,
     SkAlloc,
     SbPivotroot,
+    SocketCreate,
+    KernelReadFile,
+    KernelLoadData,
 }
 
 impl LsmHook {
-    pub const ALL: [LsmHook; 22] = [
+    pub const ALL: [LsmHook; 25] = [
         LsmHook::FileOpen,
         LsmHook::FilePermission,
         LsmHook::MmapFile,
@@ -57,6 +60,9 @@ impl LsmHook {
         LsmHook::InodeFollowLink,
         LsmHook::SkAlloc,
         LsmHook::SbPivotroot,
+        LsmHook::SocketCreate,
+        LsmHook::KernelReadFile,
+        LsmHook::KernelLoadData,
     ];
 
     /// The `HOOK_*` id shared with the BPF side.
@@ -85,6 +91,9 @@ impl LsmHook {
             LsmHook::InodeFollowLink => HOOK_INODE_FOLLOW_LINK,
             LsmHook::SkAlloc => HOOK_SK_ALLOC,
             LsmHook::SbPivotroot => HOOK_SB_PIVOTROOT,
+            LsmHook::SocketCreate => HOOK_SOCKET_CREATE,
+            LsmHook::KernelReadFile => HOOK_KERNEL_READ_FILE,
+            LsmHook::KernelLoadData => HOOK_KERNEL_LOAD_DATA,
         }
     }
 
@@ -118,6 +127,9 @@ impl LsmHook {
             LsmHook::InodeFollowLink => "security_inode_follow_link",
             LsmHook::SkAlloc => "security_sk_alloc",
             LsmHook::SbPivotroot => "security_sb_pivotroot",
+            LsmHook::SocketCreate => "security_socket_create",
+            LsmHook::KernelReadFile => "security_kernel_read_file",
+            LsmHook::KernelLoadData => "security_kernel_load_data",
         }
     }
 
@@ -146,6 +158,9 @@ impl LsmHook {
             LsmHook::InodeFollowLink => "inode_follow_link",
             LsmHook::SkAlloc => "sk_alloc_security",
             LsmHook::SbPivotroot => "sb_pivotroot",
+            LsmHook::SocketCreate => "socket_create",
+            LsmHook::KernelReadFile => "kernel_read_file",
+            LsmHook::KernelLoadData => "kernel_load_data",
         }
     }
 
@@ -347,6 +362,9 @@ pub enum NumOp {
     Mask,
     InRange,
     NotInRange,
+    /// `InMap`: one of a set of any size (values, ranges and syscall lists, expanded).
+    InMap,
+    NotInMap,
 }
 
 #[derive(Debug, Clone, PartialEq)]

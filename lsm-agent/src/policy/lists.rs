@@ -179,8 +179,6 @@ impl Lists {
 
     /// The syscall numbers an `InMap`/`NotInMap` value `list:NAME` at `path` stands for.
     /// Only lists of syscalls have numbers.
-    // For the InMap filters of the kprobe/tracepoint translation, which does not exist yet.
-    #[allow(dead_code)]
     pub fn syscall_ids(&self, path: &str, reference: &str) -> VResult<&[u64]> {
         let list = self.lookup(path, reference)?;
         if !list.kind.holds_syscalls() {

@@ -118,15 +118,16 @@ pub(crate) fn convert(
                 section,
                 &specs[call.spec_index],
                 &call,
+                &lists,
                 warnings,
             )?);
         }
     }
     for (i, lh) in spec.lsmhooks.iter().flatten().enumerate() {
-        hooks.push(convert_lsmhook(i, lh, warnings)?);
+        hooks.push(convert_lsmhook(i, lh, &lists, warnings)?);
     }
     for (i, tp) in spec.tracepoints.iter().flatten().enumerate() {
-        hooks.push(convert_tracepoint(i, tp, warnings)?);
+        hooks.push(convert_tracepoint(i, tp, &lists, warnings)?);
     }
     if hooks.is_empty() {
         warnings.push(invalid(
@@ -151,6 +152,7 @@ fn convert_expanded(
     section: &str,
     kp: &raw::Kprobe,
     call: &ExpandedCall,
+    lists: &Lists,
     warnings: &mut Vec<Invalid>,
 ) -> VResult<ir::Hook> {
     let i = call.spec_index;
@@ -182,7 +184,7 @@ fn convert_expanded(
         inv
     };
     let mut local = Vec::new();
-    let hook = convert_kprobe(i, kp, &mut local).map_err(rebase);
+    let hook = convert_kprobe(i, kp, lists, &mut local).map_err(rebase);
     warnings.extend(local.into_iter().map(rebase));
     hook
 }

@@ -7,6 +7,7 @@ pub(crate) mod net;
 use lsm_shared::{LPM_STR_LEN, STR_LEN};
 
 use super::ir::{self, ArgType, NumOp, StrOp};
+use super::lists::Lists;
 use super::validate::{VResult, invalid};
 
 /// Tetragon's `MAX_MATCH_VALUES` for numeric operators.
@@ -79,6 +80,59 @@ pub(crate) fn numeric_values(
         }
     }
     Ok(out)
+}
+
+/// Members of one `InMap`/`NotInMap` set at most: a quarter of the kernel's set map, which
+/// holds every filter's members, twice during a switch.
+pub(crate) const MAX_SET_MEMBERS: usize = (lsm_shared::NUM_SET_ENTRIES / 4) as usize;
+
+/// The members of an `InMap`/`NotInMap` filter on `arg`: integers, `min:max` ranges, and
+/// `list:NAME` references to a list of syscalls (their numbers), as Tetragon takes them;
+/// extended to 64 bits as the kernel compares them, without repeats.
+pub(crate) fn set_values(
+    vpath: &str,
+    values: &[String],
+    arg: &ir::ArgSpec,
+    lists: &Lists,
+) -> VResult<Vec<u64>> {
+    let mut out = std::collections::BTreeSet::new();
+    for (v, text) in values.iter().enumerate() {
+        let path = format!("{vpath}[{v}]");
+        if text.starts_with("list:") {
+            for &id in lists.syscall_ids(&path, text)? {
+                out.insert(extend(i128::from(id), arg.ty));
+            }
+        } else if let Some((lo, hi)) = text.split_once(':') {
+            let lo = int_for_arg(&path, lo, arg)?;
+            let hi = int_for_arg(&path, hi, arg)?;
+            if lo > hi {
+                return Err(invalid(
+                    &path,
+                    format!("range \"{text}\" has min greater than max"),
+                ));
+            }
+            if hi - lo >= MAX_SET_MEMBERS as i128 {
+                return Err(invalid(
+                    &path,
+                    format!(
+                        "range \"{text}\" has {} members; an InMap set holds at most \
+                         {MAX_SET_MEMBERS} (use InRange for wide ranges)",
+                        hi - lo + 1
+                    ),
+                ));
+            }
+            out.extend((lo..=hi).map(|n| extend(n, arg.ty)));
+        } else {
+            out.insert(extend(int_for_arg(&path, text, arg)?, arg.ty));
+        }
+        if out.len() > MAX_SET_MEMBERS {
+            return Err(invalid(
+                &path,
+                format!("the set has more than {MAX_SET_MEMBERS} members"),
+            ));
+        }
+    }
+    Ok(out.into_iter().collect())
 }
 
 /// Tetragon trims trailing NULs from string values; policies write them as a real NUL
@@ -275,6 +329,38 @@ mod tests {
     use crate::policy::ir::NumOp;
     use crate::policy::testutil::*;
     use lsm_shared::{LPM_STR_LEN, STR_LEN};
+
+    #[test]
+    fn in_map_sets_take_numbers_ranges_and_syscall_lists_beyond_four_values() {
+        let yaml = fixture!("observe-dup-syscalls-in-a-list.yaml");
+        let p = parse_ok(yaml);
+        let (op, ids) = num_filter(&p.hooks[0].selectors[0].match_args[0]);
+        assert_eq!(op, NumOp::InMap);
+        if cfg!(target_arch = "x86_64") {
+            assert_eq!(ids, [32, 33], "dup and dup2 on x86_64");
+        }
+        let wide = yaml.replace(
+            r#"values: ["list:dups"]"#,
+            r#"values: ["9", "100:104", "-1", "1", "2", "3", "9"]"#,
+        );
+        let (_, v) = num_filter(&parse_ok(&wide).hooks[0].selectors[0].match_args[0]);
+        assert_eq!(v, [1, 2, 3, 9, 100, 101, 102, 103, 104, u64::MAX]);
+        let not_in = wide.replace("operator: InMap", "operator: NotInMap");
+        let (op, _) = num_filter(&parse_ok(&not_in).hooks[0].selectors[0].match_args[0]);
+        assert_eq!(op, NumOp::NotInMap);
+
+        for (values, path, says) in [
+            (r#"["1", "list:nope"]"#, "values[1]", "nope"),
+            (r#"["5:1"]"#, "values[0]", "min greater than max"),
+            (r#"["0:100000"]"#, "values[0]", "InRange"),
+            (r#"["x"]"#, "values[0]", "invalid integer"),
+        ] {
+            let bad = yaml.replace(r#"["list:dups"]"#, values);
+            let e = parse_err(&bad);
+            assert!(e.path.ends_with(path), "{values}: {}", e.path);
+            assert!(e.message.contains(says), "{values}: {}", e.message);
+        }
+    }
 
     #[test]
     fn integers_follow_go_parse_int_base_0() {

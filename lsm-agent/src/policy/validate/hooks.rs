@@ -8,7 +8,9 @@ use super::selectors::convert_selector;
 use super::{Invalid, VResult, invalid, non_empty, not_supported};
 use crate::policy::hooks::{self, HookInfo};
 use crate::policy::ir::{self, NetField};
+use crate::policy::lists::Lists;
 use crate::policy::model as raw;
+use crate::policy::syscalls::{self, SyscallArch};
 
 /// Tetragon's CRD limit on `tags`.
 const MAX_TAGS: usize = 16;
@@ -19,6 +21,7 @@ const MAX_MESSAGE_CHARS: usize = 256;
 pub(super) fn convert_kprobe(
     i: usize,
     kp: &raw::Kprobe,
+    lists: &Lists,
     warnings: &mut Vec<Invalid>,
 ) -> VResult<ir::Hook> {
     let path = format!("spec.kprobes[{i}]");
@@ -39,8 +42,19 @@ pub(super) fn convert_kprobe(
     if non_empty(&kp.data) {
         return Err(not_supported(format!("{path}.data")));
     }
-    let Some(tr) = hooks::kprobe_call(&kp.call) else {
-        return convert_generic_kprobe(&path, i, kp, warnings);
+    let syscall = kp.syscall == Some(true);
+    let translated = if syscall {
+        hooks::syscall_call(&kp.call)
+    } else {
+        hooks::kprobe_call(&kp.call)
+    };
+    let Some(tr) = translated else {
+        return convert_generic_kprobe(&path, i, kp, lists, warnings);
+    };
+    // Events name the function as Tetragon does: a syscall by this node's entry point.
+    let call = match SyscallArch::host() {
+        Some(arch) if syscall => syscalls::attach_symbol(&kp.call, arch).unwrap_or(kp.call.clone()),
+        _ => kp.call.clone(),
     };
     // `return`/`returnArg` are accepted and ignored: at an LSM hook the program's return
     // value is the verdict, there is no separate return probe.
@@ -65,13 +79,12 @@ pub(super) fn convert_kprobe(
         &path,
         HookSource {
             target: ir::Target::Lsm(tr.hook),
-            origin: ir::HookOrigin::Kprobe {
-                call: kp.call.clone(),
-            },
+            origin: ir::HookOrigin::Kprobe { call },
             spec_index: i,
             tcp_only: tr.tcp_only,
             convert_arg: &arg,
             return_arg: None,
+            lists,
         },
         &kp.body(),
         warnings,
@@ -81,6 +94,7 @@ pub(super) fn convert_kprobe(
 pub(super) fn convert_lsmhook(
     i: usize,
     lh: &raw::LsmHookSpec,
+    lists: &Lists,
     warnings: &mut Vec<Invalid>,
 ) -> VResult<ir::Hook> {
     let path = format!("spec.lsmhooks[{i}]");
@@ -121,6 +135,7 @@ pub(super) fn convert_lsmhook(
             tcp_only: false,
             convert_arg: &arg,
             return_arg: None,
+            lists,
         },
         &lh.body(),
         warnings,
@@ -157,6 +172,8 @@ struct HookSource<'a> {
     convert_arg: ArgConverter<'a>,
     /// See `ir::Hook::return_arg`.
     return_arg: Option<ir::ArgSpec>,
+    /// The policy's `lists`, for `InMap` values that name one.
+    lists: &'a Lists,
 }
 
 /// The syscall a `syscall: true` call names, as the portable `sys_<name>`: Tetragon accepts
@@ -187,6 +204,7 @@ fn convert_generic_kprobe(
     path: &str,
     i: usize,
     kp: &raw::Kprobe,
+    lists: &Lists,
     warnings: &mut Vec<Invalid>,
 ) -> VResult<ir::Hook> {
     let syscall = kp.syscall == Some(true);
@@ -266,6 +284,7 @@ fn convert_generic_kprobe(
             tcp_only: false,
             convert_arg: &arg,
             return_arg,
+            lists,
         },
         &kp.body(),
         warnings,
@@ -277,6 +296,7 @@ fn convert_generic_kprobe(
 pub(super) fn convert_tracepoint(
     i: usize,
     tp: &raw::Tracepoint,
+    lists: &Lists,
     warnings: &mut Vec<Invalid>,
 ) -> VResult<ir::Hook> {
     let path = format!("spec.tracepoints[{i}]");
@@ -341,6 +361,7 @@ pub(super) fn convert_tracepoint(
             tcp_only: false,
             convert_arg: &arg,
             return_arg: None,
+            lists,
         },
         &tp.body(),
         warnings,
@@ -404,6 +425,7 @@ fn convert_hook_body(
             &args,
             &src.target,
             src.return_arg.as_ref(),
+            src.lists,
             warnings,
         )?);
     }
@@ -522,6 +544,40 @@ mod tests {
             panic!("{:?}", p.hooks[0].target)
         };
         assert_eq!((k.function.as_str(), k.syscall), ("sys_setuid", true));
+    }
+
+    #[test]
+    fn sys_socket_with_syscall_true_is_enforced_at_socket_create_and_named_by_its_entry_point() {
+        let p = parse_ok(fixture!("deny-af-alg-sockets-of-python.yaml"));
+        let h = &p.hooks[0];
+        assert_eq!(h.target, Target::Lsm(LsmHook::SocketCreate));
+        if cfg!(target_arch = "x86_64") {
+            assert_eq!(
+                h.origin,
+                HookOrigin::Kprobe {
+                    call: "__x64_sys_socket".into()
+                }
+            );
+        }
+        let pos: Vec<(u32, u32)> = h.args.iter().map(|a| (a.spec_index, a.lsm_index)).collect();
+        assert_eq!(pos, [(0, 0), (1, 1), (2, 2)]);
+        // Without `syscall: true` the name is a kernel function of its own, observed as such.
+        let yaml = fixture!("deny-af-alg-sockets-of-python.yaml")
+            .replace("syscall: true", "syscall: false")
+            .replace("action: Override\n        argError: -1", "action: Post");
+        let p = parse_ok(&yaml);
+        assert_eq!(
+            p.hooks[0].target.to_string(),
+            "observed by kprobe sys_socket"
+        );
+    }
+
+    #[test]
+    fn module_reads_and_loads_are_enforced_at_their_lsm_hooks() {
+        let p = parse_ok(fixture!("deny-module-loading-of-python.yaml"));
+        assert_eq!(p.hooks[0].target, Target::Lsm(LsmHook::KernelReadFile));
+        assert_eq!(p.hooks[1].target, Target::Lsm(LsmHook::KernelLoadData));
+        assert_eq!(p.hooks[0].args[0].ty, ArgType::File);
     }
 
     #[test]

@@ -5,14 +5,16 @@ use super::operators::{
 };
 use super::{Invalid, VResult, invalid};
 use crate::policy::ir;
+use crate::policy::lists::Lists;
 use crate::policy::model as raw;
 use crate::policy::values::net::{addr_values, port_values, sock_attr_values};
-use crate::policy::values::{numeric_values, string_values};
+use crate::policy::values::{numeric_values, set_values, string_values};
 
 pub(super) fn convert_match_arg(
     mpath: &str,
     m: &raw::ArgSelector,
     args: &[ir::ArgSpec],
+    lists: &Lists,
     warnings: &mut Vec<Invalid>,
 ) -> VResult<ir::ArgFilter> {
     // `args` (positions in the hook's `args` list) takes precedence over `index`.
@@ -90,6 +92,10 @@ pub(super) fn convert_match_arg(
             op,
             negated,
             values: string_values(&vpath, values, op)?,
+        },
+        ArgOp::Num(op @ (ir::NumOp::InMap | ir::NumOp::NotInMap)) => ir::FilterKind::Num {
+            op,
+            values: set_values(&vpath, values, arg, lists)?,
         },
         ArgOp::Num(op) => ir::FilterKind::Num {
             op,

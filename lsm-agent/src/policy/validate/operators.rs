@@ -296,7 +296,9 @@ pub(super) fn classify(op: Operator, ty: ArgType) -> Result<ArgOp, String> {
         O::Mask => Ok(ArgOp::Num(NumOp::Mask)),
         O::InRange => Ok(ArgOp::Num(NumOp::InRange)),
         O::NotInRange => Ok(ArgOp::Num(NumOp::NotInRange)),
-        O::InMap | O::NotInMap | O::CelExpr => Err(not_yet),
+        O::InMap => Ok(ArgOp::Num(NumOp::InMap)),
+        O::NotInMap => Ok(ArgOp::Num(NumOp::NotInMap)),
+        O::CelExpr => Err(not_yet),
         _ => Err(elsewhere),
     }
 }
@@ -315,7 +317,7 @@ pub(super) fn operator_hint(ty: ArgType) -> &'static str {
         ArgType::Opaque | ArgType::Cred => "no operator applies to this argument",
         ArgType::Int { .. } => {
             "numeric operators Equal, NotEqual, GreaterThan, LessThan, Mask, InRange, \
-             NotInRange apply to integer arguments"
+             NotInRange, InMap, NotInMap apply to integer arguments"
         }
         ArgType::Sock => {
             "network operators DAddr, NotDAddr, SAddr, NotSAddr, DPort, NotDPort, SPort, \
@@ -449,7 +451,7 @@ mod tests {
 
     #[test]
     fn tetragon_operators_the_agent_lacks_say_not_supported_yet() {
-        for (index, op) in [(0, "SubString"), (0, "FileType"), (1, "InMap")] {
+        for (index, op) in [(0, "SubString"), (0, "FileType"), (1, "CelExpr")] {
             let yaml = with_selector(&format!(
                 "
       matchArgs:

@@ -10,6 +10,7 @@ use super::process::{
 };
 use super::{Invalid, VResult, invalid, non_empty, not_supported};
 use crate::policy::ir::{self, NetField, StrOp};
+use crate::policy::lists::Lists;
 use crate::policy::model as raw;
 
 /// Tetragon's `MAX_ACTIONS`.
@@ -46,6 +47,7 @@ fn convert_return_args(
     s: &raw::Selector,
     target: &ir::Target,
     ret: Option<&ir::ArgSpec>,
+    lists: &Lists,
     warnings: &mut Vec<Invalid>,
 ) -> VResult<Vec<ir::ArgFilter>> {
     if !non_empty(&s.match_return_args) {
@@ -75,7 +77,7 @@ fn convert_return_args(
     let mut out = Vec::new();
     for (k, m) in s.match_return_args.iter().flatten().enumerate() {
         let mpath = format!("{rpath}[{k}]");
-        let mut f = convert_match_arg(&mpath, m, std::slice::from_ref(&as_arg), warnings)?;
+        let mut f = convert_match_arg(&mpath, m, std::slice::from_ref(&as_arg), lists, warnings)?;
         f.lsm_index = ir::RETURN_INDEX;
         out.push(f);
     }
@@ -144,10 +146,11 @@ pub(super) fn convert_selector(
     args: &[ir::ArgSpec],
     target: &ir::Target,
     ret: Option<&ir::ArgSpec>,
+    lists: &Lists,
     warnings: &mut Vec<Invalid>,
 ) -> VResult<ir::Selector> {
     check_selector_unsupported(spath, s)?;
-    let return_filters = convert_return_args(spath, s, target, ret, warnings)?;
+    let return_filters = convert_return_args(spath, s, target, ret, lists, warnings)?;
 
     let mut match_args = Vec::new();
     // (lsm arg index, family, position in matchArgs) of string filters seen so far.
@@ -156,7 +159,7 @@ pub(super) fn convert_selector(
     let mut net_sets: Vec<(NetClass, NetField, usize)> = Vec::new();
     for (k, m) in s.match_args.iter().flatten().enumerate() {
         let mpath = format!("{spath}.matchArgs[{k}]");
-        let filter = convert_match_arg(&mpath, m, args, warnings)?;
+        let filter = convert_match_arg(&mpath, m, args, lists, warnings)?;
         if let Some((class, field)) = positive_net_set(&filter.kind) {
             if let Some((_, _, first)) =
                 net_sets.iter().find(|(c, f, _)| *c == class && *f == field)
