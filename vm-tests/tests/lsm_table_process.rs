@@ -309,21 +309,22 @@ fn an_inet6_socket_allocation_is_denied_to_python_and_the_event_carries_the_fami
 fn an_af_alg_socket_is_denied_to_python_by_a_sys_socket_policy_enforced_at_socket_create() {
     let a = agent();
     let events = a.json_stream();
-    let socket = |family: &str| {
+    // AF_ALG sockets are SOCK_SEQPACKET; the allowed AF_INET one is a datagram socket.
+    let socket = |family: &str, ty: &str| {
         python_errno(
             None,
             &format!(
-                "import socket\ntry:\n socket.socket({family}, socket.SOCK_SEQPACKET); \
+                "import socket\ntry:\n socket.socket({family}, socket.{ty}); \
                  print(0)\nexcept OSError as e:\n print(e.errno)"
             ),
         )
     };
     let policy = a.add_policy(&fixture("deny-af-alg-sockets-of-python.yaml"));
-    let denied = socket("38");
-    let allowed = socket("socket.AF_INET");
+    let denied = socket("38", "SOCK_SEQPACKET");
+    let allowed = socket("socket.AF_INET", "SOCK_DGRAM");
     let line = event_of(&events, "__x64_sys_socket");
     policy.delete();
-    let after = socket("38");
+    let after = socket("38", "SOCK_SEQPACKET");
 
     assert_eq!(denied, EPERM, "AF_ALG socket by python");
     assert_eq!(allowed, 0, "an AF_INET socket is allowed");
