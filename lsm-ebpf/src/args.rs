@@ -85,6 +85,9 @@ extern "C" fn read_step(i: u64, ctx: *mut c_void) -> i64 {
     let v = s.raw.get(src as usize).copied().unwrap_or(0);
     let val = if kind == ARG_INT {
         int_of_width(v, width)
+    } else if kind == ARG_KCAP {
+        // Unreadable (NULL) reads as the empty set.
+        read_u64(v, 0)
     } else if arg_is_string(kind) {
         // Every record-filling kind: one record, one mark. A buffer's value is its length.
         // SAFETY: `i < MAX_ARGS`, the length of `strs`.

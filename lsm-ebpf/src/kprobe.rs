@@ -291,3 +291,9 @@ pub fn kprobe_kernel_read_file(ctx: ProbeContext) -> u32 {
 pub fn kprobe_kernel_load_data(ctx: ProbeContext) -> u32 {
     ret(try_generic::<2>(&ctx, HOOK_KERNEL_LOAD_DATA)) as u32
 }
+
+/// `security_capset`: the arguments of `capset`.
+#[kprobe]
+pub fn kprobe_capset(ctx: ProbeContext) -> u32 {
+    ret(try_generic::<5>(&ctx, HOOK_CAPSET)) as u32
+}

@@ -109,6 +109,11 @@ pub fn kernel_read_file(ctx: LsmContext) -> i32 {
     ret(try_hook::<3>(&ctx, HOOK_KERNEL_READ_FILE))
 }
 
+#[lsm(hook = "capset")]
+pub fn capset(ctx: LsmContext) -> i32 {
+    ret(try_hook::<5>(&ctx, HOOK_CAPSET))
+}
+
 #[lsm(hook = "kernel_load_data")]
 pub fn kernel_load_data(ctx: LsmContext) -> i32 {
     ret(try_hook::<2>(&ctx, HOOK_KERNEL_LOAD_DATA))

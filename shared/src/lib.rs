@@ -87,6 +87,9 @@ pub const HOOK_SOCKET_CREATE: u32 = 22;
 pub const HOOK_KERNEL_READ_FILE: u32 = 23;
 /// `kernel_load_data(enum kernel_load_data_id id, bool contents)`.
 pub const HOOK_KERNEL_LOAD_DATA: u32 = 24;
+/// `capset(struct cred *new, const struct cred *old, const kernel_cap_t *effective,
+/// const kernel_cap_t *inheritable, const kernel_cap_t *permitted)`.
+pub const HOOK_CAPSET: u32 = 25;
 /// First hook id the compiler hands out to kprobe, kretprobe and tracepoint targets (one id
 /// per distinct target across all loaded policies); the ids below are the LSM hooks'.
 pub const FIRST_DYNAMIC_HOOK: u32 = 28;
@@ -278,6 +281,9 @@ pub const ARG_BUF: u8 = 9;
 /// A `struct cred *`: its ids, securebits, capability sets and user namespace, as a
 /// [`CredRec`] at the head of a string record flagged [`PATH_CRED`].
 pub const ARG_CRED: u8 = 10;
+/// A pointer to a capability set (`kernel_cap_t *`): the 64 bits it points to (a `u64` on
+/// Linux 6.3+, two `u32`s in the same order before), as an integer.
+pub const ARG_KCAP: u8 = 11;
 
 /// [`ArgDesc::size`] of an [`ARG_BUF`] whose length is the call's return value (`returnCopy`:
 /// read when the call returns).

@@ -392,3 +392,50 @@ fn loading_a_module_from_a_file_or_from_memory_is_denied_to_python_at_the_kernel
         "args 0 and 1 are the file and the module id: {line}"
     );
 }
+
+/// `lsmhooks: capset` with a `kernel_cap_t` argument and `CapabilityMask` (Tetragon's
+/// deny-privileged-containers example, for python): a capset(2) that keeps CAP_SYS_ADMIN
+/// in the effective set is denied, one that drops it is allowed; the event carries the
+/// effective set as Tetragon's 16-digit hex.
+#[test]
+fn a_capset_keeping_cap_sys_admin_effective_is_denied_to_python_and_the_event_has_the_set() {
+    let a = agent();
+    let events = a.json_stream();
+    let capset = |drop_sys_admin: bool| {
+        python_errno(
+            None,
+            &format!(
+                "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n\
+                 class Hdr(ctypes.Structure): _fields_ = [('v', ctypes.c_uint32), ('pid', ctypes.c_int)]\n\
+                 class Data(ctypes.Structure): _fields_ = [('eff', ctypes.c_uint32), ('perm', ctypes.c_uint32), ('inh', ctypes.c_uint32)]\n\
+                 hdr = Hdr(0x20080522, 0)\ndata = (Data * 2)()\n\
+                 assert libc.capget(ctypes.byref(hdr), data) == 0\n\
+                 if {}: data[0].eff &= ~(1 << 21)\n\
+                 r = libc.capset(ctypes.byref(hdr), data)\n\
+                 print(0 if r == 0 else ctypes.get_errno())",
+                if drop_sys_admin { "True" } else { "False" }
+            ),
+        )
+    };
+    let policy = a.add_policy(&fixture("deny-cap-sys-admin-capset-of-python.yaml"));
+    let kept = capset(false);
+    let dropped = capset(true);
+    let line = event_of(&events, "capset");
+    policy.delete();
+
+    assert_eq!(kept, EPERM, "capset keeping CAP_SYS_ADMIN by python");
+    assert_eq!(dropped, 0, "capset dropping CAP_SYS_ADMIN is allowed");
+    // The test runs as root with python's capabilities: its effective set is python's.
+    let status = fs::read_to_string("/proc/self/status").expect("status");
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(str::trim)
+        .expect("CapEff");
+    assert!(
+        line.contains(&format!(
+            "{{\"kernel_cap_t_arg\":\"{eff}\",\"label\":\"effective\"}}"
+        )),
+        "arg 2 is the effective set {eff}: {line}"
+    );
+}

@@ -148,7 +148,7 @@ pub struct HookEntry {
 /// LSM program of a hook is named as the hook, and a hook (or its `security_*` function) the
 /// kernel lacks leaves the policies on it unenforced with a warning rather than stopping the
 /// agent.
-pub const HOOKS: [HookEntry; 25] = [
+pub const HOOKS: [HookEntry; 26] = [
     with_d_path(entry(
         HOOK_FILE_OPEN,
         "file_open",
@@ -294,6 +294,7 @@ pub const HOOKS: [HookEntry; 25] = [
         "security_kernel_load_data",
         "kprobe_kernel_load_data",
     ),
+    entry(HOOK_CAPSET, "capset", "security_capset", "kprobe_capset"),
 ];
 
 /// The first hook of the wider table: read by the generic reader, optional on a kernel.

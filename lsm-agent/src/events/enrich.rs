@@ -16,8 +16,8 @@ use lsm_shared::*;
 use super::{
     decode::{ExecData, ExitData, ForkData, HookData, KernelEvent},
     model::{
-        Action, Arg, ArgValue, CapSets, Cred, Event, EventKind, Exec, Exit, Hook, Pod, Process,
-        ProcessFlag, Sockaddr, Time, UserNs,
+        Action, Arg, ArgValue, CapSetKind, CapSets, Cred, Event, EventKind, Exec, Exit, Hook, Pod,
+        Process, ProcessFlag, Sockaddr, Time, UserNs,
     },
     ratelimit::{RateLimiter, Subject},
 };
@@ -277,6 +277,15 @@ impl ProcessCache {
                     // Validation never lets a policy declare one.
                     ArgType::Opaque => ArgValue::Bytes(Vec::new()),
                     ArgType::Int { .. } => int_value(&a.type_name, raw),
+                    ArgType::Caps => ArgValue::CapSet {
+                        kind: match a.type_name.as_str() {
+                            "cap_inheritable" => CapSetKind::Inheritable,
+                            "cap_permitted" => CapSetKind::Permitted,
+                            "cap_effective" => CapSetKind::Effective,
+                            _ => CapSetKind::KernelCapT,
+                        },
+                        caps: raw,
+                    },
                     // Only `socket_connect` has these arguments, and its events always carry
                     // the connection; an empty one would mean a decode bug, not bad input.
                     ArgType::Sock => ArgValue::Sock(h.net),

@@ -5,8 +5,8 @@
 //! `docs/hooks.md` documents this table; keep the two in sync.
 
 use lsm_shared::{
-    ARG_BINPRM, ARG_BUF, ARG_CRED, ARG_DENTRY, ARG_FD, ARG_FILE, ARG_INT, ARG_PATH, ARG_SKIP,
-    ARG_STR, ARG_USTR, ArgDesc,
+    ARG_BINPRM, ARG_BUF, ARG_CRED, ARG_DENTRY, ARG_FD, ARG_FILE, ARG_INT, ARG_KCAP, ARG_PATH,
+    ARG_SKIP, ARG_STR, ARG_USTR, ArgDesc,
 };
 
 use super::ir::{ArgType, LsmHook};
@@ -169,6 +169,18 @@ const fn opaque(
     type_name: &'static str,
 ) -> HookArg {
     arg(index, name, c_type, ArgType::Opaque, type_name, ARG_SKIP)
+}
+
+/// A `const kernel_cap_t *`: the capability set it points to.
+const fn caps(index: u32, name: &'static str) -> HookArg {
+    arg(
+        index,
+        name,
+        "const kernel_cap_t *",
+        ArgType::Caps,
+        "kernel_cap_t",
+        ARG_KCAP,
+    )
 }
 
 const UMODE: ArgType = ArgType::Int {
@@ -381,6 +393,16 @@ pub const HOOKS: &[HookInfo] = &[
         ],
     },
     HookInfo {
+        hook: LsmHook::Capset,
+        args: &[
+            opaque(0, "new", "struct cred *", "cred"),
+            opaque(1, "old", "const struct cred *", "cred"),
+            caps(2, "effective"),
+            caps(3, "inheritable"),
+            caps(4, "permitted"),
+        ],
+    },
+    HookInfo {
         hook: LsmHook::KernelLoadData,
         args: &[
             int(0, "id", "enum kernel_load_data_id", INT, "int"),
@@ -570,6 +592,13 @@ pub const KPROBE_CALLS: &[KprobeCall] = &[
         tcp_only: false,
     },
     KprobeCall {
+        call: "security_capset",
+        hook: LsmHook::Capset,
+        arg_map: &[(0, 0), (1, 1), (2, 2), (3, 3), (4, 4)],
+        params: &["new", "old", "effective", "inheritable", "permitted"],
+        tcp_only: false,
+    },
+    KprobeCall {
         call: "security_socket_connect",
         hook: LsmHook::SocketConnect,
         arg_map: &[(0, 0), (1, 1), (2, 2)],
@@ -696,10 +725,6 @@ const OTHER_TETRAGON_TYPES: &[&str] = &[
     "load_info",
     "module",
     "syscall64",
-    "kernel_cap_t",
-    "cap_inheritable",
-    "cap_permitted",
-    "cap_effective",
     "data_loc",
     "net_device",
     "bpf_cmd",
@@ -723,6 +748,9 @@ pub fn declared_type(name: &str) -> Option<DeclaredType> {
         "linux_binprm" => return Some(DeclaredType::Supported(ArgType::LinuxBinprm)),
         "sock" | "socket" => return Some(DeclaredType::Supported(ArgType::Sock)),
         "sockaddr" => return Some(DeclaredType::Supported(ArgType::Sockaddr)),
+        "kernel_cap_t" | "cap_inheritable" | "cap_permitted" | "cap_effective" => {
+            return Some(DeclaredType::Supported(ArgType::Caps));
+        }
         _ => {}
     }
     if let Some((_, width, signed)) = INT_TYPES.iter().find(|(n, _, _)| *n == name) {
@@ -764,6 +792,9 @@ pub fn generic_type(name: &str, user: bool) -> Option<GenericType> {
         // The length comes from `sizeArgIndex` or `returnCopy` (see `convert_generic_arg`).
         "char_buf" => return read(ArgType::Buffer { size: 0 }, ARG_BUF),
         "cred" => return read(ArgType::Cred, ARG_CRED),
+        "kernel_cap_t" | "cap_inheritable" | "cap_permitted" | "cap_effective" => {
+            return read(ArgType::Caps, ARG_KCAP);
+        }
         "capability" => {
             return Some(GenericType::Read {
                 ty: INT,
@@ -790,7 +821,8 @@ pub fn generic_type(name: &str, user: bool) -> Option<GenericType> {
 
 /// The YAML types the generic probes read, for error messages.
 pub const GENERIC_TYPE_NAMES: &str = "int, int8..int64, uint8..uint64, size_t, long, ulong, \
-     capability, string, char_buf, fd, file, path, dentry, linux_binprm, cred, nop";
+     capability, string, char_buf, fd, file, path, dentry, linux_binprm, cred, kernel_cap_t, \
+     cap_inheritable, cap_permitted, cap_effective, nop";
 
 /// Whether a declared type can stand for a hook argument of type `natural`. Integers fit any
 /// integer position: the compiler reads the declared width.
@@ -812,6 +844,9 @@ pub fn accepted_type_names(natural: ArgType) -> String {
         ArgType::String => "string or auto".to_string(),
         ArgType::Buffer { .. } => "char_buf".to_string(),
         ArgType::Cred => "cred".to_string(),
+        ArgType::Caps => {
+            "kernel_cap_t, cap_inheritable, cap_permitted, cap_effective or auto".to_string()
+        }
         ArgType::Opaque => "nothing: lsm-agent cannot read this argument yet".to_string(),
         ArgType::Int { .. } => {
             let mut names: Vec<&str> = INT_TYPES.iter().map(|(n, _, _)| *n).collect();

@@ -34,10 +34,11 @@ pub enum LsmHook {
     SocketCreate,
     KernelReadFile,
     KernelLoadData,
+    Capset,
 }
 
 impl LsmHook {
-    pub const ALL: [LsmHook; 25] = [
+    pub const ALL: [LsmHook; 26] = [
         LsmHook::FileOpen,
         LsmHook::FilePermission,
         LsmHook::MmapFile,
@@ -63,6 +64,7 @@ impl LsmHook {
         LsmHook::SocketCreate,
         LsmHook::KernelReadFile,
         LsmHook::KernelLoadData,
+        LsmHook::Capset,
     ];
 
     /// The `HOOK_*` id shared with the BPF side.
@@ -94,6 +96,7 @@ impl LsmHook {
             LsmHook::SocketCreate => HOOK_SOCKET_CREATE,
             LsmHook::KernelReadFile => HOOK_KERNEL_READ_FILE,
             LsmHook::KernelLoadData => HOOK_KERNEL_LOAD_DATA,
+            LsmHook::Capset => HOOK_CAPSET,
         }
     }
 
@@ -130,6 +133,7 @@ impl LsmHook {
             LsmHook::SocketCreate => "security_socket_create",
             LsmHook::KernelReadFile => "security_kernel_read_file",
             LsmHook::KernelLoadData => "security_kernel_load_data",
+            LsmHook::Capset => "security_capset",
         }
     }
 
@@ -161,6 +165,7 @@ impl LsmHook {
             LsmHook::SocketCreate => "socket_create",
             LsmHook::KernelReadFile => "kernel_read_file",
             LsmHook::KernelLoadData => "kernel_load_data",
+            LsmHook::Capset => "capset",
         }
     }
 
@@ -307,6 +312,10 @@ pub enum ArgType {
     /// A `struct cred *` (type `cred`): shown as Tetragon's `process_credentials_arg`; no
     /// operator applies to it.
     Cred,
+    /// A capability set, 64 bits, one per capability number (types `kernel_cap_t`,
+    /// `cap_inheritable`, `cap_permitted`, `cap_effective`): matched by `CapabilityMask`
+    /// (any of the listed capabilities) and the numeric operators on the bits.
+    Caps,
     /// A pointer the agent cannot read yet (a `struct cred *`, a `union bpf_attr *`, ...):
     /// such an argument cannot be declared.
     Opaque,

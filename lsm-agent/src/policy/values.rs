@@ -82,6 +82,42 @@ pub(crate) fn numeric_values(
     Ok(out)
 }
 
+/// Values of a filter on a capability set: each a numeric mask (Go integer syntax) or a
+/// comma-separated list of `CAP_*` names, as the 64-bit set they stand for.
+pub(crate) fn cap_values(vpath: &str, values: &[String]) -> VResult<Vec<u64>> {
+    if values.len() > MAX_NUM_VALUES {
+        return Err(invalid(
+            format!("{vpath}[{MAX_NUM_VALUES}]"),
+            format!("at most {MAX_NUM_VALUES} values per numeric filter (Tetragon's limit)"),
+        ));
+    }
+    values
+        .iter()
+        .enumerate()
+        .map(|(v, text)| {
+            let path = format!("{vpath}[{v}]");
+            if let Some(n) = parse_go_int(text.trim()) {
+                return u64::try_from(n)
+                    .map_err(|_| invalid(&path, format!("mask {text} is not a 64-bit set")));
+            }
+            text.split(',').try_fold(0u64, |mask, name| {
+                capability_number(name)
+                    .map(|n| mask | (1u64 << n))
+                    .ok_or_else(|| {
+                        invalid(
+                            &path,
+                            format!(
+                                "unknown capability \"{}\" (expected CAP_* names, \
+                                 comma-separated, or a numeric mask)",
+                                name.trim()
+                            ),
+                        )
+                    })
+            })
+        })
+        .collect()
+}
+
 /// Members of one `InMap`/`NotInMap` set at most: a quarter of the kernel's set map, which
 /// holds every filter's members, twice during a switch.
 pub(crate) const MAX_SET_MEMBERS: usize = (lsm_shared::NUM_SET_ENTRIES / 4) as usize;

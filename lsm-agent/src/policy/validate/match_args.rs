@@ -8,7 +8,7 @@ use crate::policy::ir;
 use crate::policy::lists::Lists;
 use crate::policy::model as raw;
 use crate::policy::values::net::{addr_values, port_values, sock_attr_values};
-use crate::policy::values::{numeric_values, set_values, string_values};
+use crate::policy::values::{cap_values, numeric_values, set_values, string_values};
 
 pub(super) fn convert_match_arg(
     mpath: &str,
@@ -92,6 +92,10 @@ pub(super) fn convert_match_arg(
             op,
             negated,
             values: string_values(&vpath, values, op)?,
+        },
+        ArgOp::Num(op) if arg.ty == ir::ArgType::Caps => ir::FilterKind::Num {
+            op,
+            values: cap_values(&vpath, values)?,
         },
         ArgOp::Num(op @ (ir::NumOp::InMap | ir::NumOp::NotInMap)) => ir::FilterKind::Num {
             op,

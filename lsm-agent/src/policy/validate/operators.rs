@@ -35,6 +35,7 @@ pub(super) enum Operator {
     Family,
     State,
     CapabilitiesGained,
+    CapabilityMask,
     InRange,
     NotInRange,
     SubString,
@@ -114,6 +115,7 @@ const OPERATOR_SPELLINGS: &[(&str, Operator)] = {
         ("State", State),
         ("state", State),
         ("CapabilitiesGained", CapabilitiesGained),
+        ("CapabilityMask", CapabilityMask),
         ("InRange", InRange),
         ("NotInRange", NotInRange),
         ("SubString", SubString),
@@ -132,7 +134,7 @@ pub(super) const SUPPORTED_ARG_OPERATORS: &str = "Equal (eq), NotEqual (neq), Pr
      Dport), NotDPort (notdport, NotDport), SPort (sport, Sport), NotSPort (notsport, NotSport), \
      DPortPriv (dportpriv, DportPriv), NotDPortPriv (notdportpriv, NotDportPriv), SPortPriv \
      (sportpriv, SportPriv), NotSPortPriv (notsportpriv, NotSportPriv), Protocol (protocol), \
-     Family (family)";
+     Family (family), InMap, NotInMap, CapabilityMask";
 
 pub(super) fn parse_operator(s: &str) -> Option<Operator> {
     OPERATOR_SPELLINGS
@@ -272,6 +274,23 @@ pub(super) fn classify(op: Operator, ty: ArgType) -> Result<ArgOp, String> {
         O::NotPostfix => Some((StrOp::Postfix, true)),
         _ => None,
     };
+    if ty == ArgType::Caps {
+        // A set of capabilities: any of the listed ones, or exactly the listed set.
+        return match op {
+            O::CapabilityMask => Ok(ArgOp::Num(NumOp::Mask)),
+            O::Equal => Ok(ArgOp::Num(NumOp::Equal)),
+            O::NotEqual => Ok(ArgOp::Num(NumOp::NotEqual)),
+            _ => Err(format!(
+                "operator {name} is not supported on a capability set"
+            )),
+        };
+    }
+    if op == O::CapabilityMask {
+        return Err(format!(
+            "operator {name} is only valid on capability sets (kernel_cap_t, cap_inheritable, \
+             cap_permitted, cap_effective)"
+        ));
+    }
     let not_yet = format!("operator {name} is not supported yet by lsm-agent");
     let elsewhere = format!("operator {name} is not supported on this argument");
     if matches!(ty, ArgType::Opaque | ArgType::Cred) {
@@ -315,6 +334,10 @@ pub(super) fn operator_hint(ty: ArgType) -> &'static str {
              file, path, dentry, linux_binprm, string and char_buf arguments"
         }
         ArgType::Opaque | ArgType::Cred => "no operator applies to this argument",
+        ArgType::Caps => {
+            "CapabilityMask (any of the capabilities), Equal and NotEqual (exactly the set) \
+             apply to capability sets, with CAP_* names (comma-separated) or numeric masks"
+        }
         ArgType::Int { .. } => {
             "numeric operators Equal, NotEqual, GreaterThan, LessThan, Mask, InRange, \
              NotInRange, InMap, NotInMap apply to integer arguments"
@@ -444,6 +467,41 @@ mod tests {
         let e = parse_err(&yaml);
         assert!(
             e.message.contains("operator GreaterThan is not supported"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn capability_sets_take_capability_mask_and_equal_with_names_or_masks() {
+        use crate::policy::ir::{LsmHook, Target};
+        let yaml = fixture!("deny-cap-sys-admin-capset-of-python.yaml");
+        let p = parse_ok(yaml);
+        assert_eq!(p.hooks[0].target, Target::Lsm(LsmHook::Capset));
+        assert_eq!(p.hooks[0].args[0].ty, ArgType::Caps);
+        let f = &p.hooks[0].selectors[0].match_args[0];
+        assert_eq!(num_filter(f), (NumOp::Mask, vec![1 << 21]));
+
+        let listed = yaml.replace(
+            "- \"CAP_SYS_ADMIN\"",
+            "- \"CAP_CHOWN, cap_kill\"\n        - \"0x10\"",
+        );
+        let equal = listed.replace("operator: CapabilityMask", "operator: Equal");
+        let f = &parse_ok(&equal).hooks[0].selectors[0].match_args[0];
+        assert_eq!(num_filter(f), (NumOp::Equal, vec![1 | 1 << 5, 0x10]));
+
+        let e = parse_err(&yaml.replace("CAP_SYS_ADMIN", "CAP_NOPE"));
+        assert!(e.path.ends_with("values[0]"), "{}", e.path);
+        assert!(e.message.contains("CAP_NOPE"), "{}", e.message);
+        let e = parse_err(&yaml.replace("CapabilityMask", "Prefix"));
+        assert!(e.message.contains("capability set"), "{}", e.message);
+        // CapabilityMask belongs to capability sets only.
+        let on_int = yaml
+            .replace("type: \"kernel_cap_t\"", "type: \"int\"")
+            .replace("hook: \"capset\"", "hook: \"capable\"");
+        let e = parse_err(&on_int);
+        assert!(
+            e.message.contains("only valid on capability sets"),
             "{}",
             e.message
         );
