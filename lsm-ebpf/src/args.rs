@@ -13,7 +13,7 @@ use lsm_shared::*;
 
 use crate::{
     eval::kcopy,
-    kernel::{kconf, kconf_at, read_u32, read_u64},
+    kernel::{kconf, kconf_at, read_u8, read_u16, read_u32, read_u64},
     maps::{FILES, SCRATCH},
     path::{finish, resolve_walk, unresolved},
     scratch::Scratch,
@@ -32,6 +32,7 @@ pub fn read(s: &mut Scratch, cfg: &HookConfig, nargs: usize, ret: Option<u64>) {
     let mut l = ReadLoop {
         descs: [0; MAX_ARGS],
         has_ret: ret.is_some() as u32,
+        net_arg: cfg.net_arg,
         ret: ret.unwrap_or(0),
     };
     let mut i = 0usize;
@@ -62,6 +63,8 @@ pub fn read(s: &mut Scratch, cfg: &HookConfig, nargs: usize, ret: Option<u64>) {
 struct ReadLoop {
     descs: [u32; MAX_ARGS],
     has_ret: u32,
+    /// [`HookConfig::net_arg`].
+    net_arg: u32,
     ret: u64,
 }
 
@@ -100,6 +103,11 @@ extern "C" fn read_step(i: u64, ctx: *mut c_void) -> i64 {
             len
         } else if kind == ARG_CRED {
             read_cred(v, rec);
+            v
+        } else if kind == ARG_SOCK || kind == ARG_SKB {
+            // SAFETY: as for `packed`.
+            let subject = unsafe { (*l).net_arg } == i as u32 + 1;
+            read_net(s, kind, v, rec, subject);
             v
         } else {
             read_string(s, kind, v, rec);
@@ -222,6 +230,111 @@ fn read_cred(cred: u64, rec: *mut PathRec) {
         (*c)._pad = 0;
         (*rec).len = core::mem::size_of::<CredRec>() as u32;
         (*rec).flags = PATH_RESOLVED | PATH_CRED;
+    }
+}
+
+/// The connection of the `struct sock *` (`ARG_SOCK`) or the packet of the
+/// `struct sk_buff *` (`ARG_SKB`) at `ptr`, as a [`SockRec`]/[`SkbRec`] at the head of `rec`
+/// (unreadable fields are 0, a NULL pointer leaves an unresolved record); for the hook's
+/// `net_arg` (`subject`) also the connection the network operators match.
+#[inline(always)]
+fn read_net(s: &mut Scratch, kind: u8, ptr: u64, rec: *mut PathRec, subject: bool) {
+    // SAFETY: `rec` is a scratch record, whose `head` (STR_LEN bytes, at an 8-byte aligned
+    // offset) holds a SockRec or a SkbRec, both 64 bytes; every store stays inside it.
+    unsafe {
+        let flag = if kind == ARG_SOCK { PATH_NET } else { PATH_SKB };
+        (*rec).len = 0;
+        (*rec).flags = PATH_UNRESOLVED | flag;
+        let r = (*rec).head.as_mut_ptr() as *mut SockRec;
+        kcopy(r, s.zero.as_ptr() as *const SockRec);
+        if ptr != 0 {
+            if kind == ARG_SOCK {
+                read_sock(ptr, r);
+            } else {
+                read_skb(ptr, r as *mut SkbRec);
+            }
+            (*rec).len = core::mem::size_of::<SockRec>() as u32;
+            (*rec).flags = PATH_RESOLVED | flag;
+        }
+        if subject {
+            kcopy(&mut s.net, &(*r).net);
+            s.net.write_attrs(&mut s.attrs);
+        }
+    }
+}
+
+/// Fills `r` from the `struct sock` at `sk`.
+#[inline(always)]
+fn read_sock(sk: u64, r: *mut SockRec) {
+    // SAFETY: `r` points to a scratch SockRec (see read_net); the reads report faults.
+    unsafe {
+        let n = &mut (*r).net;
+        n.family = read_u16(sk, kconf!(sock_family));
+        n.sock_type = read_u16(sk, kconf!(sock_type));
+        n.protocol = read_u16(sk, kconf!(sock_protocol));
+        n.sport = read_u16(sk, kconf!(sock_num));
+        n.dport = u16::from_be(read_u16(sk, kconf!(sock_dport)));
+        let (len, saddr, daddr) = if n.family == AF_INET6 {
+            (16, kconf!(sock_v6_rcv_saddr), kconf!(sock_v6_daddr))
+        } else {
+            (4, kconf!(sock_rcv_saddr), kconf!(sock_daddr))
+        };
+        if n.family == AF_INET || n.family == AF_INET6 {
+            bpf_probe_read_kernel(
+                n.saddr.as_mut_ptr() as *mut _,
+                len,
+                (sk + saddr) as *const _,
+            );
+            bpf_probe_read_kernel(
+                n.daddr.as_mut_ptr() as *mut _,
+                len,
+                (sk + daddr) as *const _,
+            );
+        }
+        (*r).mark = read_u32(sk, kconf!(sock_mark));
+        (*r).priority = read_u32(sk, kconf!(sock_priority));
+        (*r).state = u32::from(read_u8(sk, kconf!(sock_state)));
+    }
+}
+
+/// Fills `r` from the `struct sk_buff` at `skb`: its IPv4 or IPv6 header, and the ports of
+/// a TCP or UDP header after it.
+#[inline(always)]
+fn read_skb(skb: u64, r: *mut SkbRec) {
+    // SAFETY: `r` points to a scratch SkbRec (see read_net); the reads report faults.
+    unsafe {
+        (*r).len = read_u32(skb, kconf!(skb_len));
+        (*r).hash = read_u32(skb, kconf!(skb_hash));
+        (*r).mark = read_u32(skb, kconf!(skb_mark));
+        (*r).priority = read_u32(skb, kconf!(skb_priority));
+        let head = read_u64(skb, kconf!(skb_head));
+        let nh = read_u16(skb, kconf!(skb_network_header));
+        let th = read_u16(skb, kconf!(skb_transport_header));
+        if head == 0 || nh == u16::MAX {
+            return;
+        }
+        let ip = head + u64::from(nh);
+        let n = &mut (*r).net;
+        let version = read_u8(ip, 0) >> 4;
+        if version == 4 {
+            n.family = AF_INET;
+            n.protocol = u16::from(read_u8(ip, 9));
+            bpf_probe_read_kernel(n.saddr.as_mut_ptr() as *mut _, 4, (ip + 12) as *const _);
+            bpf_probe_read_kernel(n.daddr.as_mut_ptr() as *mut _, 4, (ip + 16) as *const _);
+        } else if version == 6 {
+            n.family = AF_INET6;
+            n.protocol = u16::from(read_u8(ip, 6));
+            bpf_probe_read_kernel(n.saddr.as_mut_ptr() as *mut _, 16, (ip + 8) as *const _);
+            bpf_probe_read_kernel(n.daddr.as_mut_ptr() as *mut _, 16, (ip + 24) as *const _);
+        } else {
+            return;
+        }
+        // The transport header is set (not ~0) once the stack has placed it.
+        if (n.protocol == IPPROTO_TCP || n.protocol == IPPROTO_UDP) && th != u16::MAX {
+            let t = head + u64::from(th);
+            n.sport = u16::from_be(read_u16(t, 0));
+            n.dport = u16::from_be(read_u16(t, 2));
+        }
     }
 }
 

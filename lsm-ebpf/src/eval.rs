@@ -285,9 +285,10 @@ fn evaluate_at(
     if cand != 0 {
         cand = match_pids(s, hook, cfg, cand, info, tgid);
     }
-    // Constant after inlining: only socket_connect carries a connection (never a probe's
-    // hook, whose id is not a constant).
-    let net = mode != Mode::Probe && hook == HOOK_SOCKET_CONNECT;
+    // socket_connect carries its connection (a constant after inlining: a probe's hook id is
+    // not one); a probe, the `sock`/`skb` argument its plan names, which the reader copied.
+    let net =
+        (mode != Mode::Probe && hook == HOOK_SOCKET_CONNECT) || (nargs > 0 && cfg.net_arg != 0);
     if net && cand != 0 {
         cand = match_net(s, hook, cfg, cand);
     }

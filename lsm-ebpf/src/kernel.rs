@@ -61,6 +61,20 @@ pub static KCONFIG: KernelConfig = KernelConfig {
     userns_level: 0,
     userns_owner: 0,
     userns_group: 0,
+    sock_type: 0,
+    sock_dport: 0,
+    sock_daddr: 0,
+    sock_v6_daddr: 0,
+    sock_state: 0,
+    sock_mark: 0,
+    sock_priority: 0,
+    skb_head: 0,
+    skb_network_header: 0,
+    skb_transport_header: 0,
+    skb_len: 0,
+    skb_hash: 0,
+    skb_mark: 0,
+    skb_priority: 0,
 };
 
 /// Reads one field of [`KCONFIG`]; volatile so that the compiler does not fold the
@@ -150,6 +164,13 @@ pub fn read_u64(base: u64, off: u64) -> u64 {
 pub fn read_u16(base: u64, off: u64) -> u16 {
     // SAFETY: bpf_probe_read_kernel reports a fault instead of taking it (see read_u64).
     unsafe { bpf_probe_read_kernel((base + off) as *const u16) }.unwrap_or(0)
+}
+
+/// Reads a `u8` at `base + off` in kernel memory; 0 when unreadable.
+#[inline(always)]
+pub fn read_u8(base: u64, off: u64) -> u8 {
+    // SAFETY: bpf_probe_read_kernel reports a fault instead of taking it (see read_u64).
+    unsafe { bpf_probe_read_kernel((base + off) as *const u8) }.unwrap_or(0)
 }
 
 /// Reads a `u32` at `base + off` in kernel memory; 0 when unreadable.

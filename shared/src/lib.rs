@@ -139,6 +139,10 @@ pub const PATH_UNRESOLVED: u32 = 1 << 2;
 pub const PATH_BYTES: u32 = 1 << 3;
 /// The record holds a [`CredRec`] ([`ARG_CRED`]) at its head; its length is the struct's size.
 pub const PATH_CRED: u32 = 1 << 4;
+/// The record holds a [`SockRec`] (an [`ARG_SOCK`] argument).
+pub const PATH_NET: u32 = 1 << 5;
+/// The record holds a [`SkbRec`] (an [`ARG_SKB`] argument).
+pub const PATH_SKB: u32 = 1 << 6;
 
 /// A task's credentials as an [`ARG_CRED`] reads them, at the head of its string record.
 #[repr(C)]
@@ -284,6 +288,13 @@ pub const ARG_CRED: u8 = 10;
 /// A pointer to a capability set (`kernel_cap_t *`): the 64 bits it points to (a `u64` on
 /// Linux 6.3+, two `u32`s in the same order before), as an integer.
 pub const ARG_KCAP: u8 = 11;
+/// A `struct sock *`: its connection as a [`SockRec`] at the head of a string record flagged
+/// [`PATH_NET`]; the argument [`HookConfig::net_arg`] names also fills the connection the
+/// network operators match.
+pub const ARG_SOCK: u8 = 12;
+/// A `struct sk_buff *`: the packet's IP addresses, protocol and ports as a [`SkbRec`]
+/// flagged [`PATH_SKB`]; as [`ARG_SOCK`] for the network operators.
+pub const ARG_SKB: u8 = 13;
 
 /// [`ArgDesc::size`] of an [`ARG_BUF`] whose length is the call's return value (`returnCopy`:
 /// read when the call returns).
@@ -303,6 +314,8 @@ pub const fn arg_is_string(kind: u8) -> bool {
             | ARG_FD
             | ARG_BUF
             | ARG_CRED
+            | ARG_SOCK
+            | ARG_SKB
     )
 }
 
@@ -397,7 +410,9 @@ pub struct HookConfig {
     /// into the other bank and this field flips with the rest of the config, so a reload
     /// never shows a half-written filter list.
     pub num_bank: u32,
-    pub _pad: u32,
+    /// Position + 1 of the `sock`/`skb` argument of a probe whose connection the hook's
+    /// network operators match (one per hook; 0: none). `socket_connect` reads its own.
+    pub net_arg: u32,
     /// Selectors of policies that apply to some workloads only (a namespace, `podSelector`,
     /// `containerSelector`, `hostSelector`): they stay candidates only for a process whose
     /// cgroup's [`CgroupScope`] lists them.
@@ -590,6 +605,33 @@ pub struct NetInfo {
     pub daddr: [u8; 16],
 }
 const _: () = assert!(size_of::<NetInfo>() == 48);
+
+/// A `struct sock *` argument as the generic reader keeps it ([`ARG_SOCK`]).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct SockRec {
+    /// Family, type, protocol, local and peer address and port (ports in host order).
+    pub net: NetInfo,
+    pub mark: u32,
+    pub priority: u32,
+    /// `TCP_*` state (`skc_state`).
+    pub state: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<SockRec>() == 64);
+
+/// A `struct sk_buff *` argument as the generic reader keeps it ([`ARG_SKB`]): the IPv4 or
+/// IPv6 header's family, addresses and protocol, and the TCP/UDP ports (0 otherwise).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct SkbRec {
+    pub net: NetInfo,
+    pub len: u32,
+    pub hash: u32,
+    pub mark: u32,
+    pub priority: u32,
+}
+const _: () = assert!(size_of::<SkbRec>() == 64);
 
 // Numeric operators of [`NumFilter::op`].
 pub const NUM_OP_EQUAL: u32 = 1;
@@ -959,10 +1001,28 @@ pub struct KernelConfig {
     pub userns_level: u64,
     pub userns_owner: u64,
     pub userns_group: u64,
+    /// `struct sock` (`ARG_SOCK`): `sk_type`, `skc_dport`, `skc_daddr`, `skc_v6_daddr`,
+    /// `skc_state`, `sk_mark`, `sk_priority`.
+    pub sock_type: u64,
+    pub sock_dport: u64,
+    pub sock_daddr: u64,
+    pub sock_v6_daddr: u64,
+    pub sock_state: u64,
+    pub sock_mark: u64,
+    pub sock_priority: u64,
+    /// `struct sk_buff` (`ARG_SKB`): `head`, `network_header`, `transport_header`, `len`,
+    /// `hash`, `mark`, `priority`.
+    pub skb_head: u64,
+    pub skb_network_header: u64,
+    pub skb_transport_header: u64,
+    pub skb_len: u64,
+    pub skb_hash: u64,
+    pub skb_mark: u64,
+    pub skb_priority: u64,
 }
 const _: () = assert!(
     size_of::<KernelConfig>()
-        == 8 + 34 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8 + 12 * 8
+        == 8 + 48 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8 + 12 * 8
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1053,6 +1113,8 @@ mod user {
         ProbeHooks,
         StashKey,
         NumSetKey,
+        SockRec,
+        SkbRec,
     );
 }
 
@@ -1085,7 +1147,7 @@ impl HookConfig {
             attrs: 0,
             num_filters: 0,
             num_bank: 0,
-            _pad: 0,
+            net_arg: 0,
             scoped: 0,
             args: [ArgDesc {
                 kind: ARG_SKIP,

@@ -145,6 +145,82 @@ fn an_in_map_filter_on_a_syscall_list_posts_only_the_listed_syscalls() {
     );
 }
 
+/// A `sock` argument at a kprobe (`tcp_close`), with `DAddr` and `Family` on it: python's
+/// loopback TCP connection posts its client and server sockets' closes, each with the
+/// connection as Tetragon's `sock_arg`; the listening socket (peer 0.0.0.0) does not.
+#[test]
+fn a_sock_argument_carries_the_connection_and_network_operators_match_it() {
+    let a = agent();
+    let events = a.json_stream();
+    let policy = a.add_policy(&fixture("observe-tcp-close-to-loopback.yaml"));
+    let out = python(
+        "import socket\nsrv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen()\n\
+         c = socket.create_connection(srv.getsockname()); s, _ = srv.accept()\n\
+         print(srv.getsockname()[1], c.getsockname()[1])\nc.close(); s.close(); srv.close()",
+    );
+    assert_eq!(exit_code(&out), 0, "{out:?}");
+    let ports = String::from_utf8_lossy(&out.stdout);
+    let (server, client) = ports
+        .trim()
+        .split_once(' ')
+        .expect("python printed both ports");
+    let of_policy = |l: &str| l.contains("observe-tcp-close-to-loopback");
+    let conn = |sport: &str, dport: &str| {
+        format!("\"daddr\":\"127.0.0.1\",\"dport\":{dport},\"family\":\"AF_INET\"")
+            + &format!(",\"protocol\":\"IPPROTO_TCP\",\"saddr\":\"127.0.0.1\",\"sport\":{sport}")
+    };
+    let client_side = conn(client, server);
+    let server_side = conn(server, client);
+    events.expect("the client's close", |l| {
+        of_policy(l) && l.contains(&client_side)
+    });
+    events.expect("the server's close", |l| {
+        of_policy(l) && l.contains(&server_side)
+    });
+    policy.delete();
+
+    let listener: Vec<String> = events
+        .lines()
+        .into_iter()
+        .filter(|l| of_policy(l) && l.contains("\"daddr\":\"0.0.0.0\""))
+        .collect();
+    assert!(
+        listener.is_empty(),
+        "the listening socket has no peer: {listener:?}"
+    );
+}
+
+/// An `skb` argument at a kprobe (`ip_output`), with `DAddr` and `Protocol` on the packet:
+/// a UDP datagram to 127.0.0.2 posts with the packet as Tetragon's `skb_arg` (and the
+/// socket as `sock_arg`); one to 127.0.0.3 does not.
+#[test]
+fn an_skb_argument_carries_the_packet_and_network_operators_match_it() {
+    let a = agent();
+    let events = a.json_stream();
+    let policy = a.add_policy(&fixture("observe-udp-packets-to-127-0-0-2.yaml"));
+    let out = python(
+        "import socket\nu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         u.sendto(b'x', ('127.0.0.3', 9)); u.sendto(b'lsm-vmtest', ('127.0.0.2', 9))",
+    );
+    assert_eq!(exit_code(&out), 0, "{out:?}");
+    let of_policy = |l: &str| l.contains("observe-udp-packets-to-127-0-0-2");
+    let line = events.expect("the datagram to 127.0.0.2", of_policy);
+    policy.delete();
+
+    assert!(
+        line.contains("\"skb_arg\":{\"daddr\":\"127.0.0.2\",\"dport\":9,\"family\":\"AF_INET\""),
+        "the packet's destination: {line}"
+    );
+    assert!(line.contains("\"protocol\":\"IPPROTO_UDP\""), "{line}");
+    assert!(line.contains("\"sock_arg\":{"), "the socket: {line}");
+    let others: Vec<String> = events
+        .lines()
+        .into_iter()
+        .filter(|l| of_policy(l) && l.contains("127.0.0.3"))
+        .collect();
+    assert!(others.is_empty(), "only 127.0.0.2 posts: {others:?}");
+}
+
 /// A kretprobe on `sys_openat`: the selector matches the path (a user string) and the
 /// return value (`matchReturnArgs` < 0); the event carries both.
 #[test]

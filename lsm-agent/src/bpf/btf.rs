@@ -193,6 +193,20 @@ pub fn kernel_config(btf: &Btf, agent_tgid: u32) -> Result<KernelConfig, BtfErro
         userns_level: off("user_namespace", "level")?,
         userns_owner: off("user_namespace", "owner")?,
         userns_group: off("user_namespace", "group")?,
+        sock_type: off("sock", "sk_type")?,
+        sock_dport: off("sock_common", "skc_dport")? + off("sock", "__sk_common")?,
+        sock_daddr: off("sock_common", "skc_daddr")? + off("sock", "__sk_common")?,
+        sock_v6_daddr: off("sock_common", "skc_v6_daddr")? + off("sock", "__sk_common")?,
+        sock_state: off("sock_common", "skc_state")? + off("sock", "__sk_common")?,
+        sock_mark: off("sock", "sk_mark")?,
+        sock_priority: off("sock", "sk_priority")?,
+        skb_head: off("sk_buff", "head")?,
+        skb_network_header: off("sk_buff", "network_header")?,
+        skb_transport_header: off("sk_buff", "transport_header")?,
+        skb_len: off("sk_buff", "len")?,
+        skb_hash: off("sk_buff", "hash")?,
+        skb_mark: off("sk_buff", "mark")?,
+        skb_priority: off("sk_buff", "priority")?,
     })
 }
 

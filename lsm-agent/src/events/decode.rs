@@ -26,7 +26,8 @@ pub struct KPath {
     /// Resolved by the dentry walk rather than `bpf_d_path`.
     pub walked: bool,
     /// A buffer's bytes (`char_buf`, the record flagged `PATH_BYTES`), as many as the record
-    /// carries, or a `CredRec` (`PATH_CRED`); `path` is then empty. Empty for every other
+    /// carries, a `CredRec` (`PATH_CRED`), a `SockRec` (`PATH_NET`) or a `SkbRec`
+    /// (`PATH_SKB`); `path` is then empty. Empty for every other
     /// record.
     pub bytes: Vec<u8>,
 }
@@ -174,7 +175,8 @@ pub fn path_from_rec(rec: &PathRec) -> KPath {
         rec.flags & PATH_WALKED != 0,
     );
     // A buffer's or credentials' record is data, not text: kept as bytes, no path.
-    if rec.flags & PATH_CRED != 0 || (rec.flags & PATH_BYTES != 0 && whole) {
+    if rec.flags & (PATH_CRED | PATH_NET | PATH_SKB) != 0 || (rec.flags & PATH_BYTES != 0 && whole)
+    {
         return KPath {
             path: String::new(),
             unresolved,

@@ -14,10 +14,10 @@ use base64::Engine as _;
 use lsm_shared::*;
 
 use super::{
-    decode::{ExecData, ExitData, ForkData, HookData, KernelEvent},
+    decode::{ExecData, ExitData, ForkData, HookData, KernelEvent, NetData},
     model::{
         Action, Arg, ArgValue, CapSetKind, CapSets, Cred, Event, EventKind, Exec, Exit, Hook, Pod,
-        Process, ProcessFlag, Sockaddr, Time, UserNs,
+        Process, ProcessFlag, Skb, Sockaddr, Time, UserNs,
     },
     ratelimit::{RateLimiter, Subject},
 };
@@ -288,7 +288,17 @@ impl ProcessCache {
                     },
                     // Only `socket_connect` has these arguments, and its events always carry
                     // the connection; an empty one would mean a decode bug, not bad input.
-                    ArgType::Sock => ArgValue::Sock(h.net),
+                    // A probe's `sock` argument has its own record; socket_connect's socket
+                    // is the event's connection.
+                    ArgType::Sock => match rec.and_then(|p| pod_of::<SockRec>(&p.bytes)) {
+                        Some(r) => ArgValue::Sock(Some(NetData::from_info(&r.net))),
+                        None => ArgValue::Sock(h.net),
+                    },
+                    ArgType::Skb => ArgValue::Skb(Box::new(
+                        rec.and_then(|p| pod_of::<SkbRec>(&p.bytes))
+                            .map(|r| skb_of(&r))
+                            .unwrap_or_default(),
+                    )),
                     // The destination. Its family is the socket's: the kernel record keeps no
                     // separate `sa_family` (for a v4-mapped destination on an IPv6 socket it
                     // is `AF_INET`).
@@ -466,6 +476,34 @@ fn observed(slot: &SlotInfo, hook_flags: u32) -> (HookOrigin, Action, Vec<String
 
 /// The credentials a `cred` argument's record carries (a `CredRec`); all zero when the kernel
 /// could not read them (a NULL `struct cred *`).
+/// The `T` at the head of a record's bytes, if they are long enough to hold one.
+fn pod_of<T: Copy>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < size_of::<T>() {
+        return None;
+    }
+    // SAFETY: the length is checked above; the records' types are plain old data (any bit
+    // pattern is valid) and read_unaligned copes with the Vec's alignment.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const T) })
+}
+
+fn skb_of(r: &SkbRec) -> Skb {
+    let n = NetData::from_info(&r.net);
+    Skb {
+        hash: r.hash,
+        len: r.len,
+        priority: r.priority,
+        mark: r.mark,
+        family: n.family,
+        saddr: n.saddr,
+        daddr: n.daddr,
+        sport: u32::from(n.sport),
+        dport: u32::from(n.dport),
+        proto: u32::from(n.protocol),
+        sec_path_len: 0,
+        sec_path_olen: 0,
+    }
+}
+
 fn cred_of(bytes: &[u8]) -> Cred {
     if bytes.len() < size_of::<CredRec>() {
         return Cred::default();

@@ -63,6 +63,16 @@ pub enum CompileError {
         hook: String,
         index: u32,
     },
+    #[error(
+        "policy {policy}: its network operators at {hook} match argument {index}, another loaded \
+         policy's match argument {other}; lsm-agent matches one sock or skb argument per probe"
+    )]
+    NetArgClash {
+        policy: String,
+        hook: String,
+        index: u32,
+        other: u32,
+    },
     #[error("policy {policy}: more than {max} {map} entries across all loaded policies")]
     MapFull {
         policy: String,
@@ -510,6 +520,21 @@ pub fn compile_with(
                     }
                 }
                 for f in &sel.match_args {
+                    if !matches!(hook.target, Target::Lsm(_)) && f.kind.is_network() {
+                        // A probe's network filters match the connection of one argument,
+                        // the same for every policy on the probe.
+                        let cfg = img.hook_cfg.entry(hid).or_insert_with(HookConfig::empty);
+                        let pos = f.lsm_index + 1;
+                        if cfg.net_arg != 0 && cfg.net_arg != pos {
+                            return Err(CompileError::NetArgClash {
+                                policy: policy.name.clone(),
+                                hook: hname.clone(),
+                                index: f.lsm_index,
+                                other: cfg.net_arg - 1,
+                            });
+                        }
+                        cfg.net_arg = pos;
+                    }
                     compile_arg_filter(&mut img, &mut next_num, policy, hid, &hname, slot, f, env)?;
                 }
                 compile_process_filters(

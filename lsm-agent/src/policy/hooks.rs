@@ -6,7 +6,7 @@
 
 use lsm_shared::{
     ARG_BINPRM, ARG_BUF, ARG_CRED, ARG_DENTRY, ARG_FD, ARG_FILE, ARG_INT, ARG_KCAP, ARG_PATH,
-    ARG_SKIP, ARG_STR, ARG_USTR, ArgDesc,
+    ARG_SKB, ARG_SKIP, ARG_SOCK, ARG_STR, ARG_USTR, ArgDesc,
 };
 
 use super::ir::{ArgType, LsmHook};
@@ -792,6 +792,8 @@ pub fn generic_type(name: &str, user: bool) -> Option<GenericType> {
         // The length comes from `sizeArgIndex` or `returnCopy` (see `convert_generic_arg`).
         "char_buf" => return read(ArgType::Buffer { size: 0 }, ARG_BUF),
         "cred" => return read(ArgType::Cred, ARG_CRED),
+        "sock" => return read(ArgType::Sock, ARG_SOCK),
+        "skb" => return read(ArgType::Skb, ARG_SKB),
         "kernel_cap_t" | "cap_inheritable" | "cap_permitted" | "cap_effective" => {
             return read(ArgType::Caps, ARG_KCAP);
         }
@@ -814,15 +816,14 @@ pub fn generic_type(name: &str, user: bool) -> Option<GenericType> {
             width: *width,
         });
     }
-    (OTHER_TETRAGON_TYPES.contains(&name)
-        || matches!(name, "auto" | "sock" | "socket" | "sockaddr"))
-    .then_some(GenericType::Unsupported)
+    (OTHER_TETRAGON_TYPES.contains(&name) || matches!(name, "auto" | "socket" | "sockaddr"))
+        .then_some(GenericType::Unsupported)
 }
 
 /// The YAML types the generic probes read, for error messages.
 pub const GENERIC_TYPE_NAMES: &str = "int, int8..int64, uint8..uint64, size_t, long, ulong, \
      capability, string, char_buf, fd, file, path, dentry, linux_binprm, cred, kernel_cap_t, \
-     cap_inheritable, cap_permitted, cap_effective, nop";
+     cap_inheritable, cap_permitted, cap_effective, sock, skb, nop";
 
 /// Whether a declared type can stand for a hook argument of type `natural`. Integers fit any
 /// integer position: the compiler reads the declared width.
@@ -841,6 +842,7 @@ pub fn accepted_type_names(natural: ArgType) -> String {
         ArgType::LinuxBinprm => "linux_binprm or auto".to_string(),
         ArgType::Sock => "sock, socket or auto".to_string(),
         ArgType::Sockaddr => "sockaddr or auto".to_string(),
+        ArgType::Skb => "skb".to_string(),
         ArgType::String => "string or auto".to_string(),
         ArgType::Buffer { .. } => "char_buf".to_string(),
         ArgType::Cred => "cred".to_string(),

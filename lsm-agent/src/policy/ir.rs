@@ -301,6 +301,9 @@ pub enum ArgType {
     /// The `struct sockaddr *` being connected to: its address and port are the connection's
     /// destination, which Tetragon's `SAddr`/`SPort` operators on a `sockaddr` refer to.
     Sockaddr,
+    /// A `struct sk_buff *` (type `skb`, probes only): matched on the packet's IP addresses,
+    /// protocol and family.
+    Skb,
     /// An integer of `width` bytes (1, 2, 4, 8).
     Int { width: u8, signed: bool },
     /// A kernel `char *` (type `string`): matched on its text.
@@ -404,6 +407,16 @@ pub enum FilterKind {
     /// `Protocol` / `Family` on a sock or sockaddr argument: equal to one of `values`
     /// (`IPPROTO_*` / `AF_*` numbers).
     SockAttr { attr: SockAttr, values: Vec<u64> },
+}
+
+impl FilterKind {
+    /// Whether the filter matches a connection (address, port, protocol, family).
+    pub fn is_network(&self) -> bool {
+        matches!(
+            self,
+            FilterKind::Addr { .. } | FilterKind::Port { .. } | FilterKind::SockAttr { .. }
+        )
+    }
 }
 
 /// Which end of a connection an address or port filter looks at.

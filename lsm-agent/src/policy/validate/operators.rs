@@ -235,6 +235,11 @@ pub(super) fn classify(op: Operator, ty: ArgType) -> Result<ArgOp, String> {
                 )),
             };
         }
+        ArgType::Skb => {
+            return sock_op(op).ok_or_else(|| {
+                format!("operator {name} is not supported: skb arguments do not support it")
+            });
+        }
         ArgType::Sockaddr => {
             // At connect, the sockaddr is the address connected to: Tetragon's `SAddr` and
             // `SPort` on it (the only address and port it has) are the destination.
@@ -262,7 +267,7 @@ pub(super) fn classify(op: Operator, ty: ArgType) -> Result<ArgOp, String> {
     }
     if is_network_op(op) {
         return Err(format!(
-            "operator {name} is only valid on sock, socket and sockaddr arguments"
+            "operator {name} is only valid on sock, socket, skb and sockaddr arguments"
         ));
     }
     let str_op = match op {
@@ -346,6 +351,10 @@ pub(super) fn operator_hint(ty: ArgType) -> &'static str {
             "network operators DAddr, NotDAddr, SAddr, NotSAddr, DPort, NotDPort, SPort, \
              NotSPort, DPortPriv, NotDPortPriv, SPortPriv, NotSPortPriv, Protocol and Family \
              apply to sock and socket arguments"
+        }
+        ArgType::Skb => {
+            "network operators DAddr, NotDAddr, SAddr, NotSAddr, Protocol and Family apply to \
+             skb arguments"
         }
         ArgType::Sockaddr => {
             "SAddr, NotSAddr, SPort, NotSPort, SPortPriv, NotSPortPriv and Family apply to \
@@ -438,8 +447,9 @@ mod tests {
         let e = parse_err(&yaml);
         assert_eq!(e.path, "spec.kprobes[0].selectors[0].matchArgs[0].operator");
         assert!(
-            e.message
-                .starts_with("operator SAddr is only valid on sock, socket and sockaddr arguments"),
+            e.message.starts_with(
+                "operator SAddr is only valid on sock, socket, skb and sockaddr arguments"
+            ),
             "{}",
             e.message
         );
@@ -721,7 +731,7 @@ mod tests {
             assert_eq!(e.path, format!("{MATCH_ARG0}.operator"));
             assert!(
                 e.message.starts_with(&format!(
-                    "operator {op} is only valid on sock, socket and sockaddr arguments \
+                    "operator {op} is only valid on sock, socket, skb and sockaddr arguments \
                      (argument 2 is of type int"
                 )),
                 "{}",
@@ -737,7 +747,7 @@ mod tests {
         ));
         assert!(
             e.message.starts_with(
-                "operator NotDAddr is only valid on sock, socket and sockaddr arguments \
+                "operator NotDAddr is only valid on sock, socket, skb and sockaddr arguments \
                  (argument 0 is of type file"
             ),
             "{}",

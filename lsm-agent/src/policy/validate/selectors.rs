@@ -116,6 +116,46 @@ enum NetClass {
     Port,
 }
 
+/// At a probe the network operators match the connection of one `sock` or `skb` argument
+/// (the reader copies that one for them), and without port filters: those are compiled
+/// for `socket_connect` only.
+fn check_probe_net_filter(
+    mpath: &str,
+    target: &ir::Target,
+    filter: &ir::ArgFilter,
+    earlier: &[ir::ArgFilter],
+) -> VResult<()> {
+    if matches!(target, ir::Target::Lsm(_)) || !filter.kind.is_network() {
+        return Ok(());
+    }
+    if matches!(filter.kind, ir::FilterKind::Port { .. }) {
+        return Err(invalid(
+            format!("{mpath}.operator"),
+            format!(
+                "port operators (SPort, DPort and their Not/Priv forms) are not supported yet \
+                 at {}: lsm-agent matches ports at socket_connect (tcp_connect, \
+                 security_socket_connect) only",
+                crate::policy::probes::hook_label(target)
+            ),
+        ));
+    }
+    if let Some(other) = earlier
+        .iter()
+        .find(|f| f.kind.is_network() && f.lsm_index != filter.lsm_index)
+    {
+        return Err(invalid(
+            format!("{mpath}.index"),
+            format!(
+                "network operators on argument {} and on argument {} of one probe are not \
+                 supported yet: lsm-agent matches the connection of one sock or skb argument \
+                 per probe",
+                other.spec_index, filter.spec_index
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn positive_net_set(kind: &ir::FilterKind) -> Option<(NetClass, NetField)> {
     match kind {
         ir::FilterKind::Addr {
@@ -160,6 +200,7 @@ pub(super) fn convert_selector(
     for (k, m) in s.match_args.iter().flatten().enumerate() {
         let mpath = format!("{spath}.matchArgs[{k}]");
         let filter = convert_match_arg(&mpath, m, args, lists, warnings)?;
+        check_probe_net_filter(&mpath, target, &filter, &match_args)?;
         if let Some((class, field)) = positive_net_set(&filter.kind) {
             if let Some((_, _, first)) =
                 net_sets.iter().find(|(c, f, _)| *c == class && *f == field)
@@ -242,6 +283,49 @@ pub(super) fn convert_selector(
 #[cfg(test)]
 mod tests {
     use crate::policy::testutil::*;
+
+    #[test]
+    fn probes_match_addresses_protocols_and_families_of_one_sock_or_skb_argument_but_no_ports() {
+        use crate::policy::compile::{CompileError, compile};
+        use crate::policy::ir::{ArgType, FilterKind};
+        let yaml = fixture!("observe-udp-packets-to-127-0-0-2.yaml");
+        let p = parse_ok(yaml);
+        assert_eq!(p.hooks[0].args[0].ty, ArgType::Sock);
+        assert_eq!(p.hooks[0].args[1].ty, ArgType::Skb);
+        let f = &p.hooks[0].selectors[0].match_args;
+        assert!(matches!(f[0].kind, FilterKind::Addr { .. }));
+        assert!(matches!(f[1].kind, FilterKind::SockAttr { .. }));
+        // The plan names the skb (position 2) as the connection the filters match.
+        let img = compile(&[(1, &p)]).expect("compiles");
+        let cfg = img
+            .hook_cfg
+            .values()
+            .find(|c| c.net_arg != 0)
+            .expect("a net_arg");
+        assert_eq!(cfg.net_arg, 3);
+
+        let ports = yaml
+            .replace("operator: \"Protocol\"", "operator: \"DPort\"")
+            .replace("\"IPPROTO_UDP\"", "\"53\"");
+        let e = parse_err(&ports);
+        assert!(e.path.ends_with("matchArgs[1].operator"), "{}", e.path);
+        assert!(e.message.contains("kprobe ip_output"), "{}", e.message);
+        let two = yaml.replace(
+            "      - index: 2\n        operator: \"Protocol\"",
+            "      - index: 1\n        operator: \"Protocol\"",
+        );
+        let e = parse_err(&two);
+        assert!(
+            e.message.contains("one sock or skb argument"),
+            "{}",
+            e.message
+        );
+        // Two policies on one probe must agree on the argument.
+        let other =
+            parse_ok(&yaml.replace("index: 2\n        operator", "index: 1\n        operator"));
+        let e = compile(&[(1, &p), (2, &other)]).expect_err("clash");
+        assert!(matches!(e, CompileError::NetArgClash { .. }), "{e}");
+    }
 
     #[test]
     fn unimplemented_selector_fields_are_named_in_the_error() {
