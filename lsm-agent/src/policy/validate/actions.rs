@@ -138,8 +138,8 @@ pub(super) fn convert_action(
             return Err(invalid(
                 format!("{apath}.action"),
                 format!(
-                    "action {} is not supported at LSM hooks (supported: Post, NoPost, Sigkill, \
-                     Override, Signal)",
+                    "action {} is not supported yet by lsm-agent (supported: Post, NoPost, \
+                     Sigkill, Override, Signal)",
                     a.action
                 ),
             ));
@@ -307,7 +307,7 @@ mod tests {
         );
         assert!(
             e.message
-                .contains("action GetUrl is not supported at LSM hooks"),
+                .contains("action GetUrl is not supported yet by lsm-agent"),
             "{}",
             e.message
         );

@@ -597,7 +597,11 @@ mod tests {
         let yaml = fixture!("observe-openat-return.yaml").replace("type: string", "type: bpf_attr");
         let e = parse_err(&yaml);
         assert_eq!(e.path, "spec.kprobes[0].args[0].type");
-        assert!(e.message.contains("\"bpf_attr\" is not read"), "{}", e.message);
+        assert!(
+            e.message.contains("\"bpf_attr\" is not read"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
