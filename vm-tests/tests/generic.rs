@@ -164,7 +164,11 @@ fn a_sock_argument_carries_the_connection_and_network_operators_match_it() {
         .trim()
         .split_once(' ')
         .expect("python printed both ports");
-    let of_policy = |l: &str| l.contains("observe-tcp-close-to-loopback");
+    // The policy's kprobe events (not the process events of lsmctl, whose arguments name it).
+    let of_policy = |l: &str| {
+        l.contains("\"process_kprobe\"")
+            && l.contains("\"policy_name\":\"observe-tcp-close-to-loopback\"")
+    };
     let conn = |sport: &str, dport: &str| {
         format!("\"daddr\":\"127.0.0.1\",\"dport\":{dport},\"family\":\"AF_INET\"")
             + &format!(",\"protocol\":\"IPPROTO_TCP\",\"saddr\":\"127.0.0.1\",\"sport\":{sport}")
@@ -203,7 +207,10 @@ fn an_skb_argument_carries_the_packet_and_network_operators_match_it() {
          u.sendto(b'x', ('127.0.0.3', 9)); u.sendto(b'lsm-vmtest', ('127.0.0.2', 9))",
     );
     assert_eq!(exit_code(&out), 0, "{out:?}");
-    let of_policy = |l: &str| l.contains("observe-udp-packets-to-127-0-0-2");
+    let of_policy = |l: &str| {
+        l.contains("\"process_kprobe\"")
+            && l.contains("\"policy_name\":\"observe-udp-packets-to-127-0-0-2\"")
+    };
     let line = events.expect("the datagram to 127.0.0.2", of_policy);
     policy.delete();
 
