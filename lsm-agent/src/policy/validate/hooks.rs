@@ -4,7 +4,7 @@
 use lsm_shared::MAX_ARGS;
 
 use super::args::{ArgSite, MAX_ARG_INDEX, check_arg_options, convert_arg, convert_generic_arg};
-use super::selectors::convert_selector;
+use super::selectors::{SelectorContext, convert_selector};
 use super::{Invalid, VResult, invalid, non_empty, not_supported};
 use crate::policy::hooks::{self, HookInfo};
 use crate::policy::ir::{self, NetField};
@@ -416,18 +416,15 @@ fn convert_hook_body(
     }
 
     let mut selectors = Vec::new();
+    let cx = SelectorContext {
+        args: &args,
+        target: &src.target,
+        ret: src.return_arg.as_ref(),
+        lists: src.lists,
+    };
     for (k, s) in body.selectors.iter().flatten().enumerate() {
         let spath = format!("{path}.selectors[{k}]");
-        selectors.push(convert_selector(
-            &spath,
-            k,
-            s,
-            &args,
-            &src.target,
-            src.return_arg.as_ref(),
-            src.lists,
-            warnings,
-        )?);
+        selectors.push(convert_selector(&spath, k, s, &cx, warnings)?);
     }
     if src.tcp_only {
         warn_tcp_connect_source_filters(path, &selectors, warnings);

@@ -179,16 +179,28 @@ fn field_name(f: NetField) -> &'static str {
     }
 }
 
+/// What a hook's selectors are converted against: its declared arguments, where it runs,
+/// its `returnArg`, and the policy's `lists`.
+pub(super) struct SelectorContext<'a> {
+    pub args: &'a [ir::ArgSpec],
+    pub target: &'a ir::Target,
+    pub ret: Option<&'a ir::ArgSpec>,
+    pub lists: &'a Lists,
+}
+
 pub(super) fn convert_selector(
     spath: &str,
     index: usize,
     s: &raw::Selector,
-    args: &[ir::ArgSpec],
-    target: &ir::Target,
-    ret: Option<&ir::ArgSpec>,
-    lists: &Lists,
+    cx: &SelectorContext<'_>,
     warnings: &mut Vec<Invalid>,
 ) -> VResult<ir::Selector> {
+    let SelectorContext {
+        args,
+        target,
+        ret,
+        lists,
+    } = *cx;
     check_selector_unsupported(spath, s)?;
     let return_filters = convert_return_args(spath, s, target, ret, lists, warnings)?;
 
