@@ -875,6 +875,7 @@ mod tests {
             posted: 1,
             retval,
             flags: 0,
+            owner: 0,
             args: [0; lsm_shared::MAX_ARGS],
             retarg: 0,
             strs: Default::default(),

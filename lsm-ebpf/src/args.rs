@@ -14,7 +14,7 @@ use lsm_shared::*;
 use crate::{
     eval::kcopy,
     kernel::{kconf, kconf_at, read_u8, read_u16, read_u32, read_u64},
-    maps::{FILES, SCRATCH},
+    maps::{FILES, SCRATCH, SOCK_OWNERS},
     path::{finish, resolve_walk, unresolved},
     scratch::Scratch,
 };
@@ -85,7 +85,12 @@ extern "C" fn read_step(i: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes `read`'s `ReadLoop`; `i < MAX_ARGS`, the length of `descs`.
     let packed = unsafe { core::ptr::read_volatile((*l).descs.as_ptr().add(i)) };
     let [kind, src, width, size] = packed.to_le_bytes();
-    let v = s.raw.get(src as usize).copied().unwrap_or(0);
+    let v = if src == SRC_RET {
+        // SAFETY: as for `packed`; 0 outside a kretprobe.
+        unsafe { (*l).ret }
+    } else {
+        s.raw.get(src as usize).copied().unwrap_or(0)
+    };
     let val = if kind == ARG_INT {
         int_of_width(v, width)
     } else if kind == ARG_KCAP {
@@ -255,6 +260,11 @@ fn read_net(s: &mut Scratch, kind: u8, ptr: u64, rec: *mut PathRec, subject: boo
             }
             (*rec).len = core::mem::size_of::<SockRec>() as u32;
             (*rec).flags = PATH_RESOLVED | flag;
+            if kind == ARG_SOCK
+                && let Some(o) = SOCK_OWNERS.get_ptr(&ptr)
+            {
+                s.owner = u64::from((*o).tgid);
+            }
         }
         if subject {
             kcopy(&mut s.net, &(*r).net);

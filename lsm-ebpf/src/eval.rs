@@ -19,7 +19,7 @@ use crate::{
     kernel::{kconf, read_attrs},
     maps::{
         ADDR4, ADDR6, CGROUPS, COUNTERS, NUM_FILT, NUM_SET, PIDS, PORTS, PROCS, SCRATCH, SEL_ACT,
-        STR_EQ, STR_POSTFIX, STR_PREFIX, hook_cfg,
+        SOCK_OWNERS, STR_EQ, STR_POSTFIX, STR_PREFIX, hook_cfg,
     },
     path::count,
     scratch::Scratch,
@@ -246,6 +246,7 @@ fn evaluate_at(
     if cand == 0 {
         return 0;
     }
+    s.owner = 0;
     let (rec, nargs, args): (Option<*const PathRec>, usize, *const [u64; MAX_ARGS]) = match input {
         Input::Ready { rec, args } => (rec, 0, args),
         Input::Raw { nargs } => {
@@ -645,6 +646,22 @@ fn fire(
         unsafe { bpf_send_signal(SIGKILL) };
         verdict = -EPERM;
     }
+    let socks = fired & cfg.sock_acts;
+    if socks != 0
+        && let Some(act) = SEL_ACT.get(hook * MAX_SELECTORS + lowest_slot(socks))
+        && let Some(&sock) = args.get(act.sock_pos as usize)
+        && sock != 0
+    {
+        if act.flags & ACT_TRACK_SOCK != 0 {
+            let owner = SockOwner {
+                tgid: cur.tgid(),
+                pid: cur.pid(),
+            };
+            let _ = SOCK_OWNERS.insert(&sock, &owner, 0);
+        } else {
+            let _ = SOCK_OWNERS.remove(&sock);
+        }
+    }
     let sig = fired & cfg.signal;
     if sig != 0
         && let Some(act) = SEL_ACT.get(hook * MAX_SELECTORS + lowest_slot(sig))
@@ -672,7 +689,7 @@ fn fire(
                 (*ev).hook = hook;
                 (*ev).retval = verdict;
                 (*ev).flags = flags;
-                (*ev)._pad = 0;
+                (*ev).owner = s.owner as u32;
                 (*ev).fired = fired;
                 (*ev).posted = posted;
                 (*ev).retarg = ret.unwrap_or(0);

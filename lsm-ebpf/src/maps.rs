@@ -127,6 +127,11 @@ pub static PROBE_IDS: HashMap<u64, ProbeHooks> =
 pub static TP_IDS: HashMap<u32, u32> =
     HashMap::with_max_entries(PROBE_IDS_ENTRIES, BPF_F_NO_PREALLOC);
 
+/// `struct sock *` → the process that tracked it (`TrackSock`), until `UntrackSock`.
+#[map]
+pub static SOCK_OWNERS: LruHashMap<u64, SockOwner> =
+    LruHashMap::with_max_entries(SOCK_OWNERS_ENTRIES, 0);
+
 /// The raw arguments of a call whose kretprobe evaluates, from its entry to its return.
 #[map]
 pub static RET_STASH: LruHashMap<StashKey, [u64; MAX_ARGS]> =

@@ -36,6 +36,9 @@ pub struct Scratch {
     /// does not track map contents, so every loop iteration looks the same to it and the
     /// walk verifies in linear rather than exponential time.
     pub walk_pos: u64,
+    /// The tgid of the process that tracked a socket argument of this call (`TrackSock`),
+    /// 0 for none: the event is posted as that process's.
+    pub owner: u64,
     /// Never written: a source of zeros for clearing records with one helper call.
     pub zero: [u8; 1024],
 }

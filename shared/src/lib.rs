@@ -300,6 +300,10 @@ pub const ARG_SKB: u8 = 13;
 /// read when the call returns).
 pub const SIZE_RETVAL: u8 = 0xff;
 
+/// [`ArgDesc::src`] of a kretprobe's `returnArg` read as a struct (a `sock`): the call's
+/// return value instead of a raw argument.
+pub const SRC_RET: u8 = 0xff;
+
 /// Whether arguments of `kind` are read into a string record (matched by string filters).
 #[inline(always)]
 pub const fn arg_is_string(kind: u8) -> bool {
@@ -389,6 +393,9 @@ pub struct HookConfig {
     pub signal: u64,
     /// Selectors that post an event.
     pub post: u64,
+    /// Selectors that track or untrack a socket (`TrackSock`, `UntrackSock`, a kretprobe's
+    /// `returnArgAction`).
+    pub sock_acts: u64,
     /// For each string class, the selectors that have a filter of that class.
     pub uses: [u64; NUM_STR_CLASSES],
     /// For each pid class ([`pid_class`]), the selectors that have a `matchPIDs` filter of
@@ -427,7 +434,7 @@ pub struct HookConfig {
 }
 const _: () = assert!(
     size_of::<HookConfig>()
-        == 56
+        == 64
             + 8 * NUM_STR_CLASSES
             + 8 * NUM_PID_CLASSES
             + 8
@@ -717,6 +724,11 @@ pub const ACT_SIGKILL: u32 = 1 << 1;
 pub const ACT_OVERRIDE: u32 = 1 << 2;
 /// Send `signal` to the process.
 pub const ACT_SIGNAL: u32 = 1 << 3;
+/// `TrackSock`: the `struct sock *` at position [`SelectorAction::sock_pos`] is owned by the
+/// current process from now on ([`SockOwner`]): events of other tasks on it name that process.
+pub const ACT_TRACK_SOCK: u32 = 1 << 4;
+/// `UntrackSock`: forget the owner of the socket at [`SelectorAction::sock_pos`].
+pub const ACT_UNTRACK_SOCK: u32 = 1 << 5;
 /// Policy in monitor mode: enforcement actions are counted, not performed.
 pub const ACT_MONITOR: u32 = 1 << 8;
 /// Enforcement actions.
@@ -734,9 +746,18 @@ pub struct SelectorAction {
     pub signal: u32,
     /// Agent-assigned id of the policy this selector belongs to.
     pub policy_id: u32,
-    pub _pad: u32,
+    /// Argument position of the socket of [`ACT_TRACK_SOCK`]/[`ACT_UNTRACK_SOCK`].
+    pub sock_pos: u32,
 }
 const _: () = assert!(size_of::<SelectorAction>() == 20);
+
+/// Value of [`SOCK_OWNERS_MAP`] (keyed by the `struct sock *`): the process that tracked it.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct SockOwner {
+    pub tgid: u32,
+    pub pid: u32,
+}
 
 // ---------------------------------------------------------------------------------------------
 // Processes
@@ -863,7 +884,9 @@ pub struct HookEvent {
     pub retval: i32,
     /// `HOOK_FLAG_*`: which entry point saw the call and what it could do about it.
     pub flags: u32,
-    pub _pad: u32,
+    /// The tgid of the process that tracked (`TrackSock`) a socket argument of the call, 0
+    /// for none: the event is that process's, whichever task the kernel ran the call in.
+    pub owner: u32,
     /// Selector slots that fired (first match of each group).
     pub fired: u64,
     /// The fired slots that post an event: user space emits one Tetragon event for each.
@@ -1063,6 +1086,10 @@ pub const RET_STASH_MAP: &str = "RET_STASH";
 pub const PROBE_IDS_ENTRIES: u32 = 1024;
 /// Threads inside a kretprobe'd call at once.
 pub const RET_STASH_ENTRIES: u32 = 16384;
+pub const SOCK_OWNERS_MAP: &str = "SOCK_OWNERS";
+/// Sockets tracked at once (least recently used forgotten first, so missed frees cannot fill
+/// it).
+pub const SOCK_OWNERS_ENTRIES: u32 = 32768;
 /// Name of the [`KernelConfig`] global in the object's `.rodata`.
 pub const KCONFIG_GLOBAL: &str = "KCONFIG";
 
@@ -1139,6 +1166,7 @@ impl HookConfig {
             override_: 0,
             signal: 0,
             post: 0,
+            sock_acts: 0,
             uses: [0; NUM_STR_CLASSES],
             pid_uses: [0; NUM_PID_CLASSES],
             follow: 0,

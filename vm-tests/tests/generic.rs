@@ -229,6 +229,47 @@ fn an_skb_argument_carries_the_packet_and_network_operators_match_it() {
     assert!(others.is_empty(), "only 127.0.0.2 posts: {others:?}");
 }
 
+/// Socket tracking: `sk_alloc`'s returned socket is tracked by its creator
+/// (`returnArgAction: TrackSock`), so a datagram a forked child sends on the parent's socket
+/// is posted as the parent's, and the returned socket is the kretprobe's `sock_arg`.
+#[test]
+fn a_tracked_socket_posts_its_events_as_the_process_that_created_it() {
+    let a = agent();
+    let events = a.json_stream();
+    let policy = a.add_policy(&fixture("observe-udp-sends-of-tracked-sockets.yaml"));
+    let out = python(
+        "import os, socket\nu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         u.connect(('127.0.0.2', 9))\nchild = os.fork()\nif child == 0:\n    \
+         u.send(b'lsm-vmtest'); os._exit(0)\nos.waitpid(child, 0)\n\
+         print(os.getpid(), child)",
+    );
+    assert_eq!(exit_code(&out), 0, "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let pids: Vec<&str> = stdout.split_whitespace().collect();
+    let [parent, child] = pids[..] else {
+        panic!("the script prints the parent's and the child's pid: {stdout:?}");
+    };
+    let line = events.expect("the datagram to 127.0.0.2", |l| {
+        l.contains("\"process_kprobe\"")
+            && l.contains("\"policy_name\":\"observe-udp-sends-of-tracked-sockets\"")
+            && l.contains("\"function_name\":\"udp_sendmsg\"")
+    });
+    policy.delete();
+
+    assert!(
+        line.contains(&format!("\"pid\":{parent},")),
+        "posted as the creator {parent}, not the sender {child}: {line}"
+    );
+    assert!(
+        !line.contains(&format!("\"pid\":{child},")),
+        "not the sender {child}: {line}"
+    );
+    assert!(
+        line.contains("\"sock_arg\":{\"daddr\":\"127.0.0.2\""),
+        "the connected socket: {line}"
+    );
+}
+
 /// A kretprobe on `sys_openat`: the selector matches the path (a user string) and the
 /// return value (`matchReturnArgs` < 0); the event carries both.
 #[test]

@@ -73,6 +73,8 @@ pub struct HookData {
     pub retval: i32,
     /// `HOOK_FLAG_*`: observed by a kprobe (nothing denied), SIGKILL sent after the fact.
     pub flags: u32,
+    /// The process that tracked (`TrackSock`) a socket argument of the call, 0 for none.
+    pub owner: u32,
     pub args: [u64; MAX_ARGS],
     /// The return value of a kretprobe'd call (meaningful with `HOOK_FLAG_RETURN` in
     /// `flags`, 0 otherwise).
@@ -285,6 +287,7 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
                 posted: e.posted,
                 retval: e.retval,
                 flags: e.flags,
+                owner: e.owner,
                 args: e.args,
                 retarg: e.retarg,
                 strs: e
@@ -400,7 +403,7 @@ mod tests {
             hook: HOOK_FILE_PERMISSION,
             retval: -1,
             flags: HOOK_FLAG_KPROBE,
-            _pad: 0,
+            owner: 0,
             fired: 0b101,
             posted: 0b100,
             args: [0xffff, 4, 0, 0, 0],
@@ -455,7 +458,7 @@ mod tests {
             hook: HOOK_SOCKET_CONNECT,
             retval: 0,
             flags: 0,
-            _pad: 0,
+            owner: 0,
             fired: 1,
             posted: 1,
             args: [0; MAX_ARGS],

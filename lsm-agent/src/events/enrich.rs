@@ -244,9 +244,17 @@ impl ProcessCache {
     }
 
     fn hook(&mut self, h: &HookData, slot: &SlotInfo) -> Event {
-        let mut process = (*self.with_current_pod(h.tgid, h.cgroup_id)).clone();
-        process.tid = Some(h.pid);
-        let parent = self.parent_of(h.tgid);
+        // A tracked socket's event is its owner's (as in Tetragon), whichever task the
+        // kernel ran the call in (a softirq's, a kernel thread's); that task's cgroup says
+        // nothing about the owner's pod.
+        let (tgid, tid, cgroup_id) = if h.owner != 0 && h.owner != h.tgid {
+            (h.owner, None, 0)
+        } else {
+            (h.tgid, Some(h.pid), h.cgroup_id)
+        };
+        let mut process = (*self.with_current_pod(tgid, cgroup_id)).clone();
+        process.tid = tid.or(process.tid);
+        let parent = self.parent_of(tgid);
         let args = slot
             .args
             .iter()
@@ -316,7 +324,18 @@ impl ProcessCache {
             .collect();
         let return_arg = match &slot.return_arg {
             Some(a) if h.flags & HOOK_FLAG_RETURN != 0 => Some(Arg {
-                value: int_value(&a.type_name, h.retarg),
+                // A returned socket was read into the record of its position.
+                value: if a.ty == ArgType::Sock {
+                    ArgValue::Sock(
+                        h.strs
+                            .get(a.lsm_index as usize)
+                            .and_then(Option::as_ref)
+                            .and_then(|p| pod_of::<SockRec>(&p.bytes))
+                            .map(|r| NetData::from_info(&r.net)),
+                    )
+                } else {
+                    int_value(&a.type_name, h.retarg)
+                },
                 label: a.label.clone(),
             }),
             _ => None,
@@ -709,6 +728,7 @@ pub(crate) mod fixtures {
             posted: 1,
             retval: -1,
             flags: 0,
+            owner: 0,
             args: [0xdead, 4, 0, 0, 0],
             retarg: 0,
             strs: [
@@ -775,7 +795,7 @@ pub(crate) mod fixtures {
             hook: HOOK_SOCKET_CONNECT,
             retval: 0,
             flags: 0,
-            _pad: 0,
+            owner: 0,
             fired: 1,
             posted: 1,
             args: [0xffff_8880_0000_1000, 0xffff_c900_0000_2000, 16, 0, 0],
@@ -980,6 +1000,30 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_hook_event_on_a_tracked_socket_is_its_owners() {
+        let mut c = cache();
+        exec_cat(&mut c);
+        let mut img = MapImage::default();
+        img.slots.insert(
+            HOOK_FILE_PERMISSION * MAX_SELECTORS,
+            slot(HookOrigin::Kprobe {
+                call: "security_file_permission".into(),
+            }),
+        );
+        let KernelEvent::Hook(mut h) = hook_event() else {
+            unreachable!()
+        };
+        // Run in task 555 (a softirq's, another process's) on a socket cat (100) tracked.
+        (h.pid, h.tgid, h.owner) = (555, 555, 100);
+        let EventKind::Hook(k) = c.convert(&KernelEvent::Hook(h), &img).remove(0).kind else {
+            panic!("not a hook event")
+        };
+        assert_eq!(k.process.pid, 100);
+        assert_eq!(k.process.binary, "/usr/bin/cat");
+        assert_ne!(k.process.tid, Some(555));
     }
 
     #[test]

@@ -170,10 +170,12 @@ fn num_op(op: NumOp) -> u32 {
     }
 }
 
-fn action_flags(actions: &[Action], mode: PolicyMode) -> (u32, i32, u32) {
+/// The selector's [`SelectorAction`] (without its policy id) from its actions.
+fn action_flags(actions: &[Action], mode: PolicyMode) -> (u32, i32, u32, u32) {
     let mut flags = ACT_POST;
     let mut error = 0;
     let mut signal = 0;
+    let mut sock_pos = 0;
     for a in actions {
         match *a {
             Action::Post { .. } => flags |= ACT_POST,
@@ -187,6 +189,15 @@ fn action_flags(actions: &[Action], mode: PolicyMode) -> (u32, i32, u32) {
                 flags |= ACT_SIGNAL;
                 signal = s;
             }
+            // One socket action per selector: the kernel applies the last one written.
+            Action::TrackSock { pos } => {
+                flags = (flags & !ACT_UNTRACK_SOCK) | ACT_TRACK_SOCK;
+                sock_pos = pos;
+            }
+            Action::UntrackSock { pos } => {
+                flags = (flags & !ACT_TRACK_SOCK) | ACT_UNTRACK_SOCK;
+                sock_pos = pos;
+            }
         }
     }
     // NoPost wins over Post wherever it appears (Tetragon).
@@ -196,7 +207,7 @@ fn action_flags(actions: &[Action], mode: PolicyMode) -> (u32, i32, u32) {
     if mode == PolicyMode::Monitor {
         flags |= ACT_MONITOR;
     }
-    (flags, error, signal)
+    (flags, error, signal, sock_pos)
 }
 
 fn rate_limit_of(actions: &[Action]) -> Option<(u64, RateLimitScope)> {
@@ -422,6 +433,19 @@ pub fn compile_with(
                         let desc = probes::generic_desc(t, a);
                         probes::set_desc(d, a.lsm_index, desc, policy, t)?;
                     }
+                    if let Some(r) = hook
+                        .return_arg
+                        .as_ref()
+                        .filter(|r| r.ty == super::ir::ArgType::Sock)
+                    {
+                        let desc = ArgDesc {
+                            kind: ARG_SOCK,
+                            src: SRC_RET,
+                            width: 0,
+                            size: 0,
+                        };
+                        probes::set_desc(d, r.lsm_index, desc, policy, t)?;
+                    }
                 }
             }
             // A hook without selectors posts every call: one selector with no filters.
@@ -466,7 +490,7 @@ pub fn compile_with(
             for (i, sel) in selectors.iter().enumerate() {
                 let slot = first + i as u32;
                 let bit = 1u64 << slot;
-                let (flags, error, signal) = action_flags(&sel.actions, policy.mode);
+                let (flags, error, signal, sock_pos) = action_flags(&sel.actions, policy.mode);
                 let idx = hid * MAX_SELECTORS + slot;
                 img.sel_act.insert(
                     idx,
@@ -475,7 +499,7 @@ pub fn compile_with(
                         error,
                         signal,
                         policy_id,
-                        _pad: 0,
+                        sock_pos,
                     },
                 );
                 img.slots.insert(
@@ -504,6 +528,9 @@ pub fn compile_with(
                 }
                 if flags & ACT_POST != 0 {
                     cfg.post |= bit;
+                }
+                if flags & (ACT_TRACK_SOCK | ACT_UNTRACK_SOCK) != 0 {
+                    cfg.sock_acts |= bit;
                 }
                 if flags & ACT_MONITOR == 0 {
                     if flags & ACT_ENFORCING != 0 {

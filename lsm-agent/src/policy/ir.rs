@@ -609,6 +609,15 @@ pub enum Action {
     Signal {
         signal: u32,
     },
+    /// `TrackSock`: the socket at argument position `pos` (an [`ArgSpec::lsm_index`]) is
+    /// the current process's; later events on it, in whatever task, name that process.
+    TrackSock {
+        pos: u32,
+    },
+    /// `UntrackSock`: forget the owner of the socket at `pos`.
+    UntrackSock {
+        pos: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -210,6 +210,43 @@ mod tests {
     }
 
     #[test]
+    fn a_returned_socket_is_read_in_a_free_position_and_tracked_by_the_selectors() {
+        use lsm_shared::{ACT_POST, ACT_TRACK_SOCK, ACT_UNTRACK_SOCK, ARG_SOCK, SRC_RET};
+        let p = parse_ok(fixture!("observe-udp-sends-of-tracked-sockets.yaml"));
+        let img = compile(&[(1, &p)]).expect("compiles");
+        let id_of = |label: &str| {
+            img.probes
+                .iter()
+                .find(|(_, t)| hook_label(t) == label)
+                .map(|(id, _)| *id)
+                .expect(label)
+        };
+        let alloc = id_of("kretprobe sk_alloc");
+        // The declared argument keeps its position; the returned socket takes the last free one.
+        assert_eq!(img.hook_cfg[&alloc].args[1].src, 1);
+        assert_eq!(
+            img.hook_cfg[&alloc].args[4],
+            ArgDesc {
+                kind: ARG_SOCK,
+                src: SRC_RET,
+                width: 0,
+                size: 0
+            }
+        );
+        let act = img.sel_act[&(alloc * lsm_shared::MAX_SELECTORS)];
+        assert_eq!(act.flags & (ACT_TRACK_SOCK | ACT_POST), ACT_TRACK_SOCK);
+        assert_eq!(act.sock_pos, 4);
+        assert_eq!(img.hook_cfg[&alloc].sock_acts, 1);
+
+        let free = id_of("kprobe __sk_free");
+        let act = img.sel_act[&(free * lsm_shared::MAX_SELECTORS)];
+        assert_eq!(act.flags & ACT_UNTRACK_SOCK, ACT_UNTRACK_SOCK);
+        assert_eq!(act.sock_pos, 0);
+        // The socket the datagram goes out on tracks nothing.
+        assert_eq!(img.hook_cfg[&id_of("kprobe udp_sendmsg")].sock_acts, 0);
+    }
+
+    #[test]
     fn running_out_of_probe_ids_names_the_policy() {
         let yaml = fixture!("observe-commit-creds-and-setuid.yaml");
         let mut policies = Vec::new();

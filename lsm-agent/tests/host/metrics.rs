@@ -263,6 +263,7 @@ async fn scrape_reports_what_the_daemon_records() {
         posted: 1 << (idx % max),
         retval: -1,
         flags: 0,
+        owner: 0,
         args: [0; lsm_shared::MAX_ARGS],
         retarg: 0,
         strs: [

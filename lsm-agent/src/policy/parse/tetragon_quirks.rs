@@ -142,7 +142,7 @@ const EXPECTED: &[(&str, Expect)] = &[
         "return-arg-action-track-sock.yaml",
         Refused {
             at: "13:5: spec.kprobes[0].returnArgAction",
-            message: "not supported yet by lsm-agent",
+            message: "need return: true and a returnArg of type sock",
         },
     ),
     (

@@ -128,18 +128,22 @@ pub(super) fn convert_action(
             ));
             return Ok(None);
         }
-        "geturl"
-        | "dnslookup"
-        | "tracksock"
-        | "untracksock"
-        | "notifyenforcer"
-        | "cleanupenforcernotification"
-        | "set" => {
+        "tracksock" | "untracksock" => {
+            // Tetragon's argSock defaults to 0, the first argument.
+            let pos = a.arg_sock.unwrap_or(0);
+            // A declared argument's index for now: the selector maps it to its position.
+            if name == "tracksock" {
+                ir::Action::TrackSock { pos }
+            } else {
+                ir::Action::UntrackSock { pos }
+            }
+        }
+        "geturl" | "dnslookup" | "notifyenforcer" | "cleanupenforcernotification" | "set" => {
             return Err(invalid(
                 format!("{apath}.action"),
                 format!(
                     "action {} is not supported yet by lsm-agent (supported: Post, NoPost, \
-                     Sigkill, Override, Signal)",
+                     Sigkill, Override, Signal, TrackSock, UntrackSock)",
                     a.action
                 ),
             ));
@@ -149,7 +153,7 @@ pub(super) fn convert_action(
                 format!("{apath}.action"),
                 format!(
                     "unknown action \"{}\" (expected one of Post, NoPost, Sigkill, Override, \
-                     Signal)",
+                     Signal, TrackSock, UntrackSock)",
                     a.action
                 ),
             ));

@@ -31,14 +31,27 @@ pub(super) fn convert_kprobe(
             "list: calls are not supported yet by lsm-agent",
         ));
     }
-    // `Post` is what every matching call does anyway (at an LSM hook the event carries the
-    // verdict, a kretprobe's the return value); the socket-tracking actions are not offered.
-    if let Some(a) = kp.return_arg_action.as_deref()
-        && !a.is_empty()
-        && !a.eq_ignore_ascii_case("post")
+    // `Post` is what every matching call does anyway (a kretprobe's event carries the return
+    // value); TrackSock/UntrackSock act on a returned socket.
+    let ret_action = match kp
+        .return_arg_action
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
     {
-        return Err(not_supported(format!("{path}.returnArgAction")));
-    }
+        None | Some("") | Some("post") => None,
+        Some("tracksock") => Some(true),
+        Some("untracksock") => Some(false),
+        Some(_) => {
+            return Err(invalid(
+                format!("{path}.returnArgAction"),
+                format!(
+                    "unknown returnArgAction \"{}\" (expected TrackSock, UntrackSock or Post)",
+                    kp.return_arg_action.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
+    };
     if non_empty(&kp.data) {
         return Err(not_supported(format!("{path}.data")));
     }
@@ -49,8 +62,17 @@ pub(super) fn convert_kprobe(
         hooks::kprobe_call(&kp.call)
     };
     let Some(tr) = translated else {
-        return convert_generic_kprobe(&path, i, kp, lists, warnings);
+        return convert_generic_kprobe(&path, i, kp, lists, ret_action, warnings);
     };
+    if ret_action.is_some() {
+        return Err(invalid(
+            format!("{path}.returnArgAction"),
+            format!(
+                "socket tracking is done at kretprobes; {} is enforced at LSM hook {}",
+                kp.call, tr.hook
+            ),
+        ));
+    }
     // Events name the function as Tetragon does: a syscall by this node's entry point.
     let call = match SyscallArch::host() {
         Some(arch) if syscall => syscalls::attach_symbol(&kp.call, arch).unwrap_or(kp.call.clone()),
@@ -205,6 +227,7 @@ fn convert_generic_kprobe(
     i: usize,
     kp: &raw::Kprobe,
     lists: &Lists,
+    ret_action: Option<bool>,
     warnings: &mut Vec<Invalid>,
 ) -> VResult<ir::Hook> {
     let syscall = kp.syscall == Some(true);
@@ -249,11 +272,29 @@ fn convert_generic_kprobe(
                 "a return value",
             )? {
                 Some(spec) if matches!(spec.ty, ir::ArgType::Int { .. }) => Some(spec),
+                // A returned socket is read like an argument, in a position no declared
+                // argument takes (the highest free one).
+                Some(spec) if spec.ty == ir::ArgType::Sock => {
+                    let taken = |p: u32| kp.args.iter().flatten().any(|a| a.index == p);
+                    let Some(pos) = (0..MAX_ARGS as u32).rev().find(|&p| !taken(p)) else {
+                        return Err(invalid(
+                            format!("{apath}.type"),
+                            format!(
+                                "a sock returnArg needs one of the {MAX_ARGS} argument \
+                                 positions free: this kprobe declares all of them"
+                            ),
+                        ));
+                    };
+                    Some(ir::ArgSpec {
+                        lsm_index: pos,
+                        ..spec
+                    })
+                }
                 Some(spec) => {
                     return Err(invalid(
                         format!("{apath}.type"),
                         format!(
-                            "type \"{}\": lsm-agent reads integer return values only",
+                            "type \"{}\": lsm-agent reads integer and sock return values only",
                             spec.type_name
                         ),
                     ));
@@ -264,12 +305,24 @@ fn convert_generic_kprobe(
         // Without `return: true` there is no return probe: Tetragon ignores it too.
         _ => None,
     };
+    // `returnArgAction` acts on the returned socket whenever the kretprobe's selectors match
+    // (every call when it has none).
+    let ret_sock = match (ret_action, &return_arg) {
+        (None, _) => None,
+        (Some(track), Some(r)) if r.ty == ir::ArgType::Sock => Some((track, r.lsm_index)),
+        (Some(_), _) => {
+            return Err(invalid(
+                format!("{path}.returnArgAction"),
+                "TrackSock and UntrackSock need return: true and a returnArg of type sock",
+            ));
+        }
+    };
     let what = format!("kprobe {}", kp.call);
     let arg = |apath: &str, a: &raw::Arg| {
         check_arg_options(apath, a, MAX_ARG_INDEX)?;
         convert_generic_arg(apath, a, a.index, syscall, ArgSite::Kprobe, &what)
     };
-    convert_hook_body(
+    let mut hook = convert_hook_body(
         path,
         HookSource {
             target: ir::Target::Kprobe(ir::KprobeTarget {
@@ -288,7 +341,30 @@ fn convert_generic_kprobe(
         },
         &kp.body(),
         warnings,
-    )
+    )?;
+    if let Some((track, pos)) = ret_sock {
+        let action = if track {
+            ir::Action::TrackSock { pos }
+        } else {
+            ir::Action::UntrackSock { pos }
+        };
+        if hook.selectors.is_empty() {
+            hook.selectors.push(ir::Selector {
+                index: 0,
+                label: None,
+                match_args: Vec::new(),
+                match_binaries: None,
+                match_pids: Vec::new(),
+                match_namespaces: Vec::new(),
+                match_capabilities: Vec::new(),
+                actions: Vec::new(),
+            });
+        }
+        for s in &mut hook.selectors {
+            s.actions.push(action.clone());
+        }
+    }
+    Ok(hook)
 }
 
 /// A `tracepoints[]` entry: observed by the generic tracepoint program. Argument `index`
@@ -820,5 +896,37 @@ mod tests {
             "    syscall: false\n    return: true\n    returnArg:\n      type: int\n",
         );
         assert!(parse_ok(&yaml).warnings.is_empty());
+    }
+
+    #[test]
+    fn socket_tracking_is_refused_where_the_call_is_enforced_at_an_lsm_hook() {
+        let e = parse_err(&with_selector(
+            "matchActions: [{action: TrackSock, argSock: 0}]",
+        ));
+        assert!(
+            e.message.contains("socket tracking is done at kprobes"),
+            "{}",
+            e.message
+        );
+        let yaml = with_selector("matchActions: [{action: Post}]").replace(
+            "    syscall: false\n",
+            "    syscall: false\n    returnArgAction: TrackSock\n",
+        );
+        let e = parse_err(&yaml);
+        assert!(e.message.contains("done at kretprobes"), "{}", e.message);
+    }
+
+    #[test]
+    fn untrack_sock_must_name_a_declared_sock_argument() {
+        let yaml = fixture!("observe-udp-sends-of-tracked-sockets.yaml")
+            .replace("argSock: 0", "argSock: 1");
+        let e = parse_err(&yaml);
+        assert!(
+            e.message
+                .contains("argSock 1 is not a declared argument of type sock"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("argSock"), "{}", e.message);
     }
 }

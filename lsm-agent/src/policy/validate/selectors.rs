@@ -61,8 +61,8 @@ fn convert_return_args(
                 "not supported at LSM hooks (the hook's return value is the verdict)",
             ));
         }
-        (_, Some(r)) => r,
-        (_, None) => {
+        (_, Some(r)) if matches!(r.ty, ir::ArgType::Int { .. }) => r,
+        _ => {
             return Err(invalid(
                 rpath,
                 "needs return: true and an integer returnArg on the kprobe",
@@ -179,6 +179,45 @@ fn field_name(f: NetField) -> &'static str {
     }
 }
 
+/// `TrackSock`/`UntrackSock` name a declared `sock` argument of a probe by its index: the
+/// action gets that argument's position. Other actions pass through.
+fn sock_action_position(
+    apath: &str,
+    a: ir::Action,
+    args: &[ir::ArgSpec],
+    target: &ir::Target,
+) -> VResult<ir::Action> {
+    let (index, track) = match a {
+        ir::Action::TrackSock { pos } => (pos, true),
+        ir::Action::UntrackSock { pos } => (pos, false),
+        other => return Ok(other),
+    };
+    if let ir::Target::Lsm(h) = target {
+        return Err(invalid(
+            format!("{apath}.action"),
+            format!(
+                "socket tracking is done at kprobes; this call is enforced at LSM hook {}",
+                h.name()
+            ),
+        ));
+    }
+    let Some(arg) = args
+        .iter()
+        .find(|s| s.spec_index == index && s.ty == ir::ArgType::Sock)
+    else {
+        return Err(invalid(
+            format!("{apath}.argSock"),
+            format!("argSock {index} is not a declared argument of type sock"),
+        ));
+    };
+    let pos = arg.lsm_index;
+    Ok(if track {
+        ir::Action::TrackSock { pos }
+    } else {
+        ir::Action::UntrackSock { pos }
+    })
+}
+
 /// What a hook's selectors are converted against: its declared arguments, where it runs,
 /// its `returnArg`, and the policy's `lists`.
 pub(super) struct SelectorContext<'a> {
@@ -277,7 +316,12 @@ pub(super) fn convert_selector(
     let mut actions = Vec::with_capacity(raw_actions.len());
     for (k, a) in raw_actions.iter().enumerate() {
         let apath = format!("{spath}.matchActions[{k}]");
-        actions.extend(convert_action(&apath, a, warnings)?);
+        let action = convert_action(&apath, a, warnings)?;
+        actions.extend(
+            action
+                .map(|a| sock_action_position(&apath, a, args, target))
+                .transpose()?,
+        );
     }
 
     Ok(ir::Selector {
