@@ -269,6 +269,12 @@ fn read_net(s: &mut Scratch, kind: u8, ptr: u64, rec: *mut PathRec, subject: boo
         if subject {
             kcopy(&mut s.net, &(*r).net);
             s.net.write_attrs(&mut s.attrs);
+            // A packet has no TCP state: 0, which no state name is.
+            s.attrs[ATTR_SOCK_STATE as usize] = if kind == ARG_SOCK {
+                u64::from((*r).state)
+            } else {
+                0
+            };
         }
     }
 }

@@ -537,7 +537,9 @@ pub const ATTR_SOCK_PROTOCOL: u32 = 14;
 pub const ATTR_SOCK_TYPE: u32 = 15;
 /// The return value of a kretprobe'd call (`matchReturnArgs`), set by that program.
 pub const ATTR_RETVAL: u32 = 16;
-pub const NUM_ATTRS: u32 = 17;
+/// The TCP state (`sk_state`) of a probe's `sock` argument the network operators match.
+pub const ATTR_SOCK_STATE: u32 = 17;
+pub const NUM_ATTRS: u32 = 18;
 
 // ---------------------------------------------------------------------------------------------
 // Network (socket_connect)

@@ -229,6 +229,44 @@ fn an_skb_argument_carries_the_packet_and_network_operators_match_it() {
     assert!(others.is_empty(), "only 127.0.0.2 posts: {others:?}");
 }
 
+/// `State` on a kprobe's `sock` (`tcp_set_state`): the server's socket of a loopback
+/// connection, leaving TCP_SYN_RECV for TCP_ESTABLISHED, posts; the client's, leaving
+/// TCP_SYN_SENT, does not.
+#[test]
+fn the_state_operator_matches_the_tcp_state_of_a_kprobes_socket() {
+    let a = agent();
+    let events = a.json_stream();
+    let policy = a.add_policy(&fixture("observe-tcp-accepts-on-loopback.yaml"));
+    let out = python(
+        "import socket\nl = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(1)\n\
+         port = l.getsockname()[1]\nc = socket.create_connection(('127.0.0.1', port))\n\
+         s, _ = l.accept(); s.close(); c.close()\nprint(port)",
+    );
+    assert_eq!(exit_code(&out), 0, "{out:?}");
+    let port = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let of_policy = |l: &str| {
+        l.contains("\"process_kprobe\"")
+            && l.contains("\"policy_name\":\"observe-tcp-accepts-on-loopback\"")
+    };
+    let server = format!("\"sport\":{port},");
+    let line = events.expect("the server's socket established", |l| {
+        of_policy(l) && l.contains(&server)
+    });
+    policy.delete();
+
+    assert!(line.contains("\"int_arg\":1"), "the new state: {line}");
+    let client = format!("\"dport\":{port},");
+    let others: Vec<String> = events
+        .lines()
+        .into_iter()
+        .filter(|l| of_policy(l) && l.contains(&client))
+        .collect();
+    assert!(
+        others.is_empty(),
+        "the client's socket does not post: {others:?}"
+    );
+}
+
 /// Socket tracking: `sk_alloc`'s returned socket is tracked by its creator
 /// (`returnArgAction: TrackSock`), so a datagram a forked child sends on the parent's socket
 /// is posted as the parent's, and the returned socket is the kretprobe's `sock_arg`.

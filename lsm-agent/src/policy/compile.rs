@@ -774,6 +774,7 @@ fn compile_arg_filter(
             let attr = match attr {
                 SockAttr::Protocol => ATTR_SOCK_PROTOCOL,
                 SockAttr::Family => ATTR_SOCK_FAMILY,
+                SockAttr::State => ATTR_SOCK_STATE,
             };
             let nf = attr_filter(img, hid, slot, attr, NUM_OP_EQUAL, values);
             push_num(img, next_num, policy, hid, hook, nf)?;

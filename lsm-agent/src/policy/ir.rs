@@ -432,6 +432,8 @@ pub enum NetField {
 pub enum SockAttr {
     Protocol,
     Family,
+    /// The TCP state of a probe's `sock` (`State`); a socket at `socket_connect` has none yet.
+    State,
 }
 
 /// An address filter value.

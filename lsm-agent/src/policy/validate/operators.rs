@@ -1,7 +1,7 @@
 //! `matchArgs[].operator`: every spelling Tetragon accepts, and what each means on an
 //! argument of a given type.
 
-use crate::policy::ir::{self, ArgType, NetField, NumOp, SockAttr, StrOp};
+use crate::policy::ir::{ArgType, NetField, NumOp, SockAttr, StrOp};
 
 /// Every operator spelling Tetragon's `SelectorOp` accepts, with its canonical name first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,6 +212,7 @@ fn sock_op(op: Operator) -> Option<ArgOp> {
         O::NotSPortPriv => port(NetField::Source, true, true),
         O::Protocol => ArgOp::SockAttr(SockAttr::Protocol),
         O::Family => ArgOp::SockAttr(SockAttr::Family),
+        O::State => ArgOp::SockAttr(SockAttr::State),
         _ => return None,
     })
 }
@@ -225,10 +226,6 @@ pub(super) fn classify(op: Operator, ty: ArgType) -> Result<ArgOp, String> {
         ArgType::Sock => {
             return match (sock_op(op), op) {
                 (Some(a), _) => Ok(a),
-                (None, O::State) => Err(format!(
-                    "operator State is not supported at {} (the socket has no TCP state yet)",
-                    ir::LsmHook::SocketConnect
-                )),
                 _ => Err(format!(
                     "operator {name} is not supported: sock, socket and sockaddr arguments do \
                      not support operator {name}"
@@ -236,9 +233,11 @@ pub(super) fn classify(op: Operator, ty: ArgType) -> Result<ArgOp, String> {
             };
         }
         ArgType::Skb => {
-            return sock_op(op).ok_or_else(|| {
-                format!("operator {name} is not supported: skb arguments do not support it")
-            });
+            return sock_op(op)
+                .filter(|a| !matches!(a, ArgOp::SockAttr(SockAttr::State)))
+                .ok_or_else(|| {
+                    format!("operator {name} is not supported: skb arguments do not support it")
+                });
         }
         ArgType::Sockaddr => {
             // At connect, the sockaddr is the address connected to: Tetragon's `SAddr` and
@@ -349,8 +348,8 @@ pub(super) fn operator_hint(ty: ArgType) -> &'static str {
         }
         ArgType::Sock => {
             "network operators DAddr, NotDAddr, SAddr, NotSAddr, DPort, NotDPort, SPort, \
-             NotSPort, DPortPriv, NotDPortPriv, SPortPriv, NotSPortPriv, Protocol and Family \
-             apply to sock and socket arguments"
+             NotSPort, DPortPriv, NotDPortPriv, SPortPriv, NotSPortPriv, Protocol, Family and \
+             State (at kprobes) apply to sock and socket arguments"
         }
         ArgType::Skb => {
             "network operators DAddr, NotDAddr, SAddr, NotSAddr, Protocol and Family apply to \

@@ -125,6 +125,23 @@ fn check_probe_net_filter(
     filter: &ir::ArgFilter,
     earlier: &[ir::ArgFilter],
 ) -> VResult<()> {
+    if let (
+        ir::Target::Lsm(h),
+        ir::FilterKind::SockAttr {
+            attr: ir::SockAttr::State,
+            ..
+        },
+    ) = (target, &filter.kind)
+    {
+        return Err(invalid(
+            format!("{mpath}.operator"),
+            format!(
+                "operator State is not supported at {} (the socket has no TCP state yet): \
+                 State applies to the sock arguments of kprobes",
+                h.name()
+            ),
+        ));
+    }
     if matches!(target, ir::Target::Lsm(_)) || !filter.kind.is_network() {
         return Ok(());
     }
@@ -381,6 +398,35 @@ mod tests {
             parse_ok(&yaml.replace("index: 2\n        operator", "index: 1\n        operator"));
         let e = compile(&[(1, &p), (2, &other)]).expect_err("clash");
         assert!(matches!(e, CompileError::NetArgClash { .. }), "{e}");
+    }
+
+    #[test]
+    fn state_matches_the_tcp_state_of_a_probes_sock_and_not_of_a_packet() {
+        use crate::policy::compile::compile;
+        use crate::policy::ir::{FilterKind, SockAttr};
+        let yaml = fixture!("observe-tcp-accepts-on-loopback.yaml");
+        let p = parse_ok(yaml);
+        let f = &p.hooks[0].selectors[0].match_args;
+        assert_eq!(
+            f[0].kind,
+            FilterKind::SockAttr {
+                attr: SockAttr::State,
+                values: vec![3]
+            }
+        );
+        let img = compile(&[(1, &p)]).expect("compiles");
+        let filters: Vec<u32> = img.num_filt.values().map(|n| n.arg).collect();
+        assert!(
+            filters.contains(&(lsm_shared::ARG_ATTR_BASE + lsm_shared::ATTR_SOCK_STATE)),
+            "{filters:?}"
+        );
+        assert_eq!(img.hook_cfg.values().map(|c| c.net_arg).max(), Some(1));
+
+        let skb = fixture!("observe-udp-packets-to-127-0-0-2.yaml")
+            .replace("operator: \"Protocol\"", "operator: \"State\"")
+            .replace("\"IPPROTO_UDP\"", "\"TCP_SYN_RECV\"");
+        let e = parse_err(&skb);
+        assert!(e.message.contains("operator State"), "{}", e.message);
     }
 
     #[test]

@@ -197,6 +197,7 @@ pub(crate) fn sock_attr_values(
     let (names, what, examples) = match attr {
         SockAttr::Protocol => (PROTOCOLS, "Protocol", "IPPROTO_TCP or IPPROTO_UDP"),
         SockAttr::Family => (FAMILIES, "Family", "AF_INET or AF_INET6"),
+        SockAttr::State => return tcp_state_values(vpath, values),
     };
     named_values(vpath, values, names, what, examples)
 }
@@ -220,8 +221,6 @@ const TCP_STATES: &[(&str, u64)] = &[
 ];
 
 /// `State` values (`TCP_SYN_RECV`, `3`, `1:3`) as TCP state numbers.
-// For the `State` operator of the kprobe translation (sock arguments that have a state).
-#[allow(dead_code)]
 pub(crate) fn tcp_state_values(vpath: &str, values: &[String]) -> VResult<Vec<u64>> {
     named_values(
         vpath,
