@@ -455,8 +455,8 @@ fn match_net(s: &mut Scratch, hook: u32, cfg: &HookConfig, cand: u64) -> u64 {
     let cand = match_addr(s, hook, cfg, cand, NET_DEST);
     let cand = match_addr(s, hook, cfg, cand, NET_SOURCE);
     let (dport, sport) = (s.net.dport, s.net.sport);
-    let cand = match_port(cfg, cand, NET_DEST, dport);
-    match_port(cfg, cand, NET_SOURCE, sport)
+    let cand = match_port(hook, cfg, cand, NET_DEST, dport);
+    match_port(hook, cfg, cand, NET_SOURCE, sport)
 }
 
 #[inline(always)]
@@ -485,12 +485,15 @@ fn match_addr(s: &mut Scratch, hook: u32, cfg: &HookConfig, cand: u64, field: u3
 }
 
 #[inline(always)]
-fn match_port(cfg: &HookConfig, cand: u64, field: u32, port: u16) -> u64 {
+fn match_port(hook: u32, cfg: &HookConfig, cand: u64, field: u32, port: u16) -> u64 {
     let uses = cfg.port_uses_of(field);
     if uses.any() & cand == 0 {
         return cand;
     }
-    let found = PORTS.get(port_index(field, port)).copied();
+    let found = PORTS.get_ptr(&port_key(hook, field, port)).map(|m| {
+        // SAFETY: a live map value, copied out at once.
+        unsafe { *m }
+    });
     narrow(cand, found.unwrap_or(SelMasks::NONE), uses)
 }
 

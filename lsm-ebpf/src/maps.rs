@@ -86,9 +86,10 @@ pub static ADDR4: LpmTrie<Addr4, SelMasks> =
 pub static ADDR6: LpmTrie<Addr6, SelMasks> =
     LpmTrie::with_max_entries(ADDR_ENTRIES, BPF_F_NO_PREALLOC);
 
-/// Port filters of `socket_connect`, at `port_index(field, port)`.
+/// Port filters of every hook, at `port_key(hook, field, port)`.
 #[map]
-pub static PORTS: Array<SelMasks> = Array::with_max_entries(PORT_ENTRIES, 0);
+pub static PORTS: HashMap<u32, SelMasks> =
+    HashMap::with_max_entries(PORT_ENTRIES, BPF_F_NO_PREALLOC);
 
 /// Resolved path of every open `struct file`, keyed by its address. Filled at `file_open`
 /// (where `bpf_d_path` works), read at hooks where it does not, dropped at

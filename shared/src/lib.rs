@@ -586,13 +586,14 @@ pub const fn addr_scope(hook: u32, field: u32) -> [u8; 4] {
     [hook as u8, field as u8, 0, 0]
 }
 
-/// Entries of [`PORTS_MAP`]: one per (field, port); only `socket_connect` has port filters.
-pub const PORT_ENTRIES: u32 = 2 * 65536;
+/// Entries of [`PORTS_MAP`], a hash map of the ports filters name, per (hook, field, port):
+/// a switch holds the old and the new plans' entries side by side, so a plan may use half.
+pub const PORT_ENTRIES: u32 = 4 * 65536;
 
-/// Index of a port in [`PORTS_MAP`].
+/// Key of a port of `hook`'s filters on `field` in [`PORTS_MAP`].
 #[inline(always)]
-pub const fn port_index(field: u32, port: u16) -> u32 {
-    field * 65536 + port as u32
+pub const fn port_key(hook: u32, field: u32, port: u16) -> u32 {
+    (hook << 17) | (field << 16) | port as u32
 }
 
 /// The connection a `socket_connect` call asks for, as matched and reported.
@@ -1233,11 +1234,15 @@ mod tests {
     }
 
     #[test]
-    fn port_index_gives_each_field_its_own_half_of_the_array() {
-        assert_eq!(port_index(NET_DEST, 0), 0);
-        assert_eq!(port_index(NET_DEST, u16::MAX), 65535);
-        assert_eq!(port_index(NET_SOURCE, 0), 65536);
-        assert_eq!(port_index(NET_SOURCE, u16::MAX), PORT_ENTRIES - 1);
+    fn port_keys_of_hooks_and_fields_are_distinct() {
+        assert_eq!(port_key(0, NET_DEST, 0), 0);
+        assert_eq!(port_key(0, NET_DEST, u16::MAX), 65535);
+        assert_eq!(port_key(0, NET_SOURCE, 0), 65536);
+        assert_eq!(port_key(1, NET_DEST, 0), 131072);
+        assert_eq!(
+            port_key(NUM_HOOKS - 1, NET_SOURCE, u16::MAX),
+            (NUM_HOOKS << 17) - 1
+        );
     }
 
     #[test]

@@ -267,6 +267,35 @@ fn the_state_operator_matches_the_tcp_state_of_a_kprobes_socket() {
     );
 }
 
+/// A port operator at a kprobe (`SPort` on `inet_csk_listen_start`'s sock): listening on
+/// port 31337 posts, listening on 31338 does not.
+#[test]
+fn a_port_operator_matches_the_local_port_of_a_kprobes_socket() {
+    let a = agent();
+    let events = a.json_stream();
+    let policy = a.add_policy(&fixture("observe-listens-on-port-31337.yaml"));
+    let out = python(
+        "import socket\nfor port in (31338, 31337):\n    \
+         l = socket.socket(); l.bind(('127.0.0.1', port)); l.listen(1); l.close()",
+    );
+    assert_eq!(exit_code(&out), 0, "{out:?}");
+    let of_policy = |l: &str| {
+        l.contains("\"process_kprobe\"")
+            && l.contains("\"policy_name\":\"observe-listens-on-port-31337\"")
+    };
+    events.expect("the listen on 31337", |l| {
+        of_policy(l) && l.contains("\"sport\":31337,")
+    });
+    policy.delete();
+
+    let others: Vec<String> = events
+        .lines()
+        .into_iter()
+        .filter(|l| of_policy(l) && !l.contains("\"sport\":31337,"))
+        .collect();
+    assert!(others.is_empty(), "only port 31337 posts: {others:?}");
+}
+
 /// Socket tracking: `sk_alloc`'s returned socket is tracked by its creator
 /// (`returnArgAction: TrackSock`), so a datagram a forked child sends on the parent's socket
 /// is posted as the parent's, and the returned socket is the kretprobe's `sock_arg`.

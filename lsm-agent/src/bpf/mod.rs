@@ -106,7 +106,7 @@ pub struct Probe {
     pids: HashMap<MapData, PidKey, PidMasks>,
     addr4: LpmTrie<MapData, Addr4, SelMasks>,
     addr6: LpmTrie<MapData, Addr6, SelMasks>,
-    ports: Array<MapData, SelMasks>,
+    ports: HashMap<MapData, u32, SelMasks>,
     cgroups: HashMap<MapData, u64, CgroupScope>,
     stats: PerCpuArray<MapData, u64>,
     counters: PerCpuArray<MapData, ActionCounters>,
@@ -387,7 +387,7 @@ impl Probe {
             self.addr6.insert(&addr6_key(k), m, 0)
         })
         .map_err(map_err(ADDR6_MAP))?;
-        stage(&old.ports, &img.ports, |&i, m| self.ports.set(i, m, 0))
+        stage(&old.ports, &img.ports, |k, m| self.ports.insert(k, m, 0))
             .map_err(map_err(PORTS_MAP))?;
         stage(&old.cgroups, &img.cgroups, |id, m| {
             self.cgroups.insert(id, m, 0)
@@ -490,9 +490,9 @@ impl Probe {
             None => remove_ok(self.addr6.remove(&addr6_key(k))),
         })
         .map_err(map_err(ADDR6_MAP))?;
-        // Port entries are array slots: "removing" one writes empty masks.
-        settle(&old.ports, &img.ports, |&i, m| {
-            self.ports.set(i, m.unwrap_or_default(), 0)
+        settle(&old.ports, &img.ports, |k, m| match m {
+            Some(m) => self.ports.insert(k, m, 0),
+            None => remove_ok(self.ports.remove(k)),
         })
         .map_err(map_err(PORTS_MAP))?;
         settle(&old.cgroups, &img.cgroups, |id, m| match m {

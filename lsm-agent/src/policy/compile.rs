@@ -129,7 +129,7 @@ pub struct MapImage {
     /// IPv4 (4-byte keys) and IPv6 networks of address filters.
     pub addr4: BTreeMap<AddrEntryKey, SelMasks>,
     pub addr6: BTreeMap<AddrEntryKey, SelMasks>,
-    /// Index: `port_index(field, port)`.
+    /// Key: `port_key(hook, field, port)`.
     pub ports: BTreeMap<u32, SelMasks>,
     /// Index: `hook * MAX_SELECTORS + slot`.
     pub slots: BTreeMap<u32, SlotInfo>,
@@ -318,10 +318,11 @@ fn net_field(f: NetField) -> u32 {
 }
 
 fn check_capacity(img: &MapImage, policy: &str) -> Result<(), CompileError> {
-    let checks: [(&'static str, usize, u32); 7] = [
+    let checks: [(&'static str, usize, u32); 8] = [
         ("STR_EQ", img.str_eq.len(), STR_EQ_ENTRIES),
         // A switch holds the old and the new plans' sets side by side.
         ("NUM_SET", img.num_set.len(), NUM_SET_ENTRIES / 2),
+        ("PORTS", img.ports.len(), PORT_ENTRIES / 2),
         ("PIDS", img.pids.len(), PIDS_ENTRIES),
         ("ADDR4", img.addr4.len(), ADDR_ENTRIES),
         ("ADDR6", img.addr6.len(), ADDR_ENTRIES),
@@ -761,7 +762,7 @@ fn compile_arg_filter(
             cfg.port_uses[net_class(field, *negated)] |= bit;
             for &(lo, hi) in ranges {
                 for port in lo..=hi {
-                    let m = img.ports.entry(port_index(field, port)).or_default();
+                    let m = img.ports.entry(port_key(hid, field, port)).or_default();
                     if *negated {
                         m.neg |= bit;
                     } else {
@@ -1522,7 +1523,7 @@ mod tests {
     }
 
     #[test]
-    fn port_ranges_fill_the_port_array_per_field() {
+    fn port_ranges_fill_the_port_map_per_hook_and_field() {
         let s0 = sel(
             0,
             vec![
@@ -1541,9 +1542,10 @@ mod tests {
         );
         let img = compile(&[(1, &connect_policy(false, vec![s0]))]).unwrap();
         assert_eq!(img.ports.len(), 4 + 1024);
-        assert_eq!(img.ports[&port_index(NET_DEST, 8001)].pos, 1);
-        assert_eq!(img.ports[&port_index(NET_SOURCE, 22)].neg, 1);
-        assert!(!img.ports.contains_key(&port_index(NET_DEST, 22)));
+        let key = |field, port| port_key(HOOK_SOCKET_CONNECT, field, port);
+        assert_eq!(img.ports[&key(NET_DEST, 8001)].pos, 1);
+        assert_eq!(img.ports[&key(NET_SOURCE, 22)].neg, 1);
+        assert!(!img.ports.contains_key(&key(NET_DEST, 22)));
     }
 
     #[test]

@@ -145,17 +145,6 @@ fn check_probe_net_filter(
     if matches!(target, ir::Target::Lsm(_)) || !filter.kind.is_network() {
         return Ok(());
     }
-    if matches!(filter.kind, ir::FilterKind::Port { .. }) {
-        return Err(invalid(
-            format!("{mpath}.operator"),
-            format!(
-                "port operators (SPort, DPort and their Not/Priv forms) are not supported yet \
-                 at {}: lsm-agent matches ports at socket_connect (tcp_connect, \
-                 security_socket_connect) only",
-                crate::policy::probes::hook_label(target)
-            ),
-        ));
-    }
     if let Some(other) = earlier
         .iter()
         .find(|f| f.kind.is_network() && f.lsm_index != filter.lsm_index)
@@ -358,7 +347,7 @@ mod tests {
     use crate::policy::testutil::*;
 
     #[test]
-    fn probes_match_addresses_protocols_and_families_of_one_sock_or_skb_argument_but_no_ports() {
+    fn probes_match_addresses_ports_protocols_and_families_of_one_sock_or_skb_argument() {
         use crate::policy::compile::{CompileError, compile};
         use crate::policy::ir::{ArgType, FilterKind};
         let yaml = fixture!("observe-udp-packets-to-127-0-0-2.yaml");
@@ -377,12 +366,14 @@ mod tests {
             .expect("a net_arg");
         assert_eq!(cfg.net_arg, 3);
 
+        // Ports are kept per hook: the probe's do not mix with socket_connect's.
         let ports = yaml
             .replace("operator: \"Protocol\"", "operator: \"DPort\"")
             .replace("\"IPPROTO_UDP\"", "\"53\"");
-        let e = parse_err(&ports);
-        assert!(e.path.ends_with("matchArgs[1].operator"), "{}", e.path);
-        assert!(e.message.contains("kprobe ip_output"), "{}", e.message);
+        let img = compile(&[(1, &parse_ok(&ports))]).expect("compiles");
+        let (&hid, _) = img.probes.iter().next().expect("a probe");
+        let key = lsm_shared::port_key(hid, lsm_shared::NET_DEST, 53);
+        assert_eq!(img.ports.keys().copied().collect::<Vec<_>>(), [key]);
         let two = yaml.replace(
             "      - index: 2\n        operator: \"Protocol\"",
             "      - index: 1\n        operator: \"Protocol\"",
