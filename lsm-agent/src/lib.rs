@@ -23,6 +23,7 @@
 //! * [`grpc`]: the Tetragon-compatible `FineGuidanceSensors` API.
 //! * [`export`]: the JSON export file (`--export-filename`), with rotation and filters.
 //! * [`metrics`]: Prometheus metrics (`--metrics-server`), read from core types only.
+//! * [`requests`]: the `GetUrl`/`DnsLookup` actions, performed for the events that carry them.
 //! * [`listen`]: binding the TCP listeners of the servers.
 //! * [`supervise`]: the daemon's tasks under one shutdown signal.
 pub mod agent;
@@ -36,5 +37,6 @@ pub mod listen;
 pub mod metrics;
 pub mod policy;
 pub mod procfs;
+pub mod requests;
 pub mod supervise;
 pub mod tetragon;

@@ -845,6 +845,7 @@ mod tests {
                 return_action: None,
                 message: None,
                 tags: vec![],
+                request: None,
             }),
         }
     }

@@ -4,7 +4,14 @@
 //! events and `Sigkill` after the fact; they never deny. Runs inside the VM only
 //! (vm-tests/run.sh); one agent serves every test.
 
-use std::{fs, path::Path, sync::MutexGuard};
+use std::{
+    fs,
+    io::{Read, Write},
+    net::TcpListener,
+    path::Path,
+    sync::{MutexGuard, mpsc},
+    time::Duration,
+};
 
 use vm_tests::*;
 
@@ -294,6 +301,45 @@ fn a_port_operator_matches_the_local_port_of_a_kprobes_socket() {
         .filter(|l| of_policy(l) && !l.contains("\"sport\":31337,"))
         .collect();
     assert!(others.is_empty(), "only port 31337 posts: {others:?}");
+}
+
+/// `GetUrl`: opening the canary file posts an event whose action is GetUrl, and the agent
+/// fetches the selector's URL (here a listener of this test on loopback).
+#[test]
+fn a_get_url_action_fetches_the_url_when_its_selector_posts() {
+    let a = agent();
+    let listener = TcpListener::bind("127.0.0.1:18080").expect("the canary's port");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 2048];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let _ = s.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n");
+            let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    });
+    let events = a.json_stream();
+    let policy = a.add_policy(&fixture("get-url-on-canary-open.yaml"));
+    let canary = "/tmp/lsm-vmtest-geturl-canary";
+    fs::write(canary, "x").expect("canary file");
+    let read = fs::read(canary);
+    let request = rx.recv_timeout(Duration::from_secs(60));
+    let line = events.expect("the canary's open", |l| {
+        l.contains("\"process_kprobe\"") && l.contains("\"policy_name\":\"get-url-on-canary-open\"")
+    });
+    policy.delete();
+    let _ = fs::remove_file(canary);
+
+    assert!(read.is_ok(), "GetUrl does not deny: {read:?}");
+    assert!(
+        line.contains("\"action\":\"KPROBE_ACTION_GETURL\""),
+        "{line}"
+    );
+    let request = request.expect("the agent fetched the URL within 60 s");
+    assert!(
+        request.starts_with("GET /canary?id=7 HTTP/1.1\r\n"),
+        "{request}"
+    );
 }
 
 /// Socket tracking: `sk_alloc`'s returned socket is tracked by its creator

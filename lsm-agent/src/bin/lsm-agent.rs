@@ -321,6 +321,18 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         });
     }
+    // GetUrl/DnsLookup actions: one more subscriber, making the requests of the events that
+    // carry one.
+    match lsm_agent::dns::resolver(args.dns_server) {
+        Ok(lookup) => {
+            let run = lsm_agent::requests::run(bus.subscribe(), lookup);
+            tasks.spawn_until_stopped("GetUrl/DnsLookup requests", async move {
+                run.await;
+                Err("the event bus closed".into())
+            });
+        }
+        Err(e) => error!("dns: no resolver, GetUrl and DnsLookup actions are not performed: {e}"),
+    }
     let stats = Arc::new(events::reader::ReaderStats::default());
     let (tx, mut rx) = mpsc::channel(65536);
     tasks.spawn_until_stopped("ring-buffer reader", {

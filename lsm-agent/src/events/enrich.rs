@@ -359,6 +359,12 @@ impl ProcessCache {
                 slot.tags.clone(),
             )
         };
+        // A request is the action Tetragon reports when no enforcement ran.
+        let action = match (action, &slot.request) {
+            (Action::Post, Some(crate::policy::ir::UserRequest::GetUrl(_))) => Action::GetUrl,
+            (Action::Post, Some(crate::policy::ir::UserRequest::DnsLookup(_))) => Action::DnsLookup,
+            (a, _) => a,
+        };
         self.event(
             h.ktime,
             EventKind::Hook(Hook {
@@ -374,6 +380,7 @@ impl ProcessCache {
                 return_action: None,
                 message: slot.message.clone(),
                 tags,
+                request: slot.request.clone(),
             }),
         )
     }
@@ -713,6 +720,7 @@ pub(crate) mod fixtures {
             tags: vec![],
             flags: ACT_POST | ACT_SIGKILL,
             rate_limit: None,
+            request: None,
         }
     }
 
@@ -1024,6 +1032,28 @@ mod tests {
         assert_eq!(k.process.pid, 100);
         assert_eq!(k.process.binary, "/usr/bin/cat");
         assert_ne!(k.process.tid, Some(555));
+    }
+
+    #[test]
+    fn a_get_url_selectors_event_carries_its_request_and_reports_the_action() {
+        use crate::policy::ir::UserRequest;
+        let mut c = cache();
+        exec_cat(&mut c);
+        let mut img = MapImage::default();
+        let mut s = slot(HookOrigin::Kprobe {
+            call: "security_file_permission".into(),
+        });
+        s.flags = ACT_POST;
+        s.request = Some(UserRequest::GetUrl("http://canary.example/".into()));
+        img.slots.insert(HOOK_FILE_PERMISSION * MAX_SELECTORS, s);
+        let EventKind::Hook(k) = c.convert(&hook_event(), &img).remove(0).kind else {
+            panic!("not a hook event")
+        };
+        assert_eq!(k.action, Action::GetUrl);
+        assert_eq!(
+            k.request,
+            Some(UserRequest::GetUrl("http://canary.example/".into()))
+        );
     }
 
     #[test]

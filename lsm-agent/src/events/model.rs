@@ -8,7 +8,7 @@
 use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 pub use super::decode::NetData;
-pub use crate::policy::ir::{HookOrigin, LsmHook, Target};
+pub use crate::policy::ir::{HookOrigin, LsmHook, Target, UserRequest};
 
 /// Wall-clock time, in nanoseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -180,6 +180,8 @@ pub struct Hook {
     pub return_action: Option<Action>,
     pub message: Option<String>,
     pub tags: Vec<String>,
+    /// `GetUrl`/`DnsLookup`: what the agent does in user space for this event.
+    pub request: Option<UserRequest>,
 }
 
 impl Hook {
@@ -201,6 +203,10 @@ pub enum Action {
     Sigkill,
     Signal,
     Override,
+    /// The agent fetches the selector's `argUrl` for this event ([`Hook::request`]).
+    GetUrl,
+    /// The agent looks the selector's `argFqdn` up for this event ([`Hook::request`]).
+    DnsLookup,
 }
 
 /// One argument of a hook event.

@@ -16,7 +16,7 @@ use super::hooks;
 use super::ir::{
     Action, AddrValue, ArgFilter, ArgSpec, CapSet, FilterKind, HookOrigin, HostNs, NetField,
     NsValue, NumOp, Policy, PolicyMode, RETURN_INDEX, RateLimitScope, Selector, SockAttr, StrOp,
-    Target,
+    Target, UserRequest,
 };
 use super::probes::{self, hook_label};
 use super::workloads::{ScopedGroup, Workloads, cgroup_scopes};
@@ -109,6 +109,8 @@ pub struct SlotInfo {
     pub flags: u32,
     /// `Post` with `rateLimit`: at most one event per this many milliseconds, per scope.
     pub rate_limit: Option<(u64, RateLimitScope)>,
+    /// `GetUrl`/`DnsLookup`: what the agent does for each event the selector posts.
+    pub request: Option<UserRequest>,
 }
 
 /// The content of every policy map, for one set of loaded policies.
@@ -198,6 +200,8 @@ fn action_flags(actions: &[Action], mode: PolicyMode) -> (u32, i32, u32, u32) {
                 flags = (flags & !ACT_TRACK_SOCK) | ACT_UNTRACK_SOCK;
                 sock_pos = pos;
             }
+            // Done in user space for each posted event: the kernel only posts.
+            Action::Request(_) => {}
         }
     }
     // NoPost wins over Post wherever it appears (Tetragon).
@@ -520,6 +524,10 @@ pub fn compile_with(
                         tags: hook.tags.clone(),
                         flags,
                         rate_limit: rate_limit_of(&sel.actions),
+                        request: sel.actions.iter().find_map(|a| match a {
+                            Action::Request(r) => Some(r.clone()),
+                            _ => None,
+                        }),
                     },
                 );
                 let cfg = img.hook_cfg.entry(hid).or_insert_with(HookConfig::empty);

@@ -620,6 +620,16 @@ pub enum Action {
     UntrackSock {
         pos: u32,
     },
+    /// `GetUrl` / `DnsLookup`: done by the agent, in user space, for each posted event.
+    Request(UserRequest),
+}
+
+/// What the agent does in user space when a selector with `GetUrl` or `DnsLookup` posts: an
+/// HTTP(S) GET of `argUrl`, or a DNS lookup of `argFqdn` (Tetragon's "canary" notifications).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserRequest {
+    GetUrl(String),
+    DnsLookup(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -223,6 +223,8 @@ fn action(a: model::Action) -> KprobeAction {
         model::Action::Sigkill => KprobeAction::Sigkill,
         model::Action::Signal => KprobeAction::Signal,
         model::Action::Override => KprobeAction::Override,
+        model::Action::GetUrl => KprobeAction::Geturl,
+        model::Action::DnsLookup => KprobeAction::Dnslookup,
     }
 }
 
@@ -759,6 +761,7 @@ mod tests {
             return_action: None,
             message: Some("syscall seen".into()),
             tags: vec!["syscalls".into()],
+            request: None,
         });
         ev
     }

@@ -138,12 +138,51 @@ pub(super) fn convert_action(
                 ir::Action::UntrackSock { pos }
             }
         }
-        "geturl" | "dnslookup" | "notifyenforcer" | "cleanupenforcernotification" | "set" => {
+        "geturl" => {
+            let url = a.arg_url.as_deref().unwrap_or_default();
+            let ok = url
+                .parse::<http::Uri>()
+                .ok()
+                .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+            if ok.is_none() {
+                return Err(invalid(
+                    format!("{apath}.argUrl"),
+                    format!("GetUrl needs argUrl, an http:// or https:// URL (got \"{url}\")"),
+                ));
+            }
+            ir::Action::Request(ir::UserRequest::GetUrl(url.to_string()))
+        }
+        "dnslookup" => {
+            let fqdn = a
+                .arg_fqdn
+                .as_deref()
+                .unwrap_or_default()
+                .trim_end_matches('.');
+            let valid = !fqdn.is_empty()
+                && fqdn.len() <= 253
+                && fqdn.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                });
+            if !valid {
+                return Err(invalid(
+                    format!("{apath}.argFqdn"),
+                    format!(
+                        "DnsLookup needs argFqdn, a domain name (got \"{}\")",
+                        a.arg_fqdn.as_deref().unwrap_or_default()
+                    ),
+                ));
+            }
+            ir::Action::Request(ir::UserRequest::DnsLookup(fqdn.to_string()))
+        }
+        "notifyenforcer" | "cleanupenforcernotification" | "set" => {
             return Err(invalid(
                 format!("{apath}.action"),
                 format!(
                     "action {} is not supported yet by lsm-agent (supported: Post, NoPost, \
-                     Sigkill, Override, Signal, TrackSock, UntrackSock)",
+                     Sigkill, Override, Signal, TrackSock, UntrackSock, GetUrl, DnsLookup)",
                     a.action
                 ),
             ));
@@ -153,7 +192,7 @@ pub(super) fn convert_action(
                 format!("{apath}.action"),
                 format!(
                     "unknown action \"{}\" (expected one of Post, NoPost, Sigkill, Override, \
-                     Signal, TrackSock, UntrackSock)",
+                     Signal, TrackSock, UntrackSock, GetUrl, DnsLookup)",
                     a.action
                 ),
             ));
@@ -301,9 +340,9 @@ mod tests {
     }
 
     #[test]
-    fn actions_that_make_no_sense_at_lsm_hooks_are_rejected() {
+    fn unimplemented_and_unknown_actions_are_rejected() {
         let e = parse_err(&with_selector(
-            "matchActions: [{action: GetUrl, argUrl: \"http://x\"}]",
+            "matchActions: [{action: NotifyEnforcer, argError: -1}]",
         ));
         assert_eq!(
             e.path,
@@ -311,11 +350,50 @@ mod tests {
         );
         assert!(
             e.message
-                .contains("action GetUrl is not supported yet by lsm-agent"),
+                .contains("action NotifyEnforcer is not supported yet by lsm-agent"),
             "{}",
             e.message
         );
         let e = parse_err(&with_selector("matchActions: [{action: Explode}]"));
         assert!(e.message.contains("unknown action"), "{}", e.message);
+    }
+
+    #[test]
+    fn get_url_and_dns_lookup_carry_a_valid_url_or_name() {
+        use crate::policy::ir::UserRequest;
+        let p = parse_ok(&with_selector(
+            "matchActions: [{action: GetUrl, argUrl: \"https://canary.example/hit?id=7\"}]",
+        ));
+        assert_eq!(
+            p.hooks[0].selectors[0].actions,
+            [Action::Request(UserRequest::GetUrl(
+                "https://canary.example/hit?id=7".into()
+            ))]
+        );
+        let p = parse_ok(&with_selector(
+            "matchActions: [{action: DnsLookup, argFqdn: \"canary.example.\"}]",
+        ));
+        assert_eq!(
+            p.hooks[0].selectors[0].actions,
+            [Action::Request(UserRequest::DnsLookup(
+                "canary.example".into()
+            ))]
+        );
+        for bad in [
+            "{action: GetUrl}",
+            "{action: GetUrl, argUrl: \"ftp://x/\"}",
+            "{action: GetUrl, argUrl: \"not a url\"}",
+        ] {
+            let e = parse_err(&with_selector(&format!("matchActions: [{bad}]")));
+            assert!(
+                e.path.ends_with("matchActions[0].argUrl"),
+                "{bad}: {}",
+                e.path
+            );
+        }
+        let e = parse_err(&with_selector(
+            "matchActions: [{action: DnsLookup, argFqdn: \"bad name\"}]",
+        ));
+        assert!(e.path.ends_with("argFqdn"), "{}", e.path);
     }
 }

@@ -413,6 +413,7 @@ mod tests {
                 return_action: None,
                 message: None,
                 tags: vec![],
+                request: None,
             }),
         }
     }
