@@ -109,6 +109,8 @@ extern "C" fn read_step(i: u64, ctx: *mut c_void) -> i64 {
         } else if kind == ARG_CRED {
             read_cred(v, rec);
             v
+        } else if kind == ARG_MODULE {
+            read_module(s, v, rec)
         } else if kind == ARG_SOCK || kind == ARG_SKB {
             // SAFETY: as for `packed`.
             let subject = unsafe { (*l).net_arg } == i as u32 + 1;
@@ -201,6 +203,25 @@ fn buf_len(s: &Scratch, size: u8, has_ret: bool, ret: u64) -> u64 {
     } else {
         0
     }
+}
+
+/// The name of the `struct module` at `m` into `rec` (NULL: an unresolved record), and its
+/// [`module_value`].
+#[inline(always)]
+fn read_module(s: &mut Scratch, m: u64, rec: *mut PathRec) -> u64 {
+    if m == 0 {
+        unresolved(s, rec);
+        return 0;
+    }
+    read_str(s, m + kconf!(module_name), rec, false);
+    let taints = read_u64(m, kconf!(module_taints));
+    let sig_off = kconf!(module_sig_ok);
+    let sig = if sig_off == NO_FIELD {
+        None
+    } else {
+        Some(read_u8(m, sig_off) != 0)
+    };
+    module_value(taints, sig)
 }
 
 /// The credentials at `cred` as a [`CredRec`] at the head of `rec` (fields that cannot be

@@ -75,6 +75,9 @@ pub static KCONFIG: KernelConfig = KernelConfig {
     skb_hash: 0,
     skb_mark: 0,
     skb_priority: 0,
+    module_name: 0,
+    module_taints: 0,
+    module_sig_ok: 0,
 };
 
 /// Reads one field of [`KCONFIG`]; volatile so that the compiler does not fold the

@@ -295,6 +295,31 @@ pub const ARG_SOCK: u8 = 12;
 /// A `struct sk_buff *`: the packet's IP addresses, protocol and ports as a [`SkbRec`]
 /// flagged [`PATH_SKB`]; as [`ARG_SOCK`] for the network operators.
 pub const ARG_SKB: u8 = 13;
+/// A `struct module *`: its name (an array inside the struct) as the string record; the
+/// value is [`module_value`] of its taint flags and signature check.
+pub const ARG_MODULE: u8 = 14;
+
+/// Bit of an [`ARG_MODULE`] value: the kernel checked the module's signature (`sig_ok` is
+/// in the struct: `CONFIG_MODULE_SIG`).
+pub const MODULE_SIG_KNOWN: u64 = 1 << 63;
+/// Bit of an [`ARG_MODULE`] value: the signature was good.
+pub const MODULE_SIG_OK: u64 = 1 << 62;
+/// The taint bits of an [`ARG_MODULE`] value (the kernel's `TAINT_*` numbers).
+pub const MODULE_TAINTS: u64 = (1 << 62) - 1;
+
+/// The value of an [`ARG_MODULE`] argument: its taints, and its signature check when known.
+#[inline(always)]
+pub const fn module_value(taints: u64, sig: Option<bool>) -> u64 {
+    let s = match sig {
+        None => 0,
+        Some(false) => MODULE_SIG_KNOWN,
+        Some(true) => MODULE_SIG_KNOWN | MODULE_SIG_OK,
+    };
+    (taints & MODULE_TAINTS) | s
+}
+
+/// [`KernelConfig::module_sig_ok`] of a kernel without module signatures.
+pub const NO_FIELD: u64 = u64::MAX;
 
 /// [`ArgDesc::size`] of an [`ARG_BUF`] whose length is the call's return value (`returnCopy`:
 /// read when the call returns).
@@ -320,6 +345,7 @@ pub const fn arg_is_string(kind: u8) -> bool {
             | ARG_CRED
             | ARG_SOCK
             | ARG_SKB
+            | ARG_MODULE
     )
 }
 
@@ -1045,10 +1071,15 @@ pub struct KernelConfig {
     pub skb_hash: u64,
     pub skb_mark: u64,
     pub skb_priority: u64,
+    /// `struct module` (`ARG_MODULE`): `name`, `taints`, `sig_ok` ([`NO_FIELD`] without
+    /// `CONFIG_MODULE_SIG`).
+    pub module_name: u64,
+    pub module_taints: u64,
+    pub module_sig_ok: u64,
 }
 const _: () = assert!(
     size_of::<KernelConfig>()
-        == 8 + 48 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8 + 12 * 8
+        == 8 + 48 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8 + 15 * 8
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1231,6 +1262,18 @@ mod tests {
         assert_eq!(net_class(NET_DEST, true), 1);
         assert_eq!(net_class(NET_SOURCE, false), 2);
         assert_eq!(net_class(NET_SOURCE, true), 3);
+    }
+
+    #[test]
+    fn a_module_value_keeps_its_taints_apart_from_its_signature_check() {
+        let v = module_value(1 << 12 | 1, Some(true));
+        assert_eq!(v & MODULE_TAINTS, 1 << 12 | 1);
+        assert_eq!(
+            v & (MODULE_SIG_KNOWN | MODULE_SIG_OK),
+            MODULE_SIG_KNOWN | MODULE_SIG_OK
+        );
+        assert_eq!(module_value(0, Some(false)), MODULE_SIG_KNOWN);
+        assert_eq!(module_value(u64::MAX, None), MODULE_TAINTS);
     }
 
     #[test]

@@ -342,6 +342,32 @@ fn a_get_url_action_fetches_the_url_when_its_selector_posts() {
     );
 }
 
+/// A `module` argument (`do_init_module`): loading the `dummy` module posts its name and
+/// its signature check as Tetragon's `module_arg`.
+#[test]
+fn a_module_argument_carries_the_modules_name_and_signature_check() {
+    let a = agent();
+    let modprobe = Path::new("/sbin/modprobe");
+    // Unloaded first, so that the load below initializes it.
+    let _ = run(modprobe, &["-r", "dummy"]);
+    let events = a.json_stream();
+    let policy = a.add_policy(&fixture("observe-module-loads.yaml"));
+    let out = run(modprobe, &["dummy"]);
+    assert_eq!(exit_code(&out), 0, "{out:?}");
+    let line = events.expect("the dummy module's init", |l| {
+        l.contains("\"policy_name\":\"observe-module-loads\"")
+            && l.contains("\"module_arg\":{\"name\":\"dummy\"")
+    });
+    policy.delete();
+    let _ = run(modprobe, &["-r", "dummy"]);
+
+    // Debian's kernels check module signatures, and sign their modules.
+    assert!(
+        line.contains("\"module_arg\":{\"name\":\"dummy\",\"signature_ok\":true}"),
+        "{line}"
+    );
+}
+
 /// Socket tracking: `sk_alloc`'s returned socket is tracked by its creator
 /// (`returnArgAction: TrackSock`), so a datagram a forked child sends on the parent's socket
 /// is posted as the parent's, and the returned socket is the kretprobe's `sock_arg`.

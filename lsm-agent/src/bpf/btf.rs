@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use btf_rs::{Btf, Type};
-use lsm_shared::{KernelConfig, NUM_NS_TYPES};
+use lsm_shared::{KernelConfig, NO_FIELD, NUM_NS_TYPES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
@@ -207,6 +207,9 @@ pub fn kernel_config(btf: &Btf, agent_tgid: u32) -> Result<KernelConfig, BtfErro
         skb_hash: off("sk_buff", "hash")?,
         skb_mark: off("sk_buff", "mark")?,
         skb_priority: off("sk_buff", "priority")?,
+        module_name: off("module", "name")?,
+        module_taints: off("module", "taints")?,
+        module_sig_ok: off("module", "sig_ok").unwrap_or(NO_FIELD),
     })
 }
 

@@ -278,6 +278,11 @@ impl ProcessCache {
                             }
                         }
                     }
+                    ArgType::Module => ArgValue::Module {
+                        name: path,
+                        signature_ok: (raw & MODULE_SIG_KNOWN != 0)
+                            .then_some(raw & MODULE_SIG_OK != 0),
+                    },
                     ArgType::File => ArgValue::File { path },
                     ArgType::Path => ArgValue::Path { path },
                     ArgType::LinuxBinprm => ArgValue::LinuxBinprm { path },

@@ -262,6 +262,12 @@ pub enum ArgValue {
     Skb(Box<Skb>),
     /// A `struct cred *`: a task's credentials.
     Cred(Box<Cred>),
+    /// A `struct module *`: its name, and whether its signature checked out (`None` when the
+    /// kernel does not check module signatures).
+    Module {
+        name: String,
+        signature_ok: Option<bool>,
+    },
     /// A `struct user_namespace *`.
     UserNs(UserNs),
     /// A capability set (`kernel_cap_t`, `cap_inheritable`, `cap_permitted`,

@@ -5,8 +5,8 @@
 //! `docs/hooks.md` documents this table; keep the two in sync.
 
 use lsm_shared::{
-    ARG_BINPRM, ARG_BUF, ARG_CRED, ARG_DENTRY, ARG_FD, ARG_FILE, ARG_INT, ARG_KCAP, ARG_PATH,
-    ARG_SKB, ARG_SKIP, ARG_SOCK, ARG_STR, ARG_USTR, ArgDesc,
+    ARG_BINPRM, ARG_BUF, ARG_CRED, ARG_DENTRY, ARG_FD, ARG_FILE, ARG_INT, ARG_KCAP, ARG_MODULE,
+    ARG_PATH, ARG_SKB, ARG_SKIP, ARG_SOCK, ARG_STR, ARG_USTR, ArgDesc,
 };
 
 use super::ir::{ArgType, LsmHook};
@@ -792,6 +792,7 @@ pub fn generic_type(name: &str, user: bool) -> Option<GenericType> {
         // The length comes from `sizeArgIndex` or `returnCopy` (see `convert_generic_arg`).
         "char_buf" => return read(ArgType::Buffer { size: 0 }, ARG_BUF),
         "cred" => return read(ArgType::Cred, ARG_CRED),
+        "module" => return read(ArgType::Module, ARG_MODULE),
         "sock" => return read(ArgType::Sock, ARG_SOCK),
         "skb" => return read(ArgType::Skb, ARG_SKB),
         "kernel_cap_t" | "cap_inheritable" | "cap_permitted" | "cap_effective" => {
@@ -823,7 +824,7 @@ pub fn generic_type(name: &str, user: bool) -> Option<GenericType> {
 /// The YAML types the generic probes read, for error messages.
 pub const GENERIC_TYPE_NAMES: &str = "int, int8..int64, uint8..uint64, size_t, long, ulong, \
      capability, string, char_buf, fd, file, path, dentry, linux_binprm, cred, kernel_cap_t, \
-     cap_inheritable, cap_permitted, cap_effective, sock, skb, nop";
+     cap_inheritable, cap_permitted, cap_effective, sock, skb, module, nop";
 
 /// Whether a declared type can stand for a hook argument of type `natural`. Integers fit any
 /// integer position: the compiler reads the declared width.
@@ -846,6 +847,7 @@ pub fn accepted_type_names(natural: ArgType) -> String {
         ArgType::String => "string or auto".to_string(),
         ArgType::Buffer { .. } => "char_buf".to_string(),
         ArgType::Cred => "cred".to_string(),
+        ArgType::Module => "module".to_string(),
         ArgType::Caps => {
             "kernel_cap_t, cap_inheritable, cap_permitted, cap_effective or auto".to_string()
         }

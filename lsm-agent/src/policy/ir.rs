@@ -315,6 +315,9 @@ pub enum ArgType {
     /// A `struct cred *` (type `cred`): shown as Tetragon's `process_credentials_arg`; no
     /// operator applies to it.
     Cred,
+    /// A `struct module *` (type `module`): shown as Tetragon's `module_arg` (name, signature
+    /// check); no operator applies to it.
+    Module,
     /// A capability set, 64 bits, one per capability number (types `kernel_cap_t`,
     /// `cap_inheritable`, `cap_permitted`, `cap_effective`): matched by `CapabilityMask`
     /// (any of the listed capabilities) and the numeric operators on the bits.

@@ -503,6 +503,13 @@ fn argument(a: &KprobeArgument) -> Value {
         ),
         Some(Arg::ProcessCredentialsArg(c)) => ("process_credentials_arg", credentials(c)),
         Some(Arg::UserNsArg(n)) => ("user_ns_arg", user_namespace(n)),
+        Some(Arg::ModuleArg(m)) => (
+            "module_arg",
+            Obj::default()
+                .str("name", &m.name)
+                .opt("signature_ok", m.signature_ok)
+                .done(),
+        ),
         Some(Arg::KernelCapTArg(s)) => ("kernel_cap_t_arg", s.as_str().into()),
         Some(Arg::CapInheritableArg(s)) => ("cap_inheritable_arg", s.as_str().into()),
         Some(Arg::CapPermittedArg(s)) => ("cap_permitted_arg", s.as_str().into()),

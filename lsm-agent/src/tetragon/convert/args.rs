@@ -5,9 +5,9 @@
 use super::super::{
     net,
     proto::tetragon::{
-        Capabilities, KprobeArgument, KprobeCapability, KprobeFile, KprobeLinuxBinprm, KprobePath,
-        KprobeSkb, KprobeTruncatedBytes, Namespace, ProcessCredentials, SecureBitsType, SyscallId,
-        UserNamespace, kprobe_argument::Arg,
+        Capabilities, KernelModule, KprobeArgument, KprobeCapability, KprobeFile,
+        KprobeLinuxBinprm, KprobePath, KprobeSkb, KprobeTruncatedBytes, Namespace,
+        ProcessCredentials, SecureBitsType, SyscallId, UserNamespace, kprobe_argument::Arg,
     },
 };
 use crate::events::model::{self, CapSetKind, SyscallAbi};
@@ -55,6 +55,10 @@ pub fn argument(a: &model::Arg) -> KprobeArgument {
         V::Sockaddr(s) => Arg::SockaddrArg(s.as_ref().map(net::sockaddr_arg).unwrap_or_default()),
         V::Skb(s) => Arg::SkbArg(skb(s)),
         V::Cred(c) => Arg::ProcessCredentialsArg(credentials(c)),
+        V::Module { name, signature_ok } => Arg::ModuleArg(KernelModule {
+            name: name.clone(),
+            signature_ok: *signature_ok,
+        }),
         V::UserNs(n) => Arg::UserNsArg(user_namespace(n)),
         V::CapSet { kind, caps } => {
             // Tetragon prints the raw set as 16 hex digits.
@@ -215,6 +219,22 @@ mod tests {
             proto: 17,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_module_becomes_module_arg_with_its_name_and_signature_check() {
+        let m = |signature_ok| V::Module {
+            name: "dummy".into(),
+            signature_ok,
+        };
+        let Some(Arg::ModuleArg(k)) = arg(m(Some(true))).arg else {
+            panic!("not module_arg")
+        };
+        assert_eq!((k.name.as_str(), k.signature_ok), ("dummy", Some(true)));
+        let Some(Arg::ModuleArg(k)) = arg(m(None)).arg else {
+            panic!("not module_arg")
+        };
+        assert_eq!(k.signature_ok, None);
     }
 
     #[test]
