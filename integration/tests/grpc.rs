@@ -185,6 +185,7 @@ fn lsm(binary: &str) -> model::Event {
         return_action: None,
         message: None,
         tags: vec![],
+        request: None,
     }))
 }
 

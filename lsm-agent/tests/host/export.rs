@@ -72,6 +72,7 @@ fn lsm(i: u32, binary: &str) -> Event {
             return_action: None,
             message: None,
             tags: vec![],
+            request: None,
         }),
     )
 }

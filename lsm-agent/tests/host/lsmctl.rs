@@ -176,6 +176,7 @@ fn hook(process: Process, hook: LsmHook, origin: HookOrigin, args: Vec<ArgValue>
         return_action: None,
         message: None,
         tags: vec![],
+        request: None,
     })
 }
 
