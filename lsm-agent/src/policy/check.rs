@@ -108,7 +108,13 @@ impl MapUsage {
         let _ = writeln!(out, "{indent}PIDS         {} / {PIDS_ENTRIES}", self.pids);
         let _ = writeln!(out, "{indent}ADDR4        {} / {ADDR_ENTRIES}", self.addr4);
         let _ = writeln!(out, "{indent}ADDR6        {} / {ADDR_ENTRIES}", self.addr6);
-        let _ = writeln!(out, "{indent}PORTS        {} / {PORT_ENTRIES}", self.ports);
+        // A switch holds both plans' port keys: a plan may use half of the map.
+        let _ = writeln!(
+            out,
+            "{indent}PORTS        {} / {}",
+            self.ports,
+            PORT_ENTRIES / 2
+        );
         let _ = writeln!(
             out,
             "{indent}SEL_ACT      {}",
