@@ -158,14 +158,10 @@ pub(super) fn convert_action(
                 .as_deref()
                 .unwrap_or_default()
                 .trim_end_matches('.');
+            // hickory's name parser: labels of letters, digits, '-' and '_', 63 bytes each.
             let valid = !fqdn.is_empty()
-                && fqdn.len() <= 253
-                && fqdn.split('.').all(|l| {
-                    !l.is_empty()
-                        && l.len() <= 63
-                        && l.bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                });
+                && hickory_resolver::proto::rr::Name::from_ascii(fqdn)
+                    .is_ok_and(|n| !n.is_wildcard());
             if !valid {
                 return Err(invalid(
                     format!("{apath}.argFqdn"),
