@@ -172,6 +172,10 @@ pub enum Mode {
     /// The generic kprobe, kretprobe or tracepoint of a policy's own target: events, and
     /// `Sigkill` after the fact, as Tetragon does there.
     Probe,
+    /// The generic kprobe of a target whose policies `Override`: as [`Mode::Probe`], and the
+    /// verdict is the error the entry point makes the function return
+    /// (`bpf_override_return`), so the function body does not run.
+    ProbeOverride,
 }
 
 /// [`evaluate`] for a hook whose raw arguments the entry stored in `s.raw`.
@@ -219,6 +223,20 @@ pub fn observe_probe(s: &mut Scratch, cur: Current, hook: u32, ret: Option<u64>)
         Mode::Probe,
         ret,
     );
+}
+
+/// [`observe_probe`] at the entry of a function whose policies `Override` its return: the
+/// error to return instead of running the function, or 0.
+#[inline(always)]
+pub fn override_probe(s: &mut Scratch, cur: Current, hook: u32) -> i32 {
+    evaluate_at(
+        s,
+        cur,
+        hook,
+        Input::Raw { nargs: MAX_ARGS },
+        Mode::ProbeOverride,
+        None,
+    )
 }
 
 /// `mode`, `ret`'s variant and the kind of `input` are constants at every call site, so
@@ -625,12 +643,12 @@ fn fire(
     count(STAT_MATCHES);
     let observed = mode != Mode::Lsm;
     // Whether an observing entry point applies Sigkill (after the fact).
-    let kills = mode == Mode::Probe || kconf!(fallback_sigkill) != 0;
+    let kills = matches!(mode, Mode::Probe | Mode::ProbeOverride) || kconf!(fallback_sigkill) != 0;
     count_actions(hook, fired, observed, kills);
     let mut verdict = 0i32;
     let mut flags = 0u32;
     if observed {
-        flags = if mode == Mode::Probe {
+        flags = if matches!(mode, Mode::Probe | Mode::ProbeOverride) {
             HOOK_FLAG_PROBE
         } else {
             HOOK_FLAG_KPROBE
@@ -672,9 +690,10 @@ fn fire(
         // SAFETY: signals the current task's process with the selector's signal.
         unsafe { bpf_send_signal(act.signal) };
     }
-    // A kprobe's return value is ignored: no Override there.
+    // A kprobe's return value is ignored: no Override there, except at the entry of a
+    // function whose policies override it.
     let ovr = fired & cfg.override_;
-    if ovr != 0 && verdict == 0 && !observed {
+    if ovr != 0 && verdict == 0 && (!observed || mode == Mode::ProbeOverride) {
         // A missing action reads as error 0, which denies with -EPERM.
         let act = SEL_ACT.get(hook * MAX_SELECTORS + lowest_slot(ovr));
         verdict = deny_errno(act.map_or(0, |a| a.error));

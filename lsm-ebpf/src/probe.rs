@@ -5,7 +5,10 @@
 //! matches post events, and `Sigkill` runs after the fact.
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_get_func_ip},
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{bpf_get_func_ip, bpf_override_return},
+    },
     macros::{kprobe, kretprobe, tracepoint},
     programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
@@ -13,7 +16,7 @@ use lsm_shared::*;
 
 use crate::{
     entry::{enter, ret},
-    eval::observe_probe,
+    eval::{observe_probe, override_probe},
     kernel::{kconf_at, read_u64},
     maps::{PROBE_IDS, RET_STASH, TP_IDS, hook_cfg},
     scratch::Scratch,
@@ -54,17 +57,34 @@ fn collect<const SYSCALL: bool>(ctx: &ProbeContext, s: &mut Scratch) {
 /// On an ordinary kernel function.
 #[kprobe]
 pub fn generic_kprobe(ctx: ProbeContext) -> u32 {
-    ret(try_generic_kprobe::<false>(&ctx)) as u32
+    ret(try_generic_kprobe::<false, false>(&ctx)) as u32
 }
 
 /// On a syscall wrapper (`syscall: true`).
 #[kprobe]
 pub fn generic_kprobe_syscall(ctx: ProbeContext) -> u32 {
-    ret(try_generic_kprobe::<true>(&ctx)) as u32
+    ret(try_generic_kprobe::<true, false>(&ctx)) as u32
+}
+
+/// On an ordinary kernel function whose policies `Override` its return. Loaded only for
+/// them: the kernel refuses a program that calls `bpf_override_return` where it has no
+/// `CONFIG_BPF_KPROBE_OVERRIDE`, and attaches one only to an error-injectable function.
+#[kprobe]
+pub fn generic_kprobe_override(ctx: ProbeContext) -> u32 {
+    ret(try_generic_kprobe::<false, true>(&ctx)) as u32
+}
+
+/// On a syscall wrapper whose policies `Override` its return (syscalls are
+/// error-injectable).
+#[kprobe]
+pub fn generic_kprobe_syscall_override(ctx: ProbeContext) -> u32 {
+    ret(try_generic_kprobe::<true, true>(&ctx)) as u32
 }
 
 #[inline(always)]
-fn try_generic_kprobe<const SYSCALL: bool>(ctx: &ProbeContext) -> Result<i32, i32> {
+fn try_generic_kprobe<const SYSCALL: bool, const OVERRIDE: bool>(
+    ctx: &ProbeContext,
+) -> Result<i32, i32> {
     let Some(h) = hooks_of(ctx.as_ptr()) else {
         return Ok(0);
     };
@@ -82,7 +102,16 @@ fn try_generic_kprobe<const SYSCALL: bool>(ctx: &ProbeContext) -> Result<i32, i3
     if h.entry == 0 {
         return Ok(0);
     }
-    observe_probe(s, cur, h.entry, None);
+    if OVERRIDE {
+        let err = override_probe(s, cur, h.entry);
+        if err != 0 {
+            // SAFETY: the probe's own registers; the kernel makes the function return `err`
+            // without running it (the program is attached to error-injectable functions only).
+            unsafe { bpf_override_return(ctx.as_ptr() as *mut _, err as i64 as u64) };
+        }
+    } else {
+        observe_probe(s, cur, h.entry, None);
+    }
     Ok(0)
 }
 

@@ -640,3 +640,42 @@ fn a_missing_function_is_a_load_error_naming_it() {
         "the error names the function: {text}"
     );
 }
+
+/// `Override` at a kprobe needs the kernel's error injection (`bpf_override_return`), which
+/// Debian's 6.1 and 6.12 do not have: adding the policy fails naming the missing option, the
+/// link it would refuse still works, and the agent goes on serving.
+#[test]
+fn an_override_kprobe_policy_is_refused_where_the_kernel_has_no_error_injection() {
+    let a = agent();
+    let out = a.lsmctl(&[
+        "tracingpolicy",
+        "add",
+        fixture("override-hardlinks-to-lsm-vmtest-secret.yaml")
+            .to_str()
+            .expect("utf-8"),
+    ]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(exit_code(&out), 0, "{text}");
+    assert!(
+        text.contains("sys_linkat") && text.contains("CONFIG_BPF_KPROBE_OVERRIDE"),
+        "the error names the call and the kernel option: {text}"
+    );
+    // Both in /tmp: a hard link stays on one file system.
+    let secret = Path::new("/tmp/lsm-vmtest-secret-override");
+    fs::write(secret, "x").expect("secret file");
+    let link = Path::new("/tmp/lsm-vmtest-override-link");
+    let _ = fs::remove_file(link);
+    let linked = fs::hard_link(secret, link);
+    let _ = fs::remove_file(link);
+    let _ = fs::remove_file(secret);
+    assert!(linked.is_ok(), "nothing was loaded: {linked:?}");
+    let list = a.lsmctl(&["tracingpolicy", "list"]);
+    assert!(
+        !String::from_utf8_lossy(&list.stdout).contains("override-hardlinks"),
+        "the refused policy is not listed"
+    );
+}

@@ -310,12 +310,17 @@ impl Probe {
             self.installed = old;
             return Err(e);
         }
+        let override_ok = self
+            .features
+            .iter()
+            .any(|(name, yes)| name == "bpf_override_return" && *yes);
         if let Err(e) = self.probes.attach_new(
             &mut self.ebpf,
             &mut self.probe_ids,
             &mut self.tp_ids,
             &old,
             img,
+            override_ok,
         ) {
             self.installed = old;
             return Err(e.into());

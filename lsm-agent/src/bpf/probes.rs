@@ -25,6 +25,13 @@ use crate::policy::{
 pub const KPROBE_PROG: &str = "generic_kprobe";
 pub const KPROBE_SYSCALL_PROG: &str = "generic_kprobe_syscall";
 pub const KRETPROBE_PROG: &str = "generic_kretprobe";
+/// The entry programs of a function whose policies `Override` its return.
+pub const KPROBE_OVERRIDE_PROG: &str = "generic_kprobe_override";
+pub const KPROBE_SYSCALL_OVERRIDE_PROG: &str = "generic_kprobe_syscall_override";
+
+/// The functions whose return a kprobe may override (`ALLOW_ERROR_INJECTION`), one per line
+/// with its error type; in debugfs.
+const ERROR_INJECTION_LIST: &str = "/sys/kernel/debug/error_injection/list";
 /// The copies of the tracepoint program, one per slot (see `lsm-ebpf/src/probe.rs`).
 pub const TRACEPOINT_PROGS: [&str; TP_SLOTS as usize] = [
     "generic_tracepoint_0",
@@ -56,6 +63,8 @@ struct FnProbe {
     addrs: Vec<u64>,
     /// Probed as a syscall wrapper (arguments from the user's registers).
     syscall: bool,
+    /// Its entry program overrides the return (`bpf_override_return`).
+    override_: bool,
     hooks: ProbeHooks,
     kprobe: Option<KProbeLinkId>,
     kretprobe: Option<KProbeLinkId>,
@@ -166,14 +175,24 @@ impl Probes {
         tp_ids: &mut HashMap<MapData, u32, u32>,
         old: &MapImage,
         img: &MapImage,
+        override_ok: bool,
     ) -> Result<(), ProbeError> {
         let mut done = Vec::new();
         for (&id, t) in &img.probes {
             if old.probes.get(&id) == Some(t) {
+                // Kept as attached: its program cannot change from observing to overriding.
+                if overrides(old, id) != overrides(img, id) {
+                    return Err(perr(
+                        t,
+                        "the loaded policies probe this function without Override: a function \
+                         is probed one way; load the Override policy before, or instead of, \
+                         the others",
+                    ));
+                }
                 continue;
             }
-            let r = refuse_override(img, id, t).and_then(|()| match t {
-                Target::Kprobe(k) => self.attach_fn(ebpf, ids, id, t, k),
+            let r = check_override(img, id, t, override_ok).and_then(|ovr| match t {
+                Target::Kprobe(k) => self.attach_fn(ebpf, ids, id, t, k, ovr),
                 Target::Tracepoint { subsystem, event } => {
                     self.attach_tp(ebpf, tp_ids, id, t, subsystem, event)
                 }
@@ -215,6 +234,7 @@ impl Probes {
         id: u32,
         t: &Target,
         k: &KprobeTarget,
+        override_: bool,
     ) -> Result<(), ProbeError> {
         let (ret, syscall) = (k.ret, k.syscall);
         let symbol = &if syscall {
@@ -235,6 +255,7 @@ impl Probes {
                 FnProbe {
                     addrs,
                     syscall,
+                    override_,
                     hooks: ProbeHooks::default(),
                     kprobe: None,
                     kretprobe: None,
@@ -250,11 +271,17 @@ impl Probes {
                 format!("{symbol} is already probed with syscall: {}", f.syscall),
             ));
         }
-        let entry_prog = if syscall {
-            KPROBE_SYSCALL_PROG
-        } else {
-            KPROBE_PROG
-        };
+        // Only an entry hook overrides; its kretprobe shares the entry program.
+        if override_ != f.override_ && !ret {
+            return Err(perr(
+                t,
+                format!(
+                    "{symbol} is already probed {} Override: a function is probed one way",
+                    if f.override_ { "with" } else { "without" }
+                ),
+            ));
+        }
+        let entry_prog = entry_prog(f.syscall, f.override_);
         // The kprobe runs for a kretprobe too: it keeps the arguments for the return.
         if f.kprobe.is_none() {
             f.kprobe = Some(kprobe(ebpf, entry_prog, symbol).map_err(|r| perr(t, r))?);
@@ -363,37 +390,88 @@ impl Probes {
             };
         }
         if f.hooks == ProbeHooks::default() {
-            let entry_prog = if f.syscall {
-                KPROBE_SYSCALL_PROG
-            } else {
-                KPROBE_PROG
-            };
             if let Some(l) = f.kprobe.take() {
-                detach_kprobe(ebpf, entry_prog, l, t);
+                detach_kprobe(ebpf, entry_prog(f.syscall, f.override_), l, t);
             }
             self.fns.remove(&symbol);
         }
     }
 }
 
-/// `Override` needs `bpf_override_return` on an error-injectable function, which the
-/// generic probes do not do: such a policy is refused, as Tetragon refuses it where the
-/// kernel cannot.
-fn refuse_override(img: &MapImage, id: u32, t: &Target) -> Result<(), ProbeError> {
+/// The entry program of a function probed as a syscall wrapper or not, overriding or not.
+fn entry_prog(syscall: bool, override_: bool) -> &'static str {
+    match (syscall, override_) {
+        (false, false) => KPROBE_PROG,
+        (true, false) => KPROBE_SYSCALL_PROG,
+        (false, true) => KPROBE_OVERRIDE_PROG,
+        (true, true) => KPROBE_SYSCALL_OVERRIDE_PROG,
+    }
+}
+
+/// Whether a selector of hook `id` in `img` overrides the return (not in monitor mode).
+fn overrides(img: &MapImage, id: u32) -> bool {
     let base = id * MAX_SELECTORS;
-    let overrides = img
-        .sel_act
+    img.sel_act
         .range(base..base + MAX_SELECTORS)
-        .any(|(_, a)| a.flags & ACT_OVERRIDE != 0 && a.flags & ACT_MONITOR == 0);
-    if overrides {
+        .any(|(_, a)| a.flags & ACT_OVERRIDE != 0 && a.flags & ACT_MONITOR == 0)
+}
+
+/// Whether target `id` is probed by the overriding entry program, or why it cannot be:
+/// `bpf_override_return` runs at a function's entry (a kretprobe's function has returned, a
+/// tracepoint has no return value), needs the kernel's `CONFIG_BPF_KPROBE_OVERRIDE`
+/// (`override_ok`, probed at start) and a function on its error-injection list (checked
+/// when debugfs shows the list; the kernel refuses the attachment otherwise).
+fn check_override(
+    img: &MapImage,
+    id: u32,
+    t: &Target,
+    override_ok: bool,
+) -> Result<bool, ProbeError> {
+    if !overrides(img, id) {
+        return Ok(false);
+    }
+    let k = match t {
+        Target::Kprobe(k) if !k.ret => k,
+        Target::Kprobe(_) => {
+            return Err(perr(
+                t,
+                "Override at a kretprobe: the function has already run (Override applies at \
+                 the kprobe of its entry)",
+            ));
+        }
+        _ => return Err(perr(t, "Override at a tracepoint: it has no return value")),
+    };
+    if !override_ok {
         return Err(perr(
             t,
-            "Override on a call without an LSM hook needs bpf_override_return on an \
-             error-injectable function, which lsm-agent does not offer: use Sigkill, or an \
-             LSM hook",
+            "Override on a call without an LSM hook needs bpf_override_return, which this \
+             kernel does not offer (CONFIG_BPF_KPROBE_OVERRIDE, CONFIG_FUNCTION_ERROR_INJECTION): \
+             use Sigkill, or an LSM hook",
         ));
     }
-    Ok(())
+    let symbol = if k.syscall {
+        syscall_symbol(&k.function)
+    } else {
+        k.function.clone()
+    };
+    if let Ok(list) = std::fs::read_to_string(ERROR_INJECTION_LIST)
+        && !injectable(&list, &symbol)
+    {
+        return Err(perr(
+            t,
+            format!(
+                "Override needs a function on the kernel's error-injection list \
+                 ({ERROR_INJECTION_LIST}); {symbol} is not on it"
+            ),
+        ));
+    }
+    Ok(true)
+}
+
+/// Whether `symbol` is on the error-injection list `list` (`<symbol>\t<type>` lines).
+fn injectable(list: &str, symbol: &str) -> bool {
+    list.lines()
+        .any(|l| l.split_whitespace().next() == Some(symbol))
 }
 
 fn kprobe(ebpf: &mut Ebpf, prog: &str, symbol: &str) -> Result<KProbeLinkId, String> {
@@ -469,6 +547,38 @@ mod tests {
             ]
         );
         assert_eq!(f[TP_FIRST_FIELD as usize].0, "id");
+    }
+
+    #[test]
+    fn override_needs_the_kernels_helper_a_kprobe_entry_and_an_injectable_function() {
+        use crate::policy::ir::KprobeTarget;
+        use lsm_shared::{ACT_OVERRIDE, ACT_POST, SelectorAction};
+        let k = |ret| {
+            Target::Kprobe(KprobeTarget {
+                function: "sys_linkat".into(),
+                syscall: true,
+                ret,
+            })
+        };
+        let mut img = MapImage::default();
+        assert!(!check_override(&img, 30, &k(false), false).expect("nothing to override"));
+        img.sel_act.insert(
+            30 * MAX_SELECTORS,
+            SelectorAction {
+                flags: ACT_POST | ACT_OVERRIDE,
+                error: -1,
+                ..Default::default()
+            },
+        );
+        let e = check_override(&img, 30, &k(false), false).expect_err("no helper");
+        assert!(e.reason.contains("CONFIG_BPF_KPROBE_OVERRIDE"), "{e}");
+        let e = check_override(&img, 30, &k(true), true).expect_err("kretprobe");
+        assert!(e.reason.contains("already run"), "{e}");
+        let list = "__x64_sys_linkat\tERRNO\nshould_failslab\tERRNO\n";
+        assert!(injectable(list, "__x64_sys_linkat"));
+        assert!(!injectable(list, "__x64_sys_link"));
+        assert_eq!(entry_prog(true, true), KPROBE_SYSCALL_OVERRIDE_PROG);
+        assert_eq!(entry_prog(false, false), KPROBE_PROG);
     }
 
     #[test]

@@ -348,9 +348,12 @@ impl ProcessCache {
         let (origin, action, tags) = if h.flags & HOOK_FLAG_KPROBE != 0 {
             observed(slot, h.flags)
         } else if h.flags & HOOK_FLAG_PROBE != 0 {
-            // The policy's own probe: it never denies; Sigkill ran when the kernel says so.
+            // The policy's own probe: Sigkill ran when the kernel says so; an Override made
+            // the function return its error (the kernel reports it as the verdict).
             let action = if slot.flags & ACT_SIGKILL != 0 && h.flags & HOOK_FLAG_KILL_SENT != 0 {
                 Action::Sigkill
+            } else if slot.flags & ACT_OVERRIDE != 0 && h.retval != 0 {
+                Action::Override
             } else if slot.flags & ACT_SIGNAL != 0 {
                 Action::Signal
             } else {

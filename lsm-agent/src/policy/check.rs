@@ -138,19 +138,20 @@ fn overrides(h: &super::ir::Hook) -> bool {
     })
 }
 
-/// Why the agent would refuse to load `p` although it parses: an `Override` (enforce mode) on
-/// a call without an LSM hook, which the generic probes cannot apply. One message per
-/// selector, located by its path in the policy.
+/// Why the agent would refuse to load `p` although it parses: an `Override` (enforce mode) at
+/// a kretprobe (the function has run) or a tracepoint (no return value). One message per
+/// selector, located by its path in the policy. At a kprobe's entry it depends on the node
+/// (the hook's line says so).
 fn load_refusals(p: &Policy) -> Vec<String> {
     if p.mode == PolicyMode::Monitor {
         return Vec::new();
     }
     let mut out = Vec::new();
-    for h in p
-        .hooks
-        .iter()
-        .filter(|h| !matches!(h.target, Target::Lsm(_)))
-    {
+    for h in p.hooks.iter().filter(|h| match &h.target {
+        Target::Lsm(_) => false,
+        Target::Kprobe(k) => k.ret,
+        Target::Tracepoint { .. } => true,
+    }) {
         let section = match h.origin {
             HookOrigin::Kprobe { .. } => "kprobes",
             HookOrigin::LsmHook => "lsmhooks",
@@ -162,9 +163,9 @@ fn load_refusals(p: &Policy) -> Vec<String> {
                 .any(|a| matches!(a, super::ir::Action::Override { .. }))
         }) {
             out.push(format!(
-                "spec.{section}[{}].selectors[{}].matchActions: Override on {} needs \
-                 bpf_override_return on an error-injectable function, which lsm-agent does not \
-                 offer: loading this policy fails (use Sigkill, an LSM hook, or mode monitor)",
+                "spec.{section}[{}].selectors[{}].matchActions: Override on {} is not possible \
+                 (it applies at a function's entry): loading this policy fails (use Override at \
+                 the kprobe, Sigkill, an LSM hook, or mode monitor)",
                 h.spec_index,
                 s.index,
                 super::probes::hook_label(&h.target)
@@ -321,8 +322,9 @@ fn render_policy(
         };
         let Target::Lsm(lsm) = &h.target else {
             let needs = if overrides(h) {
-                "; Override needs bpf_override_return and an error-injectable function, \
-                 which lsm-agent does not offer on kprobes yet: loading it fails"
+                "; Override makes the function return the error without running it where the \
+                 kernel allows it (bpf_override_return: CONFIG_BPF_KPROBE_OVERRIDE and a \
+                 function on its error-injection list); elsewhere loading fails"
             } else {
                 ""
             };
@@ -557,18 +559,30 @@ mod tests {
     }
 
     #[test]
-    fn an_enforced_override_on_a_call_without_an_lsm_hook_fails_the_check_and_monitor_mode_passes()
-    {
+    fn override_at_a_kprobe_depends_on_the_node_and_at_a_kretprobe_fails_the_check() {
         let d = tmpdir("override");
         let yaml = fixture!("kill-on-setuid-4243.yaml")
             .replace("action: Sigkill", "action: Override\n        argError: -1");
+        let entry = write(&d, "entry.yaml", &yaml);
+        let r = check_files(std::slice::from_ref(&entry), |_| None);
+        assert!(r.ok(), "{:?}", r.diagnostics());
+        assert!(
+            r.render()
+                .contains("Override makes the function return the error without running it"),
+            "{}",
+            r.render()
+        );
+        let yaml = yaml.replace(
+            "    syscall: true\n",
+            "    syscall: true\n    return: true\n    returnArg:\n      type: int\n",
+        );
         let f = write(&d, "override.yaml", &yaml);
         let r = check_files(std::slice::from_ref(&f), |_| None);
         assert!(!r.ok());
         let diags = r.diagnostics();
         assert!(
             diags.iter().any(|l| l.starts_with("error: ")
-                && l.contains("override.yaml: spec.kprobes[0].selectors[0].matchActions: Override on kprobe sys_setuid needs bpf_override_return")),
+                && l.contains("override.yaml: spec.kprobes[0].selectors[0].matchActions: Override on kretprobe sys_setuid is not possible")),
             "{diags:?}"
         );
         assert!(
