@@ -23,6 +23,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("tetragon", &["policy", "events"]),
     ("grpc", &["policy", "agent", "events", "tetragon", "listen"]),
     ("export", &["policy", "events", "tetragon"]),
+    ("requests", &["policy", "events", "dns"]),
     ("metrics", &["policy", "agent", "dns", "events", "listen"]),
 ];
 
