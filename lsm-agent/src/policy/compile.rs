@@ -192,12 +192,13 @@ fn action_flags(actions: &[Action], mode: PolicyMode) -> (u32, i32, u32, u32) {
                 signal = s;
             }
             // One socket action per selector: the kernel applies the last one written.
-            Action::TrackSock { pos } => {
-                flags = (flags & !ACT_UNTRACK_SOCK) | ACT_TRACK_SOCK;
-                sock_pos = pos;
-            }
-            Action::UntrackSock { pos } => {
-                flags = (flags & !ACT_TRACK_SOCK) | ACT_UNTRACK_SOCK;
+            Action::SockTrack { pos, track } => {
+                let act = if track {
+                    ACT_TRACK_SOCK
+                } else {
+                    ACT_UNTRACK_SOCK
+                };
+                flags = (flags & !(ACT_TRACK_SOCK | ACT_UNTRACK_SOCK)) | act;
                 sock_pos = pos;
             }
             // Done in user space for each posted event: the kernel only posts.
@@ -454,16 +455,7 @@ pub fn compile_with(
                 }
             }
             // A hook without selectors posts every call: one selector with no filters.
-            let implicit = [Selector {
-                index: 0,
-                label: None,
-                match_args: Vec::new(),
-                match_binaries: None,
-                match_pids: Vec::new(),
-                match_namespaces: Vec::new(),
-                match_capabilities: Vec::new(),
-                actions: Vec::new(),
-            }];
+            let implicit = [Selector::match_all()];
             let selectors: &[Selector] = if hook.selectors.is_empty() {
                 &implicit
             } else {

@@ -614,14 +614,12 @@ pub enum Action {
     Signal {
         signal: u32,
     },
-    /// `TrackSock`: the socket at argument position `pos` (an [`ArgSpec::lsm_index`]) is
-    /// the current process's; later events on it, in whatever task, name that process.
-    TrackSock {
+    /// `TrackSock` (`track`): the socket at argument position `pos` (an
+    /// [`ArgSpec::lsm_index`]) is the current process's; later events on it, in whatever
+    /// task, name that process. `UntrackSock` (`!track`): forget its owner.
+    SockTrack {
         pos: u32,
-    },
-    /// `UntrackSock`: forget the owner of the socket at `pos`.
-    UntrackSock {
-        pos: u32,
+        track: bool,
     },
     /// `GetUrl` / `DnsLookup`: done by the agent, in user space, for each posted event.
     Request(UserRequest),
@@ -633,6 +631,23 @@ pub enum Action {
 pub enum UserRequest {
     GetUrl(String),
     DnsLookup(String),
+}
+
+impl Selector {
+    /// A selector without filters or actions: it matches every call and posts it (the
+    /// implicit selector of a hook that lists none).
+    pub fn match_all() -> Selector {
+        Selector {
+            index: 0,
+            label: None,
+            match_args: Vec::new(),
+            match_binaries: None,
+            match_pids: Vec::new(),
+            match_namespaces: Vec::new(),
+            match_capabilities: Vec::new(),
+            actions: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

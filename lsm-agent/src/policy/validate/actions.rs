@@ -132,10 +132,9 @@ pub(super) fn convert_action(
             // Tetragon's argSock defaults to 0, the first argument.
             let pos = a.arg_sock.unwrap_or(0);
             // A declared argument's index for now: the selector maps it to its position.
-            if name == "tracksock" {
-                ir::Action::TrackSock { pos }
-            } else {
-                ir::Action::UntrackSock { pos }
+            ir::Action::SockTrack {
+                pos,
+                track: name == "tracksock",
             }
         }
         "geturl" => {

@@ -343,22 +343,9 @@ fn convert_generic_kprobe(
         warnings,
     )?;
     if let Some((track, pos)) = ret_sock {
-        let action = if track {
-            ir::Action::TrackSock { pos }
-        } else {
-            ir::Action::UntrackSock { pos }
-        };
+        let action = ir::Action::SockTrack { pos, track };
         if hook.selectors.is_empty() {
-            hook.selectors.push(ir::Selector {
-                index: 0,
-                label: None,
-                match_args: Vec::new(),
-                match_binaries: None,
-                match_pids: Vec::new(),
-                match_namespaces: Vec::new(),
-                match_capabilities: Vec::new(),
-                actions: Vec::new(),
-            });
+            hook.selectors.push(ir::Selector::match_all());
         }
         for s in &mut hook.selectors {
             s.actions.push(action.clone());

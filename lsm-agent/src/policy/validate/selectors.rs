@@ -193,10 +193,8 @@ fn sock_action_position(
     args: &[ir::ArgSpec],
     target: &ir::Target,
 ) -> VResult<ir::Action> {
-    let (index, track) = match a {
-        ir::Action::TrackSock { pos } => (pos, true),
-        ir::Action::UntrackSock { pos } => (pos, false),
-        other => return Ok(other),
+    let ir::Action::SockTrack { pos: index, track } = a else {
+        return Ok(a);
     };
     if let ir::Target::Lsm(h) = target {
         return Err(invalid(
@@ -216,11 +214,9 @@ fn sock_action_position(
             format!("argSock {index} is not a declared argument of type sock"),
         ));
     };
-    let pos = arg.lsm_index;
-    Ok(if track {
-        ir::Action::TrackSock { pos }
-    } else {
-        ir::Action::UntrackSock { pos }
+    Ok(ir::Action::SockTrack {
+        pos: arg.lsm_index,
+        track,
     })
 }
 
