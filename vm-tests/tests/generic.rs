@@ -23,6 +23,12 @@ fn python(script: &str) -> std::process::Output {
     run(Path::new("/usr/bin/python3"), &["-c", script])
 }
 
+/// Whether JSON event line `l` is a `process_kprobe` of policy `policy` (lsmctl's own process
+/// events name the policy file in their arguments, so the name alone is not enough).
+fn kprobe_of(l: &str, policy: &str) -> bool {
+    l.contains("\"process_kprobe\"") && l.contains(&format!("\"policy_name\":\"{policy}\""))
+}
+
 #[test]
 fn bpf_lsm_is_active_in_the_guest() {
     assert_bpf_lsm_active();
@@ -172,10 +178,7 @@ fn a_sock_argument_carries_the_connection_and_network_operators_match_it() {
         .split_once(' ')
         .expect("python printed both ports");
     // The policy's kprobe events (not the process events of lsmctl, whose arguments name it).
-    let of_policy = |l: &str| {
-        l.contains("\"process_kprobe\"")
-            && l.contains("\"policy_name\":\"observe-tcp-close-to-loopback\"")
-    };
+    let of_policy = |l: &str| kprobe_of(l, "observe-tcp-close-to-loopback");
     let conn = |sport: &str, dport: &str| {
         format!("\"daddr\":\"127.0.0.1\",\"dport\":{dport},\"family\":\"AF_INET\"")
             + &format!(",\"protocol\":\"IPPROTO_TCP\",\"saddr\":\"127.0.0.1\",\"sport\":{sport}")
@@ -214,10 +217,7 @@ fn an_skb_argument_carries_the_packet_and_network_operators_match_it() {
          u.sendto(b'x', ('127.0.0.3', 9)); u.sendto(b'lsm-vmtest', ('127.0.0.2', 9))",
     );
     assert_eq!(exit_code(&out), 0, "{out:?}");
-    let of_policy = |l: &str| {
-        l.contains("\"process_kprobe\"")
-            && l.contains("\"policy_name\":\"observe-udp-packets-to-127-0-0-2\"")
-    };
+    let of_policy = |l: &str| kprobe_of(l, "observe-udp-packets-to-127-0-0-2");
     let line = events.expect("the datagram to 127.0.0.2", of_policy);
     policy.delete();
 
@@ -251,10 +251,7 @@ fn the_state_operator_matches_the_tcp_state_of_a_kprobes_socket() {
     );
     assert_eq!(exit_code(&out), 0, "{out:?}");
     let port = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let of_policy = |l: &str| {
-        l.contains("\"process_kprobe\"")
-            && l.contains("\"policy_name\":\"observe-tcp-accepts-on-loopback\"")
-    };
+    let of_policy = |l: &str| kprobe_of(l, "observe-tcp-accepts-on-loopback");
     let server = format!("\"sport\":{port},");
     let line = events.expect("the server's socket established", |l| {
         of_policy(l) && l.contains(&server)
@@ -286,10 +283,7 @@ fn a_port_operator_matches_the_local_port_of_a_kprobes_socket() {
          l = socket.socket(); l.bind(('127.0.0.1', port)); l.listen(1); l.close()",
     );
     assert_eq!(exit_code(&out), 0, "{out:?}");
-    let of_policy = |l: &str| {
-        l.contains("\"process_kprobe\"")
-            && l.contains("\"policy_name\":\"observe-listens-on-port-31337\"")
-    };
+    let of_policy = |l: &str| kprobe_of(l, "observe-listens-on-port-31337");
     events.expect("the listen on 31337", |l| {
         of_policy(l) && l.contains("\"sport\":31337,")
     });
@@ -325,7 +319,7 @@ fn a_get_url_action_fetches_the_url_when_its_selector_posts() {
     let read = fs::read(canary);
     let request = rx.recv_timeout(Duration::from_secs(60));
     let line = events.expect("the canary's open", |l| {
-        l.contains("\"process_kprobe\"") && l.contains("\"policy_name\":\"get-url-on-canary-open\"")
+        kprobe_of(l, "get-url-on-canary-open")
     });
     policy.delete();
     let _ = fs::remove_file(canary);
@@ -389,8 +383,7 @@ fn a_tracked_socket_posts_its_events_as_the_process_that_created_it() {
         panic!("the script prints the parent's and the child's pid: {stdout:?}");
     };
     let line = events.expect("the datagram to 127.0.0.2", |l| {
-        l.contains("\"process_kprobe\"")
-            && l.contains("\"policy_name\":\"observe-udp-sends-of-tracked-sockets\"")
+        kprobe_of(l, "observe-udp-sends-of-tracked-sockets")
             && l.contains("\"function_name\":\"udp_sendmsg\"")
     });
     policy.delete();
