@@ -553,6 +553,31 @@ async fn slow_subscriber_does_not_stall_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stopped_reading_does_not_hold_the_shutdown() {
+    let server = Server::start(32, Arc::default()).await;
+    let mut stuck = server.subscribe(None).await;
+    let mut big = exec("/bin/first", None);
+    if let EventKind::Exec(e) = &mut big.kind {
+        e.process.argv[1] = "y".repeat(16 * 1024);
+    }
+    server.bus.publish(big.clone());
+    // Read once so the stream is known to be flowing, then never again: the rest (far more
+    // than the HTTP/2 window) stays queued behind flow control, and so would the stream's end.
+    assert_eq!(binary(&recv(&mut stuck).await), "/bin/first");
+    // Paced so that the forwarder keeps up with the bus and fills the client's queue instead
+    // of skipping events as lagged.
+    for _ in 0..200 {
+        for _ in 0..16 {
+            server.bus.publish(big.clone());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // `shutdown` fails the test if the server has not stopped within 5 s.
+    server.shutdown().await;
+    drop(stuck);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_version_and_policies() {
     let control = Arc::new(FakeControl::default());
     control.policies.lock().unwrap().push(TracingPolicyStatus {

@@ -8,6 +8,7 @@ use std::{
     path::PathBuf,
     pin::Pin,
     sync::Arc,
+    time::Duration,
 };
 
 use tokio::{
@@ -42,6 +43,11 @@ pub const DEFAULT_PORT: u16 = 54321;
 /// Per-client queue between the bus and the HTTP/2 stream. Small on purpose: a client that
 /// cannot keep up should lag on the bus (and lose events there, counted) rather than buffer.
 const CLIENT_QUEUE: usize = 256;
+
+/// How long a stopping server waits for open streams to end before dropping them. A client
+/// that stopped reading keeps its stream's last frames stuck behind HTTP/2 flow control and
+/// would otherwise hold the shutdown forever.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum GrpcError {
@@ -109,7 +115,12 @@ async fn forward_events(
                 // the client asked to drop.
                 let out = filter.project(ev);
                 let failed = out.is_err();
-                if tx.send(out).await.is_err() || failed {
+                // A client that stopped reading blocks this send; the stop must still end it.
+                let sent = tokio::select! {
+                    r = tx.send(out) => r.is_ok(),
+                    _ = stop.wait_for(|s| *s) => false,
+                };
+                if !sent || failed {
                     break;
                 }
             }
@@ -402,6 +413,7 @@ pub async fn serve_listeners_tls(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GrpcError> {
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut stopping = stop_rx.clone();
     let service = FineGuidanceSensorsServer::new(Service::new(bus, control, stop_rx));
     let signal = async move {
         shutdown.await;
@@ -415,41 +427,62 @@ pub async fn serve_listeners_tls(
         builder = builder.tls_config(tls.config())?;
     }
     let router = builder.add_service(service);
-    match listeners {
-        Listeners::Tcp(ls) => {
-            let addrs: Vec<_> = ls.iter().filter_map(|l| l.local_addr().ok()).collect();
-            let tls_mode = tls.map_or("off", |t| if t.mutual() { "mutual" } else { "on" });
-            info!(?addrs, tls = tls_mode, "gRPC server listening");
-            if tls.is_none() && addrs.iter().any(|a| !a.ip().is_loopback()) {
-                warn!(
-                    ?addrs,
-                    "the gRPC API (policy changes included) is reachable from the network without TLS; see --server-tls-cert-file"
-                );
+    // The unix socket's file is removed however the server ends.
+    let unix_path = match &listeners {
+        Listeners::Unix { path, .. } => Some(path.clone()),
+        Listeners::Tcp(_) => None,
+    };
+    let serving = async {
+        match listeners {
+            Listeners::Tcp(ls) => {
+                let addrs: Vec<_> = ls.iter().filter_map(|l| l.local_addr().ok()).collect();
+                let tls_mode = tls.map_or("off", |t| if t.mutual() { "mutual" } else { "on" });
+                info!(?addrs, tls = tls_mode, "gRPC server listening");
+                if tls.is_none() && addrs.iter().any(|a| !a.ip().is_loopback()) {
+                    warn!(
+                        ?addrs,
+                        "the gRPC API (policy changes included) is reachable from the network without TLS; see --server-tls-cert-file"
+                    );
+                }
+                let mut incoming: Pin<
+                    Box<dyn Stream<Item = io::Result<tokio::net::TcpStream>> + Send>,
+                > = Box::pin(tokio_stream::empty());
+                for l in ls {
+                    incoming = Box::pin(incoming.merge(TcpListenerStream::new(l)));
+                }
+                // gRPC streams are latency-sensitive and small; Nagle only adds delay.
+                let incoming = incoming.map(|s| {
+                    s.inspect(|s| {
+                        let _ = s.set_nodelay(true);
+                    })
+                });
+                router.serve_with_incoming_shutdown(incoming, signal).await
             }
-            let mut incoming: Pin<
-                Box<dyn Stream<Item = io::Result<tokio::net::TcpStream>> + Send>,
-            > = Box::pin(tokio_stream::empty());
-            for l in ls {
-                incoming = Box::pin(incoming.merge(TcpListenerStream::new(l)));
+            Listeners::Unix { listener, path } => {
+                info!(path = %path.display(), "gRPC server listening");
+                let incoming = UnixListenerStream::new(listener);
+                router.serve_with_incoming_shutdown(incoming, signal).await
             }
-            // gRPC streams are latency-sensitive and small; Nagle only adds delay.
-            let incoming = incoming.map(|s| {
-                s.inspect(|s| {
-                    let _ = s.set_nodelay(true);
-                })
-            });
-            router
-                .serve_with_incoming_shutdown(incoming, signal)
-                .await?;
         }
-        Listeners::Unix { listener, path } => {
-            info!(path = %path.display(), "gRPC server listening");
-            router
-                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal)
-                .await?;
-            let _ = std::fs::remove_file(&path);
+    };
+    let drain_limit = async move {
+        if stopping.wait_for(|stop| *stop).await.is_err() {
+            // The signal never fired: only `serving` can end this select.
+            std::future::pending::<()>().await;
         }
+        tokio::time::sleep(DRAIN_LIMIT).await;
+    };
+    let result = tokio::select! {
+        r = serving => r,
+        () = drain_limit => {
+            warn!("gRPC clients still connected {DRAIN_LIMIT:?} after shutdown began; dropping them");
+            Ok(())
+        }
+    };
+    if let Some(path) = unix_path {
+        let _ = std::fs::remove_file(&path);
     }
+    result?;
     info!("gRPC server stopped");
     Ok(())
 }
