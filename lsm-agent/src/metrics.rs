@@ -41,6 +41,7 @@ mod policy;
 pub use crate::events::bus::{BoundedLabel, OTHER};
 use crate::{
     agent::{AgentHandle, PolicyState},
+    bpf::ProgramStats,
     dns::{DnsStatus, NameStatus},
     events::{
         bus::{BusSnapshot, EventBus},
@@ -93,6 +94,8 @@ pub const DNS_NAMES_FAILING: &str = "lsm_agent_dns_names_failing";
 pub const DNS_NAMES_STALE: &str = "lsm_agent_dns_names_stale";
 pub const DNS_FAILURES: &str = "lsm_agent_dns_resolution_failures_total";
 pub const BUILD_INFO: &str = "lsm_agent_build_info";
+pub const PROGRAM_RUNS: &str = "lsm_agent_overhead_program_runs_total";
+pub const PROGRAM_NANOSECONDS: &str = "lsm_agent_overhead_program_nanoseconds_total";
 
 /// Every exported metric.
 pub const METRICS: &[Metric] = &[
@@ -249,6 +252,20 @@ pub const METRICS: &[Metric] = &[
         labels: &["name"],
         help: "Failed resolutions of dns: names (timeouts, server errors, partial answers), by name.",
         tetragon: "none",
+    },
+    Metric {
+        name: PROGRAM_RUNS,
+        kind: Kind::Counter,
+        labels: &["program", "kind"],
+        help: "Runs of each loaded BPF program (kind lsm, kprobe, kretprobe, tracepoint), counted by the kernel while the sysctl kernel.bpf_stats_enabled is 1.",
+        tetragon: "tetragon_overhead_program_runs_total",
+    },
+    Metric {
+        name: PROGRAM_NANOSECONDS,
+        kind: Kind::Counter,
+        labels: &["program", "kind"],
+        help: "Time spent in each loaded BPF program, in nanoseconds, counted by the kernel while the sysctl kernel.bpf_stats_enabled is 1.",
+        tetragon: "tetragon_overhead_program_seconds_total",
     },
     Metric {
         name: BUILD_INFO,
@@ -520,6 +537,9 @@ impl Collector {
             if let Ok(Some(stats)) = agent.kernel_stats().await {
                 record_kernel_stats(&stats);
             }
+            if let Ok(programs) = agent.program_stats().await {
+                record_program_stats(&programs);
+            }
         }
         if let Some(r) = &self.sources.reader {
             counter!(RINGBUF_RECEIVED).absolute(r.received.load(Ordering::Relaxed));
@@ -554,6 +574,16 @@ pub fn record_kernel_stats(stats: &[u64; lsm_shared::NUM_STATS as usize]) {
     counter!(PATHS_WALKED).absolute(at(STAT_PATH_WALKED));
     counter!(SELECTOR_MATCHES).absolute(at(STAT_MATCHES));
     counter!(OPERATIONS_DENIED).absolute(at(STAT_DENIED));
+}
+
+/// The kernel's run statistics of each loaded program.
+pub fn record_program_stats(programs: &[ProgramStats]) {
+    for p in programs {
+        let labels = [("program", p.program.clone()), ("kind", p.kind.to_owned())];
+        counter!(PROGRAM_RUNS, &labels).absolute(p.runs);
+        let ns = u64::try_from(p.run_time.as_nanos()).unwrap_or(u64::MAX);
+        counter!(PROGRAM_NANOSECONDS, &labels).absolute(ns);
+    }
 }
 
 /// The DNS gauges from the resolver's status.

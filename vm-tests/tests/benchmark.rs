@@ -12,6 +12,7 @@
 //! (`bench-*-kprobe.md`), so the two entry points' costs can be compared.
 
 use std::{
+    collections::BTreeMap,
     fmt::Write as _,
     fs::{self, File},
     os::unix::fs::FileExt,
@@ -78,22 +79,102 @@ fn measure(file: &File) -> f64 {
     rounds[ROUNDS / 2]
 }
 
+/// The agent's metrics address: the benchmarks read the kernel's per-program run time there.
+const METRICS: &str = "127.0.0.1:2113";
+
+fn agent() -> std::sync::MutexGuard<'static, Agent> {
+    shared_agent_any_mode(&["--metrics-server".to_string(), METRICS.to_string()])
+}
+
+/// Turns on the kernel's per-program run statistics (`kernel.bpf_stats_enabled`) while it
+/// lives, and back off when dropped, even if the benchmark fails.
+struct BpfStats;
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    fn enable() -> BpfStats {
+        fs::write(BPF_STATS, "1").expect("enabling kernel.bpf_stats_enabled");
+        BpfStats
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = fs::write(BPF_STATS, "0");
+    }
+}
+
+/// Each program's (runs, nanoseconds) in a metrics scrape.
+fn program_totals(body: &str) -> BTreeMap<String, (f64, f64)> {
+    let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for (metric, runs) in [
+        ("lsm_agent_overhead_program_runs_total{", true),
+        ("lsm_agent_overhead_program_nanoseconds_total{", false),
+    ] {
+        for line in body.lines().filter(|l| l.starts_with(metric)) {
+            let Some(program) = line
+                .split("program=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+            else {
+                continue;
+            };
+            let v: f64 = line
+                .rsplit_once(' ')
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0.0);
+            let e = out.entry(program.to_string()).or_default();
+            if runs { e.0 = v } else { e.1 = v }
+        }
+    }
+    out
+}
+
+/// The programs that ran at least once per read between two scrapes, with their mean
+/// nanoseconds per run, e.g. `file_permission 812`.
+fn program_costs(before: &str, after: &str, reads: u32) -> String {
+    let before = program_totals(before);
+    let mut parts = Vec::new();
+    for (program, (runs, ns)) in program_totals(after) {
+        let (runs0, ns0) = before.get(&program).copied().unwrap_or_default();
+        let runs = runs - runs0;
+        if runs >= f64::from(reads) {
+            parts.push(format!("{program} {:.0}", (ns - ns0) / runs));
+        }
+    }
+    if parts.is_empty() {
+        "–".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// One row: the median cost per read, and what the BPF programs took of it.
+fn measure_row(file: &File) -> (f64, String) {
+    let before = scrape_metrics(METRICS);
+    let ns = measure(file);
+    let after = scrape_metrics(METRICS);
+    (ns, program_costs(&before, &after, READS * ROUNDS as u32))
+}
+
 #[test]
 fn report_read_cost_with_1_and_10000_prefix_values() {
-    let a = shared_agent_any_mode(&[]);
+    let a = agent();
+    let _stats = BpfStats::enable();
     let dir = scratch_dir("bench");
     let data = dir.join("data");
     fs::write(&data, "x").expect("data file");
     let file = File::open(&data).expect("open");
 
-    let mut rows = vec![("no policy".to_string(), measure(&file))];
+    let mut rows = vec![("no policy".to_string(), measure_row(&file))];
     for values in [1usize, 10_000] {
         let p = dir.join(format!("bench-{values}.yaml"));
         fs::write(&p, policy(values)).expect("policy");
         let start = Instant::now();
         let policy = a.add_policy(&p);
         let load = start.elapsed();
-        rows.push((format!("Prefix, {values} value(s)"), measure(&file)));
+        rows.push((format!("Prefix, {values} value(s)"), measure_row(&file)));
         policy.delete();
         eprintln!("policy with {values} values added in {load:?}");
     }
@@ -104,17 +185,17 @@ fn report_read_cost_with_1_and_10000_prefix_values() {
     let load = start.elapsed();
     rows.push((
         "Prefix, 1 value, generic kprobe on vfs_read (observe only)".to_string(),
-        measure(&file),
+        measure_row(&file),
     ));
     policy.delete();
     eprintln!("generic kprobe policy added in {load:?}");
 
     let mut report = format!(
-        "{}\n\n| policy | ns per read (median of {ROUNDS} x {READS}) |\n|---|---|\n",
+        "{}\n\n| policy | ns per read (median of {ROUNDS} x {READS}) | BPF programs run per read, mean ns per run (kernel.bpf_stats_enabled) |\n|---|---|---|\n",
         title("read() cost on a non-matching file")
     );
-    for (name, ns) in &rows {
-        let _ = writeln!(report, "| {name} | {ns:.0} |");
+    for (name, (ns, programs)) in &rows {
+        let _ = writeln!(report, "| {name} | {ns:.0} | {programs} |");
     }
     println!("{report}");
     // No timing is asserted: this fails only if the agent, a policy load or a read fails.
@@ -153,7 +234,7 @@ fn measure_connect(addr: std::net::SocketAddr) -> f64 {
 
 #[test]
 fn report_connect_cost_with_1_and_10000_cidrs() {
-    let a = shared_agent_any_mode(&[]);
+    let a = agent();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
     let addr = listener.local_addr().expect("addr");
     std::thread::spawn(move || {

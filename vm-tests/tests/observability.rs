@@ -2,12 +2,7 @@
 //! quickstart stories in `lsmctl getevents -o compact`, and a `/metrics` scrape showing the
 //! counters those stories moved.
 
-use std::{
-    io::{Read, Write},
-    net::TcpStream,
-    os::unix::process::ExitStatusExt,
-    path::Path,
-};
+use std::{os::unix::process::ExitStatusExt, path::Path};
 
 use vm_tests::*;
 
@@ -19,30 +14,7 @@ fn agent() -> std::sync::MutexGuard<'static, Agent> {
 
 /// The body of `GET /metrics`.
 fn scrape() -> String {
-    let mut s = TcpStream::connect(METRICS).expect("metrics endpoint");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .expect("request");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("response");
-    assert!(out.starts_with("HTTP/1.1 200"), "scrape failed: {out}");
-    out
-}
-
-/// The value of the sample whose line starts with `series` (name and labels as printed, in
-/// the exporter's label order), 0 when absent.
-fn sample(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    body.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter(|l| {
-            let (series, _) = l.rsplit_once(' ').unwrap_or((l, ""));
-            let base = series.split('{').next().unwrap_or("");
-            base == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
+    scrape_metrics(METRICS)
 }
 
 fn policy_names(a: &Agent) -> String {
@@ -55,7 +27,7 @@ fn policy_names(a: &Agent) -> String {
 fn tracingpolicy_add_list_delete_changes_enforcement_live_and_metrics_follow() {
     let mut a = agent();
     let before = scrape();
-    let denied_before = sample(&before, "lsm_agent_operations_denied_total", &[]);
+    let denied_before = metric_sample(&before, "lsm_agent_operations_denied_total", &[]);
 
     // Nothing loaded: reading /etc/shadow works.
     let free = run(Path::new("/usr/bin/cat"), &["/etc/shadow"]);
@@ -79,7 +51,7 @@ fn tracingpolicy_add_list_delete_changes_enforcement_live_and_metrics_follow() {
 
     let policy = [("policy", "file-monitoring-filtered")];
     assert!(
-        sample(
+        metric_sample(
             &during,
             "lsm_agent_policy_actions_total",
             &[policy[0], ("action", "signal")]
@@ -87,40 +59,40 @@ fn tracingpolicy_add_list_delete_changes_enforcement_live_and_metrics_follow() {
         "the Sigkill is counted for the policy:\n{during}"
     );
     assert!(
-        sample(&during, "lsm_agent_policy_events_total", &policy) >= 1.0,
+        metric_sample(&during, "lsm_agent_policy_events_total", &policy) >= 1.0,
         "the read event is counted for the policy"
     );
     assert!(
-        sample(
+        metric_sample(
             &during,
             "lsm_agent_events_total",
             &[("type", "PROCESS_KPROBE")]
         ) >= 1.0
     );
     assert!(
-        sample(
+        metric_sample(
             &during,
             "lsm_agent_events_total",
             &[("type", "PROCESS_EXIT")]
         ) >= 1.0
     );
-    assert!(sample(&during, "lsm_agent_operations_denied_total", &[]) > denied_before);
+    assert!(metric_sample(&during, "lsm_agent_operations_denied_total", &[]) > denied_before);
     assert!(
-        sample(
+        metric_sample(
             &during,
             "lsm_agent_operations_denied_by_binary_total",
             &[("binary", "/usr/bin/cat")]
         ) >= 1.0
     );
     assert!(
-        sample(
+        metric_sample(
             &during,
             "lsm_agent_tracingpolicy_loaded",
             &[("state", "enabled")]
         ) >= 1.0
     );
     assert_eq!(
-        sample(&during, "lsm_agent_build_info", &[]),
+        metric_sample(&during, "lsm_agent_build_info", &[]),
         1.0,
         "build info is exported"
     );
@@ -144,7 +116,7 @@ fn the_network_story_shows_connect_and_kill_and_moves_the_counters() {
         format!("💥 exit    | {exe} tcp 198.51.100.1:443 SIGKILL"),
     ]);
     assert!(
-        sample(
+        metric_sample(
             &body,
             "lsm_agent_policy_events_total",
             &[
@@ -158,7 +130,7 @@ fn the_network_story_shows_connect_and_kill_and_moves_the_counters() {
         "the connect event is counted under Tetragon's hook label:\n{body}"
     );
     assert!(
-        sample(
+        metric_sample(
             &body,
             "lsm_agent_policy_actions_total",
             &[

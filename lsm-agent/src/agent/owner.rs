@@ -99,6 +99,9 @@ enum Command {
     KernelStats {
         reply: Reply<Option<KernelStats>>,
     },
+    ProgramStats {
+        reply: Reply<Vec<crate::bpf::ProgramStats>>,
+    },
 }
 
 /// Runs one command against the state machine and answers it. A requester that stopped
@@ -161,6 +164,7 @@ fn execute(agent: &mut Agent, cmd: Command) {
         Command::DnsNames { reply } => answer(reply, Ok(agent.dns_names())),
         Command::Status { reply } => answer(reply, Ok(agent.status())),
         Command::KernelStats { reply } => answer(reply, Ok(agent.kernel_stats())),
+        Command::ProgramStats { reply } => answer(reply, Ok(agent.program_stats())),
     }
 }
 
@@ -400,6 +404,10 @@ impl AgentHandle {
 
     pub async fn kernel_stats(&self) -> Result<Option<KernelStats>, AgentError> {
         self.request(|reply| Command::KernelStats { reply }).await
+    }
+
+    pub async fn program_stats(&self) -> Result<Vec<crate::bpf::ProgramStats>, AgentError> {
+        self.request(|reply| Command::ProgramStats { reply }).await
     }
 
     pub fn health(&self) -> Health {

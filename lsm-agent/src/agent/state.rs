@@ -38,6 +38,11 @@ pub trait MapWriter: Send {
         None
     }
 
+    /// Each loaded program's run statistics (none without a kernel).
+    fn program_stats(&self) -> Vec<crate::bpf::ProgramStats> {
+        Vec::new()
+    }
+
     /// Action counters per selector slot index (`hook * MAX_SELECTORS + slot`).
     fn counters(&self) -> BTreeMap<u32, lsm_shared::ActionCounters> {
         BTreeMap::new()
@@ -62,6 +67,10 @@ impl MapWriter for crate::bpf::Probe {
 
     fn kernel_stats(&self) -> Option<KernelStats> {
         Some(self.stats())
+    }
+
+    fn program_stats(&self) -> Vec<crate::bpf::ProgramStats> {
+        crate::bpf::Probe::program_stats(self)
     }
 
     fn counters(&self) -> BTreeMap<u32, lsm_shared::ActionCounters> {
@@ -486,6 +495,10 @@ impl Agent {
 
     pub fn kernel_stats(&self) -> Option<KernelStats> {
         self.writer.kernel_stats()
+    }
+
+    pub fn program_stats(&self) -> Vec<crate::bpf::ProgramStats> {
+        self.writer.program_stats()
     }
 
     pub fn policies(&self) -> &[LoadedPolicy] {

@@ -258,6 +258,24 @@ impl Probe {
         n
     }
 
+    /// Each loaded program's runs and run time, as the kernel counts them while
+    /// `kernel.bpf_stats_enabled` is 1 (they stay 0 otherwise).
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, prog)| {
+                // Programs no hook has needed yet are not loaded and have no info.
+                let info = prog.info().ok()?;
+                Some(ProgramStats {
+                    program: name.to_string(),
+                    kind: program_kind(prog),
+                    runs: info.run_count(),
+                    run_time: info.run_time(),
+                })
+            })
+            .collect()
+    }
+
     /// Sum over CPUs of each `STAT_*` counter.
     pub fn stats(&self) -> [u64; NUM_STATS as usize] {
         let mut out = [0u64; NUM_STATS as usize];
@@ -781,6 +799,27 @@ fn attach_kprobe_hooks(
         }
     }
     Ok(modes)
+}
+
+/// One loaded program's run statistics (see [`Probe::program_stats`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub program: String,
+    /// `lsm`, `kprobe`, `kretprobe`, `tracepoint` or `other`.
+    pub kind: &'static str,
+    pub runs: u64,
+    pub run_time: std::time::Duration,
+}
+
+fn program_kind(prog: &aya::programs::Program) -> &'static str {
+    use aya::programs::{ProbeKind, Program};
+    match prog {
+        Program::Lsm(_) => "lsm",
+        Program::KProbe(p) if matches!(p.kind(), ProbeKind::Return) => "kretprobe",
+        Program::KProbe(_) => "kprobe",
+        Program::TracePoint(_) | Program::BtfTracePoint(_) => "tracepoint",
+        _ => "other",
+    }
 }
 
 /// The object's program `name` as its kind `T` (`KProbe`, `Lsm`, `TracePoint`, ...): the

@@ -60,6 +60,15 @@ impl MapWriter for FakeKernel {
         Some(s)
     }
 
+    fn program_stats(&self) -> Vec<lsm_agent::bpf::ProgramStats> {
+        vec![lsm_agent::bpf::ProgramStats {
+            program: "file_open".into(),
+            kind: "lsm",
+            runs: 40,
+            run_time: std::time::Duration::from_micros(3),
+        }]
+    }
+
     fn counters(&self) -> BTreeMap<u32, lsm_shared::ActionCounters> {
         let n = self.per_slot.load(Ordering::Relaxed);
         let mut c = lsm_shared::ActionCounters::default();
@@ -346,6 +355,9 @@ async fn scrape_reports_what_the_daemon_records() {
     assert_eq!(v(m::PATHS_WALKED, &[]), Some(11.0));
     assert_eq!(v(m::SELECTOR_MATCHES, &[]), Some(13.0));
     assert_eq!(v(m::OPERATIONS_DENIED, &[]), Some(5.0));
+    let program = [("program", "file_open"), ("kind", "lsm")];
+    assert_eq!(v(m::PROGRAM_RUNS, &program), Some(40.0));
+    assert_eq!(v(m::PROGRAM_NANOSECONDS, &program), Some(3000.0));
     assert_eq!(v(m::SUBSCRIBERS, &[]), Some(1.0));
     let dropped = v(m::SUBSCRIBER_DROPPED, &[("client", "127.0.0.1")]).unwrap();
     assert!(dropped >= 90.0, "{dropped}");
