@@ -13,7 +13,7 @@ use crate::{
     eval::{observe, observe_raw},
     file_rec,
     kernel::{kconf, read_u64},
-    maps::{EXEC_PEND, FILES},
+    maps::{EXEC_PEND, FILES, hook_has_selectors},
     path::{resolve_file_walk, resolve_walk},
     read_connection,
 };
@@ -51,6 +51,10 @@ pub fn kprobe_file_permission(ctx: ProbeContext) -> u32 {
 /// `security_file_permission(struct file *file, int mask)`.
 #[inline(always)]
 fn try_kprobe_file_permission(ctx: &ProbeContext) -> Result<i32, i32> {
+    // Every read and write runs this: without a selector here, not even the path lookup.
+    if !hook_has_selectors(HOOK_FILE_PERMISSION) {
+        return Ok(0);
+    }
     let (s, cur) = enter()?;
     let file = arg(ctx, 0);
     let mask = arg(ctx, 1) as u32 as u64;
@@ -75,6 +79,9 @@ pub fn kprobe_mmap_file(ctx: ProbeContext) -> u32 {
 /// personalities; the kprobe sees the requested protection in both places.
 #[inline(always)]
 fn try_kprobe_mmap_file(ctx: &ProbeContext) -> Result<i32, i32> {
+    if !hook_has_selectors(HOOK_MMAP_FILE) {
+        return Ok(0);
+    }
     let (s, cur) = enter()?;
     let file = arg(ctx, 0);
     let prot = arg(ctx, 1);
@@ -116,6 +123,9 @@ pub fn kprobe_file_truncate(ctx: ProbeContext) -> u32 {
 /// `security_file_truncate(struct file *file)` (Linux 6.2+).
 #[inline(always)]
 fn try_kprobe_file_truncate(ctx: &ProbeContext) -> Result<i32, i32> {
+    if !hook_has_selectors(HOOK_FILE_TRUNCATE) {
+        return Ok(0);
+    }
     let (s, cur) = enter()?;
     let file = arg(ctx, 0);
     let rec = file_rec(s, file);

@@ -43,7 +43,7 @@ use crate::{
     eval::{evaluate, kcopy},
     event::emit,
     kernel::{kconf, read_u16, read_u32, read_u64, task_ns_pid},
-    maps::{EXEC_PEND, FILES, PROCS, STR_EQ, hook_cfg},
+    maps::{EXEC_PEND, FILES, PROCS, STR_EQ, hook_cfg, hook_has_selectors},
     path::{resolve_d_path, resolve_file_walk, resolve_walk},
     scratch::Scratch,
 };
@@ -87,6 +87,10 @@ pub fn file_permission(ctx: LsmContext) -> i32 {
 #[inline(always)]
 fn try_file_permission(ctx: &LsmContext) -> Result<i32, i32> {
     let (s, cur) = enter_lsm(ctx, 2)?;
+    // Every read and write runs this: without a selector here, not even the path lookup.
+    if !hook_has_selectors(HOOK_FILE_PERMISSION) {
+        return Ok(0);
+    }
     let file: u64 = ctx.arg(0);
     let mask: u64 = ctx.arg::<u32>(1) as u64;
     let rec = file_rec(s, file);
@@ -102,6 +106,9 @@ pub fn mmap_file(ctx: LsmContext) -> i32 {
 #[inline(always)]
 fn try_mmap_file(ctx: &LsmContext) -> Result<i32, i32> {
     let (s, cur) = enter_lsm(ctx, 4)?;
+    if !hook_has_selectors(HOOK_MMAP_FILE) {
+        return Ok(0);
+    }
     let file: u64 = ctx.arg(0);
     let args = [file, ctx.arg(1), ctx.arg(2), ctx.arg(3), 0];
     // Anonymous mappings have no file: only selectors without string filters can match.
@@ -173,6 +180,9 @@ pub fn file_truncate(ctx: LsmContext) -> i32 {
 #[inline(always)]
 fn try_file_truncate(ctx: &LsmContext) -> Result<i32, i32> {
     let (s, cur) = enter_lsm(ctx, 1)?;
+    if !hook_has_selectors(HOOK_FILE_TRUNCATE) {
+        return Ok(0);
+    }
     let file: u64 = ctx.arg(0);
     let rec = file_rec(s, file);
     Ok(evaluate(

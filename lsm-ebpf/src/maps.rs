@@ -39,6 +39,14 @@ pub fn hook_cfg(hook: u32) -> Option<&'static HookConfig> {
     HOOK_CFG.get(hook_cfg_index(bank, hook))
 }
 
+/// Whether the live plan has any selector at `hook`: a program with work to do before it
+/// evaluates (a path to find) skips that work when there is none. Its program stays
+/// attached after the last policy at the hook is removed.
+#[inline(always)]
+pub fn hook_has_selectors(hook: u32) -> bool {
+    hook_cfg(hook).is_some_and(|c| c.selectors != 0)
+}
+
 /// What each selector slot does, at `hook * MAX_SELECTORS + slot`.
 #[map]
 pub static SEL_ACT: Array<SelectorAction> = Array::with_max_entries(NUM_HOOKS * MAX_SELECTORS, 0);
