@@ -40,8 +40,7 @@ mod policy;
 
 pub use crate::events::bus::{BoundedLabel, OTHER};
 use crate::{
-    agent::{AgentHandle, PolicyState},
-    bpf::ProgramStats,
+    agent::{AgentHandle, PolicyState, ProgramStats},
     dns::{DnsStatus, NameStatus},
     events::{
         bus::{BusSnapshot, EventBus},
@@ -305,6 +304,7 @@ const EVENT_TYPES: &[&str] = &[
     "PROCESS_EXIT",
     "PROCESS_KPROBE",
     "PROCESS_TRACEPOINT",
+    "PROCESS_UPROBE",
     "PROCESS_LSM",
 ];
 
@@ -467,6 +467,7 @@ fn event_type(e: &Event) -> &'static str {
             HookOrigin::Kprobe { .. } => "PROCESS_KPROBE",
             HookOrigin::LsmHook => "PROCESS_LSM",
             HookOrigin::Tracepoint { .. } => "PROCESS_TRACEPOINT",
+            HookOrigin::Uprobe(_) => "PROCESS_UPROBE",
         },
     }
 }
@@ -481,6 +482,7 @@ fn policy_hook(e: &Event) -> Option<(&str, String)> {
         HookOrigin::Kprobe { call } => format!("kprobe:{call}"),
         HookOrigin::LsmHook => format!("lsm:{}", h.function_name()),
         HookOrigin::Tracepoint { subsystem, event } => format!("tracepoint:{subsystem}/{event}"),
+        HookOrigin::Uprobe(u) => format!("uprobe:{u}"),
     };
     Some((&h.policy_name, hook))
 }

@@ -1,15 +1,16 @@
-//! The generic kprobe, kretprobe and tracepoint programs: one of each, attached by the agent
-//! to every function or tracepoint a policy observes. Each finds the hook id of the call in a
-//! map the loader wrote (by the function's address, or the tracepoint's event id), collects
+//! The generic kprobe, kretprobe, tracepoint and uprobe programs: one of each, attached by the
+//! agent to every function or tracepoint a policy observes. Each finds the hook id of the call
+//! in a map the loader wrote (by the function's address, or the tracepoint's event id), or in
+//! the attachment's cookie (a uprobe: user addresses are not unique across files), collects
 //! the raw arguments as that hook's plan says, and asks the one evaluator. They cannot deny:
 //! matches post events, and `Sigkill` runs after the fact.
 use aya_ebpf::{
     EbpfContext,
     helpers::{
         bpf_get_current_pid_tgid,
-        generated::{bpf_get_func_ip, bpf_override_return},
+        generated::{bpf_get_attach_cookie, bpf_get_func_ip, bpf_override_return},
     },
-    macros::{kprobe, kretprobe, tracepoint},
+    macros::{kprobe, kretprobe, tracepoint, uprobe},
     programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 use lsm_shared::*;
@@ -112,6 +113,31 @@ fn try_generic_kprobe<const SYSCALL: bool, const OVERRIDE: bool>(
     } else {
         observe_probe(s, cur, h.entry, None);
     }
+    Ok(0)
+}
+
+/// On a function of an executable or library (a policy's `uprobes`): its arguments are in the
+/// registers, and its pointers point into the process's memory (the plan's descriptors say
+/// so).
+#[uprobe]
+pub fn generic_uprobe(ctx: ProbeContext) -> u32 {
+    ret(try_generic_uprobe(&ctx)) as u32
+}
+
+#[inline(always)]
+fn try_generic_uprobe(ctx: &ProbeContext) -> Result<i32, i32> {
+    // SAFETY: the helper reads the cookie of the attachment the program runs for: the hook
+    // id the loader gave it (0 if none, which no hook has).
+    let hook = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let Ok(hook) = u32::try_from(hook) else {
+        return Ok(0);
+    };
+    if hook == 0 {
+        return Ok(0);
+    }
+    let (s, cur) = enter()?;
+    collect::<false>(ctx, s);
+    observe_probe(s, cur, hook, None);
     Ok(0)
 }
 

@@ -627,6 +627,34 @@ impl Drop for Agent {
     }
 }
 
+/// The body of `GET /metrics` from the agent's metrics server at `addr`.
+pub fn scrape_metrics(addr: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).expect("metrics endpoint");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    assert!(out.starts_with("HTTP/1.1 200"), "scrape failed: {out}");
+    out
+}
+
+/// The sum of the samples of metric `name` whose labels include `labels`, 0 when absent.
+pub fn metric_sample(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| {
+            let (series, _) = l.rsplit_once(' ').unwrap_or((l, ""));
+            let base = series.split('{').next().unwrap_or("");
+            base == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -679,32 +707,4 @@ mod tests {
         assert_eq!(policy_name("kind: TracingPolicy\nspec: {}\n"), None);
         assert_eq!(policy_name("spec: ["), None);
     }
-}
-
-/// The body of `GET /metrics` from the agent's metrics server at `addr`.
-pub fn scrape_metrics(addr: &str) -> String {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(addr).expect("metrics endpoint");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .expect("request");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("response");
-    assert!(out.starts_with("HTTP/1.1 200"), "scrape failed: {out}");
-    out
-}
-
-/// The sum of the samples of metric `name` whose labels include `labels`, 0 when absent.
-pub fn metric_sample(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    body.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter(|l| {
-            let (series, _) = l.rsplit_once(' ').unwrap_or((l, ""));
-            let base = series.split('{').next().unwrap_or("");
-            base == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
 }

@@ -672,3 +672,70 @@ fn an_override_kprobe_policy_is_refused_where_the_kernel_has_no_error_injection(
         "the refused policy is not listed"
     );
 }
+
+/// `spec.uprobes`: a function of a user-space program, observed by the generic uprobe
+/// program. The string argument is read from the process's memory and filters the call; a
+/// posted call is a `process_uprobe` event with the file, the symbol and the arguments, and
+/// `Sigkill` kills the caller after the fact (the function has been entered).
+#[test]
+fn a_uprobe_posts_and_kills_by_the_string_argument_of_a_user_space_function() {
+    let a = agent();
+    let events = a.json_stream();
+    // On the guest's tmpfs: a uprobe lives in the file's page cache, which the 9p root
+    // does not keep.
+    let dir = scratch_dir("uprobe");
+    let helper = dir.join("vmtest-uprobe");
+    fs::copy(bin("vmtest-uprobe"), &helper).expect("copying the helper");
+    let helper_path = helper.to_str().expect("utf-8");
+    let yaml = substitute(
+        &fixture("observe-and-kill-at-vmtest-uprobe.yaml"),
+        &[("HELPER", helper_path)],
+    );
+    let policy = a.add_policy_yaml("observe-and-kill-at-vmtest-uprobe", &yaml);
+    let posted = run(&helper, &["lsm-vmtest-uprobe-post-1"]);
+    let other = run(&helper, &["lsm-vmtest-uprobe-other"]);
+    let killed = run(&helper, &["lsm-vmtest-uprobe-kill-1"]);
+    let line = events.expect("the uprobe event", |l| {
+        l.contains("\"process_uprobe\"") && l.contains("lsm-vmtest-uprobe-post-1")
+    });
+    let kill_line = events.expect("the Sigkill event", |l| {
+        l.contains("\"process_uprobe\"") && l.contains("lsm-vmtest-uprobe-kill-1")
+    });
+    let compact = a.lines();
+    policy.delete();
+
+    assert_eq!(exit_code(&posted), 0, "{posted:?}");
+    assert_eq!(exit_code(&other), 0, "{other:?}");
+    assert_eq!(exit_code(&killed), 137, "{killed:?}");
+    assert!(
+        killed.stdout.is_empty(),
+        "killed before it returned: {killed:?}"
+    );
+    for want in [
+        format!("\"path\":\"{helper_path}\""),
+        "\"symbol\":\"lsm_vmtest_uprobe_target\"".to_string(),
+        "{\"string_arg\":\"lsm-vmtest-uprobe-post-1\",\"label\":\"text\"}".to_string(),
+        "{\"long_arg\":\"4242\"}".to_string(),
+        "\"policy_name\":\"observe-vmtest-uprobe\"".to_string(),
+        "\"action\":\"KPROBE_ACTION_POST\"".to_string(),
+    ] {
+        assert!(line.contains(&want), "{want} in {line}");
+    }
+    assert!(
+        kill_line.contains("\"action\":\"KPROBE_ACTION_SIGKILL\""),
+        "{kill_line}"
+    );
+    assert!(
+        !events
+            .lines()
+            .iter()
+            .any(|l| l.contains("lsm-vmtest-uprobe-other") && l.contains("process_uprobe")),
+        "a call the selectors do not match posts nothing"
+    );
+    assert!(
+        compact.iter().any(|l| l.contains("uprobe")
+            && l.contains(helper_path)
+            && l.contains("lsm_vmtest_uprobe_target")),
+        "the compact line names the file and the symbol: {compact:?}"
+    );
+}

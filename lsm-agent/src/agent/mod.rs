@@ -11,6 +11,8 @@ pub mod owner;
 pub mod state;
 pub mod status;
 
+/// What the kernel counts of each loaded program; metrics read it through the agent.
+pub use crate::bpf::ProgramStats;
 pub use owner::{AgentHandle, Owner, owner};
 pub use state::{
     Agent, AgentError, CrdKind, KernelStats, KubeObject, LoadedPolicy, MapWriter, Prepared, Source,

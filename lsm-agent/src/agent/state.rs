@@ -581,6 +581,7 @@ impl Agent {
                         HookOrigin::Kprobe { .. } => Sensor::Kprobe,
                         HookOrigin::LsmHook => Sensor::Lsm,
                         HookOrigin::Tracepoint { .. } => Sensor::Tracepoint,
+                        HookOrigin::Uprobe(_) => Sensor::Uprobe,
                     })
                     .collect();
                 sensors.dedup();

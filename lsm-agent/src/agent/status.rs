@@ -67,7 +67,7 @@ pub struct HookStatus {
 /// A kprobe, kretprobe or tracepoint target of a policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeTarget {
-    /// `kprobe`, `kretprobe` or `tracepoint`.
+    /// `kprobe`, `kretprobe`, `tracepoint` or `uprobe`.
     pub kind: &'static str,
     /// The function (`sys_setuid`, `fd_install`) or the tracepoint (`raw_syscalls/sys_enter`).
     pub name: String,
@@ -85,6 +85,10 @@ impl ProbeTarget {
             Target::Tracepoint { subsystem, event } => Some(ProbeTarget {
                 kind: "tracepoint",
                 name: format!("{subsystem}/{event}"),
+            }),
+            Target::Uprobe(u) => Some(ProbeTarget {
+                kind: "uprobe",
+                name: u.to_string(),
             }),
         }
     }
@@ -199,6 +203,8 @@ pub enum Sensor {
     Lsm,
     /// `spec.tracepoints`.
     Tracepoint,
+    /// `spec.uprobes`.
+    Uprobe,
 }
 
 /// Per-action counters of one policy, as the kernel counts them.

@@ -1,9 +1,11 @@
-//! Attaching the generic kprobe, kretprobe and tracepoint programs to the targets of the
+//! Attaching the generic kprobe, kretprobe, tracepoint and uprobe programs to the targets of the
 //! loaded policies, driven by [`MapImage::probes`]: what the image lists gets attached (before
 //! its plans go live), what it no longer lists gets detached (after). The kernel facts the
 //! pure image leaves out are found here: a function's addresses in `/proc/kallsyms` (which
 //! `bpf_get_func_ip` returns in the programs), a syscall's wrapper name on this architecture,
-//! a tracepoint's event id and the offsets of its fields in tracefs.
+//! a tracepoint's event id and the offsets of its fields in tracefs. A uprobe carries its
+//! hook id as the attachment's cookie (`bpf_get_attach_cookie`): addresses in user space are
+//! not unique across files.
 
 use std::collections::BTreeMap;
 
@@ -11,20 +13,26 @@ use super::program;
 use aya::{
     Ebpf,
     maps::{HashMap, MapData},
-    programs::{KProbe, TracePoint, kprobe::KProbeLinkId, trace_point::TracePointLinkId},
+    programs::{
+        KProbe, TracePoint, UProbe,
+        kprobe::KProbeLinkId,
+        trace_point::TracePointLinkId,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
+    },
 };
 use lsm_shared::{ACT_MONITOR, ACT_OVERRIDE, MAX_ARGS, MAX_SELECTORS, ProbeHooks, TP_SLOTS};
 use tracing::{info, warn};
 
 use crate::policy::{
     compile::MapImage,
-    ir::{KprobeTarget, TP_FIRST_FIELD, Target},
+    ir::{KprobeTarget, TP_FIRST_FIELD, Target, UprobeTarget},
     probes::hook_label,
 };
 
 pub const KPROBE_PROG: &str = "generic_kprobe";
 pub const KPROBE_SYSCALL_PROG: &str = "generic_kprobe_syscall";
 pub const KRETPROBE_PROG: &str = "generic_kretprobe";
+pub const UPROBE_PROG: &str = "generic_uprobe";
 /// The entry programs of a function whose policies `Override` its return.
 pub const KPROBE_OVERRIDE_PROG: &str = "generic_kprobe_override";
 pub const KPROBE_SYSCALL_OVERRIDE_PROG: &str = "generic_kprobe_syscall_override";
@@ -82,6 +90,8 @@ pub struct Probes {
     /// Hook id → the symbol its kprobe or kretprobe is on.
     fn_of: BTreeMap<u32, String>,
     tps: BTreeMap<u32, TpProbe>,
+    /// Uprobe hook id → its attachment.
+    ups: BTreeMap<u32, UProbeLinkId>,
     /// Per tracepoint hook: the byte offsets of its arguments' fields.
     pub tp_off: BTreeMap<u32, [u16; MAX_ARGS]>,
 }
@@ -196,6 +206,7 @@ impl Probes {
                 Target::Tracepoint { subsystem, event } => {
                     self.attach_tp(ebpf, tp_ids, id, t, subsystem, event)
                 }
+                Target::Uprobe(u) => self.attach_up(ebpf, id, t, u),
                 Target::Lsm(_) => Ok(()),
             });
             match r {
@@ -348,6 +359,33 @@ impl Probes {
         Ok(())
     }
 
+    fn attach_up(
+        &mut self,
+        ebpf: &mut Ebpf,
+        id: u32,
+        t: &Target,
+        u: &UprobeTarget,
+    ) -> Result<(), ProbeError> {
+        ensure_loaded(ebpf, UPROBE_PROG, load_uprobe).map_err(|r| perr(t, r))?;
+        let prog: &mut UProbe =
+            program(ebpf, UPROBE_PROG).map_err(|e| perr(t, format!("{UPROBE_PROG}: {e}")))?;
+        let location = match &u.symbol {
+            Some(s) if u.offset == 0 => UProbeAttachLocation::Symbol(s),
+            Some(s) => UProbeAttachLocation::SymbolOffset(s, u.offset),
+            None => UProbeAttachLocation::AbsoluteOffset(u.offset),
+        };
+        let point = UProbeAttachPoint {
+            location,
+            cookie: Some(u64::from(id)),
+        };
+        let link = prog
+            .attach(point, &u.path, UProbeScope::AllProcesses)
+            .map_err(|e| perr(t, format!("attaching: {}", error_chain(&e))))?;
+        self.ups.insert(id, link);
+        info!("observing {} (hook {id})", hook_label(t));
+        Ok(())
+    }
+
     fn detach(
         &mut self,
         ebpf: &mut Ebpf,
@@ -362,6 +400,14 @@ impl Probes {
             let prog = TRACEPOINT_PROGS[tp.slot as usize % TRACEPOINT_PROGS.len()];
             if let Ok(p) = program::<TracePoint>(ebpf, prog)
                 && let Err(e) = p.detach(tp.link)
+            {
+                warn!("detaching {}: {e}", hook_label(t));
+            }
+            return;
+        }
+        if let Some(link) = self.ups.remove(&id) {
+            if let Ok(p) = program::<UProbe>(ebpf, UPROBE_PROG)
+                && let Err(e) = p.detach(link)
             {
                 warn!("detaching {}: {e}", hook_label(t));
             }
@@ -513,6 +559,22 @@ fn load_kprobe(ebpf: &mut Ebpf, prog: &str) -> Result<(), aya::programs::Program
 
 fn load_tracepoint(ebpf: &mut Ebpf, prog: &str) -> Result<(), aya::programs::ProgramError> {
     program::<TracePoint>(ebpf, prog)?.load()
+}
+
+fn load_uprobe(ebpf: &mut Ebpf, prog: &str) -> Result<(), aya::programs::ProgramError> {
+    program::<UProbe>(ebpf, prog)?.load()
+}
+
+/// An error with its sources (aya's uprobe errors say which file or symbol in a source).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
 }
 
 /// Why a program did not load, without the verifier's log (which can be megabytes: it goes

@@ -216,6 +216,7 @@ fn sensor_name(s: Sensor) -> &'static str {
         Sensor::Kprobe => "generic_kprobe",
         Sensor::Lsm => "generic_lsm",
         Sensor::Tracepoint => "generic_tracepoint",
+        Sensor::Uprobe => "generic_uprobe",
     }
 }
 

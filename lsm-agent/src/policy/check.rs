@@ -151,11 +151,14 @@ fn load_refusals(p: &Policy) -> Vec<String> {
         Target::Lsm(_) => false,
         Target::Kprobe(k) => k.ret,
         Target::Tracepoint { .. } => true,
+        // Refused when the policy is validated.
+        Target::Uprobe(_) => false,
     }) {
         let section = match h.origin {
             HookOrigin::Kprobe { .. } => "kprobes",
             HookOrigin::LsmHook => "lsmhooks",
             HookOrigin::Tracepoint { .. } => "tracepoints",
+            HookOrigin::Uprobe(_) => "uprobes",
         };
         for s in h.selectors.iter().filter(|s| {
             s.actions
@@ -309,6 +312,7 @@ fn render_policy(
             HookOrigin::Tracepoint { subsystem, event } => {
                 format!("spec.tracepoints[{}] {subsystem}/{event}", h.spec_index)
             }
+            HookOrigin::Uprobe(u) => format!("spec.uprobes[{}] {u}", h.spec_index),
         };
         let tcp = if h.tcp_only {
             ", TCP over IPv4/IPv6 only"

@@ -218,6 +218,8 @@ pub enum HookOrigin {
     LsmHook,
     /// `spec.tracepoints[i]`: observed at the tracepoint.
     Tracepoint { subsystem: String, event: String },
+    /// `spec.uprobes[i]`, one of its symbols or offsets: observed by a uprobe.
+    Uprobe(UprobeTarget),
 }
 
 /// A kernel function observed by the generic kprobe (or kretprobe) program.
@@ -234,6 +236,27 @@ pub struct KprobeTarget {
     pub ret: bool,
 }
 
+/// A location in an executable or library observed by the generic uprobe program.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UprobeTarget {
+    /// The file as the policy names it (absolute).
+    pub path: String,
+    /// The symbol, or `None` for a bare offset.
+    pub symbol: Option<String>,
+    /// From the symbol's address, or from the start of the file without a symbol.
+    pub offset: u64,
+}
+
+impl fmt::Display for UprobeTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.symbol, self.offset) {
+            (Some(s), 0) => write!(f, "{}:{s}", self.path),
+            (Some(s), o) => write!(f, "{}:{s}+{o:#x}", self.path),
+            (None, o) => write!(f, "{}:{o:#x}", self.path),
+        }
+    }
+}
+
 /// Where the agent attaches for a hook: an LSM hook (enforced before the operation) or a
 /// probe that observes it (events, and signals after the fact).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -241,6 +264,7 @@ pub enum Target {
     Lsm(LsmHook),
     Kprobe(KprobeTarget),
     Tracepoint { subsystem: String, event: String },
+    Uprobe(UprobeTarget),
 }
 
 impl Target {
@@ -263,6 +287,7 @@ impl fmt::Display for Target {
             Target::Tracepoint { subsystem, event } => {
                 write!(f, "observed by tracepoint {subsystem}/{event}")
             }
+            Target::Uprobe(u) => write!(f, "observed by uprobe {u}"),
         }
     }
 }

@@ -18,6 +18,7 @@ pub fn hook_label(t: &Target) -> String {
         Target::Kprobe(k) if k.ret => format!("kretprobe {}", k.function),
         Target::Kprobe(k) => format!("kprobe {}", k.function),
         Target::Tracepoint { subsystem, event } => format!("tracepoint {subsystem}/{event}"),
+        Target::Uprobe(u) => format!("uprobe {u}"),
     }
 }
 
@@ -79,6 +80,8 @@ pub fn generic_desc(target: &Target, a: &ArgSpec) -> ArgDesc {
     let user = match target {
         Target::Kprobe(k) => k.syscall,
         Target::Tracepoint { subsystem, .. } => subsystem == "syscalls",
+        // A user-space function's pointers point into its process.
+        Target::Uprobe(_) => true,
         Target::Lsm(_) => false,
     };
     match hooks::generic_type(&a.type_name, user) {

@@ -10,6 +10,7 @@ mod match_args;
 mod operators;
 mod process;
 mod selectors;
+mod uprobes;
 
 use hooks::{convert_kprobe, convert_lsmhook, convert_tracepoint};
 
@@ -94,7 +95,7 @@ pub(crate) fn convert(
         .as_ref()
         .ok_or_else(|| invalid("", "missing spec"))?;
 
-    check_spec_unsupported(spec, warnings)?;
+    check_spec_unsupported(spec, kind, warnings)?;
     let scope = policy_scope(spec, namespace.as_deref())?;
     if kind == ir::PolicyKind::TracingPolicy && scope != Scope::Everything {
         warnings.push(invalid(
@@ -129,10 +130,13 @@ pub(crate) fn convert(
     for (i, tp) in spec.tracepoints.iter().flatten().enumerate() {
         hooks.push(convert_tracepoint(i, tp, &lists, warnings)?);
     }
+    for (i, up) in spec.uprobes.iter().flatten().enumerate() {
+        hooks.extend(uprobes::convert_uprobe(i, up, &lists, warnings)?);
+    }
     if hooks.is_empty() {
         warnings.push(invalid(
             "spec",
-            "the policy has no kprobes, tracepoints or lsmhooks: it does nothing",
+            "the policy has no kprobes, tracepoints, uprobes or lsmhooks: it does nothing",
         ));
     }
     Ok(ir::Policy {
@@ -249,7 +253,12 @@ fn label_selector(s: &raw::LabelSelector) -> LabelSelector {
     }
 }
 
-fn check_spec_unsupported(spec: &raw::Spec, warnings: &mut Vec<Invalid>) -> VResult<()> {
+fn check_spec_unsupported(
+    spec: &raw::Spec,
+    kind: ir::PolicyKind,
+    warnings: &mut Vec<Invalid>,
+) -> VResult<()> {
+    let namespace_kind = kind == ir::PolicyKind::TracingPolicyNamespaced;
     // Sections missing from Tetragon's current CRD come first: they stay refused even when
     // the hook kinds below are supported.
     if non_empty(&spec.rawtracepoints) {
@@ -266,10 +275,11 @@ fn check_spec_unsupported(spec: &raw::Spec, warnings: &mut Vec<Invalid>) -> VRes
              lsm-agent does not support yet; Tetragon no longer accepts killers either)",
         ));
     }
-    if non_empty(&spec.uprobes) {
+    if non_empty(&spec.uprobes) && namespace_kind {
         return Err(invalid(
             "spec.uprobes",
-            "not supported yet by lsm-agent: uprobes",
+            "uprobes are not allowed in a TracingPolicyNamespaced (as in Tetragon): a \
+             binary's functions are the node's, not a namespace's",
         ));
     }
     if non_empty(&spec.usdts) {
@@ -381,13 +391,13 @@ mod tests {
     fn unimplemented_spec_sections_are_named_in_the_error() {
         let yaml = with_selector("matchActions: [{action: Post}]").replace(
             "spec:\n",
-            "spec:\n  uprobes:\n  - path: /bin/true\n    symbols: [main]\n",
+            "spec:\n  usdts:\n  - path: /bin/true\n    provider: p\n    name: n\n",
         );
         let e = parse_err(&yaml);
-        assert_eq!(e.path, "spec.uprobes");
+        assert_eq!(e.path, "spec.usdts");
         assert_eq!(
             e.to_string(),
-            "test.yaml:6:3: spec.uprobes: not supported yet by lsm-agent: uprobes"
+            "test.yaml:6:3: spec.usdts: not supported yet by lsm-agent: usdts"
         );
     }
 

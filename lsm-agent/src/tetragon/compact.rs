@@ -204,6 +204,15 @@ fn event_to_string(ev: &GetEventsResponse, p: &Painter) -> Result<String, Compac
                 &caps,
             ))
         }
+        Some(Event::ProcessUprobe(u)) => {
+            let proc = u.process.as_ref().ok_or(CompactError::MissingProcess)?;
+            let (info, caps) = process_info(p, node, proc);
+            let event = p.label(Color::Blue, "🕵️", "uprobe");
+            Ok(caps_trailer(
+                format!("{event} {info} {} {}", u.path, u.symbol),
+                &caps,
+            ))
+        }
         Some(Event::RateLimitInfo(_)) => Err(CompactError::UnknownEventType("RATE_LIMIT_INFO")),
         None => Err(CompactError::UnknownEventType("UNDEF")),
     }

@@ -8,7 +8,8 @@ use prost_types::Timestamp;
 
 use super::proto::tetragon::{
     Container, GetEventsResponse, Image, KprobeAction, Pod, Process, ProcessExec, ProcessExit,
-    ProcessKprobe, ProcessLsm, ProcessTracepoint, RateLimitInfo, get_events_response::Event,
+    ProcessKprobe, ProcessLsm, ProcessTracepoint, ProcessUprobe, RateLimitInfo,
+    get_events_response::Event,
 };
 use crate::events::model::{self, EventKind, HookOrigin};
 
@@ -203,6 +204,19 @@ fn hook(h: &model::Hook) -> Event {
                 ..Default::default()
             })
         }
+        HookOrigin::Uprobe(u) => Event::ProcessUprobe(ProcessUprobe {
+            process,
+            parent,
+            path: u.path.clone(),
+            symbol: u.symbol.clone().unwrap_or_default(),
+            offset: u.offset,
+            policy_name,
+            message,
+            args,
+            action: act,
+            tags,
+            ..Default::default()
+        }),
         HookOrigin::LsmHook => Event::ProcessLsm(ProcessLsm {
             process,
             parent,

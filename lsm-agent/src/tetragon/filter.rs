@@ -205,6 +205,7 @@ fn event_process(ev: &GetEventsResponse) -> Option<&Process> {
         Event::ProcessKprobe(e) => e.process.as_ref(),
         Event::ProcessTracepoint(e) => e.process.as_ref(),
         Event::ProcessLsm(e) => e.process.as_ref(),
+        Event::ProcessUprobe(e) => e.process.as_ref(),
         Event::ProcessThrottle(_) | Event::Test(_) | Event::RateLimitInfo(_) => None,
     }
 }
@@ -216,6 +217,7 @@ fn event_parent(ev: &GetEventsResponse) -> Option<&Process> {
         Event::ProcessKprobe(e) => e.parent.as_ref(),
         Event::ProcessTracepoint(e) => e.parent.as_ref(),
         Event::ProcessLsm(e) => e.parent.as_ref(),
+        Event::ProcessUprobe(e) => e.parent.as_ref(),
         Event::ProcessThrottle(_) | Event::Test(_) | Event::RateLimitInfo(_) => None,
     }
 }
@@ -227,6 +229,7 @@ fn event_ancestors(ev: &GetEventsResponse) -> &[Process] {
         Some(Event::ProcessKprobe(e)) => &e.ancestors,
         Some(Event::ProcessTracepoint(e)) => &e.ancestors,
         Some(Event::ProcessLsm(e)) => &e.ancestors,
+        Some(Event::ProcessUprobe(e)) => &e.ancestors,
         _ => &[],
     }
 }
@@ -236,6 +239,7 @@ fn event_policy_name(ev: &GetEventsResponse) -> Option<&str> {
         Event::ProcessKprobe(e) => Some(&e.policy_name),
         Event::ProcessTracepoint(e) => Some(&e.policy_name),
         Event::ProcessLsm(e) => Some(&e.policy_name),
+        Event::ProcessUprobe(e) => Some(&e.policy_name),
         _ => None,
     }
 }

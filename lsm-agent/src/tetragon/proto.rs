@@ -16,6 +16,7 @@ pub fn event_type(ev: &GetEventsResponse) -> EventType {
         Some(Event::ProcessExit(_)) => EventType::ProcessExit,
         Some(Event::ProcessKprobe(_)) => EventType::ProcessKprobe,
         Some(Event::ProcessTracepoint(_)) => EventType::ProcessTracepoint,
+        Some(Event::ProcessUprobe(_)) => EventType::ProcessUprobe,
         Some(Event::ProcessThrottle(_)) => EventType::ProcessThrottle,
         Some(Event::ProcessLsm(_)) => EventType::ProcessLsm,
         Some(Event::Test(_)) => EventType::Test,

@@ -60,8 +60,8 @@ impl MapWriter for FakeKernel {
         Some(s)
     }
 
-    fn program_stats(&self) -> Vec<lsm_agent::bpf::ProgramStats> {
-        vec![lsm_agent::bpf::ProgramStats {
+    fn program_stats(&self) -> Vec<lsm_agent::agent::ProgramStats> {
+        vec![lsm_agent::agent::ProgramStats {
             program: "file_open".into(),
             kind: "lsm",
             runs: 40,

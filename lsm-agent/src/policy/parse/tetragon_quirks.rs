@@ -54,7 +54,7 @@ const EXPECTED: &[(&str, Expect)] = &[
             warnings: &[
                 "20:5: spec.lists[3]: generated_ftrace list \"ftrace\": its functions are resolved \
                  when the policy is loaded",
-                "spec: the policy has no kprobes, tracepoints or lsmhooks",
+                "spec: the policy has no kprobes, tracepoints, uprobes or lsmhooks",
             ],
         },
     ),
@@ -81,9 +81,10 @@ const EXPECTED: &[(&str, Expect)] = &[
     ),
     (
         "uprobe-all-fields.yaml",
+        // The first uprobe loads; the second stops at the first field lsm-agent lacks.
         Refused {
-            at: "10:3: spec.uprobes",
-            message: "not supported yet by lsm-agent: uprobes",
+            at: "17:5: spec.uprobes[1].resolvePathInContainer",
+            message: "not supported yet by lsm-agent",
         },
     ),
     (

@@ -23,6 +23,8 @@ pub(super) enum ArgSite {
     Tracepoint,
     /// A kretprobe's `returnArg`.
     Return,
+    /// A uprobe's argument: raw arguments (user memory), no return.
+    Uprobe,
 }
 
 pub(super) fn convert_generic_arg(

@@ -182,20 +182,20 @@ fn describe_args(info: &HookInfo) -> String {
 }
 
 /// An argument converter: `None` for an argument that is declared but not read (`nop`).
-type ArgConverter<'a> = &'a dyn Fn(&str, &raw::Arg) -> VResult<Option<ir::ArgSpec>>;
+pub(super) type ArgConverter<'a> = &'a dyn Fn(&str, &raw::Arg) -> VResult<Option<ir::ArgSpec>>;
 
-struct HookSource<'a> {
-    target: ir::Target,
-    origin: ir::HookOrigin,
-    spec_index: usize,
+pub(super) struct HookSource<'a> {
+    pub target: ir::Target,
+    pub origin: ir::HookOrigin,
+    pub spec_index: usize,
     /// See `ir::Hook::tcp_only`.
-    tcp_only: bool,
+    pub tcp_only: bool,
     /// Turns `args[j]` (at the given path) into the hook's argument.
-    convert_arg: ArgConverter<'a>,
+    pub convert_arg: ArgConverter<'a>,
     /// See `ir::Hook::return_arg`.
-    return_arg: Option<ir::ArgSpec>,
+    pub return_arg: Option<ir::ArgSpec>,
     /// The policy's `lists`, for `InMap` values that name one.
-    lists: &'a Lists,
+    pub lists: &'a Lists,
 }
 
 /// The syscall a `syscall: true` call names, as the portable `sys_<name>`: Tetragon accepts
@@ -431,7 +431,7 @@ pub(super) fn convert_tracepoint(
     )
 }
 
-fn convert_hook_body(
+pub(super) fn convert_hook_body(
     path: &str,
     src: HookSource<'_>,
     body: &raw::HookBody<'_>,
