@@ -8,10 +8,12 @@ use aya_ebpf::{
     EbpfContext,
     helpers::{
         bpf_get_current_pid_tgid,
-        generated::{bpf_get_attach_cookie, bpf_get_func_ip, bpf_override_return},
+        generated::{
+            bpf_get_attach_cookie, bpf_get_func_arg, bpf_get_func_ip, bpf_override_return,
+        },
     },
-    macros::{kprobe, kretprobe, tracepoint, uprobe},
-    programs::{ProbeContext, RetProbeContext, TracePointContext},
+    macros::{fentry, kprobe, kretprobe, tracepoint, uprobe},
+    programs::{FEntryContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use lsm_shared::*;
 
@@ -82,15 +84,11 @@ pub fn generic_kprobe_syscall_override(ctx: ProbeContext) -> u32 {
     ret(try_generic_kprobe::<true, true>(&ctx)) as u32
 }
 
+/// What every entry program does once the raw arguments are in `s.raw`: keeps them for the
+/// kretprobe, if the function has one, and evaluates the entry hook, if any. False when the
+/// entry has no hook of its own.
 #[inline(always)]
-fn try_generic_kprobe<const SYSCALL: bool, const OVERRIDE: bool>(
-    ctx: &ProbeContext,
-) -> Result<i32, i32> {
-    let Some(h) = hooks_of(ctx.as_ptr()) else {
-        return Ok(0);
-    };
-    let (s, cur) = enter()?;
-    collect::<SYSCALL>(ctx, s);
+fn entry_common(h: ProbeHooks, s: &mut Scratch) -> bool {
     if h.ret != 0 {
         // The kretprobe evaluates; it needs the arguments as they were at entry.
         let key = StashKey {
@@ -100,7 +98,19 @@ fn try_generic_kprobe<const SYSCALL: bool, const OVERRIDE: bool>(
         };
         let _ = RET_STASH.insert(&key, &s.raw, 0);
     }
-    if h.entry == 0 {
+    h.entry != 0
+}
+
+#[inline(always)]
+fn try_generic_kprobe<const SYSCALL: bool, const OVERRIDE: bool>(
+    ctx: &ProbeContext,
+) -> Result<i32, i32> {
+    let Some(h) = hooks_of(ctx.as_ptr()) else {
+        return Ok(0);
+    };
+    let (s, cur) = enter()?;
+    collect::<SYSCALL>(ctx, s);
+    if !entry_common(h, s) {
         return Ok(0);
     }
     if OVERRIDE {
@@ -115,6 +125,73 @@ fn try_generic_kprobe<const SYSCALL: bool, const OVERRIDE: bool>(
     }
     Ok(0)
 }
+
+/// Argument `n` of the traced function at an fentry; 0 past its last argument (the helper
+/// knows how many it has: reading the context past them directly fails verification).
+#[inline(always)]
+fn fentry_arg(ctx: &FEntryContext, n: u32) -> u64 {
+    let mut v = 0u64;
+    // SAFETY: the helper reads the trampoline's saved argument `n` into a local, or fails.
+    let r = unsafe { bpf_get_func_arg(ctx.as_ptr(), n, &raw mut v) };
+    if r == 0 { v } else { 0 }
+}
+
+/// The fentry entry point of the generic probe: the same work as [`generic_kprobe`], entered
+/// through the function's BPF trampoline (as the LSM programs are) instead of a kprobe, which
+/// costs far less per call. One copy of the program is loaded per function (an fentry
+/// program is verified for its target), so the loader has a few slots and uses kprobes past
+/// them, or where the function cannot be traced this way.
+#[inline(always)]
+fn try_generic_fentry<const SYSCALL: bool>(ctx: &FEntryContext) -> Result<i32, i32> {
+    let Some(h) = hooks_of(ctx.as_ptr()) else {
+        return Ok(0);
+    };
+    let (s, cur) = enter()?;
+    if SYSCALL {
+        let regs = fentry_arg(ctx, 0);
+        s.set_raw(0, read_u64(regs, kconf_at!(syscall_regs, 0)));
+        s.set_raw(1, read_u64(regs, kconf_at!(syscall_regs, 1)));
+        s.set_raw(2, read_u64(regs, kconf_at!(syscall_regs, 2)));
+        s.set_raw(3, read_u64(regs, kconf_at!(syscall_regs, 3)));
+        s.set_raw(4, read_u64(regs, kconf_at!(syscall_regs, 4)));
+    } else {
+        s.set_raw(0, fentry_arg(ctx, 0));
+        s.set_raw(1, fentry_arg(ctx, 1));
+        s.set_raw(2, fentry_arg(ctx, 2));
+        s.set_raw(3, fentry_arg(ctx, 3));
+        s.set_raw(4, fentry_arg(ctx, 4));
+    }
+    if entry_common(h, s) {
+        observe_probe(s, cur, h.entry, None);
+    }
+    Ok(0)
+}
+
+/// The fentry slots: `generic_fentry_<n>` for plain functions, `generic_fentry_syscall_<n>`
+/// for syscall wrappers. Keep the count in step with the loader's `FENTRY_SLOTS`.
+macro_rules! fentry_slots {
+    ($($name:ident: $syscall:literal),* $(,)?) => {$(
+        #[fentry]
+        pub fn $name(ctx: FEntryContext) -> u32 {
+            ret(try_generic_fentry::<$syscall>(&ctx)) as u32
+        }
+    )*};
+}
+
+fentry_slots!(
+    generic_fentry_0: false,
+    generic_fentry_1: false,
+    generic_fentry_2: false,
+    generic_fentry_3: false,
+    generic_fentry_4: false,
+    generic_fentry_5: false,
+    generic_fentry_syscall_0: true,
+    generic_fentry_syscall_1: true,
+    generic_fentry_syscall_2: true,
+    generic_fentry_syscall_3: true,
+    generic_fentry_syscall_4: true,
+    generic_fentry_syscall_5: true,
+);
 
 /// On a function of an executable or library (a policy's `uprobes`): its arguments are in the
 /// registers, and its pointers point into the process's memory (the plan's descriptors say

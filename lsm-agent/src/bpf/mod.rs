@@ -334,6 +334,7 @@ impl Probe {
             .any(|(name, yes)| name == "bpf_override_return" && *yes);
         if let Err(e) = self.probes.attach_new(
             &mut self.ebpf,
+            &self.kernel_btf,
             &mut self.probe_ids,
             &mut self.tp_ids,
             &old,

@@ -14,7 +14,8 @@ use aya::{
     Ebpf,
     maps::{HashMap, MapData},
     programs::{
-        KProbe, TracePoint, UProbe,
+        FEntry, KProbe, TracePoint, UProbe,
+        fentry::FEntryLinkId,
         kprobe::KProbeLinkId,
         trace_point::TracePointLinkId,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
@@ -36,6 +37,43 @@ pub const UPROBE_PROG: &str = "generic_uprobe";
 /// The entry programs of a function whose policies `Override` its return.
 pub const KPROBE_OVERRIDE_PROG: &str = "generic_kprobe_override";
 pub const KPROBE_SYSCALL_OVERRIDE_PROG: &str = "generic_kprobe_syscall_override";
+
+/// The fentry copies of the entry program, per flavor (see `lsm-ebpf/src/probe.rs`): the first
+/// functions observed are entered through their BPF trampoline, the others by kprobe.
+pub const FENTRY_SLOTS: usize = 6;
+const FENTRY_PROGS: [&str; FENTRY_SLOTS] = [
+    "generic_fentry_0",
+    "generic_fentry_1",
+    "generic_fentry_2",
+    "generic_fentry_3",
+    "generic_fentry_4",
+    "generic_fentry_5",
+];
+const FENTRY_SYSCALL_PROGS: [&str; FENTRY_SLOTS] = [
+    "generic_fentry_syscall_0",
+    "generic_fentry_syscall_1",
+    "generic_fentry_syscall_2",
+    "generic_fentry_syscall_3",
+    "generic_fentry_syscall_4",
+    "generic_fentry_syscall_5",
+];
+
+fn fentry_prog(syscall: bool, slot: usize) -> &'static str {
+    let progs = if syscall {
+        &FENTRY_SYSCALL_PROGS
+    } else {
+        &FENTRY_PROGS
+    };
+    progs[slot % FENTRY_SLOTS]
+}
+
+/// How a probed function's entry is attached.
+enum EntryLink {
+    /// The entry program on a kprobe (every function kprobes can reach; the overriding one).
+    Kprobe(KProbeLinkId),
+    /// Fentry slot `slot` of the function's flavor, loaded for this function.
+    Fentry { slot: usize, link: FEntryLinkId },
+}
 
 /// The functions whose return a kprobe may override (`ALLOW_ERROR_INJECTION`), one per line
 /// with its error type; in debugfs.
@@ -74,7 +112,7 @@ struct FnProbe {
     /// Its entry program overrides the return (`bpf_override_return`).
     override_: bool,
     hooks: ProbeHooks,
-    kprobe: Option<KProbeLinkId>,
+    entry: Option<EntryLink>,
     kretprobe: Option<KProbeLinkId>,
 }
 
@@ -178,9 +216,11 @@ pub fn parse_format(format: &str) -> Vec<(String, u16)> {
 impl Probes {
     /// Attaches what `img` lists and `old` does not. On error, what this call attached is
     /// detached again and nothing live changes.
+    #[allow(clippy::too_many_arguments)]
     pub fn attach_new(
         &mut self,
         ebpf: &mut Ebpf,
+        btf: &aya::Btf,
         ids: &mut HashMap<MapData, u64, ProbeHooks>,
         tp_ids: &mut HashMap<MapData, u32, u32>,
         old: &MapImage,
@@ -202,7 +242,7 @@ impl Probes {
                 continue;
             }
             let r = check_override(img, id, t, override_ok).and_then(|ovr| match t {
-                Target::Kprobe(k) => self.attach_fn(ebpf, ids, id, t, k, ovr),
+                Target::Kprobe(k) => self.attach_fn(ebpf, btf, ids, id, t, k, ovr),
                 Target::Tracepoint { subsystem, event } => {
                     self.attach_tp(ebpf, tp_ids, id, t, subsystem, event)
                 }
@@ -238,9 +278,11 @@ impl Probes {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn attach_fn(
         &mut self,
         ebpf: &mut Ebpf,
+        btf: &aya::Btf,
         ids: &mut HashMap<MapData, u64, ProbeHooks>,
         id: u32,
         t: &Target,
@@ -268,11 +310,19 @@ impl Probes {
                     syscall,
                     override_,
                     hooks: ProbeHooks::default(),
-                    kprobe: None,
+                    entry: None,
                     kretprobe: None,
                 },
             );
         }
+        let taken: Vec<(bool, usize)> = self
+            .fns
+            .values()
+            .filter_map(|f| match f.entry {
+                Some(EntryLink::Fentry { slot, .. }) => Some((f.syscall, slot)),
+                _ => None,
+            })
+            .collect();
         let Some(f) = self.fns.get_mut(symbol) else {
             return Err(perr(t, "internal: function state lost"));
         };
@@ -292,10 +342,29 @@ impl Probes {
                 ),
             ));
         }
-        let entry_prog = entry_prog(f.syscall, f.override_);
-        // The kprobe runs for a kretprobe too: it keeps the arguments for the return.
-        if f.kprobe.is_none() {
-            f.kprobe = Some(kprobe(ebpf, entry_prog, symbol).map_err(|r| perr(t, r))?);
+        // The entry program runs for a kretprobe too: it keeps the arguments for the return.
+        if f.entry.is_none() {
+            let free = (0..FENTRY_SLOTS).find(|s| !taken.contains(&(f.syscall, *s)));
+            let fentry = match free {
+                // An overriding entry needs a kprobe (bpf_override_return).
+                Some(slot) if !f.override_ => match fentry(ebpf, btf, f.syscall, slot, symbol) {
+                    Ok(link) => Some(EntryLink::Fentry { slot, link }),
+                    Err(r) => {
+                        info!("{symbol}: no fentry ({r}); observing it by kprobe");
+                        None
+                    }
+                },
+                _ => None,
+            };
+            f.entry = match fentry {
+                Some(e) => Some(e),
+                None => {
+                    let prog = entry_prog(f.syscall, f.override_);
+                    Some(EntryLink::Kprobe(
+                        kprobe(ebpf, prog, symbol).map_err(|r| perr(t, r))?,
+                    ))
+                }
+            };
         }
         if ret && f.kretprobe.is_none() {
             match kprobe(ebpf, KRETPROBE_PROG, symbol) {
@@ -436,8 +505,24 @@ impl Probes {
             };
         }
         if f.hooks == ProbeHooks::default() {
-            if let Some(l) = f.kprobe.take() {
-                detach_kprobe(ebpf, entry_prog(f.syscall, f.override_), l, t);
+            match f.entry.take() {
+                Some(EntryLink::Kprobe(l)) => {
+                    detach_kprobe(ebpf, entry_prog(f.syscall, f.override_), l, t);
+                }
+                Some(EntryLink::Fentry { slot, link }) => {
+                    let prog = fentry_prog(f.syscall, slot);
+                    if let Ok(p) = program::<FEntry>(ebpf, prog) {
+                        if let Err(e) = p.detach(link) {
+                            warn!("detaching {prog} of {}: {e}", hook_label(t));
+                        }
+                        // The slot's program was verified for this function: unloaded, the
+                        // slot can serve another.
+                        if let Err(e) = p.unload() {
+                            warn!("unloading {prog}: {e}");
+                        }
+                    }
+                }
+                None => {}
             }
             self.fns.remove(&symbol);
         }
@@ -525,6 +610,26 @@ fn kprobe(ebpf: &mut Ebpf, prog: &str, symbol: &str) -> Result<KProbeLinkId, Str
     let p: &mut KProbe = program(ebpf, prog).map_err(|e| format!("{prog}: {e}"))?;
     p.attach(symbol, 0)
         .map_err(|e| format!("attaching {prog} to {symbol}: {e}"))
+}
+
+/// Loads fentry slot `slot` of the flavor for `symbol` and attaches it; on failure the slot
+/// is left unloaded for the next function.
+fn fentry(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    syscall: bool,
+    slot: usize,
+    symbol: &str,
+) -> Result<FEntryLinkId, String> {
+    let prog = fentry_prog(syscall, slot);
+    let p: &mut FEntry = program(ebpf, prog).map_err(|e| format!("{prog}: {e}"))?;
+    let start = std::time::Instant::now();
+    p.load(symbol, btf).map_err(|e| load_error(prog, &e))?;
+    super::log_loaded(prog, start, p.info().ok());
+    p.attach().map_err(|e| {
+        let _ = p.unload();
+        format!("attaching {prog} to {symbol}: {e}")
+    })
 }
 
 fn detach_kprobe(ebpf: &mut Ebpf, prog: &str, link: KProbeLinkId, t: &Target) {
