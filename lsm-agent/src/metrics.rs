@@ -102,7 +102,7 @@ pub const METRICS: &[Metric] = &[
         name: EVENTS,
         kind: Kind::Counter,
         labels: &["type"],
-        help: "Events sent to GetEvents subscribers, by Tetragon event type (PROCESS_EXEC, PROCESS_EXIT, PROCESS_KPROBE, PROCESS_TRACEPOINT, PROCESS_LSM).",
+        help: "Events sent to GetEvents subscribers, by Tetragon event type (PROCESS_EXEC, PROCESS_EXIT, PROCESS_KPROBE, PROCESS_TRACEPOINT, PROCESS_UPROBE, PROCESS_LSM).",
         tetragon: "tetragon_events_total",
     },
     Metric {

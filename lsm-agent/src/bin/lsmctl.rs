@@ -324,7 +324,7 @@ fn parse_event_type(name: &str) -> Result<i32> {
     let upper = name.to_ascii_uppercase();
     EventType::from_str_name(&upper)
         .map(|t| t as i32)
-        .ok_or_else(|| anyhow!("unknown event type {name:?} (e.g. PROCESS_EXEC, PROCESS_EXIT, PROCESS_KPROBE, PROCESS_TRACEPOINT, PROCESS_LSM)"))
+        .ok_or_else(|| anyhow!("unknown event type {name:?} (e.g. PROCESS_EXEC, PROCESS_EXIT, PROCESS_KPROBE, PROCESS_TRACEPOINT, PROCESS_UPROBE, PROCESS_LSM)"))
 }
 
 /// Mirrors tetra: always exactly one allow filter, possibly empty (= everything).
