@@ -714,7 +714,7 @@ fn a_uprobe_posts_and_kills_by_the_string_argument_of_a_user_space_function() {
     for want in [
         format!("\"path\":\"{helper_path}\""),
         "\"symbol\":\"lsm_vmtest_uprobe_target\"".to_string(),
-        "{\"string_arg\":\"lsm-vmtest-uprobe-post-1\",\"label\":\"text\"}".to_string(),
+        "{\"label\":\"text\",\"string_arg\":\"lsm-vmtest-uprobe-post-1\"}".to_string(),
         "{\"long_arg\":\"4242\"}".to_string(),
         "\"policy_name\":\"observe-vmtest-uprobe\"".to_string(),
         "\"action\":\"KPROBE_ACTION_POST\"".to_string(),
