@@ -161,12 +161,14 @@ impl HookStatus {
     }
 
     /// The word the metric uses: `lsm`, `kprobe` or `none` for an LSM hook; the generic
-    /// program's name (`generic_kprobe`, `generic_kretprobe`, `generic_tracepoint`) for a
-    /// probe target, so that `mode="kprobe"` keeps meaning "an LSM hook degraded".
+    /// program's name (`generic_kprobe`, `generic_kretprobe`, `generic_tracepoint`,
+    /// `generic_uprobe`) for a probe target, so that `mode="kprobe"` keeps meaning "an LSM
+    /// hook degraded".
     pub fn mode_name(&self) -> &'static str {
         match self.probe.as_ref().map(|p| p.kind) {
             Some("kretprobe") => "generic_kretprobe",
             Some("tracepoint") => "generic_tracepoint",
+            Some("uprobe") => "generic_uprobe",
             Some(_) => "generic_kprobe",
             None => self.mode.map_or("none", AttachMode::as_str),
         }
@@ -283,7 +285,7 @@ mod tests {
 
     #[test]
     fn probe_targets_are_listed_as_what_observes_them_beside_the_lsm_hooks() {
-        use crate::policy::ir::{KprobeTarget, LsmHook, Target};
+        use crate::policy::ir::{KprobeTarget, LsmHook, Target, UprobeTarget};
         let kprobe = |function: &str, ret| {
             Target::Kprobe(KprobeTarget {
                 function: function.into(),
@@ -300,6 +302,11 @@ mod tests {
                 subsystem: "raw_syscalls".into(),
                 event: "sys_enter".into(),
             },
+            Target::Uprobe(UprobeTarget {
+                path: "/bin/bash".into(),
+                symbol: Some("readline".into()),
+                offset: 0,
+            }),
         ];
         let hooks = HookStatus::of_targets(&targets, &HookModes::all(AttachMode::Lsm));
         let shown: Vec<(&str, &str, bool)> = hooks
@@ -313,6 +320,7 @@ mod tests {
                 ("sys_openat", "generic_kretprobe", true),
                 ("sys_setuid", "generic_kprobe", true),
                 ("raw_syscalls/sys_enter", "generic_tracepoint", true),
+                ("/bin/bash:readline", "generic_uprobe", true),
             ]
         );
     }
