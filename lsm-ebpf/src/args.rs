@@ -139,9 +139,6 @@ fn read_string(s: &mut Scratch, kind: u8, v: u64, rec: *mut PathRec) {
         read_str(s, v, rec, kind == ARG_USTR);
         return;
     }
-    // The open file whose path is walked, to cache it: the next call on it (every read of a
-    // file opened before the agent started, say) finds it in `FILES`.
-    let mut walked_file = 0u64;
     let (mnt, dentry) = if kind == ARG_PATH {
         (
             read_u64(v, kconf!(path_mnt)),
@@ -166,7 +163,6 @@ fn read_string(s: &mut Scratch, kind: u8, v: u64, rec: *mut PathRec) {
             unsafe { kcopy(rec, cached) };
             return;
         }
-        walked_file = file;
         let fp = file + kconf!(file_f_path);
         (
             read_u64(fp, kconf!(path_mnt)),
@@ -174,11 +170,6 @@ fn read_string(s: &mut Scratch, kind: u8, v: u64, rec: *mut PathRec) {
         )
     };
     resolve_walk(s, mnt, dentry, rec);
-    // SAFETY: `rec` is a scratch record the walk just filled.
-    if walked_file != 0 && unsafe { (*rec).flags } & PATH_RESOLVED != 0 {
-        // SAFETY: as above; the map copies the record.
-        let _ = FILES.insert(&walked_file, unsafe { &*rec }, 0);
-    }
 }
 
 /// The `struct file *` of descriptor `fd` in the current task's table; 0 when there is
