@@ -36,25 +36,33 @@ fn hooks_of(ctx: *mut core::ffi::c_void) -> Option<ProbeHooks> {
     })
 }
 
-/// Stores the call's raw arguments in `s.raw`: the function's own, or for a syscall
-/// wrapper, the argument registers of the user's `struct pt_regs`. `SYSCALL` is a constant
-/// of each program, so the verifier walks one way of collecting, not both.
+/// Stores the call's raw arguments in `s.raw`, `arg(n)` being the probed function's argument
+/// `n` as the entry point reads it (kprobe registers, fentry's saved arguments): the
+/// function's own, or for a syscall wrapper, the argument registers of the user's
+/// `struct pt_regs` its argument 0 points to. `SYSCALL` is a constant of each program, so the
+/// verifier walks one way of collecting, not both.
 #[inline(always)]
-fn collect<const SYSCALL: bool>(ctx: &ProbeContext, s: &mut Scratch) {
+fn collect<const SYSCALL: bool>(s: &mut Scratch, arg: impl Fn(u32) -> u64) {
     if SYSCALL {
-        let regs = ctx.arg::<u64>(0).unwrap_or(0);
+        let regs = arg(0);
         s.set_raw(0, read_u64(regs, kconf_at!(syscall_regs, 0)));
         s.set_raw(1, read_u64(regs, kconf_at!(syscall_regs, 1)));
         s.set_raw(2, read_u64(regs, kconf_at!(syscall_regs, 2)));
         s.set_raw(3, read_u64(regs, kconf_at!(syscall_regs, 3)));
         s.set_raw(4, read_u64(regs, kconf_at!(syscall_regs, 4)));
     } else {
-        s.set_raw(0, ctx.arg::<u64>(0).unwrap_or(0));
-        s.set_raw(1, ctx.arg::<u64>(1).unwrap_or(0));
-        s.set_raw(2, ctx.arg::<u64>(2).unwrap_or(0));
-        s.set_raw(3, ctx.arg::<u64>(3).unwrap_or(0));
-        s.set_raw(4, ctx.arg::<u64>(4).unwrap_or(0));
+        s.set_raw(0, arg(0));
+        s.set_raw(1, arg(1));
+        s.set_raw(2, arg(2));
+        s.set_raw(3, arg(3));
+        s.set_raw(4, arg(4));
     }
+}
+
+/// Argument `n` of a kprobe's or uprobe's function, from its registers.
+#[inline(always)]
+fn probe_arg(ctx: &ProbeContext, n: u32) -> u64 {
+    ctx.arg::<u64>(n as usize).unwrap_or(0)
 }
 
 /// On an ordinary kernel function.
@@ -109,7 +117,7 @@ fn try_generic_kprobe<const SYSCALL: bool, const OVERRIDE: bool>(
         return Ok(0);
     };
     let (s, cur) = enter()?;
-    collect::<SYSCALL>(ctx, s);
+    collect::<SYSCALL>(s, |n| probe_arg(ctx, n));
     if !entry_common(h, s) {
         return Ok(0);
     }
@@ -147,20 +155,7 @@ fn try_generic_fentry<const SYSCALL: bool>(ctx: &FEntryContext) -> Result<i32, i
         return Ok(0);
     };
     let (s, cur) = enter()?;
-    if SYSCALL {
-        let regs = fentry_arg(ctx, 0);
-        s.set_raw(0, read_u64(regs, kconf_at!(syscall_regs, 0)));
-        s.set_raw(1, read_u64(regs, kconf_at!(syscall_regs, 1)));
-        s.set_raw(2, read_u64(regs, kconf_at!(syscall_regs, 2)));
-        s.set_raw(3, read_u64(regs, kconf_at!(syscall_regs, 3)));
-        s.set_raw(4, read_u64(regs, kconf_at!(syscall_regs, 4)));
-    } else {
-        s.set_raw(0, fentry_arg(ctx, 0));
-        s.set_raw(1, fentry_arg(ctx, 1));
-        s.set_raw(2, fentry_arg(ctx, 2));
-        s.set_raw(3, fentry_arg(ctx, 3));
-        s.set_raw(4, fentry_arg(ctx, 4));
-    }
+    collect::<SYSCALL>(s, |n| fentry_arg(ctx, n));
     if entry_common(h, s) {
         observe_probe(s, cur, h.entry, None);
     }
@@ -213,7 +208,7 @@ fn try_generic_uprobe(ctx: &ProbeContext) -> Result<i32, i32> {
         return Ok(0);
     }
     let (s, cur) = enter()?;
-    collect::<false>(ctx, s);
+    collect::<false>(s, |n| probe_arg(ctx, n));
     observe_probe(s, cur, hook, None);
     Ok(0)
 }
