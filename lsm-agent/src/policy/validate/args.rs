@@ -55,6 +55,21 @@ pub(super) fn convert_generic_arg(
         }
         None => return Err(invalid(tpath, format!("unknown arg type \"{type_name}\""))),
     };
+    // A user-space function has no kernel objects to read.
+    if site == ArgSite::Uprobe
+        && !matches!(
+            ty,
+            ir::ArgType::Int { .. } | ir::ArgType::String | ir::ArgType::Buffer { .. }
+        )
+    {
+        return Err(invalid(
+            tpath,
+            format!(
+                "type \"{type_name}\" is a kernel object: at {what} lsm-agent reads integers, \
+                 string and char_buf from the process's memory"
+            ),
+        ));
+    }
     Ok(Some(ir::ArgSpec {
         spec_index: a.index,
         lsm_index: position,

@@ -40,25 +40,7 @@ pub(super) fn convert_uprobe(
         let what = format!("uprobe {target}");
         let arg = |apath: &str, a: &raw::Arg| {
             check_arg_options(apath, a, MAX_ARG_INDEX)?;
-            let spec = convert_generic_arg(apath, a, a.index, true, ArgSite::Uprobe, &what)?;
-            match spec {
-                Some(s)
-                    if !matches!(
-                        s.ty,
-                        ir::ArgType::Int { .. } | ir::ArgType::String | ir::ArgType::Buffer { .. }
-                    ) =>
-                {
-                    Err(invalid(
-                        format!("{apath}.type"),
-                        format!(
-                            "type \"{}\" is a kernel object: at {what} lsm-agent reads \
-                             integers, string and char_buf from the process's memory",
-                            s.type_name
-                        ),
-                    ))
-                }
-                other => Ok(other),
-            }
+            convert_generic_arg(apath, a, a.index, true, ArgSite::Uprobe, &what)
         };
         let hook = convert_hook_body(
             &path,
