@@ -681,8 +681,8 @@ fn an_override_kprobe_policy_is_refused_where_the_kernel_has_no_error_injection(
 fn a_uprobe_posts_and_kills_by_the_string_argument_of_a_user_space_function() {
     let a = agent();
     let events = a.json_stream();
-    // On the guest's tmpfs: a uprobe lives in the file's page cache, which the 9p root
-    // does not keep.
+    // On the guest's tmpfs, like the other helpers these tests run: whether the kernel can
+    // place a uprobe in a file of the 9p root was not tried.
     let dir = scratch_dir("uprobe");
     let helper = dir.join("vmtest-uprobe");
     fs::copy(bin("vmtest-uprobe"), &helper).expect("copying the helper");
