@@ -106,11 +106,16 @@ extern "C" fn read_step(i: u64, ctx: *mut c_void) -> i64 {
             let len = buf_len(s, size, has_ret != 0, ret);
             read_buf(s, v, len, rec);
             len
+        } else if kind == ARG_IOV_ITER {
+            read_iov(s, v, rec)
         } else if kind == ARG_CRED {
             read_cred(v, rec);
             v
         } else if kind == ARG_MODULE {
             read_module(s, v, rec)
+        } else if arg_is_obj(kind) {
+            read_obj(s, kind, v, rec);
+            v
         } else if kind == ARG_SOCK || kind == ARG_SKB {
             // SAFETY: as for `packed`.
             let subject = unsafe { (*l).net_arg } == i as u32 + 1;
@@ -149,6 +154,8 @@ fn read_string(s: &mut Scratch, kind: u8, v: u64, rec: *mut PathRec) {
     } else {
         let file = if kind == ARG_BINPRM {
             read_u64(v, kconf!(binprm_file))
+        } else if kind == ARG_KIOCB {
+            read_u64(v, kconf!(kiocb_filp))
         } else if kind == ARG_FD {
             fd_file(v)
         } else {
@@ -222,6 +229,114 @@ fn read_module(s: &mut Scratch, m: u64, rec: *mut PathRec) -> u64 {
         Some(read_u8(m, sig_off) != 0)
     };
     module_value(taints, sig)
+}
+
+/// The first bytes of the data the `struct iov_iter` at `it` walks into `rec` (as a buffer:
+/// [`read_buf`]), and its `count`. A user buffer (`ITER_UBUF`) is read from its start, an
+/// iovec or kvec array from its first segment; other kinds (pages, pipes) leave an
+/// unresolved record.
+#[inline(always)]
+fn read_iov(s: &mut Scratch, it: u64, rec: *mut PathRec) -> u64 {
+    if it == 0 {
+        unresolved(s, rec);
+        return 0;
+    }
+    let ty = u64::from(read_u8(it, kconf_at!(iov_fields, 0)));
+    let skip = read_u64(it, kconf_at!(iov_fields, 1));
+    let count = read_u64(it, kconf_at!(iov_fields, 2));
+    let ptr = read_u64(it, kconf_at!(iov_fields, 3));
+    let (base, len) = if ty == kconf_at!(iter_types, 0) {
+        (ptr + skip, count)
+    } else if ty == kconf_at!(iter_types, 1) || ty == kconf_at!(iter_types, 2) {
+        // struct iovec and struct kvec are both {base, len}.
+        let seg = read_u64(ptr, 8);
+        let left = if seg > skip { seg - skip } else { 0 };
+        (
+            read_u64(ptr, 0) + skip,
+            if left < count { left } else { count },
+        )
+    } else {
+        unresolved(s, rec);
+        return count;
+    };
+    read_buf(s, base, len, rec);
+    count
+}
+
+/// `prog_name` in the UAPI `union bpf_attr` of `BPF_PROG_LOAD` (after `prog_type`,
+/// `insn_cnt`, `insns`, `license`, `log_level`, `log_size`, `log_buf`, `kern_version`,
+/// `prog_flags`): fixed by the ABI, so not looked up in BTF.
+const BPF_ATTR_PROG_NAME: u64 = 48;
+/// `BPF_OBJ_NAME_LEN`: a program's or map's name, NUL included.
+const BPF_OBJ_NAME_LEN: u32 = 16;
+/// In the UAPI `struct perf_event_attr`: `config`, `config1` (`kprobe_func`, a user pointer
+/// for a kprobe or uprobe PMU event), `config2` (`probe_offset`).
+const PERF_ATTR_CONFIG: u64 = 8;
+const PERF_ATTR_KPROBE_FUNC: u64 = 56;
+const PERF_ATTR_PROBE_OFFSET: u64 = 64;
+/// `PERF_TYPE_MAX`: types from here on are dynamic PMUs (kprobe, uprobe, ...), whose
+/// `config1` may name the probed function.
+const PERF_TYPE_MAX: u32 = 6;
+
+/// The BPF program, map or perf event `p` (of `kind`, see [`arg_is_obj`]) as a
+/// [`BpfObjRec`] at the head of `rec`; unreadable fields are 0, a NULL `p` leaves an
+/// unresolved record.
+#[inline(always)]
+fn read_obj(s: &Scratch, kind: u8, p: u64, rec: *mut PathRec) {
+    // SAFETY: `rec` is a scratch record, whose `head` (STR_LEN bytes, at an 8-byte aligned
+    // offset) holds a BpfObjRec (160 bytes); `zero` is longer than that; every store stays
+    // inside the record, and the helpers report (rather than take) faults on the source.
+    unsafe {
+        (*rec).len = 0;
+        (*rec).flags = PATH_UNRESOLVED | PATH_OBJ;
+        let r = (*rec).head.as_mut_ptr() as *mut BpfObjRec;
+        kcopy(r, s.zero.as_ptr() as *const BpfObjRec);
+        if p == 0 {
+            return;
+        }
+        let (name, len, user) = if kind == ARG_BPF_ATTR {
+            (*r).ty = read_u32(p, 0);
+            (*r).count = read_u32(p, 4);
+            (p + BPF_ATTR_PROG_NAME, BPF_OBJ_NAME_LEN, false)
+        } else if kind == ARG_BPF_MAP {
+            (*r).ty = read_u32(p, kconf_at!(map_fields, 0));
+            (*r).count = read_u32(p, kconf_at!(map_fields, 1));
+            (*r).value_size = read_u32(p, kconf_at!(map_fields, 2));
+            (*r).max_entries = read_u32(p, kconf_at!(map_fields, 3));
+            (p + kconf_at!(map_fields, 4), BPF_OBJ_NAME_LEN, false)
+        } else if kind == ARG_BPF_PROG {
+            (*r).ty = read_u32(p, kconf_at!(prog_fields, 0));
+            (*r).count = read_u32(p, kconf_at!(prog_fields, 1));
+            let aux = read_u64(p, kconf_at!(prog_fields, 2));
+            let name = if aux == 0 {
+                0
+            } else {
+                aux + kconf_at!(prog_fields, 3)
+            };
+            (name, BPF_OBJ_NAME_LEN, false)
+        } else {
+            let a = p + kconf!(perf_event_attr);
+            (*r).ty = read_u32(a, 0);
+            (*r).config = read_u64(a, PERF_ATTR_CONFIG);
+            (*r).probe_offset = read_u64(a, PERF_ATTR_PROBE_OFFSET);
+            let func = if (*r).ty >= PERF_TYPE_MAX {
+                read_u64(a, PERF_ATTR_KPROBE_FUNC)
+            } else {
+                0
+            };
+            (func, OBJ_NAME_LEN as u32, true)
+        };
+        if name != 0 {
+            let dst = (*r).name.as_mut_ptr() as *mut c_void;
+            if user {
+                bpf_probe_read_user_str(dst, len, name as *const c_void);
+            } else {
+                bpf_probe_read_kernel_str(dst, len, name as *const c_void);
+            }
+        }
+        (*rec).len = core::mem::size_of::<BpfObjRec>() as u32;
+        (*rec).flags = PATH_RESOLVED | PATH_OBJ;
+    }
 }
 
 /// The credentials at `cred` as a [`CredRec`] at the head of `rec` (fields that cannot be

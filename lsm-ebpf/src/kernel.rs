@@ -78,6 +78,12 @@ pub static KCONFIG: KernelConfig = KernelConfig {
     module_name: 0,
     module_taints: 0,
     module_sig_ok: 0,
+    map_fields: [0; 5],
+    prog_fields: [0; 4],
+    perf_event_attr: 0,
+    kiocb_filp: 0,
+    iov_fields: [0; 4],
+    iter_types: [0; 3],
 };
 
 /// Reads one field of [`KCONFIG`]; volatile so that the compiler does not fold the

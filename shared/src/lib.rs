@@ -143,6 +143,46 @@ pub const PATH_CRED: u32 = 1 << 4;
 pub const PATH_NET: u32 = 1 << 5;
 /// The record holds a [`SkbRec`] (an [`ARG_SKB`] argument).
 pub const PATH_SKB: u32 = 1 << 6;
+/// The record holds a [`BpfObjRec`] (an [`ARG_BPF_ATTR`], [`ARG_PERF_EVENT`], [`ARG_BPF_MAP`]
+/// or [`ARG_BPF_PROG`] argument).
+pub const PATH_OBJ: u32 = 1 << 7;
+
+/// A BPF object or perf event as the `bpf_attr`, `perf_event`, `bpf_map` and `bpf_prog`
+/// arguments read it, at the head of its string record. Which fields are set depends on the
+/// kind: a program (`bpf_attr`, `bpf_prog`) has `ty` (its `BPF_PROG_TYPE_*`), `count` (its
+/// instruction count) and `name`; a map has `ty` (`BPF_MAP_TYPE_*`), `count` (key size),
+/// `value_size`, `max_entries` and `name`; a perf event has `ty` (`PERF_TYPE_*` or a dynamic
+/// PMU's number), `config`, `probe_offset` and, for a kprobe PMU event, the probed function
+/// in `name`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BpfObjRec {
+    pub ty: u32,
+    pub count: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub config: u64,
+    pub probe_offset: u64,
+    /// NUL-terminated (a kernel symbol name is at most 127 bytes, a BPF object's 15).
+    pub name: [u8; OBJ_NAME_LEN],
+}
+/// Bytes of [`BpfObjRec::name`]: the kernel's `KSYM_NAME_LEN`.
+pub const OBJ_NAME_LEN: usize = 128;
+const _: () = assert!(size_of::<BpfObjRec>() == 160 && size_of::<BpfObjRec>() <= STR_LEN);
+
+impl Default for BpfObjRec {
+    fn default() -> Self {
+        Self {
+            ty: 0,
+            count: 0,
+            value_size: 0,
+            max_entries: 0,
+            config: 0,
+            probe_offset: 0,
+            name: [0; OBJ_NAME_LEN],
+        }
+    }
+}
 
 /// A task's credentials as an [`ARG_CRED`] reads them, at the head of its string record.
 #[repr(C)]
@@ -298,6 +338,32 @@ pub const ARG_SKB: u8 = 13;
 /// A `struct module *`: its name (an array inside the struct) as the string record; the
 /// value is [`module_value`] of its taint flags and signature check.
 pub const ARG_MODULE: u8 = 14;
+/// A `union bpf_attr *` of a program load (UAPI layout): its type, instruction count and
+/// name as a [`BpfObjRec`] flagged [`PATH_OBJ`].
+pub const ARG_BPF_ATTR: u8 = 15;
+/// A `struct perf_event *`: its attribute's type, config and probe offset, and a kprobe PMU
+/// event's function name, as a [`BpfObjRec`].
+pub const ARG_PERF_EVENT: u8 = 16;
+/// A `struct bpf_map *`: its type, key and value sizes, capacity and name, as a
+/// [`BpfObjRec`].
+pub const ARG_BPF_MAP: u8 = 17;
+/// A `struct bpf_prog *`: its type, instruction count and name, as a [`BpfObjRec`].
+pub const ARG_BPF_PROG: u8 = 18;
+/// A `struct kiocb *`: the full path of its file (`ki_filp`), as [`ARG_FILE`].
+pub const ARG_KIOCB: u8 = 19;
+/// A `struct iov_iter *`: the first bytes of its data (a user buffer, or the first segment
+/// of an iovec or kvec array) as [`ARG_BUF`] reads a buffer; its value is the iterator's
+/// `count`.
+pub const ARG_IOV_ITER: u8 = 20;
+
+/// Whether arguments of `kind` are a [`BpfObjRec`].
+#[inline(always)]
+pub const fn arg_is_obj(kind: u8) -> bool {
+    matches!(
+        kind,
+        ARG_BPF_ATTR | ARG_PERF_EVENT | ARG_BPF_MAP | ARG_BPF_PROG
+    )
+}
 
 /// Bit of an [`ARG_MODULE`] value: the kernel checked the module's signature (`sig_ok` is
 /// in the struct: `CONFIG_MODULE_SIG`).
@@ -346,6 +412,12 @@ pub const fn arg_is_string(kind: u8) -> bool {
             | ARG_SOCK
             | ARG_SKB
             | ARG_MODULE
+            | ARG_BPF_ATTR
+            | ARG_PERF_EVENT
+            | ARG_BPF_MAP
+            | ARG_BPF_PROG
+            | ARG_KIOCB
+            | ARG_IOV_ITER
     )
 }
 
@@ -1076,10 +1148,26 @@ pub struct KernelConfig {
     pub module_name: u64,
     pub module_taints: u64,
     pub module_sig_ok: u64,
+    /// `struct bpf_map` (`ARG_BPF_MAP`): `map_type`, `key_size`, `value_size`,
+    /// `max_entries`, `name`.
+    pub map_fields: [u64; 5],
+    /// `struct bpf_prog` (`ARG_BPF_PROG`): `type`, `len`, `aux`; `struct bpf_prog_aux`:
+    /// `name`.
+    pub prog_fields: [u64; 4],
+    /// `struct perf_event`: `attr` (`ARG_PERF_EVENT`).
+    pub perf_event_attr: u64,
+    /// `struct kiocb`: `ki_filp` (`ARG_KIOCB`).
+    pub kiocb_filp: u64,
+    /// `struct iov_iter` (`ARG_IOV_ITER`): `iter_type`, `iov_offset`, `count`, and the union
+    /// of its `ubuf`, `iov`/`__iov` and `kvec` pointers.
+    pub iov_fields: [u64; 4],
+    /// This kernel's `ITER_UBUF`, `ITER_IOVEC`, `ITER_KVEC` (`enum iter_type` changed its
+    /// order across versions); [`NO_FIELD`] for one it does not have.
+    pub iter_types: [u64; 3],
 }
 const _: () = assert!(
     size_of::<KernelConfig>()
-        == 8 + 48 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8 + 15 * 8
+        == 8 + 48 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8 + 33 * 8
 );
 
 // ---------------------------------------------------------------------------------------------

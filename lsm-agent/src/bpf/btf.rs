@@ -210,6 +210,42 @@ pub fn kernel_config(btf: &Btf, agent_tgid: u32) -> Result<KernelConfig, BtfErro
         module_name: off("module", "name")?,
         module_taints: off("module", "taints")?,
         module_sig_ok: off("module", "sig_ok").unwrap_or(NO_FIELD),
+        map_fields: [
+            off("bpf_map", "map_type")?,
+            off("bpf_map", "key_size")?,
+            off("bpf_map", "value_size")?,
+            off("bpf_map", "max_entries")?,
+            off("bpf_map", "name")?,
+        ],
+        prog_fields: [
+            off("bpf_prog", "type")?,
+            off("bpf_prog", "len")?,
+            off("bpf_prog", "aux")?,
+            off("bpf_prog_aux", "name")?,
+        ],
+        perf_event_attr: off("perf_event", "attr")?,
+        kiocb_filp: off("kiocb", "ki_filp")?,
+        iov_fields: [
+            off("iov_iter", "iter_type")?,
+            off("iov_iter", "iov_offset")?,
+            off("iov_iter", "count")?,
+            off("iov_iter", "kvec")?,
+        ],
+        iter_types: ["ITER_UBUF", "ITER_IOVEC", "ITER_KVEC"]
+            .map(|n| enum_value(btf, "iter_type", n).unwrap_or(NO_FIELD)),
+    })
+}
+
+/// The value of `member` of `enum name`, if the kernel has both.
+pub fn enum_value(btf: &Btf, name: &str, member: &str) -> Option<u64> {
+    let types = btf.resolve_types_by_name(name).unwrap_or_default();
+    types.iter().find_map(|t| match t {
+        Type::Enum(e) => e
+            .members
+            .iter()
+            .find(|m| btf.resolve_name(*m).is_ok_and(|n| n == member))
+            .map(|m| u64::from(m.val())),
+        _ => None,
     })
 }
 
@@ -264,6 +300,16 @@ mod tests {
         assert_eq!(
             cfg.sock_family, 16,
             "skc_family follows the address and port pairs"
+        );
+        assert_eq!(
+            cfg.iov_fields[1] + 8,
+            cfg.iov_fields[3].min(cfg.iov_fields[2]),
+            "iov_iter's pointers or count follow iov_offset"
+        );
+        assert!(
+            cfg.iter_types.iter().all(|&t| t != NO_FIELD),
+            "iter_type has ITER_UBUF, ITER_IOVEC and ITER_KVEC: {:?}",
+            cfg.iter_types
         );
         let always = [0, 1, 2, 3, 4, 5, 8, 9];
         for t in always {

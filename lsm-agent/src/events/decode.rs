@@ -177,7 +177,8 @@ pub fn path_from_rec(rec: &PathRec) -> KPath {
         rec.flags & PATH_WALKED != 0,
     );
     // A buffer's or credentials' record is data, not text: kept as bytes, no path.
-    if rec.flags & (PATH_CRED | PATH_NET | PATH_SKB) != 0 || (rec.flags & PATH_BYTES != 0 && whole)
+    if rec.flags & (PATH_CRED | PATH_NET | PATH_SKB | PATH_OBJ) != 0
+        || (rec.flags & PATH_BYTES != 0 && whole)
     {
         return KPath {
             path: String::new(),

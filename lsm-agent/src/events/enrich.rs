@@ -16,14 +16,14 @@ use lsm_shared::*;
 use super::{
     decode::{ExecData, ExitData, ForkData, HookData, KernelEvent, NetData},
     model::{
-        Action, Arg, ArgValue, CapSetKind, CapSets, Cred, Event, EventKind, Exec, Exit, Hook, Pod,
-        Process, ProcessFlag, Skb, Sockaddr, Time, UserNs,
+        Action, Arg, ArgValue, BpfObj, CapSetKind, CapSets, Cred, Event, EventKind, Exec, Exit,
+        Hook, Pod, Process, ProcessFlag, Skb, Sockaddr, Time, UserNs,
     },
     ratelimit::{RateLimiter, Subject},
 };
 use crate::policy::{
     compile::{MapImage, SlotInfo},
-    ir::{ArgType, HookOrigin, Target},
+    ir::{ArgType, BpfObjKind, HookOrigin, Target},
 };
 
 /// Which Kubernetes pod (and container) a process runs in.
@@ -283,6 +283,11 @@ impl ProcessCache {
                         signature_ok: (raw & MODULE_SIG_KNOWN != 0)
                             .then_some(raw & MODULE_SIG_OK != 0),
                     },
+                    ArgType::BpfObj(kind) => ArgValue::BpfObj(Box::new(bpf_obj_of(
+                        kind,
+                        rec.and_then(|p| pod_of::<BpfObjRec>(&p.bytes))
+                            .unwrap_or_default(),
+                    ))),
                     ArgType::File => ArgValue::File { path },
                     ArgType::Path => ArgValue::Path { path },
                     ArgType::LinuxBinprm => ArgValue::LinuxBinprm { path },
@@ -508,8 +513,6 @@ fn observed(slot: &SlotInfo, hook_flags: u32) -> (HookOrigin, Action, Vec<String
     (origin, action, tags)
 }
 
-/// The credentials a `cred` argument's record carries (a `CredRec`); all zero when the kernel
-/// could not read them (a NULL `struct cred *`).
 /// The `T` at the head of a record's bytes, if they are long enough to hold one.
 fn pod_of<T: Copy>(bytes: &[u8]) -> Option<T> {
     if bytes.len() < size_of::<T>() {
@@ -538,6 +541,36 @@ fn skb_of(r: &SkbRec) -> Skb {
     }
 }
 
+/// The object a `bpf_attr`, `bpf_prog`, `bpf_map` or `perf_event` record describes (all
+/// zero when the kernel could not read it).
+fn bpf_obj_of(kind: BpfObjKind, r: BpfObjRec) -> BpfObj {
+    let end = r.name.iter().position(|&b| b == 0).unwrap_or(r.name.len());
+    let name = String::from_utf8_lossy(&r.name[..end]).into_owned();
+    match kind {
+        BpfObjKind::BpfAttr | BpfObjKind::BpfProg => BpfObj::Prog {
+            attr: kind == BpfObjKind::BpfAttr,
+            prog_type: r.ty,
+            insn_cnt: r.count,
+            name,
+        },
+        BpfObjKind::BpfMap => BpfObj::Map {
+            map_type: r.ty,
+            key_size: r.count,
+            value_size: r.value_size,
+            max_entries: r.max_entries,
+            name,
+        },
+        BpfObjKind::PerfEvent => BpfObj::PerfEvent {
+            perf_type: r.ty,
+            config: r.config,
+            probe_offset: r.probe_offset,
+            kprobe_func: name,
+        },
+    }
+}
+
+/// The credentials a `cred` argument's record carries (a `CredRec`); all zero when the kernel
+/// could not read them (a NULL `struct cred *`).
 fn cred_of(bytes: &[u8]) -> Cred {
     if bytes.len() < size_of::<CredRec>() {
         return Cred::default();

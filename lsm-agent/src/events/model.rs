@@ -269,6 +269,9 @@ pub enum ArgValue {
         name: String,
         signature_ok: Option<bool>,
     },
+    /// A BPF program being loaded (`bpf_attr`) or loaded (`bpf_prog`), a BPF map
+    /// (`bpf_map`) or a perf event (`perf_event`); boxed as the credentials.
+    BpfObj(Box<BpfObj>),
     /// A `struct user_namespace *`.
     UserNs(UserNs),
     /// A capability set (`kernel_cap_t`, `cap_inheritable`, `cap_permitted`,
@@ -282,6 +285,32 @@ pub enum ArgValue {
     SyscallId {
         id: u32,
         abi: SyscallAbi,
+    },
+}
+
+/// A BPF object or perf event argument, with the kernel's numbers (the edges name them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BpfObj {
+    /// `bpf_attr` (`attr`: a program being loaded) or `bpf_prog` (a loaded one).
+    Prog {
+        attr: bool,
+        prog_type: u32,
+        insn_cnt: u32,
+        name: String,
+    },
+    Map {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        name: String,
+    },
+    /// `kprobe_func`: the probed function of a kprobe PMU event, else empty.
+    PerfEvent {
+        perf_type: u32,
+        config: u64,
+        probe_offset: u64,
+        kprobe_func: String,
     },
 }
 

@@ -5,11 +5,12 @@
 //! `docs/hooks.md` documents this table; keep the two in sync.
 
 use lsm_shared::{
-    ARG_BINPRM, ARG_BUF, ARG_CRED, ARG_DENTRY, ARG_FD, ARG_FILE, ARG_INT, ARG_KCAP, ARG_MODULE,
-    ARG_PATH, ARG_SKB, ARG_SKIP, ARG_SOCK, ARG_STR, ARG_USTR, ArgDesc,
+    ARG_BINPRM, ARG_BPF_ATTR, ARG_BPF_MAP, ARG_BPF_PROG, ARG_BUF, ARG_CRED, ARG_DENTRY, ARG_FD,
+    ARG_FILE, ARG_INT, ARG_IOV_ITER, ARG_KCAP, ARG_KIOCB, ARG_MODULE, ARG_PATH, ARG_PERF_EVENT,
+    ARG_SKB, ARG_SKIP, ARG_SOCK, ARG_STR, ARG_USTR, ArgDesc,
 };
 
-use super::ir::{ArgType, LsmHook};
+use super::ir::{ArgType, BpfObjKind, LsmHook};
 
 /// One argument of an LSM hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,7 +341,14 @@ pub const HOOKS: &[HookInfo] = &[
         hook: LsmHook::Bpf,
         args: &[
             int(0, "cmd", "int", INT, "int"),
-            opaque(1, "attr", "union bpf_attr *", "bpf_attr"),
+            arg(
+                1,
+                "attr",
+                "union bpf_attr *",
+                ArgType::BpfObj(BpfObjKind::BpfAttr),
+                "bpf_attr",
+                ARG_BPF_ATTR,
+            ),
             int(2, "size", "unsigned int", UINT, "uint32"),
         ],
     },
@@ -714,12 +722,7 @@ const OTHER_TETRAGON_TYPES: &[&str] = &[
     "sockaddr_un",
     "filename",
     "nop",
-    "bpf_attr",
-    "perf_event",
-    "bpf_map",
     "user_namespace",
-    "kiocb",
-    "iov_iter",
     "cred",
     "const_buf",
     "load_info",
@@ -728,7 +731,6 @@ const OTHER_TETRAGON_TYPES: &[&str] = &[
     "data_loc",
     "net_device",
     "bpf_cmd",
-    "bpf_prog",
 ];
 
 /// Classifies a YAML type name; `None` if Tetragon does not know it either.
@@ -751,6 +753,24 @@ pub fn declared_type(name: &str) -> Option<DeclaredType> {
         "kernel_cap_t" | "cap_inheritable" | "cap_permitted" | "cap_effective" => {
             return Some(DeclaredType::Supported(ArgType::Caps));
         }
+        "bpf_attr" => {
+            return Some(DeclaredType::Supported(ArgType::BpfObj(
+                BpfObjKind::BpfAttr,
+            )));
+        }
+        "perf_event" => {
+            return Some(DeclaredType::Supported(ArgType::BpfObj(
+                BpfObjKind::PerfEvent,
+            )));
+        }
+        "bpf_map" => return Some(DeclaredType::Supported(ArgType::BpfObj(BpfObjKind::BpfMap))),
+        "bpf_prog" => {
+            return Some(DeclaredType::Supported(ArgType::BpfObj(
+                BpfObjKind::BpfProg,
+            )));
+        }
+        // No LSM hook takes these: only the generic probes read them.
+        "kiocb" | "iov_iter" => return Some(DeclaredType::Unsupported),
         _ => {}
     }
     if let Some((_, width, signed)) = INT_TYPES.iter().find(|(n, _, _)| *n == name) {
@@ -792,6 +812,13 @@ pub fn generic_type(name: &str, user: bool) -> Option<GenericType> {
         // The length comes from `sizeArgIndex` or `returnCopy` (see `convert_generic_arg`).
         "char_buf" => return read(ArgType::Buffer { size: 0 }, ARG_BUF),
         "cred" => return read(ArgType::Cred, ARG_CRED),
+        "kiocb" => return read(ArgType::File, ARG_KIOCB),
+        // Matched and shown as a buffer whose length is the iterator's count.
+        "iov_iter" => return read(ArgType::Buffer { size: 0 }, ARG_IOV_ITER),
+        "bpf_attr" => return read(ArgType::BpfObj(BpfObjKind::BpfAttr), ARG_BPF_ATTR),
+        "perf_event" => return read(ArgType::BpfObj(BpfObjKind::PerfEvent), ARG_PERF_EVENT),
+        "bpf_map" => return read(ArgType::BpfObj(BpfObjKind::BpfMap), ARG_BPF_MAP),
+        "bpf_prog" => return read(ArgType::BpfObj(BpfObjKind::BpfProg), ARG_BPF_PROG),
         "module" => return read(ArgType::Module, ARG_MODULE),
         "sock" => return read(ArgType::Sock, ARG_SOCK),
         "skb" => return read(ArgType::Skb, ARG_SKB),
@@ -823,8 +850,9 @@ pub fn generic_type(name: &str, user: bool) -> Option<GenericType> {
 
 /// The YAML types the generic probes read, for error messages.
 pub const GENERIC_TYPE_NAMES: &str = "int, int8..int64, uint8..uint64, size_t, long, ulong, \
-     capability, string, char_buf, fd, file, path, dentry, linux_binprm, cred, kernel_cap_t, \
-     cap_inheritable, cap_permitted, cap_effective, sock, skb, module, nop";
+     capability, string, char_buf, iov_iter, fd, file, kiocb, path, dentry, linux_binprm, cred, \
+     kernel_cap_t, cap_inheritable, cap_permitted, cap_effective, sock, skb, module, bpf_attr, \
+     perf_event, bpf_map, bpf_prog, nop";
 
 /// Whether a declared type can stand for a hook argument of type `natural`. Integers fit any
 /// integer position: the compiler reads the declared width.
@@ -848,6 +876,7 @@ pub fn accepted_type_names(natural: ArgType) -> String {
         ArgType::Buffer { .. } => "char_buf".to_string(),
         ArgType::Cred => "cred".to_string(),
         ArgType::Module => "module".to_string(),
+        ArgType::BpfObj(k) => k.type_name().to_string(),
         ArgType::Caps => {
             "kernel_cap_t, cap_inheritable, cap_permitted, cap_effective or auto".to_string()
         }
@@ -1070,8 +1099,9 @@ mod tests {
                 if info.hook == LsmHook::SocketConnect && !matches!(a.ty, ArgType::Int { .. }) {
                     continue;
                 }
+                // A BPF object fills a record too, but no string operator applies to it.
                 assert_eq!(
-                    lsm_shared::arg_is_string(a.read),
+                    lsm_shared::arg_is_string(a.read) && !lsm_shared::arg_is_obj(a.read),
                     a.ty.is_string_like(),
                     "{} arg {}",
                     info.hook,

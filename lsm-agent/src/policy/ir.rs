@@ -347,9 +347,34 @@ pub enum ArgType {
     /// `cap_inheritable`, `cap_permitted`, `cap_effective`): matched by `CapabilityMask`
     /// (any of the listed capabilities) and the numeric operators on the bits.
     Caps,
+    /// A BPF program load's `union bpf_attr *`, a `struct perf_event *`, a `struct bpf_map *`
+    /// or a `struct bpf_prog *` (types `bpf_attr`, `perf_event`, `bpf_map`, `bpf_prog`):
+    /// shown as Tetragon's argument of that name; no operator applies to them.
+    BpfObj(BpfObjKind),
     /// A pointer the agent cannot read yet (a `struct cred *`, a `union bpf_attr *`, ...):
     /// such an argument cannot be declared.
     Opaque,
+}
+
+/// Which object an [`ArgType::BpfObj`] argument is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BpfObjKind {
+    BpfAttr,
+    PerfEvent,
+    BpfMap,
+    BpfProg,
+}
+
+impl BpfObjKind {
+    /// The YAML type name.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            BpfObjKind::BpfAttr => "bpf_attr",
+            BpfObjKind::PerfEvent => "perf_event",
+            BpfObjKind::BpfMap => "bpf_map",
+            BpfObjKind::BpfProg => "bpf_prog",
+        }
+    }
 }
 
 impl ArgType {

@@ -14,6 +14,7 @@ use super::proto::tetragon::{
 use crate::events::model::{self, EventKind, HookOrigin};
 
 mod args;
+mod bpf;
 pub use args::{abi_name, argument};
 
 /// The wire form of `ev`.

@@ -141,19 +141,29 @@ pub(super) fn check_arg_options(apath: &str, a: &raw::Arg, max_index: u32) -> VR
     // A `char_buf`'s length options are read by `buffer_type` (generic probes only: an LSM
     // hook has no `char_buf` argument); `maxData` raises Tetragon's read cap, which the
     // agent's own cap (PATH_BUF_LEN - 1 bytes) bounds anyway.
+    // An `iov_iter` is read as a buffer whose length is its own count: only `maxData`
+    // applies to it.
     let ty = a.ty.as_deref().unwrap_or("auto");
     let buffer = ty == "char_buf";
-    for (is_set, field) in [
-        (a.size_arg_index.is_some_and(|n| n != 0), "sizeArgIndex"),
-        (a.return_copy == Some(true), "returnCopy"),
-        (a.max_data == Some(true), "maxData"),
+    for (is_set, field, applies) in [
+        (
+            a.size_arg_index.is_some_and(|n| n != 0),
+            "sizeArgIndex",
+            buffer,
+        ),
+        (a.return_copy == Some(true), "returnCopy", buffer),
+        (
+            a.max_data == Some(true),
+            "maxData",
+            buffer || ty == "iov_iter",
+        ),
     ] {
-        if is_set && !buffer {
+        if is_set && !applies {
             return Err(invalid(
                 format!("{apath}.{field}"),
                 format!(
                     "{field} on a \"{ty}\" argument is not supported yet by lsm-agent (it \
-                     applies it to char_buf arguments)"
+                     applies it to char_buf arguments, and maxData also to iov_iter)"
                 ),
             ));
         }

@@ -654,11 +654,12 @@ mod tests {
         // matchReturnArgs becomes a numeric filter on the return value.
         let f = h.selectors[0].match_args.last().expect("return filter");
         assert_eq!(f.lsm_index, RETURN_INDEX);
-        let yaml = fixture!("observe-openat-return.yaml").replace("type: string", "type: bpf_attr");
+        let yaml =
+            fixture!("observe-openat-return.yaml").replace("type: string", "type: net_device");
         let e = parse_err(&yaml);
         assert_eq!(e.path, "spec.kprobes[0].args[0].type");
         assert!(
-            e.message.contains("\"bpf_attr\" is not read"),
+            e.message.contains("\"net_device\" is not read"),
             "{}",
             e.message
         );

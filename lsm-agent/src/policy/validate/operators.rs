@@ -297,7 +297,10 @@ pub(super) fn classify(op: Operator, ty: ArgType) -> Result<ArgOp, String> {
     }
     let not_yet = format!("operator {name} is not supported yet by lsm-agent");
     let elsewhere = format!("operator {name} is not supported on this argument");
-    if matches!(ty, ArgType::Opaque | ArgType::Cred | ArgType::Module) {
+    if matches!(
+        ty,
+        ArgType::Opaque | ArgType::Cred | ArgType::Module | ArgType::BpfObj(_)
+    ) {
         return Err(elsewhere);
     }
     if ty.is_string_like() {
@@ -337,7 +340,9 @@ pub(super) fn operator_hint(ty: ArgType) -> &'static str {
             "string operators Equal, NotEqual, Prefix, NotPrefix, Postfix, NotPostfix apply to \
              file, path, dentry, linux_binprm, string and char_buf arguments"
         }
-        ArgType::Opaque | ArgType::Cred | ArgType::Module => "no operator applies to this argument",
+        ArgType::Opaque | ArgType::Cred | ArgType::Module | ArgType::BpfObj(_) => {
+            "no operator applies to this argument"
+        }
         ArgType::Caps => {
             "CapabilityMask (any of the capabilities), Equal and NotEqual (exactly the set) \
              apply to capability sets, with CAP_* names (comma-separated) or numeric masks"

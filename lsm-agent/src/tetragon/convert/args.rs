@@ -60,6 +60,7 @@ pub fn argument(a: &model::Arg) -> KprobeArgument {
             signature_ok: *signature_ok,
         }),
         V::UserNs(n) => Arg::UserNsArg(user_namespace(n)),
+        V::BpfObj(o) => super::bpf::bpf_obj_arg(o),
         V::CapSet { kind, caps } => {
             // Tetragon prints the raw set as 16 hex digits.
             let hex = format!("{caps:016x}");
