@@ -362,6 +362,104 @@ fn a_module_argument_carries_the_modules_name_and_signature_check() {
     );
 }
 
+/// BPF object and perf event arguments: a helper that creates an array map, loads a socket
+/// filter and opens a kprobe PMU event posts each as Tetragon's `bpf_map_arg`,
+/// `bpf_attr_arg` (the load the verifier checks), `bpf_prog_arg` and `perf_event_arg`, and
+/// the compact line of `bpf_check` is tetra's `bpf_load` with the type, name and count.
+#[test]
+fn bpf_object_arguments_carry_the_maps_and_programs_type_sizes_and_name() {
+    let a = agent();
+    let events = a.json_stream();
+    let policy = a.add_policy(&fixture("observe-bpf-objects.yaml"));
+    let mark = a.lines().len();
+    let helper = bin("vmtest-bpfobj");
+    let bpf = run(&helper, &["bpf"]);
+    let perf = run(&helper, &["perf"]);
+    let with = |what: &str, member: &str, name: &str| {
+        events.expect(what, |l| {
+            l.contains("\"policy_name\":\"observe-bpf-objects\"")
+                && l.contains(member)
+                && l.contains(name)
+        })
+    };
+    let map = with("the map", "\"bpf_map_arg\"", "lsm_vmtest_map");
+    let attr = with("the load", "\"bpf_attr_arg\"", "lsm_vmtest_prog");
+    let prog = with("the program", "\"bpf_prog_arg\"", "lsm_vmtest_prog");
+    let event = with("the perf event", "\"perf_event_arg\"", "vfs_read");
+    let compact = a.lines_since(mark);
+    policy.delete();
+
+    assert_eq!(exit_code(&bpf), 0, "{bpf:?}");
+    assert_eq!(exit_code(&perf), 0, "{perf:?}");
+    for (line, want) in [
+        (
+            &map,
+            "\"bpf_map_arg\":{\"KeySize\":4,\"MapName\":\"lsm_vmtest_map\",\
+             \"MapType\":\"BPF_MAP_TYPE_ARRAY\",\"MaxEntries\":3,\"ValueSize\":8}",
+        ),
+        (
+            &attr,
+            "\"bpf_attr_arg\":{\"InsnCnt\":2,\"ProgName\":\"lsm_vmtest_prog\",\
+             \"ProgType\":\"BPF_PROG_TYPE_SOCKET_FILTER\"}",
+        ),
+        (
+            &prog,
+            "\"bpf_prog_arg\":{\"InsnCnt\":2,\"ProgName\":\"lsm_vmtest_prog\",\
+             \"ProgType\":\"BPF_PROG_TYPE_SOCKET_FILTER\"}",
+        ),
+        (&event, "\"KprobeFunc\":\"vfs_read\""),
+    ] {
+        assert!(line.contains(want), "{want} in {line}");
+    }
+    assert!(
+        compact.iter().any(|l| l.contains("bpf_load")
+            && l.ends_with("BPF_PROG_TYPE_SOCKET_FILTER lsm_vmtest_prog instruction count 2")),
+        "tetra's bpf_load line: {compact:?}"
+    );
+}
+
+/// `kiocb` and `iov_iter` arguments (`tty_write`): a write to a pty posts the file written
+/// and the bytes, which the selector's Prefix matched.
+#[test]
+fn a_tty_write_carries_its_file_and_the_bytes_of_its_iov_iter() {
+    let a = agent();
+    let events = a.json_stream();
+    let policy = a.add_policy(&fixture("observe-tty-writes.yaml"));
+    let helper = bin("vmtest-bpfobj");
+    let posted = run(&helper, &["tty", "lsm-vmtest-tty-1"]);
+    let other = run(&helper, &["tty", "other-text"]);
+    let line = events.expect("the tty write", |l| {
+        l.contains("\"policy_name\":\"observe-tty-writes\"")
+    });
+    // A second marker after the unmatched write: had it posted, it would be before this.
+    let after = run(&helper, &["tty", "lsm-vmtest-tty-2"]);
+    events.expect("the second tty write", |l| {
+        l.contains("\"policy_name\":\"observe-tty-writes\"")
+            && l.contains("bHNtLXZtdGVzdC10dHktMg==")
+    });
+    let posted_writes = events
+        .lines()
+        .iter()
+        .filter(|l| l.contains("\"policy_name\":\"observe-tty-writes\""))
+        .count();
+    policy.delete();
+
+    for out in [&posted, &other, &after] {
+        assert_eq!(exit_code(out), 0, "{out:?}");
+    }
+    // base64 of lsm-vmtest-tty-1
+    for want in [
+        "\"path\":\"/dev/ptmx\"",
+        "\"bytes_arg\":\"bHNtLXZtdGVzdC10dHktMQ==\"",
+    ] {
+        assert!(line.contains(want), "{want} in {line}");
+    }
+    assert_eq!(
+        posted_writes, 2,
+        "the write the Prefix does not match posts nothing"
+    );
+}
+
 /// Socket tracking: `sk_alloc`'s returned socket is tracked by its creator
 /// (`returnArgAction: TrackSock`), so a datagram a forked child sends on the parent's socket
 /// is posted as the parent's, and the returned socket is the kretprobe's `sock_arg`.
