@@ -35,15 +35,28 @@ pub fn read(s: &mut Scratch, cfg: &HookConfig, nargs: usize, ret: Option<u64>) {
         net_arg: cfg.net_arg,
         ret: ret.unwrap_or(0),
     };
+    // The loop stops after the last argument a policy reads: each step is a callback with a
+    // map lookup, which a hook reading only its first argument (a file) need not pay for the
+    // others.
+    let mut last = 0usize;
     let mut i = 0usize;
     while i < MAX_ARGS {
         let d = cfg.args[i];
         let packed = u32::from_le_bytes([d.kind, d.src, d.width, d.size]);
         // SAFETY: `i < MAX_ARGS`, the length of `descs`; one 4-byte store each.
         unsafe { core::ptr::write_volatile(l.descs.as_mut_ptr().add(i), packed) };
+        // Positions past the last read one stay 0, as a skipped one's would.
+        // SAFETY: `i < MAX_ARGS`, the length of `vals`.
+        unsafe { core::ptr::write_volatile(s.vals.as_mut_ptr().add(i), 0) };
+        if d.kind != ARG_SKIP {
+            last = i + 1;
+        }
         i += 1;
     }
-    let n = if nargs > MAX_ARGS { MAX_ARGS } else { nargs };
+    let n = if nargs < last { nargs } else { last };
+    if n == 0 {
+        return;
+    }
     // SAFETY: the callback is a static function of this object that takes bpf_loop's
     // (index, context) and reads the context as the `ReadLoop` passed here, which lives on
     // this frame until the helper returns.
@@ -250,7 +263,7 @@ fn read_iov(s: &mut Scratch, it: u64, rec: *mut PathRec) -> u64 {
     } else if ty == kconf_at!(iter_types, 1) || ty == kconf_at!(iter_types, 2) {
         // struct iovec and struct kvec are both {base, len}.
         let seg = read_u64(ptr, 8);
-        let left = if seg > skip { seg - skip } else { 0 };
+        let left = seg.saturating_sub(skip);
         (
             read_u64(ptr, 0) + skip,
             if left < count { left } else { count },
