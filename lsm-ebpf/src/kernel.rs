@@ -84,6 +84,7 @@ pub static KCONFIG: KernelConfig = KernelConfig {
     kiocb_filp: 0,
     iov_fields: [0; 4],
     iter_types: [0; 3],
+    api_port: 0,
 };
 
 /// Reads one field of [`KCONFIG`]; volatile so that the compiler does not fold the

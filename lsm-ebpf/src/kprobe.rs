@@ -168,6 +168,9 @@ fn try_kprobe_socket_connect(ctx: &ProbeContext) -> Result<i32, i32> {
     let address = arg(ctx, 1);
     let addrlen = arg(ctx, 2) as i32;
     read_connection(s, sock, address);
+    if is_local_api(&s.net, kconf!(api_port)) {
+        return Ok(0);
+    }
     let args = [sock, address, addrlen as u64, 0, 0];
     observe(s, cur, HOOK_SOCKET_CONNECT, None, &args);
     Ok(0)

@@ -243,6 +243,9 @@ fn try_socket_connect(ctx: &LsmContext) -> Result<i32, i32> {
     let address: u64 = ctx.arg(1);
     let addrlen: i32 = ctx.arg(2);
     read_connection(s, sock, address);
+    if is_local_api(&s.net, kconf!(api_port)) {
+        return Ok(0);
+    }
     let args = [sock, address, addrlen as u64, 0, 0];
     Ok(evaluate(s, cur, HOOK_SOCKET_CONNECT, None, &args))
 }

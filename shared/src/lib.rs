@@ -356,6 +356,36 @@ pub const ARG_KIOCB: u8 = 19;
 /// `count`.
 pub const ARG_IOV_ITER: u8 = 20;
 
+/// Whether a connect to `net` goes to the agent's own API: TCP to `api_port` (non-zero) on
+/// the loopback addresses `localhost` names (127.0.0.1, `::1`, or IPv4-mapped 127.0.0.1).
+#[inline(always)]
+pub fn is_local_api(net: &NetInfo, api_port: u64) -> bool {
+    if api_port == 0 || u64::from(net.dport) != api_port || net.protocol != IPPROTO_TCP {
+        return false;
+    }
+    let a = &net.daddr;
+    let v4 = |b: &[u8]| b[0] == 127 && b[1] == 0 && b[2] == 0 && b[3] == 1;
+    if net.family == AF_INET {
+        return v4(&a[..4]);
+    }
+    if net.family != AF_INET6 {
+        return false;
+    }
+    let mut i = 0;
+    let mut zero_head = true;
+    while i < 10 {
+        zero_head &= a[i] == 0;
+        i += 1;
+    }
+    if !zero_head {
+        return false;
+    }
+    let loopback6 =
+        a[10] == 0 && a[11] == 0 && a[12] == 0 && a[13] == 0 && a[14] == 0 && a[15] == 1;
+    let mapped = a[10] == 0xff && a[11] == 0xff && v4(&a[12..]);
+    loopback6 || mapped
+}
+
 /// Whether arguments of `kind` are a [`BpfObjRec`].
 #[inline(always)]
 pub const fn arg_is_obj(kind: u8) -> bool {
@@ -1164,10 +1194,14 @@ pub struct KernelConfig {
     /// This kernel's `ITER_UBUF`, `ITER_IOVEC`, `ITER_KVEC` (`enum iter_type` changed its
     /// order across versions); [`NO_FIELD`] for one it does not have.
     pub iter_types: [u64; 3],
+    /// The TCP port of the agent's gRPC API (0: none): a connect to it on a loopback
+    /// address is never denied, so that no egress policy can lock the node's own clients
+    /// (`lsmctl`, `tetra`, the readiness probe) out of the agent.
+    pub api_port: u64,
 }
 const _: () = assert!(
     size_of::<KernelConfig>()
-        == 8 + 48 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8 + 33 * 8
+        == 8 + 48 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8 + 34 * 8
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1350,6 +1384,46 @@ mod tests {
         assert_eq!(net_class(NET_DEST, true), 1);
         assert_eq!(net_class(NET_SOURCE, false), 2);
         assert_eq!(net_class(NET_SOURCE, true), 3);
+    }
+
+    #[test]
+    fn only_tcp_to_the_api_port_on_loopback_is_the_local_api() {
+        let net = |family, daddr: &[u8], dport, protocol| {
+            let mut n = NetInfo {
+                family,
+                dport,
+                protocol,
+                ..NetInfo::default()
+            };
+            n.daddr[..daddr.len()].copy_from_slice(daddr);
+            n
+        };
+        let mut v6 = [0u8; 16];
+        v6[15] = 1;
+        let mut mapped = [0u8; 16];
+        mapped[10..].copy_from_slice(&[0xff, 0xff, 127, 0, 0, 1]);
+        for n in [
+            net(AF_INET, &[127, 0, 0, 1], 54321, IPPROTO_TCP),
+            net(AF_INET6, &v6, 54321, IPPROTO_TCP),
+            net(AF_INET6, &mapped, 54321, IPPROTO_TCP),
+        ] {
+            assert!(is_local_api(&n, 54321), "{n:?}");
+        }
+        let mut other6 = v6;
+        other6[0] = 0xfd;
+        for n in [
+            net(AF_INET, &[127, 0, 0, 1], 54322, IPPROTO_TCP),
+            net(AF_INET, &[10, 0, 0, 1], 54321, IPPROTO_TCP),
+            net(AF_INET, &[127, 0, 0, 2], 54321, IPPROTO_TCP),
+            net(AF_INET, &[127, 0, 0, 1], 54321, IPPROTO_UDP),
+            net(AF_INET6, &other6, 54321, IPPROTO_TCP),
+        ] {
+            assert!(!is_local_api(&n, 54321), "{n:?}");
+        }
+        assert!(!is_local_api(
+            &net(AF_INET, &[127, 0, 0, 1], 0, IPPROTO_TCP),
+            0
+        ));
     }
 
     #[test]

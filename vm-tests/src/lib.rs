@@ -382,7 +382,18 @@ impl Agent {
             }
             None => Command::new(bin("lsm-agent")),
         };
-        cmd.arg("--server-address").arg(&address).args(args);
+        // The tests talk to the agent on a unix socket of their own: its --server-address,
+        // or, when a suite gives the agent a TCP address, its --server-unix-socket.
+        let tcp = args
+            .iter()
+            .any(|a| a == "--server-address" || a.starts_with("--server-address="));
+        let path = address.trim_start_matches("unix://");
+        if tcp {
+            cmd.arg("--server-unix-socket").arg(path);
+        } else {
+            cmd.arg("--server-address").arg(&address);
+        }
+        cmd.args(args);
         let agent = cmd
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)

@@ -24,9 +24,17 @@ const POD_ADDR: &str = "10.0.0.5";
 const POD_ADDR6: &str = "fd00::5";
 const DNS_PORT: u16 = 5353;
 
+/// The TCP port of the agent's API in this suite (the tests reach it on its unix socket).
+const API_PORT: u16 = 54399;
+
 fn agent() -> std::sync::MutexGuard<'static, Agent> {
     network();
-    shared_agent_with_args(&["--dns-server".to_string(), format!("127.0.0.1:{DNS_PORT}")])
+    shared_agent_with_args(&[
+        "--dns-server".to_string(),
+        format!("127.0.0.1:{DNS_PORT}"),
+        "--server-address".to_string(),
+        format!("localhost:{API_PORT}"),
+    ])
 }
 
 /// Puts the "inside" addresses on the loopback device, once.
@@ -192,13 +200,35 @@ fn a_tcp_connect_policy_never_touches_udp_or_unix_sockets() {
     let tcp = connect("tcp", &local);
     let udp = connect("udp", "127.0.0.1:53");
     let unix = connect("unix", &path.display().to_string());
-    // The agent's own API keeps working under the policy.
+    // The agent's own API keeps working under the policy: its unix socket, and its TCP
+    // port on both loopback addresses (a connect there is exempt from every policy).
     let listed = a.lsmctl(&["tracingpolicy", "list"]);
+    let over_tcp: Vec<_> = ["127.0.0.1", "[::1]"]
+        .iter()
+        .map(|host| {
+            let out = Command::new(bin("lsmctl"))
+                .args(["--server-address", &format!("{host}:{API_PORT}")])
+                .args(["tracingpolicy", "list"])
+                .output()
+                .expect("lsmctl");
+            (host, out)
+        })
+        .collect();
+    // The same port on a loopback address the agent does not serve is still denied: the
+    // exemption is the agent's API, not the port.
+    let elsewhere = connect("tcp", &format!("127.0.0.2:{API_PORT}"));
     policy.delete();
     assert_eperm(&tcp, "TCP is matched");
     assert_connected(&udp, "UDP is not");
     assert_connected(&unix, "unix is not");
     assert!(listed.status.success(), "lsmctl works under the policy");
+    for (host, out) in over_tcp {
+        assert!(
+            out.status.success(),
+            "lsmctl over TCP to {host} works under the policy: {out:?}"
+        );
+    }
+    assert_eperm(&elsewhere, "the API port elsewhere is matched");
 }
 
 /// dnsmasq on 127.0.0.1:5353 answering from a hosts file with a 1 s TTL.

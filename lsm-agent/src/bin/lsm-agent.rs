@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 const AGENT_INFO: &str = "/var/run/lsm-agent/agent-info.json";
+const DEFAULT_UNIX_SOCKET: &str = "/var/run/lsm-agent/lsm-agent.sock";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,6 +41,10 @@ struct Args {
     /// gRPC address: host:port, :port, or unix:///path.
     #[arg(long, default_value = "localhost:54321")]
     server_address: String,
+    /// A unix socket serving the same API as --server-address (without TLS), which `lsmctl`
+    /// on the node prefers: no egress policy can block it. An empty value turns it off.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_UNIX_SOCKET)]
+    server_unix_socket: PathBuf,
     #[command(flatten)]
     server_tls: grpc::tls::ServerTlsOptions,
     /// trace, debug, info, warn or error.
@@ -125,17 +130,50 @@ fn load_policies(files: PolicyTexts) -> anyhow::Result<Vec<(Policy, Source)>> {
     Ok(ok)
 }
 
-fn write_agent_info(server_address: &str) {
-    let info = serde_json::json!({
+fn write_agent_info(server_address: &str, unix_socket: Option<&str>) {
+    let mut info = serde_json::json!({
         "server_address": server_address,
         "pid": std::process::id(),
     });
+    if let Some(unix) = unix_socket {
+        info["unix_socket"] = unix.into();
+    }
     let path = Path::new(AGENT_INFO);
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
     if let Err(e) = std::fs::write(path, info.to_string()) {
         warn!("cannot write {AGENT_INFO}: {e}");
+    }
+}
+
+/// Binds `--server-unix-socket` (unless empty, or already `--server-address`) and returns
+/// its `unix://` address with the listener. The default path may fail (no root, another
+/// agent serving it): the agent then serves TCP only and says so; a path given explicitly
+/// must bind.
+async fn bind_unix_socket(args: &Args) -> anyhow::Result<Option<(String, grpc::Listeners)>> {
+    let path = &args.server_unix_socket;
+    if path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let address = format!("unix://{}", path.display());
+    let same = args
+        .server_address
+        .strip_prefix("unix://")
+        .or_else(|| args.server_address.strip_prefix("unix:"))
+        .is_some_and(|p| Path::new(p) == path);
+    if same {
+        return Ok(None);
+    }
+    match grpc::bind(&address).await {
+        Ok(l) => Ok(Some((address, l))),
+        Err(e) if path == Path::new(DEFAULT_UNIX_SOCKET) => {
+            warn!(error = %e, "the API is served on TCP only: --server-unix-socket did not bind");
+            Ok(None)
+        }
+        Err(e) => {
+            Err(e).with_context(|| format!("binding --server-unix-socket {}", path.display()))
+        }
     }
 }
 
@@ -220,6 +258,7 @@ async fn main() -> anyhow::Result<()> {
     let opts = LoadOptions {
         require_lsm: args.require_lsm,
         fallback_sigkill: args.fallback_sigkill,
+        api_port: grpc::tcp_port(&args.server_address),
     };
     let (mut probe, ring) = Probe::load(&caps, opts).context("loading BPF programs")?;
     let seeded = probe.seed_processes();
@@ -420,9 +459,19 @@ async fn main() -> anyhow::Result<()> {
     let listeners = grpc::bind(&args.server_address)
         .await
         .with_context(|| format!("binding --server-address {}", args.server_address))?;
-    write_agent_info(&args.server_address);
-    info!(address = %args.server_address, "gRPC server listening; agent ready");
+    let unix = bind_unix_socket(&args).await?;
+    let unix_address = unix.as_ref().map(|(a, _)| a.clone());
+    write_agent_info(&args.server_address, unix_address.as_deref());
+    info!(address = %args.server_address, unix = ?unix_address, "gRPC server listening; agent ready");
     let control: Arc<dyn grpc::PolicyApi> = Arc::new(agent);
+    if let Some((_, listener)) = unix {
+        let (bus, control) = (bus.clone(), control.clone());
+        let stop = tasks.stop_token().cancelled_owned();
+        tasks.spawn("gRPC unix socket server", async move {
+            grpc::serve_listeners(listener, bus, control, stop).await?;
+            Ok(())
+        });
+    }
     let stop = tasks.stop_token().cancelled_owned();
     tasks.spawn("gRPC server", async move {
         grpc::serve_listeners_tls(listeners, bus, control, server_tls.as_ref(), stop).await?;

@@ -3,7 +3,7 @@
 
 use std::{
     io::{self, Write as _},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::ExitCode,
     time::Duration,
 };
@@ -41,8 +41,9 @@ const MAX_RECV: usize = 10 * 1024 * 1024;
     about = "Client for the lsm-agent (Tetragon-compatible) gRPC API"
 )]
 struct Cli {
-    /// gRPC address: host:port or unix:///path. Default: `server_address` from
-    /// /var/run/lsm-agent/agent-info.json, else localhost:54321.
+    /// gRPC address: host:port or unix:///path. Default: the agent's unix socket from
+    /// /var/run/lsm-agent/agent-info.json (no egress policy can block it; not with TLS
+    /// flags), else its `server_address` there, else localhost:54321.
     #[arg(long, global = true)]
     server_address: Option<String>,
     /// Deadline for unary calls, in seconds. Adding a policy returns once it is enforced,
@@ -228,7 +229,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     {
         return Ok(check(files));
     }
-    let address = resolve_address(cli.server_address.as_deref());
+    let tls_flags = cli.tls_cert_file.is_some()
+        || cli.tls_key_file.is_some()
+        || !cli.tls_ca_cert_files.is_empty()
+        || cli.tls_server_name.is_some()
+        || cli.tls_skip_verify;
+    let info = std::fs::read(AGENT_INFO)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let address = resolve_address(cli.server_address.as_deref(), info.as_ref(), tls_flags);
     let address = &Target {
         address,
         tls: ClientTlsOptions {
@@ -258,15 +267,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn resolve_address(flag: Option<&str>) -> String {
+/// The address to call: the flag; else, from the running agent's `info`, its unix socket
+/// when it still exists (TLS flags ask for TCP), else its TCP address; else the default.
+fn resolve_address(flag: Option<&str>, info: Option<&serde_json::Value>, tls: bool) -> String {
     if let Some(a) = flag.filter(|a| !a.is_empty()) {
         return a.to_owned();
     }
-    std::fs::read(AGENT_INFO)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v.get("server_address")?.as_str().map(str::to_owned))
-        .filter(|a| !a.is_empty())
+    let field = |k: &str| {
+        info.and_then(|v| v.get(k)?.as_str().map(str::to_owned))
+            .filter(|a| !a.is_empty())
+    };
+    let unix = field("unix_socket").filter(|a| {
+        let path = a.strip_prefix("unix://").unwrap_or(a);
+        !tls && Path::new(path).exists()
+    });
+    unix.or_else(|| field("server_address"))
         .unwrap_or_else(|| DEFAULT_ADDRESS.to_owned())
 }
 
@@ -750,6 +765,33 @@ async fn tracingpolicy(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_agents_unix_socket_is_preferred_unless_tls_is_asked_for_or_it_is_gone() {
+        let dir = std::env::temp_dir().join(format!("lsmctl-addr-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("api.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let info = serde_json::json!({
+            "server_address": "localhost:4000",
+            "unix_socket": format!("unix://{}", sock.display()),
+        });
+        let unix = format!("unix://{}", sock.display());
+        assert_eq!(resolve_address(None, Some(&info), false), unix);
+        assert_eq!(resolve_address(None, Some(&info), true), "localhost:4000");
+        assert_eq!(
+            resolve_address(Some("h:1"), Some(&info), false),
+            "h:1",
+            "the flag wins"
+        );
+        let gone = serde_json::json!({
+            "server_address": "localhost:4000",
+            "unix_socket": "unix:///nonexistent/lsm-agent.sock",
+        });
+        assert_eq!(resolve_address(None, Some(&gone), false), "localhost:4000");
+        assert_eq!(resolve_address(None, None, false), DEFAULT_ADDRESS);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// The request `lsmctl getevents <args>` sends.
     fn request(args: &[&str]) -> GetEventsRequest {

@@ -233,6 +233,7 @@ pub fn kernel_config(btf: &Btf, agent_tgid: u32) -> Result<KernelConfig, BtfErro
         ],
         iter_types: ["ITER_UBUF", "ITER_IOVEC", "ITER_KVEC"]
             .map(|n| enum_value(btf, "iter_type", n).unwrap_or(NO_FIELD)),
+        api_port: 0,
     })
 }
 

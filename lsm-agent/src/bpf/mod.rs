@@ -147,6 +147,7 @@ impl Probe {
         let mut kconfig = btf::kernel_config(&vmlinux, std::process::id())?;
         info!(elapsed = ?start.elapsed(), "kernel offsets read from BTF");
         kconfig.fallback_sigkill = u32::from(opts.fallback_sigkill);
+        kconfig.api_port = opts.api_port.map_or(0, u64::from);
         debug!(?kconfig, "kernel offsets from BTF");
         let start = std::time::Instant::now();
         let kernel_btf =

@@ -88,6 +88,9 @@ pub struct LoadOptions {
     pub require_lsm: bool,
     /// `--fallback-sigkill`: kprobe entry points run `Sigkill` actions after the fact.
     pub fallback_sigkill: bool,
+    /// The TCP port of the agent's gRPC API, exempt from connect denials on loopback
+    /// (`None`: no TCP API, or a port the kernel picks).
+    pub api_port: Option<u16>,
 }
 
 /// The entry point a hook got.
@@ -424,6 +427,7 @@ mod tests {
         let strict = LoadOptions {
             require_lsm: true,
             fallback_sigkill: true,
+            api_port: None,
         };
         assert_eq!(
             decide_mode(&caps(true, false), strict).unwrap(),

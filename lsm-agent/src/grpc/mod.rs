@@ -6,4 +6,6 @@ pub mod tls;
 /// The API's messages (defined by the [`tetragon`](crate::tetragon) wire format).
 pub use crate::tetragon::proto;
 pub use policy::{PolicyApi, PolicyControl};
-pub use server::{GrpcError, Listeners, bind, serve, serve_listeners, serve_listeners_tls};
+pub use server::{
+    GrpcError, Listeners, bind, serve, serve_listeners, serve_listeners_tls, tcp_port,
+};

@@ -310,10 +310,20 @@ pub async fn bind(addr: &str) -> Result<Listeners, GrpcError> {
             return Err(GrpcError::InvalidAddress(addr.to_owned()));
         }
         let path = PathBuf::from(path);
-        // A socket left behind by a previous run would make bind fail with EADDRINUSE.
+        // A socket left behind by a previous run would make bind fail with EADDRINUSE; one a
+        // running agent still serves is not taken from it.
         if let Ok(meta) = std::fs::symlink_metadata(&path) {
             use std::os::unix::fs::FileTypeExt as _;
             if meta.file_type().is_socket() {
+                if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+                    return Err(GrpcError::Bind {
+                        addr: addr.to_owned(),
+                        source: io::Error::new(
+                            io::ErrorKind::AddrInUse,
+                            "another server is listening on this socket",
+                        ),
+                    });
+                }
                 let _ = std::fs::remove_file(&path);
             }
         }
@@ -357,6 +367,18 @@ pub async fn bind(addr: &str) -> Result<Listeners, GrpcError> {
         return Err(GrpcError::InvalidAddress(addr.to_owned()));
     }
     Ok(Listeners::Tcp(listeners))
+}
+
+/// The TCP port `addr` (as [`bind`] takes it) names; `None` for a unix socket, an invalid
+/// address, or port 0 (the kernel picks one).
+pub fn tcp_port(addr: &str) -> Option<u16> {
+    if addr.starts_with("unix:") {
+        return None;
+    }
+    split_host_port(addr)
+        .ok()
+        .map(|(_, p)| p)
+        .filter(|&p| p != 0)
 }
 
 fn split_host_port(addr: &str) -> Result<(&str, u16), GrpcError> {
@@ -517,6 +539,33 @@ mod tests {
             ("example", DEFAULT_PORT)
         );
         assert!(split_host_port("h:notaport").is_err());
+    }
+
+    #[test]
+    fn the_tcp_port_of_an_address_is_known_unless_the_kernel_picks_it() {
+        assert_eq!(tcp_port("localhost:54321"), Some(54321));
+        assert_eq!(tcp_port("[::1]"), Some(DEFAULT_PORT));
+        assert_eq!(tcp_port("localhost:0"), None);
+        assert_eq!(tcp_port("unix:///run/x.sock"), None);
+    }
+
+    #[tokio::test]
+    async fn a_unix_socket_a_live_server_holds_is_not_taken_but_a_stale_one_is() {
+        let dir = std::env::temp_dir().join(format!("lsm-grpc-sock-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("api.sock");
+        let addr = format!("unix://{}", path.display());
+        let live = bind(&addr).await.expect("first bind");
+        let err = bind(&addr).await.expect_err("held by a live listener");
+        assert!(
+            matches!(&err, GrpcError::Bind { source, .. } if source.kind() == io::ErrorKind::AddrInUse),
+            "{err}"
+        );
+        drop(live);
+        // The file is left behind by the dropped listener: a later agent binds over it.
+        assert!(path.exists());
+        bind(&addr).await.expect("stale socket replaced");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
