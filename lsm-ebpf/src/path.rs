@@ -59,7 +59,8 @@ pub fn unresolved(s: &mut Scratch, rec: *mut PathRec) {
     count(STAT_PATH_UNRESOLVED);
 }
 
-/// Resolves `p` (a trusted `struct path *` from the hook's arguments) with `bpf_d_path`.
+/// Resolves `p` (a trusted `struct path *` from the hook's arguments) with `bpf_d_path`, or,
+/// where that fails, with the dentry walk (a path it could not resolve would fail closed).
 /// Only valid in programs attached where the kernel allows that helper.
 #[inline(always)]
 pub fn resolve_d_path(s: &mut Scratch, p: *const path, rec: *mut PathRec) {
@@ -73,7 +74,13 @@ pub fn resolve_d_path(s: &mut Scratch, p: *const path, rec: *mut PathRec) {
         )
     };
     if ret <= 0 || ret as usize > PATH_BUF_LEN {
-        unresolved(s, rec);
+        count(STAT_DPATH_FAILED);
+        let p = p as u64;
+        let (mnt, dentry) = (
+            read_u64(p, kconf!(path_mnt)),
+            read_u64(p, kconf!(path_dentry)),
+        );
+        resolve_walk(s, mnt, dentry, rec);
         return;
     }
     // `ret` counts the terminating NUL.
@@ -150,6 +157,7 @@ pub fn resolve_walk(s: &mut Scratch, vfsmnt: u64, dentry: u64, rec: *mut PathRec
         d = parent;
     }
     if !done {
+        count(STAT_WALK_FAILED);
         unresolved(s, rec);
         return;
     }

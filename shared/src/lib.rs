@@ -1056,6 +1056,11 @@ pub const STAT_PATH_WALKED: u32 = 2;
 pub const STAT_MATCHES: u32 = 3;
 /// Operations denied (Sigkill or Override).
 pub const STAT_DENIED: u32 = 4;
+/// `bpf_d_path` failed; the dentry walk took over (and may have failed too).
+pub const STAT_DPATH_FAILED: u32 = 5;
+/// Of [`STAT_PATH_UNRESOLVED`]: the dentry walk gave up (a NULL or unreadable dentry,
+/// deeper than [`MAX_WALK_DEPTH`], longer than [`PATH_BUF_LEN`]).
+pub const STAT_WALK_FAILED: u32 = 6;
 pub const NUM_STATS: u32 = 8;
 
 /// How often each selector's actions ran, per CPU, at `hook * MAX_SELECTORS + slot` of
@@ -1262,6 +1267,11 @@ pub const FILES_ENTRIES: u32 = 32768;
 /// the kubelet's parents of pod cgroups).
 pub const CGROUPS_ENTRIES: u32 = 16384;
 pub const EVENTS_BYTES: u32 = 1 << 22;
+/// The part of the ring buffer only enforcement events (a denial, a kill, a signal) may
+/// use: an observation event is dropped (and counted lost) rather than written past
+/// `EVENTS_BYTES - EVENTS_ENFORCEMENT_RESERVE` of unread data, so that a flood of
+/// observation events cannot crowd out the record of a denial.
+pub const EVENTS_ENFORCEMENT_RESERVE: u32 = EVENTS_BYTES / 4;
 
 #[cfg(feature = "user")]
 mod user {

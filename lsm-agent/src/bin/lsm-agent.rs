@@ -21,7 +21,7 @@ use lsm_agent::{
     supervise::Tasks,
 };
 use tokio::sync::mpsc;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 const AGENT_INFO: &str = "/var/run/lsm-agent/agent-info.json";
 const DEFAULT_UNIX_SOCKET: &str = "/var/run/lsm-agent/lsm-agent.sock";
@@ -190,6 +190,10 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
         }
     })
 }
+
+/// How often the process cache is checked against /proc for processes whose exit event was
+/// lost.
+const RECONCILE_PERIOD: Duration = Duration::from_secs(30);
 
 /// How long the tasks get to finish (the gRPC server, the export flush) once stopping.
 const GRACE: Duration = Duration::from_secs(10);
@@ -388,14 +392,28 @@ async fn main() -> anyhow::Result<()> {
         async move {
             let mut cache = ProcessCache::new(events::enrich::node_name(), pods);
             let mut metrics = lsm_agent::metrics::EventMetrics::new();
-            while let Some(ev) = rx.recv().await {
-                let img = images.borrow().clone();
-                let out = cache.convert(&ev, &img);
-                metrics.record(&ev, &out);
-                metrics.set_process_cache_size(cache.len());
-                for ev in out {
-                    bus.publish(ev);
+            // Lost exit events would leave their processes cached for good: check the cache
+            // against /proc now and then.
+            let mut reconcile = tokio::time::interval(RECONCILE_PERIOD);
+            loop {
+                tokio::select! {
+                    ev = rx.recv() => {
+                        let Some(ev) = ev else { break };
+                        let img = images.borrow().clone();
+                        let out = cache.convert(&ev, &img);
+                        metrics.record(&ev, &out);
+                        for ev in out {
+                            bus.publish(ev);
+                        }
+                    }
+                    _ = reconcile.tick() => {
+                        let dropped = cache.reconcile(|t| lsm_agent::procfs::Proc::open(t).is_some());
+                        if dropped > 0 {
+                            debug!(dropped, "processes whose exit was not seen dropped from the cache");
+                        }
+                    }
                 }
+                metrics.set_process_cache_size(cache.len());
             }
             Err("the ring-buffer reader's queue closed".into())
         }
@@ -406,7 +424,9 @@ async fn main() -> anyhow::Result<()> {
         let agent = agent.clone();
         let stats = stats.clone();
         async move {
-            use lsm_shared::{STAT_PATH_UNRESOLVED, STAT_RING_LOST};
+            use lsm_shared::{
+                STAT_DPATH_FAILED, STAT_PATH_UNRESOLVED, STAT_RING_LOST, STAT_WALK_FAILED,
+            };
             let mut last = [0u64; lsm_shared::NUM_STATS as usize];
             let mut last_queue_lost = 0;
             let mut tick = tokio::time::interval(Duration::from_secs(10));
@@ -428,9 +448,18 @@ async fn main() -> anyhow::Result<()> {
                     warn!(lost = d(STAT_RING_LOST), "events lost: ring buffer full");
                 }
                 if d(STAT_PATH_UNRESOLVED) > 0 {
+                    // The rest are arguments the reader could not read (a NULL or bad
+                    // pointer).
                     warn!(
                         count = d(STAT_PATH_UNRESOLVED),
+                        walk_failed = d(STAT_WALK_FAILED),
                         "paths the kernel could not resolve (enforcing selectors treated them as matching)"
+                    );
+                }
+                if d(STAT_DPATH_FAILED) > 0 {
+                    debug!(
+                        count = d(STAT_DPATH_FAILED),
+                        "paths bpf_d_path could not resolve, walked instead"
                     );
                 }
                 last = now;

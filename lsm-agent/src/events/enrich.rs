@@ -8,7 +8,10 @@
 //! kernel record carries; the Kubernetes edge implements it, and without Kubernetes there is
 //! none and no process has a pod.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use base64::Engine as _;
 use lsm_shared::*;
@@ -49,6 +52,9 @@ pub struct ProcessCache {
     procs: HashMap<u32, Arc<Process>>,
     parents: HashMap<u32, u32>,
     limiter: RateLimiter,
+    /// Cached processes [`ProcessCache::reconcile`] found gone last time: dropped if they
+    /// are still gone the next time (their exit event was lost).
+    suspects: HashSet<u32>,
 }
 
 fn clock_ns(id: nix::time::ClockId) -> i128 {
@@ -83,7 +89,22 @@ impl ProcessCache {
             procs: HashMap::new(),
             parents: HashMap::new(),
             limiter: RateLimiter::default(),
+            suspects: HashSet::new(),
         }
+    }
+
+    /// Drops the processes whose exit event never came (the ring buffer was full): those
+    /// `alive` has said are gone twice in a row, so that an exit still on its way through the
+    /// queue is not raced. Returns how many were dropped.
+    pub fn reconcile(&mut self, alive: impl Fn(u32) -> bool) -> usize {
+        let gone: HashSet<u32> = self.procs.keys().copied().filter(|&t| !alive(t)).collect();
+        let drop: Vec<u32> = gone.intersection(&self.suspects).copied().collect();
+        for t in &drop {
+            self.procs.remove(t);
+            self.parents.remove(t);
+        }
+        self.suspects = gone.difference(&self.suspects).copied().collect();
+        drop.len()
     }
 
     /// The wall-clock time of a kernel (boot-clock) timestamp.
@@ -905,6 +926,27 @@ mod tests {
         events::model::{HookOrigin, LsmHook},
         policy::ir::RateLimitScope,
     };
+
+    #[test]
+    fn a_process_whose_exit_was_lost_is_dropped_when_found_gone_twice() {
+        let mut c = cache();
+        let (a, b) = (c.get_or_scan(u32::MAX - 1), c.get_or_scan(u32::MAX - 2));
+        assert_eq!((a.pid, b.pid, c.len()), (u32::MAX - 1, u32::MAX - 2, 2));
+        let alive = |t: u32| t == u32::MAX - 1;
+        assert_eq!(
+            c.reconcile(alive),
+            0,
+            "gone once: its exit may still be queued"
+        );
+        assert_eq!(c.reconcile(alive), 1);
+        assert_eq!(c.len(), 1);
+        // Seen alive in between: suspected afresh.
+        let _ = c.get_or_scan(u32::MAX - 3);
+        assert_eq!(c.reconcile(|t| t != u32::MAX - 3), 0);
+        assert_eq!(c.reconcile(|_| true), 0);
+        assert_eq!(c.reconcile(|t| t != u32::MAX - 3), 0);
+        assert_eq!(c.len(), 2);
+    }
 
     #[test]
     fn a_cred_record_becomes_the_credentials_and_a_short_one_zeros() {
