@@ -703,7 +703,9 @@ fn fire(
     }
     let posted = fired & cfg.post;
     if posted != 0 {
-        emit::<HookEvent>(cur.pid(), cur.tgid(), now(), |ev| {
+        // Denials, kills and signals may use the ring's reserve.
+        let enforcement = verdict != 0 || flags & HOOK_FLAG_KILL_SENT != 0 || sig != 0;
+        emit::<HookEvent>(cur.pid(), cur.tgid(), now(), enforcement, |ev| {
             // SAFETY: `ev` is the reserved record, ours alone until submitted, and `i` stays
             // below the length of its `strs`; the string records and `conn` are live
             // records of the copied types.

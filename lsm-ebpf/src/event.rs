@@ -31,12 +31,28 @@ events!(
     ForkEvent => EVENT_FORK,
 );
 
+/// `BPF_RB_AVAIL_DATA`: `bpf_ringbuf_query`'s unread bytes.
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
 /// Sends one event: reserves a `T` in the ring buffer, writes its header (kind, this CPU,
 /// `ktime`, `pid`, `tgid`, the current task's cgroup v2 id), lets `fill` write the rest of
 /// the record, and submits it. When the ring buffer is full the event is dropped and counted
-/// in `STAT_RING_LOST`; no program's verdict depends on it.
+/// in `STAT_RING_LOST`; no program's verdict depends on it. An event that is not an
+/// `enforcement` event is also dropped (and counted) once the unread data would reach into
+/// [`EVENTS_ENFORCEMENT_RESERVE`].
 #[inline(always)]
-pub fn emit<T: Event>(pid: u32, tgid: u32, ktime: u64, fill: impl FnOnce(*mut T)) {
+pub fn emit<T: Event>(
+    pid: u32,
+    tgid: u32,
+    ktime: u64,
+    enforcement: bool,
+    fill: impl FnOnce(*mut T),
+) {
+    let limit = u64::from(EVENTS_BYTES - EVENTS_ENFORCEMENT_RESERVE);
+    if !enforcement && EVENTS.query(BPF_RB_AVAIL_DATA) + size_of::<T>() as u64 > limit {
+        count(STAT_RING_LOST);
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<T>(0) else {
         count(STAT_RING_LOST);
         return;

@@ -360,7 +360,7 @@ fn try_sched_process_exec(ctx: &BtfTracePointContext) -> Result<i32, i32> {
     let start = read_u64(mm, kconf!(mm_arg_start));
     let (total, n) = exec_args_len(start, read_u64(mm, kconf!(mm_arg_end)));
     let exe = &raw const s.proc_info.exe;
-    emit::<ExecEvent>(cur.pid(), tgid, ktime, |ev| {
+    emit::<ExecEvent>(cur.pid(), tgid, ktime, false, |ev| {
         // SAFETY: `ev` is the reserved record, ours alone until submitted; the argv copy is
         // at most ARGS_LEN bytes (its field's size) and the helper reports a fault instead
         // of taking it; `exe` points into the scratch area.
@@ -442,7 +442,7 @@ fn try_sched_process_fork(ctx: &BtfTracePointContext) -> Result<i32, i32> {
     s.proc_info
         .descend(child_tgid, task_ns_pid(child).0, parent_tgid);
     let _ = PROCS.insert(&child_tgid, &s.proc_info, 0);
-    emit::<ForkEvent>(child_pid, child_tgid, now(), |ev| {
+    emit::<ForkEvent>(child_pid, child_tgid, now(), false, |ev| {
         // SAFETY: `ev` is the reserved record, ours alone until submitted.
         unsafe {
             (*ev).ppid = parent_tgid;
@@ -466,7 +466,7 @@ fn try_sched_process_exit() -> Result<i32, i32> {
     }
     let exit_code = read_u32(cur.task(), kconf!(task_exit_code));
     let _ = PROCS.remove(&tgid);
-    emit::<ExitEvent>(cur.pid(), tgid, now(), |ev| {
+    emit::<ExitEvent>(cur.pid(), tgid, now(), false, |ev| {
         // SAFETY: `ev` is the reserved record, ours alone until submitted.
         unsafe {
             (*ev).exit_code = exit_code;

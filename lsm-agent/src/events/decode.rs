@@ -155,6 +155,14 @@ pub enum KernelEvent {
     Hook(HookData),
 }
 
+impl KernelEvent {
+    /// The record of an operation denied, or of a process killed for one: never dropped on
+    /// the way to the subscribers.
+    pub fn is_enforcement(&self) -> bool {
+        matches!(self, KernelEvent::Hook(h) if h.retval != 0 || h.flags & HOOK_FLAG_KILL_SENT != 0)
+    }
+}
+
 fn read<T: Copy>(buf: &[u8], kind: u32) -> Result<T, DecodeError> {
     if buf.len() < size_of::<T>() {
         return Err(DecodeError::Size {

@@ -1,5 +1,6 @@
 //! The ring-buffer reader: woken by epoll through tokio, drains every record, decodes it and
-//! hands it on without ever waiting for a consumer.
+//! hands it on without waiting for a consumer, except with a denial's record: that one waits
+//! for room in the queue rather than being dropped.
 
 use std::sync::{
     Arc,
@@ -39,6 +40,12 @@ pub async fn run(
         while let Some(item) = ring.next() {
             stats.received.fetch_add(1, Ordering::Relaxed);
             match decode(&item) {
+                Ok(ev) if ev.is_enforcement() => {
+                    drop(item);
+                    if tx.send(ev).await.is_err() {
+                        return Ok(());
+                    }
+                }
                 Ok(ev) => match tx.try_send(ev) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
