@@ -62,6 +62,15 @@ pub(crate) fn file_rec(s: &mut Scratch, file: u64) -> *const PathRec {
     &s.rec
 }
 
+/// Whether `p` can be a kernel object: in the kernel's half of the address space and not an
+/// error value (`IS_ERR_OR_NULL` and user addresses are not).
+#[inline(always)]
+fn is_kernel_object(p: u64) -> bool {
+    const KERNEL_HALF: u64 = 1 << 63;
+    const MAX_ERRNO_VALUE: u64 = 4095;
+    p >= KERNEL_HALF && p < 0u64.wrapping_sub(MAX_ERRNO_VALUE)
+}
+
 #[lsm(hook = "file_open")]
 pub fn file_open(ctx: LsmContext) -> i32 {
     ret(try_file_open(&ctx))
@@ -112,7 +121,10 @@ fn try_mmap_file(ctx: &LsmContext) -> Result<i32, i32> {
     let file: u64 = ctx.arg(0);
     let args = [file, ctx.arg(1), ctx.arg(2), ctx.arg(3), 0];
     // Anonymous mappings have no file: only selectors without string filters can match.
-    let rec = if file == 0 {
+    // Debian's 6.12 also calls the hook, about three times per exec on an overlayfs /usr,
+    // with a "file" that is not a kernel address (bpf_d_path refuses it with -ERANGE, the
+    // walk reads nothing): that is no file either, not a path to fail closed on.
+    let rec = if !is_kernel_object(file) {
         s.rec.len = 0;
         s.rec.flags = PATH_RESOLVED;
         &s.rec as *const PathRec
