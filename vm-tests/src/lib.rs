@@ -556,6 +556,12 @@ impl Agent {
         EventStream::start(&self.ctl.address, "compact", args)
     }
 
+    /// Starts `lsmctl getevents -o json ARGS` (filters) against this agent, without waiting
+    /// for it to be live: the caller proves that with an event its filters pass.
+    pub fn json_stream_filtered(&self, args: &[&str]) -> EventStream {
+        EventStream::start(&self.ctl.address, "json", args)
+    }
+
     /// Starts `lsmctl getevents -o json` against this agent: one Tetragon JSON event a line,
     /// to check what an event's arguments carry. Returns once the stream is live (an exec
     /// made after it started shows up in it), so no event of the caller's is missed.

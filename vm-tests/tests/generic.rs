@@ -418,6 +418,80 @@ fn bpf_object_arguments_carry_the_maps_and_programs_type_sizes_and_name() {
     );
 }
 
+/// A flood of observation events (every file read posted) saturates the ring buffer, and
+/// every denial made in the middle of it still reaches a `getevents` stream: the ring keeps
+/// a reserve for enforcement events, and the reader never drops them.
+#[test]
+fn denials_reach_the_event_stream_while_observation_events_flood_the_ring_buffer() {
+    const ROUNDS: u32 = 20;
+    let a = agent();
+    let canary = Path::new("/tmp/lsm-vmtest-flood-canary");
+    fs::write(canary, "canary").expect("canary");
+    let data = scratch_dir("flood").join("data");
+    fs::write(&data, "x").expect("data");
+    let log = results_dir().join("agent.log");
+    let lost_before = fs::read_to_string(&log)
+        .unwrap_or_default()
+        .matches("events lost: ring buffer full")
+        .count();
+    let deny = a.add_policy(&fixture(
+        "deny-open-of-tmp-lsm-vmtest-flood-canary-eperm.yaml",
+    ));
+    let denials = a.json_stream_filtered(&["--policy-names", "vmtest-flood-canary"]);
+    let helper = bin("vmtest-flood");
+    let (file, canary_s) = (
+        data.to_str().expect("utf-8"),
+        canary.to_str().expect("utf-8"),
+    );
+    // One denial until the stream shows it: the stream is live from then on.
+    denials.wait_for(
+        "the first denial",
+        || {
+            let _ = run(&helper, &[file, canary_s, "1", "0"]);
+        },
+        |l| l.contains("lsm-vmtest-flood-canary"),
+    );
+    let seen_before = denials.lines().len();
+    let flood = a.add_policy(&fixture("file-permission-post.yaml"));
+    let out = run(&helper, &[file, canary_s, &ROUNDS.to_string(), "5000"]);
+    flood.delete();
+    // The stats logger reports the kernel's losses every 10 s.
+    let start = std::time::Instant::now();
+    let saturated = loop {
+        let lost = fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("events lost: ring buffer full")
+            .count();
+        if lost > lost_before || start.elapsed() > Duration::from_secs(15) {
+            break lost > lost_before;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let want = seen_before + ROUNDS as usize;
+    let start = std::time::Instant::now();
+    while denials.lines().len() < want && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let got = denials.lines().len() - seen_before;
+    deny.delete();
+    let _ = fs::remove_file(canary);
+
+    assert_eq!(exit_code(&out), 0, "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("denied {ROUNDS}"),
+        "every open of the canary was denied"
+    );
+    assert!(
+        saturated,
+        "the flood overflowed the ring buffer (agent log)"
+    );
+    assert_eq!(
+        got, ROUNDS as usize,
+        "every denial made during the flood was streamed"
+    );
+}
+
 /// `kiocb` and `iov_iter` arguments (`tty_write`): a write to a pty posts the file written
 /// and the bytes, which the selector's Prefix matched.
 #[test]
