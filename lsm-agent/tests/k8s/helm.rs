@@ -364,9 +364,15 @@ fn the_daemonset_has_what_the_agent_needs_on_a_node() {
     let env = &c["env"][0];
     assert_eq!(env["name"], "NODE_NAME");
     assert_eq!(env["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+    // On the agent's unix socket (a hostPath), which no egress policy can block.
     assert_eq!(
         c["readinessProbe"]["exec"]["command"],
-        json!(["lsmctl", "status"])
+        json!([
+            "lsmctl",
+            "--server-address",
+            "unix:///var/run/lsm-agent/lsm-agent.sock",
+            "status"
+        ])
     );
     assert!(c["resources"]["requests"]["cpu"].is_string());
     assert!(c["resources"]["requests"]["memory"].is_string());
