@@ -229,25 +229,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     {
         return Ok(check(files));
     }
-    let tls_flags = cli.tls_cert_file.is_some()
-        || cli.tls_key_file.is_some()
-        || !cli.tls_ca_cert_files.is_empty()
-        || cli.tls_server_name.is_some()
-        || cli.tls_skip_verify;
+    let tls = ClientTlsOptions {
+        cert_file: cli.tls_cert_file,
+        key_file: cli.tls_key_file,
+        ca_files: cli.tls_ca_cert_files,
+        server_name: cli.tls_server_name,
+        skip_verify: cli.tls_skip_verify,
+    };
     let info = std::fs::read(AGENT_INFO)
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
-    let address = resolve_address(cli.server_address.as_deref(), info.as_ref(), tls_flags);
-    let address = &Target {
-        address,
-        tls: ClientTlsOptions {
-            cert_file: cli.tls_cert_file,
-            key_file: cli.tls_key_file,
-            ca_files: cli.tls_ca_cert_files,
-            server_name: cli.tls_server_name,
-            skip_verify: cli.tls_skip_verify,
-        },
-    };
+    let address = resolve_address(cli.server_address.as_deref(), info.as_ref(), tls.enabled());
+    let address = &Target { address, tls };
     let unary_timeout = Duration::from_secs(cli.timeout);
     match cli.command {
         Command::Getevents(args) => getevents(address, args).await,
