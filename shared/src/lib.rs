@@ -356,36 +356,6 @@ pub const ARG_KIOCB: u8 = 19;
 /// `count`.
 pub const ARG_IOV_ITER: u8 = 20;
 
-/// Whether a connect to `net` goes to the agent's own API: TCP to `api_port` (non-zero) on
-/// the loopback addresses `localhost` names (127.0.0.1, `::1`, or IPv4-mapped 127.0.0.1).
-#[inline(always)]
-pub fn is_local_api(net: &NetInfo, api_port: u64) -> bool {
-    if api_port == 0 || u64::from(net.dport) != api_port || net.protocol != IPPROTO_TCP {
-        return false;
-    }
-    let a = &net.daddr;
-    let v4 = |b: &[u8]| b[0] == 127 && b[1] == 0 && b[2] == 0 && b[3] == 1;
-    if net.family == AF_INET {
-        return v4(&a[..4]);
-    }
-    if net.family != AF_INET6 {
-        return false;
-    }
-    let mut i = 0;
-    let mut zero_head = true;
-    while i < 10 {
-        zero_head &= a[i] == 0;
-        i += 1;
-    }
-    if !zero_head {
-        return false;
-    }
-    let loopback6 =
-        a[10] == 0 && a[11] == 0 && a[12] == 0 && a[13] == 0 && a[14] == 0 && a[15] == 1;
-    let mapped = a[10] == 0xff && a[11] == 0xff && v4(&a[12..]);
-    loopback6 || mapped
-}
-
 /// Whether arguments of `kind` are a [`BpfObjRec`].
 #[inline(always)]
 pub const fn arg_is_obj(kind: u8) -> bool {
@@ -676,6 +646,36 @@ pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 pub const IPPROTO_TCP: u16 = 6;
 pub const IPPROTO_UDP: u16 = 17;
+
+/// Whether a connect to `net` goes to the agent's own API: TCP to `api_port` (non-zero) on
+/// the loopback addresses `localhost` names (127.0.0.1, `::1`, or IPv4-mapped 127.0.0.1).
+#[inline(always)]
+pub fn is_local_api(net: &NetInfo, api_port: u64) -> bool {
+    if api_port == 0 || u64::from(net.dport) != api_port || net.protocol != IPPROTO_TCP {
+        return false;
+    }
+    let a = &net.daddr;
+    let v4 = |b: &[u8]| b[0] == 127 && b[1] == 0 && b[2] == 0 && b[3] == 1;
+    if net.family == AF_INET {
+        return v4(&a[..4]);
+    }
+    if net.family != AF_INET6 {
+        return false;
+    }
+    let mut i = 0;
+    let mut zero_head = true;
+    while i < 10 {
+        zero_head &= a[i] == 0;
+        i += 1;
+    }
+    if !zero_head {
+        return false;
+    }
+    let loopback6 =
+        a[10] == 0 && a[11] == 0 && a[12] == 0 && a[13] == 0 && a[14] == 0 && a[15] == 1;
+    let mapped = a[10] == 0xff && a[11] == 0xff && v4(&a[12..]);
+    loopback6 || mapped
+}
 
 /// Address and port fields of a connection: the destination (the address connected to) and
 /// the source (the socket's bound local address, 0 when unbound).
