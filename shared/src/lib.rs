@@ -1209,6 +1209,11 @@ const _: () = assert!(
         == 8 + 48 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8 + 34 * 8
 );
 
+/// Version of this ABI: bump it whenever a map's key or value layout, a map's name or the
+/// meaning of a counter index changes. Pinned enforcement ([`EVENTS_MAP`] and [`STATS_MAP`]
+/// of an earlier agent) is only read with the layouts of the same version.
+pub const ABI_VERSION: u32 = 1;
+
 // ---------------------------------------------------------------------------------------------
 // Names (the kernel truncates map names to 15 bytes; these fit)
 

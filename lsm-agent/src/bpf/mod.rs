@@ -5,6 +5,7 @@
 
 pub mod btf;
 pub mod modes;
+pub mod pin;
 pub mod probes;
 pub mod procfs;
 
@@ -68,6 +69,8 @@ pub enum BpfError {
     Probe(#[from] probes::ProbeError),
     #[error("LSM hook {hook}: {reason}")]
     HookLoad { hook: String, reason: String },
+    #[error("pinning: {0}")]
+    Pin(#[from] pin::PinDirError),
 }
 
 /// One attached program, for status reports.
@@ -89,6 +92,8 @@ pub struct Probe {
     lsm_pending: BTreeMap<u32, &'static str>,
     /// For loading those programs.
     kernel_btf: aya::Btf,
+    /// The links of the programs attached here (not the generic probes').
+    pins: pin::Pins,
     hook_cfg: Array<MapData, HookConfig>,
     plan_bank: Array<MapData, u32>,
     /// The live bank of `hook_cfg` (what `plan_bank` holds).
@@ -134,9 +139,11 @@ impl Probe {
     /// Loads the programs, attaches them and returns the probe and the event ring buffer.
     /// The hooks get their LSM programs when BPF LSM is active, else kprobes (see
     /// [`modes::decide_mode`]); a refusal is an error, never a silent degradation.
+    /// `pins` takes every link: pinned in its generation, or owned.
     pub fn load(
         caps: &Capabilities,
         opts: LoadOptions,
+        mut pins: pin::Pins,
     ) -> Result<(Probe, RingBuf<MapData>), BpfError> {
         if EBPF_OBJECT.is_empty() {
             return Err(BpfError::NoObject);
@@ -168,7 +175,7 @@ impl Probe {
             ("sched_process_fork", "sched_process_fork"),
             ("sched_process_exit", "sched_process_exit"),
         ] {
-            attach_tp(&mut ebpf, &kernel_btf, prog, tp)?;
+            attach_tp(&mut ebpf, &kernel_btf, &mut pins, prog, tp)?;
             attached.push(Attached {
                 program: prog,
                 target: tp,
@@ -178,6 +185,7 @@ impl Probe {
             AttachMode::Lsm => attach_lsm_hooks(
                 &mut ebpf,
                 &kernel_btf,
+                &mut pins,
                 &vmlinux,
                 caps,
                 &mut attached,
@@ -189,7 +197,7 @@ impl Probe {
                         "--fallback-sigkill: bpf_send_signal is not available to kprobes on this kernel; Sigkill actions stay unapplied"
                     );
                 }
-                attach_kprobe_hooks(&mut ebpf, caps, &mut attached)?
+                attach_kprobe_hooks(&mut ebpf, &mut pins, caps, &mut attached)?
             }
         };
 
@@ -205,6 +213,11 @@ impl Probe {
         }
         let features = modes::feature_probes(caps, &modes, &d_path);
 
+        // The ring and the counters, for the agent after this one to count what it missed.
+        for name in [EVENTS_MAP, STATS_MAP] {
+            let map = ebpf.map(name).ok_or(BpfError::MissingMap(name))?;
+            pins.pin_map(name, map)?;
+        }
         let ring = take::<RingBuf<MapData>>(&mut ebpf, EVENTS_MAP)?;
         let mut probe = Probe {
             hook_cfg: take(&mut ebpf, HOOK_CFG_MAP)?,
@@ -231,6 +244,7 @@ impl Probe {
             probes: probes::Probes::default(),
             lsm_pending,
             kernel_btf,
+            pins,
             ebpf,
             installed: MapImage::default(),
             attached,
@@ -379,7 +393,7 @@ impl Probe {
             .map(|(&h, &p)| (h, p))
             .collect();
         for (hook, prog) in used {
-            attach_lsm(&mut self.ebpf, &self.kernel_btf, prog, prog)?;
+            attach_lsm(&mut self.ebpf, &self.kernel_btf, &mut self.pins, prog, prog)?;
             self.lsm_pending.remove(&hook);
             self.attached.push(Attached {
                 program: prog,
@@ -707,6 +721,7 @@ fn lpm_key((hook, subject, bytes): &StrEntryKey) -> Key<LpmStr> {
 fn attach_lsm_hooks(
     ebpf: &mut Ebpf,
     kernel_btf: &aya::Btf,
+    pins: &mut pin::Pins,
     vmlinux: &btf_rs::Btf,
     caps: &Capabilities,
     attached: &mut Vec<Attached>,
@@ -718,7 +733,7 @@ fn attach_lsm_hooks(
         ("file_free_security", None),
         ("bprm_check_security", Some(HOOK_BPRM_CHECK)),
     ] {
-        attach_lsm(ebpf, kernel_btf, prog, prog)?;
+        attach_lsm(ebpf, kernel_btf, pins, prog, prog)?;
         attached.push(Attached {
             program: prog,
             target: prog,
@@ -729,14 +744,20 @@ fn attach_lsm_hooks(
     }
     // bpf_d_path is allowed at path_truncate on newer kernels only (6.12 yes, 6.1 no):
     // try it, fall back to the dentry walk.
-    match attach_lsm(ebpf, kernel_btf, "path_truncate", "path_truncate") {
+    match attach_lsm(ebpf, kernel_btf, pins, "path_truncate", "path_truncate") {
         Ok(()) => attached.push(Attached {
             program: "path_truncate",
             target: "path_truncate",
         }),
         Err(e) => {
             info!("path_truncate with bpf_d_path refused ({e}); using the dentry walk");
-            attach_lsm(ebpf, kernel_btf, "path_truncate_walk", "path_truncate")?;
+            attach_lsm(
+                ebpf,
+                kernel_btf,
+                pins,
+                "path_truncate_walk",
+                "path_truncate",
+            )?;
             attached.push(Attached {
                 program: "path_truncate_walk",
                 target: "path_truncate",
@@ -771,18 +792,19 @@ fn attach_lsm_hooks(
 /// unattached, as on the LSM side.
 fn attach_kprobe_hooks(
     ebpf: &mut Ebpf,
+    pins: &mut pin::Pins,
     caps: &Capabilities,
     attached: &mut Vec<Attached>,
 ) -> Result<HookModes, BpfError> {
     // The path cache must forget freed files before any entry point fills it.
-    attach_kprobe(ebpf, "kprobe_file_free", "security_file_free")?;
+    attach_kprobe(ebpf, pins, "kprobe_file_free", "security_file_free")?;
     attached.push(Attached {
         program: "kprobe_file_free",
         target: "security_file_free",
     });
     let mut modes = HookModes::default();
     for e in &modes::HOOKS {
-        match attach_kprobe(ebpf, e.kprobe_prog, e.function) {
+        match attach_kprobe(ebpf, pins, e.kprobe_prog, e.function) {
             Ok(()) => {
                 warn!("{}", modes::degraded_warning(e));
                 attached.push(Attached {
@@ -862,7 +884,12 @@ pub(crate) fn is_loaded(ebpf: &Ebpf, name: &str) -> bool {
     ebpf.program(name).is_some_and(|p| p.fd().is_ok())
 }
 
-fn attach_kprobe(ebpf: &mut Ebpf, prog: &str, function: &str) -> Result<(), BpfError> {
+fn attach_kprobe(
+    ebpf: &mut Ebpf,
+    pins: &mut pin::Pins,
+    prog: &str,
+    function: &str,
+) -> Result<(), BpfError> {
     let perr = |source| BpfError::Program {
         name: prog.to_string(),
         source,
@@ -871,14 +898,22 @@ fn attach_kprobe(ebpf: &mut Ebpf, prog: &str, function: &str) -> Result<(), BpfE
     let start = std::time::Instant::now();
     p.load().map_err(perr)?;
     log_loaded(prog, start, p.info().ok());
-    p.attach(function, 0).map_err(perr)?;
+    let id = p.attach(function, 0).map_err(perr)?;
+    let link = p.take_link(id).map_err(perr)?;
+    pins.keep_kprobe(prog, function, link)?;
     Ok(())
 }
 
 /// Loads (unless an earlier attempt whose attach failed did) and attaches the LSM program
 /// `prog` at `hook`. A refusal names the hook with the verifier's reason cut short; the full
 /// log goes to the agent log once ([`probes::load_error`]).
-fn attach_lsm(ebpf: &mut Ebpf, btf: &aya::Btf, prog: &str, hook: &str) -> Result<(), BpfError> {
+fn attach_lsm(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    pins: &mut pin::Pins,
+    prog: &str,
+    hook: &str,
+) -> Result<(), BpfError> {
     let herr = |reason: String| BpfError::HookLoad {
         hook: hook.to_string(),
         reason,
@@ -890,12 +925,21 @@ fn attach_lsm(ebpf: &mut Ebpf, btf: &aya::Btf, prog: &str, hook: &str) -> Result
             .map_err(|e| herr(probes::load_error(prog, &e)))?;
         log_loaded(prog, start, p.info().ok());
     }
-    p.attach()
+    let id = p
+        .attach()
         .map_err(|e| herr(format!("attaching {prog}: {e}")))?;
+    let link = p.take_link(id).map_err(|e| herr(e.to_string()))?;
+    pins.keep(prog, hook, link.into())?;
     Ok(())
 }
 
-fn attach_tp(ebpf: &mut Ebpf, btf: &aya::Btf, prog: &str, tp: &str) -> Result<(), BpfError> {
+fn attach_tp(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    pins: &mut pin::Pins,
+    prog: &str,
+    tp: &str,
+) -> Result<(), BpfError> {
     let perr = |source| BpfError::Program {
         name: prog.to_string(),
         source,
@@ -904,7 +948,9 @@ fn attach_tp(ebpf: &mut Ebpf, btf: &aya::Btf, prog: &str, tp: &str) -> Result<()
     let start = std::time::Instant::now();
     p.load(tp, btf).map_err(perr)?;
     log_loaded(prog, start, p.info().ok());
-    p.attach().map_err(perr)?;
+    let id = p.attach().map_err(perr)?;
+    let link = p.take_link(id).map_err(perr)?;
+    pins.keep(prog, tp, link.into())?;
     Ok(())
 }
 
