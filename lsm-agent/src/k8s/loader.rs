@@ -17,7 +17,7 @@
 use std::collections::HashSet;
 
 use kube::Client;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{error, info};
 
 use super::policies::{PolicyEvent, PolicyKey, PolicyKind, watch_policies};
@@ -29,28 +29,50 @@ const QUEUE: usize = 64;
 
 /// Watches the TracingPolicy CRDs and keeps the agent's Kubernetes policies in step with them,
 /// until the agent is gone.
+/// `synced` turns true once every kind has been listed and applied (the agent then holds
+/// what the API server has: an earlier agent's pinned programs can be retired).
 pub async fn watch_and_load(
     client: Client,
     node_name: String,
     agent: AgentHandle,
+    synced: watch::Sender<bool>,
 ) -> Result<(), AgentError> {
     let (tx, rx) = mpsc::channel(QUEUE);
     let watch = async move { watch_policies(client, &node_name, tx).await };
     tokio::select! {
         // The watcher only ends when the loader stopped receiving.
         () = watch => Ok(()),
-        r = run(agent, rx) => r,
+        r = run_until_synced(agent, rx, synced) => r,
     }
 }
 
 /// Applies `events` to the agent until the channel closes. Fails only when the agent is gone.
 pub async fn run(
     agent: AgentHandle,
+    events: mpsc::Receiver<PolicyEvent>,
+) -> Result<(), AgentError> {
+    run_until_synced(agent, events, watch::channel(false).0).await
+}
+
+async fn run_until_synced(
+    agent: AgentHandle,
     mut events: mpsc::Receiver<PolicyEvent>,
+    synced: watch::Sender<bool>,
 ) -> Result<(), AgentError> {
     let mut loader = Loader::default();
+    let mut listed = HashSet::new();
     while let Some(event) = events.recv().await {
+        let kind = match &event {
+            PolicyEvent::Synced { kind } => Some(*kind),
+            _ => None,
+        };
         loader.handle(event, &agent).await?;
+        if let Some(kind) = kind {
+            listed.insert(kind);
+            if listed.len() == PolicyKind::ALL.len() {
+                synced.send_replace(true);
+            }
+        }
     }
     Ok(())
 }

@@ -465,9 +465,11 @@ pub async fn sync(
 
 /// Installs every published [`Workloads`] in the agent; while the owner compiles, newer ones
 /// replace the waiting one. Fails only when the owner is gone.
+/// `installed` turns true once the first workloads after the pod listing are installed.
 pub async fn forward(
     mut published: watch::Receiver<Option<Published>>,
     agent: AgentHandle,
+    installed: watch::Sender<bool>,
 ) -> Result<(), AgentError> {
     while published.changed().await.is_ok() {
         let Some(p) = published.borrow_and_update().clone() else {
@@ -475,11 +477,14 @@ pub async fn forward(
         };
         let cgroups = p.workloads.cgroups.len();
         match agent.set_workloads((*p.workloads).clone()).await {
-            Ok(()) => debug!(
-                cgroups,
-                latency_us = p.since.elapsed().as_micros() as u64,
-                "workloads installed (latency: from the first change they carry)"
-            ),
+            Ok(()) => {
+                installed.send_replace(true);
+                debug!(
+                    cgroups,
+                    latency_us = p.since.elapsed().as_micros() as u64,
+                    "workloads installed (latency: from the first change they carry)"
+                )
+            }
             Err(AgentError::OwnerStopped) => return Err(AgentError::OwnerStopped),
             Err(e) => error!(
                 cgroups,
@@ -490,13 +495,15 @@ pub async fn forward(
     Ok(())
 }
 
-/// The pod watcher, the sync and the forwarder, until the agent is gone.
+/// The pod watcher, the sync and the forwarder, until the agent is gone. `installed` as in
+/// [`forward`].
 pub async fn watch_and_send(
     client: Client,
     node_name: String,
     agent: AgentHandle,
     index: PodIndex,
     opts: Options,
+    installed: watch::Sender<bool>,
 ) -> Result<(), AgentError> {
     let (tx, rx) = mpsc::channel(QUEUE);
     let (out, published) = watch::channel(None);
@@ -505,7 +512,7 @@ pub async fn watch_and_send(
         // stopped: either way the task is over.
         () = watch_pods(client, &node_name, tx) => Ok(()),
         () = sync(index, opts, rx, out) => Ok(()),
-        r = forward(published, agent) => r,
+        r = forward(published, agent, installed) => r,
     }
 }
 

@@ -76,7 +76,7 @@ pub async fn start_loader_on(agent: &AgentHandle, node: &str) -> JoinHandle<()> 
     let agent = agent.clone();
     let node = node.to_string();
     tokio::spawn(async move {
-        let _ = watch_and_load(client, node, agent).await;
+        let _ = watch_and_load(client, node, agent, tokio::sync::watch::channel(false).0).await;
     })
 }
 

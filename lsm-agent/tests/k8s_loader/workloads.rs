@@ -97,7 +97,15 @@ fn start_workloads(agent: &AgentHandle, root: PathBuf, index: PodIndex) -> JoinH
             rescan: Duration::from_secs(3600),
             ..Options::default()
         };
-        let _ = watch_and_send(client, NODE.into(), agent, index, opts).await;
+        let _ = watch_and_send(
+            client,
+            NODE.into(),
+            agent,
+            index,
+            opts,
+            tokio::sync::watch::channel(false).0,
+        )
+        .await;
     })
 }
 
