@@ -84,6 +84,7 @@ pub const PATHS_WALKED: &str = "lsm_agent_paths_walked_total";
 pub const RINGBUF_RECEIVED: &str = "lsm_agent_ringbuf_events_received_total";
 pub const RINGBUF_LOST: &str = "lsm_agent_ringbuf_events_lost_total";
 pub const RINGBUF_QUEUE_LOST: &str = "lsm_agent_ringbuf_queue_events_lost_total";
+pub const HANDOVER_LOST: &str = "lsm_agent_handover_events_lost_total";
 pub const RINGBUF_DECODE_ERRORS: &str = "lsm_agent_ringbuf_decode_errors_total";
 pub const SUBSCRIBERS: &str = "lsm_agent_event_subscribers";
 pub const SUBSCRIBER_DROPPED: &str = "lsm_agent_subscriber_events_dropped_total";
@@ -195,6 +196,13 @@ pub const METRICS: &[Metric] = &[
         labels: &[],
         help: "Decoded events dropped because the queue to the event processing was full.",
         tetragon: "tetragon_observer_ringbuf_queue_events_lost_total",
+    },
+    Metric {
+        name: HANDOVER_LOST,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Events of an earlier agent's pinned programs that no agent delivered: produced while no agent ran, counted when this agent took over.",
+        tetragon: "none",
     },
     Metric {
         name: RINGBUF_DECODE_ERRORS,
@@ -547,6 +555,7 @@ impl Collector {
             counter!(RINGBUF_RECEIVED).absolute(r.received.load(Ordering::Relaxed));
             counter!(RINGBUF_QUEUE_LOST).absolute(r.queue_lost.load(Ordering::Relaxed));
             counter!(RINGBUF_DECODE_ERRORS).absolute(r.decode_errors.load(Ordering::Relaxed));
+            counter!(HANDOVER_LOST).absolute(r.handover_lost.load(Ordering::Relaxed));
         }
         if let Some(bus) = &self.sources.bus {
             record_bus(&bus.snapshot());

@@ -14,7 +14,7 @@ use lsm_agent::{
         self, Agent, Prepared, Source,
         dir::{PolicyDir, list_policy_dir},
     },
-    bpf::{Capabilities, LoadOptions, Probe},
+    bpf::{Capabilities, LoadOptions, Probe, pin},
     events::{self, bus::EventBus, enrich::ProcessCache},
     grpc,
     policy::{error::PolicyError, ir::Policy, parse::parse_policy_with_env},
@@ -73,6 +73,58 @@ struct Args {
     /// Sigkill actions after the fact (bpf_send_signal). Override is never applied there.
     #[arg(long)]
     fallback_sigkill: bool,
+    /// Where the programs' links are pinned (bpffs), so that they keep enforcing while no agent
+    /// runs: a restarted agent takes over without a gap. An empty value turns pinning off (the
+    /// programs are detached when the agent exits).
+    #[arg(long, value_name = "DIR", default_value = pin::DEFAULT_ROOT)]
+    bpf_dir: PathBuf,
+    /// Detach every pinned program under --bpf-dir and remove it (uninstall), then exit.
+    #[arg(long)]
+    unload: bool,
+}
+
+/// How often generations pinned by another, live agent are looked at again: they are retired
+/// once it is gone.
+const HANDOVER_PERIOD: Duration = Duration::from_secs(10);
+
+/// Retires the generations pinned by earlier agents once `gates` are all open (this agent then
+/// enforces what its sources say), and again every [`HANDOVER_PERIOD`] for those whose agent
+/// was still running. What their rings held or lost is logged and counted.
+async fn handover(
+    root: PathBuf,
+    own: Option<pin::Generation>,
+    mut gates: Vec<tokio::sync::watch::Receiver<bool>>,
+    stats: Arc<events::reader::ReaderStats>,
+) {
+    for gate in &mut gates {
+        if gate.wait_for(|open| *open).await.is_err() {
+            return;
+        }
+    }
+    loop {
+        let retired = tokio::task::spawn_blocking({
+            let (root, own) = (root.clone(), own.clone());
+            move || pin::retire_orphans(&root, own.as_ref())
+        })
+        .await
+        .unwrap_or_default();
+        for r in retired {
+            let lost = r.undelivered();
+            stats
+                .handover_lost
+                .fetch_add(lost, std::sync::atomic::Ordering::Relaxed);
+            let g = &r.generation;
+            if lost > 0 {
+                warn!(
+                    generation = %g.dir.display(), abi = g.abi, pid = g.pid, unread = r.unread, ring_lost = ?r.lost,
+                    "earlier agent's programs detached; {lost} of their events were not delivered (produced while no agent ran)"
+                );
+            } else {
+                info!(generation = %g.dir.display(), abi = g.abi, pid = g.pid, "earlier agent's programs detached; none of their events was lost");
+            }
+        }
+        tokio::time::sleep(HANDOVER_PERIOD).await;
+    }
 }
 
 fn parse_dns_server(s: &str) -> Result<std::net::SocketAddr, String> {
@@ -128,6 +180,53 @@ fn load_policies(files: PolicyTexts) -> anyhow::Result<Vec<(Policy, Source)>> {
         bail!("{failed} policy file(s) rejected");
     }
     Ok(ok)
+}
+
+/// This agent's pinned generation under `root`; a node where it cannot pin (no bpffs) is
+/// still protected while the agent runs, so that is a warning, not a refusal.
+fn pins(root: &Path) -> pin::Pins {
+    if root.as_os_str().is_empty() {
+        info!("--bpf-dir is empty: programs are detached when the agent exits");
+        return pin::Pins::none();
+    }
+    match pin::list(root) {
+        Ok(earlier) if !earlier.is_empty() => info!(
+            generations = earlier.len(),
+            "programs pinned by an earlier agent keep enforcing until this one's policies are loaded"
+        ),
+        Ok(_) => {}
+        Err(e) => warn!("{e}"),
+    }
+    match pin::Pins::create(root) {
+        Ok(p) => p,
+        Err(e) => {
+            error!("cannot pin the programs, they are detached when the agent exits: {e}");
+            pin::Pins::none()
+        }
+    }
+}
+
+/// `--unload`: detaches and removes every pinned generation.
+fn unload(root: &Path) -> anyhow::Result<()> {
+    if root.as_os_str().is_empty() {
+        bail!("--unload needs --bpf-dir");
+    }
+    let retired = pin::unload_all(root).with_context(|| format!("unloading {}", root.display()))?;
+    for r in &retired {
+        println!(
+            "unloaded {} (ABI {}, agent pid {}): {} event(s) undelivered",
+            r.generation.dir.display(),
+            r.generation.abi,
+            r.generation.pid,
+            r.undelivered()
+        );
+    }
+    println!(
+        "{} pinned generation(s) removed from {}",
+        retired.len(),
+        root.display()
+    );
+    Ok(())
 }
 
 fn write_agent_info(server_address: &str, unix_socket: Option<&str>) {
@@ -208,6 +307,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    if args.unload {
+        return unload(&args.bpf_dir);
+    }
     // Checked before anything is loaded, like the policies.
     let export = args.export.config().context("export flags")?;
     let k8s = args.k8s.settings().context("Kubernetes flags")?;
@@ -264,7 +366,9 @@ async fn main() -> anyhow::Result<()> {
         fallback_sigkill: args.fallback_sigkill,
         api_port: grpc::tcp_port(&args.server_address),
     };
-    let (mut probe, ring) = Probe::load(&caps, opts).context("loading BPF programs")?;
+    let pins = pins(&args.bpf_dir);
+    let own_generation = pins.generation().cloned();
+    let (mut probe, ring) = Probe::load(&caps, opts, pins).context("loading BPF programs")?;
     let seeded = probe.seed_processes();
     if probe.modes.degraded() {
         warn!(
@@ -324,14 +428,22 @@ async fn main() -> anyhow::Result<()> {
     // node's pods joined with the kubelet's cgroups: the workloads scoped policies apply to.
     // The client only reads its configuration here; an unreachable API server is retried by
     // the watchers (and logged), it does not stop the agent.
+    // What must hold before earlier agents' pinned programs are detached: the policy files are
+    // enforced already; Kubernetes policies and workloads once listed and installed.
+    let mut gates = Vec::new();
     let pod_index = match k8s {
         Some(settings) => {
+            let (policies_synced, gate) = tokio::sync::watch::channel(false);
+            gates.push(gate);
+            let (workloads_installed, gate) = tokio::sync::watch::channel(false);
+            gates.push(gate);
             let client = settings.client().await.context("Kubernetes client")?;
             info!(node = %settings.node_name, source = ?settings.source, "watching TracingPolicy objects and this node's pods");
             let load = lsm_agent::k8s::loader::watch_and_load(
                 client.clone(),
                 settings.node_name.clone(),
                 agent.clone(),
+                policies_synced,
             );
             tasks.spawn_until_stopped("Kubernetes policy loader", async move { Ok(load.await?) });
             let opts = lsm_agent::k8s::workloads::Options::default();
@@ -342,6 +454,7 @@ async fn main() -> anyhow::Result<()> {
                 agent.clone(),
                 index.clone(),
                 opts,
+                workloads_installed,
             );
             tasks.spawn_until_stopped("Kubernetes workloads", async move { Ok(send.await?) });
             // Which pod a cgroup is, for the events (the enrichment takes it).
@@ -377,6 +490,13 @@ async fn main() -> anyhow::Result<()> {
         Err(e) => error!("dns: no resolver, GetUrl and DnsLookup actions are not performed: {e}"),
     }
     let stats = Arc::new(events::reader::ReaderStats::default());
+    if !args.bpf_dir.as_os_str().is_empty() {
+        let run = handover(args.bpf_dir.clone(), own_generation, gates, stats.clone());
+        tasks.spawn("pinned-generation handover", async move {
+            run.await;
+            Ok(())
+        });
+    }
     let (tx, mut rx) = mpsc::channel(65536);
     tasks.spawn_until_stopped("ring-buffer reader", {
         let stats = stats.clone();

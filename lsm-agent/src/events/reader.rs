@@ -23,6 +23,9 @@ pub struct ReaderStats {
     /// Decoded events dropped because the consumer's queue was full.
     pub queue_lost: AtomicU64,
     pub decode_errors: AtomicU64,
+    /// Events of an earlier agent's pinned programs that no agent read: still in its ring when
+    /// it was retired, or lost because that ring was full (see `bpf::pin`).
+    pub handover_lost: AtomicU64,
 }
 
 /// Reads `ring` until the receiver goes away.
