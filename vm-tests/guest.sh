@@ -81,6 +81,9 @@ while read -r t; do
   else
     echo "[guest] agent stopped $(( EPOCHSECONDS - stop_start ))s after SIGTERM"
   fi
+  # Stopped agents leave their programs pinned and enforcing (by design, see bpf/pin.rs):
+  # lift them before the next suite, as `lsm-agent --unload` would.
+  [ -d /sys/fs/bpf/lsm-agent ] && rm -rf /sys/fs/bpf/lsm-agent
   # The kubernetes suite's watchdog stops its etcd + kube-apiserver once the binary is gone
   # (stop.sh waits up to 20 s for each): they must not outlive it.
   for _ in {1..250}; do cluster_running || break; sleep 0.2; done

@@ -641,6 +641,23 @@ impl Drop for Agent {
         // SIGTERM first so the agent removes its socket and info file.
         let _ = kill(Pid::from_raw(self.agent.id() as i32), Signal::SIGTERM);
         let _ = self.agent.wait();
+        // A stopped agent's programs stay pinned and enforcing (by design): lift them.
+        unload_pinned();
+    }
+}
+
+/// `lsm-agent --unload`: detaches every program an agent left pinned under the default
+/// `--bpf-dir`. Panics when it fails, unless the thread is already panicking.
+pub fn unload_pinned() {
+    let out = Command::new(bin("lsm-agent"))
+        .arg("--unload")
+        .output()
+        .expect("running lsm-agent --unload");
+    if !out.status.success() && !thread::panicking() {
+        panic!(
+            "lsm-agent --unload failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
