@@ -18,8 +18,8 @@ use crate::{
     event::emit,
     kernel::{kconf, read_attrs},
     maps::{
-        ADDR4, ADDR6, CGROUPS, COUNTERS, NUM_FILT, NUM_SET, PIDS, PORTS, PROCS, SCRATCH, SEL_ACT,
-        SOCK_OWNERS, STR_EQ, STR_POSTFIX, STR_PREFIX, hook_cfg,
+        ADDR4, ADDR6, AGENTS, CGROUPS, COUNTERS, NUM_FILT, NUM_SET, PIDS, PORTS, PROCS, SCRATCH,
+        SEL_ACT, SOCK_OWNERS, STR_EQ, STR_POSTFIX, STR_PREFIX, hook_cfg,
     },
     path::count,
     scratch::Scratch,
@@ -262,6 +262,12 @@ fn evaluate_at(
         cand = cfg.narrow_scope(cand, cgroup_scope(hook));
     }
     if cand == 0 {
+        return 0;
+    }
+    // A newer agent taking over while this object's programs are still attached (pinned) must
+    // not be denied by them: it loads its policies under them. Read only when some selector
+    // is a candidate.
+    if AGENTS.get(0).is_some_and(|&t| t != 0 && t == tgid) {
         return 0;
     }
     s.owner = 0;

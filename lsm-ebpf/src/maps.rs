@@ -18,6 +18,11 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_STATS, 0);
 
+/// Index 0: the thread-group id of the agent that took over from this object's agent (0 until
+/// one does), exempt like `agent_tgid`. Its layout never changes (see `AGENTS_MAP`).
+#[map]
+pub static AGENTS: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Per-hook evaluation plans, two banks, at `hook_cfg_index(bank, hook)`; read them through
 /// [`hook_cfg`].
 #[map]

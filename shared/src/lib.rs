@@ -1219,6 +1219,10 @@ pub const ABI_VERSION: u32 = 1;
 
 pub const EVENTS_MAP: &str = "EVENTS";
 pub const STATS_MAP: &str = "STATS";
+/// One `u32` at index 0: the agent that took over from this object's agent (exempt as
+/// `KernelConfig::agent_tgid` is). An agent writes it into the pinned maps of agents of any
+/// ABI version, so its name, key and value never change.
+pub const AGENTS_MAP: &str = "AGENTS";
 pub const HOOK_CFG_MAP: &str = "HOOK_CFG";
 /// One `u32`: the live bank of [`HOOK_CFG_MAP`] (see [`hook_cfg_index`]).
 pub const PLAN_BANK_MAP: &str = "PLAN_BANK";

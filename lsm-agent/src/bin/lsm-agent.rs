@@ -190,10 +190,14 @@ fn pins(root: &Path) -> pin::Pins {
         return pin::Pins::none();
     }
     match pin::list(root) {
-        Ok(earlier) if !earlier.is_empty() => info!(
-            generations = earlier.len(),
-            "programs pinned by an earlier agent keep enforcing until this one's policies are loaded"
-        ),
+        Ok(earlier) if !earlier.is_empty() => {
+            let exempt = pin::exempt_from(&earlier, std::process::id());
+            info!(
+                generations = earlier.len(),
+                exempt,
+                "programs pinned by an earlier agent keep enforcing until this one's policies are loaded (this agent exempt from them)"
+            )
+        }
         Ok(_) => {}
         Err(e) => warn!("{e}"),
     }

@@ -213,8 +213,9 @@ impl Probe {
         }
         let features = modes::feature_probes(caps, &modes, &d_path);
 
-        // The ring and the counters, for the agent after this one to count what it missed.
-        for name in [EVENTS_MAP, STATS_MAP] {
+        // The ring and the counters, for the agent after this one to count what it missed;
+        // AGENTS, for it to exempt itself from these programs while it takes over.
+        for name in [EVENTS_MAP, STATS_MAP, AGENTS_MAP] {
             let map = ebpf.map(name).ok_or(BpfError::MissingMap(name))?;
             pins.pin_map(name, map)?;
         }

@@ -18,14 +18,14 @@ use std::{
 };
 
 use aya::{
-    maps::{Map, MapData, PerCpuArray, RingBuf},
+    maps::{Array, Map, MapData, PerCpuArray, RingBuf},
     pin::PinError,
     programs::{
         kprobe::KProbeLink,
         links::{FdLink, PinnedLink},
     },
 };
-use lsm_shared::{ABI_VERSION, EVENTS_MAP, STAT_RING_LOST, STATS_MAP};
+use lsm_shared::{ABI_VERSION, AGENTS_MAP, EVENTS_MAP, STAT_RING_LOST, STATS_MAP};
 use tracing::{debug, info, warn};
 
 /// Where the generations are pinned unless `--bpffs-dir` says otherwise.
@@ -285,6 +285,28 @@ impl Pins {
             source,
         })
     }
+}
+
+/// Exempts process `tgid` (the agent taking over) from the programs of `earlier` generations,
+/// which would otherwise apply their policies to it until they are retired: an egress policy
+/// could kill it on its way to the API server. Returns how many generations it was written to.
+pub fn exempt_from(earlier: &[Generation], tgid: u32) -> usize {
+    let mut n = 0;
+    for g in earlier {
+        let path = g.maps().join(AGENTS_MAP);
+        let written = MapData::from_pin(&path)
+            .and_then(Map::from_map_data)
+            .and_then(Array::<MapData, u32>::try_from)
+            .and_then(|mut a| a.set(0, tgid, 0));
+        match written {
+            Ok(()) => n += 1,
+            Err(e) => warn!(
+                generation = %g.dir.display(),
+                "cannot exempt this agent from an earlier agent's programs: {e}"
+            ),
+        }
+    }
+    n
 }
 
 /// What a retired generation left undelivered: the events still in its ring, and (same ABI
