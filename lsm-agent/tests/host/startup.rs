@@ -124,3 +124,15 @@ fn one_broken_file_among_good_ones_still_stops_the_agent() {
     ]);
     assert!(!out.status.success());
 }
+
+/// `--server-unix-socket ''` and `--bpf-dir ''` are the documented way to turn the unix
+/// socket and pinning off: the parser must accept the empty value.
+#[test]
+fn empty_unix_socket_and_bpf_dir_are_accepted_as_off() {
+    let out = agent(&["--check", "--server-unix-socket", "", "--bpf-dir", ""]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
