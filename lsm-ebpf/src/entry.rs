@@ -10,7 +10,13 @@ use aya_ebpf::{
 
 use lsm_shared::MAX_ERRNO;
 
-use crate::{maps::SCRATCH, scratch::Scratch};
+use crate::{
+    kernel::kconf,
+    maps::{CANARY, CANARY_HITS, SCRATCH},
+    scratch::Scratch,
+};
+
+const EPERM: i32 = 1;
 
 /// The task a program runs in.
 #[derive(Clone, Copy)]
@@ -67,11 +73,14 @@ pub fn enter() -> Result<(&'static mut Scratch, Current), i32> {
 }
 
 /// The start of every LSM program: argument `prev_arg` is the verdict of the LSMs that ran
-/// before; a denial there stands and nothing is evaluated. Then [`enter`].
+/// before; a denial there stands and nothing is evaluated. Then the canary: the agent's
+/// armed thread is denied at the armed `hook` (and the hit counted), proving that this
+/// program runs and its verdict reaches the caller. Then [`enter`].
 #[inline(always)]
 pub fn enter_lsm(
     ctx: &LsmContext,
     prev_arg: usize,
+    hook: u32,
 ) -> Result<(&'static mut Scratch, Current), i32> {
     // Read and tested as the whole 64-bit slot: the verifier knows the range of the slot as
     // loaded ([-MAX_ERRNO, 0]), but not of a zero-extended 32-bit copy, and a program that
@@ -79,6 +88,19 @@ pub fn enter_lsm(
     let prev: i64 = ctx.arg(prev_arg);
     if prev != 0 {
         return Err(prev as i32);
+    }
+    let cur = Current::get();
+    // One compare against a load-time constant for every other process.
+    if cur.tgid() == kconf!(agent_tgid)
+        && let Some(arm) = CANARY.get(0)
+        && arm.tid == cur.pid()
+        && arm.hook == hook
+    {
+        if let Some(hits) = CANARY_HITS.get_ptr_mut(hook) {
+            // SAFETY: a valid array slot; only the armed thread writes it.
+            unsafe { *hits += 1 };
+        }
+        return Err(-EPERM);
     }
     enter()
 }

@@ -78,7 +78,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
 
 #[inline(always)]
 fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
-    let (s, cur) = enter_lsm(ctx, 1)?;
+    let (s, cur) = enter_lsm(ctx, 1, HOOK_FILE_OPEN)?;
     let file: u64 = ctx.arg(0);
     let p = (file + kconf!(file_f_path)) as *const kpath;
     let rec = &raw mut s.rec;
@@ -95,7 +95,7 @@ pub fn file_permission(ctx: LsmContext) -> i32 {
 
 #[inline(always)]
 fn try_file_permission(ctx: &LsmContext) -> Result<i32, i32> {
-    let (s, cur) = enter_lsm(ctx, 2)?;
+    let (s, cur) = enter_lsm(ctx, 2, HOOK_FILE_PERMISSION)?;
     // Every read and write runs this: without a selector here, not even the path lookup.
     if !hook_has_selectors(HOOK_FILE_PERMISSION) {
         return Ok(0);
@@ -114,7 +114,7 @@ pub fn mmap_file(ctx: LsmContext) -> i32 {
 
 #[inline(always)]
 fn try_mmap_file(ctx: &LsmContext) -> Result<i32, i32> {
-    let (s, cur) = enter_lsm(ctx, 4)?;
+    let (s, cur) = enter_lsm(ctx, 4, HOOK_MMAP_FILE)?;
     if !hook_has_selectors(HOOK_MMAP_FILE) {
         return Ok(0);
     }
@@ -147,7 +147,7 @@ pub fn path_truncate(ctx: LsmContext) -> i32 {
 
 #[inline(always)]
 fn try_path_truncate(ctx: &LsmContext) -> Result<i32, i32> {
-    let (s, cur) = enter_lsm(ctx, 1)?;
+    let (s, cur) = enter_lsm(ctx, 1, HOOK_PATH_TRUNCATE)?;
     let p: u64 = ctx.arg(0);
     let rec = &raw mut s.rec;
     resolve_d_path(s, p as *const kpath, rec);
@@ -168,7 +168,7 @@ pub fn path_truncate_walk(ctx: LsmContext) -> i32 {
 
 #[inline(always)]
 fn try_path_truncate_walk(ctx: &LsmContext) -> Result<i32, i32> {
-    let (s, cur) = enter_lsm(ctx, 1)?;
+    let (s, cur) = enter_lsm(ctx, 1, HOOK_PATH_TRUNCATE)?;
     let p: u64 = ctx.arg(0);
     let mnt = read_u64(p, kconf!(path_mnt));
     let dentry = read_u64(p, kconf!(path_dentry));
@@ -191,7 +191,7 @@ pub fn file_truncate(ctx: LsmContext) -> i32 {
 
 #[inline(always)]
 fn try_file_truncate(ctx: &LsmContext) -> Result<i32, i32> {
-    let (s, cur) = enter_lsm(ctx, 1)?;
+    let (s, cur) = enter_lsm(ctx, 1, HOOK_FILE_TRUNCATE)?;
     if !hook_has_selectors(HOOK_FILE_TRUNCATE) {
         return Ok(0);
     }
@@ -213,7 +213,7 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
 
 #[inline(always)]
 fn try_bprm_check_security(ctx: &LsmContext) -> Result<i32, i32> {
-    let (s, cur) = enter_lsm(ctx, 1)?;
+    let (s, cur) = enter_lsm(ctx, 1, HOOK_BPRM_CHECK)?;
     let bprm: *const u8 = ctx.arg(0);
     // A direct load (not bpf_probe_read) keeps the result a BTF pointer, which bpf_d_path
     // requires.
@@ -250,7 +250,7 @@ pub fn socket_connect(ctx: LsmContext) -> i32 {
 
 #[inline(always)]
 fn try_socket_connect(ctx: &LsmContext) -> Result<i32, i32> {
-    let (s, cur) = enter_lsm(ctx, 3)?;
+    let (s, cur) = enter_lsm(ctx, 3, HOOK_SOCKET_CONNECT)?;
     let sock: u64 = ctx.arg(0);
     let address: u64 = ctx.arg(1);
     let addrlen: i32 = ctx.arg(2);

@@ -23,6 +23,14 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_STATS, 0)
 #[map]
 pub static AGENTS: Array<u32> = Array::with_max_entries(1, 0);
 
+/// Index 0: the agent's thread and the hook its next canary operation must be denied at.
+#[map]
+pub static CANARY: Array<CanaryArm> = Array::with_max_entries(1, 0);
+
+/// Per hook: how often the canary was denied there.
+#[map]
+pub static CANARY_HITS: Array<u64> = Array::with_max_entries(NUM_HOOKS, 0);
+
 /// Per-hook evaluation plans, two banks, at `hook_cfg_index(bank, hook)`; read them through
 /// [`hook_cfg`].
 #[map]

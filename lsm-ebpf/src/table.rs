@@ -15,7 +15,7 @@ use crate::{
 /// indices only, as the verifier requires for context reads.
 #[inline(always)]
 fn try_hook<const N: usize>(ctx: &LsmContext, hook: u32) -> Result<i32, i32> {
-    let (s, cur) = enter_lsm(ctx, N)?;
+    let (s, cur) = enter_lsm(ctx, N, hook)?;
     s.set_raw(0, if N > 0 { ctx.arg(0) } else { 0 });
     s.set_raw(1, if N > 1 { ctx.arg(1) } else { 0 });
     s.set_raw(2, if N > 2 { ctx.arg(2) } else { 0 });

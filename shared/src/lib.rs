@@ -1209,6 +1209,17 @@ const _: () = assert!(
         == 8 + 48 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8 + 34 * 8
 );
 
+/// The canary (see `CANARY_MAP`): every LSM program denies the agent's thread `tid` at hook
+/// `hook` with -EPERM before anything else, and counts it in `CANARY_HITS_MAP`. `tid` 0 arms
+/// nothing.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct CanaryArm {
+    pub tid: u32,
+    pub hook: u32,
+}
+const _: () = assert!(size_of::<CanaryArm>() == 8);
+
 /// Version of this ABI: bump it whenever a map's key or value layout, a map's name or the
 /// meaning of a counter index changes. Pinned enforcement ([`EVENTS_MAP`] and [`STATS_MAP`]
 /// of an earlier agent) is only read with the layouts of the same version.
@@ -1223,6 +1234,10 @@ pub const STATS_MAP: &str = "STATS";
 /// `KernelConfig::agent_tgid` is). An agent writes it into the pinned maps of agents of any
 /// ABI version, so its name, key and value never change.
 pub const AGENTS_MAP: &str = "AGENTS";
+/// One [`CanaryArm`]: which agent thread is denied at which hook (the canary).
+pub const CANARY_MAP: &str = "CANARY";
+/// Per hook (`u64`): how often the canary was denied there.
+pub const CANARY_HITS_MAP: &str = "CANARY_HITS";
 pub const HOOK_CFG_MAP: &str = "HOOK_CFG";
 /// One `u32`: the live bank of [`HOOK_CFG_MAP`] (see [`hook_cfg_index`]).
 pub const PLAN_BANK_MAP: &str = "PLAN_BANK";
@@ -1295,6 +1310,7 @@ mod user {
         )*};
     }
     pod!(
+        CanaryArm,
         PathRec,
         StrKey,
         LpmStr,

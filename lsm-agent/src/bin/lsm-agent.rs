@@ -43,7 +43,7 @@ struct Args {
     server_address: String,
     /// A unix socket serving the same API as --server-address (without TLS), which `lsmctl`
     /// on the node prefers: no egress policy can block it. An empty value turns it off.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_UNIX_SOCKET)]
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_UNIX_SOCKET, value_parser = path_or_empty)]
     server_unix_socket: PathBuf,
     #[command(flatten)]
     server_tls: grpc::tls::ServerTlsOptions,
@@ -76,11 +76,42 @@ struct Args {
     /// Where the programs' links are pinned (bpffs), so that they keep enforcing while no agent
     /// runs: a restarted agent takes over without a gap. An empty value turns pinning off (the
     /// programs are detached when the agent exits).
-    #[arg(long, value_name = "DIR", default_value = pin::DEFAULT_ROOT)]
+    #[arg(long, value_name = "DIR", default_value = pin::DEFAULT_ROOT, value_parser = path_or_empty)]
     bpf_dir: PathBuf,
     /// Detach every pinned program under --bpf-dir and remove it (uninstall), then exit.
     #[arg(long)]
     unload: bool,
+    /// Seconds between canary rounds: each hook with an LSM program proves that it denies
+    /// (health turns to error when one does not). 0 runs the canary at start only.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    canary_interval: u64,
+}
+
+/// Runs the canary and logs what changed since `last`: a hook that stopped (or started)
+/// denying, once per change.
+async fn canary_round(
+    agent: &agent::AgentHandle,
+    last: &mut BTreeMap<&'static str, bool>,
+) -> Result<(), agent::AgentError> {
+    use lsm_agent::bpf::canary::Verdict;
+    for c in agent.canary().await?.iter() {
+        let denied = c.verdict == Verdict::Denied;
+        let changed = last.insert(c.hook, denied) != Some(denied);
+        match &c.verdict {
+            Verdict::Denied if changed => info!(hook = c.hook, "canary denied: the hook enforces"),
+            Verdict::Failed(why) if changed => {
+                error!(
+                    hook = c.hook,
+                    "canary NOT denied, the hook does not enforce: {why}"
+                )
+            }
+            Verdict::Unverified(why) if changed => {
+                debug!(hook = c.hook, "canary not run: {why}")
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// How often generations pinned by another, live agent are looked at again: they are retired
@@ -125,6 +156,11 @@ async fn handover(
         }
         tokio::time::sleep(HANDOVER_PERIOD).await;
     }
+}
+
+/// A path where an empty value means "off" (clap's path parser refuses empty values).
+fn path_or_empty(s: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(s))
 }
 
 fn parse_dns_server(s: &str) -> Result<std::net::SocketAddr, String> {
@@ -603,6 +639,23 @@ async fn main() -> anyhow::Result<()> {
         tasks.spawn("metrics server", async move {
             serve.await;
             Ok(())
+        });
+    }
+
+    // The first canary before the API answers: health and readiness then say from the start
+    // whether each hook denies.
+    let mut canary_last = BTreeMap::new();
+    canary_round(&agent, &mut canary_last)
+        .await
+        .context("running the canary")?;
+    if args.canary_interval > 0 {
+        let agent = agent.clone();
+        let period = Duration::from_secs(args.canary_interval);
+        tasks.spawn_until_stopped("canary", async move {
+            loop {
+                tokio::time::sleep(period).await;
+                canary_round(&agent, &mut canary_last).await?;
+            }
         });
     }
 

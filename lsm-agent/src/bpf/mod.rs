@@ -4,6 +4,7 @@
 //! [`MapImage`] into map updates).
 
 pub mod btf;
+pub mod canary;
 pub mod modes;
 pub mod pin;
 pub mod probes;
@@ -94,6 +95,7 @@ pub struct Probe {
     kernel_btf: aya::Btf,
     /// The links of the programs attached here (not the generic probes').
     pins: pin::Pins,
+    canary: canary::CanaryMaps,
     hook_cfg: Array<MapData, HookConfig>,
     plan_bank: Array<MapData, u32>,
     /// The live bank of `hook_cfg` (what `plan_bank` holds).
@@ -246,6 +248,7 @@ impl Probe {
             lsm_pending,
             kernel_btf,
             pins,
+            canary: canary::CanaryMaps::take(&mut ebpf)?,
             ebpf,
             installed: MapImage::default(),
             attached,
@@ -256,6 +259,18 @@ impl Probe {
         // plans safely, so find out now rather than at the first policy.
         probe.wait_for_programs()?;
         Ok((probe, ring))
+    }
+
+    /// Runs the canary of every hook whose LSM program is attached (none in kprobe mode,
+    /// where nothing denies), from the calling thread.
+    pub fn canary(&mut self) -> Vec<canary::HookCanary> {
+        let hooks: Vec<(u32, &'static str)> = modes::HOOKS
+            .iter()
+            .filter(|e| self.modes.0[e.hook as usize] == Some(AttachMode::Lsm))
+            .filter(|e| self.attached.iter().any(|a| a.target == e.lsm))
+            .map(|e| (e.hook, e.lsm))
+            .collect();
+        canary::run(&mut self.canary, &hooks)
     }
 
     /// Records processes that were running before the agent started, so `matchBinaries`
