@@ -84,6 +84,7 @@ pub const PATHS_WALKED: &str = "lsm_agent_paths_walked_total";
 pub const RINGBUF_RECEIVED: &str = "lsm_agent_ringbuf_events_received_total";
 pub const RINGBUF_LOST: &str = "lsm_agent_ringbuf_events_lost_total";
 pub const RINGBUF_QUEUE_LOST: &str = "lsm_agent_ringbuf_queue_events_lost_total";
+pub const HOOK_ENFORCING: &str = "lsm_agent_hook_enforcing";
 pub const HANDOVER_LOST: &str = "lsm_agent_handover_events_lost_total";
 pub const RINGBUF_DECODE_ERRORS: &str = "lsm_agent_ringbuf_decode_errors_total";
 pub const SUBSCRIBERS: &str = "lsm_agent_event_subscribers";
@@ -196,6 +197,13 @@ pub const METRICS: &[Metric] = &[
         labels: &[],
         help: "Decoded events dropped because the queue to the event processing was full.",
         tetragon: "tetragon_observer_ringbuf_queue_events_lost_total",
+    },
+    Metric {
+        name: HOOK_ENFORCING,
+        kind: Kind::Gauge,
+        labels: &["hook"],
+        help: "1 when the hook's last canary was denied (the hook enforces), 0 when it was not or could not run.",
+        tetragon: "none",
     },
     Metric {
         name: HANDOVER_LOST,
@@ -549,6 +557,12 @@ impl Collector {
             }
             if let Ok(programs) = agent.program_stats().await {
                 record_program_stats(&programs);
+            }
+            if let Some(canary) = agent.last_canary() {
+                for c in canary.iter() {
+                    let denied = c.verdict == crate::agent::Verdict::Denied;
+                    gauge!(HOOK_ENFORCING, "hook" => c.hook).set(if denied { 1.0 } else { 0.0 });
+                }
             }
         }
         if let Some(r) = &self.sources.reader {

@@ -13,6 +13,7 @@ pub mod status;
 
 /// What the kernel counts of each loaded program; metrics read it through the agent.
 pub use crate::bpf::ProgramStats;
+pub use crate::bpf::canary::{HookCanary, Verdict};
 pub use owner::{AgentHandle, Owner, owner};
 pub use state::{
     Agent, AgentError, CrdKind, KernelStats, KubeObject, LoadedPolicy, MapWriter, Prepared, Source,

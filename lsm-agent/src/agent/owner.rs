@@ -17,8 +17,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
     state::{Agent, AgentError, KernelStats, Source, SourceError},
-    status::{Health, HealthState, PolicyStatus},
+    status::{Health, PolicyStatus},
 };
+use crate::bpf::canary::HookCanary;
 use crate::policy::{
     compile::MapImage,
     ir::{Policy, PolicyMode},
@@ -102,11 +103,14 @@ enum Command {
     ProgramStats {
         reply: Reply<Vec<crate::bpf::ProgramStats>>,
     },
+    Canary {
+        reply: Reply<Arc<Vec<HookCanary>>>,
+    },
 }
 
 /// Runs one command against the state machine and answers it. A requester that stopped
 /// waiting does not undo the change.
-fn execute(agent: &mut Agent, cmd: Command) {
+fn execute(agent: &mut Agent, cmd: Command, canary: &watch::Sender<Option<Arc<Vec<HookCanary>>>>) {
     fn answer<T>(reply: Reply<T>, r: Result<T, AgentError>) {
         let _ = reply.send(r);
     }
@@ -165,6 +169,11 @@ fn execute(agent: &mut Agent, cmd: Command) {
         Command::Status { reply } => answer(reply, Ok(agent.status())),
         Command::KernelStats { reply } => answer(reply, Ok(agent.kernel_stats())),
         Command::ProgramStats { reply } => answer(reply, Ok(agent.program_stats())),
+        Command::Canary { reply } => {
+            let report = Arc::new(agent.canary());
+            canary.send_replace(Some(report.clone()));
+            answer(reply, Ok(report));
+        }
     }
 }
 
@@ -173,6 +182,7 @@ pub struct Owner {
     agent: Agent,
     commands: mpsc::Receiver<Command>,
     image: watch::Sender<Arc<MapImage>>,
+    canary: watch::Sender<Option<Arc<Vec<HookCanary>>>>,
 }
 
 /// Puts `agent` behind an owner; the handle is how everything else reaches it.
@@ -181,16 +191,19 @@ pub fn owner(agent: Agent) -> (Owner, AgentHandle) {
     let (image, images) = watch::channel(agent.image().clone());
     let modes = agent.hook_modes();
     let features = Arc::new(agent.features());
+    let (canary, canaries) = watch::channel(None);
     let handle = AgentHandle {
         tx,
         images,
         modes,
         features,
+        canaries,
     };
     let owner = Owner {
         agent,
         commands,
         image,
+        canary,
     };
     (owner, handle)
 }
@@ -205,9 +218,9 @@ impl Owner {
             if multi_thread {
                 // A plan switch waits for the kernel (one RCU grace period, milliseconds):
                 // the runtime moves this worker's other tasks elsewhere meanwhile.
-                tokio::task::block_in_place(|| execute(&mut self.agent, cmd));
+                tokio::task::block_in_place(|| execute(&mut self.agent, cmd, &self.canary));
             } else {
-                execute(&mut self.agent, cmd);
+                execute(&mut self.agent, cmd, &self.canary);
             }
             let now = self.agent.image();
             // Published only when it changed, so that readers' `changed()` means something.
@@ -232,6 +245,8 @@ pub struct AgentHandle {
     modes: crate::bpf::HookModes,
     /// Fixed at start-up too: see [`crate::bpf::modes::feature_probes`].
     features: Arc<Vec<(String, bool)>>,
+    /// The last canary's verdicts (`None` before the first).
+    canaries: watch::Receiver<Option<Arc<Vec<HookCanary>>>>,
 }
 
 impl std::fmt::Debug for AgentHandle {
@@ -410,16 +425,24 @@ impl AgentHandle {
         self.request(|reply| Command::ProgramStats { reply }).await
     }
 
+    /// Runs the canary of every enforcing hook (in the owner's thread, which the kernel
+    /// denies) and returns its verdicts; health reflects them from now on.
+    pub async fn canary(&self) -> Result<Arc<Vec<HookCanary>>, AgentError> {
+        self.request(|reply| Command::Canary { reply }).await
+    }
+
+    /// The last canary's verdicts, `None` before the first.
+    pub fn last_canary(&self) -> Option<Arc<Vec<HookCanary>>> {
+        self.canaries.borrow().clone()
+    }
+
     pub fn health(&self) -> Health {
-        let running = !self.tx.is_closed();
-        Health {
-            state: if running {
-                HealthState::Running
-            } else {
-                HealthState::Stopped
-            },
-            details: super::status::health_details(running, &self.modes),
-        }
+        let canary = self.last_canary();
+        super::status::health(
+            !self.tx.is_closed(),
+            &self.modes,
+            canary.as_deref().map(|v| v.as_slice()),
+        )
     }
 
     /// The entry point each hook got on this kernel.
@@ -449,7 +472,10 @@ mod tests {
 
     use super::*;
     use crate::{
-        agent::{state::tests::Recorder, status::PolicyState},
+        agent::{
+            state::tests::Recorder,
+            status::{HealthState, PolicyState},
+        },
         policy::{ir::HostNs, parse::parse_policy},
     };
 

@@ -58,6 +58,11 @@ pub trait MapWriter: Send {
     fn features(&self) -> Vec<(String, bool)> {
         Vec::new()
     }
+
+    /// Runs the canary of every enforcing hook (none without a kernel).
+    fn canary(&mut self) -> Vec<crate::bpf::canary::HookCanary> {
+        Vec::new()
+    }
 }
 
 impl MapWriter for crate::bpf::Probe {
@@ -83,6 +88,10 @@ impl MapWriter for crate::bpf::Probe {
 
     fn features(&self) -> Vec<(String, bool)> {
         self.features.clone()
+    }
+
+    fn canary(&mut self) -> Vec<crate::bpf::canary::HookCanary> {
+        crate::bpf::Probe::canary(self)
     }
 }
 
@@ -495,6 +504,11 @@ impl Agent {
 
     pub fn kernel_stats(&self) -> Option<KernelStats> {
         self.writer.kernel_stats()
+    }
+
+    /// Runs the canary of every enforcing hook, from this thread.
+    pub fn canary(&mut self) -> Vec<crate::bpf::canary::HookCanary> {
+        self.writer.canary()
     }
 
     pub fn program_stats(&self) -> Vec<crate::bpf::ProgramStats> {

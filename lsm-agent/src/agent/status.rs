@@ -2,7 +2,11 @@
 //! `TracingPolicyStatus`, the metrics) convert these at their border.
 
 use super::state::Source;
-use crate::bpf::{AttachMode, HookModes, modes::hook_entry};
+use crate::bpf::{
+    AttachMode, HookModes,
+    canary::{HookCanary, Verdict},
+    modes::hook_entry,
+};
 
 /// One policy as the agent sees it (Tetragon's `TracingPolicyStatus` carries the same facts).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,6 +251,54 @@ pub enum HealthState {
     Running,
     /// The policy owner is gone: the agent is stopping.
     Stopped,
+    /// A hook's canary was not denied: a hook that should enforce does not.
+    Error,
+}
+
+/// The health from whether the owner runs, the hooks' entry points and the last canary
+/// (`None` before the first): the canary's failures make it an error, naming each hook and
+/// what was seen; the hooks it proved are named too.
+pub fn health(running: bool, modes: &HookModes, canary: Option<&[HookCanary]>) -> Health {
+    if !running {
+        return Health {
+            state: HealthState::Stopped,
+            details: "stopped".into(),
+        };
+    }
+    let base = health_details(true, modes);
+    let Some(canary) = canary else {
+        return Health {
+            state: HealthState::Running,
+            details: format!("{base}; canary: not run yet"),
+        };
+    };
+    let failed: Vec<String> = canary
+        .iter()
+        .filter_map(|c| match &c.verdict {
+            Verdict::Failed(why) => Some(format!("{}: {why}", c.hook)),
+            _ => None,
+        })
+        .collect();
+    if !failed.is_empty() {
+        return Health {
+            state: HealthState::Error,
+            details: format!("error: canary failed: {}", failed.join("; ")),
+        };
+    }
+    let denied: Vec<&str> = canary
+        .iter()
+        .filter(|c| c.verdict == Verdict::Denied)
+        .map(|c| c.hook)
+        .collect();
+    let details = if denied.is_empty() {
+        format!("{base}; canary: no LSM program to prove")
+    } else {
+        format!("{base}; canary denied at: {}", denied.join(","))
+    };
+    Health {
+        state: HealthState::Running,
+        details,
+    }
 }
 
 #[cfg(test)]
@@ -322,6 +374,39 @@ mod tests {
                 ("raw_syscalls/sys_enter", "generic_tracepoint", true),
                 ("/bin/bash:readline", "generic_uprobe", true),
             ]
+        );
+    }
+
+    #[test]
+    fn a_failed_canary_is_an_error_naming_the_hook_and_a_denied_one_is_listed() {
+        let modes = HookModes::all(AttachMode::Lsm);
+        let c = |hook, verdict| HookCanary { hook, verdict };
+        let pending = health(true, &modes, None);
+        assert_eq!(pending.state, HealthState::Running);
+        assert!(
+            pending.details.contains("canary: not run yet"),
+            "{pending:?}"
+        );
+        let ok = [
+            c("file_open", Verdict::Denied),
+            c("inode_mkdir", Verdict::Unverified("no operation".into())),
+        ];
+        let h = health(true, &modes, Some(&ok));
+        assert_eq!(h.state, HealthState::Running);
+        assert_eq!(h.details, "running; canary denied at: file_open");
+        let bad = [
+            c("file_open", Verdict::Denied),
+            c("file_permission", Verdict::Failed("not denied".into())),
+        ];
+        let h = health(true, &modes, Some(&bad));
+        assert_eq!(h.state, HealthState::Error);
+        assert_eq!(
+            h.details,
+            "error: canary failed: file_permission: not denied"
+        );
+        assert_eq!(
+            health(false, &modes, Some(&bad)).state,
+            HealthState::Stopped
         );
     }
 

@@ -145,6 +145,7 @@ impl PolicyApi for AgentHandle {
         let result = match h.state {
             HealthState::Running => HealthStatusResult::HealthStatusRunning,
             HealthState::Stopped => HealthStatusResult::HealthStatusStopped,
+            HealthState::Error => HealthStatusResult::HealthStatusError,
         };
         (result, h.details)
     }

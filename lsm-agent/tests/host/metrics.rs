@@ -69,6 +69,20 @@ impl MapWriter for FakeKernel {
         }]
     }
 
+    fn canary(&mut self) -> Vec<lsm_agent::agent::HookCanary> {
+        use lsm_agent::agent::{HookCanary, Verdict};
+        vec![
+            HookCanary {
+                hook: "file_open",
+                verdict: Verdict::Denied,
+            },
+            HookCanary {
+                hook: "file_permission",
+                verdict: Verdict::Failed("not denied".into()),
+            },
+        ]
+    }
+
     fn counters(&self) -> BTreeMap<u32, lsm_shared::ActionCounters> {
         let n = self.per_slot.load(Ordering::Relaxed);
         let mut c = lsm_shared::ActionCounters::default();
@@ -198,6 +212,7 @@ async fn scrape_reports_what_the_daemon_records() {
         let p = parse_policy(yaml, std::path::Path::new("<test>")).unwrap();
         agent.add(p, Source::Grpc).await.unwrap();
     }
+    agent.canary().await.unwrap();
 
     // DNS: the name the policies use fails to resolve.
     let dns_status = DnsStatus::new();
@@ -358,6 +373,11 @@ async fn scrape_reports_what_the_daemon_records() {
     let program = [("program", "file_open"), ("kind", "lsm")];
     assert_eq!(v(m::PROGRAM_RUNS, &program), Some(40.0));
     assert_eq!(v(m::PROGRAM_NANOSECONDS, &program), Some(3000.0));
+    assert_eq!(v(m::HOOK_ENFORCING, &[("hook", "file_open")]), Some(1.0));
+    assert_eq!(
+        v(m::HOOK_ENFORCING, &[("hook", "file_permission")]),
+        Some(0.0)
+    );
     assert_eq!(v(m::SUBSCRIBERS, &[]), Some(1.0));
     let dropped = v(m::SUBSCRIBER_DROPPED, &[("client", "127.0.0.1")]).unwrap();
     assert!(dropped >= 90.0, "{dropped}");
