@@ -426,6 +426,12 @@ impl Agent {
                 eprintln!("agent ready after {:?}", start.elapsed());
                 return;
             }
+            // A failed canary will not heal by waiting.
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                !text.contains("canary failed"),
+                "the agent's canary failed at start:\n{text}"
+            );
             assert!(
                 start.elapsed() < AGENT_START_TIMEOUT,
                 "lsm-agent not ready after {AGENT_START_TIMEOUT:?}"

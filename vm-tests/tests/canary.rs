@@ -1,0 +1,95 @@
+//! The canary (issue 12): health says a hook enforces only once its canary was denied, and a
+//! hook detached behind the agent's back turns health to error within one canary period.
+
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
+
+use vm_tests::*;
+
+const METRICS: &str = "127.0.0.1:2113";
+/// Seconds between canary rounds in this test.
+const PERIOD: u64 = 10;
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_hook_detached_behind_the_agents_back_turns_health_to_error_within_one_canary_period() {
+    let a = Agent::start(&[
+        "--tracing-policy".into(),
+        quickstart("file_monitoring_enforce.yaml")
+            .display()
+            .to_string(),
+        "--canary-interval".into(),
+        PERIOD.to_string(),
+        "--metrics-server".into(),
+        METRICS.into(),
+    ]);
+    // Ready means `lsmctl status` succeeded: the first canary ran before the API answered.
+    let status = a.lsmctl(&["status"]);
+    let text = stdout(&status);
+    assert!(status.status.success(), "{text}");
+    let proved = text
+        .lines()
+        .find(|l| l.contains("canary denied at:"))
+        .unwrap_or_else(|| panic!("no canary in the health:\n{text}"));
+    for hook in ["file_open", "file_permission", "bprm_check_security"] {
+        assert!(proved.contains(hook), "{hook} not proved: {proved}");
+    }
+    let body = scrape_metrics(METRICS);
+    assert_eq!(
+        metric_sample(
+            &body,
+            "lsm_agent_hook_enforcing",
+            &[("hook", "file_permission")]
+        ),
+        1.0,
+        "{body}"
+    );
+
+    let out = run(&bin("vmtest-detach"), &["file_permission"]);
+    assert!(out.status.success(), "detaching: {}", stdout(&out));
+    let detached = Instant::now();
+    // The next round is at most one period away; the round itself and lsmctl under
+    // emulation take a few seconds more.
+    let deadline = Duration::from_secs(PERIOD + 8);
+    let text = loop {
+        let status = a.lsmctl(&["status"]);
+        let text = stdout(&status);
+        if !status.status.success() {
+            break text;
+        }
+        assert!(
+            detached.elapsed() < deadline,
+            "health still running {:?} after the detach:\n{text}",
+            detached.elapsed()
+        );
+        thread::sleep(Duration::from_millis(500));
+    };
+    eprintln!(
+        "health turned to error {:?} after the detach",
+        detached.elapsed()
+    );
+    assert!(
+        text.contains("canary failed: file_permission: not denied"),
+        "the error names the hook and why:\n{text}"
+    );
+    let body = scrape_metrics(METRICS);
+    assert_eq!(
+        metric_sample(
+            &body,
+            "lsm_agent_hook_enforcing",
+            &[("hook", "file_permission")]
+        ),
+        0.0,
+        "{body}"
+    );
+    assert_eq!(
+        metric_sample(&body, "lsm_agent_hook_enforcing", &[("hook", "file_open")]),
+        1.0,
+        "the other hooks still enforce: {body}"
+    );
+}
