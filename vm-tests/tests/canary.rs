@@ -1,5 +1,9 @@
 //! The canary (issue 12): health says a hook enforces only once its canary was denied, and a
 //! hook detached behind the agent's back turns health to error within one canary period.
+//!
+//! "Behind its back": the agent holds its LSM links by their bpffs pins alone, so removing a
+//! pin (a stray `rm -rf /sys/fs/bpf/...`, a broken uninstall script) detaches the program
+//! without the agent doing anything. (LSM links do not support `BPF_LINK_DETACH`.)
 
 use std::{
     thread,
@@ -50,8 +54,14 @@ fn a_hook_detached_behind_the_agents_back_turns_health_to_error_within_one_canar
         "{body}"
     );
 
-    let out = run(&bin("vmtest-detach"), &["file_permission"]);
-    assert!(out.status.success(), "detaching: {}", stdout(&out));
+    let pins: Vec<_> = std::fs::read_dir("/sys/fs/bpf/lsm-agent")
+        .expect("the agent's pins")
+        .filter_map(Result::ok)
+        .map(|g| g.path().join("links/file_permission@file_permission"))
+        .filter(|p| p.exists())
+        .collect();
+    assert_eq!(pins.len(), 1, "one pinned file_permission link: {pins:?}");
+    std::fs::remove_file(&pins[0]).expect("removing the pin");
     let detached = Instant::now();
     // The next round is at most one period away; the round itself and lsmctl under
     // emulation take a few seconds more.

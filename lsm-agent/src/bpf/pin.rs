@@ -184,15 +184,17 @@ fn ensure_bpffs(root: &Path) -> Result<(), PinDirError> {
 /// A link the agent holds: pinned in its generation, or only owned (no pinning).
 #[derive(Debug)]
 enum Held {
-    Pinned(#[allow(dead_code)] PinnedLink),
+    /// Only its pin holds it: removing that file detaches the program, whoever does it (the
+    /// canary then finds the hook no longer denies).
+    Pinned(#[allow(dead_code)] PathBuf),
     Owned(#[allow(dead_code)] FdLink),
     /// A kprobe attached through perf_event_open alone (kernels before 5.15): not a BPF link,
     /// so it cannot be pinned.
     Perf(#[allow(dead_code)] KProbeLink),
 }
 
-/// This agent's generation and the links it holds. Dropping it closes the links: an owned one
-/// is detached, a pinned one stays attached.
+/// This agent's generation and the links it holds. Dropping it closes the owned links, which
+/// detaches them; a pinned one is held by its pin alone and stays attached.
 #[derive(Debug, Default)]
 pub struct Pins {
     generation: Option<Generation>,
@@ -243,12 +245,13 @@ impl Pins {
         let path = g
             .links()
             .join(format!("{name}@{}", target.replace('/', ":")));
-        let pinned = link.pin(&path).map_err(|source| PinDirError::Pin {
+        // The pinned link's fd is closed here: the pin alone keeps the program attached.
+        drop(link.pin(&path).map_err(|source| PinDirError::Pin {
             name: name.to_string(),
             path: path.clone(),
             source,
-        })?;
-        self.links.push(Held::Pinned(pinned));
+        })?);
+        self.links.push(Held::Pinned(path));
         Ok(())
     }
 
