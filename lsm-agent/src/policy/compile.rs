@@ -145,8 +145,14 @@ pub struct MapImage {
 
 impl MapImage {
     /// The slot description for a hook event.
+    /// `hook` and `slot` come from kernel records: out of range is `None`, never an
+    /// overflow onto another hook's slot (found by the fuzz test).
     pub fn slot(&self, hook: u32, slot: u32) -> Option<&SlotInfo> {
-        self.slots.get(&(hook * MAX_SELECTORS + slot))
+        if slot >= MAX_SELECTORS {
+            return None;
+        }
+        self.slots
+            .get(&hook.checked_mul(MAX_SELECTORS)?.checked_add(slot)?)
     }
 }
 
