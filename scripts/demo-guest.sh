@@ -72,6 +72,10 @@ kill "$NODE_STREAM" 2>/dev/null
 say "Kubernetes: the agent restarts as a node of the cluster running in this VM"
 kill -TERM "$AGENT_PID"
 for _ in $(seq 1 100); do kill -0 "$AGENT_PID" 2>/dev/null || break; sleep 0.2; done
+# A stopped agent's programs stay pinned and keep enforcing (docs/modes.md): the node-wide
+# policies above would hold until the next agent takes over. This part starts afresh.
+say "lsm-agent --unload   (a stopped agent keeps enforcing; lift its node-wide policies)"
+"$AGENT" --unload
 say "lsm-agent --enable-k8s-api --k8s-kubeconfig-path \$KUBECONFIG --node-name $K8S_NODE"
 "$AGENT" --enable-k8s-api --k8s-kubeconfig-path "$KUBECONFIG" --node-name "$K8S_NODE" 2>&1 |
   sed 's/^/    [agent] /' &
