@@ -196,6 +196,11 @@ fn forbidden_operations_stay_denied_across_kill_restart_upgrade_and_stop_until_u
         text.contains("of their events were not delivered"),
         "the gap's events are counted:\n{text}"
     );
+    let mut summary: Vec<String> = text
+        .lines()
+        .filter(|l| l.contains("earlier agent"))
+        .map(str::to_string)
+        .collect();
     let gens = generations();
     assert!(
         gens.len() == 1 && gens[0].starts_with("v1-"),
@@ -221,7 +226,12 @@ fn forbidden_operations_stay_denied_across_kill_restart_upgrade_and_stop_until_u
     scene.stop_agent(Signal::SIGTERM);
     thread::sleep(Duration::from_secs(3));
     let tallies = scene.stop_loops();
-    eprintln!("tallies: {tallies:?}");
+    summary.extend(tallies.iter().map(|(op, line)| format!("{op}: {line}")));
+    // Kept with the results: the numbers the acceptance asks about.
+    let _ = std::fs::write(
+        results_dir().join("restart-summary.txt"),
+        summary.join("\n") + "\n",
+    );
     let mut attempts = 0;
     for (op, line) in &tallies {
         assert_eq!(
