@@ -14,7 +14,7 @@ use vm_tests::*;
 
 const METRICS: &str = "127.0.0.1:2113";
 /// Seconds between canary rounds in this test.
-const PERIOD: u64 = 10;
+const PERIOD: u64 = 5;
 
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
