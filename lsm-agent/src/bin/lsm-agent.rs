@@ -148,7 +148,7 @@ async fn handover(
             if lost > 0 {
                 warn!(
                     generation = %g.dir.display(), abi = g.abi, pid = g.pid, unread = r.unread, ring_lost = ?r.lost,
-                    "earlier agent's programs detached; {lost} of their events were not delivered (produced while no agent ran)"
+                    "earlier agent's programs detached; {lost} of their events were not delivered (produced while no agent ran; ring_lost counts the earlier agent's whole life)"
                 );
             } else {
                 info!(generation = %g.dir.display(), abi = g.abi, pid = g.pid, "earlier agent's programs detached; none of their events was lost");
