@@ -84,6 +84,7 @@ pub const PATHS_WALKED: &str = "lsm_agent_paths_walked_total";
 pub const RINGBUF_RECEIVED: &str = "lsm_agent_ringbuf_events_received_total";
 pub const RINGBUF_LOST: &str = "lsm_agent_ringbuf_events_lost_total";
 pub const RINGBUF_QUEUE_LOST: &str = "lsm_agent_ringbuf_queue_events_lost_total";
+pub const EXPORT_LOST: &str = "lsm_agent_export_events_lost_total";
 pub const HOOK_ENFORCING: &str = "lsm_agent_hook_enforcing";
 pub const HANDOVER_LOST: &str = "lsm_agent_handover_events_lost_total";
 pub const RINGBUF_DECODE_ERRORS: &str = "lsm_agent_ringbuf_decode_errors_total";
@@ -197,6 +198,13 @@ pub const METRICS: &[Metric] = &[
         labels: &[],
         help: "Decoded events dropped because the queue to the event processing was full.",
         tetragon: "tetragon_observer_ringbuf_queue_events_lost_total",
+    },
+    Metric {
+        name: EXPORT_LOST,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Events that matched the JSON export's filters but are not in its file: the exporter fell behind on the event bus, its queue was full, or a write failed (rate-limited events aside).",
+        tetragon: "none",
     },
     Metric {
         name: HOOK_ENFORCING,
@@ -520,6 +528,9 @@ pub struct Sources {
     pub reader: Option<Arc<ReaderStats>>,
     pub bus: Option<EventBus>,
     pub dns: Option<DnsStatus>,
+    /// The JSON export's lost events (a function, so that this edge does not import the
+    /// export, another edge).
+    pub export_lost: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
 }
 
 /// Turns state owned elsewhere into metric values; [`refresh`](Self::refresh) runs at every
@@ -573,6 +584,9 @@ impl Collector {
         }
         if let Some(bus) = &self.sources.bus {
             record_bus(&bus.snapshot());
+        }
+        if let Some(lost) = &self.sources.export_lost {
+            counter!(EXPORT_LOST).absolute(lost());
         }
         if let Some(dns) = &self.sources.dns {
             record_dns(&dns.snapshot(), Instant::now());
@@ -1292,6 +1306,7 @@ mod tests {
             reader: Some(reader),
             bus: Some(bus),
             dns: Some(DnsStatus::new()),
+            export_lost: None,
         });
         {
             // The test runtime has one thread: everything the refresh records lands here.

@@ -506,9 +506,12 @@ async fn main() -> anyhow::Result<()> {
     // Ring buffer → decoded events → enriched events on the bus.
     let bus = EventBus::new(4096);
     // JSON export file: one more bus subscriber, subscribed before the first event.
+    let mut export_lost = None;
     if let Some(cfg) = export {
         let exporter =
             lsm_agent::export::Exporter::start(cfg, &bus).context("starting the JSON export")?;
+        let stats = exporter.stats();
+        export_lost = Some(Arc::new(move || stats.lost()) as Arc<dyn Fn() -> u64 + Send + Sync>);
         let stop = tasks.stop_token();
         // Flushed at shutdown.
         tasks.spawn("export", async move {
@@ -633,6 +636,7 @@ async fn main() -> anyhow::Result<()> {
             reader: Some(stats.clone()),
             bus: Some(bus.clone()),
             dns: Some(dns_status.clone()),
+            export_lost,
         });
         let stop = tasks.stop_token().cancelled_owned();
         let serve = lsm_agent::metrics::serve(listeners, handle, collector, stop);

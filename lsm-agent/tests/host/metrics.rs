@@ -259,6 +259,7 @@ async fn scrape_reports_what_the_daemon_records() {
         reader: Some(reader.clone()),
         bus: Some(bus.clone()),
         dns: Some(dns_status.clone()),
+        export_lost: Some(Arc::new(|| 6)),
     });
     let metrics_listeners = m::bind("127.0.0.1:0").await.unwrap();
     let addr = metrics_listeners.local_addrs()[0];
@@ -374,6 +375,7 @@ async fn scrape_reports_what_the_daemon_records() {
     assert_eq!(v(m::PROGRAM_RUNS, &program), Some(40.0));
     assert_eq!(v(m::PROGRAM_NANOSECONDS, &program), Some(3000.0));
     assert_eq!(v(m::HOOK_ENFORCING, &[("hook", "file_open")]), Some(1.0));
+    assert_eq!(v(m::EXPORT_LOST, &[]), Some(6.0));
     assert_eq!(
         v(m::HOOK_ENFORCING, &[("hook", "file_permission")]),
         Some(0.0)
