@@ -75,7 +75,8 @@ pub fn enter() -> Result<(&'static mut Scratch, Current), i32> {
 /// The start of every LSM program: argument `prev_arg` is the verdict of the LSMs that ran
 /// before; a denial there stands and nothing is evaluated. Then the canary: the agent's
 /// armed thread is denied at the armed `hook` (and the hit counted), proving that this
-/// program runs and its verdict reaches the caller. Then [`enter`].
+/// program runs and its verdict reaches the caller. [`enter`] gives both the scratch area and
+/// the task, so the task is read once.
 #[inline(always)]
 pub fn enter_lsm(
     ctx: &LsmContext,
@@ -89,7 +90,7 @@ pub fn enter_lsm(
     if prev != 0 {
         return Err(prev as i32);
     }
-    let cur = Current::get();
+    let (s, cur) = enter()?;
     // One compare against a load-time constant for every other process.
     if cur.tgid() == kconf!(agent_tgid)
         && let Some(arm) = CANARY.get(0)
@@ -102,7 +103,7 @@ pub fn enter_lsm(
         }
         return Err(-EPERM);
     }
-    enter()
+    Ok((s, cur))
 }
 
 /// The return value of a program from its `try_` function: the verdict, or the early
