@@ -69,8 +69,8 @@ pub enum PinDirError {
         #[source]
         source: PinError,
     },
-    #[error("{path}: {reason}")]
-    Retire { path: PathBuf, reason: String },
+    #[error("cannot pin: {0}")]
+    Unpinnable(String),
 }
 
 fn io_err(path: &Path) -> impl Fn(io::Error) -> PinDirError + '_ {
@@ -181,12 +181,11 @@ fn ensure_bpffs(root: &Path) -> Result<(), PinDirError> {
     Ok(())
 }
 
-/// A link the agent holds: pinned in its generation, or only owned (no pinning).
+/// A link the agent holds when it does not pin.
 #[derive(Debug)]
+/// A pinned link is not here: only its pin holds it, so removing that file detaches the
+/// program, whoever does it (the canary then finds the hook no longer denies).
 enum Held {
-    /// Only its pin holds it: removing that file detaches the program, whoever does it (the
-    /// canary then finds the hook no longer denies).
-    Pinned(#[allow(dead_code)] PathBuf),
     Owned(#[allow(dead_code)] FdLink),
     /// A kprobe attached through perf_event_open alone (kernels before 5.15): not a BPF link,
     /// so it cannot be pinned.
@@ -211,9 +210,8 @@ impl Pins {
     pub fn create(root: &Path) -> Result<Self, PinDirError> {
         ensure_bpffs(root)?;
         let pid = std::process::id();
-        let start = process_start(pid).ok_or_else(|| PinDirError::Retire {
-            path: root.to_path_buf(),
-            reason: "cannot read this process's start time from /proc".into(),
+        let start = process_start(pid).ok_or_else(|| {
+            PinDirError::Unpinnable("this process's start time is not readable in /proc".into())
         })?;
         let dir = root.join(Generation::name(abi_version(), pid, start));
         let generation = Generation {
@@ -248,10 +246,9 @@ impl Pins {
         // The pinned link's fd is closed here: the pin alone keeps the program attached.
         drop(link.pin(&path).map_err(|source| PinDirError::Pin {
             name: name.to_string(),
-            path: path.clone(),
+            path,
             source,
         })?);
-        self.links.push(Held::Pinned(path));
         Ok(())
     }
 
@@ -267,11 +264,10 @@ impl Pins {
             self.links.push(Held::Perf(link));
             return Ok(());
         }
-        let fd = FdLink::try_from(link).map_err(|e| PinDirError::Retire {
-            path: PathBuf::from(target),
-            reason: format!(
-                "the kprobe of {name} is not a BPF link ({e}), so it cannot be pinned: Linux 5.15 or later is needed, or --bpffs-dir '' to run without pinning"
-            ),
+        let fd = FdLink::try_from(link).map_err(|e| {
+            PinDirError::Unpinnable(format!(
+                "the kprobe of {name} on {target} is not a BPF link ({e}): Linux 5.15 or later is needed, or --bpf-dir '' to run without pinning"
+            ))
         })?;
         self.keep(name, target, fd)
     }
