@@ -20,6 +20,11 @@ fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `lsm_agent_hook_enforcing{hook}` in a scrape.
+fn enforcing(body: &str, hook: &str) -> f64 {
+    metric_sample(body, "lsm_agent_hook_enforcing", &[("hook", hook)])
+}
+
 #[test]
 fn a_hook_detached_behind_the_agents_back_turns_health_to_error_within_one_canary_period() {
     let a = Agent::start(&[
@@ -44,15 +49,7 @@ fn a_hook_detached_behind_the_agents_back_turns_health_to_error_within_one_canar
         assert!(proved.contains(hook), "{hook} not proved: {proved}");
     }
     let body = scrape_metrics(METRICS);
-    assert_eq!(
-        metric_sample(
-            &body,
-            "lsm_agent_hook_enforcing",
-            &[("hook", "file_permission")]
-        ),
-        1.0,
-        "{body}"
-    );
+    assert_eq!(enforcing(&body, "file_permission"), 1.0, "{body}");
 
     let pins: Vec<_> = std::fs::read_dir("/sys/fs/bpf/lsm-agent")
         .expect("the agent's pins")
@@ -91,17 +88,9 @@ fn a_hook_detached_behind_the_agents_back_turns_health_to_error_within_one_canar
         "the error names the hook and why:\n{text}"
     );
     let body = scrape_metrics(METRICS);
+    assert_eq!(enforcing(&body, "file_permission"), 0.0, "{body}");
     assert_eq!(
-        metric_sample(
-            &body,
-            "lsm_agent_hook_enforcing",
-            &[("hook", "file_permission")]
-        ),
-        0.0,
-        "{body}"
-    );
-    assert_eq!(
-        metric_sample(&body, "lsm_agent_hook_enforcing", &[("hook", "file_open")]),
+        enforcing(&body, "file_open"),
         1.0,
         "the other hooks still enforce: {body}"
     );

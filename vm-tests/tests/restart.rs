@@ -125,6 +125,16 @@ fn generations() -> Vec<String> {
     names
 }
 
+/// Asserts that the only pinned generation is one of ABI `prefix` (`v1-`, `v2-`): the
+/// taking-over agent retired the earlier one.
+fn assert_only_generation(prefix: &str) {
+    let gens = generations();
+    assert!(
+        gens.len() == 1 && gens[0].starts_with(prefix),
+        "only the newest agent's generation ({prefix}) is left: {gens:?}"
+    );
+}
+
 /// A copy of `lsm-agent` whose ABI version tag says 2 instead of 1: an agent that must not
 /// read the pinned maps of version 1. (The version is read from that tag at run time, so
 /// the copy is the same agent otherwise; a second build would cost CI minutes.)
@@ -201,11 +211,7 @@ fn forbidden_operations_stay_denied_across_kill_restart_upgrade_and_stop_until_u
         .filter(|l| l.contains("earlier agent"))
         .map(str::to_string)
         .collect();
-    let gens = generations();
-    assert!(
-        gens.len() == 1 && gens[0].starts_with("v1-"),
-        "only the second agent's generation is left: {gens:?}"
-    );
+    assert_only_generation("v1-");
 
     // 3. A normal stop, then an agent of another ABI version replaces the pinned set.
     scene.stop_agent(Signal::SIGTERM);
@@ -216,11 +222,7 @@ fn forbidden_operations_stay_denied_across_kill_restart_upgrade_and_stop_until_u
         "earlier agent's programs detached",
         scene.agent.as_mut(),
     );
-    let gens = generations();
-    assert!(
-        gens.len() == 1 && gens[0].starts_with("v2-"),
-        "only the upgraded agent's generation is left: {gens:?}"
-    );
+    assert_only_generation("v2-");
 
     // 4. Stopped normally: the policies still hold.
     scene.stop_agent(Signal::SIGTERM);
