@@ -1,7 +1,10 @@
 //! The file stories of Tetragon's getting-started guide, enforced at BPF-LSM hooks.
 //! Runs inside the VM only (vm-tests/run.sh); one agent serves every test.
 
-use std::{fs, path::PathBuf};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
 
 use vm_tests::*;
 
@@ -194,5 +197,88 @@ fn status_shows_the_capability_probe_with_every_hook_an_lsm_program() {
         format!("Hook file_truncate: {file_truncate}"),
     ] {
         assert!(status.contains(&line), "missing {line:?} in:\n{status}");
+    }
+}
+
+/// `/etc` in the guest is an overlayfs (`--overlay-rwdir /etc`), as a container's root is.
+/// Overlayfs opens and reads the layer's file on its own, and the kernel runs the file hooks
+/// again for that file: on 6.1 under the overlay's own path (a duplicate event), on 6.12 as a
+/// "backing file" under a path of the layer's private mount. Each open and each read of a
+/// file, lower (`/etc/passwd`) or upper (`/etc/lsm-vmtest-append.conf`), is one event with
+/// the path the process used.
+#[test]
+fn an_open_and_a_read_through_overlayfs_post_one_event_each_under_the_overlay_path() {
+    let a = agent();
+    let fence = "/tmp/lsm-vmtest-overlay-fence";
+    fs::write(fence, "fence").expect("fence file");
+    let policy = a.add_policy(&fixture("post-dd-open-and-read-by-file-name.yaml"));
+    let events = a.json_stream_filtered(&["--policy-names", "vmtest-overlay-hooks"]);
+    let dd = |file: &str| {
+        let out = run(
+            Path::new("/usr/bin/dd"),
+            &[
+                &format!("if={file}"),
+                "of=/dev/null",
+                "bs=1",
+                "count=1",
+                "status=none",
+            ],
+        );
+        assert_eq!(exit_code(&out), 0, "dd {file}: {out:?}");
+    };
+    let fence_reads = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|l| l.contains("\"function_name\":\"file_permission\"") && l.contains(fence))
+            .count()
+    };
+    // The stream is live once it shows a read of the fence; the next fence read closes the
+    // window (events come in order, and a hook's second run is inside the same syscall).
+    events.wait_for(
+        "a read of the fence file",
+        || dd(fence),
+        |l| l.contains("\"function_name\":\"file_permission\"") && l.contains(fence),
+    );
+    let start = events.lines().len();
+    let fences = fence_reads(&events.lines());
+    for file in ["/etc/passwd", "/etc/lsm-vmtest-append.conf"] {
+        dd(file);
+    }
+    dd(fence);
+    let waiting = std::time::Instant::now();
+    while fence_reads(&events.lines()) <= fences {
+        assert!(
+            waiting.elapsed() < std::time::Duration::from_secs(60),
+            "the stream never showed the closing read of the fence file:\n{}",
+            events.lines().join("\n")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let window = events.lines()[start..].to_vec();
+    policy.delete();
+    let _ = fs::remove_file(fence);
+    for (file, name) in [
+        ("/etc/passwd", "passwd\""),
+        ("/etc/lsm-vmtest-append.conf", "lsm-vmtest-append.conf\""),
+    ] {
+        for hook in ["file_open", "file_permission"] {
+            let seen: Vec<&String> = window
+                .iter()
+                .filter(|l| {
+                    l.contains(&format!("\"function_name\":\"{hook}\"")) && l.contains(name)
+                })
+                .collect();
+            assert_eq!(
+                seen.len(),
+                1,
+                "one {hook} event for one dd of {file}; the stream had:\n{}",
+                window.join("\n")
+            );
+            assert!(
+                seen[0].contains(&format!("\"path\":\"{file}\"")),
+                "the {hook} event names {file}: {}",
+                seen[0]
+            );
+        }
     }
 }
