@@ -85,6 +85,10 @@ pub static KCONFIG: KernelConfig = KernelConfig {
     iov_fields: [0; 4],
     iter_types: [0; 3],
     api_port: 0,
+    file_f_inode: 0,
+    dentry_d_inode: 0,
+    mount_mnt_ns: 0,
+    vfsmount_mnt_flags: 0,
 };
 
 /// Reads one field of [`KCONFIG`]; volatile so that the compiler does not fold the

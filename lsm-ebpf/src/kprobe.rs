@@ -14,7 +14,7 @@ use crate::{
     file_rec,
     kernel::{kconf, read_u64},
     maps::{EXEC_PEND, FILES, hook_has_selectors},
-    path::{resolve_file_walk, resolve_walk},
+    path::{is_layer_file, resolve_file_walk, resolve_walk},
     read_connection,
 };
 
@@ -34,6 +34,9 @@ pub fn kprobe_file_open(ctx: ProbeContext) -> u32 {
 fn try_kprobe_file_open(ctx: &ProbeContext) -> Result<i32, i32> {
     let (s, cur) = enter()?;
     let file = arg(ctx, 0);
+    if is_layer_file(file) {
+        return Ok(0);
+    }
     let rec = &raw mut s.rec;
     resolve_file_walk(s, file, rec);
     if s.rec.flags & PATH_RESOLVED != 0 {
@@ -58,7 +61,9 @@ fn try_kprobe_file_permission(ctx: &ProbeContext) -> Result<i32, i32> {
     let (s, cur) = enter()?;
     let file = arg(ctx, 0);
     let mask = arg(ctx, 1) as u32 as u64;
-    let rec = file_rec(s, file);
+    let Some(rec) = file_rec(s, file) else {
+        return Ok(0);
+    };
     observe(
         s,
         cur,
@@ -90,8 +95,10 @@ fn try_kprobe_mmap_file(ctx: &ProbeContext) -> Result<i32, i32> {
         s.rec.len = 0;
         s.rec.flags = PATH_RESOLVED;
         &s.rec as *const PathRec
+    } else if let Some(rec) = file_rec(s, file) {
+        rec
     } else {
-        file_rec(s, file)
+        return Ok(0);
     };
     observe(s, cur, HOOK_MMAP_FILE, Some(rec), &args);
     Ok(0)
@@ -128,7 +135,9 @@ fn try_kprobe_file_truncate(ctx: &ProbeContext) -> Result<i32, i32> {
     }
     let (s, cur) = enter()?;
     let file = arg(ctx, 0);
-    let rec = file_rec(s, file);
+    let Some(rec) = file_rec(s, file) else {
+        return Ok(0);
+    };
     observe(s, cur, HOOK_FILE_TRUNCATE, Some(rec), &[file, 0, 0, 0, 0]);
     Ok(0)
 }

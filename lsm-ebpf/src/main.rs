@@ -44,22 +44,27 @@ use crate::{
     event::emit,
     kernel::{kconf, read_u16, read_u32, read_u64, task_ns_pid},
     maps::{EXEC_PEND, FILES, PROCS, STR_EQ, hook_cfg, hook_has_selectors},
-    path::{resolve_d_path, resolve_file_walk, resolve_walk},
+    path::{is_layer_file, resolve_d_path, resolve_file_walk, resolve_walk},
     scratch::Scratch,
 };
 
-/// The cached path of `file`, or a freshly walked one (cached for next time).
+/// The cached path of `file`, or a freshly walked one (cached for next time); `None` for
+/// overlayfs' own file of a layer, which the hooks pass (see [`is_layer_file`]). The cache
+/// never holds such a file, so a read of a cached file costs no check.
 #[inline(always)]
-pub(crate) fn file_rec(s: &mut Scratch, file: u64) -> *const PathRec {
+pub(crate) fn file_rec(s: &mut Scratch, file: u64) -> Option<*const PathRec> {
     if let Some(r) = FILES.get_ptr(&file) {
-        return r;
+        return Some(r);
+    }
+    if is_layer_file(file) {
+        return None;
     }
     let rec = &raw mut s.rec;
     resolve_file_walk(s, file, rec);
     if s.rec.flags & PATH_RESOLVED != 0 {
         let _ = FILES.insert(&file, &s.rec, 0);
     }
-    &s.rec
+    Some(&s.rec)
 }
 
 /// Whether `p` can be a kernel object: in the kernel's half of the address space and not an
@@ -80,6 +85,9 @@ pub fn file_open(ctx: LsmContext) -> i32 {
 fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
     let (s, cur) = enter_lsm(ctx, 1, HOOK_FILE_OPEN)?;
     let file: u64 = ctx.arg(0);
+    if is_layer_file(file) {
+        return Ok(0);
+    }
     let p = (file + kconf!(file_f_path)) as *const kpath;
     let rec = &raw mut s.rec;
     resolve_d_path(s, p, rec);
@@ -102,7 +110,9 @@ fn try_file_permission(ctx: &LsmContext) -> Result<i32, i32> {
     }
     let file: u64 = ctx.arg(0);
     let mask: u64 = ctx.arg::<u32>(1) as u64;
-    let rec = file_rec(s, file);
+    let Some(rec) = file_rec(s, file) else {
+        return Ok(0);
+    };
     let args = [file, mask, 0, 0, 0];
     Ok(evaluate(s, cur, HOOK_FILE_PERMISSION, Some(rec), &args))
 }
@@ -196,7 +206,9 @@ fn try_file_truncate(ctx: &LsmContext) -> Result<i32, i32> {
         return Ok(0);
     }
     let file: u64 = ctx.arg(0);
-    let rec = file_rec(s, file);
+    let Some(rec) = file_rec(s, file) else {
+        return Ok(0);
+    };
     Ok(evaluate(
         s,
         cur,

@@ -197,3 +197,28 @@ pub fn resolve_file_walk(s: &mut Scratch, file: u64, rec: *mut PathRec) {
     let dentry = read_u64(fp, kconf!(path_dentry));
     resolve_walk(s, mnt, dentry, rec);
 }
+
+/// `MNT_NS_INTERNAL`, the `mnt_ns` of mounts that belong to no namespace: `ERR_PTR(-EINVAL)`.
+const MNT_NS_INTERNAL: u64 = (-22i64) as u64;
+/// `MNT_INTERNAL` in `vfsmount.mnt_flags`: set on `kern_mount`s (pipes, sockets, memfds),
+/// cleared on clones.
+const MNT_INTERNAL: u32 = 0x4000;
+
+/// Whether `file` is overlayfs' own open of a layer's file, made while it serves an open or
+/// read of its own file: the file hooks already ran for that one, under the path the process
+/// used. Linux 6.1 opens the layer's file under the overlay's path with the layer's inode
+/// (`open_with_fake_path`); from 6.6 on it is a backing file on the layer's private clone
+/// mount, which belongs to no namespace (`clone_private_mount`) and, unlike a `kern_mount`,
+/// is not `MNT_INTERNAL`.
+#[inline(always)]
+pub fn is_layer_file(file: u64) -> bool {
+    let fp = file + kconf!(file_f_path);
+    let dentry = read_u64(fp, kconf!(path_dentry));
+    if read_u64(dentry, kconf!(dentry_d_inode)) != read_u64(file, kconf!(file_f_inode)) {
+        return true;
+    }
+    let vfsmount = read_u64(fp, kconf!(path_mnt));
+    let mount = vfsmount.wrapping_sub(kconf!(mount_mnt));
+    read_u64(mount, kconf!(mount_mnt_ns)) == MNT_NS_INTERNAL
+        && read_u32(vfsmount, kconf!(vfsmount_mnt_flags)) & MNT_INTERNAL == 0
+}

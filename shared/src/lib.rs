@@ -1203,10 +1203,16 @@ pub struct KernelConfig {
     /// address is never denied, so that no egress policy can lock the node's own clients
     /// (`lsmctl`, `tetra`, the readiness probe) out of the agent.
     pub api_port: u64,
+    /// Overlayfs' own opens of a layer's file (see `is_layer_file` in the BPF object):
+    /// `file.f_inode`, `dentry.d_inode`, `mount.mnt_ns`, `vfsmount.mnt_flags`.
+    pub file_f_inode: u64,
+    pub dentry_d_inode: u64,
+    pub mount_mnt_ns: u64,
+    pub vfsmount_mnt_flags: u64,
 }
 const _: () = assert!(
     size_of::<KernelConfig>()
-        == 8 + 48 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8 + 34 * 8
+        == 8 + 48 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8 + 38 * 8
 );
 
 /// The canary (see `CANARY_MAP`): every LSM program denies the agent's thread `tid` at hook

@@ -234,6 +234,10 @@ pub fn kernel_config(btf: &Btf, agent_tgid: u32) -> Result<KernelConfig, BtfErro
         iter_types: ["ITER_UBUF", "ITER_IOVEC", "ITER_KVEC"]
             .map(|n| enum_value(btf, "iter_type", n).unwrap_or(NO_FIELD)),
         api_port: 0,
+        file_f_inode: off("file", "f_inode")?,
+        dentry_d_inode: off("dentry", "d_inode")?,
+        mount_mnt_ns: off("mount", "mnt_ns")?,
+        vfsmount_mnt_flags: off("vfsmount", "mnt_flags")?,
     })
 }
 
