@@ -535,7 +535,9 @@ async fn main() -> anyhow::Result<()> {
     let stats = Arc::new(events::reader::ReaderStats::default());
     if !args.bpf_dir.as_os_str().is_empty() {
         let run = handover(args.bpf_dir.clone(), own_generation, gates, stats.clone());
-        tasks.spawn("pinned-generation handover", async move {
+        // Until stopped: it retries every HANDOVER_PERIOD for good, and a task that ignores
+        // the stop holds every shutdown for the whole grace period.
+        tasks.spawn_until_stopped("pinned-generation handover", async move {
             run.await;
             Ok(())
         });
