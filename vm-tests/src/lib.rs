@@ -42,9 +42,10 @@ pub fn repo() -> PathBuf {
 
 /// The binaries a test may exec while one of its policies is loaded: they run from
 /// [`STAGING_DIR`], never from the build directory.
-const STAGED: [&str; 4] = [
+const STAGED: [&str; 5] = [
     "lsmctl",
     "vmtest-connect",
+    "vmtest-flood",
     "vmtest-mmap",
     "vmtest-readbench",
 ];

@@ -1,11 +1,40 @@
-//! Floods the ring buffer with observation events and makes denials in the middle of it:
+//! Floods the agent with events.
+//!
 //! `vmtest-flood FILE CANARY ROUNDS READS` does, ROUNDS times, READS 1-byte `pread`s of FILE
 //! (each posted by a policy on every read) and one open of CANARY (which a policy denies).
 //! Prints `denied N` (opens that failed with EPERM) and exits 0; 1 if FILE cannot be read.
-use std::{fs::File, io::ErrorKind, os::unix::fs::FileExt as _, process::exit};
+//!
+//! `vmtest-flood procs SECONDS FILE` runs, for SECONDS, short processes (itself as
+//! `vmtest-flood child FILE`, which opens FILE once and exits), `PARALLEL` at a time, and
+//! opens FILE itself between them. Prints `children N opens M` (M counts every open of FILE
+//! that succeeded, the children's included) and exits 0.
+use std::{
+    fs::File,
+    io::ErrorKind,
+    os::unix::fs::FileExt as _,
+    process::{Child, Command, exit},
+    time::{Duration, Instant},
+};
+
+/// Children running at once in `procs` mode.
+const PARALLEL: usize = 8;
+/// Opens of FILE by the parent after each child it starts.
+const OPENS_PER_CHILD: u64 = 20;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    match &args[..] {
+        [_, mode, file] if mode == "child" => exit(i32::from(File::open(file).is_err())),
+        [_, mode, seconds, file] if mode == "procs" => {
+            let Ok(seconds) = seconds.parse::<u64>() else {
+                eprintln!("SECONDS is a number");
+                exit(2);
+            };
+            procs(Duration::from_secs(seconds), file);
+            return;
+        }
+        _ => {}
+    }
     let [_, file, canary, rounds, reads] = &args[..] else {
         eprintln!("usage: vmtest-flood FILE CANARY ROUNDS READS");
         exit(2);
@@ -34,4 +63,48 @@ fn main() {
         }
     }
     println!("denied {denied}");
+}
+
+fn procs(length: Duration, file: &str) {
+    let own = std::env::current_exe().unwrap_or_else(|e| {
+        eprintln!("own path: {e}");
+        exit(1)
+    });
+    let start = Instant::now();
+    let (mut children, mut opens) = (0u64, 0u64);
+    let mut running: Vec<Child> = Vec::new();
+    let reap = |c: &mut Child, opens: &mut u64| match c.wait() {
+        Ok(s) if s.success() => *opens += 1,
+        Ok(s) => eprintln!("a child failed: {s}"),
+        Err(e) => eprintln!("waiting for a child: {e}"),
+    };
+    while start.elapsed() < length {
+        if running.len() >= PARALLEL {
+            let mut c = running.remove(0);
+            reap(&mut c, &mut opens);
+        }
+        match Command::new(&own).args(["child", file]).spawn() {
+            Ok(c) => {
+                running.push(c);
+                children += 1;
+            }
+            Err(e) => {
+                eprintln!("spawning a child: {e}");
+                exit(1);
+            }
+        }
+        for _ in 0..OPENS_PER_CHILD {
+            match File::open(file) {
+                Ok(_) => opens += 1,
+                Err(e) => {
+                    eprintln!("{file}: {e}");
+                    exit(1);
+                }
+            }
+        }
+    }
+    for mut c in running {
+        reap(&mut c, &mut opens);
+    }
+    println!("children {children} opens {opens}");
 }
