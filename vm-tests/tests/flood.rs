@@ -1,6 +1,7 @@
-//! A minute of flood (issue 12): many short processes and opens, every open posted by a
-//! policy. The agent must live through it, stay within a memory bound, forget the processes
-//! that ended, and count every event it did not deliver.
+//! A minute of flood (issue 12): many short processes and opens, and reads without pause,
+//! every open and read posted by a policy: more than the ring buffer and the stream can take.
+//! The agent must live through it, stay within a memory bound, forget the processes that
+//! ended, and count every event it did not deliver.
 //!
 //! The numbers go to `flood-summary.txt` in the results.
 
@@ -46,17 +47,23 @@ fn cache_size(body: &str) -> f64 {
     metric_sample(body, "lsm_agent_process_cache_size", &[])
 }
 
-/// "children N opens M" from the helper.
-fn helper_counts(out: &std::process::Output) -> (u64, u64) {
+/// "children N opens M reads R" from the helper.
+fn helper_counts(out: &std::process::Output) -> (u64, u64, u64) {
     let text = String::from_utf8_lossy(&out.stdout);
     let words: Vec<&str> = text.split_whitespace().collect();
     match words[..] {
-        ["children", n, "opens", m] => (
+        ["children", n, "opens", m, "reads", r] => (
             n.parse().expect("children count"),
             m.parse().expect("opens count"),
+            r.parse().expect("reads count"),
         ),
         _ => panic!("unexpected helper output: {out:?}"),
     }
+}
+
+/// The stream's posted opens (its other lines are the reads).
+fn opens_seen(lines: &[String]) -> u64 {
+    lines.iter().filter(|l| l.ends_with("file_open")).count() as u64
 }
 
 #[test]
@@ -79,7 +86,7 @@ fn a_minute_of_short_processes_and_opens_leaves_the_agent_alive_bounded_and_ever
         },
         |l| l.contains("file_open"),
     );
-    let (pid, base) = (a.pid(), events.lines().len());
+    let (pid, base) = (a.pid(), opens_seen(&events.lines()));
     let before = scrape_metrics(METRICS);
 
     // Resident memory once a second while the flood runs.
@@ -100,7 +107,7 @@ fn a_minute_of_short_processes_and_opens_leaves_the_agent_alive_bounded_and_ever
     done.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     assert_eq!(exit_code(&out), 0, "{out:?}");
-    let (children, opens) = helper_counts(&out);
+    let (children, opens, reads) = helper_counts(&out);
 
     // Drained: the stream's count has not moved for 5 s.
     let start = Instant::now();
@@ -112,7 +119,7 @@ fn a_minute_of_short_processes_and_opens_leaves_the_agent_alive_bounded_and_ever
             (last, still) = (now, Instant::now());
         }
     }
-    let received = (events.lines().len() - base) as u64;
+    let received = opens_seen(&events.lines()) - base;
     let after = scrape_metrics(METRICS);
     let dropped = (counted_drops(&after) - counted_drops(&before)) as u64;
     // Ended processes leave the cache: by their exit events, or, for an exit event that was
@@ -129,9 +136,9 @@ fn a_minute_of_short_processes_and_opens_leaves_the_agent_alive_bounded_and_ever
 
     let max_rss = rss.iter().copied().max().unwrap_or(0);
     let summary = format!(
-        "flood of {SECONDS} s: {children} short processes, {opens} opens posted\n\
-         delivered to the filtered stream: {received}; not delivered: {}; drops counted by \
-         the agent (all events): {dropped}\n\
+        "flood of {SECONDS} s: {children} short processes, {opens} opens and {reads} reads posted\n\
+         opens delivered to the filtered stream: {received}; not delivered: {}; drops counted \
+         by the agent (all events): {dropped}\n\
          agent RSS (KiB, once a second): {rss:?}\n\
          max RSS {max_rss} KiB (bound {RSS_BOUND_KIB}); process cache {} before, {cache} after\n",
         opens.saturating_sub(received),
@@ -150,6 +157,10 @@ fn a_minute_of_short_processes_and_opens_leaves_the_agent_alive_bounded_and_ever
         "the agent stayed under {RSS_BOUND_KIB} KiB:\n{summary}"
     );
     assert!(children >= 100, "many short processes:\n{summary}");
+    assert!(
+        dropped > 0,
+        "the flood was more than the agent could deliver (else no drop is tested):\n{summary}"
+    );
     assert!(received <= opens, "no open was posted twice:\n{summary}");
     assert!(
         opens - received <= dropped,

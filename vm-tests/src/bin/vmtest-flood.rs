@@ -6,8 +6,9 @@
 //!
 //! `vmtest-flood procs SECONDS FILE` runs, for SECONDS, short processes (itself as
 //! `vmtest-flood child FILE`, which opens FILE once and exits), `PARALLEL` at a time, and
-//! opens FILE itself between them. Prints `children N opens M` (M counts every open of FILE
-//! that succeeded, the children's included) and exits 0.
+//! opens FILE itself between them, while a thread reads FILE 1 byte at a time without pause.
+//! Prints `children N opens M reads R` (M counts every open of FILE that succeeded, the
+//! children's included) and exits 0.
 use std::{
     fs::File,
     io::ErrorKind,
@@ -71,6 +72,21 @@ fn procs(length: Duration, file: &str) {
         exit(1)
     });
     let start = Instant::now();
+    let reader = {
+        let f = File::open(file).unwrap_or_else(|e| {
+            eprintln!("{file}: {e}");
+            exit(1)
+        });
+        std::thread::spawn(move || {
+            let (mut buf, mut reads) = ([0u8; 1], 0u64);
+            while start.elapsed() < length {
+                if f.read_at(&mut buf, 0).is_ok() {
+                    reads += 1;
+                }
+            }
+            reads
+        })
+    };
     let (mut children, mut opens) = (0u64, 0u64);
     let mut running: Vec<Child> = Vec::new();
     let reap = |c: &mut Child, opens: &mut u64| match c.wait() {
@@ -106,5 +122,6 @@ fn procs(length: Duration, file: &str) {
     for mut c in running {
         reap(&mut c, &mut opens);
     }
-    println!("children {children} opens {opens}");
+    let reads = reader.join().unwrap_or(0);
+    println!("children {children} opens {opens} reads {reads}");
 }
