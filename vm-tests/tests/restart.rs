@@ -1,9 +1,10 @@
 //! Pinned enforcement (issue 12): the policies keep enforcing while the agent is killed,
 //! restarted, replaced by an agent of another ABI version and stopped; `--unload` lifts them.
 //!
-//! Two loops (`vmtest-attempts`) try forbidden operations all along: reading `/etc/shadow`
-//! under the quickstart's Sigkill file policy and connecting outside the egress policy's
-//! CIDRs. Not one may succeed until `--unload`.
+//! Three loops (`vmtest-attempts`) try forbidden operations all along: reading `/etc/shadow`
+//! under the quickstart's Sigkill file policy, connecting outside the egress policy's CIDRs
+//! (both LSM hooks), and `setuid(4243)` under a kprobe Sigkill policy (a probe attached for a
+//! policy, not at start). Not one may succeed until `--unload`.
 
 use std::{
     os::unix::fs::PermissionsExt as _,
@@ -22,6 +23,8 @@ use vm_tests::*;
 /// Its own pin root, so that nothing else in the guest shares it.
 const BPF_DIR: &str = "/sys/fs/bpf/lsm-agent-restart-test";
 const ABI_TAG: &[u8] = b"lsm-agent-abi-version:";
+/// The loops' operations (see `vmtest-attempts`).
+const OPS: [&str; 3] = ["shadow", "connect", "setuid"];
 
 /// What the test started; dropping it stops everything and unloads, also when it failed.
 struct Scene {
@@ -44,6 +47,8 @@ impl Scene {
             .arg(quickstart("file_monitoring_enforce.yaml"))
             .arg("--tracing-policy")
             .arg(self.dir.join("egress.yaml"))
+            .arg("--tracing-policy")
+            .arg(fixture("kill-on-setuid-4243.yaml"))
             .stdout(out.try_clone().expect("log fd"))
             .stderr(out)
             .spawn()
@@ -181,7 +186,7 @@ fn forbidden_operations_stay_denied_across_kill_restart_upgrade_and_stop_until_u
     // 1. The first agent enforces; the loops start.
     scene.start_agent(&agent, "first");
     assert_eq!(generations().len(), 1, "{:?}", generations());
-    for op in ["shadow", "connect"] {
+    for op in OPS {
         let child = Command::new(bin("vmtest-attempts"))
             .arg(op)
             .arg(&scene.stop)
@@ -258,7 +263,7 @@ fn forbidden_operations_stay_denied_across_kill_restart_upgrade_and_stop_until_u
     assert!(!Path::new(BPF_DIR).exists(), "{BPF_DIR} removed");
     // The kernel frees unpinned links from a work queue: give it a moment.
     let start = Instant::now();
-    for op in ["shadow", "connect"] {
+    for op in OPS {
         loop {
             let code = exit_code(&run(&bin("vmtest-attempts"), &[op, "once"]));
             if code == 0 {

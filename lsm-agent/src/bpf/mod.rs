@@ -244,7 +244,7 @@ impl Probe {
             counters: take(&mut ebpf, COUNTERS_MAP)?,
             probe_ids: take(&mut ebpf, PROBE_IDS_MAP)?,
             tp_ids: take(&mut ebpf, TP_IDS_MAP)?,
-            probes: probes::Probes::default(),
+            probes: probes::Probes::pinned_in(pins.links_dir()),
             lsm_pending,
             kernel_btf,
             pins,

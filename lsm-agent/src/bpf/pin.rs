@@ -234,6 +234,12 @@ impl Pins {
         self.generation.as_ref()
     }
 
+    /// Where this generation pins links (none when not pinning): for the links of the
+    /// policies' probes, which come and go with the policies.
+    pub fn links_dir(&self) -> Option<PathBuf> {
+        self.generation.as_ref().map(Generation::links)
+    }
+
     /// Takes `link` (the program `name` attached at `target`): pins it, or owns it.
     pub fn keep(&mut self, name: &str, target: &str, link: FdLink) -> Result<(), PinDirError> {
         let Some(g) = &self.generation else {

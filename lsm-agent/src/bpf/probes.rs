@@ -6,17 +6,24 @@
 //! a tracepoint's event id and the offsets of its fields in tracefs. A uprobe carries its
 //! hook id as the attachment's cookie (`bpf_get_attach_cookie`): addresses in user space are
 //! not unique across files.
+//!
+//! With pinning, each link is pinned in the agent's generation and held by its pin alone, as
+//! the LSM programs are: a `Sigkill` or `Override` kprobe keeps acting while no agent runs.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use super::program;
 use aya::{
     Ebpf,
     maps::{HashMap, MapData},
     programs::{
-        FEntry, KProbe, TracePoint, UProbe,
+        FEntry, KProbe, ProgramError, TracePoint, UProbe,
         fentry::FEntryLinkId,
         kprobe::KProbeLinkId,
+        links::FdLink,
         trace_point::TracePointLinkId,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
@@ -67,12 +74,65 @@ fn fentry_prog(syscall: bool, slot: usize) -> &'static str {
     progs[slot % FENTRY_SLOTS]
 }
 
+/// A link of a probe: owned through its program (detached through it), or pinned in the
+/// agent's generation and held by its pin alone (detached by removing the pin).
+enum Held<Id> {
+    Owned(Id),
+    Pinned(PathBuf),
+}
+
+/// Takes the link `id` out of its program (`take`) and pins it at `dir/<name>@<target>`;
+/// without `dir`, leaves it with its program.
+fn hold<Id, L>(
+    dir: Option<&Path>,
+    name: &str,
+    target: &str,
+    id: Id,
+    take: impl FnOnce(Id) -> Result<L, ProgramError>,
+) -> Result<Held<Id>, String>
+where
+    FdLink: TryFrom<L>,
+    <FdLink as TryFrom<L>>::Error: std::fmt::Display,
+{
+    let Some(dir) = dir else {
+        return Ok(Held::Owned(id));
+    };
+    let path = dir.join(format!("{name}@{}", target.replace('/', ":")));
+    // Dropped on any error below: the link is detached, the attachment fails.
+    let link = take(id).map_err(|e| format!("taking the link of {name}: {e}"))?;
+    let fd = FdLink::try_from(link)
+        .map_err(|e| format!("{name} on {target} is not a BPF link ({e}): it cannot be pinned"))?;
+    // A pin of this name belongs to no live attachment (each name is one program at one
+    // target): a leftover, replaced.
+    let _ = std::fs::remove_file(&path);
+    // The fd is closed when the returned pin drops: the pin alone keeps the link.
+    fd.pin(&path)
+        .map_err(|e| format!("pinning {}: {e}", path.display()))?;
+    Ok(Held::Pinned(path))
+}
+
+/// Detaches a held link: through its program (`detach`), or by removing its pin.
+fn release<Id>(
+    link: Held<Id>,
+    detach: impl FnOnce(Id) -> Result<(), ProgramError>,
+) -> Result<(), String> {
+    match link {
+        Held::Owned(id) => detach(id).map_err(|e| e.to_string()),
+        Held::Pinned(path) => {
+            std::fs::remove_file(&path).map_err(|e| format!("removing {}: {e}", path.display()))
+        }
+    }
+}
+
 /// How a probed function's entry is attached.
 enum EntryLink {
     /// The entry program on a kprobe (every function kprobes can reach; the overriding one).
-    Kprobe(KProbeLinkId),
+    Kprobe(Held<KProbeLinkId>),
     /// Fentry slot `slot` of the function's flavor, loaded for this function.
-    Fentry { slot: usize, link: FEntryLinkId },
+    Fentry {
+        slot: usize,
+        link: Held<FEntryLinkId>,
+    },
 }
 
 /// The functions whose return a kprobe may override (`ALLOW_ERROR_INJECTION`), one per line
@@ -113,12 +173,12 @@ struct FnProbe {
     override_: bool,
     hooks: ProbeHooks,
     entry: Option<EntryLink>,
-    kretprobe: Option<KProbeLinkId>,
+    kretprobe: Option<Held<KProbeLinkId>>,
 }
 
 struct TpProbe {
     slot: u32,
-    link: TracePointLinkId,
+    link: Held<TracePointLinkId>,
 }
 
 /// What is attached, by resolved symbol and by hook id.
@@ -129,9 +189,11 @@ pub struct Probes {
     fn_of: BTreeMap<u32, String>,
     tps: BTreeMap<u32, TpProbe>,
     /// Uprobe hook id → its attachment.
-    ups: BTreeMap<u32, UProbeLinkId>,
+    ups: BTreeMap<u32, Held<UProbeLinkId>>,
     /// Per tracepoint hook: the byte offsets of its arguments' fields.
     pub tp_off: BTreeMap<u32, [u16; MAX_ARGS]>,
+    /// Where links are pinned (the generation's `links/`), when the agent pins.
+    links_dir: Option<PathBuf>,
 }
 
 /// `sys_<name>` → this architecture's syscall wrapper.
@@ -214,6 +276,14 @@ pub fn parse_format(format: &str) -> Vec<(String, u16)> {
 }
 
 impl Probes {
+    /// No probe yet; links pinned in `links_dir` when given.
+    pub fn pinned_in(links_dir: Option<PathBuf>) -> Self {
+        Probes {
+            links_dir,
+            ..Probes::default()
+        }
+    }
+
     /// Attaches what `img` lists and `old` does not. On error, what this call attached is
     /// detached again and nothing live changes.
     #[allow(clippy::too_many_arguments)]
@@ -348,7 +418,14 @@ impl Probes {
             let fentry = match free {
                 // An overriding entry needs a kprobe (bpf_override_return).
                 Some(slot) if !f.override_ => match fentry(ebpf, btf, f.syscall, slot, symbol) {
-                    Ok(link) => Some(EntryLink::Fentry { slot, link }),
+                    Ok(id) => {
+                        let prog = fentry_prog(f.syscall, slot);
+                        let link = hold(self.links_dir.as_deref(), prog, symbol, id, |id| {
+                            program::<FEntry>(ebpf, prog)?.take_link(id)
+                        })
+                        .map_err(|r| perr(t, r))?;
+                        Some(EntryLink::Fentry { slot, link })
+                    }
                     Err(r) => {
                         info!("{symbol}: no fentry ({r}); observing it by kprobe");
                         None
@@ -360,17 +437,26 @@ impl Probes {
                 Some(e) => Some(e),
                 None => {
                     let prog = entry_prog(f.syscall, f.override_);
-                    Some(EntryLink::Kprobe(
-                        kprobe(ebpf, prog, symbol).map_err(|r| perr(t, r))?,
-                    ))
+                    let id = kprobe(ebpf, prog, symbol).map_err(|r| perr(t, r))?;
+                    let link = hold(self.links_dir.as_deref(), prog, symbol, id, |id| {
+                        program::<KProbe>(ebpf, prog)?.take_link(id)
+                    })
+                    .map_err(|r| perr(t, r))?;
+                    Some(EntryLink::Kprobe(link))
                 }
             };
         }
         if ret && f.kretprobe.is_none() {
-            match kprobe(ebpf, KRETPROBE_PROG, symbol) {
-                Ok(l) => f.kretprobe = Some(l),
-                Err(r) => return Err(perr(t, r)),
-            }
+            let id = kprobe(ebpf, KRETPROBE_PROG, symbol).map_err(|r| perr(t, r))?;
+            let link = hold(
+                self.links_dir.as_deref(),
+                KRETPROBE_PROG,
+                symbol,
+                id,
+                |id| program::<KProbe>(ebpf, KRETPROBE_PROG)?.take_link(id),
+            )
+            .map_err(|r| perr(t, r))?;
+            f.kretprobe = Some(link);
         }
         if ret {
             f.hooks.ret = id;
@@ -416,9 +502,18 @@ impl Probes {
         ensure_loaded(ebpf, prog_name, load_tracepoint).map_err(|r| perr(t, r))?;
         let prog: &mut TracePoint =
             program(ebpf, prog_name).map_err(|e| perr(t, format!("{prog_name}: {e}")))?;
-        let link = prog
+        let link_id = prog
             .attach(subsystem, event)
             .map_err(|e| perr(t, format!("attaching: {e}")))?;
+        let target = format!("{subsystem}:{event}");
+        let link = hold(
+            self.links_dir.as_deref(),
+            prog_name,
+            &target,
+            link_id,
+            |l| prog.take_link(l),
+        )
+        .map_err(|r| perr(t, r))?;
         tp_ids
             .insert(slot, id, 0)
             .map_err(|e| perr(t, format!("TP_IDS: {e}")))?;
@@ -447,9 +542,17 @@ impl Probes {
             location,
             cookie: Some(u64::from(id)),
         };
-        let link = prog
+        let link_id = prog
             .attach(point, &u.path, UProbeScope::AllProcesses)
             .map_err(|e| perr(t, format!("attaching: {}", error_chain(&e))))?;
+        let link = hold(
+            self.links_dir.as_deref(),
+            UPROBE_PROG,
+            &format!("hook{id}"),
+            link_id,
+            |l| prog.take_link(l),
+        )
+        .map_err(|r| perr(t, r))?;
         self.ups.insert(id, link);
         info!("observing {} (hook {id})", hook_label(t));
         Ok(())
@@ -467,17 +570,13 @@ impl Probes {
             self.tp_off.remove(&id);
             let _ = tp_ids.remove(&tp.slot);
             let prog = TRACEPOINT_PROGS[tp.slot as usize % TRACEPOINT_PROGS.len()];
-            if let Ok(p) = program::<TracePoint>(ebpf, prog)
-                && let Err(e) = p.detach(tp.link)
-            {
+            if let Err(e) = release(tp.link, |l| program::<TracePoint>(ebpf, prog)?.detach(l)) {
                 warn!("detaching {}: {e}", hook_label(t));
             }
             return;
         }
         if let Some(link) = self.ups.remove(&id) {
-            if let Ok(p) = program::<UProbe>(ebpf, UPROBE_PROG)
-                && let Err(e) = p.detach(link)
-            {
+            if let Err(e) = release(link, |l| program::<UProbe>(ebpf, UPROBE_PROG)?.detach(l)) {
                 warn!("detaching {}: {e}", hook_label(t));
             }
             return;
@@ -511,15 +610,15 @@ impl Probes {
                 }
                 Some(EntryLink::Fentry { slot, link }) => {
                     let prog = fentry_prog(f.syscall, slot);
-                    if let Ok(p) = program::<FEntry>(ebpf, prog) {
-                        if let Err(e) = p.detach(link) {
-                            warn!("detaching {prog} of {}: {e}", hook_label(t));
-                        }
-                        // The slot's program was verified for this function: unloaded, the
-                        // slot can serve another.
-                        if let Err(e) = p.unload() {
-                            warn!("unloading {prog}: {e}");
-                        }
+                    if let Err(e) = release(link, |l| program::<FEntry>(ebpf, prog)?.detach(l)) {
+                        warn!("detaching {prog} of {}: {e}", hook_label(t));
+                    }
+                    // The slot's program was verified for this function: unloaded, the slot
+                    // can serve another.
+                    if let Ok(p) = program::<FEntry>(ebpf, prog)
+                        && let Err(e) = p.unload()
+                    {
+                        warn!("unloading {prog}: {e}");
                     }
                 }
                 None => {}
@@ -632,10 +731,8 @@ fn fentry(
     })
 }
 
-fn detach_kprobe(ebpf: &mut Ebpf, prog: &str, link: KProbeLinkId, t: &Target) {
-    if let Ok(p) = program::<KProbe>(ebpf, prog)
-        && let Err(e) = p.detach(link)
-    {
+fn detach_kprobe(ebpf: &mut Ebpf, prog: &str, link: Held<KProbeLinkId>, t: &Target) {
+    if let Err(e) = release(link, |l| program::<KProbe>(ebpf, prog)?.detach(l)) {
         warn!("detaching {prog} of {}: {e}", hook_label(t));
     }
 }

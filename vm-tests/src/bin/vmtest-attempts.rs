@@ -1,6 +1,6 @@
 //! Attempts a forbidden operation over and over, each time in a forked child, for the restart
-//! VM test: `vmtest-attempts shadow|connect STOP_FILE` runs until STOP_FILE exists, then
-//! prints `attempts=N denied=D killed=K succeeded=S`; `vmtest-attempts shadow|connect once`
+//! VM test: `vmtest-attempts shadow|connect|setuid STOP_FILE` runs until STOP_FILE exists, then
+//! prints `attempts=N denied=D killed=K succeeded=S`; `vmtest-attempts OP once`
 //! makes one attempt and exits 0 when the operation happened, 1 when it was denied.
 //!
 //! - `shadow` reads `/etc/shadow`: it happened when the read returned bytes.
@@ -8,6 +8,9 @@
 //!   egress policy allows): it happened when the connect reached the network stack, whatever
 //!   its outcome there (the guest has no route: "Network is unreachable"). EPERM/EACCES is a
 //!   denial.
+//!
+//! - `setuid` calls `setuid(4243)`, which a kprobe policy (no LSM hook: after the fact)
+//!   answers with Sigkill: it happened when the call returned to the child.
 //!
 //! A child killed by SIGKILL (the policies' Sigkill) is counted as `killed`. Forking without
 //! exec keeps each attempt cheap under emulation.
@@ -46,6 +49,10 @@ fn attempt(op: &str) -> i32 {
                 _ => HAPPENED,
             }
         }
+        "setuid" => match nix::unistd::setuid(nix::unistd::Uid::from_raw(4243)) {
+            Err(nix::errno::Errno::EPERM | nix::errno::Errno::EACCES) => DENIED,
+            _ => HAPPENED,
+        },
         other => {
             eprintln!("unknown operation {other}");
             std::process::exit(2);
@@ -69,7 +76,7 @@ fn forked(op: &str) -> Option<i32> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(op), Some(stop)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: vmtest-attempts shadow|connect STOP_FILE|once");
+        eprintln!("usage: vmtest-attempts shadow|connect|setuid STOP_FILE|once");
         std::process::exit(2);
     };
     if stop == "once" {
