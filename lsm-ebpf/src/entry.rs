@@ -11,7 +11,7 @@ use aya_ebpf::{
 use lsm_shared::MAX_ERRNO;
 
 use crate::{
-    kernel::kconf,
+    kernel::{kconf, read_u64},
     maps::{CANARY, CANARY_HITS, SCRATCH},
     scratch::Scratch,
 };
@@ -42,6 +42,16 @@ impl Current {
     #[inline(always)]
     pub fn tgid(self) -> u32 {
         (self.pid_tgid >> 32) as u32
+    }
+
+    /// Whether this task of the agent's thread group is the agent's: its process started
+    /// when the agent did (else the pid was given again after the agent was gone, while its
+    /// programs stayed pinned). Read only for a task of `agent_tgid`.
+    #[inline(always)]
+    pub fn is_agent(self) -> bool {
+        let leader = read_u64(self.task(), kconf!(task_group_leader));
+        let start = read_u64(leader, kconf!(task_start_boottime));
+        start / kconf!(ns_per_tick) == kconf!(agent_start)
     }
 
     /// Address of the task's `struct task_struct`.

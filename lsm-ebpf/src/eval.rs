@@ -251,7 +251,7 @@ fn evaluate_at(
     ret: Option<u64>,
 ) -> i32 {
     let tgid = cur.tgid();
-    if tgid == kconf!(agent_tgid) {
+    if tgid == kconf!(agent_tgid) && cur.is_agent() {
         return 0;
     }
     let Some(cfg) = hook_cfg(hook) else {

@@ -1209,10 +1209,19 @@ pub struct KernelConfig {
     pub dentry_d_inode: u64,
     pub mount_mnt_ns: u64,
     pub vfsmount_mnt_flags: u64,
+    /// The agent's start, as `/proc/PID/stat` gives it (clock ticks since boot), and the
+    /// nanoseconds per tick: a task of `agent_tgid` is the agent only if its group leader's
+    /// `start_boottime` says the same, so that a process given the pid of an agent that is
+    /// gone is not exempt from that agent's pinned programs. `task_struct.group_leader`,
+    /// `task_struct.start_boottime`.
+    pub agent_start: u64,
+    pub ns_per_tick: u64,
+    pub task_group_leader: u64,
+    pub task_start_boottime: u64,
 }
 const _: () = assert!(
     size_of::<KernelConfig>()
-        == 8 + 48 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8 + 38 * 8
+        == 8 + 48 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8 + 42 * 8
 );
 
 /// The canary (see `CANARY_MAP`): every LSM program denies the agent's thread `tid` at hook

@@ -58,11 +58,14 @@ impl Scene {
         log
     }
 
-    fn stop_agent(&mut self, signal: Signal) {
+    /// Stops the agent; returns its pid.
+    fn stop_agent(&mut self, signal: Signal) -> u32 {
         let mut child = self.agent.take().expect("an agent runs");
-        let _ = kill(Pid::from_raw(child.id() as i32), signal);
+        let pid = child.id();
+        let _ = kill(Pid::from_raw(pid as i32), signal);
         let status = child.wait().expect("waiting for the agent");
         eprintln!("agent stopped by {signal}: {status}");
+        pid
     }
 
     /// Stops the loops and returns each one's tally line.
@@ -158,6 +161,29 @@ fn bumped_agent(dir: &Path) -> PathBuf {
     path
 }
 
+/// Runs `vmtest-attempts shadow once` as process `pid` (made the next pid through
+/// `ns_last_pid`, as CRIU restores pids; the loops fork beside it, so it may take a few
+/// tries) and returns its exit code.
+fn reading_shadow_with_pid(pid: u32) -> i32 {
+    for _ in 0..50 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+            .expect("writing ns_last_pid");
+        let child = Command::new(bin("vmtest-attempts"))
+            .args(["shadow", "once"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawning vmtest-attempts");
+        let got = child.id();
+        let out = child
+            .wait_with_output()
+            .expect("waiting for vmtest-attempts");
+        if got == pid {
+            return exit_code(&out);
+        }
+    }
+    panic!("no process got pid {pid} in 50 tries");
+}
+
 fn tally(line: &str, key: &str) -> u64 {
     line.split_whitespace()
         .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
@@ -199,8 +225,16 @@ fn forbidden_operations_stay_denied_across_kill_restart_upgrade_and_stop_until_u
 
     // 2. kill -9, a while with no agent, then the same agent again: it takes over and
     // reports what the first one's programs produced meanwhile.
-    scene.stop_agent(Signal::SIGKILL);
-    thread::sleep(Duration::from_secs(3));
+    let dead = scene.stop_agent(Signal::SIGKILL);
+    let gap = Instant::now();
+    // The dead agent's programs exempt its pid: a process given that pid meanwhile is not the
+    // agent (its start differs) and stays under the policies.
+    let exit = reading_shadow_with_pid(dead);
+    assert_eq!(
+        exit, 137,
+        "a process given the dead agent's pid {dead} was killed reading /etc/shadow"
+    );
+    thread::sleep(Duration::from_secs(3).saturating_sub(gap.elapsed()));
     let log = scene.start_agent(&agent, "second");
     let text = wait_for_log(
         &log,

@@ -72,6 +72,8 @@ pub enum BpfError {
     HookLoad { hook: String, reason: String },
     #[error("pinning: {0}")]
     Pin(#[from] pin::PinDirError),
+    #[error("this process's start time: {0}")]
+    OwnStart(String),
 }
 
 /// One attached program, for status reports.
@@ -155,6 +157,7 @@ impl Probe {
         let vmlinux = btf::open(Path::new(btf::VMLINUX_BTF))?;
         let mut kconfig = btf::kernel_config(&vmlinux, std::process::id())?;
         info!(elapsed = ?start.elapsed(), "kernel offsets read from BTF");
+        (kconfig.agent_start, kconfig.ns_per_tick) = own_start()?;
         kconfig.fallback_sigkill = u32::from(opts.fallback_sigkill);
         kconfig.api_port = opts.api_port.map_or(0, u64::from);
         debug!(?kconfig, "kernel offsets from BTF");
@@ -865,6 +868,22 @@ fn program_kind(prog: &aya::programs::Program) -> &'static str {
 /// The object's program `name` as its kind `T` (`KProbe`, `Lsm`, `TracePoint`, ...): the
 /// one lookup behind every load, attach and detach. A program the object lacks is
 /// `NotLoaded`, as aya reports a program it does not have.
+/// This process's start in clock ticks since boot (`/proc/self/stat`), and the nanoseconds
+/// per tick, for [`lsm_shared::KernelConfig::agent_start`].
+fn own_start() -> Result<(u64, u64), BpfError> {
+    let stat = ::procfs::process::Process::myself()
+        .and_then(|p| p.stat())
+        .map_err(|e| BpfError::OwnStart(format!("/proc/self/stat: {e}")))?;
+    let ticks = ::procfs::ticks_per_second();
+    // The kernel converts with an exact division in that case only (nsec_to_clock_t).
+    if ticks == 0 || 1_000_000_000 % ticks != 0 {
+        return Err(BpfError::OwnStart(format!(
+            "{ticks} clock ticks per second"
+        )));
+    }
+    Ok((stat.starttime, 1_000_000_000 / ticks))
+}
+
 pub(crate) fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, ProgramError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
