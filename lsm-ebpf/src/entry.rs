@@ -51,7 +51,9 @@ impl Current {
     pub fn is_agent(self) -> bool {
         let leader = read_u64(self.task(), kconf!(task_group_leader));
         let start = read_u64(leader, kconf!(task_start_boottime));
-        start / kconf!(ns_per_tick) == kconf!(agent_start)
+        // A range, not a division: a division by a value the compiler cannot prove non-zero
+        // brings in a panic path, which BPF has no way to run.
+        start >= kconf!(agent_start_ns) && start < kconf!(agent_start_end_ns)
     }
 
     /// Address of the task's `struct task_struct`.

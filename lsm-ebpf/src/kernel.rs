@@ -89,8 +89,8 @@ pub static KCONFIG: KernelConfig = KernelConfig {
     dentry_d_inode: 0,
     mount_mnt_ns: 0,
     vfsmount_mnt_flags: 0,
-    agent_start: 0,
-    ns_per_tick: 0,
+    agent_start_ns: 0,
+    agent_start_end_ns: 0,
     task_group_leader: 0,
     task_start_boottime: 0,
 };

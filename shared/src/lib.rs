@@ -1209,13 +1209,13 @@ pub struct KernelConfig {
     pub dentry_d_inode: u64,
     pub mount_mnt_ns: u64,
     pub vfsmount_mnt_flags: u64,
-    /// The agent's start, as `/proc/PID/stat` gives it (clock ticks since boot), and the
-    /// nanoseconds per tick: a task of `agent_tgid` is the agent only if its group leader's
-    /// `start_boottime` says the same, so that a process given the pid of an agent that is
-    /// gone is not exempt from that agent's pinned programs. `task_struct.group_leader`,
-    /// `task_struct.start_boottime`.
-    pub agent_start: u64,
-    pub ns_per_tick: u64,
+    /// The agent's start as `/proc/PID/stat` gives it (a clock tick since boot), as the
+    /// range of boot-time nanoseconds `[agent_start_ns, agent_start_end_ns)` that tick covers:
+    /// a task of `agent_tgid` is the agent only if its group leader's `start_boottime` is in
+    /// it, so that a process given the pid of an agent that is gone is not exempt from that
+    /// agent's pinned programs. `task_struct.group_leader`, `task_struct.start_boottime`.
+    pub agent_start_ns: u64,
+    pub agent_start_end_ns: u64,
     pub task_group_leader: u64,
     pub task_start_boottime: u64,
 }

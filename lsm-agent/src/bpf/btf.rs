@@ -238,8 +238,8 @@ pub fn kernel_config(btf: &Btf, agent_tgid: u32) -> Result<KernelConfig, BtfErro
         dentry_d_inode: off("dentry", "d_inode")?,
         mount_mnt_ns: off("mount", "mnt_ns")?,
         vfsmount_mnt_flags: off("vfsmount", "mnt_flags")?,
-        agent_start: 0,
-        ns_per_tick: 0,
+        agent_start_ns: 0,
+        agent_start_end_ns: 0,
         task_group_leader: off("task_struct", "group_leader")?,
         task_start_boottime: off("task_struct", "start_boottime")?,
     })

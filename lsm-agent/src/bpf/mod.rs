@@ -157,7 +157,7 @@ impl Probe {
         let vmlinux = btf::open(Path::new(btf::VMLINUX_BTF))?;
         let mut kconfig = btf::kernel_config(&vmlinux, std::process::id())?;
         info!(elapsed = ?start.elapsed(), "kernel offsets read from BTF");
-        (kconfig.agent_start, kconfig.ns_per_tick) = own_start()?;
+        (kconfig.agent_start_ns, kconfig.agent_start_end_ns) = own_start()?;
         kconfig.fallback_sigkill = u32::from(opts.fallback_sigkill);
         kconfig.api_port = opts.api_port.map_or(0, u64::from);
         debug!(?kconfig, "kernel offsets from BTF");
@@ -868,8 +868,8 @@ fn program_kind(prog: &aya::programs::Program) -> &'static str {
 /// The object's program `name` as its kind `T` (`KProbe`, `Lsm`, `TracePoint`, ...): the
 /// one lookup behind every load, attach and detach. A program the object lacks is
 /// `NotLoaded`, as aya reports a program it does not have.
-/// This process's start in clock ticks since boot (`/proc/self/stat`), and the nanoseconds
-/// per tick, for [`lsm_shared::KernelConfig::agent_start`].
+/// The boot-time nanoseconds `[start, end)` of the clock tick this process started in
+/// (`/proc/self/stat`), for [`lsm_shared::KernelConfig::agent_start_ns`].
 fn own_start() -> Result<(u64, u64), BpfError> {
     let stat = ::procfs::process::Process::myself()
         .and_then(|p| p.stat())
@@ -881,7 +881,9 @@ fn own_start() -> Result<(u64, u64), BpfError> {
             "{ticks} clock ticks per second"
         )));
     }
-    Ok((stat.starttime, 1_000_000_000 / ticks))
+    let tick = 1_000_000_000 / ticks;
+    let start = stat.starttime.saturating_mul(tick);
+    Ok((start, start.saturating_add(tick)))
 }
 
 pub(crate) fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, ProgramError>
