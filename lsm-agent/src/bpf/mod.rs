@@ -865,15 +865,11 @@ fn program_kind(prog: &aya::programs::Program) -> &'static str {
     }
 }
 
-/// The object's program `name` as its kind `T` (`KProbe`, `Lsm`, `TracePoint`, ...): the
-/// one lookup behind every load, attach and detach. A program the object lacks is
-/// `NotLoaded`, as aya reports a program it does not have.
 /// The boot-time nanoseconds `[start, end)` of the clock tick this process started in
 /// (`/proc/self/stat`), for [`lsm_shared::KernelConfig::agent_start_ns`].
 fn own_start() -> Result<(u64, u64), BpfError> {
-    let stat = ::procfs::process::Process::myself()
-        .and_then(|p| p.stat())
-        .map_err(|e| BpfError::OwnStart(format!("/proc/self/stat: {e}")))?;
+    let starttime = pin::process_start(std::process::id())
+        .ok_or_else(|| BpfError::OwnStart("/proc/self/stat is not readable".into()))?;
     let ticks = ::procfs::ticks_per_second();
     // The kernel converts with an exact division in that case only (nsec_to_clock_t).
     if ticks == 0 || 1_000_000_000 % ticks != 0 {
@@ -882,10 +878,13 @@ fn own_start() -> Result<(u64, u64), BpfError> {
         )));
     }
     let tick = 1_000_000_000 / ticks;
-    let start = stat.starttime.saturating_mul(tick);
+    let start = starttime.saturating_mul(tick);
     Ok((start, start.saturating_add(tick)))
 }
 
+/// The object's program `name` as its kind `T` (`KProbe`, `Lsm`, `TracePoint`, ...): the
+/// one lookup behind every load, attach and detach. A program the object lacks is
+/// `NotLoaded`, as aya reports a program it does not have.
 pub(crate) fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, ProgramError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,

@@ -128,7 +128,7 @@ impl Generation {
 }
 
 /// The start time of process `pid` (clock ticks after boot), `None` when there is none.
-fn process_start(pid: u32) -> Option<u64> {
+pub(crate) fn process_start(pid: u32) -> Option<u64> {
     let p = procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?;
     p.stat().ok().map(|s| s.starttime)
 }
@@ -181,10 +181,10 @@ fn ensure_bpffs(root: &Path) -> Result<(), PinDirError> {
     Ok(())
 }
 
-/// A link the agent holds when it does not pin.
+/// A link the agent holds when it does not pin. A pinned link is not here: only its pin
+/// holds it, so removing that file detaches the program, whoever does it (the canary then
+/// finds the hook no longer denies).
 #[derive(Debug)]
-/// A pinned link is not here: only its pin holds it, so removing that file detaches the
-/// program, whoever does it (the canary then finds the hook no longer denies).
 enum Held {
     Owned(#[allow(dead_code)] FdLink),
     /// A kprobe attached through perf_event_open alone (kernels before 5.15): not a BPF link,
@@ -246,15 +246,7 @@ impl Pins {
             self.links.push(Held::Owned(link));
             return Ok(());
         };
-        let path = g
-            .links()
-            .join(format!("{name}@{}", target.replace('/', ":")));
-        // The pinned link's fd is closed here: the pin alone keeps the program attached.
-        drop(link.pin(&path).map_err(|source| PinDirError::Pin {
-            name: name.to_string(),
-            path,
-            source,
-        })?);
+        pin_link(&g.links(), name, target, link)?;
         Ok(())
     }
 
@@ -290,6 +282,23 @@ impl Pins {
             source,
         })
     }
+}
+
+/// Pins `link` (the program `name` attached at `target`) as `dir/<name>@<target>` and closes
+/// its fd: the pin alone keeps the program attached. Returns the pin's path.
+pub fn pin_link(
+    dir: &Path,
+    name: &str,
+    target: &str,
+    link: FdLink,
+) -> Result<PathBuf, PinDirError> {
+    let path = dir.join(format!("{name}@{}", target.replace('/', ":")));
+    drop(link.pin(&path).map_err(|source| PinDirError::Pin {
+        name: name.to_string(),
+        path: path.clone(),
+        source,
+    })?);
+    Ok(path)
 }
 
 /// Exempts process `tgid` (the agent taking over) from the programs of `earlier` generations,

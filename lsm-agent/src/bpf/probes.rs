@@ -97,18 +97,13 @@ where
     let Some(dir) = dir else {
         return Ok(Held::Owned(id));
     };
-    let path = dir.join(format!("{name}@{}", target.replace('/', ":")));
     // Dropped on any error below: the link is detached, the attachment fails.
     let link = take(id).map_err(|e| format!("taking the link of {name}: {e}"))?;
     let fd = FdLink::try_from(link)
         .map_err(|e| format!("{name} on {target} is not a BPF link ({e}): it cannot be pinned"))?;
-    // A pin of this name belongs to no live attachment (each name is one program at one
-    // target): a leftover, replaced.
-    let _ = std::fs::remove_file(&path);
-    // The fd is closed when the returned pin drops: the pin alone keeps the link.
-    fd.pin(&path)
-        .map_err(|e| format!("pinning {}: {e}", path.display()))?;
-    Ok(Held::Pinned(path))
+    super::pin::pin_link(dir, name, target, fd)
+        .map(Held::Pinned)
+        .map_err(|e| e.to_string())
 }
 
 /// Detaches a held link: through its program (`detach`), or by removing its pin.
