@@ -94,6 +94,21 @@ impl EventStream {
             thread::sleep(Duration::from_millis(500));
         }
     }
+
+    /// Waits until no line has come for `quiet` (at most `max` in all) and returns the
+    /// number of lines then: events of operations already made are all in.
+    pub fn settle(&self, quiet: Duration, max: Duration) -> usize {
+        let start = Instant::now();
+        let (mut count, mut since) = (self.lines().len(), Instant::now());
+        while since.elapsed() < quiet && start.elapsed() < max {
+            thread::sleep(Duration::from_millis(200));
+            let now = self.lines().len();
+            if now != count {
+                (count, since) = (now, Instant::now());
+            }
+        }
+        count
+    }
 }
 
 impl Drop for EventStream {

@@ -110,15 +110,7 @@ fn a_minute_of_short_processes_and_opens_leaves_the_agent_alive_bounded_and_ever
     let (children, opens, reads) = helper_counts(&out);
 
     // Drained: the stream's count has not moved for 5 s.
-    let start = Instant::now();
-    let (mut last, mut still) = (events.lines().len(), Instant::now());
-    while still.elapsed() < Duration::from_secs(5) && start.elapsed() < Duration::from_secs(120) {
-        thread::sleep(Duration::from_millis(500));
-        let now = events.lines().len();
-        if now != last {
-            (last, still) = (now, Instant::now());
-        }
-    }
+    events.settle(Duration::from_secs(5), Duration::from_secs(120));
     let received = opens_seen(&events.lines()) - base;
     let after = scrape_metrics(METRICS);
     let dropped = (counted_drops(&after) - counted_drops(&before)) as u64;

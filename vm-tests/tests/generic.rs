@@ -453,15 +453,7 @@ fn denials_reach_the_event_stream_while_observation_events_flood_the_ring_buffer
     );
     // The probing may have made a denial more than the one it saw: its event can still be
     // on its way. Counted from when the stream has been quiet for 2 s.
-    let mut seen_before = denials.lines().len();
-    let mut quiet = std::time::Instant::now();
-    while quiet.elapsed() < Duration::from_secs(2) {
-        std::thread::sleep(Duration::from_millis(200));
-        let now = denials.lines().len();
-        if now != seen_before {
-            (seen_before, quiet) = (now, std::time::Instant::now());
-        }
-    }
+    let seen_before = denials.settle(Duration::from_secs(2), Duration::from_secs(60));
     let flood = a.add_policy(&fixture("file-permission-post.yaml"));
     let out = run(&helper, &[file, canary_s, &ROUNDS.to_string(), "5000"]);
     flood.delete();
