@@ -761,9 +761,12 @@ mod tests {
 
     #[test]
     fn the_agents_unix_socket_is_preferred_unless_tls_is_asked_for_or_it_is_gone() {
-        let dir = std::env::temp_dir().join(format!("lsmctl-addr-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let sock = dir.join("api.sock");
+        // Removed when the test ends, passed or failed.
+        let dir = tempfile::Builder::new()
+            .prefix("lsmctl-addr-")
+            .tempdir()
+            .unwrap();
+        let sock = dir.path().join("api.sock");
         let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
         let info = serde_json::json!({
             "server_address": "localhost:4000",

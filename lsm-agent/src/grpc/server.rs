@@ -551,9 +551,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_unix_socket_a_live_server_holds_is_not_taken_but_a_stale_one_is() {
-        let dir = std::env::temp_dir().join(format!("lsm-grpc-sock-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("api.sock");
+        // Removed when the test ends, passed or failed.
+        let dir = tempfile::Builder::new()
+            .prefix("lsm-grpc-sock-")
+            .tempdir()
+            .expect("tmpdir");
+        let path = dir.path().join("api.sock");
         let addr = format!("unix://{}", path.display());
         let live = bind(&addr).await.expect("first bind");
         let err = bind(&addr).await.expect_err("held by a live listener");
@@ -565,7 +568,6 @@ mod tests {
         // The file is left behind by the dropped listener: a later agent binds over it.
         assert!(path.exists());
         bind(&addr).await.expect("stale socket replaced");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

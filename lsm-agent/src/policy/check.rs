@@ -403,10 +403,12 @@ mod tests {
         p
     }
 
-    fn tmpdir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("lsm-check-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).expect("tmpdir");
-        d
+    /// Removed when the test ends, passed or failed.
+    fn tmpdir(tag: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("lsm-check-{tag}-"))
+            .tempdir()
+            .expect("tmpdir")
     }
 
     /// Kills reads under `${DIR}` and `/boot`; also hooks file_open without selectors.
@@ -419,6 +421,7 @@ mod tests {
     #[test]
     fn map_usage_names_probe_hooks_by_their_target() {
         let d = tmpdir("probe-names");
+        let d = d.path();
         let f = write(
             &d,
             "setuid.yaml",
@@ -436,6 +439,7 @@ mod tests {
     #[test]
     fn report_lists_hooks_selectors_and_map_entries() {
         let d = tmpdir("good");
+        let d = d.path();
         let f = write(&d, "good.yaml", GOOD);
         let r = check_files(&[f.clone(), f], env);
         assert!(r.ok(), "{:?}", r.diagnostics());
@@ -483,6 +487,7 @@ mod tests {
     #[test]
     fn bad_files_are_errors_and_the_rest_is_still_reported() {
         let d = tmpdir("bad");
+        let d = d.path();
         let good = write(&d, "good.yaml", GOOD);
         let bad = write(&d, "bad.yaml", &GOOD.replace("Prefix", "StartsWith"));
         let r = check_files(&[bad, good], env);
@@ -501,6 +506,7 @@ mod tests {
     #[test]
     fn unset_variables_fail_the_check() {
         let d = tmpdir("unset");
+        let d = d.path();
         let f = write(&d, "p.yaml", GOOD);
         let r = check_files(&[f], |_| None);
         assert!(!r.ok());
@@ -515,6 +521,7 @@ mod tests {
     #[test]
     fn a_set_that_does_not_fit_together_fails() {
         let d = tmpdir("full");
+        let d = d.path();
         // 40 selectors on one hook: each file fits alone, two do not fit together.
         let mut yaml = String::from(
             "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: big\nspec:\n  \
@@ -539,6 +546,7 @@ mod tests {
     #[test]
     fn report_says_which_hooks_are_observed_by_kprobe_kretprobe_or_tracepoint() {
         let d = tmpdir("observed");
+        let d = d.path();
         let files = [
             write(
                 &d,
@@ -565,6 +573,7 @@ mod tests {
     #[test]
     fn override_at_a_kprobe_depends_on_the_node_and_at_a_kretprobe_fails_the_check() {
         let d = tmpdir("override");
+        let d = d.path();
         let yaml = fixture!("kill-on-setuid-4243.yaml")
             .replace("action: Sigkill", "action: Override\n        argError: -1");
         let entry = write(&d, "entry.yaml", &yaml);

@@ -75,8 +75,12 @@ fn every_quickstart_policy_passes_the_check() {
 
 #[test]
 fn env_references_in_policy_files_are_expanded_by_the_agent() {
-    let dir = std::env::temp_dir().join(format!("lsm-startup-env-{}", std::process::id()));
-    fs::create_dir_all(&dir).expect("tmpdir");
+    // Removed when the test ends, passed or failed.
+    let tmp = tempfile::Builder::new()
+        .prefix("lsm-startup-env-")
+        .tempdir()
+        .expect("tmpdir");
+    let dir = tmp.path();
     let f = dir.join("env.yaml");
     fs::write(
         &f,
@@ -108,7 +112,6 @@ fn env_references_in_policy_files_are_expanded_by_the_agent() {
         stderr.contains("env.yaml:15:19: spec.lsmhooks[0].selectors[0].matchArgs[0].values[0]: environment variable LSM_TEST_DIR is not set"),
         "{stderr}"
     );
-    let _ = fs::remove_dir_all(dir);
 }
 
 #[test]
