@@ -119,6 +119,10 @@ extern "C" fn read_step(i: u64, ctx: *mut c_void) -> i64 {
             let len = buf_len(s, size, has_ret != 0, ret);
             read_buf(s, v, len, rec);
             len
+        } else if kind == ARG_I32_ARR {
+            // `size` elements of 4 bytes: at most 1020, within the record.
+            read_buf(s, v, u64::from(size) * 4, rec);
+            u64::from(size)
         } else if kind == ARG_IOV_ITER {
             read_iov(s, v, rec)
         } else if kind == ARG_CRED {

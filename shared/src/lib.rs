@@ -355,6 +355,10 @@ pub const ARG_KIOCB: u8 = 19;
 /// of an iovec or kvec array) as [`ARG_BUF`] reads a buffer; its value is the iterator's
 /// `count`.
 pub const ARG_IOV_ITER: u8 = 20;
+/// A pointer to an array of [`ArgDesc::size`] 32-bit integers (`int32_arr`: a `pipe`'s or
+/// `socketpair`'s `int[2]`), in kernel or user memory: its bytes as [`ARG_BUF`] reads a
+/// buffer; its value is the element count.
+pub const ARG_I32_ARR: u8 = 21;
 
 /// Whether arguments of `kind` are a [`BpfObjRec`].
 #[inline(always)]
@@ -418,6 +422,7 @@ pub const fn arg_is_string(kind: u8) -> bool {
             | ARG_BPF_PROG
             | ARG_KIOCB
             | ARG_IOV_ITER
+            | ARG_I32_ARR
     )
 }
 

@@ -746,6 +746,45 @@ fn char_buf_arguments_carry_the_bytes_written_and_the_bytes_read() {
     );
 }
 
+/// `int32_arr` with `returnCopy`: the array a call fills (`pipe2`'s two file descriptors),
+/// read when it returns, as Tetragon's `int32_list_arg`.
+#[test]
+fn an_int32_array_argument_carries_the_values_the_call_wrote() {
+    let a = agent();
+    let events = a.json_stream();
+    let policy = a.add_policy(&fixture("observe-pipe2-fds.yaml"));
+    let py = python("import os\nr, w = os.pipe2(os.O_NONBLOCK)\nprint(r, w)\nos.pipe2(0)");
+    let ev = events.expect("the sys_pipe2 event", |l| kprobe_of(l, "observe-pipe2-fds"));
+    events.settle(Duration::from_secs(2), Duration::from_secs(10));
+    policy.delete();
+
+    assert_eq!(exit_code(&py), 0, "{py:?}");
+    let fds: Vec<&str> = std::str::from_utf8(&py.stdout)
+        .expect("python's output")
+        .split_whitespace()
+        .collect();
+    assert_eq!(fds.len(), 2, "{py:?}");
+    let values = format!(
+        "{{\"int32_list_arg\":{{\"values\":[{},{}]}},\"label\":\"pipefd\"}}",
+        fds[0], fds[1]
+    );
+    assert!(ev.contains(&values), "the two descriptors, {values}: {ev}");
+    assert!(
+        ev.contains("{\"int_arg\":2048,\"label\":\"flags\"}"),
+        "{ev}"
+    );
+    let posted: Vec<String> = events
+        .lines()
+        .into_iter()
+        .filter(|l| kprobe_of(l, "observe-pipe2-fds"))
+        .collect();
+    assert_eq!(
+        posted.len(),
+        1,
+        "the pipe2 without O_NONBLOCK posts nothing: {posted:?}"
+    );
+}
+
 /// `cred` (`commit_creds`' new credentials): the event carries them as Tetragon's
 /// `process_credentials_arg` (the JSON has its keys in order).
 #[test]

@@ -299,6 +299,16 @@ impl ProcessCache {
                             }
                         }
                     }
+                    // Whole elements of the bytes read (an unreadable array reads as none).
+                    ArgType::Int32Array { .. } => ArgValue::Int32List(
+                        rec.map(|p| {
+                            p.bytes
+                                .chunks_exact(4)
+                                .map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    ),
                     ArgType::Module => ArgValue::Module {
                         name: path,
                         signature_ok: (raw & MODULE_SIG_KNOWN != 0)

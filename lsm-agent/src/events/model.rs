@@ -253,6 +253,8 @@ pub enum ArgValue {
         bytes: Vec<u8>,
         orig_size: u64,
     },
+    /// An array of 32-bit integers (`int32_arr`: a `pipe`'s file descriptors).
+    Int32List(Vec<i32>),
     /// A socket and the connection it makes (`None`: the kernel's record carried no
     /// connection, which only a decoding bug would cause).
     Sock(Option<NetData>),

@@ -337,6 +337,9 @@ pub enum ArgType {
     /// locates (`size`: 1-based raw argument, `SIZE_RETVAL`, or 0 for none); matched with the
     /// string operators.
     Buffer { size: u8 },
+    /// An array of `count` 32-bit integers (`int32_arr` with its `size`): shown as its
+    /// values; no operator applies to it (Tetragon has none either).
+    Int32Array { count: u8 },
     /// A `struct cred *` (type `cred`): shown as Tetragon's `process_credentials_arg`; no
     /// operator applies to it.
     Cred,

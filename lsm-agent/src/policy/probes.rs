@@ -91,6 +91,7 @@ pub fn generic_desc(target: &Target, a: &ArgSpec) -> ArgDesc {
             width,
             size: match a.ty {
                 ArgType::Buffer { size } => size,
+                ArgType::Int32Array { count } => count,
                 _ => 0,
             },
         },

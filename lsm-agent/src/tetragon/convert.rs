@@ -259,7 +259,9 @@ mod tests {
         },
         tetragon::{
             compact::{CompactOptions, encode_compact},
-            proto::tetragon::{KprobeCapability, KprobeFile, KprobeSock, kprobe_argument::Arg},
+            proto::tetragon::{
+                KprobeCapability, KprobeFile, KprobeInt32List, KprobeSock, kprobe_argument::Arg,
+            },
         },
     };
 
@@ -447,6 +449,12 @@ mod tests {
         assert_eq!(arg(model::ArgValue::Uint(3)).arg, Some(Arg::UintArg(3)));
         assert_eq!(arg(model::ArgValue::Size(3)).arg, Some(Arg::SizeArg(3)));
         assert_eq!(arg(model::ArgValue::Long(-3)).arg, Some(Arg::LongArg(-3)));
+        assert_eq!(
+            arg(model::ArgValue::Int32List(vec![3, -4])).arg,
+            Some(Arg::Int32ListArg(KprobeInt32List {
+                values: vec![3, -4]
+            }))
+        );
         assert_eq!(
             arg(model::ArgValue::Capability(21)).arg,
             Some(Arg::CapabilityArg(KprobeCapability {

@@ -462,6 +462,12 @@ fn argument(a: &KprobeArgument) -> Value {
                 .u64("orig_size", t.orig_size)
                 .done(),
         ),
+        Some(Arg::Int32ListArg(l)) => (
+            "int32_list_arg",
+            Obj::default()
+                .list("values", l.values.iter().map(|v| Value::from(*v)).collect())
+                .done(),
+        ),
         Some(Arg::SockArg(s)) => (
             "sock_arg",
             Obj::default()
@@ -591,7 +597,9 @@ fn timestamp(t: &prost_types::Timestamp) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tetragon::proto::tetragon::{KprobeFile, ProcessExec, ProcessKprobe};
+    use crate::tetragon::proto::tetragon::{
+        KprobeFile, KprobeInt32List, ProcessExec, ProcessKprobe,
+    };
 
     #[test]
     fn exec_json() {
@@ -644,6 +652,12 @@ mod tests {
                         arg: Some(Arg::SizeArg(1 << 40)),
                         label: String::new(),
                     },
+                    KprobeArgument {
+                        arg: Some(Arg::Int32ListArg(KprobeInt32List {
+                            values: vec![3, -4],
+                        })),
+                        label: "fds".into(),
+                    },
                 ],
                 ..Default::default()
             })),
@@ -651,7 +665,7 @@ mod tests {
         };
         assert_eq!(
             event_to_json(&ev),
-            r#"{"process_kprobe":{"action":"KPROBE_ACTION_OVERRIDE","args":[{"file_arg":{"path":"/etc/shadow"}},{"int_arg":0,"label":"mask"},{"size_arg":"1099511627776"}],"function_name":"security_file_permission"}}"#
+            r#"{"process_kprobe":{"action":"KPROBE_ACTION_OVERRIDE","args":[{"file_arg":{"path":"/etc/shadow"}},{"int_arg":0,"label":"mask"},{"size_arg":"1099511627776"},{"int32_list_arg":{"values":[3,-4]},"label":"fds"}],"function_name":"security_file_permission"}}"#
         );
     }
 }

@@ -148,11 +148,11 @@ const EXPECTED: &[(&str, Expect)] = &[
     ),
     (
         "pipe-list-call.yaml",
-        // The list expands to generic syscall kprobes; the first member stops at its
-        // argument's returnCopy, which the generic reader does not implement.
-        Refused {
-            at: "20:7: spec.kprobes[0].args[0].returnCopy",
-            message: "not supported yet by lsm-agent",
+        // The list expands to a generic syscall kretprobe per member (the int32_arr's
+        // returnCopy reads it at the return), and fd_install.
+        Accepted {
+            hooks: 3,
+            warnings: &[],
         },
     ),
 ];

@@ -42,6 +42,10 @@ pub(super) fn convert_generic_arg(
             ty: ir::ArgType::Buffer { .. },
             ..
         }) => buffer_type(apath, a, site, what)?,
+        Some(hooks::GenericType::Read {
+            ty: ir::ArgType::Int32Array { .. },
+            ..
+        }) => int32_array_type(apath, a, site, what)?,
         Some(hooks::GenericType::Read { ty, .. }) => ty,
         Some(hooks::GenericType::Nop) => return Ok(None),
         Some(hooks::GenericType::Unsupported) => {
@@ -109,6 +113,29 @@ fn buffer_type(apath: &str, a: &raw::Arg, site: ArgSite, what: &str) -> VResult<
     }
 }
 
+/// Largest `size` of an `int32_arr`: the elements fit a record, and the count its
+/// descriptor's byte.
+const MAX_INT32_ARR: u32 = 255;
+
+/// An `int32_arr` of `size` elements (none without it, as in Tetragon), read where the call
+/// starts or, with `returnCopy`, where it returns (an array the call fills, such as
+/// `pipe`'s).
+fn int32_array_type(apath: &str, a: &raw::Arg, site: ArgSite, what: &str) -> VResult<ir::ArgType> {
+    if a.return_copy == Some(true) && site != ArgSite::Kprobe {
+        return Err(invalid(
+            format!("{apath}.returnCopy"),
+            format!("returnCopy reads the array when the call returns: {what} has no return"),
+        ));
+    }
+    match a.size.unwrap_or(0) {
+        n if n <= MAX_INT32_ARR => Ok(ir::ArgType::Int32Array { count: n as u8 }),
+        n => Err(invalid(
+            format!("{apath}.size"),
+            format!("size {n}: lsm-agent reads at most {MAX_INT32_ARR} elements of an int32_arr"),
+        )),
+    }
+}
+
 pub(super) fn convert_arg(
     apath: &str,
     a: &raw::Arg,
@@ -151,7 +178,11 @@ pub(super) fn check_arg_options(apath: &str, a: &raw::Arg, max_index: u32) -> VR
             "sizeArgIndex",
             buffer,
         ),
-        (a.return_copy == Some(true), "returnCopy", buffer),
+        (
+            a.return_copy == Some(true),
+            "returnCopy",
+            buffer || ty == "int32_arr",
+        ),
         (
             a.max_data == Some(true),
             "maxData",
@@ -163,7 +194,8 @@ pub(super) fn check_arg_options(apath: &str, a: &raw::Arg, max_index: u32) -> VR
                 format!("{apath}.{field}"),
                 format!(
                     "{field} on a \"{ty}\" argument is not supported yet by lsm-agent (it \
-                     applies it to char_buf arguments, and maxData also to iov_iter)"
+                     applies it to char_buf arguments, returnCopy also to int32_arr, and \
+                     maxData also to iov_iter)"
                 ),
             ));
         }
@@ -190,9 +222,9 @@ pub(super) fn check_arg_options(apath: &str, a: &raw::Arg, max_index: u32) -> VR
             "overwriteType (with extractParam)",
         ),
         (
-            a.size.is_some(),
+            a.size.is_some() && ty != "int32_arr",
             "size",
-            "size (array arguments such as int32_arr)",
+            "size on a type other than int32_arr",
         ),
     ] {
         if is_set {

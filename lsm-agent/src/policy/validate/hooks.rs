@@ -233,11 +233,9 @@ fn convert_generic_kprobe(
     let syscall = kp.syscall == Some(true);
     // A `returnCopy` buffer is read when the call returns: as in Tetragon, it puts the
     // kprobe on the return (one event, at the return, with every argument).
-    let return_copy = kp
-        .args
-        .iter()
-        .flatten()
-        .any(|a| a.return_copy == Some(true) && a.ty.as_deref() == Some("char_buf"));
+    let return_copy = kp.args.iter().flatten().any(|a| {
+        a.return_copy == Some(true) && matches!(a.ty.as_deref(), Some("char_buf" | "int32_arr"))
+    });
     let ret = kp.ret == Some(true) || return_copy;
     let function = if syscall {
         portable_syscall(&kp.call).ok_or_else(|| {
@@ -681,6 +679,42 @@ mod tests {
         );
         // returnCopy alone makes no return value an argument.
         assert!(read.return_arg.is_none());
+    }
+
+    #[test]
+    fn an_int32_array_has_its_size_and_with_return_copy_moves_the_probe_to_the_return() {
+        let yaml = fixture!("observe-pipe2-fds.yaml");
+        let p = parse_ok(yaml);
+        assert_eq!(
+            p.hooks[0].target.to_string(),
+            "observed by kretprobe sys_pipe2"
+        );
+        assert_eq!(p.hooks[0].args[0].ty, ArgType::Int32Array { count: 2 });
+        // Read where the call starts without returnCopy.
+        let p = parse_ok(&yaml.replace("      returnCopy: true\n", ""));
+        assert_eq!(
+            p.hooks[0].target.to_string(),
+            "observed by kprobe sys_pipe2"
+        );
+        for (from, to, path, says) in [
+            ("size: 2", "size: 256", "args[0].size", "at most 255"),
+            (
+                "      - index: 1\n",
+                "      - index: 0\n",
+                "selectors[0].matchArgs[0].operator",
+                "not supported on this argument",
+            ),
+            (
+                "      label: flags",
+                "      label: flags\n      size: 4",
+                "args[1].size",
+                "size on a type other than int32_arr",
+            ),
+        ] {
+            let e = parse_err(&yaml.replacen(from, to, 1));
+            assert_eq!(e.path, format!("spec.kprobes[0].{path}"), "{to}");
+            assert!(e.message.contains(says), "{}", e.message);
+        }
     }
 
     #[test]

@@ -116,6 +116,9 @@ const OPERATOR_SPELLINGS: &[(&str, Operator)] = {
         ("state", State),
         ("CapabilitiesGained", CapabilitiesGained),
         ("CapabilityMask", CapabilityMask),
+        // The first spelling of CapabilityMask in Tetragon's own deny-privileged-containers
+        // example (renamed in a later commit of the same file, with the same meaning).
+        ("Capability", CapabilityMask),
         ("InRange", InRange),
         ("NotInRange", NotInRange),
         ("SubString", SubString),
@@ -134,7 +137,7 @@ pub(super) const SUPPORTED_ARG_OPERATORS: &str = "Equal (eq), NotEqual (neq), Pr
      Dport), NotDPort (notdport, NotDport), SPort (sport, Sport), NotSPort (notsport, NotSport), \
      DPortPriv (dportpriv, DportPriv), NotDPortPriv (notdportpriv, NotDportPriv), SPortPriv \
      (sportpriv, SportPriv), NotSPortPriv (notsportpriv, NotSportPriv), Protocol (protocol), \
-     Family (family), InMap, NotInMap, CapabilityMask";
+     Family (family), InMap, NotInMap, CapabilityMask (Capability)";
 
 pub(super) fn parse_operator(s: &str) -> Option<Operator> {
     OPERATOR_SPELLINGS
@@ -299,7 +302,11 @@ pub(super) fn classify(op: Operator, ty: ArgType) -> Result<ArgOp, String> {
     let elsewhere = format!("operator {name} is not supported on this argument");
     if matches!(
         ty,
-        ArgType::Opaque | ArgType::Cred | ArgType::Module | ArgType::BpfObj(_)
+        ArgType::Opaque
+            | ArgType::Cred
+            | ArgType::Module
+            | ArgType::BpfObj(_)
+            | ArgType::Int32Array { .. }
     ) {
         return Err(elsewhere);
     }
@@ -340,9 +347,11 @@ pub(super) fn operator_hint(ty: ArgType) -> &'static str {
             "string operators Equal, NotEqual, Prefix, NotPrefix, Postfix, NotPostfix apply to \
              file, path, dentry, linux_binprm, string and char_buf arguments"
         }
-        ArgType::Opaque | ArgType::Cred | ArgType::Module | ArgType::BpfObj(_) => {
-            "no operator applies to this argument"
-        }
+        ArgType::Opaque
+        | ArgType::Cred
+        | ArgType::Module
+        | ArgType::BpfObj(_)
+        | ArgType::Int32Array { .. } => "no operator applies to this argument",
         ArgType::Caps => {
             "CapabilityMask (any of the capabilities), Equal and NotEqual (exactly the set) \
              apply to capability sets, with CAP_* names (comma-separated) or numeric masks"
@@ -503,6 +512,11 @@ mod tests {
         let equal = listed.replace("operator: CapabilityMask", "operator: Equal");
         let f = &parse_ok(&equal).hooks[0].selectors[0].match_args[0];
         assert_eq!(num_filter(f), (NumOp::Equal, vec![1 | 1 << 5, 0x10]));
+
+        // The example's first spelling means the same.
+        let old = yaml.replace("operator: CapabilityMask", "operator: Capability");
+        let f = &parse_ok(&old).hooks[0].selectors[0].match_args[0];
+        assert_eq!(num_filter(f), (NumOp::Mask, vec![1 << 21]));
 
         let e = parse_err(&yaml.replace("CAP_SYS_ADMIN", "CAP_NOPE"));
         assert!(e.path.ends_with("values[0]"), "{}", e.path);

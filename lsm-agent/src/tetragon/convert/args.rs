@@ -5,7 +5,7 @@
 use super::super::{
     net,
     proto::tetragon::{
-        Capabilities, KernelModule, KprobeArgument, KprobeCapability, KprobeFile,
+        Capabilities, KernelModule, KprobeArgument, KprobeCapability, KprobeFile, KprobeInt32List,
         KprobeLinuxBinprm, KprobePath, KprobeSkb, KprobeTruncatedBytes, Namespace,
         ProcessCredentials, SecureBitsType, SyscallId, UserNamespace, kprobe_argument::Arg,
     },
@@ -51,6 +51,7 @@ pub fn argument(a: &model::Arg) -> KprobeArgument {
             bytes_arg: bytes.clone(),
             orig_size: *orig_size,
         }),
+        V::Int32List(v) => Arg::Int32ListArg(KprobeInt32List { values: v.clone() }),
         V::Sock(n) => Arg::SockArg(n.as_ref().map(net::sock_arg).unwrap_or_default()),
         V::Sockaddr(s) => Arg::SockaddrArg(s.as_ref().map(net::sockaddr_arg).unwrap_or_default()),
         V::Skb(s) => Arg::SkbArg(skb(s)),
