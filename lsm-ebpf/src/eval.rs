@@ -700,9 +700,17 @@ fn fire(
     // function whose policies override it.
     let ovr = fired & cfg.override_;
     if ovr != 0 && verdict == 0 && (!observed || mode == Mode::ProbeOverride) {
-        // A missing action reads as error 0, which denies with -EPERM.
+        // A missing action reads as error 0, which denies with -EPERM. At a function's
+        // entry the value is returned as the policy wrote it (Tetragon's `argError: 1` on
+        // `security_inode_copy_up_xattr` means "skip this attribute"); an LSM hook takes
+        // errnos only.
         let act = SEL_ACT.get(hook * MAX_SELECTORS + lowest_slot(ovr));
-        verdict = deny_errno(act.map_or(0, |a| a.error));
+        let error = act.map_or(0, |a| a.error);
+        verdict = if mode == Mode::ProbeOverride && error != 0 {
+            error
+        } else {
+            deny_errno(error)
+        };
     }
     if verdict != 0 {
         count(STAT_DENIED);

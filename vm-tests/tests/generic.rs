@@ -849,27 +849,27 @@ fn a_missing_function_is_a_load_error_naming_it() {
 
 /// `Override` at a kprobe needs the kernel's error injection (`bpf_override_return`), which
 /// Debian's 6.1 and 6.12 do not have: adding the policy fails naming the missing option, the
-/// link it would refuse still works, and the agent goes on serving.
+/// link it would refuse still works, and the agent goes on serving. With `return: true` the
+/// override goes to the function's entry, as in Tetragon, and fails the same way.
 #[test]
 fn an_override_kprobe_policy_is_refused_where_the_kernel_has_no_error_injection() {
     let a = agent();
-    let out = a.lsmctl(&[
-        "tracingpolicy",
-        "add",
-        fixture("override-hardlinks-to-lsm-vmtest-secret.yaml")
-            .to_str()
-            .expect("utf-8"),
-    ]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_ne!(exit_code(&out), 0, "{text}");
-    assert!(
-        text.contains("sys_linkat") && text.contains("CONFIG_BPF_KPROBE_OVERRIDE"),
-        "the error names the call and the kernel option: {text}"
-    );
+    for f in [
+        "override-hardlinks-to-lsm-vmtest-secret.yaml",
+        "override-hardlinks-to-lsm-vmtest-secret-return.yaml",
+    ] {
+        let out = a.lsmctl(&["tracingpolicy", "add", fixture(f).to_str().expect("utf-8")]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_ne!(exit_code(&out), 0, "{f}: {text}");
+        assert!(
+            text.contains("sys_linkat") && text.contains("CONFIG_BPF_KPROBE_OVERRIDE"),
+            "{f}: the error names the call and the kernel option: {text}"
+        );
+    }
     // Both in /tmp: a hard link stays on one file system.
     let secret = Path::new("/tmp/lsm-vmtest-secret-override");
     fs::write(secret, "x").expect("secret file");

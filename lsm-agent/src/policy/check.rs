@@ -139,7 +139,8 @@ fn overrides(h: &super::ir::Hook) -> bool {
 }
 
 /// Why the agent would refuse to load `p` although it parses: an `Override` (enforce mode) at
-/// a kretprobe (the function has run) or a tracepoint (no return value). One message per
+/// a kretprobe (the function has run; validation moves a kprobe's override to its entry, so
+/// only a hand-built policy has one) or a tracepoint (no return value). One message per
 /// selector, located by its path in the policy. At a kprobe's entry it depends on the node
 /// (the hook's line says so).
 fn load_refusals(p: &Policy) -> Vec<String> {
@@ -481,7 +482,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("2 policy file(s) OK"), "{text}");
-        let _ = std::fs::remove_dir_all(d);
     }
 
     #[test]
@@ -500,7 +500,6 @@ mod tests {
         );
         assert_eq!(r.files[1].id, 2);
         assert!(r.render().contains("1 of 2 policy file(s) rejected"));
-        let _ = std::fs::remove_dir_all(d);
     }
 
     #[test]
@@ -515,7 +514,6 @@ mod tests {
             "{:?}",
             r.diagnostics()
         );
-        let _ = std::fs::remove_dir_all(d);
     }
 
     #[test]
@@ -540,7 +538,6 @@ mod tests {
             "{:?}",
             r.diagnostics()
         );
-        let _ = std::fs::remove_dir_all(d);
     }
 
     #[test]
@@ -567,35 +564,45 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }
-        let _ = std::fs::remove_dir_all(d);
     }
 
     #[test]
-    fn override_at_a_kprobe_depends_on_the_node_and_at_a_kretprobe_fails_the_check() {
+    fn override_at_a_kprobe_depends_on_the_node_and_at_a_tracepoint_fails_the_check() {
         let d = tmpdir("override");
         let d = d.path();
         let yaml = fixture!("kill-on-setuid-4243.yaml")
             .replace("action: Sigkill", "action: Override\n        argError: -1");
-        let entry = write(&d, "entry.yaml", &yaml);
+        let entry = write(d, "entry.yaml", &yaml);
         let r = check_files(std::slice::from_ref(&entry), |_| None);
         assert!(r.ok(), "{:?}", r.diagnostics());
-        assert!(
-            r.render()
-                .contains("Override makes the function return the error without running it"),
-            "{}",
-            r.render()
-        );
-        let yaml = yaml.replace(
+        let says = "Override makes the function return the error without running it";
+        assert!(r.render().contains(says), "{}", r.render());
+        // With return: true the override applies at the entry, and the kretprobe posts.
+        let ret = yaml.replace(
             "    syscall: true\n",
             "    syscall: true\n    return: true\n    returnArg:\n      type: int\n",
         );
-        let f = write(&d, "override.yaml", &yaml);
+        let f = write(d, "return.yaml", &ret);
+        let r = check_files(std::slice::from_ref(&f), |_| None);
+        assert!(r.ok(), "{:?}", r.diagnostics());
+        let text = r.render();
+        assert!(
+            text.contains(&format!("observed by kprobe sys_setuid (events; Sigkill after the fact, nothing denied); {says}"))
+                && text.contains("observed by kretprobe sys_setuid"),
+            "{text}"
+        );
+        // A tracepoint has no function to override.
+        let tp = fixture!("observe-raw-sys-enter-getpid.yaml").replace(
+            "      matchBinaries:",
+            "      matchActions:\n      - action: Override\n        argError: -1\n      matchBinaries:",
+        );
+        let f = write(d, "override.yaml", &tp);
         let r = check_files(std::slice::from_ref(&f), |_| None);
         assert!(!r.ok());
         let diags = r.diagnostics();
         assert!(
             diags.iter().any(|l| l.starts_with("error: ")
-                && l.contains("override.yaml: spec.kprobes[0].selectors[0].matchActions: Override on kretprobe sys_setuid is not possible")),
+                && l.contains("override.yaml: spec.tracepoints[0].selectors[0].matchActions: Override on tracepoint raw_syscalls/sys_enter is not possible")),
             "{diags:?}"
         );
         assert!(
@@ -605,15 +612,14 @@ mod tests {
         );
         // The same policy in monitor mode only reports what it would have done.
         let monitor = write(
-            &d,
+            d,
             "monitor.yaml",
-            &yaml.replace(
+            &tp.replace(
                 "spec:\n",
                 "spec:\n  options:\n  - name: policy-mode\n    value: monitor\n",
             ),
         );
         let r = check_files(&[monitor], |_| None);
         assert!(r.ok(), "{:?}", r.diagnostics());
-        let _ = std::fs::remove_dir_all(d);
     }
 }

@@ -660,7 +660,8 @@ pub enum Action {
     },
     NoPost,
     Sigkill,
-    /// `argError`, already forced into [-4095, 0].
+    /// `argError`: at an LSM hook forced into [-4095, 0]; at a function's entry as written
+    /// (non-zero).
     Override {
         error: i32,
     },

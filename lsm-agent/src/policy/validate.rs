@@ -115,13 +115,8 @@ pub(crate) fn convert(
     ] {
         let specs = specs.as_deref().unwrap_or(&[]);
         for call in lists::expand_kprobe_calls(specs, section, &lists)? {
-            hooks.push(convert_expanded(
-                section,
-                &specs[call.spec_index],
-                &call,
-                &lists,
-                warnings,
-            )?);
+            let hook = convert_expanded(section, &specs[call.spec_index], &call, &lists, warnings)?;
+            hooks.extend(hooks::split_return_override(hook));
         }
     }
     for (i, lh) in spec.lsmhooks.iter().flatten().enumerate() {

@@ -9,9 +9,11 @@ use crate::policy::values::parse_rate_limit;
 /// `CopyFD` kept older Tetragon's map from descriptors to file names (Tetragon has removed
 /// them); lsm-agent reads an `fd` argument's file from the task's descriptor table at each
 /// call, so policies written for those versions load with a warning.
+/// `at_lsm`: the hook is an LSM hook, whose return the kernel takes as an errno only.
 pub(super) fn convert_action(
     apath: &str,
     a: &raw::Action,
+    at_lsm: bool,
     warnings: &mut Vec<Invalid>,
 ) -> VResult<Option<ir::Action>> {
     let name = a.action.to_ascii_lowercase();
@@ -91,7 +93,9 @@ pub(super) fn convert_action(
                     "Override needs argError (e.g. argError: -1 for EPERM)",
                 )
             })?;
-            let error = if (-4095..=0).contains(&err) {
+            // At a function's entry (bpf_override_return) any value is returned as written,
+            // as in Tetragon: some functions mean something by a positive return.
+            let error = if (-4095..=0).contains(&err) || (!at_lsm && err != 0) {
                 err
             } else {
                 warnings.push(invalid(

@@ -220,6 +220,78 @@ fn is_symbol(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
 }
 
+/// A kretprobe whose selectors `Override` the call, as two hooks: the kretprobe, where they
+/// post (the event has the return value, the override's error when it applied), and a kprobe
+/// on the function's entry, where the override applies, as in Tetragon (at the return the
+/// function has run). The entry hook has the same selectors in the same order, so the same
+/// one is the first to match, without their `matchReturnArgs` (nothing has returned yet), and
+/// with only their `Override` actions; it posts nothing. Any other hook is returned as it is.
+pub(super) fn split_return_override(hook: ir::Hook) -> Vec<ir::Hook> {
+    let is_override = |a: &ir::Action| matches!(a, ir::Action::Override { .. });
+    let ir::Target::Kprobe(k) = &hook.target else {
+        return vec![hook];
+    };
+    if !k.ret
+        || !hook
+            .selectors
+            .iter()
+            .any(|s| s.actions.iter().any(is_override))
+    {
+        return vec![hook];
+    }
+    let entry = ir::Hook {
+        target: ir::Target::Kprobe(ir::KprobeTarget {
+            ret: false,
+            ..k.clone()
+        }),
+        return_arg: None,
+        selectors: hook
+            .selectors
+            .iter()
+            .map(|s| {
+                let mut actions: Vec<ir::Action> = s
+                    .actions
+                    .iter()
+                    .filter(|a| is_override(a))
+                    .cloned()
+                    .collect();
+                actions.push(ir::Action::NoPost);
+                ir::Selector {
+                    match_args: s
+                        .match_args
+                        .iter()
+                        .filter(|f| f.lsm_index != ir::RETURN_INDEX)
+                        .cloned()
+                        .collect(),
+                    actions,
+                    ..s.clone()
+                }
+            })
+            .collect(),
+        ..hook.clone()
+    };
+    let ret = ir::Hook {
+        selectors: hook
+            .selectors
+            .into_iter()
+            .map(|mut s| {
+                let had = s.actions.len();
+                s.actions.retain(|a| !is_override(a));
+                // A selector whose only action was the override still posts its call.
+                if s.actions.is_empty() && had > 0 {
+                    s.actions.push(ir::Action::Post {
+                        rate_limit_ms: None,
+                        rate_limit_scope: ir::RateLimitScope::default(),
+                    });
+                }
+                s
+            })
+            .collect(),
+        ..hook
+    };
+    vec![entry, ret]
+}
+
 /// A `kprobes[]` entry whose call has no LSM hook: observed by the generic kprobe (or, with
 /// `return: true`, kretprobe) on the function itself.
 fn convert_generic_kprobe(
@@ -715,6 +787,50 @@ mod tests {
             assert_eq!(e.path, format!("spec.kprobes[0].{path}"), "{to}");
             assert!(e.message.contains(says), "{}", e.message);
         }
+    }
+
+    #[test]
+    fn an_override_at_a_kretprobe_applies_at_the_entry_and_the_kretprobe_posts() {
+        use crate::policy::ir::{Action, RETURN_INDEX};
+        let p = parse_ok(fixture!(
+            "override-hardlinks-to-lsm-vmtest-secret-return.yaml"
+        ));
+        assert!(
+            p.warnings.is_empty(),
+            "argError 1 is kept: {:?}",
+            p.warnings
+        );
+        let [entry, ret] = &p.hooks[..] else {
+            panic!("two hooks: {:?}", p.hooks)
+        };
+        assert_eq!(entry.target.to_string(), "observed by kprobe sys_linkat");
+        assert_eq!(ret.target.to_string(), "observed by kretprobe sys_linkat");
+        // The entry: the argument filter, not the return's; the override, no event.
+        let s = &entry.selectors[0];
+        assert_eq!(s.match_args.len(), 1);
+        assert_ne!(s.match_args[0].lsm_index, RETURN_INDEX);
+        assert_eq!(
+            s.actions,
+            vec![Action::Override { error: 1 }, Action::NoPost]
+        );
+        assert!(entry.return_arg.is_none());
+        // The return: both filters, and it posts.
+        let s = &ret.selectors[0];
+        assert_eq!(s.match_args.len(), 2);
+        assert!(
+            matches!(s.actions[..], [Action::Post { .. }]),
+            "{:?}",
+            s.actions
+        );
+        assert!(ret.return_arg.is_some());
+        // At an LSM hook the kernel takes errnos only.
+        let lsm = fixture!("deny-cap-sys-admin-capset-of-python.yaml");
+        let p = parse_ok(&lsm.replacen("argError: -1", "argError: 1", 1));
+        assert!(
+            p.warnings.iter().any(|w| w.contains("outside [-4095, 0]")),
+            "{:?}",
+            p.warnings
+        );
     }
 
     #[test]

@@ -318,7 +318,8 @@ pub(super) fn convert_selector(
     let mut actions = Vec::with_capacity(raw_actions.len());
     for (k, a) in raw_actions.iter().enumerate() {
         let apath = format!("{spath}.matchActions[{k}]");
-        let action = convert_action(&apath, a, warnings)?;
+        let at_lsm = matches!(target, ir::Target::Lsm(_));
+        let action = convert_action(&apath, a, at_lsm, warnings)?;
         actions.extend(
             action
                 .map(|a| sock_action_position(&apath, a, args, target))
