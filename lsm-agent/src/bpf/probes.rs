@@ -293,7 +293,12 @@ impl Probes {
         override_ok: bool,
     ) -> Result<(), ProbeError> {
         let mut done = Vec::new();
-        for (&id, t) in &img.probes {
+        // A function's entry hooks before its returns: the first hook on a function picks
+        // its entry program, which must be the overriding one if an entry hook overrides (a
+        // kretprobe with Override has its override on the entry, see `split_return_override`).
+        let mut order: Vec<(&u32, &Target)> = img.probes.iter().collect();
+        order.sort_by_key(|(id, t)| (matches!(t, Target::Kprobe(k) if k.ret), **id));
+        for (&id, t) in order {
             if old.probes.get(&id) == Some(t) {
                 // Kept as attached: its program cannot change from observing to overriding.
                 if overrides(old, id) != overrides(img, id) {
