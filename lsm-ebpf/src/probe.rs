@@ -12,8 +12,10 @@ use aya_ebpf::{
             bpf_get_attach_cookie, bpf_get_func_arg, bpf_get_func_ip, bpf_override_return,
         },
     },
-    macros::{fentry, kprobe, kretprobe, tracepoint, uprobe},
-    programs::{FEntryContext, ProbeContext, RetProbeContext, TracePointContext},
+    macros::{fentry, kprobe, kretprobe, raw_tracepoint, tracepoint, uprobe},
+    programs::{
+        FEntryContext, ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext,
+    },
 };
 use lsm_shared::*;
 
@@ -298,6 +300,53 @@ fn try_generic_tracepoint(ctx: &TracePointContext, slot: u32) -> Result<i32, i32
         s.set_raw(i, v);
         i += 1;
     }
+    observe_probe(s, cur, hook, None);
+    Ok(0)
+}
+
+// A raw tracepoint's program cannot tell which tracepoint it runs for either (the cookie of
+// a raw tracepoint needs Linux 6.10): `RAW_TP_SLOTS` copies, copy `i` reading its hook id
+// at key `TP_SLOTS + i` of `TP_IDS`.
+macro_rules! raw_tracepoint_slots {
+    ($($name:ident = $slot:expr),* $(,)?) => {$(
+        #[raw_tracepoint]
+        pub fn $name(ctx: RawTracePointContext) -> u32 {
+            ret(try_generic_raw_tp(&ctx, TP_SLOTS + $slot)) as u32
+        }
+    )*};
+}
+raw_tracepoint_slots!(
+    generic_raw_tp_0 = 0,
+    generic_raw_tp_1 = 1,
+    generic_raw_tp_2 = 2,
+    generic_raw_tp_3 = 3,
+);
+const _: () = assert!(RAW_TP_SLOTS == 4);
+
+/// Argument `n` of the tracepoint's `TP_PROTO`. Copied with a helper rather than read from
+/// the context: a direct read of `args[n]` makes the kernel refuse to attach the program
+/// to a tracepoint with `n` arguments or fewer, and one program serves every tracepoint.
+#[inline(always)]
+fn raw_tp_arg(ctx: &RawTracePointContext, n: u32) -> u64 {
+    let mut v = 0u64;
+    let src = (ctx.as_ptr() as *const u64).wrapping_add(n as usize);
+    // SAFETY: the helper copies 8 bytes into a local and reports, rather than takes, a fault.
+    let r = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel((&raw mut v).cast(), 8, src.cast())
+    };
+    if r == 0 { v } else { 0 }
+}
+
+#[inline(always)]
+fn try_generic_raw_tp(ctx: &RawTracePointContext, slot: u32) -> Result<i32, i32> {
+    let Some(hook) = TP_IDS.get_ptr(&slot).map(|p| {
+        // SAFETY: a live map value, copied out at once.
+        unsafe { *p }
+    }) else {
+        return Ok(0);
+    };
+    let (s, cur) = enter()?;
+    collect::<false>(s, |n| raw_tp_arg(ctx, n));
     observe_probe(s, cur, hook, None);
     Ok(0)
 }

@@ -1286,6 +1286,9 @@ pub const PROBE_IDS_MAP: &str = "PROBE_IDS";
 pub const TP_IDS_MAP: &str = "TP_IDS";
 /// Copies of the generic tracepoint program: tracepoints observed at once.
 pub const TP_SLOTS: u32 = 4;
+/// Copies of the generic raw tracepoint program (`generic_raw_tp_<i>`): raw tracepoints
+/// observed at once. Copy `i` reads its hook id at key [`TP_SLOTS`]` + i` of [`TP_IDS_MAP`].
+pub const RAW_TP_SLOTS: u32 = 4;
 pub const RET_STASH_MAP: &str = "RET_STASH";
 /// Entries of [`PROBE_IDS_MAP`]: addresses of probed functions (a name may have several).
 pub const PROBE_IDS_ENTRIES: u32 = 1024;

@@ -123,6 +123,69 @@ fn a_raw_syscalls_tracepoint_posts_only_the_named_syscall_number() {
     assert!(others.is_empty(), "only getpid posts: {others:?}");
 }
 
+/// A raw tracepoint (`raw: true`): its `TP_PROTO` arguments, read as a kprobe's (here the
+/// `linux_binprm` of `sched_process_exec`), filter the event and are in it; a policy reading
+/// past the tracepoint's arguments is refused, naming how many it has.
+#[test]
+fn a_raw_tracepoint_posts_its_tp_proto_arguments() {
+    let a = agent();
+    let events = a.json_stream();
+    let policy = a.add_policy(&fixture("observe-exec-raw-tracepoint.yaml"));
+    let dir = scratch_dir("rawtp");
+    let prog = dir.join("lsm-vmtest-rawtp");
+    fs::copy("/usr/bin/true", &prog).expect("copy true");
+    let other = dir.join("lsm-vmtest-other");
+    fs::copy("/usr/bin/true", &other).expect("copy true");
+    let ran = run(&other, &[]);
+    let out = run(&prog, &[]);
+    let line = events.expect("the sched_process_exec event", |l| {
+        l.contains("\"process_tracepoint\"") && l.contains("observe-exec-raw-tracepoint")
+    });
+    events.settle(Duration::from_secs(2), Duration::from_secs(10));
+    policy.delete();
+
+    assert_eq!(exit_code(&ran), 0, "{ran:?}");
+    assert_eq!(exit_code(&out), 0, "{out:?}");
+    assert!(line.contains("\"subsys\":\"sched\""), "{line}");
+    assert!(line.contains("\"event\":\"sched_process_exec\""), "{line}");
+    assert!(
+        line.contains(&format!(
+            "{{\"linux_binprm_arg\":{{\"path\":\"{}\"",
+            prog.display()
+        )),
+        "the event carries the program: {line}"
+    );
+    let posted: Vec<String> = events
+        .lines()
+        .into_iter()
+        .filter(|l| {
+            l.contains("\"process_tracepoint\"") && l.contains("observe-exec-raw-tracepoint")
+        })
+        .collect();
+    assert_eq!(posted.len(), 1, "only the named program posts: {posted:?}");
+
+    let yaml = fs::read_to_string(fixture("observe-exec-raw-tracepoint.yaml"))
+        .expect("fixture")
+        .replace("index: 2", "index: 3")
+        .replace(
+            "name: observe-exec-raw-tracepoint",
+            "name: raw-tp-past-its-args",
+        );
+    let file = dir.join("past.yaml");
+    fs::write(&file, yaml).expect("policy file");
+    let out = a.lsmctl(&["tracingpolicy", "add", file.to_str().expect("utf-8")]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(exit_code(&out), 0, "{text}");
+    assert!(
+        text.contains("sched_process_exec") && text.contains("past its 3 TP_PROTO argument(s)"),
+        "{text}"
+    );
+}
+
 /// `InMap` with a `list:` of syscalls on `raw_syscalls/sys_enter`: python's dup and dup2
 /// post, each with its number, and its getpid (a number outside the list) does not.
 #[test]

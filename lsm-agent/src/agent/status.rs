@@ -90,6 +90,10 @@ impl ProbeTarget {
                 kind: "tracepoint",
                 name: format!("{subsystem}/{event}"),
             }),
+            Target::RawTracepoint { subsystem, event } => Some(ProbeTarget {
+                kind: "raw_tracepoint",
+                name: format!("{subsystem}/{event}"),
+            }),
             Target::Uprobe(u) => Some(ProbeTarget {
                 kind: "uprobe",
                 name: u.to_string(),
@@ -166,12 +170,13 @@ impl HookStatus {
 
     /// The word the metric uses: `lsm`, `kprobe` or `none` for an LSM hook; the generic
     /// program's name (`generic_kprobe`, `generic_kretprobe`, `generic_tracepoint`,
-    /// `generic_uprobe`) for a probe target, so that `mode="kprobe"` keeps meaning "an LSM
+    /// `generic_raw_tp`, `generic_uprobe`) for a probe target, so that `mode="kprobe"` keeps meaning "an LSM
     /// hook degraded".
     pub fn mode_name(&self) -> &'static str {
         match self.probe.as_ref().map(|p| p.kind) {
             Some("kretprobe") => "generic_kretprobe",
             Some("tracepoint") => "generic_tracepoint",
+            Some("raw_tracepoint") => "generic_raw_tp",
             Some("uprobe") => "generic_uprobe",
             Some(_) => "generic_kprobe",
             None => self.mode.map_or("none", AttachMode::as_str),

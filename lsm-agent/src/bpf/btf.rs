@@ -245,6 +245,33 @@ pub fn kernel_config(btf: &Btf, agent_tgid: u32) -> Result<KernelConfig, BtfErro
     })
 }
 
+/// The number of `TP_PROTO` arguments of tracepoint `event`: the parameters of the function
+/// its `btf_trace_<event>` typedef points to, less the first (the tracing context). `None`
+/// if the kernel has no such tracepoint.
+pub fn raw_tracepoint_args(btf: &Btf, event: &str) -> Option<usize> {
+    let types = btf
+        .resolve_types_by_name(&format!("btf_trace_{event}"))
+        .ok()?;
+    types.iter().find_map(|t| {
+        let Type::Typedef(td) = t else {
+            return None;
+        };
+        let mut cur = btf.resolve_chained_type(td).ok()?;
+        // Bounded: a pointer (maybe qualified) to the prototype.
+        for _ in 0..4 {
+            cur = match cur {
+                Type::FuncProto(p) => return Some(p.parameters.len().saturating_sub(1)),
+                Type::Ptr(p) => btf.resolve_chained_type(&p).ok()?,
+                Type::Const(c) => btf.resolve_chained_type(&c).ok()?,
+                Type::Volatile(v) => btf.resolve_chained_type(&v).ok()?,
+                Type::Typedef(t) => btf.resolve_chained_type(&t).ok()?,
+                _ => return None,
+            };
+        }
+        None
+    })
+}
+
 /// The value of `member` of `enum name`, if the kernel has both.
 pub fn enum_value(btf: &Btf, name: &str, member: &str) -> Option<u64> {
     let types = btf.resolve_types_by_name(name).unwrap_or_default();

@@ -3,7 +3,8 @@
 //! its plans go live), what it no longer lists gets detached (after). The kernel facts the
 //! pure image leaves out are found here: a function's addresses in `/proc/kallsyms` (which
 //! `bpf_get_func_ip` returns in the programs), a syscall's wrapper name on this architecture,
-//! a tracepoint's event id and the offsets of its fields in tracefs. A uprobe carries its
+//! a tracepoint's event id and the offsets of its fields in tracefs, a raw tracepoint's
+//! argument count in BTF. A uprobe carries its
 //! hook id as the attachment's cookie (`bpf_get_attach_cookie`): addresses in user space are
 //! not unique across files.
 //!
@@ -20,15 +21,19 @@ use aya::{
     Ebpf,
     maps::{HashMap, MapData},
     programs::{
-        FEntry, KProbe, ProgramError, TracePoint, UProbe,
+        FEntry, KProbe, ProgramError, RawTracePoint, TracePoint, UProbe,
         fentry::FEntryLinkId,
         kprobe::KProbeLinkId,
         links::FdLink,
+        raw_trace_point::RawTracePointLinkId,
         trace_point::TracePointLinkId,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
 };
-use lsm_shared::{ACT_MONITOR, ACT_OVERRIDE, MAX_ARGS, MAX_SELECTORS, ProbeHooks, TP_SLOTS};
+use lsm_shared::{
+    ACT_MONITOR, ACT_OVERRIDE, ARG_SKIP, MAX_ARGS, MAX_SELECTORS, ProbeHooks, RAW_TP_SLOTS,
+    TP_SLOTS,
+};
 use tracing::{info, warn};
 
 use crate::policy::{
@@ -141,6 +146,15 @@ pub const TRACEPOINT_PROGS: [&str; TP_SLOTS as usize] = [
     "generic_tracepoint_3",
 ];
 
+/// The copies of the generic raw tracepoint program; copy `i` reads its hook id at key
+/// `TP_SLOTS + i` of `TP_IDS`.
+pub const RAW_TP_PROGS: [&str; RAW_TP_SLOTS as usize] = [
+    "generic_raw_tp_0",
+    "generic_raw_tp_1",
+    "generic_raw_tp_2",
+    "generic_raw_tp_3",
+];
+
 /// Where tracefs is mounted, newest first.
 const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
@@ -176,6 +190,12 @@ struct TpProbe {
     link: Held<TracePointLinkId>,
 }
 
+struct RawTpProbe {
+    /// Index into [`RAW_TP_PROGS`].
+    slot: u32,
+    link: Held<RawTracePointLinkId>,
+}
+
 /// What is attached, by resolved symbol and by hook id.
 #[derive(Default)]
 pub struct Probes {
@@ -183,6 +203,10 @@ pub struct Probes {
     /// Hook id → the symbol its kprobe or kretprobe is on.
     fn_of: BTreeMap<u32, String>,
     tps: BTreeMap<u32, TpProbe>,
+    raw_tps: BTreeMap<u32, RawTpProbe>,
+    /// Per raw tracepoint event: its `TP_PROTO` argument count (`None`: no such event), read
+    /// from the kernel's BTF the first time a policy names it.
+    raw_tp_args: BTreeMap<String, Option<usize>>,
     /// Uprobe hook id → its attachment.
     ups: BTreeMap<u32, Held<UProbeLinkId>>,
     /// Per tracepoint hook: the byte offsets of its arguments' fields.
@@ -315,6 +339,9 @@ impl Probes {
                 Target::Kprobe(k) => self.attach_fn(ebpf, btf, ids, id, t, k, ovr),
                 Target::Tracepoint { subsystem, event } => {
                     self.attach_tp(ebpf, tp_ids, id, t, subsystem, event)
+                }
+                Target::RawTracepoint { event, .. } => {
+                    self.attach_raw_tp(ebpf, tp_ids, img, id, t, event)
                 }
                 Target::Uprobe(u) => self.attach_up(ebpf, id, t, u),
                 Target::Lsm(_) => Ok(()),
@@ -523,6 +550,75 @@ impl Probes {
         Ok(())
     }
 
+    /// A raw tracepoint: the arguments the policies read must be among its `TP_PROTO`
+    /// arguments (the program would read past them unchecked), and it needs a free copy of
+    /// the program.
+    fn attach_raw_tp(
+        &mut self,
+        ebpf: &mut Ebpf,
+        tp_ids: &mut HashMap<MapData, u32, u32>,
+        img: &MapImage,
+        id: u32,
+        t: &Target,
+        event: &str,
+    ) -> Result<(), ProbeError> {
+        let nargs = match self.raw_tp_args.get(event) {
+            Some(n) => *n,
+            None => {
+                let btf = super::btf::open(Path::new(super::btf::VMLINUX_BTF))
+                    .map_err(|e| perr(t, e.to_string()))?;
+                let n = super::btf::raw_tracepoint_args(&btf, event);
+                self.raw_tp_args.insert(event.to_string(), n);
+                n
+            }
+        };
+        let Some(nargs) = nargs else {
+            return Err(perr(
+                t,
+                format!("the kernel has no tracepoint {event} (no btf_trace_{event} in its BTF)"),
+            ));
+        };
+        if let Some(cfg) = img.hook_cfg.get(&id)
+            && let Some(d) = cfg
+                .args
+                .iter()
+                .find(|d| d.kind != ARG_SKIP && usize::from(d.src) >= nargs)
+        {
+            return Err(perr(
+                t,
+                format!(
+                    "argument index {} is past its {nargs} TP_PROTO argument(s) (counted from 0)",
+                    d.src
+                ),
+            ));
+        }
+        let slot = (0..RAW_TP_SLOTS)
+            .find(|s| !self.raw_tps.values().any(|p| p.slot == *s))
+            .ok_or_else(|| {
+                perr(
+                    t,
+                    format!("lsm-agent observes at most {RAW_TP_SLOTS} raw tracepoints at once"),
+                )
+            })?;
+        let prog_name = RAW_TP_PROGS[slot as usize];
+        ensure_loaded(ebpf, prog_name, load_raw_tp).map_err(|r| perr(t, r))?;
+        let prog: &mut RawTracePoint =
+            program(ebpf, prog_name).map_err(|e| perr(t, format!("{prog_name}: {e}")))?;
+        let link_id = prog
+            .attach(event)
+            .map_err(|e| perr(t, format!("attaching: {e}")))?;
+        let link = hold(self.links_dir.as_deref(), prog_name, event, link_id, |l| {
+            prog.take_link(l)
+        })
+        .map_err(|r| perr(t, r))?;
+        tp_ids
+            .insert(TP_SLOTS + slot, id, 0)
+            .map_err(|e| perr(t, format!("TP_IDS: {e}")))?;
+        self.raw_tps.insert(id, RawTpProbe { slot, link });
+        info!("observing {} (hook {id}, {prog_name})", hook_label(t));
+        Ok(())
+    }
+
     fn attach_up(
         &mut self,
         ebpf: &mut Ebpf,
@@ -571,6 +667,14 @@ impl Probes {
             let _ = tp_ids.remove(&tp.slot);
             let prog = TRACEPOINT_PROGS[tp.slot as usize % TRACEPOINT_PROGS.len()];
             if let Err(e) = release(tp.link, |l| program::<TracePoint>(ebpf, prog)?.detach(l)) {
+                warn!("detaching {}: {e}", hook_label(t));
+            }
+            return;
+        }
+        if let Some(tp) = self.raw_tps.remove(&id) {
+            let _ = tp_ids.remove(&(TP_SLOTS + tp.slot));
+            let prog = RAW_TP_PROGS[tp.slot as usize % RAW_TP_PROGS.len()];
+            if let Err(e) = release(tp.link, |l| program::<RawTracePoint>(ebpf, prog)?.detach(l)) {
                 warn!("detaching {}: {e}", hook_label(t));
             }
             return;
@@ -761,6 +865,10 @@ fn load_kprobe(ebpf: &mut Ebpf, prog: &str) -> Result<(), aya::programs::Program
 
 fn load_tracepoint(ebpf: &mut Ebpf, prog: &str) -> Result<(), aya::programs::ProgramError> {
     program::<TracePoint>(ebpf, prog)?.load()
+}
+
+fn load_raw_tp(ebpf: &mut Ebpf, prog: &str) -> Result<(), aya::programs::ProgramError> {
+    program::<RawTracePoint>(ebpf, prog)?.load()
 }
 
 fn load_uprobe(ebpf: &mut Ebpf, prog: &str) -> Result<(), aya::programs::ProgramError> {

@@ -151,7 +151,7 @@ fn load_refusals(p: &Policy) -> Vec<String> {
     for h in p.hooks.iter().filter(|h| match &h.target {
         Target::Lsm(_) => false,
         Target::Kprobe(k) => k.ret,
-        Target::Tracepoint { .. } => true,
+        Target::Tracepoint { .. } | Target::RawTracepoint { .. } => true,
         // Refused when the policy is validated.
         Target::Uprobe(_) => false,
     }) {

@@ -263,7 +263,16 @@ impl fmt::Display for UprobeTarget {
 pub enum Target {
     Lsm(LsmHook),
     Kprobe(KprobeTarget),
-    Tracepoint { subsystem: String, event: String },
+    Tracepoint {
+        subsystem: String,
+        event: String,
+    },
+    /// A tracepoint with `raw: true` (or in `spec.rawtracepoints`): its `TP_PROTO` arguments,
+    /// as a kprobe has its function's.
+    RawTracepoint {
+        subsystem: String,
+        event: String,
+    },
     Uprobe(UprobeTarget),
 }
 
@@ -286,6 +295,9 @@ impl fmt::Display for Target {
             Target::Kprobe(k) => write!(f, "observed by kprobe {}", k.function),
             Target::Tracepoint { subsystem, event } => {
                 write!(f, "observed by tracepoint {subsystem}/{event}")
+            }
+            Target::RawTracepoint { subsystem, event } => {
+                write!(f, "observed by raw tracepoint {subsystem}/{event}")
             }
             Target::Uprobe(u) => write!(f, "observed by uprobe {u}"),
         }

@@ -18,6 +18,9 @@ pub fn hook_label(t: &Target) -> String {
         Target::Kprobe(k) if k.ret => format!("kretprobe {}", k.function),
         Target::Kprobe(k) => format!("kprobe {}", k.function),
         Target::Tracepoint { subsystem, event } => format!("tracepoint {subsystem}/{event}"),
+        Target::RawTracepoint { subsystem, event } => {
+            format!("raw tracepoint {subsystem}/{event}")
+        }
         Target::Uprobe(u) => format!("uprobe {u}"),
     }
 }
@@ -80,6 +83,8 @@ pub fn generic_desc(target: &Target, a: &ArgSpec) -> ArgDesc {
     let user = match target {
         Target::Kprobe(k) => k.syscall,
         Target::Tracepoint { subsystem, .. } => subsystem == "syscalls",
+        // Kernel objects, as a kernel function's arguments.
+        Target::RawTracepoint { .. } => false,
         // A user-space function's pointers point into its process.
         Target::Uprobe(_) => true,
         Target::Lsm(_) => false,

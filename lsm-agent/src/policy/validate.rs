@@ -123,7 +123,26 @@ pub(crate) fn convert(
         hooks.push(convert_lsmhook(i, lh, &lists, warnings)?);
     }
     for (i, tp) in spec.tracepoints.iter().flatten().enumerate() {
-        hooks.push(convert_tracepoint(i, tp, &lists, warnings)?);
+        hooks.push(convert_tracepoint(
+            "spec.tracepoints",
+            i,
+            tp,
+            false,
+            &lists,
+            warnings,
+        )?);
+    }
+    // The first form of Tetragon's raw tracepoints (its own rawtp.yaml example): the same as
+    // a tracepoint with `raw: true`.
+    for (i, tp) in spec.rawtracepoints.iter().flatten().enumerate() {
+        hooks.push(convert_tracepoint(
+            "spec.rawtracepoints",
+            i,
+            tp,
+            true,
+            &lists,
+            warnings,
+        )?);
     }
     for (i, up) in spec.uprobes.iter().flatten().enumerate() {
         hooks.extend(uprobes::convert_uprobe(i, up, &lists, warnings)?);
@@ -256,13 +275,6 @@ fn check_spec_unsupported(
     let namespace_kind = kind == ir::PolicyKind::TracingPolicyNamespaced;
     // Sections missing from Tetragon's current CRD come first: they stay refused even when
     // the hook kinds below are supported.
-    if non_empty(&spec.rawtracepoints) {
-        return Err(invalid(
-            "spec.rawtracepoints",
-            "not supported yet by lsm-agent: rawtracepoints (use tracepoints; the \
-             TracingPolicy CRD of the Tetragon versions checked has no rawtracepoints)",
-        ));
-    }
     if non_empty(&spec.killers) {
         return Err(invalid(
             "spec.killers",

@@ -89,9 +89,10 @@ const EXPECTED: &[(&str, Expect)] = &[
     ),
     (
         "rawtracepoints.yaml",
-        Refused {
-            at: "7:3: spec.rawtracepoints",
-            message: "not supported yet by lsm-agent: rawtracepoints",
+        // The first form of raw tracepoints: a tracepoint with raw: true.
+        Accepted {
+            hooks: 1,
+            warnings: &[],
         },
     ),
     (

@@ -425,14 +425,19 @@ fn convert_generic_kprobe(
 }
 
 /// A `tracepoints[]` entry: observed by the generic tracepoint program. Argument `index`
-/// counts the fields of the tracepoint's `format` file, `common_*` fields included.
+/// counts the fields of the tracepoint's `format` file, `common_*` fields included. With
+/// `raw: true` (or in `section` `spec.rawtracepoints`, `raw_section`), by the generic raw
+/// tracepoint program: `index` counts the tracepoint's `TP_PROTO` arguments, read as a
+/// kernel function's.
 pub(super) fn convert_tracepoint(
+    section: &str,
     i: usize,
     tp: &raw::Tracepoint,
+    raw_section: bool,
     lists: &Lists,
     warnings: &mut Vec<Invalid>,
 ) -> VResult<ir::Hook> {
-    let path = format!("spec.tracepoints[{i}]");
+    let path = format!("{section}[{i}]");
     let name = |v: &Option<String>, field: &str| {
         v.clone().filter(|s| is_symbol(s)).ok_or_else(|| {
             invalid(
@@ -443,14 +448,20 @@ pub(super) fn convert_tracepoint(
     };
     let subsystem = name(&tp.subsystem, "subsystem")?;
     let event = name(&tp.event, "event")?;
-    if tp.raw == Some(true) {
-        return Err(not_supported(format!("{path}.raw")));
-    }
+    let raw = raw_section || tp.raw == Some(true);
     // The `syscalls` events' pointer fields point into the caller's memory.
-    let user = subsystem == "syscalls";
-    let what = format!("tracepoint {subsystem}/{event}");
+    let user = subsystem == "syscalls" && !raw;
+    let what = if raw {
+        format!("raw tracepoint {subsystem}/{event}")
+    } else {
+        format!("tracepoint {subsystem}/{event}")
+    };
     let last = ir::TP_FIRST_FIELD + MAX_ARGS as u32 - 1;
     let arg = |apath: &str, a: &raw::Arg| {
+        if raw {
+            check_arg_options(apath, a, MAX_ARG_INDEX)?;
+            return convert_generic_arg(apath, a, a.index, false, ArgSite::Tracepoint, &what);
+        }
         check_arg_options(apath, a, last)?;
         if a.index < ir::TP_FIRST_FIELD {
             return Err(invalid(
@@ -476,19 +487,28 @@ pub(super) fn convert_tracepoint(
                 format!("{apath}.type"),
                 format!(
                     "string fields of {what} are not read by lsm-agent yet (only the \
-                     syscalls tracepoints' string pointers are)"
+                     syscalls tracepoints' string pointers are; with raw: true a char * \
+                     argument is)"
                 ),
             ));
         }
         Ok(spec)
     };
+    let target = if raw {
+        ir::Target::RawTracepoint {
+            subsystem: subsystem.clone(),
+            event: event.clone(),
+        }
+    } else {
+        ir::Target::Tracepoint {
+            subsystem: subsystem.clone(),
+            event: event.clone(),
+        }
+    };
     convert_hook_body(
         &path,
         HookSource {
-            target: ir::Target::Tracepoint {
-                subsystem: subsystem.clone(),
-                event: event.clone(),
-            },
+            target,
             origin: ir::HookOrigin::Tracepoint { subsystem, event },
             spec_index: i,
             tcp_only: false,
@@ -831,6 +851,31 @@ mod tests {
             "{:?}",
             p.warnings
         );
+    }
+
+    #[test]
+    fn a_raw_tracepoint_reads_its_tp_proto_arguments_by_position() {
+        use crate::policy::ir::Target;
+        let yaml = fixture!("observe-exec-raw-tracepoint.yaml");
+        let p = parse_ok(yaml);
+        let raw = Target::RawTracepoint {
+            subsystem: "sched".into(),
+            event: "sched_process_exec".into(),
+        };
+        assert_eq!(p.hooks[0].target, raw);
+        assert_eq!(p.hooks[0].args[0].lsm_index, 2);
+        assert_eq!(p.hooks[0].args[0].ty, ArgType::LinuxBinprm);
+        // Tetragon's first spelling, its rawtp.yaml example: a section of its own.
+        let section = yaml
+            .replace("  tracepoints:", "  rawtracepoints:")
+            .replace("    raw: true\n", "");
+        assert_eq!(parse_ok(&section).hooks[0].target, raw);
+        // Indexes count TP_PROTO's arguments, at most 5 of them; errors name the section.
+        let e = parse_err(&section.replace("index: 2", "index: 5"));
+        assert_eq!(e.path, "spec.rawtracepoints[0].args[0].index");
+        // Without raw, index 2 is a common_* field of the record.
+        let e = parse_err(&yaml.replace("    raw: true\n", ""));
+        assert!(e.message.contains("common_* field"), "{}", e.message);
     }
 
     #[test]
