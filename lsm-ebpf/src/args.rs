@@ -16,7 +16,7 @@ use crate::{
     kernel::{kconf, kconf_at, read_u8, read_u16, read_u32, read_u64},
     maps::{FILES, SCRATCH, SOCK_OWNERS},
     path::{finish, resolve_walk, unresolved},
-    scratch::Scratch,
+    scratch::{BUF_MASK, Scratch},
 };
 
 /// Reads the first `nargs` arguments `cfg.args` describes out of `s.raw` into `s.vals` and
@@ -125,6 +125,8 @@ extern "C" fn read_step(i: u64, ctx: *mut c_void) -> i64 {
             u64::from(size)
         } else if kind == ARG_IOV_ITER {
             read_iov(s, v, rec)
+        } else if kind == ARG_DNS {
+            read_dns(s, v, rec)
         } else if kind == ARG_CRED {
             read_cred(v, rec);
             v
@@ -564,4 +566,115 @@ fn read_str(s: &mut Scratch, ptr: u64, rec: *mut PathRec, user: bool) {
     }
     // `n` counts the terminating NUL.
     finish(s, rec, 0, (n - 1) as usize, PATH_RESOLVED);
+}
+
+/// Bytes of a DNS message before the question's name: id, flags, and the four counts.
+const DNS_HEADER: usize = 12;
+/// Longest name read (RFC 1035: 255 bytes in wire form).
+const DNS_NAME_MAX: u32 = 255;
+
+/// The DNS query in the data of the `struct msghdr *` at `msg` (the first bytes of its
+/// `msg_iter`), as the question's name in `rec` and [`dns_value`] as the value. Only the
+/// first question is read; a compressed name (which a query has no reason to use), an
+/// answer's opcode or no question leave an unresolved record, which string filters fail
+/// (not counted as an unresolved path: most datagrams are not DNS).
+#[inline(always)]
+fn read_dns(s: &mut Scratch, msg: u64, rec: *mut PathRec) -> u64 {
+    if msg == 0 {
+        finish(s, rec, 0, 0, PATH_UNRESOLVED);
+        return 0;
+    }
+    read_iov(s, msg + kconf!(msghdr_msg_iter), rec);
+    // SAFETY: `rec` is this argument's scratch record, which `read_iov` just filled.
+    let (got, flags) = unsafe { ((*rec).len as usize, (*rec).flags) };
+    let b = |s: &Scratch, i: usize| u16::from(s.buf[i & BUF_MASK]);
+    if flags & PATH_UNRESOLVED != 0 || got < DNS_HEADER + 5 {
+        finish(s, rec, 0, 0, PATH_UNRESOLVED);
+        return 0;
+    }
+    let id = b(s, 0) << 8 | b(s, 1);
+    let hflags = b(s, 2) << 8 | b(s, 3);
+    let questions = b(s, 4) << 8 | b(s, 5);
+    // A standard query (opcode 0) with a question.
+    if questions == 0 || (hflags >> 11) & 0xf != 0 {
+        finish(s, rec, 0, 0, PATH_UNRESOLVED);
+        return dns_value(id, hflags, 0, 0);
+    }
+    let mut l = DnsLoop {
+        got: got as u32,
+        next: DNS_HEADER as u32,
+        end: 0,
+        ok: 0,
+    };
+    // One step per byte of the name, in a callback the verifier walks once: a plain loop's
+    // paths (where the next label starts) would multiply.
+    // SAFETY: the callback is a static function of this object that reads the context as
+    // the `DnsLoop` passed here, which lives on this frame until the helper returns.
+    unsafe {
+        bpf_loop(
+            DNS_NAME_MAX + 1,
+            dns_step as *mut c_void,
+            &raw mut l as *mut c_void,
+            0,
+        )
+    };
+    let end = l.end as usize;
+    let at = DNS_HEADER + end;
+    if l.ok == 0 || at + 4 >= got {
+        finish(s, rec, 0, 0, PATH_UNRESOLVED);
+        return dns_value(id, hflags, 0, 0);
+    }
+    let qtype = b(s, at + 1) << 8 | b(s, at + 2);
+    let qclass = b(s, at + 3) << 8 | b(s, at + 4);
+    // The name is at the head of the buffer now, `end - 1` bytes (none for the root).
+    finish(s, rec, 0, end.saturating_sub(1), PATH_RESOLVED);
+    dns_value(id, hflags, qtype, qclass)
+}
+
+/// The context of [`read_dns`]'s loop: bytes read, where the next label's length byte is,
+/// and, once the name's terminating 0 is found (`ok`), its position after the header.
+#[repr(C)]
+struct DnsLoop {
+    got: u32,
+    next: u32,
+    end: u32,
+    ok: u32,
+}
+
+/// Byte `i` of the name (`DNS_HEADER + i` of the message): a label's character is written
+/// lower-cased at `i - 1`, a length byte between labels as a dot, so the dotted name
+/// builds up at the head of the buffer, behind what is still to be read. 0 goes on, 1 stops.
+#[inline(never)]
+extern "C" fn dns_step(i: u64, ctx: *mut c_void) -> i64 {
+    let l = ctx as *mut DnsLoop;
+    let Some(slot) = SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's scratch slot, which only this program run uses; bpf_loop passes
+    // `read_dns`'s `DnsLoop`, which nothing else touches while the helper runs.
+    let (s, l) = unsafe { (&mut *slot, &mut *l) };
+    let i = i as usize;
+    let k = DNS_HEADER + i;
+    if k >= l.got as usize || i > DNS_NAME_MAX as usize {
+        return 1;
+    }
+    let c = s.buf[k & BUF_MASK];
+    if k == l.next as usize {
+        if c == 0 {
+            l.end = i as u32;
+            l.ok = 1;
+            return 1;
+        }
+        // 64 and up: a compression pointer, or not DNS.
+        if c > 63 {
+            return 1;
+        }
+        if i > 0 {
+            s.buf[(i - 1) & BUF_MASK] = b'.';
+        }
+        l.next = (k + 1 + c as usize) as u32;
+    } else if i > 0 {
+        s.buf[(i - 1) & BUF_MASK] = c.to_ascii_lowercase();
+    }
+    0
 }

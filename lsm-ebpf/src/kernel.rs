@@ -93,6 +93,7 @@ pub static KCONFIG: KernelConfig = KernelConfig {
     agent_start_end_ns: 0,
     task_group_leader: 0,
     task_start_boottime: 0,
+    msghdr_msg_iter: 0,
 };
 
 /// Reads one field of [`KCONFIG`]; volatile so that the compiler does not fold the

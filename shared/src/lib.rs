@@ -360,6 +360,19 @@ pub const ARG_IOV_ITER: u8 = 20;
 /// buffer; its value is the element count.
 pub const ARG_I32_ARR: u8 = 21;
 
+/// A `struct msghdr *` of a UDP send (`dns`): the DNS query in the first bytes of its data,
+/// as a string record of the question's name (lower case, labels joined by dots, no trailing
+/// dot), unresolved when the data is not a DNS query; its value is [`dns_value`] of the
+/// header and the question's type and class.
+pub const ARG_DNS: u8 = 22;
+
+/// The value of an [`ARG_DNS`] argument: the message's id and flags, and the question's
+/// type and class, each 16 bits.
+#[inline(always)]
+pub const fn dns_value(id: u16, flags: u16, qtype: u16, qclass: u16) -> u64 {
+    (id as u64) << 48 | (flags as u64) << 32 | (qclass as u64) << 16 | qtype as u64
+}
+
 /// Whether arguments of `kind` are a [`BpfObjRec`].
 #[inline(always)]
 pub const fn arg_is_obj(kind: u8) -> bool {
@@ -423,6 +436,7 @@ pub const fn arg_is_string(kind: u8) -> bool {
             | ARG_KIOCB
             | ARG_IOV_ITER
             | ARG_I32_ARR
+            | ARG_DNS
     )
 }
 
@@ -1223,10 +1237,12 @@ pub struct KernelConfig {
     pub agent_start_end_ns: u64,
     pub task_group_leader: u64,
     pub task_start_boottime: u64,
+    /// `struct msghdr`: `msg_iter` (`ARG_DNS`).
+    pub msghdr_msg_iter: u64,
 }
 const _: () = assert!(
     size_of::<KernelConfig>()
-        == 8 + 48 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8 + 42 * 8
+        == 8 + 48 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8 + 43 * 8
 );
 
 /// The canary (see `CANARY_MAP`): every LSM program denies the agent's thread `tid` at hook

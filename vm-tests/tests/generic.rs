@@ -848,6 +848,59 @@ fn an_int32_array_argument_carries_the_values_the_call_wrote() {
     );
 }
 
+/// `dns`: the query a UDP send to port 53 carries, matched on its name (case folded) and
+/// shown as `dns_arg`; a query for another name, and a datagram that is no DNS query, post
+/// nothing. The script listens on port 53 itself, so that no ICMP error fails its sends.
+#[test]
+fn a_dns_argument_carries_the_query_and_filters_on_its_name() {
+    let a = agent();
+    let events = a.json_stream();
+    let policy = a.add_policy(&fixture("observe-dns-queries-for-lsm-vmtest.yaml"));
+    let py = python(
+        "import socket, struct\n\
+         def q(name, qtype):\n\
+         \x20   labels = b''.join(bytes([len(l)]) + l.encode() for l in name.split('.'))\n\
+         \x20   return struct.pack('>HHHHHH', 0x1234, 0x0100, 1, 0, 0, 0) + labels + b'\\0' + struct.pack('>HH', qtype, 1)\n\
+         r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         r.bind(('127.0.0.1', 53))\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.connect(('127.0.0.1', 53))\n\
+         s.send(q('other.example.org', 1))\n\
+         s.send(b'not a dns message, lsm-vmtest.example')\n\
+         s.send(q('WWW.Lsm-Vmtest.Example', 28))\n",
+    );
+    let ev = events.expect("the udp_sendmsg event", |l| {
+        kprobe_of(l, "observe-dns-queries-for-lsm-vmtest")
+    });
+    events.settle(Duration::from_secs(2), Duration::from_secs(10));
+    policy.delete();
+
+    assert_eq!(exit_code(&py), 0, "{py:?}");
+    for want in [
+        "\"query_name\":\"www.lsm-vmtest.example\"",
+        "\"query_type\":28",
+        "\"query_type_str\":\"AAAA\"",
+        "\"query_class\":1",
+        "\"tx_id\":4660",
+        "\"flags\":256",
+        "\"parsed\":true",
+        "\"label\":\"dns\"",
+        "\"dport\":53",
+    ] {
+        assert!(ev.contains(want), "{want}: {ev}");
+    }
+    let posted: Vec<String> = events
+        .lines()
+        .into_iter()
+        .filter(|l| kprobe_of(l, "observe-dns-queries-for-lsm-vmtest"))
+        .collect();
+    assert_eq!(
+        posted.len(),
+        1,
+        "only the query for the name posts: {posted:?}"
+    );
+}
+
 /// `cred` (`commit_creds`' new credentials): the event carries them as Tetragon's
 /// `process_credentials_arg` (the JSON has its keys in order).
 #[test]

@@ -242,6 +242,7 @@ pub fn kernel_config(btf: &Btf, agent_tgid: u32) -> Result<KernelConfig, BtfErro
         agent_start_end_ns: 0,
         task_group_leader: off("task_struct", "group_leader")?,
         task_start_boottime: off("task_struct", "start_boottime")?,
+        msghdr_msg_iter: off("msghdr", "msg_iter")?,
     })
 }
 

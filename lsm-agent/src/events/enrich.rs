@@ -19,8 +19,8 @@ use lsm_shared::*;
 use super::{
     decode::{ExecData, ExitData, ForkData, HookData, KernelEvent, NetData},
     model::{
-        Action, Arg, ArgValue, BpfObj, CapSetKind, CapSets, Cred, Event, EventKind, Exec, Exit,
-        Hook, Pod, Process, ProcessFlag, Skb, Sockaddr, Time, UserNs,
+        Action, Arg, ArgValue, BpfObj, CapSetKind, CapSets, Cred, DnsQuery, Event, EventKind, Exec,
+        Exit, Hook, Pod, Process, ProcessFlag, Skb, Sockaddr, Time, UserNs,
     },
     ratelimit::{RateLimiter, Subject},
 };
@@ -299,6 +299,11 @@ impl ProcessCache {
                             }
                         }
                     }
+                    // A resolved record is a parsed query; otherwise the data was not one.
+                    ArgType::Dns => ArgValue::Dns(
+                        rec.filter(|p| !p.unresolved)
+                            .map(|p| DnsQuery::from_raw(p.path.clone(), raw)),
+                    ),
                     // Whole elements of the bytes read (an unreadable array reads as none).
                     ArgType::Int32Array { .. } => ArgValue::Int32List(
                         rec.map(|p| {

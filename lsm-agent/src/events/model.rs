@@ -255,6 +255,8 @@ pub enum ArgValue {
     },
     /// An array of 32-bit integers (`int32_arr`: a `pipe`'s file descriptors).
     Int32List(Vec<i32>),
+    /// The DNS query of a UDP send (`dns`): `None` when the data was not one.
+    Dns(Option<DnsQuery>),
     /// A socket and the connection it makes (`None`: the kernel's record carried no
     /// connection, which only a decoding bug would cause).
     Sock(Option<NetData>),
@@ -412,4 +414,48 @@ pub struct Sockaddr {
     /// `None` for a family other than `AF_INET`/`AF_INET6`.
     pub addr: Option<IpAddr>,
     pub port: u16,
+}
+
+/// The question of a DNS query (`dns` argument): its name, type and class, and the
+/// message's id and flags.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DnsQuery {
+    /// Lower case, labels joined by dots, no trailing dot.
+    pub name: String,
+    pub qtype: u16,
+    pub qclass: u16,
+    pub id: u16,
+    pub flags: u16,
+}
+
+impl DnsQuery {
+    /// What the kernel read: the record's name and [`lsm_shared::dns_value`].
+    pub fn from_raw(name: String, value: u64) -> Self {
+        DnsQuery {
+            name,
+            qtype: value as u16,
+            qclass: (value >> 16) as u16,
+            flags: (value >> 32) as u16,
+            id: (value >> 48) as u16,
+        }
+    }
+
+    /// The type's mnemonic (RFC 1035 and successors), for the common ones.
+    pub fn type_name(&self) -> Option<&'static str> {
+        Some(match self.qtype {
+            1 => "A",
+            2 => "NS",
+            5 => "CNAME",
+            6 => "SOA",
+            12 => "PTR",
+            15 => "MX",
+            16 => "TXT",
+            28 => "AAAA",
+            33 => "SRV",
+            64 => "SVCB",
+            65 => "HTTPS",
+            255 => "ANY",
+            _ => return None,
+        })
+    }
 }

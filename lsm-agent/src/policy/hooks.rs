@@ -5,9 +5,9 @@
 //! `docs/hooks.md` documents this table; keep the two in sync.
 
 use lsm_shared::{
-    ARG_BINPRM, ARG_BPF_ATTR, ARG_BPF_MAP, ARG_BPF_PROG, ARG_BUF, ARG_CRED, ARG_DENTRY, ARG_FD,
-    ARG_FILE, ARG_I32_ARR, ARG_INT, ARG_IOV_ITER, ARG_KCAP, ARG_KIOCB, ARG_MODULE, ARG_PATH,
-    ARG_PERF_EVENT, ARG_SKB, ARG_SKIP, ARG_SOCK, ARG_STR, ARG_USTR, ArgDesc,
+    ARG_BINPRM, ARG_BPF_ATTR, ARG_BPF_MAP, ARG_BPF_PROG, ARG_BUF, ARG_CRED, ARG_DENTRY, ARG_DNS,
+    ARG_FD, ARG_FILE, ARG_I32_ARR, ARG_INT, ARG_IOV_ITER, ARG_KCAP, ARG_KIOCB, ARG_MODULE,
+    ARG_PATH, ARG_PERF_EVENT, ARG_SKB, ARG_SKIP, ARG_SOCK, ARG_STR, ARG_USTR, ArgDesc,
 };
 
 use super::ir::{ArgType, BpfObjKind, LsmHook};
@@ -817,6 +817,7 @@ pub fn generic_type(name: &str, user: bool) -> Option<GenericType> {
         "iov_iter" => return read(ArgType::Buffer { size: 0 }, ARG_IOV_ITER),
         // The count comes from `size` (see `convert_generic_arg`).
         "int32_arr" => return read(ArgType::Int32Array { count: 0 }, ARG_I32_ARR),
+        "dns" => return read(ArgType::Dns, ARG_DNS),
         "bpf_attr" => return read(ArgType::BpfObj(BpfObjKind::BpfAttr), ARG_BPF_ATTR),
         "perf_event" => return read(ArgType::BpfObj(BpfObjKind::PerfEvent), ARG_PERF_EVENT),
         "bpf_map" => return read(ArgType::BpfObj(BpfObjKind::BpfMap), ARG_BPF_MAP),
@@ -852,7 +853,7 @@ pub fn generic_type(name: &str, user: bool) -> Option<GenericType> {
 
 /// The YAML types the generic probes read, for error messages.
 pub const GENERIC_TYPE_NAMES: &str = "int, int8..int64, uint8..uint64, size_t, long, ulong, \
-     capability, string, char_buf, iov_iter, int32_arr, fd, file, kiocb, path, dentry, linux_binprm, cred, \
+     capability, string, char_buf, iov_iter, int32_arr, dns, fd, file, kiocb, path, dentry, linux_binprm, cred, \
      kernel_cap_t, cap_inheritable, cap_permitted, cap_effective, sock, skb, module, bpf_attr, \
      perf_event, bpf_map, bpf_prog, nop";
 
@@ -877,6 +878,7 @@ pub fn accepted_type_names(natural: ArgType) -> String {
         ArgType::String => "string or auto".to_string(),
         ArgType::Buffer { .. } => "char_buf".to_string(),
         ArgType::Int32Array { .. } => "int32_arr".to_string(),
+        ArgType::Dns => "dns".to_string(),
         ArgType::Cred => "cred".to_string(),
         ArgType::Module => "module".to_string(),
         ArgType::BpfObj(k) => k.type_name().to_string(),

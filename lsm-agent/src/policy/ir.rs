@@ -352,6 +352,9 @@ pub enum ArgType {
     /// An array of `count` 32-bit integers (`int32_arr` with its `size`): shown as its
     /// values; no operator applies to it (Tetragon has none either).
     Int32Array { count: u8 },
+    /// The DNS query a `struct msghdr *` of a UDP send carries (type `dns`): matched with the
+    /// string operators on the question's name (lower case, dotted, no trailing dot).
+    Dns,
     /// A `struct cred *` (type `cred`): shown as Tetragon's `process_credentials_arg`; no
     /// operator applies to it.
     Cred,
@@ -400,7 +403,11 @@ impl ArgType {
 
     /// Matched with the string operators: a path or a `string`.
     pub fn is_string_like(self) -> bool {
-        self.is_path_like() || matches!(self, ArgType::String | ArgType::Buffer { .. })
+        self.is_path_like()
+            || matches!(
+                self,
+                ArgType::String | ArgType::Buffer { .. } | ArgType::Dns
+            )
     }
 }
 

@@ -260,7 +260,8 @@ mod tests {
         tetragon::{
             compact::{CompactOptions, encode_compact},
             proto::tetragon::{
-                KprobeCapability, KprobeFile, KprobeInt32List, KprobeSock, kprobe_argument::Arg,
+                KprobeCapability, KprobeDns, KprobeFile, KprobeInt32List, KprobeSock,
+                kprobe_argument::Arg,
             },
         },
     };
@@ -449,6 +450,29 @@ mod tests {
         assert_eq!(arg(model::ArgValue::Uint(3)).arg, Some(Arg::UintArg(3)));
         assert_eq!(arg(model::ArgValue::Size(3)).arg, Some(Arg::SizeArg(3)));
         assert_eq!(arg(model::ArgValue::Long(-3)).arg, Some(Arg::LongArg(-3)));
+        // The kernel's value packs the header and the question's type and class.
+        let q = model::DnsQuery::from_raw(
+            "www.example.test".into(),
+            lsm_shared::dns_value(0x1234, 0x8180, 28, 1),
+        );
+        assert_eq!(
+            arg(model::ArgValue::Dns(Some(q))).arg,
+            Some(Arg::DnsArg(KprobeDns {
+                query_name: "www.example.test".into(),
+                query_type: 28,
+                query_type_str: "AAAA".into(),
+                query_class: 1,
+                tx_id: 0x1234,
+                flags: 0x8180,
+                response: true,
+                truncated: false,
+                parsed: true,
+            }))
+        );
+        assert_eq!(
+            arg(model::ArgValue::Dns(None)).arg,
+            Some(Arg::DnsArg(KprobeDns::default()))
+        );
         assert_eq!(
             arg(model::ArgValue::Int32List(vec![3, -4])).arg,
             Some(Arg::Int32ListArg(KprobeInt32List {

@@ -462,6 +462,20 @@ fn argument(a: &KprobeArgument) -> Value {
                 .u64("orig_size", t.orig_size)
                 .done(),
         ),
+        Some(Arg::DnsArg(d)) => (
+            "dns_arg",
+            Obj::default()
+                .str("query_name", &d.query_name)
+                .u32("query_type", d.query_type)
+                .str("query_type_str", &d.query_type_str)
+                .u32("query_class", d.query_class)
+                .u32("tx_id", d.tx_id)
+                .u32("flags", d.flags)
+                .bool("response", d.response)
+                .bool("truncated", d.truncated)
+                .bool("parsed", d.parsed)
+                .done(),
+        ),
         Some(Arg::Int32ListArg(l)) => (
             "int32_list_arg",
             Obj::default()

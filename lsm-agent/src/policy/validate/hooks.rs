@@ -879,6 +879,16 @@ mod tests {
     }
 
     #[test]
+    fn a_dns_argument_is_matched_with_the_string_operators() {
+        let yaml = fixture!("observe-dns-queries-for-lsm-vmtest.yaml");
+        let p = parse_ok(yaml);
+        assert_eq!(p.hooks[0].args[1].ty, ArgType::Dns);
+        let e = parse_err(&yaml.replace("operator: Postfix", "operator: GreaterThan"));
+        assert_eq!(e.path, "spec.kprobes[0].selectors[0].matchArgs[1].operator");
+        assert!(e.message.contains("string operators"), "{}", e.message);
+    }
+
+    #[test]
     fn a_cred_argument_is_read_at_a_kprobe_and_takes_no_operator() {
         let p = parse_ok(fixture!("observe-commit-creds-cred.yaml"));
         assert_eq!(p.hooks[0].args[0].ty, ArgType::Cred);

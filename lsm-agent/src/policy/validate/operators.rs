@@ -343,9 +343,10 @@ pub(super) fn operator_hint(ty: ArgType) -> &'static str {
         | ArgType::Path
         | ArgType::LinuxBinprm
         | ArgType::String
-        | ArgType::Buffer { .. } => {
+        | ArgType::Buffer { .. }
+        | ArgType::Dns => {
             "string operators Equal, NotEqual, Prefix, NotPrefix, Postfix, NotPostfix apply to \
-             file, path, dentry, linux_binprm, string and char_buf arguments"
+             file, path, dentry, linux_binprm, string, char_buf and dns arguments"
         }
         ArgType::Opaque
         | ArgType::Cred

@@ -5,8 +5,8 @@
 use super::super::{
     net,
     proto::tetragon::{
-        Capabilities, KernelModule, KprobeArgument, KprobeCapability, KprobeFile, KprobeInt32List,
-        KprobeLinuxBinprm, KprobePath, KprobeSkb, KprobeTruncatedBytes, Namespace,
+        Capabilities, KernelModule, KprobeArgument, KprobeCapability, KprobeDns, KprobeFile,
+        KprobeInt32List, KprobeLinuxBinprm, KprobePath, KprobeSkb, KprobeTruncatedBytes, Namespace,
         ProcessCredentials, SecureBitsType, SyscallId, UserNamespace, kprobe_argument::Arg,
     },
 };
@@ -52,6 +52,17 @@ pub fn argument(a: &model::Arg) -> KprobeArgument {
             orig_size: *orig_size,
         }),
         V::Int32List(v) => Arg::Int32ListArg(KprobeInt32List { values: v.clone() }),
+        V::Dns(q) => Arg::DnsArg(q.as_ref().map_or_else(KprobeDns::default, |q| KprobeDns {
+            query_name: q.name.clone(),
+            query_type: q.qtype.into(),
+            query_type_str: q.type_name().unwrap_or_default().to_owned(),
+            query_class: q.qclass.into(),
+            tx_id: q.id.into(),
+            flags: q.flags.into(),
+            response: q.flags & 0x8000 != 0,
+            truncated: false,
+            parsed: true,
+        })),
         V::Sock(n) => Arg::SockArg(n.as_ref().map(net::sock_arg).unwrap_or_default()),
         V::Sockaddr(s) => Arg::SockaddrArg(s.as_ref().map(net::sockaddr_arg).unwrap_or_default()),
         V::Skb(s) => Arg::SkbArg(skb(s)),
