@@ -424,7 +424,7 @@ mod tests {
         let d = tmpdir("probe-names");
         let d = d.path();
         let f = write(
-            &d,
+            d,
             "setuid.yaml",
             fixture!("observe-commit-creds-and-setuid.yaml"),
         );
@@ -441,7 +441,7 @@ mod tests {
     fn report_lists_hooks_selectors_and_map_entries() {
         let d = tmpdir("good");
         let d = d.path();
-        let f = write(&d, "good.yaml", GOOD);
+        let f = write(d, "good.yaml", GOOD);
         let r = check_files(&[f.clone(), f], env);
         assert!(r.ok(), "{:?}", r.diagnostics());
         let u = r.files[0]
@@ -488,8 +488,8 @@ mod tests {
     fn bad_files_are_errors_and_the_rest_is_still_reported() {
         let d = tmpdir("bad");
         let d = d.path();
-        let good = write(&d, "good.yaml", GOOD);
-        let bad = write(&d, "bad.yaml", &GOOD.replace("Prefix", "StartsWith"));
+        let good = write(d, "good.yaml", GOOD);
+        let bad = write(d, "bad.yaml", &GOOD.replace("Prefix", "StartsWith"));
         let r = check_files(&[bad, good], env);
         assert!(!r.ok());
         let diags = r.diagnostics();
@@ -506,7 +506,7 @@ mod tests {
     fn unset_variables_fail_the_check() {
         let d = tmpdir("unset");
         let d = d.path();
-        let f = write(&d, "p.yaml", GOOD);
+        let f = write(d, "p.yaml", GOOD);
         let r = check_files(&[f], |_| None);
         assert!(!r.ok());
         assert!(
@@ -528,7 +528,7 @@ mod tests {
         for _ in 0..40 {
             yaml.push_str("    - matchActions: [{action: Post}]\n");
         }
-        let f = write(&d, "big.yaml", &yaml);
+        let f = write(d, "big.yaml", &yaml);
         let r = check_files(&[f.clone(), f], env);
         assert!(!r.ok());
         assert!(
@@ -546,12 +546,12 @@ mod tests {
         let d = d.path();
         let files = [
             write(
-                &d,
+                d,
                 "creds.yaml",
                 fixture!("observe-commit-creds-and-setuid.yaml"),
             ),
-            write(&d, "open.yaml", fixture!("observe-openat-return.yaml")),
-            write(&d, "tp.yaml", fixture!("observe-raw-sys-enter-getpid.yaml")),
+            write(d, "open.yaml", fixture!("observe-openat-return.yaml")),
+            write(d, "tp.yaml", fixture!("observe-raw-sys-enter-getpid.yaml")),
         ];
         let r = check_files(&files, |_| None);
         assert!(r.ok(), "{:?}", r.diagnostics());
