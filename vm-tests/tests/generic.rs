@@ -29,6 +29,27 @@ fn kprobe_of(l: &str, policy: &str) -> bool {
     l.contains("\"process_kprobe\"") && l.contains(&format!("\"policy_name\":\"{policy}\""))
 }
 
+/// The `process_kprobe` events of policy `policy` the stream has had.
+fn kprobes_of(events: &EventStream, policy: &str) -> Vec<String> {
+    events
+        .lines()
+        .into_iter()
+        .filter(|l| kprobe_of(l, policy))
+        .collect()
+}
+
+/// `lsmctl tracingpolicy add FILE`, which must fail: what it printed.
+fn add_refused(a: &Agent, file: &Path) -> String {
+    let out = a.lsmctl(&["tracingpolicy", "add", file.to_str().expect("utf-8")]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(exit_code(&out), 0, "{} was added: {text}", file.display());
+    text
+}
+
 #[test]
 fn bpf_lsm_is_active_in_the_guest() {
     assert_bpf_lsm_active();
@@ -173,13 +194,7 @@ fn a_raw_tracepoint_posts_its_tp_proto_arguments() {
         );
     let file = dir.join("past.yaml");
     fs::write(&file, yaml).expect("policy file");
-    let out = a.lsmctl(&["tracingpolicy", "add", file.to_str().expect("utf-8")]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_ne!(exit_code(&out), 0, "{text}");
+    let text = add_refused(&a, &file);
     assert!(
         text.contains("sched_process_exec") && text.contains("past its 3 TP_PROTO argument(s)"),
         "{text}"
@@ -836,11 +851,7 @@ fn an_int32_array_argument_carries_the_values_the_call_wrote() {
         ev.contains("{\"int_arg\":2048,\"label\":\"flags\"}"),
         "{ev}"
     );
-    let posted: Vec<String> = events
-        .lines()
-        .into_iter()
-        .filter(|l| kprobe_of(l, "observe-pipe2-fds"))
-        .collect();
+    let posted = kprobes_of(&events, "observe-pipe2-fds");
     assert_eq!(
         posted.len(),
         1,
@@ -889,11 +900,7 @@ fn a_dns_argument_carries_the_query_and_filters_on_its_name() {
     ] {
         assert!(ev.contains(want), "{want}: {ev}");
     }
-    let posted: Vec<String> = events
-        .lines()
-        .into_iter()
-        .filter(|l| kprobe_of(l, "observe-dns-queries-for-lsm-vmtest"))
-        .collect();
+    let posted = kprobes_of(&events, "observe-dns-queries-for-lsm-vmtest");
     assert_eq!(
         posted.len(),
         1,
@@ -950,13 +957,7 @@ fn a_missing_function_is_a_load_error_naming_it() {
         .replace("syscall: true", "syscall: false");
     let path = scratch_dir("generic").join("missing-fn.yaml");
     fs::write(&path, &yaml).expect("policy file");
-    let out = a.lsmctl(&["tracingpolicy", "add", path.to_str().expect("utf-8")]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_ne!(exit_code(&out), 0, "{text}");
+    let text = add_refused(&a, &path);
     assert!(
         text.contains("lsm_vmtest_no_such_function"),
         "the error names the function: {text}"
@@ -974,13 +975,7 @@ fn an_override_kprobe_policy_is_refused_where_the_kernel_has_no_error_injection(
         "override-hardlinks-to-lsm-vmtest-secret.yaml",
         "override-hardlinks-to-lsm-vmtest-secret-return.yaml",
     ] {
-        let out = a.lsmctl(&["tracingpolicy", "add", fixture(f).to_str().expect("utf-8")]);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_ne!(exit_code(&out), 0, "{f}: {text}");
+        let text = add_refused(&a, &fixture(f));
         assert!(
             text.contains("sys_linkat") && text.contains("CONFIG_BPF_KPROBE_OVERRIDE"),
             "{f}: the error names the call and the kernel option: {text}"
