@@ -176,7 +176,8 @@ pub(super) fn convert_action(
             }
             ir::Action::Request(ir::UserRequest::DnsLookup(fqdn.to_string()))
         }
-        "notifyenforcer" | "cleanupenforcernotification" | "set" => {
+        // Regs and Set rewrite a uprobe's (or usdt's) registers or arguments.
+        "notifyenforcer" | "cleanupenforcernotification" | "set" | "regs" => {
             return Err(invalid(
                 format!("{apath}.action"),
                 format!(
@@ -350,6 +351,12 @@ mod tests {
         assert!(
             e.message
                 .contains("action NotifyEnforcer is not supported yet by lsm-agent"),
+            "{}",
+            e.message
+        );
+        let e = parse_err(&with_selector("matchActions: [{action: Regs}]"));
+        assert!(
+            e.message.contains("action Regs is not supported yet"),
             "{}",
             e.message
         );
