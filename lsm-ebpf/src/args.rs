@@ -575,13 +575,14 @@ const DNS_NAME_MAX: u32 = 255;
 
 /// The DNS query in the data of the `struct msghdr *` at `msg` (the first bytes of its
 /// `msg_iter`), as the question's name in `rec` and [`dns_value`] as the value. Only the
-/// first question is read; a compressed name (which a query has no reason to use), an
-/// answer's opcode or no question leave an unresolved record, which string filters fail
-/// (not counted as an unresolved path: most datagrams are not DNS).
+/// first question is read. Data that is no standard query (most datagrams; a compressed
+/// name, which a query has no reason to use; another opcode; no question; unreadable) is an
+/// empty name with class 0, never an unresolved record: an enforcing selector would match
+/// that (fail-closed) and a `Sigkill` on one name would kill every UDP sender.
 #[inline(always)]
 fn read_dns(s: &mut Scratch, msg: u64, rec: *mut PathRec) -> u64 {
     if msg == 0 {
-        finish(s, rec, 0, 0, PATH_UNRESOLVED);
+        finish(s, rec, 0, 0, PATH_RESOLVED);
         return 0;
     }
     read_iov(s, msg + kconf!(msghdr_msg_iter), rec);
@@ -589,7 +590,7 @@ fn read_dns(s: &mut Scratch, msg: u64, rec: *mut PathRec) -> u64 {
     let (got, flags) = unsafe { ((*rec).len as usize, (*rec).flags) };
     let b = |s: &Scratch, i: usize| u16::from(s.buf[i & BUF_MASK]);
     if flags & PATH_UNRESOLVED != 0 || got < DNS_HEADER + 5 {
-        finish(s, rec, 0, 0, PATH_UNRESOLVED);
+        finish(s, rec, 0, 0, PATH_RESOLVED);
         return 0;
     }
     let id = b(s, 0) << 8 | b(s, 1);
@@ -597,7 +598,7 @@ fn read_dns(s: &mut Scratch, msg: u64, rec: *mut PathRec) -> u64 {
     let questions = b(s, 4) << 8 | b(s, 5);
     // A standard query (opcode 0) with a question.
     if questions == 0 || (hflags >> 11) & 0xf != 0 {
-        finish(s, rec, 0, 0, PATH_UNRESOLVED);
+        finish(s, rec, 0, 0, PATH_RESOLVED);
         return dns_value(id, hflags, 0, 0);
     }
     let mut l = DnsLoop {
@@ -621,7 +622,7 @@ fn read_dns(s: &mut Scratch, msg: u64, rec: *mut PathRec) -> u64 {
     let end = l.end as usize;
     let at = DNS_HEADER + end;
     if l.ok == 0 || at + 4 >= got {
-        finish(s, rec, 0, 0, PATH_UNRESOLVED);
+        finish(s, rec, 0, 0, PATH_RESOLVED);
         return dns_value(id, hflags, 0, 0);
     }
     let qtype = b(s, at + 1) << 8 | b(s, at + 2);

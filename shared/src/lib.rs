@@ -362,8 +362,8 @@ pub const ARG_I32_ARR: u8 = 21;
 
 /// A `struct msghdr *` of a UDP send (`dns`): the DNS query in the first bytes of its data,
 /// as a string record of the question's name (lower case, labels joined by dots, no trailing
-/// dot), unresolved when the data is not a DNS query; its value is [`dns_value`] of the
-/// header and the question's type and class.
+/// dot; empty when the data is not a DNS query); its value is [`dns_value`] of the header
+/// and the question's type and class (class 0: not a query).
 pub const ARG_DNS: u8 = 22;
 
 /// The value of an [`ARG_DNS`] argument: the message's id and flags, and the question's

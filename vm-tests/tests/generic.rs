@@ -906,6 +906,37 @@ fn a_dns_argument_carries_the_query_and_filters_on_its_name() {
         1,
         "only the query for the name posts: {posted:?}"
     );
+
+    // With Sigkill: a datagram that is no query is not "unresolved" (which an enforcing
+    // selector matches), so its sender lives; the query for the name kills.
+    let yaml = fs::read_to_string(fixture("observe-dns-queries-for-lsm-vmtest.yaml"))
+        .expect("fixture")
+        .replace(
+            "name: observe-dns-queries-for-lsm-vmtest",
+            "name: kill-dns-queries-for-lsm-vmtest",
+        )
+        .replace(
+            "        values: [\"lsm-vmtest.example\"]",
+            "        values: [\"lsm-vmtest.example\"]\n      matchActions:\n      - action: Sigkill",
+        );
+    let policy = a.add_policy_yaml("kill-dns-queries-for-lsm-vmtest", &yaml);
+    let send = |payload: &str| {
+        python(&format!(
+            "import socket\n\
+             r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             r.bind(('127.0.0.1', 53))\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             s.connect(('127.0.0.1', 53))\n\
+             s.send({payload})\n"
+        ))
+    };
+    let other = send("b'not a dns message, lsm-vmtest.example'");
+    let query = send(
+        "b'\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x03www\\x0alsm-vmtest\\x07example\\x00\\x00\\x01\\x00\\x01'",
+    );
+    policy.delete();
+    assert_eq!(exit_code(&other), 0, "{other:?}");
+    assert_eq!(exit_code(&query), 137, "{query:?}");
 }
 
 /// `cred` (`commit_creds`' new credentials): the event carries them as Tetragon's

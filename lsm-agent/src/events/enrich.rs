@@ -299,10 +299,11 @@ impl ProcessCache {
                             }
                         }
                     }
-                    // A resolved record is a parsed query; otherwise the data was not one.
+                    // A query has a class (IN is 1); the kernel gives 0 for data that is
+                    // not one.
                     ArgType::Dns => ArgValue::Dns(
-                        rec.filter(|p| !p.unresolved)
-                            .map(|p| DnsQuery::from_raw(p.path.clone(), raw)),
+                        rec.map(|p| DnsQuery::from_raw(p.path.clone(), raw))
+                            .filter(|q| q.qclass != 0),
                     ),
                     // Whole elements of the bytes read (an unreadable array reads as none).
                     ArgType::Int32Array { .. } => ArgValue::Int32List(
