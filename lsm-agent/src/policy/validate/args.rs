@@ -87,13 +87,7 @@ pub(super) fn convert_generic_arg(
 /// returns), else `sizeArgIndex` (1-based, a raw argument of the call), else none (an empty
 /// buffer, as Tetragon reads it).
 fn buffer_type(apath: &str, a: &raw::Arg, site: ArgSite, what: &str) -> VResult<ir::ArgType> {
-    if a.return_copy == Some(true) {
-        if site != ArgSite::Kprobe {
-            return Err(invalid(
-                format!("{apath}.returnCopy"),
-                format!("returnCopy reads the buffer when the call returns: {what} has no return"),
-            ));
-        }
+    if return_copy(apath, a, site, what)? {
         return Ok(ir::ArgType::Buffer { size: SIZE_RETVAL });
     }
     match a.size_arg_index.unwrap_or(0) {
@@ -113,6 +107,21 @@ fn buffer_type(apath: &str, a: &raw::Arg, site: ArgSite, what: &str) -> VResult<
     }
 }
 
+/// Whether the argument is read when the call returns (`returnCopy`), which only a kprobe's
+/// call has.
+fn return_copy(apath: &str, a: &raw::Arg, site: ArgSite, what: &str) -> VResult<bool> {
+    if a.return_copy != Some(true) {
+        return Ok(false);
+    }
+    if site != ArgSite::Kprobe {
+        return Err(invalid(
+            format!("{apath}.returnCopy"),
+            format!("returnCopy reads the argument when the call returns: {what} has no return"),
+        ));
+    }
+    Ok(true)
+}
+
 /// Largest `size` of an `int32_arr`: the elements fit a record, and the count its
 /// descriptor's byte.
 const MAX_INT32_ARR: u32 = 255;
@@ -121,12 +130,7 @@ const MAX_INT32_ARR: u32 = 255;
 /// starts or, with `returnCopy`, where it returns (an array the call fills, such as
 /// `pipe`'s).
 fn int32_array_type(apath: &str, a: &raw::Arg, site: ArgSite, what: &str) -> VResult<ir::ArgType> {
-    if a.return_copy == Some(true) && site != ArgSite::Kprobe {
-        return Err(invalid(
-            format!("{apath}.returnCopy"),
-            format!("returnCopy reads the array when the call returns: {what} has no return"),
-        ));
-    }
+    return_copy(apath, a, site, what)?;
     match a.size.unwrap_or(0) {
         n if n <= MAX_INT32_ARR => Ok(ir::ArgType::Int32Array { count: n as u8 }),
         n => Err(invalid(

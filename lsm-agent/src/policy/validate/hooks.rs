@@ -305,9 +305,12 @@ fn convert_generic_kprobe(
     let syscall = kp.syscall == Some(true);
     // A `returnCopy` buffer is read when the call returns: as in Tetragon, it puts the
     // kprobe on the return (one event, at the return, with every argument).
-    let return_copy = kp.args.iter().flatten().any(|a| {
-        a.return_copy == Some(true) && matches!(a.ty.as_deref(), Some("char_buf" | "int32_arr"))
-    });
+    // (`check_arg_options` refuses returnCopy on the types it does not apply to.)
+    let return_copy = kp
+        .args
+        .iter()
+        .flatten()
+        .any(|a| a.return_copy == Some(true));
     let ret = kp.ret == Some(true) || return_copy;
     let function = if syscall {
         portable_syscall(&kp.call).ok_or_else(|| {
