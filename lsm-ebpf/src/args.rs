@@ -124,7 +124,7 @@ extern "C" fn read_step(i: u64, ctx: *mut c_void) -> i64 {
             read_buf(s, v, u64::from(size) * 4, rec);
             u64::from(size)
         } else if kind == ARG_IOV_ITER {
-            read_iov(s, v, rec)
+            read_iov(s, v, rec, (PATH_BUF_LEN - 1) as u64)
         } else if kind == ARG_DNS {
             read_dns(s, v, rec)
         } else if kind == ARG_CRED {
@@ -249,13 +249,13 @@ fn read_module(s: &mut Scratch, m: u64, rec: *mut PathRec) -> u64 {
     };
     module_value(taints, sig)
 }
-
+/// The first bytes (at most `max`) of the data the `struct iov_iter` at `it` walks into `rec` (as a buffer:
 /// The first bytes of the data the `struct iov_iter` at `it` walks into `rec` (as a buffer:
 /// [`read_buf`]), and its `count`. A user buffer (`ITER_UBUF`) is read from its start, an
 /// iovec or kvec array from its first segment; other kinds (pages, pipes) leave an
 /// unresolved record.
 #[inline(always)]
-fn read_iov(s: &mut Scratch, it: u64, rec: *mut PathRec) -> u64 {
+fn read_iov(s: &mut Scratch, it: u64, rec: *mut PathRec, max: u64) -> u64 {
     if it == 0 {
         unresolved(s, rec);
         return 0;
@@ -278,7 +278,7 @@ fn read_iov(s: &mut Scratch, it: u64, rec: *mut PathRec) -> u64 {
         unresolved(s, rec);
         return count;
     };
-    read_buf(s, base, len, rec);
+    read_buf(s, base, if len < max { len } else { max }, rec);
     count
 }
 
@@ -585,7 +585,13 @@ fn read_dns(s: &mut Scratch, msg: u64, rec: *mut PathRec) -> u64 {
         finish(s, rec, 0, 0, PATH_RESOLVED);
         return 0;
     }
-    read_iov(s, msg + kconf!(msghdr_msg_iter), rec);
+    // No more than a question can take: a large datagram's payload is not copied for nothing.
+    read_iov(
+        s,
+        msg + kconf!(msghdr_msg_iter),
+        rec,
+        (DNS_HEADER + DNS_NAME_MAX as usize + 5) as u64,
+    );
     // SAFETY: `rec` is this argument's scratch record, which `read_iov` just filled.
     let (got, flags) = unsafe { ((*rec).len as usize, (*rec).flags) };
     let b = |s: &Scratch, i: usize| u16::from(s.buf[i & BUF_MASK]);

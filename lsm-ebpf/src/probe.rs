@@ -277,12 +277,18 @@ fn field(ctx: &TracePointContext, off: u16, width: u8) -> u64 {
     int_of_width(v, width)
 }
 
+/// The hook id the loader gave slot `slot` of the (raw) tracepoint programs.
 #[inline(always)]
-fn try_generic_tracepoint(ctx: &TracePointContext, slot: u32) -> Result<i32, i32> {
-    let Some(hook) = TP_IDS.get_ptr(&slot).map(|p| {
+fn slot_hook(slot: u32) -> Option<u32> {
+    TP_IDS.get_ptr(&slot).map(|p| {
         // SAFETY: a live map value, copied out at once.
         unsafe { *p }
-    }) else {
+    })
+}
+
+#[inline(always)]
+fn try_generic_tracepoint(ctx: &TracePointContext, slot: u32) -> Result<i32, i32> {
+    let Some(hook) = slot_hook(slot) else {
         return Ok(0);
     };
     let Some(cfg) = hook_cfg(hook) else {
@@ -339,10 +345,7 @@ fn raw_tp_arg(ctx: &RawTracePointContext, n: u32) -> u64 {
 
 #[inline(always)]
 fn try_generic_raw_tp(ctx: &RawTracePointContext, slot: u32) -> Result<i32, i32> {
-    let Some(hook) = TP_IDS.get_ptr(&slot).map(|p| {
-        // SAFETY: a live map value, copied out at once.
-        unsafe { *p }
-    }) else {
+    let Some(hook) = slot_hook(slot) else {
         return Ok(0);
     };
     let (s, cur) = enter()?;
