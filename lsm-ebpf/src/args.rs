@@ -249,11 +249,11 @@ fn read_module(s: &mut Scratch, m: u64, rec: *mut PathRec) -> u64 {
     };
     module_value(taints, sig)
 }
-/// The first bytes (at most `max`) of the data the `struct iov_iter` at `it` walks into `rec` (as a buffer:
-/// The first bytes of the data the `struct iov_iter` at `it` walks into `rec` (as a buffer:
-/// [`read_buf`]), and its `count`. A user buffer (`ITER_UBUF`) is read from its start, an
-/// iovec or kvec array from its first segment; other kinds (pages, pipes) leave an
-/// unresolved record.
+
+/// The first bytes (at most `max`) of the data the `struct iov_iter` at `it` walks into
+/// `rec` (as a buffer: [`read_buf`]), and its `count`. A user buffer (`ITER_UBUF`) is read
+/// from its start, an iovec or kvec array from its first segment; other kinds (pages,
+/// pipes) leave an unresolved record.
 #[inline(always)]
 fn read_iov(s: &mut Scratch, it: u64, rec: *mut PathRec, max: u64) -> u64 {
     if it == 0 {
