@@ -440,22 +440,13 @@ impl DnsQuery {
         }
     }
 
-    /// The type's mnemonic (RFC 1035 and successors), for the common ones.
+    /// The type's mnemonic (`A`, `AAAA`, ...), as hickory's record types name it; `None` for
+    /// a type it does not know.
     pub fn type_name(&self) -> Option<&'static str> {
-        Some(match self.qtype {
-            1 => "A",
-            2 => "NS",
-            5 => "CNAME",
-            6 => "SOA",
-            12 => "PTR",
-            15 => "MX",
-            16 => "TXT",
-            28 => "AAAA",
-            33 => "SRV",
-            64 => "SVCB",
-            65 => "HTTPS",
-            255 => "ANY",
-            _ => return None,
-        })
+        use hickory_resolver::proto::rr::RecordType;
+        match RecordType::from(self.qtype) {
+            RecordType::Unknown(_) => None,
+            t => Some(t.into()),
+        }
     }
 }

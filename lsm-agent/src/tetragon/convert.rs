@@ -469,6 +469,12 @@ mod tests {
                 parsed: true,
             }))
         );
+        // A type without a mnemonic has its number only.
+        let private = model::DnsQuery {
+            qtype: 65280,
+            ..Default::default()
+        };
+        assert_eq!(private.type_name(), None);
         assert_eq!(
             arg(model::ArgValue::Dns(None)).arg,
             Some(Arg::DnsArg(KprobeDns::default()))
