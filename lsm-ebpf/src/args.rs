@@ -14,7 +14,7 @@ use lsm_shared::*;
 use crate::{
     eval::kcopy,
     kernel::{kconf, kconf_at, read_u8, read_u16, read_u32, read_u64},
-    maps::{FILES, SCRATCH, SOCK_OWNERS},
+    maps::{FILES, HOOK_CFG, SCRATCH, SOCK_OWNERS},
     path::{finish, resolve_walk, unresolved},
     scratch::{BUF_MASK, Scratch},
 };
@@ -25,7 +25,7 @@ use crate::{
 /// each. A `bpf_loop`: the verifier walks [`read_step`] (a string read, a dentry walk) once,
 /// where an open-coded loop had it walk them once per argument position.
 #[inline(always)]
-pub fn read(s: &mut Scratch, cfg: &HookConfig, nargs: usize, ret: Option<u64>) {
+pub fn read(s: &mut Scratch, cfg: &HookConfig, cfg_at: u32, nargs: usize, ret: Option<u64>) {
     s.set_str_mask(0);
     // The descriptors travel in the loop's context: the step must not look the plan up again
     // (the live bank may change while the program runs).
@@ -33,6 +33,8 @@ pub fn read(s: &mut Scratch, cfg: &HookConfig, nargs: usize, ret: Option<u64>) {
         descs: [0; MAX_ARGS],
         has_ret: ret.is_some() as u32,
         net_arg: cfg.net_arg,
+        cfg_at,
+        _pad: 0,
         ret: ret.unwrap_or(0),
     };
     // The loop stops after the last argument a policy reads: each step is a callback with a
@@ -78,6 +80,10 @@ struct ReadLoop {
     has_ret: u32,
     /// [`HookConfig::net_arg`].
     net_arg: u32,
+    /// Where the plan is in `HOOK_CFG`, for the `resolve` paths (the same bank: it does not
+    /// change while the program runs).
+    cfg_at: u32,
+    _pad: u32,
     ret: u64,
 }
 
@@ -101,6 +107,14 @@ extern "C" fn read_step(i: u64, ctx: *mut c_void) -> i64 {
     let v = if src == SRC_RET {
         // SAFETY: as for `packed`; 0 outside a kretprobe.
         unsafe { (*l).ret }
+    } else if src & SRC_RESOLVE != 0 {
+        let root = s
+            .raw
+            .get((src & !SRC_RESOLVE) as usize)
+            .copied()
+            .unwrap_or(0);
+        // SAFETY: as for `packed`.
+        resolve(root, unsafe { (*l).cfg_at }, i)
     } else {
         s.raw.get(src as usize).copied().unwrap_or(0)
     };
@@ -153,6 +167,32 @@ extern "C" fn read_step(i: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `i < MAX_ARGS`, the length of `vals`; a plain store into the scratch area.
     unsafe { core::ptr::write_volatile(s.vals.as_mut_ptr().add(i), val) };
     0
+}
+
+/// Walks argument `i`'s `resolve` path ([`ResolvePath`]) of the plan at `cfg_at` from `v`:
+/// the address of the field it names, or the pointer or scalar loaded there. 0 when a
+/// pointer on the way is NULL or unreadable.
+#[inline(always)]
+fn resolve(mut v: u64, cfg_at: u32, i: usize) -> u64 {
+    let Some(cfg) = HOOK_CFG.get(cfg_at) else {
+        return 0;
+    };
+    let Some(p) = cfg.resolve.get(i) else {
+        return 0;
+    };
+    let (steps, load) = (p.steps as usize, p.load);
+    let mut j = 0usize;
+    while j < MAX_RESOLVE_DEPTH && j < steps {
+        if v == 0 {
+            return 0;
+        }
+        v = v.wrapping_add(u64::from(p.off[j]));
+        if load & (1 << j) != 0 {
+            v = read_u64(v, 0);
+        }
+        j += 1;
+    }
+    v
 }
 
 /// Fills `rec` with the string, path or file `v` of kind `kind` points to. One walk call

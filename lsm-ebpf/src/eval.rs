@@ -19,7 +19,7 @@ use crate::{
     kernel::{kconf, read_attrs},
     maps::{
         ADDR4, ADDR6, AGENTS, CGROUPS, COUNTERS, NUM_FILT, NUM_SET, PIDS, PORTS, PROCS, SCRATCH,
-        SEL_ACT, SOCK_OWNERS, STR_EQ, STR_POSTFIX, STR_PREFIX, hook_cfg,
+        SEL_ACT, SOCK_OWNERS, STR_EQ, STR_POSTFIX, STR_PREFIX, hook_cfg_at,
     },
     path::count,
     scratch::Scratch,
@@ -254,7 +254,7 @@ fn evaluate_at(
     if tgid == kconf!(agent_tgid) && cur.is_agent() {
         return 0;
     }
-    let Some(cfg) = hook_cfg(hook) else {
+    let Some((cfg_at, cfg)) = hook_cfg_at(hook) else {
         return 0;
     };
     let mut cand = cfg.selectors;
@@ -274,7 +274,7 @@ fn evaluate_at(
     let (rec, nargs, args): (Option<*const PathRec>, usize, *const [u64; MAX_ARGS]) = match input {
         Input::Ready { rec, args } => (rec, 0, args),
         Input::Raw { nargs } => {
-            args::read(s, cfg, nargs, ret);
+            args::read(s, cfg, cfg_at, nargs, ret);
             (None, nargs, &raw const s.vals)
         }
     };

@@ -48,8 +48,16 @@ pub static SYNC: btf_maps::ArrayOfMaps<btf_maps::Array<u32, 1>, 1> = btf_maps::A
 /// new plans into the other bank and waits for running programs before reusing this one.
 #[inline(always)]
 pub fn hook_cfg(hook: u32) -> Option<&'static HookConfig> {
+    hook_cfg_at(hook).map(|(_, c)| c)
+}
+
+/// [`hook_cfg`] and its index in `HOOK_CFG`, for a reader that looks the same plan up again
+/// (a `bpf_loop` step cannot hold the map value).
+#[inline(always)]
+pub fn hook_cfg_at(hook: u32) -> Option<(u32, &'static HookConfig)> {
     let bank = PLAN_BANK.get(0).copied().unwrap_or(0);
-    HOOK_CFG.get(hook_cfg_index(bank, hook))
+    let at = hook_cfg_index(bank, hook);
+    HOOK_CFG.get(at).map(|c| (at, c))
 }
 
 /// Whether the live plan has any selector at `hook`: a program with work to do before it

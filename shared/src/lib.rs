@@ -412,6 +412,39 @@ pub const SIZE_RETVAL: u8 = 0xff;
 /// return value instead of a raw argument.
 pub const SRC_RET: u8 = 0xff;
 
+/// [`ArgDesc::src`] bit (never set together with [`SRC_RET`]): the raw argument
+/// `src & !SRC_RESOLVE` is the root of a `resolve` path, which [`HookConfig::resolve`] at the
+/// same position walks before the argument is read as its kind.
+pub const SRC_RESOLVE: u8 = 0x40;
+
+/// Most steps of a `resolve` path (Tetragon's limit too).
+pub const MAX_RESOLVE_DEPTH: usize = 10;
+
+/// How the kernel walks one argument's `resolve` path (Tetragon's `resolve: "a.b.c"`): from
+/// the raw argument, for each step `j < steps`, add `off[j]`, then, when bit `j` of `load` is
+/// set, load the 8 bytes there (a pointer field, or the final scalar). A NULL on the way
+/// ends the walk with 0. The agent computes it from the kernel's BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResolvePath {
+    pub off: [u32; MAX_RESOLVE_DEPTH],
+    pub load: u16,
+    pub steps: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<ResolvePath>() == 4 * MAX_RESOLVE_DEPTH + 4);
+
+impl ResolvePath {
+    pub const fn empty() -> Self {
+        Self {
+            off: [0; MAX_RESOLVE_DEPTH],
+            load: 0,
+            steps: 0,
+            _pad: 0,
+        }
+    }
+}
+
 /// Whether arguments of `kind` are read into a string record (matched by string filters).
 #[inline(always)]
 pub const fn arg_is_string(kind: u8) -> bool {
@@ -543,11 +576,16 @@ pub struct HookConfig {
     pub scoped: u64,
     /// How to read each argument (hooks without a hand-written program).
     pub args: [ArgDesc; MAX_ARGS],
+    /// Per argument whose [`ArgDesc::src`] has [`SRC_RESOLVE`]: the path from the raw
+    /// argument to the value (filled by the loader from the kernel's BTF).
+    pub resolve: [ResolvePath; MAX_ARGS],
     /// Tracepoints: byte offset of each argument's field in the record (filled by the
     /// loader from the tracepoint's `format` file).
     pub tp_off: [u16; MAX_ARGS],
     /// `PROBE_*`: how a probe entry point collects the raw arguments.
     pub probe: u16,
+    /// Explicit, so the struct has no hidden padding (it is compared and copied as bytes).
+    pub _pad: [u16; 2],
 }
 const _: () = assert!(
     size_of::<HookConfig>()
@@ -559,8 +597,10 @@ const _: () = assert!(
             + 16
             + 8
             + 4 * MAX_ARGS
+            + size_of::<ResolvePath>() * MAX_ARGS
             + 2 * MAX_ARGS
             + 2
+            + 4
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1413,8 +1453,10 @@ impl HookConfig {
                 width: 0,
                 size: 0,
             }; MAX_ARGS],
+            resolve: [ResolvePath::empty(); MAX_ARGS],
             tp_off: [0; MAX_ARGS],
             probe: 0,
+            _pad: [0; 2],
         }
     }
 }

@@ -1094,3 +1094,75 @@ fn a_uprobe_posts_and_kills_by_the_string_argument_of_a_user_space_function() {
         "the compact line names the file and the symbol: {compact:?}"
     );
 }
+
+/// `resolve`: struct members followed from an argument by the kernel's BTF. At LSM hook
+/// `bprm_creds_from_file`, `mm.owner.real_parent.comm` of the exec's `linux_binprm` names
+/// the exec-ing process's parent: an exec by a child of a shell named `lsmvt-resolve` is
+/// denied (EPERM) and the event carries the name, while the same exec under another shell
+/// runs. At the kprobe on `wake_up_new_task`, `real_parent.comm` of the new task names the
+/// process that forked it. A member the kernel does not have is refused, named.
+#[test]
+fn a_resolved_member_is_matched_enforced_and_carried_by_the_event() {
+    let a = agent();
+    let events = a.json_stream();
+    let name = "deny-exec-by-child-of-lsmvt-resolve";
+    let policy = a.add_policy(&fixture(&format!("{name}-eperm.yaml")));
+    let dir = scratch_dir("resolve");
+    let shell = dir.join("lsmvt-resolve");
+    fs::copy("/usr/bin/dash", &shell).expect("copy dash");
+    let script = "/usr/bin/true; echo status=$?";
+    let denied = run(&shell, &["-c", script]);
+    let allowed = run(Path::new("/usr/bin/dash"), &["-c", script]);
+    let lsm = events.expect("the bprm_creds_from_file event", |l| {
+        l.contains("\"function_name\":\"security_bprm_creds_from_file\"") && l.contains(name)
+    });
+    let fork = events.expect("the wake_up_new_task event", |l| {
+        kprobe_of(l, name) && l.contains("\"function_name\":\"wake_up_new_task\"")
+    });
+    events.settle(Duration::from_secs(2), Duration::from_secs(10));
+    policy.delete();
+
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        text(&denied).contains("status=126"),
+        "the exec under lsmvt-resolve is denied: {denied:?}"
+    );
+    assert!(
+        text(&allowed).contains("status=0"),
+        "the exec under dash runs: {allowed:?}"
+    );
+    for line in [&lsm, &fork] {
+        assert!(
+            line.contains("{\"string_arg\":\"lsmvt-resolve\"}"),
+            "the event carries the resolved name: {line}"
+        );
+    }
+    assert!(
+        lsm.contains("\"action\":\"KPROBE_ACTION_OVERRIDE\""),
+        "{lsm}"
+    );
+    let others: Vec<String> = events
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains(name) && !l.contains("\"string_arg\":\"lsmvt-resolve\""))
+        .collect();
+    assert!(
+        others.is_empty(),
+        "only the named parent's children post: {others:?}"
+    );
+
+    let yaml = fs::read_to_string(fixture(&format!("{name}-eperm.yaml")))
+        .expect("fixture")
+        .replace(
+            "resolve: \"real_parent.comm\"",
+            "resolve: \"real_parent.lsmvt_nope\"",
+        )
+        .replace(&format!("name: {name}"), "name: resolve-missing-member");
+    let file = dir.join("missing.yaml");
+    fs::write(&file, yaml).expect("policy file");
+    let text = add_refused(&a, &file);
+    assert!(
+        text.contains("wake_up_new_task") && text.contains("has no member lsmvt_nope"),
+        "{text}"
+    );
+}

@@ -9,6 +9,7 @@ pub mod modes;
 pub mod pin;
 pub mod probes;
 pub mod procfs;
+pub mod resolve;
 
 pub use modes::{AttachMode, Capabilities, HookModes, LoadOptions, lsm_list_has_bpf};
 
@@ -74,6 +75,8 @@ pub enum BpfError {
     Pin(#[from] pin::PinDirError),
     #[error("this process's start time: {0}")]
     OwnStart(String),
+    #[error("{0}")]
+    Resolve(#[from] resolve::ResolveError),
 }
 
 /// One attached program, for status reports.
@@ -120,6 +123,9 @@ pub struct Probe {
     stats: PerCpuArray<MapData, u64>,
     counters: PerCpuArray<MapData, ActionCounters>,
     installed: MapImage,
+    /// The installed image's `resolve` walks, and the ones computed before.
+    resolver: resolve::Resolver,
+    resolved: resolve::Plans,
     pub attached: Vec<Attached>,
     /// The entry point each hook got.
     pub modes: HookModes,
@@ -254,6 +260,8 @@ impl Probe {
             canary: canary::CanaryMaps::take(&mut ebpf)?,
             ebpf,
             installed: MapImage::default(),
+            resolver: resolve::Resolver::default(),
+            resolved: resolve::Plans::new(),
             attached,
             modes,
             features,
@@ -354,6 +362,8 @@ impl Probe {
     /// switch would read a plan rewritten under it, or entries step 3 already removed: a
     /// forbidden open slipped through that way in the reload VM test.
     pub fn apply(&mut self, img: &MapImage) -> Result<(), BpfError> {
+        // A path this kernel does not have fails the policy before anything is attached.
+        let resolved = self.resolver.plans(img)?;
         let old = std::mem::take(&mut self.installed);
         // New hooks and probe targets are attached first: one that cannot be attached fails
         // the policy before anything live changes. Their hook ids have no plan yet, so the
@@ -378,7 +388,11 @@ impl Probe {
             self.installed = old;
             return Err(e.into());
         }
+        let old_resolved = std::mem::replace(&mut self.resolved, resolved);
         let result = self.apply_phases(&old, img);
+        if result.is_err() {
+            self.resolved = old_resolved;
+        }
         // On failure the maps hold a mix that still enforces the old plans where step 2 did
         // not run; remember the new image only when everything was written.
         let (done, gone) = if result.is_ok() {
@@ -492,13 +506,26 @@ impl Probe {
                 .copied()
                 .unwrap_or(HookConfig::empty())
         };
-        if (0..NUM_HOOKS).any(|h| hook_cfg(img, h) != hook_cfg(old, h)) {
+        if (0..NUM_HOOKS).any(|h| hook_cfg(img, h) != hook_cfg(old, h))
+            || img.resolve != old.resolve
+        {
             let next = 1 - self.bank;
             for hook in 0..NUM_HOOKS {
                 let mut cfg = hook_cfg(img, hook);
                 // Kernel facts the pure image leaves out: where a tracepoint's fields are.
                 if let Some(off) = self.probes.tp_off.get(&hook) {
                     cfg.tp_off = *off;
+                }
+                // And the walks of its resolve paths, with the width of the integer each
+                // ends on.
+                for (&(_, pos), &(walk, width)) in self.resolved.range((hook, 0)..(hook + 1, 0)) {
+                    let p = pos as usize;
+                    if let (Some(r), Some(d)) = (cfg.resolve.get_mut(p), cfg.args.get_mut(p)) {
+                        *r = walk;
+                        if width != 0 {
+                            d.width = width;
+                        }
+                    }
                 }
                 self.hook_cfg
                     .set(hook_cfg_index(next, hook), cfg, 0)

@@ -781,6 +781,7 @@ pub(crate) mod fixtures {
                     ty: ArgType::File,
                     type_name: "file".into(),
                     label: None,
+                    resolve: None,
                 },
                 ArgSpec {
                     spec_index: 1,
@@ -791,6 +792,7 @@ pub(crate) mod fixtures {
                     },
                     type_name: "int".into(),
                     label: None,
+                    resolve: None,
                 },
             ],
             return_arg: None,
@@ -906,6 +908,7 @@ pub(crate) mod fixtures {
             ty,
             type_name: type_name.into(),
             label: None,
+            resolve: None,
         }
     }
 

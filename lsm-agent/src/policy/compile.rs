@@ -113,6 +113,32 @@ pub struct SlotInfo {
     pub request: Option<UserRequest>,
 }
 
+/// Records the resolve path of argument `pos` of hook `hid`: two loaded policies may read a
+/// position through one path only (the kernel reads each position once).
+fn add_resolve(
+    img: &mut MapImage,
+    hid: u32,
+    pos: u32,
+    req: Option<probes::ResolveReq>,
+    policy: &Policy,
+    target: &Target,
+) -> Result<(), CompileError> {
+    let Some(req) = req else {
+        return Ok(());
+    };
+    match img.resolve.get(&(hid, pos)) {
+        Some(r) if *r != req => Err(CompileError::ArgClash {
+            policy: policy.name.clone(),
+            hook: hook_label(target),
+            index: pos,
+        }),
+        _ => {
+            img.resolve.insert((hid, pos), req);
+            Ok(())
+        }
+    }
+}
+
 /// The content of every policy map, for one set of loaded policies.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MapImage {
@@ -141,6 +167,9 @@ pub struct MapImage {
     /// generic kprobe, kretprobe or tracepoint program on this target. Kernel facts (the
     /// function's addresses, the tracepoint's id and field offsets) are the loader's.
     pub probes: BTreeMap<u32, Target>,
+    /// Key: `(hook, argument position)` of each descriptor with `SRC_RESOLVE`: the path the
+    /// loader turns into offsets with the kernel's BTF (`HookConfig::resolve`).
+    pub resolve: BTreeMap<(u32, u32), probes::ResolveReq>,
 }
 
 impl MapImage {
@@ -432,18 +461,24 @@ pub fn compile_with(
                 Target::Lsm(lsm) => {
                     let info = hooks::hook_info(*lsm);
                     for a in &hook.args {
-                        if let (Some(slot), Some(ha)) = (
-                            d.get_mut(a.lsm_index as usize),
-                            info.args.get(a.lsm_index as usize),
-                        ) {
-                            *slot = ha.desc();
+                        if a.resolve.is_some() {
+                            let mut desc = probes::generic_desc(&hook.target, a);
+                            let req = probes::resolve_req(&hook.target, a, &mut desc);
+                            probes::set_desc(d, a.lsm_index, desc, policy, &hook.target)?;
+                            add_resolve(&mut img, hid, a.lsm_index, req, policy, &hook.target)?;
+                        } else if let Some(ha) = info.args.get(a.lsm_index as usize) {
+                            // The same for every policy, unless another one resolves a path
+                            // from this argument.
+                            probes::set_desc(d, a.lsm_index, ha.desc(), policy, &hook.target)?;
                         }
                     }
                 }
                 t => {
                     for a in &hook.args {
-                        let desc = probes::generic_desc(t, a);
+                        let mut desc = probes::generic_desc(t, a);
+                        let req = probes::resolve_req(t, a, &mut desc);
                         probes::set_desc(d, a.lsm_index, desc, policy, t)?;
+                        add_resolve(&mut img, hid, a.lsm_index, req, policy, t)?;
                     }
                     if let Some(r) = hook
                         .return_arg
@@ -964,6 +999,7 @@ mod tests {
             ty: ArgType::File,
             type_name: "file".into(),
             label: None,
+            resolve: None,
         }
     }
 

@@ -67,6 +67,13 @@ impl LsmHook {
         LsmHook::Capset,
     ];
 
+    /// Whether the hook's program hands its raw arguments to the generic reader, which
+    /// follows `resolve` paths. The first hooks' hand-written programs read their own
+    /// arguments (a file's path, the connection) instead.
+    pub fn generic_reader(self) -> bool {
+        self.id() >= lsm_shared::HOOK_PATH_SYMLINK
+    }
+
     /// The `HOOK_*` id shared with the BPF side.
     pub fn id(self) -> u32 {
         use lsm_shared::*;
@@ -431,6 +438,9 @@ pub struct ArgSpec {
     /// The YAML `type` string, for events (`file`, `int`, `uint32`, ...).
     pub type_name: String,
     pub label: Option<String>,
+    /// `resolve`: the struct members followed from the raw argument to the value read
+    /// (`["mm", "owner", "comm"]`), by the kernel's BTF when the policy is loaded.
+    pub resolve: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

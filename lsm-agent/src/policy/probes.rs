@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use lsm_shared::{ARG_SKIP, ArgDesc, FIRST_DYNAMIC_HOOK, MAX_ARGS, NUM_HOOKS};
+use lsm_shared::{ARG_SKIP, ArgDesc, FIRST_DYNAMIC_HOOK, MAX_ARGS, NUM_HOOKS, SRC_RESOLVE};
 
 use super::compile::{CompileError, MapImage};
 use super::hooks::{self, GenericType};
@@ -107,6 +107,54 @@ pub fn generic_desc(target: &Target, a: &ArgSpec) -> ArgDesc {
             size: 0,
         },
     }
+}
+
+/// Where a `resolve` path starts, as the kernel's BTF names it: parameter `param` of a
+/// function's prototype.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BtfRoot {
+    /// A kernel function (a kprobe's, or `bpf_lsm_<hook>` for an LSM hook).
+    Func { name: String, param: u32 },
+    /// A raw tracepoint: its `btf_trace_<event>` prototype, whose parameter 0 is the
+    /// tracing context (`param` counts the `TP_PROTO` arguments, from 0).
+    Tracepoint { event: String, param: u32 },
+}
+
+/// A `resolve` path the loader turns into the kernel's [`lsm_shared::ResolvePath`]: the
+/// members to follow from `root`, read at the end as descriptor kind `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResolveReq {
+    pub root: BtfRoot,
+    pub members: Vec<String>,
+    pub kind: u8,
+}
+
+/// The resolve request of argument `a` of `target`, if it has a path; the descriptor then
+/// takes the [`SRC_RESOLVE`] bit.
+pub fn resolve_req(target: &Target, a: &ArgSpec, desc: &mut ArgDesc) -> Option<ResolveReq> {
+    let members = a.resolve.clone()?;
+    let root = match target {
+        Target::Lsm(h) => BtfRoot::Func {
+            name: format!("bpf_lsm_{}", h.name()),
+            param: a.lsm_index,
+        },
+        Target::Kprobe(k) if !k.syscall => BtfRoot::Func {
+            name: k.function.clone(),
+            param: a.lsm_index,
+        },
+        Target::RawTracepoint { event, .. } => BtfRoot::Tracepoint {
+            event: event.clone(),
+            param: a.lsm_index,
+        },
+        // Validation refuses resolve elsewhere.
+        _ => return None,
+    };
+    desc.src |= SRC_RESOLVE;
+    Some(ResolveReq {
+        root,
+        members,
+        kind: desc.kind,
+    })
 }
 
 /// Puts `d` at position `pos` of a probe's descriptors, unless another loaded policy reads

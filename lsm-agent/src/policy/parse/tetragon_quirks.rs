@@ -104,9 +104,9 @@ const EXPECTED: &[(&str, Expect)] = &[
     ),
     (
         "extract-param.yaml",
-        Refused {
-            at: "12:7: spec.lsmhooks[0].args[0].extractParam",
-            message: "not supported yet by lsm-agent: extractParam",
+        Accepted {
+            hooks: 1,
+            warnings: &[],
         },
     ),
     (
@@ -207,6 +207,17 @@ fn every_quirk_fixture_is_accepted_or_refused_at_the_feature() {
 mod meaning {
     use crate::policy::ir::{Action, FilterKind, NumOp, RateLimitScope, SockAttr, StrOp};
     use crate::policy::testutil::*;
+
+    #[test]
+    fn extract_param_is_resolve_and_overwrite_type_the_type_of_the_member_reached() {
+        let p = parse_ok(fixture!("tetragon-quirks/extract-param.yaml"));
+        let a = &p.hooks[0].args[0];
+        assert_eq!(
+            a.resolve.as_deref(),
+            Some(&["mm", "owner", "real_parent", "comm"].map(String::from)[..])
+        );
+        assert_eq!(a.type_name, "string");
+    }
 
     #[test]
     fn nul_terminated_hex_unquoted_and_case_variant_values_mean_what_tetragon_reads() {

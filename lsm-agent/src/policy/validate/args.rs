@@ -1,6 +1,6 @@
 //! `args[]` of a hook: index, type and the options the agent does not implement.
 
-use lsm_shared::{MAX_ARGS, SIZE_RETVAL};
+use lsm_shared::{MAX_ARGS, MAX_RESOLVE_DEPTH, SIZE_RETVAL};
 
 use super::hooks::c_decl;
 use super::{VResult, invalid, not_supported};
@@ -21,6 +21,12 @@ pub(super) enum ArgSite {
     Kprobe,
     /// A tracepoint field: no return, and raw positions are not the call's arguments.
     Tracepoint,
+    /// A raw tracepoint's `TP_PROTO` argument: typed by BTF as a kernel function's, no
+    /// return.
+    RawTracepoint,
+    /// An LSM hook's argument followed by `resolve` (read by the generic reader): typed by
+    /// BTF, no return.
+    Lsm,
     /// A kretprobe's `returnArg`.
     Return,
     /// A uprobe's argument: raw arguments (user memory), no return.
@@ -35,8 +41,24 @@ pub(super) fn convert_generic_arg(
     site: ArgSite,
     what: &str,
 ) -> VResult<Option<ir::ArgSpec>> {
-    let type_name = a.ty.as_deref().unwrap_or("auto");
-    let tpath = format!("{apath}.type");
+    let resolve = resolve_path(apath, a)?;
+    // Followed by the kernel's BTF: kernel functions' and raw tracepoints' arguments have
+    // it; a syscall's user pointers, a tracepoint's record fields and a user-space
+    // function's arguments do not.
+    let resolvable = matches!(site, ArgSite::Kprobe if !user)
+        || matches!(site, ArgSite::RawTracepoint | ArgSite::Lsm);
+    if resolve.is_some() && !resolvable {
+        return Err(invalid(
+            format!("{apath}.{}", resolve_field(a)),
+            format!(
+                "not supported by lsm-agent at {what}: it follows struct members (by the \
+                 kernel's BTF) from the arguments of kernel functions, raw tracepoints and LSM \
+                 hooks"
+            ),
+        ));
+    }
+    let type_name = arg_type_name(a);
+    let tpath = format!("{apath}.{}", type_field(a));
     let ty = match hooks::generic_type(type_name, user) {
         Some(hooks::GenericType::Read {
             ty: ir::ArgType::Buffer { .. },
@@ -59,6 +81,15 @@ pub(super) fn convert_generic_arg(
         }
         None => return Err(invalid(tpath, format!("unknown arg type \"{type_name}\""))),
     };
+    if resolve.is_some() && matches!(ty, ir::ArgType::Buffer { .. }) {
+        return Err(invalid(
+            tpath,
+            format!(
+                "type \"{type_name}\" with resolve is not supported yet by lsm-agent (a \
+                 buffer's length is another argument of the call)"
+            ),
+        ));
+    }
     // A user-space function has no kernel objects to read.
     if site == ArgSite::Uprobe
         && !matches!(
@@ -80,7 +111,80 @@ pub(super) fn convert_generic_arg(
         ty,
         type_name: type_name.to_string(),
         label: a.label.clone().filter(|l| !l.is_empty()),
+        resolve,
     }))
+}
+
+/// The argument's type: `overwriteType` when the older `extractParam` spelling of `resolve`
+/// sets it (the type of the member reached), else `type`.
+fn arg_type_name(a: &raw::Arg) -> &str {
+    match (&a.extract_param, &a.overwrite_type) {
+        (Some(e), Some(t)) if !e.is_empty() && !t.is_empty() => t,
+        _ => a.ty.as_deref().unwrap_or("auto"),
+    }
+}
+
+/// The YAML field [`arg_type_name`] came from, for error locations.
+fn type_field(a: &raw::Arg) -> &'static str {
+    match (&a.extract_param, &a.overwrite_type) {
+        (Some(e), Some(t)) if !e.is_empty() && !t.is_empty() => "overwriteType",
+        _ => "type",
+    }
+}
+
+/// The YAML field that holds the argument's resolve path.
+fn resolve_field(a: &raw::Arg) -> &'static str {
+    if a.resolve.as_deref().is_some_and(|r| !r.is_empty()) {
+        "resolve"
+    } else {
+        "extractParam"
+    }
+}
+
+/// The argument's `resolve` path (`extractParam` is its older name), as member names: the
+/// loader follows them through the kernel's BTF. Array indexes (`a.b[2]`), which newer
+/// Tetragon releases accept, are refused as not supported yet.
+pub(super) fn resolve_path(apath: &str, a: &raw::Arg) -> VResult<Option<Vec<String>>> {
+    let text = match (&a.resolve, &a.extract_param) {
+        (Some(r), _) if !r.is_empty() => r,
+        (_, Some(e)) if !e.is_empty() => e,
+        _ => return Ok(None),
+    };
+    let fpath = format!("{apath}.{}", resolve_field(a));
+    let members: Vec<String> = text.split('.').map(str::to_string).collect();
+    for m in &members {
+        if m.contains('[') {
+            return Err(invalid(
+                fpath,
+                format!(
+                    "\"{text}\": an array index in a resolve path is not supported yet by \
+                     lsm-agent"
+                ),
+            ));
+        }
+        let ident = !m.is_empty()
+            && !m.starts_with(|c: char| c.is_ascii_digit())
+            && m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ident {
+            return Err(invalid(
+                fpath,
+                format!(
+                    "\"{text}\": \"{m}\" is not a struct member name (write member names \
+                     joined by dots, e.g. mm.owner.comm)"
+                ),
+            ));
+        }
+    }
+    if members.len() > MAX_RESOLVE_DEPTH {
+        return Err(invalid(
+            fpath,
+            format!(
+                "\"{text}\" follows {} members: at most {MAX_RESOLVE_DEPTH}",
+                members.len()
+            ),
+        ));
+    }
+    Ok(Some(members))
 }
 
 /// Where a `char_buf`'s length is: `returnCopy` (the return value, read when the call
@@ -92,10 +196,18 @@ fn buffer_type(apath: &str, a: &raw::Arg, site: ArgSite, what: &str) -> VResult<
     }
     match a.size_arg_index.unwrap_or(0) {
         0 => Ok(ir::ArgType::Buffer { size: 0 }),
-        n if site == ArgSite::Tracepoint => Err(invalid(
-            format!("{apath}.sizeArgIndex"),
-            format!("sizeArgIndex {n}: not supported yet by lsm-agent at {what} (kprobes only)"),
-        )),
+        n if matches!(
+            site,
+            ArgSite::Tracepoint | ArgSite::RawTracepoint | ArgSite::Lsm
+        ) =>
+        {
+            Err(invalid(
+                format!("{apath}.sizeArgIndex"),
+                format!(
+                    "sizeArgIndex {n}: not supported yet by lsm-agent at {what} (kprobes only)"
+                ),
+            ))
+        }
         n if n as usize <= MAX_ARGS => Ok(ir::ArgType::Buffer { size: n as u8 }),
         n => Err(invalid(
             format!("{apath}.sizeArgIndex"),
@@ -166,15 +278,12 @@ pub(super) fn check_arg_options(apath: &str, a: &raw::Arg, max_index: u32) -> VR
         ));
     }
     let set = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
-    if set(&a.resolve) {
-        return Err(not_supported(format!("{apath}.resolve")));
-    }
     // A `char_buf`'s length options are read by `buffer_type` (generic probes only: an LSM
     // hook has no `char_buf` argument); `maxData` raises Tetragon's read cap, which the
     // agent's own cap (PATH_BUF_LEN - 1 bytes) bounds anyway.
     // An `iov_iter` is read as a buffer whose length is its own count: only `maxData`
     // applies to it.
-    let ty = a.ty.as_deref().unwrap_or("auto");
+    let ty = arg_type_name(a);
     let buffer = ty == "char_buf";
     for (is_set, field, applies) in [
         (
@@ -216,14 +325,10 @@ pub(super) fn check_arg_options(apath: &str, a: &raw::Arg, max_index: u32) -> VR
     // Each changes which value the argument is; ignoring one would filter on another value.
     for (is_set, field, what) in [
         (
-            set(&a.extract_param),
-            "extractParam",
-            "extractParam (following struct members by BTF)",
-        ),
-        (
-            set(&a.overwrite_type),
+            set(&a.overwrite_type) && !set(&a.extract_param),
             "overwriteType",
-            "overwriteType (with extractParam)",
+            "overwriteType without extractParam (it is the type of the member extractParam \
+             reaches)",
         ),
         (
             a.size.is_some() && ty != "int32_arr",
@@ -249,6 +354,24 @@ fn convert_lsm_arg(
 ) -> VResult<ir::ArgSpec> {
     let lsm_index = map_index(a.index).map_err(|m| invalid(format!("{apath}.index"), m))?;
     let hook_arg = &info.args[lsm_index as usize];
+    if resolve_path(apath, a)?.is_some() {
+        // The member reached is read as its declared type: the hook argument is only the
+        // root of the path (any pointer, opaque ones too).
+        if !info.hook.generic_reader() {
+            return Err(invalid(
+                format!("{apath}.{}", resolve_field(a)),
+                format!(
+                    "not supported yet by lsm-agent at LSM hook {}: its program reads its own \
+                     arguments (resolve works at the other LSM hooks, kprobes and raw \
+                     tracepoints)",
+                    info.hook
+                ),
+            ));
+        }
+        let what = format!("LSM hook {}", info.hook);
+        return convert_generic_arg(apath, a, lsm_index, false, ArgSite::Lsm, &what)?
+            .ok_or_else(|| invalid(format!("{apath}.type"), "a resolved argument needs a type"));
+    }
     if hook_arg.ty == ir::ArgType::Opaque {
         return Err(invalid(
             format!("{apath}.index"),
@@ -303,6 +426,7 @@ fn convert_lsm_arg(
         ty,
         type_name,
         label: a.label.clone().filter(|l| !l.is_empty()),
+        resolve: None,
     })
 }
 
@@ -369,7 +493,12 @@ mod tests {
             .replace("type: file\n", "type: file\n      resolve: f_path.dentry\n");
         let e = parse_err(&yaml);
         assert_eq!(e.path, "spec.kprobes[0].args[0].resolve");
-        assert_eq!(e.message, "not supported yet by lsm-agent");
+        assert!(
+            e.message
+                .contains("at LSM hook file_permission: its program reads its own"),
+            "{}",
+            e.message
+        );
         let yaml = with_selector("matchActions: [{action: Post}]")
             .replace("type: file\n", "type: file\n      maxData: true\n");
         assert_eq!(parse_err(&yaml).path, "spec.kprobes[0].args[0].maxData");

@@ -463,7 +463,7 @@ pub(super) fn convert_tracepoint(
     let arg = |apath: &str, a: &raw::Arg| {
         if raw {
             check_arg_options(apath, a, MAX_ARG_INDEX)?;
-            return convert_generic_arg(apath, a, a.index, false, ArgSite::Tracepoint, &what);
+            return convert_generic_arg(apath, a, a.index, false, ArgSite::RawTracepoint, &what);
         }
         check_arg_options(apath, a, last)?;
         if a.index < ir::TP_FIRST_FIELD {
