@@ -319,3 +319,58 @@ pub fn kprobe_kernel_load_data(ctx: ProbeContext) -> u32 {
 pub fn kprobe_capset(ctx: ProbeContext) -> u32 {
     ret(try_generic::<5>(&ctx, HOOK_CAPSET)) as u32
 }
+
+// The kprobe twins of the hand-written hooks (see `table.rs`), for nodes without BPF LSM.
+
+/// `security_file_open(struct file *file)`, for the twin of `file_open`.
+#[kprobe]
+pub fn kprobe_file_open_generic(ctx: ProbeContext) -> u32 {
+    ret(try_generic::<1>(&ctx, HOOK_TWIN_BASE + HOOK_FILE_OPEN)) as u32
+}
+
+/// `security_file_permission(struct file *file, int mask)`.
+#[kprobe]
+pub fn kprobe_file_permission_generic(ctx: ProbeContext) -> u32 {
+    ret(try_generic::<2>(
+        &ctx,
+        HOOK_TWIN_BASE + HOOK_FILE_PERMISSION,
+    )) as u32
+}
+
+/// `security_mmap_file(struct file *file, unsigned long prot, unsigned long flags)`: the
+/// hook's `reqprot` is not among them (the hook gets it computed), so the twin reads the
+/// function's three arguments as the hook's first, third and fourth.
+#[kprobe]
+pub fn kprobe_mmap_file_generic(ctx: ProbeContext) -> u32 {
+    ret(try_mmap_generic(&ctx)) as u32
+}
+
+#[inline(always)]
+fn try_mmap_generic(ctx: &ProbeContext) -> Result<i32, i32> {
+    let (s, cur) = enter()?;
+    s.set_raw(0, arg(ctx, 0));
+    s.set_raw(1, arg(ctx, 1));
+    s.set_raw(2, arg(ctx, 1));
+    s.set_raw(3, arg(ctx, 2));
+    s.set_raw(4, 0);
+    observe_raw(s, cur, HOOK_TWIN_BASE + HOOK_MMAP_FILE, 4);
+    Ok(0)
+}
+
+/// `security_path_truncate(const struct path *path)`.
+#[kprobe]
+pub fn kprobe_path_truncate_generic(ctx: ProbeContext) -> u32 {
+    ret(try_generic::<1>(&ctx, HOOK_TWIN_BASE + HOOK_PATH_TRUNCATE)) as u32
+}
+
+/// `security_file_truncate(struct file *file)`.
+#[kprobe]
+pub fn kprobe_file_truncate_generic(ctx: ProbeContext) -> u32 {
+    ret(try_generic::<1>(&ctx, HOOK_TWIN_BASE + HOOK_FILE_TRUNCATE)) as u32
+}
+
+/// `security_bprm_check(struct linux_binprm *bprm)`.
+#[kprobe]
+pub fn kprobe_bprm_check_security_generic(ctx: ProbeContext) -> u32 {
+    ret(try_generic::<1>(&ctx, HOOK_TWIN_BASE + HOOK_BPRM_CHECK)) as u32
+}

@@ -118,3 +118,36 @@ pub fn capset(ctx: LsmContext) -> i32 {
 pub fn kernel_load_data(ctx: LsmContext) -> i32 {
     ret(try_hook::<2>(&ctx, HOOK_KERNEL_LOAD_DATA))
 }
+
+// The twins of the hand-written hooks (`twin_hook`): loaded only when a policy follows a
+// `resolve` path at one of them; the hand-written program keeps serving the others.
+
+#[lsm(hook = "file_open")]
+pub fn file_open_generic(ctx: LsmContext) -> i32 {
+    ret(try_hook::<1>(&ctx, HOOK_TWIN_BASE + HOOK_FILE_OPEN))
+}
+
+#[lsm(hook = "file_permission")]
+pub fn file_permission_generic(ctx: LsmContext) -> i32 {
+    ret(try_hook::<2>(&ctx, HOOK_TWIN_BASE + HOOK_FILE_PERMISSION))
+}
+
+#[lsm(hook = "mmap_file")]
+pub fn mmap_file_generic(ctx: LsmContext) -> i32 {
+    ret(try_hook::<4>(&ctx, HOOK_TWIN_BASE + HOOK_MMAP_FILE))
+}
+
+#[lsm(hook = "path_truncate")]
+pub fn path_truncate_generic(ctx: LsmContext) -> i32 {
+    ret(try_hook::<1>(&ctx, HOOK_TWIN_BASE + HOOK_PATH_TRUNCATE))
+}
+
+#[lsm(hook = "file_truncate")]
+pub fn file_truncate_generic(ctx: LsmContext) -> i32 {
+    ret(try_hook::<1>(&ctx, HOOK_TWIN_BASE + HOOK_FILE_TRUNCATE))
+}
+
+#[lsm(hook = "bprm_check_security")]
+pub fn bprm_check_security_generic(ctx: LsmContext) -> i32 {
+    ret(try_hook::<1>(&ctx, HOOK_TWIN_BASE + HOOK_BPRM_CHECK))
+}

@@ -90,9 +90,28 @@ pub const HOOK_KERNEL_LOAD_DATA: u32 = 24;
 /// `capset(struct cred *new, const struct cred *old, const kernel_cap_t *effective,
 /// const kernel_cap_t *inheritable, const kernel_cap_t *permitted)`.
 pub const HOOK_CAPSET: u32 = 25;
+/// The hooks with a hand-written program from [`HOOK_FILE_OPEN`] on (`socket_connect`
+/// excluded) have a twin: the same LSM hook served by a generic-reader program, for the
+/// hook entries that follow a `resolve` path from an argument, which the hand-written
+/// program does not read. The twin of hook `h` is `HOOK_TWIN_BASE + h`.
+pub const HOOK_TWIN_BASE: u32 = 26;
+/// Number of twins: `HOOK_FILE_OPEN..=HOOK_BPRM_CHECK`.
+pub const NUM_TWINS: u32 = HOOK_BPRM_CHECK + 1;
+
+/// The twin of hand-written hook `hook`, if it has one.
+#[inline(always)]
+pub const fn twin_hook(hook: u32) -> Option<u32> {
+    if hook < NUM_TWINS {
+        Some(HOOK_TWIN_BASE + hook)
+    } else {
+        None
+    }
+}
+
 /// First hook id the compiler hands out to kprobe, kretprobe and tracepoint targets (one id
-/// per distinct target across all loaded policies); the ids below are the LSM hooks'.
-pub const FIRST_DYNAMIC_HOOK: u32 = 28;
+/// per distinct target across all loaded policies); the ids below are the LSM hooks' and
+/// their twins'.
+pub const FIRST_DYNAMIC_HOOK: u32 = HOOK_TWIN_BASE + NUM_TWINS;
 /// Number of hook slots in the per-hook maps. Each slot costs 8 bytes in every
 /// [`CgroupScope`] and [`ProcInfo`] (one selector bitmap per hook).
 pub const NUM_HOOKS: u32 = 64;

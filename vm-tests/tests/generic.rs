@@ -1166,3 +1166,49 @@ fn a_resolved_member_is_matched_enforced_and_carried_by_the_event() {
         "{text}"
     );
 }
+
+/// `resolve` at a hook whose program is hand-written (`bprm_check_security`, as in
+/// Tetragon's `lsm_track_grandparent.yml`): the hook entry runs at the hook's twin, a
+/// generic-reader program on the same LSM hook, which posts the exec by a child of
+/// `lsmvt-resolve` with the parent's name; the hand-written program keeps denying for
+/// another policy on the same hook.
+#[test]
+fn resolve_at_a_hook_with_a_hand_written_program_runs_at_its_twin() {
+    let a = agent();
+    let events = a.json_stream();
+    let name = "observe-exec-by-child-of-lsmvt-resolve";
+    let twin = a.add_policy(&fixture(&format!("{name}-at-bprm-check.yaml")));
+    let deny = a.add_policy(&fixture("deny-exec-of-lsm-vmtest-blocked-eperm.yaml"));
+    let dir = scratch_dir("resolve-twin");
+    let shell = dir.join("lsmvt-resolve");
+    fs::copy("/usr/bin/dash", &shell).expect("copy dash");
+    let blocked = dir.join("lsm-vmtest-blocked");
+    fs::copy("/usr/bin/true", &blocked).expect("copy true");
+    let posted = run(&shell, &["-c", "/usr/bin/true; echo status=$?"]);
+    let denied = std::process::Command::new(&blocked).status();
+    let line = events.expect("the bprm_check_security event", |l| {
+        l.contains("\"process_lsm\"") && l.contains(name)
+    });
+    events.settle(Duration::from_secs(2), Duration::from_secs(10));
+    twin.delete();
+    deny.delete();
+
+    let out = String::from_utf8_lossy(&posted.stdout);
+    assert!(out.contains("status=0"), "only posted: {posted:?}");
+    assert!(
+        line.contains("{\"string_arg\":\"lsmvt-resolve\"}"),
+        "the event carries the resolved name: {line}"
+    );
+    assert!(
+        line.contains("\"function_name\":\"bprm_check_security\""),
+        "{line}"
+    );
+    let err = denied.expect_err("the exec of lsm-vmtest-blocked is denied");
+    assert_eq!(err.raw_os_error(), Some(1), "EPERM: {err}");
+    let posts = events
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("\"process_lsm\"") && l.contains(name))
+        .count();
+    assert_eq!(posts, 1, "one exec by a child of lsmvt-resolve posts, once");
+}

@@ -95,7 +95,7 @@ pub struct Probe {
     /// The generic probes attached for the installed image's kprobe and tracepoint targets.
     probes: probes::Probes,
     /// LSM hooks this kernel has whose program no policy has needed yet: hook id → program.
-    lsm_pending: BTreeMap<u32, &'static str>,
+    lsm_pending: BTreeMap<u32, modes::Pending>,
     /// For loading those programs.
     kernel_btf: aya::Btf,
     /// The links of the programs attached here (not the generic probes').
@@ -211,6 +211,7 @@ impl Probe {
                 attach_kprobe_hooks(&mut ebpf, &mut pins, caps, &mut attached)?
             }
         };
+        lsm_pending.extend(modes::pending_twins(&modes));
 
         // Which hooks resolve paths with bpf_d_path ([`modes::HookEntry::d_path`]), and
         // path_truncate where its bpf_d_path variant was accepted.
@@ -412,10 +413,11 @@ impl Probe {
         result
     }
 
-    /// Loads and attaches the LSM program of each hook `img` has a plan for and that has no
-    /// program yet. Attached programs stay: one with no plan returns at its first lookup.
+    /// Loads and attaches the program of each hook `img` has a plan for and that has no
+    /// program yet (an LSM hook of the wider table, a twin). Attached programs stay: one with
+    /// no plan returns at its first lookup.
     fn attach_used_hooks(&mut self, img: &MapImage) -> Result<(), BpfError> {
-        let used: Vec<(u32, &'static str)> = self
+        let used: Vec<(u32, modes::Pending)> = self
             .lsm_pending
             .iter()
             .filter(|(h, _)| {
@@ -425,13 +427,25 @@ impl Probe {
             })
             .map(|(&h, &p)| (h, p))
             .collect();
-        for (hook, prog) in used {
-            attach_lsm(&mut self.ebpf, &self.kernel_btf, &mut self.pins, prog, prog)?;
+        for (hook, p) in used {
+            let (program, target) = match p {
+                modes::Pending::Lsm { program, hook } => {
+                    attach_lsm(
+                        &mut self.ebpf,
+                        &self.kernel_btf,
+                        &mut self.pins,
+                        program,
+                        hook,
+                    )?;
+                    (program, hook)
+                }
+                modes::Pending::Kprobe { program, function } => {
+                    attach_kprobe(&mut self.ebpf, &mut self.pins, program, function)?;
+                    (program, function)
+                }
+            };
             self.lsm_pending.remove(&hook);
-            self.attached.push(Attached {
-                program: prog,
-                target: prog,
-            });
+            self.attached.push(Attached { program, target });
         }
         Ok(())
     }
@@ -771,7 +785,7 @@ fn attach_lsm_hooks(
     vmlinux: &btf_rs::Btf,
     caps: &Capabilities,
     attached: &mut Vec<Attached>,
-    pending: &mut BTreeMap<u32, &'static str>,
+    pending: &mut BTreeMap<u32, modes::Pending>,
 ) -> Result<HookModes, BpfError> {
     let mut modes = HookModes::default();
     for (prog, id) in [
@@ -822,7 +836,13 @@ fn attach_lsm_hooks(
         }
         if present {
             modes.0[e.hook as usize] = Some(AttachMode::Lsm);
-            pending.insert(e.hook, e.lsm);
+            pending.insert(
+                e.hook,
+                modes::Pending::Lsm {
+                    program: e.lsm,
+                    hook: e.lsm,
+                },
+            );
         } else {
             warn!(
                 "LSM hook {} unavailable on kernel {}: policies on it cannot be enforced (no bpf_lsm_{} in the kernel's BTF)",

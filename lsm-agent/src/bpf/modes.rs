@@ -300,6 +300,80 @@ pub const HOOKS: [HookEntry; 26] = [
     entry(HOOK_CAPSET, "capset", "security_capset", "kprobe_capset"),
 ];
 
+/// The twins of the hand-written hooks (`lsm_shared::twin_hook`): the hook, its twin's LSM
+/// program and its twin's kprobe program (on the hook's `security_*` function). Attached
+/// when a policy first needs one.
+pub const TWINS: [(u32, &str, &str); NUM_TWINS as usize] = [
+    (
+        HOOK_FILE_OPEN,
+        "file_open_generic",
+        "kprobe_file_open_generic",
+    ),
+    (
+        HOOK_FILE_PERMISSION,
+        "file_permission_generic",
+        "kprobe_file_permission_generic",
+    ),
+    (
+        HOOK_MMAP_FILE,
+        "mmap_file_generic",
+        "kprobe_mmap_file_generic",
+    ),
+    (
+        HOOK_PATH_TRUNCATE,
+        "path_truncate_generic",
+        "kprobe_path_truncate_generic",
+    ),
+    (
+        HOOK_FILE_TRUNCATE,
+        "file_truncate_generic",
+        "kprobe_file_truncate_generic",
+    ),
+    (
+        HOOK_BPRM_CHECK,
+        "bprm_check_security_generic",
+        "kprobe_bprm_check_security_generic",
+    ),
+];
+
+/// A program attached when a policy first needs its hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pending {
+    /// The LSM program of this name, on the LSM hook `hook` (attach target).
+    Lsm {
+        program: &'static str,
+        hook: &'static str,
+    },
+    /// The kprobe program of this name, on `function`.
+    Kprobe {
+        program: &'static str,
+        function: &'static str,
+    },
+}
+
+/// Where the twins go, given the mode each hand-written hook got: the twin of an attached
+/// hook waits in the same mode.
+pub fn pending_twins(modes: &HookModes) -> Vec<(u32, Pending)> {
+    TWINS
+        .iter()
+        .filter_map(|&(hook, lsm_prog, kprobe_prog)| {
+            let e = hook_entry(hook)?;
+            let twin = twin_hook(hook)?;
+            let p = match modes.get(hook)? {
+                AttachMode::Lsm => Pending::Lsm {
+                    program: lsm_prog,
+                    hook: e.lsm,
+                },
+                AttachMode::Kprobe => Pending::Kprobe {
+                    program: kprobe_prog,
+                    function: e.function,
+                },
+            };
+            Some((twin, p))
+        })
+        .collect()
+}
+
 /// The first hook of the wider table: read by the generic reader, optional on a kernel.
 pub const FIRST_TABLE_HOOK: u32 = HOOK_PATH_SYMLINK;
 

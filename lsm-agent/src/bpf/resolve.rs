@@ -45,10 +45,7 @@ impl Resolver {
                 .get(&hook)
                 .map(hook_label)
                 .or_else(|| {
-                    crate::policy::ir::LsmHook::ALL
-                        .iter()
-                        .find(|h| h.id() == hook)
-                        .map(|h| h.name().to_string())
+                    crate::policy::ir::LsmHook::of_hook_id(hook).map(|(h, _)| h.name().to_string())
                 })
                 .unwrap_or_else(|| format!("hook {hook}")),
             pos,

@@ -71,8 +71,14 @@ impl MapUsage {
 
     /// An LSM hook's name, or a probe's target (`kprobe sys_setuid`).
     fn hook_name(&self, id: u32) -> String {
-        LsmHook::from_id(id)
-            .map(|h| h.name().to_string())
+        LsmHook::of_hook_id(id)
+            .map(|(h, twin)| {
+                if twin {
+                    format!("{h} (resolve)")
+                } else {
+                    h.name().to_string()
+                }
+            })
             .or_else(|| self.probe_names.get(&id).cloned())
             .unwrap_or_else(|| format!("hook{id}"))
     }

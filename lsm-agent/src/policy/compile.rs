@@ -454,7 +454,11 @@ pub fn compile_with(
         let restricted = env.workloads.restricts(&policy.scope);
         for (group, hook) in policy.hooks.iter().enumerate() {
             // `assign_ids` saw every hook of these policies.
-            let hid = ids.get(&hook.target).copied().unwrap_or_default();
+            let hid = match hook.target.lsm().and_then(|l| l.resolve_id()) {
+                // A hand-written program does not follow resolve paths: its twin does.
+                Some(id) if hook.args.iter().any(|a| a.resolve.is_some()) => id,
+                _ => ids.get(&hook.target).copied().unwrap_or_default(),
+            };
             let hname = hook_label(&hook.target);
             let d = descs.entry(hid).or_insert_with(|| HookConfig::empty().args);
             match &hook.target {

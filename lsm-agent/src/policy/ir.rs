@@ -67,11 +67,27 @@ impl LsmHook {
         LsmHook::Capset,
     ];
 
-    /// Whether the hook's program hands its raw arguments to the generic reader, which
-    /// follows `resolve` paths. The first hooks' hand-written programs read their own
-    /// arguments (a file's path, the connection) instead.
-    pub fn generic_reader(self) -> bool {
-        self.id() >= lsm_shared::HOOK_PATH_SYMLINK
+    /// Where a hook entry that follows `resolve` paths runs: the hook itself when its
+    /// program hands the raw arguments to the generic reader, else the hook's twin (the
+    /// same LSM hook, a generic-reader program: `lsm_shared::twin_hook`). `None`: neither
+    /// (`socket_connect`).
+    pub fn resolve_id(self) -> Option<u32> {
+        if self.id() >= lsm_shared::HOOK_PATH_SYMLINK {
+            Some(self.id())
+        } else {
+            lsm_shared::twin_hook(self.id())
+        }
+    }
+
+    /// The hook of id `id`, or of the twin `id` is.
+    pub fn of_hook_id(id: u32) -> Option<(LsmHook, bool)> {
+        if let Some(h) = LsmHook::from_id(id) {
+            return Some((h, false));
+        }
+        let base = id.checked_sub(lsm_shared::HOOK_TWIN_BASE)?;
+        (lsm_shared::twin_hook(base) == Some(id))
+            .then(|| LsmHook::from_id(base).map(|h| (h, true)))
+            .flatten()
     }
 
     /// The `HOOK_*` id shared with the BPF side.

@@ -326,4 +326,65 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn a_resolved_argument_has_the_resolve_bit_and_a_request_rooted_at_its_functions_btf() {
+        use lsm_shared::{ARG_STR, HOOK_BPRM_CREDS_FROM_FILE};
+        let p = parse_ok(fixture!("deny-exec-by-child-of-lsmvt-resolve-eperm.yaml"));
+        let img = compile(&[(1, &p)]).expect("compiles");
+        let lsm = img.hook_cfg[&HOOK_BPRM_CREDS_FROM_FILE].args[0];
+        assert_eq!((lsm.kind, lsm.src), (ARG_STR, SRC_RESOLVE));
+        assert_eq!(
+            img.resolve[&(HOOK_BPRM_CREDS_FROM_FILE, 0)],
+            ResolveReq {
+                root: BtfRoot::Func {
+                    name: "bpf_lsm_bprm_creds_from_file".into(),
+                    param: 0
+                },
+                members: ["mm", "owner", "real_parent", "comm"]
+                    .map(String::from)
+                    .to_vec(),
+                kind: ARG_STR,
+            }
+        );
+        let kp = FIRST_DYNAMIC_HOOK;
+        assert_eq!(img.hook_cfg[&kp].args[0].src, SRC_RESOLVE);
+        assert_eq!(
+            img.resolve[&(kp, 0)].root,
+            BtfRoot::Func {
+                name: "wake_up_new_task".into(),
+                param: 0
+            }
+        );
+    }
+
+    #[test]
+    fn resolve_at_a_hand_written_hook_runs_at_its_twin_and_the_hook_keeps_the_others() {
+        use lsm_shared::{HOOK_BPRM_CHECK, twin_hook};
+        let twin = twin_hook(HOOK_BPRM_CHECK).expect("bprm_check_security has a twin");
+        let resolved = parse_ok(fixture!(
+            "observe-exec-by-child-of-lsmvt-resolve-at-bprm-check.yaml"
+        ));
+        let plain = parse_ok(fixture!("deny-exec-of-lsm-vmtest-blocked-eperm.yaml"));
+        let img = compile(&[(1, &resolved), (2, &plain)]).expect("compiles");
+        assert_eq!(img.hook_cfg[&twin].selectors, 1);
+        assert_eq!(img.hook_cfg[&twin].args[0].src, SRC_RESOLVE);
+        assert!(img.resolve.contains_key(&(twin, 0)));
+        assert_eq!(img.hook_cfg[&HOOK_BPRM_CHECK].selectors, 1);
+        assert!(!img.resolve.contains_key(&(HOOK_BPRM_CHECK, 0)));
+    }
+
+    #[test]
+    fn two_policies_reading_one_position_through_different_paths_clash() {
+        let a = parse_ok(fixture!("deny-exec-by-child-of-lsmvt-resolve-eperm.yaml"));
+        let b = parse_ok(
+            &fixture!("deny-exec-by-child-of-lsmvt-resolve-eperm.yaml")
+                .replace("mm.owner.real_parent.comm", "mm.owner.comm")
+                .replace("name: deny-exec-by-child", "name: other-deny-exec-by-child"),
+        );
+        assert!(matches!(
+            compile(&[(1, &a), (2, &b)]),
+            Err(CompileError::ArgClash { index: 0, .. })
+        ));
+    }
 }

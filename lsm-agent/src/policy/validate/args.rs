@@ -357,12 +357,12 @@ fn convert_lsm_arg(
     if resolve_path(apath, a)?.is_some() {
         // The member reached is read as its declared type: the hook argument is only the
         // root of the path (any pointer, opaque ones too).
-        if !info.hook.generic_reader() {
+        if info.hook.resolve_id().is_none() {
             return Err(invalid(
                 format!("{apath}.{}", resolve_field(a)),
                 format!(
-                    "not supported yet by lsm-agent at LSM hook {}: its program reads its own \
-                     arguments (resolve works at the other LSM hooks, kprobes and raw \
+                    "not supported yet by lsm-agent at LSM hook {}: its program reads the \
+                     connection itself (resolve works at the other LSM hooks, kprobes and raw \
                      tracepoints)",
                     info.hook
                 ),
@@ -488,17 +488,52 @@ mod tests {
     }
 
     #[test]
-    fn arg_features_the_agent_lacks_are_rejected() {
-        let yaml = with_selector("matchActions: [{action: Post}]")
-            .replace("type: file\n", "type: file\n      resolve: f_path.dentry\n");
+    fn a_resolve_path_is_kept_as_member_names_where_btf_types_the_argument() {
+        let yaml = with_selector("matchActions: [{action: Post}]").replace(
+            "type: file\n",
+            "type: string\n      resolve: f_path.dentry.d_iname\n",
+        );
+        let p = parse_ok(&yaml);
+        let a = &p.hooks[0].args[0];
+        assert_eq!(
+            a.resolve.as_deref(),
+            Some(&["f_path", "dentry", "d_iname"].map(String::from)[..])
+        );
+        assert_eq!(a.ty, ArgType::String);
+    }
+
+    #[test]
+    fn resolve_is_refused_where_no_btf_types_the_argument_or_the_path_is_malformed() {
+        let yaml = fixture!("observe-setuid-syscall.yaml")
+            .replace("type: int\n", "type: int\n      resolve: a.b\n");
         let e = parse_err(&yaml);
         assert_eq!(e.path, "spec.kprobes[0].args[0].resolve");
-        assert!(
-            e.message
-                .contains("at LSM hook file_permission: its program reads its own"),
-            "{}",
-            e.message
+        assert!(e.message.contains("at kprobe sys_setuid"), "{}", e.message);
+        let yaml = with_selector("matchActions: [{action: Post}]");
+        for (path, why) in [
+            ("f_path.dentry[0]", "an array index"),
+            ("f_path..dentry", "\"\" is not a struct member name"),
+            ("a.b.c.d.e.f.g.h.i.j.k", "at most 10"),
+        ] {
+            let e = parse_err(&yaml.replace(
+                "type: file\n",
+                &format!("type: string\n      resolve: \"{path}\"\n"),
+            ));
+            assert_eq!(e.path, "spec.kprobes[0].args[0].resolve", "{path}");
+            assert!(e.message.contains(why), "{path}: {}", e.message);
+        }
+        // socket_connect's program reads the connection itself and has no twin.
+        let e = parse_err(
+            &yaml
+                .replace("security_file_permission", "security_socket_connect")
+                .replace("type: file\n", "type: int\n      resolve: sk.sk_mark\n"),
         );
+        assert_eq!(e.path, "spec.kprobes[0].args[0].resolve");
+        assert!(e.message.contains("socket_connect"), "{}", e.message);
+    }
+
+    #[test]
+    fn arg_features_the_agent_lacks_are_rejected() {
         let yaml = with_selector("matchActions: [{action: Post}]")
             .replace("type: file\n", "type: file\n      maxData: true\n");
         assert_eq!(parse_err(&yaml).path, "spec.kprobes[0].args[0].maxData");
