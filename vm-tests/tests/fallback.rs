@@ -179,3 +179,30 @@ fn a_wider_table_hook_is_observed_with_its_arguments_through_its_security_functi
         "the list marks the hook as observed:\n{list}"
     );
 }
+
+/// `resolve` at a hook whose program is hand-written (`bprm_check_security`): without BPF
+/// LSM the hook entry is observed by the twin's kprobe on `security_bprm_check`, which
+/// follows the path with the generic reader: the exec by a child of `lsmvt-resolve` posts
+/// the parent's name, marked as observed.
+#[test]
+fn a_resolved_argument_at_a_hand_written_hook_is_observed_by_its_twin_kprobe() {
+    let policy = fixture("observe-exec-by-child-of-lsmvt-resolve-at-bprm-check.yaml");
+    let a = Agent::start_without_bpf_lsm(&[
+        "--tracing-policy".to_string(),
+        policy.display().to_string(),
+    ]);
+    let events = a.json_stream();
+    let dir = scratch_dir("fallback-resolve");
+    let shell = dir.join("lsmvt-resolve");
+    std::fs::copy("/usr/bin/dash", &shell).expect("copy dash");
+    let out = run(&shell, &["-c", "/usr/bin/true; echo status=$?"]);
+    assert!(stdout(&out).contains("status=0"), "{out:?}");
+    let line = events.expect("the observed bprm_check_security event", |l| {
+        l.contains("\"process_lsm\"") && l.contains("observe-exec-by-child-of-lsmvt-resolve")
+    });
+    assert!(line.contains("observed-by-kprobe"), "{line}");
+    assert!(
+        line.contains("{\"string_arg\":\"lsmvt-resolve\"}"),
+        "the event carries the resolved name: {line}"
+    );
+}

@@ -50,6 +50,19 @@ fn add_refused(a: &Agent, file: &Path) -> String {
     text
 }
 
+/// Fixture `name` with each `(from, to)` of `edits` applied, added with `lsmctl`, which must
+/// refuse it: what it printed.
+fn refused_variant(a: &Agent, name: &str, edits: &[(&str, &str)]) -> String {
+    let mut yaml = fs::read_to_string(fixture(name)).expect("fixture");
+    for (from, to) in edits {
+        assert!(yaml.contains(from), "{name} has {from:?}");
+        yaml = yaml.replace(from, to);
+    }
+    let file = scratch_dir("variants").join(name);
+    fs::write(&file, yaml).expect("policy file");
+    add_refused(a, &file)
+}
+
 #[test]
 fn bpf_lsm_is_active_in_the_guest() {
     assert_bpf_lsm_active();
@@ -185,16 +198,17 @@ fn a_raw_tracepoint_posts_its_tp_proto_arguments() {
         .collect();
     assert_eq!(posted.len(), 1, "only the named program posts: {posted:?}");
 
-    let yaml = fs::read_to_string(fixture("observe-exec-raw-tracepoint.yaml"))
-        .expect("fixture")
-        .replace("index: 2", "index: 3")
-        .replace(
-            "name: observe-exec-raw-tracepoint",
-            "name: raw-tp-past-its-args",
-        );
-    let file = dir.join("past.yaml");
-    fs::write(&file, yaml).expect("policy file");
-    let text = add_refused(&a, &file);
+    let text = refused_variant(
+        &a,
+        "observe-exec-raw-tracepoint.yaml",
+        &[
+            ("index: 2", "index: 3"),
+            (
+                "name: observe-exec-raw-tracepoint",
+                "name: raw-tp-past-its-args",
+            ),
+        ],
+    );
     assert!(
         text.contains("sched_process_exec") && text.contains("past its 3 TP_PROTO argument(s)"),
         "{text}"
@@ -981,14 +995,15 @@ fn a_cred_argument_carries_the_credentials_being_installed() {
 #[test]
 fn a_missing_function_is_a_load_error_naming_it() {
     let a = agent();
-    let yaml = fs::read_to_string(fixture("observe-setuid-syscall.yaml"))
-        .expect("fixture")
-        .replace("name: observe-setuid-4242", "name: observe-missing-fn")
-        .replace("call: sys_setuid", "call: lsm_vmtest_no_such_function")
-        .replace("syscall: true", "syscall: false");
-    let path = scratch_dir("generic").join("missing-fn.yaml");
-    fs::write(&path, &yaml).expect("policy file");
-    let text = add_refused(&a, &path);
+    let text = refused_variant(
+        &a,
+        "observe-setuid-syscall.yaml",
+        &[
+            ("name: observe-setuid-4242", "name: observe-missing-fn"),
+            ("call: sys_setuid", "call: lsm_vmtest_no_such_function"),
+            ("syscall: true", "syscall: false"),
+        ],
+    );
     assert!(
         text.contains("lsm_vmtest_no_such_function"),
         "the error names the function: {text}"
@@ -1114,7 +1129,9 @@ fn a_resolved_member_is_matched_enforced_and_carried_by_the_event() {
     let denied = run(&shell, &["-c", script]);
     let allowed = run(Path::new("/usr/bin/dash"), &["-c", script]);
     let lsm = events.expect("the bprm_creds_from_file event", |l| {
-        l.contains("\"function_name\":\"security_bprm_creds_from_file\"") && l.contains(name)
+        l.contains("\"process_lsm\"")
+            && l.contains("\"function_name\":\"bprm_creds_from_file\"")
+            && l.contains(name)
     });
     let fork = events.expect("the wake_up_new_task event", |l| {
         kprobe_of(l, name) && l.contains("\"function_name\":\"wake_up_new_task\"")
@@ -1151,16 +1168,17 @@ fn a_resolved_member_is_matched_enforced_and_carried_by_the_event() {
         "only the named parent's children post: {others:?}"
     );
 
-    let yaml = fs::read_to_string(fixture(&format!("{name}-eperm.yaml")))
-        .expect("fixture")
-        .replace(
-            "resolve: \"real_parent.comm\"",
-            "resolve: \"real_parent.lsmvt_nope\"",
-        )
-        .replace(&format!("name: {name}"), "name: resolve-missing-member");
-    let file = dir.join("missing.yaml");
-    fs::write(&file, yaml).expect("policy file");
-    let text = add_refused(&a, &file);
+    let text = refused_variant(
+        &a,
+        &format!("{name}-eperm.yaml"),
+        &[
+            (
+                "resolve: \"real_parent.comm\"",
+                "resolve: \"real_parent.lsmvt_nope\"",
+            ),
+            (&format!("name: {name}"), "name: resolve-missing-member"),
+        ],
+    );
     assert!(
         text.contains("wake_up_new_task") && text.contains("has no member lsmvt_nope"),
         "{text}"
