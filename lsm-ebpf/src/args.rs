@@ -108,11 +108,12 @@ extern "C" fn read_step(i: u64, ctx: *mut c_void) -> i64 {
         // SAFETY: as for `packed`; 0 outside a kretprobe.
         unsafe { (*l).ret }
     } else if src & SRC_RESOLVE != 0 {
-        let root = s
-            .raw
-            .get((src & !SRC_RESOLVE) as usize)
-            .copied()
-            .unwrap_or(0);
+        let root = if src & SRC_CURRENT != 0 {
+            // SAFETY: no arguments; the current task's address.
+            unsafe { bpf_get_current_task() }
+        } else {
+            s.raw.get((src & SRC_POS) as usize).copied().unwrap_or(0)
+        };
         // SAFETY: as for `packed`.
         resolve(root, unsafe { (*l).cfg_at }, i)
     } else {

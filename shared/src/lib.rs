@@ -432,9 +432,15 @@ pub const SIZE_RETVAL: u8 = 0xff;
 pub const SRC_RET: u8 = 0xff;
 
 /// [`ArgDesc::src`] bit (never set together with [`SRC_RET`]): the raw argument
-/// `src & !SRC_RESOLVE` is the root of a `resolve` path, which [`HookConfig::resolve`] at the
+/// `src & SRC_POS` (or the current task, with [`SRC_CURRENT`]) is the root of a `resolve` path, which [`HookConfig::resolve`] at the
 /// same position walks before the argument is read as its kind.
 pub const SRC_RESOLVE: u8 = 0x40;
+
+/// [`ArgDesc::src`] bit, with [`SRC_RESOLVE`]: the path starts at the current task
+/// (`source: current_task`), not at a raw argument.
+pub const SRC_CURRENT: u8 = 0x20;
+/// The raw argument position in an [`ArgDesc::src`] with [`SRC_RESOLVE`].
+pub const SRC_POS: u8 = 0x1f;
 
 /// Most steps of a `resolve` path (Tetragon's limit too).
 pub const MAX_RESOLVE_DEPTH: usize = 10;

@@ -1126,6 +1126,8 @@ fn a_resolved_member_is_matched_enforced_and_carried_by_the_event() {
     let shell = dir.join("lsmvt-resolve");
     fs::copy("/usr/bin/dash", &shell).expect("copy dash");
     let script = "/usr/bin/true; echo status=$?";
+    // The shell's parent is this thread, whose name the current-task path reads.
+    let me = fs::read_to_string("/proc/thread-self/comm").expect("own comm");
     let denied = run(&shell, &["-c", script]);
     let allowed = run(Path::new("/usr/bin/dash"), &["-c", script]);
     let lsm = events.expect("the bprm_creds_from_file event", |l| {
@@ -1157,6 +1159,10 @@ fn a_resolved_member_is_matched_enforced_and_carried_by_the_event() {
     assert!(
         lsm.contains("\"action\":\"KPROBE_ACTION_OVERRIDE\""),
         "{lsm}"
+    );
+    assert!(
+        fork.contains(&format!("{{\"string_arg\":\"{}\"}}", me.trim_end())),
+        "argument 1 starts at the current task (the shell), whose parent is {me}: {fork}"
     );
     let others: Vec<String> = events
         .lines()

@@ -76,9 +76,11 @@ impl Resolver {
 /// The walk of `req` in `btf`, and the width of the integer it ends on (0 for anything
 /// else), or why the kernel has no such path.
 pub fn resolve(btf: &Btf, req: &ResolveReq) -> Result<(ResolvePath, u8), String> {
-    let mut cur = root_type(btf, &req.root)?;
+    let cur = root_type(btf, &req.root)?;
     // The raw argument is a pointer: the first member is at an offset from where it points.
-    cur = match strip(btf, cur)? {
+    // The current task's address is that of the struct itself.
+    let mut cur = match strip(btf, cur)? {
+        s @ Type::Struct(_) if req.root == BtfRoot::CurrentTask => s,
         Type::Ptr(p) => strip(btf, chained(btf, &p)?)?,
         other => {
             return Err(format!(
@@ -181,6 +183,15 @@ fn final_read(btf: &Btf, ty: &Type, kind: u8, path: &str) -> Result<Option<u8>, 
 /// The type of the root parameter.
 fn root_type(btf: &Btf, root: &BtfRoot) -> Result<Type, String> {
     let (name, param) = match root {
+        BtfRoot::CurrentTask => {
+            let types = btf
+                .resolve_types_by_name("task_struct")
+                .map_err(|_| "the kernel's BTF has no struct task_struct".to_string())?;
+            return types
+                .into_iter()
+                .find(|t| matches!(t, Type::Struct(s) if !s.members.is_empty()))
+                .ok_or_else(|| "the kernel's BTF has no struct task_struct".to_string());
+        }
         BtfRoot::Func { name, param } => (name.clone(), *param as usize),
         // Parameter 0 of a tracepoint's prototype is the tracing context.
         BtfRoot::Tracepoint { event, param } => (format!("btf_trace_{event}"), *param as usize + 1),
@@ -199,13 +210,12 @@ fn root_type(btf: &Btf, root: &BtfRoot) -> Result<Type, String> {
             cur = match cur {
                 Type::FuncProto(p) => {
                     let Some(prm) = p.parameters.get(param) else {
+                        // A tracepoint's first parameter is its context, not an argument.
+                        let skip = usize::from(matches!(root, BtfRoot::Tracepoint { .. }));
                         return Err(format!(
-                            "{} has no argument {}",
+                            "{} does not exist: it has {} argument(s), counted from 0",
                             root_name(root),
-                            match root {
-                                BtfRoot::Func { param, .. } | BtfRoot::Tracepoint { param, .. } =>
-                                    param,
-                            }
+                            p.parameters.len().saturating_sub(skip)
                         ));
                     };
                     return chained(btf, prm);
@@ -224,6 +234,7 @@ fn root_name(root: &BtfRoot) -> String {
     match root {
         BtfRoot::Func { name, param } => format!("argument {param} of {name}"),
         BtfRoot::Tracepoint { event, param } => format!("argument {param} of tracepoint {event}"),
+        BtfRoot::CurrentTask => "the current task".to_string(),
     }
 }
 
@@ -348,6 +359,17 @@ mod tests {
     }
 
     #[test]
+    fn a_path_from_the_current_task_starts_at_the_struct_itself() {
+        let Some(btf) = host() else { return };
+        let (p, _) = resolve(
+            &btf,
+            &req(BtfRoot::CurrentTask, "real_parent.comm", ARG_STR),
+        )
+        .expect("resolves");
+        assert_eq!((p.steps, p.load), (2, 0b01));
+    }
+
+    #[test]
     fn a_missing_member_or_a_type_that_cannot_be_read_is_named() {
         let Some(btf) = host() else { return };
         let e = resolve(&btf, &req(lsm("file_open", 0), "f_nope", ARG_INT)).unwrap_err();
@@ -357,6 +379,9 @@ mod tests {
         let e = resolve(&btf, &req(lsm("file_open", 0), "f_flags.x", ARG_FILE)).unwrap_err();
         assert!(e.contains("f_flags is a"), "{e}");
         let e = resolve(&btf, &req(lsm("file_open", 3), "f_flags", ARG_INT)).unwrap_err();
-        assert!(e.contains("has no argument 3"), "{e}");
+        assert!(
+            e.contains("argument 3 of bpf_lsm_file_open does not exist"),
+            "{e}"
+        );
     }
 }

@@ -454,9 +454,18 @@ pub struct ArgSpec {
     /// The YAML `type` string, for events (`file`, `int`, `uint32`, ...).
     pub type_name: String,
     pub label: Option<String>,
-    /// `resolve`: the struct members followed from the raw argument to the value read
-    /// (`["mm", "owner", "comm"]`), by the kernel's BTF when the policy is loaded.
-    pub resolve: Option<Vec<String>>,
+    /// `resolve`: the struct members followed to the value read, by the kernel's BTF when
+    /// the policy is loaded.
+    pub resolve: Option<Resolve>,
+}
+
+/// A `resolve` path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolve {
+    /// The members followed (`["mm", "owner", "comm"]`).
+    pub members: Vec<String>,
+    /// `source: current_task`: they start at the current task, not at the raw argument.
+    pub current_task: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

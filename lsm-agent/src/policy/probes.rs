@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use lsm_shared::{ARG_SKIP, ArgDesc, FIRST_DYNAMIC_HOOK, MAX_ARGS, NUM_HOOKS, SRC_RESOLVE};
+use lsm_shared::{
+    ARG_SKIP, ArgDesc, FIRST_DYNAMIC_HOOK, MAX_ARGS, NUM_HOOKS, SRC_CURRENT, SRC_RESOLVE,
+};
 
 use super::compile::{CompileError, MapImage};
 use super::hooks::{self, GenericType};
@@ -88,7 +90,7 @@ pub fn generic_desc(target: &Target, a: &ArgSpec) -> ArgDesc {
         // A user-space function's pointers point into its process.
         Target::Uprobe(_) => true,
         Target::Lsm(_) => false,
-    };
+    } && !a.resolve.as_ref().is_some_and(|r| r.current_task);
     match hooks::generic_type(&a.type_name, user) {
         Some(GenericType::Read { read, width, .. }) => ArgDesc {
             kind: read,
@@ -118,6 +120,8 @@ pub enum BtfRoot {
     /// A raw tracepoint: its `btf_trace_<event>` prototype, whose parameter 0 is the
     /// tracing context (`param` counts the `TP_PROTO` arguments, from 0).
     Tracepoint { event: String, param: u32 },
+    /// The current task (`source: current_task`): a `struct task_struct`.
+    CurrentTask,
 }
 
 /// A `resolve` path the loader turns into the kernel's [`lsm_shared::ResolvePath`]: the
@@ -132,8 +136,10 @@ pub struct ResolveReq {
 /// The resolve request of argument `a` of `target`, if it has a path; the descriptor then
 /// takes the [`SRC_RESOLVE`] bit.
 pub fn resolve_req(target: &Target, a: &ArgSpec, desc: &mut ArgDesc) -> Option<ResolveReq> {
-    let members = a.resolve.clone()?;
+    let r = a.resolve.as_ref()?;
+    let members = r.members.clone();
     let root = match target {
+        _ if r.current_task => BtfRoot::CurrentTask,
         Target::Lsm(h) => BtfRoot::Func {
             name: format!("bpf_lsm_{}", h.name()),
             param: a.lsm_index,
@@ -150,6 +156,9 @@ pub fn resolve_req(target: &Target, a: &ArgSpec, desc: &mut ArgDesc) -> Option<R
         _ => return None,
     };
     desc.src |= SRC_RESOLVE;
+    if root == BtfRoot::CurrentTask {
+        desc.src |= SRC_CURRENT;
+    }
     Some(ResolveReq {
         root,
         members,

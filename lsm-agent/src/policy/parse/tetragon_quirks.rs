@@ -212,10 +212,9 @@ mod meaning {
     fn extract_param_is_resolve_and_overwrite_type_the_type_of_the_member_reached() {
         let p = parse_ok(fixture!("tetragon-quirks/extract-param.yaml"));
         let a = &p.hooks[0].args[0];
-        assert_eq!(
-            a.resolve.as_deref(),
-            Some(&["mm", "owner", "real_parent", "comm"].map(String::from)[..])
-        );
+        let r = a.resolve.as_ref().expect("a resolve path");
+        assert_eq!(r.members, ["mm", "owner", "real_parent", "comm"]);
+        assert!(!r.current_task);
         assert_eq!(a.type_name, "string");
     }
 

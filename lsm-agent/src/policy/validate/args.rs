@@ -47,7 +47,10 @@ pub(super) fn convert_generic_arg(
     // function's arguments do not.
     let resolvable = matches!(site, ArgSite::Kprobe if !user)
         || matches!(site, ArgSite::RawTracepoint | ArgSite::Lsm);
-    if resolve.is_some() && !resolvable {
+    // The current task is kernel memory wherever the probe is.
+    let from_task = resolve.as_ref().is_some_and(|r| r.current_task);
+    let user = user && !from_task;
+    if resolve.is_some() && !resolvable && !from_task {
         return Err(invalid(
             format!("{apath}.{}", resolve_field(a)),
             format!(
@@ -142,13 +145,37 @@ fn resolve_field(a: &raw::Arg) -> &'static str {
 }
 
 /// The argument's `resolve` path (`extractParam` is its older name), as member names: the
-/// loader follows them through the kernel's BTF. Array indexes (`a.b[2]`), which newer
-/// Tetragon releases accept, are refused as not supported yet.
-pub(super) fn resolve_path(apath: &str, a: &raw::Arg) -> VResult<Option<Vec<String>>> {
+/// loader follows them through the kernel's BTF, from the argument or, with `source:
+/// current_task`, from the current task. Array indexes (`a.b[2]`), which newer Tetragon
+/// releases accept, are refused as not supported yet.
+pub(super) fn resolve_path(apath: &str, a: &raw::Arg) -> VResult<Option<ir::Resolve>> {
+    let source = a.source.as_deref().unwrap_or("");
     let text = match (&a.resolve, &a.extract_param) {
         (Some(r), _) if !r.is_empty() => r,
         (_, Some(e)) if !e.is_empty() => e,
-        _ => return Ok(None),
+        _ if source.is_empty() => return Ok(None),
+        _ => {
+            return Err(invalid(
+                format!("{apath}.source"),
+                format!("source \"{source}\" needs a resolve path (the member to read)"),
+            ));
+        }
+    };
+    let current_task = match source {
+        "" => false,
+        "current_task" => true,
+        "pt_regs" => {
+            return Err(invalid(
+                format!("{apath}.source"),
+                "source pt_regs (a uprobe's registers) is not supported yet by lsm-agent",
+            ));
+        }
+        other => {
+            return Err(invalid(
+                format!("{apath}.source"),
+                format!("unknown source \"{other}\" (Tetragon's are current_task and pt_regs)"),
+            ));
+        }
     };
     let fpath = format!("{apath}.{}", resolve_field(a));
     let members: Vec<String> = text.split('.').map(str::to_string).collect();
@@ -184,7 +211,10 @@ pub(super) fn resolve_path(apath: &str, a: &raw::Arg) -> VResult<Option<Vec<Stri
             ),
         ));
     }
-    Ok(Some(members))
+    Ok(Some(ir::Resolve {
+        members,
+        current_task,
+    }))
 }
 
 /// Where a `char_buf`'s length is: `returnCopy` (the return value, read when the call
@@ -312,9 +342,6 @@ pub(super) fn check_arg_options(apath: &str, a: &raw::Arg, max_index: u32) -> VR
                 ),
             ));
         }
-    }
-    if set(&a.source) {
-        return Err(not_supported(format!("{apath}.source")));
     }
     if set(&a.btf_type) {
         return Err(not_supported(format!("{apath}.btfType")));
@@ -495,11 +522,35 @@ mod tests {
         );
         let p = parse_ok(&yaml);
         let a = &p.hooks[0].args[0];
-        assert_eq!(
-            a.resolve.as_deref(),
-            Some(&["f_path", "dentry", "d_iname"].map(String::from)[..])
-        );
+        let r = a.resolve.as_ref().expect("a resolve path");
+        assert_eq!(r.members, ["f_path", "dentry", "d_iname"]);
         assert_eq!(a.ty, ArgType::String);
+    }
+
+    #[test]
+    fn source_current_task_starts_the_path_at_the_task_even_where_arguments_are_user_memory() {
+        let yaml = fixture!("observe-setuid-syscall.yaml").replace(
+            "      label: uid\n",
+            "      label: uid\n    - index: 1\n      type: string\n      source: current_task\n      \
+             resolve: real_parent.comm\n",
+        );
+        let p = parse_ok(&yaml);
+        let a = &p.hooks[0].args[1];
+        let r = a.resolve.as_ref().expect("a resolve path");
+        assert!(r.current_task);
+        assert_eq!(r.members, ["real_parent", "comm"]);
+        let img = crate::policy::compile::compile(&[(1, &p)]).expect("compiles");
+        let d = img.hook_cfg[&lsm_shared::FIRST_DYNAMIC_HOOK].args[1];
+        // A kernel string, not the user string a syscall's argument would be.
+        assert_eq!(d.kind, lsm_shared::ARG_STR);
+        assert_eq!(d.src, 1 | lsm_shared::SRC_RESOLVE | lsm_shared::SRC_CURRENT);
+        for (source, why) in [("pt_regs", "not supported yet"), ("task", "unknown source")] {
+            let e = parse_err(&yaml.replace("current_task", source));
+            assert_eq!(e.path, "spec.kprobes[0].args[1].source");
+            assert!(e.message.contains(why), "{}", e.message);
+        }
+        let e = parse_err(&yaml.replace("      resolve: real_parent.comm\n", ""));
+        assert!(e.message.contains("needs a resolve path"), "{}", e.message);
     }
 
     #[test]

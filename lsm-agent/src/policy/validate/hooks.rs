@@ -485,7 +485,11 @@ pub(super) fn convert_tracepoint(
             ArgSite::Tracepoint,
             &what,
         )?;
-        if spec.as_ref().is_some_and(|s| s.ty == ir::ArgType::String) && !user {
+        if spec
+            .as_ref()
+            .is_some_and(|s| s.ty == ir::ArgType::String && s.resolve.is_none())
+            && !user
+        {
             return Err(invalid(
                 format!("{apath}.type"),
                 format!(
