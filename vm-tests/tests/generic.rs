@@ -1167,7 +1167,10 @@ fn a_resolved_member_is_matched_enforced_and_carried_by_the_event() {
     let others: Vec<String> = events
         .lines()
         .into_iter()
-        .filter(|l| l.contains(name) && !l.contains("\"string_arg\":\"lsmvt-resolve\""))
+        .filter(|l| {
+            l.contains(&format!("\"policy_name\":\"{name}\""))
+                && !l.contains("\"string_arg\":\"lsmvt-resolve\"")
+        })
         .collect();
     assert!(
         others.is_empty(),
