@@ -183,7 +183,8 @@ fn a_wider_table_hook_is_observed_with_its_arguments_through_its_security_functi
 /// `resolve` at a hook whose program is hand-written (`bprm_check_security`): without BPF
 /// LSM the hook entry is observed by the twin's kprobe on `security_bprm_check`, which
 /// follows the path with the generic reader: the exec by a child of `lsmvt-resolve` posts
-/// the parent's name, marked as observed.
+/// the parent's name, marked as observed (a `process_kprobe` on `security_bprm_check`, as
+/// every hook observed by the fallback).
 #[test]
 fn a_resolved_argument_at_a_hand_written_hook_is_observed_by_its_twin_kprobe() {
     let policy = fixture("observe-exec-by-child-of-lsmvt-resolve-at-bprm-check.yaml");
@@ -198,7 +199,8 @@ fn a_resolved_argument_at_a_hand_written_hook_is_observed_by_its_twin_kprobe() {
     let out = run(&shell, &["-c", "/usr/bin/true; echo status=$?"]);
     assert!(stdout(&out).contains("status=0"), "{out:?}");
     let line = events.expect("the observed bprm_check_security event", |l| {
-        l.contains("\"process_lsm\"") && l.contains("observe-exec-by-child-of-lsmvt-resolve")
+        l.contains("\"function_name\":\"security_bprm_check\"")
+            && l.contains("\"policy_name\":\"observe-exec-by-child-of-lsmvt-resolve\"")
     });
     assert!(line.contains("observed-by-kprobe"), "{line}");
     assert!(
