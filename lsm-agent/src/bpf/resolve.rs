@@ -147,9 +147,11 @@ fn final_read(btf: &Btf, ty: &Type, kind: u8, path: &str) -> Result<Option<u8>, 
         Type::Enum64(e) => Some(e.size()),
         _ => None,
     };
-    let numeric = matches!(kind, ARG_INT | ARG_KCAP);
+    let numeric = kind == ARG_INT;
     match (ty, int_width) {
         (_, Some(w)) if numeric && matches!(w, 1 | 2 | 4 | 8) => Ok(Some(w as u8)),
+        // A capability set is read where it is (its kind takes a pointer to the 64 bits).
+        (_, Some(8)) if kind == ARG_KCAP => Ok(None),
         (_, Some(_)) => Err(format!(
             "{path} is an integer: declare an integer type for it"
         )),
@@ -356,6 +358,22 @@ mod tests {
         )
         .expect("resolves");
         assert_eq!((p.steps, p.load), (1, 0));
+    }
+
+    #[test]
+    fn a_capability_set_in_a_struct_is_read_at_its_address() {
+        let Some(btf) = host() else { return };
+        let (p, width) = resolve(
+            &btf,
+            &req(
+                BtfRoot::CurrentTask,
+                "cred.cap_effective",
+                lsm_shared::ARG_KCAP,
+            ),
+        )
+        .expect("resolves");
+        // The cred pointer is loaded; the set embedded in it is not.
+        assert_eq!((p.steps, p.load, width), (2, 0b01, 0));
     }
 
     #[test]
