@@ -94,7 +94,8 @@ pub struct Probe {
     tp_ids: HashMap<MapData, u32, u32>,
     /// The generic probes attached for the installed image's kprobe and tracepoint targets.
     probes: probes::Probes,
-    /// LSM hooks this kernel has whose program no policy has needed yet: hook id → program.
+    /// Hooks this kernel has whose program no policy has needed yet (the wider table's LSM
+    /// programs, the twins' LSM programs or kprobes): hook id → what to attach.
     lsm_pending: BTreeMap<u32, modes::Pending>,
     /// For loading those programs.
     kernel_btf: aya::Btf,
