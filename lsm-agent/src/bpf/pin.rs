@@ -284,6 +284,21 @@ impl Pins {
     }
 }
 
+/// The file name of the pin of program `name`'s link at `target`. The BPF file system refuses
+/// names with a `/`, and also with a `.` (reserved, `bpf_dname_reserved`), which kernel
+/// symbols such as `foo.isra.0` have: they become `:` and `,`.
+fn pin_name(name: &str, target: &str) -> String {
+    let target: String = target
+        .chars()
+        .map(|c| match c {
+            '/' => ':',
+            '.' => ',',
+            c => c,
+        })
+        .collect();
+    format!("{name}@{target}")
+}
+
 /// Pins `link` (the program `name` attached at `target`) as `dir/<name>@<target>` and closes
 /// its fd: the pin alone keeps the program attached. Returns the pin's path.
 pub fn pin_link(
@@ -292,7 +307,7 @@ pub fn pin_link(
     target: &str,
     link: FdLink,
 ) -> Result<PathBuf, PinDirError> {
-    let path = dir.join(format!("{name}@{}", target.replace('/', ":")));
+    let path = dir.join(pin_name(name, target));
     drop(link.pin(&path).map_err(|source| PinDirError::Pin {
         name: name.to_string(),
         path: path.clone(),
@@ -461,6 +476,22 @@ pub fn unload_all(root: &Path) -> Result<Vec<Retired>, PinDirError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pin_name_has_no_slash_or_dot_which_bpffs_refuses() {
+        assert_eq!(
+            pin_name("generic_kprobe", "tcp_v4_connect.cold"),
+            "generic_kprobe@tcp_v4_connect,cold"
+        );
+        assert_eq!(
+            pin_name("generic_tracepoint_0", "sched/sched_process_exec"),
+            "generic_tracepoint_0@sched:sched_process_exec"
+        );
+        assert_eq!(
+            pin_name("generic_uprobe", "hook32-7"),
+            "generic_uprobe@hook32-7"
+        );
+    }
 
     #[test]
     fn the_abi_tag_in_the_binary_is_the_shared_crates_version() {
