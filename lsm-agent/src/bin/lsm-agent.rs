@@ -337,6 +337,22 @@ const RECONCILE_PERIOD: Duration = Duration::from_secs(30);
 /// How long the tasks get to finish (the gRPC server, the export flush) once stopping.
 const GRACE: Duration = Duration::from_secs(10);
 
+/// Every uprobe point is a link of its own (a perf event, a descriptor), and a policy may list
+/// thousands (Tetragon's `uprobe.yaml` has 1,618): the soft limit on open files (often 1,024)
+/// goes up to the hard one, as far as the kernel allows.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                warn!(soft, hard, "raising the open file limit: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => warn!("reading the open file limit: {e}"),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -391,6 +407,7 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
 
+    raise_open_file_limit();
     let caps = Capabilities::probe();
     info!(
         kernel = %caps.kernel_release,
