@@ -946,6 +946,7 @@ mod tests {
             retval,
             flags: 0,
             owner: 0,
+            point: 0,
             args: [0; lsm_shared::MAX_ARGS],
             retarg: 0,
             strs: Default::default(),

@@ -81,6 +81,7 @@ pub fn enter() -> Result<(&'static mut Scratch, Current), i32> {
     // without being preempted by another program on the same CPU that uses it, so this is
     // the only reference to it while the program runs.
     let s = unsafe { &mut *slot };
+    s.point = 0;
     Ok((s, Current::get()))
 }
 

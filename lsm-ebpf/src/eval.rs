@@ -728,6 +728,7 @@ fn fire(
                 (*ev).retval = verdict;
                 (*ev).flags = flags;
                 (*ev).owner = s.owner as u32;
+                (*ev).point = s.point as u32;
                 (*ev).fired = fired;
                 (*ev).posted = posted;
                 (*ev).retarg = ret.unwrap_or(0);

@@ -202,14 +202,14 @@ pub fn generic_uprobe(ctx: ProbeContext) -> u32 {
 fn try_generic_uprobe(ctx: &ProbeContext) -> Result<i32, i32> {
     // SAFETY: the helper reads the cookie of the attachment the program runs for: the hook
     // id the loader gave it (0 if none, which no hook has).
-    let hook = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-    let Ok(hook) = u32::try_from(hook) else {
-        return Ok(0);
-    };
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    // The low half is the hook id, the high half which of the hook's points this is.
+    let hook = cookie as u32;
     if hook == 0 {
         return Ok(0);
     }
     let (s, cur) = enter()?;
+    s.point = cookie >> 32;
     collect::<false>(s, |n| probe_arg(ctx, n));
     observe_probe(s, cur, hook, None);
     Ok(0)

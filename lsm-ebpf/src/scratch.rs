@@ -39,6 +39,9 @@ pub struct Scratch {
     /// The tgid of the process that tracked a socket argument of this call (`TrackSock`),
     /// 0 for none: the event is posted as that process's.
     pub owner: u64,
+    /// Which point of a uprobe hook ran ([`lsm_shared::HookEvent::point`]); set by every
+    /// entry ([`crate::entry::enter`]), so that no other program posts a stale one.
+    pub point: u64,
     /// Never written: a source of zeros for clearing records with one helper call.
     pub zero: [u8; 1024],
 }

@@ -1102,6 +1102,10 @@ pub struct HookEvent {
     /// The tgid of the process that tracked (`TrackSock`) a socket argument of the call, 0
     /// for none: the event is that process's, whichever task the kernel ran the call in.
     pub owner: u32,
+    /// At a uprobe, which of its hook's points ran (the high half of the attachment's
+    /// cookie); 0 elsewhere.
+    pub point: u32,
+    pub _pad: u32,
     /// Selector slots that fired (first match of each group).
     pub fired: u64,
     /// The fired slots that post an event: user space emits one Tetragon event for each.
@@ -1120,7 +1124,7 @@ pub struct HookEvent {
 const _: () = assert!(
     size_of::<HookEvent>()
         == size_of::<EventHeader>()
-            + 32
+            + 40
             + 8 * MAX_ARGS
             + 8
             + size_of::<NetInfo>()

@@ -342,7 +342,7 @@ mod tests {
 
     #[test]
     fn probe_targets_are_listed_as_what_observes_them_beside_the_lsm_hooks() {
-        use crate::policy::ir::{KprobeTarget, LsmHook, Target, UprobeTarget};
+        use crate::policy::ir::{KprobeTarget, LsmHook, Target, UprobePoint, UprobeTarget};
         let kprobe = |function: &str, ret| {
             Target::Kprobe(KprobeTarget {
                 function: function.into(),
@@ -361,8 +361,10 @@ mod tests {
             },
             Target::Uprobe(UprobeTarget {
                 path: "/bin/bash".into(),
-                symbol: Some("readline".into()),
-                offset: 0,
+                points: vec![UprobePoint {
+                    symbol: Some("readline".into()),
+                    offset: 0,
+                }],
             }),
         ];
         let hooks = HookStatus::of_targets(&targets, &HookModes::all(AttachMode::Lsm));

@@ -38,7 +38,7 @@ use tracing::{info, warn};
 
 use crate::policy::{
     compile::MapImage,
-    ir::{KprobeTarget, TP_FIRST_FIELD, Target, UprobeTarget},
+    ir::{KprobeTarget, TP_FIRST_FIELD, Target, UprobePoint, UprobeTarget},
     probes::hook_label,
 };
 
@@ -207,8 +207,8 @@ pub struct Probes {
     /// Per raw tracepoint event: its `TP_PROTO` argument count (`None`: no such event), read
     /// from the kernel's BTF the first time a policy names it.
     raw_tp_args: BTreeMap<String, Option<usize>>,
-    /// Uprobe hook id → its attachment.
-    ups: BTreeMap<u32, Held<UProbeLinkId>>,
+    /// Uprobe hook id → its attachments, one per point.
+    ups: BTreeMap<u32, Vec<Held<UProbeLinkId>>>,
     /// Per tracepoint hook: the byte offsets of its arguments' fields.
     pub tp_off: BTreeMap<u32, [u16; MAX_ARGS]>,
     /// Where links are pinned (the generation's `links/`), when the agent pins.
@@ -629,27 +629,21 @@ impl Probes {
         ensure_loaded(ebpf, UPROBE_PROG, load_uprobe).map_err(|r| perr(t, r))?;
         let prog: &mut UProbe =
             program(ebpf, UPROBE_PROG).map_err(|e| perr(t, format!("{UPROBE_PROG}: {e}")))?;
-        let location = match &u.symbol {
-            Some(s) if u.offset == 0 => UProbeAttachLocation::Symbol(s),
-            Some(s) => UProbeAttachLocation::SymbolOffset(s, u.offset),
-            None => UProbeAttachLocation::AbsoluteOffset(u.offset),
-        };
-        let point = UProbeAttachPoint {
-            location,
-            cookie: Some(u64::from(id)),
-        };
-        let link_id = prog
-            .attach(point, &u.path, UProbeScope::AllProcesses)
-            .map_err(|e| perr(t, format!("attaching: {}", error_chain(&e))))?;
-        let link = hold(
-            self.links_dir.as_deref(),
-            UPROBE_PROG,
-            &format!("hook{id}"),
-            link_id,
-            |l| prog.take_link(l),
-        )
-        .map_err(|r| perr(t, r))?;
-        self.ups.insert(id, link);
+        let mut links = Vec::with_capacity(u.points.len());
+        for (k, p) in u.points.iter().enumerate() {
+            match attach_point(prog, self.links_dir.as_deref(), id, k, &u.path, p) {
+                Ok(link) => links.push(link),
+                Err(r) => {
+                    for l in links {
+                        if let Err(e) = release(l, |l| prog.detach(l)) {
+                            warn!("detaching {}: {e}", hook_label(t));
+                        }
+                    }
+                    return Err(perr(t, format!("at {p}: {r}")));
+                }
+            }
+        }
+        self.ups.insert(id, links);
         info!("observing {} (hook {id})", hook_label(t));
         Ok(())
     }
@@ -679,9 +673,11 @@ impl Probes {
             }
             return;
         }
-        if let Some(link) = self.ups.remove(&id) {
-            if let Err(e) = release(link, |l| program::<UProbe>(ebpf, UPROBE_PROG)?.detach(l)) {
-                warn!("detaching {}: {e}", hook_label(t));
+        if let Some(links) = self.ups.remove(&id) {
+            for link in links {
+                if let Err(e) = release(link, |l| program::<UProbe>(ebpf, UPROBE_PROG)?.detach(l)) {
+                    warn!("detaching {}: {e}", hook_label(t));
+                }
             }
             return;
         }
@@ -806,6 +802,42 @@ fn check_override(
 fn injectable(list: &str, symbol: &str) -> bool {
     list.lines()
         .any(|l| l.split_whitespace().next() == Some(symbol))
+}
+
+/// Attaches the uprobe program at point `k` of uprobe hook `id` in `file`. The cookie is
+/// the hook id in its low 32 bits and `k` in its high ones: one program run knows both the
+/// hook (selectors, arguments) and which of its points ran.
+fn attach_point(
+    prog: &mut UProbe,
+    links_dir: Option<&Path>,
+    id: u32,
+    k: usize,
+    file: &str,
+    p: &UprobePoint,
+) -> Result<Held<UProbeLinkId>, String> {
+    let location = match &p.symbol {
+        Some(s) if p.offset == 0 => UProbeAttachLocation::Symbol(s),
+        Some(s) => UProbeAttachLocation::SymbolOffset(s, p.offset),
+        None => UProbeAttachLocation::AbsoluteOffset(p.offset),
+    };
+    let point = u32::try_from(k).map_err(|_| "more than 2^32 points".to_string())?;
+    let link_id = prog
+        .attach(
+            UProbeAttachPoint {
+                location,
+                cookie: Some(u64::from(point) << 32 | u64::from(id)),
+            },
+            file,
+            UProbeScope::AllProcesses,
+        )
+        .map_err(|e| format!("attaching: {}", error_chain(&e)))?;
+    hold(
+        links_dir,
+        UPROBE_PROG,
+        &format!("hook{id}-{k}"),
+        link_id,
+        |l| prog.take_link(l),
+    )
 }
 
 fn kprobe(ebpf: &mut Ebpf, prog: &str, symbol: &str) -> Result<KProbeLinkId, String> {

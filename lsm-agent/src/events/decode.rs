@@ -75,6 +75,8 @@ pub struct HookData {
     pub flags: u32,
     /// The process that tracked (`TrackSock`) a socket argument of the call, 0 for none.
     pub owner: u32,
+    /// At a uprobe, the index of the point that ran in its target's points.
+    pub point: u32,
     pub args: [u64; MAX_ARGS],
     /// The return value of a kretprobe'd call (meaningful with `HOOK_FLAG_RETURN` in
     /// `flags`, 0 otherwise).
@@ -297,6 +299,7 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
                 retval: e.retval,
                 flags: e.flags,
                 owner: e.owner,
+                point: e.point,
                 args: e.args,
                 retarg: e.retarg,
                 strs: e
@@ -413,6 +416,8 @@ mod tests {
             retval: -1,
             flags: HOOK_FLAG_KPROBE,
             owner: 0,
+            point: 0,
+            _pad: 0,
             fired: 0b101,
             posted: 0b100,
             args: [0xffff, 4, 0, 0, 0],
@@ -468,6 +473,8 @@ mod tests {
             retval: 0,
             flags: 0,
             owner: 0,
+            point: 0,
+            _pad: 0,
             fired: 1,
             posted: 1,
             args: [0; MAX_ARGS],

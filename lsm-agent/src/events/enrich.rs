@@ -387,6 +387,7 @@ impl ProcessCache {
             }),
             _ => None,
         };
+        let (target, origin) = reported(slot, h.point);
         let (origin, action, tags) = if h.flags & HOOK_FLAG_KPROBE != 0 {
             observed(slot, h.flags)
         } else if h.flags & HOOK_FLAG_PROBE != 0 {
@@ -401,13 +402,9 @@ impl ProcessCache {
             } else {
                 Action::Post
             };
-            (slot.origin.clone(), action, slot.tags.clone())
+            (origin, action, slot.tags.clone())
         } else {
-            (
-                slot.origin.clone(),
-                action_of(slot.flags),
-                slot.tags.clone(),
-            )
+            (origin, action_of(slot.flags), slot.tags.clone())
         };
         // A request is the action Tetragon reports when no enforcement ran.
         let action = match (action, &slot.request) {
@@ -422,7 +419,7 @@ impl ProcessCache {
                 parent,
                 policy_name: slot.policy_name.clone(),
                 policy_namespace: slot.policy_namespace.clone(),
-                hook: slot.target.clone(),
+                hook: target,
                 origin,
                 args,
                 return_arg: return_arg.map(Box::new),
@@ -521,6 +518,17 @@ fn action_of(flags: u32) -> Action {
     } else {
         Action::Post
     }
+}
+
+/// The hook an event reports, and how its policy named it. A uprobe hook lists all the points
+/// of one plan ([`crate::policy::ir::UprobeTarget`]); its event reports the one that ran, and copies only that.
+fn reported(slot: &SlotInfo, point: u32) -> (Target, HookOrigin) {
+    if let (Target::Uprobe(t), HookOrigin::Uprobe(_)) = (&slot.target, &slot.origin)
+        && let Some(at) = t.at(point as usize)
+    {
+        return (Target::Uprobe(at.clone()), HookOrigin::Uprobe(at));
+    }
+    (slot.target.clone(), slot.origin.clone())
 }
 
 /// Tag of every event a kprobe observed (BPF LSM inactive): nothing was denied.
@@ -817,6 +825,7 @@ pub(crate) mod fixtures {
             retval: -1,
             flags: 0,
             owner: 0,
+            point: 0,
             args: [0xdead, 4, 0, 0, 0],
             retarg: 0,
             strs: [
@@ -884,6 +893,8 @@ pub(crate) mod fixtures {
             retval: 0,
             flags: 0,
             owner: 0,
+            point: 0,
+            _pad: 0,
             fired: 1,
             posted: 1,
             args: [0xffff_8880_0000_1000, 0xffff_c900_0000_2000, 16, 0, 0],

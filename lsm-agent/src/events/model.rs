@@ -192,7 +192,7 @@ impl Hook {
             HookOrigin::Kprobe { call } => call,
             HookOrigin::LsmHook => self.hook.lsm().map_or("", |h| h.name()),
             HookOrigin::Tracepoint { event, .. } => event,
-            HookOrigin::Uprobe(u) => u.symbol.as_deref().unwrap_or(""),
+            HookOrigin::Uprobe(u) => u.symbol(),
         }
     }
 }

@@ -241,7 +241,8 @@ pub enum HookOrigin {
     LsmHook,
     /// `spec.tracepoints[i]`: observed at the tracepoint.
     Tracepoint { subsystem: String, event: String },
-    /// `spec.uprobes[i]`, one of its symbols or offsets: observed by a uprobe.
+    /// `spec.uprobes[i]` (with the entries of the same file and plan that follow it, see
+    /// [`UprobeTarget`]): observed by a uprobe. An event's names the point that ran.
     Uprobe(UprobeTarget),
 }
 
@@ -259,24 +260,78 @@ pub struct KprobeTarget {
     pub ret: bool,
 }
 
-/// A location in an executable or library observed by the generic uprobe program.
+/// Locations in one executable or library observed by the generic uprobe program with one
+/// plan (the same arguments and selectors): they share a hook id, and each attachment's
+/// cookie carries its index in [`UprobeTarget::points`] so that an event names the one that
+/// ran. A policy listing hundreds of symbols with no selectors (Tetragon's `uprobe.yaml`)
+/// is one hook, not hundreds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UprobeTarget {
     /// The file as the policy names it (absolute).
     pub path: String,
+    /// In policy order; never empty.
+    pub points: Vec<UprobePoint>,
+}
+
+/// Where in the file a uprobe is placed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UprobePoint {
     /// The symbol, or `None` for a bare offset.
     pub symbol: Option<String>,
     /// From the symbol's address, or from the start of the file without a symbol.
     pub offset: u64,
 }
 
-impl fmt::Display for UprobeTarget {
+impl UprobeTarget {
+    /// The target of point `i` alone: what an event of that point reports.
+    pub fn at(&self, i: usize) -> Option<UprobeTarget> {
+        self.points.get(i).map(|p| UprobeTarget {
+            path: self.path.clone(),
+            points: vec![p.clone()],
+        })
+    }
+
+    /// The symbol of the first point ("" for an offset): an event's, once narrowed by
+    /// [`UprobeTarget::at`].
+    pub fn symbol(&self) -> &str {
+        self.points
+            .first()
+            .and_then(|p| p.symbol.as_deref())
+            .unwrap_or("")
+    }
+
+    /// The offset of the first point.
+    pub fn offset(&self) -> u64 {
+        self.points.first().map_or(0, |p| p.offset)
+    }
+}
+
+impl fmt::Display for UprobePoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.symbol, self.offset) {
-            (Some(s), 0) => write!(f, "{}:{s}", self.path),
-            (Some(s), o) => write!(f, "{}:{s}+{o:#x}", self.path),
-            (None, o) => write!(f, "{}:{o:#x}", self.path),
+            (Some(s), 0) => write!(f, "{s}"),
+            (Some(s), o) => write!(f, "{s}+{o:#x}"),
+            (None, o) => write!(f, "{o:#x}"),
         }
+    }
+}
+
+/// How many points a target's name lists before it only counts the others.
+const POINTS_SHOWN: usize = 3;
+
+impl fmt::Display for UprobeTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:", self.path)?;
+        for (k, p) in self.points.iter().take(POINTS_SHOWN).enumerate() {
+            if k > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{p}")?;
+        }
+        if self.points.len() > POINTS_SHOWN {
+            write!(f, " and {} more", self.points.len() - POINTS_SHOWN)?;
+        }
+        Ok(())
     }
 }
 

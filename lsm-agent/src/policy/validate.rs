@@ -144,9 +144,11 @@ pub(crate) fn convert(
             warnings,
         )?);
     }
+    let mut ups = Vec::new();
     for (i, up) in spec.uprobes.iter().flatten().enumerate() {
-        hooks.extend(uprobes::convert_uprobe(i, up, &lists, warnings)?);
+        ups.push(uprobes::convert_uprobe(i, up, &lists, warnings)?);
     }
+    hooks.extend(uprobes::merge_same_plan(ups));
     if hooks.is_empty() {
         warnings.push(invalid(
             "spec",

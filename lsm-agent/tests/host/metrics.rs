@@ -289,6 +289,7 @@ async fn scrape_reports_what_the_daemon_records() {
         retval: -1,
         flags: 0,
         owner: 0,
+        point: 0,
         args: [0; lsm_shared::MAX_ARGS],
         retarg: 0,
         strs: [

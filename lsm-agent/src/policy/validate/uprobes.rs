@@ -1,5 +1,9 @@
 //! `uprobes[]`: functions of an executable or library, observed by the generic uprobe
-//! program. Each symbol (or offset) of an entry is a hook of its own, as in Tetragon.
+//! program. Tetragon makes each symbol (or offset) a probe of its own; here the locations
+//! of one file with one plan (an entry's symbols, and the later entries on the same file
+//! with the same arguments and selectors) are one hook, which the loader attaches at each
+//! of them (see [`ir::UprobeTarget`]). The events are the same: one per call, naming its
+//! symbol.
 
 use serde_yaml::Value;
 
@@ -10,13 +14,13 @@ use crate::policy::ir;
 use crate::policy::lists::Lists;
 use crate::policy::model as raw;
 
-/// The hooks of `spec.uprobes[i]`: one per symbol or offset.
+/// The hook of `spec.uprobes[i]`, at each of its symbols or offsets.
 pub(super) fn convert_uprobe(
     i: usize,
     up: &raw::Uprobe,
     lists: &Lists,
     warnings: &mut Vec<Invalid>,
-) -> VResult<Vec<ir::Hook>> {
+) -> VResult<ir::Hook> {
     let path = format!("spec.uprobes[{i}]");
     refuse_unsupported(&path, up)?;
     let file = match up.path.as_deref() {
@@ -29,37 +33,67 @@ pub(super) fn convert_uprobe(
         }
         None => return Err(invalid(format!("{path}.path"), "missing path")),
     };
-    let locations = locations(&path, up)?;
-    let mut hooks = Vec::with_capacity(locations.len());
-    for (symbol, offset) in locations {
-        let target = ir::UprobeTarget {
-            path: file.clone(),
-            symbol,
-            offset,
+    let target = ir::UprobeTarget {
+        path: file,
+        points: locations(&path, up)?,
+    };
+    let what = format!("uprobe {target}");
+    let arg = |apath: &str, a: &raw::Arg| {
+        check_arg_options(apath, a, MAX_ARG_INDEX)?;
+        convert_generic_arg(apath, a, a.index, true, ArgSite::Uprobe, &what)
+    };
+    let hook = convert_hook_body(
+        &path,
+        HookSource {
+            target: ir::Target::Uprobe(target.clone()),
+            origin: ir::HookOrigin::Uprobe(target),
+            spec_index: i,
+            tcp_only: false,
+            convert_arg: &arg,
+            return_arg: None,
+            lists,
+        },
+        &up.body(),
+        warnings,
+    )?;
+    refuse_actions(&path, &hook)?;
+    Ok(hook)
+}
+
+/// The uprobe hooks of one policy with the entries of one file and one plan merged into the
+/// first of them: its points, then theirs, in policy order.
+pub(super) fn merge_same_plan(hooks: Vec<ir::Hook>) -> Vec<ir::Hook> {
+    let mut out: Vec<ir::Hook> = Vec::with_capacity(hooks.len());
+    for h in hooks {
+        let (ir::Target::Uprobe(u), Some(first)) = (
+            &h.target,
+            out.iter_mut().position(|o| same_file_and_plan(o, &h)),
+        ) else {
+            out.push(h);
+            continue;
         };
-        let what = format!("uprobe {target}");
-        let arg = |apath: &str, a: &raw::Arg| {
-            check_arg_options(apath, a, MAX_ARG_INDEX)?;
-            convert_generic_arg(apath, a, a.index, true, ArgSite::Uprobe, &what)
-        };
-        let hook = convert_hook_body(
-            &path,
-            HookSource {
-                target: ir::Target::Uprobe(target.clone()),
-                origin: ir::HookOrigin::Uprobe(target),
-                spec_index: i,
-                tcp_only: false,
-                convert_arg: &arg,
-                return_arg: None,
-                lists,
-            },
-            &up.body(),
-            warnings,
-        )?;
-        refuse_actions(&path, &hook)?;
-        hooks.push(hook);
+        let o = &mut out[first];
+        if let ir::Target::Uprobe(ou) = &mut o.target {
+            ou.points.extend(u.points.iter().cloned());
+        }
+        if let ir::HookOrigin::Uprobe(ou) = &mut o.origin {
+            ou.points.extend(u.points.iter().cloned());
+        }
     }
-    Ok(hooks)
+    out
+}
+
+/// Whether `b` observes the same file as uprobe hook `a`, with the same arguments,
+/// selectors, message and tags: everything but where in the file.
+fn same_file_and_plan(a: &ir::Hook, b: &ir::Hook) -> bool {
+    matches!((&a.target, &b.target),
+        (ir::Target::Uprobe(x), ir::Target::Uprobe(y)) if x.path == y.path)
+        && a.args == b.args
+        && a.return_arg == b.return_arg
+        && a.message == b.message
+        && a.tags == b.tags
+        && a.tcp_only == b.tcp_only
+        && a.selectors == b.selectors
 }
 
 /// The fields of Tetragon's uprobes that lsm-agent does not implement: each is refused at
@@ -95,7 +129,7 @@ fn refuse_unsupported(path: &str, up: &raw::Uprobe) -> VResult<()> {
 
 /// Where to attach: `symbols` (or the older `symbol`), else `offsets` from the start of the
 /// file. Tetragon takes one of them, not both.
-fn locations(path: &str, up: &raw::Uprobe) -> VResult<Vec<(Option<String>, u64)>> {
+fn locations(path: &str, up: &raw::Uprobe) -> VResult<Vec<ir::UprobePoint>> {
     let mut symbols: Vec<String> = up.symbols.clone().unwrap_or_default();
     symbols.extend(up.symbol.clone());
     let offsets = up.offsets.as_deref().unwrap_or_default();
@@ -119,7 +153,10 @@ fn locations(path: &str, up: &raw::Uprobe) -> VResult<Vec<(Option<String>, u64)>
                 format!("{s:?} is not a symbol name"),
             ));
         }
-        out.push((Some(s), 0));
+        out.push(ir::UprobePoint {
+            symbol: Some(s),
+            offset: 0,
+        });
     }
     for (k, v) in offsets.iter().enumerate() {
         let off = offset_value(v).ok_or_else(|| {
@@ -128,7 +165,10 @@ fn locations(path: &str, up: &raw::Uprobe) -> VResult<Vec<(Option<String>, u64)>
                 "an offset is a non-negative integer (decimal or 0x hex)",
             )
         })?;
-        out.push((None, off));
+        out.push(ir::UprobePoint {
+            symbol: None,
+            offset: off,
+        });
     }
     Ok(out)
 }
@@ -167,28 +207,77 @@ fn refuse_actions(path: &str, hook: &ir::Hook) -> VResult<()> {
 
 #[cfg(test)]
 mod tests {
-    use crate::policy::ir::{ArgType, HookOrigin, Target, UprobeTarget};
+    use crate::policy::ir::{ArgType, HookOrigin, Target, UprobePoint, UprobeTarget};
     use crate::policy::testutil::*;
 
-    #[test]
-    fn each_symbol_of_a_uprobe_is_a_hook_with_user_memory_arguments() {
-        let p = parse_ok(fixture!("observe-bash-readline-uprobe.yaml"));
-        let targets: Vec<String> = p
-            .hooks
+    fn targets(p: &crate::policy::ir::Policy) -> Vec<String> {
+        p.hooks
             .iter()
             .map(|h| match &h.target {
                 Target::Uprobe(u) => u.to_string(),
                 t => panic!("{t}"),
             })
-            .collect();
-        assert_eq!(targets, ["/bin/bash:readline", "/bin/bash:main"]);
+            .collect()
+    }
+
+    #[test]
+    fn the_symbols_of_an_entry_are_one_hook_with_user_memory_arguments() {
+        let p = parse_ok(fixture!("observe-bash-readline-uprobe.yaml"));
+        assert_eq!(targets(&p), ["/bin/bash:readline,main"]);
         let h = &p.hooks[0];
-        assert!(matches!(h.origin, HookOrigin::Uprobe(UprobeTarget { .. })));
+        assert!(matches!(&h.origin, HookOrigin::Uprobe(u) if u.points.len() == 2));
         assert_eq!(h.args[0].ty, ArgType::String);
         assert_eq!(
             h.target.to_string(),
-            "observed by uprobe /bin/bash:readline"
+            "observed by uprobe /bin/bash:readline,main"
         );
+    }
+
+    #[test]
+    fn entries_on_one_file_with_one_plan_merge_into_the_first() {
+        let p = parse_ok(fixture!("uprobe-entries-sharing-a-plan.yaml"));
+        assert_eq!(
+            targets(&p),
+            [
+                "/bin/bash:readline,main,_start",
+                "/bin/bash:readline",
+                "/usr/bin/dash:main"
+            ]
+        );
+        assert_eq!(p.hooks[0].spec_index, 0);
+        assert_eq!(p.hooks[1].selectors.len(), 1);
+        assert_eq!(p.hooks[2].spec_index, 3);
+        assert_eq!(
+            p.hooks[0].origin,
+            HookOrigin::Uprobe(match &p.hooks[0].target {
+                Target::Uprobe(u) => u.clone(),
+                t => panic!("{t}"),
+            })
+        );
+    }
+
+    #[test]
+    fn a_target_of_many_points_names_three_and_counts_the_others() {
+        let points = (0..5)
+            .map(|k| UprobePoint {
+                symbol: Some(format!("f{k}")),
+                offset: 0,
+            })
+            .chain([UprobePoint {
+                symbol: None,
+                offset: 0x40,
+            }])
+            .collect();
+        let u = UprobeTarget {
+            path: "/x".into(),
+            points,
+        };
+        assert_eq!(u.to_string(), "/x:f0,f1,f2 and 3 more");
+        let last = u.at(5).expect("point 5");
+        assert_eq!(last.to_string(), "/x:0x40");
+        assert_eq!((last.symbol(), last.offset()), ("", 0x40));
+        assert_eq!(u.at(1).map(|t| t.symbol().to_string()), Some("f1".into()));
+        assert!(u.at(6).is_none());
     }
 
     #[test]
@@ -235,14 +324,17 @@ mod tests {
     fn offsets_are_decimal_or_hex() {
         let doc = "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: u\nspec:\n  uprobes:\n  - path: /bin/bash\n    offsets: [16, \"0x20\"]\n";
         let p = parse_ok(doc);
-        let offs: Vec<Option<u64>> = p
-            .hooks
-            .iter()
-            .map(|h| match &h.target {
-                Target::Uprobe(u) if u.symbol.is_none() => Some(u.offset),
-                _ => None,
-            })
-            .collect();
+        let offs: Vec<Option<u64>> = match &p.hooks[..] {
+            [h] => match &h.target {
+                Target::Uprobe(u) => u
+                    .points
+                    .iter()
+                    .map(|pt| pt.symbol.is_none().then_some(pt.offset))
+                    .collect(),
+                t => panic!("{t}"),
+            },
+            hs => panic!("{hs:?}"),
+        };
         assert_eq!(offs, [Some(16), Some(32)]);
     }
 }
