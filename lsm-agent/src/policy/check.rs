@@ -310,16 +310,16 @@ fn render_policy(
     }
     for h in &p.hooks {
         let origin = match &h.origin {
-            HookOrigin::Kprobe { call } => format!("spec.kprobes[{}] {call}", h.spec_index),
+            HookOrigin::Kprobe { call } => format!("{} {call}", h.spec_path),
             HookOrigin::LsmHook => format!(
-                "spec.lsmhooks[{}] {}",
-                h.spec_index,
+                "{} {}",
+                h.spec_path,
                 h.target.lsm().map_or("", |l| l.name())
             ),
             HookOrigin::Tracepoint { subsystem, event } => {
-                format!("spec.tracepoints[{}] {subsystem}/{event}", h.spec_index)
+                format!("{} {subsystem}/{event}", h.spec_path)
             }
-            HookOrigin::Uprobe(u) => format!("spec.uprobes[{}] {u}", h.spec_index),
+            HookOrigin::Uprobe(u) => format!("{} {u}", h.spec_path),
         };
         let tcp = if h.tcp_only {
             ", TCP over IPv4/IPv6 only"
@@ -558,6 +558,11 @@ mod tests {
             ),
             write(d, "open.yaml", fixture!("observe-openat-return.yaml")),
             write(d, "tp.yaml", fixture!("observe-raw-sys-enter-getpid.yaml")),
+            write(
+                d,
+                "rawtp.yaml",
+                fixture!("tetragon-quirks/rawtracepoints.yaml"),
+            ),
         ];
         let r = check_files(&files, |_| None);
         assert!(r.ok(), "{:?}", r.diagnostics());
@@ -567,6 +572,7 @@ mod tests {
             "spec.kprobes[1] commit_creds: observed by kprobe commit_creds",
             "spec.kprobes[0] sys_openat: observed by kretprobe sys_openat",
             "spec.tracepoints[0] raw_syscalls/sys_enter: observed by tracepoint raw_syscalls/sys_enter",
+            "spec.rawtracepoints[0] sched/sched_process_exec: observed by raw tracepoint sched/sched_process_exec",
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }

@@ -1034,6 +1034,7 @@ mod tests {
                     call: "security_file_permission".into(),
                 },
                 spec_index: 0,
+                spec_path: "spec.kprobes[0]".into(),
                 args: vec![file_arg()],
                 message: None,
                 tags: vec![],

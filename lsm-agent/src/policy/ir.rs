@@ -388,6 +388,9 @@ pub struct Hook {
     pub origin: HookOrigin,
     /// Index in `spec.kprobes`, `spec.lsmhooks` or `spec.tracepoints`.
     pub spec_index: usize,
+    /// Where the policy declares it (`spec.kprobes[2]`, `spec.rawtracepoints[0]`), for
+    /// messages: the section as well as the index.
+    pub spec_path: String,
     /// Declared `args`, in YAML order.
     pub args: Vec<ArgSpec>,
     /// `returnArg` of a `return: true` kprobe: the function's return value, shown in the

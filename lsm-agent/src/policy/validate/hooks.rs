@@ -594,6 +594,7 @@ pub(super) fn convert_hook_body(
         target: src.target,
         origin: src.origin,
         spec_index: src.spec_index,
+        spec_path: path.to_string(),
         args,
         return_arg: src.return_arg,
         message,
