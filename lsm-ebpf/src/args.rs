@@ -104,10 +104,11 @@ extern "C" fn read_step(i: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes `read`'s `ReadLoop`; `i < MAX_ARGS`, the length of `descs`.
     let packed = unsafe { core::ptr::read_volatile((*l).descs.as_ptr().add(i)) };
     let [kind, src, width, size] = packed.to_le_bytes();
+    let resolved = src != SRC_RET && src & SRC_RESOLVE != 0;
     let v = if src == SRC_RET {
         // SAFETY: as for `packed`; 0 outside a kretprobe.
         unsafe { (*l).ret }
-    } else if src & SRC_RESOLVE != 0 {
+    } else if resolved {
         let root = if src & SRC_CURRENT != 0 {
             // SAFETY: no arguments; the current task's address.
             unsafe { bpf_get_current_task() }
@@ -119,7 +120,11 @@ extern "C" fn read_step(i: u64, ctx: *mut c_void) -> i64 {
     } else {
         s.raw.get(src as usize).copied().unwrap_or(0)
     };
-    let val = if kind == ARG_INT {
+    let val = if kind == ARG_INT && resolved {
+        // A resolved integer's walk ends on its address: exactly its bytes are read, so a
+        // member that ends where readable memory ends is still read.
+        read_int(v, width)
+    } else if kind == ARG_INT {
         int_of_width(v, width)
     } else if kind == ARG_KCAP {
         // Unreadable (NULL) reads as the empty set.
@@ -168,6 +173,18 @@ extern "C" fn read_step(i: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `i < MAX_ARGS`, the length of `vals`; a plain store into the scratch area.
     unsafe { core::ptr::write_volatile(s.vals.as_mut_ptr().add(i), val) };
     0
+}
+
+/// The `width`-byte integer at `addr` in kernel memory (8 bytes for any other width); 0 when
+/// unreadable.
+#[inline(always)]
+fn read_int(addr: u64, width: u8) -> u64 {
+    match width {
+        1 => u64::from(read_u8(addr, 0)),
+        2 => u64::from(read_u16(addr, 0)),
+        4 => u64::from(read_u32(addr, 0)),
+        _ => read_u64(addr, 0),
+    }
 }
 
 /// Walks argument `i`'s `resolve` path ([`ResolvePath`]) of the plan at `cfg_at` from `v`:

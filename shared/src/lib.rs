@@ -447,8 +447,9 @@ pub const MAX_RESOLVE_DEPTH: usize = 10;
 
 /// How the kernel walks one argument's `resolve` path (Tetragon's `resolve: "a.b.c"`): from
 /// the raw argument, for each step `j < steps`, add `off[j]`, then, when bit `j` of `load` is
-/// set, load the 8 bytes there (a pointer field, or the final scalar). A NULL on the way
-/// ends the walk with 0. The agent computes it from the kernel's BTF.
+/// set, load the 8 bytes there (a pointer field). A walk to an integer ends on its address,
+/// where the reader reads exactly the integer's width ([`ArgDesc::width`]). A NULL on the
+/// way ends the walk with 0. The agent computes it from the kernel's BTF.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ResolvePath {

@@ -131,15 +131,17 @@ pub fn resolve(btf: &Btf, req: &ResolveReq) -> Result<(ResolvePath, u8), String>
     }
     let last = req.members.len().saturating_sub(1);
     let width = final_read(btf, &member_ty, req.kind, &req.members.join("."))?;
-    if width.is_some() || matches!(member_ty, Type::Ptr(_)) {
+    // An integer (or a pointer read as one) ends on its address: the reader reads exactly
+    // its `width` bytes there. Any other pointer is loaded for its kind's reader.
+    if width.is_none() && matches!(member_ty, Type::Ptr(_)) {
         path.load |= 1 << last;
     }
     Ok((path, width.unwrap_or(0)))
 }
 
 /// Whether a value of `ty` can be read as descriptor kind `kind`: `Some(width)` when the
-/// member's value is an integer loaded in place, `None` when the walk ends on a pointer
-/// (loaded too) or on the member's address (an array or embedded struct).
+/// member is read as an integer of that width at its address, `None` when the walk ends on a
+/// pointer (loaded) or on the member's address (an array or embedded struct).
 fn final_read(btf: &Btf, ty: &Type, kind: u8, path: &str) -> Result<Option<u8>, String> {
     let int_width = match ty {
         Type::Int(i) => Some(i.size()),
@@ -150,6 +152,8 @@ fn final_read(btf: &Btf, ty: &Type, kind: u8, path: &str) -> Result<Option<u8>, 
     let numeric = kind == ARG_INT;
     match (ty, int_width) {
         (_, Some(w)) if numeric && matches!(w, 1 | 2 | 4 | 8) => Ok(Some(w as u8)),
+        // A pointer's value as a number: its 8 bytes.
+        (Type::Ptr(_), _) if numeric => Ok(Some(8)),
         // A capability set is read where it is (its kind takes a pointer to the 64 bits).
         (_, Some(8)) if kind == ARG_KCAP => Ok(None),
         (_, Some(_)) => Err(format!(
@@ -347,11 +351,12 @@ mod tests {
     }
 
     #[test]
-    fn an_integer_member_is_loaded_with_its_width_and_an_embedded_struct_is_its_address() {
+    fn an_integer_member_is_read_at_its_address_with_its_width_and_an_embedded_struct_is_its_address()
+     {
         let Some(btf) = host() else { return };
         let (p, width) =
             resolve(&btf, &req(lsm("file_open", 0), "f_flags", ARG_INT)).expect("resolves");
-        assert_eq!((p.steps, p.load, width), (1, 1, 4));
+        assert_eq!((p.steps, p.load, width), (1, 0, 4));
         let (p, _) = resolve(
             &btf,
             &req(lsm("file_open", 0), "f_path", lsm_shared::ARG_PATH),
