@@ -1214,6 +1214,10 @@ fn a_resolved_member_is_matched_enforced_and_carried_by_the_event() {
         fork.contains(&format!("{{\"string_arg\":\"{}\"}}", me.trim_end())),
         "argument 1 starts at the current task (the shell), whose parent is {me}: {fork}"
     );
+    assert!(
+        fork.contains(&format!("{{\"int_arg\":{}}}", std::process::id())),
+        "argument 2, a 4-byte integer, is the pid of the shell's parent (this test): {fork}"
+    );
     let others: Vec<String> = events
         .lines()
         .into_iter()
