@@ -16,6 +16,7 @@ use crate::{
     maps::{EXEC_PEND, FILES, hook_has_selectors},
     path::{is_layer_file, resolve_file_walk, resolve_walk},
     read_connection,
+    scratch::Scratch,
 };
 
 /// Argument `n` of the probed function (0 when the registers cannot be read).
@@ -197,13 +198,43 @@ pub fn kprobe_file_free(ctx: ProbeContext) -> u32 {
 #[inline(always)]
 fn try_generic<const N: usize>(ctx: &ProbeContext, hook: u32) -> Result<i32, i32> {
     let (s, cur) = enter()?;
+    observe_args::<N>(ctx, s, cur, hook);
+    Ok(0)
+}
+
+/// [`try_generic`] for the twin of a hand-written file hook (argument 0 a `struct file *`):
+/// it passes overlayfs' own file of a layer, as the hand-written kprobes do.
+#[inline(always)]
+fn try_generic_file<const N: usize>(ctx: &ProbeContext, hook: u32) -> Result<i32, i32> {
+    let (s, cur) = enter()?;
+    if passes_layer_file(arg(ctx, 0)) {
+        return Ok(0);
+    }
+    observe_args::<N>(ctx, s, cur, hook);
+    Ok(0)
+}
+
+/// Whether `file` is overlayfs' own file of a layer ([`is_layer_file`]); a file in the
+/// open-file cache never is, so a cached file costs one lookup.
+#[inline(always)]
+fn passes_layer_file(file: u64) -> bool {
+    file != 0 && FILES.get_ptr(&file).is_none() && is_layer_file(file)
+}
+
+/// Collects the function's first `N` arguments and evaluates them.
+#[inline(always)]
+fn observe_args<const N: usize>(
+    ctx: &ProbeContext,
+    s: &mut Scratch,
+    cur: crate::entry::Current,
+    hook: u32,
+) {
     let mut i = 0usize;
     while i < MAX_ARGS {
         s.set_raw(i, if i < N { arg(ctx, i) } else { 0 });
         i += 1;
     }
     observe_raw(s, cur, hook, N);
-    Ok(0)
 }
 
 /// `security_path_symlink(const struct path *dir, struct dentry *dentry, const char *old_name)`.
@@ -325,13 +356,13 @@ pub fn kprobe_capset(ctx: ProbeContext) -> u32 {
 /// `security_file_open(struct file *file)`, for the twin of `file_open`.
 #[kprobe]
 pub fn kprobe_file_open_generic(ctx: ProbeContext) -> u32 {
-    ret(try_generic::<1>(&ctx, HOOK_TWIN_BASE + HOOK_FILE_OPEN)) as u32
+    ret(try_generic_file::<1>(&ctx, HOOK_TWIN_BASE + HOOK_FILE_OPEN)) as u32
 }
 
 /// `security_file_permission(struct file *file, int mask)`.
 #[kprobe]
 pub fn kprobe_file_permission_generic(ctx: ProbeContext) -> u32 {
-    ret(try_generic::<2>(
+    ret(try_generic_file::<2>(
         &ctx,
         HOOK_TWIN_BASE + HOOK_FILE_PERMISSION,
     )) as u32
@@ -348,6 +379,9 @@ pub fn kprobe_mmap_file_generic(ctx: ProbeContext) -> u32 {
 #[inline(always)]
 fn try_mmap_generic(ctx: &ProbeContext) -> Result<i32, i32> {
     let (s, cur) = enter()?;
+    if passes_layer_file(arg(ctx, 0)) {
+        return Ok(0);
+    }
     s.set_raw(0, arg(ctx, 0));
     s.set_raw(1, arg(ctx, 1));
     s.set_raw(2, arg(ctx, 1));
@@ -366,7 +400,10 @@ pub fn kprobe_path_truncate_generic(ctx: ProbeContext) -> u32 {
 /// `security_file_truncate(struct file *file)`.
 #[kprobe]
 pub fn kprobe_file_truncate_generic(ctx: ProbeContext) -> u32 {
-    ret(try_generic::<1>(&ctx, HOOK_TWIN_BASE + HOOK_FILE_TRUNCATE)) as u32
+    ret(try_generic_file::<1>(
+        &ctx,
+        HOOK_TWIN_BASE + HOOK_FILE_TRUNCATE,
+    )) as u32
 }
 
 /// `security_bprm_check(struct linux_binprm *bprm)`.

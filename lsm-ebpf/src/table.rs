@@ -8,6 +8,9 @@ use lsm_shared::*;
 use crate::{
     entry::{enter_lsm, ret},
     eval::evaluate_raw,
+    maps::FILES,
+    path::is_layer_file,
+    scratch::Scratch,
 };
 
 /// The whole program of a hook with `N` arguments: the first `N` context slots are the
@@ -16,12 +19,38 @@ use crate::{
 #[inline(always)]
 fn try_hook<const N: usize>(ctx: &LsmContext, hook: u32) -> Result<i32, i32> {
     let (s, cur) = enter_lsm(ctx, N, hook)?;
+    Ok(evaluate_args::<N>(ctx, s, cur, hook))
+}
+
+/// [`try_hook`] for the twin of a hand-written file hook (argument 0 a `struct file *`): it
+/// passes overlayfs' own file of a layer as the hand-written program does
+/// ([`is_layer_file`]), so that a policy posts once per operation, under the path the
+/// process used. A file in the open-file cache is never one, so a read of a cached file
+/// costs one lookup more.
+#[inline(always)]
+fn try_file_hook<const N: usize>(ctx: &LsmContext, hook: u32) -> Result<i32, i32> {
+    let (s, cur) = enter_lsm(ctx, N, hook)?;
+    let file: u64 = ctx.arg(0);
+    if file != 0 && FILES.get_ptr(&file).is_none() && is_layer_file(file) {
+        return Ok(0);
+    }
+    Ok(evaluate_args::<N>(ctx, s, cur, hook))
+}
+
+/// Collects the hook's `N` arguments and evaluates them.
+#[inline(always)]
+fn evaluate_args<const N: usize>(
+    ctx: &LsmContext,
+    s: &mut Scratch,
+    cur: crate::entry::Current,
+    hook: u32,
+) -> i32 {
     s.set_raw(0, if N > 0 { ctx.arg(0) } else { 0 });
     s.set_raw(1, if N > 1 { ctx.arg(1) } else { 0 });
     s.set_raw(2, if N > 2 { ctx.arg(2) } else { 0 });
     s.set_raw(3, if N > 3 { ctx.arg(3) } else { 0 });
     s.set_raw(4, if N > 4 { ctx.arg(4) } else { 0 });
-    Ok(evaluate_raw(s, cur, hook, N))
+    evaluate_raw(s, cur, hook, N)
 }
 
 #[lsm(hook = "path_symlink")]
@@ -124,17 +153,20 @@ pub fn kernel_load_data(ctx: LsmContext) -> i32 {
 
 #[lsm(hook = "file_open")]
 pub fn file_open_generic(ctx: LsmContext) -> i32 {
-    ret(try_hook::<1>(&ctx, HOOK_TWIN_BASE + HOOK_FILE_OPEN))
+    ret(try_file_hook::<1>(&ctx, HOOK_TWIN_BASE + HOOK_FILE_OPEN))
 }
 
 #[lsm(hook = "file_permission")]
 pub fn file_permission_generic(ctx: LsmContext) -> i32 {
-    ret(try_hook::<2>(&ctx, HOOK_TWIN_BASE + HOOK_FILE_PERMISSION))
+    ret(try_file_hook::<2>(
+        &ctx,
+        HOOK_TWIN_BASE + HOOK_FILE_PERMISSION,
+    ))
 }
 
 #[lsm(hook = "mmap_file")]
 pub fn mmap_file_generic(ctx: LsmContext) -> i32 {
-    ret(try_hook::<4>(&ctx, HOOK_TWIN_BASE + HOOK_MMAP_FILE))
+    ret(try_file_hook::<4>(&ctx, HOOK_TWIN_BASE + HOOK_MMAP_FILE))
 }
 
 #[lsm(hook = "path_truncate")]
@@ -144,7 +176,10 @@ pub fn path_truncate_generic(ctx: LsmContext) -> i32 {
 
 #[lsm(hook = "file_truncate")]
 pub fn file_truncate_generic(ctx: LsmContext) -> i32 {
-    ret(try_hook::<1>(&ctx, HOOK_TWIN_BASE + HOOK_FILE_TRUNCATE))
+    ret(try_file_hook::<1>(
+        &ctx,
+        HOOK_TWIN_BASE + HOOK_FILE_TRUNCATE,
+    ))
 }
 
 #[lsm(hook = "bprm_check_security")]
