@@ -208,11 +208,29 @@ fn status_shows_the_capability_probe_with_every_hook_an_lsm_program() {
 /// the path the process used.
 #[test]
 fn an_open_and_a_read_through_overlayfs_post_one_event_each_under_the_overlay_path() {
+    one_event_per_overlayfs_operation(
+        "post-dd-open-and-read-by-file-name.yaml",
+        "vmtest-overlay-hooks",
+    );
+}
+
+/// The same at the twins of the hand-written hooks (a hook entry that follows a `resolve`
+/// path runs at a generic-reader program on the same LSM hook): they pass overlayfs' own
+/// file of a layer as the hand-written programs do.
+#[test]
+fn at_the_hooks_twins_an_overlayfs_operation_posts_one_event_too() {
+    one_event_per_overlayfs_operation(
+        "post-dd-open-and-read-by-file-name-at-the-twins.yaml",
+        "vmtest-overlay-twins",
+    );
+}
+
+fn one_event_per_overlayfs_operation(fixture_file: &str, policy_name: &str) {
     let a = agent();
     let fence = "/tmp/lsm-vmtest-overlay-fence";
     fs::write(fence, "fence").expect("fence file");
-    let policy = a.add_policy(&fixture("post-dd-open-and-read-by-file-name.yaml"));
-    let events = a.json_stream_filtered(&["--policy-names", "vmtest-overlay-hooks"]);
+    let policy = a.add_policy(&fixture(fixture_file));
+    let events = a.json_stream_filtered(&["--policy-names", policy_name]);
     let dd = |file: &str| {
         let out = run(
             Path::new("/usr/bin/dd"),
