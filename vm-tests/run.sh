@@ -97,7 +97,9 @@ run_config() {
     skip="$nolsm_only $bench_only"
     grep -v -E "/deps/(${skip// /|})-[0-9a-f]*\$" "$results/test-binaries.all" > "$res/test-binaries"
   fi
-  echo "[vm-tests] booting $version (lsm=$lsms) at $(date +%T)" | tee /dev/stderr
+  # `tee -a`: stderr may be the file stdout goes to (`make test > log 2>&1`); tee without -a
+  # opens it with O_TRUNC and wiped the log at every boot.
+  echo "[vm-tests] booting $version (lsm=$lsms) at $(date +%T)" | tee -a /dev/stderr
   start=$(date +%s)
   set +e
   timeout --foreground 2700 vng -r "$version" --disable-kvm --force-9p --user root \
@@ -106,7 +108,7 @@ run_config() {
     --exec "$repo/vm-tests/guest.sh $guest_res $lsm_mode" >>"$res/console.log" 2>&1 </dev/null
   rc=$?
   set -e
-  echo "[vm-tests] $version: VM exited $rc after $(( $(date +%s) - start ))s" | tee /dev/stderr
+  echo "[vm-tests] $version: VM exited $rc after $(( $(date +%s) - start ))s" | tee -a /dev/stderr
   cat "$res/tests.log" 2>/dev/null | grep -E '^(test |running|test result|failures:|---- )|panicked' || true
   # Where the time went, suite by suite (written by guest.sh).
   [ -f "$res/timings" ] && sed 's/^/[vm-tests] suite /' "$res/timings"
