@@ -188,8 +188,8 @@ fn read_int(addr: u64, width: u8) -> u64 {
 }
 
 /// Walks argument `i`'s `resolve` path ([`ResolvePath`]) of the plan at `cfg_at` from `v`:
-/// the address of the field it names, or the pointer or scalar loaded there. 0 when a
-/// pointer on the way is NULL or unreadable.
+/// the address of the field it names (an integer's too: [`read_int`] reads it there), or the
+/// pointer loaded there. 0 when a pointer on the way is NULL or unreadable.
 #[inline(always)]
 fn resolve(mut v: u64, cfg_at: u32, i: usize) -> u64 {
     let Some(cfg) = HOOK_CFG.get(cfg_at) else {

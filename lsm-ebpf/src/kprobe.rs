@@ -14,7 +14,7 @@ use crate::{
     file_rec,
     kernel::{kconf, read_u64},
     maps::{EXEC_PEND, FILES, hook_has_selectors},
-    path::{is_layer_file, resolve_file_walk, resolve_walk},
+    path::{is_layer_file, is_uncached_layer_file, resolve_file_walk, resolve_walk},
     read_connection,
     scratch::Scratch,
 };
@@ -207,18 +207,11 @@ fn try_generic<const N: usize>(ctx: &ProbeContext, hook: u32) -> Result<i32, i32
 #[inline(always)]
 fn try_generic_file<const N: usize>(ctx: &ProbeContext, hook: u32) -> Result<i32, i32> {
     let (s, cur) = enter()?;
-    if passes_layer_file(arg(ctx, 0)) {
+    if is_uncached_layer_file(arg(ctx, 0)) {
         return Ok(0);
     }
     observe_args::<N>(ctx, s, cur, hook);
     Ok(0)
-}
-
-/// Whether `file` is overlayfs' own file of a layer ([`is_layer_file`]); a file in the
-/// open-file cache never is, so a cached file costs one lookup.
-#[inline(always)]
-fn passes_layer_file(file: u64) -> bool {
-    file != 0 && FILES.get_ptr(&file).is_none() && is_layer_file(file)
 }
 
 /// Collects the function's first `N` arguments and evaluates them.
@@ -379,7 +372,7 @@ pub fn kprobe_mmap_file_generic(ctx: ProbeContext) -> u32 {
 #[inline(always)]
 fn try_mmap_generic(ctx: &ProbeContext) -> Result<i32, i32> {
     let (s, cur) = enter()?;
-    if passes_layer_file(arg(ctx, 0)) {
+    if is_uncached_layer_file(arg(ctx, 0)) {
         return Ok(0);
     }
     s.set_raw(0, arg(ctx, 0));

@@ -8,7 +8,7 @@ use lsm_shared::*;
 
 use crate::{
     kernel::{kconf, read_u32, read_u64},
-    maps::STATS,
+    maps::{FILES, STATS},
     scratch::{BUF_MASK, Scratch},
 };
 
@@ -221,4 +221,11 @@ pub fn is_layer_file(file: u64) -> bool {
     let mount = vfsmount.wrapping_sub(kconf!(mount_mnt));
     read_u64(mount, kconf!(mount_mnt_ns)) == MNT_NS_INTERNAL
         && read_u32(vfsmount, kconf!(vfsmount_mnt_flags)) & MNT_INTERNAL == 0
+}
+
+/// [`is_layer_file`] for a file that may be in the open-file cache, which never holds one: a
+/// cached file costs one lookup, NULL (an anonymous `mmap`) none.
+#[inline(always)]
+pub fn is_uncached_layer_file(file: u64) -> bool {
+    file != 0 && FILES.get_ptr(&file).is_none() && is_layer_file(file)
 }

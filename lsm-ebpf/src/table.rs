@@ -8,8 +8,7 @@ use lsm_shared::*;
 use crate::{
     entry::{enter_lsm, ret},
     eval::evaluate_raw,
-    maps::FILES,
-    path::is_layer_file,
+    path::is_uncached_layer_file,
     scratch::Scratch,
 };
 
@@ -24,14 +23,12 @@ fn try_hook<const N: usize>(ctx: &LsmContext, hook: u32) -> Result<i32, i32> {
 
 /// [`try_hook`] for the twin of a hand-written file hook (argument 0 a `struct file *`): it
 /// passes overlayfs' own file of a layer as the hand-written program does
-/// ([`is_layer_file`]), so that a policy posts once per operation, under the path the
-/// process used. A file in the open-file cache is never one, so a read of a cached file
-/// costs one lookup more.
+/// ([`crate::path::is_layer_file`]), so that a policy posts once per operation, under the path the
+/// process used.
 #[inline(always)]
 fn try_file_hook<const N: usize>(ctx: &LsmContext, hook: u32) -> Result<i32, i32> {
     let (s, cur) = enter_lsm(ctx, N, hook)?;
-    let file: u64 = ctx.arg(0);
-    if file != 0 && FILES.get_ptr(&file).is_none() && is_layer_file(file) {
+    if is_uncached_layer_file(ctx.arg(0)) {
         return Ok(0);
     }
     Ok(evaluate_args::<N>(ctx, s, cur, hook))
