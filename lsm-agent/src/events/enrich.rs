@@ -389,7 +389,7 @@ impl ProcessCache {
         };
         let (target, origin) = reported(slot, h.point);
         let (origin, action, tags) = if h.flags & HOOK_FLAG_KPROBE != 0 {
-            observed(slot, h.flags)
+            observed(slot, origin, h.flags)
         } else if h.flags & HOOK_FLAG_PROBE != 0 {
             // The policy's own probe: Sigkill ran when the kernel says so; an Override made
             // the function return its error (the kernel reports it as the verdict).
@@ -538,13 +538,17 @@ pub const OBSERVED_TAG: &str = "observed-by-kprobe";
 /// function that was probed, whatever the policy wrote), tagged [`OBSERVED_TAG`], with the
 /// action that really ran. A kprobe cannot deny, so `Override` never ran; `Sigkill` ran only
 /// when the kernel says it sent the signal (`--fallback-sigkill`).
-fn observed(slot: &SlotInfo, hook_flags: u32) -> (HookOrigin, Action, Vec<String>) {
-    let origin = match (&slot.origin, &slot.target) {
+fn observed(
+    slot: &SlotInfo,
+    origin: HookOrigin,
+    hook_flags: u32,
+) -> (HookOrigin, Action, Vec<String>) {
+    let origin = match (origin, &slot.target) {
         (HookOrigin::LsmHook, Target::Lsm(h)) => HookOrigin::Kprobe {
             call: h.kprobe_function().to_owned(),
         },
         // Already observed where the policy asked: nothing to translate.
-        (o, _) => o.clone(),
+        (o, _) => o,
     };
     let action = if slot.flags & ACT_SIGKILL != 0 && hook_flags & HOOK_FLAG_KILL_SENT != 0 {
         Action::Sigkill
