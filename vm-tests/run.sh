@@ -155,4 +155,15 @@ for config in $kernels; do
   [ "$lanes" -le 1 ] || cat "$results/$config/report.log" 2>/dev/null || true
   [ "$(cat "$results/$config/status" 2>/dev/null)" = 0 ] || { echo "[vm-tests] FAIL: $config"; failed=1; }
 done
+# A CI log may be shown by its tail only: restate what failed, configuration by configuration,
+# as the last lines (the suites that failed, the tests that failed and where they panicked).
+for config in $kernels; do
+  [ "$(cat "$results/$config/status" 2>/dev/null)" = 0 ] && continue
+  echo "[vm-tests] summary of $config: $(cat "$results/$config/result" 2>/dev/null || echo 'no result')"
+  grep -v ' rc=0 ' "$results/$config/timings" 2>/dev/null | sed 's/^/[vm-tests]   suite /' || true
+  grep -E '^test .* FAILED$|panicked at|^---- ' "$results/$config/tests.log" 2>/dev/null \
+    | head -n 30 | sed 's/^/[vm-tests]   /' || true
+  grep -A3 'panicked at' "$results/$config/tests.log" 2>/dev/null | grep -v 'panicked at' \
+    | head -n 20 | sed 's/^/[vm-tests]     /' || true
+done
 exit $failed
