@@ -10,6 +10,7 @@ pub mod pin;
 pub mod probes;
 pub mod procfs;
 pub mod resolve;
+pub mod usdt;
 
 pub use modes::{AttachMode, Capabilities, HookModes, LoadOptions, lsm_list_has_bpf};
 
