@@ -487,10 +487,11 @@ fn event_type(e: &Event) -> &'static str {
     match &e.kind {
         EventKind::Exec(_) => "PROCESS_EXEC",
         EventKind::Exit(_) => "PROCESS_EXIT",
-        EventKind::Hook(h) => match h.origin {
+        EventKind::Hook(h) => match &h.origin {
             HookOrigin::Kprobe { .. } => "PROCESS_KPROBE",
             HookOrigin::LsmHook => "PROCESS_LSM",
             HookOrigin::Tracepoint { .. } => "PROCESS_TRACEPOINT",
+            HookOrigin::Uprobe(u) if u.usdt.is_some() => "PROCESS_USDT",
             HookOrigin::Uprobe(_) => "PROCESS_UPROBE",
         },
     }
@@ -506,6 +507,7 @@ fn policy_hook(e: &Event) -> Option<(&str, String)> {
         HookOrigin::Kprobe { call } => format!("kprobe:{call}"),
         HookOrigin::LsmHook => format!("lsm:{}", h.function_name()),
         HookOrigin::Tracepoint { subsystem, event } => format!("tracepoint:{subsystem}/{event}"),
+        HookOrigin::Uprobe(u) if u.usdt.is_some() => format!("usdt:{u}"),
         HookOrigin::Uprobe(u) => format!("uprobe:{u}"),
     };
     Some((&h.policy_name, hook))

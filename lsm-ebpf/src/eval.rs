@@ -176,6 +176,18 @@ pub enum Mode {
     /// verdict is the error the entry point makes the function return
     /// (`bpf_override_return`), so the function body does not run.
     ProbeOverride,
+    /// The USDT program of a probe whose policies `Set` an argument: as [`Mode::Probe`], and
+    /// the verdict is the slot + 1 of the first `Set` selector that fired (0: none), whose
+    /// write the program does.
+    ProbeSet,
+}
+
+impl Mode {
+    /// A policy's own probe (not an LSM hook, nor its kprobe fallback).
+    #[inline(always)]
+    fn own_probe(self) -> bool {
+        matches!(self, Mode::Probe | Mode::ProbeOverride | Mode::ProbeSet)
+    }
 }
 
 /// [`evaluate`] for a hook whose raw arguments the entry stored in `s.raw`.
@@ -223,6 +235,20 @@ pub fn observe_probe(s: &mut Scratch, cur: Current, hook: u32, ret: Option<u64>)
         Mode::Probe,
         ret,
     );
+}
+
+/// [`observe_probe`] at a USDT site whose policies `Set` an argument: the slot + 1 of the
+/// first `Set` selector that fired, or 0.
+#[inline(always)]
+pub fn set_probe(s: &mut Scratch, cur: Current, hook: u32) -> i32 {
+    evaluate_at(
+        s,
+        cur,
+        hook,
+        Input::Raw { nargs: MAX_ARGS },
+        Mode::ProbeSet,
+        None,
+    )
 }
 
 /// [`observe_probe`] at the entry of a function whose policies `Override` its return: the
@@ -312,8 +338,7 @@ fn evaluate_at(
     }
     // socket_connect carries its connection (a constant after inlining: a probe's hook id is
     // not one); a probe, the `sock`/`skb` argument its plan names, which the reader copied.
-    let net =
-        (mode != Mode::Probe && hook == HOOK_SOCKET_CONNECT) || (nargs > 0 && cfg.net_arg != 0);
+    let net = (!mode.own_probe() && hook == HOOK_SOCKET_CONNECT) || (nargs > 0 && cfg.net_arg != 0);
     if net && cand != 0 {
         cand = match_net(s, hook, cfg, cand);
     }
@@ -649,12 +674,12 @@ fn fire(
     count(STAT_MATCHES);
     let observed = mode != Mode::Lsm;
     // Whether an observing entry point applies Sigkill (after the fact).
-    let kills = matches!(mode, Mode::Probe | Mode::ProbeOverride) || kconf!(fallback_sigkill) != 0;
+    let kills = mode.own_probe() || kconf!(fallback_sigkill) != 0;
     count_actions(hook, fired, observed, kills);
     let mut verdict = 0i32;
     let mut flags = 0u32;
     if observed {
-        flags = if matches!(mode, Mode::Probe | Mode::ProbeOverride) {
+        flags = if mode.own_probe() {
             HOOK_FLAG_PROBE
         } else {
             HOOK_FLAG_KPROBE
@@ -715,6 +740,15 @@ fn fire(
     if verdict != 0 {
         count(STAT_DENIED);
     }
+    // The write itself is the program's: it knows where the argument is at this site.
+    let set = if mode == Mode::ProbeSet {
+        fired & cfg.set_
+    } else {
+        0
+    };
+    if set != 0 {
+        flags |= HOOK_FLAG_SET;
+    }
     let posted = fired & cfg.post;
     if posted != 0 {
         // Denials, kills and signals may use the ring's reserve.
@@ -757,6 +791,9 @@ fn fire(
                 }
             }
         });
+    }
+    if set != 0 {
+        return lowest_slot(set) as i32 + 1;
     }
     verdict
 }

@@ -26,6 +26,7 @@ mod path;
 mod probe;
 mod scratch;
 mod table;
+mod usdt;
 
 use aya_ebpf::{
     bindings::path as kpath,

@@ -162,6 +162,12 @@ pub static TP_IDS: HashMap<u32, u32> =
 pub static SOCK_OWNERS: LruHashMap<u64, SockOwner> =
     LruHashMap::with_max_entries(SOCK_OWNERS_ENTRIES, 0);
 
+/// How the arguments of each attached USDT site are computed, by attachment cookie.
+/// Written by the loader from the file's notes.
+#[map]
+pub static USDT_SPECS: HashMap<u64, UsdtSpec> =
+    HashMap::with_max_entries(USDT_SPECS_ENTRIES, BPF_F_NO_PREALLOC);
+
 /// The raw arguments of a call whose kretprobe evaluates, from its entry to its return.
 #[map]
 pub static RET_STASH: LruHashMap<StashKey, [u64; MAX_ARGS]> =

@@ -506,6 +506,49 @@ pub const PROBE_SYSCALL: u16 = 1 << 0;
 /// byte offset [`HookConfig::tp_off`]`[i]`, [`ArgDesc::width`] bytes wide.
 pub const PROBE_TRACEPOINT: u16 = 1 << 1;
 
+/// [`UsdtArg::kind`]: no such argument at this site (it reads as 0).
+pub const USDT_NONE: u8 = 0;
+/// `$imm`: the value is [`UsdtArg::off`].
+pub const USDT_CONST: u8 = 1;
+/// `%reg`: the register at byte [`UsdtArg::reg`] of `struct pt_regs`.
+pub const USDT_REG: u8 = 2;
+/// `off(%reg)`: the user memory at that register plus [`UsdtArg::off`].
+pub const USDT_DEREF: u8 = 3;
+/// `off(%base,%index,scale)`: the user memory at base + (index << [`UsdtArg::scale`]) + off.
+pub const USDT_SIB: u8 = 4;
+
+/// How the generic USDT program computes one argument at one site of a probe, from the
+/// site's `.note.stapsdt` argument string (`-4@-8(%rbp)`). Written by the loader per
+/// attachment into [`USDT_SPECS_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct UsdtArg {
+    /// The constant, or the memory operand's displacement (two's complement).
+    pub off: u64,
+    pub kind: u8,
+    /// Byte offset in `struct pt_regs` of the register (the base register for `USDT_SIB`).
+    pub reg: u8,
+    /// Byte offset in `struct pt_regs` of the index register (`USDT_SIB`).
+    pub index: u8,
+    /// log2 of the index's scale (`USDT_SIB`).
+    pub scale: u8,
+    /// The argument's width in bytes: 1, 2, 4 or 8. Registers are read whole and narrowed.
+    pub size: u8,
+    /// 1 when the argument is signed (negative size in the note): narrowed with sign
+    /// extension.
+    pub signed: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<UsdtArg>() == 16);
+
+/// Value of [`USDT_SPECS_MAP`]: the arguments of one site, in the policy's argument positions.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct UsdtSpec {
+    pub args: [UsdtArg; MAX_ARGS],
+}
+const _: () = assert!(size_of::<UsdtSpec>() == 16 * MAX_ARGS);
+
 /// Value of [`PROBE_IDS_MAP`] (keyed by a probed function's address, as
 /// `bpf_get_func_ip` returns it): the hook ids of its kprobe and its kretprobe, 0 for none
 /// (0 is an LSM hook's id, never a probe's).
@@ -572,6 +615,8 @@ pub struct HookConfig {
     /// Selectors that track or untrack a socket (`TrackSock`, `UntrackSock`, a kretprobe's
     /// `returnArgAction`).
     pub sock_acts: u64,
+    /// Selectors that `Set` a USDT probe's argument (not in monitor mode).
+    pub set_: u64,
     /// For each string class, the selectors that have a filter of that class.
     pub uses: [u64; NUM_STR_CLASSES],
     /// For each pid class ([`pid_class`]), the selectors that have a `matchPIDs` filter of
@@ -615,7 +660,7 @@ pub struct HookConfig {
 }
 const _: () = assert!(
     size_of::<HookConfig>()
-        == 64
+        == 72
             + 8 * NUM_STR_CLASSES
             + 8 * NUM_PID_CLASSES
             + 8
@@ -945,10 +990,13 @@ pub const ACT_SIGNAL: u32 = 1 << 3;
 pub const ACT_TRACK_SOCK: u32 = 1 << 4;
 /// `UntrackSock`: forget the owner of the socket at [`SelectorAction::sock_pos`].
 pub const ACT_UNTRACK_SOCK: u32 = 1 << 5;
+/// `Set` (USDT probes): write [`SelectorAction::set_value`] into the probe's argument
+/// [`SelectorAction::set_pos`], in the process's memory.
+pub const ACT_SET: u32 = 1 << 6;
 /// Policy in monitor mode: enforcement actions are counted, not performed.
 pub const ACT_MONITOR: u32 = 1 << 8;
-/// Enforcement actions.
-pub const ACT_ENFORCING: u32 = ACT_SIGKILL | ACT_OVERRIDE | ACT_SIGNAL;
+/// Enforcement actions (skipped, and counted, in monitor mode).
+pub const ACT_ENFORCING: u32 = ACT_SIGKILL | ACT_OVERRIDE | ACT_SIGNAL | ACT_SET;
 
 /// What a selector does when it matches, at `hook * MAX_SELECTORS + slot` of [`SEL_ACT_MAP`].
 #[repr(C)]
@@ -964,8 +1012,12 @@ pub struct SelectorAction {
     pub policy_id: u32,
     /// Argument position of the socket of [`ACT_TRACK_SOCK`]/[`ACT_UNTRACK_SOCK`].
     pub sock_pos: u32,
+    /// The probe argument [`ACT_SET`] writes.
+    pub set_pos: u32,
+    /// What [`ACT_SET`] writes (the argument's width of it).
+    pub set_value: u64,
 }
-const _: () = assert!(size_of::<SelectorAction>() == 20);
+const _: () = assert!(size_of::<SelectorAction>() == 32);
 
 /// Value of [`SOCK_OWNERS_MAP`] (keyed by the `struct sock *`): the process that tracked it.
 #[repr(C)]
@@ -1088,6 +1140,9 @@ pub const HOOK_FLAG_PROBE: u32 = 1 << 2;
 /// [`HookEvent::flags`]: seen at the function's return; [`HookEvent::retarg`] is its
 /// return value.
 pub const HOOK_FLAG_RETURN: u32 = 1 << 3;
+/// [`HookEvent::flags`]: a `Set` selector fired at a USDT site; the program writes the
+/// argument once the event is posted.
+pub const HOOK_FLAG_SET: u32 = 1 << 4;
 
 /// Selectors fired at an LSM hook: one record per hook call, however many policies fired.
 #[repr(C)]
@@ -1376,6 +1431,11 @@ pub const TP_SLOTS: u32 = 4;
 /// observed at once. Copy `i` reads its hook id at key [`TP_SLOTS`]` + i` of [`TP_IDS_MAP`].
 pub const RAW_TP_SLOTS: u32 = 4;
 pub const RET_STASH_MAP: &str = "RET_STASH";
+/// An attachment's cookie (hook id | site index << 32) → how its arguments are computed
+/// ([`UsdtSpec`]).
+pub const USDT_SPECS_MAP: &str = "USDT_SPECS";
+/// Sites of USDT probes attached at once.
+pub const USDT_SPECS_ENTRIES: u32 = 4096;
 /// Entries of [`PROBE_IDS_MAP`]: addresses of probed functions (a name may have several).
 pub const PROBE_IDS_ENTRIES: u32 = 1024;
 /// Threads inside a kretprobe'd call at once.
@@ -1419,6 +1479,8 @@ mod user {
         )*};
     }
     pod!(
+        UsdtArg,
+        UsdtSpec,
         CanaryArm,
         PathRec,
         StrKey,
@@ -1467,6 +1529,7 @@ impl HookConfig {
             signal: 0,
             post: 0,
             sock_acts: 0,
+            set_: 0,
             uses: [0; NUM_STR_CLASSES],
             pid_uses: [0; NUM_PID_CLASSES],
             follow: 0,

@@ -591,10 +591,11 @@ impl Agent {
                     .policy
                     .hooks
                     .iter()
-                    .map(|h| match h.origin {
+                    .map(|h| match &h.origin {
                         HookOrigin::Kprobe { .. } => Sensor::Kprobe,
                         HookOrigin::LsmHook => Sensor::Lsm,
                         HookOrigin::Tracepoint { .. } => Sensor::Tracepoint,
+                        HookOrigin::Uprobe(u) if u.usdt.is_some() => Sensor::Usdt,
                         HookOrigin::Uprobe(_) => Sensor::Uprobe,
                     })
                     .collect();

@@ -95,7 +95,7 @@ impl ProbeTarget {
                 name: format!("{subsystem}/{event}"),
             }),
             Target::Uprobe(u) => Some(ProbeTarget {
-                kind: "uprobe",
+                kind: if u.usdt.is_some() { "usdt" } else { "uprobe" },
                 name: u.to_string(),
             }),
         }
@@ -170,14 +170,15 @@ impl HookStatus {
 
     /// The word the metric uses: `lsm`, `kprobe` or `none` for an LSM hook; the generic
     /// program's name (`generic_kprobe`, `generic_kretprobe`, `generic_tracepoint`,
-    /// `generic_raw_tp`, `generic_uprobe`) for a probe target, so that `mode="kprobe"` keeps meaning "an LSM
-    /// hook degraded".
+    /// `generic_raw_tp`, `generic_uprobe`, `generic_usdt`) for a probe target, so that
+    /// `mode="kprobe"` keeps meaning "an LSM hook degraded".
     pub fn mode_name(&self) -> &'static str {
         match self.probe.as_ref().map(|p| p.kind) {
             Some("kretprobe") => "generic_kretprobe",
             Some("tracepoint") => "generic_tracepoint",
             Some("raw_tracepoint") => "generic_raw_tp",
             Some("uprobe") => "generic_uprobe",
+            Some("usdt") => "generic_usdt",
             Some(_) => "generic_kprobe",
             None => self.mode.map_or("none", AttachMode::as_str),
         }
@@ -216,6 +217,8 @@ pub enum Sensor {
     Tracepoint,
     /// `spec.uprobes`.
     Uprobe,
+    /// `spec.usdts`.
+    Usdt,
 }
 
 /// Per-action counters of one policy, as the kernel counts them.
@@ -365,6 +368,7 @@ mod tests {
                     symbol: Some("readline".into()),
                     offset: 0,
                 }],
+                usdt: None,
             }),
         ];
         let hooks = HookStatus::of_targets(&targets, &HookModes::all(AttachMode::Lsm));

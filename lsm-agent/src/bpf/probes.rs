@@ -21,24 +21,20 @@ use aya::{
     Ebpf,
     maps::{HashMap, MapData},
     programs::{
-        FEntry, KProbe, ProgramError, RawTracePoint, TracePoint, UProbe,
-        fentry::FEntryLinkId,
-        kprobe::KProbeLinkId,
-        links::FdLink,
-        raw_trace_point::RawTracePointLinkId,
+        FEntry, KProbe, ProgramError, RawTracePoint, TracePoint, UProbe, fentry::FEntryLinkId,
+        kprobe::KProbeLinkId, links::FdLink, raw_trace_point::RawTracePointLinkId,
         trace_point::TracePointLinkId,
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
 };
 use lsm_shared::{
-    ACT_MONITOR, ACT_OVERRIDE, ARG_SKIP, MAX_ARGS, MAX_SELECTORS, ProbeHooks, RAW_TP_SLOTS,
-    TP_SLOTS,
+    ACT_MONITOR, ACT_OVERRIDE, ACT_SET, ARG_SKIP, MAX_ARGS, MAX_SELECTORS, ProbeHooks,
+    RAW_TP_SLOTS, TP_SLOTS,
 };
 use tracing::{info, warn};
 
 use crate::policy::{
     compile::MapImage,
-    ir::{KprobeTarget, TP_FIRST_FIELD, Target, UprobePoint, UprobeTarget},
+    ir::{KprobeTarget, TP_FIRST_FIELD, Target},
     probes::hook_label,
 };
 
@@ -46,6 +42,10 @@ pub const KPROBE_PROG: &str = "generic_kprobe";
 pub const KPROBE_SYSCALL_PROG: &str = "generic_kprobe_syscall";
 pub const KRETPROBE_PROG: &str = "generic_kretprobe";
 pub const UPROBE_PROG: &str = "generic_uprobe";
+/// The program attached at each site of a USDT probe.
+pub const USDT_PROG: &str = "generic_usdt";
+/// The program attached at each site of a USDT probe whose policies `Set` an argument.
+pub const USDT_SET_PROG: &str = "generic_usdt_set";
 /// The entry programs of a function whose policies `Override` its return.
 pub const KPROBE_OVERRIDE_PROG: &str = "generic_kprobe_override";
 pub const KPROBE_SYSCALL_OVERRIDE_PROG: &str = "generic_kprobe_syscall_override";
@@ -207,13 +207,15 @@ pub struct Probes {
     /// Per raw tracepoint event: its `TP_PROTO` argument count (`None`: no such event), read
     /// from the kernel's BTF the first time a policy names it.
     raw_tp_args: BTreeMap<String, Option<usize>>,
-    /// Uprobe hook id → its attachments, one per point.
-    ups: BTreeMap<u32, Vec<Held<UProbeLinkId>>>,
+    /// Uprobe and USDT hook id → its attachments, one per point or site.
+    ups: BTreeMap<u32, uprobes::UpLinks>,
     /// Per tracepoint hook: the byte offsets of its arguments' fields.
     pub tp_off: BTreeMap<u32, [u16; MAX_ARGS]>,
     /// Where links are pinned (the generation's `links/`), when the agent pins.
     links_dir: Option<PathBuf>,
 }
+
+mod uprobes;
 
 /// `sys_<name>` → this architecture's syscall wrapper.
 fn syscall_symbol(function: &str) -> String {
@@ -333,6 +335,14 @@ impl Probes {
                          the others",
                     ));
                 }
+                if set_positions(old, id).is_empty() != set_positions(img, id).is_empty() {
+                    return Err(perr(
+                        t,
+                        "the loaded policies observe this USDT probe without Set: a probe is \
+                         attached one way; load the Set policy before, or instead of, the \
+                         others",
+                    ));
+                }
                 continue;
             }
             let r = check_override(img, id, t, override_ok).and_then(|ovr| match t {
@@ -343,7 +353,7 @@ impl Probes {
                 Target::RawTracepoint { event, .. } => {
                     self.attach_raw_tp(ebpf, tp_ids, img, id, t, event)
                 }
-                Target::Uprobe(u) => self.attach_up(ebpf, id, t, u),
+                Target::Uprobe(u) => self.attach_up(ebpf, id, t, u, &set_positions(img, id)),
                 Target::Lsm(_) => Ok(()),
             });
             match r {
@@ -619,35 +629,6 @@ impl Probes {
         Ok(())
     }
 
-    fn attach_up(
-        &mut self,
-        ebpf: &mut Ebpf,
-        id: u32,
-        t: &Target,
-        u: &UprobeTarget,
-    ) -> Result<(), ProbeError> {
-        ensure_loaded(ebpf, UPROBE_PROG, load_uprobe).map_err(|r| perr(t, r))?;
-        let prog: &mut UProbe =
-            program(ebpf, UPROBE_PROG).map_err(|e| perr(t, format!("{UPROBE_PROG}: {e}")))?;
-        let mut links = Vec::with_capacity(u.points.len());
-        for (k, p) in u.points.iter().enumerate() {
-            match attach_point(prog, self.links_dir.as_deref(), id, k, &u.path, p) {
-                Ok(link) => links.push(link),
-                Err(r) => {
-                    for l in links {
-                        if let Err(e) = release(l, |l| prog.detach(l)) {
-                            warn!("detaching {}: {e}", hook_label(t));
-                        }
-                    }
-                    return Err(perr(t, format!("at {p}: {r}")));
-                }
-            }
-        }
-        self.ups.insert(id, links);
-        info!("observing {} (hook {id})", hook_label(t));
-        Ok(())
-    }
-
     fn detach(
         &mut self,
         ebpf: &mut Ebpf,
@@ -673,12 +654,7 @@ impl Probes {
             }
             return;
         }
-        if let Some(links) = self.ups.remove(&id) {
-            for link in links {
-                if let Err(e) = release(link, |l| program::<UProbe>(ebpf, UPROBE_PROG)?.detach(l)) {
-                    warn!("detaching {}: {e}", hook_label(t));
-                }
-            }
+        if self.detach_up(ebpf, id, t) {
             return;
         }
         let Some(symbol) = self.fn_of.remove(&id) else {
@@ -739,6 +715,20 @@ fn entry_prog(syscall: bool, override_: bool) -> &'static str {
 }
 
 /// Whether a selector of hook `id` in `img` overrides the return (not in monitor mode).
+/// The probe arguments the `Set` selectors of USDT hook `id` write (none in monitor mode).
+fn set_positions(img: &MapImage, id: u32) -> Vec<u32> {
+    let base = id * MAX_SELECTORS;
+    let mut out: Vec<u32> = img
+        .sel_act
+        .range(base..base + MAX_SELECTORS)
+        .filter(|(_, a)| a.flags & ACT_SET != 0 && a.flags & ACT_MONITOR == 0)
+        .map(|(_, a)| a.set_pos)
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 fn overrides(img: &MapImage, id: u32) -> bool {
     let base = id * MAX_SELECTORS;
     img.sel_act
@@ -807,39 +797,6 @@ fn injectable(list: &str, symbol: &str) -> bool {
 /// Attaches the uprobe program at point `k` of uprobe hook `id` in `file`. The cookie is
 /// the hook id in its low 32 bits and `k` in its high ones: one program run knows both the
 /// hook (selectors, arguments) and which of its points ran.
-fn attach_point(
-    prog: &mut UProbe,
-    links_dir: Option<&Path>,
-    id: u32,
-    k: usize,
-    file: &str,
-    p: &UprobePoint,
-) -> Result<Held<UProbeLinkId>, String> {
-    let location = match &p.symbol {
-        Some(s) if p.offset == 0 => UProbeAttachLocation::Symbol(s),
-        Some(s) => UProbeAttachLocation::SymbolOffset(s, p.offset),
-        None => UProbeAttachLocation::AbsoluteOffset(p.offset),
-    };
-    let point = u32::try_from(k).map_err(|_| "more than 2^32 points".to_string())?;
-    let link_id = prog
-        .attach(
-            UProbeAttachPoint {
-                location,
-                cookie: Some(u64::from(point) << 32 | u64::from(id)),
-            },
-            file,
-            UProbeScope::AllProcesses,
-        )
-        .map_err(|e| format!("attaching: {}", error_chain(&e)))?;
-    hold(
-        links_dir,
-        UPROBE_PROG,
-        &format!("hook{id}-{k}"),
-        link_id,
-        |l| prog.take_link(l),
-    )
-}
-
 fn kprobe(ebpf: &mut Ebpf, prog: &str, symbol: &str) -> Result<KProbeLinkId, String> {
     ensure_loaded(ebpf, prog, load_kprobe)?;
     let p: &mut KProbe = program(ebpf, prog).map_err(|e| format!("{prog}: {e}"))?;

@@ -397,6 +397,8 @@ impl ProcessCache {
                 Action::Sigkill
             } else if slot.flags & ACT_OVERRIDE != 0 && h.retval != 0 {
                 Action::Override
+            } else if slot.flags & ACT_SET != 0 && h.flags & HOOK_FLAG_SET != 0 {
+                Action::Set
             } else if slot.flags & ACT_SIGNAL != 0 {
                 Action::Signal
             } else {

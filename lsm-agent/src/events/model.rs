@@ -192,7 +192,10 @@ impl Hook {
             HookOrigin::Kprobe { call } => call,
             HookOrigin::LsmHook => self.hook.lsm().map_or("", |h| h.name()),
             HookOrigin::Tracepoint { event, .. } => event,
-            HookOrigin::Uprobe(u) => u.symbol(),
+            HookOrigin::Uprobe(u) => match &u.usdt {
+                Some(p) => &p.name,
+                None => u.symbol(),
+            },
         }
     }
 }
@@ -208,6 +211,8 @@ pub enum Action {
     GetUrl,
     /// The agent looks the selector's `argFqdn` up for this event ([`Hook::request`]).
     DnsLookup,
+    /// A USDT probe's argument was written (`Set`).
+    Set,
 }
 
 /// One argument of a hook event.

@@ -218,6 +218,7 @@ fn sensor_name(s: Sensor) -> &'static str {
         Sensor::Lsm => "generic_lsm",
         Sensor::Tracepoint => "generic_tracepoint",
         Sensor::Uprobe => "generic_uprobe",
+        Sensor::Usdt => "generic_usdt",
     }
 }
 

@@ -161,10 +161,11 @@ fn load_refusals(p: &Policy) -> Vec<String> {
         // Refused when the policy is validated.
         Target::Uprobe(_) => false,
     }) {
-        let section = match h.origin {
+        let section = match &h.origin {
             HookOrigin::Kprobe { .. } => "kprobes",
             HookOrigin::LsmHook => "lsmhooks",
             HookOrigin::Tracepoint { .. } => "tracepoints",
+            HookOrigin::Uprobe(u) if u.usdt.is_some() => "usdts",
             HookOrigin::Uprobe(_) => "uprobes",
         };
         for s in h.selectors.iter().filter(|s| {

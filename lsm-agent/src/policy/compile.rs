@@ -208,11 +208,9 @@ fn num_op(op: NumOp) -> u32 {
 }
 
 /// The selector's [`SelectorAction`] (without its policy id) from its actions.
-fn action_flags(actions: &[Action], mode: PolicyMode) -> (u32, i32, u32, u32) {
+fn action_flags(actions: &[Action], mode: PolicyMode) -> SelectorAction {
     let mut flags = ACT_POST;
-    let mut error = 0;
-    let mut signal = 0;
-    let mut sock_pos = 0;
+    let mut act = SelectorAction::default();
     for a in actions {
         match *a {
             Action::Post { .. } => flags |= ACT_POST,
@@ -220,21 +218,26 @@ fn action_flags(actions: &[Action], mode: PolicyMode) -> (u32, i32, u32, u32) {
             Action::Sigkill => flags |= ACT_SIGKILL,
             Action::Override { error: e } => {
                 flags |= ACT_OVERRIDE;
-                error = e;
+                act.error = e;
             }
             Action::Signal { signal: s } => {
                 flags |= ACT_SIGNAL;
-                signal = s;
+                act.signal = s;
+            }
+            Action::Set { pos, value } => {
+                flags |= ACT_SET;
+                act.set_pos = pos;
+                act.set_value = value;
             }
             // One socket action per selector: the kernel applies the last one written.
             Action::SockTrack { pos, track } => {
-                let act = if track {
+                let act_flag = if track {
                     ACT_TRACK_SOCK
                 } else {
                     ACT_UNTRACK_SOCK
                 };
-                flags = (flags & !(ACT_TRACK_SOCK | ACT_UNTRACK_SOCK)) | act;
-                sock_pos = pos;
+                flags = (flags & !(ACT_TRACK_SOCK | ACT_UNTRACK_SOCK)) | act_flag;
+                act.sock_pos = pos;
             }
             // Done in user space for each posted event: the kernel only posts.
             Action::Request(_) => {}
@@ -247,7 +250,8 @@ fn action_flags(actions: &[Action], mode: PolicyMode) -> (u32, i32, u32, u32) {
     if mode == PolicyMode::Monitor {
         flags |= ACT_MONITOR;
     }
-    (flags, error, signal, sock_pos)
+    act.flags = flags;
+    act
 }
 
 fn rate_limit_of(actions: &[Action]) -> Option<(u64, RateLimitScope)> {
@@ -532,18 +536,10 @@ pub fn compile_with(
             for (i, sel) in selectors.iter().enumerate() {
                 let slot = first + i as u32;
                 let bit = 1u64 << slot;
-                let (flags, error, signal, sock_pos) = action_flags(&sel.actions, policy.mode);
+                let act = action_flags(&sel.actions, policy.mode);
+                let flags = act.flags;
                 let idx = hid * MAX_SELECTORS + slot;
-                img.sel_act.insert(
-                    idx,
-                    SelectorAction {
-                        flags,
-                        error,
-                        signal,
-                        policy_id,
-                        sock_pos,
-                    },
-                );
+                img.sel_act.insert(idx, SelectorAction { policy_id, ..act });
                 img.slots.insert(
                     idx,
                     SlotInfo {
@@ -590,6 +586,9 @@ pub fn compile_with(
                     }
                     if flags & ACT_SIGNAL != 0 {
                         cfg.signal |= bit;
+                    }
+                    if flags & ACT_SET != 0 {
+                        cfg.set_ |= bit;
                     }
                 }
                 for f in &sel.match_args {

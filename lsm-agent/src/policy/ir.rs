@@ -269,8 +269,19 @@ pub struct KprobeTarget {
 pub struct UprobeTarget {
     /// The file as the policy names it (absolute).
     pub path: String,
-    /// In policy order; never empty.
+    /// In policy order; never empty for a uprobe. Empty for a USDT probe: its sites are
+    /// read from the file's notes when it is attached.
     pub points: Vec<UprobePoint>,
+    /// `spec.usdts[i]`: a statically defined probe of the file (`provider:name`), attached at
+    /// each of its sites, its arguments computed as its notes say. An event names the probe.
+    pub usdt: Option<UsdtProbe>,
+}
+
+/// A USDT (SystemTap SDT) probe, as a policy's `usdts` entry names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UsdtProbe {
+    pub provider: String,
+    pub name: String,
 }
 
 /// Where in the file a uprobe is placed.
@@ -284,10 +295,15 @@ pub struct UprobePoint {
 
 impl UprobeTarget {
     /// The target of point `i` alone: what an event of that point reports.
+    /// A USDT probe is one point wherever it fires: its sites are not the policy's.
     pub fn at(&self, i: usize) -> Option<UprobeTarget> {
+        if self.usdt.is_some() {
+            return Some(self.clone());
+        }
         self.points.get(i).map(|p| UprobeTarget {
             path: self.path.clone(),
             points: vec![p.clone()],
+            usdt: None,
         })
     }
 
@@ -321,6 +337,9 @@ const POINTS_SHOWN: usize = 3;
 
 impl fmt::Display for UprobeTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(u) = &self.usdt {
+            return write!(f, "{}:{}:{}", self.path, u.provider, u.name);
+        }
         write!(f, "{}:", self.path)?;
         for (k, p) in self.points.iter().take(POINTS_SHOWN).enumerate() {
             if k > 0 {
@@ -377,6 +396,7 @@ impl fmt::Display for Target {
             Target::RawTracepoint { subsystem, event } => {
                 write!(f, "observed by raw tracepoint {subsystem}/{event}")
             }
+            Target::Uprobe(u) if u.usdt.is_some() => write!(f, "observed by usdt {u}"),
             Target::Uprobe(u) => write!(f, "observed by uprobe {u}"),
         }
     }
@@ -789,6 +809,12 @@ pub enum Action {
     },
     /// `GetUrl` / `DnsLookup`: done by the agent, in user space, for each posted event.
     Request(UserRequest),
+    /// `Set` (USDT probes only): write `value` into the probe's argument `pos` (`argIndex`,
+    /// the note's argument number), which must be in the process's memory at every site.
+    Set {
+        pos: u32,
+        value: u64,
+    },
 }
 
 /// What the agent does in user space when a selector with `GetUrl` or `DnsLookup` posts: an

@@ -228,7 +228,7 @@ macro_rules! hook_body {
         }
     )*};
 }
-hook_body!(Kprobe, LsmHookSpec, Tracepoint, Uprobe);
+hook_body!(Kprobe, LsmHookSpec, Tracepoint, Uprobe, Usdt);
 
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

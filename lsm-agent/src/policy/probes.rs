@@ -23,6 +23,7 @@ pub fn hook_label(t: &Target) -> String {
         Target::RawTracepoint { subsystem, event } => {
             format!("raw tracepoint {subsystem}/{event}")
         }
+        Target::Uprobe(u) if u.usdt.is_some() => format!("usdt {u}"),
         Target::Uprobe(u) => format!("uprobe {u}"),
     }
 }
@@ -273,6 +274,18 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn a_usdt_set_selector_carries_its_argument_and_value_to_the_kernel() {
+        use lsm_shared::{ACT_SET, MAX_SELECTORS};
+        let p = parse_ok(fixture!("set-usdt-argument.yaml"));
+        let img = compile(&[(1, &p)]).expect("compiles");
+        let (&id, _) = img.probes.iter().next().expect("one probe");
+        let act = img.sel_act[&(id * MAX_SELECTORS)];
+        assert_eq!(act.flags & ACT_SET, ACT_SET);
+        assert_eq!((act.set_pos, act.set_value), (0, 32));
+        assert_eq!(img.hook_cfg[&id].set_, 1);
     }
 
     #[test]

@@ -148,11 +148,14 @@ pub(crate) fn convert(
     for (i, up) in spec.uprobes.iter().flatten().enumerate() {
         ups.push(uprobes::convert_uprobe(i, up, &lists, warnings)?);
     }
+    for (i, u) in spec.usdts.iter().flatten().enumerate() {
+        ups.push(uprobes::convert_usdt(i, u, &lists, warnings)?);
+    }
     hooks.extend(uprobes::merge_same_plan(ups));
     if hooks.is_empty() {
         warnings.push(invalid(
             "spec",
-            "the policy has no kprobes, tracepoints, uprobes or lsmhooks: it does nothing",
+            "the policy has no kprobes, tracepoints, uprobes, usdts or lsmhooks: it does nothing",
         ));
     }
     Ok(ir::Policy {
@@ -291,10 +294,11 @@ fn check_spec_unsupported(
              binary's functions are the node's, not a namespace's",
         ));
     }
-    if non_empty(&spec.usdts) {
+    if non_empty(&spec.usdts) && namespace_kind {
         return Err(invalid(
             "spec.usdts",
-            "not supported yet by lsm-agent: usdts",
+            "usdts are not allowed in a TracingPolicyNamespaced (as in Tetragon): a \
+             binary's probes are the node's, not a namespace's",
         ));
     }
     if spec.loader == Some(true) {
@@ -398,15 +402,13 @@ mod tests {
 
     #[test]
     fn unimplemented_spec_sections_are_named_in_the_error() {
-        let yaml = with_selector("matchActions: [{action: Post}]").replace(
-            "spec:\n",
-            "spec:\n  usdts:\n  - path: /bin/true\n    provider: p\n    name: n\n",
-        );
+        let yaml = with_selector("matchActions: [{action: Post}]")
+            .replace("spec:\n", "spec:\n  enforcers:\n  - calls: [sys_openat]\n");
         let e = parse_err(&yaml);
-        assert_eq!(e.path, "spec.usdts");
+        assert_eq!(e.path, "spec.enforcers");
         assert_eq!(
             e.to_string(),
-            "test.yaml:6:3: spec.usdts: not supported yet by lsm-agent: usdts"
+            "test.yaml:6:3: spec.enforcers: not supported yet by lsm-agent"
         );
     }
 

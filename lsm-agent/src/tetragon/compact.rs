@@ -213,6 +213,15 @@ fn event_to_string(ev: &GetEventsResponse, p: &Painter) -> Result<String, Compac
                 &caps,
             ))
         }
+        Some(Event::ProcessUsdt(u)) => {
+            let proc = u.process.as_ref().ok_or(CompactError::MissingProcess)?;
+            let (info, caps) = process_info(p, node, proc);
+            let event = p.label(Color::Blue, "🕵️", "usdt");
+            Ok(caps_trailer(
+                format!("{event} {info} {} {} {}", u.path, u.provider, u.name),
+                &caps,
+            ))
+        }
         Some(Event::RateLimitInfo(_)) => Err(CompactError::UnknownEventType("RATE_LIMIT_INFO")),
         None => Err(CompactError::UnknownEventType("UNDEF")),
     }
@@ -346,7 +355,7 @@ mod tests {
     use super::*;
     use crate::tetragon::proto::tetragon::{
         Capabilities, KprobeArgument, KprobeFile, KprobePath, KprobeSock, Pod, ProcessExec,
-        ProcessExit, ProcessKprobe, ProcessThrottle, ProcessTracepoint, RateLimitInfo,
+        ProcessExit, ProcessKprobe, ProcessThrottle, ProcessTracepoint, ProcessUsdt, RateLimitInfo,
         StackTraceEntry, Test,
     };
 
@@ -618,6 +627,24 @@ mod tests {
         assert_eq!(
             plain(&ev),
             "🔒 LSM     user-nix /usr/bin/zsh bprm_check_security"
+        );
+    }
+
+    #[test]
+    fn usdt_names_the_file_the_provider_and_the_probe() {
+        let ev = resp(
+            Event::ProcessUsdt(ProcessUsdt {
+                process: Some(proc("/usr/bin/python3", "app.py", None)),
+                path: "/usr/bin/python3".into(),
+                provider: "python".into(),
+                name: "function__entry".into(),
+                ..Default::default()
+            }),
+            "n1",
+        );
+        assert_eq!(
+            plain(&ev),
+            "🕵️ usdt    n1 /usr/bin/python3 /usr/bin/python3 python function__entry"
         );
     }
 

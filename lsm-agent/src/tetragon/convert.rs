@@ -8,7 +8,7 @@ use prost_types::Timestamp;
 
 use super::proto::tetragon::{
     Container, GetEventsResponse, Image, KprobeAction, Pod, Process, ProcessExec, ProcessExit,
-    ProcessKprobe, ProcessLsm, ProcessTracepoint, ProcessUprobe, RateLimitInfo,
+    ProcessKprobe, ProcessLsm, ProcessTracepoint, ProcessUprobe, ProcessUsdt, RateLimitInfo,
     get_events_response::Event,
 };
 use crate::events::model::{self, EventKind, HookOrigin};
@@ -205,6 +205,26 @@ fn hook(h: &model::Hook) -> Event {
                 ..Default::default()
             })
         }
+        HookOrigin::Uprobe(u) if u.usdt.is_some() => {
+            let p = u
+                .usdt
+                .as_ref()
+                .map(|p| (p.provider.clone(), p.name.clone()));
+            let (provider, name) = p.unwrap_or_default();
+            Event::ProcessUsdt(ProcessUsdt {
+                process,
+                parent,
+                path: u.path.clone(),
+                provider,
+                name,
+                policy_name,
+                message,
+                args,
+                action: act,
+                tags,
+                ..Default::default()
+            })
+        }
         HookOrigin::Uprobe(u) => Event::ProcessUprobe(ProcessUprobe {
             process,
             parent,
@@ -240,6 +260,7 @@ fn action(a: model::Action) -> KprobeAction {
         model::Action::Override => KprobeAction::Override,
         model::Action::GetUrl => KprobeAction::Geturl,
         model::Action::DnsLookup => KprobeAction::Dnslookup,
+        model::Action::Set => KprobeAction::Set,
     }
 }
 

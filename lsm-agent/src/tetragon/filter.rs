@@ -206,6 +206,7 @@ fn event_process(ev: &GetEventsResponse) -> Option<&Process> {
         Event::ProcessTracepoint(e) => e.process.as_ref(),
         Event::ProcessLsm(e) => e.process.as_ref(),
         Event::ProcessUprobe(e) => e.process.as_ref(),
+        Event::ProcessUsdt(e) => e.process.as_ref(),
         Event::ProcessThrottle(_) | Event::Test(_) | Event::RateLimitInfo(_) => None,
     }
 }
@@ -218,6 +219,7 @@ fn event_parent(ev: &GetEventsResponse) -> Option<&Process> {
         Event::ProcessTracepoint(e) => e.parent.as_ref(),
         Event::ProcessLsm(e) => e.parent.as_ref(),
         Event::ProcessUprobe(e) => e.parent.as_ref(),
+        Event::ProcessUsdt(e) => e.parent.as_ref(),
         Event::ProcessThrottle(_) | Event::Test(_) | Event::RateLimitInfo(_) => None,
     }
 }
@@ -230,6 +232,7 @@ fn event_ancestors(ev: &GetEventsResponse) -> &[Process] {
         Some(Event::ProcessTracepoint(e)) => &e.ancestors,
         Some(Event::ProcessLsm(e)) => &e.ancestors,
         Some(Event::ProcessUprobe(e)) => &e.ancestors,
+        Some(Event::ProcessUsdt(e)) => &e.ancestors,
         _ => &[],
     }
 }
@@ -240,6 +243,7 @@ fn event_policy_name(ev: &GetEventsResponse) -> Option<&str> {
         Event::ProcessTracepoint(e) => Some(&e.policy_name),
         Event::ProcessLsm(e) => Some(&e.policy_name),
         Event::ProcessUprobe(e) => Some(&e.policy_name),
+        Event::ProcessUsdt(e) => Some(&e.policy_name),
         _ => None,
     }
 }

@@ -210,6 +210,28 @@ pub fn event_to_value(ev: &GetEventsResponse) -> Value {
                     .done(),
             ),
         ),
+        Some(Event::ProcessUsdt(e)) => o.val(
+            "process_usdt",
+            Some(
+                Obj::default()
+                    .val("process", e.process.as_ref().map(process))
+                    .val("parent", e.parent.as_ref().map(process))
+                    .str("path", &e.path)
+                    .str("provider", &e.provider)
+                    .str("name", &e.name)
+                    .str("policy_name", &e.policy_name)
+                    .str("message", &e.message)
+                    .list("args", e.args.iter().map(argument).collect())
+                    .list(
+                        "tags",
+                        e.tags.iter().map(|t| Value::from(t.as_str())).collect(),
+                    )
+                    .list("ancestors", e.ancestors.iter().map(process).collect())
+                    .enm("action", e.action, action_name(e.action))
+                    .str("flags", &e.flags)
+                    .done(),
+            ),
+        ),
         Some(Event::ProcessThrottle(e)) => o.val(
             "process_throttle",
             Some(

@@ -19,6 +19,7 @@ pub fn event_type(ev: &GetEventsResponse) -> EventType {
         Some(Event::ProcessUprobe(_)) => EventType::ProcessUprobe,
         Some(Event::ProcessThrottle(_)) => EventType::ProcessThrottle,
         Some(Event::ProcessLsm(_)) => EventType::ProcessLsm,
+        Some(Event::ProcessUsdt(_)) => EventType::ProcessUsdt,
         Some(Event::Test(_)) => EventType::Test,
         Some(Event::RateLimitInfo(_)) => EventType::RateLimitInfo,
         None => EventType::Undef,

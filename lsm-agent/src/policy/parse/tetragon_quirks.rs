@@ -54,7 +54,7 @@ const EXPECTED: &[(&str, Expect)] = &[
             warnings: &[
                 "20:5: spec.lists[3]: generated_ftrace list \"ftrace\": its functions are resolved \
                  when the policy is loaded",
-                "spec: the policy has no kprobes, tracepoints, uprobes or lsmhooks",
+                "spec: the policy has no kprobes, tracepoints, uprobes, usdts or lsmhooks",
             ],
         },
     ),

@@ -176,13 +176,34 @@ pub(super) fn convert_action(
             }
             ir::Action::Request(ir::UserRequest::DnsLookup(fqdn.to_string()))
         }
-        // Regs and Set rewrite a uprobe's (or usdt's) registers or arguments.
-        "notifyenforcer" | "cleanupenforcernotification" | "set" | "regs" => {
+        "set" => {
+            let pos = a
+                .arg_index
+                .ok_or_else(|| invalid(apath, "Set needs argIndex, the probe argument to write"))?;
+            if pos as usize >= lsm_shared::MAX_ARGS {
+                return Err(invalid(
+                    format!("{apath}.argIndex"),
+                    format!(
+                        "argIndex {pos}: lsm-agent reads a probe's first {} arguments",
+                        lsm_shared::MAX_ARGS
+                    ),
+                ));
+            }
+            let value = a.arg_value.as_ref().and_then(set_value).ok_or_else(|| {
+                invalid(
+                    format!("{apath}.argValue"),
+                    "Set needs argValue, an integer to write into the argument",
+                )
+            })?;
+            ir::Action::Set { pos, value }
+        }
+        // Regs rewrites a uprobe's registers.
+        "notifyenforcer" | "cleanupenforcernotification" | "regs" => {
             return Err(invalid(
                 format!("{apath}.action"),
                 format!(
                     "action {} is not supported yet by lsm-agent (supported: Post, NoPost, \
-                     Sigkill, Override, Signal, TrackSock, UntrackSock, GetUrl, DnsLookup)",
+                     Sigkill, Override, Signal, Set, TrackSock, UntrackSock, GetUrl, DnsLookup)",
                     a.action
                 ),
             ));
@@ -192,7 +213,7 @@ pub(super) fn convert_action(
                 format!("{apath}.action"),
                 format!(
                     "unknown action \"{}\" (expected one of Post, NoPost, Sigkill, Override, \
-                     Signal, TrackSock, UntrackSock, GetUrl, DnsLookup)",
+                     Signal, Set, TrackSock, UntrackSock, GetUrl, DnsLookup)",
                     a.action
                 ),
             ));
@@ -201,10 +222,57 @@ pub(super) fn convert_action(
     Ok(Some(action))
 }
 
+/// `argValue` of `Set`: an integer (negative ones as their two's complement), or one
+/// written as a string.
+fn set_value(v: &serde_yaml::Value) -> Option<u64> {
+    match v {
+        serde_yaml::Value::Number(n) => n.as_u64().or_else(|| n.as_i64().map(|i| i as u64)),
+        serde_yaml::Value::String(s) => {
+            let s = s.trim();
+            s.parse::<u64>()
+                .ok()
+                .or_else(|| s.parse::<i64>().ok().map(|i| i as u64))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::policy::ir::{Action, RateLimitScope};
     use crate::policy::testutil::*;
+
+    #[test]
+    fn set_is_an_action_of_usdt_probes_only() {
+        let e = parse_err(&with_selector(
+            "matchActions: [{action: Set, argIndex: 0, argValue: 1}]",
+        ));
+        assert_eq!(
+            e.path,
+            "spec.kprobes[0].selectors[0].matchActions[0].action"
+        );
+        assert!(
+            e.message.contains("only valid in spec.usdts"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn set_needs_an_argument_index_and_an_integer_value() {
+        let p = parse_ok(fixture!("set-usdt-argument.yaml"));
+        assert_eq!(
+            p.hooks[0].selectors[0].actions,
+            [Action::Set { pos: 0, value: 32 }]
+        );
+        let yaml = fixture!("set-usdt-argument.yaml");
+        let e = parse_err(&yaml.replace("        argIndex: 0\n", ""));
+        assert!(e.message.contains("Set needs argIndex"), "{}", e.message);
+        let e = parse_err(&yaml.replace("argValue: 32", "argValue: [1]"));
+        assert!(e.path.ends_with(".argValue"), "{}", e.path);
+        let e = parse_err(&yaml.replace("argIndex: 0", "argIndex: 5"));
+        assert!(e.path.ends_with(".argIndex"), "{}", e.path);
+    }
 
     #[test]
     fn override_arg_error_is_forced_into_errno_range_with_a_warning() {

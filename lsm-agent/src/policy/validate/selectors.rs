@@ -320,6 +320,13 @@ pub(super) fn convert_selector(
         let apath = format!("{spath}.matchActions[{k}]");
         let at_lsm = matches!(target, ir::Target::Lsm(_));
         let action = convert_action(&apath, a, at_lsm, warnings)?;
+        let usdt = matches!(target, ir::Target::Uprobe(u) if u.usdt.is_some());
+        if matches!(action, Some(ir::Action::Set { .. })) && !usdt {
+            return Err(invalid(
+                format!("{apath}.action"),
+                "Set writes an argument of a USDT probe: it is only valid in spec.usdts",
+            ));
+        }
         actions.extend(
             action
                 .map(|a| sock_action_position(&apath, a, args, target))

@@ -23,27 +23,84 @@ pub(super) fn convert_uprobe(
 ) -> VResult<ir::Hook> {
     let path = format!("spec.uprobes[{i}]");
     refuse_unsupported(&path, up)?;
-    let file = match up.path.as_deref() {
-        Some(p) if p.starts_with('/') => p.to_string(),
-        Some(p) => {
-            return Err(invalid(
-                format!("{path}.path"),
-                format!("\"{p}\" is not an absolute path"),
-            ));
-        }
-        None => return Err(invalid(format!("{path}.path"), "missing path")),
-    };
+    let file = absolute_path(&path, up.path.as_deref())?;
     let target = ir::UprobeTarget {
         path: file,
         points: locations(&path, up)?,
+        usdt: None,
     };
-    let what = format!("uprobe {target}");
+    uprobe_hook(i, &path, target, &up.body(), lists, warnings)
+}
+
+/// The hook of `spec.usdts[i]`: the generic uprobe flow, attached at each site of the probe
+/// in the file (found by the loader in its `.note.stapsdt` notes), its arguments computed as
+/// the notes describe them rather than read from the calling convention's registers.
+pub(super) fn convert_usdt(
+    i: usize,
+    u: &raw::Usdt,
+    lists: &Lists,
+    warnings: &mut Vec<Invalid>,
+) -> VResult<ir::Hook> {
+    let path = format!("spec.usdts[{i}]");
+    if u.btf_path.is_some() {
+        return Err(not_supported(format!("{path}.btfPath")));
+    }
+    let file = absolute_path(&path, u.path.as_deref())?;
+    let name_of = |field: &str, v: Option<&str>| match v {
+        Some(s) if !s.is_empty() && !s.contains(|c: char| c.is_whitespace() || c == '\0') => {
+            Ok(s.to_string())
+        }
+        Some(s) => Err(invalid(
+            format!("{path}.{field}"),
+            format!("{s:?} is not a USDT {field}"),
+        )),
+        None => Err(invalid(
+            format!("{path}.{field}"),
+            format!("missing {field}"),
+        )),
+    };
+    let target = ir::UprobeTarget {
+        path: file,
+        points: Vec::new(),
+        usdt: Some(ir::UsdtProbe {
+            provider: name_of("provider", u.provider.as_deref())?,
+            name: name_of("name", u.name.as_deref())?,
+        }),
+    };
+    uprobe_hook(i, &path, target, &u.body(), lists, warnings)
+}
+
+fn absolute_path(path: &str, file: Option<&str>) -> VResult<String> {
+    match file {
+        Some(p) if p.starts_with('/') => Ok(p.to_string()),
+        Some(p) => Err(invalid(
+            format!("{path}.path"),
+            format!("\"{p}\" is not an absolute path"),
+        )),
+        None => Err(invalid(format!("{path}.path"), "missing path")),
+    }
+}
+
+/// The hook of a uprobe or USDT entry at `path` (`spec.uprobes[i]`, `spec.usdts[i]`).
+fn uprobe_hook(
+    i: usize,
+    path: &str,
+    target: ir::UprobeTarget,
+    body: &raw::HookBody<'_>,
+    lists: &Lists,
+    warnings: &mut Vec<Invalid>,
+) -> VResult<ir::Hook> {
+    let what = if target.usdt.is_some() {
+        format!("usdt {target}")
+    } else {
+        format!("uprobe {target}")
+    };
     let arg = |apath: &str, a: &raw::Arg| {
         check_arg_options(apath, a, MAX_ARG_INDEX)?;
         convert_generic_arg(apath, a, a.index, true, ArgSite::Uprobe, &what)
     };
     let hook = convert_hook_body(
-        &path,
+        path,
         HookSource {
             target: ir::Target::Uprobe(target.clone()),
             origin: ir::HookOrigin::Uprobe(target),
@@ -53,10 +110,10 @@ pub(super) fn convert_uprobe(
             return_arg: None,
             lists,
         },
-        &up.body(),
+        body,
         warnings,
     )?;
-    refuse_actions(&path, &hook)?;
+    refuse_actions(path, &hook)?;
     Ok(hook)
 }
 
@@ -87,7 +144,8 @@ pub(super) fn merge_same_plan(hooks: Vec<ir::Hook>) -> Vec<ir::Hook> {
 /// selectors, message and tags: everything but where in the file.
 fn same_file_and_plan(a: &ir::Hook, b: &ir::Hook) -> bool {
     matches!((&a.target, &b.target),
-        (ir::Target::Uprobe(x), ir::Target::Uprobe(y)) if x.path == y.path)
+        (ir::Target::Uprobe(x), ir::Target::Uprobe(y))
+            if x.path == y.path && x.usdt.is_none() && y.usdt.is_none())
         && a.args == b.args
         && a.return_arg == b.return_arg
         && a.message == b.message
@@ -257,6 +315,52 @@ mod tests {
     }
 
     #[test]
+    fn a_usdt_entry_is_a_probe_of_its_file_never_merged_with_another() {
+        let p = parse_ok(fixture!("observe-usdt-probe.yaml"));
+        assert_eq!(
+            targets(&p),
+            [
+                "/usr/lib/lsm-vmtest/usdt:test:usdt3",
+                "/usr/lib/lsm-vmtest/usdt:test:usdt3"
+            ],
+            "each entry is attached at every site of its probe: merging adds nothing"
+        );
+        let h = &p.hooks[0];
+        assert_eq!(h.spec_path, "spec.usdts[0]");
+        assert_eq!(
+            h.target.to_string(),
+            "observed by usdt /usr/lib/lsm-vmtest/usdt:test:usdt3"
+        );
+        assert!(matches!(&h.origin, HookOrigin::Uprobe(u)
+            if u.points.is_empty() && u.usdt.as_ref().is_some_and(|p| p.name == "usdt3")));
+        assert_eq!(
+            h.args[0].ty,
+            ArgType::Int {
+                width: 8,
+                signed: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_usdt_entry_without_a_provider_is_refused_at_its_field() {
+        let e = parse_err(fixture!("usdt-without-provider.yaml"));
+        assert_eq!(e.path, "spec.usdts[0].provider");
+        assert!(e.message.contains("missing provider"), "{}", e.message);
+    }
+
+    #[test]
+    fn usdts_are_refused_in_a_namespaced_policy() {
+        let e = parse_err(fixture!("usdt-in-a-namespaced-policy.yaml"));
+        assert_eq!(e.path, "spec.usdts");
+        assert!(
+            e.message.contains("TracingPolicyNamespaced"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
     fn a_target_of_many_points_names_three_and_counts_the_others() {
         let points = (0..5)
             .map(|k| UprobePoint {
@@ -271,6 +375,7 @@ mod tests {
         let u = UprobeTarget {
             path: "/x".into(),
             points,
+            usdt: None,
         };
         assert_eq!(u.to_string(), "/x:f0,f1,f2 and 3 more");
         let last = u.at(5).expect("point 5");
