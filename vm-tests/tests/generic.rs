@@ -8,7 +8,7 @@ use std::{
     fs,
     io::{Read, Write},
     net::TcpListener,
-    path::{Path, PathBuf},
+    path::Path,
     sync::{MutexGuard, mpsc},
     time::Duration,
 };
@@ -1040,123 +1040,6 @@ fn an_override_kprobe_policy_is_refused_where_the_kernel_has_no_error_injection(
     assert!(
         !String::from_utf8_lossy(&list.stdout).contains("override-hardlinks"),
         "the refused policy is not listed"
-    );
-}
-
-/// A copy of the uprobe helper and the policy of fixture `stem` on it (`${HELPER}` filled
-/// in), added. The copy is on the guest's tmpfs, like the other helpers these tests run:
-/// whether the kernel can place a uprobe in a file of the 9p root was not tried.
-fn uprobe_policy(a: &Agent, stem: &str) -> (PathBuf, PolicyGuard) {
-    let helper = scratch_dir(stem).join("vmtest-uprobe");
-    fs::copy(bin("vmtest-uprobe"), &helper).expect("copying the helper");
-    let yaml = substitute(
-        &fixture(&format!("{stem}.yaml")),
-        &[("HELPER", helper.to_str().expect("utf-8"))],
-    );
-    let policy = a.add_policy_yaml(stem, &yaml);
-    (helper, policy)
-}
-
-/// `spec.uprobes`: a function of a user-space program, observed by the generic uprobe
-/// program. The string argument is read from the process's memory and filters the call; a
-/// posted call is a `process_uprobe` event with the file, the symbol and the arguments, and
-/// `Sigkill` kills the caller after the fact (the function has been entered).
-#[test]
-fn a_uprobe_posts_and_kills_by_the_string_argument_of_a_user_space_function() {
-    let a = agent();
-    let events = a.json_stream();
-    let (helper, policy) = uprobe_policy(&a, "observe-and-kill-at-vmtest-uprobe");
-    let helper_path = helper.to_str().expect("utf-8");
-    let posted = run(&helper, &["lsm-vmtest-uprobe-post-1"]);
-    let other = run(&helper, &["lsm-vmtest-uprobe-other"]);
-    let killed = run(&helper, &["lsm-vmtest-uprobe-kill-1"]);
-    let line = events.expect("the uprobe event", |l| {
-        l.contains("\"process_uprobe\"") && l.contains("lsm-vmtest-uprobe-post-1")
-    });
-    let kill_line = events.expect("the Sigkill event", |l| {
-        l.contains("\"process_uprobe\"") && l.contains("lsm-vmtest-uprobe-kill-1")
-    });
-    let compact = a.lines();
-    policy.delete();
-
-    assert_eq!(exit_code(&posted), 0, "{posted:?}");
-    assert_eq!(exit_code(&other), 0, "{other:?}");
-    assert_eq!(exit_code(&killed), 137, "{killed:?}");
-    assert!(
-        killed.stdout.is_empty(),
-        "killed before it returned: {killed:?}"
-    );
-    for want in [
-        format!("\"path\":\"{helper_path}\""),
-        "\"symbol\":\"lsm_vmtest_uprobe_target\"".to_string(),
-        "{\"label\":\"text\",\"string_arg\":\"lsm-vmtest-uprobe-post-1\"}".to_string(),
-        "{\"long_arg\":\"4242\"}".to_string(),
-        "\"policy_name\":\"observe-vmtest-uprobe\"".to_string(),
-        "\"action\":\"KPROBE_ACTION_POST\"".to_string(),
-    ] {
-        assert!(line.contains(&want), "{want} in {line}");
-    }
-    assert!(
-        kill_line.contains("\"action\":\"KPROBE_ACTION_SIGKILL\""),
-        "{kill_line}"
-    );
-    assert!(
-        !events
-            .lines()
-            .iter()
-            .any(|l| l.contains("lsm-vmtest-uprobe-other") && l.contains("process_uprobe")),
-        "a call the selectors do not match posts nothing"
-    );
-    assert!(
-        compact.iter().any(|l| l.contains("uprobe")
-            && l.contains(helper_path)
-            && l.contains("lsm_vmtest_uprobe_target")),
-        "the compact line names the file and the symbol: {compact:?}"
-    );
-}
-
-/// Uprobe entries of one file with one plan are one hook attached at each of their points,
-/// so a policy may list more symbols than the agent has hook ids (Tetragon's `uprobe.yaml`
-/// lists 1,618). Each event still names the symbol that ran: the helper passes each
-/// function its own number, which the event carries beside the symbol.
-#[test]
-fn forty_uprobe_symbols_with_one_plan_load_and_each_event_names_its_own() {
-    let a = agent();
-    let events = a.json_stream();
-    let (helper, policy) = uprobe_policy(&a, "observe-forty-vmtest-uprobe-points");
-    let helper_path = helper.to_str().expect("utf-8");
-    let ran = run(&helper, &["--points", "lsm-vmtest-uprobe-points"]);
-    let other = run(&helper, &["--points", "lsm-vmtest-uprobe-other"]);
-    let posted: Vec<String> = (0..40)
-        .map(|k| {
-            let symbol = format!("\"symbol\":\"lsm_vmtest_uprobe_p{k:02}\"");
-            events.expect(&symbol, |l| {
-                l.contains("\"process_uprobe\"") && l.contains(&symbol)
-            })
-        })
-        .collect();
-    events.settle(Duration::from_secs(2), Duration::from_secs(10));
-    let all = events.lines();
-    policy.delete();
-
-    assert_eq!(exit_code(&ran), 0, "{ran:?}");
-    assert_eq!(exit_code(&other), 0, "{other:?}");
-    for (k, line) in posted.iter().enumerate() {
-        for want in [
-            format!("{{\"long_arg\":\"{k}\"}}"),
-            "{\"string_arg\":\"lsm-vmtest-uprobe-points\"}".to_string(),
-            format!("\"path\":\"{helper_path}\""),
-        ] {
-            assert!(line.contains(&want), "{want} in {line}");
-        }
-    }
-    let uprobe_events = all
-        .iter()
-        .filter(|l| l.contains("\"process_uprobe\"") && l.contains("lsm_vmtest_uprobe_p"))
-        .count();
-    assert_eq!(
-        uprobe_events, 40,
-        "one event per call, none for the calls the selector does not match"
     );
 }
 
