@@ -246,14 +246,16 @@ fn usdt_set_writes_the_probes_argument_in_the_process_memory() {
 #[test]
 fn usdt_set_on_a_register_argument_is_refused_naming_the_site() {
     let a = agent();
-    let helper = scratch_dir("usdt-set-refused").join("vmtest-usdt");
+    // One scratch dir: a second scratch_dir call would empty it, helper included.
+    let dir = scratch_dir("usdt-set-refused");
+    let helper = dir.join("vmtest-usdt");
     fs::copy(bin("vmtest-usdt"), &helper).expect("copying the helper");
     let yaml = substitute(
         &fixture("set-at-vmtest-usdt.yaml"),
         &[("HELPER", helper.to_str().expect("utf-8"))],
     )
     .replace("argIndex: 1", "argIndex: 0");
-    let file = scratch_dir("usdt-set-refused").join("policy.yaml");
+    let file = dir.join("policy.yaml");
     fs::write(&file, yaml).expect("writing the policy");
     let out = a.lsmctl(&["tracingpolicy", "add", file.to_str().expect("utf-8")]);
     let text = format!(
