@@ -993,6 +993,9 @@ pub const ACT_UNTRACK_SOCK: u32 = 1 << 5;
 /// `Set` (USDT probes): write [`SelectorAction::set_value`] into the probe's argument
 /// [`SelectorAction::set_pos`], in the process's memory.
 pub const ACT_SET: u32 = 1 << 6;
+/// `NotifyEnforcer`: the selector's `Override` (and `Signal`) came from a `NotifyEnforcer`
+/// action; the kernel does as for those, the agent reports the action as Tetragon does.
+pub const ACT_NOTIFY_ENFORCER: u32 = 1 << 7;
 /// Policy in monitor mode: enforcement actions are counted, not performed.
 pub const ACT_MONITOR: u32 = 1 << 8;
 /// Enforcement actions (skipped, and counted, in monitor mode).

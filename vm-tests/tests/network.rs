@@ -313,3 +313,27 @@ fn a_dns_name_is_enforced_and_follows_record_changes() {
     assert!(moved, "after the record changed, the new address is denied");
     assert_unreachable(&old_released, "the old address is released");
 }
+
+/// `NotifyEnforcer` with an enforcer on the same call (Tetragon's CVE-2026-65960 policy, without
+/// its data entry): the connect to 127.0.0.1:54321 is denied with EPERM at the socket_connect
+/// LSM hook, a connect to another port goes through, and the event reports the action as
+/// Tetragon does, `KPROBE_ACTION_NOTIFYENFORCER`.
+#[test]
+fn notify_enforcer_denies_at_the_lsm_hook_and_the_event_names_it() {
+    let a = agent();
+    let events = a.json_stream();
+    let policy = a.add_policy(&fixture("notify-enforcer-at-socket-connect.yaml"));
+    let denied = connect("tcp", "127.0.0.1:54321");
+    let (_l, local) = listener("127.0.0.1");
+    let other = connect("tcp", &local);
+    let line = events.expect("the NotifyEnforcer event", |l| {
+        l.contains("\"policy_name\":\"notify-enforcer-connect\"") && l.contains("54321")
+    });
+    policy.delete();
+    assert_eperm(&denied, "127.0.0.1:54321");
+    assert_connected(&other, "another port");
+    assert!(
+        line.contains("\"action\":\"KPROBE_ACTION_NOTIFYENFORCER\""),
+        "{line}"
+    );
+}

@@ -31,7 +31,7 @@ type Seq = (u64, Arc<Event>);
 
 /// Whether `ev` records a denial, a kill or a signal: an event no subscriber may skip.
 pub fn is_enforcement(ev: &Event) -> bool {
-    matches!(&ev.kind, EventKind::Hook(h) if matches!(h.action, Action::Sigkill | Action::Override | Action::Signal))
+    matches!(&ev.kind, EventKind::Hook(h) if matches!(h.action, Action::Sigkill | Action::Override | Action::Signal | Action::NotifyEnforcer))
 }
 
 /// Distinct client labels counted separately.

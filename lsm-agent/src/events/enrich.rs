@@ -511,7 +511,9 @@ impl ProcessCache {
 
 /// The event's `action`: the last action that ran, as Tetragon reports it.
 fn action_of(flags: u32) -> Action {
-    if flags & ACT_OVERRIDE != 0 {
+    if flags & ACT_NOTIFY_ENFORCER != 0 && flags & (ACT_OVERRIDE | ACT_SIGNAL) != 0 {
+        Action::NotifyEnforcer
+    } else if flags & ACT_OVERRIDE != 0 {
         Action::Override
     } else if flags & ACT_SIGKILL != 0 {
         Action::Sigkill

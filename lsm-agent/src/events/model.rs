@@ -213,6 +213,8 @@ pub enum Action {
     DnsLookup,
     /// A USDT probe's argument was written (`Set`).
     Set,
+    /// A `NotifyEnforcer` selector denied (or signalled) at the LSM hook.
+    NotifyEnforcer,
 }
 
 /// One argument of a hook event.

@@ -224,6 +224,20 @@ fn action_flags(actions: &[Action], mode: PolicyMode) -> SelectorAction {
                 flags |= ACT_SIGNAL;
                 act.signal = s;
             }
+            Action::NotifyEnforcer {
+                error: e,
+                signal: s,
+            } => {
+                flags |= ACT_NOTIFY_ENFORCER;
+                if e != 0 {
+                    flags |= ACT_OVERRIDE;
+                    act.error = e;
+                }
+                if let Some(s) = s {
+                    flags |= ACT_SIGNAL;
+                    act.signal = s;
+                }
+            }
             Action::Set { pos, value } => {
                 flags |= ACT_SET;
                 act.set_pos = pos;

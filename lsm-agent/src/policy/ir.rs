@@ -815,6 +815,13 @@ pub enum Action {
         pos: u32,
         value: u64,
     },
+    /// `NotifyEnforcer` (with the policy's `enforcers`): at an LSM hook, the operation is
+    /// denied with `error` there and then (and `signal` sent), where Tetragon's enforcer makes
+    /// the listed calls return `argError` afterwards. Reported as `NotifyEnforcer`.
+    NotifyEnforcer {
+        error: i32,
+        signal: Option<u32>,
+    },
 }
 
 /// What the agent does in user space when a selector with `GetUrl` or `DnsLookup` posts: an

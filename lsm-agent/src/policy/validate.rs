@@ -152,6 +152,7 @@ pub(crate) fn convert(
         ups.push(uprobes::convert_usdt(i, u, &lists, warnings)?);
     }
     hooks.extend(uprobes::merge_same_plan(ups));
+    check_enforcers(spec, &hooks, warnings)?;
     if hooks.is_empty() {
         warnings.push(invalid(
             "spec",
@@ -310,15 +311,69 @@ fn check_spec_unsupported(
             "ignored: nodeSelector only applies to policies managed through Kubernetes",
         ));
     }
-    if non_empty(&spec.enforcers) {
-        return Err(not_supported("spec.enforcers"));
-    }
     if spec
         .selectors_macros
         .as_ref()
         .is_some_and(|m| !m.is_empty())
     {
         return Err(not_supported("spec.selectorsMacros"));
+    }
+    Ok(())
+}
+
+/// `enforcers` and the `NotifyEnforcer` actions that need them. Tetragon's enforcer makes its
+/// `calls` return `argError` once a hook of the thread notified it; lsm-agent denies at the
+/// notifying hook's LSM hook itself, before the operation. The same outcome when the enforcer
+/// is on that call; otherwise earlier, which the policy's author is told.
+fn check_enforcers(
+    spec: &raw::Spec,
+    hooks: &[ir::Hook],
+    warnings: &mut Vec<Invalid>,
+) -> VResult<()> {
+    let enforcers = spec.enforcers.as_deref().unwrap_or_default();
+    for (i, e) in enforcers.iter().enumerate() {
+        if e.calls.is_empty() || e.calls.iter().any(|c| c.trim().is_empty()) {
+            return Err(invalid(
+                format!("spec.enforcers[{i}].calls"),
+                "an enforcer lists the calls it makes fail (e.g. [sys_openat])",
+            ));
+        }
+    }
+    let calls: Vec<&str> = enforcers
+        .iter()
+        .flat_map(|e| e.calls.iter().map(|c| c.trim()))
+        .collect();
+    let mut elsewhere = Vec::new();
+    for h in hooks {
+        let Some(k) = h.selectors.iter().position(|s| {
+            s.actions
+                .iter()
+                .any(|a| matches!(a, ir::Action::NotifyEnforcer { .. }))
+        }) else {
+            continue;
+        };
+        if enforcers.is_empty() {
+            return Err(invalid(
+                format!("{}.selectors[{k}].matchActions", h.spec_path),
+                "NotifyEnforcer needs spec.enforcers (the calls it makes fail)",
+            ));
+        }
+        if let ir::HookOrigin::Kprobe { call } = &h.origin
+            && !calls.contains(&call.as_str())
+        {
+            elsewhere.push(format!("{call} ({})", h.target));
+        }
+    }
+    if !elsewhere.is_empty() {
+        warnings.push(invalid(
+            "spec.enforcers",
+            format!(
+                "lsm-agent denies at the notifying hooks themselves, before the operation: \
+                 {}; the enforcers' calls ({}) are not made to fail afterwards",
+                elsewhere.join(", "),
+                calls.join(", ")
+            ),
+        ));
     }
     Ok(())
 }
@@ -403,12 +458,65 @@ mod tests {
     #[test]
     fn unimplemented_spec_sections_are_named_in_the_error() {
         let yaml = with_selector("matchActions: [{action: Post}]")
-            .replace("spec:\n", "spec:\n  enforcers:\n  - calls: [sys_openat]\n");
+            .replace("spec:\n", "spec:\n  selectorsMacros:\n    m: {}\n");
         let e = parse_err(&yaml);
-        assert_eq!(e.path, "spec.enforcers");
+        assert_eq!(e.path, "spec.selectorsMacros");
         assert_eq!(
             e.to_string(),
-            "test.yaml:6:3: spec.enforcers: not supported yet by lsm-agent"
+            "test.yaml:6:3: spec.selectorsMacros: not supported yet by lsm-agent"
+        );
+    }
+
+    #[test]
+    fn notify_enforcer_denies_at_the_lsm_hook_and_is_reported_as_itself() {
+        use lsm_shared::{ACT_NOTIFY_ENFORCER, ACT_OVERRIDE, MAX_SELECTORS};
+        let p = parse_ok(fixture!("notify-enforcer-at-socket-connect.yaml"));
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        assert_eq!(
+            p.hooks[0].selectors[0].actions[1],
+            crate::policy::ir::Action::NotifyEnforcer {
+                error: -1,
+                signal: None
+            }
+        );
+        let img = crate::policy::compile::compile(&[(1, &p)]).expect("compiles");
+        let hook = lsm_shared::HOOK_SOCKET_CONNECT;
+        let act = img.sel_act[&(hook * MAX_SELECTORS)];
+        assert_eq!(
+            act.flags & (ACT_OVERRIDE | ACT_NOTIFY_ENFORCER),
+            ACT_OVERRIDE | ACT_NOTIFY_ENFORCER
+        );
+        assert_eq!(act.error, -1);
+    }
+
+    #[test]
+    fn notify_enforcer_needs_enforcers_and_an_lsm_hook() {
+        let yaml = fixture!("notify-enforcer-at-socket-connect.yaml");
+        let without = yaml.split("  enforcers:").next().unwrap_or_default();
+        let e = parse_err(without);
+        assert_eq!(e.path, "spec.kprobes[0].selectors[0].matchActions");
+        assert!(e.message.contains("needs spec.enforcers"), "{}", e.message);
+        let e = parse_err(fixture!("notify-enforcer-at-an-observed-kprobe.yaml"));
+        assert!(e.path.ends_with("matchActions[0].action"), "{}", e.path);
+        assert!(
+            e.message.contains("observed by kprobe fd_install"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn an_enforcer_on_other_calls_is_accepted_with_a_warning_that_the_hook_denies() {
+        let yaml = fixture!("notify-enforcer-at-socket-connect.yaml").replace(
+            "    - \"security_socket_connect\"\n",
+            "    - \"sys_connect\"\n",
+        );
+        let p = parse_ok(&yaml);
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+        assert!(
+            p.warnings[0].contains("denies at the notifying hooks themselves"),
+            "{}",
+            p.warnings[0]
         );
     }
 

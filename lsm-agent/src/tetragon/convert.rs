@@ -261,6 +261,7 @@ fn action(a: model::Action) -> KprobeAction {
         model::Action::GetUrl => KprobeAction::Geturl,
         model::Action::DnsLookup => KprobeAction::Dnslookup,
         model::Action::Set => KprobeAction::Set,
+        model::Action::NotifyEnforcer => KprobeAction::Notifyenforcer,
     }
 }
 

@@ -197,8 +197,45 @@ pub(super) fn convert_action(
             })?;
             ir::Action::Set { pos, value }
         }
+        "notifyenforcer" => {
+            if a.arg_error.is_none() && a.arg_sig.is_none() {
+                return Err(invalid(
+                    apath,
+                    "NotifyEnforcer needs argError or argSig (e.g. argError: -1 for EPERM)",
+                ));
+            }
+            let error = match a.arg_error {
+                Some(e) if (-4095..0).contains(&e) => e,
+                // Tetragon's enforcer returns argError as written; at an LSM hook the
+                // kernel takes an errno only.
+                Some(e) => {
+                    warnings.push(invalid(
+                        format!("{apath}.argError"),
+                        format!(
+                            "argError {e} is not a negative errno; using -1 (EPERM) as at \
+                             LSM hooks"
+                        ),
+                    ));
+                    -1
+                }
+                // A signal alone: the operation goes on, as in Tetragon.
+                None => 0,
+            };
+            if let Some(sig) = a.arg_sig
+                && !(1..=64).contains(&sig)
+            {
+                return Err(invalid(
+                    format!("{apath}.argSig"),
+                    format!("argSig {sig} is not a signal number (1..=64)"),
+                ));
+            }
+            ir::Action::NotifyEnforcer {
+                error,
+                signal: a.arg_sig,
+            }
+        }
         // Regs rewrites a uprobe's registers.
-        "notifyenforcer" | "cleanupenforcernotification" | "regs" => {
+        "cleanupenforcernotification" | "regs" => {
             return Err(invalid(
                 format!("{apath}.action"),
                 format!(
@@ -410,7 +447,7 @@ mod tests {
     #[test]
     fn unimplemented_and_unknown_actions_are_rejected() {
         let e = parse_err(&with_selector(
-            "matchActions: [{action: NotifyEnforcer, argError: -1}]",
+            "matchActions: [{action: CleanupEnforcerNotification}]",
         ));
         assert_eq!(
             e.path,
@@ -418,7 +455,7 @@ mod tests {
         );
         assert!(
             e.message
-                .contains("action NotifyEnforcer is not supported yet by lsm-agent"),
+                .contains("action CleanupEnforcerNotification is not supported yet by lsm-agent"),
             "{}",
             e.message
         );

@@ -320,6 +320,16 @@ pub(super) fn convert_selector(
         let apath = format!("{spath}.matchActions[{k}]");
         let at_lsm = matches!(target, ir::Target::Lsm(_));
         let action = convert_action(&apath, a, at_lsm, warnings)?;
+        if matches!(action, Some(ir::Action::NotifyEnforcer { .. })) && !at_lsm {
+            return Err(invalid(
+                format!("{apath}.action"),
+                format!(
+                    "NotifyEnforcer denies at the call's LSM hook, and this hook is {target}: \
+                     lsm-agent cannot make the enforcer's calls fail later (use Sigkill, or a \
+                     call with an LSM hook)"
+                ),
+            ));
+        }
         let usdt = matches!(target, ir::Target::Uprobe(u) if u.usdt.is_some());
         if matches!(action, Some(ir::Action::Set { .. })) && !usdt {
             return Err(invalid(
