@@ -353,7 +353,7 @@ impl Probes {
                 Target::RawTracepoint { event, .. } => {
                     self.attach_raw_tp(ebpf, tp_ids, img, id, t, event)
                 }
-                Target::Uprobe(u) => self.attach_up(ebpf, id, t, u, &set_positions(img, id)),
+                Target::Uprobe(u) => self.attach_up(ebpf, id, t, u, &usdt_use(img, id)),
                 Target::Lsm(_) => Ok(()),
             });
             match r {
@@ -715,6 +715,20 @@ fn entry_prog(syscall: bool, override_: bool) -> &'static str {
 }
 
 /// Whether a selector of hook `id` in `img` overrides the return (not in monitor mode).
+/// What the policies of USDT hook `id` need of every site's arguments.
+fn usdt_use(img: &MapImage, id: u32) -> uprobes::UsdtUse {
+    let read = img.hook_cfg.get(&id).map_or(0, |c| {
+        c.args
+            .iter()
+            .rposition(|d| d.kind != ARG_SKIP)
+            .map_or(0, |i| i + 1)
+    });
+    uprobes::UsdtUse {
+        read,
+        sets: set_positions(img, id),
+    }
+}
+
 /// The probe arguments the `Set` selectors of USDT hook `id` write (none in monitor mode).
 fn set_positions(img: &MapImage, id: u32) -> Vec<u32> {
     let base = id * MAX_SELECTORS;

@@ -27,6 +27,14 @@ use crate::policy::{
     probes::hook_label,
 };
 
+/// What the policies of a USDT hook need of each site's arguments.
+pub(super) struct UsdtUse {
+    /// The arguments read: every site must have at least this many.
+    pub read: usize,
+    /// The arguments `Set` writes: in memory at every site.
+    pub sets: Vec<u32>,
+}
+
 /// The attachments of one uprobe or USDT hook.
 pub(super) struct UpLinks {
     /// `generic_uprobe` or `generic_usdt`.
@@ -48,10 +56,10 @@ impl Probes {
         id: u32,
         t: &Target,
         u: &UprobeTarget,
-        sets: &[u32],
+        need: &UsdtUse,
     ) -> Result<(), ProbeError> {
         if let Some(probe) = &u.usdt {
-            return self.attach_usdt(ebpf, id, t, u, probe, sets);
+            return self.attach_usdt(ebpf, id, t, u, probe, need);
         }
         ensure_loaded(ebpf, UPROBE_PROG, load_uprobe).map_err(|r| perr(t, r))?;
         let mut up = UpLinks {
@@ -79,7 +87,7 @@ impl Probes {
     /// A USDT probe: its sites are read from the file's notes now, not when the policy was
     /// checked (the file may change between policy and node). Each site's argument spec is
     /// written before it is attached, so the program never runs at a site without one.
-    /// `sets`: the arguments its policies `Set`, which must be in memory at every site.
+    /// `need`: what its policies read and `Set`, which every site must have.
     fn attach_usdt(
         &mut self,
         ebpf: &mut Ebpf,
@@ -87,7 +95,7 @@ impl Probes {
         t: &Target,
         u: &UprobeTarget,
         probe: &UsdtProbe,
-        sets: &[u32],
+        need: &UsdtUse,
     ) -> Result<(), ProbeError> {
         let sites = usdt::sites(Path::new(&u.path), &probe.provider, &probe.name)
             .map_err(|e| perr(t, e.to_string()))?;
@@ -108,9 +116,9 @@ impl Probes {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|r| perr(t, r))?;
         for site in &sites {
-            settable(site, sets).map_err(|r| perr(t, r))?;
+            check_site(site, need).map_err(|r| perr(t, r))?;
         }
-        let prog = if sets.is_empty() {
+        let prog = if need.sets.is_empty() {
             USDT_PROG
         } else {
             USDT_SET_PROG
@@ -221,10 +229,21 @@ fn release_all(ebpf: &mut Ebpf, up: UpLinks, t: &Target) {
     }
 }
 
-/// `Set` writes an argument where it lives in the process's memory: one in a register (which
-/// a uprobe program cannot change) or a constant cannot be set.
-fn settable(site: &UsdtSite, sets: &[u32]) -> Result<(), String> {
-    for &pos in sets {
+/// Whether `site` passes what the policies need: as many arguments as they read, and those
+/// they `Set` in the process's memory (a uprobe program cannot change a register, and a
+/// constant is nowhere).
+fn check_site(site: &UsdtSite, need: &UsdtUse) -> Result<(), String> {
+    if site.args.len() < need.read {
+        return Err(format!(
+            "the policies read argument {}, and the site at file offset {:#x} passes {} \
+             ({:?})",
+            need.read - 1,
+            site.offset,
+            site.args.len(),
+            site.spec
+        ));
+    }
+    for &pos in &need.sets {
         match site.args.get(pos as usize).map(|a| a.loc) {
             Some(UsdtLoc::Deref { .. } | UsdtLoc::Sib { .. }) => {}
             Some(_) => {
@@ -367,15 +386,38 @@ mod tests {
         assert_eq!(s.args[4].reg, 72, "the fifth is %r8");
     }
 
+    fn sets(sets: &[u32]) -> UsdtUse {
+        UsdtUse {
+            read: 0,
+            sets: sets.to_vec(),
+        }
+    }
+
     #[test]
     fn set_needs_its_argument_in_memory_at_every_site() {
         let s = site("-4@%edi 8@-8(%rbp) -4@$5 1@16(%rax,%rcx,4)");
-        assert!(settable(&s, &[1, 3]).is_ok());
-        let e = settable(&s, &[0]).unwrap_err();
+        assert!(check_site(&s, &sets(&[1, 3])).is_ok());
+        let e = check_site(&s, &sets(&[0])).unwrap_err();
         assert!(e.contains("in a register or as a constant"), "{e}");
-        assert!(settable(&s, &[2]).is_err(), "a constant cannot be set");
-        let e = settable(&s, &[4]).unwrap_err();
+        assert!(
+            check_site(&s, &sets(&[2])).is_err(),
+            "a constant cannot be set"
+        );
+        let e = check_site(&s, &sets(&[4])).unwrap_err();
         assert!(e.contains("does not have"), "{e}");
+    }
+
+    #[test]
+    fn a_site_with_fewer_arguments_than_the_policies_read_is_refused() {
+        let s = site("-4@%edi 8@%rsi");
+        let read = |n| UsdtUse {
+            read: n,
+            sets: Vec::new(),
+        };
+        assert!(check_site(&s, &read(2)).is_ok());
+        let e = check_site(&s, &read(3)).unwrap_err();
+        assert!(e.contains("read argument 2"), "{e}");
+        assert!(e.contains("passes 2"), "{e}");
     }
 
     #[test]
