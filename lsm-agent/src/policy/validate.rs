@@ -284,8 +284,8 @@ fn check_spec_unsupported(
     if non_empty(&spec.killers) {
         return Err(invalid(
             "spec.killers",
-            "not supported by lsm-agent: killers (the old name of enforcers, which \
-             lsm-agent does not support yet; Tetragon no longer accepts killers either)",
+            "not supported by lsm-agent: killers (the old name of enforcers, which Tetragon \
+             no longer accepts either: write it as enforcers, with calls for syscalls)",
         ));
     }
     if non_empty(&spec.uprobes) && namespace_kind {
