@@ -100,12 +100,7 @@ fn arg_value(regs: u64, a: &UsdtArg) -> u64 {
         USDT_DEREF | USDT_SIB => read_user(arg_address(regs, a), a.size),
         _ => return 0,
     };
-    let shift = 64u32.wrapping_sub(u32::from(a.size & 0xf) * 8) & 63;
-    if a.signed != 0 {
-        (((v << shift) as i64) >> shift) as u64
-    } else {
-        (v << shift) >> shift
-    }
+    usdt_value(v, a.size, a.signed != 0)
 }
 
 /// The `size` bytes at user address `at` (a little-endian value), 0 when unreadable. Exactly

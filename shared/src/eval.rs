@@ -273,6 +273,22 @@ pub const fn int_of_width(raw: u64, width: u8) -> u64 {
     }
 }
 
+/// A USDT argument `size` bytes wide read as 8 ([`int_of_width`]), sign-extended to 64 bits
+/// when `signed`: the note's `-4@...` is an `int`, which a policy may declare `int64`.
+#[inline(always)]
+pub const fn usdt_value(raw: u64, size: u8, signed: bool) -> u64 {
+    let v = int_of_width(raw, size);
+    if !signed {
+        return v;
+    }
+    match size {
+        1 => v as u8 as i8 as i64 as u64,
+        2 => v as u16 as i16 as i64 as u64,
+        4 => v as u32 as i32 as i64 as u64,
+        _ => v,
+    }
+}
+
 /// The value a numeric filter on `arg` looks at: hook argument `arg`, or process attribute
 /// `arg - ARG_ATTR_BASE`; 0 for an index that is neither. Explicit bounds rather than `%`,
 /// so that the verifier can see every index is in range.
@@ -536,6 +552,17 @@ mod tests {
         assert_eq!(deny_errno(13), -EPERM);
         assert_eq!(deny_errno(-MAX_ERRNO - 1), -EPERM);
         assert_eq!(deny_errno(i32::MIN), -EPERM);
+    }
+
+    #[test]
+    fn a_usdt_value_keeps_its_width_and_its_sign() {
+        // -7 as a 4-byte int in a register whose upper half is garbage.
+        let raw = 0xdead_beef_ffff_fff9u64;
+        assert_eq!(usdt_value(raw, 4, true) as i64, -7);
+        assert_eq!(usdt_value(raw, 4, false), 0xffff_fff9);
+        assert_eq!(usdt_value(0x80, 1, true) as i64, -128);
+        assert_eq!(usdt_value(0xffff, 2, false), 0xffff);
+        assert_eq!(usdt_value(raw, 8, true), raw);
     }
 
     #[test]

@@ -205,26 +205,23 @@ fn hook(h: &model::Hook) -> Event {
                 ..Default::default()
             })
         }
-        HookOrigin::Uprobe(u) if u.usdt.is_some() => {
-            let p = u
-                .usdt
-                .as_ref()
-                .map(|p| (p.provider.clone(), p.name.clone()));
-            let (provider, name) = p.unwrap_or_default();
-            Event::ProcessUsdt(ProcessUsdt {
-                process,
-                parent,
-                path: u.path.clone(),
-                provider,
-                name,
-                policy_name,
-                message,
-                args,
-                action: act,
-                tags,
-                ..Default::default()
-            })
-        }
+        HookOrigin::Uprobe(crate::policy::ir::UprobeTarget {
+            path,
+            usdt: Some(p),
+            ..
+        }) => Event::ProcessUsdt(ProcessUsdt {
+            process,
+            parent,
+            path: path.clone(),
+            provider: p.provider.clone(),
+            name: p.name.clone(),
+            policy_name,
+            message,
+            args,
+            action: act,
+            tags,
+            ..Default::default()
+        }),
         HookOrigin::Uprobe(u) => Event::ProcessUprobe(ProcessUprobe {
             process,
             parent,
