@@ -20,7 +20,7 @@ use std::{
 };
 
 use vm_tests::{
-    k8s::{Cluster, FakePod, NODE, cgroup, cluster, wait_until},
+    k8s::{Cluster, ContainerRoot, FakePod, NODE, cgroup, cluster, wait_until},
     *,
 };
 
@@ -584,4 +584,117 @@ fn getevents_pods_and_namespace_filters_show_only_the_selected_pods_events() {
         ns_lines.iter().any(|l| l.ends_with(&tag("tiefighter"))),
         "--namespace default shows default/tiefighter's exec: {ns_lines:#?}"
     );
+}
+
+/// Kills and reaps a spawned process when dropped, also when the test panics.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `resolvePathInContainer`: the policy's path names a file inside the selected pods'
+/// containers, which the node does not have. The agent finds the container's root through
+/// its process and attaches there; the file's calls in the pod are posted with the policy's
+/// path and the pod. The same file run by a node process is filtered out by the pod
+/// selector, and a node copy run in the pod is not the container's file. Once the container's
+/// processes are gone the agent detaches (its log says so), and attaches again when the
+/// container has a process again.
+#[test]
+fn a_uprobe_resolved_in_the_pods_container_posts_the_containers_calls_only() {
+    const IN_CONTAINER: &str = "/lsm-vmtest-app/vmtest-uprobe";
+    let mut a = agent();
+    let c = cluster();
+    let pod = FakePod::running(c, "default", "lsm-ric");
+    pod.wait_until_known(&mut a);
+    let mut root = ContainerRoot::new("lsm-ric");
+    let on_node = root.install("vmtest-uprobe", IN_CONTAINER);
+    let node_copy = scratch_dir("lsm-ric-node").join("vmtest-uprobe");
+    fs::copy(bin("vmtest-uprobe"), &node_copy).expect("copying the helper");
+    let root_dir = root.path().to_str().expect("utf-8").to_string();
+    let chroot_run = |text: &str| pod.run("/usr/sbin/chroot", &[&root_dir, IN_CONTAINER, text]);
+    // The container's long-running process, whose root the agent resolves the path in.
+    let init = Reaped(
+        pod.command("/usr/sbin/chroot")
+            .args([root_dir.as_str(), "/bin/sleep", "600"])
+            .spawn()
+            .expect("spawning the container's process"),
+    );
+
+    let events = a.json_stream();
+    let policy = c.apply(
+        None,
+        &read_text(&fixture("uprobe-in-each-alliance-container.yaml")),
+    );
+    wait_enabled(&a, "uprobe-in-alliance-containers");
+    events.wait_for(
+        "the uprobe event of the container's call",
+        || {
+            let out = chroot_run("lsm-vmtest-ric-pod");
+            assert_eq!(exit_code(&out), 0, "{out:?}");
+        },
+        |l| l.contains("\"process_uprobe\"") && l.contains("lsm-vmtest-ric-pod"),
+    );
+    let node_run = run(&on_node, &["lsm-vmtest-ric-node-process"]);
+    let copy_run = pod.run(
+        node_copy.to_str().expect("utf-8"),
+        &["lsm-vmtest-ric-node-file"],
+    );
+    let after = chroot_run("lsm-vmtest-ric-after");
+    events.expect("the event of the call after them", |l| {
+        l.contains("\"process_uprobe\"") && l.contains("lsm-vmtest-ric-after")
+    });
+    for out in [&node_run, &copy_run, &after] {
+        assert_eq!(exit_code(out), 0, "{out:?}");
+    }
+    let lines = events.lines();
+    let line = lines
+        .iter()
+        .find(|l| l.contains("\"process_uprobe\"") && l.contains("lsm-vmtest-ric-pod"))
+        .expect("seen above");
+    for want in [
+        format!("\"path\":\"{IN_CONTAINER}\""),
+        "\"symbol\":\"lsm_vmtest_uprobe_target\"".to_string(),
+        "\"policy_name\":\"uprobe-in-alliance-containers\"".to_string(),
+        "\"name\":\"lsm-ric\"".to_string(),
+    ] {
+        assert!(line.contains(&want), "{want} in {line}");
+    }
+    for text in ["lsm-vmtest-ric-node-process", "lsm-vmtest-ric-node-file"] {
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.contains("\"process_uprobe\"") && l.contains(text)),
+            "{text} posted nothing: {lines:#?}"
+        );
+    }
+
+    // The container's processes are gone: the agent detaches from its file (it looks every
+    // 2 s), and attaches again when the container has a process again.
+    drop(init);
+    let log = results_dir().join("agent.log");
+    let detached = format!("uprobe {IN_CONTAINER}:lsm_vmtest_uprobe_target: detached from file");
+    wait_until(
+        "the agent to detach from the gone container's file",
+        POLICY_TIMEOUT,
+        || fs::read_to_string(&log).is_ok_and(|t| t.contains(&detached)),
+    );
+    let _again = Reaped(
+        pod.command("/usr/sbin/chroot")
+            .args([root_dir.as_str(), "/bin/sleep", "600"])
+            .spawn()
+            .expect("spawning the container's next process"),
+    );
+    events.wait_for(
+        "the event of a call after the container's process came back",
+        || {
+            chroot_run("lsm-vmtest-ric-back");
+        },
+        |l| l.contains("\"process_uprobe\"") && l.contains("lsm-vmtest-ric-back"),
+    );
+    policy.delete();
+    wait_unlisted(&a, "uprobe-in-alliance-containers");
 }

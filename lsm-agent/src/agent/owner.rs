@@ -30,6 +30,10 @@ use crate::policy::{
 /// back-pressure we want (changes are applied one by one anyway).
 const QUEUE: usize = 64;
 
+/// How often the `resolvePathInContainer` uprobes look for new and gone container roots (only
+/// while such a policy is loaded).
+const FOLLOW_CONTAINERS: std::time::Duration = std::time::Duration::from_secs(2);
+
 type Reply<T> = oneshot::Sender<Result<T, AgentError>>;
 
 /// One request to the owner, with where its answer goes.
@@ -214,7 +218,25 @@ impl Owner {
     pub async fn run(mut self) {
         let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
             == tokio::runtime::RuntimeFlavor::MultiThread;
-        while let Some(cmd) = self.commands.recv().await {
+        let mut follow = tokio::time::interval(FOLLOW_CONTAINERS);
+        follow.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let cmd = tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => cmd,
+                    None => break,
+                },
+                _ = follow.tick(), if self.agent.follows_containers() => {
+                    // A container's process, and with it its root, appears after its cgroup
+                    // (which is what changes the policies' workloads): look again.
+                    if multi_thread {
+                        tokio::task::block_in_place(|| self.agent.follow_containers());
+                    } else {
+                        self.agent.follow_containers();
+                    }
+                    continue;
+                }
+            };
             if multi_thread {
                 // A plan switch waits for the kernel (one RCU grace period, milliseconds):
                 // the runtime moves this worker's other tasks elsewhere meanwhile.

@@ -38,6 +38,9 @@ pub trait MapWriter: Send {
         None
     }
 
+    /// Follows the containers of `resolvePathInContainer` uprobes (nothing without a kernel).
+    fn follow_containers(&mut self) {}
+
     /// Each loaded program's run statistics (none without a kernel).
     fn program_stats(&self) -> Vec<crate::bpf::ProgramStats> {
         Vec::new()
@@ -68,6 +71,10 @@ pub trait MapWriter: Send {
 impl MapWriter for crate::bpf::Probe {
     fn apply(&mut self, img: &MapImage) -> Result<(), BpfError> {
         crate::bpf::Probe::apply(self, img)
+    }
+
+    fn follow_containers(&mut self) {
+        crate::bpf::Probe::follow_containers(self)
     }
 
     fn kernel_stats(&self) -> Option<KernelStats> {
@@ -540,6 +547,19 @@ impl Agent {
 
     /// Installs the node's pods and containers by cgroup: policies scoped to workloads are
     /// recompiled against them and applied without a gap. Unchanged workloads are a no-op.
+    /// Whether a loaded policy has a uprobe resolved in containers, which the kernel side
+    /// follows as their processes come and go ([`Self::follow_containers`]).
+    pub fn follows_containers(&self) -> bool {
+        !self.image.containers.is_empty()
+    }
+
+    /// Attaches `resolvePathInContainer` uprobes in the selected containers' current roots.
+    pub fn follow_containers(&mut self) {
+        if self.follows_containers() {
+            self.writer.follow_containers();
+        }
+    }
+
     pub fn set_workloads(&mut self, workloads: Workloads) -> Result<(), AgentError> {
         self.recompile_with(|env| &mut env.workloads, workloads)
     }

@@ -369,6 +369,7 @@ mod tests {
                     offset: 0,
                 }],
                 usdt: None,
+                in_container: false,
             }),
         ];
         let hooks = HookStatus::of_targets(&targets, &HookModes::all(AttachMode::Lsm));

@@ -412,7 +412,20 @@ impl Probe {
             &done,
         );
         self.installed = done;
+        if result.is_ok() {
+            self.follow_containers();
+        }
         result
+    }
+
+    /// Attaches the `resolvePathInContainer` uprobes of the installed policies in the
+    /// containers their pods have now, and detaches them from files no container has any
+    /// more ([`probes::Probes::follow_containers`]). Nothing to do without such a policy.
+    pub fn follow_containers(&mut self) {
+        if !self.installed.containers.is_empty() {
+            self.probes
+                .follow_containers(&mut self.ebpf, &self.installed);
+        }
     }
 
     /// Loads and attaches the program of each hook `img` has a plan for and that has no

@@ -215,6 +215,7 @@ pub struct Probes {
     links_dir: Option<PathBuf>,
 }
 
+mod containers;
 mod uprobes;
 
 /// `sys_<name>` → this architecture's syscall wrapper.

@@ -187,6 +187,11 @@ impl Cgroups {
         self.by_id.iter().map(|(&id, f)| (id, f))
     }
 
+    /// Each listed directory with its id.
+    pub fn dirs(&self) -> impl Iterator<Item = (&Path, u64)> {
+        self.by_path.iter().map(|(p, (id, _))| (p.as_path(), *id))
+    }
+
     pub fn paths(&self) -> impl Iterator<Item = (&Path, &Found)> {
         self.by_path.iter().map(|(p, (_, f))| (p.as_path(), f))
     }

@@ -285,6 +285,7 @@ mod tests {
         let workloads = Workloads {
             enabled: true,
             cgroups: [(100, pod("xwing")), (200, pod("tiefighter"))].into(),
+            ..Workloads::default()
         };
         agent.set_workloads(workloads).await.unwrap();
         loaded(vec![apply("p", POD_SELECTED)], &agent).await;

@@ -233,6 +233,11 @@ pub fn workloads_of(store: &IdentityStore, cgroups: &Cgroups) -> Workloads {
             out.cgroups.insert(id, owner);
         }
     }
+    for (path, id) in cgroups.dirs() {
+        if out.cgroups.contains_key(&id) {
+            out.dirs.insert(id, path.to_path_buf());
+        }
+    }
     out
 }
 

@@ -19,7 +19,7 @@ use super::ir::{
     Target, UserRequest,
 };
 use super::probes::{self, hook_label};
-use super::workloads::{ScopedGroup, Workloads, cgroup_scopes};
+use super::workloads::{ScopedGroup, Workloads, cgroup_scopes, container_cgroups};
 
 /// What compiling depends on besides the policies: facts about the node and the current
 /// answers for `dns:` names. Kept out of the compiler so it stays pure.
@@ -170,6 +170,10 @@ pub struct MapImage {
     /// Key: `(hook, argument position)` of each descriptor with `SRC_RESOLVE`: the path the
     /// loader turns into offsets with the kernel's BTF (`HookConfig::resolve`).
     pub resolve: BTreeMap<(u32, u32), probes::ResolveReq>,
+    /// Per uprobe hook with `resolvePathInContainer`: the directories of the listed cgroups
+    /// (pods, containers) where one of its selectors applies. The loader attaches at the file
+    /// as the roots of their processes resolve it. Empty: no selected container on this node.
+    pub containers: BTreeMap<u32, BTreeSet<std::path::PathBuf>>,
 }
 
 impl MapImage {
@@ -665,6 +669,7 @@ pub fn compile_with(
         check_capacity(&img, &policy.name)?;
     }
     img.cgroups = cgroup_scopes(&env.workloads, &scoped);
+    img.containers = container_cgroups(&env.workloads, &img.probes, &img.cgroups);
     if img.cgroups.len() > CGROUPS_ENTRIES as usize {
         return Err(CompileError::MapFull {
             policy: policies

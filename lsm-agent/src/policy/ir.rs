@@ -275,6 +275,11 @@ pub struct UprobeTarget {
     /// `spec.usdts[i]`: a statically defined probe of the file (`provider:name`), attached at
     /// each of its sites, its arguments computed as its notes say. An event names the probe.
     pub usdt: Option<UsdtProbe>,
+    /// `resolvePathInContainer`: `path` names the file inside each selected container (its
+    /// root as `/proc/<pid>/root` of its processes), not on the node. The loader attaches at
+    /// the file of every selected container with a process, and follows them as they come
+    /// and go; `MapImage::containers` lists the cgroups.
+    pub in_container: bool,
 }
 
 /// A USDT (SystemTap SDT) probe, as a policy's `usdts` entry names it.
@@ -304,6 +309,7 @@ impl UprobeTarget {
             path: self.path.clone(),
             points: vec![p.clone()],
             usdt: None,
+            in_container: self.in_container,
         })
     }
 
@@ -397,6 +403,9 @@ impl fmt::Display for Target {
                 write!(f, "observed by raw tracepoint {subsystem}/{event}")
             }
             Target::Uprobe(u) if u.usdt.is_some() => write!(f, "observed by usdt {u}"),
+            Target::Uprobe(u) if u.in_container => {
+                write!(f, "observed by uprobe {u} in each selected container")
+            }
             Target::Uprobe(u) => write!(f, "observed by uprobe {u}"),
         }
     }

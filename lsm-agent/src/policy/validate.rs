@@ -101,7 +101,8 @@ pub(crate) fn convert(
         warnings.push(invalid(
             "spec",
             "podSelector/containerSelector/hostSelector apply with the Kubernetes API only; \
-             without it the policy applies to every process on the node",
+             without it the policy applies to every process on the node (and a \
+             resolvePathInContainer uprobe, finding no container, to none)",
         ));
     }
     let mode = policy_mode(spec)?;
@@ -146,7 +147,7 @@ pub(crate) fn convert(
     }
     let mut ups = Vec::new();
     for (i, up) in spec.uprobes.iter().flatten().enumerate() {
-        ups.push(uprobes::convert_uprobe(i, up, &lists, warnings)?);
+        ups.push(uprobes::convert_uprobe(i, up, spec, &lists, warnings)?);
     }
     for (i, u) in spec.usdts.iter().flatten().enumerate() {
         ups.push(uprobes::convert_usdt(i, u, &lists, warnings)?);

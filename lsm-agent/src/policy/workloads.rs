@@ -8,11 +8,13 @@
 //! Who fills this in (the Kubernetes side, from the API and cgroupfs) is not the compiler's
 //! concern: it is an input like the `dns:` answers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use lsm_shared::{CGROUP_HOST, CgroupScope};
 
+use super::ir::Target;
 use super::scope::Scope;
 
 /// The pod a cgroup belongs to, as scopes see it.
@@ -51,6 +53,10 @@ pub struct Workloads {
     pub enabled: bool,
     /// Listed cgroups by id (the inode number of the cgroup's directory).
     pub cgroups: BTreeMap<u64, CgroupOwner>,
+    /// Where listed cgroups are (their cgroupfs directory): the loader reads the processes
+    /// of the selected ones to resolve a `resolvePathInContainer` uprobe's file in their
+    /// roots. Scoping itself needs only the ids.
+    pub dirs: BTreeMap<u64, PathBuf>,
 }
 
 impl Workloads {
@@ -108,6 +114,35 @@ pub fn cgroup_scopes(
         out.insert(id, entry);
     }
     out
+}
+
+/// Per uprobe hook of `probes` with `resolvePathInContainer`: the directories of the listed
+/// cgroups (not the host) where `cgroups` gives it a selector. Every such hook has an entry,
+/// empty when no selected container is on the node or nothing is scoped (without the
+/// Kubernetes API no container is known, so the hook attaches nowhere).
+pub fn container_cgroups(
+    workloads: &Workloads,
+    probes: &BTreeMap<u32, Target>,
+    cgroups: &BTreeMap<u64, CgroupScope>,
+) -> BTreeMap<u32, BTreeSet<PathBuf>> {
+    probes
+        .iter()
+        .filter(|(_, t)| matches!(t, Target::Uprobe(u) if u.in_container))
+        .map(|(&hook, _)| {
+            let ids = cgroups
+                .iter()
+                .filter(|(id, scope)| {
+                    **id != CGROUP_HOST
+                        && scope
+                            .selectors
+                            .get(hook as usize)
+                            .is_some_and(|bits| *bits != 0)
+                })
+                .filter_map(|(id, _)| workloads.dirs.get(id).cloned())
+                .collect();
+            (hook, ids)
+        })
+        .collect()
 }
 
 #[cfg(test)]

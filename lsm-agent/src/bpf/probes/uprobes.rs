@@ -2,6 +2,7 @@
 //! (`spec.usdts`: at each site of the probe its file's notes list, with how to compute the
 //! site's arguments written under the attachment's cookie).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use aya::{
@@ -17,6 +18,7 @@ use lsm_shared::{
 };
 use tracing::{info, warn};
 
+use super::containers::FileKey;
 use super::{
     Held, ProbeError, Probes, UPROBE_PROG, USDT_PROG, USDT_SET_PROG, ensure_loaded, error_chain,
     hold, load_uprobe, perr, program, release,
@@ -38,10 +40,15 @@ pub(super) struct UsdtUse {
 /// The attachments of one uprobe or USDT hook.
 pub(super) struct UpLinks {
     /// `generic_uprobe` or `generic_usdt`.
-    prog: &'static str,
+    pub(super) prog: &'static str,
     links: Vec<Held<UProbeLinkId>>,
     /// USDT sites whose [`UsdtSpec`] is written under cookie `id | k << 32`, `k < sites`.
     sites: u32,
+    /// `resolvePathInContainer`: per file a selected container resolves the path to, the
+    /// attachments of each point there (see `containers.rs`). Empty otherwise.
+    pub(super) files: BTreeMap<FileKey, Vec<Held<UProbeLinkId>>>,
+    /// Files that could not be attached: not tried again while a container still has them.
+    pub(super) failed: BTreeSet<FileKey>,
 }
 
 /// The attachment cookie of point (or site) `k` of hook `id`: what the program reads back.
@@ -66,10 +73,22 @@ impl Probes {
             prog: UPROBE_PROG,
             links: Vec::with_capacity(u.points.len()),
             sites: 0,
+            files: BTreeMap::new(),
+            failed: BTreeSet::new(),
         };
+        if u.in_container {
+            // Attached per container file by `follow_containers`, right after the switch.
+            self.ups.insert(id, up);
+            info!(
+                "observing {} in each selected container (hook {id})",
+                hook_label(t)
+            );
+            return Ok(());
+        }
         for (k, p) in u.points.iter().enumerate() {
             let r = point_location(k, p).and_then(|(location, k)| {
-                self.attach_at(ebpf, UPROBE_PROG, id, k, &u.path, location)
+                let pin = format!("hook{id}-{k}");
+                self.attach_at(ebpf, UPROBE_PROG, id, k, &u.path, location, &pin)
             });
             match r {
                 Ok(link) => up.links.push(link),
@@ -128,6 +147,8 @@ impl Probes {
             prog,
             links: Vec::with_capacity(sites.len()),
             sites: 0,
+            files: BTreeMap::new(),
+            failed: BTreeSet::new(),
         };
         for (k, (site, spec)) in sites.iter().zip(&specs).enumerate() {
             let r = u32::try_from(k)
@@ -138,7 +159,7 @@ impl Probes {
                         .map_err(|e| format!("{USDT_SPECS_MAP}: {e}"))?;
                     up.sites = k + 1;
                     let at = UProbeAttachLocation::AbsoluteOffset(site.offset);
-                    self.attach_at(ebpf, prog, id, k, &u.path, at)
+                    self.attach_at(ebpf, prog, id, k, &u.path, at, &format!("hook{id}-{k}"))
                 });
             match r {
                 Ok(link) => up.links.push(link),
@@ -160,8 +181,10 @@ impl Probes {
         Ok(())
     }
 
-    /// Attaches `prog` at `location` of `file` for point `k` of hook `id`, and pins it.
-    fn attach_at(
+    /// Attaches `prog` at `location` of `file` for point `k` of hook `id`, and pins it as
+    /// `pin` (unique per attachment).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn attach_at(
         &self,
         ebpf: &mut Ebpf,
         prog_name: &'static str,
@@ -169,6 +192,7 @@ impl Probes {
         k: u32,
         file: &str,
         location: UProbeAttachLocation<'_>,
+        pin: &str,
     ) -> Result<Held<UProbeLinkId>, String> {
         let prog: &mut UProbe =
             program(ebpf, prog_name).map_err(|e| format!("{prog_name}: {e}"))?;
@@ -182,13 +206,9 @@ impl Probes {
                 UProbeScope::AllProcesses,
             )
             .map_err(|e| format!("attaching: {}", error_chain(&e)))?;
-        hold(
-            self.links_dir.as_deref(),
-            prog_name,
-            &format!("hook{id}-{k}"),
-            link_id,
-            |l| prog.take_link(l),
-        )
+        hold(self.links_dir.as_deref(), prog_name, pin, link_id, |l| {
+            prog.take_link(l)
+        })
     }
 
     /// Detaches uprobe or USDT hook `id`, if it is one.
@@ -210,7 +230,10 @@ impl Probes {
 }
 
 /// Where point `k` of a uprobe is, and `k` as the cookie's half.
-fn point_location(k: usize, p: &UprobePoint) -> Result<(UProbeAttachLocation<'_>, u32), String> {
+pub(super) fn point_location(
+    k: usize,
+    p: &UprobePoint,
+) -> Result<(UProbeAttachLocation<'_>, u32), String> {
     let location = match &p.symbol {
         Some(s) if p.offset == 0 => UProbeAttachLocation::Symbol(s),
         Some(s) => UProbeAttachLocation::SymbolOffset(s, p.offset),
@@ -222,8 +245,21 @@ fn point_location(k: usize, p: &UprobePoint) -> Result<(UProbeAttachLocation<'_>
 
 /// Detaches every link of `up` (and, for a USDT hook, leaves its specs to the caller).
 fn release_all(ebpf: &mut Ebpf, up: UpLinks, t: &Target) {
-    for link in up.links {
-        if let Err(e) = release(link, |l| program::<UProbe>(ebpf, up.prog)?.detach(l)) {
+    release_links(ebpf, up.prog, up.links, t);
+    for links in up.files.into_values() {
+        release_links(ebpf, up.prog, links, t);
+    }
+}
+
+/// Detaches `links` of program `prog` (of hook `t`).
+pub(super) fn release_links(
+    ebpf: &mut Ebpf,
+    prog: &'static str,
+    links: Vec<Held<UProbeLinkId>>,
+    t: &Target,
+) {
+    for link in links {
+        if let Err(e) = release(link, |l| program::<UProbe>(ebpf, prog)?.detach(l)) {
             warn!("detaching {}: {e}", hook_label(t));
         }
     }

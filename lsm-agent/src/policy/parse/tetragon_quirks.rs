@@ -81,10 +81,11 @@ const EXPECTED: &[(&str, Expect)] = &[
     ),
     (
         "uprobe-all-fields.yaml",
-        // The first uprobe loads; the second stops at the first field lsm-agent lacks.
+        // The first uprobe loads; the second (resolvePathInContainer, loaded) stops at the
+        // first action lsm-agent lacks.
         Refused {
-            at: "17:5: spec.uprobes[1].resolvePathInContainer",
-            message: "not supported yet by lsm-agent",
+            at: "24:9: spec.uprobes[1].selectors[0].matchActions[0].action",
+            message: "action Regs is not supported yet by lsm-agent",
         },
     ),
     (

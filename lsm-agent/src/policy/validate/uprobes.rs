@@ -18,16 +18,22 @@ use crate::policy::model as raw;
 pub(super) fn convert_uprobe(
     i: usize,
     up: &raw::Uprobe,
+    spec: &raw::Spec,
     lists: &Lists,
     warnings: &mut Vec<Invalid>,
 ) -> VResult<ir::Hook> {
     let path = format!("spec.uprobes[{i}]");
     refuse_unsupported(&path, up)?;
     let file = absolute_path(&path, up.path.as_deref())?;
+    let in_container = up.resolve_path_in_container == Some(true);
+    if in_container {
+        check_in_container(&path, spec)?;
+    }
     let target = ir::UprobeTarget {
         path: file,
         points: locations(&path, up)?,
         usdt: None,
+        in_container,
     };
     uprobe_hook(i, &path, target, &up.body(), lists, warnings)
 }
@@ -66,8 +72,32 @@ pub(super) fn convert_usdt(
             provider: name_of("provider", u.provider.as_deref())?,
             name: name_of("name", u.name.as_deref())?,
         }),
+        in_container: false,
     };
     uprobe_hook(i, &path, target, &u.body(), lists, warnings)
+}
+
+/// Tetragon's rules for `resolvePathInContainer`: the containers are the ones the policy's
+/// `podSelector` selects, so it needs one, and a `hostSelector` (the node's own processes,
+/// which have no container root) cannot go with it.
+fn check_in_container(path: &str, spec: &raw::Spec) -> VResult<()> {
+    if spec.pod_selector.is_none() {
+        return Err(invalid(
+            format!("{path}.resolvePathInContainer"),
+            "needs a spec.podSelector: the path is resolved in each container of the pods it \
+             selects (`podSelector: {}` for every pod)",
+        ));
+    }
+    if spec.host_selector.is_some() {
+        return Err(invalid(
+            "spec.hostSelector",
+            format!(
+                "cannot go with {path}.resolvePathInContainer: the node's own processes have \
+                 no container to resolve the path in"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn absolute_path(path: &str, file: Option<&str>) -> VResult<String> {
@@ -165,10 +195,6 @@ fn refuse_unsupported(path: &str, up: &raw::Uprobe) -> VResult<()> {
         }
     };
     set(up.btf_path.is_some(), "btfPath")?;
-    set(
-        up.resolve_path_in_container == Some(true),
-        "resolvePathInContainer",
-    )?;
     set(up.addrs.as_ref().is_some_and(|a| !a.is_empty()), "addrs")?;
     set(
         up.ref_ctr_offsets.as_ref().is_some_and(|a| !a.is_empty()),
@@ -376,6 +402,7 @@ mod tests {
             path: "/x".into(),
             points,
             usdt: None,
+            in_container: false,
         };
         assert_eq!(u.to_string(), "/x:f0,f1,f2 and 3 more");
         let last = u.at(5).expect("point 5");
@@ -388,10 +415,6 @@ mod tests {
     #[test]
     fn uprobe_fields_lsm_agent_does_not_implement_are_refused_where_they_are() {
         for (yaml, field) in [
-            (
-                "  - path: /bin/bash\n    symbols: [main]\n    resolvePathInContainer: true\n",
-                "spec.uprobes[0].resolvePathInContainer",
-            ),
             (
                 "  - path: /bin/bash\n    symbols: [main]\n    refCtrOffsets: [4]\n",
                 "spec.uprobes[0].refCtrOffsets",
@@ -423,6 +446,39 @@ mod tests {
             let e = parse_err(&doc);
             assert!(e.to_string().contains(field), "{yaml}: {e}");
         }
+    }
+
+    #[test]
+    fn a_path_resolved_in_containers_loads_with_a_pod_selector_and_says_where() {
+        let p = parse_ok(fixture!("uprobe-in-each-alliance-container.yaml"));
+        let h = &p.hooks[0];
+        assert!(matches!(&h.target, Target::Uprobe(u) if u.in_container));
+        assert_eq!(
+            h.target.to_string(),
+            "observed by uprobe /lsm-vmtest-app/vmtest-uprobe:lsm_vmtest_uprobe_target in each \
+             selected container"
+        );
+    }
+
+    #[test]
+    fn a_path_resolved_in_containers_needs_a_pod_selector_and_no_host_selector() {
+        let yaml = fixture!("uprobe-in-each-alliance-container.yaml");
+        let without_pods = yaml.replace(
+            "  podSelector:\n    matchLabels:\n      org: alliance\n",
+            "",
+        );
+        assert_ne!(without_pods, yaml);
+        let e = parse_err(&without_pods).to_string();
+        assert!(
+            e.contains("spec.uprobes[0].resolvePathInContainer: needs a spec.podSelector"),
+            "{e}"
+        );
+        let with_host = yaml.replace("  podSelector:", "  hostSelector: {}\n  podSelector:");
+        let e = parse_err(&with_host).to_string();
+        assert!(
+            e.contains("spec.hostSelector: cannot go with spec.uprobes[0].resolvePathInContainer"),
+            "{e}"
+        );
     }
 
     #[test]

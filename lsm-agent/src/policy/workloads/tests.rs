@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use lsm_shared::{CGROUP_HOST, HOOK_FILE_OPEN};
@@ -54,6 +55,7 @@ fn node() -> Workloads {
             (XWING_SIDECAR, container(&xwing, "sidecar")),
             (OTHER_NS_POD, CgroupOwner::Pod(tiefighter)),
         ]),
+        dirs: BTreeMap::new(),
     }
 }
 
@@ -142,4 +144,65 @@ fn a_label_change_moves_the_pod_in_and_out_of_a_pod_selector_policy() {
     assert_eq!(listed(&img, XWING_MAIN), Some(0));
     let img = compile(POD_SELECTOR, node());
     assert_ne!(listed(&img, XWING_MAIN), Some(0));
+}
+
+const IN_CONTAINER: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../testdata/policies/uprobe-in-each-alliance-container.yaml"
+));
+
+/// `org: alliance` on the xwing pod, whose containers are listed; every cgroup has a
+/// directory named after its id.
+fn alliance_node() -> Workloads {
+    let mut w = node();
+    w.dirs = w
+        .cgroups
+        .keys()
+        .map(|id| (*id, PathBuf::from(format!("/cg/{id}"))))
+        .collect();
+    let xwing = pod("default", "xwing", &[("org", "alliance")]);
+    for owner in w.cgroups.values_mut() {
+        match owner {
+            CgroupOwner::Pod(p) | CgroupOwner::Container { pod: p, .. } if p.name == "xwing" => {
+                *p = xwing.clone();
+            }
+            _ => {}
+        }
+    }
+    w
+}
+
+#[test]
+fn a_uprobe_resolved_in_containers_lists_the_selected_pods_cgroups_for_the_loader() {
+    let img = compile(IN_CONTAINER, alliance_node());
+    let (&hook, _) = img.probes.iter().next().expect("one uprobe hook");
+    assert_eq!(
+        img.containers.get(&hook),
+        Some(
+            &[XWING_POD, XWING_MAIN, XWING_SIDECAR]
+                .map(|id| PathBuf::from(format!("/cg/{id}")))
+                .into()
+        ),
+        "the xwing pod's cgroups only: not the host, the other pod or kubepods"
+    );
+}
+
+#[test]
+fn a_uprobe_resolved_in_containers_attaches_nowhere_without_kubernetes() {
+    let img = compile(
+        IN_CONTAINER,
+        Workloads {
+            enabled: false,
+            ..alliance_node()
+        },
+    );
+    assert_eq!(img.containers.len(), 1);
+    assert!(img.containers.values().all(|c| c.is_empty()));
+}
+
+#[test]
+fn a_uprobe_on_the_node_has_no_container_list() {
+    let yaml = IN_CONTAINER.replace("resolvePathInContainer: true", "");
+    let img = compile(&yaml, alliance_node());
+    assert!(img.containers.is_empty());
 }
