@@ -181,6 +181,7 @@ fn lsm(binary: &str) -> model::Event {
         origin: HookOrigin::LsmHook,
         args: vec![],
         return_arg: None,
+        data: vec![],
         action: Action::Post,
         return_action: None,
         message: None,

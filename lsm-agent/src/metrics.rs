@@ -912,6 +912,7 @@ mod tests {
                 origin,
                 args: vec![],
                 return_arg: None,
+                data: Vec::new(),
                 action: Action::Override,
                 return_action: None,
                 message: None,
@@ -953,6 +954,7 @@ mod tests {
             retarg: 0,
             strs: Default::default(),
             net: None,
+            data: [0; lsm_shared::NUM_DATA],
         })
     }
 

@@ -191,13 +191,40 @@ fn read_int(addr: u64, width: u8) -> u64 {
 /// the address of the field it names (an integer's too: [`read_int`] reads it there), or the
 /// pointer loaded there. 0 when a pointer on the way is NULL or unreadable.
 #[inline(always)]
-fn resolve(mut v: u64, cfg_at: u32, i: usize) -> u64 {
+fn resolve(v: u64, cfg_at: u32, i: usize) -> u64 {
     let Some(cfg) = HOOK_CFG.get(cfg_at) else {
         return 0;
     };
     let Some(p) = cfg.resolve.get(i) else {
         return 0;
     };
+    walk(v, p)
+}
+
+/// The hook's `data` values its plan reads (`HookConfig::attrs` has their
+/// [`ATTR_DATA_BASE`] bits) into `attrs`: each an integer of its width at the end of its walk
+/// from the current task `task`; 0 when a pointer on the way is NULL or unreadable.
+#[inline(always)]
+pub fn read_data(task: u64, cfg: &HookConfig, attrs: &mut [u64; NUM_ATTRS as usize]) {
+    let mut d = 0usize;
+    while d < NUM_DATA {
+        let a = ATTR_DATA_BASE as usize + d;
+        if cfg.attrs & (1 << a) != 0 {
+            let addr = walk(task, &cfg.data[d]);
+            attrs[a] = if addr == 0 {
+                0
+            } else {
+                read_int(addr, cfg.data_width[d])
+            };
+        }
+        d += 1;
+    }
+}
+
+/// Follows walk `p` from `v`: the address of the field it names, or the pointer loaded there;
+/// 0 when a pointer on the way is NULL or unreadable.
+#[inline(always)]
+fn walk(mut v: u64, p: &ResolvePath) -> u64 {
     let (steps, load) = (p.steps as usize, p.load);
     let mut j = 0usize;
     while j < MAX_RESOLVE_DEPTH && j < steps {

@@ -344,6 +344,7 @@ fn evaluate_at(
     }
     if cand != 0 && cfg.attrs != 0 {
         read_attrs(cur.task(), cfg.attrs, &mut s.attrs);
+        args::read_data(cur.task(), cfg, &mut s.attrs);
     }
     if let Some(v) = ret {
         s.attrs[ATTR_RETVAL as usize] = v;
@@ -788,6 +789,17 @@ fn fire(
                 match conn {
                     Some(n) => kcopy(&mut (*ev).net, n),
                     None => (*ev).net = NetInfo::default(),
+                }
+                let mut d = 0usize;
+                while d < NUM_DATA {
+                    let a = ATTR_DATA_BASE as usize + d;
+                    let v = if cfg.attrs & (1 << a) != 0 {
+                        s.attrs[a]
+                    } else {
+                        0
+                    };
+                    core::ptr::write_volatile((*ev).data.as_mut_ptr().add(d), v);
+                    d += 1;
                 }
             }
         });

@@ -655,8 +655,13 @@ pub struct HookConfig {
     pub tp_off: [u16; MAX_ARGS],
     /// `PROBE_*`: how a probe entry point collects the raw arguments.
     pub probe: u16,
+    /// Per `data` entry: the walk from the current task to its integer (filled by the loader
+    /// from the kernel's BTF), read when [`HookConfig::attrs`] has its `ATTR_DATA_BASE + d`.
+    pub data: [ResolvePath; NUM_DATA],
+    /// The width in bytes of each `data` entry's integer (1, 2, 4 or 8).
+    pub data_width: [u8; NUM_DATA],
     /// Explicit, so the struct has no hidden padding (it is compared and copied as bytes).
-    pub _pad: [u16; 2],
+    pub _pad: [u8; 2],
 }
 const _: () = assert!(
     size_of::<HookConfig>()
@@ -671,7 +676,9 @@ const _: () = assert!(
             + size_of::<ResolvePath>() * MAX_ARGS
             + 2 * MAX_ARGS
             + 2
-            + 4
+            + size_of::<ResolvePath>() * NUM_DATA
+            + NUM_DATA
+            + 2
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -767,7 +774,12 @@ pub const ATTR_SOCK_TYPE: u32 = 15;
 pub const ATTR_RETVAL: u32 = 16;
 /// The TCP state (`sk_state`) of a probe's `sock` argument the network operators match.
 pub const ATTR_SOCK_STATE: u32 = 17;
-pub const NUM_ATTRS: u32 = 18;
+/// Attributes `ATTR_DATA_BASE + d`: a hook's `data[d]` value (an integer its
+/// [`HookConfig::data`] walk reaches from the current task), for `matchData` and the event.
+pub const ATTR_DATA_BASE: u32 = 18;
+/// `data` entries a hook can have (Tetragon allows `args` + `data` to be 5 in all).
+pub const NUM_DATA: usize = 2;
+pub const NUM_ATTRS: u32 = ATTR_DATA_BASE + NUM_DATA as u32;
 
 // ---------------------------------------------------------------------------------------------
 // Network (socket_connect)
@@ -1179,6 +1191,8 @@ pub struct HookEvent {
     /// that is not one, or was not read). Strings and paths up to `2 * STR_LEN` bytes are
     /// kept whole, longer ones as head and tail ([`PathRec`]).
     pub strs: [PathRec; MAX_ARGS],
+    /// The hook's `data` values ([`ATTR_DATA_BASE`]), 0 where it has none.
+    pub data: [u64; NUM_DATA],
 }
 const _: () = assert!(
     size_of::<HookEvent>()
@@ -1188,6 +1202,7 @@ const _: () = assert!(
             + 8
             + size_of::<NetInfo>()
             + MAX_ARGS * size_of::<PathRec>()
+            + 8 * NUM_DATA
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1552,6 +1567,8 @@ impl HookConfig {
             resolve: [ResolvePath::empty(); MAX_ARGS],
             tp_off: [0; MAX_ARGS],
             probe: 0,
+            data: [ResolvePath::empty(); NUM_DATA],
+            data_width: [0; NUM_DATA],
             _pad: [0; 2],
         }
     }

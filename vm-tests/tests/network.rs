@@ -8,7 +8,7 @@ use std::{
     fs,
     net::{TcpListener, UdpSocket},
     os::unix::{net::UnixListener, process::ExitStatusExt},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Output},
     sync::OnceLock,
     thread,
@@ -335,5 +335,59 @@ fn notify_enforcer_denies_at_the_lsm_hook_and_the_event_names_it() {
     assert!(
         line.contains("\"action\":\"KPROBE_ACTION_NOTIFYENFORCER\""),
         "{line}"
+    );
+}
+
+/// `data` and `matchData` (the shape of Tetragon's CVE-2026-65960 policy): the effective uid
+/// is read from the current task (`cred.euid.val`) at the `socket_connect` LSM hook, so the
+/// same connect to 127.0.0.1:54321 goes through for root and is denied with EPERM for uid
+/// 65534, whose event carries the value as `data` labelled `euid`.
+#[test]
+fn match_data_on_the_tasks_euid_denies_the_connect_of_a_non_root_process_only() {
+    let a = agent();
+    let events = a.json_stream();
+    let helper = scratch_dir("match-data").join("vmtest-connect");
+    fs::copy(bin("vmtest-connect"), &helper).expect("copying the helper");
+    let listener = TcpListener::bind("127.0.0.1:54321").expect("listening on 127.0.0.1:54321");
+    let policy = a.add_policy(&fixture(
+        "notify-enforcer-for-non-root-at-socket-connect.yaml",
+    ));
+    let as_root = run(&helper, &["tcp", "127.0.0.1:54321"]);
+    let as_nobody = run(
+        Path::new("/usr/bin/setpriv"),
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            helper.to_str().expect("utf-8"),
+            "tcp",
+            "127.0.0.1:54321",
+        ],
+    );
+    let line = events.expect("the event of the denied connect", |l| {
+        l.contains("\"policy_name\":\"notify-enforcer-non-root-connect\"")
+    });
+    policy.delete();
+    drop(listener);
+    assert_connected(&as_root, "root (euid 0)");
+    assert_eperm(&as_nobody, "uid 65534");
+    for want in [
+        "\"data\":[{\"label\":\"euid\",\"uint_arg\":65534}]",
+        "\"action\":\"KPROBE_ACTION_NOTIFYENFORCER\"",
+        "\"function_name\":\"security_socket_connect\"",
+    ] {
+        assert!(line.contains(want), "{want} in {line}");
+    }
+    events.settle(Duration::from_secs(2), Duration::from_secs(10));
+    let posted = events
+        .lines()
+        .iter()
+        .filter(|l| l.contains("\"policy_name\":\"notify-enforcer-non-root-connect\""))
+        .count();
+    assert_eq!(
+        posted,
+        1,
+        "root's connect posts nothing: {:#?}",
+        events.lines()
     );
 }

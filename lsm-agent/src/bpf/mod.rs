@@ -27,7 +27,7 @@ use aya::{
 use lsm_shared::*;
 use tracing::{debug, info, warn};
 
-use crate::policy::compile::{AddrEntryKey, MapImage, StrEntryKey};
+use crate::policy::compile::{AddrEntryKey, DATA_RESOLVE_POS, MapImage, StrEntryKey};
 
 /// The BPF object built from `lsm-ebpf` by `build.rs`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lsm-ebpf"));
@@ -553,6 +553,15 @@ impl Probe {
                         *r = walk;
                         if width != 0 {
                             d.width = width;
+                        }
+                    } else if let Some(d) = p.checked_sub(DATA_RESOLVE_POS as usize) {
+                        // A `data` entry's walk, from the current task.
+                        if let (Some(r), Some(w)) = (cfg.data.get_mut(d), cfg.data_width.get_mut(d))
+                        {
+                            *r = walk;
+                            if width != 0 {
+                                *w = width;
+                            }
                         }
                     }
                 }

@@ -389,6 +389,7 @@ mod tests {
                 origin: HookOrigin::LsmHook,
                 args: Vec::new(),
                 return_arg: None,
+                data: Vec::new(),
                 action: Action::Override,
                 return_action: None,
                 message: None,

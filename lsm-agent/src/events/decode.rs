@@ -85,6 +85,8 @@ pub struct HookData {
     pub strs: [Option<KPath>; MAX_ARGS],
     /// The connection, for `socket_connect` events only.
     pub net: Option<NetData>,
+    /// The hook's `data` values ([`HookEvent::data`]).
+    pub data: [u64; NUM_DATA],
 }
 
 /// The connection a `socket_connect` call asked for, from [`NetInfo`].
@@ -306,6 +308,7 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
                     .strs
                     .map(|r| (r.len > 0 || r.flags != 0).then(|| path_from_rec(&r))),
                 net: (e.hook == HOOK_SOCKET_CONNECT).then(|| NetData::from_info(&e.net)),
+                data: e.data,
             }))
         }
         other => Err(DecodeError::UnknownKind(other)),
@@ -430,6 +433,7 @@ mod tests {
                 PathRec::empty(),
                 PathRec::empty(),
             ],
+            data: [0; lsm_shared::NUM_DATA],
         };
         let KernelEvent::Hook(h) = decode(&bytes_of(&ev)).unwrap() else {
             panic!("not a hook event")
@@ -481,6 +485,7 @@ mod tests {
             retarg: 0,
             net,
             strs: [PathRec::empty(); MAX_ARGS],
+            data: [0; lsm_shared::NUM_DATA],
         }
     }
 

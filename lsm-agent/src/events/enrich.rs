@@ -387,6 +387,21 @@ impl ProcessCache {
             }),
             _ => None,
         };
+        let data = slot
+            .data
+            .iter()
+            .map(|a| Arg {
+                value: int_value(
+                    &a.type_name,
+                    a.lsm_index
+                        .checked_sub(crate::policy::ir::DATA_INDEX)
+                        .and_then(|d| h.data.get(d as usize))
+                        .copied()
+                        .unwrap_or(0),
+                ),
+                label: a.label.clone(),
+            })
+            .collect();
         let (target, origin) = reported(slot, h.point);
         let (origin, action, tags) = if h.flags & HOOK_FLAG_KPROBE != 0 {
             observed(slot, origin, h.flags)
@@ -425,6 +440,7 @@ impl ProcessCache {
                 origin,
                 args,
                 return_arg: return_arg.map(Box::new),
+                data,
                 action,
                 return_action: None,
                 message: slot.message.clone(),
@@ -817,6 +833,7 @@ pub(crate) mod fixtures {
             flags: ACT_POST | ACT_SIGKILL,
             rate_limit: None,
             request: None,
+            data: Vec::new(),
         }
     }
 
@@ -849,6 +866,7 @@ pub(crate) mod fixtures {
                 None,
             ],
             net: None,
+            data: [0; lsm_shared::NUM_DATA],
         })
     }
 
@@ -909,6 +927,7 @@ pub(crate) mod fixtures {
             retarg: 0,
             net,
             strs: [PathRec::empty(); MAX_ARGS],
+            data: [0; lsm_shared::NUM_DATA],
         };
         // SAFETY: the bytes of a plain ABI struct, as the ring buffer hands them over.
         unsafe {

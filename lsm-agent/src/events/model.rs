@@ -174,6 +174,8 @@ pub struct Hook {
     /// A kretprobe's `returnArg`: the value the function returned (boxed: most events have
     /// none, and inline it would make every event as large).
     pub return_arg: Option<Box<Arg>>,
+    /// The policy's `data` values (integers read from the task), in its order.
+    pub data: Vec<Arg>,
     pub action: Action,
     /// The action that ran at the return probe; `None` when none ran (or no return probe),
     /// which Tetragon reports as `Post`, its action number 0.

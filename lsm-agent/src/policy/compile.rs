@@ -14,9 +14,9 @@ use ipnet::IpNet;
 
 use super::hooks;
 use super::ir::{
-    Action, AddrValue, ArgFilter, ArgSpec, CapSet, FilterKind, HookOrigin, HostNs, NetField,
-    NsValue, NumOp, Policy, PolicyMode, RETURN_INDEX, RateLimitScope, Selector, SockAttr, StrOp,
-    Target, UserRequest,
+    Action, AddrValue, ArgFilter, ArgSpec, CapSet, DATA_INDEX, FilterKind, HookOrigin, HostNs,
+    NetField, NsValue, NumOp, Policy, PolicyMode, RETURN_INDEX, RateLimitScope, Selector, SockAttr,
+    StrOp, Target, UserRequest,
 };
 use super::probes::{self, hook_label};
 use super::workloads::{ScopedGroup, Workloads, cgroup_scopes, container_cgroups};
@@ -104,6 +104,8 @@ pub struct SlotInfo {
     pub args: Vec<ArgSpec>,
     /// A kretprobe's `returnArg`.
     pub return_arg: Option<ArgSpec>,
+    /// The hook's `data` entries (values in [`lsm_shared::HookEvent::data`]).
+    pub data: Vec<ArgSpec>,
     pub message: Option<String>,
     pub tags: Vec<String>,
     pub flags: u32,
@@ -138,6 +140,10 @@ fn add_resolve(
         }
     }
 }
+
+/// The position in [`MapImage::resolve`] of a hook's `data[0]` (`data[d]` at `+ d`): past
+/// the arguments'; the loader writes its walk into `HookConfig::data`.
+pub const DATA_RESOLVE_POS: u32 = MAX_ARGS as u32;
 
 /// The content of every policy map, for one set of loaded policies.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -521,6 +527,26 @@ pub fn compile_with(
                     }
                 }
             }
+            for a in &hook.data {
+                let d = a.lsm_index - DATA_INDEX;
+                let mut desc = probes::generic_desc(&hook.target, a);
+                let req = probes::resolve_req(&hook.target, a, &mut desc);
+                add_resolve(
+                    &mut img,
+                    hid,
+                    DATA_RESOLVE_POS + d,
+                    req,
+                    policy,
+                    &hook.target,
+                )?;
+                let cfg = img.hook_cfg.entry(hid).or_insert_with(HookConfig::empty);
+                cfg.attrs |= 1 << (ATTR_DATA_BASE + d);
+                if let (Some(w), super::ir::ArgType::Int { width, .. }) =
+                    (cfg.data_width.get_mut(d as usize), a.ty)
+                {
+                    *w = width;
+                }
+            }
             // A hook without selectors posts every call: one selector with no filters.
             let implicit = [Selector::match_all()];
             let selectors: &[Selector] = if hook.selectors.is_empty() {
@@ -571,6 +597,7 @@ pub fn compile_with(
                         selector_index: sel.index,
                         args: hook.args.clone(),
                         return_arg: hook.return_arg.clone(),
+                        data: hook.data.clone(),
                         message: hook.message.clone(),
                         tags: hook.tags.clone(),
                         flags,
@@ -750,9 +777,12 @@ fn compile_arg_filter(
                 super::ir::ArgType::Int { width, signed } => (width, signed),
                 _ => (8, false),
             };
-            // A kretprobe's return value is an attribute its program sets for the call.
+            // A kretprobe's return value is an attribute its program sets for the call, and
+            // so is each `data` value (the evaluator reads it from the current task).
             let arg = if f.lsm_index == RETURN_INDEX {
                 ARG_ATTR_BASE + ATTR_RETVAL
+            } else if f.lsm_index >= DATA_INDEX {
+                ARG_ATTR_BASE + ATTR_DATA_BASE + (f.lsm_index - DATA_INDEX)
             } else {
                 f.lsm_index
             };
@@ -1058,6 +1088,7 @@ mod tests {
                 tags: vec![],
                 tcp_only: false,
                 selectors,
+                data: Vec::new(),
             }],
             warnings: vec![],
         }

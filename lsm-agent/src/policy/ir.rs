@@ -425,6 +425,9 @@ pub struct Hook {
     /// `returnArg` of a `return: true` kprobe: the function's return value, shown in the
     /// event and matched by `matchReturnArgs`.
     pub return_arg: Option<ArgSpec>,
+    /// `data`: integers read from the current task (`lsm_index` = [`DATA_INDEX`] + d),
+    /// matched by `matchData` and shown in the event's `data`.
+    pub data: Vec<ArgSpec>,
     pub message: Option<String>,
     pub tags: Vec<String>,
     /// Only TCP connections over IPv4/IPv6 match (a `tcp_connect` kprobe): every selector,
@@ -530,6 +533,9 @@ pub const TP_FIRST_FIELD: u32 = 4;
 /// [`ArgSpec::lsm_index`] of a kretprobe's return value (`returnArg`): it has no position
 /// among the arguments; filters on it (`matchReturnArgs`) read the call's return value.
 pub const RETURN_INDEX: u32 = u32::MAX;
+/// [`ArgSpec::lsm_index`] (and [`ArgFilter::lsm_index`]) of a hook's `data[d]` entry:
+/// `DATA_INDEX + d`. The kernel reads it as process attribute `ATTR_DATA_BASE + d`.
+pub const DATA_INDEX: u32 = 0x8000_0000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArgSpec {

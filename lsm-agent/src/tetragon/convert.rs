@@ -182,6 +182,7 @@ fn hook(h: &model::Hook) -> Event {
             function_name: call.clone(),
             args,
             r#return: h.return_arg.as_deref().map(argument),
+            data: h.data.iter().map(argument).collect(),
             action: act,
             policy_name,
             // Tetragon's number 0 is `Post`, so every kprobe event says `Post` here unless a
@@ -834,6 +835,7 @@ mod tests {
             message: Some("syscall seen".into()),
             tags: vec!["syscalls".into()],
             request: None,
+            data: Vec::new(),
         });
         ev
     }

@@ -68,6 +68,7 @@ fn lsm(i: u32, binary: &str) -> Event {
             origin: HookOrigin::LsmHook,
             args: vec![],
             return_arg: None,
+            data: vec![],
             action: Action::Post,
             return_action: None,
             message: None,

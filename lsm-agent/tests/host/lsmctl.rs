@@ -172,6 +172,7 @@ fn hook(process: Process, hook: LsmHook, origin: HookOrigin, args: Vec<ArgValue>
             .map(|value| Arg { value, label: None })
             .collect(),
         return_arg: None,
+        data: vec![],
         action: Action::Post,
         return_action: None,
         message: None,

@@ -292,6 +292,7 @@ async fn scrape_reports_what_the_daemon_records() {
         point: 0,
         args: [0; lsm_shared::MAX_ARGS],
         retarg: 0,
+        data: [0; lsm_shared::NUM_DATA],
         strs: [
             Some(KPath {
                 path: "/etc/shadow".into(),

@@ -1,6 +1,6 @@
 //! `args[]` of a hook: index, type and the options the agent does not implement.
 
-use lsm_shared::{MAX_ARGS, MAX_RESOLVE_DEPTH, SIZE_RETVAL};
+use lsm_shared::{MAX_ARGS, MAX_RESOLVE_DEPTH, NUM_DATA, SIZE_RETVAL};
 
 use super::hooks::c_decl;
 use super::{VResult, invalid, not_supported};
@@ -116,6 +116,69 @@ pub(super) fn convert_generic_arg(
         label: a.label.clone().filter(|l| !l.is_empty()),
         resolve,
     }))
+}
+
+/// A hook's `data[]`: extra values Tetragon reads besides the arguments, which `matchData`
+/// filters on by their position in the list and events carry as `data`. lsm-agent reads
+/// integers from the current task (`source: current_task` with a `resolve` path, as in
+/// Tetragon's CVE policies), in every program (the evaluator reads them as process
+/// attributes), so also at hooks with a hand-written program. `pt_regs` (a uprobe's
+/// registers) is refused at its field.
+pub(super) fn convert_data(
+    path: &str,
+    data: &[raw::Arg],
+    nargs: usize,
+) -> VResult<Vec<ir::ArgSpec>> {
+    if data.len() > NUM_DATA {
+        return Err(invalid(
+            format!("{path}.data"),
+            format!("at most {NUM_DATA} data entries per hook are supported by lsm-agent"),
+        ));
+    }
+    if nargs + data.len() > MAX_ARGS {
+        return Err(invalid(
+            format!("{path}.data"),
+            format!("at most {MAX_ARGS} args and data per hook (Tetragon's limit)"),
+        ));
+    }
+    let mut out = Vec::with_capacity(data.len());
+    for (j, a) in data.iter().enumerate() {
+        let dpath = format!("{path}.data[{j}]");
+        let resolve = resolve_path(&dpath, a)?;
+        let Some(resolve) = resolve.filter(|r| r.current_task) else {
+            return Err(invalid(
+                format!("{dpath}.source"),
+                "lsm-agent reads data from the current task: set source: current_task and a \
+                 resolve path (the member to read)",
+            ));
+        };
+        let type_name = arg_type_name(a);
+        let ty = match hooks::generic_type(type_name, false) {
+            Some(hooks::GenericType::Read {
+                ty: ty @ ir::ArgType::Int { .. },
+                ..
+            }) => ty,
+            _ => {
+                return Err(invalid(
+                    format!("{dpath}.{}", type_field(a)),
+                    format!(
+                        "data of type \"{type_name}\" is not read by lsm-agent yet (it reads \
+                         integer data: int, uint32, int64, uint64, ...)"
+                    ),
+                ));
+            }
+        };
+        out.push(ir::ArgSpec {
+            // matchData names an entry by its position in data[].
+            spec_index: j as u32,
+            lsm_index: ir::DATA_INDEX + j as u32,
+            ty,
+            type_name: type_name.to_string(),
+            label: a.label.clone().filter(|l| !l.is_empty()),
+            resolve: Some(resolve),
+        });
+    }
+    Ok(out)
 }
 
 /// The argument's type: `overwriteType` when the older `extractParam` spelling of `resolve`
@@ -525,6 +588,109 @@ mod tests {
         let r = a.resolve.as_ref().expect("a resolve path");
         assert_eq!(r.members, ["f_path", "dentry", "d_iname"]);
         assert_eq!(a.ty, ArgType::String);
+    }
+
+    const DATA: &str = fixture!("notify-enforcer-for-non-root-at-socket-connect.yaml");
+
+    #[test]
+    fn data_is_an_integer_from_the_current_task_that_match_data_filters_on() {
+        let p = parse_ok(DATA);
+        let h = &p.hooks[0];
+        let d = &h.data[0];
+        assert_eq!(d.lsm_index, crate::policy::ir::DATA_INDEX);
+        assert!(matches!(
+            d.ty,
+            ArgType::Int {
+                width: 4,
+                signed: false
+            }
+        ));
+        assert_eq!(d.label.as_deref(), Some("euid"));
+        let r = d.resolve.as_ref().expect("a resolve path");
+        assert!(r.current_task);
+        assert_eq!(r.members, ["cred", "euid", "val"]);
+        let f = h.selectors[1]
+            .match_args
+            .iter()
+            .find(|f| f.lsm_index == crate::policy::ir::DATA_INDEX)
+            .expect("the matchData filter");
+        assert!(matches!(f.kind, crate::policy::ir::FilterKind::Num { .. }));
+        assert!(
+            h.selectors[0]
+                .match_args
+                .iter()
+                .all(|f| f.lsm_index < crate::policy::ir::DATA_INDEX),
+            "the first selector has no matchData"
+        );
+    }
+
+    #[test]
+    fn data_entries_lsm_agent_cannot_read_are_refused_at_their_field() {
+        for (from, to, path, why) in [
+            (
+                "      source: \"current_task\"\n",
+                "",
+                "spec.kprobes[0].data[0].source",
+                "reads data from the current task",
+            ),
+            (
+                "      resolve: \"cred.euid.val\"\n",
+                "",
+                "spec.kprobes[0].data[0].source",
+                "needs a resolve path",
+            ),
+            (
+                "      source: \"current_task\"\n",
+                "      source: \"pt_regs\"\n",
+                "spec.kprobes[0].data[0].source",
+                "not supported yet",
+            ),
+            (
+                "      type: \"uint32\"\n      resolve",
+                "      type: \"string\"\n      resolve",
+                "spec.kprobes[0].data[0].type",
+                "integer data",
+            ),
+        ] {
+            let yaml = DATA.replace(from, to);
+            assert_ne!(yaml, DATA, "{from}");
+            let e = parse_err(&yaml);
+            assert_eq!(e.path, path, "{from} -> {to}: {e}");
+            assert!(e.message.contains(why), "{from} -> {to}: {e}");
+        }
+        let entry = "    - index: 0\n      source: \"current_task\"\n      type: \"uint32\"\n      resolve: \"cred.euid.val\"\n      label: \"euid\"\n";
+        assert!(DATA.contains(entry));
+        let three = DATA.replace(entry, &entry.repeat(3));
+        assert_eq!(parse_err(&three).path, "spec.kprobes[0].data");
+        let no_data = DATA.replace(entry, "").replace("    data:\n", "");
+        let e = parse_err(&no_data);
+        assert_eq!(e.path, "spec.kprobes[0].selectors[1].matchData[0]", "{e}");
+    }
+
+    #[test]
+    fn match_data_compiles_to_a_filter_on_the_data_attribute_the_loader_resolves() {
+        use lsm_shared::*;
+        let p = parse_ok(DATA);
+        let img = crate::policy::compile::compile(&[(1, &p)]).expect("compiles");
+        let cfg = img.hook_cfg[&HOOK_SOCKET_CONNECT];
+        assert_ne!(cfg.attrs & (1 << ATTR_DATA_BASE), 0);
+        assert_eq!(cfg.data_width[0], 4);
+        let req = &img.resolve[&(
+            HOOK_SOCKET_CONNECT,
+            crate::policy::compile::DATA_RESOLVE_POS,
+        )];
+        assert_eq!(req.root, crate::policy::probes::BtfRoot::CurrentTask);
+        assert_eq!(req.members, ["cred", "euid", "val"]);
+        let f: Vec<_> = img
+            .num_filt
+            .values()
+            .filter(|f| f.arg == ARG_ATTR_BASE + ATTR_DATA_BASE)
+            .collect();
+        assert_eq!(f.len(), 1);
+        assert_eq!(
+            (f[0].op, f[0].values[0], f[0].width),
+            (NUM_OP_NOT_EQUAL, 0, 4)
+        );
     }
 
     #[test]

@@ -3,9 +3,11 @@
 
 use lsm_shared::MAX_ARGS;
 
-use super::args::{ArgSite, MAX_ARG_INDEX, check_arg_options, convert_arg, convert_generic_arg};
+use super::args::{
+    ArgSite, MAX_ARG_INDEX, check_arg_options, convert_arg, convert_data, convert_generic_arg,
+};
 use super::selectors::{SelectorContext, convert_selector};
-use super::{Invalid, VResult, invalid, non_empty, not_supported};
+use super::{Invalid, VResult, invalid};
 use crate::policy::hooks::{self, HookInfo};
 use crate::policy::ir::{self, NetField};
 use crate::policy::lists::Lists;
@@ -52,9 +54,11 @@ pub(super) fn convert_kprobe(
             ));
         }
     };
-    if non_empty(&kp.data) {
-        return Err(not_supported(format!("{path}.data")));
-    }
+    let data = convert_data(
+        &path,
+        kp.data.as_deref().unwrap_or_default(),
+        kp.args.as_ref().map_or(0, Vec::len),
+    )?;
     let syscall = kp.syscall == Some(true);
     let translated = if syscall {
         hooks::syscall_call(&kp.call)
@@ -62,7 +66,7 @@ pub(super) fn convert_kprobe(
         hooks::kprobe_call(&kp.call)
     };
     let Some(tr) = translated else {
-        return convert_generic_kprobe(&path, i, kp, lists, ret_action, warnings);
+        return convert_generic_kprobe(&path, i, kp, lists, ret_action, data, warnings);
     };
     if ret_action.is_some() {
         return Err(invalid(
@@ -106,6 +110,7 @@ pub(super) fn convert_kprobe(
             tcp_only: tr.tcp_only,
             convert_arg: &arg,
             return_arg: None,
+            data,
             lists,
         },
         &kp.body(),
@@ -157,6 +162,7 @@ pub(super) fn convert_lsmhook(
             tcp_only: false,
             convert_arg: &arg,
             return_arg: None,
+            data: Vec::new(),
             lists,
         },
         &lh.body(),
@@ -194,6 +200,8 @@ pub(super) struct HookSource<'a> {
     pub convert_arg: ArgConverter<'a>,
     /// See `ir::Hook::return_arg`.
     pub return_arg: Option<ir::ArgSpec>,
+    /// See `ir::Hook::data`.
+    pub data: Vec<ir::ArgSpec>,
     /// The policy's `lists`, for `InMap` values that name one.
     pub lists: &'a Lists,
 }
@@ -300,6 +308,7 @@ fn convert_generic_kprobe(
     kp: &raw::Kprobe,
     lists: &Lists,
     ret_action: Option<bool>,
+    data: Vec<ir::ArgSpec>,
     warnings: &mut Vec<Invalid>,
 ) -> VResult<ir::Hook> {
     let syscall = kp.syscall == Some(true);
@@ -410,6 +419,7 @@ fn convert_generic_kprobe(
             tcp_only: false,
             convert_arg: &arg,
             return_arg,
+            data,
             lists,
         },
         &kp.body(),
@@ -521,6 +531,7 @@ pub(super) fn convert_tracepoint(
             tcp_only: false,
             convert_arg: &arg,
             return_arg: None,
+            data: Vec::new(),
             lists,
         },
         &tp.body(),
@@ -580,6 +591,7 @@ pub(super) fn convert_hook_body(
         args: &args,
         target: &src.target,
         ret: src.return_arg.as_ref(),
+        data: &src.data,
         lists: src.lists,
     };
     for (k, s) in body.selectors.iter().flatten().enumerate() {
@@ -597,6 +609,7 @@ pub(super) fn convert_hook_body(
         spec_path: path.to_string(),
         args,
         return_arg: src.return_arg,
+        data: src.data,
         message,
         tags,
         tcp_only: src.tcp_only,

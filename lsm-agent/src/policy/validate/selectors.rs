@@ -18,8 +18,7 @@ const MAX_ACTIONS: usize = 3;
 
 /// Rejects the selector fields the agent does not implement yet.
 fn check_selector_unsupported(spath: &str, s: &raw::Selector) -> VResult<()> {
-    let unsupported: [(&str, bool); 6] = [
-        ("matchData", non_empty(&s.match_data)),
+    let unsupported: [(&str, bool); 5] = [
         ("matchReturnActions", non_empty(&s.match_return_actions)),
         ("matchParentBinaries", non_empty(&s.match_parent_binaries)),
         (
@@ -226,6 +225,8 @@ pub(super) struct SelectorContext<'a> {
     pub args: &'a [ir::ArgSpec],
     pub target: &'a ir::Target,
     pub ret: Option<&'a ir::ArgSpec>,
+    /// The hook's `data` entries, which `matchData` names by position.
+    pub data: &'a [ir::ArgSpec],
     pub lists: &'a Lists,
 }
 
@@ -240,6 +241,7 @@ pub(super) fn convert_selector(
         args,
         target,
         ret,
+        data,
         lists,
     } = *cx;
     check_selector_unsupported(spath, s)?;
@@ -302,6 +304,21 @@ pub(super) fn convert_selector(
         match_args.push(filter);
     }
     match_args.extend(return_filters);
+    for (k, m) in s.match_data.iter().flatten().enumerate() {
+        let mpath = format!("{spath}.matchData[{k}]");
+        if data.is_empty() {
+            return Err(invalid(mpath, "the hook has no data entries to match"));
+        }
+        let f = convert_match_arg(&mpath, m, data, lists, warnings)?;
+        if !matches!(f.kind, ir::FilterKind::Num { .. }) {
+            return Err(invalid(
+                format!("{mpath}.operator"),
+                "data are integers: use Equal, NotEqual, GT, LT, Mask, InRange, NotInRange, \
+                 InMap or NotInMap",
+            ));
+        }
+        match_args.push(f);
+    }
 
     let match_binaries = convert_match_binaries(spath, s.match_binaries.as_deref())?;
     let match_pids = convert_match_pids(spath, s.match_pids.as_deref())?;

@@ -138,6 +138,7 @@ fn uprobe_hook(
             tcp_only: false,
             convert_arg: &arg,
             return_arg: None,
+            data: Vec::new(),
             lists,
         },
         body,

@@ -442,6 +442,7 @@ mod tests {
                     ),
                 ],
                 return_arg: Some(Box::new(plain(V::Int(0)))),
+                data: Vec::new(),
                 action: Action::Post,
                 return_action: None,
                 message: None,
