@@ -12,17 +12,25 @@ use lsm_shared::{
     MAX_RESOLVE_DEPTH, ResolvePath,
 };
 
-use crate::policy::compile::MapImage;
+use crate::policy::compile::{DATA_RESOLVE_POS, MapImage};
 use crate::policy::probes::{BtfRoot, ResolveReq, hook_label};
 
 /// A `resolve` path the running kernel does not have.
 #[derive(Debug, thiserror::Error)]
-#[error("{hook}: argument {pos}: resolve \"{path}\": {reason}")]
+#[error("{hook}: {place}: resolve \"{path}\": {reason}", place = place(*.pos))]
 pub struct ResolveError {
     pub hook: String,
     pub pos: u32,
     pub path: String,
     pub reason: String,
+}
+
+/// Where resolve position `pos` is in the policy: an argument, or a `data` entry past them.
+fn place(pos: u32) -> String {
+    match pos.checked_sub(DATA_RESOLVE_POS) {
+        Some(d) => format!("data[{d}]"),
+        None => format!("argument {pos}"),
+    }
 }
 
 /// The walks of an image's `resolve` paths, `(hook, position)` → the walk and the width of
@@ -309,6 +317,24 @@ mod tests {
             members: path.split('.').map(str::to_string).collect(),
             kind,
         }
+    }
+
+    #[test]
+    fn an_error_names_the_argument_or_the_data_entry() {
+        let e = |pos| ResolveError {
+            hook: "socket_connect".into(),
+            pos,
+            path: "cred.nope".into(),
+            reason: "no member nope".into(),
+        };
+        assert_eq!(
+            e(1).to_string(),
+            "socket_connect: argument 1: resolve \"cred.nope\": no member nope"
+        );
+        assert_eq!(
+            e(DATA_RESOLVE_POS + 1).to_string(),
+            "socket_connect: data[1]: resolve \"cred.nope\": no member nope"
+        );
     }
 
     fn lsm(hook: &str, param: u32) -> BtfRoot {
