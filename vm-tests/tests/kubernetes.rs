@@ -698,3 +698,94 @@ fn a_uprobe_resolved_in_the_pods_container_posts_the_containers_calls_only() {
     policy.delete();
     wait_unlisted(&a, "uprobe-in-alliance-containers");
 }
+
+/// Two pods whose containers run one image: the file is one inode underneath both roots
+/// (an overlayfs layer), and a uprobe lands on that inode. The agent attaches once for both
+/// (it tells files apart by the inode its own mapping of the file shows), so a call posts one
+/// event, not one per container.
+#[test]
+fn two_containers_of_one_image_share_one_uprobe_and_each_call_posts_once() {
+    const IN_CONTAINER: &str = "/lsm-vmtest-app/vmtest-uprobe";
+    let mut a = agent();
+    let c = cluster();
+    let pods = [
+        FakePod::running(c, "default", "lsm-ric-a"),
+        FakePod::running(c, "default", "lsm-ric-b"),
+    ];
+    for p in &pods {
+        p.wait_until_known(&mut a);
+    }
+    let layer = scratch_dir("lsm-ric-layer");
+    fs::copy(bin("vmtest-uprobe"), layer.join("vmtest-uprobe")).expect("copying the helper");
+    let mut roots = [
+        ContainerRoot::new("lsm-ric-a"),
+        ContainerRoot::new("lsm-ric-b"),
+    ];
+    for r in &mut roots {
+        r.mount_layer(&layer, "/lsm-vmtest-app");
+    }
+    let dirs: Vec<String> = roots
+        .iter()
+        .map(|r| r.path().to_str().expect("utf-8").to_string())
+        .collect();
+    let _inits: Vec<Reaped> = pods
+        .iter()
+        .zip(&dirs)
+        .map(|(p, d)| {
+            Reaped(
+                p.command("/usr/sbin/chroot")
+                    .args([d.as_str(), "/bin/sleep", "600"])
+                    .spawn()
+                    .expect("spawning a container's process"),
+            )
+        })
+        .collect();
+    let chroot_run = |k: usize, text: &str| {
+        let out = pods[k].run("/usr/sbin/chroot", &[&dirs[k], IN_CONTAINER, text]);
+        assert_eq!(exit_code(&out), 0, "{out:?}");
+    };
+
+    let log = results_dir().join("agent.log");
+    let attached = |t: &str| {
+        t.matches(&format!(
+            "observing uprobe {IN_CONTAINER}:lsm_vmtest_uprobe_target in the container of pid"
+        ))
+        .count()
+    };
+    let before = attached(&fs::read_to_string(&log).unwrap_or_default());
+    let events = a.json_stream();
+    let policy = c.apply(
+        None,
+        &read_text(&fixture("uprobe-in-each-alliance-container.yaml")),
+    );
+    wait_enabled(&a, "uprobe-in-alliance-containers");
+    events.wait_for(
+        "the first container's call",
+        || chroot_run(0, "lsm-vmtest-ric-a"),
+        |l| l.contains("\"process_uprobe\"") && l.contains("lsm-vmtest-ric-a"),
+    );
+    chroot_run(1, "lsm-vmtest-ric-b-once");
+    events.expect("the second container's call", |l| {
+        l.contains("\"process_uprobe\"") && l.contains("lsm-vmtest-ric-b-once")
+    });
+    events.settle(Duration::from_secs(2), Duration::from_secs(10));
+    let lines = events.lines();
+    let once: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("lsm-vmtest-ric-b-once"))
+        .collect();
+    let after = attached(&fs::read_to_string(&log).unwrap_or_default());
+    policy.delete();
+    wait_unlisted(&a, "uprobe-in-alliance-containers");
+    assert_eq!(once.len(), 1, "one call, one event: {once:#?}");
+    assert!(
+        once[0].contains("\"name\":\"lsm-ric-b\""),
+        "the event is the calling pod's: {}",
+        once[0]
+    );
+    assert_eq!(
+        after - before,
+        1,
+        "one attachment for the file both containers share"
+    );
+}

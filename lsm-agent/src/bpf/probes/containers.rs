@@ -149,23 +149,13 @@ fn mapped_key(fd: &OwnedFd) -> Option<FileKey> {
         )
     }
     .ok()?;
-    let start = format!("{:x}-", map.as_ptr() as usize);
-    let maps = fs::read_to_string("/proc/self/maps");
+    let addr = map.as_ptr() as usize as u64;
+    let maps = procfs::process::Process::myself().and_then(|p| p.maps());
     // SAFETY: the mapping made above, of `page` bytes.
     let _ = unsafe { munmap(map, page.get()) };
-    let line = maps
-        .ok()?
-        .lines()
-        .find(|l| l.starts_with(&start))?
-        .to_string();
-    let mut fields = line.split_whitespace().skip(3);
-    let (major, minor) = fields.next()?.split_once(':')?;
-    let dev = makedev(
-        u64::from_str_radix(major, 16).ok()?,
-        u64::from_str_radix(minor, 16).ok()?,
-    );
-    let ino = fields.next()?.parse().ok()?;
-    Some((dev, ino))
+    let m = maps.ok()?.0.into_iter().find(|m| m.address.0 == addr)?;
+    let (major, minor) = (u64::try_from(m.dev.0).ok()?, u64::try_from(m.dev.1).ok()?);
+    Some((makedev(major, minor), m.inode))
 }
 
 /// The distinct files `path` resolves to in the roots of `pids` (read from `proc`), each
