@@ -201,22 +201,36 @@ fn resolve(v: u64, cfg_at: u32, i: usize) -> u64 {
     walk(v, p)
 }
 
-/// The hook's `data` values its plan reads (`HookConfig::attrs` has their
-/// [`ATTR_DATA_BASE`] bits) into `attrs`: each an integer of its width at the end of its walk
-/// from the current task `task`; 0 when a pointer on the way is NULL or unreadable.
-#[inline(always)]
-pub fn read_data(task: u64, cfg: &HookConfig, attrs: &mut [u64; NUM_ATTRS as usize]) {
+/// The hook's `data` values into the scratch area's attributes (0 for those its plan does not
+/// read: `HookConfig::attrs` lacks their [`ATTR_DATA_BASE`] bit): each an integer of its width
+/// at the end of its walk from the current task `task`; 0 when a pointer on the way is NULL
+/// or unreadable. A function of its own (not inlined), that looks the plan and the scratch
+/// area up itself: its locals stay out of the evaluator's frame, whose stack the deepest
+/// callback chain adds to (the verifier allows 512 bytes for the chain).
+#[inline(never)]
+pub fn read_data(task: u64, cfg_at: u32) {
+    let Some(cfg) = HOOK_CFG.get(cfg_at) else {
+        return;
+    };
+    let Some(slot) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's scratch slot, which only this program run uses (see `entry::enter`);
+    // the caller holds no reference into it across this call.
+    let s = unsafe { &mut *slot };
     let mut d = 0usize;
     while d < NUM_DATA {
         let a = ATTR_DATA_BASE as usize + d;
-        if cfg.attrs & (1 << a) != 0 {
-            let addr = walk(task, &cfg.data[d]);
-            attrs[a] = if addr == 0 {
-                0
-            } else {
-                read_int(addr, cfg.data_width[d])
-            };
-        }
+        let addr = if cfg.attrs & (1 << a) != 0 {
+            walk(task, &cfg.data[d])
+        } else {
+            0
+        };
+        s.attrs[a] = if addr == 0 {
+            0
+        } else {
+            read_int(addr, cfg.data_width[d])
+        };
         d += 1;
     }
 }

@@ -344,14 +344,20 @@ fn evaluate_at(
     }
     if cand != 0 && cfg.attrs != 0 {
         read_attrs(cur.task(), cfg.attrs, &mut s.attrs);
-        args::read_data(cur.task(), cfg, &mut s.attrs);
+    }
+    // Also where no data is read: it clears the values the event copies. Not at a kretprobe
+    // or a USDT Set program (constants at each call site, so those programs have no call):
+    // their evaluator frames are at the verifier's 512-byte budget with the reader's
+    // callbacks, which 6.1 enforces, and the policy compiler refuses `data` on them.
+    if cand != 0 && ret.is_none() && !matches!(mode, Mode::ProbeSet) {
+        args::read_data(cur.task(), cfg_at);
     }
     if let Some(v) = ret {
         s.attrs[ATTR_RETVAL as usize] = v;
     }
     let nf = cfg.num_filters;
     if nf != 0 && cand != 0 {
-        cand = match_numbers(hook, cfg.num_bank, nf, cand, args);
+        cand = match_numbers(s, hook, cfg.num_bank, nf, cand, args);
     }
     if cand == 0 {
         return 0;
@@ -371,24 +377,33 @@ struct NumLoop {
     hook: u32,
     bank: u32,
     cand: u64,
-    args: [u64; MAX_ARGS],
 }
 
 /// Narrows the candidate set by the first `nf` numeric filters of `hook`. A `bpf_loop`, not an
 /// open-coded loop: the verifier walks [`num_filter_step`] once, where it walked an open-coded
 /// body once per index (64 of them), in every program.
 #[inline(always)]
-fn match_numbers(hook: u32, bank: u32, nf: u32, cand: u64, args: &[u64; MAX_ARGS]) -> u64 {
-    let mut l = NumLoop {
-        hook,
-        bank,
-        cand,
-        args: [0; MAX_ARGS],
-    };
+fn match_numbers(
+    s: &mut Scratch,
+    hook: u32,
+    bank: u32,
+    nf: u32,
+    cand: u64,
+    args: *const [u64; MAX_ARGS],
+) -> u64 {
+    let mut l = NumLoop { hook, bank, cand };
+    // The callback reads the arguments from the scratch area (where the generic reader put
+    // them already; a hand-written hook's are copied there), not from this frame: the
+    // evaluator's frame is on the verifier's 512-byte stack budget with the deepest callback.
+    let vals = s.vals.as_mut_ptr();
     let mut i = 0usize;
     while i < MAX_ARGS {
-        // SAFETY: `i < MAX_ARGS`, the length of both arrays; one 8-byte store each.
-        unsafe { core::ptr::write_volatile(l.args.as_mut_ptr().add(i), args[i]) };
+        // SAFETY: `i < MAX_ARGS`, the length of both arrays; `args` is the caller's array or
+        // `s.vals` itself (then each value is stored where it is read from).
+        unsafe {
+            let v = core::ptr::read_volatile((args as *const u64).add(i));
+            core::ptr::write_volatile(vals.add(i), v);
+        }
         i += 1;
     }
     let n = if nf > MAX_NUM_FILTERS {
@@ -428,7 +443,7 @@ extern "C" fn num_filter_step(i: u64, ctx: *mut c_void) -> i64 {
     if let Some(f) = NUM_FILT.get(idx) {
         let bit = 1u64 << (f.selector & 63);
         // SAFETY: `l` as above; `s` is this CPU's scratch slot, read only.
-        let raw = unsafe { filter_operand(f.arg, &(*l).args, &(*s).attrs) };
+        let raw = unsafe { filter_operand(f.arg, &(*s).vals, &(*s).attrs) };
         let pass = if f.op == NUM_OP_IN_SET || f.op == NUM_OP_NOT_IN_SET {
             let key = NumSetKey {
                 filter: idx,
@@ -790,17 +805,9 @@ fn fire(
                     Some(n) => kcopy(&mut (*ev).net, n),
                     None => (*ev).net = NetInfo::default(),
                 }
-                let mut d = 0usize;
-                while d < NUM_DATA {
-                    let a = ATTR_DATA_BASE as usize + d;
-                    let v = if cfg.attrs & (1 << a) != 0 {
-                        s.attrs[a]
-                    } else {
-                        0
-                    };
-                    core::ptr::write_volatile((*ev).data.as_mut_ptr().add(d), v);
-                    d += 1;
-                }
+                let data = (*ev).data.as_mut_ptr();
+                core::ptr::write_volatile(data, s.attrs[ATTR_DATA_BASE as usize]);
+                core::ptr::write_volatile(data.add(1), s.attrs[ATTR_DATA_BASE as usize + 1]);
             }
         });
     }

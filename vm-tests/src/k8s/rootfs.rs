@@ -19,10 +19,6 @@ use crate::bin;
 pub struct ContainerRoot {
     dir: PathBuf,
     added: Vec<PathBuf>,
-    /// Mount points of [`Self::mount_layer`], unmounted first.
-    mounted: Vec<PathBuf>,
-    /// Overlay mounts in the root (their upper and work directories beside it).
-    layers: Vec<(PathBuf, PathBuf)>,
 }
 
 impl ContainerRoot {
@@ -38,8 +34,6 @@ impl ContainerRoot {
         let root = ContainerRoot {
             dir,
             added: Vec::new(),
-            mounted: Vec::new(),
-            layers: Vec::new(),
         };
         let out = Command::new("mount")
             .args(["--bind", "/usr"])
@@ -73,60 +67,7 @@ impl ContainerRoot {
         on_node
     }
 
-    /// Mounts an overlayfs at `at` (absolute, as the container sees it) whose lower layer is
-    /// `layer`, as a container runtime mounts an image: two roots with the same layer see the
-    /// same files, which are one inode underneath.
-    pub fn mount_layer(&mut self, layer: &Path, at: &str) {
-        let target = self.dir.join(at.trim_start_matches('/'));
-        fs::create_dir_all(&target).expect("the layer's mount point");
-        let side = |what: &str| {
-            let name = self.dir.file_name().expect("a root name").to_string_lossy();
-            self.dir
-                .with_file_name(format!("{name}-{what}-{}", self.layers.len()))
-        };
-        let (upper, work) = (side("upper"), side("work"));
-        for d in [&upper, &work] {
-            assert!(
-                !d.exists(),
-                "{} exists: a test did not clean up",
-                d.display()
-            );
-            fs::create_dir_all(d).expect("overlay dir");
-        }
-        let opts = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            layer.display(),
-            upper.display(),
-            work.display()
-        );
-        let out = Command::new("mount")
-            .args(["-t", "overlay", "overlay", "-o", &opts])
-            .arg(&target)
-            .output()
-            .expect("running mount");
-        assert!(out.status.success(), "mounting the layer at {at}: {out:?}");
-        self.added.push(target.clone());
-        self.layers.push((upper, work));
-        self.mounted.push(target);
-    }
-
     fn teardown(&mut self) -> Result<(), String> {
-        for m in self.mounted.drain(..).rev() {
-            let out = Command::new("umount")
-                .arg("--lazy")
-                .arg(&m)
-                .output()
-                .map_err(|e| format!("running umount: {e}"))?;
-            if !out.status.success() {
-                return Err(format!("unmounting {}: {out:?}", m.display()));
-            }
-        }
-        // Not mounts: the overlay's own directories (its work directory has a root-only
-        // subdirectory the kernel made).
-        for (upper, work) in self.layers.drain(..) {
-            let _ = fs::remove_dir_all(&upper);
-            let _ = fs::remove_dir_all(&work);
-        }
         let out = Command::new("umount")
             .arg("--lazy")
             .arg(self.dir.join("usr"))

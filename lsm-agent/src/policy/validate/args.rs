@@ -662,6 +662,13 @@ mod tests {
         assert!(DATA.contains(entry));
         let three = DATA.replace(entry, &entry.repeat(3));
         assert_eq!(parse_err(&three).path, "spec.kprobes[0].data");
+        let on_a_kretprobe = DATA
+            .replace("security_socket_connect", "tcp_close")
+            .replace(
+                "    syscall: false\n",
+                "    syscall: false\n    return: true\n",
+            );
+        assert_eq!(parse_err(&on_a_kretprobe).path, "spec.kprobes[0].data");
         let no_data = DATA.replace(entry, "").replace("    data:\n", "");
         let e = parse_err(&no_data);
         assert_eq!(e.path, "spec.kprobes[0].selectors[1].matchData[0]", "{e}");

@@ -311,6 +311,14 @@ fn convert_generic_kprobe(
     data: Vec<ir::ArgSpec>,
     warnings: &mut Vec<Invalid>,
 ) -> VResult<ir::Hook> {
+    if kp.ret == Some(true) && !data.is_empty() {
+        // The kretprobe program does not read data: its evaluator's stack is at the
+        // verifier's budget on 6.1.
+        return Err(invalid(
+            format!("{path}.data"),
+            "data at a kretprobe (return: true) is not supported yet by lsm-agent",
+        ));
+    }
     let syscall = kp.syscall == Some(true);
     // A `returnCopy` buffer is read when the call returns: as in Tetragon, it puts the
     // kprobe on the return (one event, at the return, with every argument).
