@@ -780,8 +780,6 @@ pub const ATTR_DATA_BASE: u32 = 18;
 /// `data` entries a hook can have (Tetragon allows `args` + `data` to be 5 in all).
 pub const NUM_DATA: usize = 2;
 pub const NUM_ATTRS: u32 = ATTR_DATA_BASE + NUM_DATA as u32;
-/// The [`HookConfig::attrs`] bits of the `data` attributes.
-pub const DATA_ATTRS: u32 = ((1 << NUM_DATA) - 1) << ATTR_DATA_BASE;
 const _: () = assert!(
     NUM_DATA == 2,
     "the evaluator clears and copies two data attributes"
