@@ -25,18 +25,14 @@ use crate::{
 /// each. A `bpf_loop`: the verifier walks [`read_step`] (a string read, a dentry walk) once,
 /// where an open-coded loop had it walk them once per argument position.
 #[inline(always)]
-pub fn read(s: &mut Scratch, cfg: &HookConfig, cfg_at: u32, nargs: usize, ret: Option<u64>) {
+pub fn read(s: &mut Scratch, cfg: &HookConfig, cfg_at: u32, nargs: usize, has_ret: bool) {
     s.set_str_mask(0);
-    // The descriptors travel in the loop's context: the step must not look the plan up again
-    // (the live bank may change while the program runs).
-    let mut l = ReadLoop {
-        descs: [0; MAX_ARGS],
-        has_ret: ret.is_some() as u32,
-        net_arg: cfg.net_arg,
-        cfg_at,
-        _pad: 0,
-        ret: ret.unwrap_or(0),
-    };
+    // The descriptors are copied for the loop: the step must not look the plan up again (the
+    // live bank may change while the program runs). In the scratch area rather than in the
+    // loop's context on the stack: the evaluator's frame is what 6.1's stack budget is short of.
+    s.read.has_ret = has_ret as u32;
+    s.read.net_arg = cfg.net_arg;
+    s.read.cfg_at = cfg_at;
     // The loop stops after the last argument a policy reads: each step is a callback with a
     // map lookup, which a hook reading only its first argument (a file) need not pay for the
     // others.
@@ -46,7 +42,7 @@ pub fn read(s: &mut Scratch, cfg: &HookConfig, cfg_at: u32, nargs: usize, ret: O
         let d = cfg.args[i];
         let packed = u32::from_le_bytes([d.kind, d.src, d.width, d.size]);
         // SAFETY: `i < MAX_ARGS`, the length of `descs`; one 4-byte store each.
-        unsafe { core::ptr::write_volatile(l.descs.as_mut_ptr().add(i), packed) };
+        unsafe { core::ptr::write_volatile(s.read.descs.as_mut_ptr().add(i), packed) };
         // Positions past the last read one stay 0, as a skipped one's would.
         // SAFETY: `i < MAX_ARGS`, the length of `vals`.
         unsafe { core::ptr::write_volatile(s.vals.as_mut_ptr().add(i), 0) };
@@ -60,37 +56,13 @@ pub fn read(s: &mut Scratch, cfg: &HookConfig, cfg_at: u32, nargs: usize, ret: O
         return;
     }
     // SAFETY: the callback is a static function of this object that takes bpf_loop's
-    // (index, context) and reads the context as the `ReadLoop` passed here, which lives on
-    // this frame until the helper returns.
-    unsafe {
-        bpf_loop(
-            n as u32,
-            read_step as *mut c_void,
-            &raw mut l as *mut c_void,
-            0,
-        )
-    };
-}
-
-/// The loop context of [`read`]: each argument's [`ArgDesc`] as
-/// `kind | src << 8 | width << 16 | size << 24`, and the return value at a kretprobe.
-#[repr(C)]
-struct ReadLoop {
-    descs: [u32; MAX_ARGS],
-    has_ret: u32,
-    /// [`HookConfig::net_arg`].
-    net_arg: u32,
-    /// Where the plan is in `HOOK_CFG`, for the `resolve` paths (the same bank: it does not
-    /// change while the program runs).
-    cfg_at: u32,
-    _pad: u32,
-    ret: u64,
+    // (index, context); it finds its state in the scratch area, not in the (null) context.
+    unsafe { bpf_loop(n as u32, read_step as *mut c_void, core::ptr::null_mut(), 0) };
 }
 
 /// Reads argument `i` of [`read`]: 0 goes on, 1 stops.
 #[inline(never)]
-extern "C" fn read_step(i: u64, ctx: *mut c_void) -> i64 {
-    let l = ctx as *const ReadLoop;
+extern "C" fn read_step(i: u64, _ctx: *mut c_void) -> i64 {
     let i = i as usize;
     if i >= MAX_ARGS {
         return 1;
@@ -101,7 +73,8 @@ extern "C" fn read_step(i: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: this CPU's scratch slot, which only this program run uses (see `entry::enter`);
     // the caller holds no reference into it across the helper call.
     let s = unsafe { &mut *slot };
-    // SAFETY: bpf_loop passes `read`'s `ReadLoop`; `i < MAX_ARGS`, the length of `descs`.
+    let l = &raw const s.read;
+    // SAFETY: `read` filled `s.read`; `i < MAX_ARGS`, the length of `descs`.
     let packed = unsafe { core::ptr::read_volatile((*l).descs.as_ptr().add(i)) };
     let [kind, src, width, size] = packed.to_le_bytes();
     let resolved = src != SRC_RET && src & SRC_RESOLVE != 0;
@@ -133,6 +106,8 @@ extern "C" fn read_step(i: u64, ctx: *mut c_void) -> i64 {
         // Every record-filling kind: one record, one mark. A buffer's value is its length.
         // SAFETY: `i < MAX_ARGS`, the length of `strs`.
         let rec = unsafe { s.strs.as_mut_ptr().add(i) };
+        // Where the record's bytes are: the scratch record, or a cached file's own.
+        let mut at = rec as u64;
         let val = if kind == ARG_BUF {
             // SAFETY: as for `packed`.
             let (has_ret, ret) = unsafe { ((*l).has_ret, (*l).ret) };
@@ -161,9 +136,16 @@ extern "C" fn read_step(i: u64, ctx: *mut c_void) -> i64 {
             read_net(s, kind, v, rec, subject);
             v
         } else {
-            read_string(s, kind, v, rec);
+            // A cached file stays where it is: `str_at` points the evaluator there.
+            let cached = read_string(s, kind, v, rec);
+            if cached != 0 {
+                at = cached;
+            }
             v
         };
+        // SAFETY: `i < MAX_ARGS`, the length of `str_at`; a plain store into the scratch
+        // area, through which the address reaches the evaluator as a number.
+        unsafe { core::ptr::write_volatile(s.str_at.as_mut_ptr().add(i), at) };
         let bits = s.str_mask() | (1 << i);
         s.set_str_mask(bits);
         val
@@ -256,11 +238,14 @@ fn walk(mut v: u64, p: &ResolvePath) -> u64 {
 
 /// Fills `rec` with the string, path or file `v` of kind `kind` points to. One walk call
 /// site for every path-like kind, so the verifier checks the walk once per argument.
+/// For a file the `FILES` cache holds, only the record's length and flags are copied, and
+/// the cached record's address is returned (0 otherwise): copying its 520 bytes was most of
+/// what a generic probe cost a non-matching `read()`.
 #[inline(always)]
-fn read_string(s: &mut Scratch, kind: u8, v: u64, rec: *mut PathRec) {
+fn read_string(s: &mut Scratch, kind: u8, v: u64, rec: *mut PathRec) -> u64 {
     if kind == ARG_STR || kind == ARG_USTR {
         read_str(s, v, rec, kind == ARG_USTR);
-        return;
+        return 0;
     }
     let (mnt, dentry) = if kind == ARG_PATH {
         (
@@ -281,12 +266,17 @@ fn read_string(s: &mut Scratch, kind: u8, v: u64, rec: *mut PathRec) {
         };
         if file == 0 {
             unresolved(s, rec);
-            return;
+            return 0;
         }
         if let Some(cached) = FILES.get_ptr(&file) {
-            // SAFETY: a live map value of the same type; `rec` is a scratch record.
-            unsafe { kcopy(rec, cached) };
-            return;
+            // SAFETY: a live map value of the same type; `rec` is a scratch record. The
+            // program runs under RCU, so the value stays readable until it returns, as the
+            // hand-written programs' in-place records do.
+            unsafe {
+                (*rec).len = (*cached).len;
+                (*rec).flags = (*cached).flags;
+            }
+            return cached as u64;
         }
         let fp = file + kconf!(file_f_path);
         (
@@ -295,6 +285,7 @@ fn read_string(s: &mut Scratch, kind: u8, v: u64, rec: *mut PathRec) {
         )
     };
     resolve_walk(s, mnt, dentry, rec);
+    0
 }
 
 /// The `struct file *` of descriptor `fd` in the current task's table; 0 when there is

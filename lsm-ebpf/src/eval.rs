@@ -68,6 +68,39 @@ fn lpm_lookup(
     trie.get(&s.lpm).copied().unwrap_or(SelMasks::NONE)
 }
 
+/// A string record to match. The generic reader leaves a cached file's record in the
+/// cache: then its length and flags are in the scratch record and its bytes at the address
+/// in [`Scratch::str_at`] (a number to the verifier, read with helpers only).
+#[derive(Clone, Copy)]
+enum RecRef {
+    /// One record, header and bytes.
+    Whole(*const PathRec),
+    /// The generic reader's record of the subject's argument: the header here, the bytes
+    /// where `str_at` says. The address is read again at each use rather than kept in a
+    /// register: that would cost the evaluator's frame the 16 bytes that 6.1's stack budget
+    /// does not have (see `args::read_data`).
+    Read,
+}
+
+impl RecRef {
+    #[inline(always)]
+    fn hdr(self, s: &Scratch, subject: u8) -> *const PathRec {
+        match self {
+            RecRef::Whole(r) => r,
+            // SAFETY: address arithmetic in `strs`; the caller reads a subject below MAX_ARGS.
+            RecRef::Read => unsafe { s.strs.as_ptr().add(subject as usize) },
+        }
+    }
+
+    #[inline(always)]
+    fn bytes(self, s: &Scratch, subject: u8) -> *const PathRec {
+        match self {
+            RecRef::Whole(r) => r,
+            RecRef::Read => s.str_addr(subject as usize),
+        }
+    }
+}
+
 /// Narrows the candidate set by the string filters of one subject. `inherited` are the
 /// `followChildren` selectors whose binary an ancestor ran: they count as listing this one.
 #[inline(always)]
@@ -77,14 +110,15 @@ fn match_strings(
     cfg: &HookConfig,
     mut cand: u64,
     subject: u8,
-    rec: *const PathRec,
+    rec: RecRef,
     inherited: u64,
 ) -> u64 {
     if cfg.str_uses(subject) == 0 {
         return cand;
     }
-    // SAFETY: `rec` points to a live map value or scratch record.
-    let (len, flags) = unsafe { ((*rec).len as usize, (*rec).flags) };
+    let hdr = rec.hdr(s, subject);
+    // SAFETY: `hdr` points to a live map value or scratch record.
+    let (len, flags) = unsafe { ((*hdr).len as usize, (*hdr).flags) };
     if flags & PATH_UNRESOLVED != 0 && subject != SUBJECT_BINARY {
         return cfg.fail_closed(cand, subject);
     }
@@ -96,8 +130,9 @@ fn match_strings(
         // A longer path cannot equal any value (values are at most STR_LEN bytes).
         if len <= STR_LEN {
             s.key.scope = scope;
-            // SAFETY: both are STR_LEN-byte arrays; `rec` points to a live record.
-            unsafe { kcopy(&mut s.key.bytes, &(*rec).head) };
+            let at = rec.bytes(s, subject);
+            // SAFETY: both are STR_LEN-byte arrays; `at` is the address of a live record.
+            unsafe { kcopy(&mut s.key.bytes, &raw const (*at).head) };
             // SAFETY: the program runs under RCU, so the element stays valid until it returns
             // even if user space deletes it; it is copied out at once, and an update racing
             // with the copy gives the old or the new bitmaps of a policy being replaced.
@@ -115,14 +150,16 @@ fn match_strings(
     let lpm_len = if len > LPM_STR_LEN { LPM_STR_LEN } else { len };
     let uses = cfg.str_uses_of(subject, FAMILY_PREFIX);
     if uses.any() != 0 {
-        // SAFETY: `rec` points to a live record; `head` is STR_LEN bytes.
-        let head = unsafe { (*rec).head.as_ptr() };
+        let at = rec.bytes(s, subject);
+        // SAFETY: address arithmetic only; `head` is STR_LEN bytes, read by the helper.
+        let head = unsafe { (&raw const (*at).head).cast::<u8>() };
         cand = narrow(cand, lpm_lookup(s, &STR_PREFIX, scope, head, lpm_len), uses);
     }
     let uses = cfg.str_uses_of(subject, FAMILY_POSTFIX);
     if uses.any() != 0 {
+        let at = rec.bytes(s, subject);
         // SAFETY: as above, for `tail_rev`.
-        let tail = unsafe { (*rec).tail_rev.as_ptr() };
+        let tail = unsafe { (&raw const (*at).tail_rev).cast::<u8>() };
         cand = narrow(
             cand,
             lpm_lookup(s, &STR_POSTFIX, scope, tail, lpm_len),
@@ -280,6 +317,14 @@ fn evaluate_at(
     if tgid == kconf!(agent_tgid) && cur.is_agent() {
         return 0;
     }
+    // The return value waits in the scratch area, read again where it is used: kept in a
+    // register for the whole evaluation it was spilled, and the kretprobe's frame is at
+    // 6.1's stack budget (see `args::read_data`).
+    if let Some(v) = ret {
+        // SAFETY: a field of the scratch area, which this program alone uses.
+        unsafe { core::ptr::write_volatile(&mut s.read.ret, v) };
+    }
+    let has_ret = ret.is_some();
     let Some((cfg_at, cfg)) = hook_cfg_at(hook) else {
         return 0;
     };
@@ -300,26 +345,27 @@ fn evaluate_at(
     let (rec, nargs, args): (Option<*const PathRec>, usize, *const [u64; MAX_ARGS]) = match input {
         Input::Ready { rec, args } => (rec, 0, args),
         Input::Raw { nargs } => {
-            args::read(s, cfg, cfg_at, nargs, ret);
+            args::read(s, cfg, cfg_at, nargs, has_ret);
             (None, nargs, &raw const s.vals)
         }
     };
     // SAFETY: the caller's array, or `s.vals`, which nothing writes until the program ends.
     let args = unsafe { &*args };
     if let Some(rec) = rec {
-        cand = match_strings(s, hook, cfg, cand, SUBJECT_ARG, rec, 0);
+        cand = match_strings(s, hook, cfg, cand, SUBJECT_ARG, RecRef::Whole(rec), 0);
     }
     let mut i = 0usize;
     while i < MAX_ARGS && i < nargs {
         if cand != 0 && s.str_mask() & (1 << i) != 0 {
-            // SAFETY: `i < MAX_ARGS`, the length of `strs`; the reader filled this record.
-            let r = unsafe { s.strs.as_ptr().add(i) };
-            cand = match_strings(s, hook, cfg, cand, subject_arg(i as u32), r, 0);
+            // The reader filled this record (`i < MAX_ARGS`).
+            cand = match_strings(s, hook, cfg, cand, subject_arg(i as u32), RecRef::Read, 0);
         }
         i += 1;
     }
-    let info = PROCS.get_ptr(tgid);
+    // The process's entry only when a selector is still a candidate: most calls are decided
+    // by their arguments, and this lookup was a hash lookup on every one of them.
     if cand != 0 {
+        let info = PROCS.get_ptr(tgid);
         let (exe, inherited): (*const PathRec, u64) = match info {
             // SAFETY: pointer to a live map value.
             Some(p) => unsafe { (&(*p).exe, (*p).follow_bits(hook, cfg.follow)) },
@@ -331,10 +377,18 @@ fn evaluate_at(
                 (&s.exe, 0)
             }
         };
-        cand = match_strings(s, hook, cfg, cand, SUBJECT_BINARY, exe, inherited);
-    }
-    if cand != 0 {
-        cand = match_pids(s, hook, cfg, cand, info, tgid);
+        cand = match_strings(
+            s,
+            hook,
+            cfg,
+            cand,
+            SUBJECT_BINARY,
+            RecRef::Whole(exe),
+            inherited,
+        );
+        if cand != 0 {
+            cand = match_pids(s, hook, cfg, cand, info, tgid);
+        }
     }
     // socket_connect carries its connection (a constant after inlining: a probe's hook id is
     // not one); a probe, the `sock`/`skb` argument its plan names, which the reader copied.
@@ -349,11 +403,11 @@ fn evaluate_at(
     // or a USDT Set program (constants at each call site, so those programs have no call):
     // their evaluator frames are at the verifier's 512-byte budget with the reader's
     // callbacks, which 6.1 enforces, and the policy compiler refuses `data` on them.
-    if cand != 0 && ret.is_none() && !matches!(mode, Mode::ProbeSet) {
+    if cand != 0 && !has_ret && !matches!(mode, Mode::ProbeSet) {
         args::read_data(cur.task(), cfg_at);
     }
-    if let Some(v) = ret {
-        s.attrs[ATTR_RETVAL as usize] = v;
+    if has_ret {
+        s.attrs[ATTR_RETVAL as usize] = s.ret();
     }
     let nf = cfg.num_filters;
     if nf != 0 && cand != 0 {
@@ -367,7 +421,7 @@ fn evaluate_at(
         first: rec,
         read: nargs > 0,
     };
-    fire(s, cur, hook, cfg, cand, strs, conn, args, mode, ret)
+    fire(s, cur, hook, cfg, cand, strs, conn, args, mode, has_ret)
 }
 
 /// The loop state of [`match_numbers`], on the caller's stack, where `bpf_loop` hands it to
@@ -657,8 +711,7 @@ impl Strs {
             return Some(r);
         }
         if self.read && i < MAX_ARGS && s.str_mask() & (1 << i) != 0 {
-            // SAFETY: `i < MAX_ARGS`, the length of `strs`.
-            return Some(unsafe { s.strs.as_ptr().add(i) });
+            return Some(s.str_addr(i));
         }
         None
     }
@@ -681,7 +734,7 @@ fn fire(
     conn: Option<*const NetInfo>,
     args: &[u64; MAX_ARGS],
     mode: Mode,
-    ret: Option<u64>,
+    has_ret: bool,
 ) -> i32 {
     let fired = cfg.fired(cand);
     if fired == 0 {
@@ -700,7 +753,7 @@ fn fire(
         } else {
             HOOK_FLAG_KPROBE
         };
-        if ret.is_some() {
+        if has_ret {
             flags |= HOOK_FLAG_RETURN;
         }
         if fired & cfg.kill != 0 && kills {
@@ -781,7 +834,7 @@ fn fire(
                 (*ev).point = s.point as u32;
                 (*ev).fired = fired;
                 (*ev).posted = posted;
-                (*ev).retarg = ret.unwrap_or(0);
+                (*ev).retarg = if has_ret { s.ret() } else { 0 };
                 // One 8-byte store per value: a plain copy of the array may become a byte
                 // loop over the stack, which the verifier refuses for spilled registers.
                 let mut i = 0usize;

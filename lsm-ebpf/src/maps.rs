@@ -152,6 +152,11 @@ pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 pub static PROBE_IDS: HashMap<u64, ProbeHooks> =
     HashMap::with_max_entries(PROBE_IDS_ENTRIES, BPF_F_NO_PREALLOC);
 
+/// Copy of the generic fentry program → the hooks of the function it is attached to.
+/// Written by the loader with [`PROBE_IDS`].
+#[map]
+pub static FENTRY_IDS: Array<ProbeHooks> = Array::with_max_entries(2 * FENTRY_SLOTS, 0);
+
 /// Slot of a generic tracepoint program → hook id. Written by the loader.
 #[map]
 pub static TP_IDS: HashMap<u32, u32> =

@@ -23,7 +23,7 @@ use crate::{
     entry::{enter, ret},
     eval::{observe_probe, override_probe},
     kernel::{kconf_at, read_u64},
-    maps::{PROBE_IDS, RET_STASH, TP_IDS, hook_cfg},
+    maps::{FENTRY_IDS, PROBE_IDS, RET_STASH, TP_IDS, hook_cfg},
     scratch::Scratch,
 };
 
@@ -151,11 +151,18 @@ fn fentry_arg(ctx: &FEntryContext, n: u32) -> u64 {
 /// costs far less per call. One copy of the program is loaded per function (an fentry
 /// program is verified for its target), so the loader has a few slots and uses kprobes past
 /// them, or where the function cannot be traced this way.
+///
+/// Each copy finds its function's hooks at its own key of `FENTRY_IDS` (an array lookup the
+/// verifier inlines) rather than by the function's address in `PROBE_IDS` (a hash lookup):
+/// the function runs it on every call, and most calls match nothing.
 #[inline(always)]
-fn try_generic_fentry<const SYSCALL: bool>(ctx: &FEntryContext) -> Result<i32, i32> {
-    let Some(h) = hooks_of(ctx.as_ptr()) else {
+fn try_generic_fentry<const SYSCALL: bool>(ctx: &FEntryContext, key: u32) -> Result<i32, i32> {
+    let Some(&h) = FENTRY_IDS.get(key) else {
         return Ok(0);
     };
+    if h.entry == 0 && h.ret == 0 {
+        return Ok(0);
+    }
     let (s, cur) = enter()?;
     collect::<SYSCALL>(s, |n| fentry_arg(ctx, n));
     if entry_common(h, s) {
@@ -165,30 +172,31 @@ fn try_generic_fentry<const SYSCALL: bool>(ctx: &FEntryContext) -> Result<i32, i
 }
 
 /// The fentry slots: `generic_fentry_<n>` for plain functions, `generic_fentry_syscall_<n>`
-/// for syscall wrappers. Keep the count in step with the loader's `FENTRY_SLOTS`.
+/// for syscall wrappers, `FENTRY_SLOTS` of each; `key` is the copy's key in `FENTRY_IDS`.
 macro_rules! fentry_slots {
-    ($($name:ident: $syscall:literal),* $(,)?) => {$(
+    ($($name:ident: $syscall:literal = $key:expr),* $(,)?) => {$(
         #[fentry]
         pub fn $name(ctx: FEntryContext) -> u32 {
-            ret(try_generic_fentry::<$syscall>(&ctx)) as u32
+            ret(try_generic_fentry::<$syscall>(&ctx, $key)) as u32
         }
     )*};
 }
 
 fentry_slots!(
-    generic_fentry_0: false,
-    generic_fentry_1: false,
-    generic_fentry_2: false,
-    generic_fentry_3: false,
-    generic_fentry_4: false,
-    generic_fentry_5: false,
-    generic_fentry_syscall_0: true,
-    generic_fentry_syscall_1: true,
-    generic_fentry_syscall_2: true,
-    generic_fentry_syscall_3: true,
-    generic_fentry_syscall_4: true,
-    generic_fentry_syscall_5: true,
+    generic_fentry_0: false = 0,
+    generic_fentry_1: false = 1,
+    generic_fentry_2: false = 2,
+    generic_fentry_3: false = 3,
+    generic_fentry_4: false = 4,
+    generic_fentry_5: false = 5,
+    generic_fentry_syscall_0: true = FENTRY_SLOTS,
+    generic_fentry_syscall_1: true = FENTRY_SLOTS + 1,
+    generic_fentry_syscall_2: true = FENTRY_SLOTS + 2,
+    generic_fentry_syscall_3: true = FENTRY_SLOTS + 3,
+    generic_fentry_syscall_4: true = FENTRY_SLOTS + 4,
+    generic_fentry_syscall_5: true = FENTRY_SLOTS + 5,
 );
+const _: () = assert!(FENTRY_SLOTS == 6);
 
 /// On a function of an executable or library (a policy's `uprobes`): its arguments are in the
 /// registers, and its pointers point into the process's memory (the plan's descriptors say

@@ -14,10 +14,17 @@ pub struct Scratch {
     pub exe: PathRec,
     /// Per argument position, the string records the generic reader filled (`args::read`).
     pub strs: [PathRec; MAX_ARGS],
+    /// Per argument position, the address of the record `strs[i]` stands for: its own, or
+    /// the `FILES` cache's record of the file, whose bytes the reader does not copy (it
+    /// copies the length and flags into `strs[i]`). Read back from map memory it is a
+    /// number to the verifier, read with helpers only.
+    pub str_at: [u64; MAX_ARGS],
     /// The raw arguments an entry point collected for the generic reader ([`Scratch::set_raw`]).
     pub raw: [u64; MAX_ARGS],
     /// The argument values the generic reader produced (integers cut to their width).
     pub vals: [u64; MAX_ARGS],
+    /// What the generic reader's loop steps read (`args::read`).
+    pub read: ReadPlan,
     /// Bit `i`: the generic reader filled `strs[i]`. Kept in map memory, not a register, so
     /// that which arguments had strings does not split the verifier's states for the whole
     /// evaluation that follows (see [`Scratch::str_mask`]).
@@ -46,6 +53,22 @@ pub struct Scratch {
     pub zero: [u8; 1024],
 }
 
+/// The state of the generic reader's loop: each argument's [`ArgDesc`] as
+/// `kind | src << 8 | width << 16 | size << 24`, copied from the plan when the loop starts,
+/// and the return value at a kretprobe.
+#[repr(C)]
+pub struct ReadPlan {
+    pub descs: [u32; MAX_ARGS],
+    pub has_ret: u32,
+    /// [`HookConfig::net_arg`].
+    pub net_arg: u32,
+    /// Where the plan is in `HOOK_CFG`, for the `resolve` paths (the same bank: it does not
+    /// change while the program runs).
+    pub cfg_at: u32,
+    /// The return value at a kretprobe, stored by the evaluator before anything reads it.
+    pub ret: u64,
+}
+
 impl Scratch {
     /// The argument positions whose string record the generic reader filled.
     #[inline(always)]
@@ -58,6 +81,24 @@ impl Scratch {
     pub fn set_str_mask(&mut self, bits: u64) {
         // SAFETY: a field of the scratch area, which this program alone uses.
         unsafe { core::ptr::write_volatile(&mut self.str_bits, bits) }
+    }
+
+    /// The return value at a kretprobe ([`ReadPlan::ret`]).
+    #[inline(always)]
+    pub fn ret(&self) -> u64 {
+        // SAFETY: a field of the scratch area; volatile keeps it in memory, not a register.
+        unsafe { core::ptr::read_volatile(&self.read.ret) }
+    }
+
+    /// The address of argument `i`'s string record ([`Scratch::str_at`], the field), for the helpers
+    /// that copy out of it; null for a position past the last.
+    #[inline(always)]
+    pub fn str_addr(&self, i: usize) -> *const PathRec {
+        // SAFETY: a field of the scratch area; volatile so that it is read from memory,
+        // where the reader stored it, as a number.
+        self.str_at
+            .get(i)
+            .map_or(0, |a| unsafe { core::ptr::read_volatile(a) }) as *const PathRec
     }
 
     /// Stores raw argument `i`: one 8-byte store each, so that the compiler does not merge

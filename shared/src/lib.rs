@@ -1444,6 +1444,13 @@ pub const ADDR6_MAP: &str = "ADDR6";
 pub const PORTS_MAP: &str = "PORTS";
 pub const CGROUPS_MAP: &str = "CGROUPS";
 pub const PROBE_IDS_MAP: &str = "PROBE_IDS";
+/// Copy of the generic fentry program → the [`ProbeHooks`] of the function it is attached
+/// to: `generic_fentry_<i>` at key `i`, `generic_fentry_syscall_<i>` at
+/// [`FENTRY_SLOTS`]` + i`.
+pub const FENTRY_IDS_MAP: &str = "FENTRY_IDS";
+/// Copies of each flavor of the generic fentry program: the first functions observed are
+/// entered through their BPF trampoline, the others by kprobe.
+pub const FENTRY_SLOTS: u32 = 6;
 /// Slot of a `generic_tracepoint_<slot>` program → the hook id of the tracepoint it is
 /// attached to.
 pub const TP_IDS_MAP: &str = "TP_IDS";

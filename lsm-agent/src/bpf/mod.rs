@@ -91,8 +91,7 @@ pub struct Attached {
 pub struct Probe {
     // Owns the programs and their links; dropping it detaches everything.
     ebpf: Ebpf,
-    probe_ids: HashMap<MapData, u64, ProbeHooks>,
-    tp_ids: HashMap<MapData, u32, u32>,
+    ids: probes::IdMaps,
     /// The generic probes attached for the installed image's kprobe and tracepoint targets.
     probes: probes::Probes,
     /// Hooks this kernel has whose program no policy has needed yet (the wider table's LSM
@@ -254,8 +253,11 @@ impl Probe {
             cgroups: take(&mut ebpf, CGROUPS_MAP)?,
             stats: take(&mut ebpf, STATS_MAP)?,
             counters: take(&mut ebpf, COUNTERS_MAP)?,
-            probe_ids: take(&mut ebpf, PROBE_IDS_MAP)?,
-            tp_ids: take(&mut ebpf, TP_IDS_MAP)?,
+            ids: probes::IdMaps {
+                fns: take(&mut ebpf, PROBE_IDS_MAP)?,
+                fentry: take(&mut ebpf, FENTRY_IDS_MAP)?,
+                tps: take(&mut ebpf, TP_IDS_MAP)?,
+            },
             probes: probes::Probes::pinned_in(pins.links_dir()),
             lsm_pending,
             kernel_btf,
@@ -382,8 +384,7 @@ impl Probe {
         if let Err(e) = self.probes.attach_new(
             &mut self.ebpf,
             &self.kernel_btf,
-            &mut self.probe_ids,
-            &mut self.tp_ids,
+            &mut self.ids,
             &old,
             img,
             override_ok,
@@ -404,13 +405,8 @@ impl Probe {
             (old, img.clone())
         };
         // Targets only the image given up on used: nothing runs with their plans any more.
-        self.probes.detach_old(
-            &mut self.ebpf,
-            &mut self.probe_ids,
-            &mut self.tp_ids,
-            &gone,
-            &done,
-        );
+        self.probes
+            .detach_old(&mut self.ebpf, &mut self.ids, &gone, &done);
         self.installed = done;
         if result.is_ok() {
             self.follow_containers();

@@ -19,7 +19,7 @@ use std::{
 use super::program;
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData},
+    maps::{Array, HashMap, MapData},
     programs::{
         FEntry, KProbe, ProgramError, RawTracePoint, TracePoint, UProbe, fentry::FEntryLinkId,
         kprobe::KProbeLinkId, links::FdLink, raw_trace_point::RawTracePointLinkId,
@@ -27,8 +27,8 @@ use aya::{
     },
 };
 use lsm_shared::{
-    ACT_MONITOR, ACT_OVERRIDE, ACT_SET, ARG_SKIP, MAX_ARGS, MAX_SELECTORS, ProbeHooks,
-    RAW_TP_SLOTS, TP_SLOTS,
+    ACT_MONITOR, ACT_OVERRIDE, ACT_SET, ARG_SKIP, FENTRY_SLOTS, MAX_ARGS, MAX_SELECTORS,
+    ProbeHooks, RAW_TP_SLOTS, TP_SLOTS,
 };
 use tracing::{info, warn};
 
@@ -52,8 +52,7 @@ pub const KPROBE_SYSCALL_OVERRIDE_PROG: &str = "generic_kprobe_syscall_override"
 
 /// The fentry copies of the entry program, per flavor (see `lsm-ebpf/src/probe.rs`): the first
 /// functions observed are entered through their BPF trampoline, the others by kprobe.
-pub const FENTRY_SLOTS: usize = 6;
-const FENTRY_PROGS: [&str; FENTRY_SLOTS] = [
+const FENTRY_PROGS: [&str; FENTRY_SLOTS as usize] = [
     "generic_fentry_0",
     "generic_fentry_1",
     "generic_fentry_2",
@@ -61,7 +60,7 @@ const FENTRY_PROGS: [&str; FENTRY_SLOTS] = [
     "generic_fentry_4",
     "generic_fentry_5",
 ];
-const FENTRY_SYSCALL_PROGS: [&str; FENTRY_SLOTS] = [
+const FENTRY_SYSCALL_PROGS: [&str; FENTRY_SLOTS as usize] = [
     "generic_fentry_syscall_0",
     "generic_fentry_syscall_1",
     "generic_fentry_syscall_2",
@@ -76,7 +75,7 @@ fn fentry_prog(syscall: bool, slot: usize) -> &'static str {
     } else {
         &FENTRY_PROGS
     };
-    progs[slot % FENTRY_SLOTS]
+    progs[slot % FENTRY_SLOTS as usize]
 }
 
 /// A link of a probe: owned through its program (detached through it), or pinned in the
@@ -174,6 +173,44 @@ fn perr(target: &Target, reason: impl Into<String>) -> ProbeError {
 }
 
 /// A probed function: its addresses and the hooks of its kprobe and kretprobe.
+/// The maps in which the generic entry programs find the hook ids they run for.
+pub struct IdMaps {
+    /// A probed function's address (`bpf_get_func_ip`) → its hooks: for the kprobes and the
+    /// kretprobe.
+    pub fns: HashMap<MapData, u64, ProbeHooks>,
+    /// An fentry copy (plain copy `i` at `i`, syscall copy `i` at `FENTRY_SLOTS + i`) → the
+    /// hooks of the function it is attached to: an array lookup, where the address needs a
+    /// hash lookup on every call of the function.
+    pub fentry: Array<MapData, ProbeHooks>,
+    /// A tracepoint copy → its hook id.
+    pub tps: HashMap<MapData, u32, u32>,
+}
+
+impl IdMaps {
+    /// Writes `f`'s hooks under each of its addresses and its fentry copy's slot, or removes
+    /// them once it has none.
+    fn write(&mut self, f: &FnProbe) -> Result<(), String> {
+        let none = f.hooks == ProbeHooks::default();
+        for a in &f.addrs {
+            if none {
+                // Already gone is as good.
+                let _ = self.fns.remove(a);
+            } else {
+                self.fns
+                    .insert(a, f.hooks, 0)
+                    .map_err(|e| format!("PROBE_IDS: {e}"))?;
+            }
+        }
+        if let Some(EntryLink::Fentry { slot, .. }) = &f.entry {
+            let key = *slot as u32 + if f.syscall { FENTRY_SLOTS } else { 0 };
+            self.fentry
+                .set(key, f.hooks, 0)
+                .map_err(|e| format!("FENTRY_IDS: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
 struct FnProbe {
     addrs: Vec<u64>,
     /// Probed as a syscall wrapper (arguments from the user's registers).
@@ -313,8 +350,7 @@ impl Probes {
         &mut self,
         ebpf: &mut Ebpf,
         btf: &aya::Btf,
-        ids: &mut HashMap<MapData, u64, ProbeHooks>,
-        tp_ids: &mut HashMap<MapData, u32, u32>,
+        ids: &mut IdMaps,
         old: &MapImage,
         img: &MapImage,
         override_ok: bool,
@@ -349,10 +385,10 @@ impl Probes {
             let r = check_override(img, id, t, override_ok).and_then(|ovr| match t {
                 Target::Kprobe(k) => self.attach_fn(ebpf, btf, ids, id, t, k, ovr),
                 Target::Tracepoint { subsystem, event } => {
-                    self.attach_tp(ebpf, tp_ids, id, t, subsystem, event)
+                    self.attach_tp(ebpf, ids, id, t, subsystem, event)
                 }
                 Target::RawTracepoint { event, .. } => {
-                    self.attach_raw_tp(ebpf, tp_ids, img, id, t, event)
+                    self.attach_raw_tp(ebpf, ids, img, id, t, event)
                 }
                 Target::Uprobe(u) => self.attach_up(ebpf, id, t, u, &usdt_use(img, id)),
                 Target::Lsm(_) => Ok(()),
@@ -361,7 +397,7 @@ impl Probes {
                 Ok(()) => done.push((id, t.clone())),
                 Err(e) => {
                     for (id, t) in done {
-                        self.detach(ebpf, ids, tp_ids, id, &t);
+                        self.detach(ebpf, ids, id, &t);
                     }
                     return Err(e);
                 }
@@ -374,14 +410,13 @@ impl Probes {
     pub fn detach_old(
         &mut self,
         ebpf: &mut Ebpf,
-        ids: &mut HashMap<MapData, u64, ProbeHooks>,
-        tp_ids: &mut HashMap<MapData, u32, u32>,
+        ids: &mut IdMaps,
         old: &MapImage,
         img: &MapImage,
     ) {
         for (&id, t) in &old.probes {
             if img.probes.get(&id) != Some(t) {
-                self.detach(ebpf, ids, tp_ids, id, t);
+                self.detach(ebpf, ids, id, t);
             }
         }
     }
@@ -391,7 +426,7 @@ impl Probes {
         &mut self,
         ebpf: &mut Ebpf,
         btf: &aya::Btf,
-        ids: &mut HashMap<MapData, u64, ProbeHooks>,
+        ids: &mut IdMaps,
         id: u32,
         t: &Target,
         k: &KprobeTarget,
@@ -452,7 +487,7 @@ impl Probes {
         }
         // The entry program runs for a kretprobe too: it keeps the arguments for the return.
         if f.entry.is_none() {
-            let free = (0..FENTRY_SLOTS).find(|s| !taken.contains(&(f.syscall, *s)));
+            let free = (0..FENTRY_SLOTS as usize).find(|s| !taken.contains(&(f.syscall, *s)));
             let fentry = match free {
                 // An overriding entry needs a kprobe (bpf_override_return).
                 Some(slot) if !f.override_ => match fentry(ebpf, btf, f.syscall, slot, symbol) {
@@ -501,10 +536,7 @@ impl Probes {
         } else {
             f.hooks.entry = id;
         }
-        for a in &f.addrs {
-            ids.insert(a, f.hooks, 0)
-                .map_err(|e| perr(t, format!("PROBE_IDS: {e}")))?;
-        }
+        ids.write(f).map_err(|r| perr(t, r))?;
         self.fn_of.insert(id, symbol.to_string());
         info!("observing {} (hook {id})", hook_label(t));
         Ok(())
@@ -513,7 +545,7 @@ impl Probes {
     fn attach_tp(
         &mut self,
         ebpf: &mut Ebpf,
-        tp_ids: &mut HashMap<MapData, u32, u32>,
+        ids: &mut IdMaps,
         id: u32,
         t: &Target,
         subsystem: &str,
@@ -552,7 +584,7 @@ impl Probes {
             |l| prog.take_link(l),
         )
         .map_err(|r| perr(t, r))?;
-        tp_ids
+        ids.tps
             .insert(slot, id, 0)
             .map_err(|e| perr(t, format!("TP_IDS: {e}")))?;
         self.tps.insert(id, TpProbe { slot, link });
@@ -567,7 +599,7 @@ impl Probes {
     fn attach_raw_tp(
         &mut self,
         ebpf: &mut Ebpf,
-        tp_ids: &mut HashMap<MapData, u32, u32>,
+        ids: &mut IdMaps,
         img: &MapImage,
         id: u32,
         t: &Target,
@@ -622,7 +654,7 @@ impl Probes {
             prog.take_link(l)
         })
         .map_err(|r| perr(t, r))?;
-        tp_ids
+        ids.tps
             .insert(TP_SLOTS + slot, id, 0)
             .map_err(|e| perr(t, format!("TP_IDS: {e}")))?;
         self.raw_tps.insert(id, RawTpProbe { slot, link });
@@ -630,17 +662,10 @@ impl Probes {
         Ok(())
     }
 
-    fn detach(
-        &mut self,
-        ebpf: &mut Ebpf,
-        ids: &mut HashMap<MapData, u64, ProbeHooks>,
-        tp_ids: &mut HashMap<MapData, u32, u32>,
-        id: u32,
-        t: &Target,
-    ) {
+    fn detach(&mut self, ebpf: &mut Ebpf, ids: &mut IdMaps, id: u32, t: &Target) {
         if let Some(tp) = self.tps.remove(&id) {
             self.tp_off.remove(&id);
-            let _ = tp_ids.remove(&tp.slot);
+            let _ = ids.tps.remove(&tp.slot);
             let prog = TRACEPOINT_PROGS[tp.slot as usize % TRACEPOINT_PROGS.len()];
             if let Err(e) = release(tp.link, |l| program::<TracePoint>(ebpf, prog)?.detach(l)) {
                 warn!("detaching {}: {e}", hook_label(t));
@@ -648,7 +673,7 @@ impl Probes {
             return;
         }
         if let Some(tp) = self.raw_tps.remove(&id) {
-            let _ = tp_ids.remove(&(TP_SLOTS + tp.slot));
+            let _ = ids.tps.remove(&(TP_SLOTS + tp.slot));
             let prog = RAW_TP_PROGS[tp.slot as usize % RAW_TP_PROGS.len()];
             if let Err(e) = release(tp.link, |l| program::<RawTracePoint>(ebpf, prog)?.detach(l)) {
                 warn!("detaching {}: {e}", hook_label(t));
@@ -673,12 +698,8 @@ impl Probes {
                 detach_kprobe(ebpf, KRETPROBE_PROG, l, t);
             }
         }
-        for a in &f.addrs {
-            let _ = if f.hooks == ProbeHooks::default() {
-                ids.remove(a)
-            } else {
-                ids.insert(a, f.hooks, 0)
-            };
+        if let Err(r) = ids.write(f) {
+            warn!("detaching {}: {r}", hook_label(t));
         }
         if f.hooks == ProbeHooks::default() {
             match f.entry.take() {
