@@ -119,6 +119,45 @@ fn a_mkdir_of_the_named_directory_is_denied_with_eperm_and_the_event_carries_its
     );
 }
 
+/// Whether the agent's generation has a pin named `name` (`<program>@<target>`): the link
+/// of a program it attached (the shared agent pins under the default `--bpf-dir`).
+fn pinned(a: &Agent, name: &str) -> bool {
+    let infix = format!("-{}-", a.pid());
+    fs::read_dir("/sys/fs/bpf/lsm-agent")
+        .expect("the agent's pin directory")
+        .flatten()
+        .filter(|g| g.file_name().to_string_lossy().contains(&infix))
+        .any(|g| g.path().join("links").join(name).exists())
+}
+
+/// A hook's program is attached while a loaded policy has a selector on it and detached when
+/// the last such policy goes, so that the hook's calls cost nothing again; the next policy on
+/// the hook attaches it again (without a second verification) and is enforced.
+#[test]
+fn the_last_policy_on_a_hook_going_detaches_its_program_and_the_next_one_attaches_it_again() {
+    let a = agent();
+    let dir = scratch_dir("mkdir-detach");
+    let target = dir.join("lsm-vmtest-forbidden-dir");
+    let file = fixture("deny-mkdir-of-lsm-vmtest-forbidden-dir-eperm.yaml");
+    let pin = "inode_mkdir@inode_mkdir";
+
+    let policy = a.add_policy(&file);
+    assert!(pinned(&a, pin), "a policy on inode_mkdir attaches its program");
+    assert_eperm("mkdir under the first policy", fs::create_dir(&target));
+    policy.delete();
+    assert!(
+        !pinned(&a, pin),
+        "the last policy on inode_mkdir deleted, its program is detached"
+    );
+    fs::create_dir(&target).expect("without a policy the directory may be made");
+    fs::remove_dir(&target).expect("cleanup");
+
+    let policy = a.add_policy(&file);
+    assert!(pinned(&a, pin), "the next policy attaches the program again");
+    assert_eperm("mkdir under the next policy", fs::create_dir(&target));
+    policy.delete();
+}
+
 /// `security_path_link` → `path_link(old_dentry, new_dir, new_dentry)`: the selector names
 /// the directory the link is made in (a full path); the event carries all three.
 #[test]

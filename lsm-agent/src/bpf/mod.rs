@@ -97,6 +97,10 @@ pub struct Probe {
     /// Hooks this kernel has whose program no policy has needed yet (the wider table's LSM
     /// programs, the twins' LSM programs or kprobes): hook id → what to attach.
     lsm_pending: BTreeMap<u32, modes::Pending>,
+    /// Those a policy needed: attached now, detached (and pending again) when no loaded
+    /// policy has a selector on their hook, so that a hook nobody watches any more costs its
+    /// calls nothing.
+    lsm_used: BTreeMap<u32, modes::Pending>,
     /// For loading those programs.
     kernel_btf: aya::Btf,
     /// The links of the programs attached here (not the generic probes').
@@ -260,6 +264,7 @@ impl Probe {
             },
             probes: probes::Probes::pinned_in(pins.links_dir()),
             lsm_pending,
+            lsm_used: BTreeMap::new(),
             kernel_btf,
             pins,
             canary: canary::CanaryMaps::take(&mut ebpf)?,
@@ -409,9 +414,35 @@ impl Probe {
             .detach_old(&mut self.ebpf, &mut self.ids, &gone, &done);
         self.installed = done;
         if result.is_ok() {
+            self.detach_unused_hooks();
             self.follow_containers();
         }
         result
+    }
+
+    /// Detaches the programs [`Probe::attach_used_hooks`] attached whose hook the installed
+    /// plans no longer use (after the switch: nothing runs with a plan for them). The program
+    /// stays loaded, so attaching it again costs no verification. A link that cannot be
+    /// released stays attached, doing nothing without a plan.
+    fn detach_unused_hooks(&mut self) {
+        let unused: Vec<(u32, modes::Pending)> = self
+            .lsm_used
+            .iter()
+            .filter(|(h, _)| !uses_hook(&self.installed, **h))
+            .map(|(&h, &p)| (h, p))
+            .collect();
+        for (hook, p) in unused {
+            let (program, target) = p.names();
+            if let Err(e) = self.pins.release(program, target) {
+                warn!("detaching {program} from {target}: {e}");
+                continue;
+            }
+            info!("detached {program} from {target}: no loaded policy uses it");
+            self.attached
+                .retain(|a| !(a.program == program && a.target == target));
+            self.lsm_used.remove(&hook);
+            self.lsm_pending.insert(hook, p);
+        }
     }
 
     /// Attaches the `resolvePathInContainer` uprobes of the installed policies in the
@@ -425,17 +456,13 @@ impl Probe {
     }
 
     /// Loads and attaches the program of each hook `img` has a plan for and that has no
-    /// program yet (an LSM hook of the wider table, a twin). Attached programs stay: one with
-    /// no plan returns at its first lookup.
+    /// program yet (an LSM hook of the wider table, a twin); detached again by
+    /// [`Probe::detach_unused_hooks`].
     fn attach_used_hooks(&mut self, img: &MapImage) -> Result<(), BpfError> {
         let used: Vec<(u32, modes::Pending)> = self
             .lsm_pending
             .iter()
-            .filter(|(h, _)| {
-                img.hook_cfg
-                    .get(h)
-                    .is_some_and(|c| *c != HookConfig::empty())
-            })
+            .filter(|(h, _)| uses_hook(img, **h))
             .map(|(&h, &p)| (h, p))
             .collect();
         for (hook, p) in used {
@@ -456,6 +483,7 @@ impl Probe {
                 }
             };
             self.lsm_pending.remove(&hook);
+            self.lsm_used.insert(hook, p);
             self.attached.push(Attached { program, target });
         }
         Ok(())
@@ -787,6 +815,13 @@ fn lpm_key((hook, subject, bytes): &StrEntryKey) -> Key<LpmStr> {
     let n = bytes.len().min(LPM_STR_LEN);
     data.bytes[..n].copy_from_slice(&bytes[..n]);
     Key::new(SCOPE_BITS + 8 * n as u32, data)
+}
+
+/// Whether `img` has a plan for `hook`.
+fn uses_hook(img: &MapImage, hook: u32) -> bool {
+    img.hook_cfg
+        .get(&hook)
+        .is_some_and(|c| *c != HookConfig::empty())
 }
 
 /// The LSM programs: every hook denies before the operation.

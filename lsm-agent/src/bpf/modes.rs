@@ -351,6 +351,16 @@ pub enum Pending {
     },
 }
 
+impl Pending {
+    /// The program and what it is attached to.
+    pub fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Pending::Lsm { program, hook } => (program, hook),
+            Pending::Kprobe { program, function } => (program, function),
+        }
+    }
+}
+
 /// Where the twins go, given the mode each hand-written hook got: the twin of an attached
 /// hook waits in the same mode.
 pub fn pending_twins(modes: &HookModes) -> Vec<(u32, Pending)> {

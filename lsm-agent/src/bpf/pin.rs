@@ -197,7 +197,8 @@ enum Held {
 #[derive(Debug, Default)]
 pub struct Pins {
     generation: Option<Generation>,
-    links: Vec<Held>,
+    /// The links held (not pinned), by pin name (`<program>@<target>`).
+    links: Vec<(String, Held)>,
 }
 
 impl Pins {
@@ -243,10 +244,22 @@ impl Pins {
     /// Takes `link` (the program `name` attached at `target`): pins it, or owns it.
     pub fn keep(&mut self, name: &str, target: &str, link: FdLink) -> Result<(), PinDirError> {
         let Some(g) = &self.generation else {
-            self.links.push(Held::Owned(link));
+            self.links.push((pin_name(name, target), Held::Owned(link)));
             return Ok(());
         };
         pin_link(&g.links(), name, target, link)?;
+        Ok(())
+    }
+
+    /// Detaches the program `name` attached at `target` that [`Pins::keep`] took: removes its
+    /// pin, or closes the link held.
+    pub fn release(&mut self, name: &str, target: &str) -> Result<(), PinDirError> {
+        let key = pin_name(name, target);
+        if let Some(g) = &self.generation {
+            let path = g.links().join(&key);
+            return std::fs::remove_file(&path).map_err(io_err(&path));
+        }
+        self.links.retain(|(k, _)| *k != key);
         Ok(())
     }
 
@@ -259,7 +272,7 @@ impl Pins {
         link: KProbeLink,
     ) -> Result<(), PinDirError> {
         if self.generation.is_none() {
-            self.links.push(Held::Perf(link));
+            self.links.push((pin_name(name, target), Held::Perf(link)));
             return Ok(());
         }
         let fd = FdLink::try_from(link).map_err(|e| {
