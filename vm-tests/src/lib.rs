@@ -22,6 +22,7 @@ use nix::{
     unistd::Pid,
 };
 
+pub mod bench;
 pub mod k8s;
 mod stream;
 

@@ -31,6 +31,7 @@ use std::{
 };
 
 use vm_tests::{
+    bench::{ReadCost, readbench, rss_kib},
     k8s::{Applied, Cluster, FakePod, Fleet, FleetPod, NODE, cluster, fleet::ensure_namespaces},
     *,
 };
@@ -68,51 +69,6 @@ fn agent(c: &Cluster) -> std::sync::MutexGuard<'static, Agent> {
         "--node-name".into(),
         NODE.into(),
     ])
-}
-
-/// What `vmtest-readbench` prints: medians and the spread of the rounds, in ns.
-struct Cost {
-    pread: [f64; 3],
-    open_read_close: [f64; 3],
-}
-
-fn measure(mut cmd: Command, data: &Path) -> Cost {
-    let out = cmd
-        .args([&data.display().to_string(), READS, OPENS, ROUNDS])
-        .stdin(Stdio::null())
-        .output()
-        .expect("running vmtest-readbench");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "vmtest-readbench failed ({:?}): {text}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let value = |key: &str| -> f64 {
-        words
-            .iter()
-            .position(|w| *w == key)
-            .and_then(|i| words.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in vmtest-readbench's output {text:?}"))
-    };
-    Cost {
-        pread: [value("pread"), value("pread_min"), value("pread_max")],
-        open_read_close: [value("open_read_close"), value("orc_min"), value("orc_max")],
-    }
-}
-
-/// The agent's resident set (`VmRSS`), in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("agent's status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in the agent's status")
 }
 
 /// How many of the guide's policies the agent lists as enabled.
@@ -164,7 +120,7 @@ fn fleet_cat(p: &FleetPod) -> Command {
 struct Row {
     setup: String,
     process: &'static str,
-    cost: Cost,
+    cost: ReadCost,
     rss_kib: u64,
 }
 
@@ -175,7 +131,7 @@ fn measure_both(a: &Agent, meter: &FakePod, data: &Path, setup: &str, rows: &mut
         } else {
             Command::new(bin("vmtest-readbench"))
         };
-        let cost = measure(cmd, data);
+        let cost = readbench(cmd, data, READS, OPENS, ROUNDS);
         rows.push(Row {
             setup: setup.to_string(),
             process,

@@ -142,7 +142,10 @@ fn the_last_policy_on_a_hook_going_detaches_its_program_and_the_next_one_attache
     let pin = "inode_mkdir@inode_mkdir";
 
     let policy = a.add_policy(&file);
-    assert!(pinned(&a, pin), "a policy on inode_mkdir attaches its program");
+    assert!(
+        pinned(&a, pin),
+        "a policy on inode_mkdir attaches its program"
+    );
     assert_eperm("mkdir under the first policy", fs::create_dir(&target));
     policy.delete();
     assert!(
@@ -153,7 +156,10 @@ fn the_last_policy_on_a_hook_going_detaches_its_program_and_the_next_one_attache
     fs::remove_dir(&target).expect("cleanup");
 
     let policy = a.add_policy(&file);
-    assert!(pinned(&a, pin), "the next policy attaches the program again");
+    assert!(
+        pinned(&a, pin),
+        "the next policy attaches the program again"
+    );
     assert_eperm("mkdir under the next policy", fs::create_dir(&target));
     policy.delete();
 }

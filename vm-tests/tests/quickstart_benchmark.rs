@@ -1,0 +1,189 @@
+//! Benchmark (reports numbers, asserts none of them): what the guide's two enforce policies
+//! cost next to no agent at all, in one boot, and how long the agent takes from launch to
+//! enforcing them; the baseline of issue 13's targets.
+//!
+//! * A 1-byte `pread` on an open file and `open` + 1-byte `read` + `close` of it (on the
+//!   guest's tmpfs, matching no selector), by `vmtest-readbench`, and a TCP `connect()` +
+//!   close to 127.0.0.1 (which the egress policy lets through): first with no agent, then with
+//!   the agent enforcing `file_monitoring_enforce.yaml` and `network_egress_cluster_enforce.yaml`
+//!   (after `envsubst`), each as the median and the spread of 7 rounds.
+//! * From launch to enforcing: the agent's first log line to its last `policy enforcing` line,
+//!   and to its answering `lsmctl status` with its event stream delivering; then
+//!   `cat /etc/shadow` must be killed.
+//! * Each program the agent loaded, with the verifier's processed-instruction count
+//!   (`verified_insns`, the machine-independent measure of start-up cost) and its load time,
+//!   from the agent's log; the agent's resident memory once the policies are loaded.
+//!
+//! The report goes to stdout and to `bench-quickstart.md` in the results directory. The test
+//! fails only when something does not work (the agent, a policy, a read), never on a time.
+
+use std::{
+    fmt::Write as _,
+    fs,
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::Path,
+    process::Command,
+    time::Instant,
+};
+
+use vm_tests::{
+    bench::{ReadCost, readbench, rss_kib, verified_insns},
+    *,
+};
+
+/// Per round: 1-byte preads, and open+read+close; rounds per measurement.
+const READS: &str = "50000";
+const OPENS: &str = "10000";
+const ROUNDS: &str = "7";
+const CONNECTS: u32 = 2000;
+const CONNECT_ROUNDS: usize = 7;
+
+/// (median, min, max) nanoseconds per connect+close to `addr`.
+fn connect_cost(addr: SocketAddr) -> [f64; 3] {
+    let mut rounds: Vec<f64> = (0..CONNECT_ROUNDS)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..CONNECTS {
+                drop(TcpStream::connect(addr).expect("connect to 127.0.0.1"));
+            }
+            start.elapsed().as_nanos() as f64 / f64::from(CONNECTS)
+        })
+        .collect();
+    rounds.sort_by(f64::total_cmp);
+    [
+        rounds[CONNECT_ROUNDS / 2],
+        rounds[0],
+        rounds[CONNECT_ROUNDS - 1],
+    ]
+}
+
+/// Seconds since midnight of a log line's RFC 3339 timestamp (`...T00:42:43.662869Z`), after
+/// its colour sequences; the benchmark's boot does not cross midnight.
+fn log_seconds(line: &str) -> Option<f64> {
+    let t = line.split('T').nth(1)?.split('Z').next()?;
+    let mut parts = t.split(':');
+    let (h, m, s): (f64, f64, f64) = (
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    );
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+/// Seconds from the agent's first log line to its last `policy enforcing` line.
+fn launch_to_enforcing(log: &str) -> Option<f64> {
+    let first = log.lines().find_map(log_seconds)?;
+    let last = log
+        .lines()
+        .rev()
+        .filter(|l| l.contains("policy enforcing"))
+        .find_map(log_seconds)?;
+    Some(last - first)
+}
+
+fn spread(v: [f64; 3]) -> String {
+    format!("{:.0} ({:.0}–{:.0})", v[0], v[1], v[2])
+}
+
+#[test]
+fn report_the_quickstart_enforce_policies_cost_and_start_up_next_to_no_agent() {
+    let dir = scratch_dir("bench-quickstart");
+    let data = dir.join("data");
+    fs::write(&data, "x").expect("data file");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            drop(s);
+        }
+    });
+    let readbench = || {
+        readbench(
+            Command::new(bin("vmtest-readbench")),
+            &data,
+            READS,
+            OPENS,
+            ROUNDS,
+        )
+    };
+
+    let bare: (ReadCost, [f64; 3]) = (readbench(), connect_cost(addr));
+
+    let network = dir.join("network-egress-cluster-enforce.yaml");
+    let yaml = substitute(
+        &quickstart("network_egress_cluster_enforce.yaml"),
+        &[("PODCIDR", "10.0.0.0/16"), ("SERVICECIDR", "10.96.0.0/12")],
+    );
+    fs::write(&network, yaml).expect("network policy");
+    let launch = Instant::now();
+    let a = Agent::start(&[
+        "--tracing-policy".into(),
+        quickstart("file_monitoring_enforce.yaml")
+            .display()
+            .to_string(),
+        "--tracing-policy".into(),
+        network.display().to_string(),
+    ]);
+    let ready = launch.elapsed();
+    let log = fs::read_to_string(results_dir().join("agent.log")).expect("agent log");
+    let cat = run(Path::new("/usr/bin/cat"), &["/etc/shadow"]);
+    assert_eq!(
+        exit_code(&cat),
+        137,
+        "the file policy is enforced once the agent is ready"
+    );
+    let loaded: (ReadCost, [f64; 3]) = (readbench(), connect_cost(addr));
+    let rss = rss_kib(a.pid());
+    drop(a);
+
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut report = format!(
+        "# The guide's two enforce policies next to no agent ({}, BPF-LSM programs, QEMU TCG)\n\n\
+         | operation, ns (median; min–max of {ROUNDS} rounds) | no agent | both enforce policies | ratio |\n|---|---|---|---|\n",
+        release.trim()
+    );
+    for (name, b, l) in [
+        (
+            format!("1-byte pread ({READS} per round)"),
+            bare.0.pread,
+            loaded.0.pread,
+        ),
+        (
+            format!("open + 1-byte read + close ({OPENS} per round)"),
+            bare.0.open_read_close,
+            loaded.0.open_read_close,
+        ),
+        (
+            format!("connect + close to 127.0.0.1 ({CONNECTS} per round)"),
+            bare.1,
+            loaded.1,
+        ),
+    ] {
+        let _ = writeln!(
+            report,
+            "| {name} | {} | {} | {:.2} |",
+            spread(b),
+            spread(l),
+            l[0] / b[0]
+        );
+    }
+    let enforcing = launch_to_enforcing(&log)
+        .map_or_else(|| "not in the log".to_string(), |s| format!("{s:.1} s"));
+    let _ = writeln!(
+        report,
+        "\n- launch to both policies enforcing (the agent's log): {enforcing}\n\
+         - launch to ready (`lsmctl status` answers, the event stream delivers): {:.1} s\n\
+         - agent resident memory with both policies loaded: {:.1} MiB\n\n\
+         | program loaded | verified_insns | load time |\n|---|---|---|",
+        ready.as_secs_f64(),
+        rss as f64 / 1024.0
+    );
+    let programs = verified_insns(&log);
+    for (program, insns, elapsed) in &programs {
+        let _ = writeln!(report, "| `{program}` | {insns} | {elapsed} |");
+    }
+    let total: u64 = programs.iter().map(|p| p.1).sum();
+    let _ = writeln!(report, "| all | {total} | |");
+    println!("{report}");
+    fs::write(results_dir().join("bench-quickstart.md"), &report).expect("report");
+}
