@@ -18,8 +18,8 @@ use crate::{
     event::emit,
     kernel::{kconf, read_attrs},
     maps::{
-        ADDR4, ADDR6, AGENTS, CGROUPS, COUNTERS, NUM_FILT, NUM_SET, PIDS, PORTS, PROCS, SCRATCH,
-        SEL_ACT, SOCK_OWNERS, STR_EQ, STR_POSTFIX, STR_PREFIX, hook_cfg_at,
+        ADDR4, ADDR6, AGENTS, CGROUPS, COUNTERS, FILE_VERDICTS, NUM_FILT, NUM_SET, PIDS, PLAN_GEN,
+        PORTS, PROCS, SCRATCH, SEL_ACT, SOCK_OWNERS, STR_EQ, STR_POSTFIX, STR_PREFIX, hook_cfg_at,
     },
     path::count,
     scratch::Scratch,
@@ -169,6 +169,52 @@ fn match_strings(
     cand
 }
 
+/// [`match_strings`] on the file argument `file` of a hand-written file hook, through the
+/// file's verdict: string narrowing is `cand & keep` with `keep` what it leaves of all
+/// selectors (`narrow` and `fail_closed` only clear bits), and the cached path of an open file
+/// does not change; so `keep` is computed once per file, hook and plan generation, and a
+/// later call on the file costs one lookup instead of the path's prefix and equality lookups.
+#[inline(always)]
+fn match_file(
+    s: &mut Scratch,
+    hook: u32,
+    cfg: &HookConfig,
+    cand: u64,
+    rec: *const PathRec,
+    file: u64,
+) -> u64 {
+    if cfg.str_uses(SUBJECT_ARG) == 0 || cand == 0 {
+        return cand;
+    }
+    // No file (an anonymous mapping) has nothing to key a verdict by; a path that could not
+    // be resolved fails closed this time, and a later call may resolve it.
+    // SAFETY: `rec` points to a live map value or scratch record.
+    let keeps = file != 0 && unsafe { (*rec).flags } & PATH_UNRESOLVED == 0;
+    let generation = PLAN_GEN.get(0).copied().unwrap_or(0);
+    if keeps
+        // SAFETY: the program runs under RCU, so the element stays valid until it returns;
+        // its fields are read at once.
+        && let Some(v) = unsafe { FILE_VERDICTS.get(&file) }
+        && v.generation == generation
+        && v.hook == hook
+    {
+        return cand & v.keep;
+    }
+    // One copy of the matching for both cases, so the verifier walks it once.
+    let from = if keeps { u64::MAX } else { cand };
+    let keep = match_strings(s, hook, cfg, from, SUBJECT_ARG, RecRef::Whole(rec), 0);
+    if keeps {
+        s.verdict = FileVerdict {
+            generation,
+            hook,
+            _pad: 0,
+            keep,
+        };
+        let _ = FILE_VERDICTS.insert(&file, &s.verdict, 0);
+    }
+    cand & keep
+}
+
 /// The arguments of one call, as the entry point hands them over.
 #[derive(Clone, Copy)]
 pub enum Input<'a> {
@@ -177,6 +223,9 @@ pub enum Input<'a> {
     Ready {
         rec: Option<*const PathRec>,
         args: &'a [u64; MAX_ARGS],
+        /// `args[0]` is the open file `rec` is the path of (a file hook): its verdict is kept
+        /// ([`match_file`]).
+        file: bool,
     },
     /// The hook's first `nargs` raw arguments in `Scratch::raw`, read by [`args::read`]
     /// following the hook's descriptors, and only once the cheap checks leave a candidate
@@ -195,7 +244,29 @@ pub fn evaluate(
     rec: Option<*const PathRec>,
     args: &[u64; MAX_ARGS],
 ) -> i32 {
-    evaluate_at(s, cur, hook, Input::Ready { rec, args }, Mode::Lsm, None)
+    let input = Input::Ready {
+        rec,
+        args,
+        file: false,
+    };
+    evaluate_at(s, cur, hook, input, Mode::Lsm, None)
+}
+
+/// [`evaluate`] for a file hook: `args[0]` is the open file `rec` is the path of.
+#[inline(always)]
+pub fn evaluate_file(
+    s: &mut Scratch,
+    cur: Current,
+    hook: u32,
+    rec: *const PathRec,
+    args: &[u64; MAX_ARGS],
+) -> i32 {
+    let input = Input::Ready {
+        rec: Some(rec),
+        args,
+        file: true,
+    };
+    evaluate_at(s, cur, hook, input, Mode::Lsm, None)
 }
 
 /// Which kind of entry point asks, which decides what a match can do.
@@ -244,14 +315,29 @@ pub fn observe(
     rec: Option<*const PathRec>,
     args: &[u64; MAX_ARGS],
 ) {
-    evaluate_at(
-        s,
-        cur,
-        hook,
-        Input::Ready { rec, args },
-        Mode::Fallback,
-        None,
-    );
+    let input = Input::Ready {
+        rec,
+        args,
+        file: false,
+    };
+    evaluate_at(s, cur, hook, input, Mode::Fallback, None);
+}
+
+/// [`observe`] for a file hook: `args[0]` is the open file `rec` is the path of.
+#[inline(always)]
+pub fn observe_file(
+    s: &mut Scratch,
+    cur: Current,
+    hook: u32,
+    rec: *const PathRec,
+    args: &[u64; MAX_ARGS],
+) {
+    let input = Input::Ready {
+        rec: Some(rec),
+        args,
+        file: true,
+    };
+    evaluate_at(s, cur, hook, input, Mode::Fallback, None);
 }
 
 /// [`observe`] for a hook whose raw arguments the entry stored in `s.raw`.
@@ -342,17 +428,21 @@ fn evaluate_at(
         return 0;
     }
     s.owner = 0;
-    let (rec, nargs, args): (Option<*const PathRec>, usize, *const [u64; MAX_ARGS]) = match input {
-        Input::Ready { rec, args } => (rec, 0, args),
+    let (rec, nargs, args, file) = match input {
+        Input::Ready { rec, args, file } => (rec, 0, args as *const [u64; MAX_ARGS], file),
         Input::Raw { nargs } => {
             args::read(s, cfg, cfg_at, nargs, has_ret);
-            (None, nargs, &raw const s.vals)
+            (None, nargs, &raw const s.vals, false)
         }
     };
     // SAFETY: the caller's array, or `s.vals`, which nothing writes until the program ends.
     let args = unsafe { &*args };
     if let Some(rec) = rec {
-        cand = match_strings(s, hook, cfg, cand, SUBJECT_ARG, RecRef::Whole(rec), 0);
+        cand = if file {
+            match_file(s, hook, cfg, cand, rec, args[0])
+        } else {
+            match_strings(s, hook, cfg, cand, SUBJECT_ARG, RecRef::Whole(rec), 0)
+        };
     }
     let mut i = 0usize;
     while i < MAX_ARGS && i < nargs {

@@ -10,10 +10,10 @@ use lsm_shared::*;
 
 use crate::{
     entry::{enter, ret},
-    eval::{observe, observe_raw},
+    eval::{observe, observe_file, observe_raw},
     file_rec,
     kernel::{kconf, read_u64},
-    maps::{EXEC_PEND, FILES, hook_has_selectors},
+    maps::{EXEC_PEND, FILE_VERDICTS, FILES, hook_has_selectors},
     path::{is_layer_file, is_uncached_layer_file, resolve_file_walk, resolve_walk},
     read_connection,
     scratch::Scratch,
@@ -65,13 +65,7 @@ fn try_kprobe_file_permission(ctx: &ProbeContext) -> Result<i32, i32> {
     let Some(rec) = file_rec(s, file) else {
         return Ok(0);
     };
-    observe(
-        s,
-        cur,
-        HOOK_FILE_PERMISSION,
-        Some(rec),
-        &[file, mask, 0, 0, 0],
-    );
+    observe_file(s, cur, HOOK_FILE_PERMISSION, rec, &[file, mask, 0, 0, 0]);
     Ok(0)
 }
 
@@ -101,7 +95,7 @@ fn try_kprobe_mmap_file(ctx: &ProbeContext) -> Result<i32, i32> {
     } else {
         return Ok(0);
     };
-    observe(s, cur, HOOK_MMAP_FILE, Some(rec), &args);
+    observe_file(s, cur, HOOK_MMAP_FILE, rec, &args);
     Ok(0)
 }
 
@@ -139,7 +133,7 @@ fn try_kprobe_file_truncate(ctx: &ProbeContext) -> Result<i32, i32> {
     let Some(rec) = file_rec(s, file) else {
         return Ok(0);
     };
-    observe(s, cur, HOOK_FILE_TRUNCATE, Some(rec), &[file, 0, 0, 0, 0]);
+    observe_file(s, cur, HOOK_FILE_TRUNCATE, rec, &[file, 0, 0, 0, 0]);
     Ok(0)
 }
 
@@ -190,6 +184,8 @@ fn try_kprobe_socket_connect(ctx: &ProbeContext) -> Result<i32, i32> {
 pub fn kprobe_file_free(ctx: ProbeContext) -> u32 {
     let file = arg(&ctx, 0);
     let _ = FILES.remove(&file);
+    // Its address may be a new file's next: no verdict of this one may outlive it.
+    let _ = FILE_VERDICTS.remove(&file);
     0
 }
 

@@ -41,10 +41,10 @@ use lsm_shared::*;
 
 use crate::{
     entry::{enter, enter_lsm, now, ret},
-    eval::{evaluate, kcopy},
+    eval::{evaluate, evaluate_file, kcopy},
     event::emit,
     kernel::{kconf, read_u16, read_u32, read_u64, task_ns_pid},
-    maps::{EXEC_PEND, FILES, PROCS, STR_EQ, hook_cfg, hook_has_selectors},
+    maps::{EXEC_PEND, FILE_VERDICTS, FILES, PROCS, STR_EQ, hook_cfg, hook_has_selectors},
     path::{is_layer_file, resolve_d_path, resolve_file_walk, resolve_walk},
     scratch::Scratch,
 };
@@ -115,7 +115,7 @@ fn try_file_permission(ctx: &LsmContext) -> Result<i32, i32> {
         return Ok(0);
     };
     let args = [file, mask, 0, 0, 0];
-    Ok(evaluate(s, cur, HOOK_FILE_PERMISSION, Some(rec), &args))
+    Ok(evaluate_file(s, cur, HOOK_FILE_PERMISSION, rec, &args))
 }
 
 #[lsm(hook = "mmap_file")]
@@ -134,7 +134,9 @@ fn try_mmap_file(ctx: &LsmContext) -> Result<i32, i32> {
     // Anonymous mappings have no file: only selectors without string filters can match.
     // Debian's 6.12 also calls the hook, about three times per exec on an overlayfs /usr,
     // with a "file" that is not a kernel address (bpf_d_path refuses it with -ERANGE, the
-    // walk reads nothing): that is no file either, not a path to fail closed on.
+    // walk reads nothing): that is no file either, not a path to fail closed on. Its verdict
+    // is kept under that value like a file's: the same empty path each time, never freed,
+    // dropped by the cache's LRU.
     let rec = if !is_kernel_object(file) {
         s.rec.len = 0;
         s.rec.flags = PATH_RESOLVED;
@@ -147,7 +149,7 @@ fn try_mmap_file(ctx: &LsmContext) -> Result<i32, i32> {
         resolve_d_path(s, p, rec);
         &s.rec
     };
-    Ok(evaluate(s, cur, HOOK_MMAP_FILE, Some(rec), &args))
+    Ok(evaluate_file(s, cur, HOOK_MMAP_FILE, rec, &args))
 }
 
 /// `path_truncate` where the kernel allows `bpf_d_path` there (6.12).
@@ -210,11 +212,11 @@ fn try_file_truncate(ctx: &LsmContext) -> Result<i32, i32> {
     let Some(rec) = file_rec(s, file) else {
         return Ok(0);
     };
-    Ok(evaluate(
+    Ok(evaluate_file(
         s,
         cur,
         HOOK_FILE_TRUNCATE,
-        Some(rec),
+        rec,
         &[file, 0, 0, 0, 0],
     ))
 }
@@ -335,6 +337,8 @@ pub fn file_free_security(ctx: LsmContext) -> i32 {
 fn try_file_free_security(ctx: &LsmContext) -> Result<i32, i32> {
     let file: u64 = ctx.arg(0);
     let _ = FILES.remove(&file);
+    // Its address may be a new file's next: no verdict of this one may outlive it.
+    let _ = FILE_VERDICTS.remove(&file);
     Ok(0)
 }
 

@@ -40,6 +40,15 @@ pub static HOOK_CFG: Array<HookConfig> = Array::with_max_entries(2 * NUM_HOOKS, 
 #[map]
 pub static PLAN_BANK: Array<u32> = Array::with_max_entries(1, 0);
 
+/// The plan generation (index 0): see `PLAN_GEN_MAP`.
+#[map]
+pub static PLAN_GEN: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The string masks each open file's path last got at a file hook (see `FILE_VERDICTS_MAP`).
+#[map]
+pub static FILE_VERDICTS: LruHashMap<u64, FileVerdict> =
+    LruHashMap::with_max_entries(FILES_ENTRIES, 0);
+
 /// Never read here: user space updates it to wait for running programs (see `SYNC_MAP`).
 #[btf_map]
 pub static SYNC: btf_maps::ArrayOfMaps<btf_maps::Array<u32, 1>, 1> = btf_maps::ArrayOfMaps::new();
@@ -61,8 +70,8 @@ pub fn hook_cfg_at(hook: u32) -> Option<(u32, &'static HookConfig)> {
 }
 
 /// Whether the live plan has any selector at `hook`: a program with work to do before it
-/// evaluates (a path to find) skips that work when there is none. Its program stays
-/// attached after the last policy at the hook is removed.
+/// evaluates (a path to find) skips that work when there is none, as between a policy's
+/// removal and its program's detach, and always for the programs attached at start.
 #[inline(always)]
 pub fn hook_has_selectors(hook: u32) -> bool {
     hook_cfg(hook).is_some_and(|c| c.selectors != 0)

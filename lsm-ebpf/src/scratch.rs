@@ -23,6 +23,9 @@ pub struct Scratch {
     pub raw: [u64; MAX_ARGS],
     /// The argument values the generic reader produced (integers cut to their width).
     pub vals: [u64; MAX_ARGS],
+    /// The verdict a file hook stores for its file (`eval::match_file`): map memory, not
+    /// the stack, for the helper that copies it into `FILE_VERDICTS`.
+    pub verdict: FileVerdict,
     /// What the generic reader's loop steps read (`args::read`).
     pub read: ReadPlan,
     /// Bit `i`: the generic reader filled `strs[i]`. Kept in map memory, not a register, so

@@ -299,6 +299,21 @@ pub struct SelMasks {
     pub neg: u64,
 }
 
+/// Value of [`FILE_VERDICTS_MAP`]: the candidates the string filters of `hook` on its file
+/// argument let through for this file (`keep`: narrowing is `cand & keep`, whatever `cand`
+/// is), under plan generation `generation` ([`PLAN_GEN_MAP`]). The cached path of an open file does
+/// not change, so the next call on the file narrows with `keep` instead of looking its path
+/// up again.
+#[repr(C)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct FileVerdict {
+    pub generation: u64,
+    pub hook: u32,
+    pub _pad: u32,
+    pub keep: u64,
+}
+const _: () = assert!(size_of::<FileVerdict>() == 24);
+
 // Filter classes: index into [`HookConfig::uses`]. `class(subject, family, negated)`.
 pub const FAMILY_EQUAL: usize = 0;
 pub const FAMILY_PREFIX: usize = 1;
@@ -1424,6 +1439,12 @@ pub const CANARY_HITS_MAP: &str = "CANARY_HITS";
 pub const HOOK_CFG_MAP: &str = "HOOK_CFG";
 /// One `u32`: the live bank of [`HOOK_CFG_MAP`] (see [`hook_cfg_index`]).
 pub const PLAN_BANK_MAP: &str = "PLAN_BANK";
+/// One `u64` the loader increments when it flips [`PLAN_BANK_MAP`] and when an apply ends:
+/// a [`FileVerdict`] computed under another value is computed again.
+pub const PLAN_GEN_MAP: &str = "PLAN_GEN";
+/// An open file (`struct file *`) → the string masks its path last got ([`FileVerdict`]).
+/// Emptied for a file when it is freed, as `FILES` is.
+pub const FILE_VERDICTS_MAP: &str = "FILE_VERDICTS";
 /// An array of maps used by user space only: updating it makes the kernel wait for every
 /// running non-sleepable BPF program to finish (`synchronize_rcu` in `maybe_wait_bpf_programs`
 /// of `kernel/bpf/syscall.c`), the barrier between flipping [`PLAN_BANK_MAP`] and removing

@@ -170,6 +170,94 @@ fn a_broken_new_version_keeps_the_old_one_enforcing_and_is_reported() {
     assert_eq!(cat_target(), 1);
 }
 
+/// Where the verdict test's files are; its two policies deny reads under `other/` and
+/// `denied/`.
+const VERDICT_DIR: &str = "/tmp/lsm-vmtest-verdict";
+
+/// A read policy of the verdict test, written into the policy directory as `NAME.yaml`.
+fn write_read_policy(name: &str, prefix: &str) -> PathBuf {
+    let text = substitute(
+        &fixture("deny-reads-under-lsm-vmtest-verdict-eperm.yaml"),
+        &[("NAME", name), ("PREFIX", prefix)],
+    );
+    let file = Path::new(DIR).join(format!("{name}.yaml"));
+    fs::write(&file, text).expect("read policy");
+    file
+}
+
+/// Removes the verdict test's policy files when dropped, also when the test fails, and waits
+/// until the agent has unloaded them.
+struct RemovePolicies<'a>(&'a Agent, Vec<PathBuf>);
+
+impl Drop for RemovePolicies<'_> {
+    fn drop(&mut self) {
+        for f in &self.1 {
+            let _ = fs::remove_file(f);
+        }
+        let start = Instant::now();
+        while listed(self.0, "vmtest-verdict") && start.elapsed() < Duration::from_secs(60) {
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Whether `lsmctl tracingpolicy list` shows a policy whose name contains `name`.
+fn listed(a: &Agent, name: &str) -> bool {
+    let out = a.lsmctl(&["tracingpolicy", "list"]);
+    String::from_utf8_lossy(&out.stdout).contains(name)
+}
+
+/// 1-byte read of `f` at offset 0: the errno when it fails.
+fn read_errno(f: &fs::File) -> Option<i32> {
+    use std::os::unix::fs::FileExt;
+    f.read_at(&mut [0u8; 1], 0)
+        .err()
+        .and_then(|e| e.raw_os_error())
+}
+
+/// A file hook keeps, per open file, what its path's string filters let through; a policy
+/// change must reach the next read of a file opened before it, in both directions.
+#[test]
+fn reads_of_a_file_opened_before_a_policy_change_follow_the_new_policies() {
+    let a = agent();
+    let dir = Path::new(VERDICT_DIR).join("denied");
+    fs::create_dir_all(&dir).expect("verdict dir");
+    let target = dir.join("file");
+    fs::write(&target, "x").expect("target");
+    let other = write_read_policy("vmtest-verdict-other", &format!("{VERDICT_DIR}/other/"));
+    let mut cleanup = RemovePolicies(&a, vec![other]);
+    wait_until("the other-prefix policy to load", || {
+        listed(&a, "vmtest-verdict-other")
+    });
+    let file = fs::File::open(&target).expect("open the target");
+    // Judged (allowed) under a plan with a read filter that does not name it.
+    assert_eq!(read_errno(&file), None, "no policy names the file");
+    assert_eq!(read_errno(&file), None, "no policy names the file, again");
+
+    let denying = write_read_policy("vmtest-verdict-denied", &format!("{VERDICT_DIR}/denied/"));
+    cleanup.1.push(denying.clone());
+    wait_until("the denying policy to load", || {
+        listed(&a, "vmtest-verdict-denied")
+    });
+    assert_eq!(
+        read_errno(&file),
+        Some(1),
+        "the new policy denies the next read of the open file (EPERM)"
+    );
+    assert_eq!(read_errno(&file), Some(1), "and the one after");
+
+    fs::remove_file(&denying).expect("remove the denying policy");
+    wait_until("the denying policy to unload", || {
+        !listed(&a, "vmtest-verdict-denied")
+    });
+    assert_eq!(
+        read_errno(&file),
+        None,
+        "without the denying policy the open file reads again"
+    );
+    drop(cleanup);
+}
+
 #[test]
 fn removing_the_file_removes_the_policy_and_adding_it_back_restores_it() {
     let a = agent();

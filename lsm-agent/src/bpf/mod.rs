@@ -108,6 +108,10 @@ pub struct Probe {
     canary: canary::CanaryMaps,
     hook_cfg: Array<MapData, HookConfig>,
     plan_bank: Array<MapData, u32>,
+    /// The plan generation the programs key their file verdicts by (`PLAN_GEN`), and its
+    /// value.
+    plan_gen: Array<MapData, u64>,
+    generation: u64,
     /// The live bank of `hook_cfg` (what `plan_bank` holds).
     bank: u32,
     sync: ArrayOfMaps<MapData, Array<MapData, u32>>,
@@ -240,6 +244,8 @@ impl Probe {
         let mut probe = Probe {
             hook_cfg: take(&mut ebpf, HOOK_CFG_MAP)?,
             plan_bank: take(&mut ebpf, PLAN_BANK_MAP)?,
+            plan_gen: take(&mut ebpf, PLAN_GEN_MAP)?,
+            generation: 0,
             bank: 0,
             sync: take(&mut ebpf, SYNC_MAP)?,
             sync_inner: Array::create(1, 0).map_err(map_err(SYNC_MAP))?,
@@ -398,7 +404,15 @@ impl Probe {
             return Err(e.into());
         }
         let old_resolved = std::mem::replace(&mut self.resolved, resolved);
-        let result = self.apply_phases(&old, img);
+        // A new generation once the string maps are final (also after a failure part way):
+        // the file verdicts computed while they changed are computed again.
+        let mut result = self.apply_phases(&old, img);
+        let bumped = self.next_generation();
+        if result.is_ok() {
+            result = bumped;
+        } else if let Err(e) = bumped {
+            warn!("starting a new plan generation after a failed apply: {e}");
+        }
         if result.is_err() {
             self.resolved = old_resolved;
         }
@@ -593,6 +607,9 @@ impl Probe {
                     .set(hook_cfg_index(next, hook), cfg, 0)
                     .map_err(map_err(HOOK_CFG_MAP))?;
             }
+            // The generation first: a program that reads the new bank reads the new
+            // generation too, and keeps no verdict of the old plans under it.
+            self.next_generation()?;
             self.plan_bank
                 .set(0, next, 0)
                 .map_err(map_err(PLAN_BANK_MAP))?;
@@ -649,6 +666,15 @@ impl Probe {
         .map_err(map_err(CGROUPS_MAP))?;
         // Array slots are not cleared: no plan refers to them any more.
         Ok(())
+    }
+
+    /// Starts a new plan generation (`PLAN_GEN`): the programs compute every file verdict
+    /// kept under an earlier one again.
+    fn next_generation(&mut self) -> Result<(), BpfError> {
+        self.generation += 1;
+        self.plan_gen
+            .set(0, self.generation, 0)
+            .map_err(map_err(PLAN_GEN_MAP))
     }
 
     /// Returns once every BPF program that was running has finished, so none still uses
