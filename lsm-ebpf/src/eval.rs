@@ -252,7 +252,8 @@ pub fn evaluate(
     evaluate_at(s, cur, hook, input, Mode::Lsm, None)
 }
 
-/// [`evaluate`] for a file hook: `args[0]` is the open file `rec` is the path of.
+/// [`evaluate`] for a file hook (`mode` is [`Mode::Lsm`] or [`Mode::Fallback`]): `args[0]`
+/// is the open file `rec` is the path of, whose verdict is kept ([`match_file`]).
 #[inline(always)]
 pub fn evaluate_file(
     s: &mut Scratch,
@@ -260,13 +261,31 @@ pub fn evaluate_file(
     hook: u32,
     rec: *const PathRec,
     args: &[u64; MAX_ARGS],
+    mode: Mode,
 ) -> i32 {
     let input = Input::Ready {
         rec: Some(rec),
         args,
         file: true,
     };
-    evaluate_at(s, cur, hook, input, Mode::Lsm, None)
+    evaluate_at(s, cur, hook, input, mode, None)
+}
+
+/// Whether `file`'s kept verdict at `hook` ([`match_file`]), under the live plan, lets no
+/// selector through: then the call is allowed, with no event, on this lookup alone. A file
+/// hook asks first, before it looks the path up or reads the plan, which is what makes the
+/// second read of a file that no selector names cost one lookup.
+#[inline(always)]
+pub fn file_passes(file: u64, hook: u32) -> bool {
+    // No verdict is kept for no file (an anonymous mapping).
+    if file == 0 {
+        return false;
+    }
+    let generation = PLAN_GEN.get(0).copied().unwrap_or(0);
+    // SAFETY: the program runs under RCU, so the element stays valid until it returns; its
+    // fields are read at once.
+    unsafe { FILE_VERDICTS.get(&file) }
+        .is_some_and(|v| v.generation == generation && v.hook == hook && v.keep == 0)
 }
 
 /// Which kind of entry point asks, which decides what a match can do.
@@ -319,23 +338,6 @@ pub fn observe(
         rec,
         args,
         file: false,
-    };
-    evaluate_at(s, cur, hook, input, Mode::Fallback, None);
-}
-
-/// [`observe`] for a file hook: `args[0]` is the open file `rec` is the path of.
-#[inline(always)]
-pub fn observe_file(
-    s: &mut Scratch,
-    cur: Current,
-    hook: u32,
-    rec: *const PathRec,
-    args: &[u64; MAX_ARGS],
-) {
-    let input = Input::Ready {
-        rec: Some(rec),
-        args,
-        file: true,
     };
     evaluate_at(s, cur, hook, input, Mode::Fallback, None);
 }

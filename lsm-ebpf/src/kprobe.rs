@@ -10,7 +10,7 @@ use lsm_shared::*;
 
 use crate::{
     entry::{enter, ret},
-    eval::{observe, observe_file, observe_raw},
+    eval::{Mode, evaluate_file, file_passes, observe, observe_raw},
     file_rec,
     kernel::{kconf, read_u64},
     maps::{EXEC_PEND, FILE_VERDICTS, FILES, hook_has_selectors},
@@ -61,11 +61,21 @@ fn try_kprobe_file_permission(ctx: &ProbeContext) -> Result<i32, i32> {
     }
     let (s, cur) = enter()?;
     let file = arg(ctx, 0);
+    if file_passes(file, HOOK_FILE_PERMISSION) {
+        return Ok(0);
+    }
     let mask = arg(ctx, 1) as u32 as u64;
     let Some(rec) = file_rec(s, file) else {
         return Ok(0);
     };
-    observe_file(s, cur, HOOK_FILE_PERMISSION, rec, &[file, mask, 0, 0, 0]);
+    evaluate_file(
+        s,
+        cur,
+        HOOK_FILE_PERMISSION,
+        rec,
+        &[file, mask, 0, 0, 0],
+        Mode::Fallback,
+    );
     Ok(0)
 }
 
@@ -84,6 +94,9 @@ fn try_kprobe_mmap_file(ctx: &ProbeContext) -> Result<i32, i32> {
     }
     let (s, cur) = enter()?;
     let file = arg(ctx, 0);
+    if file_passes(file, HOOK_MMAP_FILE) {
+        return Ok(0);
+    }
     let prot = arg(ctx, 1);
     let args = [file, prot, prot, arg(ctx, 2), 0];
     let rec = if file == 0 {
@@ -95,7 +108,7 @@ fn try_kprobe_mmap_file(ctx: &ProbeContext) -> Result<i32, i32> {
     } else {
         return Ok(0);
     };
-    observe_file(s, cur, HOOK_MMAP_FILE, rec, &args);
+    evaluate_file(s, cur, HOOK_MMAP_FILE, rec, &args, Mode::Fallback);
     Ok(0)
 }
 
@@ -130,10 +143,20 @@ fn try_kprobe_file_truncate(ctx: &ProbeContext) -> Result<i32, i32> {
     }
     let (s, cur) = enter()?;
     let file = arg(ctx, 0);
+    if file_passes(file, HOOK_FILE_TRUNCATE) {
+        return Ok(0);
+    }
     let Some(rec) = file_rec(s, file) else {
         return Ok(0);
     };
-    observe_file(s, cur, HOOK_FILE_TRUNCATE, rec, &[file, 0, 0, 0, 0]);
+    evaluate_file(
+        s,
+        cur,
+        HOOK_FILE_TRUNCATE,
+        rec,
+        &[file, 0, 0, 0, 0],
+        Mode::Fallback,
+    );
     Ok(0)
 }
 

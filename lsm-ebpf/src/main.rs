@@ -41,7 +41,7 @@ use lsm_shared::*;
 
 use crate::{
     entry::{enter, enter_lsm, now, ret},
-    eval::{evaluate, evaluate_file, kcopy},
+    eval::{Mode, evaluate, evaluate_file, file_passes, kcopy},
     event::emit,
     kernel::{kconf, read_u16, read_u32, read_u64, task_ns_pid},
     maps::{EXEC_PEND, FILE_VERDICTS, FILES, PROCS, STR_EQ, hook_cfg, hook_has_selectors},
@@ -110,12 +110,22 @@ fn try_file_permission(ctx: &LsmContext) -> Result<i32, i32> {
         return Ok(0);
     }
     let file: u64 = ctx.arg(0);
+    if file_passes(file, HOOK_FILE_PERMISSION) {
+        return Ok(0);
+    }
     let mask: u64 = ctx.arg::<u32>(1) as u64;
     let Some(rec) = file_rec(s, file) else {
         return Ok(0);
     };
     let args = [file, mask, 0, 0, 0];
-    Ok(evaluate_file(s, cur, HOOK_FILE_PERMISSION, rec, &args))
+    Ok(evaluate_file(
+        s,
+        cur,
+        HOOK_FILE_PERMISSION,
+        rec,
+        &args,
+        Mode::Lsm,
+    ))
 }
 
 #[lsm(hook = "mmap_file")]
@@ -130,6 +140,9 @@ fn try_mmap_file(ctx: &LsmContext) -> Result<i32, i32> {
         return Ok(0);
     }
     let file: u64 = ctx.arg(0);
+    if file_passes(file, HOOK_MMAP_FILE) {
+        return Ok(0);
+    }
     let args = [file, ctx.arg(1), ctx.arg(2), ctx.arg(3), 0];
     // Anonymous mappings have no file: only selectors without string filters can match.
     // Debian's 6.12 also calls the hook, about three times per exec on an overlayfs /usr,
@@ -149,7 +162,7 @@ fn try_mmap_file(ctx: &LsmContext) -> Result<i32, i32> {
         resolve_d_path(s, p, rec);
         &s.rec
     };
-    Ok(evaluate_file(s, cur, HOOK_MMAP_FILE, rec, &args))
+    Ok(evaluate_file(s, cur, HOOK_MMAP_FILE, rec, &args, Mode::Lsm))
 }
 
 /// `path_truncate` where the kernel allows `bpf_d_path` there (6.12).
@@ -209,6 +222,9 @@ fn try_file_truncate(ctx: &LsmContext) -> Result<i32, i32> {
         return Ok(0);
     }
     let file: u64 = ctx.arg(0);
+    if file_passes(file, HOOK_FILE_TRUNCATE) {
+        return Ok(0);
+    }
     let Some(rec) = file_rec(s, file) else {
         return Ok(0);
     };
@@ -218,6 +234,7 @@ fn try_file_truncate(ctx: &LsmContext) -> Result<i32, i32> {
         HOOK_FILE_TRUNCATE,
         rec,
         &[file, 0, 0, 0, 0],
+        Mode::Lsm,
     ))
 }
 
