@@ -1,10 +1,13 @@
-//! What the benchmark suites share: running `vmtest-readbench` and reading the agent's
-//! memory.
+//! What the benchmark suites share: running `vmtest-readbench`, timing connects, the
+//! kernel's per-program run statistics, and reading the agent's memory and log.
 
 use std::{
+    collections::BTreeMap,
     fs,
+    net::{SocketAddr, TcpStream},
     path::Path,
     process::{Command, Stdio},
+    time::Instant,
 };
 
 /// What `vmtest-readbench` prints: (median, min, max) over its rounds, in ns per operation.
@@ -46,6 +49,87 @@ pub fn readbench(
     ReadCost {
         pread: [value("pread"), value("pread_min"), value("pread_max")],
         open_read_close: [value("open_read_close"), value("orc_min"), value("orc_max")],
+    }
+}
+
+/// (median, min, max) nanoseconds per TCP `connect()` + close to `addr`, over `rounds`
+/// rounds of `connects`.
+pub fn connect_cost(addr: SocketAddr, connects: u32, rounds: usize) -> [f64; 3] {
+    let mut per_op: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..connects {
+                drop(TcpStream::connect(addr).expect("connect to the benchmark's listener"));
+            }
+            start.elapsed().as_nanos() as f64 / f64::from(connects)
+        })
+        .collect();
+    per_op.sort_by(f64::total_cmp);
+    [per_op[rounds / 2], per_op[0], per_op[rounds - 1]]
+}
+
+/// Turns on the kernel's per-program run statistics (`kernel.bpf_stats_enabled`) while it
+/// lives, and back off when dropped, even if the benchmark fails. The statistics cost each
+/// program run two clock reads: measure with them off, break the cost down with them on.
+pub struct BpfStats;
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    pub fn enable() -> BpfStats {
+        fs::write(BPF_STATS, "1").expect("enabling kernel.bpf_stats_enabled");
+        BpfStats
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = fs::write(BPF_STATS, "0");
+    }
+}
+
+/// Each program's (runs, nanoseconds) in a scrape of the agent's metrics.
+fn program_totals(body: &str) -> BTreeMap<String, (f64, f64)> {
+    let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for (metric, runs) in [
+        ("lsm_agent_overhead_program_runs_total{", true),
+        ("lsm_agent_overhead_program_nanoseconds_total{", false),
+    ] {
+        for line in body.lines().filter(|l| l.starts_with(metric)) {
+            let Some(program) = line
+                .split("program=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+            else {
+                continue;
+            };
+            let v: f64 = line
+                .rsplit_once(' ')
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0.0);
+            let e = out.entry(program.to_string()).or_default();
+            if runs { e.0 = v } else { e.1 = v }
+        }
+    }
+    out
+}
+
+/// The programs that ran at least once per operation between two scrapes (`ops`
+/// operations), with their mean nanoseconds per run, e.g. `file_permission 812`.
+pub fn program_costs(before: &str, after: &str, ops: u32) -> String {
+    let before = program_totals(before);
+    let mut parts = Vec::new();
+    for (program, (runs, ns)) in program_totals(after) {
+        let (runs0, ns0) = before.get(&program).copied().unwrap_or_default();
+        let runs = runs - runs0;
+        if runs >= f64::from(ops) {
+            parts.push(format!("{program} {:.0}", (ns - ns0) / runs));
+        }
+    }
+    if parts.is_empty() {
+        "–".to_string()
+    } else {
+        parts.join(", ")
     }
 }
 
@@ -103,6 +187,18 @@ fn strip_ansi(line: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn program_costs_are_the_mean_per_run_of_programs_run_once_per_operation() {
+        let before = "lsm_agent_overhead_program_runs_total{program=\"file_open\",kind=\"lsm\"} 10\n\
+                      lsm_agent_overhead_program_nanoseconds_total{program=\"file_open\",kind=\"lsm\"} 1000\n";
+        let after = "lsm_agent_overhead_program_runs_total{program=\"file_open\",kind=\"lsm\"} 110\n\
+                     lsm_agent_overhead_program_nanoseconds_total{program=\"file_open\",kind=\"lsm\"} 51000\n\
+                     lsm_agent_overhead_program_runs_total{program=\"sched_process_exec\",kind=\"tracepoint\"} 3\n\
+                     lsm_agent_overhead_program_nanoseconds_total{program=\"sched_process_exec\",kind=\"tracepoint\"} 900\n";
+        assert_eq!(program_costs(before, after, 100), "file_open 500");
+        assert_eq!(program_costs(after, after, 100), "–");
+    }
 
     #[test]
     fn verified_insns_are_read_from_coloured_and_plain_log_lines() {

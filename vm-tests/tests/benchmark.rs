@@ -12,14 +12,16 @@
 //! (`bench-*-kprobe.md`), so the two entry points' costs can be compared.
 
 use std::{
-    collections::BTreeMap,
     fmt::Write as _,
     fs::{self, File},
     os::unix::fs::FileExt,
     time::Instant,
 };
 
-use vm_tests::*;
+use vm_tests::{
+    bench::{BpfStats, connect_cost, program_costs},
+    *,
+};
 
 const READS: u32 = 50_000;
 const ROUNDS: usize = 5;
@@ -84,70 +86,6 @@ const METRICS: &str = "127.0.0.1:2113";
 
 fn agent() -> std::sync::MutexGuard<'static, Agent> {
     shared_agent_any_mode(&["--metrics-server".to_string(), METRICS.to_string()])
-}
-
-/// Turns on the kernel's per-program run statistics (`kernel.bpf_stats_enabled`) while it
-/// lives, and back off when dropped, even if the benchmark fails.
-struct BpfStats;
-
-const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
-
-impl BpfStats {
-    fn enable() -> BpfStats {
-        fs::write(BPF_STATS, "1").expect("enabling kernel.bpf_stats_enabled");
-        BpfStats
-    }
-}
-
-impl Drop for BpfStats {
-    fn drop(&mut self) {
-        let _ = fs::write(BPF_STATS, "0");
-    }
-}
-
-/// Each program's (runs, nanoseconds) in a metrics scrape.
-fn program_totals(body: &str) -> BTreeMap<String, (f64, f64)> {
-    let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
-    for (metric, runs) in [
-        ("lsm_agent_overhead_program_runs_total{", true),
-        ("lsm_agent_overhead_program_nanoseconds_total{", false),
-    ] {
-        for line in body.lines().filter(|l| l.starts_with(metric)) {
-            let Some(program) = line
-                .split("program=\"")
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-            else {
-                continue;
-            };
-            let v: f64 = line
-                .rsplit_once(' ')
-                .and_then(|(_, v)| v.parse().ok())
-                .unwrap_or(0.0);
-            let e = out.entry(program.to_string()).or_default();
-            if runs { e.0 = v } else { e.1 = v }
-        }
-    }
-    out
-}
-
-/// The programs that ran at least once per read between two scrapes, with their mean
-/// nanoseconds per run, e.g. `file_permission 812`.
-fn program_costs(before: &str, after: &str, reads: u32) -> String {
-    let before = program_totals(before);
-    let mut parts = Vec::new();
-    for (program, (runs, ns)) in program_totals(after) {
-        let (runs0, ns0) = before.get(&program).copied().unwrap_or_default();
-        let runs = runs - runs0;
-        if runs >= f64::from(reads) {
-            parts.push(format!("{program} {:.0}", (ns - ns0) / runs));
-        }
-    }
-    if parts.is_empty() {
-        "–".to_string()
-    } else {
-        parts.join(", ")
-    }
 }
 
 /// One row: the median cost per read, and what the BPF programs took of it.
@@ -217,21 +155,6 @@ fn connect_policy(cidrs: usize) -> String {
 
 const CONNECTS: u32 = 2_000;
 
-/// Median nanoseconds per connect+close to `addr` over ROUNDS rounds of CONNECTS.
-fn measure_connect(addr: std::net::SocketAddr) -> f64 {
-    let mut rounds: Vec<f64> = (0..ROUNDS)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..CONNECTS {
-                drop(std::net::TcpStream::connect(addr).expect("connect"));
-            }
-            start.elapsed().as_nanos() as f64 / f64::from(CONNECTS)
-        })
-        .collect();
-    rounds.sort_by(f64::total_cmp);
-    rounds[ROUNDS / 2]
-}
-
 #[test]
 fn report_connect_cost_with_1_and_10000_cidrs() {
     let a = agent();
@@ -243,14 +166,20 @@ fn report_connect_cost_with_1_and_10000_cidrs() {
         }
     });
     let dir = scratch_dir("bench-connect");
-    let mut rows = vec![("no policy".to_string(), measure_connect(addr))];
+    let mut rows = vec![(
+        "no policy".to_string(),
+        connect_cost(addr, CONNECTS, ROUNDS)[0],
+    )];
     for cidrs in [1usize, 10_000] {
         let p = dir.join(format!("bench-connect-{cidrs}.yaml"));
         fs::write(&p, connect_policy(cidrs)).expect("policy");
         let start = Instant::now();
         let policy = a.add_policy(&p);
         let load = start.elapsed();
-        rows.push((format!("DAddr, {cidrs} CIDR(s)"), measure_connect(addr)));
+        rows.push((
+            format!("DAddr, {cidrs} CIDR(s)"),
+            connect_cost(addr, CONNECTS, ROUNDS)[0],
+        ));
         policy.delete();
         eprintln!("policy with {cidrs} CIDRs added in {load:?}");
     }

@@ -4,12 +4,16 @@
 //!
 //! * A 1-byte `pread` on an open file and `open` + 1-byte `read` + `close` of it (on the
 //!   guest's tmpfs, matching no selector), by `vmtest-readbench`, and a TCP `connect()` +
-//!   close to 127.0.0.1 (which the egress policy lets through): first with no agent, then with
-//!   the agent enforcing `file_monitoring_enforce.yaml` and `network_egress_cluster_enforce.yaml`
-//!   (after `envsubst`), each as the median and the spread of 7 rounds.
+//!   close to 127.0.0.1 (which the egress policy lets through), and a fork + exec of a static
+//!   busybox on tmpfs: first with no agent, then with the agent enforcing
+//!   `file_monitoring_enforce.yaml` and `network_egress_cluster_enforce.yaml` (after
+//!   `envsubst`), each as the median and the spread of 7 rounds; then, with the kernel's
+//!   per-program statistics on (they cost each run two clock reads, so not while measuring),
+//!   which programs each operation ran and their mean time per run.
 //! * From launch to enforcing: the agent's first log line to its last `policy enforcing` line,
 //!   and to its answering `lsmctl status` with its event stream delivering; then
-//!   `cat /etc/shadow` must be killed.
+//!   `cat /etc/shadow` must be killed; and from `lsmctl tracingpolicy add` of a third policy,
+//!   on a hook not yet attached, to its `mkdir` denied.
 //! * Each program the agent loaded, with the verifier's processed-instruction count
 //!   (`verified_insns`, the machine-independent measure of start-up cost) and its load time,
 //!   from the agent's log; the agent's resident memory once the policies are loaded.
@@ -20,14 +24,15 @@
 use std::{
     fmt::Write as _,
     fs,
-    net::{SocketAddr, TcpListener, TcpStream},
-    path::Path,
-    process::Command,
+    io::ErrorKind,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
     time::Instant,
 };
 
 use vm_tests::{
-    bench::{ReadCost, readbench, rss_kib, verified_insns},
+    bench::{BpfStats, ReadCost, connect_cost, program_costs, readbench, rss_kib, verified_insns},
     *,
 };
 
@@ -37,24 +42,48 @@ const OPENS: &str = "10000";
 const ROUNDS: &str = "7";
 const CONNECTS: u32 = 2000;
 const CONNECT_ROUNDS: usize = 7;
+/// Per round: fork + exec of a static binary on tmpfs.
+const EXECS: u32 = 200;
+const EXEC_ROUNDS: usize = 7;
+/// The agent's metrics address: the per-program breakdown reads the kernel's run statistics
+/// there.
+const METRICS: &str = "127.0.0.1:2113";
 
-/// (median, min, max) nanoseconds per connect+close to `addr`.
-fn connect_cost(addr: SocketAddr) -> [f64; 3] {
-    let mut rounds: Vec<f64> = (0..CONNECT_ROUNDS)
+/// (median, min, max) nanoseconds per fork + exec + wait of `exe true` (busybox).
+fn exec_cost(exe: &Path) -> [f64; 3] {
+    let mut rounds: Vec<f64> = (0..EXEC_ROUNDS)
         .map(|_| {
             let start = Instant::now();
-            for _ in 0..CONNECTS {
-                drop(TcpStream::connect(addr).expect("connect to 127.0.0.1"));
+            for _ in 0..EXECS {
+                let status = Command::new(exe)
+                    .arg("true")
+                    .stdin(Stdio::null())
+                    .status()
+                    .expect("exec of the benchmark's busybox");
+                assert!(status.success(), "busybox true: {status:?}");
             }
-            start.elapsed().as_nanos() as f64 / f64::from(CONNECTS)
+            start.elapsed().as_nanos() as f64 / f64::from(EXECS)
         })
         .collect();
     rounds.sort_by(f64::total_cmp);
-    [
-        rounds[CONNECT_ROUNDS / 2],
-        rounds[0],
-        rounds[CONNECT_ROUNDS - 1],
-    ]
+    [rounds[EXEC_ROUNDS / 2], rounds[0], rounds[EXEC_ROUNDS - 1]]
+}
+
+/// A copy of the host's static busybox on the guest's tmpfs (the 9p root costs ~2 ms per
+/// open, which would drown an exec's cost).
+fn busybox_on_tmpfs(dir: &Path) -> PathBuf {
+    let exe = dir.join("busybox");
+    fs::copy("/bin/busybox", &exe).expect("copying /bin/busybox (Debian's busybox-static)");
+    exe
+}
+
+/// The cost of `op` run `ops` times broken down by BPF program (mean ns per run of those
+/// that ran at least once per operation), with the kernel's run statistics on.
+fn breakdown(ops: u32, op: impl FnOnce()) -> String {
+    let _stats = BpfStats::enable();
+    let before = scrape_metrics(METRICS);
+    op();
+    program_costs(&before, &scrape_metrics(METRICS), ops)
 }
 
 /// Seconds since midnight of a log line's RFC 3339 timestamp (`...T00:42:43.662869Z`), after
@@ -97,17 +126,25 @@ fn report_the_quickstart_enforce_policies_cost_and_start_up_next_to_no_agent() {
             drop(s);
         }
     });
-    let readbench = || {
+    let busybox = busybox_on_tmpfs(&dir);
+    let readbench = |reads: &str, opens: &str, rounds: &str| {
         readbench(
             Command::new(bin("vmtest-readbench")),
             &data,
-            READS,
-            OPENS,
-            ROUNDS,
+            reads,
+            opens,
+            rounds,
+        )
+    };
+    let measure = || -> (ReadCost, [f64; 3], [f64; 3]) {
+        (
+            readbench(READS, OPENS, ROUNDS),
+            connect_cost(addr, CONNECTS, CONNECT_ROUNDS),
+            exec_cost(&busybox),
         )
     };
 
-    let bare: (ReadCost, [f64; 3]) = (readbench(), connect_cost(addr));
+    let bare = measure();
 
     let network = dir.join("network-egress-cluster-enforce.yaml");
     let yaml = substitute(
@@ -117,6 +154,8 @@ fn report_the_quickstart_enforce_policies_cost_and_start_up_next_to_no_agent() {
     fs::write(&network, yaml).expect("network policy");
     let launch = Instant::now();
     let a = Agent::start(&[
+        "--metrics-server".into(),
+        METRICS.into(),
         "--tracing-policy".into(),
         quickstart("file_monitoring_enforce.yaml")
             .display()
@@ -132,17 +171,49 @@ fn report_the_quickstart_enforce_policies_cost_and_start_up_next_to_no_agent() {
         137,
         "the file policy is enforced once the agent is ready"
     );
-    let loaded: (ReadCost, [f64; 3]) = (readbench(), connect_cost(addr));
+    let loaded = measure();
     let rss = rss_kib(a.pid());
+    let reads: u32 = READS.parse().expect("READS");
+    let opens: u32 = OPENS.parse().expect("OPENS");
+    let costs = [
+        breakdown(reads, || {
+            readbench(READS, "1", "1");
+        }),
+        breakdown(opens, || {
+            readbench("1", OPENS, "1");
+        }),
+        breakdown(CONNECTS, || {
+            connect_cost(addr, CONNECTS, 1);
+        }),
+        breakdown(EXECS, || {
+            exec_cost(&busybox);
+        }),
+    ];
+
+    // A third policy added to the running agent, on a hook no policy uses yet (its program
+    // is attached by the add): from `tracingpolicy add` to `mkdir` denied.
+    let forbidden = dir.join("lsm-vmtest-forbidden-dir");
+    let start = Instant::now();
+    let added = a.add_policy(&fixture(
+        "deny-mkdir-of-lsm-vmtest-forbidden-dir-eperm.yaml",
+    ));
+    let add_to_enforcing = start.elapsed();
+    let denied = fs::create_dir(&forbidden).map_err(|e| e.kind());
+    assert_eq!(
+        denied,
+        Err(ErrorKind::PermissionDenied),
+        "mkdir is denied once `tracingpolicy add` returns"
+    );
+    added.delete();
     drop(a);
 
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut report = format!(
         "# The guide's two enforce policies next to no agent ({}, BPF-LSM programs, QEMU TCG)\n\n\
-         | operation, ns (median; min–max of {ROUNDS} rounds) | no agent | both enforce policies | ratio |\n|---|---|---|---|\n",
+         | operation, ns (median; min–max of {ROUNDS} rounds) | no agent | both enforce policies | ratio | BPF programs per operation, mean ns per run |\n|---|---|---|---|---|\n",
         release.trim()
     );
-    for (name, b, l) in [
+    for ((name, b, l), programs) in [
         (
             format!("1-byte pread ({READS} per round)"),
             bare.0.pread,
@@ -158,10 +229,18 @@ fn report_the_quickstart_enforce_policies_cost_and_start_up_next_to_no_agent() {
             bare.1,
             loaded.1,
         ),
-    ] {
+        (
+            format!("fork + exec of busybox true on tmpfs ({EXECS} per round)"),
+            bare.2,
+            loaded.2,
+        ),
+    ]
+    .into_iter()
+    .zip(&costs)
+    {
         let _ = writeln!(
             report,
-            "| {name} | {} | {} | {:.2} |",
+            "| {name} | {} | {} | {:.2} | {programs} |",
             spread(b),
             spread(l),
             l[0] / b[0]
@@ -173,9 +252,11 @@ fn report_the_quickstart_enforce_policies_cost_and_start_up_next_to_no_agent() {
         report,
         "\n- launch to both policies enforcing (the agent's log): {enforcing}\n\
          - launch to ready (`lsmctl status` answers, the event stream delivers): {:.1} s\n\
+         - `lsmctl tracingpolicy add` of a third policy (a hook not yet attached) to enforcing: {:.2} s\n\
          - agent resident memory with both policies loaded: {:.1} MiB\n\n\
          | program loaded | verified_insns | load time |\n|---|---|---|",
         ready.as_secs_f64(),
+        add_to_enforcing.as_secs_f64(),
         rss as f64 / 1024.0
     );
     let programs = verified_insns(&log);
