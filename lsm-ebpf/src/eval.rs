@@ -174,6 +174,8 @@ fn match_strings(
 /// selectors (`narrow` and `fail_closed` only clear bits), and the cached path of an open file
 /// does not change; so `keep` is computed once per file, hook and plan generation, and a
 /// later call on the file costs one lookup instead of the path's prefix and equality lookups.
+/// The lookup is [`file_passes`]'s, which every file hook makes first: this uses what it
+/// found, or computes the verdict and stores it under the generation it read.
 #[inline(always)]
 fn match_file(
     s: &mut Scratch,
@@ -186,30 +188,19 @@ fn match_file(
     if cfg.str_uses(SUBJECT_ARG) == 0 || cand == 0 {
         return cand;
     }
+    // SAFETY: a field of the scratch area; volatile, as `file_passes` stored it.
+    if unsafe { core::ptr::read_volatile(&s.verdict_known) } != 0 {
+        return cand & s.verdict.keep;
+    }
     // No file (an anonymous mapping) has nothing to key a verdict by; a path that could not
     // be resolved fails closed this time, and a later call may resolve it.
     // SAFETY: `rec` points to a live map value or scratch record.
     let keeps = file != 0 && unsafe { (*rec).flags } & PATH_UNRESOLVED == 0;
-    let generation = PLAN_GEN.get(0).copied().unwrap_or(0);
-    if keeps
-        // SAFETY: the program runs under RCU, so the element stays valid until it returns;
-        // its fields are read at once.
-        && let Some(v) = unsafe { FILE_VERDICTS.get(&file) }
-        && v.generation == generation
-        && v.hook == hook
-    {
-        return cand & v.keep;
-    }
     // One copy of the matching for both cases, so the verifier walks it once.
     let from = if keeps { u64::MAX } else { cand };
     let keep = match_strings(s, hook, cfg, from, SUBJECT_ARG, RecRef::Whole(rec), 0);
     if keeps {
-        s.verdict = FileVerdict {
-            generation,
-            hook,
-            _pad: 0,
-            keep,
-        };
+        s.verdict.keep = keep;
         let _ = FILE_VERDICTS.insert(&file, &s.verdict, 0);
     }
     cand & keep
@@ -274,18 +265,31 @@ pub fn evaluate_file(
 /// Whether `file`'s kept verdict at `hook` ([`match_file`]), under the live plan, lets no
 /// selector through: then the call is allowed, with no event, on this lookup alone. A file
 /// hook asks first, before it looks the path up or reads the plan, which is what makes the
-/// second read of a file that no selector names cost one lookup.
+/// second read of a file that no selector names cost one lookup. What it found (or that it
+/// found nothing current) stays in `s.verdict` for [`match_file`].
 #[inline(always)]
-pub fn file_passes(file: u64, hook: u32) -> bool {
+pub fn file_passes(s: &mut Scratch, file: u64, hook: u32) -> bool {
+    s.verdict = FileVerdict {
+        generation: PLAN_GEN.get(0).copied().unwrap_or(0),
+        hook,
+        _pad: 0,
+        keep: 0,
+    };
+    let mut known = 0u64;
     // No verdict is kept for no file (an anonymous mapping).
-    if file == 0 {
-        return false;
-    }
-    let generation = PLAN_GEN.get(0).copied().unwrap_or(0);
     // SAFETY: the program runs under RCU, so the element stays valid until it returns; its
     // fields are read at once.
-    unsafe { FILE_VERDICTS.get(&file) }
-        .is_some_and(|v| v.generation == generation && v.hook == hook && v.keep == 0)
+    if file != 0
+        && let Some(v) = unsafe { FILE_VERDICTS.get(&file) }
+        && v.generation == s.verdict.generation
+        && v.hook == hook
+    {
+        s.verdict.keep = v.keep;
+        known = 1;
+    }
+    // SAFETY: a field of the scratch area, which this program alone uses.
+    unsafe { core::ptr::write_volatile(&mut s.verdict_known, known) };
+    known != 0 && s.verdict.keep == 0
 }
 
 /// Which kind of entry point asks, which decides what a match can do.
@@ -417,6 +421,17 @@ fn evaluate_at(
         return 0;
     };
     let mut cand = cfg.selectors;
+    // A file hook's verdict before the pod scope: it is usually kept (one lookup done), and
+    // a file that no selector's path filters let through is decided without the cgroup
+    // walk's lookups.
+    if let Input::Ready {
+        rec: Some(rec),
+        args,
+        file: true,
+    } = input
+    {
+        cand = match_file(s, hook, cfg, cand, rec, args[0]);
+    }
     if cand & cfg.scoped != 0 {
         cand = cfg.narrow_scope(cand, cgroup_scope(hook));
     }
@@ -439,12 +454,10 @@ fn evaluate_at(
     };
     // SAFETY: the caller's array, or `s.vals`, which nothing writes until the program ends.
     let args = unsafe { &*args };
-    if let Some(rec) = rec {
-        cand = if file {
-            match_file(s, hook, cfg, cand, rec, args[0])
-        } else {
-            match_strings(s, hook, cfg, cand, SUBJECT_ARG, RecRef::Whole(rec), 0)
-        };
+    if let Some(rec) = rec
+        && !file
+    {
+        cand = match_strings(s, hook, cfg, cand, SUBJECT_ARG, RecRef::Whole(rec), 0);
     }
     let mut i = 0usize;
     while i < MAX_ARGS && i < nargs {

@@ -61,7 +61,7 @@ fn try_kprobe_file_permission(ctx: &ProbeContext) -> Result<i32, i32> {
     }
     let (s, cur) = enter()?;
     let file = arg(ctx, 0);
-    if file_passes(file, HOOK_FILE_PERMISSION) {
+    if file_passes(s, file, HOOK_FILE_PERMISSION) {
         return Ok(0);
     }
     let mask = arg(ctx, 1) as u32 as u64;
@@ -94,7 +94,7 @@ fn try_kprobe_mmap_file(ctx: &ProbeContext) -> Result<i32, i32> {
     }
     let (s, cur) = enter()?;
     let file = arg(ctx, 0);
-    if file_passes(file, HOOK_MMAP_FILE) {
+    if file_passes(s, file, HOOK_MMAP_FILE) {
         return Ok(0);
     }
     let prot = arg(ctx, 1);
@@ -143,7 +143,7 @@ fn try_kprobe_file_truncate(ctx: &ProbeContext) -> Result<i32, i32> {
     }
     let (s, cur) = enter()?;
     let file = arg(ctx, 0);
-    if file_passes(file, HOOK_FILE_TRUNCATE) {
+    if file_passes(s, file, HOOK_FILE_TRUNCATE) {
         return Ok(0);
     }
     let Some(rec) = file_rec(s, file) else {

@@ -110,7 +110,7 @@ fn try_file_permission(ctx: &LsmContext) -> Result<i32, i32> {
         return Ok(0);
     }
     let file: u64 = ctx.arg(0);
-    if file_passes(file, HOOK_FILE_PERMISSION) {
+    if file_passes(s, file, HOOK_FILE_PERMISSION) {
         return Ok(0);
     }
     let mask: u64 = ctx.arg::<u32>(1) as u64;
@@ -140,7 +140,7 @@ fn try_mmap_file(ctx: &LsmContext) -> Result<i32, i32> {
         return Ok(0);
     }
     let file: u64 = ctx.arg(0);
-    if file_passes(file, HOOK_MMAP_FILE) {
+    if file_passes(s, file, HOOK_MMAP_FILE) {
         return Ok(0);
     }
     let args = [file, ctx.arg(1), ctx.arg(2), ctx.arg(3), 0];
@@ -222,7 +222,7 @@ fn try_file_truncate(ctx: &LsmContext) -> Result<i32, i32> {
         return Ok(0);
     }
     let file: u64 = ctx.arg(0);
-    if file_passes(file, HOOK_FILE_TRUNCATE) {
+    if file_passes(s, file, HOOK_FILE_TRUNCATE) {
         return Ok(0);
     }
     let Some(rec) = file_rec(s, file) else {

@@ -26,6 +26,9 @@ pub struct Scratch {
     /// The verdict a file hook stores for its file (`eval::match_file`): map memory, not
     /// the stack, for the helper that copies it into `FILE_VERDICTS`.
     pub verdict: FileVerdict,
+    /// 1: `verdict` holds the file's current verdict, as `eval::file_passes` found it; 0: it
+    /// found none, and `eval::match_file` computes one.
+    pub verdict_known: u64,
     /// What the generic reader's loop steps read (`args::read`).
     pub read: ReadPlan,
     /// Bit `i`: the generic reader filled `strs[i]`. Kept in map memory, not a register, so
