@@ -4,11 +4,19 @@
 use std::{
     collections::BTreeMap,
     fs,
+    io::{BufRead as _, BufReader},
     net::{SocketAddr, TcpStream},
     path::Path,
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    thread,
     time::Instant,
 };
+
+use crate::bin;
 
 /// What `vmtest-readbench` prints: (median, min, max) over its rounds, in ns per operation.
 pub struct ReadCost {
@@ -133,6 +141,61 @@ pub fn program_costs(before: &str, after: &str, ops: u32) -> String {
     }
 }
 
+/// A `GetEvents` subscriber (`lsmctl getevents -o compact`) that counts the lines
+/// containing a marker and keeps none: a benchmark's client, as cheap as a reader can be.
+pub struct Subscriber {
+    child: Child,
+    count: Arc<AtomicU64>,
+}
+
+impl Subscriber {
+    pub fn start(address: &str, marker: &str) -> Subscriber {
+        let mut child = Command::new(bin("lsmctl"))
+            .args(["--server-address", address, "getevents", "-o", "compact"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning lsmctl getevents");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let count = Arc::new(AtomicU64::new(0));
+        let (c, marker) = (count.clone(), marker.to_string());
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.contains(&marker) {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        Subscriber { child, count }
+    }
+
+    /// Lines with the marker so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU time (user + system) process `pid` has used, in clock ticks (`USER_HZ`, 100 per
+/// second on Linux), from `/proc/PID/stat`.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process's stat");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 counted from the state.
+    let tick = |i: usize| -> u64 { fields.get(i).and_then(|v| v.parse().ok()).unwrap_or(0) };
+    tick(11) + tick(12)
+}
+
 /// The resident set (`VmRSS`) of process `pid`, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("agent's status");
@@ -187,6 +250,15 @@ fn strip_ansi(line: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_ticks_of_this_process_are_read_from_its_stat() {
+        let spin = Instant::now();
+        while spin.elapsed().as_millis() < 50 {
+            std::hint::black_box(spin.elapsed());
+        }
+        assert!(cpu_ticks(std::process::id()) > 0);
+    }
 
     #[test]
     fn program_costs_are_the_mean_per_run_of_programs_run_once_per_operation() {

@@ -468,6 +468,18 @@ impl Agent {
         self.agent.id()
     }
 
+    /// The agent's gRPC address (`unix://...`), for a benchmark's own subscribers.
+    pub fn address(&self) -> &str {
+        &self.ctl.address
+    }
+
+    /// Ends the test's own event stream, so that a benchmark's subscribers are the only ones;
+    /// [`Agent::expect_lines`] sees nothing new after it.
+    pub fn stop_stream(&mut self) {
+        let _ = self.stream.kill();
+        let _ = self.stream.wait();
+    }
+
     /// Runs `lsmctl --server-address <agent> ARGS`.
     pub fn lsmctl(&self, args: &[&str]) -> Output {
         self.ctl.run(args)
