@@ -170,7 +170,7 @@ fn match_strings(
 }
 
 /// [`match_strings`] on the file argument `file` of a hand-written file hook, through the
-/// file's verdict: string narrowing is `cand & keep` with `keep` what it leaves of all
+/// file's verdict: string narrowing is `cand & keep` with `keep` what it leaves of the hook's
 /// selectors (`narrow` and `fail_closed` only clear bits), and the cached path of an open file
 /// does not change; so `keep` is computed once per file, hook and plan generation, and a
 /// later call on the file costs one lookup instead of the path's prefix and equality lookups.
@@ -196,8 +196,10 @@ fn match_file(
     // be resolved fails closed this time, and a later call may resolve it.
     // SAFETY: `rec` points to a live map value or scratch record.
     let keeps = file != 0 && unsafe { (*rec).flags } & PATH_UNRESOLVED == 0;
-    // One copy of the matching for both cases, so the verifier walks it once.
-    let from = if keeps { u64::MAX } else { cand };
+    // One copy of the matching for both cases, so the verifier walks it once. Kept: what the
+    // filters leave of the hook's selectors, not of all 64 bits, so that a file no selector
+    // can match keeps 0 and `file_passes` decides its next calls alone.
+    let from = if keeps { cfg.selectors } else { cand };
     let keep = match_strings(s, hook, cfg, from, SUBJECT_ARG, RecRef::Whole(rec), 0);
     if keeps {
         s.verdict.keep = keep;
