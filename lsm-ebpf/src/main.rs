@@ -41,7 +41,7 @@ use lsm_shared::*;
 
 use crate::{
     entry::{enter, enter_lsm, now, ret},
-    eval::{Mode, evaluate, evaluate_file, file_passes, kcopy},
+    eval::{Mode, evaluate, evaluate_file, file_passes, kcopy, pass_file},
     event::emit,
     kernel::{kconf, read_u16, read_u32, read_u64, task_ns_pid},
     maps::{EXEC_PEND, FILE_VERDICTS, FILES, PROCS, STR_EQ, hook_cfg, hook_has_selectors},
@@ -50,14 +50,17 @@ use crate::{
 };
 
 /// The cached path of `file`, or a freshly walked one (cached for next time); `None` for
-/// overlayfs' own file of a layer, which the hooks pass (see [`is_layer_file`]). The cache
-/// never holds such a file, so a read of a cached file costs no check.
+/// overlayfs' own file of a layer, which the hooks pass (see [`is_layer_file`]), and which
+/// gets a passing verdict ([`pass_file`]) so that its next calls end at `file_passes`. The
+/// cache never holds such a file, so a read of a cached file costs no check. For the file
+/// hooks, after `file_passes`.
 #[inline(always)]
 pub(crate) fn file_rec(s: &mut Scratch, file: u64) -> Option<*const PathRec> {
     if let Some(r) = FILES.get_ptr(&file) {
         return Some(r);
     }
     if is_layer_file(file) {
+        pass_file(s, file);
         return None;
     }
     let rec = &raw mut s.rec;
