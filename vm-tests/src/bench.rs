@@ -196,6 +196,18 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     tick(11) + tick(12)
 }
 
+/// The file system `path` is on, as a report names it: on overlayfs a read runs the file
+/// hooks twice (the overlay's file and its layer's), which a benchmark must say.
+pub fn fs_name(path: &Path) -> &'static str {
+    use nix::sys::statfs::{OVERLAYFS_SUPER_MAGIC, TMPFS_MAGIC, statfs};
+    match statfs(path).map(|s| s.filesystem_type()) {
+        Ok(t) if t == TMPFS_MAGIC => "tmpfs",
+        Ok(t) if t == OVERLAYFS_SUPER_MAGIC => "overlayfs",
+        Ok(_) => "another file system",
+        Err(_) => "an unknown file system",
+    }
+}
+
 /// The resident set (`VmRSS`) of process `pid`, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("agent's status");

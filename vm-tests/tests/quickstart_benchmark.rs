@@ -2,8 +2,10 @@
 //! cost next to no agent at all, in one boot, and how long the agent takes from launch to
 //! enforcing them; the baseline of issue 13's targets.
 //!
-//! * A 1-byte `pread` on an open file and `open` + 1-byte `read` + `close` of it (on the
-//!   guest's tmpfs, matching no selector), by `vmtest-readbench`, and a TCP `connect()` +
+//! * A 1-byte `pread` on an open file and `open` + 1-byte `read` + `close` of it (matching no
+//!   selector; one file on the guest's /tmp, an overlayfs, where a read runs the file hooks
+//!   for the overlay's file and its layer's as in a container, one on /dev/shm, a tmpfs), by
+//!   `vmtest-readbench`, and a TCP `connect()` +
 //!   close to 127.0.0.1 (which the egress policy lets through), and a fork + exec of a static
 //!   busybox on tmpfs: first with no agent, then with the agent enforcing
 //!   `file_monitoring_enforce.yaml` and `network_egress_cluster_enforce.yaml` (after
@@ -32,7 +34,10 @@ use std::{
 };
 
 use vm_tests::{
-    bench::{BpfStats, ReadCost, connect_cost, program_costs, readbench, rss_kib, verified_insns},
+    bench::{
+        BpfStats, ReadCost, connect_cost, fs_name, program_costs, readbench, rss_kib,
+        verified_insns,
+    },
     *,
 };
 
@@ -69,7 +74,7 @@ fn exec_cost(exe: &Path) -> [f64; 3] {
     [rounds[EXEC_ROUNDS / 2], rounds[0], rounds[EXEC_ROUNDS - 1]]
 }
 
-/// A copy of the host's static busybox on the guest's tmpfs (the 9p root costs ~2 ms per
+/// A copy of the host's static busybox in `dir` (on tmpfs: the 9p root costs ~2 ms per
 /// open, which would drown an exec's cost).
 fn busybox_on_tmpfs(dir: &Path) -> PathBuf {
     let exe = dir.join("busybox");
@@ -117,8 +122,16 @@ fn spread(v: [f64; 3]) -> String {
 #[test]
 fn report_the_quickstart_enforce_policies_cost_and_start_up_next_to_no_agent() {
     let dir = scratch_dir("bench-quickstart");
-    let data = dir.join("data");
-    fs::write(&data, "x").expect("data file");
+    // The same 1-byte file on the guest's /tmp (an overlayfs there: a read runs the file
+    // hooks for the overlay's file and for its layer's, as in a container) and on /dev/shm
+    // (tmpfs: one call per read, as on a node's own file system).
+    let shm = Path::new("/dev/shm/lsm-vmtest-bench-quickstart");
+    let _ = fs::remove_dir_all(shm);
+    fs::create_dir_all(shm).expect("a directory on /dev/shm");
+    let files = [dir.join("data"), shm.join("data")];
+    for f in &files {
+        fs::write(f, "x").expect("data file");
+    }
     let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
     let addr = listener.local_addr().expect("addr");
     std::thread::spawn(move || {
@@ -126,19 +139,22 @@ fn report_the_quickstart_enforce_policies_cost_and_start_up_next_to_no_agent() {
             drop(s);
         }
     });
-    let busybox = busybox_on_tmpfs(&dir);
-    let readbench = |reads: &str, opens: &str, rounds: &str| {
+    let busybox = busybox_on_tmpfs(shm);
+    let readbench = |file: &Path, reads: &str, opens: &str, rounds: &str| {
         readbench(
             Command::new(bin("vmtest-readbench")),
-            &data,
+            file,
             reads,
             opens,
             rounds,
         )
     };
-    let measure = || -> (ReadCost, [f64; 3], [f64; 3]) {
+    let measure = || -> ([ReadCost; 2], [f64; 3], [f64; 3]) {
         (
-            readbench(READS, OPENS, ROUNDS),
+            [
+                readbench(&files[0], READS, OPENS, ROUNDS),
+                readbench(&files[1], READS, OPENS, ROUNDS),
+            ],
             connect_cost(addr, CONNECTS, CONNECT_ROUNDS),
             exec_cost(&busybox),
         )
@@ -177,10 +193,16 @@ fn report_the_quickstart_enforce_policies_cost_and_start_up_next_to_no_agent() {
     let opens: u32 = OPENS.parse().expect("OPENS");
     let costs = [
         breakdown(reads, || {
-            readbench(READS, "1", "1");
+            readbench(&files[0], READS, "1", "1");
         }),
         breakdown(opens, || {
-            readbench("1", OPENS, "1");
+            readbench(&files[0], "1", OPENS, "1");
+        }),
+        breakdown(reads, || {
+            readbench(&files[1], READS, "1", "1");
+        }),
+        breakdown(opens, || {
+            readbench(&files[1], "1", OPENS, "1");
         }),
         breakdown(CONNECTS, || {
             connect_cost(addr, CONNECTS, 1);
@@ -206,6 +228,7 @@ fn report_the_quickstart_enforce_policies_cost_and_start_up_next_to_no_agent() {
     );
     added.delete();
     drop(a);
+    let _ = fs::remove_dir_all(shm);
 
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut report = format!(
@@ -213,16 +236,27 @@ fn report_the_quickstart_enforce_policies_cost_and_start_up_next_to_no_agent() {
          | operation, ns (median; min–max of {ROUNDS} rounds) | no agent | both enforce policies | ratio | BPF programs per operation, mean ns per run |\n|---|---|---|---|---|\n",
         release.trim()
     );
+    let on = |i: usize| format!("{}, {}", files[i].display(), fs_name(&files[i]));
     for ((name, b, l), programs) in [
         (
-            format!("1-byte pread ({READS} per round)"),
-            bare.0.pread,
-            loaded.0.pread,
+            format!("1-byte pread ({READS} per round), {}", on(0)),
+            bare.0[0].pread,
+            loaded.0[0].pread,
         ),
         (
-            format!("open + 1-byte read + close ({OPENS} per round)"),
-            bare.0.open_read_close,
-            loaded.0.open_read_close,
+            format!("open + 1-byte read + close ({OPENS} per round), {}", on(0)),
+            bare.0[0].open_read_close,
+            loaded.0[0].open_read_close,
+        ),
+        (
+            format!("1-byte pread, {}", on(1)),
+            bare.0[1].pread,
+            loaded.0[1].pread,
+        ),
+        (
+            format!("open + 1-byte read + close, {}", on(1)),
+            bare.0[1].open_read_close,
+            loaded.0[1].open_read_close,
         ),
         (
             format!("connect + close to 127.0.0.1 ({CONNECTS} per round)"),
@@ -230,7 +264,10 @@ fn report_the_quickstart_enforce_policies_cost_and_start_up_next_to_no_agent() {
             loaded.1,
         ),
         (
-            format!("fork + exec of busybox true on tmpfs ({EXECS} per round)"),
+            format!(
+                "fork + exec of busybox true, {} ({EXECS} per round)",
+                fs_name(&busybox)
+            ),
             bare.2,
             loaded.2,
         ),
