@@ -479,6 +479,15 @@ impl Probe {
             .filter(|(h, _)| uses_hook(img, **h))
             .map(|(&h, &p)| (h, p))
             .collect();
+        let lsm: Vec<(&str, &str)> = used
+            .iter()
+            .filter_map(|(_, p)| match *p {
+                modes::Pending::Lsm { program, hook } => Some((program, hook)),
+                modes::Pending::Kprobe { .. } => None,
+            })
+            .collect();
+        // A failure is reported by attach_lsm below, which loads the program again.
+        preload_lsm(&mut self.ebpf, &self.kernel_btf, &lsm);
         for (hook, p) in used {
             let (program, target) = match p {
                 modes::Pending::Lsm { program, hook } => {
@@ -869,6 +878,15 @@ fn attach_lsm_hooks(
     pending: &mut BTreeMap<u32, modes::Pending>,
 ) -> Result<HookModes, BpfError> {
     let mut modes = HookModes::default();
+    let failed = preload_lsm(
+        ebpf,
+        kernel_btf,
+        &[
+            ("file_open", "file_open"),
+            ("bprm_check_security", "bprm_check_security"),
+            ("path_truncate", "path_truncate"),
+        ],
+    );
     for (prog, id) in [
         ("file_open", Some(HOOK_FILE_OPEN)),
         ("file_free_security", None),
@@ -885,7 +903,14 @@ fn attach_lsm_hooks(
     }
     // bpf_d_path is allowed at path_truncate on newer kernels only (6.12 yes, 6.1 no):
     // try it, fall back to the dentry walk.
-    match attach_lsm(ebpf, kernel_btf, pins, "path_truncate", "path_truncate") {
+    let with_d_path = match failed.get("path_truncate") {
+        Some(reason) => Err(BpfError::HookLoad {
+            hook: "path_truncate".to_string(),
+            reason: reason.clone(),
+        }),
+        None => attach_lsm(ebpf, kernel_btf, pins, "path_truncate", "path_truncate"),
+    };
+    match with_d_path {
         Ok(()) => attached.push(Attached {
             program: "path_truncate",
             target: "path_truncate",
@@ -1066,6 +1091,49 @@ fn attach_kprobe(
     let link = p.take_link(id).map_err(perr)?;
     pins.keep_kprobe(prog, function, link)?;
     Ok(())
+}
+
+/// Loads the LSM programs `progs` (program, hook) side by side, a thread each: the verifier's
+/// walk of each program is most of the agent's start, and the kernel verifies the programs of
+/// privileged threads in parallel. Attaching stays [`attach_lsm`]'s, which loads what is
+/// still unloaded; the programs that failed here are returned with their reason (also
+/// logged in full), so that a caller with a fallback need not verify them a second time.
+fn preload_lsm(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    progs: &[(&str, &str)],
+) -> BTreeMap<String, String> {
+    let failed = std::sync::Mutex::new(BTreeMap::new());
+    std::thread::scope(|scope| {
+        for (name, program) in ebpf.programs_mut() {
+            let Some(&(_, hook)) = progs.iter().find(|(p, _)| *p == name) else {
+                continue;
+            };
+            let Ok(p) = <&mut Lsm>::try_from(program) else {
+                continue;
+            };
+            if p.fd().is_ok() {
+                continue;
+            }
+            let failed = &failed;
+            scope.spawn(move || {
+                let start = std::time::Instant::now();
+                match p.load(hook, btf) {
+                    Ok(()) => log_loaded(name, start, p.info().ok()),
+                    Err(e) => {
+                        let reason = probes::load_error(name, &e);
+                        failed
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner())
+                            .insert(name.to_string(), reason);
+                    }
+                }
+            });
+        }
+    });
+    failed
+        .into_inner()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Loads (unless an earlier attempt whose attach failed did) and attaches the LSM program
