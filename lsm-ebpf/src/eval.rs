@@ -279,9 +279,9 @@ pub fn file_passes(s: &mut Scratch, file: u64, hook: u32) -> bool {
     };
     let mut known = 0u64;
     // No verdict is kept for no file (an anonymous mapping).
-    // SAFETY: the program runs under RCU, so the element stays valid until it returns; its
-    // fields are read at once.
     if file != 0
+        // SAFETY: the program runs under RCU, so the element stays valid until it returns;
+        // its fields are read at once.
         && let Some(v) = unsafe { FILE_VERDICTS.get(&file) }
         && v.generation == s.verdict.generation
         && v.hook == hook

@@ -228,6 +228,8 @@ fn report_the_quickstart_enforce_policies_cost_and_start_up_next_to_no_agent() {
     );
     added.delete();
     drop(a);
+    // Named while the files exist.
+    let fs_names = [fs_name(&files[0]), fs_name(&files[1])];
     let _ = fs::remove_dir_all(shm);
 
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -236,7 +238,7 @@ fn report_the_quickstart_enforce_policies_cost_and_start_up_next_to_no_agent() {
          | operation, ns (median; min–max of {ROUNDS} rounds) | no agent | both enforce policies | ratio | BPF programs per operation, mean ns per run |\n|---|---|---|---|---|\n",
         release.trim()
     );
-    let on = |i: usize| format!("{}, {}", files[i].display(), fs_name(&files[i]));
+    let on = |i: usize| format!("{}, {}", files[i].display(), fs_names[i]);
     for ((name, b, l), programs) in [
         (
             format!("1-byte pread ({READS} per round), {}", on(0)),
@@ -266,7 +268,7 @@ fn report_the_quickstart_enforce_policies_cost_and_start_up_next_to_no_agent() {
         (
             format!(
                 "fork + exec of busybox true, {} ({EXECS} per round)",
-                fs_name(&busybox)
+                fs_names[1]
             ),
             bare.2,
             loaded.2,
