@@ -3,6 +3,7 @@
 
 use std::{
     collections::BTreeMap,
+    fmt::Write as _,
     fs,
     io::{BufRead as _, BufReader},
     net::{SocketAddr, TcpStream},
@@ -206,6 +207,33 @@ pub fn fs_name(path: &Path) -> &'static str {
         Ok(_) => "another file system",
         Err(_) => "an unknown file system",
     }
+}
+
+/// A policy named `name` with one `Prefix` filter of `values` values on
+/// `security_file_permission`'s file, none of which a benchmark's file matches, and Sigkill.
+pub fn prefix_policy(name: &str, values: usize) -> String {
+    let mut y = format!(
+        "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: \"{name}\"\nspec:\n  kprobes:\n  - call: \"security_file_permission\"\n    syscall: false\n    args:\n    - index: 0\n      type: \"file\"\n    - index: 1\n      type: \"int\"\n    selectors:\n    - matchArgs:\n      - index: 0\n        operator: \"Prefix\"\n        values:\n",
+    );
+    for i in 0..values {
+        let _ = writeln!(y, "        - \"/bench/never/{i:05}/\"");
+    }
+    y.push_str("      matchActions:\n      - action: Sigkill\n");
+    y
+}
+
+/// A policy named `name` with one `DAddr` filter of `cidrs` networks on `tcp_connect`, none
+/// containing 127.0.0.1, and Sigkill.
+pub fn connect_policy(name: &str, cidrs: usize) -> String {
+    let mut y = format!(
+        "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: \"{name}\"\nspec:\n  kprobes:\n  - call: \"tcp_connect\"\n    syscall: false\n    args:\n    - index: 0\n      type: \"sock\"\n    selectors:\n    - matchArgs:\n      - index: 0\n        operator: \"DAddr\"\n        values:\n",
+    );
+    // Distinct /24 networks inside 10.0.0.0/8.
+    for i in 0..cidrs {
+        let _ = writeln!(y, "        - \"10.{}.{}.0/24\"", i / 256, i % 256);
+    }
+    y.push_str("      matchActions:\n      - action: Sigkill\n");
+    y
 }
 
 /// The resident set (`VmRSS`) of process `pid`, in KiB.

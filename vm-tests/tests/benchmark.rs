@@ -19,7 +19,7 @@ use std::{
 };
 
 use vm_tests::{
-    bench::{BpfStats, connect_cost, program_costs},
+    bench::{BpfStats, connect_cost, connect_policy, prefix_policy, program_costs},
     *,
 };
 
@@ -46,20 +46,9 @@ fn title(what: &str) -> String {
     )
 }
 
-fn policy(values: usize) -> String {
-    let mut y = String::from(
-        "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: \"bench\"\nspec:\n  kprobes:\n  - call: \"security_file_permission\"\n    syscall: false\n    args:\n    - index: 0\n      type: \"file\"\n    - index: 1\n      type: \"int\"\n    selectors:\n    - matchArgs:\n      - index: 0\n        operator: \"Prefix\"\n        values:\n",
-    );
-    for i in 0..values {
-        let _ = writeln!(y, "        - \"/bench/never/{i:05}/\"");
-    }
-    y.push_str("      matchActions:\n      - action: Sigkill\n");
-    y
-}
-
 /// A generic kprobe on `vfs_read` (no LSM hook) with a 1-value `Prefix` filter on its file.
 fn generic_policy() -> String {
-    policy(1)
+    prefix_policy("bench", 1)
         .replace("name: \"bench\"", "name: \"bench-generic\"")
         .replace("security_file_permission", "vfs_read")
         .replace("action: Sigkill", "action: Post")
@@ -108,7 +97,7 @@ fn report_read_cost_with_1_and_10000_prefix_values() {
     let mut rows = vec![("no policy".to_string(), measure_row(&file))];
     for values in [1usize, 10_000] {
         let p = dir.join(format!("bench-{values}.yaml"));
-        fs::write(&p, policy(values)).expect("policy");
+        fs::write(&p, prefix_policy("bench", values)).expect("policy");
         let start = Instant::now();
         let policy = a.add_policy(&p);
         let load = start.elapsed();
@@ -141,18 +130,6 @@ fn report_read_cost_with_1_and_10000_prefix_values() {
     fs::write(results_dir().join(file), &report).expect("report");
 }
 
-fn connect_policy(cidrs: usize) -> String {
-    let mut y = String::from(
-        "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: \"bench-connect\"\nspec:\n  kprobes:\n  - call: \"tcp_connect\"\n    syscall: false\n    args:\n    - index: 0\n      type: \"sock\"\n    selectors:\n    - matchArgs:\n      - index: 0\n        operator: \"DAddr\"\n        values:\n",
-    );
-    // Distinct /24 networks inside 10.0.0.0/8, none containing 127.0.0.1.
-    for i in 0..cidrs {
-        let _ = writeln!(y, "        - \"10.{}.{}.0/24\"", i / 256, i % 256);
-    }
-    y.push_str("      matchActions:\n      - action: Sigkill\n");
-    y
-}
-
 const CONNECTS: u32 = 2_000;
 
 #[test]
@@ -172,7 +149,7 @@ fn report_connect_cost_with_1_and_10000_cidrs() {
     )];
     for cidrs in [1usize, 10_000] {
         let p = dir.join(format!("bench-connect-{cidrs}.yaml"));
-        fs::write(&p, connect_policy(cidrs)).expect("policy");
+        fs::write(&p, connect_policy("bench-connect", cidrs)).expect("policy");
         let start = Instant::now();
         let policy = a.add_policy(&p);
         let load = start.elapsed();

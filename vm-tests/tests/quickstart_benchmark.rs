@@ -11,7 +11,9 @@
 //!   `file_monitoring_enforce.yaml` and `network_egress_cluster_enforce.yaml` (after
 //!   `envsubst`), each as the median and the spread of 7 rounds; then, with the kernel's
 //!   per-program statistics on (they cost each run two clock reads, so not while measuring),
-//!   which programs each operation ran and their mean time per run.
+//!   which programs each operation ran and their mean time per run; and all of it again with
+//!   a 10,000-value `Prefix` policy on the file hook and a 10,000-CIDR policy on connect
+//!   added.
 //! * From launch to enforcing: the agent's first log line to its last `policy enforcing` line,
 //!   and to its answering `lsmctl status` with its event stream delivering; then
 //!   `cat /etc/shadow` must be killed; and from `lsmctl tracingpolicy add` of a third policy,
@@ -35,8 +37,8 @@ use std::{
 
 use vm_tests::{
     bench::{
-        BpfStats, ReadCost, connect_cost, fs_name, program_costs, readbench, rss_kib,
-        verified_insns,
+        BpfStats, ReadCost, connect_cost, connect_policy, fs_name, prefix_policy, program_costs,
+        readbench, rss_kib, verified_insns,
     },
     *,
 };
@@ -212,6 +214,30 @@ fn report_the_quickstart_enforce_policies_cost_and_start_up_next_to_no_agent() {
         }),
     ];
 
+    // The same with a 10,000-value Prefix policy on the file hook and a 10,000-CIDR policy on
+    // connect added: what large value sets cost on top.
+    let large_sets: Vec<_> = [
+        (
+            "bench-prefix-10000",
+            prefix_policy("bench-prefix-10000", 10_000),
+        ),
+        (
+            "bench-cidr-10000",
+            connect_policy("bench-cidr-10000", 10_000),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, yaml)| {
+        let p = dir.join(format!("{name}.yaml"));
+        fs::write(&p, yaml).expect("policy");
+        a.add_policy(&p)
+    })
+    .collect();
+    let large = measure();
+    for p in large_sets {
+        p.delete();
+    }
+
     // A third policy added to the running agent, on a hook no policy uses yet (its program
     // is attached by the add): from `tracingpolicy add` to `mkdir` denied.
     let forbidden = dir.join("lsm-vmtest-forbidden-dir");
@@ -235,35 +261,40 @@ fn report_the_quickstart_enforce_policies_cost_and_start_up_next_to_no_agent() {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut report = format!(
         "# The guide's two enforce policies next to no agent ({}, BPF-LSM programs, QEMU TCG)\n\n\
-         | operation, ns (median; min–max of {ROUNDS} rounds) | no agent | both enforce policies | ratio | BPF programs per operation, mean ns per run |\n|---|---|---|---|---|\n",
+         | operation, ns (median; min–max of {ROUNDS} rounds) | no agent | both enforce policies | ratio | plus 10,000-value Prefix and CIDR policies | ratio | BPF programs per operation (both enforce policies), mean ns per run |\n|---|---|---|---|---|---|---|\n",
         release.trim()
     );
     let on = |i: usize| format!("{}, {}", files[i].display(), fs_names[i]);
-    for ((name, b, l), programs) in [
+    for ((name, b, l, g), programs) in [
         (
             format!("1-byte pread ({READS} per round), {}", on(0)),
             bare.0[0].pread,
             loaded.0[0].pread,
+            large.0[0].pread,
         ),
         (
             format!("open + 1-byte read + close ({OPENS} per round), {}", on(0)),
             bare.0[0].open_read_close,
             loaded.0[0].open_read_close,
+            large.0[0].open_read_close,
         ),
         (
             format!("1-byte pread, {}", on(1)),
             bare.0[1].pread,
             loaded.0[1].pread,
+            large.0[1].pread,
         ),
         (
             format!("open + 1-byte read + close, {}", on(1)),
             bare.0[1].open_read_close,
             loaded.0[1].open_read_close,
+            large.0[1].open_read_close,
         ),
         (
             format!("connect + close to 127.0.0.1 ({CONNECTS} per round)"),
             bare.1,
             loaded.1,
+            large.1,
         ),
         (
             format!(
@@ -272,6 +303,7 @@ fn report_the_quickstart_enforce_policies_cost_and_start_up_next_to_no_agent() {
             ),
             bare.2,
             loaded.2,
+            large.2,
         ),
     ]
     .into_iter()
@@ -279,10 +311,12 @@ fn report_the_quickstart_enforce_policies_cost_and_start_up_next_to_no_agent() {
     {
         let _ = writeln!(
             report,
-            "| {name} | {} | {} | {:.2} | {programs} |",
+            "| {name} | {} | {} | {:.2} | {} | {:.2} | {programs} |",
             spread(b),
             spread(l),
-            l[0] / b[0]
+            l[0] / b[0],
+            spread(g),
+            g[0] / b[0]
         );
     }
     let enforcing = launch_to_enforcing(&log)
