@@ -486,11 +486,17 @@ impl Probe {
                 modes::Pending::Kprobe { .. } => None,
             })
             .collect();
-        // A failure is reported by attach_lsm below, which loads the program again.
-        preload_lsm(&mut self.ebpf, &self.kernel_btf, &lsm);
+        // A program the kernel refused here is not verified (nor its log written) again.
+        let failed = preload_lsm(&mut self.ebpf, &self.kernel_btf, &lsm);
         for (hook, p) in used {
             let (program, target) = match p {
                 modes::Pending::Lsm { program, hook } => {
+                    if let Some(reason) = failed.get(program) {
+                        return Err(BpfError::HookLoad {
+                            hook: hook.to_string(),
+                            reason: reason.clone(),
+                        });
+                    }
                     attach_lsm(
                         &mut self.ebpf,
                         &self.kernel_btf,
