@@ -5,7 +5,6 @@ use std::{
     collections::BTreeMap,
     fmt::Write as _,
     fs,
-    io::{BufRead as _, BufReader},
     net::{SocketAddr, TcpStream},
     path::Path,
     process::{Child, Command, Stdio},
@@ -13,11 +12,8 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    thread,
     time::Instant,
 };
-
-use crate::bin;
 
 /// What `vmtest-readbench` prints: (median, min, max) over its rounds, in ns per operation.
 pub struct ReadCost {
@@ -151,22 +147,11 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub fn start(address: &str, marker: &str) -> Subscriber {
-        let mut child = Command::new(bin("lsmctl"))
-            .args(["--server-address", address, "getevents", "-o", "compact"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawning lsmctl getevents");
-        let stdout = child.stdout.take().expect("piped stdout");
         let count = Arc::new(AtomicU64::new(0));
         let (c, marker) = (count.clone(), marker.to_string());
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line.contains(&marker) {
-                    c.fetch_add(1, Ordering::Relaxed);
-                }
+        let child = crate::stream::spawn_getevents(address, "compact", &[], move |line| {
+            if line.contains(&marker) {
+                c.fetch_add(1, Ordering::Relaxed);
             }
         });
         Subscriber { child, count }
@@ -188,13 +173,10 @@ impl Drop for Subscriber {
 /// CPU time (user + system) process `pid` has used, in clock ticks (`USER_HZ`, 100 per
 /// second on Linux), from `/proc/PID/stat`.
 pub fn cpu_ticks(pid: u32) -> u64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process's stat");
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line: 11 and 12 counted from the state.
-    let tick = |i: usize| -> u64 { fields.get(i).and_then(|v| v.parse().ok()).unwrap_or(0) };
-    tick(11) + tick(12)
+    let stat = procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.stat())
+        .expect("the process's stat");
+    stat.utime + stat.stime
 }
 
 /// The file system `path` is on, as a report names it: on overlayfs a read runs the file

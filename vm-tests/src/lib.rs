@@ -26,7 +26,7 @@ pub mod bench;
 pub mod k8s;
 mod stream;
 
-pub use stream::EventStream;
+pub use stream::{EventStream, settle};
 
 /// How long the agent may take to verify and attach everything under TCG.
 pub const AGENT_START_TIMEOUT: Duration = Duration::from_secs(600);
@@ -443,7 +443,8 @@ impl Agent {
     }
 
     fn start_stream(&mut self) {
-        let child = stream::spawn_getevents(&self.ctl.address, "compact", &[], self.lines.clone());
+        let sink = stream::keep_lines(&[], self.lines.clone());
+        let child = stream::spawn_getevents(&self.ctl.address, "compact", &[], sink);
         let _ = self.stream.kill();
         self.stream = child;
         // The stream is live once an exec we make shows up in it.

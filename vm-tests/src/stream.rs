@@ -11,13 +11,13 @@ use std::{
 
 use crate::{EVENT_TIMEOUT, bin};
 
-/// Starts `lsmctl --server-address ADDRESS getevents -o OUTPUT ARGS`; a thread appends its
-/// lines to `sink` (and echoes them to stderr, labelled with `args`).
+/// Starts `lsmctl --server-address ADDRESS getevents -o OUTPUT ARGS`; a thread hands each
+/// line to `on_line` (a test keeps them, a benchmark counts them).
 pub(crate) fn spawn_getevents(
     address: &str,
     output: &str,
     args: &[&str],
-    sink: Arc<Mutex<Vec<String>>>,
+    mut on_line: impl FnMut(String) + Send + 'static,
 ) -> Child {
     let mut child = Command::new(bin("lsmctl"))
         .args(["--server-address", address, "getevents", "-o", output])
@@ -28,19 +28,45 @@ pub(crate) fn spawn_getevents(
         .spawn()
         .expect("spawning lsmctl getevents");
     let stdout = child.stdout.take().expect("piped stdout");
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            on_line(line);
+        }
+    });
+    child
+}
+
+/// A line handler for [`spawn_getevents`] that appends each line to `sink` and echoes it to
+/// stderr, labelled with the stream's `args`.
+pub(crate) fn keep_lines(
+    args: &[&str],
+    sink: Arc<Mutex<Vec<String>>>,
+) -> impl FnMut(String) + Send + 'static {
     let label = if args.is_empty() {
         String::new()
     } else {
         format!(" [{}]", args.join(" "))
     };
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            eprintln!("  event{label}: {line}");
-            sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+    move |line| {
+        eprintln!("  event{label}: {line}");
+        sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+    }
+}
+
+/// Waits until `count` has not changed for `quiet` (or `max` has passed); returns its last
+/// value. For a stream of events still arriving after the operations that caused them.
+pub fn settle(mut count: impl FnMut() -> u64, quiet: Duration, max: Duration) -> u64 {
+    let start = Instant::now();
+    let (mut last, mut since) = (count(), Instant::now());
+    while since.elapsed() < quiet && start.elapsed() < max {
+        thread::sleep(Duration::from_millis(200));
+        let now = count();
+        if now != last {
+            (last, since) = (now, Instant::now());
         }
-    });
-    child
+    }
+    last
 }
 
 pub struct EventStream {
@@ -52,7 +78,7 @@ impl EventStream {
     /// `lsmctl --server-address ADDRESS getevents -o OUTPUT ARGS`.
     pub(crate) fn start(address: &str, output: &str, args: &[&str]) -> EventStream {
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let child = spawn_getevents(address, output, args, lines.clone());
+        let child = spawn_getevents(address, output, args, keep_lines(args, lines.clone()));
         EventStream { child, lines }
     }
 
@@ -98,16 +124,7 @@ impl EventStream {
     /// Waits until no line has come for `quiet` (at most `max` in all) and returns the
     /// number of lines then: events of operations already made are all in.
     pub fn settle(&self, quiet: Duration, max: Duration) -> usize {
-        let start = Instant::now();
-        let (mut count, mut since) = (self.lines().len(), Instant::now());
-        while since.elapsed() < quiet && start.elapsed() < max {
-            thread::sleep(Duration::from_millis(200));
-            let now = self.lines().len();
-            if now != count {
-                (count, since) = (now, Instant::now());
-            }
-        }
-        count
+        settle(|| self.lines().len() as u64, quiet, max) as usize
     }
 }
 

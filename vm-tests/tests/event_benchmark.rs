@@ -74,19 +74,6 @@ fn exported(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
-/// Waits until `counts` stops changing for two seconds (at most a minute): what was sent is in.
-fn settle(mut counts: impl FnMut() -> u64) {
-    let start = Instant::now();
-    let (mut last, mut since) = (counts(), Instant::now());
-    while since.elapsed() < Duration::from_secs(2) && start.elapsed() < Duration::from_secs(60) {
-        thread::sleep(Duration::from_millis(250));
-        let now = counts();
-        if now != last {
-            (last, since) = (now, Instant::now());
-        }
-    }
-}
-
 #[test]
 fn report_events_per_second_to_1_and_8_subscribers_and_the_export_with_loss_and_cpu() {
     let dir = scratch_dir("evbench");
@@ -148,7 +135,12 @@ fn report_events_per_second_to_1_and_8_subscribers_and_the_export_with_loss_and_
             "1",
         );
         let flood = start.elapsed();
-        settle(|| subscribers.iter().map(Subscriber::count).sum::<u64>() + exported(&export_dir));
+        // What was sent is in once the counts stop changing for two seconds.
+        settle(
+            || subscribers.iter().map(Subscriber::count).sum::<u64>() + exported(&export_dir),
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+        );
         let busy = start.elapsed();
         let cpu = (cpu_ticks(pid) - ticks) as f64 / TICKS / busy.as_secs_f64() * 100.0;
         let got: Vec<u64> = subscribers
