@@ -294,6 +294,51 @@ pub fn file_passes(s: &mut Scratch, file: u64, hook: u32) -> bool {
     known != 0 && s.verdict.keep == 0
 }
 
+/// Keeps the verdict of a file just opened at the file hook `hook`, as [`match_file`] would
+/// keep it at the file's first call there: `file_open` has the path in hand (`bpf_d_path`),
+/// so the first read of a file no selector names ends at [`file_passes`] like every later one,
+/// and its path need not be cached at all. Returns whether that verdict passes every call
+/// (then no call at `hook` will want the path); false also when nothing was kept: no plan at
+/// `hook`, or a path that could not be resolved (which fails closed at each call instead).
+///
+/// A `bool`, not the verdict in an `Option`: the compiler reads an `Option`'s payload without
+/// its tag where the result would not depend on it, and the verifier refuses that read of a
+/// register never written.
+#[inline(always)]
+pub fn open_verdict_passes(s: &mut Scratch, file: u64, hook: u32, rec: *const PathRec) -> bool {
+    // SAFETY: `rec` points to the scratch record the caller filled.
+    if unsafe { (*rec).flags } & PATH_UNRESOLVED != 0 {
+        return false;
+    }
+    // The generation before the plan, as `file_passes` reads them: a plan replaced in between
+    // leaves a verdict of the old generation, which the next call recomputes.
+    let generation = PLAN_GEN.get(0).copied().unwrap_or(0);
+    let Some((_, cfg)) = hook_cfg_at(hook) else {
+        return false;
+    };
+    let keep = if cfg.str_uses(SUBJECT_ARG) == 0 {
+        cfg.selectors
+    } else {
+        match_strings(
+            s,
+            hook,
+            cfg,
+            cfg.selectors,
+            SUBJECT_ARG,
+            RecRef::Whole(rec),
+            0,
+        )
+    };
+    s.verdict = FileVerdict {
+        generation,
+        hook,
+        _pad: 0,
+        keep,
+    };
+    let _ = FILE_VERDICTS.insert(&file, &s.verdict, 0);
+    keep == 0
+}
+
 /// Keeps, for `file`, a verdict that lets no selector of the current file hook through,
 /// under the generation [`file_passes`] read (it must have run): for overlayfs' own file of a
 /// layer, which the hooks pass (`path::is_layer_file`), so that the second hook call of every

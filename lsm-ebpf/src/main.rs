@@ -41,10 +41,13 @@ use lsm_shared::*;
 
 use crate::{
     entry::{enter, enter_lsm, now, ret},
-    eval::{Mode, evaluate, evaluate_file, file_passes, kcopy, pass_file},
+    eval::{Mode, evaluate, evaluate_file, file_passes, kcopy, open_verdict_passes, pass_file},
     event::emit,
     kernel::{kconf, read_u16, read_u32, read_u64, task_ns_pid},
-    maps::{EXEC_PEND, FILE_VERDICTS, FILES, PROCS, STR_EQ, hook_cfg, hook_has_selectors},
+    maps::{
+        EXEC_PEND, FILE_VERDICTS, FILES, PROCS, STR_EQ, hook_cfg, hook_has_selectors,
+        open_wants_path,
+    },
     path::{is_layer_file, resolve_d_path, resolve_file_walk, resolve_walk},
     scratch::Scratch,
 };
@@ -85,9 +88,16 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     ret(try_file_open(&ctx))
 }
 
+/// The path of the file, for three uses: this hook's own selectors, `file_permission`'s
+/// verdict (decided here, so that no read of a file no selector names needs the path), and
+/// the cache of paths (`FILES`) for the hooks that read it back ([`HookConfig::open_paths`]).
+/// With none of them (no file policy loaded), an open costs this hook's entry only.
 #[inline(always)]
 fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
     let (s, cur) = enter_lsm(ctx, 1, HOOK_FILE_OPEN)?;
+    if !open_wants_path() {
+        return Ok(0);
+    }
     let file: u64 = ctx.arg(0);
     if is_layer_file(file) {
         return Ok(0);
@@ -95,9 +105,25 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
     let p = (file + kconf!(file_f_path)) as *const kpath;
     let rec = &raw mut s.rec;
     resolve_d_path(s, p, rec);
-    let _ = FILES.insert(&file, &s.rec, 0);
-    let args = [file, 0, 0, 0, 0];
-    Ok(evaluate(s, cur, HOOK_FILE_OPEN, Some(rec), &args))
+    // Two separate ways on, so that the verifier walks the evaluator after one of them only.
+    // The plan is read again below rather than kept from the test above: values kept across
+    // the path's resolution would make the verifier walk what follows once per combination.
+    // With selectors here, the path is cached for the later hooks, and their first call
+    // keeps its verdict.
+    if hook_has_selectors(HOOK_FILE_OPEN) {
+        let _ = FILES.insert(&file, &s.rec, 0);
+        let args = [file, 0, 0, 0, 0];
+        return Ok(evaluate(s, cur, HOOK_FILE_OPEN, Some(rec), &args));
+    }
+    // Otherwise the path is cached when a later call will want it: a read some selector may
+    // match (its event carries the path; a verdict of 0 ends every read without it), a hook
+    // that reads it back, or no verdict kept. A hook that misses it resolves the path itself.
+    let passes = hook_has_selectors(HOOK_FILE_PERMISSION)
+        && open_verdict_passes(s, file, HOOK_FILE_PERMISSION, rec);
+    if !passes || hook_cfg(HOOK_FILE_OPEN).is_some_and(|c| c.open_paths != 0) {
+        let _ = FILES.insert(&file, &s.rec, 0);
+    }
+    Ok(0)
 }
 
 #[lsm(hook = "file_permission")]

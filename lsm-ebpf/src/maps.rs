@@ -77,6 +77,15 @@ pub fn hook_has_selectors(hook: u32) -> bool {
     hook_cfg(hook).is_some_and(|c| c.selectors != 0)
 }
 
+/// Whether `file_open` has a use for the path of the file being opened: selectors of its
+/// own, `file_permission`'s verdict to keep, or a later hook that reads the path back from
+/// the cache ([`HookConfig::open_paths`]).
+#[inline(always)]
+pub fn open_wants_path() -> bool {
+    hook_cfg(HOOK_FILE_OPEN).is_some_and(|c| c.selectors != 0 || c.open_paths != 0)
+        || hook_has_selectors(HOOK_FILE_PERMISSION)
+}
+
 /// What each selector slot does, at `hook * MAX_SELECTORS + slot`.
 #[map]
 pub static SEL_ACT: Array<SelectorAction> = Array::with_max_entries(NUM_HOOKS * MAX_SELECTORS, 0);

@@ -514,6 +514,13 @@ pub const fn arg_is_string(kind: u8) -> bool {
     )
 }
 
+/// Whether the generic reader finds an argument of `kind` through an open file, whose path
+/// it takes from the path cache ([`FILES_MAP`]) when `file_open` put it there.
+#[inline(always)]
+pub const fn arg_reads_open_file(kind: u8) -> bool {
+    matches!(kind, ARG_FILE | ARG_BINPRM | ARG_FD | ARG_KIOCB)
+}
+
 /// [`HookConfig::probe`]: the hook's kprobe is on a syscall wrapper, whose one argument is
 /// the user's `struct pt_regs *`: the raw arguments are that struct's argument registers.
 pub const PROBE_SYSCALL: u16 = 1 << 0;
@@ -675,8 +682,13 @@ pub struct HookConfig {
     pub data: [ResolvePath; NUM_DATA],
     /// The width in bytes of each `data` entry's integer (1, 2, 4 or 8).
     pub data_width: [u8; NUM_DATA],
+    /// On [`HOOK_FILE_OPEN`]'s config only: 1 when a later hook reads the paths of open
+    /// files back from the path cache ([`FILES_MAP`]): `file_truncate`, or a generic reader's
+    /// argument of a kind [`arg_reads_open_file`]. `file_open` then caches every path it
+    /// resolves; otherwise only those a later call of `file_permission` will want.
+    pub open_paths: u8,
     /// Explicit, so the struct has no hidden padding (it is compared and copied as bytes).
-    pub _pad: [u8; 2],
+    pub _pad: u8,
 }
 const _: () = assert!(
     size_of::<HookConfig>()
@@ -1601,7 +1613,8 @@ impl HookConfig {
             probe: 0,
             data: [ResolvePath::empty(); NUM_DATA],
             data_width: [0; NUM_DATA],
-            _pad: [0; 2],
+            open_paths: 0,
+            _pad: 0,
         }
     }
 }

@@ -706,27 +706,50 @@ fn a_kretprobe_posts_failed_opens_with_the_return_value() {
 }
 
 /// Argument types: `file` (`fd_install`'s `struct file *`) and `fd` (`sys_close`'s
-/// descriptor, resolved in the caller's table): the events carry the full path.
+/// descriptor, resolved in the caller's table): the events carry the full path. In a chroot
+/// it is the path the process sees, as `bpf_d_path` gives it at the open: `file_open` keeps
+/// the paths for such arguments (`HookConfig::open_paths`), which the dentry walk, going up to
+/// the mount namespace's root, would give with the chroot's directory in front.
 #[test]
-fn file_and_fd_arguments_carry_the_full_path() {
+fn file_and_fd_arguments_carry_the_full_path_as_the_process_sees_it() {
     let a = agent();
     let events = a.json_stream();
     let installed = "/tmp/lsm-vmtest-generic-fd-install";
     let closed = "/tmp/lsm-vmtest-generic-fd-close";
     fs::write(installed, "x").expect("test file");
     fs::write(closed, "x").expect("test file");
+    let jail = scratch_dir("fd-chroot");
+    fs::create_dir_all(jail.join("bin")).expect("the chroot's bin");
+    fs::create_dir_all(jail.join("tmp")).expect("the chroot's tmp");
+    fs::copy("/bin/busybox", jail.join("bin/busybox"))
+        .expect("copying /bin/busybox (Debian's busybox-static)");
+    let in_jail = "/tmp/lsm-vmtest-generic-fd-chroot";
+    fs::write(jail.join(&in_jail[1..]), "x").expect("the chroot's test file");
     let p1 = a.add_policy(&fixture("observe-fd-install-file.yaml"));
     let p2 = a.add_policy(&fixture("observe-close-fd.yaml"));
     drop(fs::File::open(installed).expect("open"));
     drop(fs::File::open(closed).expect("open"));
+    let jailed = std::process::Command::new("/usr/sbin/chroot")
+        .arg(&jail)
+        .args(["/bin/busybox", "cat", in_jail])
+        .output()
+        .expect("running chroot");
+    assert!(jailed.status.success(), "{jailed:?}");
     let install = events.expect("the fd_install event", |l| {
         l.contains("observe-fd-install") && l.contains(installed)
     });
     let close = events.expect("the sys_close event", |l| {
         l.contains("observe-close-fd") && l.contains(closed)
     });
+    let jailed = events.expect("the fd_install event in the chroot", |l| {
+        l.contains("observe-fd-install") && l.contains(in_jail)
+    });
     p1.delete();
     p2.delete();
+    assert!(
+        jailed.contains(&format!("{{\"file_arg\":{{\"path\":\"{in_jail}\"}}}}")),
+        "{jailed}"
+    );
 
     assert!(
         install.contains(&format!("{{\"file_arg\":{{\"path\":\"{installed}\"}}}}")),

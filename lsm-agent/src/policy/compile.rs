@@ -743,7 +743,29 @@ pub fn compile_with(
         .collect();
     img.num_filt = num_filt;
     img.num_set = num_set;
+    if reads_open_paths(&img.hook_cfg) {
+        img.hook_cfg
+            .entry(HOOK_FILE_OPEN)
+            .or_insert_with(HookConfig::empty)
+            .open_paths = 1;
+    }
     Ok(img)
+}
+
+/// Whether a hook with selectors reads the path of an open file back from the path cache
+/// that `file_open` fills ([`HookConfig::open_paths`]): `file_truncate`'s program, or a
+/// program of the generic reader (the LSM table, the twins, the probes) with a file argument.
+/// The other hand-written programs do not: `file_permission` ends at the verdict `file_open`
+/// kept unless a selector may match (and then the path is cached), `mmap_file` and
+/// `bprm_check_security` call `bpf_d_path` themselves, `path_truncate` and `socket_connect`
+/// have no file.
+fn reads_open_paths(hook_cfg: &BTreeMap<u32, HookConfig>) -> bool {
+    hook_cfg.iter().any(|(&hook, cfg)| {
+        cfg.selectors != 0
+            && (hook == HOOK_FILE_TRUNCATE
+                || (hook > HOOK_SOCKET_CONNECT
+                    && cfg.args.iter().any(|d| arg_reads_open_file(d.kind))))
+    })
 }
 
 #[expect(
@@ -1127,6 +1149,28 @@ mod tests {
         let (idx1, again) = members(&second);
         assert_ne!(idx0, idx1);
         assert_eq!(values, again);
+    }
+
+    #[test]
+    fn file_open_caches_open_files_paths_only_for_the_hooks_that_read_them_back() {
+        use crate::policy::parse::parse_policy_file;
+        use crate::policy::testutil::{fixture, parse_ok, quickstart};
+        let open_paths = |img: &MapImage| img.hook_cfg.get(&HOOK_FILE_OPEN).map(|c| c.open_paths);
+        // The quickstart's file policy: file_permission, mmap_file and path_truncate resolve or
+        // decide without the cache.
+        let file = parse_policy_file(&quickstart("file_monitoring_enforce.yaml")).expect("parses");
+        assert_eq!(open_paths(&compile(&[(1, &file)]).unwrap()), None);
+        // file_truncate's program and a generic reader's file argument read it back.
+        for yaml in [
+            fixture!("deny-truncate.yaml"),
+            fixture!("observe-fd-install-file.yaml"),
+        ] {
+            let p = parse_ok(yaml);
+            assert_eq!(open_paths(&compile(&[(1, &p)]).unwrap()), Some(1), "{yaml}");
+            let both = compile(&[(1, &file), (2, &p)]).unwrap();
+            assert_eq!(open_paths(&both), Some(1), "{yaml}");
+            assert_eq!(both.hook_cfg[&HOOK_FILE_OPEN].selectors, 0);
+        }
     }
 
     #[test]
