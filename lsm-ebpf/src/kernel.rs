@@ -94,6 +94,8 @@ pub static KCONFIG: KernelConfig = KernelConfig {
     task_group_leader: 0,
     task_start_boottime: 0,
     msghdr_msg_iter: 0,
+    task_fs: 0,
+    fs_struct_root: 0,
 };
 
 /// Reads one field of [`KCONFIG`]; volatile so that the compiler does not fold the

@@ -2,7 +2,10 @@
 //! bounded dentry walk elsewhere.
 use aya_ebpf::{
     bindings::path,
-    helpers::{bpf_probe_read_kernel_buf, generated::bpf_d_path, generated::bpf_probe_read_kernel},
+    helpers::{
+        bpf_probe_read_kernel_buf,
+        generated::{bpf_d_path, bpf_get_current_task, bpf_probe_read_kernel},
+    },
 };
 use lsm_shared::*;
 
@@ -87,10 +90,11 @@ pub fn resolve_d_path(s: &mut Scratch, p: *const path, rec: *mut PathRec) {
     finish(s, rec, 0, (ret - 1) as usize, PATH_RESOLVED);
 }
 
-/// Walks from `dentry` on mount `vfsmnt` up to the root of the mount tree, writing the path
-/// backwards into the first half of the buffer. For files whose path was not captured at
-/// open time (opened before the agent started, or evicted from the cache), and for hooks
-/// where `bpf_d_path` is refused.
+/// Walks from `dentry` on mount `vfsmnt` up to the current process's root, or, for a path
+/// outside it, to the root of the mount tree (as `d_path` does), writing the path backwards
+/// into the first half of the buffer. For files whose path was not captured at open time
+/// (opened before the agent started or before a policy wanted it, or evicted from the
+/// cache), and for hooks where `bpf_d_path` is refused.
 ///
 /// `vfsmnt` 0 (a bare `struct dentry *`, which carries no mount) stops at the root of the
 /// dentry's own file system: the path within its mount. That falls out of the mount step
@@ -98,6 +102,15 @@ pub fn resolve_d_path(s: &mut Scratch, p: *const path, rec: *mut PathRec) {
 #[inline(always)]
 pub fn resolve_walk(s: &mut Scratch, vfsmnt: u64, dentry: u64, rec: *mut PathRec) {
     count(STAT_PATH_WALKED);
+    // SAFETY: a helper without arguments; it only returns the current task's address.
+    let task = unsafe { bpf_get_current_task() };
+    let root = read_u64(task, kconf!(task_fs)) + kconf!(fs_struct_root);
+    // SAFETY: fields of the scratch area, which this program alone uses; volatile keeps
+    // them in memory (see `Scratch::walk_root`).
+    unsafe {
+        core::ptr::write_volatile(&mut s.walk_root[0], read_u64(root, kconf!(path_mnt)));
+        core::ptr::write_volatile(&mut s.walk_root[1], read_u64(root, kconf!(path_dentry)));
+    }
     let off_root = kconf!(vfsmount_mnt_root);
     let off_parent = kconf!(dentry_d_parent);
     let off_name = kconf!(dentry_d_name) + kconf!(qstr_name);
@@ -115,6 +128,15 @@ pub fn resolve_walk(s: &mut Scratch, vfsmnt: u64, dentry: u64, rec: *mut PathRec
     while depth < MAX_WALK_DEPTH {
         depth += 1;
         if d == 0 {
+            break;
+        }
+        // SAFETY: as above.
+        let at_root = unsafe {
+            d == core::ptr::read_volatile(&s.walk_root[1])
+                && mnt == core::ptr::read_volatile(&s.walk_root[0])
+        };
+        if at_root {
+            done = true;
             break;
         }
         // With no mount (0) both mount reads fault and read as 0 (the helper reports a bad

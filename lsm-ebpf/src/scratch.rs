@@ -49,6 +49,10 @@ pub struct Scratch {
     /// does not track map contents, so every loop iteration looks the same to it and the
     /// walk verifies in linear rather than exponential time.
     pub walk_pos: u64,
+    /// The current process's root (`fs_struct.root`: mount, dentry), where the walk stops as
+    /// `d_path` does. In map memory for the same reason as `walk_pos`, and to keep two
+    /// registers off the stack of every program that inlines the walk.
+    pub walk_root: [u64; 2],
     /// The tgid of the process that tracked a socket argument of this call (`TrackSock`),
     /// 0 for none: the event is posted as that process's.
     pub owner: u64,

@@ -1413,10 +1413,14 @@ pub struct KernelConfig {
     pub task_start_boottime: u64,
     /// `struct msghdr`: `msg_iter` (`ARG_DNS`).
     pub msghdr_msg_iter: u64,
+    /// The process's root, where the dentry walk stops as `d_path` does (a `chroot`):
+    /// `task_struct.fs`, `fs_struct.root` (a `struct path`).
+    pub task_fs: u64,
+    pub fs_struct_root: u64,
 }
 const _: () = assert!(
     size_of::<KernelConfig>()
-        == 8 + 48 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8 + 43 * 8
+        == 8 + 48 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8 + 45 * 8
 );
 
 /// The canary (see `CANARY_MAP`): every LSM program denies the agent's thread `tid` at hook

@@ -321,3 +321,64 @@ fn an_unreadable_policy_directory_keeps_every_policy_enforcing() {
     });
     assert_eq!(cat_target(), 1);
 }
+
+/// A read of a file kept open by a process in a `chroot` is matched by the path the process
+/// sees, also when its verdict is decided after the open: here the open happens before any
+/// policy wants its path (so none is cached), and the policy comes before the read, whose
+/// path the dentry walk finds. The walk stops at the process's root as `bpf_d_path` does;
+/// up to the mount tree's root it would put the chroot's directory in front, and the read
+/// would not match.
+#[test]
+fn a_chrooted_read_of_a_file_opened_before_the_policy_is_matched_by_the_path_it_sees() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    use std::process::{Command, Stdio};
+    let a = agent();
+    let jail = scratch_dir("verdict-jail");
+    fs::create_dir_all(jail.join("bin")).expect("the chroot's bin");
+    fs::copy("/bin/busybox", jail.join("bin/busybox"))
+        .expect("copying /bin/busybox (Debian's busybox-static)");
+    let seen = format!("{VERDICT_DIR}/denied/jailed");
+    let inside = jail.join(&seen[1..]);
+    fs::create_dir_all(inside.parent().expect("a parent")).expect("the chroot's dirs");
+    fs::write(&inside, "x").expect("the chroot's file");
+    // Opens the file, says so, waits for a line, reads a byte of it, prints the exit status.
+    let script = format!(
+        "exec 3<{seen} && echo opened; read go; /bin/busybox head -c 1 <&3 >/dev/null; echo rc=$?"
+    );
+    let mut shell = Reaped(
+        Command::new("/usr/sbin/chroot")
+            .arg(&jail)
+            .args(["/bin/busybox", "sh", "-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("running chroot"),
+    );
+    let mut lines = BufReader::new(shell.0.stdout.take().expect("piped stdout")).lines();
+    let mut next = || lines.next().and_then(Result::ok).unwrap_or_default();
+    assert_eq!(next(), "opened");
+
+    let denying = write_read_policy("vmtest-verdict-jail", &format!("{VERDICT_DIR}/denied/"));
+    let cleanup = RemovePolicies(&a, vec![denying]);
+    wait_until("the denying policy to load", || {
+        listed(&a, "vmtest-verdict-jail")
+    });
+    let mut stdin = shell.0.stdin.take().expect("piped stdin");
+    writeln!(stdin, "go").expect("telling the shell to read");
+    assert_eq!(
+        next(),
+        "rc=1",
+        "the read of {seen} (as the chrooted process sees it) is denied"
+    );
+    drop(cleanup);
+}
+
+/// Kills and reaps a child when dropped, also when the test fails.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

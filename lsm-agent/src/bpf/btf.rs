@@ -243,6 +243,8 @@ pub fn kernel_config(btf: &Btf, agent_tgid: u32) -> Result<KernelConfig, BtfErro
         task_group_leader: off("task_struct", "group_leader")?,
         task_start_boottime: off("task_struct", "start_boottime")?,
         msghdr_msg_iter: off("msghdr", "msg_iter")?,
+        task_fs: off("task_struct", "fs")?,
+        fs_struct_root: off("fs_struct", "root")?,
     })
 }
 
