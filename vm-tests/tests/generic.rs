@@ -1199,3 +1199,67 @@ fn resolve_at_a_hook_with_a_hand_written_program_runs_at_its_twin() {
         .count();
     assert_eq!(posts, 1, "one exec by a child of lsmvt-resolve posts, once");
 }
+
+/// A read of a file kept open by a process in a `chroot` is matched by the path the process
+/// sees, also when its verdict is decided after the open: here the open happens before any
+/// policy wants its path (no file policy is loaded, so `file_open` caches none), and the
+/// policy comes before the read, whose path the dentry walk finds. The walk stops at the
+/// process's root as `bpf_d_path` does; up to the mount tree's root it would put the chroot's
+/// directory in front, and the read would not match.
+#[test]
+fn a_chrooted_read_of_a_file_opened_before_the_policy_is_matched_by_the_path_it_sees() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    use std::process::{Command, Stdio};
+    let a = agent();
+    let jail = scratch_dir("walk-jail");
+    fs::create_dir_all(jail.join("bin")).expect("the chroot's bin");
+    fs::copy("/bin/busybox", jail.join("bin/busybox"))
+        .expect("copying /bin/busybox (Debian's busybox-static)");
+    let prefix = "/tmp/lsm-vmtest-walk-root/";
+    let seen = format!("{prefix}jailed");
+    let inside = jail.join(&seen[1..]);
+    fs::create_dir_all(inside.parent().expect("a parent")).expect("the chroot's dirs");
+    fs::write(&inside, "x").expect("the chroot's file");
+    // Opens the file and says so; then, at each line it is sent, reads it (to stderr: the
+    // chroot has no /dev) and says whether the read went through.
+    let try_read = "if /bin/busybox cat <&3 >&2; then echo read; else echo denied; fi";
+    let script = format!("exec 3<{seen} && echo opened; read go; {try_read}; read go; {try_read}");
+    let mut shell = Reaped(
+        Command::new("/usr/sbin/chroot")
+            .arg(&jail)
+            .args(["/bin/busybox", "sh", "-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("running chroot"),
+    );
+    let mut lines = BufReader::new(shell.0.stdout.take().expect("piped stdout")).lines();
+    let mut next = || lines.next().and_then(Result::ok).unwrap_or_default();
+    assert_eq!(next(), "opened");
+    let mut stdin = shell.0.stdin.take().expect("piped stdin");
+    writeln!(stdin, "go").expect("telling the shell to read");
+    assert_eq!(next(), "read", "no policy yet: the read goes through");
+
+    let yaml = substitute(
+        &fixture("deny-reads-under-lsm-vmtest-verdict-eperm.yaml"),
+        &[("NAME", "walk-root"), ("PREFIX", prefix)],
+    );
+    let policy = a.add_policy_yaml("walk-root", &yaml);
+    writeln!(stdin, "go").expect("telling the shell to read");
+    let second = next();
+    policy.delete();
+    assert_eq!(
+        second, "denied",
+        "the read of {seen} (as the chrooted process sees it) is denied"
+    );
+}
+
+/// Kills and reaps a child when dropped, also when the test fails.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
