@@ -656,6 +656,16 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     p
 }
 
+/// A spawned process that is killed and reaped when dropped, also when the test panics.
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.stream.kill();

@@ -1253,13 +1253,3 @@ fn a_chrooted_read_of_a_file_opened_before_the_policy_is_matched_by_the_path_it_
         "the read of {seen} (as the chrooted process sees it) is denied"
     );
 }
-
-/// Kills and reaps a child when dropped, also when the test fails.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}

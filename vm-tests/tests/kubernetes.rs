@@ -586,16 +586,6 @@ fn getevents_pods_and_namespace_filters_show_only_the_selected_pods_events() {
     );
 }
 
-/// Kills and reaps a spawned process when dropped, also when the test panics.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `resolvePathInContainer`: the policy's path names a file inside the selected pods'
 /// containers, which the node does not have. The agent finds the container's root through
 /// its process and attaches there; the file's calls in the pod are posted with the policy's
