@@ -707,9 +707,9 @@ fn a_kretprobe_posts_failed_opens_with_the_return_value() {
 
 /// Argument types: `file` (`fd_install`'s `struct file *`) and `fd` (`sys_close`'s
 /// descriptor, resolved in the caller's table): the events carry the full path. In a chroot
-/// it is the path the process sees, as `bpf_d_path` gives it at the open: `file_open` keeps
-/// the paths for such arguments (`HookConfig::open_paths`), which the dentry walk, going up to
-/// the mount namespace's root, would give with the chroot's directory in front.
+/// it is the path the process sees, as `bpf_d_path` gives it: whether `file_open` cached it
+/// (`HookConfig::open_paths`, which the compiler's unit test checks) or the dentry walk
+/// found it.
 #[test]
 fn file_and_fd_arguments_carry_the_full_path_as_the_process_sees_it() {
     let a = agent();
@@ -718,13 +718,8 @@ fn file_and_fd_arguments_carry_the_full_path_as_the_process_sees_it() {
     let closed = "/tmp/lsm-vmtest-generic-fd-close";
     fs::write(installed, "x").expect("test file");
     fs::write(closed, "x").expect("test file");
-    let jail = scratch_dir("fd-chroot");
-    fs::create_dir_all(jail.join("bin")).expect("the chroot's bin");
-    fs::create_dir_all(jail.join("tmp")).expect("the chroot's tmp");
-    fs::copy("/bin/busybox", jail.join("bin/busybox"))
-        .expect("copying /bin/busybox (Debian's busybox-static)");
     let in_jail = "/tmp/lsm-vmtest-generic-fd-chroot";
-    fs::write(jail.join(&in_jail[1..]), "x").expect("the chroot's test file");
+    let jail = busybox_chroot("fd-chroot", in_jail);
     let p1 = a.add_policy(&fixture("observe-fd-install-file.yaml"));
     let p2 = a.add_policy(&fixture("observe-close-fd.yaml"));
     drop(fs::File::open(installed).expect("open"));
@@ -1211,15 +1206,9 @@ fn a_chrooted_read_of_a_file_opened_before_the_policy_is_matched_by_the_path_it_
     use std::io::{BufRead as _, BufReader, Write as _};
     use std::process::{Command, Stdio};
     let a = agent();
-    let jail = scratch_dir("walk-jail");
-    fs::create_dir_all(jail.join("bin")).expect("the chroot's bin");
-    fs::copy("/bin/busybox", jail.join("bin/busybox"))
-        .expect("copying /bin/busybox (Debian's busybox-static)");
     let prefix = "/tmp/lsm-vmtest-walk-root/";
     let seen = format!("{prefix}jailed");
-    let inside = jail.join(&seen[1..]);
-    fs::create_dir_all(inside.parent().expect("a parent")).expect("the chroot's dirs");
-    fs::write(&inside, "x").expect("the chroot's file");
+    let jail = busybox_chroot("walk-jail", &seen);
     // Opens the file and says so; then, at each line it is sent, reads it (to stderr: the
     // chroot has no /dev) and says whether the read went through.
     let try_read = "if /bin/busybox cat <&3 >&2; then echo read; else echo denied; fi";
@@ -1252,4 +1241,17 @@ fn a_chrooted_read_of_a_file_opened_before_the_policy_is_matched_by_the_path_it_
         second, "denied",
         "the read of {seen} (as the chrooted process sees it) is denied"
     );
+}
+
+/// A chroot directory (a scratch dir named `name`) with a static busybox at `/bin/busybox`
+/// and a one-byte file at `file`, a path as seen inside it.
+fn busybox_chroot(name: &str, file: &str) -> std::path::PathBuf {
+    let jail = scratch_dir(name);
+    fs::create_dir_all(jail.join("bin")).expect("the chroot's bin");
+    fs::copy("/bin/busybox", jail.join("bin/busybox"))
+        .expect("copying /bin/busybox (Debian's busybox-static)");
+    let inside = jail.join(file.trim_start_matches('/'));
+    fs::create_dir_all(inside.parent().expect("a parent")).expect("the chroot's dirs");
+    fs::write(&inside, "x").expect("the chroot's file");
+    jail
 }
