@@ -95,4 +95,7 @@ while read -r t; do
     status=1
   fi
 done < "$RES/test-binaries"
+# The kernel's log, for the host's check of warnings and oopses (the console shows only
+# emergencies). A missing log fails the configuration: the check must not pass by default.
+dmesg > "$RES/dmesg.log" 2>&1 || { echo "[guest] dmesg failed"; status=1; }
 echo "exit=$status" > "$RES/result"

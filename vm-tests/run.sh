@@ -28,6 +28,11 @@ bench_only="k8s_benchmark"
 lsm_set="lockdown,capability,landlock,yama,bpf"
 nolsm_set="lockdown,capability,landlock,yama"
 results=vm-tests/results
+# What in the guest's kernel log fails a configuration whose tests passed. The console shows
+# only emergencies (virtme-ng boots with loglevel=1), so guest.sh saves the whole log
+# (dmesg.log). RCU stall reports are left out: TCG's slow emulation produces them on a
+# healthy kernel.
+kernel_trouble='BUG:|WARNING:|Oops|general protection fault|Kernel panic'
 rm -rf "$results"
 mkdir -p "$results"
 
@@ -99,16 +104,29 @@ run_config() {
   fi
   # `tee -a`: stderr may be the file stdout goes to (`make test > log 2>&1`); tee without -a
   # opens it with O_TRUNC and wiped the log at every boot.
-  echo "[vm-tests] booting $version (lsm=$lsms) at $(date +%T)" | tee -a /dev/stderr
-  start=$(date +%s)
-  set +e
-  timeout --foreground 2700 vng -r "$version" --disable-kvm --force-9p --user root \
-    --cpus 2 --memory 4G "${shares[@]}" --rwdir "$guest_res=$res" --overlay-rwdir /etc \
-    --append "lsm=$lsms" \
-    --exec "$repo/vm-tests/guest.sh $guest_res $lsm_mode" >>"$res/console.log" 2>&1 </dev/null
-  rc=$?
-  set -e
-  echo "[vm-tests] $version: VM exited $rc after $(( $(date +%s) - start ))s" | tee -a /dev/stderr
+  # A VM whose guest never started (no `[guest]` line: QEMU or the 9p root failed before
+  # guest.sh ran; seen as exit 255 after ~6 s with an empty console) is booted again, at most
+  # twice, and says so. Nothing was tested in it, so nothing is skipped by the retry; a guest
+  # that started and then died is never retried.
+  for attempt in 1 2 3; do
+    echo "[vm-tests] booting $version (lsm=$lsms) at $(date +%T), attempt $attempt" | tee -a /dev/stderr
+    start=$(date +%s)
+    set +e
+    timeout --foreground 2700 vng -r "$version" --disable-kvm --force-9p --user root \
+      --cpus 2 --memory 4G "${shares[@]}" --rwdir "$guest_res=$res" --overlay-rwdir /etc \
+      --append "lsm=$lsms" \
+      --exec "$repo/vm-tests/guest.sh $guest_res $lsm_mode" >>"$res/console.log" 2>&1 </dev/null
+    rc=$?
+    set -e
+    echo "VM exited $rc after $(( $(date +%s) - start ))s (attempt $attempt)" > "$res/vm-exit"
+    echo "[vm-tests] $version: $(cat "$res/vm-exit")" | tee -a /dev/stderr
+    grep -q '^\[guest\]' "$res/console.log" || [ -f "$res/result" ] && break
+    echo "[vm-tests] $version: the guest never started; its console:" | tee -a /dev/stderr
+    tail -n 20 "$res/console.log" | tee -a /dev/stderr
+    [ "$attempt" -lt 3 ] || break
+    mv "$res/console.log" "$res/console-attempt-$attempt.log"
+    sleep 5
+  done
   cat "$res/tests.log" 2>/dev/null | grep -E '^(test |running|test result|failures:|---- )|panicked' || true
   # Where the time went, suite by suite (written by guest.sh).
   [ -f "$res/timings" ] && sed 's/^/[vm-tests] suite /' "$res/timings"
@@ -118,9 +136,9 @@ run_config() {
     tail -n 40 "$res/console.log"
     [ -f "$res/tests.log" ] && tail -n 80 "$res/tests.log"
     failed=1
-  elif grep -qE 'BUG:|WARNING:|stall' "$res/console.log"; then
-    echo "[vm-tests] FAIL on $version: kernel warnings on the console"
-    grep -E -A5 'BUG:|WARNING:|stall' "$res/console.log" | head -n 60
+  elif grep -qE "$kernel_trouble" "$res/console.log" "$res/dmesg.log"; then
+    echo "[vm-tests] FAIL on $version: kernel warnings in the guest's log"
+    grep -h -E -A5 "$kernel_trouble" "$res/console.log" "$res/dmesg.log" | head -n 60
     failed=1
   else
     echo "[vm-tests] ok on $version"
@@ -159,7 +177,13 @@ done
 # as the last lines (the suites that failed, the tests that failed and where they panicked).
 for config in $kernels; do
   [ "$(cat "$results/$config/status" 2>/dev/null)" = 0 ] && continue
-  echo "[vm-tests] summary of $config: $(cat "$results/$config/result" 2>/dev/null || echo 'no result')"
+  echo "[vm-tests] summary of $config: $(cat "$results/$config/result" 2>/dev/null || echo 'no result'), $(cat "$results/$config/vm-exit" 2>/dev/null || echo 'VM not booted')"
+  # Without a result the guest died or never started: its last suite and console lines say how.
+  if [ ! -f "$results/$config/result" ]; then
+    grep '^\[guest\] running' "$results/$config/console.log" 2>/dev/null | tail -n 1 \
+      | sed 's/^/[vm-tests]   last suite started: /' || true
+    tail -n 15 "$results/$config/console.log" 2>/dev/null | sed 's/^/[vm-tests]   console: /' || true
+  fi
   grep -v ' rc=0 ' "$results/$config/timings" 2>/dev/null | sed 's/^/[vm-tests]   suite /' || true
   grep -E '^test .* FAILED$|panicked at|^---- ' "$results/$config/tests.log" 2>/dev/null \
     | head -n 30 | sed 's/^/[vm-tests]   /' || true
