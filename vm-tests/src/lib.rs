@@ -656,6 +656,19 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     p
 }
 
+/// A chroot directory (a scratch dir named `name`) with a static busybox at `/bin/busybox`
+/// and a one-byte file at `file`, a path as seen inside it.
+pub fn busybox_chroot(name: &str, file: &str) -> PathBuf {
+    let jail = scratch_dir(name);
+    std::fs::create_dir_all(jail.join("bin")).expect("the chroot's bin");
+    std::fs::copy("/bin/busybox", jail.join("bin/busybox"))
+        .expect("copying /bin/busybox (Debian's busybox-static)");
+    let inside = jail.join(file.trim_start_matches('/'));
+    std::fs::create_dir_all(inside.parent().expect("a parent")).expect("the chroot's dirs");
+    std::fs::write(&inside, "x").expect("the chroot's file");
+    jail
+}
+
 /// A spawned process that is killed and reaped when dropped, also when the test panics.
 pub struct Reaped(pub std::process::Child);
 

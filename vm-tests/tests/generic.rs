@@ -1242,16 +1242,3 @@ fn a_chrooted_read_of_a_file_opened_before_the_policy_is_matched_by_the_path_it_
         "the read of {seen} (as the chrooted process sees it) is denied"
     );
 }
-
-/// A chroot directory (a scratch dir named `name`) with a static busybox at `/bin/busybox`
-/// and a one-byte file at `file`, a path as seen inside it.
-fn busybox_chroot(name: &str, file: &str) -> std::path::PathBuf {
-    let jail = scratch_dir(name);
-    fs::create_dir_all(jail.join("bin")).expect("the chroot's bin");
-    fs::copy("/bin/busybox", jail.join("bin/busybox"))
-        .expect("copying /bin/busybox (Debian's busybox-static)");
-    let inside = jail.join(file.trim_start_matches('/'));
-    fs::create_dir_all(inside.parent().expect("a parent")).expect("the chroot's dirs");
-    fs::write(&inside, "x").expect("the chroot's file");
-    jail
-}
