@@ -96,6 +96,8 @@ pub static KCONFIG: KernelConfig = KernelConfig {
     msghdr_msg_iter: 0,
     task_fs: 0,
     fs_struct_root: 0,
+    rename_lock: 0,
+    mount_lock: 0,
 };
 
 /// Reads one field of [`KCONFIG`]; volatile so that the compiler does not fold the

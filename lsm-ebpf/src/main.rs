@@ -16,6 +16,7 @@
 )]
 
 mod args;
+mod dentry;
 mod entry;
 mod eval;
 mod event;
@@ -102,6 +103,11 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
     if is_layer_file(file) {
         return Ok(0);
     }
+    // A file no read selector can match, opened before under the same path: its verdict is
+    // known without the path (see `dentry.rs`).
+    if dentry::open_passes(s, file) {
+        return Ok(0);
+    }
     let p = (file + kconf!(file_f_path)) as *const kpath;
     let rec = &raw mut s.rec;
     resolve_d_path(s, p, rec);
@@ -120,6 +126,9 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
     // that reads it back, or no verdict kept. A hook that misses it resolves the path itself.
     let passes = hook_has_selectors(HOOK_FILE_PERMISSION)
         && open_verdict_passes(s, file, HOOK_FILE_PERMISSION, rec);
+    if passes {
+        dentry::keep_pass(s);
+    }
     if !passes || hook_cfg(HOOK_FILE_OPEN).is_some_and(|c| c.open_paths != 0) {
         let _ = FILES.insert(&file, &s.rec, 0);
     }
@@ -386,6 +395,13 @@ fn try_file_free_security(ctx: &LsmContext) -> Result<i32, i32> {
     // Its address may be a new file's next: no verdict of this one may outlive it.
     let _ = FILE_VERDICTS.remove(&file);
     Ok(0)
+}
+
+#[lsm(hook = "d_instantiate")]
+pub fn d_instantiate(ctx: LsmContext) -> i32 {
+    let dentry: u64 = ctx.arg(0);
+    dentry::forget(dentry);
+    0
 }
 
 #[btf_tracepoint(function = "sched_process_exec")]

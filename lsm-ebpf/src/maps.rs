@@ -49,6 +49,11 @@ pub static PLAN_GEN: Array<u64> = Array::with_max_entries(1, 0);
 pub static FILE_VERDICTS: LruHashMap<u64, FileVerdict> =
     LruHashMap::with_max_entries(FILES_ENTRIES, 0);
 
+/// Passing `file_permission` verdicts per dentry (see `DENTRY_VERDICTS_MAP`, `dentry.rs`).
+#[map]
+pub static DENTRY_VERDICTS: LruHashMap<u64, DentryVerdict> =
+    LruHashMap::with_max_entries(DENTRY_VERDICTS_ENTRIES, 0);
+
 /// Never read here: user space updates it to wait for running programs (see `SYNC_MAP`).
 #[btf_map]
 pub static SYNC: btf_maps::ArrayOfMaps<btf_maps::Array<u32, 1>, 1> = btf_maps::ArrayOfMaps::new();

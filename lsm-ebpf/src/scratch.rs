@@ -53,6 +53,11 @@ pub struct Scratch {
     /// `d_path` does. In map memory for the same reason as `walk_pos`, and to keep two
     /// registers off the stack of every program that inlines the walk.
     pub walk_root: [u64; 2],
+    /// What identifies the open `file_open` runs for (`dentry::open_passes`), and the dentry
+    /// to keep its verdict under (0: none). In map memory: the insert's value, and a key read
+    /// after the path's resolution.
+    pub dentry: DentryVerdict,
+    pub dentry_key: u64,
     /// The tgid of the process that tracked a socket argument of this call (`TrackSock`),
     /// 0 for none: the event is posted as that process's.
     pub owner: u64,

@@ -314,6 +314,27 @@ pub struct FileVerdict {
 }
 const _: () = assert!(size_of::<FileVerdict>() == 24);
 
+/// Value of [`DENTRY_VERDICTS_MAP`] (key: the `struct dentry *`): `file_open` found that no
+/// `file_permission` selector of plan generation `generation` can match the path of this
+/// dentry as seen through mount `mnt` from the root (`root_mnt`, `root_dentry`) of the
+/// process that opened it, while the kernel's `rename_lock` and `mount_lock` sequence counts
+/// were `rename_seq` and `mount_seq`. Those counts change with every rename and every change
+/// of the mount tree, which are the only ways the path of a live dentry changes; `inode` is
+/// the dentry's inode then. An open that finds all of it unchanged keeps the passing verdict
+/// without resolving the path.
+#[repr(C)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct DentryVerdict {
+    pub generation: u64,
+    pub mnt: u64,
+    pub root_mnt: u64,
+    pub root_dentry: u64,
+    pub inode: u64,
+    pub rename_seq: u32,
+    pub mount_seq: u32,
+}
+const _: () = assert!(size_of::<DentryVerdict>() == 48);
+
 // Filter classes: index into [`HookConfig::uses`]. `class(subject, family, negated)`.
 pub const FAMILY_EQUAL: usize = 0;
 pub const FAMILY_PREFIX: usize = 1;
@@ -1417,10 +1438,15 @@ pub struct KernelConfig {
     /// `task_struct.fs`, `fs_struct.root` (a `struct path`).
     pub task_fs: u64,
     pub fs_struct_root: u64,
+    /// Addresses of the kernel's `rename_lock` and `mount_lock` (`seqlock_t`, whose sequence
+    /// count is their first `u32`), from `/proc/kallsyms`; 0 when it hides them: then no
+    /// [`DentryVerdict`] is kept.
+    pub rename_lock: u64,
+    pub mount_lock: u64,
 }
 const _: () = assert!(
     size_of::<KernelConfig>()
-        == 8 + 48 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8 + 45 * 8
+        == 8 + 48 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8 + 47 * 8
 );
 
 /// The canary (see `CANARY_MAP`): every LSM program denies the agent's thread `tid` at hook
@@ -1461,6 +1487,10 @@ pub const PLAN_GEN_MAP: &str = "PLAN_GEN";
 /// An open file (`struct file *`) → the string masks its path last got ([`FileVerdict`]).
 /// Emptied for a file when it is freed, as `FILES` is.
 pub const FILE_VERDICTS_MAP: &str = "FILE_VERDICTS";
+/// A dentry (`struct dentry *`) → the passing `file_permission` verdict an open of it found
+/// ([`DentryVerdict`]). Emptied for a dentry when it is given an inode (the `d_instantiate`
+/// program), so that a dentry freed and allocated again for another name never matches.
+pub const DENTRY_VERDICTS_MAP: &str = "DENTRY_VERDICTS";
 /// An array of maps used by user space only: updating it makes the kernel wait for every
 /// running non-sleepable BPF program to finish (`synchronize_rcu` in `maybe_wait_bpf_programs`
 /// of `kernel/bpf/syscall.c`), the barrier between flipping [`PLAN_BANK_MAP`] and removing
@@ -1522,6 +1552,9 @@ pub const PROCS_ENTRIES: u32 = 32768;
 pub const PIDS_ENTRIES: u32 = 16384;
 pub const ADDR_ENTRIES: u32 = 65536;
 pub const FILES_ENTRIES: u32 = 32768;
+/// Dentries whose passing verdict is kept ([`DENTRY_VERDICTS_MAP`], least recently used
+/// forgotten first).
+pub const DENTRY_VERDICTS_ENTRIES: u32 = 32768;
 /// Pod and container cgroups of one node (a few hundred pods with a few containers each, and
 /// the kubelet's parents of pod cgroups).
 pub const CGROUPS_ENTRIES: u32 = 16384;

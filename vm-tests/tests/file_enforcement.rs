@@ -300,3 +300,129 @@ fn one_event_per_overlayfs_operation(fixture_file: &str, policy_name: &str) {
         }
     }
 }
+
+// `file_open` keeps a passing read verdict per dentry, so that the next open of a file no
+// read selector can match resolves no path (lsm-ebpf's dentry.rs). A dentry's path changes
+// without the dentry: a rename above it, a mount moved, another root. Each test reads a file
+// twice (the first open keeps its verdict, the second finds it), changes how it is reached,
+// and expects the read under its new path to be denied.
+
+/// A policy denying reads (EPERM) of files under `prefix`, deleted when dropped.
+fn deny_reads_under(a: &Agent, name: &str, prefix: &str) -> PolicyGuard {
+    let yaml = substitute(
+        &fixture("deny-reads-under-lsm-vmtest-verdict-eperm.yaml"),
+        &[("NAME", name), ("PREFIX", prefix)],
+    );
+    a.add_policy_yaml(name, &yaml)
+}
+
+fn read_twice(file: &Path) {
+    for _ in 0..2 {
+        let out = run(&cat(), &[&file.display().to_string()]);
+        assert_eq!(exit_code(&out), 0, "reading {}: {out:?}", file.display());
+    }
+}
+
+fn assert_read_denied(out: &std::process::Output, what: &str) {
+    assert_eq!(exit_code(out), 1, "{what} must fail: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
+        "{what} fails with EPERM: {out:?}"
+    );
+}
+
+#[test]
+fn a_file_read_before_its_directory_is_renamed_into_a_denied_prefix_is_denied_there() {
+    let a = agent();
+    let root = scratch_dir("dentry-rename-dir");
+    let policy = deny_reads_under(
+        &a,
+        "dentry-rename-dir",
+        &format!("{}/deny/", root.display()),
+    );
+    let allowed = root.join("allow");
+    fs::create_dir(&allowed).expect("the allowed dir");
+    fs::write(allowed.join("f"), "x").expect("the file");
+    read_twice(&allowed.join("f"));
+    fs::rename(&allowed, root.join("deny")).expect("renaming the directory");
+    let out = run(&cat(), &[&root.join("deny/f").display().to_string()]);
+    policy.delete();
+    assert_read_denied(&out, "a read of the file under the renamed directory");
+}
+
+#[test]
+fn a_file_read_before_it_is_renamed_into_a_denied_directory_is_denied_there() {
+    let a = agent();
+    let root = scratch_dir("dentry-rename-file");
+    let policy = deny_reads_under(
+        &a,
+        "dentry-rename-file",
+        &format!("{}/deny/", root.display()),
+    );
+    fs::create_dir(root.join("deny")).expect("the denied dir");
+    fs::write(root.join("f"), "x").expect("the file");
+    read_twice(&root.join("f"));
+    fs::rename(root.join("f"), root.join("deny/f")).expect("renaming the file");
+    let out = run(&cat(), &[&root.join("deny/f").display().to_string()]);
+    policy.delete();
+    assert_read_denied(&out, "a read of the renamed file");
+}
+
+/// `mount --move` keeps the mount (the same `struct vfsmount`) and every dentry under it: only
+/// the mount tree's change tells that the paths changed. In a mount namespace of its own, so
+/// that the guest's shared mounts neither refuse the move nor see it.
+#[test]
+fn a_file_read_before_its_mount_is_moved_under_a_denied_prefix_is_denied_there() {
+    let a = agent();
+    let root = scratch_dir("dentry-mount-move");
+    let policy = deny_reads_under(
+        &a,
+        "dentry-mount-move",
+        &format!("{}/deny/", root.display()),
+    );
+    fs::create_dir_all(root.join("deny/here")).expect("the mount point under the prefix");
+    fs::create_dir(root.join("mnt")).expect("the first mount point");
+    let script = "mount -t tmpfs lsm-vmtest mnt && echo x > mnt/f \
+        && cat mnt/f && cat mnt/f && mount --move mnt deny/here && echo moved \
+        && { cat deny/here/f || echo denied; }";
+    let out = std::process::Command::new("/usr/bin/unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+        .current_dir(&root)
+        .output()
+        .expect("running unshare");
+    policy.delete();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout, "x\nx\nmoved\ndenied\n", "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
+        "the read under the moved mount fails with EPERM: {out:?}"
+    );
+}
+
+/// The same dentry and mount from another root: the path a chrooted process sees.
+#[test]
+fn a_file_read_outside_a_chroot_is_denied_inside_by_the_path_seen_there() {
+    let a = agent();
+    let seen = "/tmp/lsm-vmtest-dentry-root/f";
+    let jail = busybox_chroot("dentry-jail", seen);
+    let policy = deny_reads_under(&a, "dentry-jail", "/tmp/lsm-vmtest-dentry-root/");
+    read_twice(&jail.join(seen.trim_start_matches('/')));
+    let out = std::process::Command::new("/usr/sbin/chroot")
+        .arg(&jail)
+        .args(["/bin/busybox", "cat", seen])
+        .output()
+        .expect("running chroot");
+    policy.delete();
+    assert_eq!(exit_code(&out), 1, "the chrooted read must fail: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
+        "the chrooted read fails with EPERM: {out:?}"
+    );
+}

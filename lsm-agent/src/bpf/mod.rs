@@ -5,6 +5,7 @@
 
 pub mod btf;
 pub mod canary;
+mod kallsyms;
 pub mod modes;
 pub mod pin;
 pub mod probes;
@@ -175,6 +176,7 @@ impl Probe {
         (kconfig.agent_start_ns, kconfig.agent_start_end_ns) = own_start()?;
         kconfig.fallback_sigkill = u32::from(opts.fallback_sigkill);
         kconfig.api_port = opts.api_port.map_or(0, u64::from);
+        (kconfig.rename_lock, kconfig.mount_lock) = seqlocks();
         debug!(?kconfig, "kernel offsets from BTF");
         let start = std::time::Instant::now();
         let kernel_btf =
@@ -858,6 +860,25 @@ fn lpm_key((hook, subject, bytes): &StrEntryKey) -> Key<LpmStr> {
     Key::new(SCOPE_BITS + 8 * n as u32, data)
 }
 
+/// The addresses of the kernel's `rename_lock` and `mount_lock` (see
+/// [`lsm_shared::KernelConfig::rename_lock`]); zeros, and `file_open` keeps no verdict per
+/// dentry, when `/proc/kallsyms` does not give them.
+fn seqlocks() -> (u64, u64) {
+    match kallsyms::first_addrs(&["rename_lock", "mount_lock"]).as_deref() {
+        Ok(&[rename, mount]) if rename != 0 && mount != 0 => (rename, mount),
+        Ok(_) => {
+            warn!(
+                "/proc/kallsyms gives no address of rename_lock and mount_lock: every open of a file resolves its path"
+            );
+            (0, 0)
+        }
+        Err(e) => {
+            warn!("{e}: every open of a file resolves its path");
+            (0, 0)
+        }
+    }
+}
+
 /// Whether `img` has a plan for `hook`.
 fn uses_hook(img: &MapImage, hook: u32) -> bool {
     img.hook_cfg
@@ -893,7 +914,10 @@ fn attach_lsm_hooks(
             ("path_truncate", "path_truncate"),
         ],
     );
+    // d_instantiate before file_open: no verdict may be kept for a dentry before the program
+    // that forgets a dentry's verdict when the dentry is reused runs.
     for (prog, id) in [
+        ("d_instantiate", None),
         ("file_open", Some(HOOK_FILE_OPEN)),
         ("file_free_security", None),
         ("bprm_check_security", Some(HOOK_BPRM_CHECK)),

@@ -265,28 +265,6 @@ fn syscall_symbol(function: &str) -> String {
     format!("{prefix}{function}")
 }
 
-/// Every address of `symbol` in `/proc/kallsyms` (a static function may have several).
-fn kallsyms_addrs(symbol: &str) -> Result<Vec<u64>, String> {
-    let text = std::fs::read_to_string("/proc/kallsyms")
-        .map_err(|e| format!("reading /proc/kallsyms: {e}"))?;
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let mut f = line.split_whitespace();
-        let (Some(addr), Some(_), Some(name)) = (f.next(), f.next(), f.next()) else {
-            continue;
-        };
-        if name == symbol
-            && let Ok(a) = u64::from_str_radix(addr, 16)
-        {
-            out.push(a);
-        }
-    }
-    if out.iter().all(|&a| a == 0) && !out.is_empty() {
-        return Err("/proc/kallsyms hides addresses (kptr_restrict): run as root".into());
-    }
-    Ok(out)
-}
-
 fn tracefs_file(subsystem: &str, event: &str, file: &str) -> Result<String, String> {
     let mut last = String::new();
     for root in TRACEFS {
@@ -439,7 +417,7 @@ impl Probes {
             k.function.clone()
         };
         if !self.fns.contains_key(symbol) {
-            let addrs = kallsyms_addrs(symbol).map_err(|r| perr(t, r))?;
+            let addrs = super::kallsyms::addrs(symbol).map_err(|r| perr(t, r))?;
             if addrs.is_empty() {
                 return Err(perr(
                     t,
