@@ -11,11 +11,11 @@
 //! loses its entry when it gets its inode (the `d_instantiate` program), before any open of
 //! it. Only passing verdicts are kept: a file some selector may match resolves its path at
 //! every open, as its reads need it.
-use aya_ebpf::helpers::generated::bpf_get_current_task;
+use aya_ebpf::helpers::generated::bpf_get_current_task_btf;
 use lsm_shared::*;
 
 use crate::{
-    kernel::{kconf, read_u32, read_u64},
+    kernel::{kconf, load_u64, read_u32},
     maps::{DENTRY_VERDICTS, FILE_VERDICTS, PLAN_GEN, hook_cfg, hook_has_selectors},
     scratch::Scratch,
 };
@@ -45,7 +45,8 @@ fn usable() -> bool {
         && hook_has_selectors(HOOK_FILE_PERMISSION)
 }
 
-/// At `file_open`, before the path is resolved: notes what identifies this open of `file`
+/// At `file_open` (an LSM program: `file` is its BTF-typed argument), before the path is
+/// resolved: notes what identifies this open of `file`
 /// now (for [`keep_pass`]) and returns whether a passing verdict kept for its dentry is still
 /// true; then the file gets it as its `file_permission` verdict, and its reads end at
 /// `file_passes` with no path resolved at all.
@@ -54,17 +55,18 @@ pub fn open_passes(s: &mut Scratch, file: u64) -> bool {
     // The counts first: a change after them, while the rest is read, tells at the lookup.
     let rename_seq = seq(kconf!(rename_lock));
     let mount_seq = seq(kconf!(mount_lock));
+    // Plain loads through BTF pointers (`file` is the hook's argument), no helper calls.
     let fp = file + kconf!(file_f_path);
-    let dentry = read_u64(fp, kconf!(path_dentry));
-    // SAFETY: a helper without arguments; it only returns the current task's address.
-    let task = unsafe { bpf_get_current_task() };
-    let root = read_u64(task, kconf!(task_fs)) + kconf!(fs_struct_root);
+    let dentry = load_u64(fp, kconf!(path_dentry));
+    // SAFETY: a helper without arguments; it returns the current task as a BTF pointer.
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    let root = load_u64(task, kconf!(task_fs)) + kconf!(fs_struct_root);
     s.dentry = DentryVerdict {
         generation: PLAN_GEN.get(0).copied().unwrap_or(0),
-        mnt: read_u64(fp, kconf!(path_mnt)),
-        root_mnt: read_u64(root, kconf!(path_mnt)),
-        root_dentry: read_u64(root, kconf!(path_dentry)),
-        inode: read_u64(dentry, kconf!(dentry_d_inode)),
+        mnt: load_u64(fp, kconf!(path_mnt)),
+        root_mnt: load_u64(root, kconf!(path_mnt)),
+        root_dentry: load_u64(root, kconf!(path_dentry)),
+        inode: load_u64(dentry, kconf!(dentry_d_inode)),
         rename_seq,
         mount_seq,
     };

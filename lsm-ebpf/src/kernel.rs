@@ -202,3 +202,22 @@ pub fn read_u32(base: u64, off: u64) -> u32 {
     // SAFETY: bpf_probe_read_kernel reports a fault instead of taking it (see read_u64).
     unsafe { bpf_probe_read_kernel((base + off) as *const u32) }.unwrap_or(0)
 }
+
+/// Reads the pointer or `u64` field at `base + off` of a BTF-typed kernel object with a plain
+/// load, no helper call: `base` must be such a pointer (an LSM program's argument, a pointer
+/// field loaded from one, `bpf_get_current_task_btf`), never an address computed or read by
+/// `read_u64`. The verifier knows `off` (a field of the frozen `KCONFIG`), checks the field
+/// against the object's type and makes the load read 0 where it would fault. An LSM program
+/// runs one of these in a few instructions where `read_u64` costs a helper call.
+#[inline(always)]
+pub fn load_u64(base: u64, off: u64) -> u64 {
+    // SAFETY: the verifier checks the access against BTF and guards it against faults.
+    unsafe { core::ptr::read_volatile((base + off) as *const u64) }
+}
+
+/// [`load_u64`] for a 32-bit field.
+#[inline(always)]
+pub fn load_u32(base: u64, off: u64) -> u32 {
+    // SAFETY: as in `load_u64`.
+    unsafe { core::ptr::read_volatile((base + off) as *const u32) }
+}

@@ -46,10 +46,10 @@ use crate::{
     event::emit,
     kernel::{kconf, read_u16, read_u32, read_u64, task_ns_pid},
     maps::{
-        EXEC_PEND, FILE_VERDICTS, FILES, PROCS, STR_EQ, hook_cfg, hook_has_selectors,
+        EXEC_PEND, FILE_VERDICTS, FILES, PLAN_GEN, PROCS, STR_EQ, hook_cfg, hook_has_selectors,
         open_wants_path,
     },
-    path::{is_layer_file, resolve_d_path, resolve_file_walk, resolve_walk},
+    path::{is_layer_file, is_layer_file_btf, resolve_d_path, resolve_file_walk, resolve_walk},
     scratch::Scratch,
 };
 
@@ -100,7 +100,18 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
         return Ok(0);
     }
     let file: u64 = ctx.arg(0);
-    if is_layer_file(file) {
+    if is_layer_file_btf(file) {
+        // Its reads pass (see `file_rec`): kept as its verdict now, so that the first read
+        // ends at `file_passes` too instead of testing the file again.
+        if hook_has_selectors(HOOK_FILE_PERMISSION) {
+            s.verdict = FileVerdict {
+                generation: PLAN_GEN.get(0).copied().unwrap_or(0),
+                hook: HOOK_FILE_PERMISSION,
+                _pad: 0,
+                keep: 0,
+            };
+            let _ = FILE_VERDICTS.insert(&file, &s.verdict, 0);
+        }
         return Ok(0);
     }
     // A file no read selector can match, opened before under the same path: its verdict is

@@ -10,7 +10,7 @@ use aya_ebpf::{
 use lsm_shared::*;
 
 use crate::{
-    kernel::{kconf, read_u32, read_u64},
+    kernel::{kconf, load_u32, load_u64, read_u32, read_u64},
     maps::{FILES, STATS},
     scratch::{BUF_MASK, Scratch},
 };
@@ -234,15 +234,33 @@ const MNT_INTERNAL: u32 = 0x4000;
 /// is not `MNT_INTERNAL`.
 #[inline(always)]
 pub fn is_layer_file(file: u64) -> bool {
+    layer_file(file, false)
+}
+
+/// [`is_layer_file`] for an LSM program's BTF-typed `file` argument: plain loads where
+/// `read_u64` would call a helper (see `load_u64`).
+#[inline(always)]
+pub fn is_layer_file_btf(file: u64) -> bool {
+    layer_file(file, true)
+}
+
+#[inline(always)]
+fn layer_file(file: u64, btf: bool) -> bool {
+    let read = if btf { load_u64 } else { read_u64 };
     let fp = file + kconf!(file_f_path);
-    let dentry = read_u64(fp, kconf!(path_dentry));
-    if read_u64(dentry, kconf!(dentry_d_inode)) != read_u64(file, kconf!(file_f_inode)) {
+    let dentry = read(fp, kconf!(path_dentry));
+    if read(dentry, kconf!(dentry_d_inode)) != read(file, kconf!(file_f_inode)) {
         return true;
     }
-    let vfsmount = read_u64(fp, kconf!(path_mnt));
+    let vfsmount = read(fp, kconf!(path_mnt));
+    let flags = if btf {
+        load_u32(vfsmount, kconf!(vfsmount_mnt_flags))
+    } else {
+        read_u32(vfsmount, kconf!(vfsmount_mnt_flags))
+    };
+    // `container_of` of the mount: an address below the BTF pointer, read by the helper.
     let mount = vfsmount.wrapping_sub(kconf!(mount_mnt));
-    read_u64(mount, kconf!(mount_mnt_ns)) == MNT_NS_INTERNAL
-        && read_u32(vfsmount, kconf!(vfsmount_mnt_flags)) & MNT_INTERNAL == 0
+    flags & MNT_INTERNAL == 0 && read_u64(mount, kconf!(mount_mnt_ns)) == MNT_NS_INTERNAL
 }
 
 /// [`is_layer_file`] for a file that may be in the open-file cache, which never holds one: a
