@@ -15,7 +15,7 @@ use aya_ebpf::helpers::generated::bpf_get_current_task_btf;
 use lsm_shared::*;
 
 use crate::{
-    kernel::{kconf, load_u64, read_u32},
+    kernel::{kconf, load_u32, load_u64, read_u32},
     maps::{DENTRY_VERDICTS, FILE_VERDICTS, PLAN_GEN, hook_cfg, hook_has_selectors},
     scratch::Scratch,
 };
@@ -36,6 +36,17 @@ fn seq(addr: u64) -> u32 {
     }
 }
 
+/// The current task's `fs_struct` (its root and working directory) and that struct's sequence
+/// count, which `chroot`, `pivot_root`, `setns` and `chdir` change: `bpf_d_path` resolves from
+/// the root as it is when it runs, which may not be the root read before it.
+#[inline(always)]
+fn task_fs() -> (u64, u64) {
+    // SAFETY: a helper without arguments; it returns the current task as a BTF pointer.
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    let fs = load_u64(task, kconf!(task_fs));
+    (fs, u64::from(load_u32(fs, kconf!(fs_struct_seq))))
+}
+
 /// Whether `file_open` may answer `file_permission`'s verdict from this map: the read hook
 /// has selectors (else there is nothing to decide), `file_open` has none of its own (they
 /// need the path) and no later hook reads the open file's path back (`open_paths`).
@@ -52,15 +63,19 @@ fn usable() -> bool {
 /// `file_passes` with no path resolved at all.
 #[inline(always)]
 pub fn open_passes(s: &mut Scratch, file: u64) -> bool {
+    if !usable() {
+        // SAFETY: a field of the scratch area, which this program alone uses (see below).
+        unsafe { core::ptr::write_volatile(&mut s.dentry_key, 0) };
+        return false;
+    }
     // The counts first: a change after them, while the rest is read, tells at the lookup.
     let rename_seq = seq(kconf!(rename_lock));
     let mount_seq = seq(kconf!(mount_lock));
     // Plain loads through BTF pointers (`file` is the hook's argument), no helper calls.
     let fp = file + kconf!(file_f_path);
     let dentry = load_u64(fp, kconf!(path_dentry));
-    // SAFETY: a helper without arguments; it returns the current task as a BTF pointer.
-    let task = unsafe { bpf_get_current_task_btf() } as u64;
-    let root = load_u64(task, kconf!(task_fs)) + kconf!(fs_struct_root);
+    let (fs, fs_seq) = task_fs();
+    let root = fs + kconf!(fs_struct_root);
     s.dentry = DentryVerdict {
         generation: PLAN_GEN.get(0).copied().unwrap_or(0),
         mnt: load_u64(fp, kconf!(path_mnt)),
@@ -70,7 +85,10 @@ pub fn open_passes(s: &mut Scratch, file: u64) -> bool {
         rename_seq,
         mount_seq,
     };
-    let key = if (rename_seq | mount_seq) & 1 == 0 && dentry != 0 && usable() {
+    // SAFETY: a field of the scratch area, which this program alone uses; volatile as
+    // `dentry_key` below.
+    unsafe { core::ptr::write_volatile(&mut s.dentry_fs, [fs, fs_seq]) };
+    let key = if (rename_seq | mount_seq | fs_seq as u32) & 1 == 0 && dentry != 0 {
         dentry
     } else {
         0
@@ -101,8 +119,9 @@ pub fn open_passes(s: &mut Scratch, file: u64) -> bool {
 }
 
 /// At `file_open`, once the resolved path gave `file_permission` a passing verdict under the
-/// generation [`open_passes`] read (or a later one): keeps it for the dentry, unless a rename
-/// or a mount change ran while the path was resolved (the path may be either side of it).
+/// generation [`open_passes`] read (or a later one): keeps it for the dentry, unless a rename,
+/// a mount change or a change of the process's root ran while the path was resolved (the
+/// path may be either side of it).
 #[inline(always)]
 pub fn keep_pass(s: &mut Scratch) {
     // SAFETY: as in `open_passes`.
@@ -110,6 +129,8 @@ pub fn keep_pass(s: &mut Scratch) {
     if key == 0
         || seq(kconf!(rename_lock)) != s.dentry.rename_seq
         || seq(kconf!(mount_lock)) != s.dentry.mount_seq
+        // SAFETY: as above.
+        || task_fs() != unsafe { core::ptr::read_volatile(&s.dentry_fs) }.into()
     {
         return;
     }

@@ -96,6 +96,7 @@ pub static KCONFIG: KernelConfig = KernelConfig {
     msghdr_msg_iter: 0,
     task_fs: 0,
     fs_struct_root: 0,
+    fs_struct_seq: 0,
     rename_lock: 0,
     mount_lock: 0,
 };

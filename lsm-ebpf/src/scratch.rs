@@ -58,6 +58,8 @@ pub struct Scratch {
     /// after the path's resolution.
     pub dentry: DentryVerdict,
     pub dentry_key: u64,
+    /// The task's `fs_struct` and its sequence count when `dentry` was read.
+    pub dentry_fs: [u64; 2],
     /// The tgid of the process that tracked a socket argument of this call (`TrackSock`),
     /// 0 for none: the event is posted as that process's.
     pub owner: u64,

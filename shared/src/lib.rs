@@ -1438,6 +1438,10 @@ pub struct KernelConfig {
     /// `task_struct.fs`, `fs_struct.root` (a `struct path`).
     pub task_fs: u64,
     pub fs_struct_root: u64,
+    /// `fs_struct.seq`, whose count (its first `u32`) changes with every change of the
+    /// process's root or working directory: a root changed while `file_open` resolved a path
+    /// keeps no [`DentryVerdict`].
+    pub fs_struct_seq: u64,
     /// Addresses of the kernel's `rename_lock` and `mount_lock` (`seqlock_t`, whose sequence
     /// count is their first `u32`), from `/proc/kallsyms`; 0 when it hides them: then no
     /// [`DentryVerdict`] is kept.
@@ -1446,7 +1450,7 @@ pub struct KernelConfig {
 }
 const _: () = assert!(
     size_of::<KernelConfig>()
-        == 8 + 48 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8 + 47 * 8
+        == 8 + 48 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8 + 48 * 8
 );
 
 /// The canary (see `CANARY_MAP`): every LSM program denies the agent's thread `tid` at hook

@@ -245,6 +245,7 @@ pub fn kernel_config(btf: &Btf, agent_tgid: u32) -> Result<KernelConfig, BtfErro
         msghdr_msg_iter: off("msghdr", "msg_iter")?,
         task_fs: off("task_struct", "fs")?,
         fs_struct_root: off("fs_struct", "root")?,
+        fs_struct_seq: off("fs_struct", "seq")?,
         rename_lock: 0,
         mount_lock: 0,
     })
