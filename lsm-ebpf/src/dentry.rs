@@ -15,8 +15,9 @@ use aya_ebpf::helpers::generated::bpf_get_current_task_btf;
 use lsm_shared::*;
 
 use crate::{
+    eval::keep_passing,
     kernel::{kconf, load_u32, load_u64, read_u32},
-    maps::{DENTRY_VERDICTS, FILE_VERDICTS, PLAN_GEN, hook_cfg, hook_has_selectors},
+    maps::{DENTRY_VERDICTS, PLAN_GEN, hook_cfg, hook_has_selectors},
     scratch::Scratch,
 };
 
@@ -108,13 +109,7 @@ pub fn open_passes(s: &mut Scratch, file: u64) -> bool {
     if *kept != s.dentry {
         return false;
     }
-    s.verdict = FileVerdict {
-        generation: s.dentry.generation,
-        hook: HOOK_FILE_PERMISSION,
-        _pad: 0,
-        keep: 0,
-    };
-    let _ = FILE_VERDICTS.insert(&file, &s.verdict, 0);
+    keep_passing(s, file, s.dentry.generation, HOOK_FILE_PERMISSION);
     true
 }
 

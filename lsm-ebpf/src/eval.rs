@@ -346,7 +346,20 @@ pub fn open_verdict_passes(s: &mut Scratch, file: u64, hook: u32, rec: *const Pa
 /// `file_free_security` drops it with the file, as any verdict.
 #[inline(always)]
 pub fn pass_file(s: &mut Scratch, file: u64) {
-    s.verdict.keep = 0;
+    keep_passing(s, file, s.verdict.generation, s.verdict.hook);
+}
+
+/// Keeps, for `file`, a verdict that lets no selector of the file hook `hook` through under
+/// plan generation `generation`: [`pass_file`], and `file_open`'s verdicts for
+/// `file_permission` that need no path (a layer's file, a dentry's kept verdict).
+#[inline(always)]
+pub fn keep_passing(s: &mut Scratch, file: u64, generation: u64, hook: u32) {
+    s.verdict = FileVerdict {
+        generation,
+        hook,
+        _pad: 0,
+        keep: 0,
+    };
     let _ = FILE_VERDICTS.insert(&file, &s.verdict, 0);
 }
 

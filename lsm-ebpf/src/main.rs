@@ -42,7 +42,10 @@ use lsm_shared::*;
 
 use crate::{
     entry::{enter, enter_lsm, now, ret},
-    eval::{Mode, evaluate, evaluate_file, file_passes, kcopy, open_verdict_passes, pass_file},
+    eval::{
+        Mode, evaluate, evaluate_file, file_passes, kcopy, keep_passing, open_verdict_passes,
+        pass_file,
+    },
     event::emit,
     kernel::{kconf, read_u16, read_u32, read_u64, task_ns_pid},
     maps::{
@@ -104,13 +107,8 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
         // Its reads pass (see `file_rec`): kept as its verdict now, so that the first read
         // ends at `file_passes` too instead of testing the file again.
         if hook_has_selectors(HOOK_FILE_PERMISSION) {
-            s.verdict = FileVerdict {
-                generation: PLAN_GEN.get(0).copied().unwrap_or(0),
-                hook: HOOK_FILE_PERMISSION,
-                _pad: 0,
-                keep: 0,
-            };
-            let _ = FILE_VERDICTS.insert(&file, &s.verdict, 0);
+            let generation = PLAN_GEN.get(0).copied().unwrap_or(0);
+            keep_passing(s, file, generation, HOOK_FILE_PERMISSION);
         }
         return Ok(0);
     }
