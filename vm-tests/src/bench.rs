@@ -12,7 +12,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 /// What `vmtest-readbench` prints: (median, min, max) over its rounds, in ns per operation.
@@ -59,12 +59,20 @@ pub fn readbench(
 
 /// (median, min, max) nanoseconds per TCP `connect()` + close to `addr`, over `rounds`
 /// rounds of `connects`.
+///
+/// Each socket lingers 0 s, so its close resets the connection instead of leaving it in
+/// TIME_WAIT for a minute: else every round finds the thousands of connections of the rounds
+/// before still there (the port search and the hash lookups of a connect grow with them), and
+/// whatever is measured later (the agent's column) pays for what was measured first.
 pub fn connect_cost(addr: SocketAddr, connects: u32, rounds: usize) -> [f64; 3] {
     let mut per_op: Vec<f64> = (0..rounds)
         .map(|_| {
             let start = Instant::now();
             for _ in 0..connects {
-                drop(TcpStream::connect(addr).expect("connect to the benchmark's listener"));
+                let s = TcpStream::connect(addr).expect("connect to the benchmark's listener");
+                socket2::SockRef::from(&s)
+                    .set_linger(Some(Duration::ZERO))
+                    .expect("SO_LINGER on the benchmark's socket");
             }
             start.elapsed().as_nanos() as f64 / f64::from(connects)
         })
