@@ -17,7 +17,7 @@ use lsm_shared::*;
 use crate::{
     eval::keep_passing,
     kernel::{kconf, load_u32, load_u64, read_u32},
-    maps::{DENTRY_VERDICTS, PLAN_GEN, hook_cfg, hook_has_selectors},
+    maps::{DENTRY_VERDICTS, PLAN_GEN, hook_cfg, hook_has_selectors, remove_if_present},
     scratch::Scratch,
 };
 
@@ -136,5 +136,5 @@ pub fn keep_pass(s: &mut Scratch) {
 /// its address may have been another file's, whose verdict must not pass for this one.
 #[inline(always)]
 pub fn forget(dentry: u64) {
-    let _ = DENTRY_VERDICTS.remove(&dentry);
+    remove_if_present(&DENTRY_VERDICTS, dentry);
 }

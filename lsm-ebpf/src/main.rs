@@ -50,7 +50,7 @@ use crate::{
     kernel::{kconf, read_u16, read_u32, read_u64, task_ns_pid},
     maps::{
         EXEC_PEND, FILE_VERDICTS, FILES, PLAN_GEN, PROCS, STR_EQ, hook_cfg, hook_has_selectors,
-        open_wants_path,
+        open_wants_path, remove_if_present,
     },
     path::{is_layer_file, is_layer_file_btf, resolve_d_path, resolve_file_walk, resolve_walk},
     scratch::Scratch,
@@ -400,9 +400,9 @@ pub fn file_free_security(ctx: LsmContext) -> i32 {
 #[inline(always)]
 fn try_file_free_security(ctx: &LsmContext) -> Result<i32, i32> {
     let file: u64 = ctx.arg(0);
-    let _ = FILES.remove(&file);
+    remove_if_present(&FILES, file);
     // Its address may be a new file's next: no verdict of this one may outlive it.
-    let _ = FILE_VERDICTS.remove(&file);
+    remove_if_present(&FILE_VERDICTS, file);
     Ok(0)
 }
 

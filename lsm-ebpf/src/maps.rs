@@ -54,6 +54,18 @@ pub static FILE_VERDICTS: LruHashMap<u64, FileVerdict> =
 pub static DENTRY_VERDICTS: LruHashMap<u64, DentryVerdict> =
     LruHashMap::with_max_entries(DENTRY_VERDICTS_ENTRIES, 0);
 
+/// Removes `key` from `map` if it is there. Most calls find nothing (a socket's or a pipe's
+/// file, a dentry no open kept): a lookup takes no lock, where a delete takes the bucket's
+/// lock with interrupts off even to find nothing. The callers run as the key's object is freed
+/// (a file) or given its inode (a dentry): nothing can add its key between the two calls.
+#[inline(always)]
+pub fn remove_if_present<V>(map: &LruHashMap<u64, V>, key: u64) {
+    // SAFETY: only whether an element exists is read, not the element.
+    if unsafe { map.get(&key) }.is_some() {
+        let _ = map.remove(&key);
+    }
+}
+
 /// Never read here: user space updates it to wait for running programs (see `SYNC_MAP`).
 #[btf_map]
 pub static SYNC: btf_maps::ArrayOfMaps<btf_maps::Array<u32, 1>, 1> = btf_maps::ArrayOfMaps::new();
