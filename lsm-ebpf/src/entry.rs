@@ -96,13 +96,7 @@ pub fn enter_lsm(
     prev_arg: usize,
     hook: u32,
 ) -> Result<(&'static mut Scratch, Current), i32> {
-    // Read and tested as the whole 64-bit slot: the verifier knows the range of the slot as
-    // loaded ([-MAX_ERRNO, 0]), but not of a zero-extended 32-bit copy, and a program that
-    // returned such a copy would be rejected for a return value outside that range.
-    let prev: i64 = ctx.arg(prev_arg);
-    if prev != 0 {
-        return Err(prev as i32);
-    }
+    previous(ctx, prev_arg)?;
     let (s, cur) = enter()?;
     // One compare against a load-time constant for every other process.
     if cur.tgid() == kconf!(agent_tgid)
@@ -117,6 +111,20 @@ pub fn enter_lsm(
         return Err(-EPERM);
     }
     Ok((s, cur))
+}
+
+/// `Err` with the verdict of the BPF programs that ran before on the same hook (argument
+/// `prev_arg`) if it denies: that denial stands.
+#[inline(always)]
+pub fn previous(ctx: &LsmContext, prev_arg: usize) -> Result<(), i32> {
+    // Read and tested as the whole 64-bit slot: the verifier knows the range of the slot as
+    // loaded ([-MAX_ERRNO, 0]), but not of a zero-extended 32-bit copy, and a program that
+    // returned such a copy would be rejected for a return value outside that range.
+    let prev: i64 = ctx.arg(prev_arg);
+    if prev != 0 {
+        return Err(prev as i32);
+    }
+    Ok(())
 }
 
 /// The return value of a program from its `try_` function: the verdict, or the early

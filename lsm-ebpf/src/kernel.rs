@@ -99,6 +99,8 @@ pub static KCONFIG: KernelConfig = KernelConfig {
     fs_struct_seq: 0,
     rename_lock: 0,
     mount_lock: 0,
+    file_f_mode: 0,
+    fmode_backing: 0,
 };
 
 /// Reads one field of [`KCONFIG`]; volatile so that the compiler does not fold the

@@ -41,7 +41,7 @@ use aya_ebpf::{
 use lsm_shared::*;
 
 use crate::{
-    entry::{enter, enter_lsm, now, ret},
+    entry::{enter, enter_lsm, now, previous, ret},
     eval::{
         Mode, evaluate, evaluate_file, file_passes, kcopy, keep_passing, open_verdict_passes,
         pass_file,
@@ -52,7 +52,10 @@ use crate::{
         EXEC_PEND, FILE_VERDICTS, FILES, PLAN_GEN, PROCS, STR_EQ, hook_cfg, hook_has_selectors,
         open_wants_path, remove_if_present,
     },
-    path::{is_layer_file, is_layer_file_btf, resolve_d_path, resolve_file_walk, resolve_walk},
+    path::{
+        is_backing_layer_file, is_layer_file, is_layer_file_btf, resolve_d_path, resolve_file_walk,
+        resolve_walk,
+    },
     scratch::Scratch,
 };
 
@@ -98,14 +101,20 @@ pub fn file_open(ctx: LsmContext) -> i32 {
 /// With none of them (no file policy loaded), an open costs this hook's entry only.
 #[inline(always)]
 fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
+    let file: u64 = ctx.arg(0);
+    // Overlayfs' backing file of a layer: passed as at `file_permission`, which needs no
+    // verdict kept for it.
+    if is_backing_layer_file(file) {
+        previous(ctx, 1)?;
+        return Ok(0);
+    }
     let (s, cur) = enter_lsm(ctx, 1, HOOK_FILE_OPEN)?;
     if !open_wants_path() {
         return Ok(0);
     }
-    let file: u64 = ctx.arg(0);
     if is_layer_file_btf(file) {
-        // Its reads pass (see `file_rec`): kept as its verdict now, so that the first read
-        // ends at `file_passes` too instead of testing the file again.
+        // Its reads pass (see `file_rec`): kept as its verdict now (Linux 6.1's layer files,
+        // overlayfs' copy-up opens), so that the first read ends at `file_passes` too.
         if hook_has_selectors(HOOK_FILE_PERMISSION) {
             let generation = PLAN_GEN.get(0).copied().unwrap_or(0);
             keep_passing(s, file, generation, HOOK_FILE_PERMISSION);
@@ -151,12 +160,20 @@ pub fn file_permission(ctx: LsmContext) -> i32 {
 
 #[inline(always)]
 fn try_file_permission(ctx: &LsmContext) -> Result<i32, i32> {
+    let file: u64 = ctx.arg(0);
+    // Overlayfs' backing file of a layer (the second call of every read in a container)
+    // passes before anything else: a few loads, no lookup, and no verdict to keep for it at
+    // its open or to drop at its free. No process reaches it but the kernel, serving a call
+    // of the overlay's file (which the canary's denial at that call stops first).
+    if is_backing_layer_file(file) {
+        previous(ctx, 2)?;
+        return Ok(0);
+    }
     let (s, cur) = enter_lsm(ctx, 2, HOOK_FILE_PERMISSION)?;
     // Every read and write runs this: without a selector here, not even the path lookup.
     if !hook_has_selectors(HOOK_FILE_PERMISSION) {
         return Ok(0);
     }
-    let file: u64 = ctx.arg(0);
     if file_passes(s, file, HOOK_FILE_PERMISSION) {
         return Ok(0);
     }

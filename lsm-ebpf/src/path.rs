@@ -244,6 +244,23 @@ pub fn is_layer_file_btf(file: u64) -> bool {
     layer_file(file, true)
 }
 
+/// Whether `file`, an LSM program's BTF-typed argument, has this kernel's `FMODE_BACKING`
+/// (`KernelConfig::fmode_backing`; never with none): overlayfs opens a layer's file as a
+/// backing file from 6.6 on. One load; only a hint, for [`is_backing_layer_file`].
+#[inline(always)]
+fn has_backing_mark(file: u64) -> bool {
+    let mark = kconf!(fmode_backing);
+    mark != 0 && u64::from(load_u32(file, kconf!(file_f_mode))) & mark != 0
+}
+
+/// [`is_layer_file_btf`] for a file with the backing mark: `file_permission` passes it before
+/// any lookup, so `file_open` keeps no verdict for it and a read in a container costs no
+/// hash lookup for the layer's file. Every other file pays one load for the test.
+#[inline(always)]
+pub fn is_backing_layer_file(file: u64) -> bool {
+    has_backing_mark(file) && layer_file(file, true)
+}
+
 #[inline(always)]
 fn layer_file(file: u64, btf: bool) -> bool {
     let read = if btf { load_u64 } else { read_u64 };

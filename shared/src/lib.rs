@@ -1447,10 +1447,15 @@ pub struct KernelConfig {
     /// [`DentryVerdict`] is kept.
     pub rename_lock: u64,
     pub mount_lock: u64,
+    /// `file.f_mode`, and this kernel's `FMODE_BACKING` (0 when it has none or the agent does
+    /// not know its value): the mark of overlayfs' backing files of a layer (6.6+), tested
+    /// before anything else at `file_permission`. Only a hint: the layer test decides.
+    pub file_f_mode: u64,
+    pub fmode_backing: u64,
 }
 const _: () = assert!(
     size_of::<KernelConfig>()
-        == 8 + 48 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8 + 48 * 8
+        == 8 + 48 * 8 + 8 * (2 * NUM_NS_TYPES as usize + 3) + 8 + 4 * 8 + 6 * 8 + 50 * 8
 );
 
 /// The canary (see `CANARY_MAP`): every LSM program denies the agent's thread `tid` at hook

@@ -248,6 +248,8 @@ pub fn kernel_config(btf: &Btf, agent_tgid: u32) -> Result<KernelConfig, BtfErro
         fs_struct_seq: off("fs_struct", "seq")?,
         rename_lock: 0,
         mount_lock: 0,
+        file_f_mode: off("file", "f_mode")?,
+        fmode_backing: 0,
     })
 }
 
@@ -312,9 +314,38 @@ fn syscall_regs(off: &dyn Fn(&str, &str) -> Result<u64, BtfError>) -> Result<[u6
     Ok([0, 1, 2, 3, 4, 5].map(|i| base + 8 * i))
 }
 
+/// `FMODE_BACKING` of the kernel `release` (`uname -r`), which BTF cannot give (a `#define`):
+/// bit 25 from 6.6, where backing files came, to 6.13; bit 24 from 6.14. 0 (no hint) for
+/// anything else, an unparsable release included. A wrong value costs speed, never a
+/// verdict: the BPF side tests the bit only to go on to the layer test, which decides.
+pub fn fmode_backing(release: &str) -> u64 {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(6), Some(minor)) if (6..=13).contains(&minor) => 1 << 25,
+        (Some(major), Some(minor)) if (major, minor) >= (6, 14) => 1 << 24,
+        _ => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fmode_backing_follows_the_kernels_release() {
+        assert_eq!(fmode_backing("6.12.118+deb12-amd64"), 1 << 25);
+        assert_eq!(fmode_backing("6.6.0"), 1 << 25);
+        assert_eq!(fmode_backing("6.13.2-arch1-1"), 1 << 25);
+        assert_eq!(fmode_backing("6.14.0-29-generic"), 1 << 24);
+        assert_eq!(fmode_backing("7.0.1"), 1 << 24);
+        // No backing files before 6.6; no guess for a release that does not parse.
+        assert_eq!(fmode_backing("6.1.0-57-amd64"), 0);
+        assert_eq!(fmode_backing("5.14.0-427.el9.x86_64"), 0);
+        assert_eq!(fmode_backing(""), 0);
+        assert_eq!(fmode_backing("linux"), 0);
+    }
 
     /// The host kernel's BTF is readable without root; its layout must resolve completely.
     #[test]

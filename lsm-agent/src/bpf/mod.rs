@@ -176,6 +176,7 @@ impl Probe {
         (kconfig.agent_start_ns, kconfig.agent_start_end_ns) = own_start()?;
         kconfig.fallback_sigkill = u32::from(opts.fallback_sigkill);
         kconfig.api_port = opts.api_port.map_or(0, u64::from);
+        kconfig.fmode_backing = btf::fmode_backing(&caps.kernel_release);
         // Only the LSM `file_open` keeps verdicts per dentry: no kallsyms scan without it.
         if mode == AttachMode::Lsm {
             (kconfig.rename_lock, kconfig.mount_lock) = seqlocks();
