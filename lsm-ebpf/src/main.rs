@@ -112,6 +112,13 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
     if !open_wants_path() {
         return Ok(0);
     }
+    // A file no read selector can match, opened before under the same path: its verdict is
+    // known without the path (see `dentry.rs`). Before the layer test, which a hit needs
+    // not: only files that passed that test keep a dentry's verdict, and a layer file's mount
+    // (a private one, or on 6.1 the overlay's own, whose verdict its reads share) tells.
+    if dentry::open_passes(s, file) {
+        return Ok(0);
+    }
     if is_layer_file_btf(file) {
         // Its reads pass (see `file_rec`): kept as its verdict now (Linux 6.1's layer files,
         // overlayfs' copy-up opens), so that the first read ends at `file_passes` too.
@@ -119,11 +126,6 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
             let generation = PLAN_GEN.get(0).copied().unwrap_or(0);
             keep_passing(s, file, generation, HOOK_FILE_PERMISSION);
         }
-        return Ok(0);
-    }
-    // A file no read selector can match, opened before under the same path: its verdict is
-    // known without the path (see `dentry.rs`).
-    if dentry::open_passes(s, file) {
         return Ok(0);
     }
     let p = (file + kconf!(file_f_path)) as *const kpath;
