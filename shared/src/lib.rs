@@ -1449,7 +1449,8 @@ pub struct KernelConfig {
     pub mount_lock: u64,
     /// `file.f_mode`, and this kernel's `FMODE_BACKING` (0 when it has none or the agent does
     /// not know its value): the mark of overlayfs' backing files of a layer (6.6+), tested
-    /// before anything else at `file_permission`. Only a hint: the layer test decides.
+    /// before anything else at `file_open` and `file_permission`. Only a hint: the layer test
+    /// decides.
     pub file_f_mode: u64,
     pub fmode_backing: u64,
 }
