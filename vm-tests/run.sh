@@ -112,7 +112,10 @@ run_config() {
     echo "[vm-tests] booting $version (lsm=$lsms) at $(date +%T), attempt $attempt" | tee -a /dev/stderr
     start=$(date +%s)
     set +e
-    timeout --foreground 2700 vng -r "$version" --disable-kvm --force-9p --user root \
+    # --verbose: the kernel's log goes to the console too, so that a guest that dies without
+    # reporting (seen once: exit 255 while an agent attached its programs, nothing printed)
+    # leaves its kernel's last words in console.log, which the summary below shows.
+    timeout --foreground 2700 vng -r "$version" --disable-kvm --force-9p --user root --verbose \
       --cpus 2 --memory 4G "${shares[@]}" --rwdir "$guest_res=$res" --overlay-rwdir /etc \
       --append "lsm=$lsms" \
       --exec "$repo/vm-tests/guest.sh $guest_res $lsm_mode" >>"$res/console.log" 2>&1 </dev/null
