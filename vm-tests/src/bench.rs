@@ -187,6 +187,21 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     stat.utime + stat.stime
 }
 
+/// Waits until process `pid` has used no CPU time over a whole `window` (its start-up or
+/// compile work done), at most `limit`, and returns how long it waited: what a benchmark
+/// measures beside the agent is its steady cost, not its start. Never fails: a process still
+/// busy at `limit` is measured as it is, and the report says how long the wait was.
+pub fn settle(pid: u32, window: Duration, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let before = cpu_ticks(pid);
+        std::thread::sleep(window);
+        if cpu_ticks(pid) == before || start.elapsed() >= limit {
+            return start.elapsed();
+        }
+    }
+}
+
 /// The file system `path` is on, as a report names it: on overlayfs a read runs the file
 /// hooks twice (the overlay's file and its layer's), which a benchmark must say.
 pub fn fs_name(path: &Path) -> &'static str {

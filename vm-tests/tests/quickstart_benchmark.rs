@@ -11,7 +11,8 @@
 //!   `file_monitoring_enforce.yaml` and `network_egress_cluster_enforce.yaml` (after
 //!   `envsubst`), each as the median and the spread of 7 rounds, and with no agent again
 //!   once it has stopped (the no-agent column is the mean of the two medians, so that the
-//!   host's drift over the test weighs on both columns alike); then, with the kernel's
+//!   host's drift over the test weighs on both columns alike; beside the agent only once it
+//!   has used no CPU for a second, its start's work done); then, with the kernel's
 //!   per-program statistics on (they cost each run two clock reads, so not while measuring),
 //!   which programs each operation ran and their mean time per run; and all of it again with
 //!   a 10,000-value `Prefix` policy on the file hook and a 10,000-CIDR policy on connect
@@ -34,13 +35,13 @@ use std::{
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use vm_tests::{
     bench::{
         BpfStats, ReadCost, connect_cost, connect_policy, fs_name, prefix_policy, program_costs,
-        readbench, rss_kib, verified_insns,
+        readbench, rss_kib, settle, verified_insns,
     },
     *,
 };
@@ -57,6 +58,10 @@ const EXEC_ROUNDS: usize = 7;
 /// The agent's metrics address: the per-program breakdown reads the kernel's run statistics
 /// there.
 const METRICS: &str = "127.0.0.1:2113";
+/// Before each measurement beside the agent: until it has used no CPU for a second, at most
+/// 15 s (see `bench::settle`).
+const SETTLE_WINDOW: Duration = Duration::from_secs(1);
+const SETTLE_LIMIT: Duration = Duration::from_secs(15);
 
 /// (median, min, max) nanoseconds per fork + exec + wait of `exe true` (busybox).
 fn exec_cost(exe: &Path) -> [f64; 3] {
@@ -201,6 +206,7 @@ fn report_the_quickstart_enforce_policies_cost_and_start_up_next_to_no_agent() {
         137,
         "the file policy is enforced once the agent is ready"
     );
+    let settled = settle(a.pid(), SETTLE_WINDOW, SETTLE_LIMIT);
     let loaded = measure();
     let rss = rss_kib(a.pid());
     let reads: u32 = READS.parse().expect("READS");
@@ -245,6 +251,7 @@ fn report_the_quickstart_enforce_policies_cost_and_start_up_next_to_no_agent() {
         a.add_policy(&p)
     })
     .collect();
+    let large_settled = settle(a.pid(), SETTLE_WINDOW, SETTLE_LIMIT);
     let large = measure();
     for p in large_sets {
         p.delete();
@@ -349,10 +356,14 @@ fn report_the_quickstart_enforce_policies_cost_and_start_up_next_to_no_agent() {
         report,
         "\n- launch to both policies enforcing (the agent's log): {enforcing}\n\
          - launch to ready (`lsmctl status` answers, the event stream delivers): {:.1} s\n\
+         - the agent idle (no CPU tick in {:.0} s) before the measurements beside it: {:.1} s after ready; {:.1} s after the 10,000-value policies were added\n\
          - `lsmctl tracingpolicy add` of a third policy (a hook not yet attached) to enforcing: {:.2} s\n\
          - agent resident memory with both policies loaded: {:.1} MiB\n\n\
          | program loaded | verified_insns | load time |\n|---|---|---|",
         ready.as_secs_f64(),
+        SETTLE_WINDOW.as_secs_f64(),
+        settled.as_secs_f64(),
+        large_settled.as_secs_f64(),
         add_to_enforcing.as_secs_f64(),
         rss as f64 / 1024.0
     );
