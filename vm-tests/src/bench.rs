@@ -297,6 +297,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn settle_returns_once_a_process_uses_no_cpu_and_waits_while_it_does() {
+        let mut idle = Command::new("sleep").arg("10").spawn().expect("sleep");
+        let waited = settle(
+            idle.id(),
+            Duration::from_millis(200),
+            Duration::from_secs(5),
+        );
+        let _ = idle.kill();
+        let _ = idle.wait();
+        assert!(
+            waited < Duration::from_secs(2),
+            "an idle process: {waited:?}"
+        );
+
+        // This process, spinning on another thread, is never idle: the limit ends the wait.
+        let stop = Arc::new(AtomicU64::new(0));
+        let spinner = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while stop.load(Ordering::Relaxed) == 0 {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        let waited = settle(
+            std::process::id(),
+            Duration::from_millis(200),
+            Duration::from_millis(800),
+        );
+        stop.store(1, Ordering::Relaxed);
+        let _ = spinner.join();
+        assert!(
+            waited >= Duration::from_millis(800),
+            "a busy process: {waited:?}"
+        );
+    }
+
+    #[test]
     fn cpu_ticks_of_this_process_are_read_from_its_stat() {
         let spin = Instant::now();
         while spin.elapsed().as_millis() < 50 {
