@@ -255,21 +255,32 @@ fn has_backing_mark(file: u64) -> bool {
 
 /// [`is_layer_file_btf`] for a file with the backing mark: `file_permission` passes it before
 /// any lookup, so `file_open` keeps no verdict for it and a read in a container costs no
-/// hash lookup for the layer's file. Every other file pays one load for the test.
+/// hash lookup for the layer's file. Every other file pays one load for the test. A backing
+/// file is opened on its real path, so only the mount test can tell it.
 #[inline(always)]
 pub fn is_backing_layer_file(file: u64) -> bool {
-    has_backing_mark(file) && layer_file(file, true)
+    has_backing_mark(file) && on_private_mount(file, true)
 }
 
 #[inline(always)]
 fn layer_file(file: u64, btf: bool) -> bool {
+    has_fake_path(file, btf) || on_private_mount(file, btf)
+}
+
+/// Linux 6.1's layer file: the overlay's path with the layer's inode.
+#[inline(always)]
+fn has_fake_path(file: u64, btf: bool) -> bool {
     let read = if btf { load_u64 } else { read_u64 };
-    let fp = file + kconf!(file_f_path);
-    let dentry = read(fp, kconf!(path_dentry));
-    if read(dentry, kconf!(dentry_d_inode)) != read(file, kconf!(file_f_inode)) {
-        return true;
-    }
-    let vfsmount = read(fp, kconf!(path_mnt));
+    let dentry = read(file + kconf!(file_f_path), kconf!(path_dentry));
+    read(dentry, kconf!(dentry_d_inode)) != read(file, kconf!(file_f_inode))
+}
+
+/// A file on overlayfs' private clone of a layer's mount (6.6+'s backing files, copy-up
+/// opens): a mount of no namespace that is not a `kern_mount`.
+#[inline(always)]
+fn on_private_mount(file: u64, btf: bool) -> bool {
+    let vfsmount =
+        if btf { load_u64 } else { read_u64 }(file + kconf!(file_f_path), kconf!(path_mnt));
     let flags = if btf {
         load_u32(vfsmount, kconf!(vfsmount_mnt_flags))
     } else {
