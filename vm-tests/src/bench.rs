@@ -128,7 +128,8 @@ fn program_totals(body: &str) -> BTreeMap<String, (f64, f64)> {
 }
 
 /// The programs that ran at least once per operation between two scrapes (`ops`
-/// operations), with their mean nanoseconds per run, e.g. `file_permission 812`.
+/// operations), with their runs per operation and mean nanoseconds per run, e.g.
+/// `file_permission 2.0×812` (overlayfs runs the file hooks for the layer's file too).
 pub fn program_costs(before: &str, after: &str, ops: u32) -> String {
     let before = program_totals(before);
     let mut parts = Vec::new();
@@ -136,7 +137,11 @@ pub fn program_costs(before: &str, after: &str, ops: u32) -> String {
         let (runs0, ns0) = before.get(&program).copied().unwrap_or_default();
         let runs = runs - runs0;
         if runs >= f64::from(ops) {
-            parts.push(format!("{program} {:.0}", (ns - ns0) / runs));
+            parts.push(format!(
+                "{program} {:.1}×{:.0}",
+                runs / f64::from(ops),
+                (ns - ns0) / runs
+            ));
         }
     }
     if parts.is_empty() {
@@ -344,14 +349,15 @@ mod tests {
     }
 
     #[test]
-    fn program_costs_are_the_mean_per_run_of_programs_run_once_per_operation() {
+    fn program_costs_give_runs_per_operation_and_mean_per_run_of_programs_run_per_operation() {
         let before = "lsm_agent_overhead_program_runs_total{program=\"file_open\",kind=\"lsm\"} 10\n\
                       lsm_agent_overhead_program_nanoseconds_total{program=\"file_open\",kind=\"lsm\"} 1000\n";
         let after = "lsm_agent_overhead_program_runs_total{program=\"file_open\",kind=\"lsm\"} 110\n\
                      lsm_agent_overhead_program_nanoseconds_total{program=\"file_open\",kind=\"lsm\"} 51000\n\
                      lsm_agent_overhead_program_runs_total{program=\"sched_process_exec\",kind=\"tracepoint\"} 3\n\
                      lsm_agent_overhead_program_nanoseconds_total{program=\"sched_process_exec\",kind=\"tracepoint\"} 900\n";
-        assert_eq!(program_costs(before, after, 100), "file_open 500");
+        assert_eq!(program_costs(before, after, 100), "file_open 1.0×500");
+        assert_eq!(program_costs(before, after, 50), "file_open 2.0×500");
         assert_eq!(program_costs(after, after, 100), "–");
     }
 

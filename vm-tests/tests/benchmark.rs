@@ -118,7 +118,7 @@ fn report_read_cost_with_1_and_10000_prefix_values() {
     eprintln!("generic kprobe policy added in {load:?}");
 
     let mut report = format!(
-        "{}\n\n| policy | ns per read (median of {ROUNDS} x {READS}) | BPF programs run per read, mean ns per run (kernel.bpf_stats_enabled) |\n|---|---|---|\n",
+        "{}\n\n| policy | ns per read (median of {ROUNDS} x {READS}) | BPF programs run per read: runs per read × mean ns per run (kernel.bpf_stats_enabled) |\n|---|---|---|\n",
         title("read() cost on a non-matching file")
     );
     for (name, (ns, programs)) in &rows {

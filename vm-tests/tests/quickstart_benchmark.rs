@@ -91,8 +91,9 @@ fn busybox_on_tmpfs(dir: &Path) -> PathBuf {
     exe
 }
 
-/// The cost of `op` run `ops` times broken down by BPF program (mean ns per run of those
-/// that ran at least once per operation), with the kernel's run statistics on.
+/// The cost of `op` run `ops` times broken down by BPF program (runs per operation × mean
+/// ns per run, of those that ran at least once per operation), with the kernel's run
+/// statistics on.
 fn breakdown(ops: u32, op: impl FnOnce()) -> String {
     let _stats = BpfStats::enable();
     let before = scrape_metrics(METRICS);
@@ -288,7 +289,7 @@ fn report_the_quickstart_enforce_policies_cost_and_start_up_next_to_no_agent() {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut report = format!(
         "# The guide's two enforce policies next to no agent ({}, BPF-LSM programs, QEMU TCG)\n\n\
-         | operation, ns (median; min–max of {ROUNDS} rounds) | no agent (mean of the medians before and after the agent) | both enforce policies | ratio | plus 10,000-value Prefix and CIDR policies | ratio | BPF programs per operation (both enforce policies), mean ns per run |\n|---|---|---|---|---|---|---|\n",
+         | operation, ns (median; min–max of {ROUNDS} rounds) | no agent (mean of the medians before and after the agent) | both enforce policies | ratio | plus 10,000-value Prefix and CIDR policies | ratio | BPF programs per operation (both enforce policies): runs per operation × mean ns per run |\n|---|---|---|---|---|---|---|\n",
         release.trim()
     );
     let on = |i: usize| format!("{}, {}", files[i].display(), fs_names[i]);
