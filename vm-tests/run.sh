@@ -3,7 +3,7 @@
 # (virtme-ng, QEMU TCG) and runs the tests inside. A configuration is a kernel series, booted
 # with BPF LSM active, or a series with `-nolsm` (e.g. `6.12-nolsm`), booted without `bpf` in
 # `lsm=` to test the kprobe fallback. Fails, never skips, when a VM does not boot, the LSM set
-# is not the configuration's, or a test fails. A VM killed by QEMU's own race (`tcg_race`) is
+# is not the configuration's, or a test fails. A VM killed by QEMU's own race (`shows_race`) is
 # booted again for the suites it had not finished, and the report says so.
 #   LSM_VM_KERNELS="6.12"  limit the configurations
 #   LSM_VM_SUITES="actions reload"  run only these test binaries (for development)
@@ -71,14 +71,15 @@ case "$release/" in "$repo"/*) ;; *) shares+=("--rodir=$release=$(realpath "$rel
 # Results go to a guest-local path: a --rwdir inside a --rodir would be hidden by it.
 guest_res=/run/lsm-vmtest-results
 
-# An unhandled int3 in the guest's kernel (6.12 prints "Oops: int3: 0000 [#1]", 6.1 "int3: 0000
-# [#1]"). Seen in CI with 2 vCPUs, at `bpf_lsm_file_permission+0x5` while an agent attached its
-# programs: QEMU 7.2's multi-threaded TCG can translate a function another vCPU is patching
-# between its invalidation of the old translation and the patching store, and then runs the
-# kernel's temporary int3 after the kernel has removed it. vm-tests/tcg-race.sh reproduces it
-# in seconds with ftrace alone, no BPF; `-accel tcg,thread=single` avoids it but made each
-# patch take ~0.4 s (a vCPU waits up to 100 ms for the other's turn at every IPI).
-tcg_race='(Oops: )?int3: [0-9a-f]{4} \[#[0-9]+\]'
+# QEMU's race: seen in CI with 2 vCPUs as "Oops: int3" at `bpf_lsm_file_permission+0x5` while
+# an agent attached its programs. QEMU 7.2's multi-threaded TCG can translate code another vCPU
+# is patching between its invalidation of the old translation and the patching store, and then
+# runs the kernel's temporary int3 after the kernel has removed it. vm-tests/tcg-race.sh
+# reproduces it with ftrace alone, no BPF, and tells it from a console (6.12 dies of an oops;
+# 6.1 hangs, which softlockup_panic=1 turns into a panic). `-accel tcg,thread=single` avoids
+# it but made each patch take ~0.4 s (a vCPU waits up to 100 ms for the other's turn at every
+# IPI).
+shows_race() { bash vm-tests/tcg-race.sh --shows-race "$1"; }
 
 # The test binaries of $1/test-binaries.planned whose suite has no line in $1/timings yet.
 suites_left() {
@@ -96,7 +97,7 @@ kernel_log() {
   local c
   cat "$1/console.log" "$1/dmesg.log" 2>/dev/null
   for c in "$1"/console-race-*.log; do
-    [ -f "$c" ] && sed -E "/$tcg_race/,\$d" "$c"
+    [ -f "$c" ] && bash vm-tests/tcg-race.sh --before-race "$c"
   done
   return 0
 }
@@ -139,7 +140,7 @@ run_config() {
   # Two ways a VM is booted again, each said loudly, neither skipping a suite:
   # - a guest that never started (no `[guest]` line: QEMU or the 9p root failed before guest.sh
   #   ran; seen as exit 255 after ~6 s with an empty console), at most twice;
-  # - a guest killed by QEMU's cross-modifying-code race (`tcg_race`, above), at most twice:
+  # - a guest killed by QEMU's cross-modifying-code race (`shows_race`, above), at most twice:
   #   the suites it had not finished, the one it died in included, run in a new boot. Each
   #   suite still runs to its end once, and one that failed in any boot fails the configuration.
   # A guest that died any other way is never booted again.
@@ -151,9 +152,11 @@ run_config() {
     set +e
     # --verbose: the kernel's log goes to the console too, so that a guest that dies without
     # reporting leaves its kernel's last words in console.log, which the summary below shows.
+    # softlockup_panic=1: a soft lockup fails the run anyway (`kernel_trouble`); the panic
+    # ends the VM at once instead of leaving it hung until the timeout (QEMU's race on 6.1).
     timeout --foreground 2700 vng -r "$version" --disable-kvm --force-9p --user root --verbose \
       --cpus 2 --memory 4G "${shares[@]}" --rwdir "$guest_res=$res" --overlay-rwdir /etc \
-      --append "lsm=$lsms" \
+      --append "lsm=$lsms softlockup_panic=1" \
       --exec "$repo/vm-tests/guest.sh $guest_res $lsm_mode" >>"$res/console.log" 2>&1 </dev/null
     rc=$?
     set -e
@@ -166,7 +169,7 @@ run_config() {
       unstarted=$((unstarted + 1))
       [ "$unstarted" -le 2 ] || break
       mv "$res/console.log" "$res/console-attempt-$attempt.log"
-    elif grep -qE "$tcg_race" "$res/console.log" && [ "$races" -lt 2 ]; then
+    elif shows_race "$res/console.log" && [ "$races" -lt 2 ]; then
       races=$((races + 1))
       remaining=$(suites_left "$res")
       echo "$version: the guest died of QEMU's cross-modifying-code race (an unhandled int3" \
@@ -174,7 +177,7 @@ run_config() {
         "agent); its console is console-race-$races.log. Booting again for the suites it had" \
         "not finished: $(echo "$remaining" | sed 's|.*/||; s/-[0-9a-f]*$//' | xargs)" >> "$res/races"
       tail -n 1 "$res/races" | sed 's/^/[vm-tests] /' | tee -a /dev/stderr
-      grep -E -B2 -A3 "$tcg_race" "$res/console.log" | head -n 8 | tee -a /dev/stderr
+      bash vm-tests/tcg-race.sh --race-lines "$res/console.log" | tee -a /dev/stderr
       mv "$res/console.log" "$res/console-race-$races.log"
       echo "$remaining" > "$res/test-binaries"
     else
