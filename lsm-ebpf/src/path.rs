@@ -244,8 +244,8 @@ pub fn is_layer_file_btf(file: u64) -> bool {
     layer_file(file, true)
 }
 
-/// Whether `file`, an LSM program's BTF-typed argument, has this kernel's `FMODE_BACKING`
-/// (`KernelConfig::fmode_backing`; never with none): overlayfs opens a layer's file as a
+/// Whether `file`, an LSM program's BTF-typed argument, has a bit of this kernel's `FMODE_BACKING`
+/// mask (`KernelConfig::fmode_backing`; never with none): overlayfs opens a layer's file as a
 /// backing file from 6.6 on. One load; only a hint, for [`is_backing_layer_file`].
 #[inline(always)]
 fn has_backing_mark(file: u64) -> bool {
