@@ -81,6 +81,7 @@ pub const OPERATIONS_DENIED_BY_BINARY: &str = "lsm_agent_operations_denied_by_bi
 pub const SELECTOR_MATCHES: &str = "lsm_agent_selector_matches_total";
 pub const PATHS_UNRESOLVED: &str = "lsm_agent_paths_unresolved_total";
 pub const PATHS_WALKED: &str = "lsm_agent_paths_walked_total";
+pub const LAYER_FILES_PASSED: &str = "lsm_agent_layer_files_passed_total";
 pub const RINGBUF_RECEIVED: &str = "lsm_agent_ringbuf_events_received_total";
 pub const RINGBUF_LOST: &str = "lsm_agent_ringbuf_events_lost_total";
 pub const RINGBUF_QUEUE_LOST: &str = "lsm_agent_ringbuf_queue_events_lost_total";
@@ -176,6 +177,13 @@ pub const METRICS: &[Metric] = &[
         kind: Kind::Counter,
         labels: &[],
         help: "Paths resolved by the bounded dentry walk instead of bpf_d_path.",
+        tetragon: "none",
+    },
+    Metric {
+        name: LAYER_FILES_PASSED,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Overlayfs' own opens and reads of a layer's file (backing files) passed at the file hooks' start.",
         tetragon: "none",
     },
     Metric {
@@ -607,12 +615,14 @@ pub fn record_load_errors(errors: &BTreeMap<&'static str, u64>) {
 /// The kernel's `STAT_*` counters (summed over CPUs; they only grow while the agent runs).
 pub fn record_kernel_stats(stats: &[u64; lsm_shared::NUM_STATS as usize]) {
     use lsm_shared::{
-        STAT_DENIED, STAT_MATCHES, STAT_PATH_UNRESOLVED, STAT_PATH_WALKED, STAT_RING_LOST,
+        STAT_DENIED, STAT_LAYER_PASSED, STAT_MATCHES, STAT_PATH_UNRESOLVED, STAT_PATH_WALKED,
+        STAT_RING_LOST,
     };
     let at = |i: u32| stats[i as usize];
     counter!(RINGBUF_LOST).absolute(at(STAT_RING_LOST));
     counter!(PATHS_UNRESOLVED).absolute(at(STAT_PATH_UNRESOLVED));
     counter!(PATHS_WALKED).absolute(at(STAT_PATH_WALKED));
+    counter!(LAYER_FILES_PASSED).absolute(at(STAT_LAYER_PASSED));
     counter!(SELECTOR_MATCHES).absolute(at(STAT_MATCHES));
     counter!(OPERATIONS_DENIED).absolute(at(STAT_DENIED));
 }
@@ -1279,6 +1289,7 @@ mod tests {
             s[lsm_shared::STAT_PATH_WALKED as usize] = 2;
             s[lsm_shared::STAT_MATCHES as usize] = 3;
             s[lsm_shared::STAT_DENIED as usize] = 4;
+            s[lsm_shared::STAT_LAYER_PASSED as usize] = 5;
             Some(s)
         }
     }
@@ -1323,6 +1334,7 @@ mod tests {
         assert_eq!(value(&h, PATHS_WALKED, &[]), Some(2.0));
         assert_eq!(value(&h, SELECTOR_MATCHES, &[]), Some(3.0));
         assert_eq!(value(&h, OPERATIONS_DENIED, &[]), Some(4.0));
+        assert_eq!(value(&h, LAYER_FILES_PASSED, &[]), Some(5.0));
         assert_eq!(value(&h, RINGBUF_RECEIVED, &[]), Some(100.0));
         assert_eq!(value(&h, RINGBUF_QUEUE_LOST, &[]), Some(2.0));
         assert_eq!(value(&h, SUBSCRIBERS, &[]), Some(1.0));

@@ -53,8 +53,8 @@ use crate::{
         open_wants_path, remove_if_present,
     },
     path::{
-        is_backing_layer_file, is_layer_file, is_layer_file_btf, resolve_d_path, resolve_file_walk,
-        resolve_walk,
+        count, is_backing_layer_file, is_layer_file, is_layer_file_btf, resolve_d_path,
+        resolve_file_walk, resolve_walk,
     },
     scratch::Scratch,
 };
@@ -106,6 +106,7 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
     // verdict kept for it.
     if is_backing_layer_file(file) {
         previous(ctx, 1)?;
+        count(STAT_LAYER_PASSED);
         return Ok(0);
     }
     let (s, cur) = enter_lsm(ctx, 1, HOOK_FILE_OPEN)?;
@@ -169,6 +170,7 @@ fn try_file_permission(ctx: &LsmContext) -> Result<i32, i32> {
     // of the overlay's file (which the canary's denial at that call stops first).
     if is_backing_layer_file(file) {
         previous(ctx, 2)?;
+        count(STAT_LAYER_PASSED);
         return Ok(0);
     }
     let (s, cur) = enter_lsm(ctx, 2, HOOK_FILE_PERMISSION)?;

@@ -1275,6 +1275,11 @@ pub const STAT_DPATH_FAILED: u32 = 5;
 /// Of [`STAT_PATH_UNRESOLVED`]: the dentry walk gave up (a NULL or unreadable dentry,
 /// deeper than [`MAX_WALK_DEPTH`], longer than [`PATH_BUF_LEN`]).
 pub const STAT_WALK_FAILED: u32 = 6;
+/// Overlayfs' own accesses of a layer's file (its backing file, 6.6+) that `file_open` and
+/// `file_permission` passed at their start, on the `FMODE_BACKING` mark and the mount test.
+/// In a container every open and read makes one besides its own check; none on a kernel
+/// where the mark is unknown (`KernelConfig::fmode_backing` 0), which takes the longer way.
+pub const STAT_LAYER_PASSED: u32 = 7;
 pub const NUM_STATS: u32 = 8;
 
 /// How often each selector's actions ran, per CPU, at `hook * MAX_SELECTORS + slot` of

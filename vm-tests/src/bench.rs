@@ -129,8 +129,12 @@ fn program_totals(body: &str) -> BTreeMap<String, (f64, f64)> {
 
 /// The programs that ran at least once per operation between two scrapes (`ops`
 /// operations), with their runs per operation and mean nanoseconds per run, e.g.
-/// `file_permission 2.0×812` (overlayfs runs the file hooks for the layer's file too).
+/// `file_permission 2.0×812` (overlayfs runs the file hooks for the layer's file too), and
+/// how many of those runs per operation were layer files passed at their start, e.g.
+/// `layer files passed early 2.0` (one at the open and one at the read of the layer's file).
 pub fn program_costs(before: &str, after: &str, ops: u32) -> String {
+    const LAYER: &str = "lsm_agent_layer_files_passed_total";
+    let layer = crate::metric_sample(after, LAYER, &[]) - crate::metric_sample(before, LAYER, &[]);
     let before = program_totals(before);
     let mut parts = Vec::new();
     for (program, (runs, ns)) in program_totals(after) {
@@ -143,6 +147,12 @@ pub fn program_costs(before: &str, after: &str, ops: u32) -> String {
                 (ns - ns0) / runs
             ));
         }
+    }
+    if layer >= f64::from(ops) {
+        parts.push(format!(
+            "layer files passed early {:.1}",
+            layer / f64::from(ops)
+        ));
     }
     if parts.is_empty() {
         "–".to_string()
@@ -359,6 +369,11 @@ mod tests {
         assert_eq!(program_costs(before, after, 100), "file_open 1.0×500");
         assert_eq!(program_costs(before, after, 50), "file_open 2.0×500");
         assert_eq!(program_costs(after, after, 100), "–");
+        let layer = format!("{after}lsm_agent_layer_files_passed_total 210\n");
+        assert_eq!(
+            program_costs(before, &layer, 100),
+            "file_open 1.0×500, layer files passed early 2.1"
+        );
     }
 
     #[test]

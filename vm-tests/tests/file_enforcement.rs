@@ -8,8 +8,17 @@ use std::{
 
 use vm_tests::*;
 
+const METRICS: &str = "127.0.0.1:2116";
+
 fn agent() -> std::sync::MutexGuard<'static, Agent> {
-    shared_agent(&[quickstart("file_monitoring_enforce.yaml")])
+    shared_agent_with_args(&[
+        "--tracing-policy".to_string(),
+        quickstart("file_monitoring_enforce.yaml")
+            .display()
+            .to_string(),
+        "--metrics-server".to_string(),
+        METRICS.to_string(),
+    ])
 }
 
 fn cat() -> PathBuf {
@@ -223,6 +232,54 @@ fn at_the_hooks_twins_an_overlayfs_operation_posts_one_event_too() {
         "post-dd-open-and-read-by-file-name-at-the-twins.yaml",
         "vmtest-overlay-twins",
     );
+}
+
+/// From 6.6 overlayfs opens and reads a layer's file as a backing file, and the file hooks
+/// run for it besides the overlay's file; they pass it at their start, without a lookup, on
+/// the kernel's `FMODE_BACKING` mark. That mark is a `#define` the agent knows by release,
+/// and a wrong one would not change a verdict, only lose the shortcut (as Debian's 6.12,
+/// whose mark a backport moved, once did): this counts the shortcut's passes. On 6.1 there
+/// are no backing files (its layer files go another way) and none may be counted.
+#[test]
+fn on_6_12_overlayfs_layer_files_pass_at_the_file_hooks_start_and_on_6_1_there_are_none() {
+    let a = agent();
+    let passed = || {
+        metric_sample(
+            &scrape_metrics(METRICS),
+            "lsm_agent_layer_files_passed_total",
+            &[],
+        )
+    };
+    let reads = 20;
+    let before = passed();
+    for _ in 0..reads {
+        // One open and one read of a lower file of the /etc overlay.
+        let out = run(
+            Path::new("/usr/bin/dd"),
+            &[
+                "if=/etc/passwd",
+                "of=/dev/null",
+                "bs=1",
+                "count=1",
+                "status=none",
+            ],
+        );
+        assert_eq!(exit_code(&out), 0, "dd: {out:?}");
+    }
+    // A scrape reads the kernel's counters anew.
+    let grew = passed() - before;
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    if release.starts_with("6.1.") {
+        assert_eq!(grew, 0.0, "layer files passed early on {release}");
+    } else {
+        assert!(
+            grew >= f64::from(2 * reads),
+            "{grew} layer files passed early for {reads} opens and reads on the /etc overlay \
+             of {release}; want at least {}",
+            2 * reads
+        );
+    }
+    drop(a);
 }
 
 fn one_event_per_overlayfs_operation(fixture_file: &str, policy_name: &str) {

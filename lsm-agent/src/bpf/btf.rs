@@ -316,19 +316,21 @@ fn syscall_regs(off: &dyn Fn(&str, &str) -> Result<u64, BtfError>) -> Result<[u6
 
 /// `FMODE_BACKING` of the kernel `release` (`uname -r`), which BTF cannot give (a `#define`),
 /// as the mask of the bits it may be: bit 25 from 6.6, where backing files came, to 6.11;
-/// from 6.12 bit 25 or bit 24, as 6.14 moved it to 24 and stable series took that back
-/// (Debian's 6.12.118 has 24), so both (the other bit is free or a rare fanotify flag there).
-/// 0 (no hint) for anything else, an unparsable release included. A wrong value costs speed,
-/// never a verdict: the BPF side tests the bits only to go on to the layer test, which
-/// decides. 6.6–6.11 keep the one bit: their bit 24 is `FMODE_DIO_PARALLEL_WRITE`, set on
-/// every ext4 and xfs file, which would send all of them to the layer test.
+/// bit 24 from 6.14, which moved it there; both for 6.12 and 6.13, since stable series took
+/// the move back (Debian's 6.12.118 has 24, upstream 6.12 has 25). 0 (no hint) for anything
+/// else, an unparsable release included. A wrong value costs speed, never a verdict: the BPF
+/// side tests the bits only to go on to the layer test, which decides. The mask stays as
+/// narrow as it can because a foreign bit sends every file carrying it to that test: on
+/// 6.6–6.11 bit 24 is `FMODE_DIO_PARALLEL_WRITE` (every ext4 and xfs file), from 6.14 bit 25
+/// is `FMODE_NONOTIFY` (every pipe and socket).
 pub fn fmode_backing(release: &str) -> u64 {
     let mut parts = release
         .split(|c: char| !c.is_ascii_digit())
         .map(|p| p.parse::<u32>().ok());
     match (parts.next().flatten(), parts.next().flatten()) {
         (Some(6), Some(minor)) if (6..=11).contains(&minor) => 1 << 25,
-        (Some(major), Some(minor)) if (major, minor) >= (6, 12) => (1 << 24) | (1 << 25),
+        (Some(6), Some(12 | 13)) => (1 << 24) | (1 << 25),
+        (Some(major), Some(minor)) if (major, minor) >= (6, 14) => 1 << 24,
         _ => 0,
     }
 }
@@ -344,8 +346,8 @@ mod tests {
         assert_eq!(fmode_backing("6.6.0"), 1 << 25);
         assert_eq!(fmode_backing("6.11.9"), 1 << 25);
         assert_eq!(fmode_backing("6.13.2-arch1-1"), (1 << 24) | (1 << 25));
-        assert_eq!(fmode_backing("6.14.0-29-generic"), (1 << 24) | (1 << 25));
-        assert_eq!(fmode_backing("7.0.1"), (1 << 24) | (1 << 25));
+        assert_eq!(fmode_backing("6.14.0-29-generic"), 1 << 24);
+        assert_eq!(fmode_backing("7.0.1"), 1 << 24);
         // No backing files before 6.6; no guess for a release that does not parse.
         assert_eq!(fmode_backing("6.1.0-57-amd64"), 0);
         assert_eq!(fmode_backing("5.14.0-427.el9.x86_64"), 0);
