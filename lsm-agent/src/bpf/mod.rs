@@ -67,6 +67,8 @@ pub enum BpfError {
     },
     #[error("counting possible CPUs: {0}")]
     Cpus(std::io::Error),
+    #[error("parsing the kernel BTF for the loader: {0}")]
+    Thread(std::io::Error),
     #[error("map {0} is missing from the BPF object")]
     MissingMap(&'static str),
     #[error("cannot observe {0}")]
@@ -170,6 +172,15 @@ impl Probe {
         }
         let mode = modes::decide_mode(caps, opts)?;
         let start = std::time::Instant::now();
+        // aya parses the same BTF for the loader on another thread meanwhile: the two
+        // parses are the longest steps of a start under emulation, and independent.
+        let loader_btf = std::thread::Builder::new()
+            .name("loader-btf".into())
+            .spawn(|| {
+                let start = std::time::Instant::now();
+                (aya::Btf::from_sys_fs(), start.elapsed())
+            })
+            .map_err(BpfError::Thread)?;
         let vmlinux = btf::open(Path::new(btf::VMLINUX_BTF))?;
         let mut kconfig = btf::kernel_config(&vmlinux, std::process::id())?;
         info!(elapsed = ?start.elapsed(), "kernel offsets read from BTF");
@@ -182,10 +193,14 @@ impl Probe {
             (kconfig.rename_lock, kconfig.mount_lock) = seqlocks();
         }
         debug!(?kconfig, "kernel offsets from BTF");
-        let start = std::time::Instant::now();
-        let kernel_btf =
-            aya::Btf::from_sys_fs().map_err(|e| BpfError::Load(aya::EbpfError::BtfError(e)))?;
-        info!(elapsed = ?start.elapsed(), "kernel BTF parsed for the loader");
+        let (kernel_btf, elapsed) = loader_btf
+            .join()
+            .map_err(|_| BpfError::Thread(std::io::Error::other("the BTF parser panicked")))?;
+        let kernel_btf = kernel_btf.map_err(|e| BpfError::Load(aya::EbpfError::BtfError(e)))?;
+        info!(
+            ?elapsed,
+            "kernel BTF parsed for the loader (beside the offsets)"
+        );
         let start = std::time::Instant::now();
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&kernel_btf))
