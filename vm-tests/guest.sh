@@ -19,6 +19,11 @@ case "$MODE,$lsms," in
 esac
 [ -e /sys/kernel/btf/vmlinux ] || fail "kernel has no BTF"
 
+# A heartbeat for the host (vm-tests/run.sh), which kills a guest silent for two minutes: on
+# 6.1 QEMU's race can leave the kernel stuck without the soft lockup's panic (an RCU stall
+# whose backtrace never comes), and the VM would otherwise run into the 45-minute timeout.
+( while :; do printf '%(%s)T\n' -1 > "$RES/heartbeat"; sleep 10; done ) &
+
 # /etc is an overlay private to this guest (--overlay-rwdir /etc): the write test needs a file
 # there, created before the agent forbids writes under /etc.
 echo "original content" > /etc/lsm-vmtest-append.conf || fail "guest /etc is not writable"

@@ -81,6 +81,34 @@ guest_res=/run/lsm-vmtest-results
 # IPI).
 shows_race() { bash vm-tests/tcg-race.sh --shows-race "$1"; }
 
+# A guest whose heartbeat (guest.sh writes $res/heartbeat every 10 s) is older than this is
+# killed: its kernel no longer schedules. A suite that hangs in user space keeps it beating.
+silence=120
+
+# Process $1 and its descendants, deepest first (timeout, vng, virtme-run, QEMU).
+kill_tree() {
+  local c
+  for c in $(pgrep -P "$1"); do kill_tree "$c"; done
+  kill -TERM "$1" 2>/dev/null || true
+}
+
+# Watches the VM started as process $2 for configuration dir $1 until it ends: once the
+# guest's heartbeat is $silence s old, says so on its console (what tcg-race.sh reads) and
+# kills it.
+watch_heartbeat() {
+  local res=$1 vm=$2 beat
+  while kill -0 "$vm" 2>/dev/null; do
+    sleep 2
+    beat=$(stat -c %Y "$res/heartbeat" 2>/dev/null) || continue
+    if [ $(( $(date +%s) - beat )) -gt "$silence" ]; then
+      echo "[vm-tests] the guest has been silent for over $silence s (no heartbeat since" \
+        "$(date -d "@$beat" +%T)): VM killed" >> "$res/console.log"
+      kill_tree "$vm"
+      return 0
+    fi
+  done
+}
+
 # The test binaries of $1/test-binaries.planned whose suite has no line in $1/timings yet.
 suites_left() {
   local t name
@@ -106,6 +134,7 @@ kernel_log() {
 # failure. Runs in a background lane, so it writes only below its own results dir.
 run_config() {
   local config=$1 series lsm_mode lsms version res suites suite start rc result skip failed=0
+  local vm watcher
   series=${config%%-*}
   case "$config" in
     "$series") lsm_mode=lsm; lsms=$lsm_set ;;
@@ -154,11 +183,17 @@ run_config() {
     # reporting leaves its kernel's last words in console.log, which the summary below shows.
     # softlockup_panic=1: a soft lockup fails the run anyway (`kernel_trouble`); the panic
     # ends the VM at once instead of leaving it hung until the timeout (QEMU's race on 6.1).
+    rm -f "$res/heartbeat"
     timeout --foreground 2700 vng -r "$version" --disable-kvm --force-9p --user root --verbose \
       --cpus 2 --memory 4G "${shares[@]}" --rwdir "$guest_res=$res" --overlay-rwdir /etc \
       --append "lsm=$lsms softlockup_panic=1" \
-      --exec "$repo/vm-tests/guest.sh $guest_res $lsm_mode" >>"$res/console.log" 2>&1 </dev/null
+      --exec "$repo/vm-tests/guest.sh $guest_res $lsm_mode" >>"$res/console.log" 2>&1 </dev/null &
+    vm=$!
+    watch_heartbeat "$res" "$vm" &
+    watcher=$!
+    wait "$vm"
     rc=$?
+    wait "$watcher"
     set -e
     echo "VM exited $rc after $(( $(date +%s) - start ))s (attempt $attempt)" > "$res/vm-exit"
     echo "[vm-tests] $version: $(cat "$res/vm-exit")" | tee -a /dev/stderr
@@ -172,9 +207,10 @@ run_config() {
     elif shows_race "$res/console.log" && [ "$races" -lt 2 ]; then
       races=$((races + 1))
       remaining=$(suites_left "$res")
-      echo "$version: the guest died of QEMU's cross-modifying-code race (an unhandled int3" \
-        "where the kernel was patching its code; vm-tests/tcg-race.sh shows it without the" \
-        "agent); its console is console-race-$races.log. Booting again for the suites it had" \
+      echo "$version: the guest was lost to QEMU's cross-modifying-code race (a stale int3" \
+        "where the kernel patched its code: an oops, or a soft lockup or an RCU stall and" \
+        "then silence; vm-tests/tcg-race.sh shows it without the agent); its console is" \
+        "console-race-$races.log. Booting again for the suites it had" \
         "not finished: $(echo "$remaining" | sed 's|.*/||; s/-[0-9a-f]*$//' | xargs)" >> "$res/races"
       tail -n 1 "$res/races" | sed 's/^/[vm-tests] /' | tee -a /dev/stderr
       bash vm-tests/tcg-race.sh --race-lines "$res/console.log" | tee -a /dev/stderr
