@@ -156,6 +156,23 @@ pub fn policy_name(yaml: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The running kernel's release (`uname -r`), e.g. `6.12.118+deb12-amd64`.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .expect("/proc/sys/kernel/osrelease")
+        .trim()
+        .to_string()
+}
+
+/// `(major, minor)` of the running kernel, for what differs between releases.
+pub fn kernel_version() -> (u32, u32) {
+    let release = kernel_release();
+    let mut it = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().expect("numeric kernel version"));
+    (it.next().expect("major"), it.next().expect("minor"))
+}
+
 /// Fails loudly unless the BPF LSM is active: these tests must never pass vacuously.
 pub fn assert_bpf_lsm_active() {
     let lsms = std::fs::read_to_string("/sys/kernel/security/lsm")

@@ -38,10 +38,9 @@ fn entry_point() -> (&'static str, &'static str) {
 
 /// The report's title: what was measured, the kernel and the entry point.
 fn title(what: &str) -> String {
-    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!(
         "# {what} ({}, {}, QEMU TCG)",
-        release.trim(),
+        kernel_release(),
         entry_point().0
     )
 }

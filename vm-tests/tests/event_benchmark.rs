@@ -103,9 +103,7 @@ fn report_events_per_second_to_1_and_8_subscribers_and_the_export_with_loss_and_
         "# Events delivered under a flood of posted opens ({}, QEMU TCG)\n\n\
          | subscribers | opens/s (events made) | events/s to each subscriber (slowest) | events delivered per subscriber (min–max) | exported | lost (ring, queue, subscribers, export) | agent CPU | agent RSS |\n\
          |---|---|---|---|---|---|---|---|\n",
-        fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
+        kernel_release()
     );
     let opens: u64 = OPENS.parse().expect("OPENS");
     for n in [1usize, 8] {

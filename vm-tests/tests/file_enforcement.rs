@@ -195,8 +195,7 @@ fn status_shows_the_capability_probe_with_every_hook_an_lsm_program() {
     }
     // What differs between the two kernels of the suite: bpf_d_path at path_truncate and
     // the file_truncate hook exist from 6.2 on.
-    let release = fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
-    let (path_truncate, file_truncate) = if release.starts_with("6.1.") {
+    let (path_truncate, file_truncate) = if kernel_version() < (6, 2) {
         (format!("{lsm}\n"), "unavailable on this kernel".to_owned())
     } else {
         (format!("{lsm}, paths by bpf_d_path"), lsm.to_owned())
@@ -238,10 +237,10 @@ fn at_the_hooks_twins_an_overlayfs_operation_posts_one_event_too() {
 /// run for it besides the overlay's file; they pass it at their start, without a lookup, on
 /// the kernel's `FMODE_BACKING` mark. That mark is a `#define` the agent knows by release,
 /// and a wrong one would not change a verdict, only lose the shortcut (as Debian's 6.12,
-/// whose mark a backport moved, once did): this counts the shortcut's passes. On 6.1 there
-/// are no backing files (its layer files go another way) and none may be counted.
+/// whose mark a backport moved, once did): this counts the shortcut's passes. Before 6.6
+/// (6.1 here) there are no backing files (layer files go another way) and none may be counted.
 #[test]
-fn on_6_12_overlayfs_layer_files_pass_at_the_file_hooks_start_and_on_6_1_there_are_none() {
+fn from_6_6_overlayfs_layer_files_pass_at_the_file_hooks_start_and_before_none_do() {
     let a = agent();
     let passed = || {
         metric_sample(
@@ -268,8 +267,8 @@ fn on_6_12_overlayfs_layer_files_pass_at_the_file_hooks_start_and_on_6_1_there_a
     }
     // A scrape reads the kernel's counters anew.
     let grew = passed() - before;
-    let release = fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
-    if release.starts_with("6.1.") {
+    let release = kernel_release();
+    if kernel_version() < (6, 6) {
         assert_eq!(grew, 0.0, "layer files passed early on {release}");
     } else {
         assert!(

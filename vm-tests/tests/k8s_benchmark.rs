@@ -147,9 +147,7 @@ fn report(rows: &[Row], notes: &[String]) -> String {
          | setup | process | ns per 1-byte pread (median; min–max of {ROUNDS} x {READS}) | ns per open+read+close (median; min–max of {ROUNDS} x {OPENS}) | agent RSS (MiB) |\n\
          |---|---|---|---|---|\n",
         NAMESPACES * PODS_PER_NAMESPACE,
-        fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
+        kernel_release()
     );
     for row in rows {
         let [p, p_min, p_max] = row.cost.pread;

@@ -44,16 +44,6 @@ fn run_with_stdin(program: &Path, args: &[&str], input: &[u8]) -> Output {
     child.wait_with_output().expect("waiting for the child")
 }
 
-/// `(major, minor)` of the running kernel.
-fn kernel_version() -> (u32, u32) {
-    let release = fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
-    let mut it = release
-        .trim()
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|n| n.parse::<u32>().expect("numeric kernel version"));
-    (it.next().expect("major"), it.next().expect("minor"))
-}
-
 /// sensitive-files-read.yaml: `cat /etc/gshadow` is killed at `file_open` before reading,
 /// files that are not listed stay readable, and a binary in the `NotIn` list is spared
 /// while the same program under another path is killed.

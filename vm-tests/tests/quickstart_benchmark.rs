@@ -286,11 +286,10 @@ fn report_the_quickstart_enforce_policies_cost_and_start_up_next_to_no_agent() {
     let fs_names = [fs_name(&files[0]), fs_name(&files[1])];
     let _ = fs::remove_dir_all(shm);
 
-    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut report = format!(
         "# The guide's two enforce policies next to no agent ({}, BPF-LSM programs, QEMU TCG)\n\n\
          | operation, ns (median; min–max of {ROUNDS} rounds) | no agent (mean of the medians before and after the agent) | both enforce policies | ratio | plus 10,000-value Prefix and CIDR policies | ratio | BPF programs per operation (both enforce policies): runs per operation × mean ns per run |\n|---|---|---|---|---|---|---|\n",
-        release.trim()
+        kernel_release()
     );
     let on = |i: usize| format!("{}, {}", files[i].display(), fs_names[i]);
     for ((name, b, l, g), programs) in [
